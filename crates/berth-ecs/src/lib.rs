@@ -1,0 +1,120 @@
+//! Amazon ECS's API (`AmazonEC2ContainerServiceV20141113`) over the Berth store.
+//!
+//! Every handler validates its input completely before it reads or writes
+//! state; state-dependent checks and writes happen inside one store mutation so
+//! concurrent requests cannot interleave between them.
+//!
+//! Architecture invariant: handlers never run containers; they write desired
+//! state that controllers and agents act on.
+
+pub mod account_settings;
+pub mod clusters;
+mod error;
+pub mod keys;
+mod pagination;
+pub mod records;
+mod tagging;
+pub mod task_definitions;
+pub mod taskdef_validation;
+
+use std::sync::Arc;
+
+use berth_model::json::{parse_input, to_body};
+use berth_model::shapes::ecs;
+use berth_model::{AwsError, JsonService, RequestContext};
+use berth_store::Store;
+
+use keys::Scope;
+
+/// The ECS API service.
+pub struct EcsService {
+    store: Arc<dyn Store>,
+}
+
+impl EcsService {
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        EcsService { store }
+    }
+}
+
+/// Parses the body into the operation's input shape, runs the handler and
+/// serializes its output.
+macro_rules! op {
+    ($body:expr, |$input:ident| $call:expr) => {{
+        let $input = parse_input($body)?;
+        let output = $call?;
+        to_body(&output)
+    }};
+}
+
+#[async_trait::async_trait]
+impl JsonService for EcsService {
+    fn target_prefix(&self) -> &'static str {
+        ecs::TARGET_PREFIX
+    }
+
+    fn signing_name(&self) -> &'static str {
+        ecs::SIGNING_NAME
+    }
+
+    async fn handle(
+        &self,
+        ctx: &RequestContext,
+        operation: &str,
+        body: &[u8],
+    ) -> Result<Vec<u8>, AwsError> {
+        let store = self.store.as_ref();
+        let scope = &Scope::of(ctx);
+        let caller = ctx.principal.arn.as_str();
+        match operation {
+            "CreateCluster" => op!(body, |i| clusters::create(store, scope, caller, i).await),
+            "DescribeClusters" => op!(body, |i| clusters::describe(store, scope, i)),
+            "ListClusters" => op!(body, |i| clusters::list(store, scope, i)),
+            "UpdateCluster" => op!(body, |i| clusters::update(store, scope, i).await),
+            "UpdateClusterSettings" => {
+                op!(body, |i| clusters::update_settings(store, scope, i).await)
+            }
+            "PutClusterCapacityProviders" => {
+                op!(body, |i| clusters::put_capacity_providers(store, scope, i).await)
+            }
+            "DeleteCluster" => op!(body, |i| clusters::delete(store, scope, i).await),
+
+            "RegisterTaskDefinition" => {
+                op!(body, |i| task_definitions::register(store, scope, caller, i).await)
+            }
+            "DescribeTaskDefinition" => op!(body, |i| task_definitions::describe(store, scope, i)),
+            "ListTaskDefinitions" => op!(body, |i| task_definitions::list(store, scope, i)),
+            "ListTaskDefinitionFamilies" => {
+                op!(body, |i| task_definitions::list_families(store, scope, i))
+            }
+            "DeregisterTaskDefinition" => {
+                op!(body, |i| task_definitions::deregister(store, scope, i).await)
+            }
+            "DeleteTaskDefinitions" => {
+                op!(body, |i| task_definitions::delete(store, scope, i).await)
+            }
+
+            "PutAccountSetting" => {
+                op!(body, |i| account_settings::put(store, scope, caller, i).await)
+            }
+            "PutAccountSettingDefault" => {
+                op!(body, |i| account_settings::put_default(store, scope, i).await)
+            }
+            "ListAccountSettings" => {
+                op!(body, |i| account_settings::list(store, scope, caller, i))
+            }
+            "DeleteAccountSetting" => {
+                op!(body, |i| account_settings::delete(store, scope, caller, i).await)
+            }
+
+            "TagResource" => op!(body, |i| tagging::tag(store, scope, i).await),
+            "UntagResource" => op!(body, |i| tagging::untag(store, scope, i).await),
+            "ListTagsForResource" => op!(body, |i| tagging::list(store, scope, i)),
+
+            other if ecs::OPERATIONS.contains(&other) => Err(error::unsupported(other)),
+            other => Err(AwsError::unknown_operation(format!(
+                "ECS has no operation named '{other}'."
+            ))),
+        }
+    }
+}

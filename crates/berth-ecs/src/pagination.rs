@@ -1,0 +1,52 @@
+//! `nextToken`s: opaque, and stable under concurrent inserts because they name
+//! the last key returned rather than an offset.
+
+use base64::Engine;
+use berth_model::AwsError;
+
+use crate::error;
+
+const ENGINE: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+/// Wraps the last key of a page (relative to the listing's prefix).
+pub fn encode(last: &str) -> String {
+    ENGINE.encode(format!("berth1:{last}"))
+}
+
+/// Reads a token back; any token Berth did not hand out is refused.
+pub fn decode(token: &str) -> Result<String, AwsError> {
+    let bytes = ENGINE
+        .decode(token)
+        .map_err(|_| invalid_token())?;
+    let text = String::from_utf8(bytes).map_err(|_| invalid_token())?;
+    text.strip_prefix("berth1:")
+        .map(str::to_string)
+        .ok_or_else(invalid_token)
+}
+
+fn invalid_token() -> AwsError {
+    error::invalid_parameter("Invalid nextToken: the token is not one this service returned.")
+}
+
+/// Validates `maxResults` against ECS's bounds (1–100) and applies the default.
+pub fn page_size(max_results: Option<i32>, default: usize) -> Result<usize, AwsError> {
+    match max_results {
+        None => Ok(default),
+        Some(n) if (1..=100).contains(&n) => Ok(n as usize),
+        Some(n) => Err(error::invalid_parameter(format!(
+            "maxResults must be between 1 and 100; got {n}."
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_rejects_garbage() {
+        assert_eq!(decode(&encode("web/0000000003")).unwrap(), "web/0000000003");
+        assert!(decode("not-a-token!").is_err());
+        assert!(decode(&ENGINE.encode("other")).is_err());
+    }
+}

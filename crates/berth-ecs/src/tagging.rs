@@ -1,0 +1,185 @@
+//! TagResource, UntagResource and ListTagsForResource for every taggable ECS
+//! resource, plus the tag checks that creating operations share.
+
+use berth_model::shapes::ecs::{
+    Cluster, ListTagsForResourceRequest, ListTagsForResourceResponse, Tag, TagResourceRequest,
+    TagResourceResponse, UntagResourceRequest, UntagResourceResponse,
+};
+use berth_model::tags::{self as rules, TagRef};
+use berth_model::{Arn, AwsError};
+use berth_store::{Op, ReadView, Store, StoreExt};
+
+use crate::keys::Scope;
+use crate::records::{encode, load};
+use crate::task_definitions::{self, TaskDefinitionRecord};
+use crate::{clusters, error};
+
+/// Checks tags a request adds, given the keys the resource already has.
+pub fn check_new<'a>(
+    tags: &'a [Tag],
+    existing: impl Iterator<Item = &'a str>,
+) -> Result<(), AwsError> {
+    let mut refs = Vec::with_capacity(tags.len());
+    for tag in tags {
+        let key = tag.key.as_deref().ok_or_else(|| error::missing("tags.key"))?;
+        refs.push(TagRef {
+            key,
+            value: tag.value.as_deref().unwrap_or(""),
+        });
+    }
+    rules::check_user_tags(refs, existing).map_err(error::invalid_parameter)
+}
+
+/// Merges `new` into `current`: same key replaces the value.
+pub fn merge(current: &mut Vec<Tag>, new: &[Tag]) {
+    for tag in new {
+        match current.iter_mut().find(|t| t.key == tag.key) {
+            Some(existing) => existing.value = tag.value.clone(),
+            None => current.push(tag.clone()),
+        }
+    }
+}
+
+/// A taggable resource named by an ARN.
+enum Target {
+    Cluster { key: String, name: String },
+    TaskDefinition { key: String },
+}
+
+fn target(scope: &Scope, resource_arn: Option<&str>) -> Result<Target, AwsError> {
+    let text = resource_arn
+        .filter(|a| !a.is_empty())
+        .ok_or_else(|| error::missing("resourceArn"))?;
+    let arn = Arn::parse(text)
+        .filter(|a| a.service == "ecs")
+        .ok_or_else(|| error::invalid_parameter(format!("Invalid resource ARN: {text}")))?;
+    if arn.account != scope.account || arn.region != scope.region {
+        return Err(error::invalid_parameter(format!(
+            "The resource ARN {text} is not in this account and region."
+        )));
+    }
+    match arn.resource_type() {
+        "cluster" => {
+            let name = arn.resource_id().to_string();
+            clusters::check_name(&name)?;
+            Ok(Target::Cluster {
+                key: scope.cluster(&name),
+                name,
+            })
+        }
+        "task-definition" => {
+            let (family, revision) = task_definitions::parse_family_revision(arn.resource_id())
+                .ok_or_else(|| error::invalid_parameter(format!("Invalid resource ARN: {text}")))?;
+            Ok(Target::TaskDefinition {
+                key: scope.task_definition(family, revision),
+            })
+        }
+        other => Err(error::invalid_parameter(format!(
+            "Tagging ECS resources of type '{other}' is not supported by Berth yet."
+        ))),
+    }
+}
+
+fn task_definition_missing() -> AwsError {
+    error::client("Unable to describe task definition.")
+}
+
+/// Reads the tags of a resource.
+fn read_tags(view: &dyn ReadView, scope: &Scope, target: &Target) -> Result<Vec<Tag>, AwsError> {
+    match target {
+        Target::Cluster { name, .. } => {
+            let (cluster, _) = clusters::require_active(view, scope, name)?;
+            Ok(cluster.tags.unwrap_or_default())
+        }
+        Target::TaskDefinition { key } => {
+            let (record, _) =
+                load::<TaskDefinitionRecord>(view, key)?.ok_or_else(task_definition_missing)?;
+            Ok(record.tags)
+        }
+    }
+}
+
+/// Rewrites a resource's tags inside one mutation.
+fn write_tags(
+    view: &dyn ReadView,
+    scope: &Scope,
+    target: &Target,
+    change: &dyn Fn(&mut Vec<Tag>) -> Result<(), AwsError>,
+) -> Result<Vec<Op>, AwsError> {
+    match target {
+        Target::Cluster { key, name } => {
+            let (mut cluster, _): (Cluster, u64) = clusters::require_active(view, scope, name)?;
+            change(cluster.tags.get_or_insert_with(Vec::new))?;
+            Ok(vec![Op::put(key.clone(), encode(&cluster)?)])
+        }
+        Target::TaskDefinition { key } => {
+            let (mut record, _) =
+                load::<TaskDefinitionRecord>(view, key)?.ok_or_else(task_definition_missing)?;
+            change(&mut record.tags)?;
+            Ok(vec![Op::put(key.clone(), encode(&record)?)])
+        }
+    }
+}
+
+pub async fn tag(
+    store: &dyn Store,
+    scope: &Scope,
+    input: TagResourceRequest,
+) -> Result<TagResourceResponse, AwsError> {
+    let target = target(scope, input.resource_arn.as_deref())?;
+    let tags = input.tags.ok_or_else(|| error::missing("tags"))?;
+    check_new(&tags, std::iter::empty())?;
+    let scope = scope.clone();
+    store
+        .update(move |view| {
+            let ops = write_tags(view, &scope, &target, &|current| {
+                check_new(&tags, current.iter().filter_map(|t| t.key.as_deref()))?;
+                merge(current, &tags);
+                Ok(())
+            })?;
+            Ok::<_, AwsError>((ops, ()))
+        })
+        .await
+        .map_err(error::store)??;
+    Ok(TagResourceResponse::default())
+}
+
+pub async fn untag(
+    store: &dyn Store,
+    scope: &Scope,
+    input: UntagResourceRequest,
+) -> Result<UntagResourceResponse, AwsError> {
+    let target = target(scope, input.resource_arn.as_deref())?;
+    let keys = input.tag_keys.ok_or_else(|| error::missing("tagKeys"))?;
+    for key in &keys {
+        rules::check_key(key).map_err(error::invalid_parameter)?;
+        if rules::is_reserved(key) {
+            return Err(error::invalid_parameter(format!(
+                "Tag key '{key}' uses the reserved prefix 'aws:' and cannot be removed."
+            )));
+        }
+    }
+    let scope = scope.clone();
+    store
+        .update(move |view| {
+            let ops = write_tags(view, &scope, &target, &|current| {
+                current.retain(|t| !keys.iter().any(|k| Some(k.as_str()) == t.key.as_deref()));
+                Ok(())
+            })?;
+            Ok::<_, AwsError>((ops, ()))
+        })
+        .await
+        .map_err(error::store)??;
+    Ok(UntagResourceResponse::default())
+}
+
+pub fn list(
+    view: &dyn ReadView,
+    scope: &Scope,
+    input: ListTagsForResourceRequest,
+) -> Result<ListTagsForResourceResponse, AwsError> {
+    let target = target(scope, input.resource_arn.as_deref())?;
+    Ok(ListTagsForResourceResponse {
+        tags: Some(read_tags(view, scope, &target)?),
+    })
+}

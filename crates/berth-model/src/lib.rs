@@ -1,0 +1,18 @@
+//! Berth's shared vocabulary: the AWS error type, request context, ARNs, tag rules
+//! and the request/response shapes generated from the botocore models.
+//!
+//! Architecture invariant: this crate does no I/O and reads no clock; every
+//! other crate may depend on it.
+
+pub mod arn;
+pub mod context;
+pub mod error;
+pub mod json;
+pub mod service;
+pub mod shapes;
+pub mod tags;
+
+pub use arn::Arn;
+pub use context::{Principal, PrincipalKind, RequestContext};
+pub use error::AwsError;
+pub use service::JsonService;

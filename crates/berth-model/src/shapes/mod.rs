@@ -1,0 +1,4 @@
+//! Request and response types generated from the botocore service models.
+//!
+//! One module per AWS service; regenerate with `scripts/gen-shapes.py`.
+pub mod ecs;

@@ -1,0 +1,81 @@
+//! The `berth` binary: `berth up` runs the all-in-one server.
+
+mod credentials;
+mod up;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "berth",
+    version,
+    about = "Berth: a self-hosted, Amazon-ECS-compatible container platform",
+    long_about = "Berth runs clusters, task definitions, tasks and services that the stock aws CLI, \
+                  boto3 and the AWS SDKs drive unchanged: point AWS_ENDPOINT_URL at it."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run Berth all-in-one: API server, embedded store and local runtime.
+    Up(UpArgs),
+    /// Print the version.
+    Version,
+}
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct UpArgs {
+    /// Address the API listens on (all AWS APIs and the registry share it).
+    #[arg(long, default_value = "127.0.0.1:4566", value_name = "ADDR")]
+    pub listen: SocketAddr,
+
+    /// Directory for the store, credentials and blobs
+    /// [default: $XDG_DATA_HOME/berth or ~/.local/share/berth].
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// The 12-digit AWS account id Berth's resources belong to.
+    #[arg(long, default_value = "000000000000", value_name = "ID")]
+    pub account_id: String,
+
+    /// The default region printed for clients; requests use the region they are signed for.
+    #[arg(long, default_value = "us-east-1", value_name = "REGION")]
+    pub region: String,
+
+    /// Log filter (tracing EnvFilter syntax); RUST_LOG overrides it.
+    #[arg(long, default_value = "info", value_name = "FILTER")]
+    pub log: String,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Version => {
+            println!("berth {}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
+        Command::Up(args) => {
+            init_logging(&args.log);
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .thread_name("berth")
+                .build()?;
+            runtime.block_on(up::run(args))
+        }
+    }
+}
+
+fn init_logging(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

@@ -1,0 +1,146 @@
+//! `berth up`: the all-in-one server.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use berth_api::{GatewayBuilder, ResolvedCredential, StaticCredentials};
+use berth_ecs::EcsService;
+use berth_model::{Principal, PrincipalKind};
+use berth_store::{SqliteOptions, SqliteStore, Store};
+
+use crate::credentials::{self, Origin};
+use crate::UpArgs;
+
+fn default_data_dir() -> anyhow::Result<PathBuf> {
+    if let Some(xdg) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        return Ok(PathBuf::from(xdg).join("berth"));
+    }
+    let home = std::env::var_os("HOME").context("neither XDG_DATA_HOME nor HOME is set; pass --data-dir")?;
+    Ok(PathBuf::from(home).join(".local/share/berth"))
+}
+
+fn check_account_id(id: &str) -> anyhow::Result<()> {
+    if id.len() != 12 || !id.bytes().all(|b| b.is_ascii_digit()) {
+        bail!("--account-id must be 12 digits, got '{id}'");
+    }
+    Ok(())
+}
+
+pub async fn run(args: UpArgs) -> anyhow::Result<()> {
+    check_account_id(&args.account_id)?;
+    let data_dir = match &args.data_dir {
+        Some(dir) => dir.clone(),
+        None => default_data_dir()?,
+    };
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("creating data directory {}", data_dir.display()))?;
+
+    let sqlite = Arc::new(
+        SqliteStore::open(SqliteOptions::new(data_dir.join("store.db")))
+            .with_context(|| format!("opening the store in {}", data_dir.display()))?,
+    );
+    let store: Arc<dyn Store> = sqlite.clone();
+
+    let root = credentials::load_or_create(&data_dir)?;
+    let root_credentials = Arc::new(StaticCredentials::new());
+    root_credentials.insert(ResolvedCredential {
+        secret_access_key: root.secret_access_key.clone(),
+        session_token: None,
+        expires_at: None,
+        principal: Principal {
+            kind: PrincipalKind::Root,
+            arn: format!("arn:aws:iam::{}:root", args.account_id),
+            user_id: args.account_id.clone(),
+            account_id: args.account_id.clone(),
+            access_key_id: root.access_key_id.clone(),
+        },
+    });
+
+    let gateway = GatewayBuilder::new(store.clone(), env!("CARGO_PKG_VERSION"))
+        .credentials(root_credentials)
+        .json_service(Arc::new(EcsService::new(store.clone())))
+        .build();
+    let app = gateway.router();
+
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    let address = listener.local_addr()?;
+    print_banner(&args, &data_dir, address, &root);
+    tracing::info!(%address, data_dir = %data_dir.display(), "berth is serving");
+
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("serving HTTP")?;
+    tracing::info!("shutting down");
+    drop(store);
+    sqlite.close();
+    Ok(())
+}
+
+fn print_banner(
+    args: &UpArgs,
+    data_dir: &std::path::Path,
+    address: std::net::SocketAddr,
+    root: &credentials::RootKeys,
+) {
+    let endpoint = format!("http://{address}");
+    println!("Berth {} is running on {endpoint}", env!("CARGO_PKG_VERSION"));
+    println!("Data directory: {}", data_dir.display());
+    println!();
+    match &root.origin {
+        Origin::Generated(path) => {
+            println!(
+                "Root credentials were generated and saved to {} (profile {}).",
+                path.display(),
+                credentials::PROFILE
+            );
+            println!("They are printed only this once. Point the aws CLI at Berth with:");
+            println!();
+            println!("export AWS_ENDPOINT_URL={endpoint}");
+            println!("export AWS_ACCESS_KEY_ID={}", root.access_key_id);
+            println!("export AWS_SECRET_ACCESS_KEY={}", root.secret_access_key);
+            println!("export AWS_DEFAULT_REGION={}", args.region);
+        }
+        Origin::File(path) => {
+            println!("Point the aws CLI at Berth with:");
+            println!();
+            println!("export AWS_ENDPOINT_URL={endpoint}");
+            println!("export AWS_SHARED_CREDENTIALS_FILE={}", path.display());
+            println!("export AWS_PROFILE={}", credentials::PROFILE);
+            println!("export AWS_DEFAULT_REGION={}", args.region);
+        }
+        Origin::Environment => {
+            println!("Root credentials come from BERTH_ROOT_ACCESS_KEY_ID / BERTH_ROOT_SECRET_ACCESS_KEY.");
+            println!("Point the aws CLI at Berth with:");
+            println!();
+            println!("export AWS_ENDPOINT_URL={endpoint}");
+            println!("export AWS_ACCESS_KEY_ID=\"$BERTH_ROOT_ACCESS_KEY_ID\"");
+            println!("export AWS_SECRET_ACCESS_KEY=\"$BERTH_ROOT_SECRET_ACCESS_KEY\"");
+            println!("export AWS_DEFAULT_REGION={}", args.region);
+        }
+    }
+    println!();
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = interrupt => {},
+        _ = terminate => {},
+    }
+}

@@ -1,0 +1,244 @@
+"""Starts the real `berth` binary and gives tests the aws CLI, boto3 and raw
+signed HTTP against it. Everything runs on loopback with a temp data dir."""
+import gzip
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import boto3
+import botocore
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+
+ROOT = Path(__file__).resolve().parents[2]
+ACCESS_KEY = "AKIABERTHTESTROOT001"
+SECRET_KEY = "berth-test-secret-key/0123456789abcdefXYZ"
+REGION = "us-east-1"
+ACCOUNT = "000000000000"
+
+
+def berth_binary() -> str:
+    explicit = os.environ.get("BERTH_BIN")
+    if explicit:
+        return explicit
+    target = os.environ.get("CARGO_TARGET_DIR", str(ROOT / "target"))
+    for profile in ("debug", "release"):
+        candidate = Path(target) / profile / "berth"
+        if candidate.exists():
+            return str(candidate)
+    raise RuntimeError("berth binary not found: build it (cargo build) or set BERTH_BIN")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Berth:
+    """One running `berth up` process."""
+
+    def __init__(self, data_dir: Path, port: int | None = None, extra_args=(), env=None):
+        self.data_dir = Path(data_dir)
+        self.port = port or free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.extra_args = list(extra_args)
+        self.env_overrides = env
+        self.proc = None
+        self.stdout_path = self.data_dir.parent / f"berth-{self.port}.stdout"
+        self.stderr_path = self.data_dir.parent / f"berth-{self.port}.stderr"
+
+    def start(self, wait=True):
+        env = dict(os.environ)
+        if self.env_overrides is None:
+            env["BERTH_ROOT_ACCESS_KEY_ID"] = ACCESS_KEY
+            env["BERTH_ROOT_SECRET_ACCESS_KEY"] = SECRET_KEY
+        else:
+            env.pop("BERTH_ROOT_ACCESS_KEY_ID", None)
+            env.pop("BERTH_ROOT_SECRET_ACCESS_KEY", None)
+            env.update(self.env_overrides)
+        env.setdefault("RUST_LOG", "info")
+        self.proc = subprocess.Popen(
+            [berth_binary(), "up", "--listen", f"127.0.0.1:{self.port}",
+             "--data-dir", str(self.data_dir), *self.extra_args],
+            stdout=open(self.stdout_path, "ab"),
+            stderr=open(self.stderr_path, "ab"),
+            env=env,
+        )
+        if wait:
+            self.wait_healthy()
+        return self
+
+    def wait_healthy(self, timeout=30.0):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"berth exited with {self.proc.returncode}: {self.logs()}")
+            try:
+                with urllib.request.urlopen(self.endpoint + "/_berth/health", timeout=1) as r:
+                    if r.status == 200:
+                        return json.loads(r.read())
+            except (urllib.error.URLError, ConnectionError, OSError):
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"berth did not become healthy: {self.logs()}")
+
+    def logs(self) -> str:
+        out = self.stdout_path.read_text(errors="replace") if self.stdout_path.exists() else ""
+        err = self.stderr_path.read_text(errors="replace") if self.stderr_path.exists() else ""
+        return f"--- stdout ---\n{out[-4000:]}\n--- stderr ---\n{err[-4000:]}"
+
+    def stop(self, sig=signal.SIGTERM, timeout=15):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode if self.proc else None
+
+    def kill9(self):
+        self.stop(sig=signal.SIGKILL)
+
+    # --- clients -------------------------------------------------------
+    def cli_env(self, access_key=ACCESS_KEY, secret_key=SECRET_KEY):
+        env = dict(os.environ)
+        for k in list(env):
+            if k.startswith("AWS_"):
+                del env[k]
+        env.update({
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_ACCESS_KEY_ID": access_key,
+            "AWS_SECRET_ACCESS_KEY": secret_key,
+            "AWS_DEFAULT_REGION": REGION,
+            "AWS_MAX_ATTEMPTS": "1",
+            "AWS_PAGER": "",
+            "AWS_CONFIG_FILE": "/dev/null",
+            "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
+        })
+        return env
+
+    def aws(self, *args, check=True, env=None, input=None):
+        """Runs the real aws CLI; returns (returncode, parsed JSON or None, stderr)."""
+        cli = str(Path(os.environ.get("BERTH_VENV", ROOT / ".venv")) / "bin" / "aws")
+        proc = subprocess.run(
+            [cli, *args, "--output", "json"], capture_output=True, text=True,
+            env=env or self.cli_env(), input=input, timeout=120,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(f"aws {' '.join(args)} failed ({proc.returncode}): {proc.stderr}")
+        out = json.loads(proc.stdout) if proc.stdout.strip() else None
+        return proc.returncode, out, proc.stderr
+
+    def client(self, service, access_key=ACCESS_KEY, secret_key=SECRET_KEY, session_token=None):
+        return boto3.client(
+            service, endpoint_url=self.endpoint, region_name=REGION,
+            aws_access_key_id=access_key, aws_secret_access_key=secret_key,
+            aws_session_token=session_token,
+            config=botocore.config.Config(retries={"max_attempts": 1}),
+        )
+
+    def raw(self, service, target_prefix, operation, payload, access_key=ACCESS_KEY,
+            secret_key=SECRET_KEY, sign=True, timestamp=None):
+        """A signed JSON 1.1 call; returns (status, parsed body, headers)."""
+        body = json.dumps(payload).encode()
+        request = AWSRequest(method="POST", url=self.endpoint + "/", data=body, headers={
+            "Content-Type": "application/x-amz-json-1.1",
+            "X-Amz-Target": f"{target_prefix}.{operation}",
+        })
+        if sign:
+            auth = SigV4Auth(Credentials(access_key, secret_key), service, REGION)
+            if timestamp is not None:
+                _sign_at(auth, request, timestamp)
+            else:
+                auth.add_auth(request)
+        prepared = request.prepare()
+        req = urllib.request.Request(prepared.url, data=body, method="POST",
+                                     headers=dict(prepared.headers))
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                return r.status, json.loads(r.read() or b"{}"), dict(r.headers)
+        except urllib.error.HTTPError as e:
+            raw = e.read()
+            try:
+                parsed = json.loads(raw)
+            except ValueError:
+                parsed = {"raw": raw.decode(errors="replace")}
+            return e.code, parsed, dict(e.headers)
+
+
+def _sign_at(auth, request, timestamp):
+    """Signs as if at `timestamp` (a datetime in UTC)."""
+    import datetime
+    from unittest import mock
+
+    class FrozenDatetime(datetime.datetime):
+        @classmethod
+        def utcnow(cls):
+            return timestamp.replace(tzinfo=None)
+
+        @classmethod
+        def now(cls, tz=None):
+            return timestamp if tz else timestamp.replace(tzinfo=None)
+
+    with mock.patch("botocore.auth.datetime.datetime", FrozenDatetime):
+        auth.add_auth(request)
+
+
+# --- botocore model conformance ------------------------------------------
+def load_model(service, version):
+    root = Path(botocore.__file__).parent / "data" / service / version / "service-2.json.gz"
+    with gzip.open(root) as f:
+        return json.load(f)
+
+
+def check_shape(model, shape_name, value, path="$"):
+    """Raises AssertionError when `value` (raw JSON) does not fit the model shape:
+    unknown members, wrong types, enum values not in the model."""
+    shape = model["shapes"][shape_name]
+    kind = shape["type"]
+    if kind == "structure":
+        assert isinstance(value, dict), f"{path}: expected object for {shape_name}, got {type(value).__name__}"
+        members = shape.get("members", {})
+        wire = {m.get("locationName", name): m for name, m in members.items()}
+        for key, item in value.items():
+            assert key in wire, f"{path}: member '{key}' is not in {shape_name}"
+            check_shape(model, wire[key]["shape"], item, f"{path}.{key}")
+    elif kind == "list":
+        assert isinstance(value, list), f"{path}: expected list, got {type(value).__name__}"
+        for i, item in enumerate(value):
+            check_shape(model, shape["member"]["shape"], item, f"{path}[{i}]")
+    elif kind == "map":
+        assert isinstance(value, dict), f"{path}: expected map"
+        for k, item in value.items():
+            check_shape(model, shape["value"]["shape"], item, f"{path}.{k}")
+    elif kind == "string":
+        assert isinstance(value, str), f"{path}: expected string, got {value!r}"
+        if "enum" in shape:
+            assert value in shape["enum"], f"{path}: '{value}' is not one of {shape['enum']}"
+    elif kind in ("integer", "long"):
+        assert isinstance(value, int) and not isinstance(value, bool), f"{path}: expected integer, got {value!r}"
+    elif kind == "boolean":
+        assert isinstance(value, bool), f"{path}: expected boolean, got {value!r}"
+    elif kind in ("double", "float", "timestamp"):
+        assert isinstance(value, (int, float)) and not isinstance(value, bool), f"{path}: expected number, got {value!r}"
+    elif kind == "blob":
+        assert isinstance(value, str), f"{path}: expected base64 string"
+    else:
+        raise AssertionError(f"{path}: unhandled shape type {kind}")
+
+
+def check_output(model, operation, value):
+    out = model["operations"][operation].get("output")
+    if out is None:
+        assert value in ({}, None), f"{operation} has no output shape but returned {value!r}"
+        return
+    check_shape(model, out["shape"], value)
