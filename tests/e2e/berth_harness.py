@@ -13,7 +13,7 @@ from pathlib import Path
 
 import boto3
 import botocore
-from botocore.auth import SigV4Auth
+from botocore.auth import SigV4Auth, SigV4QueryAuth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
@@ -173,6 +173,29 @@ class Berth:
             except ValueError:
                 parsed = {"raw": raw.decode(errors="replace")}
             return e.code, parsed, dict(e.headers)
+
+
+    def presigned(self, service, target_prefix, operation, expires, secret_key=SECRET_KEY,
+                  timestamp=None):
+        """A call authenticated by a presigned query string (botocore's
+        SigV4QueryAuth moves the body into the query, so none is sent)."""
+        request = AWSRequest(method="POST", url=self.endpoint + "/", data=b"", headers={
+            "Content-Type": "application/x-amz-json-1.1",
+            "X-Amz-Target": f"{target_prefix}.{operation}",
+        })
+        auth = SigV4QueryAuth(Credentials(ACCESS_KEY, secret_key), service, REGION, expires=expires)
+        if timestamp is not None:
+            _sign_at(auth, request, timestamp)
+        else:
+            auth.add_auth(request)
+        prepared = request.prepare()
+        req = urllib.request.Request(prepared.url, data=b"", method="POST",
+                                     headers=dict(prepared.headers))
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                return r.status, json.loads(r.read() or b"{}")
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read() or b"{}")
 
 
 def _sign_at(auth, request, timestamp):

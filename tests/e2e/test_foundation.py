@@ -160,6 +160,15 @@ def test_signature_rejections(berth):
     status, body, _ = berth.raw("ecs", ECS, "DescribeClusters", payload, timestamp=recent)
     assert status == 200, body
 
+    # Query-string (presigned) authentication, as botocore builds it.
+    status, body = berth.presigned("ecs", ECS, "ListClusters", expires=60)
+    assert status == 200 and "clusterArns" in body, body
+    status, body = berth.presigned("ecs", ECS, "ListClusters", expires=60, secret_key="wrong-secret")
+    assert status == 403 and body["__type"] == "InvalidSignatureException"
+    old = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(minutes=3)
+    status, body = berth.presigned("ecs", ECS, "ListClusters", expires=60, timestamp=old)
+    assert status == 403 and "Signature expired" in body["message"], body
+
     # The CLI reports the same errors.
     code, _, err = berth.aws("ecs", "list-clusters", check=False,
                              env=berth.cli_env(secret_key="wrong-secret"))

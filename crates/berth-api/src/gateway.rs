@@ -1,6 +1,7 @@
 //! The router: authenticate, find the service, call it, render the answer.
 
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -12,6 +13,7 @@ use axum::{Json, Router};
 use berth_model::{AwsError, JsonService, RequestContext};
 use berth_sigv4::{AuthError, RequestParts, SecretLookup, Verifier};
 use berth_store::Store;
+use futures::FutureExt;
 use http::request::Parts;
 
 use crate::credentials::{CredentialSource, ResolvedCredential};
@@ -78,9 +80,7 @@ struct Lookup<'a>(&'a Gateway);
 
 impl SecretLookup for Lookup<'_> {
     fn secret_for(&self, access_key_id: &str) -> Option<String> {
-        self.0
-            .resolve(access_key_id)
-            .map(|c| c.secret_access_key)
+        self.0.resolve(access_key_id).map(|c| c.secret_access_key)
     }
 }
 
@@ -151,7 +151,12 @@ impl Gateway {
         Ok((credential, verified))
     }
 
-    async fn handle(&self, request_id: &str, parts: &Parts, body: &[u8]) -> Result<Vec<u8>, AwsError> {
+    async fn handle(
+        &self,
+        request_id: &str,
+        parts: &Parts,
+        body: &[u8],
+    ) -> Result<Vec<u8>, AwsError> {
         let (credential, verified) = self.authenticate(parts, body)?;
         let target = parts
             .headers
@@ -186,7 +191,15 @@ impl Gateway {
             region: verified.region,
             principal: credential.principal,
         };
-        service.handle(&ctx, operation, body).await
+        // A bug in a handler must answer 500, not drop the connection.
+        AssertUnwindSafe(service.handle(&ctx, operation, body))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|_| {
+                Err(AwsError::internal(format!(
+                    "Berth failed while handling {target}; the server log has the details."
+                )))
+            })
     }
 }
 

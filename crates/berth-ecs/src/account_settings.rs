@@ -54,7 +54,9 @@ fn root_arn(scope: &Scope) -> String {
 }
 
 fn check_name(name: Option<&str>) -> Result<&str, AwsError> {
-    let name = name.filter(|n| !n.is_empty()).ok_or_else(|| error::missing("name"))?;
+    let name = name
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| error::missing("name"))?;
     if definition(name).is_none() {
         return Err(error::invalid_parameter(format!(
             "Invalid account setting name '{name}'. Valid names: {}.",
@@ -153,7 +155,9 @@ async fn put_setting(
     let key = scope.account_setting(name, &stored.principal);
     let bytes = encode(&stored)?;
     store
-        .mutate(Box::new(move |_| Ok(vec![Op::put(key.clone(), bytes.clone())])))
+        .mutate(Box::new(move |_| {
+            Ok(vec![Op::put(key.clone(), bytes.clone())])
+        }))
         .await
         .map_err(error::store)?;
     Ok(shown(scope, &stored))
@@ -169,7 +173,11 @@ pub async fn put(
     let value = check_value(name, input.value.as_deref())?;
     let principal = principal_key(
         scope,
-        input.principal_arn.as_deref().filter(|p| !p.is_empty()).unwrap_or(caller_arn),
+        input
+            .principal_arn
+            .as_deref()
+            .filter(|p| !p.is_empty())
+            .unwrap_or(caller_arn),
     )?;
     let setting = put_setting(store, scope, name, value, principal).await?;
     Ok(PutAccountSettingResponse {
@@ -199,7 +207,11 @@ pub async fn delete(
     let name = check_name(input.name.as_deref())?.to_string();
     let principal = principal_key(
         scope,
-        input.principal_arn.as_deref().filter(|p| !p.is_empty()).unwrap_or(caller_arn),
+        input
+            .principal_arn
+            .as_deref()
+            .filter(|p| !p.is_empty())
+            .unwrap_or(caller_arn),
     )?;
     let key = scope.account_setting(&name, &principal);
     let (_, deleted) = store

@@ -44,13 +44,12 @@ pub fn check_name(name: &str) -> Result<(), AwsError> {
 pub fn resolve_name(scope: &Scope, reference: Option<&str>) -> Result<String, AwsError> {
     let reference = match reference {
         None => return Ok(DEFAULT_CLUSTER.to_string()),
-        Some(r) if r.is_empty() => return Ok(DEFAULT_CLUSTER.to_string()),
+        Some("") => return Ok(DEFAULT_CLUSTER.to_string()),
         Some(r) => r,
     };
     if reference.starts_with("arn:") {
-        let arn = Arn::parse(reference).ok_or_else(|| {
-            error::invalid_parameter(format!("Invalid cluster ARN: {reference}"))
-        })?;
+        let arn = Arn::parse(reference)
+            .ok_or_else(|| error::invalid_parameter(format!("Invalid cluster ARN: {reference}")))?;
         if arn.service != "ecs" || arn.resource_type() != "cluster" {
             return Err(error::invalid_parameter(format!(
                 "Invalid cluster ARN: {reference}"
@@ -209,8 +208,9 @@ fn initial_settings(
     if let Some(s) = requested.filter(|s| !s.is_empty()) {
         return s;
     }
-    let insights = account_settings::effective_value(view, scope, "containerInsights", principal_arn)
-        .unwrap_or_else(|| "disabled".to_string());
+    let insights =
+        account_settings::effective_value(view, scope, "containerInsights", principal_arn)
+            .unwrap_or_else(|| "disabled".to_string());
     vec![ClusterSetting {
         name: Some("containerInsights".into()),
         value: Some(insights),
@@ -259,7 +259,12 @@ pub async fn create(
                 cluster_name: Some(name.clone()),
                 status: Some(ACTIVE.into()),
                 configuration: configuration.clone(),
-                settings: Some(initial_settings(view, &owned_scope, &principal_arn, settings.clone())),
+                settings: Some(initial_settings(
+                    view,
+                    &owned_scope,
+                    &principal_arn,
+                    settings.clone(),
+                )),
                 tags: Some(tags.clone()),
                 capacity_providers: Some(providers.clone()),
                 default_capacity_provider_strategy: Some(strategy.clone()),
@@ -321,7 +326,12 @@ impl Include {
 }
 
 /// The cluster as the API shows it: live counts filled in, optional parts per `include`.
-pub fn present(view: &dyn ReadView, scope: &Scope, mut cluster: Cluster, include: &Include) -> Cluster {
+pub fn present(
+    view: &dyn ReadView,
+    scope: &Scope,
+    mut cluster: Cluster,
+    include: &Include,
+) -> Cluster {
     let name = cluster.cluster_name.clone().unwrap_or_default();
     let active = cluster.status.as_deref() == Some(ACTIVE);
     let c = if active {
@@ -352,7 +362,9 @@ pub fn present(view: &dyn ReadView, scope: &Scope, mut cluster: Cluster, include
         cluster.attachments_status = None;
     }
     cluster.capacity_providers.get_or_insert_with(Vec::new);
-    cluster.default_capacity_provider_strategy.get_or_insert_with(Vec::new);
+    cluster
+        .default_capacity_provider_strategy
+        .get_or_insert_with(Vec::new);
     cluster
 }
 
@@ -482,7 +494,9 @@ async fn modify(
     reference: Option<String>,
     change: impl Fn(&mut Cluster) -> Result<(), AwsError> + Send + 'static,
 ) -> Result<Cluster, AwsError> {
-    let reference = reference.filter(|r| !r.is_empty()).ok_or_else(|| error::missing("cluster"))?;
+    let reference = reference
+        .filter(|r| !r.is_empty())
+        .ok_or_else(|| error::missing("cluster"))?;
     let name = resolve_name(scope, Some(&reference))?;
     let key = scope.cluster(&name);
     let owned_scope = scope.clone();

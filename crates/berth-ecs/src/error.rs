@@ -14,10 +14,6 @@ pub fn cluster_not_found() -> AwsError {
     AwsError::bad_request("ClusterNotFoundException", "Cluster not found.")
 }
 
-pub fn resource_not_found(message: impl Into<String>) -> AwsError {
-    AwsError::bad_request("ResourceNotFoundException", message)
-}
-
 pub fn server(message: impl Into<String>) -> AwsError {
     AwsError::new(500, "ServerException", message)
 }

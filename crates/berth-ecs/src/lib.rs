@@ -75,12 +75,16 @@ impl JsonService for EcsService {
                 op!(body, |i| clusters::update_settings(store, scope, i).await)
             }
             "PutClusterCapacityProviders" => {
-                op!(body, |i| clusters::put_capacity_providers(store, scope, i).await)
+                op!(body, |i| clusters::put_capacity_providers(store, scope, i)
+                    .await)
             }
             "DeleteCluster" => op!(body, |i| clusters::delete(store, scope, i).await),
 
             "RegisterTaskDefinition" => {
-                op!(body, |i| task_definitions::register(store, scope, caller, i).await)
+                op!(body, |i| task_definitions::register(
+                    store, scope, caller, i
+                )
+                .await)
             }
             "DescribeTaskDefinition" => op!(body, |i| task_definitions::describe(store, scope, i)),
             "ListTaskDefinitions" => op!(body, |i| task_definitions::list(store, scope, i)),
@@ -88,23 +92,27 @@ impl JsonService for EcsService {
                 op!(body, |i| task_definitions::list_families(store, scope, i))
             }
             "DeregisterTaskDefinition" => {
-                op!(body, |i| task_definitions::deregister(store, scope, i).await)
+                op!(body, |i| task_definitions::deregister(store, scope, i)
+                    .await)
             }
             "DeleteTaskDefinitions" => {
                 op!(body, |i| task_definitions::delete(store, scope, i).await)
             }
 
             "PutAccountSetting" => {
-                op!(body, |i| account_settings::put(store, scope, caller, i).await)
+                op!(body, |i| account_settings::put(store, scope, caller, i)
+                    .await)
             }
             "PutAccountSettingDefault" => {
-                op!(body, |i| account_settings::put_default(store, scope, i).await)
+                op!(body, |i| account_settings::put_default(store, scope, i)
+                    .await)
             }
             "ListAccountSettings" => {
                 op!(body, |i| account_settings::list(store, scope, caller, i))
             }
             "DeleteAccountSetting" => {
-                op!(body, |i| account_settings::delete(store, scope, caller, i).await)
+                op!(body, |i| account_settings::delete(store, scope, caller, i)
+                    .await)
             }
 
             "TagResource" => op!(body, |i| tagging::tag(store, scope, i).await),

@@ -15,9 +15,7 @@ pub fn encode(last: &str) -> String {
 
 /// Reads a token back; any token Berth did not hand out is refused.
 pub fn decode(token: &str) -> Result<String, AwsError> {
-    let bytes = ENGINE
-        .decode(token)
-        .map_err(|_| invalid_token())?;
+    let bytes = ENGINE.decode(token).map_err(|_| invalid_token())?;
     let text = String::from_utf8(bytes).map_err(|_| invalid_token())?;
     text.strip_prefix("berth1:")
         .map(str::to_string)

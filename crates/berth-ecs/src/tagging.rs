@@ -21,7 +21,10 @@ pub fn check_new<'a>(
 ) -> Result<(), AwsError> {
     let mut refs = Vec::with_capacity(tags.len());
     for tag in tags {
-        let key = tag.key.as_deref().ok_or_else(|| error::missing("tags.key"))?;
+        let key = tag
+            .key
+            .as_deref()
+            .ok_or_else(|| error::missing("tags.key"))?;
         refs.push(TagRef {
             key,
             value: tag.value.as_deref().unwrap_or(""),

@@ -82,11 +82,9 @@ pub fn parse_reference(scope: &Scope, text: &str) -> Result<Reference, AwsError>
     };
     match body.rsplit_once(':') {
         Some((family, revision)) => {
-            let revision: u32 = revision
-                .parse()
-                .ok()
-                .filter(|r| *r > 0)
-                .ok_or_else(|| error::client(format!("Invalid revision number. Number: {revision}")))?;
+            let revision: u32 = revision.parse().ok().filter(|r| *r > 0).ok_or_else(|| {
+                error::client(format!("Invalid revision number. Number: {revision}"))
+            })?;
             taskdef_validation::check_family(family)?;
             Ok(Reference::Revision(family.to_string(), revision))
         }
@@ -105,7 +103,9 @@ pub fn find(
     reference: &Reference,
 ) -> Result<Option<(TaskDefinitionRecord, u64)>, AwsError> {
     match reference {
-        Reference::Revision(family, revision) => load(view, &scope.task_definition(family, *revision)),
+        Reference::Revision(family, revision) => {
+            load(view, &scope.task_definition(family, *revision))
+        }
         Reference::Family(family) => {
             let revisions = view.range(&scope.task_definition_family(family), None, usize::MAX);
             for kv in revisions.iter().rev() {
@@ -240,7 +240,13 @@ pub fn list(
     for kv in view.range(&prefix, None, usize::MAX) {
         let record: TaskDefinitionRecord = decode(&kv)?;
         if record.task_definition.status.as_deref() == Some(status) {
-            matching.push((kv.key, record.task_definition.task_definition_arn.unwrap_or_default()));
+            matching.push((
+                kv.key,
+                record
+                    .task_definition
+                    .task_definition_arn
+                    .unwrap_or_default(),
+            ));
         }
     }
     if descending {
@@ -255,7 +261,8 @@ pub fn list(
     };
     let page: Vec<&(String, String)> = matching.iter().skip(start).take(limit).collect();
     let next_token = if start + page.len() < matching.len() {
-        page.last().map(|(key, _)| pagination::encode(&key[root.len()..]))
+        page.last()
+            .map(|(key, _)| pagination::encode(&key[root.len()..]))
     } else {
         None
     };

@@ -86,14 +86,15 @@ const FARGATE_SIZES: &[(u32, u32, u32, u32)] = &[
 /// Whether `cpu`/`memory` is one of Fargate's valid combinations.
 pub fn fargate_size_valid(cpu: u32, memory: u32) -> bool {
     FARGATE_SIZES.iter().any(|&(c, min, max, step)| {
-        let in_range = c == cpu && (min..=max).contains(&memory);
+        if c != cpu || !(min..=max).contains(&memory) {
+            return false;
+        }
         // 256 CPU allows 512, 1024 and 2048: its steps start at 512 but 1536 is not offered.
-        let on_step = if c == 256 {
+        if c == 256 {
             [512, 1024, 2048].contains(&memory)
         } else {
-            (memory - min) % step == 0
-        };
-        in_range && on_step
+            (memory - min).is_multiple_of(step)
+        }
     })
 }
 
@@ -129,9 +130,7 @@ pub fn normalize(input: &RegisterTaskDefinitionRequest) -> Result<TaskDefinition
     }
     let network_mode = input.network_mode.as_deref();
     if fargate && network_mode != Some("awsvpc") {
-        return Err(client(
-            "Fargate only supports network mode ‘awsvpc’.",
-        ));
+        return Err(client("Fargate only supports network mode ‘awsvpc’."));
     }
     if let Some(pid) = &input.pid_mode {
         check_enum("pidMode", pid, PID_MODE_VALUES)?;
@@ -180,7 +179,8 @@ pub fn normalize(input: &RegisterTaskDefinitionRequest) -> Result<TaskDefinition
         let (Some(cpu), Some(memory)) = (task_cpu, task_memory) else {
             return Err(client(
                 "Task definition does not support launch_type FARGATE. Fargate requires that 'cpu' and 'memory' be defined at the task level.",
-            ));        };
+            ));
+        };
         if !fargate_size_valid(cpu, memory) {
             return Err(client(format!(
                 "No Fargate configuration exists for given values: {cpu} CPU, {memory} memory. Valid combinations: {}.",
@@ -198,10 +198,18 @@ pub fn normalize(input: &RegisterTaskDefinitionRequest) -> Result<TaskDefinition
     }
     if let Some(platform) = &input.runtime_platform {
         if let Some(arch) = &platform.cpu_architecture {
-            check_enum("runtimePlatform.cpuArchitecture", arch, CPU_ARCHITECTURE_VALUES)?;
+            check_enum(
+                "runtimePlatform.cpuArchitecture",
+                arch,
+                CPU_ARCHITECTURE_VALUES,
+            )?;
         }
         if let Some(os) = &platform.operating_system_family {
-            check_enum("runtimePlatform.operatingSystemFamily", os, OS_FAMILY_VALUES)?;
+            check_enum(
+                "runtimePlatform.operatingSystemFamily",
+                os,
+                OS_FAMILY_VALUES,
+            )?;
         }
     }
     for constraint in input.placement_constraints.iter().flatten() {
@@ -211,11 +219,19 @@ pub fn normalize(input: &RegisterTaskDefinitionRequest) -> Result<TaskDefinition
             ));
         }
         if constraint.expression.as_deref().is_none_or(str::is_empty) {
-            return Err(client("A memberOf placement constraint requires an expression."));
+            return Err(client(
+                "A memberOf placement constraint requires an expression.",
+            ));
         }
     }
-    if input.placement_constraints.as_ref().is_some_and(|c| c.len() > 10) {
-        return Err(client("A task definition can have at most 10 placement constraints."));
+    if input
+        .placement_constraints
+        .as_ref()
+        .is_some_and(|c| c.len() > 10)
+    {
+        return Err(client(
+            "A task definition can have at most 10 placement constraints.",
+        ));
     }
 
     let volumes = input.volumes.clone().unwrap_or_default();
@@ -230,7 +246,12 @@ pub fn normalize(input: &RegisterTaskDefinitionRequest) -> Result<TaskDefinition
         if !volume_names.insert(name.to_string()) {
             return Err(client(format!("Duplicate volume name '{name}'.")));
         }
-        if fargate && volume.host.as_ref().is_some_and(|h| h.source_path.is_some()) {
+        if fargate
+            && volume
+                .host
+                .as_ref()
+                .is_some_and(|h| h.source_path.is_some())
+        {
             return Err(client(
                 "Fargate does not support host volumes with a sourcePath.",
             ));
@@ -383,7 +404,10 @@ fn normalize_container(
         }
         _ => {}
     }
-    for (field, value) in [("memory", c.memory), ("memoryReservation", c.memory_reservation)] {
+    for (field, value) in [
+        ("memory", c.memory),
+        ("memoryReservation", c.memory_reservation),
+    ] {
         if let Some(v) = value {
             if v < MIN_CONTAINER_MEMORY_MIB {
                 return Err(client(format!(
@@ -567,7 +591,11 @@ fn normalize_container(
     Ok(c)
 }
 
-fn check_secret(container: &str, name: Option<&str>, value_from: Option<&str>) -> Result<(), AwsError> {
+fn check_secret(
+    container: &str,
+    name: Option<&str>,
+    value_from: Option<&str>,
+) -> Result<(), AwsError> {
     if name.is_none_or(str::is_empty) {
         return Err(client(format!(
             "Invalid secret for container '{container}': the name is required."
@@ -588,7 +616,11 @@ fn normalize_port_mapping(
     network_mode: Option<&str>,
 ) -> Result<PortMapping, AwsError> {
     let protocol = m.protocol.clone().unwrap_or_else(|| "tcp".into());
-    check_enum("portMappings.protocol", &protocol, TRANSPORT_PROTOCOL_VALUES)?;
+    check_enum(
+        "portMappings.protocol",
+        &protocol,
+        TRANSPORT_PROTOCOL_VALUES,
+    )?;
     m.protocol = Some(protocol);
     if let Some(app) = &m.app_protocol {
         check_enum("portMappings.appProtocol", app, APPLICATION_PROTOCOL_VALUES)?;
@@ -663,7 +695,9 @@ fn check_execution_role(definition: &TaskDefinition) -> Result<(), AwsError> {
             .as_ref()
             .is_some_and(|l| l.log_driver.as_deref() == Some("awslogs"))
     }) && fargate;
-    let has_secrets = containers.clone().any(|c| c.secrets.as_ref().is_some_and(|s| !s.is_empty()));
+    let has_secrets = containers
+        .clone()
+        .any(|c| c.secrets.as_ref().is_some_and(|s| !s.is_empty()));
     if definition.execution_role_arn.is_none() && needs_role {
         return Err(client(
             "Fargate requires task definition to have execution role ARN to support log driver awslogs.",
@@ -753,7 +787,10 @@ pub fn compatibilities(definition: &TaskDefinition) -> Vec<String> {
         c.privileged != Some(true)
             && c.links.as_ref().is_none_or(|l| l.is_empty())
             && c.log_configuration.as_ref().is_none_or(|l| {
-                matches!(l.log_driver.as_deref(), Some("awslogs" | "splunk" | "awsfirelens"))
+                matches!(
+                    l.log_driver.as_deref(),
+                    Some("awslogs" | "splunk" | "awsfirelens")
+                )
             })
     }) && definition.pid_mode.as_deref() != Some("host")
         && definition.ipc_mode.is_none();

@@ -16,7 +16,11 @@ pub struct AwsError {
 }
 
 impl AwsError {
-    pub fn new(status: u16, code: impl Into<Cow<'static, str>>, message: impl Into<String>) -> Self {
+    pub fn new(
+        status: u16,
+        code: impl Into<Cow<'static, str>>,
+        message: impl Into<String>,
+    ) -> Self {
         AwsError {
             code: code.into(),
             message: message.into(),

@@ -8,9 +8,8 @@ pub fn parse_input<T: DeserializeOwned + Default>(body: &[u8]) -> Result<T, AwsE
     if body.iter().all(|b| b.is_ascii_whitespace()) {
         return Ok(T::default());
     }
-    serde_json::from_slice(body).map_err(|e| {
-        AwsError::serialization(format!("could not read the request body: {e}"))
-    })
+    serde_json::from_slice(body)
+        .map_err(|e| AwsError::serialization(format!("could not read the request body: {e}")))
 }
 
 /// Serializes a response shape.

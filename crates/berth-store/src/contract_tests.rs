@@ -88,7 +88,9 @@ fn concurrent_updates_never_lose_increments() {
                         .update(|view| {
                             let n = view
                                 .get("/counter")
-                                .map(|kv| String::from_utf8_lossy(&kv.value).parse::<u64>().unwrap())
+                                .map(|kv| {
+                                    String::from_utf8_lossy(&kv.value).parse::<u64>().unwrap()
+                                })
                                 .unwrap_or(0)
                                 + 1;
                             Ok::<_, ()>((vec![Op::put("/counter", n.to_string())], n))
@@ -115,14 +117,9 @@ fn aborted_and_panicking_mutations_write_nothing() {
     let dir = tempfile::tempdir().unwrap();
     rt().block_on(async {
         let s = open(&dir);
-        let r = s
-            .update(|_| Err::<(Vec<Op>, ()), _>("no"))
-            .await
-            .unwrap();
+        let r = s.update(|_| Err::<(Vec<Op>, ()), _>("no")).await.unwrap();
         assert_eq!(r, Err("no"));
-        let panicked = s
-            .mutate(Box::new(|_| panic!("boom")))
-            .await;
+        let panicked = s.mutate(Box::new(|_| panic!("boom"))).await;
         assert!(matches!(panicked, Err(StoreError::Mutation(_))));
         assert_eq!(s.revision(), 0);
         s.put("/still", Bytes::from("works")).await.unwrap();
@@ -136,7 +133,9 @@ fn range_is_ordered_and_paginates() {
     rt().block_on(async {
         let s = open(&dir);
         for i in (0..20).rev() {
-            s.put(&format!("/p/{i:02}"), Bytes::from("x")).await.unwrap();
+            s.put(&format!("/p/{i:02}"), Bytes::from("x"))
+                .await
+                .unwrap();
         }
         s.put("/q/0", Bytes::from("x")).await.unwrap();
         assert_eq!(s.count("/p/"), 20);
@@ -201,7 +200,10 @@ fn watch_filters_by_prefix_and_follows_live_writes() {
         let writes = tokio::spawn(async move {
             for i in 0..300 {
                 let prefix = if i % 3 == 0 { "/y/" } else { "/x/" };
-                writer.put(&format!("{prefix}{i}"), Bytes::from("v")).await.unwrap();
+                writer
+                    .put(&format!("{prefix}{i}"), Bytes::from("v"))
+                    .await
+                    .unwrap();
             }
         });
         let mut last = 0;
@@ -209,7 +211,10 @@ fn watch_filters_by_prefix_and_follows_live_writes() {
         while seen < 200 {
             let e = next_event(&mut w).await;
             assert!(e.kv.key.starts_with("/x/"));
-            assert!(e.kv.mod_revision > last, "events must arrive in revision order");
+            assert!(
+                e.kv.mod_revision > last,
+                "events must arrive in revision order"
+            );
             last = e.kv.mod_revision;
             seen += 1;
         }
@@ -229,7 +234,9 @@ fn watch_below_compaction_is_refused() {
             s.put(&format!("/k{i}"), Bytes::from("v")).await.unwrap();
         }
         match s.watch("/", 1).await {
-            Err(StoreError::Compacted { compact_revision, .. }) => assert!(compact_revision > 1),
+            Err(StoreError::Compacted {
+                compact_revision, ..
+            }) => assert!(compact_revision > 1),
             Err(e) => panic!("unexpected error {e}"),
             Ok(_) => panic!("watch from a compacted revision must fail"),
         }

@@ -94,7 +94,9 @@ CREATE TABLE IF NOT EXISTS meta (
 
 fn read_meta(conn: &Connection, name: &str) -> Result<u64, StoreError> {
     let v: Option<i64> = conn
-        .query_row("SELECT value FROM meta WHERE name = ?1", [name], |r| r.get(0))
+        .query_row("SELECT value FROM meta WHERE name = ?1", [name], |r| {
+            r.get(0)
+        })
         .optional()
         .map_err(io)?;
     Ok(v.unwrap_or(0) as u64)
@@ -105,9 +107,12 @@ fn open_writer(path: &Path) -> Result<Connection, StoreError> {
         std::fs::create_dir_all(dir).map_err(io)?;
     }
     let conn = Connection::open(path).map_err(io)?;
-    conn.pragma_update(None, "journal_mode", "WAL").map_err(io)?;
-    conn.pragma_update(None, "synchronous", "FULL").map_err(io)?;
-    conn.pragma_update(None, "foreign_keys", "OFF").map_err(io)?;
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(io)?;
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(io)?;
+    conn.pragma_update(None, "foreign_keys", "OFF")
+        .map_err(io)?;
     conn.execute_batch(SCHEMA).map_err(io)?;
     Ok(conn)
 }
@@ -304,6 +309,9 @@ fn writer_loop(
     }
 }
 
+/// What one mutation did: the revision it wrote at, nothing (a no-op), or why it failed.
+type MutationOutcome = Result<Option<Revision>, StoreError>;
+
 /// Evaluates a batch of mutations in order against committed state plus the
 /// batch's own earlier writes. Returns the per-mutation outcome, the pending
 /// writes and the events they produce.
@@ -311,7 +319,7 @@ fn evaluate(
     map: &KeyMap,
     start: Revision,
     mutations: impl Iterator<Item = MutationFn>,
-) -> (Vec<Result<Option<Revision>, StoreError>>, Overlay, Vec<Event>) {
+) -> (Vec<MutationOutcome>, Overlay, Vec<Event>) {
     let mut overlay = Overlay::new();
     let mut events = Vec::new();
     let mut outcomes = Vec::new();
@@ -504,5 +512,4 @@ fn compact(conn: &mut Connection, shared: &Shared, retain: u64) -> Result<(), ru
         [target as i64],
     )?;
     tx.commit()
-
 }

@@ -121,7 +121,8 @@ async fn run<S: EventSource>(
                     if event.kv.mod_revision <= cursor {
                         continue;
                     }
-                    if event.kv.key.starts_with(&prefix) && tx.send(Ok(event.clone())).await.is_err()
+                    if event.kv.key.starts_with(&prefix)
+                        && tx.send(Ok(event.clone())).await.is_err()
                     {
                         return;
                     }

@@ -58,7 +58,9 @@ fn parse_profile(text: &str) -> Option<(String, String)> {
 }
 
 pub fn load_or_create(data_dir: &Path) -> anyhow::Result<RootKeys> {
-    let env_id = std::env::var("BERTH_ROOT_ACCESS_KEY_ID").ok().filter(|v| !v.is_empty());
+    let env_id = std::env::var("BERTH_ROOT_ACCESS_KEY_ID")
+        .ok()
+        .filter(|v| !v.is_empty());
     let env_secret = std::env::var("BERTH_ROOT_SECRET_ACCESS_KEY")
         .ok()
         .filter(|v| !v.is_empty());
@@ -71,16 +73,19 @@ pub fn load_or_create(data_dir: &Path) -> anyhow::Result<RootKeys> {
             })
         }
         (None, None) => {}
-        _ => bail!(
-            "set both BERTH_ROOT_ACCESS_KEY_ID and BERTH_ROOT_SECRET_ACCESS_KEY, or neither"
-        ),
+        _ => {
+            bail!("set both BERTH_ROOT_ACCESS_KEY_ID and BERTH_ROOT_SECRET_ACCESS_KEY, or neither")
+        }
     }
     let path = data_dir.join("credentials");
     if path.exists() {
-        let text = fs::read_to_string(&path)
-            .with_context(|| format!("reading {}", path.display()))?;
+        let text =
+            fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
         let (access_key_id, secret_access_key) = parse_profile(&text).with_context(|| {
-            format!("{} has no [{PROFILE}] profile with both keys", path.display())
+            format!(
+                "{} has no [{PROFILE}] profile with both keys",
+                path.display()
+            )
         })?;
         return Ok(RootKeys {
             access_key_id,
@@ -88,7 +93,10 @@ pub fn load_or_create(data_dir: &Path) -> anyhow::Result<RootKeys> {
             origin: Origin::File(path),
         });
     }
-    let access_key_id = format!("AKIA{}", random_string(16, b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"));
+    let access_key_id = format!(
+        "AKIA{}",
+        random_string(16, b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567")
+    );
     let secret_access_key = random_string(
         40,
         b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/",

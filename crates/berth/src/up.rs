@@ -16,7 +16,8 @@ fn default_data_dir() -> anyhow::Result<PathBuf> {
     if let Some(xdg) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
         return Ok(PathBuf::from(xdg).join("berth"));
     }
-    let home = std::env::var_os("HOME").context("neither XDG_DATA_HOME nor HOME is set; pass --data-dir")?;
+    let home = std::env::var_os("HOME")
+        .context("neither XDG_DATA_HOME nor HOME is set; pass --data-dir")?;
     Ok(PathBuf::from(home).join(".local/share/berth"))
 }
 
@@ -87,7 +88,10 @@ fn print_banner(
     root: &credentials::RootKeys,
 ) {
     let endpoint = format!("http://{address}");
-    println!("Berth {} is running on {endpoint}", env!("CARGO_PKG_VERSION"));
+    println!(
+        "Berth {} is running on {endpoint}",
+        env!("CARGO_PKG_VERSION")
+    );
     println!("Data directory: {}", data_dir.display());
     println!();
     match &root.origin {

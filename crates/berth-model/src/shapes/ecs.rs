@@ -100,13 +100,8 @@ pub const OPERATIONS: &[&str] = &[
 ];
 
 /// Allowed values of `AcceleratorManufacturer`.
-pub const ACCELERATOR_MANUFACTURER_VALUES: &[&str] = &[
-    "amazon-web-services",
-    "amd",
-    "nvidia",
-    "xilinx",
-    "habana",
-];
+pub const ACCELERATOR_MANUFACTURER_VALUES: &[&str] =
+    &["amazon-web-services", "amd", "nvidia", "xilinx", "habana"];
 /// Allowed values of `AcceleratorName`.
 pub const ACCELERATOR_NAME_VALUES: &[&str] = &[
     "a100",
@@ -125,84 +120,36 @@ pub const ACCELERATOR_NAME_VALUES: &[&str] = &[
     "l4",
 ];
 /// Allowed values of `AcceleratorType`.
-pub const ACCELERATOR_TYPE_VALUES: &[&str] = &[
-    "gpu",
-    "fpga",
-    "inference",
-];
+pub const ACCELERATOR_TYPE_VALUES: &[&str] = &["gpu", "fpga", "inference"];
 /// Allowed values of `AccessType`.
-pub const ACCESS_TYPE_VALUES: &[&str] = &[
-    "PUBLIC",
-    "PRIVATE",
-];
+pub const ACCESS_TYPE_VALUES: &[&str] = &["PUBLIC", "PRIVATE"];
 /// Allowed values of `AgentUpdateStatus`.
 pub const AGENT_UPDATE_STATUS_VALUES: &[&str] = &[
-    "PENDING",
-    "STAGING",
-    "STAGED",
-    "UPDATING",
-    "UPDATED",
-    "FAILED",
+    "PENDING", "STAGING", "STAGED", "UPDATING", "UPDATED", "FAILED",
 ];
 /// Allowed values of `ApplicationProtocol`.
-pub const APPLICATION_PROTOCOL_VALUES: &[&str] = &[
-    "http",
-    "http2",
-    "grpc",
-];
+pub const APPLICATION_PROTOCOL_VALUES: &[&str] = &["http", "http2", "grpc"];
 /// Allowed values of `AssignPublicIp`.
-pub const ASSIGN_PUBLIC_IP_VALUES: &[&str] = &[
-    "ENABLED",
-    "DISABLED",
-];
+pub const ASSIGN_PUBLIC_IP_VALUES: &[&str] = &["ENABLED", "DISABLED"];
 /// Allowed values of `AttestationPolicyStatus`.
-pub const ATTESTATION_POLICY_STATUS_VALUES: &[&str] = &[
-    "CONFIGURED",
-];
+pub const ATTESTATION_POLICY_STATUS_VALUES: &[&str] = &["CONFIGURED"];
 /// Allowed values of `AutoRepairActionsStatus`.
-pub const AUTO_REPAIR_ACTIONS_STATUS_VALUES: &[&str] = &[
-    "ENABLED",
-    "DISABLED",
-];
+pub const AUTO_REPAIR_ACTIONS_STATUS_VALUES: &[&str] = &["ENABLED", "DISABLED"];
 /// Allowed values of `AvailabilityZoneRebalancing`.
-pub const AVAILABILITY_ZONE_REBALANCING_VALUES: &[&str] = &[
-    "ENABLED",
-    "DISABLED",
-];
+pub const AVAILABILITY_ZONE_REBALANCING_VALUES: &[&str] = &["ENABLED", "DISABLED"];
 /// Allowed values of `BareMetal`.
-pub const BARE_METAL_VALUES: &[&str] = &[
-    "included",
-    "required",
-    "excluded",
-];
+pub const BARE_METAL_VALUES: &[&str] = &["included", "required", "excluded"];
 /// Allowed values of `BurstablePerformance`.
-pub const BURSTABLE_PERFORMANCE_VALUES: &[&str] = &[
-    "included",
-    "required",
-    "excluded",
-];
+pub const BURSTABLE_PERFORMANCE_VALUES: &[&str] = &["included", "required", "excluded"];
 /// Allowed values of `CPUArchitecture`.
-pub const CPU_ARCHITECTURE_VALUES: &[&str] = &[
-    "X86_64",
-    "ARM64",
-];
+pub const CPU_ARCHITECTURE_VALUES: &[&str] = &["X86_64", "ARM64"];
 /// Allowed values of `CapacityOptionType`.
-pub const CAPACITY_OPTION_TYPE_VALUES: &[&str] = &[
-    "ON_DEMAND",
-    "SPOT",
-    "RESERVED",
-];
+pub const CAPACITY_OPTION_TYPE_VALUES: &[&str] = &["ON_DEMAND", "SPOT", "RESERVED"];
 /// Allowed values of `CapacityProviderField`.
-pub const CAPACITY_PROVIDER_FIELD_VALUES: &[&str] = &[
-    "TAGS",
-];
+pub const CAPACITY_PROVIDER_FIELD_VALUES: &[&str] = &["TAGS"];
 /// Allowed values of `CapacityProviderStatus`.
-pub const CAPACITY_PROVIDER_STATUS_VALUES: &[&str] = &[
-    "PROVISIONING",
-    "ACTIVE",
-    "DEPROVISIONING",
-    "INACTIVE",
-];
+pub const CAPACITY_PROVIDER_STATUS_VALUES: &[&str] =
+    &["PROVISIONING", "ACTIVE", "DEPROVISIONING", "INACTIVE"];
 /// Allowed values of `CapacityProviderType`.
 pub const CAPACITY_PROVIDER_TYPE_VALUES: &[&str] = &[
     "EC2_AUTOSCALING",
@@ -237,33 +184,15 @@ pub const CLUSTER_FIELD_VALUES: &[&str] = &[
     "TAGS",
 ];
 /// Allowed values of `ClusterSettingName`.
-pub const CLUSTER_SETTING_NAME_VALUES: &[&str] = &[
-    "containerInsights",
-];
+pub const CLUSTER_SETTING_NAME_VALUES: &[&str] = &["containerInsights"];
 /// Allowed values of `Compatibility`.
-pub const COMPATIBILITY_VALUES: &[&str] = &[
-    "EC2",
-    "FARGATE",
-    "EXTERNAL",
-    "MANAGED_INSTANCES",
-];
+pub const COMPATIBILITY_VALUES: &[&str] = &["EC2", "FARGATE", "EXTERNAL", "MANAGED_INSTANCES"];
 /// Allowed values of `Connectivity`.
-pub const CONNECTIVITY_VALUES: &[&str] = &[
-    "CONNECTED",
-    "DISCONNECTED",
-];
+pub const CONNECTIVITY_VALUES: &[&str] = &["CONNECTED", "DISCONNECTED"];
 /// Allowed values of `ContainerCondition`.
-pub const CONTAINER_CONDITION_VALUES: &[&str] = &[
-    "START",
-    "COMPLETE",
-    "SUCCESS",
-    "HEALTHY",
-];
+pub const CONTAINER_CONDITION_VALUES: &[&str] = &["START", "COMPLETE", "SUCCESS", "HEALTHY"];
 /// Allowed values of `ContainerInstanceField`.
-pub const CONTAINER_INSTANCE_FIELD_VALUES: &[&str] = &[
-    "TAGS",
-    "CONTAINER_INSTANCE_HEALTH",
-];
+pub const CONTAINER_INSTANCE_FIELD_VALUES: &[&str] = &["TAGS", "CONTAINER_INSTANCE_HEALTH"];
 /// Allowed values of `ContainerInstanceStatus`.
 pub const CONTAINER_INSTANCE_STATUS_VALUES: &[&str] = &[
     "ACTIVE",
@@ -273,18 +202,10 @@ pub const CONTAINER_INSTANCE_STATUS_VALUES: &[&str] = &[
     "REGISTRATION_FAILED",
 ];
 /// Allowed values of `CpuManufacturer`.
-pub const CPU_MANUFACTURER_VALUES: &[&str] = &[
-    "intel",
-    "amd",
-    "amazon-web-services",
-];
+pub const CPU_MANUFACTURER_VALUES: &[&str] = &["intel", "amd", "amazon-web-services"];
 /// Allowed values of `DaemonDeploymentRollbackMonitorsStatus`.
-pub const DAEMON_DEPLOYMENT_ROLLBACK_MONITORS_STATUS_VALUES: &[&str] = &[
-    "TRIGGERED",
-    "MONITORING",
-    "MONITORING_COMPLETE",
-    "DISABLED",
-];
+pub const DAEMON_DEPLOYMENT_ROLLBACK_MONITORS_STATUS_VALUES: &[&str] =
+    &["TRIGGERED", "MONITORING", "MONITORING_COMPLETE", "DISABLED"];
 /// Allowed values of `DaemonDeploymentStatus`.
 pub const DAEMON_DEPLOYMENT_STATUS_VALUES: &[&str] = &[
     "PENDING",
@@ -297,52 +218,25 @@ pub const DAEMON_DEPLOYMENT_STATUS_VALUES: &[&str] = &[
     "ROLLBACK_FAILED",
 ];
 /// Allowed values of `DaemonIpcMode`.
-pub const DAEMON_IPC_MODE_VALUES: &[&str] = &[
-    "none",
-    "shared",
-];
+pub const DAEMON_IPC_MODE_VALUES: &[&str] = &["none", "shared"];
 /// Allowed values of `DaemonPidMode`.
-pub const DAEMON_PID_MODE_VALUES: &[&str] = &[
-    "none",
-    "shared",
-];
+pub const DAEMON_PID_MODE_VALUES: &[&str] = &["none", "shared"];
 /// Allowed values of `DaemonPropagateTags`.
-pub const DAEMON_PROPAGATE_TAGS_VALUES: &[&str] = &[
-    "DAEMON",
-    "NONE",
-];
+pub const DAEMON_PROPAGATE_TAGS_VALUES: &[&str] = &["DAEMON", "NONE"];
 /// Allowed values of `DaemonStatus`.
-pub const DAEMON_STATUS_VALUES: &[&str] = &[
-    "ACTIVE",
-    "DELETE_IN_PROGRESS",
-];
+pub const DAEMON_STATUS_VALUES: &[&str] = &["ACTIVE", "DELETE_IN_PROGRESS"];
 /// Allowed values of `DaemonTaskDefinitionRevisionFilter`.
-pub const DAEMON_TASK_DEFINITION_REVISION_FILTER_VALUES: &[&str] = &[
-    "LAST_REGISTERED",
-];
+pub const DAEMON_TASK_DEFINITION_REVISION_FILTER_VALUES: &[&str] = &["LAST_REGISTERED"];
 /// Allowed values of `DaemonTaskDefinitionStatus`.
-pub const DAEMON_TASK_DEFINITION_STATUS_VALUES: &[&str] = &[
-    "ACTIVE",
-    "DELETE_IN_PROGRESS",
-    "DELETED",
-];
+pub const DAEMON_TASK_DEFINITION_STATUS_VALUES: &[&str] =
+    &["ACTIVE", "DELETE_IN_PROGRESS", "DELETED"];
 /// Allowed values of `DaemonTaskDefinitionStatusFilter`.
-pub const DAEMON_TASK_DEFINITION_STATUS_FILTER_VALUES: &[&str] = &[
-    "ACTIVE",
-    "DELETE_IN_PROGRESS",
-    "ALL",
-];
+pub const DAEMON_TASK_DEFINITION_STATUS_FILTER_VALUES: &[&str] =
+    &["ACTIVE", "DELETE_IN_PROGRESS", "ALL"];
 /// Allowed values of `DeploymentControllerType`.
-pub const DEPLOYMENT_CONTROLLER_TYPE_VALUES: &[&str] = &[
-    "ECS",
-    "CODE_DEPLOY",
-    "EXTERNAL",
-];
+pub const DEPLOYMENT_CONTROLLER_TYPE_VALUES: &[&str] = &["ECS", "CODE_DEPLOY", "EXTERNAL"];
 /// Allowed values of `DeploymentLifecycleHookAction`.
-pub const DEPLOYMENT_LIFECYCLE_HOOK_ACTION_VALUES: &[&str] = &[
-    "ROLLBACK",
-    "CONTINUE",
-];
+pub const DEPLOYMENT_LIFECYCLE_HOOK_ACTION_VALUES: &[&str] = &["ROLLBACK", "CONTINUE"];
 /// Allowed values of `DeploymentLifecycleHookStage`.
 pub const DEPLOYMENT_LIFECYCLE_HOOK_STAGE_VALUES: &[&str] = &[
     "RECONCILE_SERVICE",
@@ -363,118 +257,51 @@ pub const DEPLOYMENT_LIFECYCLE_HOOK_STATUS_VALUES: &[&str] = &[
     "TIMED_OUT",
 ];
 /// Allowed values of `DeploymentLifecycleHookTargetType`.
-pub const DEPLOYMENT_LIFECYCLE_HOOK_TARGET_TYPE_VALUES: &[&str] = &[
-    "AWS_LAMBDA",
-    "PAUSE",
-];
+pub const DEPLOYMENT_LIFECYCLE_HOOK_TARGET_TYPE_VALUES: &[&str] = &["AWS_LAMBDA", "PAUSE"];
 /// Allowed values of `DeploymentRolloutState`.
-pub const DEPLOYMENT_ROLLOUT_STATE_VALUES: &[&str] = &[
-    "COMPLETED",
-    "FAILED",
-    "IN_PROGRESS",
-];
+pub const DEPLOYMENT_ROLLOUT_STATE_VALUES: &[&str] = &["COMPLETED", "FAILED", "IN_PROGRESS"];
 /// Allowed values of `DeploymentStrategy`.
-pub const DEPLOYMENT_STRATEGY_VALUES: &[&str] = &[
-    "ROLLING",
-    "BLUE_GREEN",
-    "LINEAR",
-    "CANARY",
-];
+pub const DEPLOYMENT_STRATEGY_VALUES: &[&str] = &["ROLLING", "BLUE_GREEN", "LINEAR", "CANARY"];
 /// Allowed values of `DesiredStatus`.
-pub const DESIRED_STATUS_VALUES: &[&str] = &[
-    "RUNNING",
-    "PENDING",
-    "STOPPED",
-];
+pub const DESIRED_STATUS_VALUES: &[&str] = &["RUNNING", "PENDING", "STOPPED"];
 /// Allowed values of `DeviceCgroupPermission`.
-pub const DEVICE_CGROUP_PERMISSION_VALUES: &[&str] = &[
-    "read",
-    "write",
-    "mknod",
-];
+pub const DEVICE_CGROUP_PERMISSION_VALUES: &[&str] = &["read", "write", "mknod"];
 /// Allowed values of `EBSResourceType`.
-pub const EBS_RESOURCE_TYPE_VALUES: &[&str] = &[
-    "volume",
-];
+pub const EBS_RESOURCE_TYPE_VALUES: &[&str] = &["volume"];
 /// Allowed values of `EFSAuthorizationConfigIAM`.
-pub const EFS_AUTHORIZATION_CONFIG_IAM_VALUES: &[&str] = &[
-    "ENABLED",
-    "DISABLED",
-];
+pub const EFS_AUTHORIZATION_CONFIG_IAM_VALUES: &[&str] = &["ENABLED", "DISABLED"];
 /// Allowed values of `EFSTransitEncryption`.
-pub const EFS_TRANSIT_ENCRYPTION_VALUES: &[&str] = &[
-    "ENABLED",
-    "DISABLED",
-];
+pub const EFS_TRANSIT_ENCRYPTION_VALUES: &[&str] = &["ENABLED", "DISABLED"];
 /// Allowed values of `EnvironmentFileType`.
-pub const ENVIRONMENT_FILE_TYPE_VALUES: &[&str] = &[
-    "s3",
-];
+pub const ENVIRONMENT_FILE_TYPE_VALUES: &[&str] = &["s3"];
 /// Allowed values of `ExecuteCommandLogging`.
-pub const EXECUTE_COMMAND_LOGGING_VALUES: &[&str] = &[
-    "NONE",
-    "DEFAULT",
-    "OVERRIDE",
-];
+pub const EXECUTE_COMMAND_LOGGING_VALUES: &[&str] = &["NONE", "DEFAULT", "OVERRIDE"];
 /// Allowed values of `ExpressCpuArchitecture`.
-pub const EXPRESS_CPU_ARCHITECTURE_VALUES: &[&str] = &[
-    "X86_64",
-    "ARM64",
-];
+pub const EXPRESS_CPU_ARCHITECTURE_VALUES: &[&str] = &["X86_64", "ARM64"];
 /// Allowed values of `ExpressGatewayServiceInclude`.
-pub const EXPRESS_GATEWAY_SERVICE_INCLUDE_VALUES: &[&str] = &[
-    "TAGS",
-];
+pub const EXPRESS_GATEWAY_SERVICE_INCLUDE_VALUES: &[&str] = &["TAGS"];
 /// Allowed values of `ExpressGatewayServiceScalingMetric`.
-pub const EXPRESS_GATEWAY_SERVICE_SCALING_METRIC_VALUES: &[&str] = &[
-    "AVERAGE_CPU",
-    "AVERAGE_MEMORY",
-    "REQUEST_COUNT_PER_TARGET",
-];
+pub const EXPRESS_GATEWAY_SERVICE_SCALING_METRIC_VALUES: &[&str] =
+    &["AVERAGE_CPU", "AVERAGE_MEMORY", "REQUEST_COUNT_PER_TARGET"];
 /// Allowed values of `ExpressGatewayServiceStatusCode`.
-pub const EXPRESS_GATEWAY_SERVICE_STATUS_CODE_VALUES: &[&str] = &[
-    "ACTIVE",
-    "DRAINING",
-    "INACTIVE",
-];
+pub const EXPRESS_GATEWAY_SERVICE_STATUS_CODE_VALUES: &[&str] = &["ACTIVE", "DRAINING", "INACTIVE"];
 /// Allowed values of `FirelensConfigurationType`.
-pub const FIRELENS_CONFIGURATION_TYPE_VALUES: &[&str] = &[
-    "fluentd",
-    "fluentbit",
-];
+pub const FIRELENS_CONFIGURATION_TYPE_VALUES: &[&str] = &["fluentd", "fluentbit"];
 /// Allowed values of `GatewayAlbDesyncMitigationMode`.
-pub const GATEWAY_ALB_DESYNC_MITIGATION_MODE_VALUES: &[&str] = &[
-    "monitor",
-    "defensive",
-    "strictest",
-];
+pub const GATEWAY_ALB_DESYNC_MITIGATION_MODE_VALUES: &[&str] =
+    &["monitor", "defensive", "strictest"];
 /// Allowed values of `GatewayAlbProtocol`.
-pub const GATEWAY_ALB_PROTOCOL_VALUES: &[&str] = &[
-    "HTTP",
-    "HTTPS",
-];
+pub const GATEWAY_ALB_PROTOCOL_VALUES: &[&str] = &["HTTP", "HTTPS"];
 /// Allowed values of `GatewayClusterAssociationStatus`.
-pub const GATEWAY_CLUSTER_ASSOCIATION_STATUS_VALUES: &[&str] = &[
-    "ACTIVE",
-    "DISASSOCIATING",
-    "INACTIVE",
-];
+pub const GATEWAY_CLUSTER_ASSOCIATION_STATUS_VALUES: &[&str] =
+    &["ACTIVE", "DISASSOCIATING", "INACTIVE"];
 /// Allowed values of `GatewayConnectorHealthCheckProtocol`.
-pub const GATEWAY_CONNECTOR_HEALTH_CHECK_PROTOCOL_VALUES: &[&str] = &[
-    "HTTP",
-    "HTTPS",
-];
+pub const GATEWAY_CONNECTOR_HEALTH_CHECK_PROTOCOL_VALUES: &[&str] = &["HTTP", "HTTPS"];
 /// Allowed values of `GatewayElbIpAddressType`.
-pub const GATEWAY_ELB_IP_ADDRESS_TYPE_VALUES: &[&str] = &[
-    "ipv4",
-    "dualstack",
-    "dualstack-without-public-ipv4",
-];
+pub const GATEWAY_ELB_IP_ADDRESS_TYPE_VALUES: &[&str] =
+    &["ipv4", "dualstack", "dualstack-without-public-ipv4"];
 /// Allowed values of `GatewayElbScheme`.
-pub const GATEWAY_ELB_SCHEME_VALUES: &[&str] = &[
-    "internet-facing",
-    "internal",
-];
+pub const GATEWAY_ELB_SCHEME_VALUES: &[&str] = &["internet-facing", "internal"];
 /// Allowed values of `GatewayRouteStatus`.
 pub const GATEWAY_ROUTE_STATUS_VALUES: &[&str] = &[
     "ACTIVE",
@@ -494,29 +321,14 @@ pub const GATEWAY_STATUS_VALUES: &[&str] = &[
     "DELETED",
 ];
 /// Allowed values of `GpuSharingMode`.
-pub const GPU_SHARING_MODE_VALUES: &[&str] = &[
-    "IDLE",
-    "NVIDIA_MPS",
-    "DEDICATED",
-];
+pub const GPU_SHARING_MODE_VALUES: &[&str] = &["IDLE", "NVIDIA_MPS", "DEDICATED"];
 /// Allowed values of `HealthStatus`.
-pub const HEALTH_STATUS_VALUES: &[&str] = &[
-    "HEALTHY",
-    "UNHEALTHY",
-    "UNKNOWN",
-];
+pub const HEALTH_STATUS_VALUES: &[&str] = &["HEALTHY", "UNHEALTHY", "UNKNOWN"];
 /// Allowed values of `InstanceGeneration`.
-pub const INSTANCE_GENERATION_VALUES: &[&str] = &[
-    "current",
-    "previous",
-];
+pub const INSTANCE_GENERATION_VALUES: &[&str] = &["current", "previous"];
 /// Allowed values of `InstanceHealthCheckState`.
-pub const INSTANCE_HEALTH_CHECK_STATE_VALUES: &[&str] = &[
-    "OK",
-    "IMPAIRED",
-    "INSUFFICIENT_DATA",
-    "INITIALIZING",
-];
+pub const INSTANCE_HEALTH_CHECK_STATE_VALUES: &[&str] =
+    &["OK", "IMPAIRED", "INSUFFICIENT_DATA", "INITIALIZING"];
 /// Allowed values of `InstanceHealthCheckType`.
 pub const INSTANCE_HEALTH_CHECK_TYPE_VALUES: &[&str] = &[
     "CONTAINER_RUNTIME",
@@ -525,35 +337,15 @@ pub const INSTANCE_HEALTH_CHECK_TYPE_VALUES: &[&str] = &[
     "AGENT_CONNECTIVITY",
 ];
 /// Allowed values of `IpcMode`.
-pub const IPC_MODE_VALUES: &[&str] = &[
-    "host",
-    "task",
-    "none",
-];
+pub const IPC_MODE_VALUES: &[&str] = &["host", "task", "none"];
 /// Allowed values of `IsolationMode`.
-pub const ISOLATION_MODE_VALUES: &[&str] = &[
-    "SHARED",
-    "ISOLATED_SANDBOX",
-    "CONFIDENTIAL_SANDBOX",
-];
+pub const ISOLATION_MODE_VALUES: &[&str] = &["SHARED", "ISOLATED_SANDBOX", "CONFIDENTIAL_SANDBOX"];
 /// Allowed values of `LaunchType`.
-pub const LAUNCH_TYPE_VALUES: &[&str] = &[
-    "EC2",
-    "FARGATE",
-    "EXTERNAL",
-    "MANAGED_INSTANCES",
-];
+pub const LAUNCH_TYPE_VALUES: &[&str] = &["EC2", "FARGATE", "EXTERNAL", "MANAGED_INSTANCES"];
 /// Allowed values of `LocalStorage`.
-pub const LOCAL_STORAGE_VALUES: &[&str] = &[
-    "included",
-    "required",
-    "excluded",
-];
+pub const LOCAL_STORAGE_VALUES: &[&str] = &["included", "required", "excluded"];
 /// Allowed values of `LocalStorageType`.
-pub const LOCAL_STORAGE_TYPE_VALUES: &[&str] = &[
-    "hdd",
-    "ssd",
-];
+pub const LOCAL_STORAGE_TYPE_VALUES: &[&str] = &["hdd", "ssd"];
 /// Allowed values of `LogDriver`.
 pub const LOG_DRIVER_VALUES: &[&str] = &[
     "json-file",
@@ -566,19 +358,11 @@ pub const LOG_DRIVER_VALUES: &[&str] = &[
     "awsfirelens",
 ];
 /// Allowed values of `ManagedAgentName`.
-pub const MANAGED_AGENT_NAME_VALUES: &[&str] = &[
-    "ExecuteCommandAgent",
-];
+pub const MANAGED_AGENT_NAME_VALUES: &[&str] = &["ExecuteCommandAgent"];
 /// Allowed values of `ManagedDraining`.
-pub const MANAGED_DRAINING_VALUES: &[&str] = &[
-    "ENABLED",
-    "DISABLED",
-];
+pub const MANAGED_DRAINING_VALUES: &[&str] = &["ENABLED", "DISABLED"];
 /// Allowed values of `ManagedInstancesMonitoringOptions`.
-pub const MANAGED_INSTANCES_MONITORING_OPTIONS_VALUES: &[&str] = &[
-    "BASIC",
-    "DETAILED",
-];
+pub const MANAGED_INSTANCES_MONITORING_OPTIONS_VALUES: &[&str] = &["BASIC", "DETAILED"];
 /// Allowed values of `ManagedResourceStatus`.
 pub const MANAGED_RESOURCE_STATUS_VALUES: &[&str] = &[
     "PROVISIONING",
@@ -588,22 +372,11 @@ pub const MANAGED_RESOURCE_STATUS_VALUES: &[&str] = &[
     "FAILED",
 ];
 /// Allowed values of `ManagedScalingStatus`.
-pub const MANAGED_SCALING_STATUS_VALUES: &[&str] = &[
-    "ENABLED",
-    "DISABLED",
-];
+pub const MANAGED_SCALING_STATUS_VALUES: &[&str] = &["ENABLED", "DISABLED"];
 /// Allowed values of `ManagedTerminationProtection`.
-pub const MANAGED_TERMINATION_PROTECTION_VALUES: &[&str] = &[
-    "ENABLED",
-    "DISABLED",
-];
+pub const MANAGED_TERMINATION_PROTECTION_VALUES: &[&str] = &["ENABLED", "DISABLED"];
 /// Allowed values of `NetworkMode`.
-pub const NETWORK_MODE_VALUES: &[&str] = &[
-    "bridge",
-    "host",
-    "awsvpc",
-    "none",
-];
+pub const NETWORK_MODE_VALUES: &[&str] = &["bridge", "host", "awsvpc", "none"];
 /// Allowed values of `OSFamily`.
 pub const OS_FAMILY_VALUES: &[&str] = &[
     "WINDOWS_SERVER_2019_FULL",
@@ -618,86 +391,37 @@ pub const OS_FAMILY_VALUES: &[&str] = &[
     "LINUX",
 ];
 /// Allowed values of `PidMode`.
-pub const PID_MODE_VALUES: &[&str] = &[
-    "host",
-    "task",
-];
+pub const PID_MODE_VALUES: &[&str] = &["host", "task"];
 /// Allowed values of `PlacementConstraintType`.
-pub const PLACEMENT_CONSTRAINT_TYPE_VALUES: &[&str] = &[
-    "distinctInstance",
-    "memberOf",
-];
+pub const PLACEMENT_CONSTRAINT_TYPE_VALUES: &[&str] = &["distinctInstance", "memberOf"];
 /// Allowed values of `PlacementStrategyType`.
-pub const PLACEMENT_STRATEGY_TYPE_VALUES: &[&str] = &[
-    "random",
-    "spread",
-    "binpack",
-];
+pub const PLACEMENT_STRATEGY_TYPE_VALUES: &[&str] = &["random", "spread", "binpack"];
 /// Allowed values of `PlatformDeviceType`.
-pub const PLATFORM_DEVICE_TYPE_VALUES: &[&str] = &[
-    "GPU",
-    "NEURON_DEVICE",
-];
+pub const PLATFORM_DEVICE_TYPE_VALUES: &[&str] = &["GPU", "NEURON_DEVICE"];
 /// Allowed values of `PropagateGatewayTags`.
-pub const PROPAGATE_GATEWAY_TAGS_VALUES: &[&str] = &[
-    "NONE",
-    "GATEWAY",
-];
+pub const PROPAGATE_GATEWAY_TAGS_VALUES: &[&str] = &["NONE", "GATEWAY"];
 /// Allowed values of `PropagateMITags`.
-pub const PROPAGATE_MI_TAGS_VALUES: &[&str] = &[
-    "CAPACITY_PROVIDER",
-    "NONE",
-];
+pub const PROPAGATE_MI_TAGS_VALUES: &[&str] = &["CAPACITY_PROVIDER", "NONE"];
 /// Allowed values of `PropagateTags`.
-pub const PROPAGATE_TAGS_VALUES: &[&str] = &[
-    "TASK_DEFINITION",
-    "SERVICE",
-    "NONE",
-];
+pub const PROPAGATE_TAGS_VALUES: &[&str] = &["TASK_DEFINITION", "SERVICE", "NONE"];
 /// Allowed values of `ProxyConfigurationType`.
-pub const PROXY_CONFIGURATION_TYPE_VALUES: &[&str] = &[
-    "APPMESH",
-];
+pub const PROXY_CONFIGURATION_TYPE_VALUES: &[&str] = &["APPMESH"];
 /// Allowed values of `ResourceManagementType`.
-pub const RESOURCE_MANAGEMENT_TYPE_VALUES: &[&str] = &[
-    "CUSTOMER",
-    "ECS",
-];
+pub const RESOURCE_MANAGEMENT_TYPE_VALUES: &[&str] = &["CUSTOMER", "ECS"];
 /// Allowed values of `ResourceType`.
-pub const RESOURCE_TYPE_VALUES: &[&str] = &[
-    "GPU",
-    "InferenceAccelerator",
-    "NeuronDevice",
-];
+pub const RESOURCE_TYPE_VALUES: &[&str] = &["GPU", "InferenceAccelerator", "NeuronDevice"];
 /// Allowed values of `ScaleUnit`.
-pub const SCALE_UNIT_VALUES: &[&str] = &[
-    "PERCENT",
-];
+pub const SCALE_UNIT_VALUES: &[&str] = &["PERCENT"];
 /// Allowed values of `SchedulingStrategy`.
-pub const SCHEDULING_STRATEGY_VALUES: &[&str] = &[
-    "REPLICA",
-    "DAEMON",
-];
+pub const SCHEDULING_STRATEGY_VALUES: &[&str] = &["REPLICA", "DAEMON"];
 /// Allowed values of `Scope`.
-pub const SCOPE_VALUES: &[&str] = &[
-    "task",
-    "shared",
-];
+pub const SCOPE_VALUES: &[&str] = &["task", "shared"];
 /// Allowed values of `ServiceConnectAccessLoggingFormat`.
-pub const SERVICE_CONNECT_ACCESS_LOGGING_FORMAT_VALUES: &[&str] = &[
-    "TEXT",
-    "JSON",
-];
+pub const SERVICE_CONNECT_ACCESS_LOGGING_FORMAT_VALUES: &[&str] = &["TEXT", "JSON"];
 /// Allowed values of `ServiceConnectContainerLogLevel`.
-pub const SERVICE_CONNECT_CONTAINER_LOG_LEVEL_VALUES: &[&str] = &[
-    "debug",
-    "info",
-];
+pub const SERVICE_CONNECT_CONTAINER_LOG_LEVEL_VALUES: &[&str] = &["debug", "info"];
 /// Allowed values of `ServiceConnectIncludeQueryParameters`.
-pub const SERVICE_CONNECT_INCLUDE_QUERY_PARAMETERS_VALUES: &[&str] = &[
-    "DISABLED",
-    "ENABLED",
-];
+pub const SERVICE_CONNECT_INCLUDE_QUERY_PARAMETERS_VALUES: &[&str] = &["DISABLED", "ENABLED"];
 /// Allowed values of `ServiceDeploymentLifecycleStage`.
 pub const SERVICE_DEPLOYMENT_LIFECYCLE_STAGE_VALUES: &[&str] = &[
     "RECONCILE_SERVICE",
@@ -712,12 +436,8 @@ pub const SERVICE_DEPLOYMENT_LIFECYCLE_STAGE_VALUES: &[&str] = &[
     "CLEAN_UP",
 ];
 /// Allowed values of `ServiceDeploymentRollbackMonitorsStatus`.
-pub const SERVICE_DEPLOYMENT_ROLLBACK_MONITORS_STATUS_VALUES: &[&str] = &[
-    "TRIGGERED",
-    "MONITORING",
-    "MONITORING_COMPLETE",
-    "DISABLED",
-];
+pub const SERVICE_DEPLOYMENT_ROLLBACK_MONITORS_STATUS_VALUES: &[&str] =
+    &["TRIGGERED", "MONITORING", "MONITORING_COMPLETE", "DISABLED"];
 /// Allowed values of `ServiceDeploymentStatus`.
 pub const SERVICE_DEPLOYMENT_STATUS_VALUES: &[&str] = &[
     "PENDING",
@@ -731,14 +451,9 @@ pub const SERVICE_DEPLOYMENT_STATUS_VALUES: &[&str] = &[
     "ROLLBACK_FAILED",
 ];
 /// Allowed values of `ServiceField`.
-pub const SERVICE_FIELD_VALUES: &[&str] = &[
-    "TAGS",
-];
+pub const SERVICE_FIELD_VALUES: &[&str] = &["TAGS"];
 /// Allowed values of `ServiceRevisionCleanup`.
-pub const SERVICE_REVISION_CLEANUP_VALUES: &[&str] = &[
-    "BLOCKING",
-    "DEFERRED",
-];
+pub const SERVICE_REVISION_CLEANUP_VALUES: &[&str] = &["BLOCKING", "DEFERRED"];
 /// Allowed values of `SettingName`.
 pub const SETTING_NAME_VALUES: &[&str] = &[
     "serviceLongArnFormat",
@@ -754,64 +469,29 @@ pub const SETTING_NAME_VALUES: &[&str] = &[
     "fargateEventWindows",
 ];
 /// Allowed values of `SettingType`.
-pub const SETTING_TYPE_VALUES: &[&str] = &[
-    "user",
-    "aws_managed",
-];
+pub const SETTING_TYPE_VALUES: &[&str] = &["user", "aws_managed"];
 /// Allowed values of `SortOrder`.
-pub const SORT_ORDER_VALUES: &[&str] = &[
-    "ASC",
-    "DESC",
-];
+pub const SORT_ORDER_VALUES: &[&str] = &["ASC", "DESC"];
 /// Allowed values of `StabilityStatus`.
-pub const STABILITY_STATUS_VALUES: &[&str] = &[
-    "STEADY_STATE",
-    "STABILIZING",
-];
+pub const STABILITY_STATUS_VALUES: &[&str] = &["STEADY_STATE", "STABILIZING"];
 /// Allowed values of `StopServiceDeploymentStopType`.
-pub const STOP_SERVICE_DEPLOYMENT_STOP_TYPE_VALUES: &[&str] = &[
-    "ABORT",
-    "ROLLBACK",
-];
+pub const STOP_SERVICE_DEPLOYMENT_STOP_TYPE_VALUES: &[&str] = &["ABORT", "ROLLBACK"];
 /// Allowed values of `TargetType`.
-pub const TARGET_TYPE_VALUES: &[&str] = &[
-    "container-instance",
-];
+pub const TARGET_TYPE_VALUES: &[&str] = &["container-instance"];
 /// Allowed values of `TaskDefinitionFamilyStatus`.
-pub const TASK_DEFINITION_FAMILY_STATUS_VALUES: &[&str] = &[
-    "ACTIVE",
-    "INACTIVE",
-    "ALL",
-];
+pub const TASK_DEFINITION_FAMILY_STATUS_VALUES: &[&str] = &["ACTIVE", "INACTIVE", "ALL"];
 /// Allowed values of `TaskDefinitionField`.
-pub const TASK_DEFINITION_FIELD_VALUES: &[&str] = &[
-    "TAGS",
-];
+pub const TASK_DEFINITION_FIELD_VALUES: &[&str] = &["TAGS"];
 /// Allowed values of `TaskDefinitionPlacementConstraintType`.
-pub const TASK_DEFINITION_PLACEMENT_CONSTRAINT_TYPE_VALUES: &[&str] = &[
-    "memberOf",
-];
+pub const TASK_DEFINITION_PLACEMENT_CONSTRAINT_TYPE_VALUES: &[&str] = &["memberOf"];
 /// Allowed values of `TaskDefinitionStatus`.
-pub const TASK_DEFINITION_STATUS_VALUES: &[&str] = &[
-    "ACTIVE",
-    "INACTIVE",
-    "DELETE_IN_PROGRESS",
-];
+pub const TASK_DEFINITION_STATUS_VALUES: &[&str] = &["ACTIVE", "INACTIVE", "DELETE_IN_PROGRESS"];
 /// Allowed values of `TaskField`.
-pub const TASK_FIELD_VALUES: &[&str] = &[
-    "TAGS",
-];
+pub const TASK_FIELD_VALUES: &[&str] = &["TAGS"];
 /// Allowed values of `TaskFilesystemType`.
-pub const TASK_FILESYSTEM_TYPE_VALUES: &[&str] = &[
-    "ext3",
-    "ext4",
-    "xfs",
-    "ntfs",
-];
+pub const TASK_FILESYSTEM_TYPE_VALUES: &[&str] = &["ext3", "ext4", "xfs", "ntfs"];
 /// Allowed values of `TaskSetField`.
-pub const TASK_SET_FIELD_VALUES: &[&str] = &[
-    "TAGS",
-];
+pub const TASK_SET_FIELD_VALUES: &[&str] = &["TAGS"];
 /// Allowed values of `TaskStopCode`.
 pub const TASK_STOP_CODE_VALUES: &[&str] = &[
     "TaskFailedToStart",
@@ -823,16 +503,9 @@ pub const TASK_STOP_CODE_VALUES: &[&str] = &[
     "InfrastructureHealth",
 ];
 /// Allowed values of `ThresholdType`.
-pub const THRESHOLD_TYPE_VALUES: &[&str] = &[
-    "COUNT",
-    "BOUNDED_PERCENT",
-    "UNBOUNDED_PERCENT",
-];
+pub const THRESHOLD_TYPE_VALUES: &[&str] = &["COUNT", "BOUNDED_PERCENT", "UNBOUNDED_PERCENT"];
 /// Allowed values of `TransportProtocol`.
-pub const TRANSPORT_PROTOCOL_VALUES: &[&str] = &[
-    "tcp",
-    "udp",
-];
+pub const TRANSPORT_PROTOCOL_VALUES: &[&str] = &["tcp", "udp"];
 /// Allowed values of `UlimitName`.
 pub const ULIMIT_NAME_VALUES: &[&str] = &[
     "core",
@@ -852,10 +525,7 @@ pub const ULIMIT_NAME_VALUES: &[&str] = &[
     "stack",
 ];
 /// Allowed values of `VersionConsistency`.
-pub const VERSION_CONSISTENCY_VALUES: &[&str] = &[
-    "enabled",
-    "disabled",
-];
+pub const VERSION_CONSISTENCY_VALUES: &[&str] = &["enabled", "disabled"];
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct AcceleratorCountRequest {
@@ -881,11 +551,23 @@ pub struct AccessDeniedException {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct AdvancedConfiguration {
-    #[serde(rename = "alternateTargetGroupArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "alternateTargetGroupArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub alternate_target_group_arn: Option<String>,
-    #[serde(rename = "productionListenerRule", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "productionListenerRule",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub production_listener_rule: Option<String>,
-    #[serde(rename = "testListenerRule", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "testListenerRule",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub test_listener_rule: Option<String>,
     #[serde(rename = "roleArn", default, skip_serializing_if = "Option::is_none")]
     pub role_arn: Option<String>,
@@ -901,9 +583,17 @@ pub struct AssociateGatewayWithClusterRequest {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct AssociateGatewayWithClusterResponse {
-    #[serde(rename = "gatewayArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "gatewayArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub gateway_arn: Option<String>,
-    #[serde(rename = "clusterArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "clusterArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub cluster_arn: Option<String>,
     #[serde(rename = "status", default, skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
@@ -923,7 +613,11 @@ pub struct Attachment {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct AttachmentStateChange {
-    #[serde(rename = "attachmentArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "attachmentArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub attachment_arn: Option<String>,
     #[serde(rename = "status", default, skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
@@ -935,7 +629,11 @@ pub struct Attribute {
     pub name: Option<String>,
     #[serde(rename = "value", default, skip_serializing_if = "Option::is_none")]
     pub value: Option<String>,
-    #[serde(rename = "targetType", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "targetType",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub target_type: Option<String>,
     #[serde(rename = "targetId", default, skip_serializing_if = "Option::is_none")]
     pub target_id: Option<String>,
@@ -949,29 +647,61 @@ pub struct AttributeLimitExceededException {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct AutoRepairConfiguration {
-    #[serde(rename = "actionsStatus", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "actionsStatus",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub actions_status: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct AutoScalingGroupProvider {
-    #[serde(rename = "autoScalingGroupArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "autoScalingGroupArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub auto_scaling_group_arn: Option<String>,
-    #[serde(rename = "managedScaling", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "managedScaling",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub managed_scaling: Option<ManagedScaling>,
-    #[serde(rename = "managedTerminationProtection", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "managedTerminationProtection",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub managed_termination_protection: Option<String>,
-    #[serde(rename = "managedDraining", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "managedDraining",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub managed_draining: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct AutoScalingGroupProviderUpdate {
-    #[serde(rename = "managedScaling", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "managedScaling",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub managed_scaling: Option<ManagedScaling>,
-    #[serde(rename = "managedTerminationProtection", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "managedTerminationProtection",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub managed_termination_protection: Option<String>,
-    #[serde(rename = "managedDraining", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "managedDraining",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub managed_draining: Option<String>,
 }
 
@@ -979,9 +709,17 @@ pub struct AutoScalingGroupProviderUpdate {
 pub struct AwsVpcConfiguration {
     #[serde(rename = "subnets", default, skip_serializing_if = "Option::is_none")]
     pub subnets: Option<Vec<String>>,
-    #[serde(rename = "securityGroups", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "securityGroups",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub security_groups: Option<Vec<String>>,
-    #[serde(rename = "assignPublicIp", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "assignPublicIp",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub assign_public_ip: Option<String>,
 }
 
@@ -1001,15 +739,27 @@ pub struct BlockedException {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct CanaryConfiguration {
-    #[serde(rename = "canaryPercent", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "canaryPercent",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub canary_percent: Option<f64>,
-    #[serde(rename = "canaryBakeTimeInMinutes", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "canaryBakeTimeInMinutes",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub canary_bake_time_in_minutes: Option<i32>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct CapacityProvider {
-    #[serde(rename = "capacityProviderArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "capacityProviderArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub capacity_provider_arn: Option<String>,
     #[serde(rename = "name", default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
@@ -1017,13 +767,29 @@ pub struct CapacityProvider {
     pub cluster: Option<String>,
     #[serde(rename = "status", default, skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
-    #[serde(rename = "autoScalingGroupProvider", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "autoScalingGroupProvider",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub auto_scaling_group_provider: Option<AutoScalingGroupProvider>,
-    #[serde(rename = "managedInstancesProvider", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "managedInstancesProvider",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub managed_instances_provider: Option<ManagedInstancesProvider>,
-    #[serde(rename = "updateStatus", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "updateStatus",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub update_status: Option<String>,
-    #[serde(rename = "updateStatusReason", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "updateStatusReason",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub update_status_reason: Option<String>,
     #[serde(rename = "tags", default, skip_serializing_if = "Option::is_none")]
     pub tags: Option<Vec<Tag>>,
@@ -1033,7 +799,11 @@ pub struct CapacityProvider {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct CapacityProviderStrategyItem {
-    #[serde(rename = "capacityProvider", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "capacityProvider",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub capacity_provider: Option<String>,
     #[serde(rename = "weight", default, skip_serializing_if = "Option::is_none")]
     pub weight: Option<i32>,
@@ -1043,9 +813,17 @@ pub struct CapacityProviderStrategyItem {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct CapacityReservationRequest {
-    #[serde(rename = "reservationGroupArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "reservationGroupArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub reservation_group_arn: Option<String>,
-    #[serde(rename = "reservationPreference", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "reservationPreference",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub reservation_preference: Option<String>,
 }
 
@@ -1057,45 +835,105 @@ pub struct ClientException {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Cluster {
-    #[serde(rename = "clusterArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "clusterArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub cluster_arn: Option<String>,
-    #[serde(rename = "clusterName", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "clusterName",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub cluster_name: Option<String>,
-    #[serde(rename = "configuration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "configuration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub configuration: Option<ClusterConfiguration>,
     #[serde(rename = "status", default, skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
-    #[serde(rename = "registeredContainerInstancesCount", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "registeredContainerInstancesCount",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub registered_container_instances_count: Option<i32>,
-    #[serde(rename = "runningTasksCount", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "runningTasksCount",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub running_tasks_count: Option<i32>,
-    #[serde(rename = "pendingTasksCount", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "pendingTasksCount",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub pending_tasks_count: Option<i32>,
-    #[serde(rename = "activeServicesCount", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "activeServicesCount",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub active_services_count: Option<i32>,
-    #[serde(rename = "statistics", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "statistics",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub statistics: Option<Vec<KeyValuePair>>,
     #[serde(rename = "tags", default, skip_serializing_if = "Option::is_none")]
     pub tags: Option<Vec<Tag>>,
     #[serde(rename = "settings", default, skip_serializing_if = "Option::is_none")]
     pub settings: Option<Vec<ClusterSetting>>,
-    #[serde(rename = "capacityProviders", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "capacityProviders",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub capacity_providers: Option<Vec<String>>,
-    #[serde(rename = "defaultCapacityProviderStrategy", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "defaultCapacityProviderStrategy",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub default_capacity_provider_strategy: Option<Vec<CapacityProviderStrategyItem>>,
-    #[serde(rename = "attachments", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "attachments",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub attachments: Option<Vec<Attachment>>,
-    #[serde(rename = "attachmentsStatus", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "attachmentsStatus",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub attachments_status: Option<String>,
-    #[serde(rename = "serviceConnectDefaults", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "serviceConnectDefaults",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub service_connect_defaults: Option<ClusterServiceConnectDefaults>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ClusterConfiguration {
-    #[serde(rename = "executeCommandConfiguration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "executeCommandConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub execute_command_configuration: Option<ExecuteCommandConfiguration>,
-    #[serde(rename = "managedStorageConfiguration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "managedStorageConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub managed_storage_configuration: Option<ManagedStorageConfiguration>,
 }
 
@@ -1151,7 +989,11 @@ pub struct ClusterSetting {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ConflictException {
-    #[serde(rename = "resourceIds", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "resourceIds",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub resource_ids: Option<Vec<String>>,
     #[serde(rename = "message", default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
@@ -1159,7 +1001,11 @@ pub struct ConflictException {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Container {
-    #[serde(rename = "containerArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "containerArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub container_arn: Option<String>,
     #[serde(rename = "taskArn", default, skip_serializing_if = "Option::is_none")]
     pub task_arn: Option<String>,
@@ -1167,35 +1013,71 @@ pub struct Container {
     pub name: Option<String>,
     #[serde(rename = "image", default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
-    #[serde(rename = "imageDigest", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "imageDigest",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub image_digest: Option<String>,
     #[serde(rename = "runtimeId", default, skip_serializing_if = "Option::is_none")]
     pub runtime_id: Option<String>,
-    #[serde(rename = "lastStatus", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "lastStatus",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub last_status: Option<String>,
     #[serde(rename = "exitCode", default, skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
     #[serde(rename = "reason", default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
-    #[serde(rename = "networkBindings", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "networkBindings",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub network_bindings: Option<Vec<NetworkBinding>>,
-    #[serde(rename = "networkInterfaces", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "networkInterfaces",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub network_interfaces: Option<Vec<NetworkInterface>>,
-    #[serde(rename = "healthStatus", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "healthStatus",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub health_status: Option<String>,
-    #[serde(rename = "managedAgents", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "managedAgents",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub managed_agents: Option<Vec<ManagedAgent>>,
     #[serde(rename = "cpu", default, skip_serializing_if = "Option::is_none")]
     pub cpu: Option<String>,
     #[serde(rename = "memory", default, skip_serializing_if = "Option::is_none")]
     pub memory: Option<String>,
-    #[serde(rename = "memoryReservation", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "memoryReservation",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub memory_reservation: Option<String>,
     #[serde(rename = "gpuIds", default, skip_serializing_if = "Option::is_none")]
     pub gpu_ids: Option<Vec<String>>,
-    #[serde(rename = "neuronDeviceIds", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "neuronDeviceIds",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub neuron_device_ids: Option<Vec<String>>,
-    #[serde(rename = "gpuSharingStrategy", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "gpuSharingStrategy",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub gpu_sharing_strategy: Option<SharingStrategy>,
 }
 
@@ -1205,91 +1087,215 @@ pub struct ContainerDefinition {
     pub name: Option<String>,
     #[serde(rename = "image", default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
-    #[serde(rename = "repositoryCredentials", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "repositoryCredentials",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub repository_credentials: Option<RepositoryCredentials>,
     #[serde(rename = "cpu", default, skip_serializing_if = "Option::is_none")]
     pub cpu: Option<i32>,
     #[serde(rename = "memory", default, skip_serializing_if = "Option::is_none")]
     pub memory: Option<i32>,
-    #[serde(rename = "memoryReservation", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "memoryReservation",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub memory_reservation: Option<i32>,
     #[serde(rename = "links", default, skip_serializing_if = "Option::is_none")]
     pub links: Option<Vec<String>>,
-    #[serde(rename = "portMappings", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "portMappings",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub port_mappings: Option<Vec<PortMapping>>,
     #[serde(rename = "essential", default, skip_serializing_if = "Option::is_none")]
     pub essential: Option<bool>,
-    #[serde(rename = "restartPolicy", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "restartPolicy",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub restart_policy: Option<ContainerRestartPolicy>,
-    #[serde(rename = "entryPoint", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "entryPoint",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub entry_point: Option<Vec<String>>,
     #[serde(rename = "command", default, skip_serializing_if = "Option::is_none")]
     pub command: Option<Vec<String>>,
-    #[serde(rename = "environment", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "environment",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub environment: Option<Vec<KeyValuePair>>,
-    #[serde(rename = "environmentFiles", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "environmentFiles",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub environment_files: Option<Vec<EnvironmentFile>>,
-    #[serde(rename = "mountPoints", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "mountPoints",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub mount_points: Option<Vec<MountPoint>>,
-    #[serde(rename = "volumesFrom", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "volumesFrom",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub volumes_from: Option<Vec<VolumeFrom>>,
-    #[serde(rename = "linuxParameters", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "linuxParameters",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub linux_parameters: Option<LinuxParameters>,
     #[serde(rename = "secrets", default, skip_serializing_if = "Option::is_none")]
     pub secrets: Option<Vec<Secret>>,
     #[serde(rename = "dependsOn", default, skip_serializing_if = "Option::is_none")]
     pub depends_on: Option<Vec<ContainerDependency>>,
-    #[serde(rename = "startTimeout", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "startTimeout",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub start_timeout: Option<i32>,
-    #[serde(rename = "stopTimeout", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "stopTimeout",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub stop_timeout: Option<i32>,
-    #[serde(rename = "versionConsistency", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "versionConsistency",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub version_consistency: Option<String>,
     #[serde(rename = "hostname", default, skip_serializing_if = "Option::is_none")]
     pub hostname: Option<String>,
     #[serde(rename = "user", default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
-    #[serde(rename = "workingDirectory", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "workingDirectory",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub working_directory: Option<String>,
-    #[serde(rename = "disableNetworking", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "disableNetworking",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub disable_networking: Option<bool>,
-    #[serde(rename = "privileged", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "privileged",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub privileged: Option<bool>,
-    #[serde(rename = "readonlyRootFilesystem", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "readonlyRootFilesystem",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub readonly_root_filesystem: Option<bool>,
-    #[serde(rename = "dnsServers", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "dnsServers",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub dns_servers: Option<Vec<String>>,
-    #[serde(rename = "dnsSearchDomains", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "dnsSearchDomains",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub dns_search_domains: Option<Vec<String>>,
-    #[serde(rename = "extraHosts", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "extraHosts",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub extra_hosts: Option<Vec<HostEntry>>,
-    #[serde(rename = "dockerSecurityOptions", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "dockerSecurityOptions",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub docker_security_options: Option<Vec<String>>,
-    #[serde(rename = "interactive", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "interactive",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub interactive: Option<bool>,
-    #[serde(rename = "pseudoTerminal", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "pseudoTerminal",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub pseudo_terminal: Option<bool>,
-    #[serde(rename = "dockerLabels", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "dockerLabels",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub docker_labels: Option<BTreeMap<String, String>>,
     #[serde(rename = "ulimits", default, skip_serializing_if = "Option::is_none")]
     pub ulimits: Option<Vec<Ulimit>>,
-    #[serde(rename = "logConfiguration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "logConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub log_configuration: Option<LogConfiguration>,
-    #[serde(rename = "healthCheck", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "healthCheck",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub health_check: Option<HealthCheck>,
-    #[serde(rename = "systemControls", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "systemControls",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub system_controls: Option<Vec<SystemControl>>,
-    #[serde(rename = "resourceRequirements", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "resourceRequirements",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub resource_requirements: Option<Vec<ResourceRequirement>>,
-    #[serde(rename = "firelensConfiguration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "firelensConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub firelens_configuration: Option<FirelensConfiguration>,
-    #[serde(rename = "credentialSpecs", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "credentialSpecs",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub credential_specs: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ContainerDependency {
-    #[serde(rename = "containerName", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "containerName",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub container_name: Option<String>,
     #[serde(rename = "condition", default, skip_serializing_if = "Option::is_none")]
     pub condition: Option<String>,
@@ -1297,9 +1303,17 @@ pub struct ContainerDependency {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ContainerImage {
-    #[serde(rename = "containerName", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "containerName",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub container_name: Option<String>,
-    #[serde(rename = "imageDigest", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "imageDigest",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub image_digest: Option<String>,
     #[serde(rename = "image", default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
@@ -1307,49 +1321,117 @@ pub struct ContainerImage {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ContainerInstance {
-    #[serde(rename = "containerInstanceArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "containerInstanceArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub container_instance_arn: Option<String>,
-    #[serde(rename = "ec2InstanceId", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "ec2InstanceId",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub ec2_instance_id: Option<String>,
-    #[serde(rename = "capacityProviderName", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "capacityProviderName",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub capacity_provider_name: Option<String>,
     #[serde(rename = "version", default, skip_serializing_if = "Option::is_none")]
     pub version: Option<i64>,
-    #[serde(rename = "versionInfo", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "versionInfo",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub version_info: Option<VersionInfo>,
-    #[serde(rename = "remainingResources", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "remainingResources",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub remaining_resources: Option<Vec<Resource>>,
-    #[serde(rename = "registeredResources", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "registeredResources",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub registered_resources: Option<Vec<Resource>>,
     #[serde(rename = "status", default, skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
-    #[serde(rename = "statusReason", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "statusReason",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub status_reason: Option<String>,
-    #[serde(rename = "agentConnected", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "agentConnected",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub agent_connected: Option<bool>,
-    #[serde(rename = "runningTasksCount", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "runningTasksCount",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub running_tasks_count: Option<i32>,
-    #[serde(rename = "pendingTasksCount", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "pendingTasksCount",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub pending_tasks_count: Option<i32>,
-    #[serde(rename = "agentUpdateStatus", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "agentUpdateStatus",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub agent_update_status: Option<String>,
-    #[serde(rename = "attributes", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "attributes",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub attributes: Option<Vec<Attribute>>,
-    #[serde(rename = "registeredAt", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "registeredAt",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub registered_at: Option<f64>,
-    #[serde(rename = "attachments", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "attachments",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub attachments: Option<Vec<Attachment>>,
     #[serde(rename = "tags", default, skip_serializing_if = "Option::is_none")]
     pub tags: Option<Vec<Tag>>,
-    #[serde(rename = "healthStatus", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "healthStatus",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub health_status: Option<ContainerInstanceHealthStatus>,
-    #[serde(rename = "gpuDevices", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "gpuDevices",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub gpu_devices: Option<Vec<GpuDevice>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ContainerInstanceHealthStatus {
-    #[serde(rename = "overallStatus", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "overallStatus",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub overall_status: Option<String>,
     #[serde(rename = "details", default, skip_serializing_if = "Option::is_none")]
     pub details: Option<Vec<InstanceHealthCheckResult>>,
@@ -1361,17 +1443,33 @@ pub struct ContainerOverride {
     pub name: Option<String>,
     #[serde(rename = "command", default, skip_serializing_if = "Option::is_none")]
     pub command: Option<Vec<String>>,
-    #[serde(rename = "environment", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "environment",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub environment: Option<Vec<KeyValuePair>>,
-    #[serde(rename = "environmentFiles", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "environmentFiles",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub environment_files: Option<Vec<EnvironmentFile>>,
     #[serde(rename = "cpu", default, skip_serializing_if = "Option::is_none")]
     pub cpu: Option<i32>,
     #[serde(rename = "memory", default, skip_serializing_if = "Option::is_none")]
     pub memory: Option<i32>,
-    #[serde(rename = "memoryReservation", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "memoryReservation",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub memory_reservation: Option<i32>,
-    #[serde(rename = "resourceRequirements", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "resourceRequirements",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub resource_requirements: Option<Vec<ResourceRequirement>>,
 }
 
@@ -1379,23 +1477,43 @@ pub struct ContainerOverride {
 pub struct ContainerRestartPolicy {
     #[serde(rename = "enabled", default, skip_serializing_if = "Option::is_none")]
     pub enabled: Option<bool>,
-    #[serde(rename = "ignoredExitCodes", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "ignoredExitCodes",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub ignored_exit_codes: Option<Vec<i32>>,
-    #[serde(rename = "restartAttemptPeriod", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "restartAttemptPeriod",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub restart_attempt_period: Option<i32>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ContainerStateChange {
-    #[serde(rename = "containerName", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "containerName",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub container_name: Option<String>,
-    #[serde(rename = "imageDigest", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "imageDigest",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub image_digest: Option<String>,
     #[serde(rename = "runtimeId", default, skip_serializing_if = "Option::is_none")]
     pub runtime_id: Option<String>,
     #[serde(rename = "exitCode", default, skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
-    #[serde(rename = "networkBindings", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "networkBindings",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub network_bindings: Option<Vec<NetworkBinding>>,
     #[serde(rename = "reason", default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -1405,7 +1523,11 @@ pub struct ContainerStateChange {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ContinueServiceDeploymentRequest {
-    #[serde(rename = "serviceDeploymentArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "serviceDeploymentArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub service_deployment_arn: Option<String>,
     #[serde(rename = "hookId", default, skip_serializing_if = "Option::is_none")]
     pub hook_id: Option<String>,
@@ -1415,7 +1537,11 @@ pub struct ContinueServiceDeploymentRequest {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ContinueServiceDeploymentResponse {
-    #[serde(rename = "serviceDeploymentArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "serviceDeploymentArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub service_deployment_arn: Option<String>,
 }
 
@@ -1425,9 +1551,17 @@ pub struct CreateCapacityProviderRequest {
     pub name: Option<String>,
     #[serde(rename = "cluster", default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<String>,
-    #[serde(rename = "autoScalingGroupProvider", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "autoScalingGroupProvider",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub auto_scaling_group_provider: Option<AutoScalingGroupProvider>,
-    #[serde(rename = "managedInstancesProvider", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "managedInstancesProvider",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub managed_instances_provider: Option<CreateManagedInstancesProviderConfiguration>,
     #[serde(rename = "tags", default, skip_serializing_if = "Option::is_none")]
     pub tags: Option<Vec<Tag>>,
@@ -1435,25 +1569,49 @@ pub struct CreateCapacityProviderRequest {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct CreateCapacityProviderResponse {
-    #[serde(rename = "capacityProvider", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "capacityProvider",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub capacity_provider: Option<CapacityProvider>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct CreateClusterRequest {
-    #[serde(rename = "clusterName", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "clusterName",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub cluster_name: Option<String>,
     #[serde(rename = "tags", default, skip_serializing_if = "Option::is_none")]
     pub tags: Option<Vec<Tag>>,
     #[serde(rename = "settings", default, skip_serializing_if = "Option::is_none")]
     pub settings: Option<Vec<ClusterSetting>>,
-    #[serde(rename = "configuration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "configuration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub configuration: Option<ClusterConfiguration>,
-    #[serde(rename = "capacityProviders", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "capacityProviders",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub capacity_providers: Option<Vec<String>>,
-    #[serde(rename = "defaultCapacityProviderStrategy", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "defaultCapacityProviderStrategy",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub default_capacity_provider_strategy: Option<Vec<CapacityProviderStrategyItem>>,
-    #[serde(rename = "serviceConnectDefaults", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "serviceConnectDefaults",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub service_connect_defaults: Option<ClusterServiceConnectDefaultsRequest>,
 }
 
@@ -1465,25 +1623,61 @@ pub struct CreateClusterResponse {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct CreateDaemonRequest {
-    #[serde(rename = "daemonName", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "daemonName",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub daemon_name: Option<String>,
-    #[serde(rename = "clusterArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "clusterArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub cluster_arn: Option<String>,
-    #[serde(rename = "daemonTaskDefinitionArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "daemonTaskDefinitionArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub daemon_task_definition_arn: Option<String>,
-    #[serde(rename = "capacityProviderArns", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "capacityProviderArns",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub capacity_provider_arns: Option<Vec<String>>,
-    #[serde(rename = "deploymentConfiguration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "deploymentConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub deployment_configuration: Option<DaemonDeploymentConfiguration>,
     #[serde(rename = "tags", default, skip_serializing_if = "Option::is_none")]
     pub tags: Option<Vec<Tag>>,
-    #[serde(rename = "propagateTags", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "propagateTags",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub propagate_tags: Option<String>,
-    #[serde(rename = "enableECSManagedTags", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "enableECSManagedTags",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub enable_ecs_managed_tags: Option<bool>,
-    #[serde(rename = "enableExecuteCommand", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "enableExecuteCommand",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub enable_execute_command: Option<bool>,
-    #[serde(rename = "clientToken", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "clientToken",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub client_token: Option<String>,
     #[serde(rename = "critical", default, skip_serializing_if = "Option::is_none")]
     pub critical: Option<bool>,
@@ -1497,39 +1691,83 @@ pub struct CreateDaemonResponse {
     pub status: Option<String>,
     #[serde(rename = "createdAt", default, skip_serializing_if = "Option::is_none")]
     pub created_at: Option<f64>,
-    #[serde(rename = "deploymentArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "deploymentArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub deployment_arn: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct CreateExpressGatewayServiceRequest {
-    #[serde(rename = "executionRoleArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "executionRoleArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub execution_role_arn: Option<String>,
-    #[serde(rename = "infrastructureRoleArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "infrastructureRoleArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub infrastructure_role_arn: Option<String>,
-    #[serde(rename = "serviceName", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "serviceName",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub service_name: Option<String>,
     #[serde(rename = "cluster", default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<String>,
-    #[serde(rename = "healthCheckPath", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "healthCheckPath",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub health_check_path: Option<String>,
-    #[serde(rename = "primaryContainer", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "primaryContainer",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub primary_container: Option<ExpressGatewayContainer>,
-    #[serde(rename = "taskRoleArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "taskRoleArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub task_role_arn: Option<String>,
-    #[serde(rename = "networkConfiguration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "networkConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub network_configuration: Option<ExpressGatewayServiceNetworkConfiguration>,
     #[serde(rename = "cpu", default, skip_serializing_if = "Option::is_none")]
     pub cpu: Option<String>,
     #[serde(rename = "memory", default, skip_serializing_if = "Option::is_none")]
     pub memory: Option<String>,
-    #[serde(rename = "cpuArchitecture", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "cpuArchitecture",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub cpu_architecture: Option<String>,
-    #[serde(rename = "scalingTarget", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "scalingTarget",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub scaling_target: Option<ExpressGatewayScalingTarget>,
     #[serde(rename = "tags", default, skip_serializing_if = "Option::is_none")]
     pub tags: Option<Vec<Tag>>,
-    #[serde(rename = "taskDefinitionArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "taskDefinitionArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub task_definition_arn: Option<String>,
 }
 
@@ -1543,23 +1781,47 @@ pub struct CreateExpressGatewayServiceResponse {
 pub struct CreateGatewayRequest {
     #[serde(rename = "name", default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    #[serde(rename = "infrastructureRoleArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "infrastructureRoleArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub infrastructure_role_arn: Option<String>,
-    #[serde(rename = "clientToken", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "clientToken",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub client_token: Option<String>,
-    #[serde(rename = "deletionProtection", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "deletionProtection",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub deletion_protection: Option<bool>,
-    #[serde(rename = "configuration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "configuration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub configuration: Option<GatewayConfiguration>,
     #[serde(rename = "tags", default, skip_serializing_if = "Option::is_none")]
     pub tags: Option<Vec<Tag>>,
-    #[serde(rename = "propagateTags", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "propagateTags",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub propagate_tags: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct CreateGatewayResponse {
-    #[serde(rename = "gatewayArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "gatewayArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub gateway_arn: Option<String>,
     #[serde(rename = "name", default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
@@ -1569,15 +1831,35 @@ pub struct CreateGatewayResponse {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct CreateManagedInstancesProviderConfiguration {
-    #[serde(rename = "infrastructureRoleArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "infrastructureRoleArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub infrastructure_role_arn: Option<String>,
-    #[serde(rename = "instanceLaunchTemplate", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "instanceLaunchTemplate",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub instance_launch_template: Option<InstanceLaunchTemplate>,
-    #[serde(rename = "propagateTags", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "propagateTags",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub propagate_tags: Option<String>,
-    #[serde(rename = "infrastructureOptimization", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "infrastructureOptimization",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub infrastructure_optimization: Option<InfrastructureOptimization>,
-    #[serde(rename = "autoRepairConfiguration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "autoRepairConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub auto_repair_configuration: Option<AutoRepairConfiguration>,
 }
 
@@ -1585,59 +1867,159 @@ pub struct CreateManagedInstancesProviderConfiguration {
 pub struct CreateServiceRequest {
     #[serde(rename = "cluster", default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<String>,
-    #[serde(rename = "serviceName", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "serviceName",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub service_name: Option<String>,
-    #[serde(rename = "taskDefinition", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "taskDefinition",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub task_definition: Option<String>,
-    #[serde(rename = "availabilityZoneRebalancing", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "availabilityZoneRebalancing",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub availability_zone_rebalancing: Option<String>,
-    #[serde(rename = "loadBalancers", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "loadBalancers",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub load_balancers: Option<Vec<LoadBalancer>>,
-    #[serde(rename = "serviceRegistries", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "serviceRegistries",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub service_registries: Option<Vec<ServiceRegistry>>,
-    #[serde(rename = "desiredCount", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "desiredCount",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub desired_count: Option<i32>,
-    #[serde(rename = "clientToken", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "clientToken",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub client_token: Option<String>,
-    #[serde(rename = "launchType", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "launchType",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub launch_type: Option<String>,
-    #[serde(rename = "capacityProviderStrategy", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "capacityProviderStrategy",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub capacity_provider_strategy: Option<Vec<CapacityProviderStrategyItem>>,
-    #[serde(rename = "platformVersion", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "platformVersion",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub platform_version: Option<String>,
     #[serde(rename = "role", default, skip_serializing_if = "Option::is_none")]
     pub role: Option<String>,
-    #[serde(rename = "deploymentConfiguration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "deploymentConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub deployment_configuration: Option<DeploymentConfiguration>,
-    #[serde(rename = "placementConstraints", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "placementConstraints",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub placement_constraints: Option<Vec<PlacementConstraint>>,
-    #[serde(rename = "placementStrategy", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "placementStrategy",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub placement_strategy: Option<Vec<PlacementStrategy>>,
-    #[serde(rename = "networkConfiguration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "networkConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub network_configuration: Option<NetworkConfiguration>,
-    #[serde(rename = "healthCheckGracePeriodSeconds", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "healthCheckGracePeriodSeconds",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub health_check_grace_period_seconds: Option<i32>,
-    #[serde(rename = "schedulingStrategy", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "schedulingStrategy",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub scheduling_strategy: Option<String>,
-    #[serde(rename = "deploymentController", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "deploymentController",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub deployment_controller: Option<DeploymentController>,
     #[serde(rename = "tags", default, skip_serializing_if = "Option::is_none")]
     pub tags: Option<Vec<Tag>>,
-    #[serde(rename = "enableECSManagedTags", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "enableECSManagedTags",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub enable_ecs_managed_tags: Option<bool>,
-    #[serde(rename = "propagateTags", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "propagateTags",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub propagate_tags: Option<String>,
-    #[serde(rename = "enableExecuteCommand", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "enableExecuteCommand",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub enable_execute_command: Option<bool>,
-    #[serde(rename = "serviceConnectConfiguration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "serviceConnectConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub service_connect_configuration: Option<ServiceConnectConfiguration>,
-    #[serde(rename = "volumeConfigurations", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "volumeConfigurations",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub volume_configurations: Option<Vec<ServiceVolumeConfiguration>>,
-    #[serde(rename = "vpcLatticeConfigurations", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "vpcLatticeConfigurations",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub vpc_lattice_configurations: Option<Vec<VpcLatticeConfiguration>>,
-    #[serde(rename = "gatewayConnectors", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "gatewayConnectors",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub gateway_connectors: Option<Vec<GatewayConnector>>,
-    #[serde(rename = "monitoring", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "monitoring",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub monitoring: Option<MonitoringConfiguration>,
 }
 
@@ -1653,25 +2035,61 @@ pub struct CreateTaskSetRequest {
     pub service: Option<String>,
     #[serde(rename = "cluster", default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<String>,
-    #[serde(rename = "externalId", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "externalId",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub external_id: Option<String>,
-    #[serde(rename = "taskDefinition", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "taskDefinition",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub task_definition: Option<String>,
-    #[serde(rename = "networkConfiguration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "networkConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub network_configuration: Option<NetworkConfiguration>,
-    #[serde(rename = "loadBalancers", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "loadBalancers",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub load_balancers: Option<Vec<LoadBalancer>>,
-    #[serde(rename = "serviceRegistries", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "serviceRegistries",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub service_registries: Option<Vec<ServiceRegistry>>,
-    #[serde(rename = "launchType", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "launchType",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub launch_type: Option<String>,
-    #[serde(rename = "capacityProviderStrategy", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "capacityProviderStrategy",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub capacity_provider_strategy: Option<Vec<CapacityProviderStrategyItem>>,
-    #[serde(rename = "platformVersion", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "platformVersion",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub platform_version: Option<String>,
     #[serde(rename = "scale", default, skip_serializing_if = "Option::is_none")]
     pub scale: Option<Scale>,
-    #[serde(rename = "clientToken", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "clientToken",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub client_token: Option<String>,
     #[serde(rename = "tags", default, skip_serializing_if = "Option::is_none")]
     pub tags: Option<Vec<Tag>>,
@@ -1693,7 +2111,11 @@ pub struct CreatedAt {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DaemonAlarmConfiguration {
-    #[serde(rename = "alarmNames", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "alarmNames",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub alarm_names: Option<Vec<String>>,
     #[serde(rename = "enable", default, skip_serializing_if = "Option::is_none")]
     pub enable: Option<bool>,
@@ -1703,15 +2125,27 @@ pub struct DaemonAlarmConfiguration {
 pub struct DaemonCapacityProvider {
     #[serde(rename = "arn", default, skip_serializing_if = "Option::is_none")]
     pub arn: Option<String>,
-    #[serde(rename = "runningCount", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "runningCount",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub running_count: Option<i32>,
-    #[serde(rename = "withoutDaemonCount", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "withoutDaemonCount",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub without_daemon_count: Option<i32>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DaemonCircuitBreaker {
-    #[serde(rename = "failureCount", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "failureCount",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub failure_count: Option<i32>,
     #[serde(rename = "status", default, skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
@@ -1727,65 +2161,149 @@ pub struct DaemonContainerDefinition {
     pub image: Option<String>,
     #[serde(rename = "memory", default, skip_serializing_if = "Option::is_none")]
     pub memory: Option<i32>,
-    #[serde(rename = "memoryReservation", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "memoryReservation",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub memory_reservation: Option<i32>,
-    #[serde(rename = "repositoryCredentials", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "repositoryCredentials",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub repository_credentials: Option<RepositoryCredentials>,
-    #[serde(rename = "healthCheck", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "healthCheck",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub health_check: Option<HealthCheck>,
     #[serde(rename = "cpu", default, skip_serializing_if = "Option::is_none")]
     pub cpu: Option<i32>,
     #[serde(rename = "essential", default, skip_serializing_if = "Option::is_none")]
     pub essential: Option<bool>,
-    #[serde(rename = "entryPoint", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "entryPoint",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub entry_point: Option<Vec<String>>,
     #[serde(rename = "command", default, skip_serializing_if = "Option::is_none")]
     pub command: Option<Vec<String>>,
-    #[serde(rename = "workingDirectory", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "workingDirectory",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub working_directory: Option<String>,
-    #[serde(rename = "environmentFiles", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "environmentFiles",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub environment_files: Option<Vec<EnvironmentFile>>,
-    #[serde(rename = "environment", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "environment",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub environment: Option<Vec<KeyValuePair>>,
     #[serde(rename = "secrets", default, skip_serializing_if = "Option::is_none")]
     pub secrets: Option<Vec<Secret>>,
-    #[serde(rename = "readonlyRootFilesystem", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "readonlyRootFilesystem",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub readonly_root_filesystem: Option<bool>,
-    #[serde(rename = "mountPoints", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "mountPoints",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub mount_points: Option<Vec<MountPoint>>,
-    #[serde(rename = "logConfiguration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "logConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub log_configuration: Option<LogConfiguration>,
-    #[serde(rename = "firelensConfiguration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "firelensConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub firelens_configuration: Option<FirelensConfiguration>,
-    #[serde(rename = "privileged", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "privileged",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub privileged: Option<bool>,
     #[serde(rename = "user", default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
     #[serde(rename = "ulimits", default, skip_serializing_if = "Option::is_none")]
     pub ulimits: Option<Vec<Ulimit>>,
-    #[serde(rename = "linuxParameters", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "linuxParameters",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub linux_parameters: Option<DaemonLinuxParameters>,
     #[serde(rename = "dependsOn", default, skip_serializing_if = "Option::is_none")]
     pub depends_on: Option<Vec<ContainerDependency>>,
-    #[serde(rename = "startTimeout", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "startTimeout",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub start_timeout: Option<i32>,
-    #[serde(rename = "stopTimeout", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "stopTimeout",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub stop_timeout: Option<i32>,
-    #[serde(rename = "systemControls", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "systemControls",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub system_controls: Option<Vec<SystemControl>>,
-    #[serde(rename = "interactive", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "interactive",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub interactive: Option<bool>,
-    #[serde(rename = "pseudoTerminal", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "pseudoTerminal",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub pseudo_terminal: Option<bool>,
-    #[serde(rename = "restartPolicy", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "restartPolicy",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub restart_policy: Option<ContainerRestartPolicy>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DaemonContainerImage {
-    #[serde(rename = "containerName", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "containerName",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub container_name: Option<String>,
-    #[serde(rename = "imageDigest", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "imageDigest",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub image_digest: Option<String>,
     #[serde(rename = "image", default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
@@ -1793,25 +2311,53 @@ pub struct DaemonContainerImage {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DaemonDeployment {
-    #[serde(rename = "daemonDeploymentArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "daemonDeploymentArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub daemon_deployment_arn: Option<String>,
-    #[serde(rename = "clusterArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "clusterArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub cluster_arn: Option<String>,
     #[serde(rename = "status", default, skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
-    #[serde(rename = "statusReason", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "statusReason",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub status_reason: Option<String>,
-    #[serde(rename = "targetDaemonRevision", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "targetDaemonRevision",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub target_daemon_revision: Option<DaemonDeploymentRevisionDetail>,
-    #[serde(rename = "sourceDaemonRevisions", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "sourceDaemonRevisions",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub source_daemon_revisions: Option<Vec<DaemonDeploymentRevisionDetail>>,
-    #[serde(rename = "circuitBreaker", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "circuitBreaker",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub circuit_breaker: Option<DaemonCircuitBreaker>,
     #[serde(rename = "alarms", default, skip_serializing_if = "Option::is_none")]
     pub alarms: Option<DaemonDeploymentAlarms>,
     #[serde(rename = "rollback", default, skip_serializing_if = "Option::is_none")]
     pub rollback: Option<DaemonRollback>,
-    #[serde(rename = "deploymentConfiguration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "deploymentConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub deployment_configuration: Option<DaemonDeploymentConfiguration>,
     #[serde(rename = "createdAt", default, skip_serializing_if = "Option::is_none")]
     pub created_at: Option<f64>,
@@ -1819,7 +2365,11 @@ pub struct DaemonDeployment {
     pub started_at: Option<f64>,
     #[serde(rename = "stoppedAt", default, skip_serializing_if = "Option::is_none")]
     pub stopped_at: Option<f64>,
-    #[serde(rename = "finishedAt", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "finishedAt",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub finished_at: Option<f64>,
 }
 
@@ -1827,9 +2377,17 @@ pub struct DaemonDeployment {
 pub struct DaemonDeploymentAlarms {
     #[serde(rename = "status", default, skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
-    #[serde(rename = "alarmNames", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "alarmNames",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub alarm_names: Option<Vec<String>>,
-    #[serde(rename = "triggeredAlarmNames", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "triggeredAlarmNames",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub triggered_alarm_names: Option<Vec<String>>,
 }
 
@@ -1837,21 +2395,41 @@ pub struct DaemonDeploymentAlarms {
 pub struct DaemonDeploymentCapacityProvider {
     #[serde(rename = "arn", default, skip_serializing_if = "Option::is_none")]
     pub arn: Option<String>,
-    #[serde(rename = "runningInstanceCount", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "runningInstanceCount",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub running_instance_count: Option<i32>,
-    #[serde(rename = "withoutDaemonInstanceCount", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "withoutDaemonInstanceCount",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub without_daemon_instance_count: Option<i32>,
-    #[serde(rename = "drainingInstanceCount", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "drainingInstanceCount",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub draining_instance_count: Option<i32>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DaemonDeploymentConfiguration {
-    #[serde(rename = "drainPercent", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "drainPercent",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub drain_percent: Option<f64>,
     #[serde(rename = "alarms", default, skip_serializing_if = "Option::is_none")]
     pub alarms: Option<DaemonAlarmConfiguration>,
-    #[serde(rename = "bakeTimeInMinutes", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "bakeTimeInMinutes",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub bake_time_in_minutes: Option<i32>,
 }
 
@@ -1859,29 +2437,61 @@ pub struct DaemonDeploymentConfiguration {
 pub struct DaemonDeploymentRevisionDetail {
     #[serde(rename = "arn", default, skip_serializing_if = "Option::is_none")]
     pub arn: Option<String>,
-    #[serde(rename = "capacityProviders", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "capacityProviders",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub capacity_providers: Option<Vec<DaemonDeploymentCapacityProvider>>,
-    #[serde(rename = "totalRunningInstanceCount", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "totalRunningInstanceCount",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub total_running_instance_count: Option<i32>,
-    #[serde(rename = "totalWithoutDaemonInstanceCount", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "totalWithoutDaemonInstanceCount",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub total_without_daemon_instance_count: Option<i32>,
-    #[serde(rename = "totalDrainingInstanceCount", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "totalDrainingInstanceCount",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub total_draining_instance_count: Option<i32>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DaemonDeploymentSummary {
-    #[serde(rename = "daemonDeploymentArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "daemonDeploymentArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub daemon_deployment_arn: Option<String>,
     #[serde(rename = "daemonArn", default, skip_serializing_if = "Option::is_none")]
     pub daemon_arn: Option<String>,
-    #[serde(rename = "clusterArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "clusterArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub cluster_arn: Option<String>,
     #[serde(rename = "status", default, skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
-    #[serde(rename = "statusReason", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "statusReason",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub status_reason: Option<String>,
-    #[serde(rename = "targetDaemonRevisionArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "targetDaemonRevisionArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub target_daemon_revision_arn: Option<String>,
     #[serde(rename = "createdAt", default, skip_serializing_if = "Option::is_none")]
     pub created_at: Option<f64>,
@@ -1889,7 +2499,11 @@ pub struct DaemonDeploymentSummary {
     pub started_at: Option<f64>,
     #[serde(rename = "stoppedAt", default, skip_serializing_if = "Option::is_none")]
     pub stopped_at: Option<f64>,
-    #[serde(rename = "finishedAt", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "finishedAt",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub finished_at: Option<f64>,
 }
 
@@ -1897,13 +2511,25 @@ pub struct DaemonDeploymentSummary {
 pub struct DaemonDetail {
     #[serde(rename = "daemonArn", default, skip_serializing_if = "Option::is_none")]
     pub daemon_arn: Option<String>,
-    #[serde(rename = "clusterArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "clusterArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub cluster_arn: Option<String>,
     #[serde(rename = "status", default, skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
-    #[serde(rename = "currentRevisions", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "currentRevisions",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub current_revisions: Option<Vec<DaemonRevisionDetail>>,
-    #[serde(rename = "deploymentArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "deploymentArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub deployment_arn: Option<String>,
     #[serde(rename = "createdAt", default, skip_serializing_if = "Option::is_none")]
     pub created_at: Option<f64>,
@@ -1913,11 +2539,19 @@ pub struct DaemonDetail {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DaemonLinuxParameters {
-    #[serde(rename = "capabilities", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "capabilities",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub capabilities: Option<KernelCapabilities>,
     #[serde(rename = "devices", default, skip_serializing_if = "Option::is_none")]
     pub devices: Option<Vec<Device>>,
-    #[serde(rename = "initProcessEnabled", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "initProcessEnabled",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub init_process_enabled: Option<bool>,
     #[serde(rename = "tmpfs", default, skip_serializing_if = "Option::is_none")]
     pub tmpfs: Option<Vec<Tmpfs>>,
@@ -1937,23 +2571,51 @@ pub struct DaemonNotFoundException {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DaemonRevision {
-    #[serde(rename = "daemonRevisionArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "daemonRevisionArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub daemon_revision_arn: Option<String>,
-    #[serde(rename = "clusterArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "clusterArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub cluster_arn: Option<String>,
     #[serde(rename = "daemonArn", default, skip_serializing_if = "Option::is_none")]
     pub daemon_arn: Option<String>,
-    #[serde(rename = "daemonTaskDefinitionArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "daemonTaskDefinitionArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub daemon_task_definition_arn: Option<String>,
     #[serde(rename = "createdAt", default, skip_serializing_if = "Option::is_none")]
     pub created_at: Option<f64>,
-    #[serde(rename = "containerImages", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "containerImages",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub container_images: Option<Vec<DaemonContainerImage>>,
-    #[serde(rename = "propagateTags", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "propagateTags",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub propagate_tags: Option<String>,
-    #[serde(rename = "enableECSManagedTags", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "enableECSManagedTags",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub enable_ecs_managed_tags: Option<bool>,
-    #[serde(rename = "enableExecuteCommand", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "enableExecuteCommand",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub enable_execute_command: Option<bool>,
     #[serde(rename = "critical", default, skip_serializing_if = "Option::is_none")]
     pub critical: Option<bool>,
@@ -1963,11 +2625,23 @@ pub struct DaemonRevision {
 pub struct DaemonRevisionDetail {
     #[serde(rename = "arn", default, skip_serializing_if = "Option::is_none")]
     pub arn: Option<String>,
-    #[serde(rename = "capacityProviders", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "capacityProviders",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub capacity_providers: Option<Vec<DaemonCapacityProvider>>,
-    #[serde(rename = "totalRunningCount", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "totalRunningCount",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub total_running_count: Option<i32>,
-    #[serde(rename = "totalWithoutDaemonCount", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "totalWithoutDaemonCount",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub total_without_daemon_count: Option<i32>,
 }
 
@@ -1977,9 +2651,17 @@ pub struct DaemonRollback {
     pub reason: Option<String>,
     #[serde(rename = "startedAt", default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<f64>,
-    #[serde(rename = "rollbackTargetDaemonRevisionArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "rollbackTargetDaemonRevisionArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub rollback_target_daemon_revision_arn: Option<String>,
-    #[serde(rename = "rollbackCapacityProviders", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "rollbackCapacityProviders",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub rollback_capacity_providers: Option<Vec<String>>,
 }
 
@@ -1997,17 +2679,33 @@ pub struct DaemonSummary {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DaemonTaskDefinition {
-    #[serde(rename = "daemonTaskDefinitionArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "daemonTaskDefinitionArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub daemon_task_definition_arn: Option<String>,
     #[serde(rename = "family", default, skip_serializing_if = "Option::is_none")]
     pub family: Option<String>,
     #[serde(rename = "revision", default, skip_serializing_if = "Option::is_none")]
     pub revision: Option<i32>,
-    #[serde(rename = "taskRoleArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "taskRoleArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub task_role_arn: Option<String>,
-    #[serde(rename = "executionRoleArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "executionRoleArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub execution_role_arn: Option<String>,
-    #[serde(rename = "containerDefinitions", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "containerDefinitions",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub container_definitions: Option<Vec<DaemonContainerDefinition>>,
     #[serde(rename = "volumes", default, skip_serializing_if = "Option::is_none")]
     pub volumes: Option<Vec<DaemonVolume>>,
@@ -2017,11 +2715,23 @@ pub struct DaemonTaskDefinition {
     pub memory: Option<String>,
     #[serde(rename = "status", default, skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
-    #[serde(rename = "registeredAt", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "registeredAt",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub registered_at: Option<f64>,
-    #[serde(rename = "deleteRequestedAt", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "deleteRequestedAt",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub delete_requested_at: Option<f64>,
-    #[serde(rename = "registeredBy", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "registeredBy",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub registered_by: Option<String>,
     #[serde(rename = "pidMode", default, skip_serializing_if = "Option::is_none")]
     pub pid_mode: Option<String>,
@@ -2033,11 +2743,23 @@ pub struct DaemonTaskDefinition {
 pub struct DaemonTaskDefinitionSummary {
     #[serde(rename = "arn", default, skip_serializing_if = "Option::is_none")]
     pub arn: Option<String>,
-    #[serde(rename = "registeredAt", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "registeredAt",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub registered_at: Option<f64>,
-    #[serde(rename = "registeredBy", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "registeredBy",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub registered_by: Option<String>,
-    #[serde(rename = "deleteRequestedAt", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "deleteRequestedAt",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub delete_requested_at: Option<f64>,
     #[serde(rename = "status", default, skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
@@ -2049,7 +2771,11 @@ pub struct DaemonVolume {
     pub name: Option<String>,
     #[serde(rename = "host", default, skip_serializing_if = "Option::is_none")]
     pub host: Option<HostVolumeProperties>,
-    #[serde(rename = "logDriverVolumeConfiguration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "logDriverVolumeConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub log_driver_volume_configuration: Option<LogDriverVolumeConfiguration>,
 }
 
@@ -2057,7 +2783,11 @@ pub struct DaemonVolume {
 pub struct DeleteAccountSettingRequest {
     #[serde(rename = "name", default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    #[serde(rename = "principalArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "principalArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub principal_arn: Option<String>,
 }
 
@@ -2071,19 +2801,31 @@ pub struct DeleteAccountSettingResponse {
 pub struct DeleteAttributesRequest {
     #[serde(rename = "cluster", default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<String>,
-    #[serde(rename = "attributes", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "attributes",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub attributes: Option<Vec<Attribute>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DeleteAttributesResponse {
-    #[serde(rename = "attributes", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "attributes",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub attributes: Option<Vec<Attribute>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DeleteCapacityProviderRequest {
-    #[serde(rename = "capacityProvider", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "capacityProvider",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub capacity_provider: Option<String>,
     #[serde(rename = "cluster", default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<String>,
@@ -2091,7 +2833,11 @@ pub struct DeleteCapacityProviderRequest {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DeleteCapacityProviderResponse {
-    #[serde(rename = "capacityProvider", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "capacityProvider",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub capacity_provider: Option<CapacityProvider>,
 }
 
@@ -2123,25 +2869,41 @@ pub struct DeleteDaemonResponse {
     pub created_at: Option<f64>,
     #[serde(rename = "updatedAt", default, skip_serializing_if = "Option::is_none")]
     pub updated_at: Option<f64>,
-    #[serde(rename = "deploymentArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "deploymentArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub deployment_arn: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DeleteDaemonTaskDefinitionRequest {
-    #[serde(rename = "daemonTaskDefinition", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "daemonTaskDefinition",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub daemon_task_definition: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DeleteDaemonTaskDefinitionResponse {
-    #[serde(rename = "daemonTaskDefinitionArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "daemonTaskDefinitionArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub daemon_task_definition_arn: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DeleteExpressGatewayServiceRequest {
-    #[serde(rename = "serviceArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "serviceArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub service_arn: Option<String>,
 }
 
@@ -2159,7 +2921,11 @@ pub struct DeleteGatewayRequest {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DeleteGatewayResponse {
-    #[serde(rename = "gatewayArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "gatewayArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub gateway_arn: Option<String>,
     #[serde(rename = "name", default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
@@ -2185,13 +2951,21 @@ pub struct DeleteServiceResponse {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DeleteTaskDefinitionsRequest {
-    #[serde(rename = "taskDefinitions", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "taskDefinitions",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub task_definitions: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DeleteTaskDefinitionsResponse {
-    #[serde(rename = "taskDefinitions", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "taskDefinitions",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub task_definitions: Option<Vec<TaskDefinition>>,
     #[serde(rename = "failures", default, skip_serializing_if = "Option::is_none")]
     pub failures: Option<Vec<Failure>>,
@@ -2221,49 +2995,121 @@ pub struct Deployment {
     pub id: Option<String>,
     #[serde(rename = "status", default, skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
-    #[serde(rename = "taskDefinition", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "taskDefinition",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub task_definition: Option<String>,
-    #[serde(rename = "desiredCount", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "desiredCount",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub desired_count: Option<i32>,
-    #[serde(rename = "pendingCount", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "pendingCount",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub pending_count: Option<i32>,
-    #[serde(rename = "runningCount", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "runningCount",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub running_count: Option<i32>,
-    #[serde(rename = "failedTasks", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "failedTasks",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub failed_tasks: Option<i32>,
     #[serde(rename = "createdAt", default, skip_serializing_if = "Option::is_none")]
     pub created_at: Option<f64>,
     #[serde(rename = "updatedAt", default, skip_serializing_if = "Option::is_none")]
     pub updated_at: Option<f64>,
-    #[serde(rename = "capacityProviderStrategy", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "capacityProviderStrategy",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub capacity_provider_strategy: Option<Vec<CapacityProviderStrategyItem>>,
-    #[serde(rename = "launchType", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "launchType",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub launch_type: Option<String>,
-    #[serde(rename = "platformVersion", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "platformVersion",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub platform_version: Option<String>,
-    #[serde(rename = "platformFamily", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "platformFamily",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub platform_family: Option<String>,
-    #[serde(rename = "networkConfiguration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "networkConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub network_configuration: Option<NetworkConfiguration>,
-    #[serde(rename = "rolloutState", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "rolloutState",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub rollout_state: Option<String>,
-    #[serde(rename = "rolloutStateReason", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "rolloutStateReason",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub rollout_state_reason: Option<String>,
-    #[serde(rename = "serviceConnectConfiguration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "serviceConnectConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub service_connect_configuration: Option<ServiceConnectConfiguration>,
-    #[serde(rename = "serviceConnectResources", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "serviceConnectResources",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub service_connect_resources: Option<Vec<ServiceConnectServiceResource>>,
-    #[serde(rename = "volumeConfigurations", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "volumeConfigurations",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub volume_configurations: Option<Vec<ServiceVolumeConfiguration>>,
-    #[serde(rename = "fargateEphemeralStorage", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "fargateEphemeralStorage",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub fargate_ephemeral_storage: Option<DeploymentEphemeralStorage>,
-    #[serde(rename = "vpcLatticeConfigurations", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "vpcLatticeConfigurations",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub vpc_lattice_configurations: Option<Vec<VpcLatticeConfiguration>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DeploymentAlarms {
-    #[serde(rename = "alarmNames", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "alarmNames",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub alarm_names: Option<Vec<String>>,
     #[serde(rename = "rollback", default, skip_serializing_if = "Option::is_none")]
     pub rollback: Option<bool>,
@@ -2277,33 +3123,73 @@ pub struct DeploymentCircuitBreaker {
     pub enable: Option<bool>,
     #[serde(rename = "rollback", default, skip_serializing_if = "Option::is_none")]
     pub rollback: Option<bool>,
-    #[serde(rename = "resetOnHealthyTask", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "resetOnHealthyTask",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub reset_on_healthy_task: Option<bool>,
-    #[serde(rename = "thresholdConfiguration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "thresholdConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub threshold_configuration: Option<ThresholdConfiguration>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DeploymentConfiguration {
-    #[serde(rename = "deploymentCircuitBreaker", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "deploymentCircuitBreaker",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub deployment_circuit_breaker: Option<DeploymentCircuitBreaker>,
-    #[serde(rename = "maximumPercent", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "maximumPercent",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub maximum_percent: Option<i32>,
-    #[serde(rename = "minimumHealthyPercent", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "minimumHealthyPercent",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub minimum_healthy_percent: Option<i32>,
     #[serde(rename = "alarms", default, skip_serializing_if = "Option::is_none")]
     pub alarms: Option<DeploymentAlarms>,
     #[serde(rename = "strategy", default, skip_serializing_if = "Option::is_none")]
     pub strategy: Option<String>,
-    #[serde(rename = "bakeTimeInMinutes", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "bakeTimeInMinutes",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub bake_time_in_minutes: Option<i32>,
-    #[serde(rename = "lifecycleHooks", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "lifecycleHooks",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub lifecycle_hooks: Option<Vec<DeploymentLifecycleHook>>,
-    #[serde(rename = "linearConfiguration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "linearConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub linear_configuration: Option<LinearConfiguration>,
-    #[serde(rename = "canaryConfiguration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "canaryConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub canary_configuration: Option<CanaryConfiguration>,
-    #[serde(rename = "earlySuccessCriteria", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "earlySuccessCriteria",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub early_success_criteria: Option<DeploymentEarlySuccessCriteria>,
 }
 
@@ -2317,9 +3203,17 @@ pub struct DeploymentController {
 pub struct DeploymentEarlySuccessCriteria {
     #[serde(rename = "enable", default, skip_serializing_if = "Option::is_none")]
     pub enable: Option<bool>,
-    #[serde(rename = "healthyPercent", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "healthyPercent",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub healthy_percent: Option<i32>,
-    #[serde(rename = "sourceServiceRevisionCleanup", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "sourceServiceRevisionCleanup",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub source_service_revision_cleanup: Option<String>,
 }
 
@@ -2331,17 +3225,37 @@ pub struct DeploymentEphemeralStorage {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DeploymentLifecycleHook {
-    #[serde(rename = "targetType", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "targetType",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub target_type: Option<String>,
-    #[serde(rename = "hookTargetArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "hookTargetArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub hook_target_arn: Option<String>,
     #[serde(rename = "roleArn", default, skip_serializing_if = "Option::is_none")]
     pub role_arn: Option<String>,
-    #[serde(rename = "lifecycleStages", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "lifecycleStages",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub lifecycle_stages: Option<Vec<String>>,
-    #[serde(rename = "hookDetails", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "hookDetails",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub hook_details: Option<serde_json::Value>,
-    #[serde(rename = "timeoutConfiguration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "timeoutConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub timeout_configuration: Option<DeploymentLifecycleHookTimeoutConfiguration>,
 }
 
@@ -2349,7 +3263,11 @@ pub struct DeploymentLifecycleHook {
 pub struct DeploymentLifecycleHookDetail {
     #[serde(rename = "hookId", default, skip_serializing_if = "Option::is_none")]
     pub hook_id: Option<String>,
-    #[serde(rename = "targetType", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "targetType",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub target_type: Option<String>,
     #[serde(rename = "targetArn", default, skip_serializing_if = "Option::is_none")]
     pub target_arn: Option<String>,
@@ -2357,13 +3275,21 @@ pub struct DeploymentLifecycleHookDetail {
     pub status: Option<String>,
     #[serde(rename = "expiresAt", default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<f64>,
-    #[serde(rename = "timeoutAction", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "timeoutAction",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub timeout_action: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DeploymentLifecycleHookTimeoutConfiguration {
-    #[serde(rename = "timeoutInMinutes", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "timeoutInMinutes",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub timeout_in_minutes: Option<i32>,
     #[serde(rename = "action", default, skip_serializing_if = "Option::is_none")]
     pub action: Option<String>,
@@ -2373,7 +3299,11 @@ pub struct DeploymentLifecycleHookTimeoutConfiguration {
 pub struct DeregisterContainerInstanceRequest {
     #[serde(rename = "cluster", default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<String>,
-    #[serde(rename = "containerInstance", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "containerInstance",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub container_instance: Option<String>,
     #[serde(rename = "force", default, skip_serializing_if = "Option::is_none")]
     pub force: Option<bool>,
@@ -2381,31 +3311,51 @@ pub struct DeregisterContainerInstanceRequest {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DeregisterContainerInstanceResponse {
-    #[serde(rename = "containerInstance", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "containerInstance",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub container_instance: Option<ContainerInstance>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DeregisterTaskDefinitionRequest {
-    #[serde(rename = "taskDefinition", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "taskDefinition",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub task_definition: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DeregisterTaskDefinitionResponse {
-    #[serde(rename = "taskDefinition", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "taskDefinition",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub task_definition: Option<TaskDefinition>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DescribeCapacityProvidersRequest {
-    #[serde(rename = "capacityProviders", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "capacityProviders",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub capacity_providers: Option<Vec<String>>,
     #[serde(rename = "cluster", default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<String>,
     #[serde(rename = "include", default, skip_serializing_if = "Option::is_none")]
     pub include: Option<Vec<String>>,
-    #[serde(rename = "maxResults", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "maxResults",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub max_results: Option<i32>,
     #[serde(rename = "nextToken", default, skip_serializing_if = "Option::is_none")]
     pub next_token: Option<String>,
@@ -2413,7 +3363,11 @@ pub struct DescribeCapacityProvidersRequest {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DescribeCapacityProvidersResponse {
-    #[serde(rename = "capacityProviders", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "capacityProviders",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub capacity_providers: Option<Vec<CapacityProvider>>,
     #[serde(rename = "failures", default, skip_serializing_if = "Option::is_none")]
     pub failures: Option<Vec<Failure>>,
@@ -2441,7 +3395,11 @@ pub struct DescribeClustersResponse {
 pub struct DescribeContainerInstancesRequest {
     #[serde(rename = "cluster", default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<String>,
-    #[serde(rename = "containerInstances", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "containerInstances",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub container_instances: Option<Vec<String>>,
     #[serde(rename = "include", default, skip_serializing_if = "Option::is_none")]
     pub include: Option<Vec<String>>,
@@ -2449,7 +3407,11 @@ pub struct DescribeContainerInstancesRequest {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DescribeContainerInstancesResponse {
-    #[serde(rename = "containerInstances", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "containerInstances",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub container_instances: Option<Vec<ContainerInstance>>,
     #[serde(rename = "failures", default, skip_serializing_if = "Option::is_none")]
     pub failures: Option<Vec<Failure>>,
@@ -2457,7 +3419,11 @@ pub struct DescribeContainerInstancesResponse {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DescribeDaemonDeploymentsRequest {
-    #[serde(rename = "daemonDeploymentArns", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "daemonDeploymentArns",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub daemon_deployment_arns: Option<Vec<String>>,
 }
 
@@ -2465,7 +3431,11 @@ pub struct DescribeDaemonDeploymentsRequest {
 pub struct DescribeDaemonDeploymentsResponse {
     #[serde(rename = "failures", default, skip_serializing_if = "Option::is_none")]
     pub failures: Option<Vec<Failure>>,
-    #[serde(rename = "daemonDeployments", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "daemonDeployments",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub daemon_deployments: Option<Vec<DaemonDeployment>>,
 }
 
@@ -2483,13 +3453,21 @@ pub struct DescribeDaemonResponse {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DescribeDaemonRevisionsRequest {
-    #[serde(rename = "daemonRevisionArns", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "daemonRevisionArns",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub daemon_revision_arns: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DescribeDaemonRevisionsResponse {
-    #[serde(rename = "daemonRevisions", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "daemonRevisions",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub daemon_revisions: Option<Vec<DaemonRevision>>,
     #[serde(rename = "failures", default, skip_serializing_if = "Option::is_none")]
     pub failures: Option<Vec<Failure>>,
@@ -2497,19 +3475,31 @@ pub struct DescribeDaemonRevisionsResponse {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DescribeDaemonTaskDefinitionRequest {
-    #[serde(rename = "daemonTaskDefinition", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "daemonTaskDefinition",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub daemon_task_definition: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DescribeDaemonTaskDefinitionResponse {
-    #[serde(rename = "daemonTaskDefinition", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "daemonTaskDefinition",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub daemon_task_definition: Option<DaemonTaskDefinition>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DescribeExpressGatewayServiceRequest {
-    #[serde(rename = "serviceArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "serviceArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub service_arn: Option<String>,
     #[serde(rename = "include", default, skip_serializing_if = "Option::is_none")]
     pub include: Option<Vec<String>>,
@@ -2523,11 +3513,19 @@ pub struct DescribeExpressGatewayServiceResponse {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DescribeGatewayAlbConfiguration {
-    #[serde(rename = "networkConfiguration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "networkConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub network_configuration: Option<GatewayElbNetworkConfiguration>,
     #[serde(rename = "scheme", default, skip_serializing_if = "Option::is_none")]
     pub scheme: Option<String>,
-    #[serde(rename = "accessLogs", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "accessLogs",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub access_logs: Option<GatewayElbAccessLogConfiguration>,
     #[serde(rename = "webACLArn", default, skip_serializing_if = "Option::is_none")]
     pub web_acl_arn: Option<String>,
@@ -2535,19 +3533,39 @@ pub struct DescribeGatewayAlbConfiguration {
     pub port: Option<i32>,
     #[serde(rename = "protocol", default, skip_serializing_if = "Option::is_none")]
     pub protocol: Option<String>,
-    #[serde(rename = "maxAlbCount", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "maxAlbCount",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub max_alb_count: Option<i32>,
-    #[serde(rename = "currentAlbCount", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "currentAlbCount",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub current_alb_count: Option<i32>,
-    #[serde(rename = "httpDesync", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "httpDesync",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub http_desync: Option<String>,
-    #[serde(rename = "testTrafficRules", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "testTrafficRules",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub test_traffic_rules: Option<GatewayAlbTestTrafficRules>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DescribeGatewayConfiguration {
-    #[serde(rename = "hostSharedAlb", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "hostSharedAlb",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub host_shared_alb: Option<DescribeGatewayAlbConfiguration>,
 }
 
@@ -2561,7 +3579,11 @@ pub struct DescribeGatewayRequest {
 pub struct DescribeGatewayResourcesRequest {
     #[serde(rename = "gateway", default, skip_serializing_if = "Option::is_none")]
     pub gateway: Option<String>,
-    #[serde(rename = "maxResults", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "maxResults",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub max_results: Option<i32>,
     #[serde(rename = "nextToken", default, skip_serializing_if = "Option::is_none")]
     pub next_token: Option<String>,
@@ -2569,7 +3591,11 @@ pub struct DescribeGatewayResourcesRequest {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DescribeGatewayResourcesResponse {
-    #[serde(rename = "gatewayResources", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "gatewayResources",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub gateway_resources: Option<GatewayResources>,
     #[serde(rename = "nextToken", default, skip_serializing_if = "Option::is_none")]
     pub next_token: Option<String>,
@@ -2583,25 +3609,41 @@ pub struct DescribeGatewayResponse {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DescribeGatewayRouteRequest {
-    #[serde(rename = "gatewayRouteArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "gatewayRouteArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub gateway_route_arn: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DescribeGatewayRouteResponse {
-    #[serde(rename = "gatewayRoute", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "gatewayRoute",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub gateway_route: Option<GatewayRoute>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DescribeServiceDeploymentsRequest {
-    #[serde(rename = "serviceDeploymentArns", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "serviceDeploymentArns",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub service_deployment_arns: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DescribeServiceDeploymentsResponse {
-    #[serde(rename = "serviceDeployments", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "serviceDeployments",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub service_deployments: Option<Vec<ServiceDeployment>>,
     #[serde(rename = "failures", default, skip_serializing_if = "Option::is_none")]
     pub failures: Option<Vec<Failure>>,
@@ -2609,13 +3651,21 @@ pub struct DescribeServiceDeploymentsResponse {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DescribeServiceRevisionsRequest {
-    #[serde(rename = "serviceRevisionArns", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "serviceRevisionArns",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub service_revision_arns: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DescribeServiceRevisionsResponse {
-    #[serde(rename = "serviceRevisions", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "serviceRevisions",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub service_revisions: Option<Vec<ServiceRevision>>,
     #[serde(rename = "failures", default, skip_serializing_if = "Option::is_none")]
     pub failures: Option<Vec<Failure>>,
@@ -2641,7 +3691,11 @@ pub struct DescribeServicesResponse {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DescribeTaskDefinitionRequest {
-    #[serde(rename = "taskDefinition", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "taskDefinition",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub task_definition: Option<String>,
     #[serde(rename = "include", default, skip_serializing_if = "Option::is_none")]
     pub include: Option<Vec<String>>,
@@ -2649,7 +3703,11 @@ pub struct DescribeTaskDefinitionRequest {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DescribeTaskDefinitionResponse {
-    #[serde(rename = "taskDefinition", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "taskDefinition",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub task_definition: Option<TaskDefinition>,
     #[serde(rename = "tags", default, skip_serializing_if = "Option::is_none")]
     pub tags: Option<Vec<Tag>>,
@@ -2697,9 +3755,17 @@ pub struct DescribeTasksResponse {
 pub struct Device {
     #[serde(rename = "hostPath", default, skip_serializing_if = "Option::is_none")]
     pub host_path: Option<String>,
-    #[serde(rename = "containerPath", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "containerPath",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub container_path: Option<String>,
-    #[serde(rename = "permissions", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "permissions",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub permissions: Option<Vec<String>>,
 }
 
@@ -2713,9 +3779,17 @@ pub struct DisassociateGatewayFromClusterRequest {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DisassociateGatewayFromClusterResponse {
-    #[serde(rename = "gatewayArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "gatewayArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub gateway_arn: Option<String>,
-    #[serde(rename = "clusterArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "clusterArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub cluster_arn: Option<String>,
     #[serde(rename = "status", default, skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
@@ -2723,7 +3797,11 @@ pub struct DisassociateGatewayFromClusterResponse {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DiscoverPollEndpointRequest {
-    #[serde(rename = "containerInstance", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "containerInstance",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub container_instance: Option<String>,
     #[serde(rename = "cluster", default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<String>,
@@ -2733,9 +3811,17 @@ pub struct DiscoverPollEndpointRequest {
 pub struct DiscoverPollEndpointResponse {
     #[serde(rename = "endpoint", default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
-    #[serde(rename = "telemetryEndpoint", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "telemetryEndpoint",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub telemetry_endpoint: Option<String>,
-    #[serde(rename = "serviceConnectEndpoint", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "serviceConnectEndpoint",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub service_connect_endpoint: Option<String>,
 }
 
@@ -2743,11 +3829,19 @@ pub struct DiscoverPollEndpointResponse {
 pub struct DockerVolumeConfiguration {
     #[serde(rename = "scope", default, skip_serializing_if = "Option::is_none")]
     pub scope: Option<String>,
-    #[serde(rename = "autoprovision", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "autoprovision",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub autoprovision: Option<bool>,
     #[serde(rename = "driver", default, skip_serializing_if = "Option::is_none")]
     pub driver: Option<String>,
-    #[serde(rename = "driverOpts", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "driverOpts",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub driver_opts: Option<BTreeMap<String, String>>,
     #[serde(rename = "labels", default, skip_serializing_if = "Option::is_none")]
     pub labels: Option<BTreeMap<String, String>>,
@@ -2755,11 +3849,19 @@ pub struct DockerVolumeConfiguration {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct EBSTagSpecification {
-    #[serde(rename = "resourceType", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "resourceType",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub resource_type: Option<String>,
     #[serde(rename = "tags", default, skip_serializing_if = "Option::is_none")]
     pub tags: Option<Vec<Tag>>,
-    #[serde(rename = "propagateTags", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "propagateTags",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub propagate_tags: Option<String>,
 }
 
@@ -2767,17 +3869,37 @@ pub struct EBSTagSpecification {
 pub struct ECSExpressGatewayService {
     #[serde(rename = "cluster", default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<String>,
-    #[serde(rename = "serviceName", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "serviceName",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub service_name: Option<String>,
-    #[serde(rename = "serviceArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "serviceArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub service_arn: Option<String>,
-    #[serde(rename = "infrastructureRoleArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "infrastructureRoleArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub infrastructure_role_arn: Option<String>,
     #[serde(rename = "status", default, skip_serializing_if = "Option::is_none")]
     pub status: Option<ExpressGatewayServiceStatus>,
-    #[serde(rename = "currentDeployment", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "currentDeployment",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub current_deployment: Option<String>,
-    #[serde(rename = "activeConfigurations", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "activeConfigurations",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub active_configurations: Option<Vec<ExpressGatewayServiceConfiguration>>,
     #[serde(rename = "tags", default, skip_serializing_if = "Option::is_none")]
     pub tags: Option<Vec<Tag>>,
@@ -2789,23 +3911,47 @@ pub struct ECSExpressGatewayService {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ECSManagedResources {
-    #[serde(rename = "ingressPaths", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "ingressPaths",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub ingress_paths: Option<Vec<ManagedIngressPath>>,
-    #[serde(rename = "autoScaling", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "autoScaling",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub auto_scaling: Option<ManagedAutoScaling>,
-    #[serde(rename = "metricAlarms", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "metricAlarms",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub metric_alarms: Option<Vec<ManagedMetricAlarm>>,
-    #[serde(rename = "serviceSecurityGroups", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "serviceSecurityGroups",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub service_security_groups: Option<Vec<ManagedSecurityGroup>>,
     #[serde(rename = "logGroups", default, skip_serializing_if = "Option::is_none")]
     pub log_groups: Option<Vec<ManagedLogGroup>>,
-    #[serde(rename = "gatewayConnections", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "gatewayConnections",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub gateway_connections: Option<Vec<GatewayConnection>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct EFSAuthorizationConfig {
-    #[serde(rename = "accessPointId", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "accessPointId",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub access_point_id: Option<String>,
     #[serde(rename = "iam", default, skip_serializing_if = "Option::is_none")]
     pub iam: Option<String>,
@@ -2813,27 +3959,63 @@ pub struct EFSAuthorizationConfig {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct EFSVolumeConfiguration {
-    #[serde(rename = "fileSystemId", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "fileSystemId",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub file_system_id: Option<String>,
-    #[serde(rename = "rootDirectory", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "rootDirectory",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub root_directory: Option<String>,
-    #[serde(rename = "transitEncryption", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "transitEncryption",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub transit_encryption: Option<String>,
-    #[serde(rename = "transitEncryptionPort", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "transitEncryptionPort",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub transit_encryption_port: Option<i32>,
-    #[serde(rename = "authorizationConfig", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "authorizationConfig",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub authorization_config: Option<EFSAuthorizationConfig>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ElbGatewayResources {
-    #[serde(rename = "loadBalancerArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "loadBalancerArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub load_balancer_arn: Option<String>,
-    #[serde(rename = "listenerArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "listenerArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub listener_arn: Option<String>,
-    #[serde(rename = "securityGroup", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "securityGroup",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub security_group: Option<String>,
-    #[serde(rename = "gatewayRouteArns", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "gatewayRouteArns",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub gateway_route_arns: Option<Vec<String>>,
 }
 
@@ -2857,21 +4039,45 @@ pub struct ExecuteCommandConfiguration {
     pub kms_key_id: Option<String>,
     #[serde(rename = "logging", default, skip_serializing_if = "Option::is_none")]
     pub logging: Option<String>,
-    #[serde(rename = "logConfiguration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "logConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub log_configuration: Option<ExecuteCommandLogConfiguration>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ExecuteCommandLogConfiguration {
-    #[serde(rename = "cloudWatchLogGroupName", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "cloudWatchLogGroupName",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub cloud_watch_log_group_name: Option<String>,
-    #[serde(rename = "cloudWatchEncryptionEnabled", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "cloudWatchEncryptionEnabled",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub cloud_watch_encryption_enabled: Option<bool>,
-    #[serde(rename = "s3BucketName", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "s3BucketName",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub s3_bucket_name: Option<String>,
-    #[serde(rename = "s3EncryptionEnabled", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "s3EncryptionEnabled",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub s3_encryption_enabled: Option<bool>,
-    #[serde(rename = "s3KeyPrefix", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "s3KeyPrefix",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub s3_key_prefix: Option<String>,
 }
 
@@ -2883,7 +4089,11 @@ pub struct ExecuteCommandRequest {
     pub container: Option<String>,
     #[serde(rename = "command", default, skip_serializing_if = "Option::is_none")]
     pub command: Option<String>,
-    #[serde(rename = "interactive", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "interactive",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub interactive: Option<bool>,
     #[serde(rename = "task", default, skip_serializing_if = "Option::is_none")]
     pub task: Option<String>,
@@ -2891,13 +4101,29 @@ pub struct ExecuteCommandRequest {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ExecuteCommandResponse {
-    #[serde(rename = "clusterArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "clusterArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub cluster_arn: Option<String>,
-    #[serde(rename = "containerArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "containerArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub container_arn: Option<String>,
-    #[serde(rename = "containerName", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "containerName",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub container_name: Option<String>,
-    #[serde(rename = "interactive", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "interactive",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub interactive: Option<bool>,
     #[serde(rename = "session", default, skip_serializing_if = "Option::is_none")]
     pub session: Option<Session>,
@@ -2909,15 +4135,31 @@ pub struct ExecuteCommandResponse {
 pub struct ExpressGatewayContainer {
     #[serde(rename = "image", default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
-    #[serde(rename = "containerPort", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "containerPort",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub container_port: Option<i32>,
-    #[serde(rename = "awsLogsConfiguration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "awsLogsConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub aws_logs_configuration: Option<ExpressGatewayServiceAwsLogsConfiguration>,
-    #[serde(rename = "repositoryCredentials", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "repositoryCredentials",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub repository_credentials: Option<ExpressGatewayRepositoryCredentials>,
     #[serde(rename = "command", default, skip_serializing_if = "Option::is_none")]
     pub command: Option<Vec<String>>,
-    #[serde(rename = "environment", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "environment",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub environment: Option<Vec<KeyValuePair>>,
     #[serde(rename = "secrets", default, skip_serializing_if = "Option::is_none")]
     pub secrets: Option<Vec<Secret>>,
@@ -2925,19 +4167,39 @@ pub struct ExpressGatewayContainer {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ExpressGatewayRepositoryCredentials {
-    #[serde(rename = "credentialsParameter", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "credentialsParameter",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub credentials_parameter: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ExpressGatewayScalingTarget {
-    #[serde(rename = "minTaskCount", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "minTaskCount",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub min_task_count: Option<i32>,
-    #[serde(rename = "maxTaskCount", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "maxTaskCount",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub max_task_count: Option<i32>,
-    #[serde(rename = "autoScalingMetric", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "autoScalingMetric",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub auto_scaling_metric: Option<String>,
-    #[serde(rename = "autoScalingTargetValue", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "autoScalingTargetValue",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub auto_scaling_target_value: Option<i32>,
 }
 
@@ -2945,35 +4207,79 @@ pub struct ExpressGatewayScalingTarget {
 pub struct ExpressGatewayServiceAwsLogsConfiguration {
     #[serde(rename = "logGroup", default, skip_serializing_if = "Option::is_none")]
     pub log_group: Option<String>,
-    #[serde(rename = "logStreamPrefix", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "logStreamPrefix",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub log_stream_prefix: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ExpressGatewayServiceConfiguration {
-    #[serde(rename = "serviceRevisionArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "serviceRevisionArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub service_revision_arn: Option<String>,
-    #[serde(rename = "executionRoleArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "executionRoleArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub execution_role_arn: Option<String>,
-    #[serde(rename = "taskRoleArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "taskRoleArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub task_role_arn: Option<String>,
-    #[serde(rename = "taskDefinitionArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "taskDefinitionArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub task_definition_arn: Option<String>,
     #[serde(rename = "cpu", default, skip_serializing_if = "Option::is_none")]
     pub cpu: Option<String>,
     #[serde(rename = "memory", default, skip_serializing_if = "Option::is_none")]
     pub memory: Option<String>,
-    #[serde(rename = "cpuArchitecture", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "cpuArchitecture",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub cpu_architecture: Option<String>,
-    #[serde(rename = "networkConfiguration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "networkConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub network_configuration: Option<ExpressGatewayServiceNetworkConfiguration>,
-    #[serde(rename = "healthCheckPath", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "healthCheckPath",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub health_check_path: Option<String>,
-    #[serde(rename = "primaryContainer", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "primaryContainer",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub primary_container: Option<ExpressGatewayContainer>,
-    #[serde(rename = "scalingTarget", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "scalingTarget",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub scaling_target: Option<ExpressGatewayScalingTarget>,
-    #[serde(rename = "ingressPaths", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "ingressPaths",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub ingress_paths: Option<Vec<IngressPathSummary>>,
     #[serde(rename = "createdAt", default, skip_serializing_if = "Option::is_none")]
     pub created_at: Option<f64>,
@@ -2981,7 +4287,11 @@ pub struct ExpressGatewayServiceConfiguration {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ExpressGatewayServiceNetworkConfiguration {
-    #[serde(rename = "securityGroups", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "securityGroups",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub security_groups: Option<Vec<String>>,
     #[serde(rename = "subnets", default, skip_serializing_if = "Option::is_none")]
     pub subnets: Option<Vec<String>>,
@@ -2989,15 +4299,27 @@ pub struct ExpressGatewayServiceNetworkConfiguration {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ExpressGatewayServiceStatus {
-    #[serde(rename = "statusCode", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "statusCode",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub status_code: Option<String>,
-    #[serde(rename = "statusReason", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "statusReason",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub status_reason: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct FSxWindowsFileServerAuthorizationConfig {
-    #[serde(rename = "credentialsParameter", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "credentialsParameter",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub credentials_parameter: Option<String>,
     #[serde(rename = "domain", default, skip_serializing_if = "Option::is_none")]
     pub domain: Option<String>,
@@ -3005,11 +4327,23 @@ pub struct FSxWindowsFileServerAuthorizationConfig {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct FSxWindowsFileServerVolumeConfiguration {
-    #[serde(rename = "fileSystemId", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "fileSystemId",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub file_system_id: Option<String>,
-    #[serde(rename = "rootDirectory", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "rootDirectory",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub root_directory: Option<String>,
-    #[serde(rename = "authorizationConfig", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "authorizationConfig",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub authorization_config: Option<FSxWindowsFileServerAuthorizationConfig>,
 }
 
@@ -3033,25 +4367,53 @@ pub struct FirelensConfiguration {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Gateway {
-    #[serde(rename = "gatewayArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "gatewayArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub gateway_arn: Option<String>,
     #[serde(rename = "name", default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     #[serde(rename = "status", default, skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
-    #[serde(rename = "statusReason", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "statusReason",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub status_reason: Option<String>,
     #[serde(rename = "failures", default, skip_serializing_if = "Option::is_none")]
     pub failures: Option<Vec<GatewayResourceFailure>>,
-    #[serde(rename = "infrastructureRoleArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "infrastructureRoleArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub infrastructure_role_arn: Option<String>,
-    #[serde(rename = "deletionProtection", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "deletionProtection",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub deletion_protection: Option<bool>,
-    #[serde(rename = "configuration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "configuration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub configuration: Option<DescribeGatewayConfiguration>,
-    #[serde(rename = "accessType", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "accessType",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub access_type: Option<String>,
-    #[serde(rename = "propagateTags", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "propagateTags",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub propagate_tags: Option<String>,
     #[serde(rename = "tags", default, skip_serializing_if = "Option::is_none")]
     pub tags: Option<Vec<Tag>>,
@@ -3069,9 +4431,17 @@ pub struct GatewayAlbTestTrafficRules {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct GatewayClusterAssociationSummary {
-    #[serde(rename = "gatewayArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "gatewayArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub gateway_arn: Option<String>,
-    #[serde(rename = "clusterArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "clusterArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub cluster_arn: Option<String>,
     #[serde(rename = "status", default, skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
@@ -3079,21 +4449,41 @@ pub struct GatewayClusterAssociationSummary {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct GatewayConfiguration {
-    #[serde(rename = "hostSharedAlb", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "hostSharedAlb",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub host_shared_alb: Option<HostSharedAlbConfiguration>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct GatewayConnection {
-    #[serde(rename = "gatewayArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "gatewayArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub gateway_arn: Option<String>,
-    #[serde(rename = "gatewayRouteArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "gatewayRouteArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub gateway_route_arn: Option<String>,
     #[serde(rename = "portName", default, skip_serializing_if = "Option::is_none")]
     pub port_name: Option<String>,
-    #[serde(rename = "serviceUrl", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "serviceUrl",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub service_url: Option<String>,
-    #[serde(rename = "accessType", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "accessType",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub access_type: Option<String>,
     #[serde(rename = "status", default, skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
@@ -3103,27 +4493,63 @@ pub struct GatewayConnection {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct GatewayConnectionAlbResources {
-    #[serde(rename = "acmCertificateArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "acmCertificateArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub acm_certificate_arn: Option<String>,
-    #[serde(rename = "loadBalancerArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "loadBalancerArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub load_balancer_arn: Option<String>,
-    #[serde(rename = "loadBalancerSecurityGroupArns", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "loadBalancerSecurityGroupArns",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub load_balancer_security_group_arns: Option<Vec<String>>,
-    #[serde(rename = "listenerArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "listenerArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub listener_arn: Option<String>,
-    #[serde(rename = "listenerRuleArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "listenerRuleArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub listener_rule_arn: Option<String>,
-    #[serde(rename = "testListenerRuleArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "testListenerRuleArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub test_listener_rule_arn: Option<String>,
-    #[serde(rename = "targetGroupArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "targetGroupArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub target_group_arn: Option<String>,
-    #[serde(rename = "alternateTargetGroupArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "alternateTargetGroupArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub alternate_target_group_arn: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct GatewayConnectionResources {
-    #[serde(rename = "hostSharedAlb", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "hostSharedAlb",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub host_shared_alb: Option<Vec<GatewayConnectionAlbResources>>,
 }
 
@@ -3131,41 +4557,85 @@ pub struct GatewayConnectionResources {
 pub struct GatewayConnector {
     #[serde(rename = "portName", default, skip_serializing_if = "Option::is_none")]
     pub port_name: Option<String>,
-    #[serde(rename = "healthCheck", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "healthCheck",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub health_check: Option<GatewayConnectorHealthCheck>,
     #[serde(rename = "filters", default, skip_serializing_if = "Option::is_none")]
     pub filters: Option<GatewayConnectorFilters>,
-    #[serde(rename = "deregistrationDelay", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "deregistrationDelay",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub deregistration_delay: Option<GatewayConnectorDeregistrationDelay>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct GatewayConnectorDeregistrationDelay {
-    #[serde(rename = "timeoutSeconds", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "timeoutSeconds",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub timeout_seconds: Option<i32>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct GatewayConnectorFilters {
-    #[serde(rename = "accessTypes", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "accessTypes",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub access_types: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct GatewayConnectorHealthCheck {
-    #[serde(rename = "healthCheckProtocol", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "healthCheckProtocol",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub health_check_protocol: Option<String>,
-    #[serde(rename = "healthCheckPort", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "healthCheckPort",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub health_check_port: Option<i32>,
-    #[serde(rename = "healthCheckPath", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "healthCheckPath",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub health_check_path: Option<String>,
-    #[serde(rename = "healthCheckTimeoutSeconds", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "healthCheckTimeoutSeconds",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub health_check_timeout_seconds: Option<i32>,
-    #[serde(rename = "healthCheckIntervalSeconds", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "healthCheckIntervalSeconds",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub health_check_interval_seconds: Option<i32>,
-    #[serde(rename = "healthyThresholdCount", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "healthyThresholdCount",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub healthy_threshold_count: Option<i32>,
-    #[serde(rename = "unhealthyThresholdCount", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "unhealthyThresholdCount",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub unhealthy_threshold_count: Option<i32>,
     #[serde(rename = "matcher", default, skip_serializing_if = "Option::is_none")]
     pub matcher: Option<GatewayConnectorHealthCheckMatcher>,
@@ -3181,7 +4651,11 @@ pub struct GatewayConnectorHealthCheckMatcher {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct GatewayElbAccessLogConfiguration {
-    #[serde(rename = "destination", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "destination",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub destination: Option<GatewayElbAccessLogDestination>,
 }
 
@@ -3201,17 +4675,29 @@ pub struct GatewayElbAccessLogS3Destination {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct GatewayElbNetworkConfiguration {
-    #[serde(rename = "inboundSecurityGroup", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "inboundSecurityGroup",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub inbound_security_group: Option<String>,
     #[serde(rename = "subnets", default, skip_serializing_if = "Option::is_none")]
     pub subnets: Option<Vec<String>>,
-    #[serde(rename = "ipAddressType", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "ipAddressType",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub ip_address_type: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct GatewayInfrastructureResources {
-    #[serde(rename = "hostSharedAlb", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "hostSharedAlb",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub host_shared_alb: Option<Vec<ElbGatewayResources>>,
 }
 
@@ -3241,7 +4727,11 @@ pub struct GatewayResourceFailure {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct GatewayResources {
-    #[serde(rename = "gatewayArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "gatewayArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub gateway_arn: Option<String>,
     #[serde(rename = "resources", default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<GatewayInfrastructureResources>,
@@ -3249,15 +4739,31 @@ pub struct GatewayResources {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct GatewayRoute {
-    #[serde(rename = "gatewayRouteArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "gatewayRouteArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub gateway_route_arn: Option<String>,
-    #[serde(rename = "serviceArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "serviceArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub service_arn: Option<String>,
-    #[serde(rename = "serviceContainerPortName", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "serviceContainerPortName",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub service_container_port_name: Option<String>,
     #[serde(rename = "status", default, skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
-    #[serde(rename = "serviceUrl", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "serviceUrl",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub service_url: Option<String>,
     #[serde(rename = "resources", default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<GatewayRouteResources>,
@@ -3265,19 +4771,47 @@ pub struct GatewayRoute {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct GatewayRouteAlbResources {
-    #[serde(rename = "acmCertificateArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "acmCertificateArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub acm_certificate_arn: Option<String>,
-    #[serde(rename = "loadBalancerArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "loadBalancerArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub load_balancer_arn: Option<String>,
-    #[serde(rename = "listenerArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "listenerArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub listener_arn: Option<String>,
-    #[serde(rename = "listenerRuleArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "listenerRuleArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub listener_rule_arn: Option<String>,
-    #[serde(rename = "testListenerRuleArns", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "testListenerRuleArns",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub test_listener_rule_arns: Option<Vec<String>>,
-    #[serde(rename = "loadBalancerSecurityGroups", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "loadBalancerSecurityGroups",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub load_balancer_security_groups: Option<Vec<GatewayRouteLoadBalancerSecurityGroup>>,
-    #[serde(rename = "serviceSecurityGroupArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "serviceSecurityGroupArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub service_security_group_arn: Option<String>,
 }
 
@@ -3291,21 +4825,45 @@ pub struct GatewayRouteLoadBalancerSecurityGroup {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct GatewayRouteResources {
-    #[serde(rename = "hostSharedAlb", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "hostSharedAlb",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub host_shared_alb: Option<Vec<GatewayRouteAlbResources>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct GatewayRouteSummary {
-    #[serde(rename = "gatewayRouteArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "gatewayRouteArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub gateway_route_arn: Option<String>,
-    #[serde(rename = "gatewayArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "gatewayArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub gateway_arn: Option<String>,
-    #[serde(rename = "clusterArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "clusterArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub cluster_arn: Option<String>,
-    #[serde(rename = "serviceArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "serviceArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub service_arn: Option<String>,
-    #[serde(rename = "serviceContainerPortName", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "serviceContainerPortName",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub service_container_port_name: Option<String>,
     #[serde(rename = "status", default, skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
@@ -3313,7 +4871,11 @@ pub struct GatewayRouteSummary {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct GatewaySummary {
-    #[serde(rename = "gatewayArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "gatewayArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub gateway_arn: Option<String>,
     #[serde(rename = "name", default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
@@ -3341,7 +4903,11 @@ pub struct GetTaskProtectionRequest {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct GetTaskProtectionResponse {
-    #[serde(rename = "protectedTasks", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "protectedTasks",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub protected_tasks: Option<Vec<ProtectedTask>>,
     #[serde(rename = "failures", default, skip_serializing_if = "Option::is_none")]
     pub failures: Option<Vec<Failure>>,
@@ -3351,13 +4917,29 @@ pub struct GetTaskProtectionResponse {
 pub struct GpuDevice {
     #[serde(rename = "gpuId", default, skip_serializing_if = "Option::is_none")]
     pub gpu_id: Option<String>,
-    #[serde(rename = "sharingMode", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "sharingMode",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub sharing_mode: Option<String>,
-    #[serde(rename = "totalMemoryInMiB", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "totalMemoryInMiB",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub total_memory_in_mi_b: Option<i32>,
-    #[serde(rename = "remainingMemoryInMiB", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "remainingMemoryInMiB",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub remaining_memory_in_mi_b: Option<i32>,
-    #[serde(rename = "containerCount", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "containerCount",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub container_count: Option<i32>,
 }
 
@@ -3371,7 +4953,11 @@ pub struct HealthCheck {
     pub timeout: Option<i32>,
     #[serde(rename = "retries", default, skip_serializing_if = "Option::is_none")]
     pub retries: Option<i32>,
-    #[serde(rename = "startPeriod", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "startPeriod",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub start_period: Option<i32>,
 }
 
@@ -3385,57 +4971,105 @@ pub struct HostEntry {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct HostSharedAlbConfiguration {
-    #[serde(rename = "networkConfiguration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "networkConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub network_configuration: Option<GatewayElbNetworkConfiguration>,
     #[serde(rename = "scheme", default, skip_serializing_if = "Option::is_none")]
     pub scheme: Option<String>,
     #[serde(rename = "webACLArn", default, skip_serializing_if = "Option::is_none")]
     pub web_acl_arn: Option<String>,
-    #[serde(rename = "accessLogs", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "accessLogs",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub access_logs: Option<GatewayElbAccessLogConfiguration>,
     #[serde(rename = "port", default, skip_serializing_if = "Option::is_none")]
     pub port: Option<i32>,
     #[serde(rename = "protocol", default, skip_serializing_if = "Option::is_none")]
     pub protocol: Option<String>,
-    #[serde(rename = "maxAlbCount", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "maxAlbCount",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub max_alb_count: Option<i32>,
-    #[serde(rename = "httpDesync", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "httpDesync",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub http_desync: Option<String>,
-    #[serde(rename = "testTrafficRules", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "testTrafficRules",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub test_traffic_rules: Option<GatewayAlbTestTrafficRules>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct HostVolumeProperties {
-    #[serde(rename = "sourcePath", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "sourcePath",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub source_path: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct InferenceAccelerator {
-    #[serde(rename = "deviceName", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "deviceName",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub device_name: Option<String>,
-    #[serde(rename = "deviceType", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "deviceType",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub device_type: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct InferenceAcceleratorOverride {
-    #[serde(rename = "deviceName", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "deviceName",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub device_name: Option<String>,
-    #[serde(rename = "deviceType", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "deviceType",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub device_type: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct InfrastructureOptimization {
-    #[serde(rename = "scaleInAfter", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "scaleInAfter",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub scale_in_after: Option<i32>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct IngressPathSummary {
-    #[serde(rename = "accessType", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "accessType",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub access_type: Option<String>,
     #[serde(rename = "endpoint", default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
@@ -3447,57 +5081,145 @@ pub struct InstanceHealthCheckResult {
     pub r#type: Option<String>,
     #[serde(rename = "status", default, skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
-    #[serde(rename = "statusReason", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "statusReason",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub status_reason: Option<String>,
-    #[serde(rename = "lastUpdated", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "lastUpdated",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub last_updated: Option<f64>,
-    #[serde(rename = "lastStatusChange", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "lastStatusChange",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub last_status_change: Option<f64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct InstanceLaunchTemplate {
-    #[serde(rename = "ec2InstanceProfileArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "ec2InstanceProfileArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub ec2_instance_profile_arn: Option<String>,
-    #[serde(rename = "networkConfiguration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "networkConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub network_configuration: Option<ManagedInstancesNetworkConfiguration>,
-    #[serde(rename = "storageConfiguration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "storageConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub storage_configuration: Option<ManagedInstancesStorageConfiguration>,
-    #[serde(rename = "localStorageConfiguration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "localStorageConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub local_storage_configuration: Option<ManagedInstancesLocalStorageConfiguration>,
-    #[serde(rename = "monitoring", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "monitoring",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub monitoring: Option<String>,
-    #[serde(rename = "capacityOptionType", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "capacityOptionType",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub capacity_option_type: Option<String>,
-    #[serde(rename = "instanceMetadataTagsPropagation", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "instanceMetadataTagsPropagation",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub instance_metadata_tags_propagation: Option<bool>,
-    #[serde(rename = "instanceRequirements", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "instanceRequirements",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub instance_requirements: Option<InstanceRequirementsRequest>,
-    #[serde(rename = "fipsEnabled", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "fipsEnabled",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub fips_enabled: Option<bool>,
-    #[serde(rename = "capacityReservations", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "capacityReservations",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub capacity_reservations: Option<CapacityReservationRequest>,
-    #[serde(rename = "nitroEnclavesEnabled", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "nitroEnclavesEnabled",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub nitro_enclaves_enabled: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct InstanceLaunchTemplateUpdate {
-    #[serde(rename = "ec2InstanceProfileArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "ec2InstanceProfileArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub ec2_instance_profile_arn: Option<String>,
-    #[serde(rename = "networkConfiguration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "networkConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub network_configuration: Option<ManagedInstancesNetworkConfiguration>,
-    #[serde(rename = "storageConfiguration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "storageConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub storage_configuration: Option<ManagedInstancesStorageConfiguration>,
-    #[serde(rename = "instanceMetadataTagsPropagation", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "instanceMetadataTagsPropagation",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub instance_metadata_tags_propagation: Option<bool>,
-    #[serde(rename = "localStorageConfiguration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "localStorageConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub local_storage_configuration: Option<ManagedInstancesLocalStorageConfiguration>,
-    #[serde(rename = "monitoring", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "monitoring",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub monitoring: Option<String>,
-    #[serde(rename = "instanceRequirements", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "instanceRequirements",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub instance_requirements: Option<InstanceRequirementsRequest>,
-    #[serde(rename = "capacityReservations", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "capacityReservations",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub capacity_reservations: Option<CapacityReservationRequest>,
 }
 
@@ -3507,49 +5229,133 @@ pub struct InstanceRequirementsRequest {
     pub v_cpu_count: Option<VCpuCountRangeRequest>,
     #[serde(rename = "memoryMiB", default, skip_serializing_if = "Option::is_none")]
     pub memory_mi_b: Option<MemoryMiBRequest>,
-    #[serde(rename = "cpuManufacturers", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "cpuManufacturers",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub cpu_manufacturers: Option<Vec<String>>,
-    #[serde(rename = "memoryGiBPerVCpu", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "memoryGiBPerVCpu",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub memory_gi_b_per_v_cpu: Option<MemoryGiBPerVCpuRequest>,
-    #[serde(rename = "excludedInstanceTypes", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "excludedInstanceTypes",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub excluded_instance_types: Option<Vec<String>>,
-    #[serde(rename = "instanceGenerations", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "instanceGenerations",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub instance_generations: Option<Vec<String>>,
-    #[serde(rename = "spotMaxPricePercentageOverLowestPrice", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "spotMaxPricePercentageOverLowestPrice",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub spot_max_price_percentage_over_lowest_price: Option<i32>,
-    #[serde(rename = "onDemandMaxPricePercentageOverLowestPrice", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "onDemandMaxPricePercentageOverLowestPrice",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub on_demand_max_price_percentage_over_lowest_price: Option<i32>,
     #[serde(rename = "bareMetal", default, skip_serializing_if = "Option::is_none")]
     pub bare_metal: Option<String>,
-    #[serde(rename = "burstablePerformance", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "burstablePerformance",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub burstable_performance: Option<String>,
-    #[serde(rename = "requireHibernateSupport", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "requireHibernateSupport",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub require_hibernate_support: Option<bool>,
-    #[serde(rename = "networkInterfaceCount", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "networkInterfaceCount",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub network_interface_count: Option<NetworkInterfaceCountRequest>,
-    #[serde(rename = "localStorage", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "localStorage",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub local_storage: Option<String>,
-    #[serde(rename = "localStorageTypes", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "localStorageTypes",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub local_storage_types: Option<Vec<String>>,
-    #[serde(rename = "totalLocalStorageGB", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "totalLocalStorageGB",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub total_local_storage_gb: Option<TotalLocalStorageGBRequest>,
-    #[serde(rename = "baselineEbsBandwidthMbps", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "baselineEbsBandwidthMbps",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub baseline_ebs_bandwidth_mbps: Option<BaselineEbsBandwidthMbpsRequest>,
-    #[serde(rename = "acceleratorTypes", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "acceleratorTypes",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub accelerator_types: Option<Vec<String>>,
-    #[serde(rename = "acceleratorCount", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "acceleratorCount",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub accelerator_count: Option<AcceleratorCountRequest>,
-    #[serde(rename = "acceleratorManufacturers", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "acceleratorManufacturers",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub accelerator_manufacturers: Option<Vec<String>>,
-    #[serde(rename = "acceleratorNames", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "acceleratorNames",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub accelerator_names: Option<Vec<String>>,
-    #[serde(rename = "acceleratorTotalMemoryMiB", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "acceleratorTotalMemoryMiB",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub accelerator_total_memory_mi_b: Option<AcceleratorTotalMemoryMiBRequest>,
-    #[serde(rename = "networkBandwidthGbps", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "networkBandwidthGbps",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub network_bandwidth_gbps: Option<NetworkBandwidthGbpsRequest>,
-    #[serde(rename = "allowedInstanceTypes", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "allowedInstanceTypes",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub allowed_instance_types: Option<Vec<String>>,
-    #[serde(rename = "maxSpotPriceAsPercentageOfOptimalOnDemandPrice", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "maxSpotPriceAsPercentageOfOptimalOnDemandPrice",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub max_spot_price_as_percentage_of_optimal_on_demand_price: Option<i32>,
 }
 
@@ -3583,27 +5389,51 @@ pub struct LimitExceededException {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct LinearConfiguration {
-    #[serde(rename = "stepPercent", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "stepPercent",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub step_percent: Option<f64>,
-    #[serde(rename = "stepBakeTimeInMinutes", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "stepBakeTimeInMinutes",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub step_bake_time_in_minutes: Option<i32>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct LinuxParameters {
-    #[serde(rename = "capabilities", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "capabilities",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub capabilities: Option<KernelCapabilities>,
     #[serde(rename = "devices", default, skip_serializing_if = "Option::is_none")]
     pub devices: Option<Vec<Device>>,
-    #[serde(rename = "initProcessEnabled", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "initProcessEnabled",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub init_process_enabled: Option<bool>,
-    #[serde(rename = "sharedMemorySize", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "sharedMemorySize",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub shared_memory_size: Option<i32>,
     #[serde(rename = "tmpfs", default, skip_serializing_if = "Option::is_none")]
     pub tmpfs: Option<Vec<Tmpfs>>,
     #[serde(rename = "maxSwap", default, skip_serializing_if = "Option::is_none")]
     pub max_swap: Option<i32>,
-    #[serde(rename = "swappiness", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "swappiness",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub swappiness: Option<i32>,
 }
 
@@ -3613,13 +5443,25 @@ pub struct ListAccountSettingsRequest {
     pub name: Option<String>,
     #[serde(rename = "value", default, skip_serializing_if = "Option::is_none")]
     pub value: Option<String>,
-    #[serde(rename = "principalArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "principalArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub principal_arn: Option<String>,
-    #[serde(rename = "effectiveSettings", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "effectiveSettings",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub effective_settings: Option<bool>,
     #[serde(rename = "nextToken", default, skip_serializing_if = "Option::is_none")]
     pub next_token: Option<String>,
-    #[serde(rename = "maxResults", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "maxResults",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub max_results: Option<i32>,
 }
 
@@ -3635,21 +5477,41 @@ pub struct ListAccountSettingsResponse {
 pub struct ListAttributesRequest {
     #[serde(rename = "cluster", default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<String>,
-    #[serde(rename = "targetType", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "targetType",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub target_type: Option<String>,
-    #[serde(rename = "attributeName", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "attributeName",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub attribute_name: Option<String>,
-    #[serde(rename = "attributeValue", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "attributeValue",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub attribute_value: Option<String>,
     #[serde(rename = "nextToken", default, skip_serializing_if = "Option::is_none")]
     pub next_token: Option<String>,
-    #[serde(rename = "maxResults", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "maxResults",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub max_results: Option<i32>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ListAttributesResponse {
-    #[serde(rename = "attributes", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "attributes",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub attributes: Option<Vec<Attribute>>,
     #[serde(rename = "nextToken", default, skip_serializing_if = "Option::is_none")]
     pub next_token: Option<String>,
@@ -3659,13 +5521,21 @@ pub struct ListAttributesResponse {
 pub struct ListClustersRequest {
     #[serde(rename = "nextToken", default, skip_serializing_if = "Option::is_none")]
     pub next_token: Option<String>,
-    #[serde(rename = "maxResults", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "maxResults",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub max_results: Option<i32>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ListClustersResponse {
-    #[serde(rename = "clusterArns", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "clusterArns",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub cluster_arns: Option<Vec<String>>,
     #[serde(rename = "nextToken", default, skip_serializing_if = "Option::is_none")]
     pub next_token: Option<String>,
@@ -3679,7 +5549,11 @@ pub struct ListContainerInstancesRequest {
     pub filter: Option<String>,
     #[serde(rename = "nextToken", default, skip_serializing_if = "Option::is_none")]
     pub next_token: Option<String>,
-    #[serde(rename = "maxResults", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "maxResults",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub max_results: Option<i32>,
     #[serde(rename = "status", default, skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
@@ -3687,7 +5561,11 @@ pub struct ListContainerInstancesRequest {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ListContainerInstancesResponse {
-    #[serde(rename = "containerInstanceArns", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "containerInstanceArns",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub container_instance_arns: Option<Vec<String>>,
     #[serde(rename = "nextToken", default, skip_serializing_if = "Option::is_none")]
     pub next_token: Option<String>,
@@ -3701,7 +5579,11 @@ pub struct ListDaemonDeploymentsRequest {
     pub status: Option<Vec<String>>,
     #[serde(rename = "createdAt", default, skip_serializing_if = "Option::is_none")]
     pub created_at: Option<CreatedAt>,
-    #[serde(rename = "maxResults", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "maxResults",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub max_results: Option<i32>,
     #[serde(rename = "nextToken", default, skip_serializing_if = "Option::is_none")]
     pub next_token: Option<String>,
@@ -3711,13 +5593,21 @@ pub struct ListDaemonDeploymentsRequest {
 pub struct ListDaemonDeploymentsResponse {
     #[serde(rename = "nextToken", default, skip_serializing_if = "Option::is_none")]
     pub next_token: Option<String>,
-    #[serde(rename = "daemonDeployments", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "daemonDeployments",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub daemon_deployments: Option<Vec<DaemonDeploymentSummary>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ListDaemonTaskDefinitionsRequest {
-    #[serde(rename = "familyPrefix", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "familyPrefix",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub family_prefix: Option<String>,
     #[serde(rename = "family", default, skip_serializing_if = "Option::is_none")]
     pub family: Option<String>,
@@ -3729,13 +5619,21 @@ pub struct ListDaemonTaskDefinitionsRequest {
     pub sort: Option<String>,
     #[serde(rename = "nextToken", default, skip_serializing_if = "Option::is_none")]
     pub next_token: Option<String>,
-    #[serde(rename = "maxResults", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "maxResults",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub max_results: Option<i32>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ListDaemonTaskDefinitionsResponse {
-    #[serde(rename = "daemonTaskDefinitions", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "daemonTaskDefinitions",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub daemon_task_definitions: Option<Vec<DaemonTaskDefinitionSummary>>,
     #[serde(rename = "nextToken", default, skip_serializing_if = "Option::is_none")]
     pub next_token: Option<String>,
@@ -3743,11 +5641,23 @@ pub struct ListDaemonTaskDefinitionsResponse {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ListDaemonsRequest {
-    #[serde(rename = "clusterArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "clusterArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub cluster_arn: Option<String>,
-    #[serde(rename = "capacityProviderArns", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "capacityProviderArns",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub capacity_provider_arns: Option<Vec<String>>,
-    #[serde(rename = "maxResults", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "maxResults",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub max_results: Option<i32>,
     #[serde(rename = "nextToken", default, skip_serializing_if = "Option::is_none")]
     pub next_token: Option<String>,
@@ -3755,7 +5665,11 @@ pub struct ListDaemonsRequest {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ListDaemonsResponse {
-    #[serde(rename = "daemonSummariesList", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "daemonSummariesList",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub daemon_summaries_list: Option<Vec<DaemonSummary>>,
     #[serde(rename = "nextToken", default, skip_serializing_if = "Option::is_none")]
     pub next_token: Option<String>,
@@ -3769,7 +5683,11 @@ pub struct ListGatewayClusterAssociationsRequest {
     pub cluster: Option<String>,
     #[serde(rename = "status", default, skip_serializing_if = "Option::is_none")]
     pub status: Option<Vec<String>>,
-    #[serde(rename = "maxResults", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "maxResults",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub max_results: Option<i32>,
     #[serde(rename = "nextToken", default, skip_serializing_if = "Option::is_none")]
     pub next_token: Option<String>,
@@ -3777,7 +5695,11 @@ pub struct ListGatewayClusterAssociationsRequest {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ListGatewayClusterAssociationsResponse {
-    #[serde(rename = "gatewayClusterAssociations", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "gatewayClusterAssociations",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub gateway_cluster_associations: Option<Vec<GatewayClusterAssociationSummary>>,
     #[serde(rename = "nextToken", default, skip_serializing_if = "Option::is_none")]
     pub next_token: Option<String>,
@@ -3791,11 +5713,19 @@ pub struct ListGatewayRoutesRequest {
     pub cluster: Option<String>,
     #[serde(rename = "service", default, skip_serializing_if = "Option::is_none")]
     pub service: Option<String>,
-    #[serde(rename = "serviceContainerPortName", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "serviceContainerPortName",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub service_container_port_name: Option<String>,
     #[serde(rename = "status", default, skip_serializing_if = "Option::is_none")]
     pub status: Option<Vec<String>>,
-    #[serde(rename = "maxResults", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "maxResults",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub max_results: Option<i32>,
     #[serde(rename = "nextToken", default, skip_serializing_if = "Option::is_none")]
     pub next_token: Option<String>,
@@ -3803,7 +5733,11 @@ pub struct ListGatewayRoutesRequest {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ListGatewayRoutesResponse {
-    #[serde(rename = "gatewayRoutes", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "gatewayRoutes",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub gateway_routes: Option<Vec<GatewayRouteSummary>>,
     #[serde(rename = "nextToken", default, skip_serializing_if = "Option::is_none")]
     pub next_token: Option<String>,
@@ -3815,7 +5749,11 @@ pub struct ListGatewaysRequest {
     pub names: Option<Vec<String>>,
     #[serde(rename = "status", default, skip_serializing_if = "Option::is_none")]
     pub status: Option<Vec<String>>,
-    #[serde(rename = "maxResults", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "maxResults",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub max_results: Option<i32>,
     #[serde(rename = "nextToken", default, skip_serializing_if = "Option::is_none")]
     pub next_token: Option<String>,
@@ -3841,13 +5779,21 @@ pub struct ListServiceDeploymentsRequest {
     pub created_at: Option<CreatedAt>,
     #[serde(rename = "nextToken", default, skip_serializing_if = "Option::is_none")]
     pub next_token: Option<String>,
-    #[serde(rename = "maxResults", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "maxResults",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub max_results: Option<i32>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ListServiceDeploymentsResponse {
-    #[serde(rename = "serviceDeployments", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "serviceDeployments",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub service_deployments: Option<Vec<ServiceDeploymentBrief>>,
     #[serde(rename = "nextToken", default, skip_serializing_if = "Option::is_none")]
     pub next_token: Option<String>,
@@ -3859,13 +5805,21 @@ pub struct ListServicesByNamespaceRequest {
     pub namespace: Option<String>,
     #[serde(rename = "nextToken", default, skip_serializing_if = "Option::is_none")]
     pub next_token: Option<String>,
-    #[serde(rename = "maxResults", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "maxResults",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub max_results: Option<i32>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ListServicesByNamespaceResponse {
-    #[serde(rename = "serviceArns", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "serviceArns",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub service_arns: Option<Vec<String>>,
     #[serde(rename = "nextToken", default, skip_serializing_if = "Option::is_none")]
     pub next_token: Option<String>,
@@ -3877,19 +5831,39 @@ pub struct ListServicesRequest {
     pub cluster: Option<String>,
     #[serde(rename = "nextToken", default, skip_serializing_if = "Option::is_none")]
     pub next_token: Option<String>,
-    #[serde(rename = "maxResults", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "maxResults",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub max_results: Option<i32>,
-    #[serde(rename = "launchType", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "launchType",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub launch_type: Option<String>,
-    #[serde(rename = "schedulingStrategy", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "schedulingStrategy",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub scheduling_strategy: Option<String>,
-    #[serde(rename = "resourceManagementType", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "resourceManagementType",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub resource_management_type: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ListServicesResponse {
-    #[serde(rename = "serviceArns", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "serviceArns",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub service_arns: Option<Vec<String>>,
     #[serde(rename = "nextToken", default, skip_serializing_if = "Option::is_none")]
     pub next_token: Option<String>,
@@ -3897,7 +5871,11 @@ pub struct ListServicesResponse {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ListTagsForResourceRequest {
-    #[serde(rename = "resourceArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "resourceArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub resource_arn: Option<String>,
 }
 
@@ -3909,13 +5887,21 @@ pub struct ListTagsForResourceResponse {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ListTaskDefinitionFamiliesRequest {
-    #[serde(rename = "familyPrefix", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "familyPrefix",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub family_prefix: Option<String>,
     #[serde(rename = "status", default, skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
     #[serde(rename = "nextToken", default, skip_serializing_if = "Option::is_none")]
     pub next_token: Option<String>,
-    #[serde(rename = "maxResults", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "maxResults",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub max_results: Option<i32>,
 }
 
@@ -3929,7 +5915,11 @@ pub struct ListTaskDefinitionFamiliesResponse {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ListTaskDefinitionsRequest {
-    #[serde(rename = "familyPrefix", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "familyPrefix",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub family_prefix: Option<String>,
     #[serde(rename = "status", default, skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
@@ -3937,13 +5927,21 @@ pub struct ListTaskDefinitionsRequest {
     pub sort: Option<String>,
     #[serde(rename = "nextToken", default, skip_serializing_if = "Option::is_none")]
     pub next_token: Option<String>,
-    #[serde(rename = "maxResults", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "maxResults",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub max_results: Option<i32>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ListTaskDefinitionsResponse {
-    #[serde(rename = "taskDefinitionArns", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "taskDefinitionArns",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub task_definition_arns: Option<Vec<String>>,
     #[serde(rename = "nextToken", default, skip_serializing_if = "Option::is_none")]
     pub next_token: Option<String>,
@@ -3953,23 +5951,47 @@ pub struct ListTaskDefinitionsResponse {
 pub struct ListTasksRequest {
     #[serde(rename = "cluster", default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<String>,
-    #[serde(rename = "containerInstance", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "containerInstance",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub container_instance: Option<String>,
     #[serde(rename = "family", default, skip_serializing_if = "Option::is_none")]
     pub family: Option<String>,
     #[serde(rename = "nextToken", default, skip_serializing_if = "Option::is_none")]
     pub next_token: Option<String>,
-    #[serde(rename = "maxResults", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "maxResults",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub max_results: Option<i32>,
     #[serde(rename = "startedBy", default, skip_serializing_if = "Option::is_none")]
     pub started_by: Option<String>,
-    #[serde(rename = "serviceName", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "serviceName",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub service_name: Option<String>,
-    #[serde(rename = "desiredStatus", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "desiredStatus",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub desired_status: Option<String>,
-    #[serde(rename = "launchType", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "launchType",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub launch_type: Option<String>,
-    #[serde(rename = "daemonName", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "daemonName",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub daemon_name: Option<String>,
 }
 
@@ -3983,15 +6005,35 @@ pub struct ListTasksResponse {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct LoadBalancer {
-    #[serde(rename = "targetGroupArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "targetGroupArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub target_group_arn: Option<String>,
-    #[serde(rename = "loadBalancerName", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "loadBalancerName",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub load_balancer_name: Option<String>,
-    #[serde(rename = "containerName", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "containerName",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub container_name: Option<String>,
-    #[serde(rename = "containerPort", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "containerPort",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub container_port: Option<i32>,
-    #[serde(rename = "advancedConfiguration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "advancedConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub advanced_configuration: Option<AdvancedConfiguration>,
 }
 
@@ -4001,7 +6043,11 @@ pub struct LogConfiguration {
     pub log_driver: Option<String>,
     #[serde(rename = "options", default, skip_serializing_if = "Option::is_none")]
     pub options: Option<BTreeMap<String, String>>,
-    #[serde(rename = "secretOptions", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "secretOptions",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub secret_options: Option<Vec<Secret>>,
 }
 
@@ -4013,21 +6059,37 @@ pub struct LogDriverVolumeConfiguration {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ManagedAgent {
-    #[serde(rename = "lastStartedAt", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "lastStartedAt",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub last_started_at: Option<f64>,
     #[serde(rename = "name", default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     #[serde(rename = "reason", default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
-    #[serde(rename = "lastStatus", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "lastStatus",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub last_status: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ManagedAgentStateChange {
-    #[serde(rename = "containerName", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "containerName",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub container_name: Option<String>,
-    #[serde(rename = "managedAgentName", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "managedAgentName",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub managed_agent_name: Option<String>,
     #[serde(rename = "status", default, skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
@@ -4041,13 +6103,25 @@ pub struct ManagedApplicationAutoScalingPolicy {
     pub arn: Option<String>,
     #[serde(rename = "status", default, skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
-    #[serde(rename = "statusReason", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "statusReason",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub status_reason: Option<String>,
     #[serde(rename = "updatedAt", default, skip_serializing_if = "Option::is_none")]
     pub updated_at: Option<f64>,
-    #[serde(rename = "policyType", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "policyType",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub policy_type: Option<String>,
-    #[serde(rename = "targetValue", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "targetValue",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub target_value: Option<f64>,
     #[serde(rename = "metric", default, skip_serializing_if = "Option::is_none")]
     pub metric: Option<String>,
@@ -4055,9 +6129,17 @@ pub struct ManagedApplicationAutoScalingPolicy {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ManagedAutoScaling {
-    #[serde(rename = "scalableTarget", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "scalableTarget",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub scalable_target: Option<ManagedScalableTarget>,
-    #[serde(rename = "applicationAutoScalingPolicies", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "applicationAutoScalingPolicies",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub application_auto_scaling_policies: Option<Vec<ManagedApplicationAutoScalingPolicy>>,
 }
 
@@ -4067,37 +6149,69 @@ pub struct ManagedCertificate {
     pub arn: Option<String>,
     #[serde(rename = "status", default, skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
-    #[serde(rename = "statusReason", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "statusReason",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub status_reason: Option<String>,
     #[serde(rename = "updatedAt", default, skip_serializing_if = "Option::is_none")]
     pub updated_at: Option<f64>,
-    #[serde(rename = "domainName", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "domainName",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub domain_name: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ManagedIngressPath {
-    #[serde(rename = "accessType", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "accessType",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub access_type: Option<String>,
     #[serde(rename = "endpoint", default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
-    #[serde(rename = "loadBalancer", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "loadBalancer",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub load_balancer: Option<ManagedLoadBalancer>,
-    #[serde(rename = "loadBalancerSecurityGroups", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "loadBalancerSecurityGroups",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub load_balancer_security_groups: Option<Vec<ManagedSecurityGroup>>,
-    #[serde(rename = "certificate", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "certificate",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub certificate: Option<ManagedCertificate>,
     #[serde(rename = "listener", default, skip_serializing_if = "Option::is_none")]
     pub listener: Option<ManagedListener>,
     #[serde(rename = "rule", default, skip_serializing_if = "Option::is_none")]
     pub rule: Option<ManagedListenerRule>,
-    #[serde(rename = "targetGroups", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "targetGroups",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub target_groups: Option<Vec<ManagedTargetGroup>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ManagedInstancesLocalStorageConfiguration {
-    #[serde(rename = "useLocalStorage", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "useLocalStorage",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub use_local_storage: Option<bool>,
 }
 
@@ -4105,27 +6219,55 @@ pub struct ManagedInstancesLocalStorageConfiguration {
 pub struct ManagedInstancesNetworkConfiguration {
     #[serde(rename = "subnets", default, skip_serializing_if = "Option::is_none")]
     pub subnets: Option<Vec<String>>,
-    #[serde(rename = "securityGroups", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "securityGroups",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub security_groups: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ManagedInstancesProvider {
-    #[serde(rename = "infrastructureRoleArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "infrastructureRoleArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub infrastructure_role_arn: Option<String>,
-    #[serde(rename = "instanceLaunchTemplate", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "instanceLaunchTemplate",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub instance_launch_template: Option<InstanceLaunchTemplate>,
-    #[serde(rename = "propagateTags", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "propagateTags",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub propagate_tags: Option<String>,
-    #[serde(rename = "infrastructureOptimization", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "infrastructureOptimization",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub infrastructure_optimization: Option<InfrastructureOptimization>,
-    #[serde(rename = "autoRepairConfiguration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "autoRepairConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub auto_repair_configuration: Option<AutoRepairConfiguration>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ManagedInstancesStorageConfiguration {
-    #[serde(rename = "storageSizeGiB", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "storageSizeGiB",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub storage_size_gi_b: Option<i32>,
 }
 
@@ -4135,7 +6277,11 @@ pub struct ManagedListener {
     pub arn: Option<String>,
     #[serde(rename = "status", default, skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
-    #[serde(rename = "statusReason", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "statusReason",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub status_reason: Option<String>,
     #[serde(rename = "updatedAt", default, skip_serializing_if = "Option::is_none")]
     pub updated_at: Option<f64>,
@@ -4147,7 +6293,11 @@ pub struct ManagedListenerRule {
     pub arn: Option<String>,
     #[serde(rename = "status", default, skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
-    #[serde(rename = "statusReason", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "statusReason",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub status_reason: Option<String>,
     #[serde(rename = "updatedAt", default, skip_serializing_if = "Option::is_none")]
     pub updated_at: Option<f64>,
@@ -4159,7 +6309,11 @@ pub struct ManagedLoadBalancer {
     pub arn: Option<String>,
     #[serde(rename = "status", default, skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
-    #[serde(rename = "statusReason", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "statusReason",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub status_reason: Option<String>,
     #[serde(rename = "updatedAt", default, skip_serializing_if = "Option::is_none")]
     pub updated_at: Option<f64>,
@@ -4167,7 +6321,11 @@ pub struct ManagedLoadBalancer {
     pub scheme: Option<String>,
     #[serde(rename = "subnetIds", default, skip_serializing_if = "Option::is_none")]
     pub subnet_ids: Option<Vec<String>>,
-    #[serde(rename = "securityGroupIds", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "securityGroupIds",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub security_group_ids: Option<Vec<String>>,
 }
 
@@ -4177,11 +6335,19 @@ pub struct ManagedLogGroup {
     pub arn: Option<String>,
     #[serde(rename = "status", default, skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
-    #[serde(rename = "statusReason", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "statusReason",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub status_reason: Option<String>,
     #[serde(rename = "updatedAt", default, skip_serializing_if = "Option::is_none")]
     pub updated_at: Option<f64>,
-    #[serde(rename = "logGroupName", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "logGroupName",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub log_group_name: Option<String>,
 }
 
@@ -4191,7 +6357,11 @@ pub struct ManagedMetricAlarm {
     pub arn: Option<String>,
     #[serde(rename = "status", default, skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
-    #[serde(rename = "statusReason", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "statusReason",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub status_reason: Option<String>,
     #[serde(rename = "updatedAt", default, skip_serializing_if = "Option::is_none")]
     pub updated_at: Option<f64>,
@@ -4203,13 +6373,25 @@ pub struct ManagedScalableTarget {
     pub arn: Option<String>,
     #[serde(rename = "status", default, skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
-    #[serde(rename = "statusReason", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "statusReason",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub status_reason: Option<String>,
     #[serde(rename = "updatedAt", default, skip_serializing_if = "Option::is_none")]
     pub updated_at: Option<f64>,
-    #[serde(rename = "minCapacity", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "minCapacity",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub min_capacity: Option<i32>,
-    #[serde(rename = "maxCapacity", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "maxCapacity",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub max_capacity: Option<i32>,
 }
 
@@ -4217,13 +6399,29 @@ pub struct ManagedScalableTarget {
 pub struct ManagedScaling {
     #[serde(rename = "status", default, skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
-    #[serde(rename = "targetCapacity", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "targetCapacity",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub target_capacity: Option<i32>,
-    #[serde(rename = "minimumScalingStepSize", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "minimumScalingStepSize",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub minimum_scaling_step_size: Option<i32>,
-    #[serde(rename = "maximumScalingStepSize", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "maximumScalingStepSize",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub maximum_scaling_step_size: Option<i32>,
-    #[serde(rename = "instanceWarmupPeriod", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "instanceWarmupPeriod",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub instance_warmup_period: Option<i32>,
 }
 
@@ -4233,7 +6431,11 @@ pub struct ManagedSecurityGroup {
     pub arn: Option<String>,
     #[serde(rename = "status", default, skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
-    #[serde(rename = "statusReason", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "statusReason",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub status_reason: Option<String>,
     #[serde(rename = "updatedAt", default, skip_serializing_if = "Option::is_none")]
     pub updated_at: Option<f64>,
@@ -4243,7 +6445,11 @@ pub struct ManagedSecurityGroup {
 pub struct ManagedStorageConfiguration {
     #[serde(rename = "kmsKeyId", default, skip_serializing_if = "Option::is_none")]
     pub kms_key_id: Option<String>,
-    #[serde(rename = "fargateEphemeralStorageKmsKeyId", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "fargateEphemeralStorageKmsKeyId",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub fargate_ephemeral_storage_kms_key_id: Option<String>,
 }
 
@@ -4253,13 +6459,25 @@ pub struct ManagedTargetGroup {
     pub arn: Option<String>,
     #[serde(rename = "status", default, skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
-    #[serde(rename = "statusReason", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "statusReason",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub status_reason: Option<String>,
     #[serde(rename = "updatedAt", default, skip_serializing_if = "Option::is_none")]
     pub updated_at: Option<f64>,
-    #[serde(rename = "healthCheckPath", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "healthCheckPath",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub health_check_path: Option<String>,
-    #[serde(rename = "healthCheckPort", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "healthCheckPort",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub health_check_port: Option<i32>,
     #[serde(rename = "port", default, skip_serializing_if = "Option::is_none")]
     pub port: Option<i32>,
@@ -4283,9 +6501,17 @@ pub struct MemoryMiBRequest {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct MetricConfiguration {
-    #[serde(rename = "metricNames", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "metricNames",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub metric_names: Option<Vec<String>>,
-    #[serde(rename = "resolutionSeconds", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "resolutionSeconds",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub resolution_seconds: Option<i32>,
 }
 
@@ -4297,15 +6523,27 @@ pub struct MissingVersionException {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct MonitoringConfiguration {
-    #[serde(rename = "metricConfigurations", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "metricConfigurations",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub metric_configurations: Option<Vec<MetricConfiguration>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct MountPoint {
-    #[serde(rename = "sourceVolume", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "sourceVolume",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub source_volume: Option<String>,
-    #[serde(rename = "containerPath", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "containerPath",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub container_path: Option<String>,
     #[serde(rename = "readOnly", default, skip_serializing_if = "Option::is_none")]
     pub read_only: Option<bool>,
@@ -4329,31 +6567,59 @@ pub struct NetworkBandwidthGbpsRequest {
 pub struct NetworkBinding {
     #[serde(rename = "bindIP", default, skip_serializing_if = "Option::is_none")]
     pub bind_ip: Option<String>,
-    #[serde(rename = "containerPort", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "containerPort",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub container_port: Option<i32>,
     #[serde(rename = "hostPort", default, skip_serializing_if = "Option::is_none")]
     pub host_port: Option<i32>,
     #[serde(rename = "protocol", default, skip_serializing_if = "Option::is_none")]
     pub protocol: Option<String>,
-    #[serde(rename = "containerPortRange", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "containerPortRange",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub container_port_range: Option<String>,
-    #[serde(rename = "hostPortRange", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "hostPortRange",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub host_port_range: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct NetworkConfiguration {
-    #[serde(rename = "awsvpcConfiguration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "awsvpcConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub awsvpc_configuration: Option<AwsVpcConfiguration>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct NetworkInterface {
-    #[serde(rename = "attachmentId", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "attachmentId",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub attachment_id: Option<String>,
-    #[serde(rename = "privateIpv4Address", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "privateIpv4Address",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub private_ipv4_address: Option<String>,
-    #[serde(rename = "ipv6Address", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "ipv6Address",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub ipv6_address: Option<String>,
 }
 
@@ -4375,7 +6641,11 @@ pub struct NoUpdateAvailableException {
 pub struct NvidiaMpsAllocation {
     #[serde(rename = "memory", default, skip_serializing_if = "Option::is_none")]
     pub memory: Option<i32>,
-    #[serde(rename = "maxComputePercent", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "maxComputePercent",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub max_compute_percent: Option<i32>,
 }
 
@@ -4383,7 +6653,11 @@ pub struct NvidiaMpsAllocation {
 pub struct PlacementConstraint {
     #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
     pub r#type: Option<String>,
-    #[serde(rename = "expression", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "expression",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub expression: Option<String>,
 }
 
@@ -4417,7 +6691,11 @@ pub struct PlatformUnknownException {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct PortMapping {
-    #[serde(rename = "containerPort", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "containerPort",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub container_port: Option<i32>,
     #[serde(rename = "hostPort", default, skip_serializing_if = "Option::is_none")]
     pub host_port: Option<i32>,
@@ -4425,9 +6703,17 @@ pub struct PortMapping {
     pub protocol: Option<String>,
     #[serde(rename = "name", default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    #[serde(rename = "appProtocol", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "appProtocol",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub app_protocol: Option<String>,
-    #[serde(rename = "containerPortRange", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "containerPortRange",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub container_port_range: Option<String>,
 }
 
@@ -4435,9 +6721,17 @@ pub struct PortMapping {
 pub struct ProtectedTask {
     #[serde(rename = "taskArn", default, skip_serializing_if = "Option::is_none")]
     pub task_arn: Option<String>,
-    #[serde(rename = "protectionEnabled", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "protectionEnabled",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub protection_enabled: Option<bool>,
-    #[serde(rename = "expirationDate", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "expirationDate",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub expiration_date: Option<f64>,
 }
 
@@ -4445,9 +6739,17 @@ pub struct ProtectedTask {
 pub struct ProxyConfiguration {
     #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
     pub r#type: Option<String>,
-    #[serde(rename = "containerName", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "containerName",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub container_name: Option<String>,
-    #[serde(rename = "properties", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "properties",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub properties: Option<Vec<KeyValuePair>>,
 }
 
@@ -4471,7 +6773,11 @@ pub struct PutAccountSettingRequest {
     pub name: Option<String>,
     #[serde(rename = "value", default, skip_serializing_if = "Option::is_none")]
     pub value: Option<String>,
-    #[serde(rename = "principalArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "principalArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub principal_arn: Option<String>,
 }
 
@@ -4485,13 +6791,21 @@ pub struct PutAccountSettingResponse {
 pub struct PutAttributesRequest {
     #[serde(rename = "cluster", default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<String>,
-    #[serde(rename = "attributes", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "attributes",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub attributes: Option<Vec<Attribute>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct PutAttributesResponse {
-    #[serde(rename = "attributes", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "attributes",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub attributes: Option<Vec<Attribute>>,
 }
 
@@ -4499,9 +6813,17 @@ pub struct PutAttributesResponse {
 pub struct PutClusterCapacityProvidersRequest {
     #[serde(rename = "cluster", default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<String>,
-    #[serde(rename = "capacityProviders", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "capacityProviders",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub capacity_providers: Option<Vec<String>>,
-    #[serde(rename = "defaultCapacityProviderStrategy", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "defaultCapacityProviderStrategy",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub default_capacity_provider_strategy: Option<Vec<CapacityProviderStrategyItem>>,
 }
 
@@ -4515,19 +6837,47 @@ pub struct PutClusterCapacityProvidersResponse {
 pub struct RegisterContainerInstanceRequest {
     #[serde(rename = "cluster", default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<String>,
-    #[serde(rename = "instanceIdentityDocument", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "instanceIdentityDocument",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub instance_identity_document: Option<String>,
-    #[serde(rename = "instanceIdentityDocumentSignature", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "instanceIdentityDocumentSignature",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub instance_identity_document_signature: Option<String>,
-    #[serde(rename = "totalResources", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "totalResources",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub total_resources: Option<Vec<Resource>>,
-    #[serde(rename = "versionInfo", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "versionInfo",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub version_info: Option<VersionInfo>,
-    #[serde(rename = "containerInstanceArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "containerInstanceArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub container_instance_arn: Option<String>,
-    #[serde(rename = "attributes", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "attributes",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub attributes: Option<Vec<Attribute>>,
-    #[serde(rename = "platformDevices", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "platformDevices",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub platform_devices: Option<Vec<PlatformDevice>>,
     #[serde(rename = "tags", default, skip_serializing_if = "Option::is_none")]
     pub tags: Option<Vec<Tag>>,
@@ -4535,7 +6885,11 @@ pub struct RegisterContainerInstanceRequest {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RegisterContainerInstanceResponse {
-    #[serde(rename = "containerInstance", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "containerInstance",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub container_instance: Option<ContainerInstance>,
 }
 
@@ -4543,11 +6897,23 @@ pub struct RegisterContainerInstanceResponse {
 pub struct RegisterDaemonTaskDefinitionRequest {
     #[serde(rename = "family", default, skip_serializing_if = "Option::is_none")]
     pub family: Option<String>,
-    #[serde(rename = "taskRoleArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "taskRoleArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub task_role_arn: Option<String>,
-    #[serde(rename = "executionRoleArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "executionRoleArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub execution_role_arn: Option<String>,
-    #[serde(rename = "containerDefinitions", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "containerDefinitions",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub container_definitions: Option<Vec<DaemonContainerDefinition>>,
     #[serde(rename = "cpu", default, skip_serializing_if = "Option::is_none")]
     pub cpu: Option<String>,
@@ -4565,7 +6931,11 @@ pub struct RegisterDaemonTaskDefinitionRequest {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RegisterDaemonTaskDefinitionResponse {
-    #[serde(rename = "daemonTaskDefinitionArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "daemonTaskDefinitionArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub daemon_task_definition_arn: Option<String>,
 }
 
@@ -4573,19 +6943,43 @@ pub struct RegisterDaemonTaskDefinitionResponse {
 pub struct RegisterTaskDefinitionRequest {
     #[serde(rename = "family", default, skip_serializing_if = "Option::is_none")]
     pub family: Option<String>,
-    #[serde(rename = "taskRoleArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "taskRoleArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub task_role_arn: Option<String>,
-    #[serde(rename = "executionRoleArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "executionRoleArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub execution_role_arn: Option<String>,
-    #[serde(rename = "networkMode", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "networkMode",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub network_mode: Option<String>,
-    #[serde(rename = "containerDefinitions", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "containerDefinitions",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub container_definitions: Option<Vec<ContainerDefinition>>,
     #[serde(rename = "volumes", default, skip_serializing_if = "Option::is_none")]
     pub volumes: Option<Vec<Volume>>,
-    #[serde(rename = "placementConstraints", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "placementConstraints",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub placement_constraints: Option<Vec<TaskDefinitionPlacementConstraint>>,
-    #[serde(rename = "requiresCompatibilities", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "requiresCompatibilities",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub requires_compatibilities: Option<Vec<String>>,
     #[serde(rename = "cpu", default, skip_serializing_if = "Option::is_none")]
     pub cpu: Option<String>,
@@ -4597,23 +6991,51 @@ pub struct RegisterTaskDefinitionRequest {
     pub pid_mode: Option<String>,
     #[serde(rename = "ipcMode", default, skip_serializing_if = "Option::is_none")]
     pub ipc_mode: Option<String>,
-    #[serde(rename = "proxyConfiguration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "proxyConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub proxy_configuration: Option<ProxyConfiguration>,
-    #[serde(rename = "inferenceAccelerators", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "inferenceAccelerators",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub inference_accelerators: Option<Vec<InferenceAccelerator>>,
-    #[serde(rename = "ephemeralStorage", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "ephemeralStorage",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub ephemeral_storage: Option<EphemeralStorage>,
-    #[serde(rename = "runtimePlatform", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "runtimePlatform",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub runtime_platform: Option<RuntimePlatform>,
-    #[serde(rename = "enableFaultInjection", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "enableFaultInjection",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub enable_fault_injection: Option<bool>,
-    #[serde(rename = "trustedExecutionConfiguration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "trustedExecutionConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub trusted_execution_configuration: Option<TrustedExecutionConfiguration>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RegisterTaskDefinitionResponse {
-    #[serde(rename = "taskDefinition", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "taskDefinition",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub task_definition: Option<TaskDefinition>,
     #[serde(rename = "tags", default, skip_serializing_if = "Option::is_none")]
     pub tags: Option<Vec<Tag>>,
@@ -4621,15 +7043,27 @@ pub struct RegisterTaskDefinitionResponse {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RepositoryCredentials {
-    #[serde(rename = "credentialsParameter", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "credentialsParameter",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub credentials_parameter: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ResolvedConfiguration {
-    #[serde(rename = "loadBalancers", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "loadBalancers",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub load_balancers: Option<Vec<ServiceRevisionLoadBalancer>>,
-    #[serde(rename = "vpcLatticeConfigurations", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "vpcLatticeConfigurations",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub vpc_lattice_configurations: Option<Vec<ServiceRevisionVpcLatticeConfiguration>>,
 }
 
@@ -4639,13 +7073,25 @@ pub struct Resource {
     pub name: Option<String>,
     #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
     pub r#type: Option<String>,
-    #[serde(rename = "doubleValue", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "doubleValue",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub double_value: Option<f64>,
     #[serde(rename = "longValue", default, skip_serializing_if = "Option::is_none")]
     pub long_value: Option<i64>,
-    #[serde(rename = "integerValue", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "integerValue",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub integer_value: Option<i32>,
-    #[serde(rename = "stringSetValue", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "stringSetValue",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub string_set_value: Option<Vec<String>>,
 }
 
@@ -4667,7 +7113,11 @@ pub struct ResourceRequirement {
     pub value: Option<String>,
     #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
     pub r#type: Option<String>,
-    #[serde(rename = "sharingStrategy", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "sharingStrategy",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub sharing_strategy: Option<SharingStrategy>,
 }
 
@@ -4677,49 +7127,105 @@ pub struct Rollback {
     pub reason: Option<String>,
     #[serde(rename = "startedAt", default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<f64>,
-    #[serde(rename = "serviceRevisionArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "serviceRevisionArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub service_revision_arn: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RunTaskRequest {
-    #[serde(rename = "capacityProviderStrategy", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "capacityProviderStrategy",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub capacity_provider_strategy: Option<Vec<CapacityProviderStrategyItem>>,
     #[serde(rename = "cluster", default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<String>,
     #[serde(rename = "count", default, skip_serializing_if = "Option::is_none")]
     pub count: Option<i32>,
-    #[serde(rename = "enableECSManagedTags", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "enableECSManagedTags",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub enable_ecs_managed_tags: Option<bool>,
-    #[serde(rename = "enableExecuteCommand", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "enableExecuteCommand",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub enable_execute_command: Option<bool>,
     #[serde(rename = "group", default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
-    #[serde(rename = "launchType", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "launchType",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub launch_type: Option<String>,
-    #[serde(rename = "networkConfiguration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "networkConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub network_configuration: Option<NetworkConfiguration>,
     #[serde(rename = "overrides", default, skip_serializing_if = "Option::is_none")]
     pub overrides: Option<TaskOverride>,
-    #[serde(rename = "placementConstraints", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "placementConstraints",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub placement_constraints: Option<Vec<PlacementConstraint>>,
-    #[serde(rename = "placementStrategy", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "placementStrategy",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub placement_strategy: Option<Vec<PlacementStrategy>>,
-    #[serde(rename = "platformVersion", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "platformVersion",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub platform_version: Option<String>,
-    #[serde(rename = "propagateTags", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "propagateTags",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub propagate_tags: Option<String>,
-    #[serde(rename = "referenceId", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "referenceId",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub reference_id: Option<String>,
     #[serde(rename = "startedBy", default, skip_serializing_if = "Option::is_none")]
     pub started_by: Option<String>,
     #[serde(rename = "tags", default, skip_serializing_if = "Option::is_none")]
     pub tags: Option<Vec<Tag>>,
-    #[serde(rename = "taskDefinition", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "taskDefinition",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub task_definition: Option<String>,
-    #[serde(rename = "clientToken", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "clientToken",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub client_token: Option<String>,
-    #[serde(rename = "volumeConfigurations", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "volumeConfigurations",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub volume_configurations: Option<Vec<TaskVolumeConfiguration>>,
 }
 
@@ -4733,27 +7239,55 @@ pub struct RunTaskResponse {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RuntimePlatform {
-    #[serde(rename = "cpuArchitecture", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "cpuArchitecture",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub cpu_architecture: Option<String>,
-    #[serde(rename = "operatingSystemFamily", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "operatingSystemFamily",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub operating_system_family: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RuntimePlatformOverride {
-    #[serde(rename = "cpuArchitecture", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "cpuArchitecture",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub cpu_architecture: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct S3FilesVolumeConfiguration {
-    #[serde(rename = "fileSystemArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "fileSystemArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub file_system_arn: Option<String>,
-    #[serde(rename = "rootDirectory", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "rootDirectory",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub root_directory: Option<String>,
-    #[serde(rename = "transitEncryptionPort", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "transitEncryptionPort",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub transit_encryption_port: Option<i32>,
-    #[serde(rename = "accessPointArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "accessPointArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub access_point_arn: Option<String>,
 }
 
@@ -4781,39 +7315,99 @@ pub struct ServerException {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Service {
-    #[serde(rename = "serviceArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "serviceArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub service_arn: Option<String>,
-    #[serde(rename = "serviceName", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "serviceName",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub service_name: Option<String>,
-    #[serde(rename = "clusterArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "clusterArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub cluster_arn: Option<String>,
-    #[serde(rename = "loadBalancers", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "loadBalancers",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub load_balancers: Option<Vec<LoadBalancer>>,
-    #[serde(rename = "serviceRegistries", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "serviceRegistries",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub service_registries: Option<Vec<ServiceRegistry>>,
     #[serde(rename = "status", default, skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
-    #[serde(rename = "desiredCount", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "desiredCount",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub desired_count: Option<i32>,
-    #[serde(rename = "runningCount", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "runningCount",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub running_count: Option<i32>,
-    #[serde(rename = "pendingCount", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "pendingCount",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub pending_count: Option<i32>,
-    #[serde(rename = "launchType", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "launchType",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub launch_type: Option<String>,
-    #[serde(rename = "capacityProviderStrategy", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "capacityProviderStrategy",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub capacity_provider_strategy: Option<Vec<CapacityProviderStrategyItem>>,
-    #[serde(rename = "platformVersion", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "platformVersion",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub platform_version: Option<String>,
-    #[serde(rename = "platformFamily", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "platformFamily",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub platform_family: Option<String>,
-    #[serde(rename = "taskDefinition", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "taskDefinition",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub task_definition: Option<String>,
-    #[serde(rename = "deploymentConfiguration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "deploymentConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub deployment_configuration: Option<DeploymentConfiguration>,
     #[serde(rename = "taskSets", default, skip_serializing_if = "Option::is_none")]
     pub task_sets: Option<Vec<TaskSet>>,
-    #[serde(rename = "deployments", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "deployments",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub deployments: Option<Vec<Deployment>>,
     #[serde(rename = "roleArn", default, skip_serializing_if = "Option::is_none")]
     pub role_arn: Option<String>,
@@ -4821,35 +7415,87 @@ pub struct Service {
     pub events: Option<Vec<ServiceEvent>>,
     #[serde(rename = "createdAt", default, skip_serializing_if = "Option::is_none")]
     pub created_at: Option<f64>,
-    #[serde(rename = "currentServiceDeployment", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "currentServiceDeployment",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub current_service_deployment: Option<String>,
-    #[serde(rename = "currentServiceRevisions", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "currentServiceRevisions",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub current_service_revisions: Option<Vec<ServiceCurrentRevisionSummary>>,
-    #[serde(rename = "placementConstraints", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "placementConstraints",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub placement_constraints: Option<Vec<PlacementConstraint>>,
-    #[serde(rename = "placementStrategy", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "placementStrategy",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub placement_strategy: Option<Vec<PlacementStrategy>>,
-    #[serde(rename = "networkConfiguration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "networkConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub network_configuration: Option<NetworkConfiguration>,
-    #[serde(rename = "healthCheckGracePeriodSeconds", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "healthCheckGracePeriodSeconds",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub health_check_grace_period_seconds: Option<i32>,
-    #[serde(rename = "schedulingStrategy", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "schedulingStrategy",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub scheduling_strategy: Option<String>,
-    #[serde(rename = "deploymentController", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "deploymentController",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub deployment_controller: Option<DeploymentController>,
     #[serde(rename = "tags", default, skip_serializing_if = "Option::is_none")]
     pub tags: Option<Vec<Tag>>,
     #[serde(rename = "createdBy", default, skip_serializing_if = "Option::is_none")]
     pub created_by: Option<String>,
-    #[serde(rename = "enableECSManagedTags", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "enableECSManagedTags",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub enable_ecs_managed_tags: Option<bool>,
-    #[serde(rename = "propagateTags", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "propagateTags",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub propagate_tags: Option<String>,
-    #[serde(rename = "enableExecuteCommand", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "enableExecuteCommand",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub enable_execute_command: Option<bool>,
-    #[serde(rename = "availabilityZoneRebalancing", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "availabilityZoneRebalancing",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub availability_zone_rebalancing: Option<String>,
-    #[serde(rename = "resourceManagementType", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "resourceManagementType",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub resource_management_type: Option<String>,
 }
 
@@ -4857,7 +7503,11 @@ pub struct Service {
 pub struct ServiceConnectAccessLogConfiguration {
     #[serde(rename = "format", default, skip_serializing_if = "Option::is_none")]
     pub format: Option<String>,
-    #[serde(rename = "includeQueryParameters", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "includeQueryParameters",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub include_query_parameters: Option<String>,
 }
 
@@ -4867,7 +7517,11 @@ pub struct ServiceConnectClientAlias {
     pub port: Option<i32>,
     #[serde(rename = "dnsName", default, skip_serializing_if = "Option::is_none")]
     pub dns_name: Option<String>,
-    #[serde(rename = "testTrafficRules", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "testTrafficRules",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub test_traffic_rules: Option<ServiceConnectTestTrafficRules>,
 }
 
@@ -4879,11 +7533,23 @@ pub struct ServiceConnectConfiguration {
     pub namespace: Option<String>,
     #[serde(rename = "services", default, skip_serializing_if = "Option::is_none")]
     pub services: Option<Vec<ServiceConnectService>>,
-    #[serde(rename = "logConfiguration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "logConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub log_configuration: Option<LogConfiguration>,
-    #[serde(rename = "accessLogConfiguration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "accessLogConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub access_log_configuration: Option<ServiceConnectAccessLogConfiguration>,
-    #[serde(rename = "containerConfigurations", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "containerConfigurations",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub container_configurations: Option<Vec<ServiceConnectContainerConfiguration>>,
 }
 
@@ -4897,11 +7563,23 @@ pub struct ServiceConnectContainerConfiguration {
 pub struct ServiceConnectService {
     #[serde(rename = "portName", default, skip_serializing_if = "Option::is_none")]
     pub port_name: Option<String>,
-    #[serde(rename = "discoveryName", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "discoveryName",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub discovery_name: Option<String>,
-    #[serde(rename = "clientAliases", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "clientAliases",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub client_aliases: Option<Vec<ServiceConnectClientAlias>>,
-    #[serde(rename = "ingressPortOverride", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "ingressPortOverride",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub ingress_port_override: Option<i32>,
     #[serde(rename = "timeout", default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<TimeoutConfiguration>,
@@ -4911,9 +7589,17 @@ pub struct ServiceConnectService {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ServiceConnectServiceResource {
-    #[serde(rename = "discoveryName", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "discoveryName",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub discovery_name: Option<String>,
-    #[serde(rename = "discoveryArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "discoveryArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub discovery_arn: Option<String>,
 }
 
@@ -4939,13 +7625,21 @@ pub struct ServiceConnectTestTrafficRules {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ServiceConnectTlsCertificateAuthority {
-    #[serde(rename = "awsPcaAuthorityArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "awsPcaAuthorityArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub aws_pca_authority_arn: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ServiceConnectTlsConfiguration {
-    #[serde(rename = "issuerCertificateAuthority", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "issuerCertificateAuthority",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub issuer_certificate_authority: Option<ServiceConnectTlsCertificateAuthority>,
     #[serde(rename = "kmsKey", default, skip_serializing_if = "Option::is_none")]
     pub kms_key: Option<String>,
@@ -4957,49 +7651,105 @@ pub struct ServiceConnectTlsConfiguration {
 pub struct ServiceCurrentRevisionSummary {
     #[serde(rename = "arn", default, skip_serializing_if = "Option::is_none")]
     pub arn: Option<String>,
-    #[serde(rename = "requestedTaskCount", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "requestedTaskCount",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub requested_task_count: Option<i32>,
-    #[serde(rename = "runningTaskCount", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "runningTaskCount",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub running_task_count: Option<i32>,
-    #[serde(rename = "pendingTaskCount", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "pendingTaskCount",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub pending_task_count: Option<i32>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ServiceDeployment {
-    #[serde(rename = "serviceDeploymentArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "serviceDeploymentArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub service_deployment_arn: Option<String>,
-    #[serde(rename = "serviceArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "serviceArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub service_arn: Option<String>,
-    #[serde(rename = "clusterArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "clusterArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub cluster_arn: Option<String>,
     #[serde(rename = "createdAt", default, skip_serializing_if = "Option::is_none")]
     pub created_at: Option<f64>,
     #[serde(rename = "startedAt", default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<f64>,
-    #[serde(rename = "finishedAt", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "finishedAt",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub finished_at: Option<f64>,
     #[serde(rename = "stoppedAt", default, skip_serializing_if = "Option::is_none")]
     pub stopped_at: Option<f64>,
     #[serde(rename = "updatedAt", default, skip_serializing_if = "Option::is_none")]
     pub updated_at: Option<f64>,
-    #[serde(rename = "sourceServiceRevisions", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "sourceServiceRevisions",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub source_service_revisions: Option<Vec<ServiceRevisionSummary>>,
-    #[serde(rename = "targetServiceRevision", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "targetServiceRevision",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub target_service_revision: Option<ServiceRevisionSummary>,
     #[serde(rename = "status", default, skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
-    #[serde(rename = "statusReason", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "statusReason",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub status_reason: Option<String>,
-    #[serde(rename = "lifecycleStage", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "lifecycleStage",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub lifecycle_stage: Option<String>,
-    #[serde(rename = "lifecycleHookDetails", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "lifecycleHookDetails",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub lifecycle_hook_details: Option<Vec<DeploymentLifecycleHookDetail>>,
-    #[serde(rename = "deploymentConfiguration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "deploymentConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub deployment_configuration: Option<DeploymentConfiguration>,
     #[serde(rename = "rollback", default, skip_serializing_if = "Option::is_none")]
     pub rollback: Option<Rollback>,
-    #[serde(rename = "deploymentCircuitBreaker", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "deploymentCircuitBreaker",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub deployment_circuit_breaker: Option<ServiceDeploymentCircuitBreaker>,
     #[serde(rename = "alarms", default, skip_serializing_if = "Option::is_none")]
     pub alarms: Option<ServiceDeploymentAlarms>,
@@ -5009,31 +7759,63 @@ pub struct ServiceDeployment {
 pub struct ServiceDeploymentAlarms {
     #[serde(rename = "status", default, skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
-    #[serde(rename = "alarmNames", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "alarmNames",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub alarm_names: Option<Vec<String>>,
-    #[serde(rename = "triggeredAlarmNames", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "triggeredAlarmNames",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub triggered_alarm_names: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ServiceDeploymentBrief {
-    #[serde(rename = "serviceDeploymentArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "serviceDeploymentArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub service_deployment_arn: Option<String>,
-    #[serde(rename = "serviceArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "serviceArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub service_arn: Option<String>,
-    #[serde(rename = "clusterArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "clusterArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub cluster_arn: Option<String>,
     #[serde(rename = "startedAt", default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<f64>,
     #[serde(rename = "createdAt", default, skip_serializing_if = "Option::is_none")]
     pub created_at: Option<f64>,
-    #[serde(rename = "finishedAt", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "finishedAt",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub finished_at: Option<f64>,
-    #[serde(rename = "targetServiceRevisionArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "targetServiceRevisionArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub target_service_revision_arn: Option<String>,
     #[serde(rename = "status", default, skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
-    #[serde(rename = "statusReason", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "statusReason",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub status_reason: Option<String>,
 }
 
@@ -5041,7 +7823,11 @@ pub struct ServiceDeploymentBrief {
 pub struct ServiceDeploymentCircuitBreaker {
     #[serde(rename = "status", default, skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
-    #[serde(rename = "failureCount", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "failureCount",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub failure_count: Option<i32>,
     #[serde(rename = "threshold", default, skip_serializing_if = "Option::is_none")]
     pub threshold: Option<i32>,
@@ -5069,23 +7855,47 @@ pub struct ServiceManagedEBSVolumeConfiguration {
     pub encrypted: Option<bool>,
     #[serde(rename = "kmsKeyId", default, skip_serializing_if = "Option::is_none")]
     pub kms_key_id: Option<String>,
-    #[serde(rename = "volumeType", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "volumeType",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub volume_type: Option<String>,
     #[serde(rename = "sizeInGiB", default, skip_serializing_if = "Option::is_none")]
     pub size_in_gi_b: Option<i32>,
-    #[serde(rename = "snapshotId", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "snapshotId",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub snapshot_id: Option<String>,
-    #[serde(rename = "volumeInitializationRate", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "volumeInitializationRate",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub volume_initialization_rate: Option<i32>,
     #[serde(rename = "iops", default, skip_serializing_if = "Option::is_none")]
     pub iops: Option<i32>,
-    #[serde(rename = "throughput", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "throughput",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub throughput: Option<i32>,
-    #[serde(rename = "tagSpecifications", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "tagSpecifications",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub tag_specifications: Option<Vec<EBSTagSpecification>>,
     #[serde(rename = "roleArn", default, skip_serializing_if = "Option::is_none")]
     pub role_arn: Option<String>,
-    #[serde(rename = "filesystemType", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "filesystemType",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub filesystem_type: Option<String>,
 }
 
@@ -5103,77 +7913,185 @@ pub struct ServiceNotFoundException {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ServiceRegistry {
-    #[serde(rename = "registryArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "registryArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub registry_arn: Option<String>,
     #[serde(rename = "port", default, skip_serializing_if = "Option::is_none")]
     pub port: Option<i32>,
-    #[serde(rename = "containerName", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "containerName",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub container_name: Option<String>,
-    #[serde(rename = "containerPort", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "containerPort",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub container_port: Option<i32>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ServiceRevision {
-    #[serde(rename = "serviceRevisionArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "serviceRevisionArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub service_revision_arn: Option<String>,
-    #[serde(rename = "serviceArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "serviceArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub service_arn: Option<String>,
-    #[serde(rename = "clusterArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "clusterArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub cluster_arn: Option<String>,
-    #[serde(rename = "taskDefinition", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "taskDefinition",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub task_definition: Option<String>,
-    #[serde(rename = "capacityProviderStrategy", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "capacityProviderStrategy",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub capacity_provider_strategy: Option<Vec<CapacityProviderStrategyItem>>,
-    #[serde(rename = "launchType", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "launchType",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub launch_type: Option<String>,
-    #[serde(rename = "platformVersion", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "platformVersion",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub platform_version: Option<String>,
-    #[serde(rename = "platformFamily", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "platformFamily",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub platform_family: Option<String>,
-    #[serde(rename = "loadBalancers", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "loadBalancers",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub load_balancers: Option<Vec<LoadBalancer>>,
-    #[serde(rename = "serviceRegistries", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "serviceRegistries",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub service_registries: Option<Vec<ServiceRegistry>>,
-    #[serde(rename = "networkConfiguration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "networkConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub network_configuration: Option<NetworkConfiguration>,
-    #[serde(rename = "containerImages", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "containerImages",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub container_images: Option<Vec<ContainerImage>>,
-    #[serde(rename = "guardDutyEnabled", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "guardDutyEnabled",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub guard_duty_enabled: Option<bool>,
-    #[serde(rename = "serviceConnectConfiguration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "serviceConnectConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub service_connect_configuration: Option<ServiceConnectConfiguration>,
-    #[serde(rename = "volumeConfigurations", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "volumeConfigurations",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub volume_configurations: Option<Vec<ServiceVolumeConfiguration>>,
-    #[serde(rename = "fargateEphemeralStorage", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "fargateEphemeralStorage",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub fargate_ephemeral_storage: Option<DeploymentEphemeralStorage>,
     #[serde(rename = "createdAt", default, skip_serializing_if = "Option::is_none")]
     pub created_at: Option<f64>,
-    #[serde(rename = "vpcLatticeConfigurations", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "vpcLatticeConfigurations",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub vpc_lattice_configurations: Option<Vec<VpcLatticeConfiguration>>,
-    #[serde(rename = "resolvedConfiguration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "resolvedConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub resolved_configuration: Option<ResolvedConfiguration>,
-    #[serde(rename = "ecsManagedResources", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "ecsManagedResources",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub ecs_managed_resources: Option<ECSManagedResources>,
     #[serde(rename = "overrides", default, skip_serializing_if = "Option::is_none")]
     pub overrides: Option<ServiceRevisionOverrides>,
-    #[serde(rename = "gatewayConnectors", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "gatewayConnectors",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub gateway_connectors: Option<Vec<GatewayConnector>>,
-    #[serde(rename = "monitoring", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "monitoring",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub monitoring: Option<MonitoringConfiguration>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ServiceRevisionLoadBalancer {
-    #[serde(rename = "targetGroupArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "targetGroupArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub target_group_arn: Option<String>,
-    #[serde(rename = "productionListenerRule", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "productionListenerRule",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub production_listener_rule: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ServiceRevisionOverrides {
-    #[serde(rename = "runtimePlatform", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "runtimePlatform",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub runtime_platform: Option<RuntimePlatformOverride>,
 }
 
@@ -5181,23 +8099,51 @@ pub struct ServiceRevisionOverrides {
 pub struct ServiceRevisionSummary {
     #[serde(rename = "arn", default, skip_serializing_if = "Option::is_none")]
     pub arn: Option<String>,
-    #[serde(rename = "requestedTaskCount", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "requestedTaskCount",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub requested_task_count: Option<i32>,
-    #[serde(rename = "runningTaskCount", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "runningTaskCount",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub running_task_count: Option<i32>,
-    #[serde(rename = "pendingTaskCount", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "pendingTaskCount",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub pending_task_count: Option<i32>,
-    #[serde(rename = "requestedTestTrafficWeight", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "requestedTestTrafficWeight",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub requested_test_traffic_weight: Option<f64>,
-    #[serde(rename = "requestedProductionTrafficWeight", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "requestedProductionTrafficWeight",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub requested_production_traffic_weight: Option<f64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ServiceRevisionVpcLatticeConfiguration {
-    #[serde(rename = "targetGroupArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "targetGroupArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub target_group_arn: Option<String>,
-    #[serde(rename = "productionListenerRule", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "productionListenerRule",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub production_listener_rule: Option<String>,
 }
 
@@ -5205,7 +8151,11 @@ pub struct ServiceRevisionVpcLatticeConfiguration {
 pub struct ServiceVolumeConfiguration {
     #[serde(rename = "name", default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    #[serde(rename = "managedEBSVolume", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "managedEBSVolume",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub managed_ebs_volume: Option<ServiceManagedEBSVolumeConfiguration>,
 }
 
@@ -5215,7 +8165,11 @@ pub struct Session {
     pub session_id: Option<String>,
     #[serde(rename = "streamUrl", default, skip_serializing_if = "Option::is_none")]
     pub stream_url: Option<String>,
-    #[serde(rename = "tokenValue", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "tokenValue",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub token_value: Option<String>,
 }
 
@@ -5225,7 +8179,11 @@ pub struct Setting {
     pub name: Option<String>,
     #[serde(rename = "value", default, skip_serializing_if = "Option::is_none")]
     pub value: Option<String>,
-    #[serde(rename = "principalArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "principalArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub principal_arn: Option<String>,
     #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
     pub r#type: Option<String>,
@@ -5241,29 +8199,61 @@ pub struct SharingStrategy {
 pub struct StartTaskRequest {
     #[serde(rename = "cluster", default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<String>,
-    #[serde(rename = "containerInstances", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "containerInstances",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub container_instances: Option<Vec<String>>,
-    #[serde(rename = "enableECSManagedTags", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "enableECSManagedTags",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub enable_ecs_managed_tags: Option<bool>,
-    #[serde(rename = "enableExecuteCommand", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "enableExecuteCommand",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub enable_execute_command: Option<bool>,
     #[serde(rename = "group", default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
-    #[serde(rename = "networkConfiguration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "networkConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub network_configuration: Option<NetworkConfiguration>,
     #[serde(rename = "overrides", default, skip_serializing_if = "Option::is_none")]
     pub overrides: Option<TaskOverride>,
-    #[serde(rename = "propagateTags", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "propagateTags",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub propagate_tags: Option<String>,
-    #[serde(rename = "referenceId", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "referenceId",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub reference_id: Option<String>,
     #[serde(rename = "startedBy", default, skip_serializing_if = "Option::is_none")]
     pub started_by: Option<String>,
     #[serde(rename = "tags", default, skip_serializing_if = "Option::is_none")]
     pub tags: Option<Vec<Tag>>,
-    #[serde(rename = "taskDefinition", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "taskDefinition",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub task_definition: Option<String>,
-    #[serde(rename = "volumeConfigurations", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "volumeConfigurations",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub volume_configurations: Option<Vec<TaskVolumeConfiguration>>,
 }
 
@@ -5277,7 +8267,11 @@ pub struct StartTaskResponse {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct StopServiceDeploymentRequest {
-    #[serde(rename = "serviceDeploymentArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "serviceDeploymentArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub service_deployment_arn: Option<String>,
     #[serde(rename = "stopType", default, skip_serializing_if = "Option::is_none")]
     pub stop_type: Option<String>,
@@ -5285,7 +8279,11 @@ pub struct StopServiceDeploymentRequest {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct StopServiceDeploymentResponse {
-    #[serde(rename = "serviceDeploymentArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "serviceDeploymentArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub service_deployment_arn: Option<String>,
 }
 
@@ -5309,13 +8307,21 @@ pub struct StopTaskResponse {
 pub struct SubmitAttachmentStateChangesRequest {
     #[serde(rename = "cluster", default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<String>,
-    #[serde(rename = "attachments", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "attachments",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub attachments: Option<Vec<AttachmentStateChange>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SubmitAttachmentStateChangesResponse {
-    #[serde(rename = "acknowledgment", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "acknowledgment",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub acknowledgment: Option<String>,
 }
 
@@ -5325,7 +8331,11 @@ pub struct SubmitContainerStateChangeRequest {
     pub cluster: Option<String>,
     #[serde(rename = "task", default, skip_serializing_if = "Option::is_none")]
     pub task: Option<String>,
-    #[serde(rename = "containerName", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "containerName",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub container_name: Option<String>,
     #[serde(rename = "runtimeId", default, skip_serializing_if = "Option::is_none")]
     pub runtime_id: Option<String>,
@@ -5335,13 +8345,21 @@ pub struct SubmitContainerStateChangeRequest {
     pub exit_code: Option<i32>,
     #[serde(rename = "reason", default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
-    #[serde(rename = "networkBindings", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "networkBindings",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub network_bindings: Option<Vec<NetworkBinding>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SubmitContainerStateChangeResponse {
-    #[serde(rename = "acknowledgment", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "acknowledgment",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub acknowledgment: Option<String>,
 }
 
@@ -5355,23 +8373,51 @@ pub struct SubmitTaskStateChangeRequest {
     pub status: Option<String>,
     #[serde(rename = "reason", default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
-    #[serde(rename = "containers", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "containers",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub containers: Option<Vec<ContainerStateChange>>,
-    #[serde(rename = "attachments", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "attachments",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub attachments: Option<Vec<AttachmentStateChange>>,
-    #[serde(rename = "managedAgents", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "managedAgents",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub managed_agents: Option<Vec<ManagedAgentStateChange>>,
-    #[serde(rename = "pullStartedAt", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "pullStartedAt",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub pull_started_at: Option<f64>,
-    #[serde(rename = "pullStoppedAt", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "pullStoppedAt",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub pull_stopped_at: Option<f64>,
-    #[serde(rename = "executionStoppedAt", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "executionStoppedAt",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub execution_stopped_at: Option<f64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SubmitTaskStateChangeResponse {
-    #[serde(rename = "acknowledgment", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "acknowledgment",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub acknowledgment: Option<String>,
 }
 
@@ -5393,15 +8439,18 @@ pub struct Tag {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TagResourceRequest {
-    #[serde(rename = "resourceArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "resourceArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub resource_arn: Option<String>,
     #[serde(rename = "tags", default, skip_serializing_if = "Option::is_none")]
     pub tags: Option<Vec<Tag>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct TagResourceResponse {
-}
+pub struct TagResourceResponse {}
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TargetNotConnectedException {
@@ -5417,55 +8466,135 @@ pub struct TargetNotFoundException {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Task {
-    #[serde(rename = "attachments", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "attachments",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub attachments: Option<Vec<Attachment>>,
-    #[serde(rename = "attributes", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "attributes",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub attributes: Option<Vec<Attribute>>,
-    #[serde(rename = "availabilityZone", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "availabilityZone",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub availability_zone: Option<String>,
-    #[serde(rename = "capacityProviderName", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "capacityProviderName",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub capacity_provider_name: Option<String>,
-    #[serde(rename = "clusterArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "clusterArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub cluster_arn: Option<String>,
-    #[serde(rename = "connectivity", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "connectivity",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub connectivity: Option<String>,
-    #[serde(rename = "connectivityAt", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "connectivityAt",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub connectivity_at: Option<f64>,
-    #[serde(rename = "containerInstanceArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "containerInstanceArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub container_instance_arn: Option<String>,
-    #[serde(rename = "containers", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "containers",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub containers: Option<Vec<Container>>,
     #[serde(rename = "cpu", default, skip_serializing_if = "Option::is_none")]
     pub cpu: Option<String>,
     #[serde(rename = "createdAt", default, skip_serializing_if = "Option::is_none")]
     pub created_at: Option<f64>,
-    #[serde(rename = "desiredStatus", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "desiredStatus",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub desired_status: Option<String>,
-    #[serde(rename = "enableExecuteCommand", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "enableExecuteCommand",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub enable_execute_command: Option<bool>,
-    #[serde(rename = "executionStoppedAt", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "executionStoppedAt",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub execution_stopped_at: Option<f64>,
     #[serde(rename = "group", default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
-    #[serde(rename = "healthStatus", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "healthStatus",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub health_status: Option<String>,
-    #[serde(rename = "inferenceAccelerators", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "inferenceAccelerators",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub inference_accelerators: Option<Vec<InferenceAccelerator>>,
-    #[serde(rename = "lastStatus", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "lastStatus",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub last_status: Option<String>,
-    #[serde(rename = "launchType", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "launchType",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub launch_type: Option<String>,
     #[serde(rename = "memory", default, skip_serializing_if = "Option::is_none")]
     pub memory: Option<String>,
     #[serde(rename = "overrides", default, skip_serializing_if = "Option::is_none")]
     pub overrides: Option<TaskOverride>,
-    #[serde(rename = "platformVersion", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "platformVersion",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub platform_version: Option<String>,
-    #[serde(rename = "platformFamily", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "platformFamily",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub platform_family: Option<String>,
-    #[serde(rename = "pullStartedAt", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "pullStartedAt",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub pull_started_at: Option<f64>,
-    #[serde(rename = "pullStoppedAt", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "pullStoppedAt",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub pull_stopped_at: Option<f64>,
     #[serde(rename = "startedAt", default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<f64>,
@@ -5475,39 +8604,83 @@ pub struct Task {
     pub stop_code: Option<String>,
     #[serde(rename = "stoppedAt", default, skip_serializing_if = "Option::is_none")]
     pub stopped_at: Option<f64>,
-    #[serde(rename = "stoppedReason", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "stoppedReason",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub stopped_reason: Option<String>,
-    #[serde(rename = "stoppingAt", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "stoppingAt",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub stopping_at: Option<f64>,
     #[serde(rename = "tags", default, skip_serializing_if = "Option::is_none")]
     pub tags: Option<Vec<Tag>>,
     #[serde(rename = "taskArn", default, skip_serializing_if = "Option::is_none")]
     pub task_arn: Option<String>,
-    #[serde(rename = "taskDefinitionArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "taskDefinitionArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub task_definition_arn: Option<String>,
     #[serde(rename = "version", default, skip_serializing_if = "Option::is_none")]
     pub version: Option<i64>,
-    #[serde(rename = "ephemeralStorage", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "ephemeralStorage",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub ephemeral_storage: Option<EphemeralStorage>,
-    #[serde(rename = "fargateEphemeralStorage", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "fargateEphemeralStorage",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub fargate_ephemeral_storage: Option<TaskEphemeralStorage>,
-    #[serde(rename = "trustedExecutionSummary", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "trustedExecutionSummary",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub trusted_execution_summary: Option<TrustedExecutionSummary>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TaskDefinition {
-    #[serde(rename = "taskDefinitionArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "taskDefinitionArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub task_definition_arn: Option<String>,
-    #[serde(rename = "containerDefinitions", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "containerDefinitions",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub container_definitions: Option<Vec<ContainerDefinition>>,
     #[serde(rename = "family", default, skip_serializing_if = "Option::is_none")]
     pub family: Option<String>,
-    #[serde(rename = "taskRoleArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "taskRoleArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub task_role_arn: Option<String>,
-    #[serde(rename = "executionRoleArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "executionRoleArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub execution_role_arn: Option<String>,
-    #[serde(rename = "networkMode", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "networkMode",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub network_mode: Option<String>,
     #[serde(rename = "revision", default, skip_serializing_if = "Option::is_none")]
     pub revision: Option<i32>,
@@ -5515,41 +8688,97 @@ pub struct TaskDefinition {
     pub volumes: Option<Vec<Volume>>,
     #[serde(rename = "status", default, skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
-    #[serde(rename = "requiresAttributes", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "requiresAttributes",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub requires_attributes: Option<Vec<Attribute>>,
-    #[serde(rename = "placementConstraints", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "placementConstraints",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub placement_constraints: Option<Vec<TaskDefinitionPlacementConstraint>>,
-    #[serde(rename = "compatibilities", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "compatibilities",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub compatibilities: Option<Vec<String>>,
-    #[serde(rename = "runtimePlatform", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "runtimePlatform",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub runtime_platform: Option<RuntimePlatform>,
-    #[serde(rename = "requiresCompatibilities", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "requiresCompatibilities",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub requires_compatibilities: Option<Vec<String>>,
     #[serde(rename = "cpu", default, skip_serializing_if = "Option::is_none")]
     pub cpu: Option<String>,
     #[serde(rename = "memory", default, skip_serializing_if = "Option::is_none")]
     pub memory: Option<String>,
-    #[serde(rename = "inferenceAccelerators", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "inferenceAccelerators",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub inference_accelerators: Option<Vec<InferenceAccelerator>>,
     #[serde(rename = "pidMode", default, skip_serializing_if = "Option::is_none")]
     pub pid_mode: Option<String>,
     #[serde(rename = "ipcMode", default, skip_serializing_if = "Option::is_none")]
     pub ipc_mode: Option<String>,
-    #[serde(rename = "proxyConfiguration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "proxyConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub proxy_configuration: Option<ProxyConfiguration>,
-    #[serde(rename = "registeredAt", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "registeredAt",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub registered_at: Option<f64>,
-    #[serde(rename = "deregisteredAt", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "deregisteredAt",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub deregistered_at: Option<f64>,
-    #[serde(rename = "deleteRequestedAt", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "deleteRequestedAt",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub delete_requested_at: Option<f64>,
-    #[serde(rename = "registeredBy", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "registeredBy",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub registered_by: Option<String>,
-    #[serde(rename = "ephemeralStorage", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "ephemeralStorage",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub ephemeral_storage: Option<EphemeralStorage>,
-    #[serde(rename = "enableFaultInjection", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "enableFaultInjection",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub enable_fault_injection: Option<bool>,
-    #[serde(rename = "trustedExecutionConfiguration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "trustedExecutionConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub trusted_execution_configuration: Option<TrustedExecutionConfiguration>,
 }
 
@@ -5557,7 +8786,11 @@ pub struct TaskDefinition {
 pub struct TaskDefinitionPlacementConstraint {
     #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
     pub r#type: Option<String>,
-    #[serde(rename = "expression", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "expression",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub expression: Option<String>,
 }
 
@@ -5575,49 +8808,101 @@ pub struct TaskManagedEBSVolumeConfiguration {
     pub encrypted: Option<bool>,
     #[serde(rename = "kmsKeyId", default, skip_serializing_if = "Option::is_none")]
     pub kms_key_id: Option<String>,
-    #[serde(rename = "volumeType", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "volumeType",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub volume_type: Option<String>,
     #[serde(rename = "sizeInGiB", default, skip_serializing_if = "Option::is_none")]
     pub size_in_gi_b: Option<i32>,
-    #[serde(rename = "snapshotId", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "snapshotId",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub snapshot_id: Option<String>,
-    #[serde(rename = "volumeInitializationRate", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "volumeInitializationRate",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub volume_initialization_rate: Option<i32>,
     #[serde(rename = "iops", default, skip_serializing_if = "Option::is_none")]
     pub iops: Option<i32>,
-    #[serde(rename = "throughput", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "throughput",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub throughput: Option<i32>,
-    #[serde(rename = "tagSpecifications", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "tagSpecifications",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub tag_specifications: Option<Vec<EBSTagSpecification>>,
     #[serde(rename = "roleArn", default, skip_serializing_if = "Option::is_none")]
     pub role_arn: Option<String>,
-    #[serde(rename = "terminationPolicy", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "terminationPolicy",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub termination_policy: Option<TaskManagedEBSVolumeTerminationPolicy>,
-    #[serde(rename = "filesystemType", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "filesystemType",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub filesystem_type: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TaskManagedEBSVolumeTerminationPolicy {
-    #[serde(rename = "deleteOnTermination", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "deleteOnTermination",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub delete_on_termination: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TaskOverride {
-    #[serde(rename = "containerOverrides", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "containerOverrides",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub container_overrides: Option<Vec<ContainerOverride>>,
     #[serde(rename = "cpu", default, skip_serializing_if = "Option::is_none")]
     pub cpu: Option<String>,
-    #[serde(rename = "inferenceAcceleratorOverrides", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "inferenceAcceleratorOverrides",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub inference_accelerator_overrides: Option<Vec<InferenceAcceleratorOverride>>,
-    #[serde(rename = "executionRoleArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "executionRoleArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub execution_role_arn: Option<String>,
     #[serde(rename = "memory", default, skip_serializing_if = "Option::is_none")]
     pub memory: Option<String>,
-    #[serde(rename = "taskRoleArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "taskRoleArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub task_role_arn: Option<String>,
-    #[serde(rename = "ephemeralStorage", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "ephemeralStorage",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub ephemeral_storage: Option<EphemeralStorage>,
 }
 
@@ -5625,53 +8910,125 @@ pub struct TaskOverride {
 pub struct TaskSet {
     #[serde(rename = "id", default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
-    #[serde(rename = "taskSetArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "taskSetArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub task_set_arn: Option<String>,
-    #[serde(rename = "serviceArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "serviceArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub service_arn: Option<String>,
-    #[serde(rename = "clusterArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "clusterArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub cluster_arn: Option<String>,
     #[serde(rename = "startedBy", default, skip_serializing_if = "Option::is_none")]
     pub started_by: Option<String>,
-    #[serde(rename = "externalId", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "externalId",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub external_id: Option<String>,
     #[serde(rename = "status", default, skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
-    #[serde(rename = "taskDefinition", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "taskDefinition",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub task_definition: Option<String>,
-    #[serde(rename = "computedDesiredCount", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "computedDesiredCount",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub computed_desired_count: Option<i32>,
-    #[serde(rename = "pendingCount", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "pendingCount",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub pending_count: Option<i32>,
-    #[serde(rename = "runningCount", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "runningCount",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub running_count: Option<i32>,
     #[serde(rename = "createdAt", default, skip_serializing_if = "Option::is_none")]
     pub created_at: Option<f64>,
     #[serde(rename = "updatedAt", default, skip_serializing_if = "Option::is_none")]
     pub updated_at: Option<f64>,
-    #[serde(rename = "launchType", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "launchType",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub launch_type: Option<String>,
-    #[serde(rename = "capacityProviderStrategy", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "capacityProviderStrategy",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub capacity_provider_strategy: Option<Vec<CapacityProviderStrategyItem>>,
-    #[serde(rename = "platformVersion", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "platformVersion",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub platform_version: Option<String>,
-    #[serde(rename = "platformFamily", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "platformFamily",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub platform_family: Option<String>,
-    #[serde(rename = "networkConfiguration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "networkConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub network_configuration: Option<NetworkConfiguration>,
-    #[serde(rename = "loadBalancers", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "loadBalancers",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub load_balancers: Option<Vec<LoadBalancer>>,
-    #[serde(rename = "serviceRegistries", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "serviceRegistries",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub service_registries: Option<Vec<ServiceRegistry>>,
     #[serde(rename = "scale", default, skip_serializing_if = "Option::is_none")]
     pub scale: Option<Scale>,
-    #[serde(rename = "stabilityStatus", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "stabilityStatus",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub stability_status: Option<String>,
-    #[serde(rename = "stabilityStatusAt", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "stabilityStatusAt",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub stability_status_at: Option<f64>,
     #[serde(rename = "tags", default, skip_serializing_if = "Option::is_none")]
     pub tags: Option<Vec<Tag>>,
-    #[serde(rename = "fargateEphemeralStorage", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "fargateEphemeralStorage",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub fargate_ephemeral_storage: Option<DeploymentEphemeralStorage>,
 }
 
@@ -5685,7 +9042,11 @@ pub struct TaskSetNotFoundException {
 pub struct TaskVolumeConfiguration {
     #[serde(rename = "name", default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    #[serde(rename = "managedEBSVolume", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "managedEBSVolume",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub managed_ebs_volume: Option<TaskManagedEBSVolumeConfiguration>,
 }
 
@@ -5699,19 +9060,35 @@ pub struct ThresholdConfiguration {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TimeoutConfiguration {
-    #[serde(rename = "idleTimeoutSeconds", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "idleTimeoutSeconds",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub idle_timeout_seconds: Option<i32>,
-    #[serde(rename = "perRequestTimeoutSeconds", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "perRequestTimeoutSeconds",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub per_request_timeout_seconds: Option<i32>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Tmpfs {
-    #[serde(rename = "containerPath", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "containerPath",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub container_path: Option<String>,
     #[serde(rename = "size", default, skip_serializing_if = "Option::is_none")]
     pub size: Option<i32>,
-    #[serde(rename = "mountOptions", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "mountOptions",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub mount_options: Option<Vec<String>>,
 }
 
@@ -5725,17 +9102,33 @@ pub struct TotalLocalStorageGBRequest {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TrustedExecutionConfiguration {
-    #[serde(rename = "isolationMode", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "isolationMode",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub isolation_mode: Option<String>,
-    #[serde(rename = "attestationPolicy", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "attestationPolicy",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub attestation_policy: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TrustedExecutionSummary {
-    #[serde(rename = "isolationMode", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "isolationMode",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub isolation_mode: Option<String>,
-    #[serde(rename = "attestationPolicyStatus", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "attestationPolicyStatus",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub attestation_policy_status: Option<String>,
 }
 
@@ -5757,15 +9150,18 @@ pub struct UnsupportedFeatureException {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct UntagResourceRequest {
-    #[serde(rename = "resourceArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "resourceArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub resource_arn: Option<String>,
     #[serde(rename = "tagKeys", default, skip_serializing_if = "Option::is_none")]
     pub tag_keys: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct UntagResourceResponse {
-}
+pub struct UntagResourceResponse {}
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct UpdateCapacityProviderRequest {
@@ -5773,15 +9169,27 @@ pub struct UpdateCapacityProviderRequest {
     pub name: Option<String>,
     #[serde(rename = "cluster", default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<String>,
-    #[serde(rename = "autoScalingGroupProvider", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "autoScalingGroupProvider",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub auto_scaling_group_provider: Option<AutoScalingGroupProviderUpdate>,
-    #[serde(rename = "managedInstancesProvider", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "managedInstancesProvider",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub managed_instances_provider: Option<UpdateManagedInstancesProviderConfiguration>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct UpdateCapacityProviderResponse {
-    #[serde(rename = "capacityProvider", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "capacityProvider",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub capacity_provider: Option<CapacityProvider>,
 }
 
@@ -5791,9 +9199,17 @@ pub struct UpdateClusterRequest {
     pub cluster: Option<String>,
     #[serde(rename = "settings", default, skip_serializing_if = "Option::is_none")]
     pub settings: Option<Vec<ClusterSetting>>,
-    #[serde(rename = "configuration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "configuration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub configuration: Option<ClusterConfiguration>,
-    #[serde(rename = "serviceConnectDefaults", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "serviceConnectDefaults",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub service_connect_defaults: Option<ClusterServiceConnectDefaultsRequest>,
 }
 
@@ -5821,13 +9237,21 @@ pub struct UpdateClusterSettingsResponse {
 pub struct UpdateContainerAgentRequest {
     #[serde(rename = "cluster", default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<String>,
-    #[serde(rename = "containerInstance", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "containerInstance",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub container_instance: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct UpdateContainerAgentResponse {
-    #[serde(rename = "containerInstance", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "containerInstance",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub container_instance: Option<ContainerInstance>,
 }
 
@@ -5835,7 +9259,11 @@ pub struct UpdateContainerAgentResponse {
 pub struct UpdateContainerInstancesStateRequest {
     #[serde(rename = "cluster", default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<String>,
-    #[serde(rename = "containerInstances", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "containerInstances",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub container_instances: Option<Vec<String>>,
     #[serde(rename = "status", default, skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
@@ -5843,7 +9271,11 @@ pub struct UpdateContainerInstancesStateRequest {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct UpdateContainerInstancesStateResponse {
-    #[serde(rename = "containerInstances", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "containerInstances",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub container_instances: Option<Vec<ContainerInstance>>,
     #[serde(rename = "failures", default, skip_serializing_if = "Option::is_none")]
     pub failures: Option<Vec<Failure>>,
@@ -5853,17 +9285,41 @@ pub struct UpdateContainerInstancesStateResponse {
 pub struct UpdateDaemonRequest {
     #[serde(rename = "daemonArn", default, skip_serializing_if = "Option::is_none")]
     pub daemon_arn: Option<String>,
-    #[serde(rename = "daemonTaskDefinitionArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "daemonTaskDefinitionArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub daemon_task_definition_arn: Option<String>,
-    #[serde(rename = "capacityProviderArns", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "capacityProviderArns",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub capacity_provider_arns: Option<Vec<String>>,
-    #[serde(rename = "deploymentConfiguration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "deploymentConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub deployment_configuration: Option<DaemonDeploymentConfiguration>,
-    #[serde(rename = "propagateTags", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "propagateTags",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub propagate_tags: Option<String>,
-    #[serde(rename = "enableECSManagedTags", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "enableECSManagedTags",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub enable_ecs_managed_tags: Option<bool>,
-    #[serde(rename = "enableExecuteCommand", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "enableExecuteCommand",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub enable_execute_command: Option<bool>,
     #[serde(rename = "critical", default, skip_serializing_if = "Option::is_none")]
     pub critical: Option<bool>,
@@ -5879,33 +9335,73 @@ pub struct UpdateDaemonResponse {
     pub created_at: Option<f64>,
     #[serde(rename = "updatedAt", default, skip_serializing_if = "Option::is_none")]
     pub updated_at: Option<f64>,
-    #[serde(rename = "deploymentArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "deploymentArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub deployment_arn: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct UpdateExpressGatewayServiceRequest {
-    #[serde(rename = "serviceArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "serviceArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub service_arn: Option<String>,
-    #[serde(rename = "executionRoleArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "executionRoleArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub execution_role_arn: Option<String>,
-    #[serde(rename = "healthCheckPath", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "healthCheckPath",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub health_check_path: Option<String>,
-    #[serde(rename = "primaryContainer", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "primaryContainer",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub primary_container: Option<ExpressGatewayContainer>,
-    #[serde(rename = "taskRoleArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "taskRoleArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub task_role_arn: Option<String>,
-    #[serde(rename = "networkConfiguration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "networkConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub network_configuration: Option<ExpressGatewayServiceNetworkConfiguration>,
     #[serde(rename = "cpu", default, skip_serializing_if = "Option::is_none")]
     pub cpu: Option<String>,
     #[serde(rename = "memory", default, skip_serializing_if = "Option::is_none")]
     pub memory: Option<String>,
-    #[serde(rename = "cpuArchitecture", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "cpuArchitecture",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub cpu_architecture: Option<String>,
-    #[serde(rename = "scalingTarget", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "scalingTarget",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub scaling_target: Option<ExpressGatewayScalingTarget>,
-    #[serde(rename = "taskDefinitionArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "taskDefinitionArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub task_definition_arn: Option<String>,
 }
 
@@ -5917,29 +9413,57 @@ pub struct UpdateExpressGatewayServiceResponse {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct UpdateGatewayAlbConfiguration {
-    #[serde(rename = "networkConfiguration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "networkConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub network_configuration: Option<UpdateGatewayNetworkConfiguration>,
-    #[serde(rename = "maxAlbCount", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "maxAlbCount",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub max_alb_count: Option<i32>,
     #[serde(rename = "webACLArn", default, skip_serializing_if = "Option::is_none")]
     pub web_acl_arn: Option<String>,
-    #[serde(rename = "accessLogs", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "accessLogs",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub access_logs: Option<GatewayElbAccessLogConfiguration>,
-    #[serde(rename = "httpDesync", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "httpDesync",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub http_desync: Option<String>,
-    #[serde(rename = "testTrafficRules", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "testTrafficRules",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub test_traffic_rules: Option<GatewayAlbTestTrafficRules>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct UpdateGatewayConfiguration {
-    #[serde(rename = "hostSharedAlb", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "hostSharedAlb",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub host_shared_alb: Option<UpdateGatewayAlbConfiguration>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct UpdateGatewayNetworkConfiguration {
-    #[serde(rename = "inboundSecurityGroup", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "inboundSecurityGroup",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub inbound_security_group: Option<String>,
 }
 
@@ -5947,19 +9471,39 @@ pub struct UpdateGatewayNetworkConfiguration {
 pub struct UpdateGatewayRequest {
     #[serde(rename = "gateway", default, skip_serializing_if = "Option::is_none")]
     pub gateway: Option<String>,
-    #[serde(rename = "infrastructureRoleArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "infrastructureRoleArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub infrastructure_role_arn: Option<String>,
-    #[serde(rename = "deletionProtection", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "deletionProtection",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub deletion_protection: Option<bool>,
-    #[serde(rename = "configuration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "configuration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub configuration: Option<UpdateGatewayConfiguration>,
-    #[serde(rename = "propagateTags", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "propagateTags",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub propagate_tags: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct UpdateGatewayResponse {
-    #[serde(rename = "gatewayArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "gatewayArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub gateway_arn: Option<String>,
     #[serde(rename = "name", default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
@@ -5975,15 +9519,35 @@ pub struct UpdateInProgressException {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct UpdateManagedInstancesProviderConfiguration {
-    #[serde(rename = "infrastructureRoleArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "infrastructureRoleArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub infrastructure_role_arn: Option<String>,
-    #[serde(rename = "instanceLaunchTemplate", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "instanceLaunchTemplate",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub instance_launch_template: Option<InstanceLaunchTemplateUpdate>,
-    #[serde(rename = "propagateTags", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "propagateTags",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub propagate_tags: Option<String>,
-    #[serde(rename = "infrastructureOptimization", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "infrastructureOptimization",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub infrastructure_optimization: Option<InfrastructureOptimization>,
-    #[serde(rename = "autoRepairConfiguration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "autoRepairConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub auto_repair_configuration: Option<AutoRepairConfiguration>,
 }
 
@@ -5993,7 +9557,11 @@ pub struct UpdateServicePrimaryTaskSetRequest {
     pub cluster: Option<String>,
     #[serde(rename = "service", default, skip_serializing_if = "Option::is_none")]
     pub service: Option<String>,
-    #[serde(rename = "primaryTaskSet", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "primaryTaskSet",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub primary_task_set: Option<String>,
 }
 
@@ -6009,49 +9577,137 @@ pub struct UpdateServiceRequest {
     pub cluster: Option<String>,
     #[serde(rename = "service", default, skip_serializing_if = "Option::is_none")]
     pub service: Option<String>,
-    #[serde(rename = "desiredCount", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "desiredCount",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub desired_count: Option<i32>,
-    #[serde(rename = "taskDefinition", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "taskDefinition",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub task_definition: Option<String>,
-    #[serde(rename = "capacityProviderStrategy", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "capacityProviderStrategy",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub capacity_provider_strategy: Option<Vec<CapacityProviderStrategyItem>>,
-    #[serde(rename = "deploymentConfiguration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "deploymentConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub deployment_configuration: Option<DeploymentConfiguration>,
-    #[serde(rename = "availabilityZoneRebalancing", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "availabilityZoneRebalancing",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub availability_zone_rebalancing: Option<String>,
-    #[serde(rename = "networkConfiguration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "networkConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub network_configuration: Option<NetworkConfiguration>,
-    #[serde(rename = "placementConstraints", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "placementConstraints",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub placement_constraints: Option<Vec<PlacementConstraint>>,
-    #[serde(rename = "placementStrategy", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "placementStrategy",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub placement_strategy: Option<Vec<PlacementStrategy>>,
-    #[serde(rename = "platformVersion", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "platformVersion",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub platform_version: Option<String>,
-    #[serde(rename = "forceNewDeployment", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "forceNewDeployment",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub force_new_deployment: Option<bool>,
-    #[serde(rename = "healthCheckGracePeriodSeconds", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "healthCheckGracePeriodSeconds",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub health_check_grace_period_seconds: Option<i32>,
-    #[serde(rename = "deploymentController", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "deploymentController",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub deployment_controller: Option<DeploymentController>,
-    #[serde(rename = "enableExecuteCommand", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "enableExecuteCommand",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub enable_execute_command: Option<bool>,
-    #[serde(rename = "enableECSManagedTags", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "enableECSManagedTags",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub enable_ecs_managed_tags: Option<bool>,
-    #[serde(rename = "loadBalancers", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "loadBalancers",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub load_balancers: Option<Vec<LoadBalancer>>,
-    #[serde(rename = "propagateTags", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "propagateTags",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub propagate_tags: Option<String>,
-    #[serde(rename = "serviceRegistries", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "serviceRegistries",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub service_registries: Option<Vec<ServiceRegistry>>,
-    #[serde(rename = "serviceConnectConfiguration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "serviceConnectConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub service_connect_configuration: Option<ServiceConnectConfiguration>,
-    #[serde(rename = "volumeConfigurations", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "volumeConfigurations",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub volume_configurations: Option<Vec<ServiceVolumeConfiguration>>,
-    #[serde(rename = "vpcLatticeConfigurations", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "vpcLatticeConfigurations",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub vpc_lattice_configurations: Option<Vec<VpcLatticeConfiguration>>,
-    #[serde(rename = "gatewayConnectors", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "gatewayConnectors",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub gateway_connectors: Option<Vec<GatewayConnector>>,
-    #[serde(rename = "monitoring", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "monitoring",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub monitoring: Option<MonitoringConfiguration>,
 }
 
@@ -6067,15 +9723,27 @@ pub struct UpdateTaskProtectionRequest {
     pub cluster: Option<String>,
     #[serde(rename = "tasks", default, skip_serializing_if = "Option::is_none")]
     pub tasks: Option<Vec<String>>,
-    #[serde(rename = "protectionEnabled", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "protectionEnabled",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub protection_enabled: Option<bool>,
-    #[serde(rename = "expiresInMinutes", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "expiresInMinutes",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub expires_in_minutes: Option<i32>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct UpdateTaskProtectionResponse {
-    #[serde(rename = "protectedTasks", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "protectedTasks",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub protected_tasks: Option<Vec<ProtectedTask>>,
     #[serde(rename = "failures", default, skip_serializing_if = "Option::is_none")]
     pub failures: Option<Vec<Failure>>,
@@ -6101,15 +9769,27 @@ pub struct UpdateTaskSetResponse {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct UpdatedExpressGatewayService {
-    #[serde(rename = "serviceArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "serviceArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub service_arn: Option<String>,
     #[serde(rename = "cluster", default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<String>,
-    #[serde(rename = "serviceName", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "serviceName",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub service_name: Option<String>,
     #[serde(rename = "status", default, skip_serializing_if = "Option::is_none")]
     pub status: Option<ExpressGatewayServiceStatus>,
-    #[serde(rename = "targetConfiguration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "targetConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub target_configuration: Option<ExpressGatewayServiceConfiguration>,
     #[serde(rename = "createdAt", default, skip_serializing_if = "Option::is_none")]
     pub created_at: Option<f64>,
@@ -6127,11 +9807,19 @@ pub struct VCpuCountRangeRequest {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct VersionInfo {
-    #[serde(rename = "agentVersion", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "agentVersion",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub agent_version: Option<String>,
     #[serde(rename = "agentHash", default, skip_serializing_if = "Option::is_none")]
     pub agent_hash: Option<String>,
-    #[serde(rename = "dockerVersion", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "dockerVersion",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub docker_version: Option<String>,
 }
 
@@ -6141,21 +9829,46 @@ pub struct Volume {
     pub name: Option<String>,
     #[serde(rename = "host", default, skip_serializing_if = "Option::is_none")]
     pub host: Option<HostVolumeProperties>,
-    #[serde(rename = "dockerVolumeConfiguration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "dockerVolumeConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub docker_volume_configuration: Option<DockerVolumeConfiguration>,
-    #[serde(rename = "efsVolumeConfiguration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "efsVolumeConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub efs_volume_configuration: Option<EFSVolumeConfiguration>,
-    #[serde(rename = "s3filesVolumeConfiguration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "s3filesVolumeConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub s3files_volume_configuration: Option<S3FilesVolumeConfiguration>,
-    #[serde(rename = "fsxWindowsFileServerVolumeConfiguration", default, skip_serializing_if = "Option::is_none")]
-    pub fsx_windows_file_server_volume_configuration: Option<FSxWindowsFileServerVolumeConfiguration>,
-    #[serde(rename = "configuredAtLaunch", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "fsxWindowsFileServerVolumeConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub fsx_windows_file_server_volume_configuration:
+        Option<FSxWindowsFileServerVolumeConfiguration>,
+    #[serde(
+        rename = "configuredAtLaunch",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub configured_at_launch: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct VolumeFrom {
-    #[serde(rename = "sourceContainer", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "sourceContainer",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub source_container: Option<String>,
     #[serde(rename = "readOnly", default, skip_serializing_if = "Option::is_none")]
     pub read_only: Option<bool>,
@@ -6163,11 +9876,23 @@ pub struct VolumeFrom {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct VpcLatticeAdvancedConfiguration {
-    #[serde(rename = "alternateTargetGroupArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "alternateTargetGroupArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub alternate_target_group_arn: Option<String>,
-    #[serde(rename = "productionListenerRule", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "productionListenerRule",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub production_listener_rule: Option<String>,
-    #[serde(rename = "testListenerRule", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "testListenerRule",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub test_listener_rule: Option<String>,
 }
 
@@ -6175,11 +9900,18 @@ pub struct VpcLatticeAdvancedConfiguration {
 pub struct VpcLatticeConfiguration {
     #[serde(rename = "roleArn", default, skip_serializing_if = "Option::is_none")]
     pub role_arn: Option<String>,
-    #[serde(rename = "targetGroupArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "targetGroupArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub target_group_arn: Option<String>,
     #[serde(rename = "portName", default, skip_serializing_if = "Option::is_none")]
     pub port_name: Option<String>,
-    #[serde(rename = "advancedConfiguration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "advancedConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub advanced_configuration: Option<VpcLatticeAdvancedConfiguration>,
 }
-
