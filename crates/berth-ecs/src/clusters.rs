@@ -88,13 +88,53 @@ pub struct ClusterCounts {
 }
 
 pub fn counts(view: &(impl ReadView + ?Sized), scope: &Scope, name: &str) -> ClusterCounts {
-    let count = |prefix: String| view.range(&prefix, None, usize::MAX).len() as i32;
+    let registered_instances = view
+        .range(&scope.instances(name), None, usize::MAX)
+        .iter()
+        .filter(|kv| {
+            decode::<crate::instances::InstanceRecord>(kv)
+                .is_ok_and(|r| r.status() != crate::instances::INACTIVE)
+        })
+        .count() as i32;
+    let tasks = crate::tasks::cluster_task_counts(view, scope, name);
     ClusterCounts {
-        registered_instances: count(scope.instances(name)),
-        running_tasks: 0,
-        pending_tasks: 0,
-        active_services: count(scope.services(name)),
+        registered_instances,
+        running_tasks: tasks.running as i32,
+        pending_tasks: tasks.pending as i32,
+        active_services: view.range(&scope.services(name), None, usize::MAX).len() as i32,
     }
+}
+
+/// ECS creates the `default` cluster the first time something needs it (an
+/// instance registering into it). Returns the write that creates it when it
+/// does not exist or was deleted.
+pub fn create_default_on_demand(
+    view: &(impl ReadView + ?Sized),
+    scope: &Scope,
+    name: &str,
+) -> Result<Option<Op>, AwsError> {
+    if name != DEFAULT_CLUSTER {
+        return Ok(None);
+    }
+    if let Some((existing, _)) = load::<Cluster>(view, &scope.cluster(name))? {
+        if existing.status.as_deref() == Some(ACTIVE) {
+            return Ok(None);
+        }
+    }
+    let cluster = Cluster {
+        cluster_arn: Some(scope.arn(&format!("cluster/{name}"))),
+        cluster_name: Some(name.to_string()),
+        status: Some(ACTIVE.into()),
+        settings: Some(vec![ClusterSetting {
+            name: Some("containerInsights".into()),
+            value: Some("disabled".into()),
+        }]),
+        tags: Some(Vec::new()),
+        capacity_providers: Some(Vec::new()),
+        default_capacity_provider_strategy: Some(Vec::new()),
+        ..Cluster::default()
+    };
+    Ok(Some(Op::put(scope.cluster(name), encode(&cluster)?)))
 }
 
 fn check_settings(settings: &[ClusterSetting]) -> Result<(), AwsError> {

@@ -83,3 +83,30 @@ impl Scope {
         format!("{}tasks/{cluster}/", self.root())
     }
 }
+
+impl Scope {
+    pub fn instance(&self, cluster: &str, id: &str) -> String {
+        format!("{}instances/{cluster}/{id}", self.root())
+    }
+
+    /// Container instance id by the host's name, so an agent that registers
+    /// again gets its instance back.
+    pub fn instance_name(&self, cluster: &str, name: &str) -> String {
+        format!("{}instance-names/{cluster}/{name}", self.root())
+    }
+
+    pub fn task(&self, cluster: &str, id: &str) -> String {
+        format!("{}tasks/{cluster}/{id}", self.root())
+    }
+
+    /// Tasks started by one RunTask `clientToken`.
+    pub fn task_client_token(&self, cluster: &str, token: &str) -> String {
+        format!("{}task-tokens/{cluster}/{token}", self.root())
+    }
+}
+
+/// Credentials minted for agents, by access key id (global: the key itself
+/// names the account, region and instance it is bound to).
+pub fn agent_credential(access_key_id: &str) -> String {
+    format!("/berth/agent-credentials/{access_key_id}")
+}

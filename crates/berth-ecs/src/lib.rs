@@ -8,13 +8,16 @@
 //! state that controllers and agents act on.
 
 pub mod account_settings;
+pub mod agent_api;
 pub mod clusters;
 mod error;
+pub mod instances;
 pub mod keys;
 mod pagination;
 pub mod records;
 mod tagging;
 pub mod task_definitions;
+pub mod tasks;
 pub mod taskdef_validation;
 
 use std::sync::Arc;
@@ -26,14 +29,20 @@ use berth_store::Store;
 
 use keys::Scope;
 
+pub use agent_api::AgentService;
+pub use instances::Presence;
+
 /// The ECS API service.
 pub struct EcsService {
     store: Arc<dyn Store>,
+    presence: Arc<Presence>,
 }
 
 impl EcsService {
-    pub fn new(store: Arc<dyn Store>) -> Self {
-        EcsService { store }
+    /// `presence` is shared with the [`AgentService`] so instances show
+    /// whether their agent is connected.
+    pub fn new(store: Arc<dyn Store>, presence: Arc<Presence>) -> Self {
+        EcsService { store, presence }
     }
 }
 
@@ -66,6 +75,7 @@ impl JsonService for EcsService {
         let store = self.store.as_ref();
         let scope = &Scope::of(ctx);
         let caller = ctx.principal.arn.as_str();
+        let presence = &self.presence;
         match operation {
             "CreateCluster" => op!(body, |i| clusters::create(store, scope, caller, i).await),
             "DescribeClusters" => op!(body, |i| clusters::describe(store, scope, i)),
@@ -114,6 +124,31 @@ impl JsonService for EcsService {
                 op!(body, |i| account_settings::delete(store, scope, caller, i)
                     .await)
             }
+
+            "RegisterContainerInstance" => {
+                op!(body, |i| instances::register(store, scope, presence, i).await)
+            }
+            "DeregisterContainerInstance" => {
+                op!(body, |i| instances::deregister(store, scope, presence, i).await)
+            }
+            "DescribeContainerInstances" => {
+                op!(body, |i| instances::describe(store, scope, presence, i))
+            }
+            "ListContainerInstances" => op!(body, |i| instances::list(store, scope, i)),
+            "UpdateContainerInstancesState" => {
+                op!(body, |i| instances::update_state(store, scope, presence, i).await)
+            }
+            "PutAttributes" => op!(body, |i| instances::put_attributes(store, scope, i).await),
+            "DeleteAttributes" => {
+                op!(body, |i| instances::delete_attributes(store, scope, i).await)
+            }
+            "ListAttributes" => op!(body, |i| instances::list_attributes(store, scope, i)),
+
+            "RunTask" => op!(body, |i| tasks::run(store, scope, presence, i).await),
+            "StartTask" => op!(body, |i| tasks::start(store, scope, presence, i).await),
+            "StopTask" => op!(body, |i| tasks::stop(store, scope, i).await),
+            "DescribeTasks" => op!(body, |i| tasks::describe(store, scope, i)),
+            "ListTasks" => op!(body, |i| tasks::list(store, scope, i)),
 
             "TagResource" => op!(body, |i| tagging::tag(store, scope, i).await),
             "UntagResource" => op!(body, |i| tagging::untag(store, scope, i).await),

@@ -48,3 +48,38 @@ mod tests {
         assert!(decode(&ENGINE.encode("other")).is_err());
     }
 }
+
+/// One page of a filtered listing under `prefix`: `pick` turns a record into
+/// the item to list, or `None` to skip it. The token names the last listed
+/// key, and is returned only when another matching record follows.
+pub fn filtered_page<T>(
+    view: &(impl berth_store::ReadView + ?Sized),
+    prefix: &str,
+    next_token: Option<&str>,
+    limit: usize,
+    mut pick: impl FnMut(&berth_store::KeyValue) -> Result<Option<T>, AwsError>,
+) -> Result<(Vec<T>, Option<String>), AwsError> {
+    let mut after = match next_token {
+        Some(token) if !token.is_empty() => Some(format!("{prefix}{}", decode(token)?)),
+        _ => None,
+    };
+    let mut items = Vec::new();
+    let mut last_key: Option<String> = None;
+    loop {
+        let page = view.range(prefix, after.as_deref(), 256);
+        if page.is_empty() {
+            return Ok((items, None));
+        }
+        after = page.last().map(|kv| kv.key.clone());
+        for kv in &page {
+            if let Some(item) = pick(kv)? {
+                if items.len() == limit {
+                    let token = last_key.map(|k| encode(&k[prefix.len()..]));
+                    return Ok((items, token));
+                }
+                items.push(item);
+                last_key = Some(kv.key.clone());
+            }
+        }
+    }
+}

@@ -4,6 +4,7 @@
 //! Architecture invariant: this crate does no I/O and reads no clock; every
 //! other crate may depend on it.
 
+pub mod agent_protocol;
 pub mod arn;
 pub mod context;
 pub mod error;

@@ -1,5 +1,6 @@
 //! The `berth` binary: `berth up` runs the all-in-one server.
 
+mod agent;
 mod credentials;
 mod up;
 
@@ -25,6 +26,9 @@ struct Cli {
 enum Command {
     /// Run Berth all-in-one: API server, embedded store and local runtime.
     Up(UpArgs),
+    /// Run an agent: register this host as a container instance of a
+    /// cluster and run the tasks placed on it (needs Docker).
+    Agent(agent::AgentArgs),
     /// Print the version.
     Version,
 }
@@ -51,6 +55,15 @@ pub struct UpArgs {
     /// Log filter (tracing EnvFilter syntax); RUST_LOG overrides it.
     #[arg(long, default_value = "info", value_name = "FILTER")]
     pub log: String,
+
+    /// Do not start the in-process agent (the control plane still works;
+    /// tasks run only on agents started with `berth agent`).
+    #[arg(long)]
+    pub no_agent: bool,
+
+    /// How long STOPPED tasks stay describable before they are removed.
+    #[arg(long, default_value_t = 3600, value_name = "SECONDS")]
+    pub task_retention: u64,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -67,6 +80,14 @@ fn main() -> anyhow::Result<()> {
                 .thread_name("berth")
                 .build()?;
             runtime.block_on(up::run(args))
+        }
+        Command::Agent(args) => {
+            init_logging(&args.log);
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .thread_name("berth-agent")
+                .build()?;
+            runtime.block_on(agent::run(args))
         }
     }
 }

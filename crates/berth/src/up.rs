@@ -4,8 +4,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
-use berth_api::{GatewayBuilder, ResolvedCredential, StaticCredentials};
-use berth_ecs::EcsService;
+use berth_api::{CredentialSource, GatewayBuilder, ResolvedCredential, StaticCredentials};
+use berth_ecs::{AgentService, EcsService, Presence};
 use berth_model::{Principal, PrincipalKind};
 use berth_store::{SqliteOptions, SqliteStore, Store};
 
@@ -58,10 +58,17 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         },
     });
 
+    let presence = Arc::new(Presence::default());
     let gateway = GatewayBuilder::new(store.clone(), env!("CARGO_PKG_VERSION"))
         .credentials(root_credentials)
-        .json_service(Arc::new(EcsService::new(store.clone())))
+        .credentials(Arc::new(AgentCredentials(store.clone())))
+        .json_service(Arc::new(EcsService::new(store.clone(), presence.clone())))
+        .json_service(Arc::new(AgentService::new(store.clone(), presence)))
         .build();
+    let gc = tokio::spawn(berth_ecs::agent_api::run_task_gc(
+        store.clone(),
+        std::time::Duration::from_secs(args.task_retention),
+    ));
     let app = gateway.router();
 
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -70,12 +77,22 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let address = listener.local_addr()?;
     print_banner(&args, &data_dir, address, &root);
     tracing::info!(%address, data_dir = %data_dir.display(), "berth is serving");
+    let agent = if args.no_agent {
+        tracing::info!("the in-process agent is off (--no-agent)");
+        None
+    } else {
+        crate::agent::spawn_local(address, &args.region, &data_dir, &root).await
+    };
 
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await
         .context("serving HTTP")?;
     tracing::info!("shutting down");
+    gc.abort();
+    if let Some(agent) = agent {
+        agent.abort();
+    }
     drop(store);
     sqlite.close();
     Ok(())
@@ -129,7 +146,7 @@ fn print_banner(
     println!();
 }
 
-async fn shutdown_signal() {
+pub async fn shutdown_signal() {
     let interrupt = tokio::signal::ctrl_c();
     #[cfg(unix)]
     let terminate = async {
@@ -146,5 +163,20 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = interrupt => {},
         _ = terminate => {},
+    }
+}
+
+/// Resolves the credentials minted for agents at registration.
+struct AgentCredentials(Arc<dyn Store>);
+
+impl CredentialSource for AgentCredentials {
+    fn resolve(&self, access_key_id: &str) -> Option<ResolvedCredential> {
+        let credential = berth_ecs::agent_api::agent_credential(self.0.as_ref(), access_key_id)?;
+        Some(ResolvedCredential {
+            secret_access_key: credential.secret_access_key.clone(),
+            session_token: None,
+            expires_at: None,
+            principal: berth_ecs::agent_api::agent_principal(access_key_id, &credential),
+        })
     }
 }

@@ -1,0 +1,463 @@
+//! The Berth agent: registers its host as a container instance, polls the
+//! server for the tasks placed on it, runs them through a [`Runtime`] and
+//! reports what happens.
+//!
+//! Restarts are safe: the agent keeps its identity in its data directory,
+//! adopts the containers it finds with its labels (never creating a second
+//! copy), and stops those whose task the server no longer wants.
+//!
+//! Architecture invariant: the agent talks to the server only through the
+//! agent protocol (`berth_model::agent_protocol`); it never reads the store.
+
+pub mod client;
+pub mod spec;
+mod task_runner;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_model::agent_protocol::{
+    AssignedTask, PollTasksRequest, PollTasksResponse, RegisterAgentRequest,
+    RegisterAgentResponse, SubmitTaskStateRequest, SubmitTaskStateResponse, TARGET_PREFIX,
+};
+use berth_model::shapes::ecs::{Attribute, Resource, VersionInfo};
+use berth_runtime::{ContainerState, Runtime, RuntimeEvent};
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{broadcast, watch};
+
+pub use client::{ClientError, Credentials, ServerClient};
+use task_runner::TaskRunner;
+
+/// How an agent is set up.
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    /// e.g. `http://127.0.0.1:4566`
+    pub server: String,
+    pub region: String,
+    pub cluster: String,
+    /// The host's stable name; becomes the instance's `ec2InstanceId`.
+    pub name: String,
+    /// Extra attributes (`--attribute k=v`, or `k` alone).
+    pub attributes: Vec<(String, Option<String>)>,
+    /// Where the agent keeps its identity.
+    pub data_dir: PathBuf,
+    /// Credentials used to register (account credentials).
+    pub registration: Credentials,
+    /// CPU units to offer instead of 1024 per core.
+    pub cpu: Option<i64>,
+    /// Memory (MiB) to offer instead of the host's memory minus the reserve.
+    pub memory_mib: Option<i64>,
+    pub reserved_memory_mib: i64,
+    pub availability_zone: Option<String>,
+    pub instance_type: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("the container runtime is unavailable: {0}")]
+    Runtime(#[from] berth_runtime::RuntimeError),
+    #[error("{0}")]
+    Server(#[from] ClientError),
+    #[error("agent state in {path}: {message}")]
+    State { path: String, message: String },
+}
+
+/// Sends task reports (a trait so the runner does not depend on HTTP).
+#[async_trait::async_trait]
+pub trait Reporter: Send + Sync + 'static {
+    /// Returns the task's desired status as the server sees it.
+    async fn submit(&self, report: SubmitTaskStateRequest) -> Result<String, ClientError>;
+}
+
+/// The identity the agent keeps across restarts.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+struct Identity {
+    server: String,
+    cluster: String,
+    name: String,
+    container_instance_arn: String,
+    access_key_id: String,
+    secret_access_key: String,
+}
+
+fn identity_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("agent-identity.json")
+}
+
+fn state_error(path: &Path, message: impl std::fmt::Display) -> AgentError {
+    AgentError::State {
+        path: path.display().to_string(),
+        message: message.to_string(),
+    }
+}
+
+fn load_identity(config: &AgentConfig) -> Option<Identity> {
+    let text = std::fs::read_to_string(identity_path(&config.data_dir)).ok()?;
+    let identity: Identity = serde_json::from_str(&text).ok()?;
+    (identity.server == config.server
+        && identity.cluster == config.cluster
+        && identity.name == config.name)
+        .then_some(identity)
+}
+
+fn save_identity(config: &AgentConfig, identity: &Identity) -> Result<(), AgentError> {
+    let path = identity_path(&config.data_dir);
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| state_error(&path, e))?;
+    let text = serde_json::to_vec_pretty(identity).map_err(|e| state_error(&path, e))?;
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, text).map_err(|e| state_error(&path, e))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600));
+    }
+    std::fs::rename(&tmp, &path).map_err(|e| state_error(&path, e))
+}
+
+fn integer(name: &str, value: i64) -> Resource {
+    Resource {
+        name: Some(name.into()),
+        r#type: Some("INTEGER".into()),
+        integer_value: Some(value.clamp(0, i64::from(i32::MAX)) as i32),
+        double_value: Some(0.0),
+        long_value: Some(0),
+        ..Resource::default()
+    }
+}
+
+fn attribute(name: &str, value: Option<&str>) -> Attribute {
+    Attribute {
+        name: Some(name.into()),
+        value: value.map(str::to_string),
+        target_type: None,
+        target_id: None,
+    }
+}
+
+/// Docker remote API versions the ECS agent advertises as capabilities.
+const DOCKER_API_VERSIONS: &[&str] = &[
+    "1.17", "1.18", "1.19", "1.20", "1.21", "1.22", "1.23", "1.24", "1.25", "1.26", "1.27",
+    "1.28", "1.29", "1.30", "1.31", "1.32", "1.33", "1.34", "1.35", "1.36", "1.37", "1.38",
+    "1.39", "1.40", "1.41",
+];
+
+/// What the agent registers: resources from the runtime (or overrides) and
+/// the capabilities it really has.
+fn registration_request(config: &AgentConfig, info: &berth_runtime::RuntimeInfo) -> RegisterAgentRequest {
+    let cpu = config.cpu.unwrap_or(1024 * i64::from(info.cpus.max(1)));
+    let memory = config
+        .memory_mib
+        .unwrap_or((info.memory_bytes / (1024 * 1024)) as i64 - config.reserved_memory_mib)
+        .max(0);
+    let arch = match std::env::consts::ARCH {
+        "aarch64" => "arm64",
+        other => other,
+    };
+    let zone = config
+        .availability_zone
+        .clone()
+        .unwrap_or_else(|| format!("{}a", config.region));
+    let mut attributes = vec![
+        attribute("ecs.os-type", Some("linux")),
+        attribute("ecs.os-family", Some("LINUX")),
+        attribute("ecs.cpu-architecture", Some(arch)),
+        attribute("ecs.instance-type", Some(&config.instance_type)),
+        attribute("ecs.availability-zone", Some(&zone)),
+        attribute("ecs.capability.container-health-check", None),
+        attribute("ecs.capability.container-ordering", None),
+        attribute("com.amazonaws.ecs.capability.logging-driver.json-file", None),
+        attribute("com.amazonaws.ecs.capability.logging-driver.syslog", None),
+        attribute("com.amazonaws.ecs.capability.logging-driver.none", None),
+    ];
+    for v in DOCKER_API_VERSIONS {
+        attributes.push(attribute(
+            &format!("com.amazonaws.ecs.capability.docker-remote-api.{v}"),
+            None,
+        ));
+    }
+    for (name, value) in &config.attributes {
+        attributes.retain(|a| a.name.as_deref() != Some(name.as_str()));
+        attributes.push(attribute(name, value.as_deref()));
+    }
+    RegisterAgentRequest {
+        cluster: config.cluster.clone(),
+        name: config.name.clone(),
+        total_resources: vec![integer("CPU", cpu), integer("MEMORY", memory)],
+        attributes,
+        version_info: VersionInfo {
+            agent_version: Some(format!("berth-{}", env!("CARGO_PKG_VERSION"))),
+            agent_hash: None,
+            docker_version: Some(format!("DockerVersion: {}", info.server_version)),
+        },
+    }
+}
+
+struct HttpReporter {
+    client: ServerClient,
+    credentials: Credentials,
+}
+
+#[async_trait::async_trait]
+impl Reporter for HttpReporter {
+    async fn submit(&self, report: SubmitTaskStateRequest) -> Result<String, ClientError> {
+        let answer: SubmitTaskStateResponse = self
+            .client
+            .call(&self.credentials, TARGET_PREFIX, "SubmitTaskState", &report, Duration::from_secs(15))
+            .await?;
+        Ok(answer.desired_status)
+    }
+}
+
+struct Worker {
+    updates: watch::Sender<AssignedTask>,
+    handle: tokio::task::JoinHandle<()>,
+}
+
+impl Worker {
+    fn task(&self) -> AssignedTask {
+        self.updates.borrow().clone()
+    }
+}
+
+/// How long a poll waits on the server for a change.
+const POLL_WAIT_SECONDS: u32 = 20;
+
+/// The agent.
+pub struct Agent {
+    config: AgentConfig,
+    runtime: Arc<dyn Runtime>,
+    client: ServerClient,
+}
+
+impl Agent {
+    pub fn new(config: AgentConfig, runtime: Arc<dyn Runtime>) -> Result<Self, AgentError> {
+        let client = ServerClient::new(&config.server, &config.region)?;
+        Ok(Agent {
+            config,
+            runtime,
+            client,
+        })
+    }
+
+    async fn register(&self) -> Result<Identity, AgentError> {
+        let info = self.runtime.info().await?;
+        let request = registration_request(&self.config, &info);
+        let answer: RegisterAgentResponse = self
+            .client
+            .call(&self.config.registration, TARGET_PREFIX, "RegisterAgent", &request, Duration::from_secs(30))
+            .await?;
+        let identity = Identity {
+            server: self.config.server.clone(),
+            cluster: self.config.cluster.clone(),
+            name: self.config.name.clone(),
+            container_instance_arn: answer.container_instance_arn,
+            access_key_id: answer.access_key_id,
+            secret_access_key: answer.secret_access_key,
+        };
+        save_identity(&self.config, &identity)?;
+        tracing::info!(instance = %identity.container_instance_arn, cluster = %self.config.cluster, "registered container instance");
+        Ok(identity)
+    }
+
+    /// Registers (with retries while the server is unreachable).
+    async fn identity(&self, refresh: bool) -> Result<Identity, AgentError> {
+        if !refresh {
+            if let Some(identity) = load_identity(&self.config) {
+                return Ok(identity);
+            }
+        }
+        let mut delay = Duration::from_millis(200);
+        loop {
+            match self.register().await {
+                Ok(identity) => return Ok(identity),
+                Err(AgentError::Server(ClientError::Unreachable(e))) => {
+                    tracing::warn!(error = %e, "server unreachable; retrying registration");
+                }
+                Err(e) => return Err(e),
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    /// Runs until `shutdown` resolves or the instance is deregistered.
+    /// Containers keep running when the agent stops, as with ECS.
+    pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) -> Result<(), AgentError> {
+        tokio::pin!(shutdown);
+        tokio::select! {
+            result = self.run_forever() => result,
+            _ = &mut shutdown => {
+                tracing::info!("agent stopping");
+                Ok(())
+            }
+        }
+    }
+
+    async fn run_forever(&self) -> Result<(), AgentError> {
+        let mut identity = self.identity(false).await?;
+        let instance_id = identity
+            .container_instance_arn
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        let (events_tx, _) = broadcast::channel::<RuntimeEvent>(1024);
+        let pump = tokio::spawn(pump_events(self.runtime.clone(), events_tx.clone()));
+        let result = self.main_loop(&mut identity, &instance_id, &events_tx).await;
+        pump.abort();
+        result
+    }
+
+    async fn main_loop(
+        &self,
+        identity: &mut Identity,
+        instance_id: &str,
+        events: &broadcast::Sender<RuntimeEvent>,
+    ) -> Result<(), AgentError> {
+        // Containers this instance owned before a restart, by task.
+        let mut adoptable: HashMap<String, Vec<ContainerState>> = HashMap::new();
+        for c in self.runtime.list_owned(spec::LABEL_INSTANCE, Some(instance_id)).await? {
+            if let Some(task) = c.labels.get(spec::LABEL_TASK_ARN) {
+                adoptable.entry(task.clone()).or_default().push(c);
+            }
+        }
+        let mut workers: HashMap<String, Worker> = HashMap::new();
+        let mut since = 0u64;
+        let mut first = true;
+        let mut delay = Duration::from_millis(200);
+        loop {
+            let credentials = Credentials {
+                access_key_id: identity.access_key_id.clone(),
+                secret_access_key: identity.secret_access_key.clone(),
+            };
+            let request = PollTasksRequest {
+                since_revision: since,
+                wait_seconds: if first { 0 } else { POLL_WAIT_SECONDS },
+            };
+            let answer: Result<PollTasksResponse, ClientError> = self
+                .client
+                .call(&credentials, TARGET_PREFIX, "PollTasks", &request, Duration::from_secs(u64::from(POLL_WAIT_SECONDS) + 15))
+                .await;
+            let answer = match answer {
+                Ok(a) => {
+                    delay = Duration::from_millis(200);
+                    a
+                }
+                Err(e) if e.is_auth() => {
+                    tracing::warn!(error = %e, "agent credential refused; registering again");
+                    *identity = self.identity(true).await?;
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "polling the server failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            };
+            since = answer.revision;
+            if answer.instance_status == "INACTIVE" {
+                tracing::warn!(instance = %identity.container_instance_arn, "the container instance was deregistered; the agent stops");
+                return Ok(());
+            }
+            let reporter: Arc<dyn Reporter> = Arc::new(HttpReporter {
+                client: self.client.clone(),
+                credentials,
+            });
+            let listed: BTreeMap<String, AssignedTask> = answer
+                .tasks
+                .into_iter()
+                .map(|t| (t.task_arn.clone(), t))
+                .collect();
+            for (arn, task) in &listed {
+                match workers.get(arn) {
+                    Some(w) => {
+                        let _ = w.updates.send(task.clone());
+                    }
+                    None if task.last_status == "STOPPED" => {}
+                    None => {
+                        let adopted = adoptable.remove(arn).unwrap_or_default();
+                        let runner = TaskRunner::new(
+                            self.runtime.clone(),
+                            reporter.clone(),
+                            instance_id.to_string(),
+                            task.clone(),
+                            adopted,
+                        );
+                        let (tx, rx) = watch::channel(task.clone());
+                        let handle = tokio::spawn(runner.run(rx, events.subscribe()));
+                        workers.insert(arn.clone(), Worker { updates: tx, handle });
+                    }
+                }
+            }
+            // Tasks the server forgot (garbage-collected): clean up after them.
+            let gone: Vec<String> = workers.keys().filter(|a| !listed.contains_key(*a)).cloned().collect();
+            for arn in gone {
+                if let Some(w) = workers.remove(&arn) {
+                    w.handle.abort();
+                    self.clean_up(&w.task()).await;
+                }
+            }
+            if first {
+                // Containers of tasks the server does not know at all: never
+                // leave them running unaccounted for.
+                for (arn, containers) in adoptable.drain() {
+                    if listed.contains_key(&arn) {
+                        continue;
+                    }
+                    tracing::warn!(task = %arn, "removing containers of a task the server does not know");
+                    for c in containers {
+                        let _ = self.runtime.stop(&c.id, Duration::from_secs(10)).await;
+                        let _ = self.runtime.remove(&c.id).await;
+                    }
+                }
+                first = false;
+            }
+        }
+    }
+
+    /// Removes a forgotten task's containers and task-scoped volumes.
+    async fn clean_up(&self, task: &AssignedTask) {
+        match self.runtime.list_owned(spec::LABEL_TASK_ARN, Some(&task.task_arn)).await {
+            Ok(containers) => {
+                for c in containers {
+                    if let Err(e) = self.runtime.remove(&c.id).await {
+                        tracing::warn!(container = %c.id, error = %e, "removing container failed");
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "listing containers failed"),
+        }
+        for source in spec::volumes(task).into_values() {
+            if let spec::VolumeSource::Docker { name, task_scoped: true } = source {
+                if let Err(e) = self.runtime.remove_volume(&name).await {
+                    tracing::warn!(volume = %name, error = %e, "removing task volume failed");
+                }
+            }
+        }
+    }
+}
+
+/// Forwards runtime events to the task runners, re-subscribing when the
+/// runtime connection drops.
+async fn pump_events(runtime: Arc<dyn Runtime>, tx: broadcast::Sender<RuntimeEvent>) {
+    loop {
+        let mut stream = runtime.events(spec::LABEL_TASK_ARN);
+        while let Some(event) = stream.next().await {
+            match event {
+                Ok(e) => {
+                    let _ = tx.send(e);
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "runtime event stream ended");
+                    break;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}

@@ -1,0 +1,392 @@
+//! Turning an ECS task (definition + overrides) into runtime container specs,
+//! the way the ECS agent maps container definitions onto Docker.
+
+use std::collections::BTreeMap;
+
+use berth_model::agent_protocol::AssignedTask;
+use berth_model::shapes::ecs::{ContainerDefinition, ContainerOverride};
+use berth_runtime::{
+    ContainerSpec, HealthCheckSpec, Mount, NetworkMode, PortSpec, Protocol, Tmpfs, Ulimit,
+};
+
+pub const LABEL_CLUSTER: &str = "com.amazonaws.ecs.cluster";
+pub const LABEL_CONTAINER_NAME: &str = "com.amazonaws.ecs.container-name";
+pub const LABEL_TASK_ARN: &str = "com.amazonaws.ecs.task-arn";
+pub const LABEL_FAMILY: &str = "com.amazonaws.ecs.task-definition-family";
+pub const LABEL_REVISION: &str = "com.amazonaws.ecs.task-definition-version";
+/// Which container instance owns a container (adoption after a restart).
+pub const LABEL_INSTANCE: &str = "berth.container-instance";
+
+/// ECS's defaults for health checks (seconds, retries).
+const HEALTH_INTERVAL: u64 = 30;
+const HEALTH_TIMEOUT: u64 = 5;
+const HEALTH_RETRIES: u32 = 3;
+/// The ECS agent never gives a container fewer than 2 CPU shares.
+const MIN_CPU_SHARES: u64 = 2;
+/// ECS_CONTAINER_STOP_TIMEOUT's default.
+pub const DEFAULT_STOP_TIMEOUT_SECS: u64 = 30;
+
+/// The task's id: the last segment of its ARN.
+pub fn task_id(task_arn: &str) -> &str {
+    task_arn.rsplit('/').next().unwrap_or(task_arn)
+}
+
+fn cluster_name(cluster_arn: &str) -> &str {
+    cluster_arn.rsplit('/').next().unwrap_or(cluster_arn)
+}
+
+fn sanitize(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' })
+        .collect()
+}
+
+/// The Docker name of a task's container: stable, so a restarted agent that
+/// tries to create it again finds it instead of running it twice.
+pub fn docker_name(task: &AssignedTask, container: &str) -> String {
+    let family = task.task_definition.family.as_deref().unwrap_or("task");
+    let revision = task.task_definition.revision.unwrap_or(0);
+    format!(
+        "ecs-{}-{revision}-{}-{}",
+        sanitize(family),
+        sanitize(container),
+        task_id(&task.task_arn)
+    )
+}
+
+/// The name of a task-scoped Docker volume.
+pub fn task_volume_name(task: &AssignedTask, volume: &str) -> String {
+    format!("berth-{}-{}", task_id(&task.task_arn), sanitize(volume))
+}
+
+/// How a task's volume is provided on the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VolumeSource {
+    /// A host directory bind-mounted into the container.
+    HostPath(String),
+    /// A Docker volume; `task_scoped` ones are created for the task and
+    /// removed with it.
+    Docker { name: String, task_scoped: bool },
+}
+
+/// The task's volumes by name.
+pub fn volumes(task: &AssignedTask) -> BTreeMap<String, VolumeSource> {
+    let mut out = BTreeMap::new();
+    for v in task.task_definition.volumes.iter().flatten() {
+        let Some(name) = v.name.clone() else { continue };
+        let source = if let Some(path) = v.host.as_ref().and_then(|h| h.source_path.clone()) {
+            VolumeSource::HostPath(path)
+        } else if let Some(cfg) = &v.docker_volume_configuration {
+            if cfg.scope.as_deref() == Some("shared") {
+                VolumeSource::Docker {
+                    name: name.clone(),
+                    task_scoped: false,
+                }
+            } else {
+                VolumeSource::Docker {
+                    name: task_volume_name(task, &name),
+                    task_scoped: true,
+                }
+            }
+        } else {
+            // No host path: scratch space that lives as long as the task.
+            VolumeSource::Docker {
+                name: task_volume_name(task, &name),
+                task_scoped: true,
+            }
+        };
+        out.insert(name, source);
+    }
+    out
+}
+
+fn container_override<'a>(task: &'a AssignedTask, name: &str) -> Option<&'a ContainerOverride> {
+    task.overrides
+        .container_overrides
+        .iter()
+        .flatten()
+        .find(|o| o.name.as_deref() == Some(name))
+}
+
+/// Why a container cannot be run by this agent, when it cannot.
+pub fn unsupported(definition: &ContainerDefinition) -> Option<String> {
+    if definition.secrets.as_ref().is_some_and(|s| !s.is_empty()) {
+        return Some(
+            "secrets need Secrets Manager / SSM Parameter Store, which this Berth does not serve yet"
+                .into(),
+        );
+    }
+    if definition.environment_files.as_ref().is_some_and(|s| !s.is_empty()) {
+        return Some("environmentFiles need S3, which Berth does not serve".into());
+    }
+    if definition.repository_credentials.is_some() {
+        return Some("repositoryCredentials need Secrets Manager, which this Berth does not serve yet".into());
+    }
+    None
+}
+
+fn network_mode(task: &AssignedTask) -> NetworkMode {
+    match task.task_definition.network_mode.as_deref() {
+        Some("host") => NetworkMode::Host,
+        Some("none") => NetworkMode::None,
+        _ => NetworkMode::Bridge,
+    }
+}
+
+/// The runtime spec of one container of `task`.
+pub fn container_spec(
+    task: &AssignedTask,
+    definition: &ContainerDefinition,
+    instance_id: &str,
+) -> ContainerSpec {
+    let name = definition.name.clone().unwrap_or_default();
+    let o = container_override(task, &name);
+    let mut labels: BTreeMap<String, String> = definition.docker_labels.clone().unwrap_or_default();
+    labels.insert(LABEL_CLUSTER.into(), cluster_name(&task.cluster_arn).into());
+    labels.insert(LABEL_CONTAINER_NAME.into(), name.clone());
+    labels.insert(LABEL_TASK_ARN.into(), task.task_arn.clone());
+    labels.insert(
+        LABEL_FAMILY.into(),
+        task.task_definition.family.clone().unwrap_or_default(),
+    );
+    labels.insert(
+        LABEL_REVISION.into(),
+        task.task_definition.revision.unwrap_or(0).to_string(),
+    );
+    labels.insert(LABEL_INSTANCE.into(), instance_id.into());
+
+    let mut env: Vec<(String, String)> = Vec::new();
+    let mut set_env = |k: &str, v: &str| match env.iter_mut().find(|(n, _)| n == k) {
+        Some(e) => e.1 = v.to_string(),
+        None => env.push((k.to_string(), v.to_string())),
+    };
+    for kv in definition.environment.iter().flatten() {
+        if let Some(k) = &kv.name {
+            set_env(k, kv.value.as_deref().unwrap_or(""));
+        }
+    }
+    for kv in o.and_then(|o| o.environment.as_ref()).into_iter().flatten() {
+        if let Some(k) = &kv.name {
+            set_env(k, kv.value.as_deref().unwrap_or(""));
+        }
+    }
+
+    let mode = network_mode(task);
+    let ports = match mode {
+        NetworkMode::Bridge => definition
+            .port_mappings
+            .iter()
+            .flatten()
+            .filter_map(|p| {
+                Some(PortSpec {
+                    container_port: u16::try_from(p.container_port?).ok()?,
+                    host_port: p.host_port.and_then(|h| u16::try_from(h).ok()).filter(|h| *h > 0),
+                    protocol: if p.protocol.as_deref() == Some("udp") { Protocol::Udp } else { Protocol::Tcp },
+                })
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+
+    let volumes = volumes(task);
+    let mounts = definition
+        .mount_points
+        .iter()
+        .flatten()
+        .filter_map(|m| {
+            let source = match volumes.get(m.source_volume.as_deref()?)? {
+                VolumeSource::HostPath(p) => p.clone(),
+                VolumeSource::Docker { name, .. } => name.clone(),
+            };
+            Some(Mount {
+                source,
+                target: m.container_path.clone()?,
+                read_only: m.read_only.unwrap_or(false),
+            })
+        })
+        .collect();
+    let volumes_from = definition
+        .volumes_from
+        .iter()
+        .flatten()
+        .filter_map(|v| Some((docker_name(task, v.source_container.as_deref()?), v.read_only.unwrap_or(false))))
+        .collect();
+    let links = definition
+        .links
+        .iter()
+        .flatten()
+        .map(|l| {
+            let (target, alias) = l.split_once(':').unwrap_or((l.as_str(), l.as_str()));
+            format!("{}:{alias}", docker_name(task, target))
+        })
+        .collect();
+
+    let linux = definition.linux_parameters.as_ref();
+    let caps = linux.and_then(|l| l.capabilities.as_ref());
+    let health_check = definition.health_check.as_ref().map(|h| HealthCheckSpec {
+        command: h.command.clone().unwrap_or_default(),
+        interval_secs: h.interval.map(|v| v as u64).unwrap_or(HEALTH_INTERVAL),
+        timeout_secs: h.timeout.map(|v| v as u64).unwrap_or(HEALTH_TIMEOUT),
+        retries: h.retries.map(|v| v as u32).unwrap_or(HEALTH_RETRIES),
+        start_period_secs: h.start_period.map(|v| v as u64).unwrap_or(0),
+    });
+    let cpu = o.and_then(|o| o.cpu).or(definition.cpu).unwrap_or(0).max(0) as u64;
+    let log_driver = definition.log_configuration.as_ref().and_then(|l| {
+        let driver = l.log_driver.as_deref()?;
+        // Drivers that ship to AWS services need those services; the rest go to Docker as given.
+        matches!(driver, "json-file" | "syslog" | "journald" | "gelf" | "fluentd" | "splunk")
+            .then(|| (driver.to_string(), l.options.clone().unwrap_or_default()))
+    });
+
+    ContainerSpec {
+        name: docker_name(task, &name),
+        image: definition.image.clone().unwrap_or_default(),
+        labels,
+        entry_point: definition.entry_point.clone(),
+        command: o.and_then(|o| o.command.clone()).or_else(|| definition.command.clone()),
+        env,
+        working_dir: definition.working_directory.clone(),
+        user: definition.user.clone(),
+        hostname: match mode {
+            NetworkMode::Bridge => definition.hostname.clone(),
+            _ => None,
+        },
+        cpu_shares: Some(cpu.max(MIN_CPU_SHARES)),
+        memory_mib: o.and_then(|o| o.memory).or(definition.memory).map(|m| m as u64),
+        memory_reservation_mib: o
+            .and_then(|o| o.memory_reservation)
+            .or(definition.memory_reservation)
+            .map(|m| m as u64),
+        network_mode: if definition.disable_networking == Some(true) { NetworkMode::None } else { mode },
+        ports,
+        mounts,
+        volumes_from,
+        links,
+        ulimits: definition
+            .ulimits
+            .iter()
+            .flatten()
+            .filter_map(|u| {
+                Some(Ulimit {
+                    name: u.name.clone()?,
+                    soft: i64::from(u.soft_limit?),
+                    hard: i64::from(u.hard_limit?),
+                })
+            })
+            .collect(),
+        cap_add: caps.and_then(|c| c.add.clone()).unwrap_or_default(),
+        cap_drop: caps.and_then(|c| c.drop.clone()).unwrap_or_default(),
+        init: linux.and_then(|l| l.init_process_enabled).unwrap_or(false),
+        shm_size_mib: linux.and_then(|l| l.shared_memory_size).map(|s| s as u64),
+        tmpfs: linux
+            .and_then(|l| l.tmpfs.as_ref())
+            .into_iter()
+            .flatten()
+            .filter_map(|t| {
+                Some(Tmpfs {
+                    path: t.container_path.clone()?,
+                    size_mib: t.size? as u64,
+                    options: t.mount_options.clone().unwrap_or_default(),
+                })
+            })
+            .collect(),
+        readonly_rootfs: definition.readonly_root_filesystem.unwrap_or(false),
+        privileged: definition.privileged.unwrap_or(false),
+        dns_servers: definition.dns_servers.clone().unwrap_or_default(),
+        extra_hosts: definition
+            .extra_hosts
+            .iter()
+            .flatten()
+            .filter_map(|h| Some((h.hostname.clone()?, h.ip_address.clone()?)))
+            .collect(),
+        docker_security_options: definition.docker_security_options.clone().unwrap_or_default(),
+        sysctls: definition
+            .system_controls
+            .iter()
+            .flatten()
+            .filter_map(|s| Some((s.namespace.clone()?, s.value.clone()?)))
+            .collect(),
+        stop_timeout_secs: Some(
+            definition
+                .stop_timeout
+                .map(|s| s.max(0) as u64)
+                .unwrap_or(DEFAULT_STOP_TIMEOUT_SECS),
+        ),
+        health_check,
+        log_driver,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use berth_model::shapes::ecs::{KeyValuePair, PortMapping, TaskDefinition, TaskOverride};
+
+    fn task() -> AssignedTask {
+        AssignedTask {
+            task_arn: "arn:aws:ecs:us-east-1:000000000000:task/default/abc123".into(),
+            cluster_arn: "arn:aws:ecs:us-east-1:000000000000:cluster/default".into(),
+            desired_status: "RUNNING".into(),
+            last_status: "PROVISIONING".into(),
+            task_definition: TaskDefinition {
+                family: Some("web".into()),
+                revision: Some(3),
+                ..TaskDefinition::default()
+            },
+            overrides: TaskOverride::default(),
+            containers: Vec::new(),
+            version: 1,
+        }
+    }
+
+    #[test]
+    fn maps_definition_and_overrides() {
+        let mut t = task();
+        t.overrides.container_overrides = Some(vec![ContainerOverride {
+            name: Some("app".into()),
+            command: Some(vec!["sleep".into(), "5".into()]),
+            environment: Some(vec![KeyValuePair {
+                name: Some("MODE".into()),
+                value: Some("override".into()),
+            }]),
+            ..ContainerOverride::default()
+        }]);
+        let def = ContainerDefinition {
+            name: Some("app".into()),
+            image: Some("busybox".into()),
+            memory: Some(128),
+            cpu: Some(256),
+            command: Some(vec!["sleep".into(), "1000".into()]),
+            environment: Some(vec![
+                KeyValuePair { name: Some("MODE".into()), value: Some("def".into()) },
+                KeyValuePair { name: Some("KEEP".into()), value: Some("1".into()) },
+            ]),
+            port_mappings: Some(vec![PortMapping {
+                container_port: Some(8080),
+                host_port: Some(0),
+                ..PortMapping::default()
+            }]),
+            ..ContainerDefinition::default()
+        };
+        let spec = container_spec(&t, &def, "inst1");
+        assert_eq!(spec.name, "ecs-web-3-app-abc123");
+        assert_eq!(spec.command, Some(vec!["sleep".into(), "5".into()]));
+        assert_eq!(spec.env, vec![("MODE".into(), "override".into()), ("KEEP".into(), "1".into())]);
+        assert_eq!(spec.memory_mib, Some(128));
+        assert_eq!(spec.cpu_shares, Some(256));
+        assert_eq!(spec.ports[0].host_port, None);
+        assert_eq!(spec.labels[LABEL_TASK_ARN], t.task_arn);
+        assert_eq!(spec.labels[LABEL_INSTANCE], "inst1");
+        assert_eq!(spec.stop_timeout_secs, Some(30));
+    }
+
+    #[test]
+    fn minimum_cpu_shares() {
+        let def = ContainerDefinition {
+            name: Some("a".into()),
+            image: Some("busybox".into()),
+            ..ContainerDefinition::default()
+        };
+        assert_eq!(container_spec(&task(), &def, "i").cpu_shares, Some(2));
+    }
+}

@@ -1,0 +1,352 @@
+//! The server side of the agent protocol (`BerthAgentV1`, see
+//! `berth_model::agent_protocol`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_model::agent_protocol::{
+    AssignedTask, PollTasksRequest, PollTasksResponse, RegisterAgentRequest,
+    RegisterAgentResponse, SubmitTaskStateRequest, SubmitTaskStateResponse, SIGNING_NAME,
+    TARGET_PREFIX,
+};
+use berth_model::json::{parse_input, to_body};
+use berth_model::{AwsError, JsonService, Principal, PrincipalKind, RequestContext};
+use berth_store::{Op, ReadView, Store, StoreExt};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::instances::{self, InstanceRecord, Presence, Registration};
+use crate::keys::{self, Scope};
+use crate::records::{encode, load, now};
+use crate::tasks::{self, TaskRecord};
+use crate::error;
+
+/// A credential minted for one agent, bound to its container instance.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentCredential {
+    pub secret_access_key: String,
+    pub account: String,
+    pub region: String,
+    pub cluster: String,
+    pub instance_id: String,
+    pub instance_arn: String,
+}
+
+/// Looks up an agent credential (for the gateway's credential sources).
+pub fn agent_credential(view: &dyn ReadView, access_key_id: &str) -> Option<AgentCredential> {
+    if !access_key_id.starts_with(AGENT_KEY_PREFIX) {
+        return None;
+    }
+    load::<AgentCredential>(view, &keys::agent_credential(access_key_id))
+        .ok()
+        .flatten()
+        .map(|(c, _)| c)
+}
+
+/// The principal an agent credential authenticates as.
+pub fn agent_principal(access_key_id: &str, credential: &AgentCredential) -> Principal {
+    Principal {
+        kind: PrincipalKind::Agent,
+        arn: credential.instance_arn.clone(),
+        user_id: credential.instance_id.clone(),
+        account_id: credential.account.clone(),
+        access_key_id: access_key_id.to_string(),
+    }
+}
+
+/// Agent keys are recognisable, as AWS's key prefixes are (`AKIA`, `ASIA`).
+const AGENT_KEY_PREFIX: &str = "ABIA";
+const MAX_WAIT_SECONDS: u32 = 30;
+
+fn random_string(len: usize, alphabet: &[u8]) -> String {
+    let mut rng = rand::thread_rng();
+    (0..len)
+        .map(|_| alphabet[rng.gen_range(0..alphabet.len())] as char)
+        .collect()
+}
+
+/// The agent protocol service.
+pub struct AgentService {
+    store: Arc<dyn Store>,
+    presence: Arc<Presence>,
+}
+
+impl AgentService {
+    pub fn new(store: Arc<dyn Store>, presence: Arc<Presence>) -> Self {
+        AgentService { store, presence }
+    }
+
+    fn caller(&self, ctx: &RequestContext) -> Result<(AgentCredential, Scope), AwsError> {
+        if ctx.principal.kind != PrincipalKind::Agent {
+            return Err(AwsError::access_denied(
+                "Only a registered agent's credential can call this operation.",
+            ));
+        }
+        let credential = agent_credential(self.store.as_ref(), &ctx.principal.access_key_id)
+            .ok_or_else(|| AwsError::access_denied("The agent credential is no longer valid."))?;
+        let scope = Scope {
+            account: credential.account.clone(),
+            region: credential.region.clone(),
+        };
+        Ok((credential, scope))
+    }
+
+    async fn register(
+        &self,
+        ctx: &RequestContext,
+        input: RegisterAgentRequest,
+    ) -> Result<RegisterAgentResponse, AwsError> {
+        if ctx.principal.kind == PrincipalKind::Agent {
+            return Err(AwsError::access_denied(
+                "An agent credential cannot register another agent.",
+            ));
+        }
+        let scope = Scope::of(ctx);
+        let registration = Registration {
+            cluster: input.cluster,
+            name: Some(input.name).filter(|n| !n.is_empty()),
+            total_resources: input.total_resources,
+            attributes: input.attributes,
+            version_info: Some(input.version_info),
+            tags: Vec::new(),
+        };
+        instances::check_registration(&registration)?;
+        let access_key_id = format!(
+            "{AGENT_KEY_PREFIX}{}",
+            random_string(16, b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567")
+        );
+        let secret = random_string(
+            40,
+            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/",
+        );
+        let key_id = access_key_id.clone();
+        let secret_owned = secret.clone();
+        let scope_owned = scope.clone();
+        let (_, record) = self
+            .store
+            .update(move |view| {
+                let (mut ops, mut record) = instances::register_in(view, &scope_owned, &registration)?;
+                // A new registration retires the instance's previous credential.
+                if let Some(old) = record.agent_access_key_id.replace(key_id.clone()) {
+                    ops.push(Op::delete(keys::agent_credential(&old)));
+                }
+                let credential = AgentCredential {
+                    secret_access_key: secret_owned.clone(),
+                    account: scope_owned.account.clone(),
+                    region: scope_owned.region.clone(),
+                    cluster: record.cluster.clone(),
+                    instance_id: record.id.clone(),
+                    instance_arn: record.arn().to_string(),
+                };
+                ops.retain(|op| op.key() != scope_owned.instance(&record.cluster, &record.id));
+                ops.push(Op::put(
+                    scope_owned.instance(&record.cluster, &record.id),
+                    encode(&record)?,
+                ));
+                ops.push(Op::put(keys::agent_credential(&key_id), encode(&credential)?));
+                Ok::<_, AwsError>((ops, record))
+            })
+            .await
+            .map_err(error::store)??;
+        self.presence.touch(record.arn());
+        tracing::info!(instance = %record.arn(), cluster = %record.cluster, "agent registered");
+        Ok(RegisterAgentResponse {
+            container_instance_arn: record.arn().to_string(),
+            access_key_id,
+            secret_access_key: secret,
+        })
+    }
+
+    fn snapshot(
+        &self,
+        credential: &AgentCredential,
+        scope: &Scope,
+    ) -> Result<PollTasksResponse, AwsError> {
+        let store = self.store.as_ref();
+        let revision = store.revision();
+        let status = load::<InstanceRecord>(store, &scope.instance(&credential.cluster, &credential.instance_id))?
+            .map(|(r, _)| r.status().to_string())
+            .unwrap_or_else(|| instances::INACTIVE.to_string());
+        let tasks = tasks::instance_tasks(store, scope, &credential.cluster, &credential.instance_id)?
+            .into_iter()
+            .map(assigned)
+            .collect();
+        Ok(PollTasksResponse {
+            revision,
+            instance_status: status,
+            tasks,
+        })
+    }
+
+    async fn poll(
+        &self,
+        ctx: &RequestContext,
+        input: PollTasksRequest,
+    ) -> Result<PollTasksResponse, AwsError> {
+        let (credential, scope) = self.caller(ctx)?;
+        self.presence.touch(&credential.instance_arn);
+        let wait = Duration::from_secs(u64::from(input.wait_seconds.min(MAX_WAIT_SECONDS)));
+        if input.since_revision == 0 || wait.is_zero() {
+            return self.snapshot(&credential, &scope);
+        }
+        let instance_key = scope.instance(&credential.cluster, &credential.instance_id);
+        let tasks_prefix = scope.tasks(&credential.cluster);
+        // Watch the whole cluster scope (tasks and the instance record) and
+        // answer at the first change that concerns this instance.
+        let cluster_root = {
+            let common = common_prefix(&instance_key, &tasks_prefix);
+            common.to_string()
+        };
+        let mut watch = match self.store.watch(&cluster_root, input.since_revision).await {
+            Ok(w) => w,
+            // Too old to resume from: the full list is the answer.
+            Err(_) => return self.snapshot(&credential, &scope),
+        };
+        let instance_id = credential.instance_id.clone();
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let event = match tokio::time::timeout_at(deadline, watch.next()).await {
+                Err(_) => break,
+                Ok(None) | Ok(Some(Err(_))) => break,
+                Ok(Some(Ok(event))) => event,
+            };
+            let key = &event.kv.key;
+            let relevant = if *key == instance_key {
+                true
+            } else if key.starts_with(&tasks_prefix) {
+                // Deleted tasks (garbage collection) concern whoever ran them;
+                // an agent re-listing after a delete loses nothing.
+                event.kv.value.is_empty()
+                    || serde_json::from_slice::<TaskRecord>(&event.kv.value)
+                        .map(|t| t.instance_id.as_deref() == Some(instance_id.as_str()))
+                        .unwrap_or(true)
+            } else {
+                false
+            };
+            if relevant {
+                break;
+            }
+        }
+        self.presence.touch(&credential.instance_arn);
+        self.snapshot(&credential, &scope)
+    }
+
+    async fn submit(
+        &self,
+        ctx: &RequestContext,
+        input: SubmitTaskStateRequest,
+    ) -> Result<SubmitTaskStateResponse, AwsError> {
+        let (credential, scope) = self.caller(ctx)?;
+        self.presence.touch(&credential.instance_arn);
+        let id = tasks::resolve_task_id(&scope, &credential.cluster, &input.task_arn)?;
+        if tasks::rank(&input.last_status).is_none() {
+            return Err(error::invalid_parameter(format!(
+                "Unknown task status '{}'.",
+                input.last_status
+            )));
+        }
+        let key = scope.task(&credential.cluster, &id);
+        let instance_id = credential.instance_id.clone();
+        let (_, record) = self
+            .store
+            .update(move |view| {
+                let (mut record, _) = load::<TaskRecord>(view, &key)?
+                    .ok_or_else(|| error::invalid_parameter("The referenced task was not found."))?;
+                if record.instance_id.as_deref() != Some(instance_id.as_str()) {
+                    return Err(AwsError::access_denied(
+                        "The task does not run on this agent's container instance.",
+                    ));
+                }
+                let ops = if tasks::apply_report(&mut record, &input, now())? {
+                    vec![Op::put(key.clone(), encode(&record)?)]
+                } else {
+                    Vec::new()
+                };
+                Ok::<_, AwsError>((ops, record))
+            })
+            .await
+            .map_err(error::store)??;
+        Ok(SubmitTaskStateResponse {
+            desired_status: record.desired_status().to_string(),
+            version: record.task.version.unwrap_or(0),
+        })
+    }
+}
+
+fn common_prefix<'a>(a: &'a str, b: &str) -> &'a str {
+    let n = a
+        .bytes()
+        .zip(b.bytes())
+        .take_while(|(x, y)| x == y)
+        .count();
+    // Cut back to a '/' so the prefix is a whole path.
+    let cut = a[..n].rfind('/').map(|i| i + 1).unwrap_or(0);
+    &a[..cut]
+}
+
+fn assigned(record: TaskRecord) -> AssignedTask {
+    AssignedTask {
+        task_arn: record.arn().to_string(),
+        cluster_arn: record.task.cluster_arn.clone().unwrap_or_default(),
+        desired_status: record.desired_status().to_string(),
+        last_status: record.last_status().to_string(),
+        task_definition: record.definition.clone(),
+        overrides: record.task.overrides.clone().unwrap_or_default(),
+        containers: record.task.containers.clone().unwrap_or_default(),
+        version: record.task.version.unwrap_or(0),
+    }
+}
+
+#[async_trait::async_trait]
+impl JsonService for AgentService {
+    fn target_prefix(&self) -> &'static str {
+        TARGET_PREFIX
+    }
+
+    fn signing_name(&self) -> &'static str {
+        SIGNING_NAME
+    }
+
+    async fn handle(
+        &self,
+        ctx: &RequestContext,
+        operation: &str,
+        body: &[u8],
+    ) -> Result<Vec<u8>, AwsError> {
+        match operation {
+            "RegisterAgent" => to_body(&self.register(ctx, parse_input(body)?).await?),
+            "PollTasks" => to_body(&self.poll(ctx, parse_input(body)?).await?),
+            "SubmitTaskState" => to_body(&self.submit(ctx, parse_input(body)?).await?),
+            other => Err(AwsError::unknown_operation(format!(
+                "The agent protocol has no operation named '{other}'."
+            ))),
+        }
+    }
+}
+
+/// Garbage-collects stopped tasks forever (every minute).
+pub async fn run_task_gc(store: Arc<dyn Store>, retention: Duration) {
+    let mut interval = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        interval.tick().await;
+        match tasks::collect_garbage(store.as_ref(), retention.as_secs_f64()).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(tasks = n, "removed stopped tasks past retention"),
+            Err(e) => tracing::warn!(error = %e.message, "task garbage collection failed"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn common_prefix_is_a_path() {
+        assert_eq!(
+            common_prefix("/ecs/1/r/instances/c/i", "/ecs/1/r/tasks/c/"),
+            "/ecs/1/r/"
+        );
+    }
+}

@@ -1,0 +1,123 @@
+//! The protocol between `berth agent` and the server: AWS JSON 1.1 over the
+//! same gateway as every API (SigV4-signed, routed by `X-Amz-Target:
+//! BerthAgentV1.<Operation>`), so it shares authentication, errors and
+//! codecs. `RegisterAgent` is signed with account credentials and mints a
+//! credential bound to the new container instance; every other call is signed
+//! with that credential.
+//!
+//! Resumable: `PollTasks` takes the store revision the agent last saw and
+//! answers (long-polling) once something about the agent's tasks changed after
+//! it, with the complete list of the instance's tasks (level-triggered: an agent
+//! that missed an answer loses nothing).
+
+use serde::{Deserialize, Serialize};
+
+use crate::shapes::ecs::{Attribute, Container, NetworkBinding, Resource, TaskDefinition, TaskOverride, VersionInfo};
+
+pub const TARGET_PREFIX: &str = "BerthAgentV1";
+/// Agents sign with the ECS signing name, as the ECS agent does.
+pub const SIGNING_NAME: &str = "ecs";
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RegisterAgentRequest {
+    pub cluster: String,
+    /// The host's stable name (the container instance's `ec2InstanceId`);
+    /// registering the same name again returns the same container instance.
+    pub name: String,
+    pub total_resources: Vec<Resource>,
+    pub attributes: Vec<Attribute>,
+    pub version_info: VersionInfo,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RegisterAgentResponse {
+    pub container_instance_arn: String,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PollTasksRequest {
+    /// The revision of the last answer; 0 asks for the current state at once.
+    pub since_revision: u64,
+    /// How long to wait for a change before answering anyway (at most 30).
+    pub wait_seconds: u32,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PollTasksResponse {
+    pub revision: u64,
+    /// ACTIVE, DRAINING or INACTIVE (deregistered: the agent should stop).
+    pub instance_status: String,
+    pub tasks: Vec<AssignedTask>,
+}
+
+/// A task placed on the agent's instance, with everything needed to run it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AssignedTask {
+    pub task_arn: String,
+    pub cluster_arn: String,
+    pub desired_status: String,
+    pub last_status: String,
+    pub task_definition: TaskDefinition,
+    pub overrides: TaskOverride,
+    /// The containers as last reported (runtime ids let a restarted agent adopt them).
+    pub containers: Vec<Container>,
+    /// Bumped on every change of the task record.
+    pub version: i64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerReport {
+    pub name: String,
+    pub last_status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default)]
+    pub network_bindings: Vec<NetworkBinding>,
+    /// HEALTHY, UNHEALTHY or UNKNOWN.
+    pub health_status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_digest: Option<String>,
+}
+
+/// What the agent observed about one task. Timestamps are seconds since the
+/// epoch, set once (later reports do not move them).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SubmitTaskStateRequest {
+    pub task_arn: String,
+    pub last_status: String,
+    pub containers: Vec<ContainerReport>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_started_at: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_stopped_at: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub execution_stopped_at: Option<f64>,
+    /// Set when the agent itself decides the task must stop (an essential
+    /// container exited, an image could not be pulled ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_code: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped_reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SubmitTaskStateResponse {
+    pub desired_status: String,
+    pub version: i64,
+}

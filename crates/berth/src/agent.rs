@@ -1,0 +1,191 @@
+//! `berth agent`, and the agent `berth up` runs in-process.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use berth_agent::{Agent, AgentConfig, Credentials};
+use berth_runtime::{DockerRuntime, Runtime};
+
+use crate::credentials::RootKeys;
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct AgentArgs {
+    /// The Berth server to register with, e.g. http://127.0.0.1:4566
+    #[arg(long, value_name = "URL")]
+    pub server: String,
+
+    /// The cluster to join (created on demand when it is `default`).
+    #[arg(long, default_value = "default", value_name = "NAME")]
+    pub cluster: String,
+
+    /// This host's stable name; it becomes the container instance's
+    /// ec2InstanceId, and registering the same name again returns the same
+    /// container instance [default: the host name].
+    #[arg(long, value_name = "ID")]
+    pub name: Option<String>,
+
+    /// A custom attribute for placement constraints: `key=value`, or `key`
+    /// alone. Repeatable.
+    #[arg(long = "attribute", value_name = "K=V")]
+    pub attributes: Vec<String>,
+
+    /// Where the agent keeps its identity
+    /// [default: $XDG_DATA_HOME/berth/agents/<name> or ~/.local/share/berth/agents/<name>].
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// The region the agent signs its requests for.
+    #[arg(long, default_value = "us-east-1", env = "AWS_DEFAULT_REGION", value_name = "REGION")]
+    pub region: String,
+
+    /// Account credentials for the first registration (afterwards the agent
+    /// uses the credential minted for it).
+    #[arg(long, env = "AWS_ACCESS_KEY_ID", value_name = "KEY", hide_env_values = true)]
+    pub access_key_id: Option<String>,
+
+    #[arg(long, env = "AWS_SECRET_ACCESS_KEY", value_name = "SECRET", hide_env_values = true)]
+    pub secret_access_key: Option<String>,
+
+    /// CPU units to offer [default: 1024 per core].
+    #[arg(long, value_name = "UNITS")]
+    pub cpu: Option<i64>,
+
+    /// Memory to offer in MiB [default: the host's memory minus --reserved-memory].
+    #[arg(long, value_name = "MIB")]
+    pub memory: Option<i64>,
+
+    /// Memory (MiB) kept back for the host when offering its memory.
+    #[arg(long, default_value_t = 256, value_name = "MIB")]
+    pub reserved_memory: i64,
+
+    /// The ecs.availability-zone attribute [default: <region>a].
+    #[arg(long, value_name = "ZONE")]
+    pub availability_zone: Option<String>,
+
+    /// The ecs.instance-type attribute.
+    #[arg(long, default_value = "berth.local", value_name = "TYPE")]
+    pub instance_type: String,
+
+    /// Log filter (tracing EnvFilter syntax); RUST_LOG overrides it.
+    #[arg(long, default_value = "info", value_name = "FILTER")]
+    pub log: String,
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "berth-host".to_string())
+}
+
+fn parse_attributes(raw: &[String]) -> anyhow::Result<Vec<(String, Option<String>)>> {
+    raw.iter()
+        .map(|a| match a.split_once('=') {
+            Some((k, v)) if !k.is_empty() => Ok((k.to_string(), Some(v.to_string()))),
+            None if !a.is_empty() => Ok((a.clone(), None)),
+            _ => bail!("--attribute expects key=value or key, got '{a}'"),
+        })
+        .collect()
+}
+
+fn default_agent_dir(name: &str) -> anyhow::Result<PathBuf> {
+    let base = match std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        Some(xdg) => PathBuf::from(xdg),
+        None => PathBuf::from(std::env::var_os("HOME").context("HOME is not set; pass --data-dir")?)
+            .join(".local/share"),
+    };
+    Ok(base.join("berth/agents").join(name))
+}
+
+pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
+    let name = args.name.clone().unwrap_or_else(host_name);
+    let data_dir = match &args.data_dir {
+        Some(d) => d.clone(),
+        None => default_agent_dir(&name)?,
+    };
+    let runtime = DockerRuntime::connect()
+        .await
+        .context("the agent needs Docker: is dockerd running?")?;
+    let runtime: Arc<dyn Runtime> = Arc::new(runtime);
+    runtime.info().await.context("asking Docker about this host")?;
+    let config = AgentConfig {
+        server: args.server.clone(),
+        region: args.region.clone(),
+        cluster: args.cluster.clone(),
+        name,
+        attributes: parse_attributes(&args.attributes)?,
+        data_dir,
+        registration: Credentials {
+            access_key_id: args.access_key_id.clone().unwrap_or_default(),
+            secret_access_key: args.secret_access_key.clone().unwrap_or_default(),
+        },
+        cpu: args.cpu,
+        memory_mib: args.memory,
+        reserved_memory_mib: args.reserved_memory,
+        availability_zone: args.availability_zone.clone(),
+        instance_type: args.instance_type.clone(),
+    };
+    let agent = Agent::new(config, runtime)?;
+    agent.run(crate::up::shutdown_signal()).await?;
+    Ok(())
+}
+
+/// Starts the agent of `berth up` on the `default` cluster when Docker is
+/// reachable; says so clearly when it is not.
+pub async fn spawn_local(
+    address: SocketAddr,
+    region: &str,
+    data_dir: &Path,
+    root: &RootKeys,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let runtime = match DockerRuntime::connect().await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(error = %e, "no container runtime is reachable: the API works, but tasks cannot run here until dockerd runs (or start `berth agent` elsewhere); pass --no-agent to silence this");
+            return None;
+        }
+    };
+    let runtime: Arc<dyn Runtime> = Arc::new(runtime);
+    if let Err(e) = runtime.info().await {
+        tracing::warn!(error = %e, "the container runtime does not answer: the API works, but tasks cannot run here; pass --no-agent to silence this");
+        return None;
+    }
+    let server = if address.ip().is_unspecified() {
+        format!("http://127.0.0.1:{}", address.port())
+    } else {
+        format!("http://{address}")
+    };
+    let config = AgentConfig {
+        server,
+        region: region.to_string(),
+        cluster: "default".to_string(),
+        name: host_name(),
+        attributes: Vec::new(),
+        data_dir: data_dir.join("agent"),
+        registration: Credentials {
+            access_key_id: root.access_key_id.clone(),
+            secret_access_key: root.secret_access_key.clone(),
+        },
+        cpu: None,
+        memory_mib: None,
+        reserved_memory_mib: 256,
+        availability_zone: None,
+        instance_type: "berth.local".to_string(),
+    };
+    let agent = match Agent::new(config, runtime) {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::warn!(error = %e, "the in-process agent cannot start");
+            return None;
+        }
+    };
+    tracing::info!("starting the in-process agent on cluster default");
+    Some(tokio::spawn(async move {
+        if let Err(e) = agent.run(std::future::pending()).await {
+            tracing::error!(error = %e, "the in-process agent stopped");
+        }
+    }))
+}
