@@ -45,8 +45,10 @@ def free_port() -> int:
 class Berth:
     """One running `berth up` process."""
 
-    def __init__(self, data_dir: Path, port: int | None = None, extra_args=(), env=None):
+    def __init__(self, data_dir: Path, port: int | None = None, extra_args=(), env=None,
+                 agent: bool = False):
         self.data_dir = Path(data_dir)
+        self.agent = agent
         self.port = port or free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self.extra_args = list(extra_args)
@@ -67,7 +69,8 @@ class Berth:
         env.setdefault("RUST_LOG", "info")
         self.proc = subprocess.Popen(
             [berth_binary(), "up", "--listen", f"127.0.0.1:{self.port}",
-             "--data-dir", str(self.data_dir), *self.extra_args],
+             "--data-dir", str(self.data_dir), *([] if self.agent else ["--no-agent"]),
+             *self.extra_args],
             stdout=open(self.stdout_path, "ab"),
             stderr=open(self.stderr_path, "ab"),
             env=env,
@@ -196,6 +199,76 @@ class Berth:
                 return r.status, json.loads(r.read() or b"{}")
         except urllib.error.HTTPError as e:
             return e.code, json.loads(e.read() or b"{}")
+
+
+class AgentProcess:
+    """One `berth agent` process joined to a cluster of a running server."""
+
+    def __init__(self, berth: "Berth", name: str, cluster: str, data_dir: Path, args=()):
+        self.berth, self.name, self.cluster = berth, name, cluster
+        self.data_dir = Path(data_dir)
+        self.args = list(args)
+        self.proc = None
+        self.log_path = self.data_dir.parent / f"agent-{name}.log"
+
+    def start(self):
+        env = dict(os.environ)
+        env.update({"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+                    "AWS_DEFAULT_REGION": REGION, "RUST_LOG": env.get("RUST_LOG", "info")})
+        self.proc = subprocess.Popen(
+            [berth_binary(), "agent", "--server", self.berth.endpoint, "--cluster", self.cluster,
+             "--name", self.name, "--data-dir", str(self.data_dir), *self.args],
+            stdout=open(self.log_path, "ab"), stderr=subprocess.STDOUT, env=env,
+        )
+        return self
+
+    def kill9(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def logs(self):
+        return self.log_path.read_text(errors="replace")[-4000:] if self.log_path.exists() else ""
+
+
+# --- docker ------------------------------------------------------------------
+TEST_IMAGE = "berth-test/busybox:latest"
+
+
+def docker(*args, check=True):
+    proc = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=120)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"docker {' '.join(args)} failed: {proc.stderr}")
+    return proc.stdout
+
+
+def build_test_image(workdir: Path):
+    """`FROM scratch` + Debian's static busybox, as every task test uses."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    busybox = Path("/bin/busybox")
+    (workdir / "busybox").write_bytes(busybox.read_bytes())
+    (workdir / "busybox").chmod(0o755)
+    (workdir / "Dockerfile").write_text(
+        "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n")
+    docker("build", "-q", "-t", TEST_IMAGE, str(workdir))
+    return TEST_IMAGE
+
+
+def remove_task_containers(instance_ids):
+    """Removes the containers the given container instances' agents created."""
+    for instance_id in instance_ids:
+        ids = docker("ps", "-aq", "--filter", f"label=berth.container-instance={instance_id}").split()
+        if ids:
+            docker("rm", "-f", *ids, check=False)
 
 
 def _sign_at(auth, request, timestamp):

@@ -19,8 +19,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use berth_model::agent_protocol::{
-    AssignedTask, PollTasksRequest, PollTasksResponse, RegisterAgentRequest,
-    RegisterAgentResponse, SubmitTaskStateRequest, SubmitTaskStateResponse, TARGET_PREFIX,
+    AssignedTask, PollTasksRequest, PollTasksResponse, RegisterAgentRequest, RegisterAgentResponse,
+    SubmitTaskStateRequest, SubmitTaskStateResponse, TARGET_PREFIX,
 };
 use berth_model::shapes::ecs::{Attribute, Resource, VersionInfo};
 use berth_runtime::{ContainerState, Runtime, RuntimeEvent};
@@ -140,14 +140,17 @@ fn attribute(name: &str, value: Option<&str>) -> Attribute {
 
 /// Docker remote API versions the ECS agent advertises as capabilities.
 const DOCKER_API_VERSIONS: &[&str] = &[
-    "1.17", "1.18", "1.19", "1.20", "1.21", "1.22", "1.23", "1.24", "1.25", "1.26", "1.27",
-    "1.28", "1.29", "1.30", "1.31", "1.32", "1.33", "1.34", "1.35", "1.36", "1.37", "1.38",
-    "1.39", "1.40", "1.41",
+    "1.17", "1.18", "1.19", "1.20", "1.21", "1.22", "1.23", "1.24", "1.25", "1.26", "1.27", "1.28",
+    "1.29", "1.30", "1.31", "1.32", "1.33", "1.34", "1.35", "1.36", "1.37", "1.38", "1.39", "1.40",
+    "1.41",
 ];
 
 /// What the agent registers: resources from the runtime (or overrides) and
 /// the capabilities it really has.
-fn registration_request(config: &AgentConfig, info: &berth_runtime::RuntimeInfo) -> RegisterAgentRequest {
+fn registration_request(
+    config: &AgentConfig,
+    info: &berth_runtime::RuntimeInfo,
+) -> RegisterAgentRequest {
     let cpu = config.cpu.unwrap_or(1024 * i64::from(info.cpus.max(1)));
     let memory = config
         .memory_mib
@@ -169,7 +172,10 @@ fn registration_request(config: &AgentConfig, info: &berth_runtime::RuntimeInfo)
         attribute("ecs.availability-zone", Some(&zone)),
         attribute("ecs.capability.container-health-check", None),
         attribute("ecs.capability.container-ordering", None),
-        attribute("com.amazonaws.ecs.capability.logging-driver.json-file", None),
+        attribute(
+            "com.amazonaws.ecs.capability.logging-driver.json-file",
+            None,
+        ),
         attribute("com.amazonaws.ecs.capability.logging-driver.syslog", None),
         attribute("com.amazonaws.ecs.capability.logging-driver.none", None),
     ];
@@ -206,7 +212,13 @@ impl Reporter for HttpReporter {
     async fn submit(&self, report: SubmitTaskStateRequest) -> Result<String, ClientError> {
         let answer: SubmitTaskStateResponse = self
             .client
-            .call(&self.credentials, TARGET_PREFIX, "SubmitTaskState", &report, Duration::from_secs(15))
+            .call(
+                &self.credentials,
+                TARGET_PREFIX,
+                "SubmitTaskState",
+                &report,
+                Duration::from_secs(15),
+            )
             .await?;
         Ok(answer.desired_status)
     }
@@ -248,7 +260,13 @@ impl Agent {
         let request = registration_request(&self.config, &info);
         let answer: RegisterAgentResponse = self
             .client
-            .call(&self.config.registration, TARGET_PREFIX, "RegisterAgent", &request, Duration::from_secs(30))
+            .call(
+                &self.config.registration,
+                TARGET_PREFIX,
+                "RegisterAgent",
+                &request,
+                Duration::from_secs(30),
+            )
             .await?;
         let identity = Identity {
             server: self.config.server.clone(),
@@ -286,7 +304,10 @@ impl Agent {
 
     /// Runs until `shutdown` resolves or the instance is deregistered.
     /// Containers keep running when the agent stops, as with ECS.
-    pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) -> Result<(), AgentError> {
+    pub async fn run(
+        self,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> Result<(), AgentError> {
         tokio::pin!(shutdown);
         tokio::select! {
             result = self.run_forever() => result,
@@ -307,7 +328,9 @@ impl Agent {
             .to_string();
         let (events_tx, _) = broadcast::channel::<RuntimeEvent>(1024);
         let pump = tokio::spawn(pump_events(self.runtime.clone(), events_tx.clone()));
-        let result = self.main_loop(&mut identity, &instance_id, &events_tx).await;
+        let result = self
+            .main_loop(&mut identity, &instance_id, &events_tx)
+            .await;
         pump.abort();
         result
     }
@@ -320,7 +343,11 @@ impl Agent {
     ) -> Result<(), AgentError> {
         // Containers this instance owned before a restart, by task.
         let mut adoptable: HashMap<String, Vec<ContainerState>> = HashMap::new();
-        for c in self.runtime.list_owned(spec::LABEL_INSTANCE, Some(instance_id)).await? {
+        for c in self
+            .runtime
+            .list_owned(spec::LABEL_INSTANCE, Some(instance_id))
+            .await?
+        {
             if let Some(task) = c.labels.get(spec::LABEL_TASK_ARN) {
                 adoptable.entry(task.clone()).or_default().push(c);
             }
@@ -340,7 +367,13 @@ impl Agent {
             };
             let answer: Result<PollTasksResponse, ClientError> = self
                 .client
-                .call(&credentials, TARGET_PREFIX, "PollTasks", &request, Duration::from_secs(u64::from(POLL_WAIT_SECONDS) + 15))
+                .call(
+                    &credentials,
+                    TARGET_PREFIX,
+                    "PollTasks",
+                    &request,
+                    Duration::from_secs(u64::from(POLL_WAIT_SECONDS) + 15),
+                )
                 .await;
             let answer = match answer {
                 Ok(a) => {
@@ -390,12 +423,22 @@ impl Agent {
                         );
                         let (tx, rx) = watch::channel(task.clone());
                         let handle = tokio::spawn(runner.run(rx, events.subscribe()));
-                        workers.insert(arn.clone(), Worker { updates: tx, handle });
+                        workers.insert(
+                            arn.clone(),
+                            Worker {
+                                updates: tx,
+                                handle,
+                            },
+                        );
                     }
                 }
             }
             // Tasks the server forgot (garbage-collected): clean up after them.
-            let gone: Vec<String> = workers.keys().filter(|a| !listed.contains_key(*a)).cloned().collect();
+            let gone: Vec<String> = workers
+                .keys()
+                .filter(|a| !listed.contains_key(*a))
+                .cloned()
+                .collect();
             for arn in gone {
                 if let Some(w) = workers.remove(&arn) {
                     w.handle.abort();
@@ -422,7 +465,11 @@ impl Agent {
 
     /// Removes a forgotten task's containers and task-scoped volumes.
     async fn clean_up(&self, task: &AssignedTask) {
-        match self.runtime.list_owned(spec::LABEL_TASK_ARN, Some(&task.task_arn)).await {
+        match self
+            .runtime
+            .list_owned(spec::LABEL_TASK_ARN, Some(&task.task_arn))
+            .await
+        {
             Ok(containers) => {
                 for c in containers {
                     if let Err(e) = self.runtime.remove(&c.id).await {
@@ -433,7 +480,11 @@ impl Agent {
             Err(e) => tracing::warn!(error = %e, "listing containers failed"),
         }
         for source in spec::volumes(task).into_values() {
-            if let spec::VolumeSource::Docker { name, task_scoped: true } = source {
+            if let spec::VolumeSource::Docker {
+                name,
+                task_scoped: true,
+            } = source
+            {
                 if let Err(e) = self.runtime.remove_volume(&name).await {
                     tracing::warn!(volume = %name, error = %e, "removing task volume failed");
                 }

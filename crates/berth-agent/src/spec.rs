@@ -37,7 +37,13 @@ fn cluster_name(cluster_arn: &str) -> &str {
 
 fn sanitize(s: &str) -> String {
     s.chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
         .collect()
 }
 
@@ -116,11 +122,18 @@ pub fn unsupported(definition: &ContainerDefinition) -> Option<String> {
                 .into(),
         );
     }
-    if definition.environment_files.as_ref().is_some_and(|s| !s.is_empty()) {
+    if definition
+        .environment_files
+        .as_ref()
+        .is_some_and(|s| !s.is_empty())
+    {
         return Some("environmentFiles need S3, which Berth does not serve".into());
     }
     if definition.repository_credentials.is_some() {
-        return Some("repositoryCredentials need Secrets Manager, which this Berth does not serve yet".into());
+        return Some(
+            "repositoryCredentials need Secrets Manager, which this Berth does not serve yet"
+                .into(),
+        );
     }
     None
 }
@@ -180,8 +193,15 @@ pub fn container_spec(
             .filter_map(|p| {
                 Some(PortSpec {
                     container_port: u16::try_from(p.container_port?).ok()?,
-                    host_port: p.host_port.and_then(|h| u16::try_from(h).ok()).filter(|h| *h > 0),
-                    protocol: if p.protocol.as_deref() == Some("udp") { Protocol::Udp } else { Protocol::Tcp },
+                    host_port: p
+                        .host_port
+                        .and_then(|h| u16::try_from(h).ok())
+                        .filter(|h| *h > 0),
+                    protocol: if p.protocol.as_deref() == Some("udp") {
+                        Protocol::Udp
+                    } else {
+                        Protocol::Tcp
+                    },
                 })
             })
             .collect(),
@@ -209,7 +229,12 @@ pub fn container_spec(
         .volumes_from
         .iter()
         .flatten()
-        .filter_map(|v| Some((docker_name(task, v.source_container.as_deref()?), v.read_only.unwrap_or(false))))
+        .filter_map(|v| {
+            Some((
+                docker_name(task, v.source_container.as_deref()?),
+                v.read_only.unwrap_or(false),
+            ))
+        })
         .collect();
     let links = definition
         .links
@@ -234,8 +259,11 @@ pub fn container_spec(
     let log_driver = definition.log_configuration.as_ref().and_then(|l| {
         let driver = l.log_driver.as_deref()?;
         // Drivers that ship to AWS services need those services; the rest go to Docker as given.
-        matches!(driver, "json-file" | "syslog" | "journald" | "gelf" | "fluentd" | "splunk")
-            .then(|| (driver.to_string(), l.options.clone().unwrap_or_default()))
+        matches!(
+            driver,
+            "json-file" | "syslog" | "journald" | "gelf" | "fluentd" | "splunk"
+        )
+        .then(|| (driver.to_string(), l.options.clone().unwrap_or_default()))
     });
 
     ContainerSpec {
@@ -243,7 +271,9 @@ pub fn container_spec(
         image: definition.image.clone().unwrap_or_default(),
         labels,
         entry_point: definition.entry_point.clone(),
-        command: o.and_then(|o| o.command.clone()).or_else(|| definition.command.clone()),
+        command: o
+            .and_then(|o| o.command.clone())
+            .or_else(|| definition.command.clone()),
         env,
         working_dir: definition.working_directory.clone(),
         user: definition.user.clone(),
@@ -252,12 +282,19 @@ pub fn container_spec(
             _ => None,
         },
         cpu_shares: Some(cpu.max(MIN_CPU_SHARES)),
-        memory_mib: o.and_then(|o| o.memory).or(definition.memory).map(|m| m as u64),
+        memory_mib: o
+            .and_then(|o| o.memory)
+            .or(definition.memory)
+            .map(|m| m as u64),
         memory_reservation_mib: o
             .and_then(|o| o.memory_reservation)
             .or(definition.memory_reservation)
             .map(|m| m as u64),
-        network_mode: if definition.disable_networking == Some(true) { NetworkMode::None } else { mode },
+        network_mode: if definition.disable_networking == Some(true) {
+            NetworkMode::None
+        } else {
+            mode
+        },
         ports,
         mounts,
         volumes_from,
@@ -299,7 +336,10 @@ pub fn container_spec(
             .flatten()
             .filter_map(|h| Some((h.hostname.clone()?, h.ip_address.clone()?)))
             .collect(),
-        docker_security_options: definition.docker_security_options.clone().unwrap_or_default(),
+        docker_security_options: definition
+            .docker_security_options
+            .clone()
+            .unwrap_or_default(),
         sysctls: definition
             .system_controls
             .iter()
@@ -358,8 +398,14 @@ mod tests {
             cpu: Some(256),
             command: Some(vec!["sleep".into(), "1000".into()]),
             environment: Some(vec![
-                KeyValuePair { name: Some("MODE".into()), value: Some("def".into()) },
-                KeyValuePair { name: Some("KEEP".into()), value: Some("1".into()) },
+                KeyValuePair {
+                    name: Some("MODE".into()),
+                    value: Some("def".into()),
+                },
+                KeyValuePair {
+                    name: Some("KEEP".into()),
+                    value: Some("1".into()),
+                },
             ]),
             port_mappings: Some(vec![PortMapping {
                 container_port: Some(8080),
@@ -371,7 +417,13 @@ mod tests {
         let spec = container_spec(&t, &def, "inst1");
         assert_eq!(spec.name, "ecs-web-3-app-abc123");
         assert_eq!(spec.command, Some(vec!["sleep".into(), "5".into()]));
-        assert_eq!(spec.env, vec![("MODE".into(), "override".into()), ("KEEP".into(), "1".into())]);
+        assert_eq!(
+            spec.env,
+            vec![
+                ("MODE".into(), "override".into()),
+                ("KEEP".into(), "1".into())
+            ]
+        );
         assert_eq!(spec.memory_mib, Some(128));
         assert_eq!(spec.cpu_shares, Some(256));
         assert_eq!(spec.ports[0].host_port, None);

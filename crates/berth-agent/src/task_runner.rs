@@ -12,7 +12,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use berth_model::agent_protocol::{AssignedTask, ContainerReport, SubmitTaskStateRequest};
 use berth_model::shapes::ecs::{ContainerDefinition, NetworkBinding};
-use berth_runtime::{ContainerState, ContainerStatus, HealthState, Runtime, RuntimeError, RuntimeEvent};
+use berth_runtime::{
+    ContainerState, ContainerStatus, HealthState, Runtime, RuntimeError, RuntimeEvent,
+};
 use tokio::sync::{broadcast, watch};
 
 use crate::spec::{self, VolumeSource};
@@ -58,7 +60,8 @@ impl Tracked {
     }
 
     fn started(&self) -> bool {
-        self.running() || (self.exited() && self.state.as_ref().is_some_and(|s| s.started_at.is_some()))
+        self.running()
+            || (self.exited() && self.state.as_ref().is_some_and(|s| s.started_at.is_some()))
     }
 
     fn healthy(&self) -> bool {
@@ -209,12 +212,18 @@ impl TaskRunner {
             if finished {
                 return;
             }
-            let tick = if self.task.last_status == RUNNING && self.containers.iter().all(|c| c.started() || c.exited()) {
+            let tick = if self.task.last_status == RUNNING
+                && self.containers.iter().all(|c| c.started() || c.exited())
+            {
                 TICK_STEADY
             } else {
                 TICK_STARTING
             };
-            let ids: HashSet<String> = self.containers.iter().filter_map(|c| c.id.clone()).collect();
+            let ids: HashSet<String> = self
+                .containers
+                .iter()
+                .filter_map(|c| c.id.clone())
+                .collect();
             let sleep = tokio::time::sleep(tick);
             tokio::pin!(sleep);
             loop {
@@ -269,8 +278,16 @@ impl TaskRunner {
             return self.stop_all().await;
         }
         let all_started = self.containers.iter().all(|c| c.started() || c.exited());
-        let essentials_running = self.containers.iter().filter(|c| c.essential).all(|c| c.running());
-        let status = if all_started && essentials_running { RUNNING } else { PENDING };
+        let essentials_running = self
+            .containers
+            .iter()
+            .filter(|c| c.essential)
+            .all(|c| c.running());
+        let status = if all_started && essentials_running {
+            RUNNING
+        } else {
+            PENDING
+        };
         if status == RUNNING {
             self.started_at.get_or_insert_with(epoch_now);
         }
@@ -309,7 +326,10 @@ impl TaskRunner {
                     continue;
                 };
                 let impossible = match dep.condition.as_deref().unwrap_or("START") {
-                    "SUCCESS" => target.exited() && target.state.as_ref().and_then(|s| s.exit_code) != Some(0),
+                    "SUCCESS" => {
+                        target.exited()
+                            && target.state.as_ref().and_then(|s| s.exit_code) != Some(0)
+                    }
                     "HEALTHY" => target.exited(),
                     _ => false,
                 };
@@ -340,7 +360,9 @@ impl TaskRunner {
             };
             match dep.condition.as_deref().unwrap_or("START") {
                 "COMPLETE" => target.exited(),
-                "SUCCESS" => target.exited() && target.state.as_ref().and_then(|s| s.exit_code) == Some(0),
+                "SUCCESS" => {
+                    target.exited() && target.state.as_ref().and_then(|s| s.exit_code) == Some(0)
+                }
                 "HEALTHY" => target.healthy(),
                 _ => target.started(),
             }
@@ -433,8 +455,10 @@ impl TaskRunner {
             Err(RuntimeError::Conflict(_)) => match self.runtime.inspect(&spec.name).await {
                 Ok(Some(state)) => state.id,
                 _ => {
-                    self.containers[i].failure =
-                        Some(format!("CannotCreateContainerError: name {} is taken", spec.name));
+                    self.containers[i].failure = Some(format!(
+                        "CannotCreateContainerError: name {} is taken",
+                        spec.name
+                    ));
                     return;
                 }
             },
@@ -458,21 +482,25 @@ impl TaskRunner {
     /// true once STOPPED is reported.
     async fn stop_all(&mut self) -> bool {
         let runtime = self.runtime.clone();
-        let stops = self.containers.iter().filter(|c| c.running()).filter_map(|c| {
-            let id = c.id.clone()?;
-            let timeout = Duration::from_secs(
-                c.definition
-                    .stop_timeout
-                    .map(|t| t.max(0) as u64)
-                    .unwrap_or(spec::DEFAULT_STOP_TIMEOUT_SECS),
-            );
-            let runtime = runtime.clone();
-            Some(async move {
-                if let Err(e) = runtime.stop(&id, timeout).await {
-                    tracing::warn!(container = %id, error = %e, "stop failed");
-                }
-            })
-        });
+        let stops = self
+            .containers
+            .iter()
+            .filter(|c| c.running())
+            .filter_map(|c| {
+                let id = c.id.clone()?;
+                let timeout = Duration::from_secs(
+                    c.definition
+                        .stop_timeout
+                        .map(|t| t.max(0) as u64)
+                        .unwrap_or(spec::DEFAULT_STOP_TIMEOUT_SECS),
+                );
+                let runtime = runtime.clone();
+                Some(async move {
+                    if let Err(e) = runtime.stop(&id, timeout).await {
+                        tracing::warn!(container = %id, error = %e, "stop failed");
+                    }
+                })
+            });
         let stops: Vec<_> = stops.collect();
         if !stops.is_empty() {
             self.report(DEPROVISIONING).await;
@@ -484,7 +512,9 @@ impl TaskRunner {
             return false;
         }
         self.report(STOPPED).await;
-        self.last_report.as_ref().is_some_and(|r| r.last_status == STOPPED)
+        self.last_report
+            .as_ref()
+            .is_some_and(|r| r.last_status == STOPPED)
     }
 
     fn build_report(&self, status: &str) -> SubmitTaskStateRequest {
@@ -531,7 +561,9 @@ impl TaskRunner {
                 }
                 self.last_report = Some(report);
             }
-            Err(e) => tracing::warn!(task = %self.task.task_arn, error = %e, "reporting task state failed; will retry"),
+            Err(e) => {
+                tracing::warn!(task = %self.task.task_arn, error = %e, "reporting task state failed; will retry")
+            }
         }
     }
 }

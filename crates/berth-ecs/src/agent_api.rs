@@ -5,9 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use berth_model::agent_protocol::{
-    AssignedTask, PollTasksRequest, PollTasksResponse, RegisterAgentRequest,
-    RegisterAgentResponse, SubmitTaskStateRequest, SubmitTaskStateResponse, SIGNING_NAME,
-    TARGET_PREFIX,
+    AssignedTask, PollTasksRequest, PollTasksResponse, RegisterAgentRequest, RegisterAgentResponse,
+    SubmitTaskStateRequest, SubmitTaskStateResponse, SIGNING_NAME, TARGET_PREFIX,
 };
 use berth_model::json::{parse_input, to_body};
 use berth_model::{AwsError, JsonService, Principal, PrincipalKind, RequestContext};
@@ -15,11 +14,11 @@ use berth_store::{Op, ReadView, Store, StoreExt};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
+use crate::error;
 use crate::instances::{self, InstanceRecord, Presence, Registration};
 use crate::keys::{self, Scope};
 use crate::records::{encode, load, now};
 use crate::tasks::{self, TaskRecord};
-use crate::error;
 
 /// A credential minted for one agent, bound to its container instance.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -70,11 +69,22 @@ fn random_string(len: usize, alphabet: &[u8]) -> String {
 pub struct AgentService {
     store: Arc<dyn Store>,
     presence: Arc<Presence>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
 impl AgentService {
-    pub fn new(store: Arc<dyn Store>, presence: Arc<Presence>) -> Self {
-        AgentService { store, presence }
+    /// `shutdown` turning true ends pending long polls at once, so a server
+    /// shutting down does not wait for them.
+    pub fn new(
+        store: Arc<dyn Store>,
+        presence: Arc<Presence>,
+        shutdown: tokio::sync::watch::Receiver<bool>,
+    ) -> Self {
+        AgentService {
+            store,
+            presence,
+            shutdown,
+        }
     }
 
     fn caller(&self, ctx: &RequestContext) -> Result<(AgentCredential, Scope), AwsError> {
@@ -126,7 +136,8 @@ impl AgentService {
         let (_, record) = self
             .store
             .update(move |view| {
-                let (mut ops, mut record) = instances::register_in(view, &scope_owned, &registration)?;
+                let (mut ops, mut record) =
+                    instances::register_in(view, &scope_owned, &registration)?;
                 // A new registration retires the instance's previous credential.
                 if let Some(old) = record.agent_access_key_id.replace(key_id.clone()) {
                     ops.push(Op::delete(keys::agent_credential(&old)));
@@ -144,7 +155,10 @@ impl AgentService {
                     scope_owned.instance(&record.cluster, &record.id),
                     encode(&record)?,
                 ));
-                ops.push(Op::put(keys::agent_credential(&key_id), encode(&credential)?));
+                ops.push(Op::put(
+                    keys::agent_credential(&key_id),
+                    encode(&credential)?,
+                ));
                 Ok::<_, AwsError>((ops, record))
             })
             .await
@@ -165,13 +179,17 @@ impl AgentService {
     ) -> Result<PollTasksResponse, AwsError> {
         let store = self.store.as_ref();
         let revision = store.revision();
-        let status = load::<InstanceRecord>(store, &scope.instance(&credential.cluster, &credential.instance_id))?
-            .map(|(r, _)| r.status().to_string())
-            .unwrap_or_else(|| instances::INACTIVE.to_string());
-        let tasks = tasks::instance_tasks(store, scope, &credential.cluster, &credential.instance_id)?
-            .into_iter()
-            .map(assigned)
-            .collect();
+        let status = load::<InstanceRecord>(
+            store,
+            &scope.instance(&credential.cluster, &credential.instance_id),
+        )?
+        .map(|(r, _)| r.status().to_string())
+        .unwrap_or_else(|| instances::INACTIVE.to_string());
+        let tasks =
+            tasks::instance_tasks(store, scope, &credential.cluster, &credential.instance_id)?
+                .into_iter()
+                .map(assigned)
+                .collect();
         Ok(PollTasksResponse {
             revision,
             instance_status: status,
@@ -205,8 +223,16 @@ impl AgentService {
         };
         let instance_id = credential.instance_id.clone();
         let deadline = tokio::time::Instant::now() + wait;
+        let mut shutdown = self.shutdown.clone();
+        if *shutdown.borrow() {
+            return self.snapshot(&credential, &scope);
+        }
         loop {
-            let event = match tokio::time::timeout_at(deadline, watch.next()).await {
+            let next = tokio::select! {
+                next = tokio::time::timeout_at(deadline, watch.next()) => next,
+                _ = shutdown.changed() => break,
+            };
+            let event = match next {
                 Err(_) => break,
                 Ok(None) | Ok(Some(Err(_))) => break,
                 Ok(Some(Ok(event))) => event,
@@ -251,8 +277,9 @@ impl AgentService {
         let (_, record) = self
             .store
             .update(move |view| {
-                let (mut record, _) = load::<TaskRecord>(view, &key)?
-                    .ok_or_else(|| error::invalid_parameter("The referenced task was not found."))?;
+                let (mut record, _) = load::<TaskRecord>(view, &key)?.ok_or_else(|| {
+                    error::invalid_parameter("The referenced task was not found.")
+                })?;
                 if record.instance_id.as_deref() != Some(instance_id.as_str()) {
                     return Err(AwsError::access_denied(
                         "The task does not run on this agent's container instance.",
@@ -275,11 +302,7 @@ impl AgentService {
 }
 
 fn common_prefix<'a>(a: &'a str, b: &str) -> &'a str {
-    let n = a
-        .bytes()
-        .zip(b.bytes())
-        .take_while(|(x, y)| x == y)
-        .count();
+    let n = a.bytes().zip(b.bytes()).take_while(|(x, y)| x == y).count();
     // Cut back to a '/' so the prefix is a whole path.
     let cut = a[..n].rfind('/').map(|i| i + 1).unwrap_or(0);
     &a[..cut]

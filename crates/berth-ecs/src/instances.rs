@@ -50,7 +50,10 @@ pub struct InstanceRecord {
 
 impl InstanceRecord {
     pub fn arn(&self) -> &str {
-        self.instance.container_instance_arn.as_deref().unwrap_or("")
+        self.instance
+            .container_instance_arn
+            .as_deref()
+            .unwrap_or("")
     }
 
     pub fn status(&self) -> &str {
@@ -144,7 +147,8 @@ pub fn resolve_id(scope: &Scope, cluster: &str, reference: &str) -> Result<Strin
 }
 
 fn check_id(id: &str) -> Result<(), AwsError> {
-    if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+    if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    {
         return Err(error::invalid_parameter(format!(
             "Invalid container instance id: '{id}'."
         )));
@@ -156,12 +160,10 @@ fn check_resources(resources: &[Resource]) -> Result<(), AwsError> {
     for r in resources {
         let name = r.name.as_deref().unwrap_or("");
         match name {
-            "CPU" | "MEMORY" => {
-                if r.integer_value.is_none_or(|v| v < 0) {
-                    return Err(error::invalid_parameter(format!(
-                        "Resource {name} needs a non-negative integerValue."
-                    )));
-                }
+            "CPU" | "MEMORY" if r.integer_value.is_none_or(|v| v < 0) => {
+                return Err(error::invalid_parameter(format!(
+                    "Resource {name} needs a non-negative integerValue."
+                )));
             }
             "PORTS" | "PORTS_UDP" => {
                 for p in r.string_set_value.as_deref().unwrap_or(&[]) {
@@ -242,13 +244,19 @@ fn with_defaults(mut resources: Vec<Resource>) -> Vec<Resource> {
         double_value: Some(0.0),
         long_value: Some(0),
         integer_value: Some(0),
-        ..Resource::default()
     };
     add("PORTS", set("PORTS", DEFAULT_RESERVED_PORTS));
     add("PORTS_UDP", set("PORTS_UDP", &[]));
     for r in &mut resources {
         if r.r#type.is_none() {
-            r.r#type = Some(if r.string_set_value.is_some() { "STRINGSET" } else { "INTEGER" }.into());
+            r.r#type = Some(
+                if r.string_set_value.is_some() {
+                    "STRINGSET"
+                } else {
+                    "INTEGER"
+                }
+                .into(),
+            );
         }
         r.double_value.get_or_insert(0.0);
         r.long_value.get_or_insert(0);
@@ -450,7 +458,8 @@ pub fn present(
     instance.remaining_resources = Some(remaining);
     instance.running_tasks_count = Some(usage.running as i32);
     instance.pending_tasks_count = Some(usage.pending as i32);
-    instance.agent_connected = Some(record.status() != INACTIVE && presence.connected(record.arn()));
+    instance.agent_connected =
+        Some(record.status() != INACTIVE && presence.connected(record.arn()));
     if !include.tags {
         instance.tags = None;
     }
@@ -470,7 +479,9 @@ fn missing_instance(scope: &Scope, cluster: &str, reference: &str) -> Failure {
 }
 
 fn references(list: Option<Vec<String>>, member: &str) -> Result<Vec<String>, AwsError> {
-    let list = list.filter(|l| !l.is_empty()).ok_or_else(|| error::missing(member))?;
+    let list = list
+        .filter(|l| !l.is_empty())
+        .ok_or_else(|| error::missing(member))?;
     if list.len() > 100 {
         return Err(error::invalid_parameter(format!(
             "{member} can name at most 100 container instances."
@@ -491,7 +502,9 @@ pub async fn register(
         Some(arn) if !arn.is_empty() => {
             let id = resolve_id(scope, &cluster, arn)?;
             let (record, _) = load::<InstanceRecord>(store, &scope.instance(&cluster, &id))?
-                .ok_or_else(|| error::invalid_parameter(format!("Container instance {arn} not found.")))?;
+                .ok_or_else(|| {
+                    error::invalid_parameter(format!("Container instance {arn} not found."))
+                })?;
             record.instance.ec2_instance_id
         }
         _ => None,
@@ -564,7 +577,12 @@ pub async fn deregister(
         .map_err(error::store)??;
     presence.forget(record.arn());
     Ok(DeregisterContainerInstanceResponse {
-        container_instance: Some(present(&record, &Usage::default(), presence, Include { tags: true })),
+        container_instance: Some(present(
+            &record,
+            &Usage::default(),
+            presence,
+            Include { tags: true },
+        )),
     })
 }
 
@@ -730,7 +748,8 @@ pub async fn update_state(
                     Some((mut record, _)) if record.status() != INACTIVE => {
                         if record.status() != status {
                             record.instance.status = Some(status.clone());
-                            record.instance.version = Some(record.instance.version.unwrap_or(0) + 1);
+                            record.instance.version =
+                                Some(record.instance.version.unwrap_or(0) + 1);
                             ops.push(Op::put(
                                 scope_owned.instance(&cluster, &record.id),
                                 encode(&record)?,
@@ -811,10 +830,13 @@ async fn change_attributes(
                         .filter(|(r, _)| r.status() != INACTIVE)
                         .map(|(r, _)| r)
                         .ok_or_else(|| {
-                            AwsError::bad_request("TargetNotFoundException", format!(
-                                "Could not find {}. Verify the targetId and try again.",
-                                a.target_id.as_deref().unwrap_or("")
-                            ))
+                            AwsError::bad_request(
+                                "TargetNotFoundException",
+                                format!(
+                                    "Could not find {}. Verify the targetId and try again.",
+                                    a.target_id.as_deref().unwrap_or("")
+                                ),
+                            )
                         })?,
                 };
                 let mut record = record;
@@ -834,7 +856,10 @@ async fn change_attributes(
             }
             let mut ops = Vec::new();
             for (id, record) in changed {
-                ops.push(Op::put(scope_owned.instance(&cluster, &id), encode(&record)?));
+                ops.push(Op::put(
+                    scope_owned.instance(&cluster, &id),
+                    encode(&record)?,
+                ));
             }
             Ok::<_, AwsError>((ops, ()))
         })
@@ -848,8 +873,14 @@ pub async fn put_attributes(
     scope: &Scope,
     input: PutAttributesRequest,
 ) -> Result<PutAttributesResponse, AwsError> {
-    let attributes =
-        change_attributes(store, scope, input.cluster.as_deref(), input.attributes, true).await?;
+    let attributes = change_attributes(
+        store,
+        scope,
+        input.cluster.as_deref(),
+        input.attributes,
+        true,
+    )
+    .await?;
     Ok(PutAttributesResponse {
         attributes: Some(attributes),
     })
@@ -860,8 +891,14 @@ pub async fn delete_attributes(
     scope: &Scope,
     input: DeleteAttributesRequest,
 ) -> Result<DeleteAttributesResponse, AwsError> {
-    let attributes =
-        change_attributes(store, scope, input.cluster.as_deref(), input.attributes, false).await?;
+    let attributes = change_attributes(
+        store,
+        scope,
+        input.cluster.as_deref(),
+        input.attributes,
+        false,
+    )
+    .await?;
     Ok(DeleteAttributesResponse {
         attributes: Some(attributes),
     })
@@ -905,8 +942,18 @@ pub fn list_attributes(
             let found: Vec<Attribute> = record
                 .attributes()
                 .iter()
-                .filter(|a| input.attribute_name.as_ref().is_none_or(|n| a.name.as_ref() == Some(n)))
-                .filter(|a| input.attribute_value.as_ref().is_none_or(|v| a.value.as_ref() == Some(v)))
+                .filter(|a| {
+                    input
+                        .attribute_name
+                        .as_ref()
+                        .is_none_or(|n| a.name.as_ref() == Some(n))
+                })
+                .filter(|a| {
+                    input
+                        .attribute_value
+                        .as_ref()
+                        .is_none_or(|v| a.value.as_ref() == Some(v))
+                })
                 .map(|a| Attribute {
                     name: a.name.clone(),
                     value: a.value.clone(),

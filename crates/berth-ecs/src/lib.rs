@@ -17,8 +17,8 @@ mod pagination;
 pub mod records;
 mod tagging;
 pub mod task_definitions;
-pub mod tasks;
 pub mod taskdef_validation;
+pub mod tasks;
 
 use std::sync::Arc;
 
@@ -126,21 +126,25 @@ impl JsonService for EcsService {
             }
 
             "RegisterContainerInstance" => {
-                op!(body, |i| instances::register(store, scope, presence, i).await)
+                op!(body, |i| instances::register(store, scope, presence, i)
+                    .await)
             }
             "DeregisterContainerInstance" => {
-                op!(body, |i| instances::deregister(store, scope, presence, i).await)
+                op!(body, |i| instances::deregister(store, scope, presence, i)
+                    .await)
             }
             "DescribeContainerInstances" => {
                 op!(body, |i| instances::describe(store, scope, presence, i))
             }
             "ListContainerInstances" => op!(body, |i| instances::list(store, scope, i)),
             "UpdateContainerInstancesState" => {
-                op!(body, |i| instances::update_state(store, scope, presence, i).await)
+                op!(body, |i| instances::update_state(store, scope, presence, i)
+                    .await)
             }
             "PutAttributes" => op!(body, |i| instances::put_attributes(store, scope, i).await),
             "DeleteAttributes" => {
-                op!(body, |i| instances::delete_attributes(store, scope, i).await)
+                op!(body, |i| instances::delete_attributes(store, scope, i)
+                    .await)
             }
             "ListAttributes" => op!(body, |i| instances::list_attributes(store, scope, i)),
 

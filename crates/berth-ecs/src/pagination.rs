@@ -37,18 +37,6 @@ pub fn page_size(max_results: Option<i32>, default: usize) -> Result<usize, AwsE
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn round_trips_and_rejects_garbage() {
-        assert_eq!(decode(&encode("web/0000000003")).unwrap(), "web/0000000003");
-        assert!(decode("not-a-token!").is_err());
-        assert!(decode(&ENGINE.encode("other")).is_err());
-    }
-}
-
 /// One page of a filtered listing under `prefix`: `pick` turns a record into
 /// the item to list, or `None` to skip it. The token names the last listed
 /// key, and is returned only when another matching record follows.
@@ -81,5 +69,17 @@ pub fn filtered_page<T>(
                 last_key = Some(kv.key.clone());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_rejects_garbage() {
+        assert_eq!(decode(&encode("web/0000000003")).unwrap(), "web/0000000003");
+        assert!(decode("not-a-token!").is_err());
+        assert!(decode(&ENGINE.encode("other")).is_err());
     }
 }

@@ -113,8 +113,10 @@ impl Usage {
         }
         self.cpu += record.reservation.cpu;
         self.memory += record.reservation.memory;
-        self.ports_tcp.extend(record.reservation.ports_tcp.iter().copied());
-        self.ports_udp.extend(record.reservation.ports_udp.iter().copied());
+        self.ports_tcp
+            .extend(record.reservation.ports_tcp.iter().copied());
+        self.ports_udp
+            .extend(record.reservation.ports_udp.iter().copied());
         match record.last_status() {
             RUNNING => self.running += 1,
             PROVISIONING | PENDING | ACTIVATING => self.pending += 1,
@@ -200,7 +202,9 @@ pub fn resolve_task_id(scope: &Scope, cluster: &str, reference: &str) -> Result<
         reference.to_string()
     };
     if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
-        return Err(error::invalid_parameter(format!("Invalid task id: '{id}'.")));
+        return Err(error::invalid_parameter(format!(
+            "Invalid task id: '{id}'."
+        )));
     }
     Ok(id)
 }
@@ -217,7 +221,9 @@ fn parse_units(value: Option<&str>, member: &str) -> Result<Option<i64>, AwsErro
             .ok()
             .filter(|n| *n >= 0)
             .map(Some)
-            .ok_or_else(|| error::invalid_parameter(format!("{member} '{v}' is not a valid number."))),
+            .ok_or_else(|| {
+                error::invalid_parameter(format!("{member} '{v}' is not a valid number."))
+            }),
     }
 }
 
@@ -235,7 +241,11 @@ fn check_overrides(definition: &TaskDefinition, overrides: &TaskOverride) -> Res
                 "Override for container named {name} is not a container in the TaskDefinition."
             )));
         }
-        for (member, v) in [("cpu", o.cpu), ("memory", o.memory), ("memoryReservation", o.memory_reservation)] {
+        for (member, v) in [
+            ("cpu", o.cpu),
+            ("memory", o.memory),
+            ("memoryReservation", o.memory_reservation),
+        ] {
             if v.is_some_and(|v| v < 0) {
                 return Err(error::invalid_parameter(format!(
                     "Container override {member} for {name} cannot be negative."
@@ -252,7 +262,10 @@ fn check_overrides(definition: &TaskDefinition, overrides: &TaskOverride) -> Res
     }
     parse_units(overrides.cpu.as_deref(), "overrides.cpu")?;
     parse_units(overrides.memory.as_deref(), "overrides.memory")?;
-    for arn in [&overrides.task_role_arn, &overrides.execution_role_arn].into_iter().flatten() {
+    for arn in [&overrides.task_role_arn, &overrides.execution_role_arn]
+        .into_iter()
+        .flatten()
+    {
         if Arn::parse(arn).is_none_or(|a| a.service != "iam") {
             return Err(error::invalid_parameter(format!("Invalid role ARN: {arn}")));
         }
@@ -260,7 +273,10 @@ fn check_overrides(definition: &TaskDefinition, overrides: &TaskOverride) -> Res
     Ok(())
 }
 
-fn container_override<'a>(overrides: &'a TaskOverride, name: &str) -> Option<&'a ContainerOverride> {
+fn container_override<'a>(
+    overrides: &'a TaskOverride,
+    name: &str,
+) -> Option<&'a ContainerOverride> {
     overrides
         .container_overrides
         .iter()
@@ -271,7 +287,10 @@ fn container_override<'a>(overrides: &'a TaskOverride, name: &str) -> Option<&'a
 /// The resources a task reserves: task-level values when the definition or
 /// overrides set them, else the sum over its containers (reservation before
 /// hard limit, as ECS places), plus its static host ports.
-pub fn reservation(definition: &TaskDefinition, overrides: &TaskOverride) -> Result<Reservation, AwsError> {
+pub fn reservation(
+    definition: &TaskDefinition,
+    overrides: &TaskOverride,
+) -> Result<Reservation, AwsError> {
     let containers = definition.container_definitions.as_deref().unwrap_or(&[]);
     let task_cpu = match parse_units(overrides.cpu.as_deref(), "overrides.cpu")? {
         Some(v) => Some(v),
@@ -290,12 +309,21 @@ pub fn reservation(definition: &TaskDefinition, overrides: &TaskOverride) -> Res
         let name = c.name.as_deref().unwrap_or("");
         let o = container_override(overrides, name);
         cpu += i64::from(o.and_then(|o| o.cpu).or(c.cpu).unwrap_or(0));
-        let reservation = o.and_then(|o| o.memory_reservation).or(c.memory_reservation);
+        let reservation = o
+            .and_then(|o| o.memory_reservation)
+            .or(c.memory_reservation);
         let hard = o.and_then(|o| o.memory).or(c.memory);
         memory += i64::from(reservation.or(hard).unwrap_or(0));
         for p in c.port_mappings.iter().flatten() {
-            let host_port = if host_mode { p.container_port } else { p.host_port };
-            let Some(port) = host_port.filter(|p| *p > 0).and_then(|p| u16::try_from(p).ok()) else {
+            let host_port = if host_mode {
+                p.container_port
+            } else {
+                p.host_port
+            };
+            let Some(port) = host_port
+                .filter(|p| *p > 0)
+                .and_then(|p| u16::try_from(p).ok())
+            else {
                 continue;
             };
             if p.protocol.as_deref() == Some("udp") {
@@ -337,7 +365,14 @@ struct Launch {
     enable_execute_command: bool,
 }
 
-fn container_view(definition: &ContainerDefinition, o: Option<&ContainerOverride>, task_arn: &str, scope: &Scope, cluster: &str, task_id: &str) -> Container {
+fn container_view(
+    definition: &ContainerDefinition,
+    o: Option<&ContainerOverride>,
+    task_arn: &str,
+    scope: &Scope,
+    cluster: &str,
+    task_id: &str,
+) -> Container {
     let cpu = o.and_then(|o| o.cpu).or(definition.cpu).unwrap_or(0);
     Container {
         container_arn: Some(scope.arn(&format!(
@@ -352,7 +387,10 @@ fn container_view(definition: &ContainerDefinition, o: Option<&ContainerOverride
         network_interfaces: Some(Vec::new()),
         health_status: Some("UNKNOWN".into()),
         cpu: Some(cpu.to_string()),
-        memory: o.and_then(|o| o.memory).or(definition.memory).map(|m| m.to_string()),
+        memory: o
+            .and_then(|o| o.memory)
+            .or(definition.memory)
+            .map(|m| m.to_string()),
         memory_reservation: o
             .and_then(|o| o.memory_reservation)
             .or(definition.memory_reservation)
@@ -361,7 +399,12 @@ fn container_view(definition: &ContainerDefinition, o: Option<&ContainerOverride
     }
 }
 
-fn new_task(scope: &Scope, launch: &Launch, instance: &InstanceRecord, created_at: f64) -> TaskRecord {
+fn new_task(
+    scope: &Scope,
+    launch: &Launch,
+    instance: &InstanceRecord,
+    created_at: f64,
+) -> TaskRecord {
     let id = uuid::Uuid::new_v4().simple().to_string();
     let task_arn = scope.arn(&format!("task/{}/{id}", launch.cluster));
     let containers = launch
@@ -389,7 +432,9 @@ fn new_task(scope: &Scope, launch: &Launch, instance: &InstanceRecord, created_a
         );
     }
     overrides.container_overrides = Some(container_overrides);
-    overrides.inference_accelerator_overrides.get_or_insert_with(Vec::new);
+    overrides
+        .inference_accelerator_overrides
+        .get_or_insert_with(Vec::new);
     let availability_zone = instance
         .attributes()
         .iter()
@@ -412,7 +457,11 @@ fn new_task(scope: &Scope, launch: &Launch, instance: &InstanceRecord, created_a
         cluster_arn: Some(scope.arn(&format!("cluster/{}", launch.cluster))),
         container_instance_arn: Some(instance.arn().to_string()),
         containers: Some(containers),
-        cpu: launch.definition.cpu.clone().or_else(|| Some(launch.reservation.cpu.to_string())),
+        cpu: launch
+            .definition
+            .cpu
+            .clone()
+            .or_else(|| Some(launch.reservation.cpu.to_string())),
         memory: launch
             .definition
             .memory
@@ -540,7 +589,8 @@ fn check_common(
     if let Some(g) = group {
         let ok = !g.is_empty()
             && g.len() <= 255
-            && g.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_:./".contains(&b));
+            && g.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_:./".contains(&b));
         if !ok {
             return Err(error::invalid_parameter(
                 "group: up to 255 letters, numbers, hyphens, underscores, colons, periods and forward slashes are allowed.",
@@ -550,7 +600,8 @@ fn check_common(
     if let Some(s) = started_by {
         let ok = !s.is_empty()
             && s.len() <= 128
-            && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_/".contains(&b));
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_/".contains(&b));
         if !ok {
             return Err(error::invalid_parameter(
                 "startedBy: up to 128 letters (uppercase and lowercase), numbers, hyphens, forward slashes and underscores are allowed.",
@@ -588,9 +639,7 @@ pub async fn run(
     let cluster = resolve_name(scope, input.cluster.as_deref())?;
     let count = input.count.unwrap_or(1);
     if !(1..=10).contains(&count) {
-        return Err(error::invalid_parameter(
-            "count must be between 1 and 10.",
-        ));
+        return Err(error::invalid_parameter("count must be between 1 and 10."));
     }
     let task_definition = input
         .task_definition
@@ -609,13 +658,23 @@ pub async fn run(
             )))
         }
     }
-    if input.capacity_provider_strategy.as_ref().is_some_and(|s| !s.is_empty()) {
+    if input
+        .capacity_provider_strategy
+        .as_ref()
+        .is_some_and(|s| !s.is_empty())
+    {
         return Err(error::invalid_parameter(
             "Berth does not run tasks through capacity providers yet; use launchType EC2.",
         ));
     }
-    if input.placement_constraints.as_ref().is_some_and(|c| !c.is_empty())
-        || input.placement_strategy.as_ref().is_some_and(|s| !s.is_empty())
+    if input
+        .placement_constraints
+        .as_ref()
+        .is_some_and(|c| !c.is_empty())
+        || input
+            .placement_strategy
+            .as_ref()
+            .is_some_and(|s| !s.is_empty())
     {
         return Err(AwsError::bad_request(
             "UnsupportedFeatureException",
@@ -623,10 +682,17 @@ pub async fn run(
         ));
     }
     let tags = input.tags.unwrap_or_default();
-    check_common(input.group.as_deref(), input.started_by.as_deref(), &tags, input.propagate_tags.as_deref())?;
+    check_common(
+        input.group.as_deref(),
+        input.started_by.as_deref(),
+        &tags,
+        input.propagate_tags.as_deref(),
+    )?;
     let client_token = input.client_token.filter(|t| !t.is_empty());
     if client_token.as_ref().is_some_and(|t| t.len() > 64) {
-        return Err(error::invalid_parameter("clientToken can be at most 64 characters."));
+        return Err(error::invalid_parameter(
+            "clientToken can be at most 64 characters.",
+        ));
     }
     let overrides = input.overrides.unwrap_or_default();
     let scope_owned = scope.clone();
@@ -714,7 +780,10 @@ pub async fn run(
                     task_ids: tasks.iter().map(|t| t.id.clone()).collect(),
                     failures: failures.clone(),
                 };
-                ops.push(Op::put(scope.task_client_token(&cluster, token), encode(&record)?));
+                ops.push(Op::put(
+                    scope.task_client_token(&cluster, token),
+                    encode(&record)?,
+                ));
             }
             Ok::<_, AwsError>((ops, (tasks, failures)))
         })
@@ -751,7 +820,12 @@ pub async fn start(
         .filter(|t| !t.is_empty())
         .ok_or_else(|| error::missing("taskDefinition"))?;
     let tags = input.tags.unwrap_or_default();
-    check_common(input.group.as_deref(), input.started_by.as_deref(), &tags, input.propagate_tags.as_deref())?;
+    check_common(
+        input.group.as_deref(),
+        input.started_by.as_deref(),
+        &tags,
+        input.propagate_tags.as_deref(),
+    )?;
     let overrides = input.overrides.unwrap_or_default();
     let scope_owned = scope.clone();
     let presence = presence.clone();
@@ -782,8 +856,9 @@ pub async fn start(
             let mut tasks = Vec::new();
             let mut failures = Vec::new();
             for (reference, id) in targets.iter().zip(&ids) {
-                let Some((record, _)) = load::<InstanceRecord>(view, &scope.instance(&cluster, id))?
-                    .filter(|(r, _)| r.status() != instances::INACTIVE)
+                let Some((record, _)) =
+                    load::<InstanceRecord>(view, &scope.instance(&cluster, id))?
+                        .filter(|(r, _)| r.status() != instances::INACTIVE)
                 else {
                     failures.push(Failure {
                         arn: Some(reference.clone()),
@@ -819,7 +894,13 @@ pub async fn start(
 
 /// Marks a task to be stopped (idempotent). Tasks no agent will ever run
 /// again go straight to STOPPED.
-pub fn request_stop(record: &mut TaskRecord, stop_code: &str, reason: &str, at: f64, agent_gone: bool) -> bool {
+pub fn request_stop(
+    record: &mut TaskRecord,
+    stop_code: &str,
+    reason: &str,
+    at: f64,
+    agent_gone: bool,
+) -> bool {
     if record.last_status() == STOPPED {
         return false;
     }
@@ -862,7 +943,9 @@ pub async fn stop(
     let id = resolve_task_id(scope, &cluster, &reference)?;
     let reason = input.reason.unwrap_or_default();
     if reason.len() > 1024 {
-        return Err(error::invalid_parameter("reason can be at most 1024 characters."));
+        return Err(error::invalid_parameter(
+            "reason can be at most 1024 characters.",
+        ));
     }
     let reason = if reason.is_empty() {
         "Task stopped by user".to_string()
@@ -878,8 +961,10 @@ pub async fn stop(
             let (mut record, _) = load::<TaskRecord>(view, &key)?
                 .ok_or_else(|| error::invalid_parameter("The referenced task was not found."))?;
             let agent_gone = match &record.instance_id {
-                Some(instance) => load::<InstanceRecord>(view, &scope.instance(&cluster, instance))?
-                    .is_none_or(|(r, _)| r.status() == instances::INACTIVE),
+                Some(instance) => {
+                    load::<InstanceRecord>(view, &scope.instance(&cluster, instance))?
+                        .is_none_or(|(r, _)| r.status() == instances::INACTIVE)
+                }
                 None => true,
             };
             let ops = if request_stop(&mut record, "UserInitiated", &reason, now(), agent_gone) {
@@ -927,7 +1012,9 @@ pub fn describe(
         .filter(|t| !t.is_empty())
         .ok_or_else(|| error::missing("tasks"))?;
     if refs.len() > 100 {
-        return Err(error::invalid_parameter("tasks can name at most 100 tasks."));
+        return Err(error::invalid_parameter(
+            "tasks can name at most 100 tasks.",
+        ));
     }
     clusters::require_active(view, scope, &cluster)?;
     let mut tasks = Vec::new();
@@ -1009,10 +1096,19 @@ pub fn list(
                 .family
                 .as_ref()
                 .is_none_or(|f| record.definition.family.as_ref() == Some(f))
-                && input.started_by.as_ref().is_none_or(|s| t.started_by.as_ref() == Some(s))
-                && service_group.as_ref().is_none_or(|g| t.group.as_ref() == Some(g))
-                && instance.as_ref().is_none_or(|i| record.instance_id.as_ref() == Some(i))
-                && launch_type.as_ref().is_none_or(|l| t.launch_type.as_ref() == Some(l));
+                && input
+                    .started_by
+                    .as_ref()
+                    .is_none_or(|s| t.started_by.as_ref() == Some(s))
+                && service_group
+                    .as_ref()
+                    .is_none_or(|g| t.group.as_ref() == Some(g))
+                && instance
+                    .as_ref()
+                    .is_none_or(|i| record.instance_id.as_ref() == Some(i))
+                && launch_type
+                    .as_ref()
+                    .is_none_or(|l| t.launch_type.as_ref() == Some(l));
             Ok(wanted.then(|| record.arn().to_string()))
         },
     )?;
@@ -1078,7 +1174,11 @@ fn apply_container(container: &mut Container, report: &ContainerReport) {
 /// Applies an agent's report to a task. Statuses only move forward and
 /// timestamps are set once, so a report that arrives twice or late changes
 /// nothing. Returns whether anything changed.
-pub fn apply_report(record: &mut TaskRecord, report: &SubmitTaskStateRequest, at: f64) -> Result<bool, AwsError> {
+pub fn apply_report(
+    record: &mut TaskRecord,
+    report: &SubmitTaskStateRequest,
+    at: f64,
+) -> Result<bool, AwsError> {
     let new_rank = rank(&report.last_status).ok_or_else(|| {
         error::invalid_parameter(format!("Unknown task status '{}'.", report.last_status))
     })?;
@@ -1118,7 +1218,11 @@ pub fn apply_report(record: &mut TaskRecord, report: &SubmitTaskStateRequest, at
         t.stopping_at.get_or_insert(at);
     }
     for c in t.containers.iter_mut().flatten() {
-        if let Some(r) = report.containers.iter().find(|r| Some(&r.name) == c.name.as_ref()) {
+        if let Some(r) = report
+            .containers
+            .iter()
+            .find(|r| Some(&r.name) == c.name.as_ref())
+        {
             apply_container(c, r);
         }
     }
@@ -1149,7 +1253,8 @@ pub fn expired_tasks(view: &dyn ReadView, before: f64, limit: usize) -> Vec<Stri
             let Ok(record) = decode::<TaskRecord>(&kv) else {
                 continue;
             };
-            if record.last_status() == STOPPED && record.task.stopped_at.is_some_and(|s| s < before) {
+            if record.last_status() == STOPPED && record.task.stopped_at.is_some_and(|s| s < before)
+            {
                 keys.push(kv.key);
                 if keys.len() >= limit {
                     return keys;

@@ -12,7 +12,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::shapes::ecs::{Attribute, Container, NetworkBinding, Resource, TaskDefinition, TaskOverride, VersionInfo};
+use crate::shapes::ecs::{
+    Attribute, Container, NetworkBinding, Resource, TaskDefinition, TaskOverride, VersionInfo,
+};
 
 pub const TARGET_PREFIX: &str = "BerthAgentV1";
 /// Agents sign with the ECS signing name, as the ECS agent does.

@@ -124,8 +124,12 @@ pub fn rejection(instance: &InstanceSnapshot, task: &TaskRequest) -> Option<Reje
 fn reserve(instance: &mut InstanceSnapshot, task: &TaskRequest) {
     instance.cpu_remaining -= task.cpu;
     instance.memory_remaining -= task.memory;
-    instance.ports_tcp_used.extend(task.host_ports_tcp.iter().copied());
-    instance.ports_udp_used.extend(task.host_ports_udp.iter().copied());
+    instance
+        .ports_tcp_used
+        .extend(task.host_ports_tcp.iter().copied());
+    instance
+        .ports_udp_used
+        .extend(task.host_ports_udp.iter().copied());
     instance.task_count += 1;
 }
 
@@ -189,8 +193,18 @@ mod tests {
     #[test]
     fn memory_runs_out() {
         let mut instances = vec![instance("a", 4096, 1000)];
-        let plan = place(&mut instances, &[task(0, 300), task(0, 300), task(0, 300), task(0, 300)]);
-        assert_eq!(plan[..3], [Placement::Placed(0), Placement::Placed(0), Placement::Placed(0)]);
+        let plan = place(
+            &mut instances,
+            &[task(0, 300), task(0, 300), task(0, 300), task(0, 300)],
+        );
+        assert_eq!(
+            plan[..3],
+            [
+                Placement::Placed(0),
+                Placement::Placed(0),
+                Placement::Placed(0)
+            ]
+        );
         assert_eq!(plan[3], Placement::Unplaced(vec![(0, Rejection::Memory)]));
         assert_eq!(Rejection::Memory.reason(), "RESOURCE:MEMORY");
     }

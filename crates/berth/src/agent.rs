@@ -37,15 +37,30 @@ pub struct AgentArgs {
     pub data_dir: Option<PathBuf>,
 
     /// The region the agent signs its requests for.
-    #[arg(long, default_value = "us-east-1", env = "AWS_DEFAULT_REGION", value_name = "REGION")]
+    #[arg(
+        long,
+        default_value = "us-east-1",
+        env = "AWS_DEFAULT_REGION",
+        value_name = "REGION"
+    )]
     pub region: String,
 
     /// Account credentials for the first registration (afterwards the agent
     /// uses the credential minted for it).
-    #[arg(long, env = "AWS_ACCESS_KEY_ID", value_name = "KEY", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "AWS_ACCESS_KEY_ID",
+        value_name = "KEY",
+        hide_env_values = true
+    )]
     pub access_key_id: Option<String>,
 
-    #[arg(long, env = "AWS_SECRET_ACCESS_KEY", value_name = "SECRET", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "AWS_SECRET_ACCESS_KEY",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
     pub secret_access_key: Option<String>,
 
     /// CPU units to offer [default: 1024 per core].
@@ -94,8 +109,10 @@ fn parse_attributes(raw: &[String]) -> anyhow::Result<Vec<(String, Option<String
 fn default_agent_dir(name: &str) -> anyhow::Result<PathBuf> {
     let base = match std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
         Some(xdg) => PathBuf::from(xdg),
-        None => PathBuf::from(std::env::var_os("HOME").context("HOME is not set; pass --data-dir")?)
-            .join(".local/share"),
+        None => {
+            PathBuf::from(std::env::var_os("HOME").context("HOME is not set; pass --data-dir")?)
+                .join(".local/share")
+        }
     };
     Ok(base.join("berth/agents").join(name))
 }
@@ -110,7 +127,10 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         .await
         .context("the agent needs Docker: is dockerd running?")?;
     let runtime: Arc<dyn Runtime> = Arc::new(runtime);
-    runtime.info().await.context("asking Docker about this host")?;
+    runtime
+        .info()
+        .await
+        .context("asking Docker about this host")?;
     let config = AgentConfig {
         server: args.server.clone(),
         region: args.region.clone(),

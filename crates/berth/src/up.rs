@@ -59,11 +59,16 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     });
 
     let presence = Arc::new(Presence::default());
+    let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
     let gateway = GatewayBuilder::new(store.clone(), env!("CARGO_PKG_VERSION"))
         .credentials(root_credentials)
         .credentials(Arc::new(AgentCredentials(store.clone())))
         .json_service(Arc::new(EcsService::new(store.clone(), presence.clone())))
-        .json_service(Arc::new(AgentService::new(store.clone(), presence)))
+        .json_service(Arc::new(AgentService::new(
+            store.clone(),
+            presence,
+            stopping,
+        )))
         .build();
     let gc = tokio::spawn(berth_ecs::agent_api::run_task_gc(
         store.clone(),
@@ -85,7 +90,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     };
 
     axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            let _ = stopping_tx.send(true);
+        })
         .await
         .context("serving HTTP")?;
     tracing::info!("shutting down");

@@ -28,9 +28,17 @@ pub async fn setup() -> (DockerRuntime, Cleanup) {
              `nohup dockerd >/var/log/dockerd.log 2>&1 &`): {e}"
         ),
     };
-    if let Err(e) = build_busybox_image(&runtime, IMAGE).await {
-        panic!("cannot build the test image {IMAGE}: {e}");
+    // Once per test binary, one test at a time: concurrent builds on a cold
+    // cache each produce an image and leave all but the last one dangling.
+    static BUILT: tokio::sync::Mutex<bool> = tokio::sync::Mutex::const_new(false);
+    let mut built = BUILT.lock().await;
+    if !*built {
+        if let Err(e) = build_busybox_image(&runtime, IMAGE).await {
+            panic!("cannot build the test image {IMAGE}: {e}");
+        }
+        *built = true;
     }
+    drop(built);
     (runtime, Cleanup::default())
 }
 

@@ -1,0 +1,124 @@
+"""Measures RunTask -> RUNNING against `docker run -d` (see bench/task-start)."""
+import argparse
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import boto3
+import botocore.config
+
+IMAGE = "berth-test/busybox:latest"
+COMMAND = ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1; done"]
+KEY, SECRET = "AKIABERTHBENCHTASKS0", "bench-task-start-secret"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def build_image(workdir: Path):
+    (workdir / "busybox").write_bytes(Path("/bin/busybox").read_bytes())
+    (workdir / "busybox").chmod(0o755)
+    (workdir / "Dockerfile").write_text(
+        'FROM scratch\nCOPY busybox /bin/busybox\nRUN ["/bin/busybox", "--install", "-s", "/bin"]\n')
+    subprocess.run(["docker", "build", "-q", "-t", IMAGE, str(workdir)], check=True,
+                   capture_output=True)
+
+
+def percentiles(samples):
+    ordered = sorted(samples)
+    pick = lambda p: ordered[min(len(ordered) - 1, round((len(ordered) - 1) * p))]
+    return pick(0.50), pick(0.95)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--berth", required=True)
+    parser.add_argument("--tasks", type=int, default=50)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="berth-bench-"))
+    build_image(work)
+    port = free_port()
+    env = dict(os.environ, BERTH_ROOT_ACCESS_KEY_ID=KEY, BERTH_ROOT_SECRET_ACCESS_KEY=SECRET)
+    server = subprocess.Popen([args.berth, "up", "--listen", f"127.0.0.1:{port}",
+                               "--data-dir", str(work / "data"), "--log", "warn"],
+                              stdout=subprocess.DEVNULL, stderr=open(work / "berth.log", "wb"), env=env)
+    try:
+        endpoint = f"http://127.0.0.1:{port}"
+        for _ in range(200):
+            try:
+                urllib.request.urlopen(endpoint + "/_berth/health", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.05)
+        ecs = boto3.client("ecs", endpoint_url=endpoint, region_name="us-east-1",
+                           aws_access_key_id=KEY, aws_secret_access_key=SECRET,
+                           config=botocore.config.Config(retries={"max_attempts": 1}))
+        for _ in range(200):
+            if ecs.list_container_instances(cluster="default")["containerInstanceArns"]:
+                break
+            time.sleep(0.1)
+        ecs.register_task_definition(family="bench-start", containerDefinitions=[
+            {"name": "app", "image": IMAGE, "memory": 16, "command": COMMAND, "stopTimeout": 5}])
+
+        berth_ms, arns = [], []
+        for _ in range(args.tasks):
+            started = time.perf_counter()
+            out = ecs.run_task(taskDefinition="bench-start")
+            if not out["tasks"]:
+                sys.exit(f"RunTask placed nothing: {out['failures']}")
+            arn = out["tasks"][0]["taskArn"]
+            deadline = started + 60
+            while True:
+                task = ecs.describe_tasks(tasks=[arn])["tasks"][0]
+                if task["lastStatus"] == "RUNNING":
+                    break
+                if task["lastStatus"] == "STOPPED" or time.perf_counter() > deadline:
+                    sys.exit(f"task did not reach RUNNING: {task.get('stoppedReason')}")
+                time.sleep(0.002)
+            berth_ms.append((time.perf_counter() - started) * 1000)
+            arns.append(arn)
+        for arn in arns:
+            ecs.stop_task(task=arn)
+
+        docker_ms, ids = [], []
+        for _ in range(args.tasks):
+            started = time.perf_counter()
+            out = subprocess.run(["docker", "run", "-d", "--memory", "16m", IMAGE, *COMMAND],
+                                 check=True, capture_output=True, text=True)
+            docker_ms.append((time.perf_counter() - started) * 1000)
+            ids.append(out.stdout.strip())
+        subprocess.run(["docker", "rm", "-f", *ids], capture_output=True)
+
+        b50, b95 = percentiles(berth_ms)
+        d50, d95 = percentiles(docker_ms)
+        print(f"{'':<38}{'p50 ms':>9}{'p95 ms':>9}")
+        print(f"{'berth RunTask -> RUNNING':<38}{b50:>9.1f}{b95:>9.1f}")
+        print(f"{'docker run -d (same image, command)':<38}{d50:>9.1f}{d95:>9.1f}")
+        print(f"berth p50 / docker p50: {b50 / d50:.2f}x over {args.tasks} sequential tasks")
+        # Let the agent finish stopping before the server goes.
+        for _ in range(300):
+            if not ecs.list_tasks()["taskArns"]:
+                break
+            time.sleep(0.1)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        leftovers = subprocess.run(["docker", "ps", "-aq", "--filter", "label=com.amazonaws.ecs.task-definition-family=bench-start"],
+                                   capture_output=True, text=True).stdout.split()
+        if leftovers:
+            subprocess.run(["docker", "rm", "-f", *leftovers], capture_output=True)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
