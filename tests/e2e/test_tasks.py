@@ -398,6 +398,12 @@ def test_container_instance_apis_and_errors(cluster_server, tmp_path):
     assert task["startedBy"] == "tester" and task["tags"] == [{"key": "team", "value": "core"}]
     assert inspect(task["containers"][0]["runtimeId"])["Config"]["Cmd"] == ["sleep", "601"]
     assert ecs.list_tasks(cluster="apis", startedBy="tester")["taskArns"] == [arn_task]
+    for resource in (arn_task, arn):
+        ecs.tag_resource(resourceArn=resource, tags=[{"key": "owner", "value": "qa"}])
+        tags = ecs.list_tags_for_resource(resourceArn=resource)["tags"]
+        assert {"key": "owner", "value": "qa"} in tags
+        ecs.untag_resource(resourceArn=resource, tagKeys=["owner"])
+        assert {"key": "owner", "value": "qa"} not in ecs.list_tags_for_resource(resourceArn=resource)["tags"]
     with pytest.raises(ecs.exceptions.ClientError) as e:
         ecs.deregister_container_instance(cluster="apis", containerInstance=arn)
     assert e.value.response["Error"]["Code"] == "InvalidParameterException"

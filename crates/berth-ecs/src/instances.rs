@@ -89,15 +89,29 @@ fn resource<'a>(resources: &'a Option<Vec<Resource>>, name: &str) -> Option<&'a 
 /// When each agent last talked to this server. In-memory on purpose: presence
 /// is a liveness signal, and writing every heartbeat to the store would cost
 /// a durable write per agent per poll for nothing a crash needs to keep.
-#[derive(Default)]
 pub struct Presence {
     seen: Mutex<HashMap<String, Instant>>,
+    timeout: Duration,
 }
 
-/// An agent that has not polled for this long is shown disconnected.
+/// An agent that has not polled for this long is shown disconnected (its
+/// long polls last 20 s, and it retries within seconds).
 pub const AGENT_TIMEOUT: Duration = Duration::from_secs(45);
 
+impl Default for Presence {
+    fn default() -> Self {
+        Presence::with_timeout(AGENT_TIMEOUT)
+    }
+}
+
 impl Presence {
+    pub fn with_timeout(timeout: Duration) -> Self {
+        Presence {
+            seen: Mutex::new(HashMap::new()),
+            timeout,
+        }
+    }
+
     pub fn touch(&self, instance_arn: &str) {
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         seen.insert(instance_arn.to_string(), Instant::now());
@@ -106,7 +120,7 @@ impl Presence {
     pub fn connected(&self, instance_arn: &str) -> bool {
         let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         seen.get(instance_arn)
-            .is_some_and(|at| at.elapsed() < AGENT_TIMEOUT)
+            .is_some_and(|at| at.elapsed() < self.timeout)
     }
 
     pub fn forget(&self, instance_arn: &str) {
@@ -973,6 +987,19 @@ pub fn list_attributes(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn presence_expires_and_is_forgotten() {
+        let presence = Presence::with_timeout(Duration::from_millis(50));
+        assert!(!presence.connected("a"));
+        presence.touch("a");
+        assert!(presence.connected("a"));
+        std::thread::sleep(Duration::from_millis(80));
+        assert!(!presence.connected("a"), "an agent that stopped polling shows disconnected");
+        presence.touch("a");
+        presence.forget("a");
+        assert!(!presence.connected("a"));
+    }
 
     #[test]
     fn filter_subset_parses() {

@@ -11,7 +11,9 @@ use berth_store::{Op, ReadView, Store, StoreExt};
 
 use crate::keys::Scope;
 use crate::records::{encode, load};
+use crate::instances::InstanceRecord;
 use crate::task_definitions::{self, TaskDefinitionRecord};
+use crate::tasks::TaskRecord;
 use crate::{clusters, error};
 
 /// Checks tags a request adds, given the keys the resource already has.
@@ -47,6 +49,20 @@ pub fn merge(current: &mut Vec<Tag>, new: &[Tag]) {
 enum Target {
     Cluster { key: String, name: String },
     TaskDefinition { key: String },
+    Task { key: String },
+    ContainerInstance { key: String },
+}
+
+/// Splits `<cluster>/<id>` of task and container-instance ARNs.
+fn cluster_and_id<'a>(text: &str, rest: &'a str) -> Result<(&'a str, &'a str), AwsError> {
+    let (cluster, id) = rest
+        .split_once('/')
+        .ok_or_else(|| error::invalid_parameter(format!("Invalid resource ARN: {text}")))?;
+    clusters::check_name(cluster)?;
+    if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+        return Err(error::invalid_parameter(format!("Invalid resource ARN: {text}")));
+    }
+    Ok((cluster, id))
 }
 
 fn target(scope: &Scope, resource_arn: Option<&str>) -> Result<Target, AwsError> {
@@ -77,6 +93,18 @@ fn target(scope: &Scope, resource_arn: Option<&str>) -> Result<Target, AwsError>
                 key: scope.task_definition(family, revision),
             })
         }
+        "task" => {
+            let (cluster, id) = cluster_and_id(text, arn.resource_id())?;
+            Ok(Target::Task {
+                key: scope.task(cluster, id),
+            })
+        }
+        "container-instance" => {
+            let (cluster, id) = cluster_and_id(text, arn.resource_id())?;
+            Ok(Target::ContainerInstance {
+                key: scope.instance(cluster, id),
+            })
+        }
         other => Err(error::invalid_parameter(format!(
             "Tagging ECS resources of type '{other}' is not supported by Berth yet."
         ))),
@@ -85,6 +113,10 @@ fn target(scope: &Scope, resource_arn: Option<&str>) -> Result<Target, AwsError>
 
 fn task_definition_missing() -> AwsError {
     error::client("Unable to describe task definition.")
+}
+
+fn resource_missing() -> AwsError {
+    error::invalid_parameter("The specified resource could not be found.")
 }
 
 /// Reads the tags of a resource.
@@ -98,6 +130,14 @@ fn read_tags(view: &dyn ReadView, scope: &Scope, target: &Target) -> Result<Vec<
             let (record, _) =
                 load::<TaskDefinitionRecord>(view, key)?.ok_or_else(task_definition_missing)?;
             Ok(record.tags)
+        }
+        Target::Task { key } => {
+            let (record, _) = load::<TaskRecord>(view, key)?.ok_or_else(resource_missing)?;
+            Ok(record.task.tags.unwrap_or_default())
+        }
+        Target::ContainerInstance { key } => {
+            let (record, _) = load::<InstanceRecord>(view, key)?.ok_or_else(resource_missing)?;
+            Ok(record.instance.tags.unwrap_or_default())
         }
     }
 }
@@ -119,6 +159,17 @@ fn write_tags(
             let (mut record, _) =
                 load::<TaskDefinitionRecord>(view, key)?.ok_or_else(task_definition_missing)?;
             change(&mut record.tags)?;
+            Ok(vec![Op::put(key.clone(), encode(&record)?)])
+        }
+        Target::Task { key } => {
+            let (mut record, _) = load::<TaskRecord>(view, key)?.ok_or_else(resource_missing)?;
+            change(record.task.tags.get_or_insert_with(Vec::new))?;
+            Ok(vec![Op::put(key.clone(), encode(&record)?)])
+        }
+        Target::ContainerInstance { key } => {
+            let (mut record, _) =
+                load::<InstanceRecord>(view, key)?.ok_or_else(resource_missing)?;
+            change(record.instance.tags.get_or_insert_with(Vec::new))?;
             Ok(vec![Op::put(key.clone(), encode(&record)?)])
         }
     }

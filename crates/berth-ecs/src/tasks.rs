@@ -6,7 +6,7 @@
 //! instance. Handlers only write desired state; the agent of the chosen
 //! instance runs the containers and reports what happened.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use berth_model::agent_protocol::{ContainerReport, SubmitTaskStateRequest};
@@ -1299,11 +1299,147 @@ pub fn instance_tasks(
         .collect())
 }
 
-/// Summaries used in logs and tests.
-pub fn status_counts(records: &[TaskRecord]) -> BTreeMap<String, usize> {
-    let mut counts = BTreeMap::new();
-    for r in records {
-        *counts.entry(r.last_status().to_string()).or_insert(0) += 1;
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use berth_model::shapes::ecs::PortMapping;
+
+    fn definition() -> TaskDefinition {
+        TaskDefinition {
+            family: Some("web".into()),
+            container_definitions: Some(vec![
+                ContainerDefinition {
+                    name: Some("a".into()),
+                    cpu: Some(100),
+                    memory: Some(256),
+                    memory_reservation: Some(128),
+                    port_mappings: Some(vec![
+                        PortMapping {
+                            container_port: Some(80),
+                            host_port: Some(8080),
+                            ..PortMapping::default()
+                        },
+                        PortMapping {
+                            container_port: Some(81),
+                            host_port: Some(0),
+                            ..PortMapping::default()
+                        },
+                    ]),
+                    ..ContainerDefinition::default()
+                },
+                ContainerDefinition {
+                    name: Some("b".into()),
+                    cpu: Some(50),
+                    memory: Some(64),
+                    ..ContainerDefinition::default()
+                },
+            ]),
+            ..TaskDefinition::default()
+        }
     }
-    counts
+
+    #[test]
+    fn reservation_sums_containers_and_static_ports() {
+        let r = reservation(&definition(), &TaskOverride::default()).unwrap();
+        assert_eq!(r.cpu, 150);
+        assert_eq!(r.memory, 128 + 64, "reservation counts before the hard limit");
+        assert_eq!(r.ports_tcp, vec![8080], "dynamic ports are not reserved");
+        let overrides = TaskOverride {
+            memory: Some("1024".into()),
+            container_overrides: Some(vec![ContainerOverride {
+                name: Some("b".into()),
+                cpu: Some(10),
+                ..ContainerOverride::default()
+            }]),
+            ..TaskOverride::default()
+        };
+        let r = reservation(&definition(), &overrides).unwrap();
+        assert_eq!((r.cpu, r.memory), (110, 1024));
+        let mut host = definition();
+        host.network_mode = Some("host".into());
+        let r = reservation(&host, &TaskOverride::default()).unwrap();
+        assert_eq!(r.ports_tcp, vec![80, 81], "host mode reserves container ports");
+    }
+
+    fn record() -> TaskRecord {
+        TaskRecord {
+            id: "t1".into(),
+            cluster: "default".into(),
+            instance_id: Some("i1".into()),
+            task: Task {
+                task_arn: Some("arn:aws:ecs:us-east-1:000000000000:task/default/t1".into()),
+                last_status: Some(PROVISIONING.into()),
+                desired_status: Some(RUNNING.into()),
+                containers: Some(vec![Container {
+                    name: Some("a".into()),
+                    last_status: Some(PENDING.into()),
+                    ..Container::default()
+                }]),
+                version: Some(1),
+                ..Task::default()
+            },
+            definition: definition(),
+            reservation: Reservation::default(),
+        }
+    }
+
+    fn report(status: &str) -> SubmitTaskStateRequest {
+        SubmitTaskStateRequest {
+            task_arn: "t1".into(),
+            last_status: status.into(),
+            containers: vec![ContainerReport {
+                name: "a".into(),
+                last_status: status.into(),
+                health_status: "UNKNOWN".into(),
+                ..ContainerReport::default()
+            }],
+            started_at: (status == RUNNING).then_some(10.0),
+            ..SubmitTaskStateRequest::default()
+        }
+    }
+
+    #[test]
+    fn reports_only_move_forward_and_set_timestamps_once() {
+        let mut r = record();
+        assert!(apply_report(&mut r, &report(RUNNING), 10.0).unwrap());
+        assert_eq!(r.last_status(), RUNNING);
+        assert_eq!(r.task.version, Some(2));
+        // A late PENDING report changes nothing.
+        assert!(!apply_report(&mut r, &report(PENDING), 11.0).unwrap());
+        assert_eq!(r.last_status(), RUNNING);
+        let mut again = report(RUNNING);
+        again.started_at = Some(99.0);
+        apply_report(&mut r, &again, 12.0).unwrap();
+        assert_eq!(r.task.started_at, Some(10.0));
+
+        let mut exit = report(STOPPED);
+        exit.stop_code = Some("EssentialContainerExited".into());
+        exit.stopped_reason = Some("Essential container in task exited".into());
+        exit.containers[0].exit_code = Some(3);
+        assert!(apply_report(&mut r, &exit, 20.0).unwrap());
+        assert_eq!(r.desired_status(), STOPPED);
+        assert_eq!(r.task.stop_code.as_deref(), Some("EssentialContainerExited"));
+        assert_eq!(r.task.stopped_at, Some(20.0));
+        let c = &r.task.containers.as_ref().unwrap()[0];
+        assert_eq!((c.last_status.as_deref(), c.exit_code), (Some(STOPPED), Some(3)));
+        // Nothing changes a STOPPED task.
+        assert!(!apply_report(&mut r, &report(RUNNING), 30.0).unwrap());
+    }
+
+    #[test]
+    fn user_stop_wins_over_later_agent_reasons() {
+        let mut r = record();
+        assert!(request_stop(&mut r, "UserInitiated", "bye", 5.0, false));
+        assert_eq!(r.last_status(), PROVISIONING, "the agent still has to stop it");
+        assert!(!request_stop(&mut r, "UserInitiated", "again", 6.0, false));
+        let mut exit = report(STOPPED);
+        exit.stop_code = Some("EssentialContainerExited".into());
+        apply_report(&mut r, &exit, 7.0).unwrap();
+        assert_eq!(r.task.stop_code.as_deref(), Some("UserInitiated"));
+        assert_eq!(r.task.stopped_reason.as_deref(), Some("bye"));
+
+        let mut orphan = record();
+        assert!(request_stop(&mut orphan, "UserInitiated", "bye", 5.0, true));
+        assert_eq!(orphan.last_status(), STOPPED, "no agent will report it");
+    }
 }
