@@ -101,7 +101,7 @@ pub fn counts(view: &(impl ReadView + ?Sized), scope: &Scope, name: &str) -> Clu
         registered_instances,
         running_tasks: tasks.running as i32,
         pending_tasks: tasks.pending as i32,
-        active_services: view.range(&scope.services(name), None, usize::MAX).len() as i32,
+        active_services: crate::services::active_count(view, scope, name),
     }
 }
 

@@ -995,7 +995,10 @@ mod tests {
         presence.touch("a");
         assert!(presence.connected("a"));
         std::thread::sleep(Duration::from_millis(80));
-        assert!(!presence.connected("a"), "an agent that stopped polling shows disconnected");
+        assert!(
+            !presence.connected("a"),
+            "an agent that stopped polling shows disconnected"
+        );
         presence.touch("a");
         presence.forget("a");
         assert!(!presence.connected("a"));

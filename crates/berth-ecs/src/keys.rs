@@ -4,7 +4,7 @@
 use berth_model::RequestContext;
 
 /// The account and region a request acts in.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Scope {
     pub account: String,
     pub region: String,
@@ -109,4 +109,10 @@ impl Scope {
 /// names the account, region and instance it is bound to).
 pub fn agent_credential(access_key_id: &str) -> String {
     format!("/berth/agent-credentials/{access_key_id}")
+}
+
+impl Scope {
+    pub fn service(&self, cluster: &str, name: &str) -> String {
+        format!("{}services/{cluster}/{name}", self.root())
+    }
 }

@@ -14,7 +14,10 @@ mod error;
 pub mod instances;
 pub mod keys;
 mod pagination;
+pub mod placement;
 pub mod records;
+pub mod service_controller;
+pub mod services;
 mod tagging;
 pub mod task_definitions;
 pub mod taskdef_validation;
@@ -147,6 +150,12 @@ impl JsonService for EcsService {
                     .await)
             }
             "ListAttributes" => op!(body, |i| instances::list_attributes(store, scope, i)),
+
+            "CreateService" => op!(body, |i| services::create(store, scope, caller, i).await),
+            "UpdateService" => op!(body, |i| services::update(store, scope, i).await),
+            "DeleteService" => op!(body, |i| services::delete(store, scope, i).await),
+            "DescribeServices" => op!(body, |i| services::describe(store, scope, i)),
+            "ListServices" => op!(body, |i| services::list(store, scope, i)),
 
             "RunTask" => op!(body, |i| tasks::run(store, scope, presence, i).await),
             "StartTask" => op!(body, |i| tasks::start(store, scope, presence, i).await),

@@ -9,9 +9,10 @@ use berth_model::tags::{self as rules, TagRef};
 use berth_model::{Arn, AwsError};
 use berth_store::{Op, ReadView, Store, StoreExt};
 
+use crate::instances::InstanceRecord;
 use crate::keys::Scope;
 use crate::records::{encode, load};
-use crate::instances::InstanceRecord;
+use crate::services::ServiceRecord;
 use crate::task_definitions::{self, TaskDefinitionRecord};
 use crate::tasks::TaskRecord;
 use crate::{clusters, error};
@@ -51,6 +52,7 @@ enum Target {
     TaskDefinition { key: String },
     Task { key: String },
     ContainerInstance { key: String },
+    Service { key: String },
 }
 
 /// Splits `<cluster>/<id>` of task and container-instance ARNs.
@@ -60,7 +62,9 @@ fn cluster_and_id<'a>(text: &str, rest: &'a str) -> Result<(&'a str, &'a str), A
         .ok_or_else(|| error::invalid_parameter(format!("Invalid resource ARN: {text}")))?;
     clusters::check_name(cluster)?;
     if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
-        return Err(error::invalid_parameter(format!("Invalid resource ARN: {text}")));
+        return Err(error::invalid_parameter(format!(
+            "Invalid resource ARN: {text}"
+        )));
     }
     Ok((cluster, id))
 }
@@ -97,6 +101,12 @@ fn target(scope: &Scope, resource_arn: Option<&str>) -> Result<Target, AwsError>
             let (cluster, id) = cluster_and_id(text, arn.resource_id())?;
             Ok(Target::Task {
                 key: scope.task(cluster, id),
+            })
+        }
+        "service" => {
+            let (cluster, name) = cluster_and_id(text, arn.resource_id())?;
+            Ok(Target::Service {
+                key: scope.service(cluster, name),
             })
         }
         "container-instance" => {
@@ -139,6 +149,10 @@ fn read_tags(view: &dyn ReadView, scope: &Scope, target: &Target) -> Result<Vec<
             let (record, _) = load::<InstanceRecord>(view, key)?.ok_or_else(resource_missing)?;
             Ok(record.instance.tags.unwrap_or_default())
         }
+        Target::Service { key } => {
+            let (record, _) = load::<ServiceRecord>(view, key)?.ok_or_else(resource_missing)?;
+            Ok(record.service.tags.unwrap_or_default())
+        }
     }
 }
 
@@ -170,6 +184,11 @@ fn write_tags(
             let (mut record, _) =
                 load::<InstanceRecord>(view, key)?.ok_or_else(resource_missing)?;
             change(record.instance.tags.get_or_insert_with(Vec::new))?;
+            Ok(vec![Op::put(key.clone(), encode(&record)?)])
+        }
+        Target::Service { key } => {
+            let (mut record, _) = load::<ServiceRecord>(view, key)?.ok_or_else(resource_missing)?;
+            change(record.service.tags.get_or_insert_with(Vec::new))?;
             Ok(vec![Op::put(key.clone(), encode(&record)?)])
         }
     }

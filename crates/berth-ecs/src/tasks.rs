@@ -352,17 +352,17 @@ fn required_attributes(definition: &TaskDefinition) -> Vec<(String, Option<Strin
 
 /// Everything fixed about the tasks of one RunTask/StartTask call.
 #[derive(Clone)]
-struct Launch {
-    cluster: String,
-    definition: TaskDefinition,
-    definition_tags: Vec<Tag>,
-    overrides: TaskOverride,
-    group: String,
-    started_by: Option<String>,
-    tags: Vec<Tag>,
-    propagate: Option<String>,
-    reservation: Reservation,
-    enable_execute_command: bool,
+pub(crate) struct Launch {
+    pub cluster: String,
+    pub definition: TaskDefinition,
+    pub definition_tags: Vec<Tag>,
+    pub overrides: TaskOverride,
+    pub group: String,
+    pub started_by: Option<String>,
+    pub tags: Vec<Tag>,
+    pub propagate: Option<String>,
+    pub reservation: Reservation,
+    pub enable_execute_command: bool,
 }
 
 fn container_view(
@@ -530,7 +530,7 @@ fn task_request(launch: &Launch) -> TaskRequest {
 
 /// Checks shared by RunTask and StartTask; resolves the definition.
 #[allow(clippy::too_many_arguments)]
-fn prepare_launch(
+pub(crate) fn prepare_launch(
     view: &dyn ReadView,
     scope: &Scope,
     cluster: &str,
@@ -546,7 +546,10 @@ fn prepare_launch(
     let (record, _): (TaskDefinitionRecord, u64) = task_definitions::find(view, scope, &reference)?
         .ok_or_else(|| error::invalid_parameter("TaskDefinition not found."))?;
     let definition = record.task_definition;
-    if definition.status.as_deref() != Some(task_definitions::ACTIVE) {
+    if definition.status.as_deref() == Some(task_definitions::DELETE_IN_PROGRESS)
+        || (definition.status.as_deref() != Some(task_definitions::ACTIVE)
+            && matches!(reference, task_definitions::Reference::Family(_)))
+    {
         return Err(error::client("TaskDefinition is inactive"));
     }
     let compatible = definition
@@ -629,6 +632,100 @@ struct ClientTokenRecord {
 
 /// Outcome of a placement mutation: tasks written and failures.
 type Launched = (Vec<TaskRecord>, Vec<Failure>);
+
+/// The ACTIVE and DRAINING instances of a cluster.
+pub(crate) fn live_instances(
+    view: &(impl ReadView + ?Sized),
+    scope: &Scope,
+    cluster: &str,
+) -> Result<Vec<InstanceRecord>, AwsError> {
+    Ok(view
+        .range(&scope.instances(cluster), None, usize::MAX)
+        .iter()
+        .map(decode::<InstanceRecord>)
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
+        .filter(|r| r.status() != instances::INACTIVE)
+        .collect())
+}
+
+/// A placed batch: the writes, the tasks, and ECS's failures.
+pub(crate) type Batch = (Vec<Op>, Vec<TaskRecord>, Vec<Failure>);
+
+/// Places `count` tasks of `launch` through the scheduler and returns the
+/// writes, the tasks and ECS's failures. Call it inside a mutation.
+pub(crate) fn place_batch(
+    view: &dyn ReadView,
+    scope: &Scope,
+    launch: &Launch,
+    count: usize,
+    presence: &Presence,
+) -> Result<Batch, AwsError> {
+    let cluster = &launch.cluster;
+    let records = live_instances(view, scope, cluster)?;
+    if records.is_empty() {
+        return Err(error::invalid_parameter(
+            "No Container Instances were found in your cluster.",
+        ));
+    }
+    let usage = usage_by_instance(view, scope, cluster)?;
+    let mut snapshots: Vec<InstanceSnapshot> = records
+        .iter()
+        .map(|r| snapshot(r, usage.get(&r.id).unwrap_or(&Usage::default()), presence))
+        .collect();
+    let requests = vec![task_request(launch); count];
+    let plan = berth_scheduler::place(&mut snapshots, &requests);
+    let created_at = now();
+    let mut ops = Vec::new();
+    let mut tasks = Vec::new();
+    let mut failures: Vec<Failure> = Vec::new();
+    for placement in plan {
+        match placement {
+            Placement::Placed(i) => {
+                let record = new_task(scope, launch, &records[i], created_at);
+                ops.push(Op::put(scope.task(cluster, &record.id), encode(&record)?));
+                tasks.push(record);
+            }
+            Placement::Unplaced(rejections) => {
+                for (i, rejection) in rejections {
+                    let failure = Failure {
+                        arn: Some(records[i].arn().to_string()),
+                        reason: Some(rejection.reason()),
+                        detail: None,
+                    };
+                    if !failures.contains(&failure) {
+                        failures.push(failure);
+                    }
+                }
+            }
+        }
+    }
+    Ok((ops, tasks, failures))
+}
+
+/// Places one task of `launch` on a given instance (StartTask, daemons).
+pub(crate) fn place_on(
+    view: &dyn ReadView,
+    scope: &Scope,
+    launch: &Launch,
+    instance: &InstanceRecord,
+    usage: &mut Usage,
+    presence: &Presence,
+) -> Result<Result<(Op, TaskRecord), Failure>, AwsError> {
+    let snap = snapshot(instance, usage, presence);
+    if let Some(rejection) = berth_scheduler::rejection(&snap, &task_request(launch)) {
+        return Ok(Err(Failure {
+            arn: Some(instance.arn().to_string()),
+            reason: Some(rejection.reason()),
+            detail: None,
+        }));
+    }
+    let _ = view;
+    let task = new_task(scope, launch, instance, now());
+    usage.add(&task);
+    let op = Op::put(scope.task(&launch.cluster, &task.id), encode(&task)?);
+    Ok(Ok((op, task)))
+}
 
 pub async fn run(
     store: &dyn Store,
@@ -730,51 +827,8 @@ pub async fn run(
                 propagate.clone(),
                 enable_exec,
             )?;
-            let records: Vec<InstanceRecord> = view
-                .range(&scope.instances(&cluster), None, usize::MAX)
-                .iter()
-                .map(decode::<InstanceRecord>)
-                .collect::<Result<Vec<_>, _>>()?
-                .into_iter()
-                .filter(|r| r.status() != instances::INACTIVE)
-                .collect();
-            if records.is_empty() {
-                return Err(error::invalid_parameter(
-                    "No Container Instances were found in your cluster.",
-                ));
-            }
-            let usage = usage_by_instance(view, scope, &cluster)?;
-            let mut snapshots: Vec<InstanceSnapshot> = records
-                .iter()
-                .map(|r| snapshot(r, usage.get(&r.id).unwrap_or(&Usage::default()), &presence))
-                .collect();
-            let requests = vec![task_request(&launch); count as usize];
-            let plan = berth_scheduler::place(&mut snapshots, &requests);
-            let created_at = now();
-            let mut ops = Vec::new();
-            let mut tasks = Vec::new();
-            let mut failures: Vec<Failure> = Vec::new();
-            for placement in plan {
-                match placement {
-                    Placement::Placed(i) => {
-                        let record = new_task(scope, &launch, &records[i], created_at);
-                        ops.push(Op::put(scope.task(&cluster, &record.id), encode(&record)?));
-                        tasks.push(record);
-                    }
-                    Placement::Unplaced(rejections) => {
-                        for (i, rejection) in rejections {
-                            let failure = Failure {
-                                arn: Some(records[i].arn().to_string()),
-                                reason: Some(rejection.reason()),
-                                detail: None,
-                            };
-                            if !failures.contains(&failure) {
-                                failures.push(failure);
-                            }
-                        }
-                    }
-                }
-            }
+            let (mut ops, tasks, failures) =
+                place_batch(view, scope, &launch, count as usize, &presence)?;
             if let Some(token) = &client_token {
                 let record = ClientTokenRecord {
                     task_ids: tasks.iter().map(|t| t.id.clone()).collect(),
@@ -849,9 +903,7 @@ pub async fn start(
                 propagate.clone(),
                 enable_exec,
             )?;
-            let request = task_request(&launch);
             let mut usage = usage_by_instance(view, scope, &cluster)?;
-            let created_at = now();
             let mut ops = Vec::new();
             let mut tasks = Vec::new();
             let mut failures = Vec::new();
@@ -868,19 +920,13 @@ pub async fn start(
                     continue;
                 };
                 let u = usage.entry(id.clone()).or_default();
-                let snap = snapshot(&record, u, &presence);
-                if let Some(rejection) = berth_scheduler::rejection(&snap, &request) {
-                    failures.push(Failure {
-                        arn: Some(record.arn().to_string()),
-                        reason: Some(rejection.reason()),
-                        detail: None,
-                    });
-                    continue;
+                match place_on(view, scope, &launch, &record, u, &presence)? {
+                    Ok((op, task)) => {
+                        ops.push(op);
+                        tasks.push(task);
+                    }
+                    Err(failure) => failures.push(failure),
                 }
-                let task = new_task(scope, &launch, &record, created_at);
-                u.add(&task);
-                ops.push(Op::put(scope.task(&cluster, &task.id), encode(&task)?));
-                tasks.push(task);
             }
             Ok::<_, AwsError>((ops, (tasks, failures)))
         })
@@ -1342,7 +1388,11 @@ mod tests {
     fn reservation_sums_containers_and_static_ports() {
         let r = reservation(&definition(), &TaskOverride::default()).unwrap();
         assert_eq!(r.cpu, 150);
-        assert_eq!(r.memory, 128 + 64, "reservation counts before the hard limit");
+        assert_eq!(
+            r.memory,
+            128 + 64,
+            "reservation counts before the hard limit"
+        );
         assert_eq!(r.ports_tcp, vec![8080], "dynamic ports are not reserved");
         let overrides = TaskOverride {
             memory: Some("1024".into()),
@@ -1358,7 +1408,11 @@ mod tests {
         let mut host = definition();
         host.network_mode = Some("host".into());
         let r = reservation(&host, &TaskOverride::default()).unwrap();
-        assert_eq!(r.ports_tcp, vec![80, 81], "host mode reserves container ports");
+        assert_eq!(
+            r.ports_tcp,
+            vec![80, 81],
+            "host mode reserves container ports"
+        );
     }
 
     fn record() -> TaskRecord {
@@ -1418,10 +1472,16 @@ mod tests {
         exit.containers[0].exit_code = Some(3);
         assert!(apply_report(&mut r, &exit, 20.0).unwrap());
         assert_eq!(r.desired_status(), STOPPED);
-        assert_eq!(r.task.stop_code.as_deref(), Some("EssentialContainerExited"));
+        assert_eq!(
+            r.task.stop_code.as_deref(),
+            Some("EssentialContainerExited")
+        );
         assert_eq!(r.task.stopped_at, Some(20.0));
         let c = &r.task.containers.as_ref().unwrap()[0];
-        assert_eq!((c.last_status.as_deref(), c.exit_code), (Some(STOPPED), Some(3)));
+        assert_eq!(
+            (c.last_status.as_deref(), c.exit_code),
+            (Some(STOPPED), Some(3))
+        );
         // Nothing changes a STOPPED task.
         assert!(!apply_report(&mut r, &report(RUNNING), 30.0).unwrap());
     }
@@ -1430,7 +1490,11 @@ mod tests {
     fn user_stop_wins_over_later_agent_reasons() {
         let mut r = record();
         assert!(request_stop(&mut r, "UserInitiated", "bye", 5.0, false));
-        assert_eq!(r.last_status(), PROVISIONING, "the agent still has to stop it");
+        assert_eq!(
+            r.last_status(),
+            PROVISIONING,
+            "the agent still has to stop it"
+        );
         assert!(!request_stop(&mut r, "UserInitiated", "again", 6.0, false));
         let mut exit = report(STOPPED);
         exit.stop_code = Some("EssentialContainerExited".into());

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use berth_api::{CredentialSource, GatewayBuilder, ResolvedCredential, StaticCredentials};
+use berth_ecs::service_controller::ServiceController;
 use berth_ecs::{AgentService, EcsService, Presence};
 use berth_model::{Principal, PrincipalKind};
 use berth_store::{SqliteOptions, SqliteStore, Store};
@@ -66,7 +67,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         .json_service(Arc::new(EcsService::new(store.clone(), presence.clone())))
         .json_service(Arc::new(AgentService::new(
             store.clone(),
-            presence,
+            presence.clone(),
             stopping,
         )))
         .build();
@@ -74,7 +75,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         store.clone(),
         std::time::Duration::from_secs(args.task_retention),
     ));
-    let app = gateway.router();
+    let controller = ServiceController::new(store.clone(), presence);
+    let controller_task = tokio::spawn(controller.clone().run());
+    let app = gateway.router().merge(controller_routes(controller));
 
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -98,6 +101,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         .context("serving HTTP")?;
     tracing::info!("shutting down");
     gc.abort();
+    controller_task.abort();
     if let Some(agent) = agent {
         agent.abort();
     }
@@ -187,4 +191,16 @@ impl CredentialSource for AgentCredentials {
             principal: berth_ecs::agent_api::agent_principal(access_key_id, &credential),
         })
     }
+}
+
+/// `GET /_berth/controllers`: what the controllers did lately (passes, time of
+/// the last pass), for operators and the benchmarks.
+fn controller_routes(controller: Arc<ServiceController>) -> axum::Router {
+    axum::Router::new().route(
+        "/_berth/controllers",
+        axum::routing::get(move || {
+            let controller = controller.clone();
+            async move { axum::Json(serde_json::json!({ "services": controller.stats() })) }
+        }),
+    )
 }

@@ -1,0 +1,965 @@
+//! The service controller: keeps each service's tasks at its desired count,
+//! rolls deployments within minimumHealthyPercent/maximumPercent, trips the
+//! circuit breaker, runs daemons on every instance, and moves tasks off
+//! draining or lost instances.
+//!
+//! Level-triggered: each pass reads the service and its tasks and decides
+//! from scratch ([`reconcile`], a pure function), so a pass can crash at any
+//! line and the next one (or the next server) converges again. Decisions are
+//! re-made and applied inside one store mutation per service, so they are
+//! never based on stale state.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use berth_model::shapes::ecs::Deployment;
+use berth_model::AwsError;
+use berth_store::{Op, ReadView, Store, StoreExt};
+
+use crate::instances::{self, InstanceRecord, Presence};
+use crate::keys::Scope;
+use crate::records::{decode, encode, now};
+use crate::services::{
+    self, ServiceRecord, ACTIVE, COMPLETED, DRAINING, FAILED, INACTIVE, IN_PROGRESS, PRIMARY,
+};
+use crate::tasks::{self, TaskRecord, RUNNING, STOPPED};
+use crate::{error, task_definitions};
+
+/// How an instance looks to the controller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct InstanceState {
+    pub draining: bool,
+    /// Deregistered, or its agent has been gone past the timeout: its tasks
+    /// are lost and replaced elsewhere.
+    pub lost: bool,
+    pub active: bool,
+}
+
+/// What a pass decided to do for one service.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Actions {
+    /// Tasks to stop: id, stop code, reason, whether their instance is lost
+    /// (then they are marked STOPPED at once: no agent will report them).
+    pub stop: Vec<(String, String, String, bool)>,
+    /// New tasks of the primary deployment to place anywhere.
+    pub start: usize,
+    /// Instances that need a daemon task.
+    pub start_on: Vec<String>,
+}
+
+impl Actions {
+    pub fn is_empty(&self) -> bool {
+        self.stop.is_empty() && self.start == 0 && self.start_on.is_empty()
+    }
+}
+
+fn short_id(task: &TaskRecord) -> &str {
+    &task.id
+}
+
+/// The circuit breaker's failure threshold: half the desired count, at least
+/// 3 and at most 200 (ECS's documented formula).
+pub fn failure_threshold(desired: i32) -> u32 {
+    ((f64::from(desired.max(0)) * 0.5).ceil() as u32).clamp(3, 200)
+}
+
+/// Seconds to wait before launching again after `failures` consecutive
+/// failed tasks (ECS throttles restarts of failing services).
+pub fn backoff_secs(failures: u32) -> f64 {
+    match failures {
+        0..=3 => 0.0,
+        n => f64::from(1u32 << (n - 3).min(8)).min(300.0),
+    }
+}
+
+fn has_health_check(task: &TaskRecord) -> bool {
+    task.definition
+        .container_definitions
+        .iter()
+        .flatten()
+        .any(|c| c.essential != Some(false) && c.health_check.is_some())
+}
+
+fn is_healthy(task: &TaskRecord) -> bool {
+    task.last_status() == RUNNING
+        && task.desired_status() == RUNNING
+        && (!has_health_check(task) || task.task.health_status.as_deref() == Some("HEALTHY"))
+}
+
+fn failed_stop(task: &TaskRecord) -> bool {
+    matches!(
+        task.task.stop_code.as_deref(),
+        Some("EssentialContainerExited" | "TaskFailedToStart")
+    ) || task
+        .task
+        .stopped_reason
+        .as_deref()
+        .is_some_and(|r| r.contains("health checks"))
+}
+
+fn deployment_mut<'a>(record: &'a mut ServiceRecord, id: &str) -> Option<&'a mut Deployment> {
+    record
+        .service
+        .deployments
+        .iter_mut()
+        .flatten()
+        .find(|d| d.id.as_deref() == Some(id))
+}
+
+/// Decides what to do for one service. Updates the record's bookkeeping
+/// (counts, deployment states, events about state changes, failure
+/// counting) and returns the task actions to apply.
+pub fn reconcile(
+    record: &mut ServiceRecord,
+    tasks: &[&TaskRecord],
+    instances: &HashMap<String, InstanceState>,
+    at: f64,
+) -> Actions {
+    let name = record.name.clone();
+    let mut actions = Actions::default();
+    let primary_id = record
+        .deployments()
+        .iter()
+        .find(|d| d.status.as_deref() == Some(PRIMARY))
+        .and_then(|d| d.id.clone())
+        .unwrap_or_default();
+    let grace = f64::from(
+        record
+            .service
+            .health_check_grace_period_seconds
+            .unwrap_or(0),
+    );
+
+    // Count failures of the primary deployment once per stopped task.
+    for t in tasks.iter().filter(|t| t.last_status() == STOPPED) {
+        if t.task.started_by.as_deref() == Some(primary_id.as_str())
+            && failed_stop(t)
+            && !record.counted_failures.contains(&t.id)
+        {
+            record.counted_failures.insert(t.id.clone());
+            record.consecutive_failures += 1;
+            record.next_launch_at = at + backoff_secs(record.consecutive_failures);
+            if let Some(d) = deployment_mut(record, &primary_id) {
+                d.failed_tasks = Some(d.failed_tasks.unwrap_or(0) + 1);
+            }
+        }
+    }
+
+    let live: Vec<&TaskRecord> = tasks
+        .iter()
+        .copied()
+        .filter(|t| t.last_status() != STOPPED)
+        .collect();
+    let instance_of = |t: &TaskRecord| -> InstanceState {
+        t.instance_id
+            .as_ref()
+            .and_then(|i| instances.get(i).copied())
+            .unwrap_or(InstanceState {
+                lost: true,
+                ..InstanceState::default()
+            })
+    };
+    // Tasks whose instance is gone: stop them now, they will never report.
+    for t in &live {
+        if instance_of(t).lost {
+            actions.stop.push((
+                t.id.clone(),
+                "ServiceSchedulerInitiated".into(),
+                "Container instance is no longer available".into(),
+                true,
+            ));
+        }
+    }
+    // Running tasks that fail their health checks after the grace period.
+    for t in &live {
+        let past_grace = t.task.started_at.is_some_and(|s| at - s >= grace);
+        if t.desired_status() == RUNNING
+            && t.last_status() == RUNNING
+            && t.task.health_status.as_deref() == Some("UNHEALTHY")
+            && past_grace
+            && !instance_of(t).lost
+        {
+            actions.stop.push((
+                t.id.clone(),
+                "ServiceSchedulerInitiated".into(),
+                "Task failed container health checks".into(),
+                false,
+            ));
+        }
+    }
+    let stopping: Vec<&str> = actions.stop.iter().map(|s| s.0.as_str()).collect();
+    let active: Vec<&TaskRecord> = live
+        .iter()
+        .copied()
+        .filter(|t| t.desired_status() == RUNNING && !stopping.contains(&t.id.as_str()))
+        .collect();
+
+    let service_draining = record.status() == DRAINING;
+    let primary_failed = record.deployments().iter().any(|d| {
+        d.id.as_deref() == Some(primary_id.as_str()) && d.rollout_state.as_deref() == Some(FAILED)
+    });
+    let may_launch = !service_draining && !primary_failed && at >= record.next_launch_at;
+
+    if record.is_daemon() {
+        daemon(
+            record,
+            &active,
+            instances,
+            &primary_id,
+            may_launch,
+            &mut actions,
+        );
+    } else {
+        replica(
+            record,
+            &live,
+            &active,
+            &primary_id,
+            may_launch,
+            &mut actions,
+            |t| instance_of(t),
+        );
+    }
+
+    // Counts, per deployment and for the service.
+    let stopping: Vec<String> = actions.stop.iter().map(|s| s.0.clone()).collect();
+    let mut running_total = 0;
+    let mut pending_total = 0;
+    let desired = record.service.desired_count.unwrap_or(0);
+    for d in record.service.deployments.iter_mut().flatten() {
+        let id = d.id.clone().unwrap_or_default();
+        let mine: Vec<&&TaskRecord> = active
+            .iter()
+            .filter(|t| {
+                t.task.started_by.as_deref() == Some(id.as_str()) && !stopping.contains(&t.id)
+            })
+            .collect();
+        let running = mine.iter().filter(|t| t.last_status() == RUNNING).count() as i32;
+        let pending = mine.len() as i32 - running;
+        running_total += running;
+        pending_total += pending;
+        let is_primary = d.status.as_deref() == Some(PRIMARY);
+        let wanted = if is_primary { desired } else { 0 };
+        if d.running_count != Some(running)
+            || d.pending_count != Some(pending)
+            || d.desired_count != Some(wanted)
+        {
+            d.running_count = Some(running);
+            d.pending_count = Some(pending);
+            d.desired_count = Some(wanted);
+            d.updated_at = Some(at);
+        }
+    }
+    record.service.running_count = Some(running_total);
+    record.service.pending_count = Some(pending_total);
+
+    deployment_progress(record, &active, &primary_id, &name, at, &actions);
+
+    if service_draining && live.is_empty() {
+        record.service.status = Some(INACTIVE.into());
+        record.service.deployments = Some(Vec::new());
+        record.event(format!("(service {name}) has been deleted."), at);
+    }
+    actions
+}
+
+#[allow(clippy::too_many_arguments)]
+fn replica(
+    record: &mut ServiceRecord,
+    live: &[&TaskRecord],
+    active: &[&TaskRecord],
+    primary_id: &str,
+    may_launch: bool,
+    actions: &mut Actions,
+    instance_of: impl Fn(&TaskRecord) -> InstanceState,
+) {
+    let desired = record.service.desired_count.unwrap_or(0).max(0) as usize;
+    let config = record
+        .service
+        .deployment_configuration
+        .clone()
+        .unwrap_or_default();
+    let max_percent = config.maximum_percent.unwrap_or(200).max(100) as usize;
+    let min_percent = config.minimum_healthy_percent.unwrap_or(100).clamp(0, 100) as usize;
+    let max_total = desired * max_percent / 100;
+    let min_healthy = (desired * min_percent).div_ceil(100);
+
+    let (good, mut replaceable): (Vec<&TaskRecord>, Vec<&TaskRecord>) =
+        active.iter().partition(|t| {
+            t.task.started_by.as_deref() == Some(primary_id) && !instance_of(t).draining
+        });
+    // Everything not yet STOPPED occupies a slot of maximumPercent.
+    let already_stopping = actions.stop.len();
+    let occupied = live.len().saturating_sub(already_stopping);
+
+    // Scale down: surplus primary tasks go, pending ones first.
+    let mut good = good;
+    if good.len() > desired {
+        good.sort_by_key(|t| {
+            (
+                t.last_status() == RUNNING,
+                std::cmp::Reverse(t.task.created_at.map(|c| (c * 1000.0) as i64)),
+            )
+        });
+        for t in good.drain(..good.len() - desired) {
+            actions.stop.push((
+                t.id.clone(),
+                "ServiceSchedulerInitiated".into(),
+                "Scaling activity initiated by (deployment ".to_string() + primary_id + ")",
+                false,
+            ));
+        }
+    }
+    let healthy_total = good
+        .iter()
+        .chain(replaceable.iter())
+        .filter(|t| is_healthy(t))
+        .count();
+    // Old tasks go, unhealthy ones first, healthy ones only while enough stay healthy.
+    replaceable.sort_by_key(|t| (is_healthy(t), t.last_status() == RUNNING));
+    let mut budget = healthy_total.saturating_sub(min_healthy);
+    let mut stopped_now = 0;
+    for t in &replaceable {
+        if is_healthy(t) {
+            if budget == 0 {
+                continue;
+            }
+            // Keep old healthy tasks while the new ones are not there yet,
+            // unless the budget allows making room (minimumHealthyPercent < 100).
+            budget -= 1;
+        }
+        actions.stop.push((
+            t.id.clone(),
+            "ServiceSchedulerInitiated".into(),
+            format!("Task replaced by (deployment {primary_id})"),
+            false,
+        ));
+        stopped_now += 1;
+    }
+    let _ = stopped_now;
+    if may_launch && good.len() < desired {
+        let want = desired - good.len();
+        let room = max_total.saturating_sub(occupied);
+        actions.start = want.min(room);
+    }
+}
+
+fn daemon(
+    record: &mut ServiceRecord,
+    active: &[&TaskRecord],
+    instances: &HashMap<String, InstanceState>,
+    primary_id: &str,
+    may_launch: bool,
+    actions: &mut Actions,
+) {
+    let targets: Vec<&String> = instances
+        .iter()
+        .filter(|(_, s)| s.active && !s.draining && !s.lost)
+        .map(|(id, _)| id)
+        .collect();
+    record.service.desired_count = Some(if record.status() == DRAINING {
+        0
+    } else {
+        targets.len() as i32
+    });
+    let mut by_instance: BTreeMap<&str, Vec<&TaskRecord>> = BTreeMap::new();
+    for t in active {
+        if let Some(i) = &t.instance_id {
+            by_instance.entry(i.as_str()).or_default().push(t);
+        }
+    }
+    for (instance, list) in &by_instance {
+        let wanted = targets.iter().any(|t| t.as_str() == *instance) && record.status() != DRAINING;
+        let mut kept_primary = false;
+        for t in list {
+            let keep = wanted && t.task.started_by.as_deref() == Some(primary_id) && !kept_primary;
+            if keep {
+                kept_primary = true;
+                continue;
+            }
+            actions.stop.push((
+                t.id.clone(),
+                "ServiceSchedulerInitiated".into(),
+                if wanted {
+                    format!("Task replaced by (deployment {primary_id})")
+                } else {
+                    "Daemon task no longer needed on this container instance".into()
+                },
+                false,
+            ));
+        }
+    }
+    if may_launch {
+        for target in targets {
+            // Start once the instance has no task of this daemon left running.
+            if !by_instance.contains_key(target.as_str()) {
+                actions.start_on.push(target.clone());
+            }
+        }
+        actions.start_on.sort();
+    }
+}
+
+fn deployment_progress(
+    record: &mut ServiceRecord,
+    active: &[&TaskRecord],
+    primary_id: &str,
+    name: &str,
+    at: f64,
+    actions: &Actions,
+) {
+    let desired = record.service.desired_count.unwrap_or(0);
+    let breaker = record
+        .service
+        .deployment_configuration
+        .as_ref()
+        .and_then(|c| c.deployment_circuit_breaker.clone())
+        .unwrap_or_default();
+    let Some(primary) = record
+        .deployments()
+        .iter()
+        .find(|d| d.id.as_deref() == Some(primary_id))
+        .cloned()
+    else {
+        return;
+    };
+    let in_progress = primary.rollout_state.as_deref() == Some(IN_PROGRESS);
+    let failed = primary.failed_tasks.unwrap_or(0) as u32;
+    if in_progress && breaker.enable == Some(true) && failed >= failure_threshold(desired) {
+        if let Some(d) = deployment_mut(record, primary_id) {
+            d.rollout_state = Some(FAILED.into());
+            d.rollout_state_reason = Some(format!(
+                "ECS deployment circuit breaker: tasks failed to start. ({failed} tasks failed)"
+            ));
+            d.updated_at = Some(at);
+        }
+        record.event(
+            format!("(service {name}) (deployment {primary_id}) deployment failed: tasks failed to start."),
+            at,
+        );
+        record.steady = false;
+        let target = record.last_completed_task_definition.clone();
+        if breaker.rollback == Some(true) {
+            match target {
+                Some(td) => {
+                    for d in record.service.deployments.iter_mut().flatten() {
+                        if d.status.as_deref() == Some(PRIMARY) {
+                            d.status = Some(ACTIVE.into());
+                        }
+                    }
+                    let reason = format!(
+                        "ECS deployment circuit breaker: rolling back to the last deployment that completed, from {primary_id}."
+                    );
+                    // The deployment that still runs the target revision takes
+                    // over again, so its healthy tasks are kept, not replaced.
+                    let reused = record.service.deployments.iter_mut().flatten().find(|d| {
+                        d.task_definition.as_deref() == Some(td.as_str())
+                            && d.id.as_deref() != Some(primary_id)
+                    });
+                    let new_id = match reused {
+                        Some(d) => {
+                            d.status = Some(PRIMARY.into());
+                            d.rollout_state = Some(IN_PROGRESS.into());
+                            d.rollout_state_reason = Some(reason);
+                            d.desired_count = Some(desired);
+                            d.updated_at = Some(at);
+                            d.id.clone().unwrap_or_default()
+                        }
+                        None => {
+                            let mut rollback =
+                                services::new_deployment(&td, desired, at, Some("EC2".into()));
+                            rollback.rollout_state_reason = Some(reason);
+                            let id = rollback.id.clone().unwrap_or_default();
+                            record
+                                .service
+                                .deployments
+                                .get_or_insert_with(Vec::new)
+                                .insert(0, rollback);
+                            id
+                        }
+                    };
+                    record
+                        .service
+                        .deployments
+                        .get_or_insert_with(Vec::new)
+                        .sort_by_key(|d| d.status.as_deref() != Some(PRIMARY));
+                    record.service.task_definition = Some(td.clone());
+                    record.counted_failures.clear();
+                    record.consecutive_failures = 0;
+                    record.next_launch_at = 0.0;
+                    record.event(
+                        format!("(service {name}) rolling back to task definition {td} in (deployment {new_id})."),
+                        at,
+                    );
+                }
+                None => record.event(
+                    format!("(service {name}) cannot roll back: no earlier deployment completed."),
+                    at,
+                ),
+            }
+        }
+        return;
+    }
+    let healthy_primary = active
+        .iter()
+        .filter(|t| t.task.started_by.as_deref() == Some(primary_id) && is_healthy(t))
+        .count() as i32;
+    let others_active = active
+        .iter()
+        .any(|t| t.task.started_by.as_deref() != Some(primary_id));
+    let settled = healthy_primary == desired && !others_active && actions.is_empty();
+    if in_progress && settled {
+        if let Some(d) = deployment_mut(record, primary_id) {
+            d.rollout_state = Some(COMPLETED.into());
+            d.rollout_state_reason = Some(format!("ECS deployment {primary_id} completed."));
+            d.updated_at = Some(at);
+        }
+        record.last_completed_task_definition = primary.task_definition.clone();
+        record.consecutive_failures = 0;
+        record
+            .service
+            .deployments
+            .get_or_insert_with(Vec::new)
+            .retain(|d| d.id.as_deref() == Some(primary_id));
+        record.event(
+            format!("(service {name}) (deployment {primary_id}) deployment completed."),
+            at,
+        );
+    }
+    let completed = record
+        .deployments()
+        .iter()
+        .find(|d| d.id.as_deref() == Some(primary_id))
+        .is_some_and(|d| d.rollout_state.as_deref() != Some(IN_PROGRESS));
+    if settled && completed && record.deployments().len() == 1 {
+        if healthy_primary == desired && record.consecutive_failures > 0 {
+            record.consecutive_failures = 0;
+        }
+        if !record.steady && record.status() == ACTIVE {
+            record.steady = true;
+            record.event(format!("(service {name}) has reached a steady state."), at);
+        }
+    } else if !actions.is_empty() {
+        record.steady = false;
+    }
+}
+
+/// What the controller observed about the last passes (for `/_berth/health`
+/// and the benchmark).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ControllerStats {
+    pub passes: u64,
+    pub services: usize,
+    pub last_pass_micros: u64,
+    pub writes: u64,
+}
+
+/// Runs the controller: a pass on every relevant change (debounced) and at
+/// least once a second.
+pub struct ServiceController {
+    store: Arc<dyn Store>,
+    presence: Arc<Presence>,
+    /// When each instance was first seen disconnected (controller-local: a
+    /// restarted server gives agents the full timeout to come back).
+    disconnected_since: Mutex<HashMap<String, Instant>>,
+    lost_after: Duration,
+    stats: Mutex<ControllerStats>,
+}
+
+/// An agent gone this long has lost its tasks.
+pub const LOST_AFTER: Duration = Duration::from_secs(120);
+
+impl ServiceController {
+    pub fn new(store: Arc<dyn Store>, presence: Arc<Presence>) -> Arc<Self> {
+        Arc::new(ServiceController {
+            store,
+            presence,
+            disconnected_since: Mutex::new(HashMap::new()),
+            lost_after: LOST_AFTER,
+            stats: Mutex::new(ControllerStats::default()),
+        })
+    }
+
+    pub fn stats(&self) -> ControllerStats {
+        self.stats.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub async fn run(self: Arc<Self>) {
+        loop {
+            let mut watch = match self.store.watch("/ecs/", self.store.revision()).await {
+                Ok(w) => w,
+                Err(e) => {
+                    tracing::warn!(error = %e, "service controller cannot watch the store");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            loop {
+                let started = Instant::now();
+                let writes = self.pass().await;
+                {
+                    let mut stats = self.stats.lock().unwrap_or_else(|p| p.into_inner());
+                    stats.passes += 1;
+                    stats.last_pass_micros = started.elapsed().as_micros() as u64;
+                    stats.writes += writes;
+                }
+                // Wait for a change or the tick, then let a burst of changes settle.
+                match tokio::time::timeout(Duration::from_secs(1), watch.next()).await {
+                    Ok(None) | Ok(Some(Err(_))) => break,
+                    _ => {}
+                }
+                let settle = tokio::time::sleep(Duration::from_millis(20));
+                tokio::pin!(settle);
+                loop {
+                    tokio::select! {
+                        _ = &mut settle => break,
+                        next = watch.next() => if matches!(next, None | Some(Err(_))) { break },
+                    }
+                }
+            }
+        }
+    }
+
+    fn instance_states(
+        &self,
+        view: &dyn ReadView,
+        scope: &Scope,
+        cluster: &str,
+    ) -> HashMap<String, InstanceState> {
+        let mut states = HashMap::new();
+        let mut since = self
+            .disconnected_since
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        for kv in view.range(&scope.instances(cluster), None, usize::MAX) {
+            let Ok(record) = decode::<InstanceRecord>(&kv) else {
+                continue;
+            };
+            let connected = self.presence.connected(record.arn());
+            let gone_too_long = if connected {
+                since.remove(record.arn());
+                false
+            } else {
+                since
+                    .entry(record.arn().to_string())
+                    .or_insert_with(Instant::now)
+                    .elapsed()
+                    >= self.lost_after
+            };
+            let inactive = record.status() == instances::INACTIVE;
+            states.insert(
+                record.id.clone(),
+                InstanceState {
+                    draining: record.status() == instances::DRAINING,
+                    lost: inactive || gone_too_long,
+                    active: record.status() == instances::ACTIVE && connected,
+                },
+            );
+        }
+        states
+    }
+
+    /// One pass over every service. Returns how many services were written.
+    async fn pass(&self) -> u64 {
+        let services = self.all_services();
+        let mut writes = 0;
+        {
+            let mut stats = self.stats.lock().unwrap_or_else(|p| p.into_inner());
+            stats.services = services.len();
+        }
+        let mut tasks_by_cluster: HashMap<(Scope, String), Vec<TaskRecord>> = HashMap::new();
+        for (scope, record) in services {
+            let key = (scope.clone(), record.cluster.clone());
+            let tasks = tasks_by_cluster.entry(key).or_insert_with(|| {
+                self.store
+                    .range(&scope.tasks(&record.cluster), None, usize::MAX)
+                    .iter()
+                    .filter_map(|kv| decode::<TaskRecord>(kv).ok())
+                    .collect()
+            });
+            let group = record.group();
+            let mine: Vec<&TaskRecord> = tasks
+                .iter()
+                .filter(|t| t.task.group.as_deref() == Some(group.as_str()))
+                .collect();
+            let instances = self.instance_states(self.store.as_ref(), &scope, &record.cluster);
+            let mut trial = record.clone();
+            let actions = reconcile(&mut trial, &mine, &instances, now());
+            let before = encode(&record.service).ok();
+            let after = encode(&trial.service).ok();
+            let unchanged = actions.is_empty()
+                && before == after
+                && trial.steady == record.steady
+                && trial.counted_failures == record.counted_failures;
+            if unchanged {
+                continue;
+            }
+            match self
+                .apply(&scope, &record.cluster, &record.name, instances)
+                .await
+            {
+                Ok(()) => writes += 1,
+                Err(e) => {
+                    tracing::warn!(service = %record.name, error = %e.message, "service reconcile failed")
+                }
+            }
+            // Tasks changed: read them again for the next service of this cluster.
+            tasks_by_cluster.remove(&(scope, record.cluster.clone()));
+        }
+        writes
+    }
+
+    fn all_services(&self) -> Vec<(Scope, ServiceRecord)> {
+        let mut out = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = self.store.range("/ecs/", after.as_deref(), 4096);
+            if page.is_empty() {
+                return out;
+            }
+            after = page.last().map(|kv| kv.key.clone());
+            for kv in page {
+                // /ecs/<account>/<region>/services/<cluster>/<name>
+                let parts: Vec<&str> = kv.key.split('/').collect();
+                if parts.len() != 7 || parts[4] != "services" {
+                    continue;
+                }
+                let Ok(record) = decode::<ServiceRecord>(&kv) else {
+                    continue;
+                };
+                if record.status() == INACTIVE {
+                    continue;
+                }
+                out.push((
+                    Scope {
+                        account: parts[2].to_string(),
+                        region: parts[3].to_string(),
+                    },
+                    record,
+                ));
+            }
+        }
+    }
+
+    /// Decides again inside a mutation and applies the decision.
+    async fn apply(
+        &self,
+        scope: &Scope,
+        cluster: &str,
+        name: &str,
+        instances: HashMap<String, InstanceState>,
+    ) -> Result<(), AwsError> {
+        let scope = scope.clone();
+        let cluster = cluster.to_string();
+        let name = name.to_string();
+        let presence = self.presence.clone();
+        self.store
+            .update(move |view| {
+                let key = scope.service(&cluster, &name);
+                let Some(kv) = view.get(&key) else {
+                    return Ok((Vec::new(), ()));
+                };
+                let mut record: ServiceRecord = decode(&kv)?;
+                let group = record.group();
+                let tasks: Vec<TaskRecord> = view
+                    .range(&scope.tasks(&cluster), None, usize::MAX)
+                    .iter()
+                    .filter_map(|kv| decode::<TaskRecord>(kv).ok())
+                    .filter(|t| t.task.group.as_deref() == Some(group.as_str()))
+                    .collect();
+                let refs: Vec<&TaskRecord> = tasks.iter().collect();
+                let at = now();
+                let actions = reconcile(&mut record, &refs, &instances, at);
+                let mut ops = Vec::new();
+                let mut stopped = Vec::new();
+                for (id, code, reason, lost) in &actions.stop {
+                    if let Some(t) = tasks.iter().find(|t| &t.id == id) {
+                        let mut t = t.clone();
+                        if tasks::request_stop(&mut t, code, reason, at, *lost) {
+                            ops.push(Op::put(scope.task(&cluster, &t.id), encode(&t)?));
+                            stopped.push(short_id(&t).to_string());
+                        }
+                    }
+                }
+                if !stopped.is_empty() {
+                    let list: Vec<String> =
+                        stopped.iter().map(|id| format!("(task {id})")).collect();
+                    record.event(
+                        format!(
+                            "(service {name}) has stopped {} running tasks: {}.",
+                            stopped.len(),
+                            list.join(" ")
+                        ),
+                        at,
+                    );
+                }
+                let started = launch(
+                    view,
+                    &scope,
+                    &cluster,
+                    &mut record,
+                    &actions,
+                    &presence,
+                    at,
+                    &mut ops,
+                )?;
+                if started > 0 {
+                    record.steady = false;
+                }
+                ops.push(Op::put(key, encode(&record)?));
+                Ok::<_, AwsError>((ops, ()))
+            })
+            .await
+            .map_err(error::store)??;
+        Ok(())
+    }
+}
+
+/// Places the tasks `actions` asks for; records events for what started and
+/// what could not be placed. Returns how many started.
+#[allow(clippy::too_many_arguments)]
+fn launch(
+    view: &dyn ReadView,
+    scope: &Scope,
+    cluster: &str,
+    record: &mut ServiceRecord,
+    actions: &Actions,
+    presence: &Presence,
+    at: f64,
+    ops: &mut Vec<Op>,
+) -> Result<usize, AwsError> {
+    if actions.start == 0 && actions.start_on.is_empty() {
+        return Ok(0);
+    }
+    let name = record.name.clone();
+    let Some(primary) = record
+        .deployments()
+        .iter()
+        .find(|d| d.status.as_deref() == Some(PRIMARY))
+        .cloned()
+    else {
+        return Ok(0);
+    };
+    let definition = primary.task_definition.clone().unwrap_or_default();
+    let tags = match record.service.propagate_tags.as_deref() {
+        Some("SERVICE") => record.service.tags.clone().unwrap_or_default(),
+        _ => Vec::new(),
+    };
+    let launch = match tasks::prepare_launch(
+        view,
+        scope,
+        cluster,
+        &definition,
+        Default::default(),
+        Some(record.group()),
+        primary.id.clone(),
+        tags,
+        record
+            .service
+            .propagate_tags
+            .clone()
+            .filter(|p| p == "TASK_DEFINITION"),
+        record.service.enable_execute_command.unwrap_or(false),
+    ) {
+        Ok(l) => l,
+        Err(e) => {
+            note(
+                record,
+                format!("(service {name}) was unable to start tasks: {}", e.message),
+                at,
+            );
+            return Ok(0);
+        }
+    };
+    let _ = task_definitions::ACTIVE;
+    let mut started = Vec::new();
+    let mut failures = Vec::new();
+    if actions.start > 0 {
+        match tasks::place_batch(view, scope, &launch, actions.start, presence) {
+            Ok((mut new_ops, new_tasks, new_failures)) => {
+                ops.append(&mut new_ops);
+                started.extend(new_tasks.iter().map(|t| t.id.clone()));
+                failures.extend(new_failures);
+            }
+            Err(e) => {
+                note(
+                    record,
+                    format!(
+                        "(service {name}) was unable to place a task because no container instance met all of its requirements. Reason: {}",
+                        e.message
+                    ),
+                    at,
+                );
+            }
+        }
+    }
+    if !actions.start_on.is_empty() {
+        let mut usage = tasks::usage_by_instance(view, scope, cluster)?;
+        for id in &actions.start_on {
+            let Some(kv) = view.get(&scope.instance(cluster, id)) else {
+                continue;
+            };
+            let instance: InstanceRecord = decode(&kv)?;
+            let u = usage.entry(id.clone()).or_default();
+            match tasks::place_on(view, scope, &launch, &instance, u, presence)? {
+                Ok((op, task)) => {
+                    ops.push(op);
+                    started.push(task.id.clone());
+                }
+                Err(f) => failures.push(f),
+            }
+        }
+    }
+    if !started.is_empty() {
+        let list: Vec<String> = started.iter().map(|id| format!("(task {id})")).collect();
+        record.event(
+            format!(
+                "(service {name}) has started {} tasks: {}.",
+                started.len(),
+                list.join(" ")
+            ),
+            at,
+        );
+    }
+    if !failures.is_empty() {
+        let reasons: Vec<String> = failures
+            .iter()
+            .map(|f| {
+                format!(
+                    "(container-instance {}) {}",
+                    f.arn
+                        .as_deref()
+                        .unwrap_or("")
+                        .rsplit('/')
+                        .next()
+                        .unwrap_or(""),
+                    f.reason.as_deref().unwrap_or("")
+                )
+            })
+            .collect();
+        note(
+            record,
+            format!(
+                "(service {name}) was unable to place a task because no container instance met all of its requirements. Reasons: {}.",
+                reasons.join(", ")
+            ),
+            at,
+        );
+    }
+    Ok(started.len())
+}
+
+/// Adds an event unless the newest one already says the same.
+fn note(record: &mut ServiceRecord, message: String, at: f64) {
+    let repeated = record
+        .service
+        .events
+        .as_ref()
+        .and_then(|e| e.first())
+        .is_some_and(|e| e.message.as_deref() == Some(message.as_str()));
+    if !repeated {
+        record.event(message, at);
+    }
+}
