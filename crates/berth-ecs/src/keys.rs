@@ -116,3 +116,16 @@ impl Scope {
         format!("{}services/{cluster}/{name}", self.root())
     }
 }
+
+impl Scope {
+    /// Index of a service's tasks: `svc-tasks/<cluster>/<service>/<task id>`
+    /// (empty values), so the controller reads a service's tasks without
+    /// scanning the cluster's.
+    pub fn service_tasks(&self, cluster: &str, service: &str) -> String {
+        format!("{}svc-tasks/{cluster}/{service}/", self.root())
+    }
+
+    pub fn service_task(&self, cluster: &str, service: &str, task_id: &str) -> String {
+        format!("{}svc-tasks/{cluster}/{service}/{task_id}", self.root())
+    }
+}

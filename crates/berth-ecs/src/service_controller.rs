@@ -566,6 +566,38 @@ pub struct ServiceController {
     disconnected_since: Mutex<HashMap<String, Instant>>,
     lost_after: Duration,
     stats: Mutex<ControllerStats>,
+    /// Decoded tasks by key and revision, so an idle pass decodes nothing.
+    task_cache: Mutex<TaskCache>,
+}
+
+type TaskCache = HashMap<String, (u64, Arc<TaskRecord>)>;
+
+/// A service's tasks through its index, decoding only what changed since
+/// the last pass.
+fn service_tasks(
+    view: &dyn ReadView,
+    scope: &Scope,
+    cluster: &str,
+    name: &str,
+    cache: &mut TaskCache,
+    next: &mut TaskCache,
+) -> Vec<Arc<TaskRecord>> {
+    let mut out = Vec::new();
+    for entry in view.range(&scope.service_tasks(cluster, name), None, usize::MAX) {
+        let Some(id) = entry.key.rsplit('/').next() else { continue };
+        let key = scope.task(cluster, id);
+        let Some(kv) = view.get(&key) else { continue };
+        let task = match cache.remove(&key) {
+            Some((rev, task)) if rev == kv.mod_revision => task,
+            _ => match decode::<TaskRecord>(&kv) {
+                Ok(t) => Arc::new(t),
+                Err(_) => continue,
+            },
+        };
+        next.insert(key, (kv.mod_revision, task.clone()));
+        out.push(task);
+    }
+    out
 }
 
 /// An agent gone this long has lost its tasks.
@@ -579,6 +611,7 @@ impl ServiceController {
             disconnected_since: Mutex::new(HashMap::new()),
             lost_after: LOST_AFTER,
             stats: Mutex::new(ControllerStats::default()),
+            task_cache: Mutex::new(HashMap::new()),
         })
     }
 
@@ -669,45 +702,32 @@ impl ServiceController {
             let mut stats = self.stats.lock().unwrap_or_else(|p| p.into_inner());
             stats.services = services.len();
         }
-        let mut tasks_by_cluster: HashMap<(Scope, String), Vec<TaskRecord>> = HashMap::new();
+        let mut instances_by_cluster: HashMap<(Scope, String), HashMap<String, InstanceState>> =
+            HashMap::new();
+        let mut cache = std::mem::take(&mut *self.task_cache.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut next_cache = HashMap::new();
         for (scope, record) in services {
-            let key = (scope.clone(), record.cluster.clone());
-            let tasks = tasks_by_cluster.entry(key).or_insert_with(|| {
-                self.store
-                    .range(&scope.tasks(&record.cluster), None, usize::MAX)
-                    .iter()
-                    .filter_map(|kv| decode::<TaskRecord>(kv).ok())
-                    .collect()
-            });
-            let group = record.group();
-            let mine: Vec<&TaskRecord> = tasks
-                .iter()
-                .filter(|t| t.task.group.as_deref() == Some(group.as_str()))
-                .collect();
-            let instances = self.instance_states(self.store.as_ref(), &scope, &record.cluster);
+            let instances = instances_by_cluster
+                .entry((scope.clone(), record.cluster.clone()))
+                .or_insert_with(|| self.instance_states(self.store.as_ref(), &scope, &record.cluster))
+                .clone();
+            let tasks = service_tasks(self.store.as_ref(), &scope, &record.cluster, &record.name, &mut cache, &mut next_cache);
+            let mine: Vec<&TaskRecord> = tasks.iter().map(|t| t.as_ref()).collect();
             let mut trial = record.clone();
             let actions = reconcile(&mut trial, &mine, &instances, now());
-            let before = encode(&record.service).ok();
-            let after = encode(&trial.service).ok();
             let unchanged = actions.is_empty()
-                && before == after
+                && encode(&record.service).ok() == encode(&trial.service).ok()
                 && trial.steady == record.steady
                 && trial.counted_failures == record.counted_failures;
             if unchanged {
                 continue;
             }
-            match self
-                .apply(&scope, &record.cluster, &record.name, instances)
-                .await
-            {
+            match self.apply(&scope, &record.cluster, &record.name, instances).await {
                 Ok(()) => writes += 1,
-                Err(e) => {
-                    tracing::warn!(service = %record.name, error = %e.message, "service reconcile failed")
-                }
+                Err(e) => tracing::warn!(service = %record.name, error = %e.message, "service reconcile failed"),
             }
-            // Tasks changed: read them again for the next service of this cluster.
-            tasks_by_cluster.remove(&(scope, record.cluster.clone()));
         }
+        *self.task_cache.lock().unwrap_or_else(|p| p.into_inner()) = next_cache;
         writes
     }
 
@@ -762,12 +782,11 @@ impl ServiceController {
                     return Ok((Vec::new(), ()));
                 };
                 let mut record: ServiceRecord = decode(&kv)?;
-                let group = record.group();
                 let tasks: Vec<TaskRecord> = view
-                    .range(&scope.tasks(&cluster), None, usize::MAX)
+                    .range(&scope.service_tasks(&cluster, &name), None, usize::MAX)
                     .iter()
-                    .filter_map(|kv| decode::<TaskRecord>(kv).ok())
-                    .filter(|t| t.task.group.as_deref() == Some(group.as_str()))
+                    .filter_map(|kv| view.get(&scope.task(&cluster, kv.key.rsplit('/').next()?)))
+                    .filter_map(|kv| decode::<TaskRecord>(&kv).ok())
                     .collect();
                 let refs: Vec<&TaskRecord> = tasks.iter().collect();
                 let at = now();
@@ -904,8 +923,8 @@ fn launch(
             let instance: InstanceRecord = decode(&kv)?;
             let u = usage.entry(id.clone()).or_default();
             match tasks::place_on(view, scope, &launch, &instance, u, presence)? {
-                Ok((op, task)) => {
-                    ops.push(op);
+                Ok((new_ops, task)) => {
+                    ops.extend(new_ops);
                     started.push(task.id.clone());
                 }
                 Err(f) => failures.push(f),

@@ -515,6 +515,7 @@ fn snapshot(record: &InstanceRecord, usage: &Usage, presence: &Presence) -> Inst
             .filter_map(|a| Some((a.name.clone()?, a.value.clone())))
             .collect(),
         task_count: usage.running + usage.pending,
+        ..InstanceSnapshot::default()
     }
 }
 
@@ -525,6 +526,7 @@ fn task_request(launch: &Launch) -> TaskRequest {
         host_ports_tcp: launch.reservation.ports_tcp.clone(),
         host_ports_udp: launch.reservation.ports_udp.clone(),
         required_attributes: required_attributes(&launch.definition),
+        ..TaskRequest::default()
     }
 }
 
@@ -683,7 +685,7 @@ pub(crate) fn place_batch(
         match placement {
             Placement::Placed(i) => {
                 let record = new_task(scope, launch, &records[i], created_at);
-                ops.push(Op::put(scope.task(cluster, &record.id), encode(&record)?));
+                ops.extend(task_ops(scope, &record)?);
                 tasks.push(record);
             }
             Placement::Unplaced(rejections) => {
@@ -711,7 +713,7 @@ pub(crate) fn place_on(
     instance: &InstanceRecord,
     usage: &mut Usage,
     presence: &Presence,
-) -> Result<Result<(Op, TaskRecord), Failure>, AwsError> {
+) -> Result<Result<(Vec<Op>, TaskRecord), Failure>, AwsError> {
     let snap = snapshot(instance, usage, presence);
     if let Some(rejection) = berth_scheduler::rejection(&snap, &task_request(launch)) {
         return Ok(Err(Failure {
@@ -723,8 +725,19 @@ pub(crate) fn place_on(
     let _ = view;
     let task = new_task(scope, launch, instance, now());
     usage.add(&task);
-    let op = Op::put(scope.task(&launch.cluster, &task.id), encode(&task)?);
-    Ok(Ok((op, task)))
+    Ok(Ok((task_ops(scope, &task)?, task)))
+}
+
+/// The writes that store a new task (and index it under its service).
+pub(crate) fn task_ops(scope: &Scope, task: &TaskRecord) -> Result<Vec<Op>, AwsError> {
+    let mut ops = vec![Op::put(scope.task(&task.cluster, &task.id), encode(task)?)];
+    if let Some(service) = task.task.group.as_deref().and_then(|g| g.strip_prefix("service:")) {
+        ops.push(Op::put(
+            scope.service_task(&task.cluster, service, &task.id),
+            bytes::Bytes::new(),
+        ));
+    }
+    Ok(ops)
 }
 
 pub async fn run(
@@ -921,8 +934,8 @@ pub async fn start(
                 };
                 let u = usage.entry(id.clone()).or_default();
                 match place_on(view, scope, &launch, &record, u, &presence)? {
-                    Ok((op, task)) => {
-                        ops.push(op);
+                    Ok((new_ops, task)) => {
+                        ops.extend(new_ops);
                         tasks.push(task);
                     }
                     Err(failure) => failures.push(failure),
@@ -1285,6 +1298,16 @@ pub fn apply_report(
 /// since the epoch), across every account and region, at most `limit`.
 pub fn expired_tasks(view: &dyn ReadView, before: f64, limit: usize) -> Vec<String> {
     let mut keys = Vec::new();
+    for (task_key, index_key) in expired_task_keys(view, before, limit) {
+        keys.push(task_key);
+        keys.extend(index_key);
+    }
+    keys
+}
+
+/// Expired task keys with their service-index key, when they have one.
+fn expired_task_keys(view: &dyn ReadView, before: f64, limit: usize) -> Vec<(String, Option<String>)> {
+    let mut keys = Vec::new();
     let mut after: Option<String> = None;
     loop {
         let page = view.range("/ecs/", after.as_deref(), 1024);
@@ -1301,7 +1324,21 @@ pub fn expired_tasks(view: &dyn ReadView, before: f64, limit: usize) -> Vec<Stri
             };
             if record.last_status() == STOPPED && record.task.stopped_at.is_some_and(|s| s < before)
             {
-                keys.push(kv.key);
+                // /ecs/<account>/<region>/tasks/<cluster>/<id>
+                let parts: Vec<&str> = kv.key.split('/').collect();
+                let index = match (parts.get(2), parts.get(3), record.task.group.as_deref()) {
+                    (Some(account), Some(region), Some(group)) => {
+                        group.strip_prefix("service:").map(|service| {
+                            Scope {
+                                account: account.to_string(),
+                                region: region.to_string(),
+                            }
+                            .service_task(&record.cluster, service, &record.id)
+                        })
+                    }
+                    _ => None,
+                };
+                keys.push((kv.key, index));
                 if keys.len() >= limit {
                     return keys;
                 }
