@@ -584,7 +584,9 @@ fn service_tasks(
 ) -> Vec<Arc<TaskRecord>> {
     let mut out = Vec::new();
     for entry in view.range(&scope.service_tasks(cluster, name), None, usize::MAX) {
-        let Some(id) = entry.key.rsplit('/').next() else { continue };
+        let Some(id) = entry.key.rsplit('/').next() else {
+            continue;
+        };
         let key = scope.task(cluster, id);
         let Some(kv) = view.get(&key) else { continue };
         let task = match cache.remove(&key) {
@@ -704,14 +706,24 @@ impl ServiceController {
         }
         let mut instances_by_cluster: HashMap<(Scope, String), HashMap<String, InstanceState>> =
             HashMap::new();
-        let mut cache = std::mem::take(&mut *self.task_cache.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut cache =
+            std::mem::take(&mut *self.task_cache.lock().unwrap_or_else(|p| p.into_inner()));
         let mut next_cache = HashMap::new();
         for (scope, record) in services {
             let instances = instances_by_cluster
                 .entry((scope.clone(), record.cluster.clone()))
-                .or_insert_with(|| self.instance_states(self.store.as_ref(), &scope, &record.cluster))
+                .or_insert_with(|| {
+                    self.instance_states(self.store.as_ref(), &scope, &record.cluster)
+                })
                 .clone();
-            let tasks = service_tasks(self.store.as_ref(), &scope, &record.cluster, &record.name, &mut cache, &mut next_cache);
+            let tasks = service_tasks(
+                self.store.as_ref(),
+                &scope,
+                &record.cluster,
+                &record.name,
+                &mut cache,
+                &mut next_cache,
+            );
             let mine: Vec<&TaskRecord> = tasks.iter().map(|t| t.as_ref()).collect();
             let mut trial = record.clone();
             let actions = reconcile(&mut trial, &mine, &instances, now());
@@ -722,9 +734,14 @@ impl ServiceController {
             if unchanged {
                 continue;
             }
-            match self.apply(&scope, &record.cluster, &record.name, instances).await {
+            match self
+                .apply(&scope, &record.cluster, &record.name, instances)
+                .await
+            {
                 Ok(()) => writes += 1,
-                Err(e) => tracing::warn!(service = %record.name, error = %e.message, "service reconcile failed"),
+                Err(e) => {
+                    tracing::warn!(service = %record.name, error = %e.message, "service reconcile failed")
+                }
             }
         }
         *self.task_cache.lock().unwrap_or_else(|p| p.into_inner()) = next_cache;
@@ -980,5 +997,194 @@ fn note(record: &mut ServiceRecord, message: String, at: f64) {
         .is_some_and(|e| e.message.as_deref() == Some(message.as_str()));
     if !repeated {
         record.event(message, at);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use berth_model::shapes::ecs::{
+        DeploymentCircuitBreaker, DeploymentConfiguration, Service, Task,
+    };
+
+    fn service(desired: i32, min: i32, max: i32) -> ServiceRecord {
+        let mut d = services::new_deployment("td:2", desired, 0.0, None);
+        d.id = Some("new".into());
+        let mut old = services::new_deployment("td:1", 0, 0.0, None);
+        old.id = Some("old".into());
+        old.status = Some(ACTIVE.into());
+        old.rollout_state = Some(COMPLETED.into());
+        ServiceRecord {
+            name: "web".into(),
+            cluster: "default".into(),
+            service: Service {
+                status: Some(ACTIVE.into()),
+                desired_count: Some(desired),
+                deployments: Some(vec![d, old]),
+                deployment_configuration: Some(DeploymentConfiguration {
+                    minimum_healthy_percent: Some(min),
+                    maximum_percent: Some(max),
+                    deployment_circuit_breaker: Some(DeploymentCircuitBreaker {
+                        enable: Some(true),
+                        rollback: Some(true),
+                        ..DeploymentCircuitBreaker::default()
+                    }),
+                    ..DeploymentConfiguration::default()
+                }),
+                ..Service::default()
+            },
+            last_completed_task_definition: Some("td:1".into()),
+            ..ServiceRecord::default()
+        }
+    }
+
+    fn task(id: &str, deployment: &str, last: &str) -> TaskRecord {
+        TaskRecord {
+            id: id.into(),
+            cluster: "default".into(),
+            instance_id: Some("i1".into()),
+            task: Task {
+                started_by: Some(deployment.into()),
+                last_status: Some(last.into()),
+                desired_status: Some(if last == STOPPED { STOPPED } else { RUNNING }.into()),
+                group: Some("service:web".into()),
+                ..Task::default()
+            },
+            ..TaskRecord::default()
+        }
+    }
+
+    fn instances() -> HashMap<String, InstanceState> {
+        HashMap::from([(
+            "i1".to_string(),
+            InstanceState {
+                draining: false,
+                lost: false,
+                active: true,
+            },
+        )])
+    }
+
+    #[test]
+    fn rolling_100_200_starts_new_before_stopping_old() {
+        let old: Vec<TaskRecord> = (0..3)
+            .map(|i| task(&format!("o{i}"), "old", RUNNING))
+            .collect();
+        let refs: Vec<&TaskRecord> = old.iter().collect();
+        let mut s = service(3, 100, 200);
+        let a = reconcile(&mut s, &refs, &instances(), 1.0);
+        assert_eq!((a.start, a.stop.len()), (3, 0));
+        // New tasks pending: nothing more to do yet.
+        let mut all = old.clone();
+        all.extend((0..3).map(|i| task(&format!("n{i}"), "new", "PENDING")));
+        let refs: Vec<&TaskRecord> = all.iter().collect();
+        let a = reconcile(&mut s, &refs, &instances(), 2.0);
+        assert_eq!((a.start, a.stop.len()), (0, 0));
+        // New tasks healthy: the three old ones go.
+        for t in all.iter_mut().skip(3) {
+            t.task.last_status = Some(RUNNING.into());
+        }
+        let refs: Vec<&TaskRecord> = all.iter().collect();
+        let a = reconcile(&mut s, &refs, &instances(), 3.0);
+        assert_eq!(a.start, 0);
+        let mut stopped: Vec<&str> = a.stop.iter().map(|s| s.0.as_str()).collect();
+        stopped.sort();
+        assert_eq!(stopped, ["o0", "o1", "o2"]);
+    }
+
+    #[test]
+    fn rolling_50_100_stops_before_starting() {
+        let old: Vec<TaskRecord> = (0..4)
+            .map(|i| task(&format!("o{i}"), "old", RUNNING))
+            .collect();
+        let refs: Vec<&TaskRecord> = old.iter().collect();
+        let mut s = service(4, 50, 100);
+        let a = reconcile(&mut s, &refs, &instances(), 1.0);
+        assert_eq!(a.start, 0, "no room above 100%");
+        assert_eq!(a.stop.len(), 2, "half may go");
+    }
+
+    #[test]
+    fn circuit_breaker_rolls_back_after_threshold() {
+        assert_eq!(failure_threshold(3), 3);
+        assert_eq!(failure_threshold(10), 5);
+        assert_eq!(failure_threshold(1000), 200);
+        let mut tasks: Vec<TaskRecord> = (0..3)
+            .map(|i| task(&format!("o{i}"), "old", RUNNING))
+            .collect();
+        for i in 0..3 {
+            let mut t = task(&format!("f{i}"), "new", STOPPED);
+            t.task.stop_code = Some("EssentialContainerExited".into());
+            tasks.push(t);
+        }
+        let refs: Vec<&TaskRecord> = tasks.iter().collect();
+        let mut s = service(3, 100, 200);
+        reconcile(&mut s, &refs, &instances(), 5.0);
+        let failed = s
+            .deployments()
+            .iter()
+            .find(|d| d.id.as_deref() == Some("new"))
+            .unwrap();
+        assert_eq!(failed.rollout_state.as_deref(), Some(FAILED));
+        assert_eq!(failed.status.as_deref(), Some(ACTIVE));
+        let primary = &s.deployments()[0];
+        assert_eq!(primary.status.as_deref(), Some(PRIMARY));
+        assert_eq!(primary.task_definition.as_deref(), Some("td:1"));
+        assert_eq!(
+            primary.id.as_deref(),
+            Some("old"),
+            "the deployment still running td:1 takes over"
+        );
+        // Counting is idempotent: the same stopped tasks are not counted twice.
+        let before = s.counted_failures.len();
+        reconcile(&mut s, &refs, &instances(), 6.0);
+        assert_eq!(s.counted_failures.len(), before);
+    }
+
+    #[test]
+    fn lost_instances_lose_their_tasks() {
+        let tasks = [task("a", "new", RUNNING)];
+        let refs: Vec<&TaskRecord> = tasks.iter().collect();
+        let mut s = service(1, 100, 200);
+        let gone = HashMap::from([(
+            "i1".to_string(),
+            InstanceState {
+                draining: false,
+                lost: true,
+                active: false,
+            },
+        )]);
+        let a = reconcile(&mut s, &refs, &gone, 1.0);
+        assert_eq!(a.stop.len(), 1);
+        assert!(a.stop[0].3, "marked lost: stopped without an agent");
+        assert_eq!(a.start, 1);
+    }
+
+    #[test]
+    fn daemon_wants_one_task_per_active_instance() {
+        let mut s = service(0, 0, 100);
+        s.service.scheduling_strategy = Some(services::DAEMON.into());
+        let mut states = instances();
+        states.insert(
+            "i2".into(),
+            InstanceState {
+                draining: false,
+                lost: false,
+                active: true,
+            },
+        );
+        states.insert(
+            "i3".into(),
+            InstanceState {
+                draining: true,
+                lost: false,
+                active: true,
+            },
+        );
+        let tasks = [task("a", "new", RUNNING)];
+        let refs: Vec<&TaskRecord> = tasks.iter().collect();
+        let a = reconcile(&mut s, &refs, &states, 1.0);
+        assert_eq!(a.start_on, vec!["i2".to_string()]);
+        assert_eq!(s.service.desired_count, Some(2));
     }
 }

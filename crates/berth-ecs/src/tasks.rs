@@ -731,7 +731,12 @@ pub(crate) fn place_on(
 /// The writes that store a new task (and index it under its service).
 pub(crate) fn task_ops(scope: &Scope, task: &TaskRecord) -> Result<Vec<Op>, AwsError> {
     let mut ops = vec![Op::put(scope.task(&task.cluster, &task.id), encode(task)?)];
-    if let Some(service) = task.task.group.as_deref().and_then(|g| g.strip_prefix("service:")) {
+    if let Some(service) = task
+        .task
+        .group
+        .as_deref()
+        .and_then(|g| g.strip_prefix("service:"))
+    {
         ops.push(Op::put(
             scope.service_task(&task.cluster, service, &task.id),
             bytes::Bytes::new(),
@@ -1306,7 +1311,11 @@ pub fn expired_tasks(view: &dyn ReadView, before: f64, limit: usize) -> Vec<Stri
 }
 
 /// Expired task keys with their service-index key, when they have one.
-fn expired_task_keys(view: &dyn ReadView, before: f64, limit: usize) -> Vec<(String, Option<String>)> {
+fn expired_task_keys(
+    view: &dyn ReadView,
+    before: f64,
+    limit: usize,
+) -> Vec<(String, Option<String>)> {
     let mut keys = Vec::new();
     let mut after: Option<String> = None;
     loop {
@@ -1333,7 +1342,11 @@ fn expired_task_keys(view: &dyn ReadView, before: f64, limit: usize) -> Vec<(Str
                                 account: account.to_string(),
                                 region: region.to_string(),
                             }
-                            .service_task(&record.cluster, service, &record.id)
+                            .service_task(
+                                &record.cluster,
+                                service,
+                                &record.id,
+                            )
                         })
                     }
                     _ => None,
