@@ -568,6 +568,30 @@ pub struct ServiceController {
     stats: Mutex<ControllerStats>,
     /// Decoded tasks by key and revision, so an idle pass decodes nothing.
     task_cache: Mutex<TaskCache>,
+    service_cache: Mutex<HashMap<String, (u64, Arc<ServiceRecord>)>>,
+}
+
+/// The account/region pairs that have ECS state: one short range per pair,
+/// skipping over everything each one holds.
+fn scopes(view: &dyn ReadView) -> Vec<Scope> {
+    let mut out = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = view.range("/ecs/", after.as_deref(), 1);
+        let Some(kv) = page.first() else {
+            return out;
+        };
+        let parts: Vec<&str> = kv.key.split('/').collect();
+        let (Some(account), Some(region)) = (parts.get(2), parts.get(3)) else {
+            return out;
+        };
+        // DEL sorts after every character a key here uses.
+        after = Some(format!("/ecs/{account}/{region}/\u{7f}"));
+        out.push(Scope {
+            account: account.to_string(),
+            region: region.to_string(),
+        });
+    }
 }
 
 type TaskCache = HashMap<String, (u64, Arc<TaskRecord>)>;
@@ -614,6 +638,7 @@ impl ServiceController {
             lost_after: LOST_AFTER,
             stats: Mutex::new(ControllerStats::default()),
             task_cache: Mutex::new(HashMap::new()),
+            service_cache: Mutex::new(HashMap::new()),
         })
     }
 
@@ -725,10 +750,10 @@ impl ServiceController {
                 &mut next_cache,
             );
             let mine: Vec<&TaskRecord> = tasks.iter().map(|t| t.as_ref()).collect();
-            let mut trial = record.clone();
+            let mut trial = (*record).clone();
             let actions = reconcile(&mut trial, &mine, &instances, now());
             let unchanged = actions.is_empty()
-                && encode(&record.service).ok() == encode(&trial.service).ok()
+                && record.service == trial.service
                 && trial.steady == record.steady
                 && trial.counted_failures == record.counted_failures;
             if unchanged {
@@ -748,36 +773,30 @@ impl ServiceController {
         writes
     }
 
-    fn all_services(&self) -> Vec<(Scope, ServiceRecord)> {
+    /// Every service that is not INACTIVE, by account and region. Decoded
+    /// records are cached by revision, so an idle pass decodes nothing.
+    fn all_services(&self) -> Vec<(Scope, Arc<ServiceRecord>)> {
         let mut out = Vec::new();
-        let mut after: Option<String> = None;
-        loop {
-            let page = self.store.range("/ecs/", after.as_deref(), 4096);
-            if page.is_empty() {
-                return out;
-            }
-            after = page.last().map(|kv| kv.key.clone());
-            for kv in page {
-                // /ecs/<account>/<region>/services/<cluster>/<name>
-                let parts: Vec<&str> = kv.key.split('/').collect();
-                if parts.len() != 7 || parts[4] != "services" {
-                    continue;
-                }
-                let Ok(record) = decode::<ServiceRecord>(&kv) else {
-                    continue;
-                };
-                if record.status() == INACTIVE {
-                    continue;
-                }
-                out.push((
-                    Scope {
-                        account: parts[2].to_string(),
-                        region: parts[3].to_string(),
+        let mut cache = self.service_cache.lock().unwrap_or_else(|p| p.into_inner());
+        let mut next = HashMap::new();
+        for scope in scopes(self.store.as_ref()) {
+            let prefix = format!("/ecs/{}/{}/services/", scope.account, scope.region);
+            for kv in self.store.range(&prefix, None, usize::MAX) {
+                let record = match cache.remove(&kv.key) {
+                    Some((rev, record)) if rev == kv.mod_revision => record,
+                    _ => match decode::<ServiceRecord>(&kv) {
+                        Ok(r) => Arc::new(r),
+                        Err(_) => continue,
                     },
-                    record,
-                ));
+                };
+                next.insert(kv.key.clone(), (kv.mod_revision, record.clone()));
+                if record.status() != INACTIVE {
+                    out.push((scope.clone(), record));
+                }
             }
         }
+        *cache = next;
+        out
     }
 
     /// Decides again inside a mutation and applies the decision.
