@@ -74,10 +74,36 @@ impl ServerClient {
         })
     }
 
+    /// The server's `host:port`, which is also its registry's host.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
     /// Calls `<prefix>.<operation>` with `input`, waiting at most `timeout`.
     pub async fn call<I: Serialize, O: DeserializeOwned>(
         &self,
         credentials: &Credentials,
+        target_prefix: &str,
+        operation: &str,
+        input: &I,
+        timeout: Duration,
+    ) -> Result<O, ClientError> {
+        self.call_service(
+            credentials,
+            berth_model::agent_protocol::SIGNING_NAME,
+            target_prefix,
+            operation,
+            input,
+            timeout,
+        )
+        .await
+    }
+
+    /// Like [`ServerClient::call`], signed for another AWS service (e.g. `ecr`).
+    pub async fn call_service<I: Serialize, O: DeserializeOwned>(
+        &self,
+        credentials: &Credentials,
+        signing_service: &str,
         target_prefix: &str,
         operation: &str,
         input: &I,
@@ -94,7 +120,7 @@ impl ServerClient {
             secret_access_key: &credentials.secret_access_key,
             session_token: None,
             region: &self.region,
-            service: berth_model::agent_protocol::SIGNING_NAME,
+            service: signing_service,
             now,
         };
         let headers = [

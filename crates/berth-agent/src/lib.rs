@@ -70,6 +70,10 @@ pub enum AgentError {
 pub trait Reporter: Send + Sync + 'static {
     /// Returns the task's desired status as the server sees it.
     async fn submit(&self, report: SubmitTaskStateRequest) -> Result<String, ClientError>;
+
+    /// Credentials for pulling `image`, when it lives in the server's own
+    /// registry (an ECR token, as the task execution role would get).
+    async fn registry_auth(&self, image: &str) -> Option<berth_runtime::RegistryAuth>;
 }
 
 /// The identity the agent keeps across restarts.
@@ -205,7 +209,11 @@ fn registration_request(
 struct HttpReporter {
     client: ServerClient,
     credentials: Credentials,
+    tokens: Arc<tokio::sync::Mutex<Option<(berth_runtime::RegistryAuth, std::time::Instant)>>>,
 }
+
+/// ECR tokens live 12 hours; the agent renews them well before.
+const TOKEN_REUSE: Duration = Duration::from_secs(6 * 3600);
 
 #[async_trait::async_trait]
 impl Reporter for HttpReporter {
@@ -222,6 +230,54 @@ impl Reporter for HttpReporter {
             .await?;
         Ok(answer.desired_status)
     }
+
+    async fn registry_auth(&self, image: &str) -> Option<berth_runtime::RegistryAuth> {
+        let host = self.client.host();
+        if !image.starts_with(&format!("{host}/")) {
+            return None;
+        }
+        let mut cached = self.tokens.lock().await;
+        if let Some((auth, at)) = cached.as_ref() {
+            if at.elapsed() < TOKEN_REUSE {
+                return Some(auth.clone());
+            }
+        }
+        let answer: serde_json::Value = match self
+            .client
+            .call_service(
+                &self.credentials,
+                "ecr",
+                "AmazonEC2ContainerRegistry_V20150921",
+                "GetAuthorizationToken",
+                &serde_json::json!({}),
+                Duration::from_secs(15),
+            )
+            .await
+        {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot get a registry token; pulling without one");
+                return None;
+            }
+        };
+        let token = answer["authorizationData"][0]["authorizationToken"].as_str()?;
+        let decoded = base64_decode(token)?;
+        let (username, password) = decoded.split_once(':')?;
+        let auth = berth_runtime::RegistryAuth {
+            username: username.to_string(),
+            password: password.to_string(),
+            server_address: host.to_string(),
+        };
+        *cached = Some((auth.clone(), std::time::Instant::now()));
+        Some(auth)
+    }
+}
+
+/// Decodes an ECR authorization token (standard base64 of `user:password`).
+fn base64_decode(text: &str) -> Option<String> {
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::STANDARD.decode(text).ok()?;
+    String::from_utf8(bytes).ok()
 }
 
 struct Worker {
@@ -243,6 +299,7 @@ pub struct Agent {
     config: AgentConfig,
     runtime: Arc<dyn Runtime>,
     client: ServerClient,
+    tokens: Arc<tokio::sync::Mutex<Option<(berth_runtime::RegistryAuth, std::time::Instant)>>>,
 }
 
 impl Agent {
@@ -252,6 +309,7 @@ impl Agent {
             config,
             runtime,
             client,
+            tokens: Arc::new(tokio::sync::Mutex::new(None)),
         })
     }
 
@@ -400,6 +458,7 @@ impl Agent {
             let reporter: Arc<dyn Reporter> = Arc::new(HttpReporter {
                 client: self.client.clone(),
                 credentials,
+                tokens: self.tokens.clone(),
             });
             let listed: BTreeMap<String, AssignedTask> = answer
                 .tasks
@@ -510,5 +569,16 @@ async fn pump_events(runtime: Arc<dyn Runtime>, tx: broadcast::Sender<RuntimeEve
             }
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::base64_decode;
+
+    #[test]
+    fn decodes_ecr_tokens() {
+        assert_eq!(base64_decode("QVdTOnNlY3JldA==").as_deref(), Some("AWS:secret"));
+        assert_eq!(base64_decode("not base64!"), None);
     }
 }

@@ -383,7 +383,8 @@ impl TaskRunner {
             if present {
                 continue;
             }
-            if let Err(e) = self.runtime.pull(&image, None).await {
+            let auth = self.reporter.registry_auth(&image).await;
+            if let Err(e) = self.runtime.pull(&image, auth.as_ref()).await {
                 let reason = format!("CannotPullContainerError: {e}");
                 tracing::warn!(task = %self.task.task_arn, %image, error = %e, "pull failed");
                 for c in &mut self.containers {
