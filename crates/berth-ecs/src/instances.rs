@@ -632,63 +632,10 @@ pub fn describe(
     })
 }
 
-/// One clause of the `ListContainerInstances` filter.
-#[derive(Debug, Clone, PartialEq)]
-enum Clause {
-    Equals(String, String),
-    NotEquals(String, String),
-    Exists(String),
-    NotExists(String),
-}
-
-/// Parses the subset of the cluster query language this issue needs:
-/// `attribute:<name> == v`, `!= v`, `exists`, `!exists`, joined by `and`.
-/// The scheduler issue replaces this with the full language.
-fn parse_filter(filter: &str) -> Result<Vec<Clause>, AwsError> {
-    let mut clauses = Vec::new();
-    for part in filter.split(" and ") {
-        let words: Vec<&str> = part.split_whitespace().collect();
-        let bad = || {
-            error::invalid_parameter(format!(
-                "Invalid filter expression '{part}'. Berth supports attribute:<name> (==|!=) <value>, attribute:<name> exists and attribute:<name> !exists, joined by 'and'."
-            ))
-        };
-        let name = words
-            .first()
-            .and_then(|w| w.strip_prefix("attribute:"))
-            .filter(|n| !n.is_empty())
-            .ok_or_else(bad)?
-            .to_string();
-        clauses.push(match words.as_slice() {
-            [_, "==", v] => Clause::Equals(name, v.to_string()),
-            [_, "!=", v] => Clause::NotEquals(name, v.to_string()),
-            [_, "exists"] => Clause::Exists(name),
-            [_, "!exists"] => Clause::NotExists(name),
-            _ => return Err(bad()),
-        });
-    }
-    Ok(clauses)
-}
-
-fn matches(record: &InstanceRecord, clauses: &[Clause]) -> bool {
-    let value = |name: &str| {
-        record
-            .attributes()
-            .iter()
-            .find(|a| a.name.as_deref() == Some(name))
-            .map(|a| a.value.clone())
-    };
-    clauses.iter().all(|c| match c {
-        Clause::Equals(n, v) => value(n).flatten().as_deref() == Some(v.as_str()),
-        Clause::NotEquals(n, v) => value(n).flatten().as_deref() != Some(v.as_str()),
-        Clause::Exists(n) => value(n).is_some(),
-        Clause::NotExists(n) => value(n).is_none(),
-    })
-}
-
 pub fn list(
     view: &dyn ReadView,
     scope: &Scope,
+    presence: &Presence,
     input: ListContainerInstancesRequest,
 ) -> Result<ListContainerInstancesResponse, AwsError> {
     let cluster = resolve_name(scope, input.cluster.as_deref())?;
@@ -704,11 +651,19 @@ pub fn list(
             )))
         }
     };
-    let clauses = match input.filter.as_deref() {
-        Some(f) if !f.trim().is_empty() => parse_filter(f)?,
-        _ => Vec::new(),
+    // The cluster query language, as placement constraints use it.
+    let filter = match input.filter.as_deref() {
+        Some(f) if !f.trim().is_empty() => Some(
+            berth_scheduler::parse_expression(f)
+                .map_err(|e| error::invalid_parameter(format!("Invalid filter expression: {e}")))?,
+        ),
+        _ => None,
     };
     clusters::require_active(view, scope, &cluster)?;
+    let usage = match filter {
+        Some(_) => tasks::usage_by_instance(view, scope, &cluster)?,
+        None => HashMap::new(),
+    };
     let (arns, next_token) = pagination::filtered_page(
         view,
         &scope.instances(&cluster),
@@ -720,7 +675,11 @@ pub fn list(
                 Some(s) => record.status() == s,
                 None => record.status() != INACTIVE,
             };
-            Ok((wanted && matches(&record, &clauses)).then(|| record.arn().to_string()))
+            let matches = filter.as_ref().is_none_or(|f| {
+                let u = usage.get(&record.id).cloned().unwrap_or_default();
+                f.matches(&tasks::snapshot(&record, &u, presence))
+            });
+            Ok((wanted && matches).then(|| record.arn().to_string()))
         },
     )?;
     Ok(ListContainerInstancesResponse {
@@ -1002,18 +961,5 @@ mod tests {
         presence.touch("a");
         presence.forget("a");
         assert!(!presence.connected("a"));
-    }
-
-    #[test]
-    fn filter_subset_parses() {
-        assert_eq!(
-            parse_filter("attribute:zone == a and attribute:gpu exists").unwrap(),
-            vec![
-                Clause::Equals("zone".into(), "a".into()),
-                Clause::Exists("gpu".into())
-            ]
-        );
-        assert!(parse_filter("zone == a").is_err());
-        assert!(parse_filter("attribute:zone =~ a*").is_err());
     }
 }

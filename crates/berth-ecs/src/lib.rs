@@ -139,7 +139,9 @@ impl JsonService for EcsService {
             "DescribeContainerInstances" => {
                 op!(body, |i| instances::describe(store, scope, presence, i))
             }
-            "ListContainerInstances" => op!(body, |i| instances::list(store, scope, i)),
+            "ListContainerInstances" => {
+                op!(body, |i| instances::list(store, scope, presence, i))
+            }
             "UpdateContainerInstancesState" => {
                 op!(body, |i| instances::update_state(store, scope, presence, i)
                     .await)

@@ -1,68 +1,63 @@
 //! Placement constraints and strategies as the API takes them, checked and
 //! turned into the scheduler's policy.
 
-use berth_model::shapes::ecs::{PlacementConstraint, PlacementStrategy};
+use berth_model::shapes::ecs::{PlacementConstraint, PlacementStrategy, TaskDefinition};
 use berth_model::AwsError;
+use berth_scheduler::{Constraint, Policy, PolicyError, Strategy};
 
 use crate::error;
 
-/// Checks constraints and strategies the way ECS validates them.
+fn invalid(e: PolicyError) -> AwsError {
+    error::invalid_parameter(e.to_string())
+}
+
+/// Checks constraints and strategies the way ECS validates them and builds
+/// the scheduler's policy (empty strategies: the scheduler's default).
+pub fn policy(
+    constraints: &[PlacementConstraint],
+    strategies: &[PlacementStrategy],
+) -> Result<Policy, AwsError> {
+    let strategies = strategies
+        .iter()
+        .map(|s| {
+            berth_scheduler::parse_strategy(s.r#type.as_deref().unwrap_or(""), s.field.as_deref())
+        })
+        .collect::<Result<Vec<Strategy>, _>>()
+        .map_err(invalid)?;
+    let constraints = constraints
+        .iter()
+        .map(|c| {
+            berth_scheduler::parse_constraint(
+                c.r#type.as_deref().unwrap_or(""),
+                c.expression.as_deref(),
+            )
+        })
+        .collect::<Result<Vec<Constraint>, _>>()
+        .map_err(invalid)?;
+    Policy::new(strategies, constraints).map_err(invalid)
+}
+
+/// Checks constraints and strategies without keeping the policy.
 pub fn check(
     constraints: &[PlacementConstraint],
     strategies: &[PlacementStrategy],
 ) -> Result<(), AwsError> {
-    for c in constraints {
-        match c.r#type.as_deref() {
-            Some("distinctInstance") => {
-                if c.expression.as_deref().is_some_and(|e| !e.is_empty()) {
-                    return Err(error::invalid_parameter(
-                        "Expressions are not supported with the distinctInstance constraint.",
-                    ));
-                }
-            }
-            Some("memberOf") => {
-                if c.expression.as_deref().is_none_or(str::is_empty) {
-                    return Err(error::invalid_parameter(
-                        "The memberOf constraint requires an expression.",
-                    ));
-                }
-            }
-            other => {
-                return Err(error::invalid_parameter(format!(
-                "Invalid placement constraint type '{}'. Valid values: distinctInstance, memberOf.",
-                other.unwrap_or("")
-            )))
-            }
-        }
+    policy(constraints, strategies).map(|_| ())
+}
+
+/// Adds the task definition's `memberOf` constraints to a request's policy:
+/// ECS applies both.
+pub fn with_definition(base: &Policy, definition: &TaskDefinition) -> Result<Policy, AwsError> {
+    let mut policy = base.clone();
+    for c in definition.placement_constraints.iter().flatten() {
+        let constraint = berth_scheduler::parse_constraint(
+            c.r#type.as_deref().unwrap_or(""),
+            c.expression.as_deref(),
+        )
+        .map_err(|e| {
+            error::invalid_parameter(format!("Task definition placement constraint: {e}"))
+        })?;
+        policy.constraints.push(constraint);
     }
-    for s in strategies {
-        match (s.r#type.as_deref(), s.field.as_deref()) {
-            (Some("random"), None) => {}
-            (Some("random"), Some(_)) => {
-                return Err(error::invalid_parameter(
-                    "The random placement strategy does not take a field.",
-                ))
-            }
-            (Some("binpack"), Some(f))
-                if f.eq_ignore_ascii_case("cpu") || f.eq_ignore_ascii_case("memory") => {}
-            (Some("binpack"), _) => {
-                return Err(error::invalid_parameter(
-                    "The binpack placement strategy needs the field cpu or memory.",
-                ))
-            }
-            (Some("spread"), Some(f)) if !f.is_empty() => {}
-            (Some("spread"), _) => {
-                return Err(error::invalid_parameter(
-                    "The spread placement strategy needs a field.",
-                ))
-            }
-            (other, _) => {
-                return Err(error::invalid_parameter(format!(
-                    "Invalid placement strategy type '{}'. Valid values: random, spread, binpack.",
-                    other.unwrap_or("")
-                )))
-            }
-        }
-    }
-    Ok(())
+    Ok(policy)
 }

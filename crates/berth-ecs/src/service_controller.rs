@@ -931,8 +931,28 @@ fn launch(
     let _ = task_definitions::ACTIVE;
     let mut started = Vec::new();
     let mut failures = Vec::new();
+    let policy = crate::placement::policy(
+        record
+            .service
+            .placement_constraints
+            .as_deref()
+            .unwrap_or(&[]),
+        record.service.placement_strategy.as_deref().unwrap_or(&[]),
+    )
+    .and_then(|p| crate::placement::with_definition(&p, &launch.definition));
+    let policy = match policy {
+        Ok(p) => p,
+        Err(e) => {
+            note(
+                record,
+                format!("(service {name}) cannot place tasks: {}", e.message),
+                at,
+            );
+            return Ok(0);
+        }
+    };
     if actions.start > 0 {
-        match tasks::place_batch(view, scope, &launch, actions.start, presence) {
+        match tasks::place_batch(view, scope, &launch, actions.start, presence, &policy) {
             Ok((mut new_ops, new_tasks, new_failures)) => {
                 ops.append(&mut new_ops);
                 started.extend(new_tasks.iter().map(|t| t.id.clone()));
@@ -958,6 +978,15 @@ fn launch(
             };
             let instance: InstanceRecord = decode(&kv)?;
             let u = usage.entry(id.clone()).or_default();
+            // Daemons honour memberOf: an instance outside it gets no task.
+            let snapshot = tasks::snapshot(&instance, u, presence);
+            let excluded = policy.constraints.iter().any(|c| match c {
+                berth_scheduler::Constraint::MemberOf(e) => !e.matches(&snapshot),
+                berth_scheduler::Constraint::DistinctInstance => false,
+            });
+            if excluded {
+                continue;
+            }
             match tasks::place_on(view, scope, &launch, &instance, u, presence)? {
                 Ok((new_ops, task)) => {
                     ops.extend(new_ops);

@@ -104,6 +104,8 @@ pub struct Usage {
     pub ports_udp: BTreeSet<u16>,
     pub running: u32,
     pub pending: u32,
+    /// Tasks not yet STOPPED by task group (for spread and distinctInstance).
+    pub groups: std::collections::BTreeMap<String, u32>,
 }
 
 impl Usage {
@@ -492,7 +494,11 @@ fn new_task(
     }
 }
 
-fn snapshot(record: &InstanceRecord, usage: &Usage, presence: &Presence) -> InstanceSnapshot {
+pub(crate) fn snapshot(
+    record: &InstanceRecord,
+    usage: &Usage,
+    presence: &Presence,
+) -> InstanceSnapshot {
     let mut ports_tcp: BTreeSet<u16> = record.reserved_ports("PORTS").into_iter().collect();
     ports_tcp.extend(usage.ports_tcp.iter().copied());
     let mut ports_udp: BTreeSet<u16> = record.reserved_ports("PORTS_UDP").into_iter().collect();
@@ -515,7 +521,15 @@ fn snapshot(record: &InstanceRecord, usage: &Usage, presence: &Presence) -> Inst
             .filter_map(|a| Some((a.name.clone()?, a.value.clone())))
             .collect(),
         task_count: usage.running + usage.pending,
-        ..InstanceSnapshot::default()
+        ec2_instance_id: record.instance.ec2_instance_id.clone().unwrap_or_default(),
+        custom_remaining: Default::default(),
+        groups: usage.groups.clone(),
+        agent_version: record
+            .instance
+            .version_info
+            .as_ref()
+            .and_then(|v| v.agent_version.clone()),
+        registered_at: record.instance.registered_at.map(|t| t as i64),
     }
 }
 
@@ -526,7 +540,8 @@ fn task_request(launch: &Launch) -> TaskRequest {
         host_ports_tcp: launch.reservation.ports_tcp.clone(),
         host_ports_udp: launch.reservation.ports_udp.clone(),
         required_attributes: required_attributes(&launch.definition),
-        ..TaskRequest::default()
+        group: launch.group.clone(),
+        custom: Default::default(),
     }
 }
 
@@ -662,6 +677,7 @@ pub(crate) fn place_batch(
     launch: &Launch,
     count: usize,
     presence: &Presence,
+    policy: &berth_scheduler::Policy,
 ) -> Result<Batch, AwsError> {
     let cluster = &launch.cluster;
     let records = live_instances(view, scope, cluster)?;
@@ -676,11 +692,12 @@ pub(crate) fn place_batch(
         .map(|r| snapshot(r, usage.get(&r.id).unwrap_or(&Usage::default()), presence))
         .collect();
     let requests = vec![task_request(launch); count];
-    let plan = berth_scheduler::place(&mut snapshots, &requests);
+    let plan = berth_scheduler::place_with(&mut snapshots, &requests, policy, rand::random());
     let created_at = now();
     let mut ops = Vec::new();
     let mut tasks = Vec::new();
     let mut failures: Vec<Failure> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for placement in plan {
         match placement {
             Placement::Placed(i) => {
@@ -690,13 +707,13 @@ pub(crate) fn place_batch(
             }
             Placement::Unplaced(rejections) => {
                 for (i, rejection) in rejections {
-                    let failure = Failure {
-                        arn: Some(records[i].arn().to_string()),
-                        reason: Some(rejection.reason()),
-                        detail: None,
-                    };
-                    if !failures.contains(&failure) {
-                        failures.push(failure);
+                    let reason = rejection.reason();
+                    if seen.insert((i, reason.clone())) {
+                        failures.push(Failure {
+                            arn: Some(records[i].arn().to_string()),
+                            reason: Some(reason),
+                            detail: None,
+                        });
                     }
                 }
             }
@@ -782,20 +799,10 @@ pub async fn run(
             "Berth does not run tasks through capacity providers yet; use launchType EC2.",
         ));
     }
-    if input
-        .placement_constraints
-        .as_ref()
-        .is_some_and(|c| !c.is_empty())
-        || input
-            .placement_strategy
-            .as_ref()
-            .is_some_and(|s| !s.is_empty())
-    {
-        return Err(AwsError::bad_request(
-            "UnsupportedFeatureException",
-            "Placement constraints and strategies are not implemented by Berth yet; tasks are spread across instances by task count.",
-        ));
-    }
+    let request_policy = crate::placement::policy(
+        input.placement_constraints.as_deref().unwrap_or(&[]),
+        input.placement_strategy.as_deref().unwrap_or(&[]),
+    )?;
     let tags = input.tags.unwrap_or_default();
     check_common(
         input.group.as_deref(),
@@ -845,8 +852,9 @@ pub async fn run(
                 propagate.clone(),
                 enable_exec,
             )?;
+            let policy = crate::placement::with_definition(&request_policy, &launch.definition)?;
             let (mut ops, tasks, failures) =
-                place_batch(view, scope, &launch, count as usize, &presence)?;
+                place_batch(view, scope, &launch, count as usize, &presence, &policy)?;
             if let Some(token) = &client_token {
                 let record = ClientTokenRecord {
                     task_ids: tasks.iter().map(|t| t.id.clone()).collect(),
