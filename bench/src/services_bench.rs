@@ -60,7 +60,13 @@ async fn simulated_agent(client: ServerClient, creds: Credentials) {
             wait_seconds: if since == 0 { 0 } else { 20 },
         };
         let answer: PollTasksResponse = match client
-            .call(&creds, AGENT, "PollTasks", &request, Duration::from_secs(40))
+            .call(
+                &creds,
+                AGENT,
+                "PollTasks",
+                &request,
+                Duration::from_secs(40),
+            )
             .await
         {
             Ok(a) => a,
@@ -103,7 +109,12 @@ async fn simulated_agent(client: ServerClient, creds: Credentials) {
     }
 }
 
-async fn ecs(client: &ServerClient, creds: &Credentials, op: &str, body: Value) -> anyhow::Result<Value> {
+async fn ecs(
+    client: &ServerClient,
+    creds: &Credentials,
+    op: &str,
+    body: Value,
+) -> anyhow::Result<Value> {
     client
         .call(creds, ECS, op, &body, TIMEOUT)
         .await
@@ -111,17 +122,38 @@ async fn ecs(client: &ServerClient, creds: &Credentials, op: &str, body: Value) 
 }
 
 /// Waits until every named service is steady with `tasks` running.
-async fn wait_steady(client: &ServerClient, creds: &Credentials, names: &[String], tasks: usize) -> anyhow::Result<()> {
+async fn wait_steady(
+    client: &ServerClient,
+    creds: &Credentials,
+    names: &[String],
+    tasks: usize,
+) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut pending: Vec<String> = names.to_vec();
     while !pending.is_empty() {
         if Instant::now() > deadline {
-            let sample = ecs(client, creds, "DescribeServices", json!({"cluster": "bench", "services": [pending[0]]})).await?;
-            bail!("{} services did not converge; e.g. {}", pending.len(), sample);
+            let sample = ecs(
+                client,
+                creds,
+                "DescribeServices",
+                json!({"cluster": "bench", "services": [pending[0]]}),
+            )
+            .await?;
+            bail!(
+                "{} services did not converge; e.g. {}",
+                pending.len(),
+                sample
+            );
         }
         let mut still = Vec::new();
         for chunk in pending.chunks(10) {
-            let out = ecs(client, creds, "DescribeServices", json!({"cluster": "bench", "services": chunk})).await?;
+            let out = ecs(
+                client,
+                creds,
+                "DescribeServices",
+                json!({"cluster": "bench", "services": chunk}),
+            )
+            .await?;
             for s in out["services"].as_array().into_iter().flatten() {
                 let deployments = s["deployments"].as_array().cloned().unwrap_or_default();
                 let ok = deployments.len() == 1
@@ -145,14 +177,24 @@ fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
     let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
     let fields: Vec<&str> = after.split_whitespace().collect();
     // utime and stime are fields 14 and 15 of /proc/<pid>/stat (1-based).
-    Ok(fields.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
-        + fields.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0))
+    Ok(fields
+        .get(11)
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0)
+        + fields
+            .get(12)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0))
 }
 
 async fn controller_stats(endpoint: &str) -> anyhow::Result<Value> {
     let url = format!("{endpoint}/_berth/controllers");
-    let out = tokio::task::spawn_blocking(move || std::process::Command::new("curl").args(["-s", &url]).output())
-        .await??;
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("curl")
+            .args(["-s", &url])
+            .output()
+    })
+    .await??;
     Ok(serde_json::from_slice(&out.stdout)?)
 }
 
@@ -164,7 +206,13 @@ async fn main() -> anyhow::Result<()> {
         access_key_id: args.access_key_id.clone(),
         secret_access_key: args.secret_access_key.clone(),
     };
-    ecs(&client, &root, "CreateCluster", json!({"clusterName": "bench"})).await?;
+    ecs(
+        &client,
+        &root,
+        "CreateCluster",
+        json!({"clusterName": "bench"}),
+    )
+    .await?;
     for i in 0..args.agents {
         let request = RegisterAgentRequest {
             cluster: "bench".into(),
@@ -173,7 +221,9 @@ async fn main() -> anyhow::Result<()> {
             // What a real agent advertises, so task definitions place as they would.
             attributes: (17..=41)
                 .map(|v| Attribute {
-                    name: Some(format!("com.amazonaws.ecs.capability.docker-remote-api.1.{v}")),
+                    name: Some(format!(
+                        "com.amazonaws.ecs.capability.docker-remote-api.1.{v}"
+                    )),
                     ..Attribute::default()
                 })
                 .collect(),
@@ -188,10 +238,16 @@ async fn main() -> anyhow::Result<()> {
         };
         tokio::spawn(simulated_agent(client.clone(), creds));
     }
-    ecs(&client, &root, "RegisterTaskDefinition", json!({
-        "family": "bench-svc",
-        "containerDefinitions": [{"name": "app", "image": "busybox", "memory": 16}]
-    })).await?;
+    ecs(
+        &client,
+        &root,
+        "RegisterTaskDefinition",
+        json!({
+            "family": "bench-svc",
+            "containerDefinitions": [{"name": "app", "image": "busybox", "memory": 16}]
+        }),
+    )
+    .await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     let started = Instant::now();
@@ -213,7 +269,9 @@ async fn main() -> anyhow::Result<()> {
         created.as_secs_f64()
     );
 
-    let extra: Vec<String> = (args.services..args.total_services).map(|i| format!("svc-{i}")).collect();
+    let extra: Vec<String> = (args.services..args.total_services)
+        .map(|i| format!("svc-{i}"))
+        .collect();
     let phase2 = Instant::now();
     for name in &extra {
         ecs(&client, &root, "CreateService", json!({

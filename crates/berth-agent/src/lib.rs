@@ -276,7 +276,9 @@ impl Reporter for HttpReporter {
 /// Decodes an ECR authorization token (standard base64 of `user:password`).
 fn base64_decode(text: &str) -> Option<String> {
     use base64::Engine;
-    let bytes = base64::engine::general_purpose::STANDARD.decode(text).ok()?;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .ok()?;
     String::from_utf8(bytes).ok()
 }
 
@@ -578,7 +580,10 @@ mod tests {
 
     #[test]
     fn decodes_ecr_tokens() {
-        assert_eq!(base64_decode("QVdTOnNlY3JldA==").as_deref(), Some("AWS:secret"));
+        assert_eq!(
+            base64_decode("QVdTOnNlY3JldA==").as_deref(),
+            Some("AWS:secret")
+        );
         assert_eq!(base64_decode("not base64!"), None);
     }
 }
