@@ -24,6 +24,7 @@ import sys
 SERVICES = [
     # (botocore name, api version, rust module)
     ("ecs", "2014-11-13", "ecs"),
+    ("ecr", "2015-09-21", "ecr"),
 ]
 
 RUST_KEYWORDS = {

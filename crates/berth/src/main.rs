@@ -64,6 +64,12 @@ pub struct UpArgs {
     /// How long STOPPED tasks stay describable before they are removed.
     #[arg(long, default_value_t = 3600, value_name = "SECONDS")]
     pub task_retention: u64,
+
+    /// The host:port clients (docker, remote agents) reach the registry's
+    /// `/v2/` at; it prefixes every ECR repositoryUri
+    /// [default: the listen address, 127.0.0.1 when listening on all addresses].
+    #[arg(long, value_name = "HOST:PORT")]
+    pub registry_host: Option<String>,
 }
 
 fn main() -> anyhow::Result<()> {

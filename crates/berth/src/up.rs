@@ -22,6 +22,19 @@ fn default_data_dir() -> anyhow::Result<PathBuf> {
     Ok(PathBuf::from(home).join(".local/share/berth"))
 }
 
+/// Where clients reach `/v2/`: `--registry-host`, else the listen address
+/// (with 127.0.0.1 for an all-addresses listener, which no client can dial).
+fn registry_host(args: &UpArgs) -> String {
+    if let Some(host) = &args.registry_host {
+        return host.clone();
+    }
+    let mut address = args.listen;
+    if address.ip().is_unspecified() {
+        address.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    address.to_string()
+}
+
 fn check_account_id(id: &str) -> anyhow::Result<()> {
     if id.len() != 12 || !id.bytes().all(|b| b.is_ascii_digit()) {
         bail!("--account-id must be 12 digits, got '{id}'");
@@ -59,12 +72,16 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         },
     });
 
+    let registry = berth_registry::Registry::open(&data_dir, store.clone(), registry_host(&args))
+        .context("opening the image registry")?;
+
     let presence = Arc::new(Presence::default());
     let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
     let gateway = GatewayBuilder::new(store.clone(), env!("CARGO_PKG_VERSION"))
         .credentials(root_credentials)
         .credentials(Arc::new(AgentCredentials(store.clone())))
         .json_service(Arc::new(EcsService::new(store.clone(), presence.clone())))
+        .json_service(registry.ecr_service())
         .json_service(Arc::new(AgentService::new(
             store.clone(),
             presence.clone(),
@@ -77,7 +94,11 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     ));
     let controller = ServiceController::new(store.clone(), presence);
     let controller_task = tokio::spawn(controller.clone().run());
-    let app = gateway.router().merge(controller_routes(controller));
+    let registry_gc = registry.spawn_gc();
+    let app = gateway
+        .router()
+        .merge(controller_routes(controller))
+        .merge(registry.router());
 
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -101,6 +122,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         .context("serving HTTP")?;
     tracing::info!("shutting down");
     gc.abort();
+    registry_gc.abort();
     controller_task.abort();
     if let Some(agent) = agent {
         agent.abort();

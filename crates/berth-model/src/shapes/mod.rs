@@ -1,4 +1,5 @@
 //! Request and response types generated from the botocore service models.
 //!
 //! One module per AWS service; regenerate with `scripts/gen-shapes.py`.
+pub mod ecr;
 pub mod ecs;

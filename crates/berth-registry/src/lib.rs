@@ -1,0 +1,187 @@
+//! Berth's image registry: the OCI distribution API under `/v2/` (what
+//! `docker push`/`pull`, skopeo and agents speak), Amazon ECR's JSON API
+//! (`AmazonEC2ContainerRegistry_V20150921`), and the content-addressed blob
+//! store on disk that both share.
+//!
+//! Blob bytes live in files under `<data-dir>/registry/blobs` (see [`blobs`]);
+//! everything else — repositories, manifests, tags, which blobs a repository
+//! links — lives in the Berth store (see [`meta`]), so it is durable,
+//! group-committed and read from memory. `/v2/` authenticates with the tokens
+//! `GetAuthorizationToken` mints ([`token`]); a token names the account and
+//! region the request acts in.
+//!
+//! Architecture invariant: a blob file appears under `blobs/` only complete
+//! and verified against its digest, and a repository links a blob only after
+//! its file is durable.
+
+pub mod blobs;
+pub mod digest;
+mod ecr;
+mod gc;
+pub mod lifecycle;
+pub mod meta;
+mod oci;
+pub mod token;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use berth_model::{JsonService, Principal, PrincipalKind};
+use berth_store::Store;
+
+use blobs::{BlobStore, Uploads};
+use token::{Claims, TokenKey};
+
+/// Why the registry could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("{what} ({path}): {source}")]
+    Io {
+        what: &'static str,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// How often garbage collection runs and what it spares.
+#[derive(Clone, Debug)]
+pub struct GcConfig {
+    /// Time between passes (lifecycle policies, uploads, links, blobs).
+    pub interval: Duration,
+    /// Uploads untouched this long are abandoned.
+    pub upload_idle: Duration,
+    /// A blob link no manifest references is kept this long, so a push whose
+    /// manifest has not arrived yet keeps its layers.
+    pub link_grace: Duration,
+    /// A blob file is kept this long after it was written or reused, so a
+    /// link being written for it is never raced.
+    pub blob_grace: Duration,
+}
+
+impl Default for GcConfig {
+    fn default() -> Self {
+        GcConfig {
+            interval: Duration::from_secs(60),
+            upload_idle: Duration::from_secs(3600),
+            link_grace: Duration::from_secs(24 * 3600),
+            blob_grace: Duration::from_secs(600),
+        }
+    }
+}
+
+/// The registry: one per server, shared by the `/v2/` router, the ECR
+/// service and the garbage collector.
+pub struct Registry {
+    store: Arc<dyn Store>,
+    blobs: Arc<BlobStore>,
+    uploads: Uploads,
+    tokens: TokenKey,
+    host: String,
+    /// Held shared while a blob is committed and linked, exclusively while GC
+    /// deletes blob files, so GC never removes a blob a link is being written for.
+    gc_lock: tokio::sync::RwLock<()>,
+    gc: GcConfig,
+}
+
+pub(crate) fn now_epoch() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+impl Registry {
+    /// Opens the registry's files under `<data_dir>/registry`. `registry_host`
+    /// is the `host:port` clients reach `/v2/` at; it prefixes every
+    /// `repositoryUri`.
+    pub fn open(
+        data_dir: &Path,
+        store: Arc<dyn Store>,
+        registry_host: String,
+    ) -> Result<Arc<Registry>, RegistryError> {
+        Self::open_with(data_dir, store, registry_host, GcConfig::default())
+    }
+
+    pub fn open_with(
+        data_dir: &Path,
+        store: Arc<dyn Store>,
+        registry_host: String,
+        gc: GcConfig,
+    ) -> Result<Arc<Registry>, RegistryError> {
+        let root = data_dir.join("registry");
+        let io = |what: &'static str, path: &Path| {
+            let path = path.display().to_string();
+            move |source| RegistryError::Io { what, path, source }
+        };
+        std::fs::create_dir_all(&root).map_err(io("creating the registry directory", &root))?;
+        let blobs = Arc::new(BlobStore::open(&root).map_err(io("opening the blob store", &root))?);
+        let key_path = root.join("token.key");
+        let tokens = TokenKey::load_or_create(&key_path)
+            .map_err(io("loading the registry token key", &key_path))?;
+        Ok(Arc::new(Registry {
+            store,
+            uploads: Uploads::new(blobs.clone()),
+            blobs,
+            tokens,
+            host: registry_host,
+            gc_lock: tokio::sync::RwLock::new(()),
+            gc,
+        }))
+    }
+
+    /// The `/v2/` routes (merge beside the gateway's router).
+    pub fn router(self: &Arc<Self>) -> axum::Router {
+        oci::router(self.clone())
+    }
+
+    /// Amazon ECR's JSON 1.1 API.
+    pub fn ecr_service(self: &Arc<Self>) -> Arc<dyn JsonService> {
+        Arc::new(ecr::EcrService::new(self.clone()))
+    }
+
+    /// Runs garbage collection and lifecycle policies periodically.
+    pub fn spawn_gc(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let registry = self.clone();
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(registry.gc.interval);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            ticker.tick().await;
+            loop {
+                ticker.tick().await;
+                let report = registry.gc_pass(now_epoch()).await;
+                if report != gc::Report::default() {
+                    tracing::info!(?report, "registry garbage collection");
+                }
+            }
+        })
+    }
+
+    /// Mints a registry token for `principal` in `region`: the base64
+    /// `AWS:<token>` of ECR's `authorizationToken`, and its expiry (epoch
+    /// seconds). Agents get read-only tokens.
+    pub fn mint_token(&self, principal: &Principal, region: &str) -> (String, f64) {
+        let now = now_epoch() as i64;
+        let claims = Claims {
+            a: principal.account_id.clone(),
+            r: region.to_string(),
+            p: principal.arn.clone(),
+            ro: principal.kind == PrincipalKind::Agent,
+            e: now + token::TOKEN_LIFETIME_SECS,
+        };
+        (
+            token::authorization_token(&self.tokens.sign(&claims)),
+            claims.e as f64,
+        )
+    }
+
+    /// `host:port` of `/v2/`.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    pub(crate) fn repository_uri(&self, name: &str) -> String {
+        format!("{}/{name}", self.host)
+    }
+}

@@ -1,0 +1,1119 @@
+//! The OCI distribution API under `/v2/`: pull, push (monolithic, chunked,
+//! cross-repository mount), content discovery (tags list, referrers,
+//! catalog) and content management (DELETE of manifests, tags and blobs).
+//!
+//! Paths hold repository names with slashes, so one catch-all route parses
+//! them from the right (`…/manifests/<ref>`, `…/blobs/uploads/<id>`, …).
+//! Bodies stream in both directions; nothing buffers a blob in memory.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use axum::Router;
+use berth_store::{Op, StoreExt};
+use futures::StreamExt;
+use http::{HeaderValue, Method, StatusCode};
+
+use crate::blobs::{read_all, read_stream, UploadError};
+use crate::digest::Digest;
+use crate::gc::CompleteError;
+use crate::meta::{self, ManifestRecord, PutError, Scope, TagRecord};
+use crate::token::{Claims, TokenError};
+use crate::Registry;
+
+/// Blobs up to this size are read into memory and sent in one piece.
+const SMALL_BLOB: u64 = 1024 * 1024;
+
+pub fn router(registry: Arc<Registry>) -> Router {
+    Router::new()
+        .route("/v2", any(handle))
+        .route("/v2/", any(handle))
+        .route("/v2/{*rest}", any(handle))
+        // Uploads stream to disk with no size limit.
+        .layer(DefaultBodyLimit::disable())
+        .with_state(registry)
+}
+
+/// An error in the distribution spec's shape: `{"errors": [{code, message}]}`.
+#[derive(Debug)]
+pub struct OciError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    headers: Vec<(&'static str, String)>,
+}
+
+impl OciError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> OciError {
+        OciError {
+            status,
+            code,
+            message: message.into(),
+            headers: Vec::new(),
+        }
+    }
+
+    fn header(mut self, name: &'static str, value: String) -> OciError {
+        self.headers.push((name, value));
+        self
+    }
+
+    fn into_response(self, head: bool) -> Response {
+        let body = serde_json::json!({
+            "errors": [{"code": self.code, "message": self.message, "detail": null}]
+        })
+        .to_string();
+        let mut builder = Response::builder()
+            .status(self.status)
+            .header("content-type", "application/json");
+        for (name, value) in &self.headers {
+            builder = builder.header(*name, value);
+        }
+        let body = if head {
+            Body::empty()
+        } else {
+            Body::from(body)
+        };
+        builder
+            .body(body)
+            .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+    }
+}
+
+fn name_unknown(name: &str) -> OciError {
+    OciError::new(
+        StatusCode::NOT_FOUND,
+        "NAME_UNKNOWN",
+        format!("The repository with name '{name}' does not exist in the registry."),
+    )
+}
+
+fn internal(e: impl std::fmt::Display) -> OciError {
+    tracing::error!(error = %e, "registry request failed");
+    OciError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "UNKNOWN",
+        "The registry failed; the server log has the details.",
+    )
+}
+
+fn digest_invalid(message: impl Into<String>) -> OciError {
+    OciError::new(StatusCode::BAD_REQUEST, "DIGEST_INVALID", message)
+}
+
+fn upload_unknown() -> OciError {
+    OciError::new(
+        StatusCode::NOT_FOUND,
+        "BLOB_UPLOAD_UNKNOWN",
+        "The upload is unknown to the registry: it finished, was cancelled, expired or was interrupted by a restart.",
+    )
+}
+
+fn complete_error(e: CompleteError, name: &str) -> OciError {
+    match e {
+        CompleteError::Upload(UploadError::DigestMismatch { expected, actual }) => {
+            digest_invalid(format!(
+                "The uploaded content has digest {actual}, not {expected}; nothing was stored."
+            ))
+        }
+        CompleteError::Upload(UploadError::Broken) => OciError::new(
+            StatusCode::BAD_REQUEST,
+            "BLOB_UPLOAD_INVALID",
+            "The upload failed earlier and cannot continue; start a new one.",
+        ),
+        CompleteError::Upload(UploadError::Body(e)) => OciError::new(
+            StatusCode::BAD_REQUEST,
+            "BLOB_UPLOAD_INVALID",
+            format!("The request body could not be read: {e}"),
+        ),
+        CompleteError::RepositoryNotFound => name_unknown(name),
+        other => internal(other),
+    }
+}
+
+/// Percent-decodes a path or query component.
+fn decode_component(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let Ok(v) = u8::from_str_radix(&text[i + 1..i + 3], 16) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn query_param(query: Option<&str>, key: &str) -> Option<String> {
+    query?.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (decode_component(k) == key).then(|| decode_component(v))
+    })
+}
+
+/// A byte range of a blob, inclusive.
+#[derive(Debug, PartialEq, Eq)]
+pub enum RangeRequest {
+    Full,
+    Part(u64, u64),
+    Unsatisfiable,
+}
+
+/// Parses a `Range` header against a blob of `size` bytes. Forms the spec
+/// names (`bytes=a-b`, `bytes=a-`, `bytes=-n`); anything else (several
+/// ranges, other units) is ignored, which HTTP allows, and the whole blob is
+/// served.
+pub fn parse_range(header: Option<&str>, size: u64) -> RangeRequest {
+    let Some(spec) = header.and_then(|h| h.trim().strip_prefix("bytes=")) else {
+        return RangeRequest::Full;
+    };
+    if spec.contains(',') {
+        return RangeRequest::Full;
+    }
+    let Some((start, end)) = spec.trim().split_once('-') else {
+        return RangeRequest::Full;
+    };
+    let (start, end) = (start.trim(), end.trim());
+    let parse = |s: &str| s.parse::<u64>().ok();
+    match (start.is_empty(), end.is_empty()) {
+        (true, false) => match parse(end) {
+            Some(0) => RangeRequest::Unsatisfiable,
+            Some(n) if size > 0 => RangeRequest::Part(size.saturating_sub(n), size - 1),
+            Some(_) => RangeRequest::Unsatisfiable,
+            None => RangeRequest::Full,
+        },
+        (false, true) => match parse(start) {
+            Some(s) if s < size => RangeRequest::Part(s, size - 1),
+            Some(_) => RangeRequest::Unsatisfiable,
+            None => RangeRequest::Full,
+        },
+        (false, false) => match (parse(start), parse(end)) {
+            (Some(s), Some(e)) if s <= e && s < size => RangeRequest::Part(s, e.min(size - 1)),
+            (Some(s), Some(e)) if s <= e => RangeRequest::Unsatisfiable,
+            _ => RangeRequest::Full,
+        },
+        (true, true) => RangeRequest::Full,
+    }
+}
+
+/// Parses a `Content-Range` of a chunk: `<start>-<end>` (optionally with a
+/// `bytes ` prefix).
+fn parse_content_range(text: &str) -> Option<(u64, u64)> {
+    let text = text.trim();
+    let text = text.strip_prefix("bytes ").unwrap_or(text);
+    let text = text.split('/').next()?;
+    let (s, e) = text.split_once('-')?;
+    Some((s.trim().parse().ok()?, e.trim().parse().ok()?))
+}
+
+/// What a `/v2/` path names.
+#[derive(Debug, PartialEq, Eq)]
+enum Target {
+    Base,
+    Catalog,
+    Tags(String),
+    Manifest(String, String),
+    Referrers(String, String),
+    Uploads(String, Option<String>),
+    Blob(String, String),
+}
+
+fn parse_target(path: &str) -> Option<Target> {
+    let rest = path.strip_prefix("/v2")?;
+    let rest = rest.strip_prefix('/').unwrap_or(rest);
+    if rest.is_empty() {
+        return Some(Target::Base);
+    }
+    let rest = decode_component(rest);
+    if rest == "_catalog" {
+        return Some(Target::Catalog);
+    }
+    if let Some(name) = rest.strip_suffix("/tags/list") {
+        return Some(Target::Tags(name.to_string()));
+    }
+    if let Some(name) = rest
+        .strip_suffix("/blobs/uploads/")
+        .or_else(|| rest.strip_suffix("/blobs/uploads"))
+    {
+        return Some(Target::Uploads(name.to_string(), None));
+    }
+    if let Some(i) = rest.rfind("/blobs/uploads/") {
+        let id = &rest[i + "/blobs/uploads/".len()..];
+        if !id.contains('/') {
+            return Some(Target::Uploads(rest[..i].to_string(), Some(id.to_string())));
+        }
+    }
+    for (marker, make) in [
+        (
+            "/manifests/",
+            Target::Manifest as fn(String, String) -> Target,
+        ),
+        ("/referrers/", Target::Referrers),
+        ("/blobs/", Target::Blob),
+    ] {
+        if let Some(i) = rest.rfind(marker) {
+            let reference = &rest[i + marker.len()..];
+            if !reference.is_empty() && !reference.contains('/') {
+                return Some(make(rest[..i].to_string(), reference.to_string()));
+            }
+        }
+    }
+    None
+}
+
+fn now_secs() -> i64 {
+    crate::now_epoch() as i64
+}
+
+async fn handle(State(registry): State<Arc<Registry>>, request: Request) -> Response {
+    let head = request.method() == Method::HEAD;
+    let mut response = match dispatch(&registry, request).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(head),
+    };
+    response.headers_mut().insert(
+        "docker-distribution-api-version",
+        HeaderValue::from_static("registry/2.0"),
+    );
+    response
+}
+
+struct Ctx<'a> {
+    registry: &'a Registry,
+    claims: Claims,
+    scope: Scope,
+}
+
+impl Ctx<'_> {
+    /// Checks the name and that the repository exists.
+    fn repository(&self, name: &str) -> Result<(), OciError> {
+        if !meta::valid_repository_name(name) {
+            return Err(OciError::new(
+                StatusCode::BAD_REQUEST,
+                "NAME_INVALID",
+                format!("Invalid repository name '{name}'."),
+            ));
+        }
+        if self.registry.store.get(&self.scope.repo(name)).is_none() {
+            return Err(name_unknown(name));
+        }
+        Ok(())
+    }
+
+    fn writable(&self) -> Result<(), OciError> {
+        if self.claims.ro {
+            return Err(OciError::new(
+                StatusCode::FORBIDDEN,
+                "DENIED",
+                format!("{} may only pull images from this registry.", self.claims.p),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn authenticate(registry: &Registry, request: &Request) -> Result<Claims, OciError> {
+    let now = now_secs();
+    let result = match request.headers().get("authorization") {
+        Some(value) => value
+            .to_str()
+            .map_err(|_| TokenError::Malformed)
+            .and_then(|v| registry.tokens.verify_basic(v, now)),
+        // Download URLs from GetDownloadUrlForLayer carry a token in the query.
+        None => match query_param(request.uri().query(), "berth-token") {
+            Some(token) if request.method() == Method::GET || request.method() == Method::HEAD => {
+                registry.tokens.verify(&token, now)
+            }
+            _ => Err(TokenError::Malformed),
+        },
+    };
+    result.map_err(|e| {
+        let message = match e {
+            TokenError::Expired => "Your authorization token has expired. Reauthenticate and try again.".to_string(),
+            _ => "Authenticate with the token from ECR GetAuthorizationToken: user AWS, the token as password (aws ecr get-login-password | docker login --username AWS --password-stdin).".to_string(),
+        };
+        OciError::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", message).header(
+            "www-authenticate",
+            format!("Basic realm=\"http://{}/\",service=\"ecr\"", registry.host),
+        )
+    })
+}
+
+async fn dispatch(registry: &Registry, request: Request) -> Result<Response, OciError> {
+    let target = parse_target(request.uri().path()).ok_or_else(|| {
+        OciError::new(
+            StatusCode::NOT_FOUND,
+            "NAME_UNKNOWN",
+            "No such registry endpoint.",
+        )
+    })?;
+    let claims = authenticate(registry, &request)?;
+    let ctx = Ctx {
+        registry,
+        scope: claims.scope(),
+        claims,
+    };
+    let method = request.method().clone();
+    let unsupported = || {
+        OciError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "UNSUPPORTED",
+            format!("{method} is not supported here."),
+        )
+    };
+    match target {
+        Target::Base => Ok(json_response(StatusCode::OK, "{}".into())),
+        Target::Catalog if method == Method::GET => catalog(&ctx, &request),
+        Target::Tags(name) if method == Method::GET => tags_list(&ctx, &name, &request),
+        Target::Referrers(name, digest) if method == Method::GET => {
+            referrers(&ctx, &name, &digest, &request)
+        }
+        Target::Manifest(name, reference) => match method {
+            Method::GET | Method::HEAD => {
+                get_manifest(&ctx, &name, &reference, method == Method::HEAD)
+            }
+            Method::PUT => put_manifest(&ctx, &name, &reference, request).await,
+            Method::DELETE => delete_manifest(&ctx, &name, &reference).await,
+            _ => Err(unsupported()),
+        },
+        Target::Blob(name, digest) => match method {
+            Method::GET | Method::HEAD => {
+                let range = request
+                    .headers()
+                    .get("range")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string);
+                get_blob(&ctx, &name, &digest, range, method == Method::HEAD).await
+            }
+            Method::DELETE => delete_blob(&ctx, &name, &digest).await,
+            _ => Err(unsupported()),
+        },
+        Target::Uploads(name, None) if method == Method::POST => {
+            start_upload(&ctx, &name, request).await
+        }
+        Target::Uploads(name, Some(id)) => match method {
+            Method::GET => upload_status(&ctx, &name, &id).await,
+            Method::PATCH => patch_upload(&ctx, &name, &id, request).await,
+            Method::PUT => put_upload(&ctx, &name, &id, request).await,
+            Method::DELETE => cancel_upload(&ctx, &name, &id).await,
+            _ => Err(unsupported()),
+        },
+        _ => Err(unsupported()),
+    }
+}
+
+fn json_response(status: StatusCode, body: String) -> Response {
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(Body::from(body))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+fn empty(status: StatusCode, headers: &[(&str, String)]) -> Response {
+    let mut builder = Response::builder().status(status);
+    for (name, value) in headers {
+        builder = builder.header(*name, value);
+    }
+    builder
+        .body(Body::empty())
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+fn page_size(request: &Request) -> Result<Option<usize>, OciError> {
+    match query_param(request.uri().query(), "n") {
+        None => Ok(None),
+        Some(n) if n.is_empty() => Ok(None),
+        Some(n) => n.parse::<usize>().map(Some).map_err(|_| {
+            OciError::new(
+                StatusCode::BAD_REQUEST,
+                "PAGINATION_NUMBER_INVALID",
+                format!("n must be a non-negative integer, got '{n}'."),
+            )
+        }),
+    }
+}
+
+/// One page of keys under `prefix` after `last`, at most `n` (all when
+/// `None`); the second value says whether more follow.
+pub fn page_of(
+    keys: impl Iterator<Item = String>,
+    last: Option<&str>,
+    n: Option<usize>,
+) -> (Vec<String>, bool) {
+    let mut items: Vec<String> = keys
+        .filter(|k| last.is_none_or(|l| k.as_str() > l))
+        .collect();
+    items.sort();
+    match n {
+        Some(n) if items.len() > n => {
+            items.truncate(n);
+            (items, true)
+        }
+        _ => (items, false),
+    }
+}
+
+fn tags_list(ctx: &Ctx, name: &str, request: &Request) -> Result<Response, OciError> {
+    ctx.repository(name)?;
+    let n = page_size(request)?;
+    let last = query_param(request.uri().query(), "last");
+    let prefix = ctx.scope.tags(name);
+    let start = last.as_ref().map(|l| format!("{prefix}{l}"));
+    // Read one more than asked to know whether a next page exists.
+    let limit = n.map_or(usize::MAX, |n| n.saturating_add(1));
+    let mut keys = Vec::new();
+    let mut after = start;
+    while keys.len() < limit {
+        let page = ctx.registry.store.range(&prefix, after.as_deref(), 1024);
+        let done = page.len() < 1024;
+        after = page.last().map(|kv| kv.key.clone());
+        keys.extend(
+            page.into_iter()
+                .map(|kv| kv.key[prefix.len()..].to_string()),
+        );
+        if done {
+            break;
+        }
+    }
+    let (tags, more) = page_of(keys.into_iter(), last.as_deref(), n);
+    let body = serde_json::json!({"name": name, "tags": tags}).to_string();
+    let mut response = json_response(StatusCode::OK, body);
+    if let (true, Some(n), Some(last)) = (more, n, tags.last()) {
+        let link = format!("</v2/{name}/tags/list?n={n}&last={last}>; rel=\"next\"");
+        if let Ok(v) = HeaderValue::from_str(&link) {
+            response.headers_mut().insert("link", v);
+        }
+    }
+    Ok(response)
+}
+
+fn catalog(ctx: &Ctx, request: &Request) -> Result<Response, OciError> {
+    let n = page_size(request)?;
+    let last = query_param(request.uri().query(), "last");
+    let prefix = ctx.scope.repos();
+    let names = meta::scan(ctx.registry.store.as_ref(), &prefix)
+        .into_iter()
+        .map(|kv| kv.key[prefix.len()..].to_string());
+    let (repos, more) = page_of(names, last.as_deref(), n);
+    let body = serde_json::json!({ "repositories": repos }).to_string();
+    let mut response = json_response(StatusCode::OK, body);
+    if let (true, Some(n), Some(last)) = (more, n, repos.last()) {
+        let link = format!("</v2/_catalog?n={n}&last={last}>; rel=\"next\"");
+        if let Ok(v) = HeaderValue::from_str(&link) {
+            response.headers_mut().insert("link", v);
+        }
+    }
+    Ok(response)
+}
+
+fn referrers(ctx: &Ctx, name: &str, digest: &str, request: &Request) -> Result<Response, OciError> {
+    ctx.repository(name)?;
+    Digest::parse(digest).map_err(|e| digest_invalid(e.to_string()))?;
+    let filter = query_param(request.uri().query(), "artifactType");
+    let descriptors: Vec<serde_json::Value> = meta::scan(
+        ctx.registry.store.as_ref(),
+        &ctx.scope.referrers(name, digest),
+    )
+    .iter()
+    .filter_map(meta::decode::<serde_json::Value>)
+    .filter(|d| {
+        filter
+            .as_deref()
+            .is_none_or(|f| d.get("artifactType").and_then(|v| v.as_str()) == Some(f))
+    })
+    .collect();
+    let body = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": meta::OCI_INDEX,
+        "manifests": descriptors,
+    })
+    .to_string();
+    let mut builder = Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", meta::OCI_INDEX);
+    if filter.is_some() {
+        builder = builder.header("oci-filters-applied", "artifactType");
+    }
+    builder.body(Body::from(body)).map_err(internal)
+}
+
+/// Finds a manifest by tag or digest.
+fn resolve(ctx: &Ctx, name: &str, reference: &str) -> Result<ManifestRecord, OciError> {
+    let unknown = || {
+        OciError::new(
+            StatusCode::NOT_FOUND,
+            "MANIFEST_UNKNOWN",
+            format!("Manifest '{reference}' is unknown to repository '{name}'."),
+        )
+    };
+    let store = ctx.registry.store.as_ref();
+    let digest = if reference.contains(':') {
+        Digest::parse(reference).map_err(|e| digest_invalid(e.to_string()))?;
+        reference.to_string()
+    } else {
+        if !meta::valid_tag(reference) {
+            return Err(OciError::new(
+                StatusCode::BAD_REQUEST,
+                "TAG_INVALID",
+                format!("Invalid tag '{reference}'."),
+            ));
+        }
+        meta::get::<TagRecord>(store, &ctx.scope.tag(name, reference))
+            .ok_or_else(unknown)?
+            .digest
+    };
+    meta::get(store, &ctx.scope.manifest(name, &digest)).ok_or_else(unknown)
+}
+
+fn get_manifest(ctx: &Ctx, name: &str, reference: &str, head: bool) -> Result<Response, OciError> {
+    ctx.repository(name)?;
+    let record = resolve(ctx, name, reference)?;
+    let len = record.manifest.len();
+    let builder = Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", &record.media_type)
+        .header("docker-content-digest", &record.digest)
+        .header("etag", format!("\"{}\"", record.digest))
+        .header("content-length", len);
+    let body = if head {
+        Body::empty()
+    } else {
+        Body::from(record.manifest)
+    };
+    builder.body(body).map_err(internal)
+}
+
+async fn put_manifest(
+    ctx: &Ctx<'_>,
+    name: &str,
+    reference: &str,
+    request: Request,
+) -> Result<Response, OciError> {
+    ctx.writable()?;
+    ctx.repository(name)?;
+    let content_type = request
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let bytes = axum::body::to_bytes(request.into_body(), meta::MAX_MANIFEST)
+        .await
+        .map_err(|_| {
+            OciError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "MANIFEST_INVALID",
+                format!("The manifest is larger than {} bytes.", meta::MAX_MANIFEST),
+            )
+        })?;
+    let manifest_invalid =
+        |m: String| OciError::new(StatusCode::BAD_REQUEST, "MANIFEST_INVALID", m);
+    let parsed = meta::parse_manifest(&bytes, content_type.as_deref()).map_err(manifest_invalid)?;
+    let (digest, tag) = if reference.contains(':') {
+        let claimed = Digest::parse(reference).map_err(|e| digest_invalid(e.to_string()))?;
+        let actual = claimed.of_same_kind(&bytes);
+        if actual != claimed {
+            return Err(digest_invalid(format!(
+                "The manifest has digest {actual}, not {claimed}."
+            )));
+        }
+        (claimed.to_string(), None)
+    } else {
+        if !meta::valid_tag(reference) {
+            return Err(OciError::new(
+                StatusCode::BAD_REQUEST,
+                "TAG_INVALID",
+                format!("Invalid tag '{reference}'."),
+            ));
+        }
+        (Digest::sha256_of(&bytes).to_string(), Some(reference))
+    };
+    let result = meta::put_manifest(
+        ctx.registry.store.as_ref(),
+        &ctx.scope,
+        name,
+        &bytes,
+        &parsed,
+        &digest,
+        tag,
+        crate::now_epoch(),
+    )
+    .await;
+    match result {
+        Ok(_) => {}
+        Err(PutError::RepositoryNotFound) => return Err(name_unknown(name)),
+        Err(PutError::Invalid(m)) => return Err(manifest_invalid(m)),
+        Err(PutError::BlobsUnknown(missing)) | Err(PutError::ManifestsUnknown(missing)) => {
+            return Err(OciError::new(
+                StatusCode::BAD_REQUEST,
+                "MANIFEST_BLOB_UNKNOWN",
+                format!(
+                    "The manifest references content this repository does not have: {}",
+                    missing.join(", ")
+                ),
+            ))
+        }
+        Err(PutError::TagImmutable(tag)) => {
+            return Err(OciError::new(
+                StatusCode::BAD_REQUEST,
+                "TAG_INVALID",
+                format!(
+                    "The image tag '{tag}' already exists in the '{name}' repository and cannot be overwritten because the tag is immutable."
+                ),
+            ))
+        }
+        Err(PutError::Store(e)) => return Err(internal(e)),
+    }
+    let mut headers = vec![
+        ("location", format!("/v2/{name}/manifests/{digest}")),
+        ("docker-content-digest", digest.clone()),
+    ];
+    if let Some(subject) = &parsed.subject {
+        headers.push(("oci-subject", subject.clone()));
+    }
+    Ok(empty(StatusCode::CREATED, &headers))
+}
+
+async fn delete_manifest(ctx: &Ctx<'_>, name: &str, reference: &str) -> Result<Response, OciError> {
+    ctx.writable()?;
+    ctx.repository(name)?;
+    let scope = ctx.scope.clone();
+    let (repo, reference, shown) = (
+        name.to_string(),
+        reference.to_string(),
+        reference.to_string(),
+    );
+    let by_digest = reference.contains(':');
+    if by_digest {
+        Digest::parse(&reference).map_err(|e| digest_invalid(e.to_string()))?;
+    } else if !meta::valid_tag(&reference) {
+        return Err(OciError::new(
+            StatusCode::BAD_REQUEST,
+            "TAG_INVALID",
+            format!("Invalid tag '{reference}'."),
+        ));
+    }
+    let deleted = ctx
+        .registry
+        .store
+        .update(move |view| {
+            let ops = if by_digest {
+                meta::delete_image_ops(view, &scope, &repo, &reference)
+            } else if view.get(&scope.tag(&repo, &reference)).is_some() {
+                vec![Op::delete(scope.tag(&repo, &reference))]
+            } else {
+                Vec::new()
+            };
+            if ops.is_empty() {
+                Err(())
+            } else {
+                Ok((ops, ()))
+            }
+        })
+        .await
+        .map_err(internal)?;
+    match deleted {
+        Ok(_) => Ok(empty(StatusCode::ACCEPTED, &[])),
+        Err(()) => Err(OciError::new(
+            StatusCode::NOT_FOUND,
+            "MANIFEST_UNKNOWN",
+            format!("Manifest '{shown}' is unknown to repository '{name}'."),
+        )),
+    }
+}
+
+fn parse_blob_digest(digest: &str) -> Result<Digest, OciError> {
+    Digest::parse(digest).map_err(|e| digest_invalid(e.to_string()))
+}
+
+fn blob_unknown(digest: &str) -> OciError {
+    OciError::new(
+        StatusCode::NOT_FOUND,
+        "BLOB_UNKNOWN",
+        format!("Blob {digest} is unknown to the repository."),
+    )
+}
+
+async fn get_blob(
+    ctx: &Ctx<'_>,
+    name: &str,
+    digest: &str,
+    range: Option<String>,
+    head: bool,
+) -> Result<Response, OciError> {
+    ctx.repository(name)?;
+    let parsed = parse_blob_digest(digest)?;
+    if ctx
+        .registry
+        .store
+        .get(&ctx.scope.layer(name, digest))
+        .is_none()
+    {
+        return Err(blob_unknown(digest));
+    }
+    let file = ctx
+        .registry
+        .blobs
+        .open_blob(&parsed)
+        .map_err(internal)?
+        .ok_or_else(|| blob_unknown(digest))?;
+    let size = file.metadata().map_err(internal)?.len();
+    let range = parse_range(range.as_deref(), size);
+    let (status, start, len) = match range {
+        RangeRequest::Full => (StatusCode::OK, 0, size),
+        RangeRequest::Part(s, e) => (StatusCode::PARTIAL_CONTENT, s, e - s + 1),
+        RangeRequest::Unsatisfiable => {
+            return Err(OciError::new(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "BLOB_UNKNOWN",
+                format!("The range is outside the blob's {size} bytes."),
+            )
+            .header("content-range", format!("bytes */{size}")))
+        }
+    };
+    let mut builder = Response::builder()
+        .status(status)
+        .header("content-type", "application/octet-stream")
+        .header("docker-content-digest", digest)
+        .header("accept-ranges", "bytes")
+        .header("etag", format!("\"{digest}\""))
+        .header("content-length", len);
+    if status == StatusCode::PARTIAL_CONTENT {
+        builder = builder.header(
+            "content-range",
+            format!("bytes {start}-{}/{size}", start + len - 1),
+        );
+    }
+    let body = if head || len == 0 {
+        Body::empty()
+    } else if len <= SMALL_BLOB {
+        // One buffer, so headers and body leave in one write: a body that
+        // trails its headers in a second small packet waits out the peer's
+        // delayed ACK (Nagle), which caps small-blob pulls at ~25/s a client.
+        Body::from(read_all(file, start, len).await.map_err(internal)?)
+    } else {
+        Body::from_stream(read_stream(file, start, len))
+    };
+    builder.body(body).map_err(internal)
+}
+
+async fn delete_blob(ctx: &Ctx<'_>, name: &str, digest: &str) -> Result<Response, OciError> {
+    ctx.writable()?;
+    ctx.repository(name)?;
+    parse_blob_digest(digest)?;
+    let key = ctx.scope.layer(name, digest);
+    let existed = ctx
+        .registry
+        .store
+        .update(move |view| {
+            if view.get(&key).is_some() {
+                Ok((vec![Op::delete(key.clone())], ()))
+            } else {
+                Err(())
+            }
+        })
+        .await
+        .map_err(internal)?;
+    match existed {
+        Ok(_) => Ok(empty(StatusCode::ACCEPTED, &[])),
+        Err(()) => Err(blob_unknown(digest)),
+    }
+}
+
+fn upload_headers(name: &str, id: &uuid::Uuid, size: u64) -> Vec<(&'static str, String)> {
+    vec![
+        ("location", format!("/v2/{name}/blobs/uploads/{id}")),
+        ("range", format!("0-{}", size.saturating_sub(1))),
+        ("docker-upload-uuid", id.to_string()),
+    ]
+}
+
+fn created_blob(name: &str, digest: &Digest) -> Response {
+    empty(
+        StatusCode::CREATED,
+        &[
+            ("location", format!("/v2/{name}/blobs/{digest}")),
+            ("docker-content-digest", digest.to_string()),
+        ],
+    )
+}
+
+async fn start_upload(ctx: &Ctx<'_>, name: &str, request: Request) -> Result<Response, OciError> {
+    ctx.writable()?;
+    ctx.repository(name)?;
+    let query = request.uri().query().map(str::to_string);
+    if let Some(mount) = query_param(query.as_deref(), "mount") {
+        let digest = parse_blob_digest(&mount)?;
+        if let Some(from) = query_param(query.as_deref(), "from") {
+            if meta::valid_repository_name(&from) {
+                let mounted = ctx
+                    .registry
+                    .mount_blob(&ctx.scope, name, &from, &digest)
+                    .await
+                    .map_err(|e| complete_error(e, name))?;
+                if mounted.is_some() {
+                    return Ok(created_blob(name, &digest));
+                }
+            }
+        }
+        // Not mountable: the spec says to fall back to a new upload.
+    }
+    let upload = ctx
+        .registry
+        .uploads
+        .start(&ctx.scope, name)
+        .map_err(internal)?;
+    let mut state = upload.state.lock().await;
+    if let Some(digest) = query_param(query.as_deref(), "digest") {
+        // A monolithic upload: the whole blob in this request.
+        let digest = match parse_blob_digest(&digest) {
+            Ok(d) => d,
+            Err(e) => {
+                ctx.registry.uploads.cancel(&upload);
+                return Err(e);
+            }
+        };
+        let body = request.into_body().into_data_stream();
+        if let Err(e) = ctx.registry.uploads.append(&upload, &mut state, body).await {
+            ctx.registry.uploads.cancel(&upload);
+            return Err(complete_error(CompleteError::Upload(e), name));
+        }
+        ctx.registry
+            .complete_upload(&upload, &mut state, &digest)
+            .await
+            .map_err(|e| complete_error(e, name))?;
+        return Ok(created_blob(name, &digest));
+    }
+    Ok(empty(
+        StatusCode::ACCEPTED,
+        &upload_headers(name, &upload.id, 0),
+    ))
+}
+
+async fn upload_status(ctx: &Ctx<'_>, name: &str, id: &str) -> Result<Response, OciError> {
+    ctx.repository(name)?;
+    let upload = ctx
+        .registry
+        .uploads
+        .get(&ctx.scope, name, id)
+        .ok_or_else(upload_unknown)?;
+    let size = upload.state.lock().await.size;
+    Ok(empty(
+        StatusCode::NO_CONTENT,
+        &upload_headers(name, &upload.id, size),
+    ))
+}
+
+async fn patch_upload(
+    ctx: &Ctx<'_>,
+    name: &str,
+    id: &str,
+    request: Request,
+) -> Result<Response, OciError> {
+    ctx.writable()?;
+    ctx.repository(name)?;
+    let upload = ctx
+        .registry
+        .uploads
+        .get(&ctx.scope, name, id)
+        .ok_or_else(upload_unknown)?;
+    let mut state = upload.state.lock().await;
+    if let Some(range) = request.headers().get("content-range") {
+        let (start, _end) = range
+            .to_str()
+            .ok()
+            .and_then(parse_content_range)
+            .ok_or_else(|| {
+                OciError::new(
+                    StatusCode::RANGE_NOT_SATISFIABLE,
+                    "BLOB_UPLOAD_INVALID",
+                    "Content-Range must be <start>-<end>.",
+                )
+            })?;
+        if start != state.size {
+            // Out of order: tell the client where the upload stands.
+            return Err(OciError::new(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "BLOB_UPLOAD_INVALID",
+                format!(
+                    "The chunk starts at {start}; the upload has {} bytes.",
+                    state.size
+                ),
+            )
+            .header(
+                "location",
+                format!("/v2/{name}/blobs/uploads/{}", upload.id),
+            )
+            .header("range", format!("0-{}", state.size.saturating_sub(1)))
+            .header("docker-upload-uuid", upload.id.to_string()));
+        }
+    }
+    let body = request.into_body().into_data_stream();
+    ctx.registry
+        .uploads
+        .append(&upload, &mut state, body)
+        .await
+        .map_err(|e| complete_error(CompleteError::Upload(e), name))?;
+    Ok(empty(
+        StatusCode::ACCEPTED,
+        &upload_headers(name, &upload.id, state.size),
+    ))
+}
+
+async fn put_upload(
+    ctx: &Ctx<'_>,
+    name: &str,
+    id: &str,
+    request: Request,
+) -> Result<Response, OciError> {
+    ctx.writable()?;
+    ctx.repository(name)?;
+    let upload = ctx
+        .registry
+        .uploads
+        .get(&ctx.scope, name, id)
+        .ok_or_else(upload_unknown)?;
+    let digest = query_param(request.uri().query(), "digest")
+        .ok_or_else(|| digest_invalid("PUT needs ?digest=<digest> to finish an upload."))
+        .and_then(|d| parse_blob_digest(&d));
+    let mut state = upload.state.lock().await;
+    let digest = match digest {
+        Ok(d) => d,
+        Err(e) => return Err(e),
+    };
+    let mut body = request.into_body().into_data_stream().peekable();
+    if std::pin::Pin::new(&mut body).peek().await.is_some() {
+        if let Err(e) = ctx.registry.uploads.append(&upload, &mut state, body).await {
+            ctx.registry.uploads.cancel(&upload);
+            return Err(complete_error(CompleteError::Upload(e), name));
+        }
+    }
+    ctx.registry
+        .complete_upload(&upload, &mut state, &digest)
+        .await
+        .map_err(|e| complete_error(e, name))?;
+    Ok(created_blob(name, &digest))
+}
+
+async fn cancel_upload(ctx: &Ctx<'_>, name: &str, id: &str) -> Result<Response, OciError> {
+    ctx.writable()?;
+    ctx.repository(name)?;
+    let upload = ctx
+        .registry
+        .uploads
+        .get(&ctx.scope, name, id)
+        .ok_or_else(upload_unknown)?;
+    let _state = upload.state.lock().await;
+    ctx.registry.uploads.cancel(&upload);
+    Ok(empty(StatusCode::NO_CONTENT, &[]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        assert_eq!(parse_range(None, 10), RangeRequest::Full);
+        assert_eq!(parse_range(Some("bytes=0-4"), 10), RangeRequest::Part(0, 4));
+        assert_eq!(parse_range(Some("bytes=5-"), 10), RangeRequest::Part(5, 9));
+        assert_eq!(parse_range(Some("bytes=-3"), 10), RangeRequest::Part(7, 9));
+        assert_eq!(parse_range(Some("bytes=-30"), 10), RangeRequest::Part(0, 9));
+        assert_eq!(
+            parse_range(Some("bytes=8-100"), 10),
+            RangeRequest::Part(8, 9)
+        );
+        assert_eq!(
+            parse_range(Some("bytes=10-"), 10),
+            RangeRequest::Unsatisfiable
+        );
+        assert_eq!(
+            parse_range(Some("bytes=12-20"), 10),
+            RangeRequest::Unsatisfiable
+        );
+        assert_eq!(
+            parse_range(Some("bytes=-0"), 10),
+            RangeRequest::Unsatisfiable
+        );
+        assert_eq!(parse_range(Some("bytes=0-1,3-4"), 10), RangeRequest::Full);
+        assert_eq!(parse_range(Some("items=0-1"), 10), RangeRequest::Full);
+        assert_eq!(parse_range(Some("bytes=5-2"), 10), RangeRequest::Full);
+    }
+
+    #[test]
+    fn content_ranges() {
+        assert_eq!(parse_content_range("0-99"), Some((0, 99)));
+        assert_eq!(parse_content_range("bytes 100-199/*"), Some((100, 199)));
+        assert_eq!(parse_content_range("x"), None);
+    }
+
+    #[test]
+    fn targets() {
+        let d = format!("sha256:{}", "a".repeat(64));
+        assert_eq!(parse_target("/v2/"), Some(Target::Base));
+        assert_eq!(parse_target("/v2"), Some(Target::Base));
+        assert_eq!(parse_target("/v2/_catalog"), Some(Target::Catalog));
+        assert_eq!(
+            parse_target("/v2/a/b/tags/list"),
+            Some(Target::Tags("a/b".into()))
+        );
+        assert_eq!(
+            parse_target("/v2/a/manifests/x/manifests/latest"),
+            Some(Target::Manifest("a/manifests/x".into(), "latest".into()))
+        );
+        assert_eq!(
+            parse_target(&format!("/v2/app/blobs/{d}")),
+            Some(Target::Blob("app".into(), d.clone()))
+        );
+        assert_eq!(
+            parse_target(&format!("/v2/app/blobs/sha256%3A{}", "a".repeat(64))),
+            Some(Target::Blob("app".into(), d.clone()))
+        );
+        assert_eq!(
+            parse_target("/v2/team/app/blobs/uploads/"),
+            Some(Target::Uploads("team/app".into(), None))
+        );
+        assert_eq!(
+            parse_target("/v2/app/blobs/uploads/abc"),
+            Some(Target::Uploads("app".into(), Some("abc".into())))
+        );
+        assert_eq!(
+            parse_target(&format!("/v2/app/referrers/{d}")),
+            Some(Target::Referrers("app".into(), d))
+        );
+        assert_eq!(parse_target("/v2/app/unknown"), None);
+    }
+
+    #[test]
+    fn tag_pages() {
+        let tags = || ["b", "a", "d", "c"].iter().map(|s| s.to_string());
+        assert_eq!(
+            page_of(tags(), None, None),
+            (vec!["a".into(), "b".into(), "c".into(), "d".into()], false)
+        );
+        assert_eq!(
+            page_of(tags(), None, Some(2)),
+            (vec!["a".into(), "b".into()], true)
+        );
+        assert_eq!(
+            page_of(tags(), Some("b"), Some(2)),
+            (vec!["c".into(), "d".into()], false)
+        );
+        assert_eq!(page_of(tags(), Some("d"), Some(2)), (vec![], false));
+        assert_eq!(page_of(tags(), None, Some(0)), (vec![], true));
+        assert_eq!(
+            query_param(Some("n=2&last=v%2D1"), "last"),
+            Some("v-1".to_string())
+        );
+        assert_eq!(query_param(Some("n=2"), "last"), None);
+    }
+}

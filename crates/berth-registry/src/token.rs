@@ -1,0 +1,218 @@
+//! Registry tokens: what `GetAuthorizationToken` hands out and what `/v2/`
+//! accepts as the password of HTTP Basic auth (user `AWS`), as ECR does.
+//!
+//! A token is `<base64url(claims JSON)>.<base64url(HMAC-SHA256(key, claims))>`.
+//! The key is 32 random bytes kept in `<data-dir>/registry/token.key` (0600),
+//! so tokens survive restarts and nobody without the key can forge one.
+
+use std::io::Write;
+use std::path::Path;
+
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+
+use crate::meta::Scope;
+
+const URL: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+const STD: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+/// ECR's tokens are valid for 12 hours.
+pub const TOKEN_LIFETIME_SECS: i64 = 12 * 3600;
+
+/// What a token says about its bearer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    /// Account.
+    pub a: String,
+    /// Region.
+    pub r: String,
+    /// Principal ARN.
+    pub p: String,
+    /// Whether the bearer may only read (agents pull; they never push).
+    #[serde(default)]
+    pub ro: bool,
+    /// Expiry, seconds since the epoch.
+    pub e: i64,
+}
+
+impl Claims {
+    pub fn scope(&self) -> Scope {
+        Scope {
+            account: self.a.clone(),
+            region: self.r.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("the token is malformed")]
+    Malformed,
+    #[error("the token's signature is not valid")]
+    BadSignature,
+    #[error("the token has expired")]
+    Expired,
+}
+
+/// Signs and verifies tokens with the server's key.
+pub struct TokenKey {
+    key: [u8; 32],
+}
+
+impl TokenKey {
+    pub fn from_bytes(key: [u8; 32]) -> TokenKey {
+        TokenKey { key }
+    }
+
+    /// Loads the key, creating it (mode 0600) on first start.
+    pub fn load_or_create(path: &Path) -> std::io::Result<TokenKey> {
+        match std::fs::read(path) {
+            Ok(bytes) if bytes.len() == 32 => {
+                let mut key = [0u8; 32];
+                key.copy_from_slice(&bytes);
+                return Ok(TokenKey { key });
+            }
+            Ok(_) => {
+                return Err(std::io::Error::other(format!(
+                    "{} is not a 32-byte registry token key; remove it to have a new one made \
+                     (tokens issued before then stop working)",
+                    path.display()
+                )))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        let key: [u8; 32] = rand::random();
+        let tmp = path.with_extension("tmp");
+        {
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create(true).truncate(true);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::OpenOptionsExt;
+                options.mode(0o600);
+            }
+            let mut f = options.open(&tmp)?;
+            f.write_all(&key)?;
+            f.sync_all()?;
+        }
+        std::fs::rename(&tmp, path)?;
+        Ok(TokenKey { key })
+    }
+
+    fn mac(&self) -> Hmac<Sha256> {
+        // HMAC accepts keys of any length, so this cannot fail.
+        <Hmac<Sha256> as Mac>::new_from_slice(&self.key).unwrap_or_else(|_| unreachable!())
+    }
+
+    /// The raw token (the Basic-auth password).
+    pub fn sign(&self, claims: &Claims) -> String {
+        let payload = URL.encode(serde_json::to_vec(claims).unwrap_or_default());
+        let mut mac = self.mac();
+        mac.update(payload.as_bytes());
+        let sig = URL.encode(mac.finalize().into_bytes());
+        format!("{payload}.{sig}")
+    }
+
+    /// Checks a raw token's signature and expiry at `now`.
+    pub fn verify(&self, token: &str, now: i64) -> Result<Claims, TokenError> {
+        let (payload, sig) = token.split_once('.').ok_or(TokenError::Malformed)?;
+        let sig = URL.decode(sig).map_err(|_| TokenError::Malformed)?;
+        let mut mac = self.mac();
+        mac.update(payload.as_bytes());
+        mac.verify_slice(&sig)
+            .map_err(|_| TokenError::BadSignature)?;
+        let claims: Claims = URL
+            .decode(payload)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .ok_or(TokenError::Malformed)?;
+        if claims.e <= now {
+            return Err(TokenError::Expired);
+        }
+        Ok(claims)
+    }
+
+    /// Verifies an `Authorization` header value: `Basic base64(AWS:<token>)`.
+    pub fn verify_basic(&self, header: &str, now: i64) -> Result<Claims, TokenError> {
+        let encoded = header
+            .strip_prefix("Basic ")
+            .or_else(|| header.strip_prefix("basic "))
+            .ok_or(TokenError::Malformed)?;
+        let decoded = STD
+            .decode(encoded.trim())
+            .map_err(|_| TokenError::Malformed)?;
+        let text = std::str::from_utf8(&decoded).map_err(|_| TokenError::Malformed)?;
+        let (user, password) = text.split_once(':').ok_or(TokenError::Malformed)?;
+        if user != "AWS" {
+            return Err(TokenError::Malformed);
+        }
+        self.verify(password, now)
+    }
+}
+
+/// ECR's `authorizationToken`: base64 of `AWS:<token>`.
+pub fn authorization_token(raw: &str) -> String {
+    STD.encode(format!("AWS:{raw}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claims(e: i64) -> Claims {
+        Claims {
+            a: "000000000000".into(),
+            r: "us-east-1".into(),
+            p: "arn:aws:iam::000000000000:root".into(),
+            ro: false,
+            e,
+        }
+    }
+
+    #[test]
+    fn round_trip_and_expiry() {
+        let key = TokenKey::from_bytes([7; 32]);
+        let token = key.sign(&claims(1000));
+        assert_eq!(key.verify(&token, 999).unwrap(), claims(1000));
+        assert_eq!(key.verify(&token, 1000), Err(TokenError::Expired));
+        let header = format!("Basic {}", authorization_token(&token));
+        assert_eq!(key.verify_basic(&header, 10).unwrap().a, "000000000000");
+    }
+
+    #[test]
+    fn rejects_forgeries() {
+        let key = TokenKey::from_bytes([7; 32]);
+        let other = TokenKey::from_bytes([8; 32]);
+        let token = other.sign(&claims(1000));
+        assert_eq!(key.verify(&token, 1), Err(TokenError::BadSignature));
+        // A changed payload with the old signature.
+        let good = key.sign(&claims(1000));
+        let (_, sig) = good.split_once('.').unwrap();
+        let forged = format!(
+            "{}.{sig}",
+            URL.encode(serde_json::to_vec(&claims(9999)).unwrap())
+        );
+        assert_eq!(key.verify(&forged, 1), Err(TokenError::BadSignature));
+        assert_eq!(key.verify("garbage", 1), Err(TokenError::Malformed));
+        let wrong_user = format!("Basic {}", STD.encode(format!("bob:{good}")));
+        assert_eq!(key.verify_basic(&wrong_user, 1), Err(TokenError::Malformed));
+    }
+
+    #[test]
+    fn key_file_is_private_and_stable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token.key");
+        let a = TokenKey::load_or_create(&path).unwrap();
+        let b = TokenKey::load_or_create(&path).unwrap();
+        assert_eq!(a.key, b.key);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+}
