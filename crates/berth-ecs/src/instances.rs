@@ -464,7 +464,13 @@ pub fn present(
                     let set = r.string_set_value.get_or_insert_with(Vec::new);
                     set.extend(usage.ports_udp.iter().map(|p| p.to_string()));
                 }
-                _ => {}
+                Some(custom) => {
+                    if let Some(used) = usage.custom.get(custom) {
+                        let v = i64::from(r.integer_value.unwrap_or(0)) - used;
+                        r.integer_value = Some(v.max(0) as i32);
+                    }
+                }
+                None => {}
             }
             r
         })

@@ -61,6 +61,9 @@ pub struct Reservation {
     pub memory: i64,
     pub ports_tcp: Vec<u16>,
     pub ports_udp: Vec<u16>,
+    /// Custom integer resources such as GPU (`resourceRequirements`).
+    #[serde(default)]
+    pub custom: std::collections::BTreeMap<String, i64>,
 }
 
 /// A stored task: the API's view plus what the agent needs to run it.
@@ -106,6 +109,7 @@ pub struct Usage {
     pub pending: u32,
     /// Tasks not yet STOPPED by task group (for spread and distinctInstance).
     pub groups: std::collections::BTreeMap<String, u32>,
+    pub custom: std::collections::BTreeMap<String, i64>,
 }
 
 impl Usage {
@@ -306,6 +310,7 @@ pub fn reservation(
     let mut memory = 0i64;
     let mut ports_tcp = Vec::new();
     let mut ports_udp = Vec::new();
+    let mut custom = std::collections::BTreeMap::new();
     let host_mode = definition.network_mode.as_deref() == Some("host");
     for c in containers {
         let name = c.name.as_deref().unwrap_or("");
@@ -316,6 +321,19 @@ pub fn reservation(
             .or(c.memory_reservation);
         let hard = o.and_then(|o| o.memory).or(c.memory);
         memory += i64::from(reservation.or(hard).unwrap_or(0));
+        let requirements = o
+            .and_then(|o| o.resource_requirements.as_ref())
+            .or(c.resource_requirements.as_ref());
+        for r in requirements.into_iter().flatten() {
+            if r.r#type.as_deref() == Some("GPU") {
+                let n: i64 = r.value.as_deref().unwrap_or("0").parse().map_err(|_| {
+                    error::invalid_parameter(format!(
+                        "GPU requirement of {name} must be a whole number."
+                    ))
+                })?;
+                *custom.entry("GPU".to_string()).or_insert(0) += n;
+            }
+        }
         for p in c.port_mappings.iter().flatten() {
             let host_port = if host_mode {
                 p.container_port
@@ -340,6 +358,7 @@ pub fn reservation(
         memory: task_memory.unwrap_or(memory),
         ports_tcp,
         ports_udp,
+        custom,
     })
 }
 
@@ -522,7 +541,24 @@ pub(crate) fn snapshot(
             .collect(),
         task_count: usage.running + usage.pending,
         ec2_instance_id: record.instance.ec2_instance_id.clone().unwrap_or_default(),
-        custom_remaining: Default::default(),
+        custom_remaining: record
+            .instance
+            .registered_resources
+            .iter()
+            .flatten()
+            .filter(|r| r.r#type.as_deref() == Some("INTEGER"))
+            .filter_map(|r| {
+                let name = r.name.as_deref()?;
+                if matches!(name, "CPU" | "MEMORY") {
+                    return None;
+                }
+                let have = i64::from(r.integer_value.unwrap_or(0));
+                Some((
+                    name.to_string(),
+                    have - usage.custom.get(name).copied().unwrap_or(0),
+                ))
+            })
+            .collect(),
         groups: usage.groups.clone(),
         agent_version: record
             .instance
@@ -541,7 +577,7 @@ fn task_request(launch: &Launch) -> TaskRequest {
         host_ports_udp: launch.reservation.ports_udp.clone(),
         required_attributes: required_attributes(&launch.definition),
         group: launch.group.clone(),
-        custom: Default::default(),
+        custom: launch.reservation.custom.clone(),
     }
 }
 
@@ -1463,6 +1499,20 @@ mod tests {
         };
         let r = reservation(&definition(), &overrides).unwrap();
         assert_eq!((r.cpu, r.memory), (110, 1024));
+        let mut gpu = definition();
+        if let Some(c) = gpu
+            .container_definitions
+            .as_mut()
+            .and_then(|c| c.first_mut())
+        {
+            c.resource_requirements = Some(vec![berth_model::shapes::ecs::ResourceRequirement {
+                r#type: Some("GPU".into()),
+                value: Some("2".into()),
+                ..Default::default()
+            }]);
+        }
+        let r = reservation(&gpu, &TaskOverride::default()).unwrap();
+        assert_eq!(r.custom.get("GPU"), Some(&2));
         let mut host = definition();
         host.network_mode = Some("host".into());
         let r = reservation(&host, &TaskOverride::default()).unwrap();
