@@ -181,8 +181,8 @@ struct Smallest {
 }
 
 impl Smallest {
-    fn of<'t>(mut tasks: impl Iterator<Item = &'t TaskRequest>) -> Smallest {
-        let first = tasks.next().expect("a class has a task");
+    /// The smallest demand among `first` and `tasks` (a class's tasks).
+    fn of<'t>(first: &TaskRequest, tasks: impl Iterator<Item = &'t TaskRequest>) -> Smallest {
         let mut s = Smallest {
             cpu: first.cpu,
             memory: first.memory,
@@ -314,7 +314,7 @@ impl<'t> Index<'t> {
     ) -> Index<'t> {
         let first = class_tasks[0];
         let group = first.group.as_str();
-        let smallest = Smallest::of(class_tasks.iter().copied());
+        let smallest = Smallest::of(first, class_tasks.iter().copied());
         let n = instances.len();
         let own: Vec<u32> = instances
             .iter()
@@ -377,7 +377,10 @@ impl<'t> Index<'t> {
         let mut leaf_start = 0;
         for (p, level) in levels.iter().enumerate() {
             let few_values = || {
-                let of = &values[p].as_ref().expect("spread values").of;
+                let Some(v) = values[p].as_ref() else {
+                    return false;
+                };
+                let of = &v.of;
                 let distinct: BTreeSet<u32> = eligible.iter().map(|&i| of[i as usize]).collect();
                 distinct.len() <= GROUP_MAX
             };
@@ -397,8 +400,10 @@ impl<'t> Index<'t> {
             kinds.push(kind);
         }
         for (p, kind) in kinds.iter().enumerate() {
-            if *kind == Kind::SpreadValue {
-                let v = values[p].as_mut().expect("spread values");
+            if *kind != Kind::SpreadValue {
+                continue;
+            }
+            if let Some(v) = values[p].as_mut() {
                 v.members = vec![Vec::new(); v.counts.len()];
                 for &i in &eligible {
                     v.members[v.of[i as usize] as usize].push(i);
@@ -438,8 +443,12 @@ impl<'t> Index<'t> {
         instances: &[InstanceSnapshot],
         rng: &mut Rng,
     ) -> Child {
-        if p < self.leaf_start {
-            let of = &self.values[p].as_ref().expect("bucket level").of;
+        let grouped = p < self.leaf_start && self.values[p].is_some();
+        if grouped {
+            let of = match self.values[p].as_ref() {
+                Some(v) => &v.of,
+                None => &Vec::new(),
+            };
             let mut parts: Vec<(u32, Vec<u32>)> = Vec::new();
             let mut part_of: Map<u32, usize> = Map::default();
             for i in members {
@@ -491,10 +500,9 @@ impl<'t> Index<'t> {
                 Kind::Binpack(BinpackField::Memory) => instances[i].memory_remaining,
                 Kind::Binpack(BinpackField::Cpu) => instances[i].cpu_remaining,
                 Kind::SpreadInstance => i64::from(self.own[i]),
-                Kind::SpreadValue => {
-                    let v = self.values[p].as_ref().expect("spread values");
-                    v.counts[v.of[i] as usize]
-                }
+                Kind::SpreadValue => self.values[p]
+                    .as_ref()
+                    .map_or(0, |v| v.counts[v.of[i] as usize]),
                 Kind::RandomKey => (rng.next_u64() >> 1) as i64,
                 Kind::Group | Kind::RandomLeaf => 0,
             };
@@ -560,7 +568,9 @@ impl<'t> Index<'t> {
         let buckets = self.nodes[id].children.len();
         let count = |index: &Index<'_>, b: usize| {
             let v = index.nodes[id].children[b].0 as usize;
-            index.values[level].as_ref().expect("bucket level").counts[v]
+            index.values[level]
+                .as_ref()
+                .map_or(0, |values| values.counts[v])
         };
         let mut tried = vec![false; buckets];
         loop {

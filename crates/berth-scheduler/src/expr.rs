@@ -440,10 +440,9 @@ impl Parser {
                 break;
             }
         }
-        Ok(if items.len() == 1 {
-            items.pop().expect("one item")
-        } else {
-            Node::Or(items)
+        Ok(match items.len() {
+            1 => items.swap_remove(0),
+            _ => Node::Or(items),
         })
     }
 
@@ -457,10 +456,9 @@ impl Parser {
                 break;
             }
         }
-        Ok(if items.len() == 1 {
-            items.pop().expect("one item")
-        } else {
-            Node::And(items)
+        Ok(match items.len() {
+            1 => items.swap_remove(0),
+            _ => Node::And(items),
         })
     }
 
