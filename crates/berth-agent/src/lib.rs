@@ -74,6 +74,13 @@ pub trait Reporter: Send + Sync + 'static {
     /// Credentials for pulling `image`, when it lives in the server's own
     /// registry (an ECR token, as the task execution role would get).
     async fn registry_auth(&self, image: &str) -> Option<berth_runtime::RegistryAuth>;
+
+    /// The values of the task's `secrets` and `secretOptions`, fetched at
+    /// container creation and kept only in memory.
+    async fn resolve_secrets(
+        &self,
+        task_arn: &str,
+    ) -> Result<berth_model::agent_protocol::ResolveSecretsResponse, ClientError>;
 }
 
 /// The identity the agent keeps across restarts.
@@ -229,6 +236,24 @@ impl Reporter for HttpReporter {
             )
             .await?;
         Ok(answer.desired_status)
+    }
+
+    async fn resolve_secrets(
+        &self,
+        task_arn: &str,
+    ) -> Result<berth_model::agent_protocol::ResolveSecretsResponse, ClientError> {
+        let request = berth_model::agent_protocol::ResolveSecretsRequest {
+            task_arn: task_arn.to_string(),
+        };
+        self.client
+            .call(
+                &self.credentials,
+                TARGET_PREFIX,
+                "ResolveSecrets",
+                &request,
+                Duration::from_secs(15),
+            )
+            .await
     }
 
     async fn registry_auth(&self, image: &str) -> Option<berth_runtime::RegistryAuth> {

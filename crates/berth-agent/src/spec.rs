@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use berth_model::agent_protocol::AssignedTask;
+use berth_model::agent_protocol::{AssignedTask, ContainerSecrets};
 use berth_model::shapes::ecs::{ContainerDefinition, ContainerOverride};
 use berth_runtime::{
     ContainerSpec, HealthCheckSpec, Mount, NetworkMode, PortSpec, Protocol, Tmpfs, Ulimit,
@@ -116,12 +116,6 @@ fn container_override<'a>(task: &'a AssignedTask, name: &str) -> Option<&'a Cont
 
 /// Why a container cannot be run by this agent, when it cannot.
 pub fn unsupported(definition: &ContainerDefinition) -> Option<String> {
-    if definition.secrets.as_ref().is_some_and(|s| !s.is_empty()) {
-        return Some(
-            "secrets need Secrets Manager / SSM Parameter Store, which this Berth does not serve yet"
-                .into(),
-        );
-    }
     if definition
         .environment_files
         .as_ref()
@@ -151,6 +145,7 @@ pub fn container_spec(
     task: &AssignedTask,
     definition: &ContainerDefinition,
     instance_id: &str,
+    secrets: Option<&ContainerSecrets>,
 ) -> ContainerSpec {
     let name = definition.name.clone().unwrap_or_default();
     let o = container_override(task, &name);
@@ -182,6 +177,9 @@ pub fn container_spec(
         if let Some(k) = &kv.name {
             set_env(k, kv.value.as_deref().unwrap_or(""));
         }
+    }
+    for (k, v) in secrets.map(|s| s.environment.as_slice()).unwrap_or(&[]) {
+        set_env(k, v);
     }
 
     let mode = network_mode(task);
@@ -414,14 +412,20 @@ mod tests {
             }]),
             ..ContainerDefinition::default()
         };
-        let spec = container_spec(&t, &def, "inst1");
+        let secrets = ContainerSecrets {
+            name: "app".into(),
+            environment: vec![("TOKEN".into(), "s3cr3t".into())],
+            log_options: Vec::new(),
+        };
+        let spec = container_spec(&t, &def, "inst1", Some(&secrets));
         assert_eq!(spec.name, "ecs-web-3-app-abc123");
         assert_eq!(spec.command, Some(vec!["sleep".into(), "5".into()]));
         assert_eq!(
             spec.env,
             vec![
                 ("MODE".into(), "override".into()),
-                ("KEEP".into(), "1".into())
+                ("KEEP".into(), "1".into()),
+                ("TOKEN".into(), "s3cr3t".into())
             ]
         );
         assert_eq!(spec.memory_mib, Some(128));
@@ -439,6 +443,6 @@ mod tests {
             image: Some("busybox".into()),
             ..ContainerDefinition::default()
         };
-        assert_eq!(container_spec(&task(), &def, "i").cpu_shares, Some(2));
+        assert_eq!(container_spec(&task(), &def, "i", None).cpu_shares, Some(2));
     }
 }

@@ -10,7 +10,9 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use berth_model::agent_protocol::{AssignedTask, ContainerReport, SubmitTaskStateRequest};
+use berth_model::agent_protocol::{
+    AssignedTask, ContainerReport, ContainerSecrets, SubmitTaskStateRequest,
+};
 use berth_model::shapes::ecs::{ContainerDefinition, NetworkBinding};
 use berth_runtime::{
     ContainerState, ContainerStatus, HealthState, Runtime, RuntimeError, RuntimeEvent,
@@ -142,6 +144,8 @@ pub struct TaskRunner {
     started_at: Option<f64>,
     self_stop: Option<SelfStop>,
     last_report: Option<SubmitTaskStateRequest>,
+    /// Secret values for containers still to create; memory only.
+    secrets: Option<Vec<ContainerSecrets>>,
 }
 
 /// How long the runner waits between looks while nothing happens.
@@ -191,6 +195,7 @@ impl TaskRunner {
             started_at: None,
             self_stop: None,
             last_report: None,
+            secrets: None,
         }
     }
 
@@ -269,6 +274,9 @@ impl TaskRunner {
             if self.self_stop.is_some() {
                 return self.stop_all().await;
             }
+        }
+        if !self.fetch_secrets().await {
+            return self.stop_all().await;
         }
         self.start_ready().await;
         if self.self_stop.is_none() {
@@ -403,6 +411,47 @@ impl TaskRunner {
         self.pulled = true;
     }
 
+    /// Fetches secret values once, before the first container that needs
+    /// them is created. Returns false (and sets the stop reason) when they
+    /// cannot be had: the task then stops before any container exists.
+    async fn fetch_secrets(&mut self) -> bool {
+        if self.secrets.is_some() {
+            return true;
+        }
+        let needed = self.containers.iter().any(|c| {
+            c.id.is_none()
+                && (c.definition.secrets.as_ref().is_some_and(|s| !s.is_empty())
+                    || c.definition
+                        .log_configuration
+                        .as_ref()
+                        .and_then(|l| l.secret_options.as_ref())
+                        .is_some_and(|s| !s.is_empty()))
+        });
+        if !needed {
+            self.secrets = Some(Vec::new());
+            return true;
+        }
+        match self.reporter.resolve_secrets(&self.task.task_arn).await {
+            Ok(answer) => {
+                self.secrets = Some(answer.containers);
+                true
+            }
+            Err(e) => {
+                let message = match &e {
+                    crate::ClientError::Api { code, message, .. } => format!("{code}: {message}"),
+                    other => other.to_string(),
+                };
+                self.self_stop = Some(SelfStop {
+                    code: "TaskFailedToStart",
+                    reason: format!(
+                        "ResourceInitializationError: unable to pull secrets or registry auth: {message}"
+                    ),
+                });
+                false
+            }
+        }
+    }
+
     async fn prepare_volumes(&mut self) {
         let mut labels = BTreeMap::new();
         labels.insert(spec::LABEL_TASK_ARN.to_string(), self.task.task_arn.clone());
@@ -449,7 +498,12 @@ impl TaskRunner {
             self.containers[i].failure = Some(format!("CannotStartContainerError: {why}"));
             return;
         }
-        let spec = spec::container_spec(&self.task, &definition, &self.instance_id);
+        let name = self.containers[i].name.clone();
+        let secrets = self
+            .secrets
+            .as_ref()
+            .and_then(|all| all.iter().find(|s| s.name == name));
+        let spec = spec::container_spec(&self.task, &definition, &self.instance_id, secrets);
         let id = match self.runtime.create(&spec).await {
             Ok(id) => id,
             // Created before a crash but not yet seen: take it over.
@@ -523,7 +577,18 @@ impl TaskRunner {
         SubmitTaskStateRequest {
             task_arn: self.task.task_arn.clone(),
             last_status: status.to_string(),
-            containers: self.containers.iter().map(Tracked::report).collect(),
+            containers: self
+                .containers
+                .iter()
+                .map(|c| {
+                    let mut r = c.report();
+                    // A stopped task has no container left to start.
+                    if stopped {
+                        r.last_status = STOPPED.into();
+                    }
+                    r
+                })
+                .collect(),
             pull_started_at: self.pull_started_at,
             pull_stopped_at: self.pull_stopped_at,
             started_at: self.started_at,

@@ -5,8 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use berth_model::agent_protocol::{
-    AssignedTask, PollTasksRequest, PollTasksResponse, RegisterAgentRequest, RegisterAgentResponse,
-    SubmitTaskStateRequest, SubmitTaskStateResponse, SIGNING_NAME, TARGET_PREFIX,
+    AssignedTask, ContainerSecrets, PollTasksRequest, PollTasksResponse, RegisterAgentRequest,
+    RegisterAgentResponse, ResolveSecretsRequest, ResolveSecretsResponse, SubmitTaskStateRequest,
+    SubmitTaskStateResponse, SIGNING_NAME, TARGET_PREFIX,
 };
 use berth_model::json::{parse_input, to_body};
 use berth_model::{AwsError, JsonService, Principal, PrincipalKind, RequestContext};
@@ -70,6 +71,14 @@ pub struct AgentService {
     store: Arc<dyn Store>,
     presence: Arc<Presence>,
     shutdown: tokio::sync::watch::Receiver<bool>,
+    secrets: Option<Arc<dyn SecretResolver>>,
+}
+
+/// Resolves a container definition's `valueFrom` (a Secrets Manager or SSM
+/// Parameter Store reference) for an account and region. Errors carry a
+/// message that names the reference, never a value.
+pub trait SecretResolver: Send + Sync + 'static {
+    fn resolve(&self, account: &str, region: &str, value_from: &str) -> Result<String, AwsError>;
 }
 
 impl AgentService {
@@ -84,7 +93,68 @@ impl AgentService {
             store,
             presence,
             shutdown,
+            secrets: None,
         }
+    }
+
+    /// Lets agents fetch the values of their tasks' `secrets`.
+    pub fn with_secrets(mut self, resolver: Arc<dyn SecretResolver>) -> Self {
+        self.secrets = Some(resolver);
+        self
+    }
+
+    fn resolve_secrets(
+        &self,
+        ctx: &RequestContext,
+        input: ResolveSecretsRequest,
+    ) -> Result<ResolveSecretsResponse, AwsError> {
+        let (credential, scope) = self.caller(ctx)?;
+        let id = tasks::resolve_task_id(&scope, &credential.cluster, &input.task_arn)?;
+        let (record, _) =
+            load::<TaskRecord>(self.store.as_ref(), &scope.task(&credential.cluster, &id))?
+                .ok_or_else(|| error::invalid_parameter("The referenced task was not found."))?;
+        if record.instance_id.as_deref() != Some(credential.instance_id.as_str()) {
+            return Err(AwsError::access_denied(
+                "The task does not run on this agent's container instance.",
+            ));
+        }
+        let resolver = self.secrets.as_ref();
+        let mut containers = Vec::new();
+        for c in record.definition.container_definitions.iter().flatten() {
+            let mut environment = Vec::new();
+            let mut log_options = Vec::new();
+            let wanted = c.secrets.iter().flatten().map(|s| (s, false)).chain(
+                c.log_configuration
+                    .iter()
+                    .flat_map(|l| l.secret_options.iter().flatten())
+                    .map(|s| (s, true)),
+            );
+            for (secret, for_logs) in wanted {
+                let name = secret.name.clone().unwrap_or_default();
+                let value_from = secret.value_from.as_deref().unwrap_or("");
+                let resolver = resolver.ok_or_else(|| {
+                    AwsError::bad_request(
+                        "ClientException",
+                        "This Berth server does not serve Secrets Manager or SSM Parameter Store.",
+                    )
+                })?;
+                let value =
+                    resolver.resolve(&credential.account, &credential.region, value_from)?;
+                if for_logs {
+                    log_options.push((name, value));
+                } else {
+                    environment.push((name, value));
+                }
+            }
+            if !environment.is_empty() || !log_options.is_empty() {
+                containers.push(ContainerSecrets {
+                    name: c.name.clone().unwrap_or_default(),
+                    environment,
+                    log_options,
+                });
+            }
+        }
+        Ok(ResolveSecretsResponse { containers })
     }
 
     fn caller(&self, ctx: &RequestContext) -> Result<(AgentCredential, Scope), AwsError> {
@@ -341,6 +411,7 @@ impl JsonService for AgentService {
             "RegisterAgent" => to_body(&self.register(ctx, parse_input(body)?).await?),
             "PollTasks" => to_body(&self.poll(ctx, parse_input(body)?).await?),
             "SubmitTaskState" => to_body(&self.submit(ctx, parse_input(body)?).await?),
+            "ResolveSecrets" => to_body(&self.resolve_secrets(ctx, parse_input(body)?)?),
             other => Err(AwsError::unknown_operation(format!(
                 "The agent protocol has no operation named '{other}'."
             ))),

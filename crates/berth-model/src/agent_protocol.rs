@@ -123,3 +123,28 @@ pub struct SubmitTaskStateResponse {
     pub desired_status: String,
     pub version: i64,
 }
+
+/// Asks for the values of a task's `secrets` (and `secretOptions`), at the
+/// moment its containers are created. The answer is never stored: not in the
+/// task record, not in the agent's state.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ResolveSecretsRequest {
+    pub task_arn: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerSecrets {
+    pub name: String,
+    /// Environment variables from `secrets[]`.
+    pub environment: Vec<(String, String)>,
+    /// Log driver options from `logConfiguration.secretOptions`.
+    pub log_options: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ResolveSecretsResponse {
+    pub containers: Vec<ContainerSecrets>,
+}
