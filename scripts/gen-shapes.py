@@ -25,6 +25,8 @@ SERVICES = [
     # (botocore name, api version, rust module)
     ("ecs", "2014-11-13", "ecs"),
     ("ecr", "2015-09-21", "ecr"),
+    ("secretsmanager", "2017-10-17", "secretsmanager"),
+    ("ssm", "2014-11-06", "ssm"),
 ]
 
 RUST_KEYWORDS = {

@@ -183,6 +183,8 @@ fn registration_request(
         attribute("ecs.availability-zone", Some(&zone)),
         attribute("ecs.capability.container-health-check", None),
         attribute("ecs.capability.container-ordering", None),
+        attribute("ecs.capability.secrets.asm.environment-variables", None),
+        attribute("ecs.capability.secrets.ssm.environment-variables", None),
         attribute(
             "com.amazonaws.ecs.capability.logging-driver.json-file",
             None,

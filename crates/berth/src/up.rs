@@ -74,6 +74,11 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
 
     let registry = berth_registry::Registry::open(&data_dir, store.clone(), registry_host(&args))
         .context("opening the image registry")?;
+    // Secret values are sealed with this key before they reach the store; it
+    // comes from BERTH_MASTER_KEY or <data-dir>/secrets/master.key.
+    let master_key = Arc::new(
+        berth_secrets::MasterKey::load(&data_dir).context("loading the secrets master key")?,
+    );
 
     let presence = Arc::new(Presence::default());
     let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
@@ -82,11 +87,22 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         .credentials(Arc::new(AgentCredentials(store.clone())))
         .json_service(Arc::new(EcsService::new(store.clone(), presence.clone())))
         .json_service(registry.ecr_service())
-        .json_service(Arc::new(AgentService::new(
+        .json_service(Arc::new(berth_secrets::SecretsManagerService::new(
             store.clone(),
-            presence.clone(),
-            stopping,
+            master_key.clone(),
         )))
+        .json_service(Arc::new(berth_secrets::SsmService::new(
+            store.clone(),
+            master_key.clone(),
+        )))
+        .json_service(Arc::new(
+            AgentService::new(store.clone(), presence.clone(), stopping).with_secrets(Arc::new(
+                StoreSecrets {
+                    store: store.clone(),
+                    key: master_key,
+                },
+            )),
+        ))
         .build();
     let gc = tokio::spawn(berth_ecs::agent_api::run_task_gc(
         store.clone(),
@@ -225,4 +241,21 @@ fn controller_routes(controller: Arc<ServiceController>) -> axum::Router {
             async move { axum::Json(serde_json::json!({ "services": controller.stats() })) }
         }),
     )
+}
+
+/// Resolves task `secrets` for agents from Secrets Manager and Parameter Store.
+struct StoreSecrets {
+    store: Arc<dyn Store>,
+    key: Arc<berth_secrets::MasterKey>,
+}
+
+impl berth_ecs::agent_api::SecretResolver for StoreSecrets {
+    fn resolve(
+        &self,
+        account: &str,
+        region: &str,
+        value_from: &str,
+    ) -> Result<String, berth_model::AwsError> {
+        berth_secrets::resolve_secret_value(self.store.as_ref(), &self.key, account, region, value_from)
+    }
 }

@@ -3,3 +3,5 @@
 //! One module per AWS service; regenerate with `scripts/gen-shapes.py`.
 pub mod ecr;
 pub mod ecs;
+pub mod secretsmanager;
+pub mod ssm;

@@ -1,0 +1,1072 @@
+//! AWS Secrets Manager (`secretsmanager`, JSON 1.1).
+//!
+//! Store layout: `/secretsmanager/<account>/<region>/secrets/<name>` holds one
+//! [`SecretRecord`] with every version of the secret, so moving staging labels
+//! between versions is one write. Values are sealed with the master key; the
+//! store never sees plaintext.
+//!
+//! A deleted secret keeps its record with a deletion date until that date has
+//! passed; after that it counts as gone (reads ignore it, and the next write of
+//! the name replaces it), which is what AWS's asynchronous purge looks like to
+//! a client.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use base64::Engine;
+use berth_model::json::{parse_input, to_body};
+use berth_model::shapes::secretsmanager as sm;
+use berth_model::{AwsError, JsonService, RequestContext};
+use berth_store::{Op, ReadView, Store, StoreExt};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::common::{corrupt, decode_token, encode_token, now_secs, store_error};
+use crate::crypto::{MasterKey, Sealed};
+
+const B64: base64::engine::general_purpose::GeneralPurpose =
+    base64::engine::general_purpose::STANDARD;
+
+pub const AWSCURRENT: &str = "AWSCURRENT";
+pub const AWSPREVIOUS: &str = "AWSPREVIOUS";
+pub const AWSPENDING: &str = "AWSPENDING";
+const DEFAULT_RECOVERY_DAYS: i64 = 30;
+const MAX_VERSIONS: usize = 100;
+const MARKED_FOR_DELETION: &str =
+    "You can't perform this operation on the secret because it was marked for deletion.";
+
+/// A secret as stored.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SecretRecord {
+    pub name: String,
+    pub arn: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub kms_key_id: Option<String>,
+    #[serde(default)]
+    pub tags: Vec<(String, String)>,
+    pub created: f64,
+    pub last_changed: f64,
+    /// When DeleteSecret ran, and when the secret is gone for good.
+    #[serde(default)]
+    pub deleted: Option<f64>,
+    #[serde(default)]
+    pub purge_at: Option<f64>,
+    /// Version id → version.
+    pub versions: BTreeMap<String, VersionRecord>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct VersionRecord {
+    pub stages: Vec<String>,
+    pub created: f64,
+    /// Whether the value was given as SecretBinary.
+    pub binary: bool,
+    pub sealed: Sealed,
+}
+
+impl SecretRecord {
+    /// Whether the record only awaits its purge: treat it as absent.
+    fn purged(&self, now: f64) -> bool {
+        self.purge_at.is_some_and(|t| t <= now)
+    }
+
+    fn version_with_stage(&self, stage: &str) -> Option<(&String, &VersionRecord)> {
+        self.versions
+            .iter()
+            .find(|(_, v)| v.stages.iter().any(|s| s == stage))
+    }
+
+    fn stages_map(&self) -> BTreeMap<String, Vec<String>> {
+        self.versions
+            .iter()
+            .filter(|(_, v)| !v.stages.is_empty())
+            .map(|(id, v)| (id.clone(), v.stages.clone()))
+            .collect()
+    }
+
+    fn tags(&self) -> Option<Vec<sm::Tag>> {
+        Some(
+            self.tags
+                .iter()
+                .map(|(k, v)| sm::Tag {
+                    key: Some(k.clone()),
+                    value: Some(v.clone()),
+                })
+                .collect(),
+        )
+    }
+
+    /// Adds a version and moves `stages` onto it. When AWSCURRENT moves, the
+    /// version that had it gets AWSPREVIOUS, as Secrets Manager does.
+    fn add_version(&mut self, id: String, version: VersionRecord, now: f64) {
+        let stages = version.stages.clone();
+        let old_current = if stages.iter().any(|s| s == AWSCURRENT) {
+            self.version_with_stage(AWSCURRENT)
+                .map(|(id, _)| id.clone())
+        } else {
+            None
+        };
+        for v in self.versions.values_mut() {
+            v.stages.retain(|s| !stages.contains(s));
+        }
+        if let Some(old) = old_current.filter(|old| *old != id) {
+            for v in self.versions.values_mut() {
+                v.stages.retain(|s| s != AWSPREVIOUS);
+            }
+            if let Some(v) = self.versions.get_mut(&old) {
+                v.stages.push(AWSPREVIOUS.to_string());
+            }
+        }
+        self.versions.insert(id, version);
+        // AWS drops versions without labels beyond its quota; do the same so a
+        // record cannot grow without bound. Oldest unlabeled go first.
+        while self.versions.len() > MAX_VERSIONS {
+            let oldest = self
+                .versions
+                .iter()
+                .filter(|(_, v)| v.stages.is_empty())
+                .min_by(|a, b| a.1.created.total_cmp(&b.1.created))
+                .map(|(id, _)| id.clone());
+            match oldest {
+                Some(id) => {
+                    self.versions.remove(&id);
+                }
+                None => break,
+            }
+        }
+        self.last_changed = now;
+    }
+}
+
+pub fn prefix(account: &str, region: &str) -> String {
+    format!("/secretsmanager/{account}/{region}/secrets/")
+}
+
+fn not_found() -> AwsError {
+    AwsError::bad_request(
+        "ResourceNotFoundException",
+        "Secrets Manager can't find the specified secret.",
+    )
+}
+
+fn version_not_found() -> AwsError {
+    AwsError::bad_request(
+        "ResourceNotFoundException",
+        "Secrets Manager can't find the specified secret value for staging label or version id.",
+    )
+}
+
+fn invalid_parameter(message: impl Into<String>) -> AwsError {
+    AwsError::bad_request("InvalidParameterException", message)
+}
+
+fn invalid_request(message: impl Into<String>) -> AwsError {
+    AwsError::bad_request("InvalidRequestException", message)
+}
+
+fn marked_for_deletion() -> AwsError {
+    invalid_request(MARKED_FOR_DELETION)
+}
+
+/// A Secrets Manager operation Berth does not implement yet: a clear refusal,
+/// never a fake success.
+fn unsupported(operation: &str) -> AwsError {
+    invalid_request(format!(
+        "Berth does not implement the Secrets Manager operation {operation} yet."
+    ))
+}
+
+fn required<'a>(value: &'a Option<String>, member: &str) -> Result<&'a str, AwsError> {
+    match value.as_deref() {
+        Some(v) if !v.is_empty() => Ok(v),
+        _ => Err(invalid_parameter(format!(
+            "You must provide a value for the {member} parameter."
+        ))),
+    }
+}
+
+/// Finds a secret by name, full ARN or partial ARN (the ARN without the six
+/// random characters AWS appends). Returns the store key and the record.
+pub fn find_secret<V: ReadView + ?Sized>(
+    view: &V,
+    account: &str,
+    region: &str,
+    secret_id: &str,
+    now: f64,
+) -> Result<Option<(String, SecretRecord)>, AwsError> {
+    let (account, region, name) = match secret_id.strip_prefix("arn:") {
+        Some(_) => {
+            let parts: Vec<&str> = secret_id.splitn(7, ':').collect();
+            match parts.as_slice() {
+                // Only the caller's own account and region: Berth has no
+                // resource policies, so another account's ARN must not open
+                // its secrets.
+                [_, _, "secretsmanager", r, a, "secret", rest] if *a == account && *r == region => {
+                    (*a, *r, *rest)
+                }
+                _ => return Ok(None),
+            }
+        }
+        None => (account, region, secret_id),
+    };
+    let prefix = prefix(account, region);
+    let lookup = |name: &str| -> Result<Option<(String, SecretRecord)>, AwsError> {
+        let key = format!("{prefix}{name}");
+        let Some(kv) = view.get(&key) else {
+            return Ok(None);
+        };
+        let record: SecretRecord = serde_json::from_slice(&kv.value).map_err(|_| corrupt(&key))?;
+        if record.purged(now) {
+            return Ok(None);
+        }
+        Ok(Some((key, record)))
+    };
+    if secret_id.starts_with("arn:") {
+        // A full ARN ends in `-` and six characters; try it as one first, and
+        // accept it only when it is exactly the secret's ARN.
+        if let Some(base) = strip_suffix(name) {
+            if let Some(found) = lookup(base)? {
+                if found.1.arn == secret_id {
+                    return Ok(Some(found));
+                }
+            }
+        }
+        // A partial ARN names the secret itself.
+        return lookup(name);
+    }
+    lookup(name)
+}
+
+/// `name-AbCdEf` → `name`.
+fn strip_suffix(name: &str) -> Option<&str> {
+    let (base, suffix) = name.rsplit_once('-')?;
+    (suffix.len() == 6 && suffix.bytes().all(|b| b.is_ascii_alphanumeric())).then_some(base)
+}
+
+/// A value as the caller gave it: exactly one of string or base64 binary.
+enum Value {
+    String(String),
+    Binary(Vec<u8>),
+}
+
+impl Value {
+    fn from_request(
+        string: &Option<String>,
+        binary: &Option<String>,
+    ) -> Result<Option<Value>, AwsError> {
+        match (string, binary) {
+            (Some(_), Some(_)) => Err(invalid_parameter(
+                "You can't specify both a binary secret value and a string secret value in the same secret.",
+            )),
+            (Some(s), None) => {
+                if s.len() > 65536 {
+                    return Err(invalid_parameter(
+                        "The secret value must be at most 65536 bytes.",
+                    ));
+                }
+                Ok(Some(Value::String(s.clone())))
+            }
+            (None, Some(b)) => {
+                let bytes = B64
+                    .decode(b)
+                    .map_err(|_| invalid_parameter("SecretBinary is not valid base64."))?;
+                if bytes.len() > 65536 {
+                    return Err(invalid_parameter(
+                        "The secret value must be at most 65536 bytes.",
+                    ));
+                }
+                Ok(Some(Value::Binary(bytes)))
+            }
+            (None, None) => Ok(None),
+        }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Value::String(s) => s.as_bytes(),
+            Value::Binary(b) => b,
+        }
+    }
+
+    fn is_binary(&self) -> bool {
+        matches!(self, Value::Binary(_))
+    }
+}
+
+fn check_token(token: &Option<String>) -> Result<String, AwsError> {
+    match token {
+        Some(t) if (32..=64).contains(&t.len()) => Ok(t.clone()),
+        Some(_) => Err(invalid_parameter(
+            "ClientRequestToken must be between 32 and 64 characters long.",
+        )),
+        None => Ok(uuid::Uuid::new_v4().to_string()),
+    }
+}
+
+fn check_stages(stages: &[String]) -> Result<(), AwsError> {
+    if stages.len() > 20 || stages.iter().any(|s| s.is_empty() || s.len() > 256) {
+        return Err(invalid_parameter(
+            "VersionStages must hold 1 to 20 labels of 1 to 256 characters.",
+        ));
+    }
+    Ok(())
+}
+
+fn check_tags(tags: &[sm::Tag]) -> Result<Vec<(String, String)>, AwsError> {
+    if tags.len() > 50 {
+        return Err(invalid_parameter("A secret can have at most 50 tags."));
+    }
+    tags.iter()
+        .map(|t| {
+            let key = t.key.clone().unwrap_or_default();
+            let value = t.value.clone().unwrap_or_default();
+            if key.is_empty() || key.len() > 128 || value.len() > 256 {
+                return Err(invalid_parameter(
+                    "Tag keys must be 1 to 128 characters and values at most 256.",
+                ));
+            }
+            if key.to_ascii_lowercase().starts_with("aws:") {
+                return Err(invalid_parameter("Tag keys can't start with 'aws:'."));
+            }
+            Ok((key, value))
+        })
+        .collect()
+}
+
+fn merge_tags(existing: &mut Vec<(String, String)>, new: Vec<(String, String)>) {
+    for (k, v) in new {
+        match existing.iter_mut().find(|(ek, _)| *ek == k) {
+            Some(slot) => slot.1 = v,
+            None => existing.push((k, v)),
+        }
+    }
+}
+
+fn check_name(name: &str) -> Result<(), AwsError> {
+    let ok_chars = name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"/_+=.@-".contains(&b));
+    if name.is_empty() || name.len() > 512 || !ok_chars {
+        return Err(invalid_parameter(
+            "The secret name must be 1 to 512 characters: letters, digits and /_+=.@-",
+        ));
+    }
+    Ok(())
+}
+
+fn random_suffix() -> String {
+    const ALNUM: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::thread_rng();
+    (0..6)
+        .map(|_| char::from(ALNUM[rng.gen_range(0..ALNUM.len())]))
+        .collect()
+}
+
+/// The Secrets Manager service.
+pub struct SecretsManagerService {
+    store: Arc<dyn Store>,
+    keys: Arc<MasterKey>,
+}
+
+impl SecretsManagerService {
+    pub fn new(store: Arc<dyn Store>, keys: Arc<MasterKey>) -> Self {
+        SecretsManagerService { store, keys }
+    }
+}
+
+macro_rules! op {
+    ($body:expr, |$input:ident| $call:expr) => {{
+        let $input = parse_input($body)?;
+        let output = $call?;
+        to_body(&output)
+    }};
+}
+
+#[async_trait::async_trait]
+impl JsonService for SecretsManagerService {
+    fn target_prefix(&self) -> &'static str {
+        sm::TARGET_PREFIX
+    }
+
+    fn signing_name(&self) -> &'static str {
+        sm::SIGNING_NAME
+    }
+
+    async fn handle(
+        &self,
+        ctx: &RequestContext,
+        operation: &str,
+        body: &[u8],
+    ) -> Result<Vec<u8>, AwsError> {
+        match operation {
+            "CreateSecret" => op!(body, |i| self.create(ctx, i).await),
+            "GetSecretValue" => op!(body, |i| self.get_value(ctx, i)),
+            "PutSecretValue" => op!(body, |i| self.put_value(ctx, i).await),
+            "DescribeSecret" => op!(body, |i| self.describe(ctx, i)),
+            "ListSecrets" => op!(body, |i| self.list(ctx, i)),
+            "DeleteSecret" => op!(body, |i| self.delete(ctx, i).await),
+            "RestoreSecret" => op!(body, |i| self.restore(ctx, i).await),
+            "UpdateSecret" => op!(body, |i| self.update(ctx, i).await),
+            "TagResource" => op!(body, |i| self.tag(ctx, i).await),
+            "UntagResource" => op!(body, |i| self.untag(ctx, i).await),
+            "GetRandomPassword" => op!(body, |i| get_random_password(i)),
+            other if sm::OPERATIONS.contains(&other) => Err(unsupported(other)),
+            other => Err(AwsError::unknown_operation(format!(
+                "Secrets Manager has no operation named '{other}'."
+            ))),
+        }
+    }
+}
+
+fn encode(key: &str, record: &SecretRecord) -> Result<Op, AwsError> {
+    let bytes = serde_json::to_vec(record).map_err(|_| corrupt(key))?;
+    Ok(Op::put(key, bytes))
+}
+
+impl SecretsManagerService {
+    /// Runs `f` on the secret `secret_id` inside one store mutation and writes
+    /// the record back when `f` says so.
+    async fn modify<T, F>(
+        &self,
+        ctx: &RequestContext,
+        secret_id: String,
+        mut f: F,
+    ) -> Result<T, AwsError>
+    where
+        T: Send + 'static,
+        F: FnMut(&mut SecretRecord, f64) -> Result<(bool, T), AwsError> + Send + 'static,
+    {
+        let (account, region) = (ctx.account_id.clone(), ctx.region.clone());
+        let result = self
+            .store
+            .update(move |view| {
+                let now = now_secs();
+                let (key, mut record) =
+                    find_secret(view, &account, &region, &secret_id, now)?.ok_or_else(not_found)?;
+                let (write, out) = f(&mut record, now)?;
+                let ops = if write {
+                    vec![encode(&key, &record)?]
+                } else {
+                    vec![]
+                };
+                Ok::<_, AwsError>((ops, out))
+            })
+            .await
+            .map_err(store_error)?;
+        result.map(|(_, out)| out)
+    }
+
+    async fn create(
+        &self,
+        ctx: &RequestContext,
+        input: sm::CreateSecretRequest,
+    ) -> Result<sm::CreateSecretResponse, AwsError> {
+        let name = required(&input.name, "Name")?.to_string();
+        check_name(&name)?;
+        let value = Value::from_request(&input.secret_string, &input.secret_binary)?;
+        let token = check_token(&input.client_request_token)?;
+        let tags = check_tags(input.tags.as_deref().unwrap_or_default())?;
+        if input
+            .add_replica_regions
+            .as_ref()
+            .is_some_and(|r| !r.is_empty())
+        {
+            return Err(unsupported("CreateSecret with AddReplicaRegions"));
+        }
+        let sealed = match &value {
+            Some(v) => Some(
+                self.keys
+                    .seal(v.bytes())
+                    .map_err(|_| AwsError::internal("An internal error occurred."))?,
+            ),
+            None => None,
+        };
+        let binary = value.as_ref().is_some_and(Value::is_binary);
+        let plain = value.map(|v| v.bytes().to_vec());
+        let keys = self.keys.clone();
+        let version_id = token.clone();
+        let key = format!("{}{name}", prefix(&ctx.account_id, &ctx.region));
+        let arn_base = ctx.arn("secretsmanager", &format!("secret:{name}"));
+        let (description, kms_key_id) = (input.description.clone(), input.kms_key_id.clone());
+        let result = self
+            .store
+            .update(move |view| {
+                let now = now_secs();
+                if let Some(kv) = view.get(&key) {
+                    let existing: SecretRecord =
+                        serde_json::from_slice(&kv.value).map_err(|_| corrupt(&key))?;
+                    if !existing.purged(now) {
+                        if existing.deleted.is_some() {
+                            return Err(invalid_request(
+                                "You can't create this secret because a secret with this name is already scheduled for deletion.",
+                            ));
+                        }
+                        // A retry of the same request (same token, same value)
+                        // succeeds without writing, as AWS's idempotency does.
+                        if let Some(v) = existing.versions.get(&token) {
+                            let same = keys
+                                .open(&v.sealed)
+                                .ok()
+                                .is_some_and(|p| Some(p) == plain && v.binary == binary);
+                            if same {
+                                return Ok((vec![], (existing.arn.clone(), existing.name.clone())));
+                            }
+                        }
+                        return Err(AwsError::bad_request(
+                            "ResourceExistsException",
+                            format!("The operation failed because the secret {} already exists.", existing.name),
+                        ));
+                    }
+                }
+                let mut record = SecretRecord {
+                    name: name.clone(),
+                    arn: format!("{arn_base}-{}", random_suffix()),
+                    description: description.clone(),
+                    kms_key_id: kms_key_id.clone(),
+                    tags: tags.clone(),
+                    created: now,
+                    last_changed: now,
+                    deleted: None,
+                    purge_at: None,
+                    versions: BTreeMap::new(),
+                };
+                if let Some(sealed) = &sealed {
+                    record.add_version(
+                        token.clone(),
+                        VersionRecord {
+                            stages: vec![AWSCURRENT.to_string()],
+                            created: now,
+                            binary,
+                            sealed: sealed.clone(),
+                        },
+                        now,
+                    );
+                }
+                Ok((vec![encode(&key, &record)?], (record.arn, record.name)))
+            })
+            .await
+            .map_err(store_error)?;
+        let (_, (arn, name)) = result?;
+        Ok(sm::CreateSecretResponse {
+            arn: Some(arn),
+            name: Some(name),
+            version_id: sealed_version(
+                &input.secret_string,
+                &input.secret_binary,
+                &Some(version_id),
+            ),
+            ..Default::default()
+        })
+    }
+
+    fn get_value(
+        &self,
+        ctx: &RequestContext,
+        input: sm::GetSecretValueRequest,
+    ) -> Result<sm::GetSecretValueResponse, AwsError> {
+        let secret_id = required(&input.secret_id, "SecretId")?;
+        let (_, record) = find_secret(
+            self.store.as_ref(),
+            &ctx.account_id,
+            &ctx.region,
+            secret_id,
+            now_secs(),
+        )?
+        .ok_or_else(not_found)?;
+        let (version_id, version) = select_version(
+            &record,
+            input.version_id.as_deref(),
+            input.version_stage.as_deref(),
+        )?;
+        let plain = open(&self.keys, &version.sealed)?;
+        let (secret_string, secret_binary) = if version.binary {
+            (None, Some(B64.encode(&plain)))
+        } else {
+            (
+                Some(
+                    String::from_utf8(plain)
+                        .map_err(|_| AwsError::internal("An internal error occurred."))?,
+                ),
+                None,
+            )
+        };
+        Ok(sm::GetSecretValueResponse {
+            arn: Some(record.arn.clone()),
+            name: Some(record.name.clone()),
+            version_id: Some(version_id.clone()),
+            secret_string,
+            secret_binary,
+            version_stages: Some(version.stages.clone()),
+            created_date: Some(version.created),
+        })
+    }
+
+    async fn put_value(
+        &self,
+        ctx: &RequestContext,
+        input: sm::PutSecretValueRequest,
+    ) -> Result<sm::PutSecretValueResponse, AwsError> {
+        let secret_id = required(&input.secret_id, "SecretId")?.to_string();
+        let value =
+            Value::from_request(&input.secret_string, &input.secret_binary)?.ok_or_else(|| {
+                invalid_parameter("You must provide either SecretString or SecretBinary.")
+            })?;
+        let token = check_token(&input.client_request_token)?;
+        let stages = input
+            .version_stages
+            .clone()
+            .unwrap_or_else(|| vec![AWSCURRENT.to_string()]);
+        check_stages(&stages)?;
+        let sealed = self
+            .keys
+            .seal(value.bytes())
+            .map_err(|_| AwsError::internal("An internal error occurred."))?;
+        let (binary, plain) = (value.is_binary(), value.bytes().to_vec());
+        let keys = self.keys.clone();
+        let token2 = token.clone();
+        let (arn, name, stages) = self
+            .modify(ctx, secret_id, move |record, now| {
+                if record.deleted.is_some() {
+                    return Err(marked_for_deletion());
+                }
+                add_or_repeat(
+                    record,
+                    &keys,
+                    &token2,
+                    &sealed,
+                    binary,
+                    &plain,
+                    stages.clone(),
+                    now,
+                )?;
+                let stages = record
+                    .versions
+                    .get(&token2)
+                    .map(|v| v.stages.clone())
+                    .unwrap_or_default();
+                Ok((true, (record.arn.clone(), record.name.clone(), stages)))
+            })
+            .await?;
+        Ok(sm::PutSecretValueResponse {
+            arn: Some(arn),
+            name: Some(name),
+            version_id: Some(token),
+            version_stages: Some(stages),
+        })
+    }
+
+    fn describe(
+        &self,
+        ctx: &RequestContext,
+        input: sm::DescribeSecretRequest,
+    ) -> Result<sm::DescribeSecretResponse, AwsError> {
+        let secret_id = required(&input.secret_id, "SecretId")?;
+        let (_, r) = find_secret(
+            self.store.as_ref(),
+            &ctx.account_id,
+            &ctx.region,
+            secret_id,
+            now_secs(),
+        )?
+        .ok_or_else(not_found)?;
+        Ok(sm::DescribeSecretResponse {
+            arn: Some(r.arn.clone()),
+            name: Some(r.name.clone()),
+            description: r.description.clone(),
+            kms_key_id: r.kms_key_id.clone(),
+            rotation_enabled: Some(false),
+            last_changed_date: Some(r.last_changed),
+            deleted_date: r.deleted,
+            tags: r.tags(),
+            version_ids_to_stages: Some(r.stages_map()),
+            created_date: Some(r.created),
+            ..Default::default()
+        })
+    }
+
+    fn list(
+        &self,
+        ctx: &RequestContext,
+        input: sm::ListSecretsRequest,
+    ) -> Result<sm::ListSecretsResponse, AwsError> {
+        let max = match input.max_results {
+            None => 100,
+            Some(n) if (1..=100).contains(&n) => n as usize,
+            Some(_) => return Err(invalid_parameter("MaxResults must be between 1 and 100.")),
+        };
+        let include_deleted = input.include_planned_deletion.unwrap_or(false);
+        let name_filters: Vec<String> = input
+            .filters
+            .iter()
+            .flatten()
+            .filter(|f| f.key.as_deref() == Some("name"))
+            .flat_map(|f| f.values.iter().flatten().cloned())
+            .collect();
+        if input
+            .filters
+            .iter()
+            .flatten()
+            .any(|f| f.key.as_deref() != Some("name"))
+        {
+            return Err(unsupported("ListSecrets with filters other than name"));
+        }
+        let prefix = prefix(&ctx.account_id, &ctx.region);
+        let mut after = match &input.next_token {
+            Some(t) => Some(
+                decode_token(t)
+                    .filter(|k| k.starts_with(&prefix))
+                    .ok_or_else(|| {
+                        AwsError::bad_request(
+                            "InvalidNextTokenException",
+                            "The NextToken value is invalid.",
+                        )
+                    })?,
+            ),
+            None => None,
+        };
+        let now = now_secs();
+        let mut out = Vec::new();
+        let mut next = None;
+        'scan: loop {
+            let batch = self.store.range(&prefix, after.as_deref(), 256);
+            if batch.is_empty() {
+                break;
+            }
+            for kv in &batch {
+                if out.len() == max {
+                    next = after.as_deref().map(encode_token);
+                    break 'scan;
+                }
+                after = Some(kv.key.clone());
+                let r: SecretRecord =
+                    serde_json::from_slice(&kv.value).map_err(|_| corrupt(&kv.key))?;
+                if r.purged(now) || (r.deleted.is_some() && !include_deleted) {
+                    continue;
+                }
+                if !name_filters.is_empty()
+                    && !name_filters.iter().any(|f| r.name.starts_with(f.as_str()))
+                {
+                    continue;
+                }
+                out.push(sm::SecretListEntry {
+                    arn: Some(r.arn.clone()),
+                    name: Some(r.name.clone()),
+                    description: r.description.clone(),
+                    kms_key_id: r.kms_key_id.clone(),
+                    rotation_enabled: Some(false),
+                    last_changed_date: Some(r.last_changed),
+                    deleted_date: r.deleted,
+                    tags: r.tags(),
+                    secret_versions_to_stages: Some(r.stages_map()),
+                    created_date: Some(r.created),
+                    ..Default::default()
+                });
+            }
+        }
+        Ok(sm::ListSecretsResponse {
+            secret_list: Some(out),
+            next_token: next,
+        })
+    }
+
+    async fn delete(
+        &self,
+        ctx: &RequestContext,
+        input: sm::DeleteSecretRequest,
+    ) -> Result<sm::DeleteSecretResponse, AwsError> {
+        let secret_id = required(&input.secret_id, "SecretId")?.to_string();
+        let force = input.force_delete_without_recovery.unwrap_or(false);
+        if force && input.recovery_window_in_days.is_some() {
+            return Err(invalid_parameter(
+                "You can't use ForceDeleteWithoutRecovery in conjunction with RecoveryWindowInDays.",
+            ));
+        }
+        let days = input
+            .recovery_window_in_days
+            .unwrap_or(DEFAULT_RECOVERY_DAYS);
+        if !(7..=30).contains(&days) {
+            return Err(invalid_parameter(
+                "The RecoveryWindowInDays value must be between 7 and 30 days (inclusive).",
+            ));
+        }
+        let (account, region) = (ctx.account_id.clone(), ctx.region.clone());
+        let result = self
+            .store
+            .update(move |view| {
+                let now = now_secs();
+                let (key, mut record) =
+                    find_secret(view, &account, &region, &secret_id, now)?.ok_or_else(not_found)?;
+                if force {
+                    let out = (record.arn.clone(), record.name.clone(), now);
+                    return Ok((vec![Op::delete(key)], out));
+                }
+                if record.deleted.is_some() {
+                    return Err(marked_for_deletion());
+                }
+                let purge_at = now + (days * 86400) as f64;
+                record.deleted = Some(now);
+                record.purge_at = Some(purge_at);
+                let out = (record.arn.clone(), record.name.clone(), purge_at);
+                Ok((vec![encode(&key, &record)?], out))
+            })
+            .await
+            .map_err(store_error)?;
+        let (_, (arn, name, deletion)) = result?;
+        Ok(sm::DeleteSecretResponse {
+            arn: Some(arn),
+            name: Some(name),
+            deletion_date: Some(deletion),
+        })
+    }
+
+    async fn restore(
+        &self,
+        ctx: &RequestContext,
+        input: sm::RestoreSecretRequest,
+    ) -> Result<sm::RestoreSecretResponse, AwsError> {
+        let secret_id = required(&input.secret_id, "SecretId")?.to_string();
+        let (arn, name) = self
+            .modify(ctx, secret_id, |record, now| {
+                let write = record.deleted.is_some();
+                record.deleted = None;
+                record.purge_at = None;
+                if write {
+                    record.last_changed = now;
+                }
+                Ok((write, (record.arn.clone(), record.name.clone())))
+            })
+            .await?;
+        Ok(sm::RestoreSecretResponse {
+            arn: Some(arn),
+            name: Some(name),
+        })
+    }
+
+    async fn update(
+        &self,
+        ctx: &RequestContext,
+        input: sm::UpdateSecretRequest,
+    ) -> Result<sm::UpdateSecretResponse, AwsError> {
+        let secret_id = required(&input.secret_id, "SecretId")?.to_string();
+        let value = Value::from_request(&input.secret_string, &input.secret_binary)?;
+        let token = check_token(&input.client_request_token)?;
+        let sealed = match &value {
+            Some(v) => Some(
+                self.keys
+                    .seal(v.bytes())
+                    .map_err(|_| AwsError::internal("An internal error occurred."))?,
+            ),
+            None => None,
+        };
+        let binary = value.as_ref().is_some_and(Value::is_binary);
+        let plain = value.map(|v| v.bytes().to_vec()).unwrap_or_default();
+        let keys = self.keys.clone();
+        let (description, kms_key_id) = (input.description.clone(), input.kms_key_id.clone());
+        let token2 = token.clone();
+        let (arn, name) = self
+            .modify(ctx, secret_id, move |record, now| {
+                if record.deleted.is_some() {
+                    return Err(marked_for_deletion());
+                }
+                if let Some(d) = &description {
+                    record.description = Some(d.clone());
+                }
+                if let Some(k) = &kms_key_id {
+                    record.kms_key_id = Some(k.clone());
+                }
+                if let Some(sealed) = &sealed {
+                    add_or_repeat(
+                        record,
+                        &keys,
+                        &token2,
+                        sealed,
+                        binary,
+                        &plain,
+                        vec![AWSCURRENT.to_string()],
+                        now,
+                    )?;
+                }
+                record.last_changed = now;
+                Ok((true, (record.arn.clone(), record.name.clone())))
+            })
+            .await?;
+        Ok(sm::UpdateSecretResponse {
+            arn: Some(arn),
+            name: Some(name),
+            version_id: sealed_version(&input.secret_string, &input.secret_binary, &Some(token)),
+        })
+    }
+
+    async fn tag(
+        &self,
+        ctx: &RequestContext,
+        input: sm::TagResourceRequest,
+    ) -> Result<serde_json::Value, AwsError> {
+        let secret_id = required(&input.secret_id, "SecretId")?.to_string();
+        let tags = check_tags(input.tags.as_deref().unwrap_or_default())?;
+        self.modify(ctx, secret_id, move |record, _| {
+            merge_tags(&mut record.tags, tags.clone());
+            if record.tags.len() > 50 {
+                return Err(invalid_parameter("A secret can have at most 50 tags."));
+            }
+            Ok((true, ()))
+        })
+        .await?;
+        Ok(serde_json::json!({}))
+    }
+
+    async fn untag(
+        &self,
+        ctx: &RequestContext,
+        input: sm::UntagResourceRequest,
+    ) -> Result<serde_json::Value, AwsError> {
+        let secret_id = required(&input.secret_id, "SecretId")?.to_string();
+        let keys = input.tag_keys.clone().unwrap_or_default();
+        self.modify(ctx, secret_id, move |record, _| {
+            record.tags.retain(|(k, _)| !keys.contains(k));
+            Ok((true, ()))
+        })
+        .await?;
+        Ok(serde_json::json!({}))
+    }
+}
+
+/// The VersionId a create/update answers with: only when it stored a value.
+fn sealed_version(
+    string: &Option<String>,
+    binary: &Option<String>,
+    token: &Option<String>,
+) -> Option<String> {
+    if string.is_none() && binary.is_none() {
+        return None;
+    }
+    token.clone()
+}
+
+/// Adds version `token`, or accepts a retry of the same request: a version id
+/// that exists with the same value is success, with another value an error
+/// (AWS never changes a version's value).
+#[allow(clippy::too_many_arguments)]
+fn add_or_repeat(
+    record: &mut SecretRecord,
+    keys: &MasterKey,
+    token: &str,
+    sealed: &Sealed,
+    binary: bool,
+    plain: &[u8],
+    stages: Vec<String>,
+    now: f64,
+) -> Result<(), AwsError> {
+    if let Some(existing) = record.versions.get(token) {
+        let same = keys
+            .open(&existing.sealed)
+            .ok()
+            .is_some_and(|p| p == plain && existing.binary == binary);
+        if same {
+            return Ok(());
+        }
+        return Err(AwsError::bad_request(
+            "ResourceExistsException",
+            "You can't modify an existing version, you can only create a new version.",
+        ));
+    }
+    record.add_version(
+        token.to_string(),
+        VersionRecord {
+            stages,
+            created: now,
+            binary,
+            sealed: sealed.clone(),
+        },
+        now,
+    );
+    Ok(())
+}
+
+/// The version a read asks for: by id, by stage, or AWSCURRENT.
+pub fn select_version<'a>(
+    record: &'a SecretRecord,
+    version_id: Option<&str>,
+    stage: Option<&str>,
+) -> Result<(&'a String, &'a VersionRecord), AwsError> {
+    if record.deleted.is_some() {
+        return Err(marked_for_deletion());
+    }
+    let found = match (
+        version_id.filter(|s| !s.is_empty()),
+        stage.filter(|s| !s.is_empty()),
+    ) {
+        (Some(id), stage) => record
+            .versions
+            .get_key_value(id)
+            .filter(|(_, v)| stage.is_none_or(|s| v.stages.iter().any(|x| x == s))),
+        (None, Some(stage)) => record.version_with_stage(stage),
+        (None, None) => record.version_with_stage(AWSCURRENT),
+    };
+    found.ok_or_else(version_not_found)
+}
+
+pub(crate) fn open(keys: &MasterKey, sealed: &Sealed) -> Result<Vec<u8>, AwsError> {
+    keys.open(sealed).map_err(|e| {
+        // The error names no value; it says the key or the data is wrong.
+        tracing::error!(error = %e, "a stored secret cannot be decrypted");
+        AwsError::internal("The secret value cannot be decrypted with this server's master key.")
+    })
+}
+
+const PUNCTUATION: &str = "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~";
+
+fn get_random_password(
+    input: sm::GetRandomPasswordRequest,
+) -> Result<sm::GetRandomPasswordResponse, AwsError> {
+    let length = input.password_length.unwrap_or(32);
+    if !(1..=4096).contains(&length) {
+        return Err(invalid_parameter(
+            "PasswordLength must be between 1 and 4096.",
+        ));
+    }
+    let exclude = input.exclude_characters.unwrap_or_default();
+    let mut classes: Vec<Vec<char>> = Vec::new();
+    let mut add = |off: Option<bool>, chars: &str| {
+        if !off.unwrap_or(false) {
+            let set: Vec<char> = chars.chars().filter(|c| !exclude.contains(*c)).collect();
+            if !set.is_empty() {
+                classes.push(set);
+            }
+        }
+    };
+    add(input.exclude_lowercase, "abcdefghijklmnopqrstuvwxyz");
+    add(input.exclude_uppercase, "ABCDEFGHIJKLMNOPQRSTUVWXYZ");
+    add(input.exclude_numbers, "0123456789");
+    add(input.exclude_punctuation, PUNCTUATION);
+    add(input.include_space.map(|i| !i).or(Some(true)), " ");
+    let all: Vec<char> = classes.iter().flatten().copied().collect();
+    if all.is_empty() {
+        return Err(invalid_parameter("The request excludes every character."));
+    }
+    let require_each = input.require_each_included_type.unwrap_or(true);
+    let length = length as usize;
+    if require_each && classes.len() > length {
+        return Err(invalid_parameter(
+            "PasswordLength is too short to include every required character type.",
+        ));
+    }
+    let mut rng = rand::thread_rng();
+    let mut password: Vec<char> = Vec::with_capacity(length);
+    if require_each {
+        for class in &classes {
+            password.push(class[rng.gen_range(0..class.len())]);
+        }
+    }
+    while password.len() < length {
+        password.push(all[rng.gen_range(0..all.len())]);
+    }
+    // Shuffle so the required characters are not always first.
+    use rand::seq::SliceRandom;
+    password.shuffle(&mut rng);
+    Ok(sm::GetRandomPasswordResponse {
+        random_password: Some(password.into_iter().collect()),
+    })
+}

@@ -1,0 +1,267 @@
+"""Issue 8 acceptance (server side): Secrets Manager and SSM Parameter Store
+through the real aws CLI and boto3, model conformance of the answers, and no
+plaintext in the store file."""
+import pytest
+from botocore.exceptions import ClientError
+
+from berth_harness import ACCESS_KEY, ACCOUNT, REGION, SECRET_KEY, Berth, check_output, load_model
+
+SM = "secretsmanager"
+SM_MODEL = load_model("secretsmanager", "2017-10-17")
+SSM_MODEL = load_model("ssm", "2014-11-06")
+
+PLAINTEXT = "correct-horse-battery-staple-8d1f"
+SECURE_PARAM = "ssm-secure-value-51c2"
+
+
+def test_secret_lifecycle(berth):
+    _, created, _ = berth.aws(SM, "create-secret", "--name", "prod/db", "--secret-string", PLAINTEXT,
+                              "--description", "database password")
+    arn = created["ARN"]
+    assert arn.startswith(f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:prod/db-")
+    assert len(arn.rsplit("-", 1)[1]) == 6
+    first = created["VersionId"]
+
+    # By name, full ARN and partial ARN.
+    for secret_id in ("prod/db", arn, arn[:-7]):
+        _, got, _ = berth.aws(SM, "get-secret-value", "--secret-id", secret_id)
+        assert got["SecretString"] == PLAINTEXT
+        assert got["VersionStages"] == ["AWSCURRENT"]
+        assert got["ARN"] == arn
+
+    rc, _, err = berth.aws(SM, "create-secret", "--name", "prod/db", "--secret-string", "x", check=False)
+    assert rc != 0 and "ResourceExistsException" in err
+
+    _, put, _ = berth.aws(SM, "put-secret-value", "--secret-id", "prod/db", "--secret-string", "second-value")
+    second = put["VersionId"]
+    _, described, _ = berth.aws(SM, "describe-secret", "--secret-id", arn)
+    assert described["VersionIdsToStages"] == {first: ["AWSPREVIOUS"], second: ["AWSCURRENT"]}
+    assert described["Description"] == "database password"
+    _, prev, _ = berth.aws(SM, "get-secret-value", "--secret-id", "prod/db", "--version-stage", "AWSPREVIOUS")
+    assert prev["SecretString"] == PLAINTEXT
+    _, cur, _ = berth.aws(SM, "get-secret-value", "--secret-id", "prod/db")
+    assert cur["SecretString"] == "second-value" and cur["VersionId"] == second
+
+    _, deleted, _ = berth.aws(SM, "delete-secret", "--secret-id", "prod/db", "--recovery-window-in-days", "7")
+    assert deleted["ARN"] == arn and "DeletionDate" in deleted
+    rc, _, err = berth.aws(SM, "get-secret-value", "--secret-id", "prod/db", check=False)
+    assert rc != 0
+    assert "InvalidRequestException" in err
+    assert "You can't perform this operation on the secret because it was marked for deletion." in err
+    _, described, _ = berth.aws(SM, "describe-secret", "--secret-id", "prod/db")
+    assert "DeletedDate" in described
+
+    berth.aws(SM, "restore-secret", "--secret-id", "prod/db")
+    _, got, _ = berth.aws(SM, "get-secret-value", "--secret-id", "prod/db")
+    assert got["SecretString"] == "second-value"
+
+    rc, _, err = berth.aws(SM, "delete-secret", "--secret-id", "prod/db", "--recovery-window-in-days", "3",
+                           check=False)
+    assert rc != 0 and "InvalidParameterException" in err
+    berth.aws(SM, "delete-secret", "--secret-id", "prod/db", "--force-delete-without-recovery")
+    rc, _, err = berth.aws(SM, "get-secret-value", "--secret-id", "prod/db", check=False)
+    assert rc != 0 and "ResourceNotFoundException" in err
+    assert "Secrets Manager can't find the specified secret." in err
+
+
+def test_secrets_manager_boto3_and_model(berth):
+    sm = berth.client("secretsmanager")
+    created = sm.create_secret(Name="api", SecretBinary=b"\x00\x01\x02", Tags=[{"Key": "team", "Value": "a"}])
+    assert sm.get_secret_value(SecretId="api")["SecretBinary"] == b"\x00\x01\x02"
+    sm.tag_resource(SecretId=created["ARN"], Tags=[{"Key": "env", "Value": "prod"}])
+    sm.untag_resource(SecretId="api", TagKeys=["team"])
+    sm.update_secret(SecretId="api", Description="d", SecretString="now-a-string")
+    d = sm.describe_secret(SecretId="api")
+    assert d["Tags"] == [{"Key": "env", "Value": "prod"}] and d["Description"] == "d"
+    for i in range(5):
+        sm.create_secret(Name=f"page-{i}", SecretString="v")
+    names = [s["Name"] for page in sm.get_paginator("list_secrets").paginate(PaginationConfig={"PageSize": 2})
+             for s in page["SecretList"]]
+    assert sorted(names) == ["api"] + [f"page-{i}" for i in range(5)]
+    pw = sm.get_random_password(PasswordLength=24, ExcludePunctuation=True)["RandomPassword"]
+    assert len(pw) == 24 and pw.isalnum()
+
+    with pytest.raises(ClientError) as e:
+        sm.get_secret_value(SecretId="missing")
+    assert e.value.response["Error"]["Code"] == "ResourceNotFoundException"
+    with pytest.raises(ClientError) as e:
+        sm.rotate_secret(SecretId="api")
+    assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+    assert "does not implement" in e.value.response["Error"]["Message"]
+
+    for operation, payload in [
+        ("DescribeSecret", {"SecretId": "api"}),
+        ("GetSecretValue", {"SecretId": "api"}),
+        ("ListSecrets", {}),
+        ("PutSecretValue", {"SecretId": "api", "SecretString": "v3"}),
+        ("GetRandomPassword", {}),
+    ]:
+        status, body, _ = berth.raw("secretsmanager", "secretsmanager", operation, payload)
+        assert status == 200, body
+        check_output(SM_MODEL, operation, body)
+
+
+def test_parameters(berth):
+    ssm = berth.client("ssm")
+    assert ssm.put_parameter(Name="/app/db/host", Value="db1", Type="String")["Version"] == 1
+    with pytest.raises(ClientError) as e:
+        ssm.put_parameter(Name="/app/db/host", Value="db2", Type="String")
+    assert e.value.response["Error"]["Code"] == "ParameterAlreadyExists"
+    assert ssm.put_parameter(Name="/app/db/host", Value="db2", Type="String", Overwrite=True)["Version"] == 2
+    ssm.put_parameter(Name="/app/db/password", Value=SECURE_PARAM, Type="SecureString")
+    ssm.put_parameter(Name="/app/hosts", Value="a,b,c", Type="StringList")
+    ssm.put_parameter(Name="/other/x", Value="x", Type="String")
+
+    assert ssm.get_parameter(Name="/app/db/host")["Parameter"]["Value"] == "db2"
+    assert ssm.get_parameter(Name="/app/db/host:1")["Parameter"]["Value"] == "db1"
+    with pytest.raises(ClientError) as e:
+        ssm.get_parameter(Name="/app/nope")
+    assert e.value.response["Error"]["Code"] == "ParameterNotFound"
+
+    # SecureString: opaque without decryption, plaintext with it (CLI and boto3).
+    _, hidden, _ = berth.aws("ssm", "get-parameter", "--name", "/app/db/password")
+    assert hidden["Parameter"]["Type"] == "SecureString"
+    assert hidden["Parameter"]["Value"] != SECURE_PARAM and SECURE_PARAM not in hidden["Parameter"]["Value"]
+    _, shown, _ = berth.aws("ssm", "get-parameter", "--name", "/app/db/password", "--with-decryption")
+    assert shown["Parameter"]["Value"] == SECURE_PARAM
+    got = ssm.get_parameters(Names=["/app/db/password", "/app/missing"], WithDecryption=True)
+    assert [p["Value"] for p in got["Parameters"]] == [SECURE_PARAM]
+    assert got["InvalidParameters"] == ["/app/missing"]
+
+    one_level = ssm.get_parameters_by_path(Path="/app")["Parameters"]
+    assert [p["Name"] for p in one_level] == ["/app/hosts"]
+    recursive = [p for page in ssm.get_paginator("get_parameters_by_path").paginate(
+        Path="/app", Recursive=True, WithDecryption=True, PaginationConfig={"PageSize": 1})
+        for p in page["Parameters"]]
+    assert {p["Name"]: p["Value"] for p in recursive} == {
+        "/app/db/host": "db2", "/app/db/password": SECURE_PARAM, "/app/hosts": "a,b,c"}
+    _, cli_path, _ = berth.aws("ssm", "get-parameters-by-path", "--path", "/app", "--recursive")
+    assert len(cli_path["Parameters"]) == 3
+
+    described = ssm.describe_parameters()["Parameters"]
+    assert {p["Name"] for p in described} == {"/app/db/host", "/app/db/password", "/app/hosts", "/other/x"}
+
+    for operation, payload in [
+        ("GetParameter", {"Name": "/app/db/password"}),
+        ("GetParametersByPath", {"Path": "/", "Recursive": True}),
+        ("DescribeParameters", {}),
+    ]:
+        status, body, _ = berth.raw("ssm", "AmazonSSM", operation, payload)
+        assert status == 200, body
+        check_output(SSM_MODEL, operation, body)
+
+    ssm.delete_parameter(Name="/other/x")
+    with pytest.raises(ClientError) as e:
+        ssm.delete_parameter(Name="/other/x")
+    assert e.value.response["Error"]["Code"] == "ParameterNotFound"
+    with pytest.raises(ClientError) as e:
+        ssm.put_parameter(Name="awsbad", Value="v", Type="String")
+    assert e.value.response["Error"]["Code"] == "ValidationException"
+
+
+def test_store_holds_no_plaintext(berth):
+    berth.aws(SM, "create-secret", "--name", "grep-me", "--secret-string", PLAINTEXT)
+    berth.aws(SM, "put-secret-value", "--secret-id", "grep-me", "--secret-string", PLAINTEXT + "-v2")
+    berth.client("ssm").put_parameter(Name="/grep/me", Value=SECURE_PARAM, Type="SecureString")
+    _, got, _ = berth.aws(SM, "get-secret-value", "--secret-id", "grep-me")
+    assert got["SecretString"] == PLAINTEXT + "-v2"
+
+    files = [p for p in berth.data_dir.iterdir() if p.name.startswith("store.db")]
+    assert files, list(berth.data_dir.iterdir())
+    data = b"".join(p.read_bytes() for p in files)
+    assert b"grep-me" in data  # the records are there ...
+    assert PLAINTEXT.encode() not in data  # ... but not the values
+    assert SECURE_PARAM.encode() not in data
+
+    key = berth.data_dir / "secrets" / "master.key"
+    assert key.stat().st_size == 32
+    assert oct(key.stat().st_mode & 0o777) == "0o600"
+    assert PLAINTEXT not in berth.logs()
+
+
+def test_master_key_from_environment(tmp_path):
+    env = {"BERTH_MASTER_KEY": "ab" * 32, "BERTH_ROOT_ACCESS_KEY_ID": ACCESS_KEY,
+           "BERTH_ROOT_SECRET_ACCESS_KEY": SECRET_KEY}
+    server = Berth(tmp_path / "data", env=env).start()
+    try:
+        server.aws(SM, "create-secret", "--name", "env-key", "--secret-string", "v")
+        assert not (server.data_dir / "secrets" / "master.key").exists()
+    finally:
+        server.stop()
+    # The same data with the same key still opens.
+    server = Berth(tmp_path / "data", port=server.port, env=env).start()
+    try:
+        _, got, _ = server.aws(SM, "get-secret-value", "--secret-id", "env-key")
+        assert got["SecretString"] == "v"
+    finally:
+        server.stop()
+
+
+def _wait_task(ecs, arn, statuses, timeout=60):
+    import time
+    deadline = time.time() + timeout
+    while True:
+        task = ecs.describe_tasks(tasks=[arn])["tasks"][0]
+        if task["lastStatus"] in statuses or time.time() > deadline:
+            return task
+        time.sleep(0.2)
+
+
+def test_task_secrets_are_injected_and_never_stored(berth_agent):
+    """secrets[] from Secrets Manager (whole and a JSON key) and an SSM
+    SecureString reach the container's environment; nothing else holds them."""
+    import json as _json
+    import subprocess
+    sm = berth_agent.client("secretsmanager")
+    ssm = berth_agent.client("ssm")
+    whole = sm.create_secret(Name="app/token", SecretString="tok-4b1d-plain")["ARN"]
+    creds = sm.create_secret(Name="app/db", SecretString=_json.dumps(
+        {"username": "admin", "password": "pw-9f3e-plain"}))["ARN"]
+    ssm.put_parameter(Name="/app/api-key", Value="key-77aa-plain", Type="SecureString")
+    ecs = berth_agent.client("ecs")
+    execution_role = f"arn:aws:iam::{ACCOUNT}:role/ecsTaskExecutionRole"
+    ecs.register_task_definition(family="with-secrets", executionRoleArn=execution_role, containerDefinitions=[{
+        "name": "app", "image": "berth-test/busybox:latest", "memory": 16,
+        "command": ["sh", "-c", "echo TOKEN=$TOKEN DB=$DB_PASSWORD KEY=$API_KEY; sleep 600"],
+        "secrets": [
+            {"name": "TOKEN", "valueFrom": whole},
+            {"name": "DB_PASSWORD", "valueFrom": f"{creds}:password::"},
+            {"name": "API_KEY", "valueFrom": "/app/api-key"},
+        ]}])
+    arn = ecs.run_task(taskDefinition="with-secrets")["tasks"][0]["taskArn"]
+    task = _wait_task(ecs, arn, ("RUNNING", "STOPPED"))
+    assert task["lastStatus"] == "RUNNING", task.get("stoppedReason")
+    container = task["containers"][0]["runtimeId"]
+    import time
+    deadline = time.time() + 10
+    logs = ""
+    while "TOKEN=" not in logs and time.time() < deadline:
+        logs = subprocess.run(["docker", "logs", container], capture_output=True, text=True).stdout
+        time.sleep(0.2)
+    assert "TOKEN=tok-4b1d-plain DB=pw-9f3e-plain KEY=key-77aa-plain" in logs
+    # The task as ECS shows it holds references, not values.
+    described = _json.dumps(ecs.describe_tasks(tasks=[arn]), default=str)
+    for value in ("tok-4b1d-plain", "pw-9f3e-plain", "key-77aa-plain"):
+        assert value not in described
+    ecs.stop_task(task=arn)
+    # Neither the store nor the agent's state holds them.
+    for path in berth_agent.data_dir.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            for value in (b"tok-4b1d-plain", b"pw-9f3e-plain", b"key-77aa-plain"):
+                assert value not in data, path
+
+    # A missing secret stops the task before any container exists.
+    ecs.register_task_definition(family="missing-secret", executionRoleArn=execution_role, containerDefinitions=[{
+        "name": "app", "image": "berth-test/busybox:latest", "memory": 16, "command": ["sleep", "600"],
+        "secrets": [{"name": "NOPE", "valueFrom":
+                     f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:does-not-exist-AbCdEf"}]}])
+    arn = ecs.run_task(taskDefinition="missing-secret")["tasks"][0]["taskArn"]
+    task = _wait_task(ecs, arn, ("STOPPED",))
+    assert task["lastStatus"] == "STOPPED"
+    assert task["stopCode"] == "TaskFailedToStart"
+    assert task["stoppedReason"].startswith("ResourceInitializationError: unable to pull secrets or registry auth")
+    assert "runtimeId" not in task["containers"][0]
+    ids = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=com.amazonaws.ecs.task-arn={arn}"],
+                         capture_output=True, text=True).stdout.split()
+    assert ids == []
