@@ -256,6 +256,12 @@ impl berth_ecs::agent_api::SecretResolver for StoreSecrets {
         region: &str,
         value_from: &str,
     ) -> Result<String, berth_model::AwsError> {
-        berth_secrets::resolve_secret_value(self.store.as_ref(), &self.key, account, region, value_from)
+        berth_secrets::resolve_secret_value(
+            self.store.as_ref(),
+            &self.key,
+            account,
+            region,
+            value_from,
+        )
     }
 }
