@@ -5,7 +5,7 @@ use berth_model::shapes::ecs::{
     CapacityProviderStrategyItem, Cluster, ClusterServiceConnectDefaults,
     ClusterServiceConnectDefaultsRequest, ClusterSetting, CreateClusterRequest,
     CreateClusterResponse, DeleteClusterRequest, DeleteClusterResponse, DescribeClustersRequest,
-    DescribeClustersResponse, Failure, KeyValuePair, ListClustersRequest, ListClustersResponse,
+    DescribeClustersResponse, KeyValuePair, ListClustersRequest, ListClustersResponse,
     PutClusterCapacityProvidersRequest, PutClusterCapacityProvidersResponse, UpdateClusterRequest,
     UpdateClusterResponse, UpdateClusterSettingsRequest, UpdateClusterSettingsResponse,
     CLUSTER_FIELD_VALUES,
@@ -450,15 +450,9 @@ pub fn describe(
             .flatten();
         match found {
             Some((cluster, _)) => clusters.push(present(view, scope, cluster, &include)),
-            None => failures.push(Failure {
-                arn: Some(if reference.starts_with("arn:") {
-                    reference
-                } else {
-                    scope.arn(&format!("cluster/{reference}"))
-                }),
-                reason: Some("MISSING".into()),
-                detail: None,
-            }),
+            None => failures.push(error::missing_failure(scope, reference, |name| {
+                format!("cluster/{name}")
+            })),
         }
     }
     Ok(DescribeClustersResponse {

@@ -487,15 +487,9 @@ pub fn present(
 }
 
 fn missing_instance(scope: &Scope, cluster: &str, reference: &str) -> Failure {
-    Failure {
-        arn: Some(if reference.starts_with("arn:") {
-            reference.to_string()
-        } else {
-            scope.arn(&format!("container-instance/{cluster}/{reference}"))
-        }),
-        reason: Some("MISSING".into()),
-        detail: None,
-    }
+    error::missing_failure(scope, reference.to_string(), |id| {
+        format!("container-instance/{cluster}/{id}")
+    })
 }
 
 fn references(list: Option<Vec<String>>, member: &str) -> Result<Vec<String>, AwsError> {

@@ -7,9 +7,9 @@ use std::collections::BTreeSet;
 use berth_model::shapes::ecs::{
     CreateServiceRequest, CreateServiceResponse, DeleteServiceRequest, DeleteServiceResponse,
     Deployment, DeploymentCircuitBreaker, DeploymentConfiguration, DeploymentController,
-    DescribeServicesRequest, DescribeServicesResponse, Failure, ListServicesRequest,
-    ListServicesResponse, PlacementConstraint, PlacementStrategy, Service, ServiceEvent, Tag,
-    UpdateServiceRequest, UpdateServiceResponse,
+    DescribeServicesRequest, DescribeServicesResponse, ListServicesRequest, ListServicesResponse,
+    PlacementConstraint, PlacementStrategy, Service, ServiceEvent, Tag, UpdateServiceRequest,
+    UpdateServiceResponse,
 };
 use berth_model::{Arn, AwsError};
 use berth_store::{Op, ReadView, Store, StoreExt};
@@ -625,17 +625,7 @@ pub fn describe(
     input: DescribeServicesRequest,
 ) -> Result<DescribeServicesResponse, AwsError> {
     let cluster = resolve_name(scope, input.cluster.as_deref())?;
-    let mut include_tags = false;
-    for i in input.include.unwrap_or_default() {
-        match i.as_str() {
-            "TAGS" => include_tags = true,
-            other => {
-                return Err(error::invalid_parameter(format!(
-                    "Invalid include value '{other}'. Valid values: TAGS."
-                )))
-            }
-        }
-    }
+    let include_tags = error::include_tags(input.include)?;
     let refs = input
         .services
         .filter(|s| !s.is_empty())
@@ -655,15 +645,9 @@ pub fn describe(
         };
         match found {
             Some((record, _)) => services.push(present(record, include_tags)),
-            None => failures.push(Failure {
-                arn: Some(if reference.starts_with("arn:") {
-                    reference
-                } else {
-                    scope.arn(&format!("service/{cluster}/{reference}"))
-                }),
-                reason: Some("MISSING".into()),
-                detail: None,
-            }),
+            None => failures.push(error::missing_failure(scope, reference, |name| {
+                format!("service/{cluster}/{name}")
+            })),
         }
     }
     Ok(DescribeServicesResponse {

@@ -179,17 +179,7 @@ pub fn describe(
     let text = input
         .task_definition
         .ok_or_else(|| error::missing("taskDefinition"))?;
-    let mut include_tags = false;
-    for field in input.include.unwrap_or_default() {
-        match field.as_str() {
-            "TAGS" => include_tags = true,
-            other => {
-                return Err(error::invalid_parameter(format!(
-                    "Invalid include value '{other}'. Valid values: TAGS."
-                )))
-            }
-        }
-    }
+    let include_tags = error::include_tags(input.include)?;
     let reference = parse_reference(scope, &text)?;
     let (record, _) = find(view, scope, &reference)?.ok_or_else(unable_to_describe)?;
     Ok(DescribeTaskDefinitionResponse {

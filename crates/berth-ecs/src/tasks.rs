@@ -1104,17 +1104,7 @@ pub fn describe(
     input: DescribeTasksRequest,
 ) -> Result<DescribeTasksResponse, AwsError> {
     let cluster = resolve_name(scope, input.cluster.as_deref())?;
-    let mut include_tags = false;
-    for i in input.include.unwrap_or_default() {
-        match i.as_str() {
-            "TAGS" => include_tags = true,
-            other => {
-                return Err(error::invalid_parameter(format!(
-                    "Invalid include value '{other}'. Valid values: TAGS."
-                )))
-            }
-        }
-    }
+    let include_tags = error::include_tags(input.include)?;
     let refs = input
         .tasks
         .filter(|t| !t.is_empty())
@@ -1134,15 +1124,9 @@ pub fn describe(
         };
         match found {
             Some((record, _)) => tasks.push(present(record, include_tags)),
-            None => failures.push(Failure {
-                arn: Some(if reference.starts_with("arn:") {
-                    reference
-                } else {
-                    scope.arn(&format!("task/{cluster}/{reference}"))
-                }),
-                reason: Some("MISSING".into()),
-                detail: None,
-            }),
+            None => failures.push(error::missing_failure(scope, reference, |id| {
+                format!("task/{cluster}/{id}")
+            })),
         }
     }
     Ok(DescribeTasksResponse {
