@@ -76,11 +76,19 @@ impl GatewayBuilder {
     }
 }
 
-struct Lookup<'a>(&'a Gateway);
+/// Resolves the signing key once and keeps the credential, so the caller's
+/// principal comes from the same lookup the signature was checked with.
+struct Lookup<'a> {
+    gateway: &'a Gateway,
+    found: std::cell::RefCell<Option<ResolvedCredential>>,
+}
 
 impl SecretLookup for Lookup<'_> {
     fn secret_for(&self, access_key_id: &str) -> Option<String> {
-        self.0.resolve(access_key_id).map(|c| c.secret_access_key)
+        let credential = self.gateway.resolve(access_key_id)?;
+        let secret = credential.secret_access_key.clone();
+        *self.found.borrow_mut() = Some(credential);
+        Some(secret)
     }
 }
 
@@ -131,12 +139,17 @@ impl Gateway {
             body,
         };
         let now = now_epoch();
+        let lookup = Lookup {
+            gateway: self,
+            found: std::cell::RefCell::new(None),
+        };
         let verified = self
             .verifier
-            .verify(&request, now, &Lookup(self))
+            .verify(&request, now, &lookup)
             .map_err(|e| auth_error(&e))?;
-        let credential = self
-            .resolve(&verified.access_key_id)
+        let credential = lookup
+            .found
+            .into_inner()
             .ok_or_else(|| auth_error(&AuthError::UnknownKey))?;
         if credential.session_token != verified.session_token {
             return Err(auth_error(&AuthError::UnknownKey));

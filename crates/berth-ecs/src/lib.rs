@@ -25,7 +25,6 @@ pub mod tasks;
 
 use std::sync::Arc;
 
-use berth_model::json::{parse_input, to_body};
 use berth_model::shapes::ecs;
 use berth_model::{AwsError, JsonService, RequestContext};
 use berth_store::Store;
@@ -49,15 +48,7 @@ impl EcsService {
     }
 }
 
-/// Parses the body into the operation's input shape, runs the handler and
-/// serializes its output.
-macro_rules! op {
-    ($body:expr, |$input:ident| $call:expr) => {{
-        let $input = parse_input($body)?;
-        let output = $call?;
-        to_body(&output)
-    }};
-}
+use berth_model::json_op as op;
 
 #[async_trait::async_trait]
 impl JsonService for EcsService {

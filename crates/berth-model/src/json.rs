@@ -18,6 +18,18 @@ pub fn to_body<T: Serialize>(value: &T) -> Result<Vec<u8>, AwsError> {
         .map_err(|e| AwsError::internal(format!("could not serialize the response: {e}")))
 }
 
+/// One operation of a JSON service: parses the body into the operation's
+/// input shape, runs the handler and serializes its output, e.g.
+/// `json_op!(body, |input| handler(store, input).await)`.
+#[macro_export]
+macro_rules! json_op {
+    ($body:expr, |$input:ident| $call:expr) => {{
+        let $input = $crate::json::parse_input($body)?;
+        let output = $call?;
+        $crate::json::to_body(&output)
+    }};
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,7 +7,6 @@
 use std::sync::Arc;
 
 use base64::Engine;
-use berth_model::json::{parse_input, to_body};
 use berth_model::shapes::ecr;
 use berth_model::tags::{self, TagRef};
 use berth_model::{Arn, AwsError, JsonService, PrincipalKind, RequestContext};
@@ -381,13 +380,7 @@ fn resolve_id(
 
 // --- the service ---------------------------------------------------------------
 
-macro_rules! op {
-    ($body:expr, |$input:ident| $call:expr) => {{
-        let $input = parse_input($body)?;
-        let output = $call?;
-        to_body(&output)
-    }};
-}
+use berth_model::json_op as op;
 
 #[async_trait::async_trait]
 impl JsonService for EcrService {

@@ -14,7 +14,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use base64::Engine;
-use berth_model::json::{parse_input, to_body};
 use berth_model::shapes::secretsmanager as sm;
 use berth_model::{AwsError, JsonService, RequestContext};
 use berth_store::{Op, ReadView, Store, StoreExt};
@@ -376,13 +375,7 @@ impl SecretsManagerService {
     }
 }
 
-macro_rules! op {
-    ($body:expr, |$input:ident| $call:expr) => {{
-        let $input = parse_input($body)?;
-        let output = $call?;
-        to_body(&output)
-    }};
-}
+use berth_model::json_op as op;
 
 #[async_trait::async_trait]
 impl JsonService for SecretsManagerService {

@@ -8,7 +8,6 @@
 
 use std::sync::Arc;
 
-use berth_model::json::{parse_input, to_body};
 use berth_model::shapes::ssm;
 use berth_model::{AwsError, JsonService, RequestContext};
 use berth_store::{Op, ReadView, Store, StoreExt};
@@ -215,13 +214,7 @@ impl SsmService {
     }
 }
 
-macro_rules! op {
-    ($body:expr, |$input:ident| $call:expr) => {{
-        let $input = parse_input($body)?;
-        let output = $call?;
-        to_body(&output)
-    }};
-}
+use berth_model::json_op as op;
 
 #[async_trait::async_trait]
 impl JsonService for SsmService {
