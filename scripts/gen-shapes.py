@@ -27,6 +27,7 @@ SERVICES = [
     ("ecr", "2015-09-21", "ecr"),
     ("secretsmanager", "2017-10-17", "secretsmanager"),
     ("ssm", "2014-11-06", "ssm"),
+    ("logs", "2014-03-28", "logs"),
 ]
 
 RUST_KEYWORDS = {

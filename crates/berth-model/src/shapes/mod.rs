@@ -3,5 +3,6 @@
 //! One module per AWS service; regenerate with `scripts/gen-shapes.py`.
 pub mod ecr;
 pub mod ecs;
+pub mod logs;
 pub mod secretsmanager;
 pub mod ssm;
