@@ -1,0 +1,1 @@
+//! CloudWatch Logs (`Logs_20140328`) for Berth.
