@@ -9,6 +9,7 @@
 //! Architecture invariant: the agent talks to the server only through the
 //! agent protocol (`berth_model::agent_protocol`); it never reads the store.
 
+pub mod awslogs;
 pub mod client;
 pub mod spec;
 mod task_runner;
@@ -19,8 +20,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use berth_model::agent_protocol::{
-    AssignedTask, PollTasksRequest, PollTasksResponse, RegisterAgentRequest, RegisterAgentResponse,
-    SubmitTaskStateRequest, SubmitTaskStateResponse, TARGET_PREFIX,
+    AssignedTask, LogPosition, OpenLogStreamRequest, OpenLogStreamResponse, PollTasksRequest,
+    PollTasksResponse, PutTaskLogsRequest, PutTaskLogsResponse, RegisterAgentRequest,
+    RegisterAgentResponse, SubmitTaskStateRequest, SubmitTaskStateResponse, TaskLogEvent,
+    TARGET_PREFIX,
 };
 use berth_model::shapes::ecs::{Attribute, Resource, VersionInfo};
 use berth_runtime::{ContainerState, Runtime, RuntimeEvent};
@@ -81,6 +84,28 @@ pub trait Reporter: Send + Sync + 'static {
         &self,
         task_arn: &str,
     ) -> Result<berth_model::agent_protocol::ResolveSecretsResponse, ClientError>;
+
+    /// Makes sure a container's awslogs stream exists and answers how far
+    /// its shipping has come.
+    async fn open_log_stream(
+        &self,
+        task_arn: &str,
+        region: &str,
+        group: &str,
+        stream: &str,
+        create_group: bool,
+    ) -> Result<Option<LogPosition>, ClientError>;
+
+    /// Stores a batch of a container's log events; answers the stream's
+    /// cursor after it.
+    async fn put_task_logs(
+        &self,
+        task_arn: &str,
+        region: &str,
+        group: &str,
+        stream: &str,
+        events: Vec<TaskLogEvent>,
+    ) -> Result<Option<LogPosition>, ClientError>;
 }
 
 /// The identity the agent keeps across restarts.
@@ -190,6 +215,7 @@ fn registration_request(
             None,
         ),
         attribute("com.amazonaws.ecs.capability.logging-driver.syslog", None),
+        attribute("com.amazonaws.ecs.capability.logging-driver.awslogs", None),
         attribute("com.amazonaws.ecs.capability.logging-driver.none", None),
     ];
     for v in DOCKER_API_VERSIONS {
@@ -256,6 +282,62 @@ impl Reporter for HttpReporter {
                 Duration::from_secs(15),
             )
             .await
+    }
+
+    async fn open_log_stream(
+        &self,
+        task_arn: &str,
+        region: &str,
+        group: &str,
+        stream: &str,
+        create_group: bool,
+    ) -> Result<Option<LogPosition>, ClientError> {
+        let request = OpenLogStreamRequest {
+            task_arn: task_arn.to_string(),
+            region: region.to_string(),
+            log_group_name: group.to_string(),
+            log_stream_name: stream.to_string(),
+            create_group,
+        };
+        let answer: OpenLogStreamResponse = self
+            .client
+            .call(
+                &self.credentials,
+                TARGET_PREFIX,
+                "OpenLogStream",
+                &request,
+                Duration::from_secs(15),
+            )
+            .await?;
+        Ok(answer.cursor)
+    }
+
+    async fn put_task_logs(
+        &self,
+        task_arn: &str,
+        region: &str,
+        group: &str,
+        stream: &str,
+        events: Vec<TaskLogEvent>,
+    ) -> Result<Option<LogPosition>, ClientError> {
+        let request = PutTaskLogsRequest {
+            task_arn: task_arn.to_string(),
+            region: region.to_string(),
+            log_group_name: group.to_string(),
+            log_stream_name: stream.to_string(),
+            events,
+        };
+        let answer: PutTaskLogsResponse = self
+            .client
+            .call(
+                &self.credentials,
+                TARGET_PREFIX,
+                "PutTaskLogs",
+                &request,
+                Duration::from_secs(30),
+            )
+            .await?;
+        Ok(answer.cursor)
     }
 
     async fn registry_auth(&self, image: &str) -> Option<berth_runtime::RegistryAuth> {
@@ -499,7 +581,32 @@ impl Agent {
                     Some(w) => {
                         let _ = w.updates.send(task.clone());
                     }
-                    None if task.last_status == "STOPPED" => {}
+                    None if task.last_status == "STOPPED" => {
+                        // Stopped while the agent was down: finish shipping
+                        // its containers' logs.
+                        for c in adoptable.remove(arn).unwrap_or_default() {
+                            let definition = task
+                                .task_definition
+                                .container_definitions
+                                .iter()
+                                .flatten()
+                                .find(|d| {
+                                    d.name.as_ref() == c.labels.get(spec::LABEL_CONTAINER_NAME)
+                                });
+                            if let Some(Ok(Some(config))) =
+                                definition.map(|d| awslogs::config(arn, d, &[]))
+                            {
+                                awslogs::Shipper {
+                                    runtime: self.runtime.clone(),
+                                    reporter: reporter.clone(),
+                                    task_arn: arn.clone(),
+                                    container_id: c.id.clone(),
+                                    config,
+                                }
+                                .spawn();
+                            }
+                        }
+                    }
                     None => {
                         let adopted = adoptable.remove(arn).unwrap_or_default();
                         let runner = TaskRunner::new(

@@ -256,6 +256,11 @@ pub fn container_spec(
     let cpu = o.and_then(|o| o.cpu).or(definition.cpu).unwrap_or(0).max(0) as u64;
     let log_driver = definition.log_configuration.as_ref().and_then(|l| {
         let driver = l.log_driver.as_deref()?;
+        // The agent ships awslogs output itself, reading Docker's json-file
+        // log, which keeps every line on disk until it is shipped.
+        if driver == "awslogs" {
+            return Some(("json-file".to_string(), BTreeMap::new()));
+        }
         // Drivers that ship to AWS services need those services; the rest go to Docker as given.
         matches!(
             driver,

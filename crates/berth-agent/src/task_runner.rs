@@ -19,6 +19,7 @@ use berth_runtime::{
 };
 use tokio::sync::{broadcast, watch};
 
+use crate::awslogs;
 use crate::spec::{self, VolumeSource};
 use crate::Reporter;
 
@@ -205,6 +206,14 @@ impl TaskRunner {
         mut updates: watch::Receiver<AssignedTask>,
         mut events: broadcast::Receiver<RuntimeEvent>,
     ) {
+        // Containers adopted after an agent restart resume shipping where
+        // the server's copy of their log ends.
+        for c in &self.containers {
+            let Some(id) = &c.id else { continue };
+            if let Ok(Some(config)) = awslogs::config(&self.task.task_arn, &c.definition, &[]) {
+                self.ship_logs(id, config);
+            }
+        }
         loop {
             // A stop the server confirmed in a report answer is never undone by
             // an older poll answer.
@@ -503,6 +512,18 @@ impl TaskRunner {
             .secrets
             .as_ref()
             .and_then(|all| all.iter().find(|s| s.name == name));
+        let log_secrets = secrets
+            .map(|s| s.log_options.as_slice())
+            .unwrap_or_default();
+        let awslogs = match awslogs::config(&self.task.task_arn, &definition, log_secrets) {
+            Ok(config) => config,
+            Err(why) => {
+                self.containers[i].failure = Some(format!(
+                    "CannotStartContainerError: Error response from daemon: failed to initialize logging driver: {why}"
+                ));
+                return;
+            }
+        };
         let spec = spec::container_spec(&self.task, &definition, &self.instance_id, secrets);
         let id = match self.runtime.create(&spec).await {
             Ok(id) => id,
@@ -523,14 +544,55 @@ impl TaskRunner {
             }
         };
         self.containers[i].id = Some(id.clone());
+        if let Some(config) = &awslogs {
+            // As with Docker's driver, a missing group fails the start, not
+            // the create (the stream may be named after the container id).
+            let stream = config.stream_name(&id);
+            if let Err(e) = self
+                .reporter
+                .open_log_stream(
+                    &self.task.task_arn,
+                    &config.region,
+                    &config.group,
+                    &stream,
+                    config.create_group,
+                )
+                .await
+            {
+                let why = match &e {
+                    crate::ClientError::Api { code, message, .. } => format!("{code}: {message}"),
+                    other => other.to_string(),
+                };
+                self.containers[i].failure = Some(format!(
+                    "CannotStartContainerError: Error response from daemon: failed to initialize logging driver: failed to create Cloudwatch log stream: {why}"
+                ));
+                return;
+            }
+        }
         if let Err(e) = self.runtime.start(&id).await {
             self.containers[i].failure = Some(format!("CannotStartContainerError: {e}"));
             return;
+        }
+        if let Some(config) = awslogs {
+            self.ship_logs(&id, config);
         }
         if let Ok(state) = self.runtime.inspect(&id).await {
             self.containers[i].state = state;
         }
         tracing::debug!(task = %self.task.task_arn, container = %self.containers[i].name, "started");
+    }
+
+    /// Ships a container's awslogs output until it has exited and all is
+    /// stored; the shipper outlives the runner if it must.
+    fn ship_logs(&self, container_id: &str, config: awslogs::AwslogsConfig) {
+        awslogs::Shipper {
+            runtime: self.runtime.clone(),
+            reporter: self.reporter.clone(),
+            task_arn: self.task.task_arn.clone(),
+            container_id: container_id.to_string(),
+            config,
+        }
+        .spawn();
     }
 
     /// Stops every container, reports DEPROVISIONING then STOPPED. Returns

@@ -5,9 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use berth_model::agent_protocol::{
-    AssignedTask, ContainerSecrets, PollTasksRequest, PollTasksResponse, RegisterAgentRequest,
-    RegisterAgentResponse, ResolveSecretsRequest, ResolveSecretsResponse, SubmitTaskStateRequest,
-    SubmitTaskStateResponse, SIGNING_NAME, TARGET_PREFIX,
+    AssignedTask, ContainerSecrets, LogPosition, OpenLogStreamRequest, OpenLogStreamResponse,
+    PollTasksRequest, PollTasksResponse, PutTaskLogsRequest, PutTaskLogsResponse,
+    RegisterAgentRequest, RegisterAgentResponse, ResolveSecretsRequest, ResolveSecretsResponse,
+    SubmitTaskStateRequest, SubmitTaskStateResponse, TaskLogEvent, SIGNING_NAME, TARGET_PREFIX,
 };
 use berth_model::json::{parse_input, to_body};
 use berth_model::{AwsError, JsonService, Principal, PrincipalKind, RequestContext};
@@ -72,6 +73,7 @@ pub struct AgentService {
     presence: Arc<Presence>,
     shutdown: tokio::sync::watch::Receiver<bool>,
     secrets: Option<Arc<dyn SecretResolver>>,
+    logs: Option<Arc<dyn LogSink>>,
 }
 
 /// Resolves a container definition's `valueFrom` (a Secrets Manager or SSM
@@ -79,6 +81,33 @@ pub struct AgentService {
 /// message that names the reference, never a value.
 pub trait SecretResolver: Send + Sync + 'static {
     fn resolve(&self, account: &str, region: &str, value_from: &str) -> Result<String, AwsError>;
+}
+
+/// Where agents ship their containers' `awslogs` output: CloudWatch Logs.
+#[async_trait::async_trait]
+pub trait LogSink: Send + Sync + 'static {
+    /// Creates the stream (and the group when `create_group`) if missing and
+    /// answers the stream's shipping cursor. A missing group without
+    /// `create_group` is CloudWatch's ResourceNotFoundException.
+    async fn open_stream(
+        &self,
+        account: &str,
+        region: &str,
+        group: &str,
+        stream: &str,
+        create_group: bool,
+    ) -> Result<Option<LogPosition>, AwsError>;
+
+    /// Stores the events after the stream's cursor, moving the cursor in the
+    /// same durable write, and answers the new cursor.
+    async fn ingest(
+        &self,
+        account: &str,
+        region: &str,
+        group: &str,
+        stream: &str,
+        events: Vec<TaskLogEvent>,
+    ) -> Result<Option<LogPosition>, AwsError>;
 }
 
 impl AgentService {
@@ -94,7 +123,95 @@ impl AgentService {
             presence,
             shutdown,
             secrets: None,
+            logs: None,
         }
+    }
+
+    /// Lets agents ship their containers' `awslogs` output.
+    pub fn with_logs(mut self, sink: Arc<dyn LogSink>) -> Self {
+        self.logs = Some(sink);
+        self
+    }
+
+    /// The task record of `task_arn` when it runs on the caller's instance
+    /// and one of its containers sends `awslogs` output to `group`.
+    fn log_target(
+        &self,
+        ctx: &RequestContext,
+        task_arn: &str,
+        group: &str,
+    ) -> Result<(AgentCredential, Arc<dyn LogSink>), AwsError> {
+        let (credential, scope) = self.caller(ctx)?;
+        let sink = self.logs.clone().ok_or_else(|| {
+            AwsError::bad_request(
+                "ClientException",
+                "This Berth server does not serve CloudWatch Logs.",
+            )
+        })?;
+        let id = tasks::resolve_task_id(&scope, &credential.cluster, task_arn)?;
+        let (record, _) =
+            load::<TaskRecord>(self.store.as_ref(), &scope.task(&credential.cluster, &id))?
+                .ok_or_else(|| error::invalid_parameter("The referenced task was not found."))?;
+        if record.instance_id.as_deref() != Some(credential.instance_id.as_str()) {
+            return Err(AwsError::access_denied(
+                "The task does not run on this agent's container instance.",
+            ));
+        }
+        let named = record
+            .definition
+            .container_definitions
+            .iter()
+            .flatten()
+            .filter_map(|c| c.log_configuration.as_ref())
+            .filter(|l| l.log_driver.as_deref() == Some("awslogs"))
+            .any(|l| {
+                l.options
+                    .as_ref()
+                    .and_then(|o| o.get("awslogs-group"))
+                    .is_some_and(|g| g == group)
+            });
+        if !named {
+            return Err(AwsError::access_denied(format!(
+                "No container of the task sends awslogs output to log group {group}."
+            )));
+        }
+        Ok((credential, sink))
+    }
+
+    async fn open_log_stream(
+        &self,
+        ctx: &RequestContext,
+        input: OpenLogStreamRequest,
+    ) -> Result<OpenLogStreamResponse, AwsError> {
+        let (credential, sink) = self.log_target(ctx, &input.task_arn, &input.log_group_name)?;
+        let cursor = sink
+            .open_stream(
+                &credential.account,
+                &input.region,
+                &input.log_group_name,
+                &input.log_stream_name,
+                input.create_group,
+            )
+            .await?;
+        Ok(OpenLogStreamResponse { cursor })
+    }
+
+    async fn put_task_logs(
+        &self,
+        ctx: &RequestContext,
+        input: PutTaskLogsRequest,
+    ) -> Result<PutTaskLogsResponse, AwsError> {
+        let (credential, sink) = self.log_target(ctx, &input.task_arn, &input.log_group_name)?;
+        let cursor = sink
+            .ingest(
+                &credential.account,
+                &input.region,
+                &input.log_group_name,
+                &input.log_stream_name,
+                input.events,
+            )
+            .await?;
+        Ok(PutTaskLogsResponse { cursor })
     }
 
     /// Lets agents fetch the values of their tasks' `secrets`.
@@ -412,6 +529,8 @@ impl JsonService for AgentService {
             "PollTasks" => to_body(&self.poll(ctx, parse_input(body)?).await?),
             "SubmitTaskState" => to_body(&self.submit(ctx, parse_input(body)?).await?),
             "ResolveSecrets" => to_body(&self.resolve_secrets(ctx, parse_input(body)?)?),
+            "OpenLogStream" => to_body(&self.open_log_stream(ctx, parse_input(body)?).await?),
+            "PutTaskLogs" => to_body(&self.put_task_logs(ctx, parse_input(body)?).await?),
             other => Err(AwsError::unknown_operation(format!(
                 "The agent protocol has no operation named '{other}'."
             ))),

@@ -148,3 +148,64 @@ pub struct ContainerSecrets {
 pub struct ResolveSecretsResponse {
     pub containers: Vec<ContainerSecrets>,
 }
+
+/// Where a container's log shipping stands: the runtime's timestamp of a line
+/// (nanoseconds since the epoch) and its index among lines with that same
+/// timestamp. Positions only grow, so the server keeps the greatest one it
+/// stored for a stream and drops anything at or before it: a batch sent again
+/// after a crash is never stored twice.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "camelCase")]
+pub struct LogPosition {
+    pub nanos: i64,
+    pub seq: u32,
+}
+
+/// Makes sure a task's awslogs stream exists (creating the group too when the
+/// container asks with `awslogs-create-group`) and answers how far shipping to
+/// it has come.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct OpenLogStreamRequest {
+    pub task_arn: String,
+    pub region: String,
+    pub log_group_name: String,
+    pub log_stream_name: String,
+    #[serde(default)]
+    pub create_group: bool,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct OpenLogStreamResponse {
+    #[serde(default)]
+    pub cursor: Option<LogPosition>,
+}
+
+/// One log event as the agent ships it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskLogEvent {
+    /// Milliseconds since the epoch, as CloudWatch Logs counts.
+    pub timestamp: i64,
+    pub message: String,
+    pub position: LogPosition,
+}
+
+/// A batch of a container's log events, oldest first.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PutTaskLogsRequest {
+    pub task_arn: String,
+    pub region: String,
+    pub log_group_name: String,
+    pub log_stream_name: String,
+    pub events: Vec<TaskLogEvent>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PutTaskLogsResponse {
+    #[serde(default)]
+    pub cursor: Option<LogPosition>,
+}

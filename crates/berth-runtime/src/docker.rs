@@ -14,6 +14,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bollard::auth::DockerCredentials;
+use bollard::container::LogOutput;
 use bollard::errors::Error as DockerError;
 use bollard::models::{
     ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, EventMessage,
@@ -30,7 +31,7 @@ use tracing::{debug, warn};
 
 use crate::spec::{ContainerSpec, NetworkMode, Protocol, RegistryAuth};
 use crate::state::{
-    ContainerState, ContainerStatus, HealthState, PortBinding, RuntimeEvent, RuntimeInfo,
+    ContainerState, ContainerStatus, HealthState, LogLine, PortBinding, RuntimeEvent, RuntimeInfo,
 };
 use crate::time::parse_docker_time;
 use crate::{Runtime, RuntimeError};
@@ -149,6 +150,19 @@ fn classify(e: DockerError) -> RuntimeError {
         Some(409) => RuntimeError::Conflict(describe(&e)),
         _ => RuntimeError::Other(describe(&e)),
     }
+}
+
+/// Splits Docker's `<RFC 3339 nano timestamp> <text>` framing; frames without
+/// a readable timestamp are dropped (Docker always sends one when asked).
+fn to_log_line(message: &[u8], stderr: bool) -> Option<LogLine> {
+    let space = message.iter().position(|&b| b == b' ')?;
+    let stamp = std::str::from_utf8(&message[..space]).ok()?;
+    let at = parse_docker_time(stamp)?.duration_since(UNIX_EPOCH).ok()?;
+    Some(LogLine {
+        nanos: i64::try_from(at.as_nanos()).ok()?,
+        stderr,
+        text: message[space + 1..].to_vec(),
+    })
 }
 
 fn not_found_or(id: &str, e: DockerError) -> RuntimeError {
@@ -724,6 +738,36 @@ impl Runtime for DockerRuntime {
             text.extend_from_slice(chunk.as_ref());
         }
         Ok(String::from_utf8_lossy(&text).into_owned())
+    }
+
+    fn log_lines(
+        &self,
+        id: &str,
+        since_secs: i64,
+        follow: bool,
+    ) -> BoxStream<'static, Result<LogLine, RuntimeError>> {
+        let options = LogsOptions {
+            stdout: true,
+            stderr: true,
+            follow,
+            timestamps: true,
+            since: i32::try_from(since_secs.max(0)).unwrap_or(i32::MAX),
+            ..Default::default()
+        };
+        let id = id.to_string();
+        let frames = self.docker.logs(&id, Some(options));
+        frames
+            .filter_map(move |frame| {
+                let line = match frame {
+                    Ok(LogOutput::StdOut { message }) => to_log_line(&message, false).map(Ok),
+                    Ok(LogOutput::StdErr { message }) => to_log_line(&message, true).map(Ok),
+                    Ok(LogOutput::Console { message }) => to_log_line(&message, false).map(Ok),
+                    Ok(LogOutput::StdIn { .. }) => None,
+                    Err(e) => Some(Err(not_found_or(&id, e))),
+                };
+                futures::future::ready(line)
+            })
+            .boxed()
     }
 
     fn events(&self, label: &str) -> BoxStream<'static, Result<RuntimeEvent, RuntimeError>> {

@@ -34,7 +34,7 @@ pub use spec::{
     Ulimit,
 };
 pub use state::{
-    ContainerState, ContainerStatus, HealthState, PortBinding, RuntimeEvent, RuntimeInfo,
+    ContainerState, ContainerStatus, HealthState, LogLine, PortBinding, RuntimeEvent, RuntimeInfo,
 };
 pub use test_image::build_busybox_image;
 
@@ -109,6 +109,18 @@ pub trait Runtime: Send + Sync + 'static {
     /// separately, so lines written to both at nearly the same moment may
     /// swap).
     async fn logs_tail(&self, id: &str, lines: usize) -> Result<String, RuntimeError>;
+
+    /// The container's output from `since_secs` (whole seconds since the
+    /// epoch; 0 for all), each line with the runtime's timestamp. With
+    /// `follow` the stream stays open while the container runs and ends when
+    /// it has exited and everything was delivered; without, it ends at the
+    /// current end. An error ends the stream.
+    fn log_lines(
+        &self,
+        id: &str,
+        since_secs: i64,
+        follow: bool,
+    ) -> BoxStream<'static, Result<LogLine, RuntimeError>>;
 
     /// Events for containers carrying `label`; the stream ends when the
     /// runtime connection drops (caller re-subscribes).

@@ -84,3 +84,13 @@ pub enum RuntimeEvent {
     /// a container with the filter label changed: "start", "die", "health_status", "oom", "destroy", ...
     Container { id: String, action: String },
 }
+
+/// One line (one runtime log message) of a container's output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLine {
+    /// When the runtime received it, in nanoseconds since the Unix epoch.
+    pub nanos: i64,
+    pub stderr: bool,
+    /// The bytes as written, with the trailing newline when there was one.
+    pub text: Vec<u8>,
+}

@@ -317,3 +317,56 @@ async fn list_owned_finds_labelled_containers_only() {
         .unwrap()
         .is_empty());
 }
+
+#[tokio::test]
+async fn log_lines_carry_timestamps_and_follow_until_exit() {
+    use futures::StreamExt;
+    let (runtime, cleanup) = setup().await;
+    let name = cleanup.container(&unique("loglines"));
+    let spec = shell(&name, "echo one; echo two >&2; sleep 1; echo three");
+    let id = run(&runtime, &cleanup, &spec).await;
+
+    // Following while it runs ends once it has exited and all was delivered.
+    let followed: Vec<_> = tokio::time::timeout(
+        Duration::from_secs(20),
+        runtime.log_lines(&id, 0, true).collect::<Vec<_>>(),
+    )
+    .await
+    .expect("the follow stream ends when the container exits")
+    .into_iter()
+    .map(Result::unwrap)
+    .collect();
+    let texts: Vec<_> = followed
+        .iter()
+        .map(|l| (String::from_utf8_lossy(&l.text).into_owned(), l.stderr))
+        .collect();
+    assert_eq!(
+        texts,
+        [
+            ("one\n".to_string(), false),
+            ("two\n".to_string(), true),
+            ("three\n".to_string(), false)
+        ]
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as i64;
+    assert!(followed
+        .iter()
+        .all(|l| l.nanos > now - 60_000_000_000 && l.nanos <= now));
+    assert!(followed[2].nanos - followed[0].nanos >= 900_000_000);
+
+    // `since` in whole seconds, past the last line: nothing.
+    let later = followed[2].nanos / 1_000_000_000 + 1;
+    let none: Vec<_> = runtime.log_lines(&id, later, false).collect().await;
+    assert!(none.is_empty());
+    let missing: Vec<_> = runtime
+        .log_lines("berth-no-such-container", 0, false)
+        .collect()
+        .await;
+    assert!(matches!(
+        missing.as_slice(),
+        [Err(RuntimeError::NotFound(_))]
+    ));
+}
