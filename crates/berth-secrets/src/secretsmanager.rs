@@ -161,6 +161,10 @@ fn invalid_parameter(message: impl Into<String>) -> AwsError {
     AwsError::bad_request("InvalidParameterException", message)
 }
 
+fn validation(message: impl Into<String>) -> AwsError {
+    AwsError::bad_request("ValidationException", message)
+}
+
 fn invalid_request(message: impl Into<String>) -> AwsError {
     AwsError::bad_request("InvalidRequestException", message)
 }
@@ -260,9 +264,17 @@ impl Value {
                 "You can't specify both a binary secret value and a string secret value in the same secret.",
             )),
             (Some(s), None) => {
+                if s.is_empty() {
+                    return Err(validation(
+                        "1 validation error detected: Value at 'secretString' failed to satisfy \
+                         constraint: Member must have length greater than or equal to 1",
+                    ));
+                }
                 if s.len() > 65536 {
-                    return Err(invalid_parameter(
-                        "The secret value must be at most 65536 bytes.",
+                    // As AWS's request validation: the value itself is never echoed.
+                    return Err(validation(
+                        "1 validation error detected: Value at 'secretString' failed to satisfy \
+                         constraint: Member must have length less than or equal to 65536",
                     ));
                 }
                 Ok(Some(Value::String(s.clone())))
@@ -271,10 +283,16 @@ impl Value {
                 let bytes = B64
                     .decode(b)
                     .map_err(|_| invalid_parameter("SecretBinary is not valid base64."))?;
-                if bytes.len() > 65536 {
-                    return Err(invalid_parameter(
-                        "The secret value must be at most 65536 bytes.",
-                    ));
+                if bytes.is_empty() || bytes.len() > 65536 {
+                    return Err(validation(format!(
+                        "1 validation error detected: Value at 'secretBinary' failed to satisfy \
+                         constraint: Member must have length {}",
+                        if bytes.is_empty() {
+                            "greater than or equal to 1"
+                        } else {
+                            "less than or equal to 65536"
+                        }
+                    )));
                 }
                 Ok(Some(Value::Binary(bytes)))
             }
@@ -305,6 +323,12 @@ fn check_token(token: &Option<String>) -> Result<String, AwsError> {
 }
 
 fn check_stages(stages: &[String]) -> Result<(), AwsError> {
+    if stages.is_empty() {
+        return Err(validation(
+            "1 validation error detected: Value '[]' at 'versionStages' failed to satisfy \
+             constraint: Member must have length greater than or equal to 1",
+        ));
+    }
     if stages.len() > 20 || stages.iter().any(|s| s.is_empty() || s.len() > 256) {
         return Err(invalid_parameter(
             "VersionStages must hold 1 to 20 labels of 1 to 256 characters.",
@@ -343,13 +367,23 @@ fn merge_tags(existing: &mut Vec<(String, String)>, new: Vec<(String, String)>) 
     }
 }
 
+/// A secret name: 1 to 512 characters (the model's constraint, answered as
+/// AWS's request validation does) of letters, digits and `/_+=.@-` (AWS's
+/// own check, an InvalidParameterException).
 fn check_name(name: &str) -> Result<(), AwsError> {
+    if name.chars().count() > 512 {
+        return Err(validation(format!(
+            "1 validation error detected: Value '{name}' at 'name' failed to satisfy constraint: \
+             Member must have length less than or equal to 512"
+        )));
+    }
     let ok_chars = name
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || b"/_+=.@-".contains(&b));
-    if name.is_empty() || name.len() > 512 || !ok_chars {
+    if name.is_empty() || !ok_chars {
         return Err(invalid_parameter(
-            "The secret name must be 1 to 512 characters: letters, digits and /_+=.@-",
+            "Invalid name. Must be a valid name containing alphanumeric characters, or any of \
+             the following: -/_+=.@!",
         ));
     }
     Ok(())
@@ -405,6 +439,9 @@ impl JsonService for SecretsManagerService {
             "TagResource" => op!(body, |i| self.tag(ctx, i).await),
             "UntagResource" => op!(body, |i| self.untag(ctx, i).await),
             "GetRandomPassword" => op!(body, |i| get_random_password(i)),
+            "ListSecretVersionIds" => op!(body, |i| self.list_versions(ctx, i)),
+            "UpdateSecretVersionStage" => op!(body, |i| self.update_stage(ctx, i).await),
+            "BatchGetSecretValue" => op!(body, |i| self.batch_get(ctx, i)),
             other if sm::OPERATIONS.contains(&other) => Err(unsupported(other)),
             other => Err(AwsError::unknown_operation(format!(
                 "Secrets Manager has no operation named '{other}'."
@@ -624,16 +661,15 @@ impl SecretsManagerService {
                 if record.deleted.is_some() {
                     return Err(marked_for_deletion());
                 }
-                add_or_repeat(
-                    record,
-                    &keys,
-                    &token2,
-                    &sealed,
-                    binary,
-                    &plain,
-                    stages.clone(),
-                    now,
-                )?;
+                // The first version of a secret is AWSCURRENT whatever the
+                // request says, as AWS does.
+                let mut stages = stages.clone();
+                if record.version_with_stage(AWSCURRENT).is_none()
+                    && !stages.iter().any(|s| s == AWSCURRENT)
+                {
+                    stages.push(AWSCURRENT.to_string());
+                }
+                add_or_repeat(record, &keys, &token2, &sealed, binary, &plain, stages, now)?;
                 let stages = record
                     .versions
                     .get(&token2)
@@ -1062,4 +1098,436 @@ fn get_random_password(
     Ok(sm::GetRandomPasswordResponse {
         random_password: Some(password.into_iter().collect()),
     })
+}
+
+/// A secret value as reads answer it: SecretString, or SecretBinary base64.
+fn value_fields(
+    keys: &MasterKey,
+    version: &VersionRecord,
+) -> Result<(Option<String>, Option<String>), AwsError> {
+    let plain = open(keys, &version.sealed)?;
+    if version.binary {
+        return Ok((None, Some(B64.encode(&plain))));
+    }
+    let s =
+        String::from_utf8(plain).map_err(|_| AwsError::internal("An internal error occurred."))?;
+    Ok((Some(s), None))
+}
+
+fn invalid_next_token() -> AwsError {
+    AwsError::bad_request(
+        "InvalidNextTokenException",
+        "The NextToken value is invalid.",
+    )
+}
+
+/// A ListSecrets/BatchGetSecretValue filter: keys AWS defines, values matched
+/// as prefixes, a leading `!` negating. Returns whether `record` passes.
+fn filter_matches(record: &SecretRecord, key: &str, values: &[String]) -> bool {
+    let fields: Vec<&str> = match key {
+        "name" => vec![record.name.as_str()],
+        "description" => record.description.as_deref().into_iter().collect(),
+        "tag-key" => record.tags.iter().map(|(k, _)| k.as_str()).collect(),
+        "tag-value" => record.tags.iter().map(|(_, v)| v.as_str()).collect(),
+        _ => {
+            let mut all = vec![record.name.as_str()];
+            all.extend(record.description.as_deref());
+            all.extend(
+                record
+                    .tags
+                    .iter()
+                    .flat_map(|(k, v)| [k.as_str(), v.as_str()]),
+            );
+            all
+        }
+    };
+    let (negated, positive): (Vec<&String>, Vec<&String>) =
+        values.iter().partition(|v| v.starts_with('!'));
+    let hit = |v: &str| fields.iter().any(|f| f.starts_with(v));
+    (positive.is_empty() || positive.iter().any(|v| hit(v)))
+        && !negated.iter().any(|v| hit(&v[1..]))
+}
+
+const FILTER_KEYS: [&str; 7] = [
+    "description",
+    "name",
+    "tag-key",
+    "tag-value",
+    "primary-region",
+    "owning-service",
+    "all",
+];
+
+fn check_filters(filters: &[sm::Filter]) -> Result<Vec<(String, Vec<String>)>, AwsError> {
+    if filters.len() > 10 {
+        return Err(validation(
+            "1 validation error detected: Value at 'filters' failed to satisfy constraint: \
+             Member must have length less than or equal to 10",
+        ));
+    }
+    filters
+        .iter()
+        .map(|f| {
+            let key = f.key.clone().unwrap_or_default();
+            if !FILTER_KEYS.contains(&key.as_str()) {
+                return Err(validation(format!(
+                    "1 validation error detected: Value '{key}' at 'filters.1.member.key' failed \
+                     to satisfy constraint: Member must satisfy enum value set: [{}]",
+                    FILTER_KEYS.join(", ")
+                )));
+            }
+            if key == "primary-region" || key == "owning-service" {
+                return Err(unsupported(&format!("the {key} filter")));
+            }
+            let values = f.values.clone().unwrap_or_default();
+            if values.is_empty() || values.len() > 10 {
+                return Err(invalid_parameter(
+                    "Invalid filter values: each filter must have 1 to 10 values.",
+                ));
+            }
+            Ok((key, values))
+        })
+        .collect()
+}
+
+impl SecretsManagerService {
+    fn list_versions(
+        &self,
+        ctx: &RequestContext,
+        input: sm::ListSecretVersionIdsRequest,
+    ) -> Result<sm::ListSecretVersionIdsResponse, AwsError> {
+        let secret_id = required(&input.secret_id, "SecretId")?;
+        let max = match input.max_results {
+            None => 100,
+            Some(n) if (1..=100).contains(&n) => n as usize,
+            Some(n) => {
+                return Err(validation(format!(
+                    "1 validation error detected: Value '{n}' at 'maxResults' failed to satisfy \
+                     constraint: Member must have value {} 100",
+                    if n < 1 {
+                        "greater than or equal to 1 and less than or equal to"
+                    } else {
+                        "less than or equal to"
+                    }
+                )))
+            }
+        };
+        let include_deprecated = input.include_deprecated.unwrap_or(false);
+        // Pages run newest first; a token names the last version shown by
+        // (created, id), so versions added between calls never shift a page.
+        let after = match &input.next_token {
+            Some(t) => {
+                let raw = decode_token(t).ok_or_else(invalid_next_token)?;
+                let (created, id) = raw.split_once('|').ok_or_else(invalid_next_token)?;
+                let created: f64 = created.parse().map_err(|_| invalid_next_token())?;
+                Some((created, id.to_string()))
+            }
+            None => None,
+        };
+        let (_, record) = find_secret(
+            self.store.as_ref(),
+            &ctx.account_id,
+            &ctx.region,
+            secret_id,
+            now_secs(),
+        )?
+        .ok_or_else(not_found)?;
+        let mut versions: Vec<(&String, &VersionRecord)> = record
+            .versions
+            .iter()
+            .filter(|(_, v)| include_deprecated || !v.stages.is_empty())
+            .collect();
+        let order = |a: (f64, &str), b: (f64, &str)| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(b.1));
+        versions.sort_by(|a, b| order((a.1.created, a.0), (b.1.created, b.0)));
+        if let Some((created, id)) = &after {
+            versions.retain(|(vid, v)| {
+                order((v.created, vid.as_str()), (*created, id.as_str())).is_gt()
+            });
+        }
+        let more = versions.len() > max;
+        versions.truncate(max);
+        let next = if more {
+            versions
+                .last()
+                .map(|(id, v)| encode_token(&format!("{}|{id}", v.created)))
+        } else {
+            None
+        };
+        let kms = record
+            .kms_key_id
+            .clone()
+            .unwrap_or_else(|| "DefaultEncryptionKey".to_string());
+        Ok(sm::ListSecretVersionIdsResponse {
+            versions: Some(
+                versions
+                    .into_iter()
+                    .map(|(id, v)| sm::SecretVersionsListEntry {
+                        version_id: Some(id.clone()),
+                        version_stages: Some(v.stages.clone()),
+                        created_date: Some(v.created),
+                        kms_key_ids: Some(vec![kms.clone()]),
+                        last_accessed_date: None,
+                    })
+                    .collect(),
+            ),
+            next_token: next,
+            arn: Some(record.arn.clone()),
+            name: Some(record.name.clone()),
+        })
+    }
+
+    async fn update_stage(
+        &self,
+        ctx: &RequestContext,
+        input: sm::UpdateSecretVersionStageRequest,
+    ) -> Result<sm::UpdateSecretVersionStageResponse, AwsError> {
+        let secret_id = required(&input.secret_id, "SecretId")?.to_string();
+        let stage = required(&input.version_stage, "VersionStage")?.to_string();
+        if stage.len() > 256 {
+            return Err(validation(format!(
+                "1 validation error detected: Value '{stage}' at 'versionStage' failed to \
+                 satisfy constraint: Member must have length less than or equal to 256"
+            )));
+        }
+        for (member, id) in [
+            ("removeFromVersionId", &input.remove_from_version_id),
+            ("moveToVersionId", &input.move_to_version_id),
+        ] {
+            if let Some(id) = id {
+                if !(32..=64).contains(&id.len()) {
+                    return Err(validation(format!(
+                        "1 validation error detected: Value '{id}' at '{member}' failed to \
+                         satisfy constraint: Member must have length {}",
+                        if id.len() < 32 {
+                            "greater than or equal to 32"
+                        } else {
+                            "less than or equal to 64"
+                        }
+                    )));
+                }
+            }
+        }
+        let remove_from = input.remove_from_version_id.clone();
+        let move_to = input.move_to_version_id.clone();
+        let (arn, name) = self
+            .modify(ctx, secret_id, move |record, now| {
+                if record.deleted.is_some() {
+                    return Err(marked_for_deletion());
+                }
+                let out = (record.arn.clone(), record.name.clone());
+                for id in remove_from.iter().chain(move_to.iter()) {
+                    if !record.versions.contains_key(id) {
+                        return Err(invalid_parameter(format!(
+                            "Secrets Manager can't find the specified secret version: {id}"
+                        )));
+                    }
+                }
+                let holder = record.version_with_stage(&stage).map(|(id, _)| id.clone());
+                if let Some(rm) = &remove_from {
+                    if holder.as_ref() != Some(rm) {
+                        return Err(invalid_parameter(format!(
+                            "The parameter RemoveFromVersionId is invalid. Staging label {stage} \
+                             is not attached to version {rm}."
+                        )));
+                    }
+                }
+                match (&move_to, &holder) {
+                    // Already where it should be: nothing to do.
+                    (Some(mv), Some(h)) if mv == h => return Ok((false, out)),
+                    (Some(_), Some(h)) if remove_from.as_ref() != Some(h) => {
+                        return Err(invalid_parameter(format!(
+                            "The parameter RemoveFromVersionId can't be empty. Staging label \
+                             {stage} is currently attached to version {h}, so you must \
+                             explicitly reference that version in RemoveFromVersionId."
+                        )));
+                    }
+                    (None, _) if stage == AWSCURRENT && remove_from.is_some() => {
+                        return Err(invalid_parameter(
+                            "You can't remove the staging label AWSCURRENT from a version \
+                             without attaching it to another version. Specify MoveToVersionId.",
+                        ));
+                    }
+                    (None, _) if remove_from.is_none() => {
+                        return Err(invalid_parameter(
+                            "You must specify MoveToVersionId, RemoveFromVersionId, or both.",
+                        ));
+                    }
+                    _ => {}
+                }
+                if let Some(target) = &move_to {
+                    let labels = record.versions.get(target).map_or(0, |v| v.stages.len());
+                    if labels >= 20 {
+                        return Err(AwsError::bad_request(
+                            "LimitExceededException",
+                            "A version can have at most 20 staging labels.",
+                        ));
+                    }
+                }
+                if let Some(rm) = &remove_from {
+                    if let Some(v) = record.versions.get_mut(rm) {
+                        v.stages.retain(|s| *s != stage);
+                    }
+                }
+                if let Some(target) = &move_to {
+                    if stage == AWSCURRENT {
+                        // The version AWSCURRENT left becomes AWSPREVIOUS.
+                        for v in record.versions.values_mut() {
+                            v.stages.retain(|s| s != AWSPREVIOUS);
+                        }
+                        if let Some(old) = remove_from
+                            .as_ref()
+                            .and_then(|rm| record.versions.get_mut(rm))
+                        {
+                            old.stages.push(AWSPREVIOUS.to_string());
+                        }
+                    }
+                    if let Some(v) = record.versions.get_mut(target) {
+                        v.stages.push(stage.clone());
+                    }
+                }
+                record.last_changed = now;
+                Ok((true, out))
+            })
+            .await?;
+        Ok(sm::UpdateSecretVersionStageResponse {
+            arn: Some(arn),
+            name: Some(name),
+        })
+    }
+
+    fn batch_get(
+        &self,
+        ctx: &RequestContext,
+        input: sm::BatchGetSecretValueRequest,
+    ) -> Result<sm::BatchGetSecretValueResponse, AwsError> {
+        let ids = input.secret_id_list.clone();
+        let filters = input.filters.clone();
+        match (&ids, &filters) {
+            (Some(_), Some(_)) | (None, None) => {
+                return Err(invalid_parameter(
+                    "Either 'SecretIdList' or 'Filters' must be provided, but not both.",
+                ))
+            }
+            _ => {}
+        }
+        if input.max_results.is_some() && filters.is_none() {
+            return Err(invalid_parameter(
+                "'Filters' not specified. 'Filters' must also be specified when 'MaxResults' is provided.",
+            ));
+        }
+        let now = now_secs();
+        let entry = |r: &SecretRecord| -> Result<Result<sm::SecretValueEntry, AwsError>, AwsError> {
+            let (id, version) = match select_version(r, None, None) {
+                Ok(found) => found,
+                Err(e) => return Ok(Err(e)),
+            };
+            let (secret_string, secret_binary) = value_fields(&self.keys, version)?;
+            Ok(Ok(sm::SecretValueEntry {
+                arn: Some(r.arn.clone()),
+                name: Some(r.name.clone()),
+                version_id: Some(id.clone()),
+                secret_string,
+                secret_binary,
+                version_stages: Some(version.stages.clone()),
+                created_date: Some(version.created),
+            }))
+        };
+        let error = |secret_id: &str, e: AwsError| sm::APIErrorType {
+            secret_id: Some(secret_id.to_string()),
+            error_code: Some(e.code.to_string()),
+            message: Some(e.message),
+        };
+        let mut values = Vec::new();
+        let mut errors = Vec::new();
+        if let Some(ids) = ids {
+            if ids.is_empty() || ids.len() > 20 {
+                return Err(validation(format!(
+                    "1 validation error detected: Value at 'secretIdList' failed to satisfy \
+                     constraint: Member must have length {}",
+                    if ids.is_empty() {
+                        "greater than or equal to 1"
+                    } else {
+                        "less than or equal to 20"
+                    }
+                )));
+            }
+            for id in &ids {
+                let found = if id.is_empty() {
+                    None
+                } else {
+                    find_secret(self.store.as_ref(), &ctx.account_id, &ctx.region, id, now)?
+                };
+                match found {
+                    None => errors.push(error(id, not_found())),
+                    Some((_, r)) => match entry(&r)? {
+                        Ok(v) => values.push(v),
+                        Err(e) => errors.push(error(id, e)),
+                    },
+                }
+            }
+            return Ok(sm::BatchGetSecretValueResponse {
+                secret_values: Some(values),
+                next_token: None,
+                errors: Some(errors),
+            });
+        }
+        let filters = check_filters(filters.as_deref().unwrap_or_default())?;
+        let max = match input.max_results {
+            None => 20,
+            Some(n) if (1..=20).contains(&n) => n as usize,
+            Some(n) => {
+                return Err(validation(format!(
+                    "1 validation error detected: Value '{n}' at 'maxResults' failed to satisfy \
+                     constraint: Member must have value {} 20",
+                    if n < 1 {
+                        "greater than or equal to 1 and less than or equal to"
+                    } else {
+                        "less than or equal to"
+                    }
+                )))
+            }
+        };
+        let prefix = prefix(&ctx.account_id, &ctx.region);
+        let mut after = match &input.next_token {
+            Some(t) => Some(
+                decode_token(t)
+                    .filter(|k| k.starts_with(&prefix))
+                    .ok_or_else(invalid_next_token)?,
+            ),
+            None => None,
+        };
+        let mut next = None;
+        let mut shown = 0;
+        'scan: loop {
+            let batch = self.store.range(&prefix, after.as_deref(), 256);
+            if batch.is_empty() {
+                break;
+            }
+            for kv in &batch {
+                let r: SecretRecord =
+                    serde_json::from_slice(&kv.value).map_err(|_| corrupt(&kv.key))?;
+                let wanted = !r.purged(now)
+                    && r.deleted.is_none()
+                    && filters.iter().all(|(k, v)| filter_matches(&r, k, v));
+                if wanted && shown == max {
+                    next = after.as_deref().map(encode_token);
+                    break 'scan;
+                }
+                after = Some(kv.key.clone());
+                if !wanted {
+                    continue;
+                }
+                shown += 1;
+                match entry(&r)? {
+                    Ok(v) => values.push(v),
+                    Err(e) => errors.push(error(&r.name, e)),
+                }
+            }
+        }
+        Ok(sm::BatchGetSecretValueResponse {
+            secret_values: Some(values),
+            next_token: next,
+            errors: Some(errors),
+        })
+    }
 }

@@ -240,6 +240,12 @@ impl JsonService for SsmService {
             "DeleteParameter" => op!(body, |i| self.delete(ctx, i).await),
             "DeleteParameters" => op!(body, |i| self.delete_many(ctx, i).await),
             "DescribeParameters" => op!(body, |i| self.describe(ctx, i)),
+            "GetParameterHistory" => op!(body, |i| self.history(ctx, i)),
+            "LabelParameterVersion" => op!(body, |i| self.label(ctx, i).await),
+            "UnlabelParameterVersion" => op!(body, |i| self.unlabel(ctx, i).await),
+            "AddTagsToResource" => op!(body, |i| self.add_tags(ctx, i).await),
+            "RemoveTagsFromResource" => op!(body, |i| self.remove_tags(ctx, i).await),
+            "ListTagsForResource" => op!(body, |i| self.list_tags(ctx, i)),
             other if ssm::OPERATIONS.contains(&other) => Err(unsupported(other)),
             other => Err(AwsError::unknown_operation(format!(
                 "Systems Manager has no operation named '{other}'."
@@ -331,10 +337,15 @@ impl SsmService {
             "Advanced" | "Intelligent-Tiering" => 8192,
             _ => return Err(validation(format!("Tier {tier} is not valid."))),
         };
-        if value.len() > limit {
-            return Err(validation(format!(
-                "Standard tier parameters support a maximum parameter value of {limit} characters."
-            )));
+        if value.chars().count() > limit {
+            return Err(validation(if tier == "Standard" {
+                "Standard tier parameters support a maximum parameter value of 4096 characters. \
+                 To create a larger parameter value, upgrade the parameter to use the \
+                 advanced-parameter tier. For more information, see \
+                 https://docs.aws.amazon.com/systems-manager/latest/userguide/parameter-store-advanced-parameters.html"
+            } else {
+                "Advanced tier parameters support a maximum parameter value of 8192 characters."
+            }));
         }
         if let Some(t) = &input.r#type {
             if ![STRING, STRING_LIST, SECURE_STRING].contains(&t.as_str()) {
@@ -350,17 +361,7 @@ impl SsmService {
             ));
         }
         let overwrite = input.overwrite.unwrap_or(false);
-        let tags: Vec<(String, String)> = input
-            .tags
-            .iter()
-            .flatten()
-            .map(|t| {
-                (
-                    t.key.clone().unwrap_or_default(),
-                    t.value.clone().unwrap_or_default(),
-                )
-            })
-            .collect();
+        let tags = check_ssm_tags(input.tags.as_deref().unwrap_or_default())?;
         if overwrite && !tags.is_empty() {
             return Err(validation(
                 "Invalid request: tags and overwrite can't be used together. To create a parameter \
@@ -368,13 +369,8 @@ impl SsmService {
                  please use AddTagsToResource or RemoveTagsFromResource.",
             ));
         }
-        if tags
-            .iter()
-            .any(|(k, v)| k.is_empty() || k.len() > 128 || v.len() > 256)
-        {
-            return Err(validation(
-                "Tag keys must be 1 to 128 characters and values at most 256.",
-            ));
+        if tags.len() > MAX_TAGS {
+            return Err(too_many_tags());
         }
         if input.allowed_pattern.is_some() {
             return Err(unsupported("PutParameter with AllowedPattern"));
@@ -471,6 +467,23 @@ impl SsmService {
                 });
                 if record.versions.len() > MAX_HISTORY {
                     let excess = record.versions.len() - MAX_HISTORY;
+                    // AWS refuses to drop a labelled version to make room.
+                    if let Some(v) = record.versions[..excess]
+                        .iter()
+                        .find(|v| !v.labels.is_empty())
+                    {
+                        return Err(AwsError::bad_request(
+                            "ParameterMaxVersionLimitExceeded",
+                            format!(
+                                "You attempted to create a new version of {name} by calling the \
+                                 PutParameter API with the overwrite flag. Version {}, the oldest \
+                                 version, can't be deleted because it has a label associated with \
+                                 it. Move the label to another version of the parameter, and try \
+                                 again.",
+                                v.version
+                            ),
+                        ));
+                    }
                     record.versions.drain(..excess);
                 }
                 let bytes = serde_json::to_vec(&record).map_err(|_| corrupt(&key))?;
@@ -802,4 +815,484 @@ impl SsmService {
             next_token: next,
         })
     }
+}
+
+/// A parameter version holds at most this many labels.
+const MAX_LABELS: usize = 10;
+/// A parameter holds at most this many tags.
+const MAX_TAGS: usize = 50;
+const RESOURCE_TYPES: [&str; 10] = [
+    "Document",
+    "ManagedInstance",
+    "MaintenanceWindow",
+    "Parameter",
+    "PatchBaseline",
+    "OpsItem",
+    "OpsMetadata",
+    "Automation",
+    "Association",
+    "CloudConnector",
+];
+
+/// Whether `label` meets AWS's label rules: 1 to 100 letters, numbers, `.`,
+/// `-` or `_`, not starting with a number, `aws` or `ssm` (any case).
+pub fn valid_label(label: &str) -> bool {
+    let lower = label.to_ascii_lowercase();
+    !label.is_empty()
+        && label.len() <= 100
+        && label
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        && !label.as_bytes()[0].is_ascii_digit()
+        && !lower.starts_with("aws")
+        && !lower.starts_with("ssm")
+}
+
+/// The model's constraints on `Labels`: 1 to 10 entries of 1 to 100
+/// characters. Breaking them is a ValidationException, as AWS's request
+/// validation answers.
+fn check_label_list(labels: &[String]) -> Result<(), AwsError> {
+    if labels.is_empty() || labels.len() > MAX_LABELS {
+        return Err(validation(format!(
+            "1 validation error detected: Value '[{}]' at 'labels' failed to satisfy constraint: \
+             Member must have length less than or equal to 10, Member must have length greater \
+             than or equal to 1",
+            labels.join(", ")
+        )));
+    }
+    if let Some(bad) = labels.iter().find(|l| l.is_empty() || l.len() > 100) {
+        return Err(validation(format!(
+            "1 validation error detected: Value '[{bad}]' at 'labels' failed to satisfy \
+             constraint: Member must satisfy constraint: [Member must have length less than or \
+             equal to 100, Member must have length greater than or equal to 1]"
+        )));
+    }
+    Ok(())
+}
+
+fn version_not_found(name: &str, version: impl std::fmt::Display) -> AwsError {
+    AwsError::bad_request(
+        "ParameterVersionNotFound",
+        format!(
+            "Systems Manager could not find version {version} of {name}. \
+             Verify the version and try again."
+        ),
+    )
+}
+
+/// Tags as SSM takes them: keys 1 to 128 characters, values up to 256, both
+/// from letters, numbers, spaces and `_.:/=+-@`; no `aws:` keys.
+pub fn check_ssm_tags(tags: &[ssm::Tag]) -> Result<Vec<(String, String)>, AwsError> {
+    let ok = |s: &str| {
+        s.chars()
+            .all(|c| c.is_alphanumeric() || c.is_whitespace() || "_.:/=+-@".contains(c))
+    };
+    tags.iter()
+        .map(|t| {
+            let key = t.key.clone().unwrap_or_default();
+            let value = t.value.clone().unwrap_or_default();
+            if key.is_empty() || key.chars().count() > 128 || !ok(&key) {
+                return Err(validation(format!(
+                    "1 validation error detected: Value '{key}' at 'tags.1.member.key' failed to \
+                     satisfy constraint: Member must have length between 1 and 128 and match \
+                     pattern ^([\\p{{L}}\\p{{Z}}\\p{{N}}_.:/=+\\-@]*)$"
+                )));
+            }
+            if value.chars().count() > 256 || !ok(&value) {
+                return Err(validation(format!(
+                    "1 validation error detected: Value at 'tags.1.member.value' of tag {key} \
+                     failed to satisfy constraint: Member must have length less than or equal to \
+                     256 and match pattern ^([\\p{{L}}\\p{{Z}}\\p{{N}}_.:/=+\\-@]*)$"
+                )));
+            }
+            if key.to_ascii_lowercase().starts_with("aws:") {
+                return Err(validation(
+                    "Tag keys beginning with 'aws:' are reserved for AWS use.",
+                ));
+            }
+            Ok((key, value))
+        })
+        .collect()
+}
+
+fn too_many_tags() -> AwsError {
+    AwsError::bad_request(
+        "TooManyTagsError",
+        "The Tags parameter is not valid. A resource can have a maximum of 50 tags.",
+    )
+}
+
+fn invalid_resource_id() -> AwsError {
+    AwsError::bad_request(
+        "InvalidResourceId",
+        "The resource ID is not valid. Verify that you entered the correct ID and try again.",
+    )
+}
+
+/// Checks `ResourceType`/`ResourceId` of a tagging call and returns the
+/// parameter reference. Berth tags parameters only; the other resource types
+/// AWS knows are refused as InvalidResourceType.
+fn tag_target(
+    resource_type: &Option<String>,
+    resource_id: &Option<String>,
+) -> Result<String, AwsError> {
+    let resource_type = resource_type.clone().unwrap_or_default();
+    if !RESOURCE_TYPES.contains(&resource_type.as_str()) {
+        return Err(validation(format!(
+            "1 validation error detected: Value '{resource_type}' at 'resourceType' failed to \
+             satisfy constraint: Member must satisfy enum value set: [{}]",
+            RESOURCE_TYPES.join(", ")
+        )));
+    }
+    if resource_type != "Parameter" {
+        return Err(AwsError::bad_request(
+            "InvalidResourceType",
+            format!("Berth can tag resources of type Parameter only, not {resource_type}."),
+        ));
+    }
+    match resource_id.as_deref() {
+        Some(id) if !id.is_empty() => Ok(id.to_string()),
+        _ => Err(invalid_resource_id()),
+    }
+}
+
+impl SsmService {
+    /// Runs `f` on the parameter `reference` (a name or ARN, no selector)
+    /// inside one store mutation; writes the record back when `f` says so.
+    /// `missing` is the error for a parameter that does not exist.
+    async fn modify_param<T, F>(
+        &self,
+        ctx: &RequestContext,
+        reference: String,
+        missing: fn(&str) -> AwsError,
+        mut f: F,
+    ) -> Result<T, AwsError>
+    where
+        T: Send + 'static,
+        F: FnMut(&mut ParamRecord) -> Result<(bool, T), AwsError> + Send + 'static,
+    {
+        let (account, region) = (ctx.account_id.clone(), ctx.region.clone());
+        let result = self
+            .store
+            .update(move |view| {
+                let (key, mut record) = find_reference(view, &account, &region, &reference)?
+                    .ok_or_else(|| missing(&reference))?;
+                let (write, out) = f(&mut record)?;
+                let ops = if write {
+                    let bytes = serde_json::to_vec(&record).map_err(|_| corrupt(&key))?;
+                    vec![Op::put(key, bytes)]
+                } else {
+                    vec![]
+                };
+                Ok::<_, AwsError>((ops, out))
+            })
+            .await
+            .map_err(store_error)?;
+        result.map(|(_, out)| out)
+    }
+
+    fn history(
+        &self,
+        ctx: &RequestContext,
+        input: ssm::GetParameterHistoryRequest,
+    ) -> Result<ssm::GetParameterHistoryResult, AwsError> {
+        let reference = input.name.clone().unwrap_or_default();
+        if reference.is_empty() {
+            return Err(validation(
+                "1 validation error detected: Value '' at 'name' failed to satisfy constraint: \
+                 Member must have length greater than or equal to 1",
+            ));
+        }
+        let max = match input.max_results {
+            None => 50,
+            Some(n) if (1..=50).contains(&n) => n as usize,
+            Some(n) => {
+                return Err(validation(format!(
+                    "1 validation error detected: Value '{n}' at 'maxResults' failed to satisfy \
+                     constraint: Member must have value {} 50",
+                    if n < 1 {
+                        "greater than or equal to 1 and less than or equal to"
+                    } else {
+                        "less than or equal to"
+                    }
+                )))
+            }
+        };
+        let after = match &input.next_token {
+            Some(t) => Some(
+                decode_token(t)
+                    .and_then(|s| s.strip_prefix("v:").and_then(|n| n.parse::<i64>().ok()))
+                    .ok_or_else(|| {
+                        AwsError::bad_request(
+                            "InvalidNextToken",
+                            "The specified token isn't valid.",
+                        )
+                    })?,
+            ),
+            None => None,
+        };
+        let decrypt = input.with_decryption.unwrap_or(false);
+        let (_, record) = find_reference(
+            self.store.as_ref(),
+            &ctx.account_id,
+            &ctx.region,
+            &reference,
+        )?
+        .ok_or_else(|| not_found(&reference))?;
+        let remaining: Vec<&ParamVersion> = record
+            .versions
+            .iter()
+            .filter(|v| after.is_none_or(|a| v.version > a))
+            .collect();
+        let page = &remaining[..remaining.len().min(max)];
+        let next = (remaining.len() > max)
+            .then(|| {
+                page.last()
+                    .map(|v| encode_token(&format!("v:{}", v.version)))
+            })
+            .flatten();
+        let parameters = page
+            .iter()
+            .map(|v| {
+                let p = render(
+                    &self.keys,
+                    &ctx.account_id,
+                    &ctx.region,
+                    &record,
+                    v,
+                    decrypt,
+                    None,
+                )?;
+                Ok(ssm::ParameterHistory {
+                    name: p.name,
+                    r#type: p.r#type,
+                    key_id: v.key_id.clone(),
+                    last_modified_date: Some(v.modified),
+                    last_modified_user: Some(v.user.clone()),
+                    description: record.description.clone(),
+                    value: p.value,
+                    version: Some(v.version),
+                    labels: Some(v.labels.clone()),
+                    tier: Some(record.tier.clone()),
+                    policies: Some(Vec::new()),
+                    data_type: Some(record.data_type.clone()),
+                    ..Default::default()
+                })
+            })
+            .collect::<Result<Vec<_>, AwsError>>()?;
+        Ok(ssm::GetParameterHistoryResult {
+            parameters: Some(parameters),
+            next_token: next,
+        })
+    }
+
+    async fn label(
+        &self,
+        ctx: &RequestContext,
+        input: ssm::LabelParameterVersionRequest,
+    ) -> Result<ssm::LabelParameterVersionResult, AwsError> {
+        let reference = input.name.clone().unwrap_or_default();
+        if reference.is_empty() {
+            return Err(validation("1 validation error detected: Value '' at 'name' failed to satisfy constraint: Member must have length greater than or equal to 1"));
+        }
+        let labels = input.labels.clone().unwrap_or_default();
+        check_label_list(&labels)?;
+        let (valid, invalid): (Vec<String>, Vec<String>) =
+            labels.into_iter().partition(|l| valid_label(l));
+        let mut wanted: Vec<String> = Vec::new();
+        for l in valid {
+            if !wanted.contains(&l) {
+                wanted.push(l);
+            }
+        }
+        let requested = input.parameter_version;
+        let version = self
+            .modify_param(ctx, reference, not_found, move |record| {
+                let target = match requested {
+                    Some(n) => n,
+                    None => record.latest()?.version,
+                };
+                let name = record.name.clone();
+                let index = record
+                    .versions
+                    .iter()
+                    .position(|v| v.version == target)
+                    .ok_or_else(|| version_not_found(&name, target))?;
+                let current = &record.versions[index].labels;
+                let added = wanted.iter().filter(|l| !current.contains(l)).count();
+                if current.len() + added > MAX_LABELS {
+                    return Err(AwsError::bad_request(
+                        "ParameterVersionLabelLimitExceeded",
+                        "A parameter version can have maximum 10 labels. Move one or more \
+                         labels to another version and try again.",
+                    ));
+                }
+                if wanted.is_empty() {
+                    return Ok((false, target));
+                }
+                // A label names one version: labelling moves it here.
+                for (i, v) in record.versions.iter_mut().enumerate() {
+                    if i == index {
+                        for l in &wanted {
+                            if !v.labels.contains(l) {
+                                v.labels.push(l.clone());
+                            }
+                        }
+                    } else {
+                        v.labels.retain(|l| !wanted.contains(l));
+                    }
+                }
+                Ok((true, target))
+            })
+            .await?;
+        Ok(ssm::LabelParameterVersionResult {
+            invalid_labels: Some(invalid),
+            parameter_version: Some(version),
+        })
+    }
+
+    async fn unlabel(
+        &self,
+        ctx: &RequestContext,
+        input: ssm::UnlabelParameterVersionRequest,
+    ) -> Result<ssm::UnlabelParameterVersionResult, AwsError> {
+        let reference = input.name.clone().unwrap_or_default();
+        if reference.is_empty() {
+            return Err(validation("1 validation error detected: Value '' at 'name' failed to satisfy constraint: Member must have length greater than or equal to 1"));
+        }
+        let Some(target) = input.parameter_version else {
+            return Err(validation(
+                "1 validation error detected: Value null at 'parameterVersion' failed to \
+                 satisfy constraint: Member must not be null",
+            ));
+        };
+        let labels = input.labels.clone().unwrap_or_default();
+        check_label_list(&labels)?;
+        let (removed, invalid) = self
+            .modify_param(ctx, reference, not_found, move |record| {
+                let name = record.name.clone();
+                let version = record
+                    .versions
+                    .iter_mut()
+                    .find(|v| v.version == target)
+                    .ok_or_else(|| version_not_found(&name, target))?;
+                let mut removed = Vec::new();
+                let mut invalid = Vec::new();
+                for l in &labels {
+                    if version.labels.contains(l) {
+                        version.labels.retain(|x| x != l);
+                        removed.push(l.clone());
+                    } else if !removed.contains(l) {
+                        invalid.push(l.clone());
+                    }
+                }
+                Ok((!removed.is_empty(), (removed, invalid)))
+            })
+            .await?;
+        Ok(ssm::UnlabelParameterVersionResult {
+            removed_labels: Some(removed),
+            invalid_labels: Some(invalid),
+        })
+    }
+
+    async fn add_tags(
+        &self,
+        ctx: &RequestContext,
+        input: ssm::AddTagsToResourceRequest,
+    ) -> Result<ssm::AddTagsToResourceResult, AwsError> {
+        let reference = tag_target(&input.resource_type, &input.resource_id)?;
+        let tags = check_ssm_tags(input.tags.as_deref().unwrap_or_default())?;
+        if tags.is_empty() {
+            return Err(validation(
+                "1 validation error detected: Value '[]' at 'tags' failed to satisfy \
+                 constraint: Member must have length greater than or equal to 1",
+            ));
+        }
+        self.modify_param(
+            ctx,
+            reference,
+            |_| invalid_resource_id(),
+            move |record| {
+                let mut merged = record.tags.clone();
+                for (k, v) in &tags {
+                    match merged.iter_mut().find(|(ek, _)| ek == k) {
+                        Some(slot) => slot.1 = v.clone(),
+                        None => merged.push((k.clone(), v.clone())),
+                    }
+                }
+                if merged.len() > MAX_TAGS {
+                    return Err(too_many_tags());
+                }
+                record.tags = merged;
+                Ok((true, ()))
+            },
+        )
+        .await?;
+        Ok(ssm::AddTagsToResourceResult {})
+    }
+
+    async fn remove_tags(
+        &self,
+        ctx: &RequestContext,
+        input: ssm::RemoveTagsFromResourceRequest,
+    ) -> Result<ssm::RemoveTagsFromResourceResult, AwsError> {
+        let reference = tag_target(&input.resource_type, &input.resource_id)?;
+        let keys = input.tag_keys.clone().unwrap_or_default();
+        self.modify_param(
+            ctx,
+            reference,
+            |_| invalid_resource_id(),
+            move |record| {
+                let before = record.tags.len();
+                record.tags.retain(|(k, _)| !keys.contains(k));
+                Ok((record.tags.len() != before, ()))
+            },
+        )
+        .await?;
+        Ok(ssm::RemoveTagsFromResourceResult {})
+    }
+
+    fn list_tags(
+        &self,
+        ctx: &RequestContext,
+        input: ssm::ListTagsForResourceRequest,
+    ) -> Result<ssm::ListTagsForResourceResult, AwsError> {
+        let reference = tag_target(&input.resource_type, &input.resource_id)?;
+        let (_, record) = find_reference(
+            self.store.as_ref(),
+            &ctx.account_id,
+            &ctx.region,
+            &reference,
+        )?
+        .ok_or_else(invalid_resource_id)?;
+        Ok(ssm::ListTagsForResourceResult {
+            tag_list: Some(
+                record
+                    .tags
+                    .iter()
+                    .map(|(k, v)| ssm::Tag {
+                        key: Some(k.clone()),
+                        value: Some(v.clone()),
+                    })
+                    .collect(),
+            ),
+        })
+    }
+}
+
+/// A parameter by name or ARN, with no version selector: a reference with one
+/// names no parameter.
+fn find_reference<V: ReadView + ?Sized>(
+    view: &V,
+    account: &str,
+    region: &str,
+    reference: &str,
+) -> Result<Option<(String, ParamRecord)>, AwsError> {
+    let Ok((a, r, name, selector)) = parse_reference(account, region, reference) else {
+        return Ok(None);
+    };
+    if !selector.is_empty() {
+        return Ok(None);
+    }
+    find_param(view, a, r, &name, reference.starts_with("arn:"))
 }
