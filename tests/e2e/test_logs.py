@@ -120,11 +120,12 @@ def test_retention_compaction_removes_old_events(tmp_path):
         logs.create_log_group(logGroupName="old")
         logs.create_log_stream(logGroupName="old", logStreamName="s")
         t = now_ms()
-        events = [{"timestamp": t - 3 * DAY_MS, "message": "three days"},
-                  {"timestamp": t - 2 * DAY_MS, "message": "two days"},
-                  {"timestamp": t - 1000, "message": "fresh"}]
-        out = logs.put_log_events(logGroupName="old", logStreamName="s", logEvents=events)
-        assert "rejectedLogEventsInfo" not in out
+        # One batch may span at most 24 hours, so the old events go in apart.
+        for events in ([{"timestamp": t - 3 * DAY_MS, "message": "three days"},
+                        {"timestamp": t - 2 * DAY_MS, "message": "two days"}],
+                       [{"timestamp": t - 1000, "message": "fresh"}]):
+            out = logs.put_log_events(logGroupName="old", logStreamName="s", logEvents=events)
+            assert "rejectedLogEventsInfo" not in out
         assert len(all_events(logs, "old", "s")) == 3
         server.aws("logs", "put-retention-policy", "--log-group-name", "old", "--retention-in-days", "1")
         assert logs.describe_log_groups(logGroupNamePrefix="old")["logGroups"][0]["retentionInDays"] == 1
@@ -132,8 +133,8 @@ def test_retention_compaction_removes_old_events(tmp_path):
                  timeout=20, what="compaction")
         # Now that the group keeps one day, older events are rejected on the way in.
         out = logs.put_log_events(logGroupName="old", logStreamName="s",
-                                  logEvents=[{"timestamp": t - 2 * DAY_MS, "message": "late"},
-                                             {"timestamp": t, "message": "now"}])
+                                  logEvents=[{"timestamp": t - DAY_MS - 60_000, "message": "late"},
+                                             {"timestamp": t - DAY_MS + 3_600_000, "message": "in time"}])
         assert out["rejectedLogEventsInfo"] == {"tooOldLogEventEndIndex": 0}
     finally:
         server.stop()
@@ -166,11 +167,15 @@ def test_bad_input_gets_aws_answers(shared_berth):
     assert code == "ResourceNotFoundException"
     assert all_events(logs, "bad", "s") == []  # nothing of the refused batches was stored
 
+    # The age rules reject single events; a batch still spans at most 24 h.
     out = raw_checked(server, "PutLogEvents", {**put, "logEvents": [
-        {"timestamp": t - 15 * DAY_MS + 5 * 3_600_000, "message": "too old"},
+        {"timestamp": t - 15 * DAY_MS, "message": "too old"},
+        {"timestamp": t - 15 * DAY_MS + 1000, "message": "too old too"}]})
+    assert out["rejectedLogEventsInfo"] == {"tooOldLogEventEndIndex": 1}
+    out = raw_checked(server, "PutLogEvents", {**put, "logEvents": [
         {"timestamp": t, "message": "kept"},
         {"timestamp": t + 3 * 3_600_000, "message": "too new"}]})
-    assert out["rejectedLogEventsInfo"] == {"tooOldLogEventEndIndex": 0, "tooNewLogEventStartIndex": 2}
+    assert out["rejectedLogEventsInfo"] == {"tooNewLogEventStartIndex": 1}
     assert [e["message"] for e in all_events(logs, "bad", "s")] == ["kept"]
 
     with pytest.raises(ClientError) as e:
@@ -264,7 +269,9 @@ def test_tail_follow_shows_live_lines(berth_agent):
     if aws2 is None:
         pytest.skip("the aws CLI v2 (Debian's awscli) is not installed")
     env = berth_agent.cli_env()
-    proc = subprocess.Popen([aws2, "logs", "tail", "/ecs/ticker", "--follow", "--format", "short"],
+    # CLI v2 before 2.13 ignores AWS_ENDPOINT_URL, so name the endpoint.
+    proc = subprocess.Popen([aws2, "--endpoint-url", berth_agent.endpoint,
+                             "logs", "tail", "/ecs/ticker", "--follow", "--format", "short"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     lines = queue.Queue()
     threading.Thread(target=lambda: [lines.put((time.time(), l)) for l in proc.stdout], daemon=True).start()
@@ -307,6 +314,7 @@ def split_server(tmp_path, test_image):
 def test_kill9_agent_then_server_loses_and_repeats_nothing(split_server, tmp_path):
     server, agents = split_server
     ecs, logs = server.client("ecs"), server.client("logs")
+    ecs.create_cluster(clusterName="default")
     agent = AgentProcess(server, "shipper", "default", tmp_path / "agent").start()
     agents.append(agent)
     wait_for(lambda: ecs.list_container_instances()["containerInstanceArns"], what="agent registered")

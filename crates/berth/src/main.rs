@@ -70,6 +70,11 @@ pub struct UpArgs {
     /// [default: the listen address, 127.0.0.1 when listening on all addresses].
     #[arg(long, value_name = "HOST:PORT")]
     pub registry_host: Option<String>,
+
+    /// How often log retention policies are enforced (events older than a
+    /// group's retention are deleted).
+    #[arg(long, default_value_t = 300, value_name = "SECONDS")]
+    pub log_compaction_interval: u64,
 }
 
 fn main() -> anyhow::Result<()> {

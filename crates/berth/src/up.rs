@@ -80,6 +80,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         berth_secrets::MasterKey::load(&data_dir).context("loading the secrets master key")?,
     );
 
+    // Log events live in their own database so log traffic never slows the
+    // control-plane store.
+    let logs = berth_logs::LogsService::open(&data_dir).context("opening the log store")?;
+
     let presence = Arc::new(Presence::default());
     let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
     let gateway = GatewayBuilder::new(store.clone(), env!("CARGO_PKG_VERSION"))
@@ -95,13 +99,14 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             store.clone(),
             master_key.clone(),
         )))
+        .json_service(logs.clone())
         .json_service(Arc::new(
-            AgentService::new(store.clone(), presence.clone(), stopping).with_secrets(Arc::new(
-                StoreSecrets {
+            AgentService::new(store.clone(), presence.clone(), stopping)
+                .with_secrets(Arc::new(StoreSecrets {
                     store: store.clone(),
                     key: master_key,
-                },
-            )),
+                }))
+                .with_logs(Arc::new(LogsSink(logs.clone()))),
         ))
         .build();
     let gc = tokio::spawn(berth_ecs::agent_api::run_task_gc(
@@ -111,6 +116,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let controller = ServiceController::new(store.clone(), presence);
     let controller_task = tokio::spawn(controller.clone().run());
     let registry_gc = registry.spawn_gc();
+    let log_compaction = logs.spawn_compaction(std::time::Duration::from_secs(
+        args.log_compaction_interval.max(1),
+    ));
     let app = gateway
         .router()
         .merge(controller_routes(controller))
@@ -139,6 +147,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     tracing::info!("shutting down");
     gc.abort();
     registry_gc.abort();
+    log_compaction.abort();
     controller_task.abort();
     if let Some(agent) = agent {
         agent.abort();
@@ -263,5 +272,58 @@ impl berth_ecs::agent_api::SecretResolver for StoreSecrets {
             region,
             value_from,
         )
+    }
+}
+
+/// The agents' awslogs output goes to CloudWatch Logs.
+struct LogsSink(Arc<berth_logs::LogsService>);
+
+fn to_wire(position: berth_logs::Position) -> berth_model::agent_protocol::LogPosition {
+    berth_model::agent_protocol::LogPosition {
+        nanos: position.nanos,
+        seq: position.seq,
+    }
+}
+
+#[async_trait::async_trait]
+impl berth_ecs::agent_api::LogSink for LogsSink {
+    async fn open_stream(
+        &self,
+        account: &str,
+        region: &str,
+        group: &str,
+        stream: &str,
+        create_group: bool,
+    ) -> Result<Option<berth_model::agent_protocol::LogPosition>, berth_model::AwsError> {
+        self.0
+            .ensure_stream(account, region, group, stream, create_group)
+            .await?;
+        Ok(self.0.cursor(account, region, group, stream).map(to_wire))
+    }
+
+    async fn ingest(
+        &self,
+        account: &str,
+        region: &str,
+        group: &str,
+        stream: &str,
+        events: Vec<berth_model::agent_protocol::TaskLogEvent>,
+    ) -> Result<Option<berth_model::agent_protocol::LogPosition>, berth_model::AwsError> {
+        let events = events
+            .into_iter()
+            .map(|e| berth_logs::AgentEvent {
+                timestamp_ms: e.timestamp,
+                message: e.message,
+                position: berth_logs::Position {
+                    nanos: e.position.nanos,
+                    seq: e.position.seq,
+                },
+            })
+            .collect();
+        let cursor = self
+            .0
+            .ingest(account, region, group, stream, events)
+            .await?;
+        Ok(cursor.map(to_wire))
     }
 }
