@@ -88,11 +88,18 @@ def main():
             time.sleep(0.1)
         options = {"awslogs-group": GROUP, "awslogs-stream-prefix": "b", "awslogs-create-group": "true"}
         writer = f"seq 1 {args.lines} | sed 's/$/ {PAD}/'"
-        ecs.register_task_definition(family="writers", containerDefinitions=[
-            {"name": f"w{i}", "image": IMAGE, "memory": 32, "essential": False,
-             "command": ["sh", "-c", f"sleep 2; {writer}"],
-             "logConfiguration": {"logDriver": "awslogs", "options": options}}
-            for i in range(args.containers)])
+        # At most 10 containers per task definition: writers run in tasks of
+        # up to 5, each with an essential keeper that outlives them.
+        per_task = 5
+        for n in {min(per_task, args.containers - f) for f in range(0, args.containers, per_task)}:
+            ecs.register_task_definition(family=f"writers{n}", containerDefinitions=[
+                {"name": f"w{i}", "image": IMAGE, "memory": 32, "essential": False,
+                 "command": ["sh", "-c", f"sleep 2; {writer}"],
+                 "logConfiguration": {"logDriver": "awslogs", "options": options}}
+                for i in range(n)] + [
+                # ECS wants one essential container; this one outlives the writers.
+                {"name": "keeper", "image": IMAGE, "memory": 16, "essential": True,
+                 "command": ["sleep", "3600"]}])
         ecs.register_task_definition(family="probe", containerDefinitions=[
             {"name": "probe", "image": IMAGE, "memory": 32,
              "command": ["sh", "-c", "i=0; while true; do echo probe $i; i=$((i+1)); usleep 50000; done"],
@@ -123,10 +130,13 @@ def main():
         watcher.start()
         time.sleep(1)
 
-        writers = ecs.run_task(taskDefinition="writers")["tasks"][0]["taskArn"]
-        task_arns.append(writers)
-        task_id = writers.rsplit("/", 1)[1]
-        streams = [f"b/w{i}/{task_id}" for i in range(args.containers)]
+        streams = []
+        for first in range(0, args.containers, per_task):
+            n = min(per_task, args.containers - first)
+            writers = ecs.run_task(taskDefinition=f"writers{n}")["tasks"][0]["taskArn"]
+            task_arns.append(writers)
+            task_id = writers.rsplit("/", 1)[1]
+            streams += [f"b/w{i}/{task_id}" for i in range(n)]
         cpu_before, wall_before = cpu_seconds(server.pid), time.time()
         done = set()
         deadline = time.time() + 600
