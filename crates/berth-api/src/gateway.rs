@@ -10,24 +10,31 @@ use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use berth_model::{AwsError, JsonService, RequestContext};
+use berth_model::{AwsError, JsonService, PrincipalKind, QueryService, RequestContext};
 use berth_sigv4::{AuthError, RequestParts, SecretLookup, Verifier};
 use berth_store::Store;
 use futures::FutureExt;
 use http::request::Parts;
 
+use crate::authorization::{self, Authorizer, Requirement};
 use crate::credentials::{CredentialSource, ResolvedCredential};
 use crate::json_protocol;
+use crate::query_protocol;
 
 /// Largest request body a JSON service accepts.
 const MAX_JSON_BODY: usize = 16 * 1024 * 1024;
 /// AWS accepts signatures up to 15 minutes off the server's clock.
 const MAX_CLOCK_SKEW_SECS: i64 = 15 * 60;
 
+/// Namespace of Query errors that name no service Berth serves.
+const DEFAULT_QUERY_NAMESPACE: &str = "https://iam.amazonaws.com/doc/2010-05-08/";
+
 /// Everything the gateway routes to, assembled once at startup.
 pub struct Gateway {
     json_services: HashMap<&'static str, Arc<dyn JsonService>>,
+    query_services: HashMap<&'static str, Arc<dyn QueryService>>,
     credentials: Vec<Arc<dyn CredentialSource>>,
+    authorizer: Option<Arc<dyn Authorizer>>,
     verifier: Verifier,
     store: Arc<dyn Store>,
     started: Instant,
@@ -37,7 +44,9 @@ pub struct Gateway {
 /// Builds a [`Gateway`].
 pub struct GatewayBuilder {
     json_services: HashMap<&'static str, Arc<dyn JsonService>>,
+    query_services: HashMap<&'static str, Arc<dyn QueryService>>,
     credentials: Vec<Arc<dyn CredentialSource>>,
+    authorizer: Option<Arc<dyn Authorizer>>,
     store: Arc<dyn Store>,
     version: &'static str,
 }
@@ -46,7 +55,9 @@ impl GatewayBuilder {
     pub fn new(store: Arc<dyn Store>, version: &'static str) -> Self {
         GatewayBuilder {
             json_services: HashMap::new(),
+            query_services: HashMap::new(),
             credentials: Vec::new(),
+            authorizer: None,
             store,
             version,
         }
@@ -55,6 +66,20 @@ impl GatewayBuilder {
     /// Routes `X-Amz-Target: <prefix>.*` to `service`.
     pub fn json_service(mut self, service: Arc<dyn JsonService>) -> Self {
         self.json_services.insert(service.target_prefix(), service);
+        self
+    }
+
+    /// Routes Query requests (form-encoded `POST /` without `X-Amz-Target`)
+    /// whose credential scope names `service.signing_name()` to `service`.
+    pub fn query_service(mut self, service: Arc<dyn QueryService>) -> Self {
+        self.query_services.insert(service.signing_name(), service);
+        self
+    }
+
+    /// Checks every call of a non-root caller against IAM before its
+    /// handler runs. Without one, every authenticated caller may do anything.
+    pub fn authorizer(mut self, authorizer: Arc<dyn Authorizer>) -> Self {
+        self.authorizer = Some(authorizer);
         self
     }
 
@@ -67,7 +92,9 @@ impl GatewayBuilder {
     pub fn build(self) -> Arc<Gateway> {
         Arc::new(Gateway {
             json_services: self.json_services,
+            query_services: self.query_services,
             credentials: self.credentials,
+            authorizer: self.authorizer,
             verifier: Verifier::new(MAX_CLOCK_SKEW_SECS),
             store: self.store,
             started: Instant::now(),
@@ -111,6 +138,26 @@ impl Gateway {
             .route("/_berth/health", get(health))
             .route("/", post(dispatch))
             .with_state(self)
+    }
+
+    /// Whether the caller may make the call. The account's root and Berth's
+    /// own agents (which the agent API authorizes itself) are not subject
+    /// to IAM policies.
+    fn authorize(
+        &self,
+        ctx: &RequestContext,
+        requirements: impl FnOnce() -> Vec<Requirement>,
+    ) -> Result<(), authorization::Denial> {
+        let Some(authorizer) = &self.authorizer else {
+            return Ok(());
+        };
+        if matches!(
+            ctx.principal.kind,
+            PrincipalKind::Root | PrincipalKind::Agent
+        ) {
+            return Ok(());
+        }
+        authorizer.authorize(ctx, &requirements())
     }
 
     fn resolve(&self, access_key_id: &str) -> Option<ResolvedCredential> {
@@ -204,6 +251,10 @@ impl Gateway {
             region: verified.region,
             principal: credential.principal,
         };
+        self.authorize(&ctx, || {
+            authorization::json_requirements(&ctx, service.signing_name(), operation, body)
+        })
+        .map_err(|denial| denial.json_error(&ctx.principal.arn))?;
         // A bug in a handler must answer 500, not drop the connection.
         AssertUnwindSafe(service.handle(&ctx, operation, body))
             .catch_unwind()
@@ -213,6 +264,147 @@ impl Gateway {
                     "Berth failed while handling {target}; the server log has the details."
                 )))
             })
+    }
+}
+
+impl Gateway {
+    /// The namespace a Query request's errors are rendered in: the one of the
+    /// service its credential scope names, read before verifying anything.
+    fn query_namespace(&self, parts: &Parts) -> &'static str {
+        let authorization = parts
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        query_protocol::scope_service(authorization, parts.uri.query())
+            .and_then(|service| self.query_services.get(service.as_str()))
+            .map_or(DEFAULT_QUERY_NAMESPACE, |s| s.xml_namespace())
+    }
+
+    /// Authenticates and runs a Query request. Returns the namespace and
+    /// action to render with, and the inner XML of the result.
+    async fn handle_query(
+        &self,
+        request_id: &str,
+        parts: &Parts,
+        body: &[u8],
+    ) -> (&'static str, Option<String>, Result<String, AwsError>) {
+        let namespace = self.query_namespace(parts);
+        let (credential, verified) = match self.authenticate(parts, body) {
+            Ok(ok) => ok,
+            Err(e) => return (namespace, None, Err(query_protocol::query_error_code(e))),
+        };
+        let Some(service) = self.query_services.get(verified.service.as_str()) else {
+            let e = AwsError::bad_request(
+                "InvalidAction",
+                format!(
+                    "Berth does not serve a Query API with the signing name '{}'.",
+                    verified.service
+                ),
+            );
+            return (namespace, None, Err(e));
+        };
+        let namespace = service.xml_namespace();
+        let mut action = None;
+        let mut version = None;
+        let mut params = Vec::new();
+        for (name, value) in form_urlencoded::parse(body) {
+            match name.as_ref() {
+                "Action" if action.is_none() => action = Some(value.into_owned()),
+                "Version" if version.is_none() => version = Some(value.into_owned()),
+                _ => params.push((name.into_owned(), value.into_owned())),
+            }
+        }
+        let Some(action) = action.filter(|a| !a.is_empty()) else {
+            let e = AwsError::bad_request("MissingAction", "Missing Action");
+            return (namespace, None, Err(e));
+        };
+        let version = version.unwrap_or_default();
+        let invalid_action = || {
+            AwsError::bad_request(
+                "InvalidAction",
+                format!("Could not find operation {action} for version {version}"),
+            )
+        };
+        if !query_protocol::valid_action_name(&action) {
+            return (namespace, None, Err(invalid_action()));
+        }
+        let ctx = RequestContext {
+            request_id: request_id.to_string(),
+            account_id: credential.principal.account_id.clone(),
+            region: verified.region,
+            principal: credential.principal,
+        };
+        if let Err(denial) = self.authorize(&ctx, || {
+            authorization::query_requirements(&ctx, service.signing_name(), &action, &params)
+        }) {
+            let e = denial.query_error(&ctx.principal.arn);
+            return (namespace, Some(action), Err(e));
+        }
+        // A bug in a handler must answer 500, not drop the connection.
+        let result = AssertUnwindSafe(service.handle(&ctx, &action, &params))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|_| {
+                Err(AwsError::internal(format!(
+                    "Berth failed while handling {action}; the server log has the details."
+                )))
+            });
+        // Services answer an unknown action with an empty `InvalidAction`;
+        // the gateway words it with the version the client asked for.
+        let result = result.map_err(|e| {
+            if e.code == "InvalidAction" && e.message.is_empty() {
+                invalid_action()
+            } else {
+                e
+            }
+        });
+        (namespace, Some(action), result)
+    }
+}
+
+/// Whether a request speaks the Query protocol: a form-encoded body and no
+/// `X-Amz-Target`.
+fn is_query_request(parts: &Parts) -> bool {
+    if parts.headers.contains_key("x-amz-target") {
+        return false;
+    }
+    parts
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| {
+            ct.trim_start()
+                .to_ascii_lowercase()
+                .starts_with(query_protocol::FORM_CONTENT_TYPE)
+        })
+}
+
+async fn dispatch_query(
+    gateway: &Gateway,
+    request_id: &str,
+    started: Instant,
+    parts: &Parts,
+    body: &[u8],
+) -> Response {
+    let (namespace, action, result) = gateway.handle_query(request_id, parts, body).await;
+    let action_name = action.as_deref().unwrap_or("-");
+    match (result, action.as_deref()) {
+        (Ok(inner), Some(action)) => {
+            tracing::debug!(%request_id, action, elapsed_us = started.elapsed().as_micros() as u64, "ok");
+            query_protocol::success(namespace, action, request_id, &inner)
+        }
+        (Ok(_), None) => {
+            let e = AwsError::internal("The request produced no action.");
+            query_protocol::error(namespace, request_id, &e)
+        }
+        (Err(e), _) => {
+            if e.status >= 500 {
+                tracing::error!(%request_id, action = action_name, code = %e.code, message = %e.message, "request failed");
+            } else {
+                tracing::debug!(%request_id, action = action_name, code = %e.code, "client error");
+            }
+            query_protocol::error(namespace, request_id, &e)
+        }
     }
 }
 
@@ -228,9 +420,16 @@ async fn dispatch(State(gateway): State<Arc<Gateway>>, request: Request) -> Resp
                 "SerializationException",
                 format!("The request body is larger than {MAX_JSON_BODY} bytes."),
             );
+            if is_query_request(&parts) {
+                let namespace = gateway.query_namespace(&parts);
+                return query_protocol::error(namespace, &request_id, &e);
+            }
             return json_protocol::error(&request_id, &e);
         }
     };
+    if is_query_request(&parts) {
+        return dispatch_query(&gateway, &request_id, started, &parts, &body).await;
+    }
     let result = gateway.handle(&request_id, &parts, &body).await;
     let target = parts
         .headers

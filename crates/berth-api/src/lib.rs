@@ -2,16 +2,26 @@
 //!
 //! A request is authenticated (SigV4, header or presigned), routed by its
 //! `X-Amz-Target` to a [`JsonService`], and the handler's result or
-//! [`AwsError`] is rendered in the AWS JSON 1.1 protocol.
+//! [`AwsError`] is rendered in the AWS JSON 1.1 protocol. Form-encoded
+//! requests without `X-Amz-Target` speak the Query protocol (IAM, STS): they
+//! are routed by the credential scope's service to a [`QueryService`] and
+//! answered in XML.
 //!
 //! Architecture invariant: no handler runs for a request whose signature has
 //! not been verified against a known credential.
 
+pub mod authorization;
 mod credentials;
 mod gateway;
 mod json_protocol;
+mod query_protocol;
 
+pub use authorization::{Authorizer, Denial, Requirement};
 pub use credentials::{CredentialSource, ResolvedCredential, StaticCredentials};
 pub use gateway::{Gateway, GatewayBuilder};
 
-pub use berth_model::{AwsError, JsonService, RequestContext};
+pub use berth_model::{AwsError, JsonService, QueryService, RequestContext};
+pub use query_protocol::xml_escape;
+
+#[cfg(test)]
+mod gateway_tests;

@@ -209,3 +209,30 @@ pub struct PutTaskLogsResponse {
     #[serde(default)]
     pub cursor: Option<LogPosition>,
 }
+
+/// `which` of [`GetTaskRoleCredentialsRequest`]: the task's `taskRoleArn`.
+pub const ROLE_TASK: &str = "task";
+/// `which` of [`GetTaskRoleCredentialsRequest`]: the task's `executionRoleArn`.
+pub const ROLE_EXECUTION: &str = "execution";
+
+/// Asks for temporary credentials of one of a task's roles (IAM roles for
+/// tasks). The answer is never stored: the agent keeps it in memory and
+/// serves the task role's to the task's containers.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct GetTaskRoleCredentialsRequest {
+    pub task_arn: String,
+    /// [`ROLE_TASK`] or [`ROLE_EXECUTION`].
+    pub which: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct GetTaskRoleCredentialsResponse {
+    pub role_arn: String,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    pub session_token: String,
+    /// When the credentials expire, in seconds since the epoch.
+    pub expiration: i64,
+}

@@ -16,4 +16,4 @@ pub mod tags;
 pub use arn::Arn;
 pub use context::{Principal, PrincipalKind, RequestContext};
 pub use error::AwsError;
-pub use service::JsonService;
+pub use service::{JsonService, QueryService};

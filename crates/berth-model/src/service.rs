@@ -1,4 +1,5 @@
-//! The interface every AWS JSON 1.1 service implements so the gateway can route to it.
+//! The interfaces AWS services implement so the gateway can route to them
+//! (JSON 1.1 and Query).
 
 use crate::{AwsError, RequestContext};
 
@@ -19,4 +20,27 @@ pub trait JsonService: Send + Sync + 'static {
         operation: &str,
         body: &[u8],
     ) -> Result<Vec<u8>, AwsError>;
+}
+
+/// An AWS service speaking the Query protocol (`POST /` with a form-encoded
+/// body carrying `Action` and `Version`, XML responses), such as IAM and STS.
+#[async_trait::async_trait]
+pub trait QueryService: Send + Sync + 'static {
+    /// SigV4 signing name, also how the gateway routes: `iam`, `sts`.
+    fn signing_name(&self) -> &'static str;
+
+    /// XML namespace of responses, e.g. `https://iam.amazonaws.com/doc/2010-05-08/`.
+    fn xml_namespace(&self) -> &'static str;
+
+    /// `params`: the decoded form fields except `Action`/`Version`, in order.
+    /// Returns the inner XML of `<{Action}Result>` (may be empty for actions
+    /// without result members). For an action the service does not know,
+    /// return `InvalidAction` with an empty message: the gateway words it as
+    /// AWS does, with the `Version` the request named.
+    async fn handle(
+        &self,
+        ctx: &RequestContext,
+        action: &str,
+        params: &[(String, String)],
+    ) -> Result<String, AwsError>;
 }

@@ -1,0 +1,82 @@
+//! The gateway's view of IAM user access keys and STS session keys.
+
+use std::sync::Arc;
+
+use berth_api::{CredentialSource, ResolvedCredential};
+use berth_model::{Principal, PrincipalKind};
+use berth_store::ReadView;
+
+use crate::records::{access_key_key, user_key, AccessKeyRecord};
+use crate::util::now_secs;
+use crate::Iam;
+
+/// Resolves active IAM user access keys (`AKIA…`) and unexpired STS
+/// sessions (`ASIA…`). Inactive keys and expired sessions do not resolve.
+pub struct IamCredentials {
+    iam: Arc<Iam>,
+}
+
+impl IamCredentials {
+    pub fn new(iam: Arc<Iam>) -> Self {
+        IamCredentials { iam }
+    }
+
+    fn user_key(&self, view: &dyn ReadView, access_key_id: &str) -> Option<ResolvedCredential> {
+        let key: Arc<AccessKeyRecord> = self
+            .iam
+            .decoded(&self.iam.access_keys, view, &access_key_key(access_key_id))
+            .ok()??;
+        if key.status != "Active" {
+            return None;
+        }
+        let user = self
+            .iam
+            .holder(view, &user_key(&key.account, &key.user_name))
+            .ok()??;
+        Some(ResolvedCredential {
+            secret_access_key: key.secret.clone(),
+            session_token: None,
+            expires_at: None,
+            principal: Principal {
+                kind: PrincipalKind::User,
+                arn: format!(
+                    "arn:aws:iam::{}:user{}{}",
+                    key.account, user.path, user.name
+                ),
+                user_id: user.id.clone(),
+                account_id: key.account.clone(),
+                access_key_id: access_key_id.to_string(),
+            },
+        })
+    }
+
+    fn session(&self, view: &dyn ReadView, access_key_id: &str) -> Option<ResolvedCredential> {
+        let session = self.iam.session(view, access_key_id).ok()??;
+        if session.expires <= now_secs() {
+            return None;
+        }
+        Some(ResolvedCredential {
+            principal: Principal {
+                kind: PrincipalKind::AssumedRole,
+                arn: session.arn(),
+                user_id: session.user_id(),
+                account_id: session.account.clone(),
+                access_key_id: access_key_id.to_string(),
+            },
+            secret_access_key: session.secret.clone(),
+            session_token: Some(session.token.clone()),
+            expires_at: Some(session.expires),
+        })
+    }
+}
+
+impl CredentialSource for IamCredentials {
+    fn resolve(&self, access_key_id: &str) -> Option<ResolvedCredential> {
+        let view: &dyn ReadView = self.iam.store();
+        if access_key_id.starts_with("ASIA") {
+            self.session(view, access_key_id)
+        } else {
+            self.user_key(view, access_key_id)
+        }
+    }
+}
