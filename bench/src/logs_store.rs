@@ -72,7 +72,9 @@ async fn main() -> anyhow::Result<()> {
     }
     let elapsed = started.elapsed().as_secs_f64();
     let total = args.streams * args.events;
-    let bytes: usize = (0..args.events).map(|i| format!("{i} {pad}").len()).sum::<usize>()
+    let bytes: usize = (0..args.events)
+        .map(|i| format!("{i} {pad}").len())
+        .sum::<usize>()
         * args.streams;
     let db = std::fs::metadata(dir.path().join("logs/logs.db"))?.len()
         + std::fs::metadata(dir.path().join("logs/logs.db-wal")).map_or(0, |m| m.len());

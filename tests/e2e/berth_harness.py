@@ -338,3 +338,20 @@ def check_output(model, operation, value):
         assert value in ({}, None), f"{operation} has no output shape but returned {value!r}"
         return
     check_shape(model, out["shape"], value)
+
+
+ECS_TASKS_TRUST = json.dumps({"Version": "2012-10-17", "Statement": [{
+    "Effect": "Allow", "Principal": {"Service": "ecs-tasks.amazonaws.com"},
+    "Action": "sts:AssumeRole"}]})
+
+
+def create_task_role(server, name, actions=(), resource="*"):
+    """A role ECS tasks may assume, with an inline policy allowing `actions`;
+    returns its ARN."""
+    iam = server.client("iam")
+    arn = iam.create_role(RoleName=name, AssumeRolePolicyDocument=ECS_TASKS_TRUST)["Role"]["Arn"]
+    if actions:
+        iam.put_role_policy(RoleName=name, PolicyName="access", PolicyDocument=json.dumps({
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Action": list(actions), "Resource": resource}]}))
+    return arn

@@ -4,7 +4,8 @@ plaintext in the store file."""
 import pytest
 from botocore.exceptions import ClientError
 
-from berth_harness import ACCESS_KEY, ACCOUNT, REGION, SECRET_KEY, Berth, check_output, load_model
+from berth_harness import (ACCESS_KEY, ACCOUNT, REGION, SECRET_KEY, Berth, check_output, create_task_role,
+                           load_model)
 
 SM = "secretsmanager"
 SM_MODEL = load_model("secretsmanager", "2017-10-17")
@@ -478,7 +479,9 @@ def test_task_secrets_are_injected_and_never_stored(berth_agent):
         {"username": "admin", "password": "pw-9f3e-plain"}))["ARN"]
     ssm.put_parameter(Name="/app/api-key", Value="key-77aa-plain", Type="SecureString")
     ecs = berth_agent.client("ecs")
-    execution_role = f"arn:aws:iam::{ACCOUNT}:role/ecsTaskExecutionRole"
+    # As on ECS, the execution role must allow reading the secrets.
+    execution_role = create_task_role(berth_agent, "ecsTaskExecutionRole",
+                                      ["secretsmanager:GetSecretValue", "ssm:GetParameters"])
     ecs.register_task_definition(family="with-secrets", executionRoleArn=execution_role, containerDefinitions=[{
         "name": "app", "image": "berth-test/busybox:latest", "memory": 16,
         "command": ["sh", "-c", "echo TOKEN=$TOKEN DB=$DB_PASSWORD KEY=$API_KEY; sleep 600"],

@@ -12,6 +12,7 @@
 pub mod awslogs;
 pub mod client;
 pub mod spec;
+pub mod task_endpoint;
 mod task_runner;
 
 use std::collections::{BTreeMap, HashMap};
@@ -20,10 +21,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use berth_model::agent_protocol::{
-    AssignedTask, LogPosition, OpenLogStreamRequest, OpenLogStreamResponse, PollTasksRequest,
-    PollTasksResponse, PutTaskLogsRequest, PutTaskLogsResponse, RegisterAgentRequest,
-    RegisterAgentResponse, SubmitTaskStateRequest, SubmitTaskStateResponse, TaskLogEvent,
-    TARGET_PREFIX,
+    AssignedTask, GetTaskRoleCredentialsRequest, GetTaskRoleCredentialsResponse, LogPosition,
+    OpenLogStreamRequest, OpenLogStreamResponse, PollTasksRequest, PollTasksResponse,
+    PutTaskLogsRequest, PutTaskLogsResponse, RegisterAgentRequest, RegisterAgentResponse,
+    SubmitTaskStateRequest, SubmitTaskStateResponse, TaskLogEvent, TARGET_PREFIX,
 };
 use berth_model::shapes::ecs::{Attribute, Resource, VersionInfo};
 use berth_runtime::{ContainerState, Runtime, RuntimeEvent};
@@ -32,6 +33,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, watch};
 
 pub use client::{ClientError, Credentials, ServerClient};
+use task_endpoint::{DockerInspector, TaskEndpoint};
 use task_runner::TaskRunner;
 
 /// How an agent is set up.
@@ -106,6 +108,45 @@ pub trait Reporter: Send + Sync + 'static {
         stream: &str,
         events: Vec<TaskLogEvent>,
     ) -> Result<Option<LogPosition>, ClientError>;
+
+    /// Temporary credentials of the task's role `which`
+    /// (`berth_model::agent_protocol::ROLE_TASK` or `ROLE_EXECUTION`); kept
+    /// in memory only.
+    async fn task_role_credentials(
+        &self,
+        task_arn: &str,
+        which: &str,
+    ) -> Result<GetTaskRoleCredentialsResponse, ClientError>;
+}
+
+/// The credentials of a task's role `which`, fetched from the server.
+pub async fn role_credentials(
+    reporter: &dyn Reporter,
+    task_arn: &str,
+    which: &str,
+) -> Result<task_endpoint::RoleCredentials, ClientError> {
+    let answer = reporter.task_role_credentials(task_arn, which).await?;
+    Ok(task_endpoint::RoleCredentials {
+        role_arn: answer.role_arn,
+        access_key_id: answer.access_key_id,
+        secret_access_key: answer.secret_access_key,
+        token: answer.session_token,
+        expiration: answer.expiration,
+    })
+}
+
+/// The credentials of a task's execution role (`executionRoleArn`), for
+/// what the agent does on the task's behalf (pulls, secrets, logs).
+pub async fn execution_role_credentials(
+    reporter: &dyn Reporter,
+    task_arn: &str,
+) -> Result<task_endpoint::RoleCredentials, ClientError> {
+    role_credentials(
+        reporter,
+        task_arn,
+        berth_model::agent_protocol::ROLE_EXECUTION,
+    )
+    .await
 }
 
 /// The identity the agent keeps across restarts.
@@ -186,6 +227,7 @@ const DOCKER_API_VERSIONS: &[&str] = &[
 fn registration_request(
     config: &AgentConfig,
     info: &berth_runtime::RuntimeInfo,
+    task_roles: bool,
 ) -> RegisterAgentRequest {
     let cpu = config.cpu.unwrap_or(1024 * i64::from(info.cpus.max(1)));
     let memory = config
@@ -218,6 +260,14 @@ fn registration_request(
         attribute("com.amazonaws.ecs.capability.logging-driver.awslogs", None),
         attribute("com.amazonaws.ecs.capability.logging-driver.none", None),
     ];
+    if task_roles {
+        // Tasks with a taskRoleArn are placed only where the credentials
+        // endpoint runs, as ECS places them.
+        attributes.push(attribute(
+            "com.amazonaws.ecs.capability.task-iam-role",
+            None,
+        ));
+    }
     for v in DOCKER_API_VERSIONS {
         attributes.push(attribute(
             &format!("com.amazonaws.ecs.capability.docker-remote-api.{v}"),
@@ -340,6 +390,26 @@ impl Reporter for HttpReporter {
         Ok(answer.cursor)
     }
 
+    async fn task_role_credentials(
+        &self,
+        task_arn: &str,
+        which: &str,
+    ) -> Result<GetTaskRoleCredentialsResponse, ClientError> {
+        let request = GetTaskRoleCredentialsRequest {
+            task_arn: task_arn.to_string(),
+            which: which.to_string(),
+        };
+        self.client
+            .call(
+                &self.credentials,
+                TARGET_PREFIX,
+                "GetTaskRoleCredentials",
+                &request,
+                Duration::from_secs(30),
+            )
+            .await
+    }
+
     async fn registry_auth(&self, image: &str) -> Option<berth_runtime::RegistryAuth> {
         let host = self.client.host();
         if !image.starts_with(&format!("{host}/")) {
@@ -411,9 +481,41 @@ pub struct Agent {
     runtime: Arc<dyn Runtime>,
     client: ServerClient,
     tokens: Arc<tokio::sync::Mutex<Option<(berth_runtime::RegistryAuth, std::time::Instant)>>>,
+    endpoint: Option<Arc<TaskEndpoint>>,
+    /// The endpoint this agent started, once: registration advertises
+    /// `task-iam-role` only when it is up.
+    started_endpoint: tokio::sync::OnceCell<Arc<TaskEndpoint>>,
 }
 
 impl Agent {
+    /// Serves task credentials and metadata through `endpoint` instead of
+    /// the one the agent starts on `169.254.170.2:80`.
+    pub fn with_task_endpoint(mut self, endpoint: Arc<TaskEndpoint>) -> Self {
+        self.endpoint = Some(endpoint);
+        self
+    }
+
+    /// The endpoint given, or the one started on `169.254.170.2:80`
+    /// (adding the address to `lo` when missing).
+    async fn task_endpoint(&self) -> Arc<TaskEndpoint> {
+        match &self.endpoint {
+            Some(e) => e.clone(),
+            None => {
+                let zone = self
+                    .config
+                    .availability_zone
+                    .clone()
+                    .unwrap_or_else(|| format!("{}a", self.config.region));
+                self.started_endpoint
+                    .get_or_init(|| {
+                        TaskEndpoint::start(Arc::new(DockerInspector::default()), Some(zone))
+                    })
+                    .await
+                    .clone()
+            }
+        }
+    }
+
     pub fn new(config: AgentConfig, runtime: Arc<dyn Runtime>) -> Result<Self, AgentError> {
         let client = ServerClient::new(&config.server, &config.region)?;
         Ok(Agent {
@@ -421,12 +523,15 @@ impl Agent {
             runtime,
             client,
             tokens: Arc::new(tokio::sync::Mutex::new(None)),
+            endpoint: None,
+            started_endpoint: tokio::sync::OnceCell::new(),
         })
     }
 
     async fn register(&self) -> Result<Identity, AgentError> {
         let info = self.runtime.info().await?;
-        let request = registration_request(&self.config, &info);
+        let roles = self.task_endpoint().await.available().is_ok();
+        let request = registration_request(&self.config, &info, roles);
         let answer: RegisterAgentResponse = self
             .client
             .call(
@@ -495,10 +600,11 @@ impl Agent {
             .next()
             .unwrap_or_default()
             .to_string();
+        let endpoint = self.task_endpoint().await;
         let (events_tx, _) = broadcast::channel::<RuntimeEvent>(1024);
         let pump = tokio::spawn(pump_events(self.runtime.clone(), events_tx.clone()));
         let result = self
-            .main_loop(&mut identity, &instance_id, &events_tx)
+            .main_loop(&mut identity, &instance_id, &events_tx, &endpoint)
             .await;
         pump.abort();
         result
@@ -509,6 +615,7 @@ impl Agent {
         identity: &mut Identity,
         instance_id: &str,
         events: &broadcast::Sender<RuntimeEvent>,
+        endpoint: &Arc<TaskEndpoint>,
     ) -> Result<(), AgentError> {
         // Containers this instance owned before a restart, by task.
         let mut adoptable: HashMap<String, Vec<ContainerState>> = HashMap::new();
@@ -615,6 +722,7 @@ impl Agent {
                             instance_id.to_string(),
                             task.clone(),
                             adopted,
+                            endpoint.clone(),
                         );
                         let (tx, rx) = watch::channel(task.clone());
                         let handle = tokio::spawn(runner.run(rx, events.subscribe()));

@@ -140,12 +140,46 @@ fn network_mode(task: &AssignedTask) -> NetworkMode {
     }
 }
 
+/// What a container learns about the task endpoint (`169.254.170.2`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EndpointEnv<'a> {
+    /// The task's credentials id, when it has a task role.
+    pub credentials_id: Option<&'a str>,
+    /// The container's metadata token, when the endpoint serves.
+    pub metadata_token: Option<&'a str>,
+}
+
+impl EndpointEnv<'_> {
+    /// The environment variables the ECS agent sets for these.
+    pub fn variables(&self) -> Vec<(String, String)> {
+        use crate::task_endpoint::{
+            CREDENTIALS_ENV, ENDPOINT_IP, METADATA_V3_ENV, METADATA_V4_ENV,
+        };
+        let mut out = Vec::new();
+        if let Some(id) = self.credentials_id {
+            out.push((CREDENTIALS_ENV.to_string(), format!("/v2/credentials/{id}")));
+        }
+        if let Some(token) = self.metadata_token {
+            out.push((
+                METADATA_V3_ENV.to_string(),
+                format!("http://{ENDPOINT_IP}/v3/{token}"),
+            ));
+            out.push((
+                METADATA_V4_ENV.to_string(),
+                format!("http://{ENDPOINT_IP}/v4/{token}"),
+            ));
+        }
+        out
+    }
+}
+
 /// The runtime spec of one container of `task`.
 pub fn container_spec(
     task: &AssignedTask,
     definition: &ContainerDefinition,
     instance_id: &str,
     secrets: Option<&ContainerSecrets>,
+    endpoint: EndpointEnv<'_>,
 ) -> ContainerSpec {
     let name = definition.name.clone().unwrap_or_default();
     let o = container_override(task, &name);
@@ -180,6 +214,10 @@ pub fn container_spec(
     }
     for (k, v) in secrets.map(|s| s.environment.as_slice()).unwrap_or(&[]) {
         set_env(k, v);
+    }
+    // The agent's own variables win, as with ECS.
+    for (k, v) in endpoint.variables() {
+        set_env(&k, &v);
     }
 
     let mode = network_mode(task);
@@ -422,7 +460,7 @@ mod tests {
             environment: vec![("TOKEN".into(), "s3cr3t".into())],
             log_options: Vec::new(),
         };
-        let spec = container_spec(&t, &def, "inst1", Some(&secrets));
+        let spec = container_spec(&t, &def, "inst1", Some(&secrets), EndpointEnv::default());
         assert_eq!(spec.name, "ecs-web-3-app-abc123");
         assert_eq!(spec.command, Some(vec!["sleep".into(), "5".into()]));
         assert_eq!(
@@ -448,6 +486,54 @@ mod tests {
             image: Some("busybox".into()),
             ..ContainerDefinition::default()
         };
-        assert_eq!(container_spec(&task(), &def, "i", None).cpu_shares, Some(2));
+        assert_eq!(
+            container_spec(&task(), &def, "i", None, EndpointEnv::default()).cpu_shares,
+            Some(2)
+        );
+    }
+
+    #[test]
+    fn injects_endpoint_variables() {
+        let def = ContainerDefinition {
+            name: Some("a".into()),
+            image: Some("busybox".into()),
+            environment: Some(vec![KeyValuePair {
+                name: Some("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI".into()),
+                value: Some("/mine".into()),
+            }]),
+            ..ContainerDefinition::default()
+        };
+        let endpoint = EndpointEnv {
+            credentials_id: Some("11111111-2222-3333-4444-555555555555"),
+            metadata_token: Some("tok"),
+        };
+        let spec = container_spec(&task(), &def, "i", None, endpoint);
+        assert_eq!(
+            spec.env,
+            vec![
+                (
+                    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI".into(),
+                    "/v2/credentials/11111111-2222-3333-4444-555555555555".into()
+                ),
+                (
+                    "ECS_CONTAINER_METADATA_URI".into(),
+                    "http://169.254.170.2/v3/tok".into()
+                ),
+                (
+                    "ECS_CONTAINER_METADATA_URI_V4".into(),
+                    "http://169.254.170.2/v4/tok".into()
+                ),
+            ]
+        );
+        // Without a role or endpoint nothing is added.
+        let plain = ContainerDefinition {
+            environment: None,
+            ..def
+        };
+        assert!(
+            container_spec(&task(), &plain, "i", None, EndpointEnv::default())
+                .env
+                .is_empty()
+        );
     }
 }

@@ -20,7 +20,8 @@ use berth_runtime::{
 use tokio::sync::{broadcast, watch};
 
 use crate::awslogs;
-use crate::spec::{self, VolumeSource};
+use crate::spec::{self, EndpointEnv, VolumeSource};
+use crate::task_endpoint::{self, ContainerView, TaskEndpoint, TaskView};
 use crate::Reporter;
 
 const RUNNING: &str = "RUNNING";
@@ -147,6 +148,83 @@ pub struct TaskRunner {
     last_report: Option<SubmitTaskStateRequest>,
     /// Secret values for containers still to create; memory only.
     secrets: Option<Vec<ContainerSecrets>>,
+    /// Serves the task's role credentials and metadata to its containers.
+    endpoint: Arc<TaskEndpoint>,
+    /// The id of the task's credentials at the endpoint, when it has a task role.
+    credentials_id: Option<String>,
+    /// Whether the task role's credentials are served (or not needed).
+    role_ready: bool,
+    /// Metadata tokens by container name.
+    tokens: BTreeMap<String, String>,
+    /// Refreshes the task role's credentials before they expire.
+    refresher: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for TaskRunner {
+    fn drop(&mut self) {
+        if let Some(r) = self.refresher.take() {
+            r.abort();
+        }
+        self.endpoint.remove_task(&self.task.task_arn);
+    }
+}
+
+/// The task role of `task` (its override first), when it has one.
+pub fn task_role_arn(task: &AssignedTask) -> Option<&str> {
+    task.overrides
+        .task_role_arn
+        .as_deref()
+        .or(task.task_definition.task_role_arn.as_deref())
+        .filter(|r| !r.is_empty())
+}
+
+fn epoch_secs() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn client_message(e: &crate::ClientError) -> String {
+    match e {
+        crate::ClientError::Api { code, message, .. } => format!("{code}: {message}"),
+        other => other.to_string(),
+    }
+}
+
+/// Keeps the task role's credentials at the endpoint fresh until aborted.
+async fn refresh_credentials(
+    reporter: Arc<dyn Reporter>,
+    endpoint: Arc<TaskEndpoint>,
+    task_arn: String,
+    credentials_id: String,
+    mut issued_at: i64,
+    mut expiration: i64,
+) {
+    loop {
+        let delay = task_endpoint::refresh_delay(issued_at, expiration, epoch_secs());
+        tokio::time::sleep(delay).await;
+        match crate::role_credentials(
+            reporter.as_ref(),
+            &task_arn,
+            berth_model::agent_protocol::ROLE_TASK,
+        )
+        .await
+        {
+            Ok(credentials) => {
+                issued_at = epoch_secs();
+                expiration = credentials.expiration;
+                if !endpoint.set_credentials(&task_arn, &credentials_id, credentials) {
+                    return;
+                }
+                tracing::debug!(task = %task_arn, "refreshed task role credentials");
+            }
+            Err(e) => {
+                tracing::warn!(task = %task_arn, error = %client_message(&e), "refreshing task role credentials failed; retrying");
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            }
+        }
+    }
 }
 
 /// How long the runner waits between looks while nothing happens.
@@ -160,6 +238,7 @@ impl TaskRunner {
         instance_id: String,
         task: AssignedTask,
         adopted: Vec<ContainerState>,
+        endpoint: Arc<TaskEndpoint>,
     ) -> Self {
         let containers: Vec<Tracked> = task
             .task_definition
@@ -182,6 +261,11 @@ impl TaskRunner {
             })
             .collect();
         let all_exist = !containers.is_empty() && containers.iter().all(|c| c.id.is_some());
+        let tokens = containers
+            .iter()
+            .map(|c| (c.name.clone(), task_endpoint::new_id()))
+            .collect();
+        let credentials_id = task_role_arn(&task).map(|_| task_endpoint::new_id());
         // Timestamps the server already holds are kept there (set-once).
         TaskRunner {
             runtime,
@@ -197,6 +281,175 @@ impl TaskRunner {
             self_stop: None,
             last_report: None,
             secrets: None,
+            role_ready: credentials_id.is_none(),
+            credentials_id,
+            tokens,
+            endpoint,
+            refresher: None,
+        }
+    }
+
+    /// Adopted containers keep the credentials id and metadata tokens they
+    /// were created with (their environment says which).
+    async fn recover_ids(&mut self) {
+        for c in &self.containers {
+            let Some(id) = &c.id else { continue };
+            let Some(details) = self.endpoint.inspector().details(id).await else {
+                continue;
+            };
+            if let Some(token) = task_endpoint::metadata_token_from_env(&details.env) {
+                self.tokens.insert(c.name.clone(), token);
+            }
+            if self.credentials_id.is_some() {
+                if let Some(cid) = task_endpoint::credentials_id_from_env(&details.env) {
+                    self.credentials_id = Some(cid);
+                }
+            }
+        }
+    }
+
+    /// What the task endpoint serves about the task.
+    fn view(&self) -> TaskView {
+        let def = &self.task.task_definition;
+        let known = self
+            .last_report
+            .as_ref()
+            .map(|r| r.last_status.clone())
+            .unwrap_or_else(|| self.task.last_status.clone());
+        let cpu = self
+            .task
+            .overrides
+            .cpu
+            .as_deref()
+            .or(def.cpu.as_deref())
+            .and_then(|c| c.parse::<f64>().ok())
+            .map(|c| c / 1024.0);
+        let memory = self
+            .task
+            .overrides
+            .memory
+            .as_deref()
+            .or(def.memory.as_deref())
+            .and_then(|m| m.parse::<i64>().ok());
+        let network_mode = def
+            .network_mode
+            .clone()
+            .unwrap_or_else(|| "bridge".to_string());
+        let containers = self
+            .containers
+            .iter()
+            .map(|c| {
+                let state = c.state.as_ref();
+                let log = c.definition.log_configuration.as_ref();
+                ContainerView {
+                    name: c.name.clone(),
+                    token: self.tokens.get(&c.name).cloned().unwrap_or_default(),
+                    docker_id: c.id.clone(),
+                    docker_name: spec::docker_name(&self.task, &c.name),
+                    image: c.definition.image.clone().unwrap_or_default(),
+                    labels: state.map(|s| s.labels.clone()).unwrap_or_default(),
+                    desired_status: self.task.desired_status.clone(),
+                    known_status: c.last_status().to_string(),
+                    cpu: i64::from(c.definition.cpu.unwrap_or(0)),
+                    memory: c.definition.memory.map(i64::from),
+                    started_at: state.and_then(|s| s.started_at),
+                    ip_address: state
+                        .and_then(|s| s.ip_address.as_deref())
+                        .and_then(|ip| ip.parse().ok()),
+                    container_arn: self
+                        .task
+                        .containers
+                        .iter()
+                        .find(|k| k.name.as_deref() == Some(c.name.as_str()))
+                        .and_then(|k| k.container_arn.clone()),
+                    log_driver: log.and_then(|l| l.log_driver.clone()),
+                    log_options: log.and_then(|l| l.options.clone()).unwrap_or_default(),
+                }
+            })
+            .collect();
+        TaskView {
+            task_arn: self.task.task_arn.clone(),
+            cluster: self
+                .task
+                .cluster_arn
+                .rsplit('/')
+                .next()
+                .unwrap_or_default()
+                .to_string(),
+            family: def.family.clone().unwrap_or_default(),
+            revision: def.revision.unwrap_or(0).to_string(),
+            desired_status: self.task.desired_status.clone(),
+            known_status: known,
+            cpu,
+            memory,
+            pull_started_at: self.pull_started_at,
+            pull_stopped_at: self.pull_stopped_at,
+            network_mode,
+            containers,
+        }
+    }
+
+    fn publish(&self) {
+        self.endpoint.update_task(self.view());
+    }
+
+    /// Fetches the task role's credentials (once) and serves them. Returns
+    /// false (with the stop reason set) when a task that has not created a
+    /// container yet cannot have them; a task with containers already
+    /// (adopted after a restart) tries again on its next pass.
+    async fn fetch_role(&mut self) -> bool {
+        if self.role_ready {
+            return true;
+        }
+        let Some(credentials_id) = self.credentials_id.clone() else {
+            self.role_ready = true;
+            return true;
+        };
+        let started = self.containers.iter().any(|c| c.id.is_some());
+        let result = match self.endpoint.available() {
+            Err(why) => Err(format!(
+                "the task credentials endpoint ({}:{}) is unavailable on this host: {why}",
+                task_endpoint::ENDPOINT_IP,
+                task_endpoint::ENDPOINT_PORT
+            )),
+            Ok(()) => crate::role_credentials(
+                self.reporter.as_ref(),
+                &self.task.task_arn,
+                berth_model::agent_protocol::ROLE_TASK,
+            )
+            .await
+            .map_err(|e| client_message(&e)),
+        };
+        match result {
+            Ok(credentials) => {
+                let expiration = credentials.expiration;
+                self.publish();
+                self.endpoint
+                    .set_credentials(&self.task.task_arn, &credentials_id, credentials);
+                self.refresher = Some(tokio::spawn(refresh_credentials(
+                    self.reporter.clone(),
+                    self.endpoint.clone(),
+                    self.task.task_arn.clone(),
+                    credentials_id,
+                    epoch_secs(),
+                    expiration,
+                )));
+                self.role_ready = true;
+                true
+            }
+            Err(message) if started => {
+                tracing::warn!(task = %self.task.task_arn, error = %message, "cannot get task role credentials; retrying");
+                true
+            }
+            Err(message) => {
+                self.self_stop = Some(SelfStop {
+                    code: "TaskFailedToStart",
+                    reason: format!(
+                        "ResourceInitializationError: unable to get task role credentials: {message}"
+                    ),
+                });
+                false
+            }
         }
     }
 
@@ -206,6 +459,7 @@ impl TaskRunner {
         mut updates: watch::Receiver<AssignedTask>,
         mut events: broadcast::Receiver<RuntimeEvent>,
     ) {
+        self.recover_ids().await;
         // Containers adopted after an agent restart resume shipping where
         // the server's copy of their log ends.
         for c in &self.containers {
@@ -226,6 +480,7 @@ impl TaskRunner {
             if finished {
                 return;
             }
+            self.publish();
             let tick = if self.task.last_status == RUNNING
                 && self.containers.iter().all(|c| c.started() || c.exited())
             {
@@ -269,6 +524,10 @@ impl TaskRunner {
         }
         let stopping = self.task.desired_status == STOPPED || self.self_stop.is_some();
         if stopping {
+            return self.stop_all().await;
+        }
+        // Role credentials come first: without them nothing is pulled.
+        if !self.fetch_role().await {
             return self.stop_all().await;
         }
         if !self.pulled {
@@ -524,7 +783,21 @@ impl TaskRunner {
                 return;
             }
         };
-        let spec = spec::container_spec(&self.task, &definition, &self.instance_id, secrets);
+        let endpoint = EndpointEnv {
+            credentials_id: self.credentials_id.as_deref().filter(|_| self.role_ready),
+            metadata_token: self
+                .tokens
+                .get(&name)
+                .map(String::as_str)
+                .filter(|_| self.endpoint.available().is_ok()),
+        };
+        let spec = spec::container_spec(
+            &self.task,
+            &definition,
+            &self.instance_id,
+            secrets,
+            endpoint,
+        );
         let id = match self.runtime.create(&spec).await {
             Ok(id) => id,
             // Created before a crash but not yet seen: take it over.
@@ -544,6 +817,10 @@ impl TaskRunner {
             }
         };
         self.containers[i].id = Some(id.clone());
+        // The endpoint must know the container before it runs: it may ask
+        // for its credentials at once, and the endpoint finds its address
+        // by inspecting it.
+        self.publish();
         if let Some(config) = &awslogs {
             // As with Docker's driver, a missing group fails the start, not
             // the create (the stream may be named after the container id).
@@ -579,6 +856,8 @@ impl TaskRunner {
         if let Ok(state) = self.runtime.inspect(&id).await {
             self.containers[i].state = state;
         }
+        // The container may ask the endpoint at once: let it know its address.
+        self.publish();
         tracing::debug!(task = %self.task.task_arn, container = %self.containers[i].name, "started");
     }
 
@@ -693,5 +972,343 @@ impl TaskRunner {
                 tracing::warn!(task = %self.task.task_arn, error = %e, "reporting task state failed; will retry")
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::net::IpAddr;
+    use std::sync::Mutex;
+
+    use berth_model::agent_protocol::{
+        GetTaskRoleCredentialsResponse, LogPosition, ResolveSecretsResponse, TaskLogEvent,
+    };
+    use berth_model::shapes::ecs::TaskDefinition;
+    use berth_runtime::{ContainerSpec, LogLine, RegistryAuth, RuntimeInfo};
+    use futures::stream::BoxStream;
+    use futures::StreamExt;
+    use serde_json::Value;
+
+    use super::*;
+    use crate::task_endpoint::{ContainerDetails, ContainerInspector};
+    use crate::ClientError;
+
+    const IP: &str = "172.17.0.7";
+
+    #[derive(Default)]
+    struct FakeRuntime {
+        containers: Mutex<HashMap<String, (ContainerSpec, ContainerStatus)>>,
+    }
+
+    #[async_trait::async_trait]
+    impl Runtime for FakeRuntime {
+        async fn info(&self) -> Result<RuntimeInfo, RuntimeError> {
+            Ok(RuntimeInfo::default())
+        }
+        async fn image_present(&self, _: &str) -> Result<bool, RuntimeError> {
+            Ok(true)
+        }
+        async fn pull(&self, _: &str, _: Option<&RegistryAuth>) -> Result<(), RuntimeError> {
+            Ok(())
+        }
+        async fn create(&self, spec: &ContainerSpec) -> Result<String, RuntimeError> {
+            let id = format!("id-{}", spec.name);
+            self.containers
+                .lock()
+                .unwrap()
+                .insert(id.clone(), (spec.clone(), ContainerStatus::Created));
+            Ok(id)
+        }
+        async fn start(&self, id: &str) -> Result<(), RuntimeError> {
+            if let Some(c) = self.containers.lock().unwrap().get_mut(id) {
+                c.1 = ContainerStatus::Running;
+            }
+            Ok(())
+        }
+        async fn stop(&self, id: &str, _: Duration) -> Result<(), RuntimeError> {
+            if let Some(c) = self.containers.lock().unwrap().get_mut(id) {
+                c.1 = ContainerStatus::Exited;
+            }
+            Ok(())
+        }
+        async fn inspect(&self, id: &str) -> Result<Option<ContainerState>, RuntimeError> {
+            Ok(self
+                .containers
+                .lock()
+                .unwrap()
+                .get(id)
+                .map(|(spec, status)| ContainerState {
+                    id: id.to_string(),
+                    name: spec.name.clone(),
+                    image: spec.image.clone(),
+                    labels: spec.labels.clone(),
+                    status: *status,
+                    exit_code: (*status == ContainerStatus::Exited).then_some(0),
+                    started_at: Some(SystemTime::now()),
+                    ip_address: (*status == ContainerStatus::Running).then(|| IP.to_string()),
+                    ..ContainerState::default()
+                }))
+        }
+        async fn list_owned(
+            &self,
+            _: &str,
+            _: Option<&str>,
+        ) -> Result<Vec<ContainerState>, RuntimeError> {
+            Ok(Vec::new())
+        }
+        async fn remove(&self, _: &str) -> Result<(), RuntimeError> {
+            Ok(())
+        }
+        async fn create_volume(
+            &self,
+            _: &str,
+            _: &BTreeMap<String, String>,
+        ) -> Result<(), RuntimeError> {
+            Ok(())
+        }
+        async fn remove_volume(&self, _: &str) -> Result<(), RuntimeError> {
+            Ok(())
+        }
+        async fn logs_tail(&self, _: &str, _: usize) -> Result<String, RuntimeError> {
+            Ok(String::new())
+        }
+        fn log_lines(
+            &self,
+            _: &str,
+            _: i64,
+            _: bool,
+        ) -> BoxStream<'static, Result<LogLine, RuntimeError>> {
+            futures::stream::empty().boxed()
+        }
+        fn events(&self, _: &str) -> BoxStream<'static, Result<RuntimeEvent, RuntimeError>> {
+            futures::stream::pending().boxed()
+        }
+    }
+
+    struct FakeReporter {
+        reports: Mutex<Vec<SubmitTaskStateRequest>>,
+        role: Result<GetTaskRoleCredentialsResponse, (String, String)>,
+    }
+
+    #[async_trait::async_trait]
+    impl Reporter for FakeReporter {
+        async fn submit(&self, report: SubmitTaskStateRequest) -> Result<String, ClientError> {
+            self.reports.lock().unwrap().push(report);
+            Ok(RUNNING.into())
+        }
+        async fn registry_auth(&self, _: &str) -> Option<RegistryAuth> {
+            None
+        }
+        async fn resolve_secrets(&self, _: &str) -> Result<ResolveSecretsResponse, ClientError> {
+            Ok(ResolveSecretsResponse::default())
+        }
+        async fn open_log_stream(
+            &self,
+            _: &str,
+            _: &str,
+            _: &str,
+            _: &str,
+            _: bool,
+        ) -> Result<Option<LogPosition>, ClientError> {
+            Ok(None)
+        }
+        async fn put_task_logs(
+            &self,
+            _: &str,
+            _: &str,
+            _: &str,
+            _: &str,
+            _: Vec<TaskLogEvent>,
+        ) -> Result<Option<LogPosition>, ClientError> {
+            Ok(None)
+        }
+        async fn task_role_credentials(
+            &self,
+            _: &str,
+            which: &str,
+        ) -> Result<GetTaskRoleCredentialsResponse, ClientError> {
+            assert_eq!(which, berth_model::agent_protocol::ROLE_TASK);
+            self.role
+                .clone()
+                .map_err(|(code, message)| ClientError::Api {
+                    status: 400,
+                    code,
+                    message,
+                })
+        }
+    }
+
+    struct NoInspector;
+
+    #[async_trait::async_trait]
+    impl ContainerInspector for NoInspector {
+        async fn stats(&self, _: &str) -> Result<Value, String> {
+            Err("no stats".into())
+        }
+        async fn details(&self, _: &str) -> Option<ContainerDetails> {
+            None
+        }
+    }
+
+    fn role_task() -> AssignedTask {
+        AssignedTask {
+            task_arn: "arn:aws:ecs:us-east-1:000000000000:task/default/t1".into(),
+            cluster_arn: "arn:aws:ecs:us-east-1:000000000000:cluster/default".into(),
+            desired_status: RUNNING.into(),
+            last_status: "PROVISIONING".into(),
+            task_definition: TaskDefinition {
+                family: Some("web".into()),
+                revision: Some(1),
+                task_role_arn: Some("arn:aws:iam::000000000000:role/app".into()),
+                container_definitions: Some(vec![ContainerDefinition {
+                    name: Some("app".into()),
+                    image: Some("busybox".into()),
+                    ..ContainerDefinition::default()
+                }]),
+                ..TaskDefinition::default()
+            },
+            ..AssignedTask::default()
+        }
+    }
+
+    fn credentials() -> GetTaskRoleCredentialsResponse {
+        GetTaskRoleCredentialsResponse {
+            role_arn: "arn:aws:iam::000000000000:role/app".into(),
+            access_key_id: "ASIATASK".into(),
+            secret_access_key: "secret".into(),
+            session_token: "token".into(),
+            expiration: epoch_secs() + 3600,
+        }
+    }
+
+    async fn run_to_stop(
+        endpoint: Arc<TaskEndpoint>,
+        role: Result<GetTaskRoleCredentialsResponse, (String, String)>,
+    ) -> (Arc<FakeRuntime>, Arc<FakeReporter>) {
+        let runtime = Arc::new(FakeRuntime::default());
+        let reporter = Arc::new(FakeReporter {
+            reports: Mutex::new(Vec::new()),
+            role,
+        });
+        let task = role_task();
+        let runner = TaskRunner::new(
+            runtime.clone(),
+            reporter.clone(),
+            "i1".into(),
+            task.clone(),
+            Vec::new(),
+            endpoint,
+        );
+        let (_tx, rx) = watch::channel(task);
+        let (_events, events_rx) = broadcast::channel(8);
+        tokio::time::timeout(Duration::from_secs(10), runner.run(rx, events_rx))
+            .await
+            .expect("the task stops");
+        (runtime, reporter)
+    }
+
+    fn last_report(reporter: &FakeReporter) -> SubmitTaskStateRequest {
+        reporter.reports.lock().unwrap().last().cloned().unwrap()
+    }
+
+    #[tokio::test]
+    async fn role_task_fails_without_endpoint() {
+        let endpoint = Arc::new(TaskEndpoint::unavailable(
+            "cannot listen",
+            Arc::new(NoInspector),
+        ));
+        let (runtime, reporter) = run_to_stop(endpoint, Ok(credentials())).await;
+        let report = last_report(&reporter);
+        assert_eq!(report.last_status, STOPPED);
+        assert_eq!(report.stop_code.as_deref(), Some("TaskFailedToStart"));
+        let reason = report.stopped_reason.unwrap_or_default();
+        assert!(
+            reason.starts_with("ResourceInitializationError: unable to get task role credentials: the task credentials endpoint (169.254.170.2:80) is unavailable"),
+            "{reason}"
+        );
+        assert!(runtime.containers.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn role_task_fails_when_the_server_refuses() {
+        let endpoint = Arc::new(TaskEndpoint::new(Arc::new(NoInspector), None));
+        let refused = Err((
+            "ClientException".to_string(),
+            "This Berth server does not issue role credentials.".to_string(),
+        ));
+        let (runtime, reporter) = run_to_stop(endpoint, refused).await;
+        let report = last_report(&reporter);
+        assert_eq!(report.stop_code.as_deref(), Some("TaskFailedToStart"));
+        assert_eq!(
+            report.stopped_reason.as_deref(),
+            Some("ResourceInitializationError: unable to get task role credentials: ClientException: This Berth server does not issue role credentials.")
+        );
+        assert!(runtime.containers.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn role_task_gets_credentials_until_it_stops() {
+        let endpoint = Arc::new(TaskEndpoint::new(Arc::new(NoInspector), None));
+        let runtime = Arc::new(FakeRuntime::default());
+        let reporter = Arc::new(FakeReporter {
+            reports: Mutex::new(Vec::new()),
+            role: Ok(credentials()),
+        });
+        let task = role_task();
+        let runner = TaskRunner::new(
+            runtime.clone(),
+            reporter.clone(),
+            "i1".into(),
+            task.clone(),
+            Vec::new(),
+            endpoint.clone(),
+        );
+        let (tx, rx) = watch::channel(task.clone());
+        let (_events, events_rx) = broadcast::channel(8);
+        let handle = tokio::spawn(runner.run(rx, events_rx));
+        let mut env = Vec::new();
+        for _ in 0..100 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            if let Some((spec, _)) = runtime.containers.lock().unwrap().values().next() {
+                env = spec.env.clone();
+                break;
+            }
+        }
+        let uri = env
+            .iter()
+            .find(|(k, _)| k == task_endpoint::CREDENTIALS_ENV)
+            .map(|(_, v)| v.clone())
+            .expect("the credentials variable is set");
+        let v4 = env
+            .iter()
+            .find(|(k, _)| k == task_endpoint::METADATA_V4_ENV)
+            .map(|(_, v)| v.clone())
+            .expect("the metadata variable is set");
+        let ip: IpAddr = IP.parse().unwrap();
+        let (status, body) = endpoint.route(&uri, ip).await;
+        assert_eq!(status, 200);
+        assert_eq!(body["AccessKeyId"], "ASIATASK");
+        let path = v4.trim_start_matches("http://169.254.170.2");
+        let (status, body) = endpoint.route(&format!("{path}/task"), ip).await;
+        assert_eq!(status, 200);
+        assert_eq!(body["TaskARN"], task.task_arn);
+        assert_eq!(body["Containers"][0]["Name"], "app");
+        // Another address is refused.
+        assert_eq!(
+            endpoint.route(&uri, "172.17.0.99".parse().unwrap()).await.0,
+            400
+        );
+
+        let mut stop = task;
+        stop.desired_status = STOPPED.into();
+        tx.send(stop).unwrap();
+        tokio::time::timeout(Duration::from_secs(10), handle)
+            .await
+            .expect("the task stops")
+            .unwrap();
+        assert_eq!(last_report(&reporter).last_status, STOPPED);
+        // Gone with the task.
+        assert_eq!(endpoint.route(&uri, ip).await.0, 400);
     }
 }

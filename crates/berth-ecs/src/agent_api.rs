@@ -5,10 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use berth_model::agent_protocol::{
-    AssignedTask, ContainerSecrets, LogPosition, OpenLogStreamRequest, OpenLogStreamResponse,
-    PollTasksRequest, PollTasksResponse, PutTaskLogsRequest, PutTaskLogsResponse,
-    RegisterAgentRequest, RegisterAgentResponse, ResolveSecretsRequest, ResolveSecretsResponse,
-    SubmitTaskStateRequest, SubmitTaskStateResponse, TaskLogEvent, SIGNING_NAME, TARGET_PREFIX,
+    AssignedTask, ContainerSecrets, GetTaskRoleCredentialsRequest, GetTaskRoleCredentialsResponse,
+    LogPosition, OpenLogStreamRequest, OpenLogStreamResponse, PollTasksRequest, PollTasksResponse,
+    PutTaskLogsRequest, PutTaskLogsResponse, RegisterAgentRequest, RegisterAgentResponse,
+    ResolveSecretsRequest, ResolveSecretsResponse, SubmitTaskStateRequest, SubmitTaskStateResponse,
+    TaskLogEvent, ROLE_EXECUTION, ROLE_TASK, SIGNING_NAME, TARGET_PREFIX,
 };
 use berth_model::json::{parse_input, to_body};
 use berth_model::{AwsError, JsonService, Principal, PrincipalKind, RequestContext};
@@ -74,6 +75,102 @@ pub struct AgentService {
     shutdown: tokio::sync::watch::Receiver<bool>,
     secrets: Option<Arc<dyn SecretResolver>>,
     logs: Option<Arc<dyn LogSink>>,
+    roles: Option<Arc<dyn RoleIssuer>>,
+    execution_check: Option<Arc<dyn ExecutionRoleCheck>>,
+}
+
+/// Temporary credentials for a role session, as STS's AssumeRole answers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IssuedCredentials {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    pub session_token: String,
+    /// When they expire, in seconds since the epoch.
+    pub expiration: i64,
+}
+
+/// Issues temporary credentials for IAM roles (IAM roles for tasks): the
+/// binary implements it with STS. Errors are answered to the agent as they
+/// are (e.g. AccessDenied when the role does not trust ecs-tasks).
+#[async_trait::async_trait]
+pub trait RoleIssuer: Send + Sync + 'static {
+    /// Assumes `role_arn` in `account` for a session named `session_name`
+    /// lasting `duration_secs`.
+    async fn issue(
+        &self,
+        account: &str,
+        role_arn: &str,
+        session_name: &str,
+        duration_secs: u32,
+    ) -> Result<IssuedCredentials, AwsError>;
+}
+
+/// How long task role sessions last (the ECS agent's credentials last an
+/// hour at least; the agent refreshes them well before they expire).
+pub const TASK_ROLE_SESSION_SECS: u32 = 3600;
+
+/// The role `which` (`task` or `execution`) of a task: the task's override
+/// first, then its task definition's.
+pub fn task_role_arn(record: &TaskRecord, which: &str) -> Result<String, AwsError> {
+    let overrides = record.task.overrides.as_ref();
+    let (role, what) = match which {
+        ROLE_TASK => (
+            overrides
+                .and_then(|o| o.task_role_arn.clone())
+                .or_else(|| record.definition.task_role_arn.clone()),
+            "task role (taskRoleArn)",
+        ),
+        ROLE_EXECUTION => (
+            overrides
+                .and_then(|o| o.execution_role_arn.clone())
+                .or_else(|| record.definition.execution_role_arn.clone()),
+            "task execution role (executionRoleArn)",
+        ),
+        other => {
+            return Err(error::invalid_parameter(format!(
+                "which must be '{ROLE_TASK}' or '{ROLE_EXECUTION}', not '{other}'."
+            )))
+        }
+    };
+    role.filter(|r| !r.is_empty())
+        .ok_or_else(|| AwsError::bad_request("ClientException", format!("The task has no {what}.")))
+}
+
+/// Whether a task's execution role may perform `action` on `resource` (the
+/// agent acts as the role's session `session_name` when it reads secrets).
+/// The error is the AccessDeniedException that call would get.
+pub trait ExecutionRoleCheck: Send + Sync + 'static {
+    fn check(
+        &self,
+        account: &str,
+        role_arn: &str,
+        session_name: &str,
+        action: &str,
+        resource: &str,
+    ) -> Result<(), AwsError>;
+}
+
+/// The IAM permission reading a `valueFrom` needs, as ECS's agent calls it:
+/// `secretsmanager:GetSecretValue` on the secret (without a JSON-key
+/// selector), or `ssm:GetParameters` on the parameter.
+pub fn secret_permission(account: &str, region: &str, value_from: &str) -> (String, String) {
+    if value_from.starts_with("arn:aws:secretsmanager:") {
+        let secret: Vec<&str> = value_from.splitn(8, ':').take(7).collect();
+        return (
+            "secretsmanager:GetSecretValue".to_string(),
+            secret.join(":"),
+        );
+    }
+    if value_from.starts_with("arn:") {
+        return ("ssm:GetParameters".to_string(), value_from.to_string());
+    }
+    (
+        "ssm:GetParameters".to_string(),
+        format!(
+            "arn:aws:ssm:{region}:{account}:parameter/{}",
+            value_from.trim_start_matches('/')
+        ),
+    )
 }
 
 /// Resolves a container definition's `valueFrom` (a Secrets Manager or SSM
@@ -124,7 +221,71 @@ impl AgentService {
             shutdown,
             secrets: None,
             logs: None,
+            roles: None,
+            execution_check: None,
         }
+    }
+
+    /// Lets agents fetch credentials for their tasks' IAM roles.
+    /// Holds secret reads to the task execution role's IAM permissions, as
+    /// ECS does (without one, any task of the account may read them).
+    pub fn with_execution_role_check(mut self, check: Arc<dyn ExecutionRoleCheck>) -> Self {
+        self.execution_check = Some(check);
+        self
+    }
+
+    pub fn with_roles(mut self, issuer: Arc<dyn RoleIssuer>) -> Self {
+        self.roles = Some(issuer);
+        self
+    }
+
+    /// The task record of `task_arn` when it runs on the caller's instance.
+    fn caller_task(
+        &self,
+        ctx: &RequestContext,
+        task_arn: &str,
+    ) -> Result<(AgentCredential, TaskRecord), AwsError> {
+        let (credential, scope) = self.caller(ctx)?;
+        let id = tasks::resolve_task_id(&scope, &credential.cluster, task_arn)?;
+        let (record, _) =
+            load::<TaskRecord>(self.store.as_ref(), &scope.task(&credential.cluster, &id))?
+                .ok_or_else(|| error::invalid_parameter("The referenced task was not found."))?;
+        if record.instance_id.as_deref() != Some(credential.instance_id.as_str()) {
+            return Err(AwsError::access_denied(
+                "The task does not run on this agent's container instance.",
+            ));
+        }
+        Ok((credential, record))
+    }
+
+    async fn task_role_credentials(
+        &self,
+        ctx: &RequestContext,
+        input: GetTaskRoleCredentialsRequest,
+    ) -> Result<GetTaskRoleCredentialsResponse, AwsError> {
+        let (credential, record) = self.caller_task(ctx, &input.task_arn)?;
+        let role_arn = task_role_arn(&record, &input.which)?;
+        let issuer = self.roles.clone().ok_or_else(|| {
+            AwsError::bad_request(
+                "ClientException",
+                "This Berth server does not issue role credentials.",
+            )
+        })?;
+        let issued = issuer
+            .issue(
+                &credential.account,
+                &role_arn,
+                &record.id,
+                TASK_ROLE_SESSION_SECS,
+            )
+            .await?;
+        Ok(GetTaskRoleCredentialsResponse {
+            role_arn,
+            access_key_id: issued.access_key_id,
+            secret_access_key: issued.secret_access_key,
+            session_token: issued.session_token,
+            expiration: issued.expiration,
+        })
     }
 
     /// Lets agents ship their containers' `awslogs` output.
@@ -236,6 +397,10 @@ impl AgentService {
             ));
         }
         let resolver = self.secrets.as_ref();
+        let execution = match &self.execution_check {
+            Some(check) => Some((check, task_role_arn(&record, ROLE_EXECUTION)?)),
+            None => None,
+        };
         let mut containers = Vec::new();
         for c in record.definition.container_definitions.iter().flatten() {
             let mut environment = Vec::new();
@@ -255,6 +420,11 @@ impl AgentService {
                         "This Berth server does not serve Secrets Manager or SSM Parameter Store.",
                     )
                 })?;
+                if let Some((check, role)) = &execution {
+                    let (action, resource) =
+                        secret_permission(&credential.account, &credential.region, value_from);
+                    check.check(&credential.account, role, &id, &action, &resource)?;
+                }
                 let value =
                     resolver.resolve(&credential.account, &credential.region, value_from)?;
                 if for_logs {
@@ -531,6 +701,9 @@ impl JsonService for AgentService {
             "ResolveSecrets" => to_body(&self.resolve_secrets(ctx, parse_input(body)?)?),
             "OpenLogStream" => to_body(&self.open_log_stream(ctx, parse_input(body)?).await?),
             "PutTaskLogs" => to_body(&self.put_task_logs(ctx, parse_input(body)?).await?),
+            "GetTaskRoleCredentials" => {
+                to_body(&self.task_role_credentials(ctx, parse_input(body)?).await?)
+            }
             other => Err(AwsError::unknown_operation(format!(
                 "The agent protocol has no operation named '{other}'."
             ))),
@@ -553,6 +726,26 @@ pub async fn run_task_gc(store: Arc<dyn Store>, retention: Duration) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn secret_permissions_name_the_secret_or_parameter() {
+        let sm = "arn:aws:secretsmanager:us-east-1:1:secret:db-AbCdEf";
+        assert_eq!(
+            super::secret_permission("1", "us-east-1", &format!("{sm}:password:AWSCURRENT:")),
+            ("secretsmanager:GetSecretValue".to_string(), sm.to_string())
+        );
+        assert_eq!(
+            super::secret_permission("1", "us-east-1", sm).1,
+            sm.to_string()
+        );
+        assert_eq!(
+            super::secret_permission("1", "eu-west-1", "/app/db"),
+            (
+                "ssm:GetParameters".to_string(),
+                "arn:aws:ssm:eu-west-1:1:parameter/app/db".to_string()
+            )
+        );
+    }
+
     use super::*;
 
     #[test]
@@ -561,5 +754,198 @@ mod tests {
             common_prefix("/ecs/1/r/instances/c/i", "/ecs/1/r/tasks/c/"),
             "/ecs/1/r/"
         );
+    }
+
+    struct FakeIssuer;
+
+    #[async_trait::async_trait]
+    impl RoleIssuer for FakeIssuer {
+        async fn issue(
+            &self,
+            account: &str,
+            role_arn: &str,
+            session_name: &str,
+            duration_secs: u32,
+        ) -> Result<IssuedCredentials, AwsError> {
+            Ok(IssuedCredentials {
+                access_key_id: "ASIAFAKE".into(),
+                secret_access_key: format!("{account}|{role_arn}"),
+                session_token: session_name.into(),
+                expiration: i64::from(duration_secs),
+            })
+        }
+    }
+
+    fn agent_ctx(key: &str) -> RequestContext {
+        RequestContext {
+            request_id: "r".into(),
+            account_id: "000000000000".into(),
+            region: "us-east-1".into(),
+            principal: Principal {
+                kind: PrincipalKind::Agent,
+                arn: "arn:aws:ecs:us-east-1:000000000000:container-instance/default/i1".into(),
+                user_id: "i1".into(),
+                account_id: "000000000000".into(),
+                access_key_id: key.into(),
+            },
+        }
+    }
+
+    fn record(id: &str, instance: &str, task_role: Option<&str>) -> TaskRecord {
+        let mut r = TaskRecord {
+            id: id.into(),
+            cluster: "default".into(),
+            instance_id: Some(instance.into()),
+            ..TaskRecord::default()
+        };
+        r.task.task_arn = Some(format!(
+            "arn:aws:ecs:us-east-1:000000000000:task/default/{id}"
+        ));
+        r.definition.task_role_arn = task_role.map(str::to_string);
+        r.definition.execution_role_arn = Some("arn:aws:iam::000000000000:role/exec".into());
+        r
+    }
+
+    #[test]
+    fn role_arn_prefers_overrides() {
+        let mut r = record("t1", "i1", Some("arn:aws:iam::000000000000:role/def"));
+        assert_eq!(
+            task_role_arn(&r, ROLE_TASK).ok().as_deref(),
+            Some("arn:aws:iam::000000000000:role/def")
+        );
+        r.task.overrides = Some(berth_model::shapes::ecs::TaskOverride {
+            task_role_arn: Some("arn:aws:iam::000000000000:role/over".into()),
+            ..Default::default()
+        });
+        assert_eq!(
+            task_role_arn(&r, ROLE_TASK).ok().as_deref(),
+            Some("arn:aws:iam::000000000000:role/over")
+        );
+        assert_eq!(
+            task_role_arn(&r, ROLE_EXECUTION).ok().as_deref(),
+            Some("arn:aws:iam::000000000000:role/exec")
+        );
+        let none = record("t2", "i1", None);
+        let e = task_role_arn(&none, ROLE_TASK)
+            .err()
+            .map(|e| e.code.to_string());
+        assert_eq!(e.as_deref(), Some("ClientException"));
+        assert!(task_role_arn(&none, "other").is_err());
+    }
+
+    #[tokio::test]
+    async fn task_role_credentials_op() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(
+            berth_store::SqliteStore::open(berth_store::SqliteOptions::new(dir.path().join("db")))
+                .unwrap(),
+        );
+        let scope = Scope {
+            account: "000000000000".into(),
+            region: "us-east-1".into(),
+        };
+        let credential = AgentCredential {
+            secret_access_key: "s".into(),
+            account: scope.account.clone(),
+            region: scope.region.clone(),
+            cluster: "default".into(),
+            instance_id: "i1".into(),
+            instance_arn: "arn:aws:ecs:us-east-1:000000000000:container-instance/default/i1".into(),
+        };
+        let ops = vec![
+            Op::put(
+                keys::agent_credential("ABIAKEY"),
+                encode(&credential).unwrap(),
+            ),
+            Op::put(
+                scope.task("default", "t1"),
+                encode(&record(
+                    "t1",
+                    "i1",
+                    Some("arn:aws:iam::000000000000:role/app"),
+                ))
+                .unwrap(),
+            ),
+            Op::put(
+                scope.task("default", "t2"),
+                encode(&record(
+                    "t2",
+                    "other",
+                    Some("arn:aws:iam::000000000000:role/app"),
+                ))
+                .unwrap(),
+            ),
+            Op::put(
+                scope.task("default", "t3"),
+                encode(&record("t3", "i1", None)).unwrap(),
+            ),
+        ];
+        store
+            .update(move |_| Ok::<_, AwsError>((ops.clone(), ())))
+            .await
+            .unwrap()
+            .unwrap();
+        let (_tx, rx) = tokio::sync::watch::channel(false);
+        let presence = Arc::new(Presence::with_timeout(Duration::from_secs(60)));
+        let ctx = agent_ctx("ABIAKEY");
+        let ask = |task: &str, which: &str| {
+            serde_json::to_vec(&GetTaskRoleCredentialsRequest {
+                task_arn: format!("arn:aws:ecs:us-east-1:000000000000:task/default/{task}"),
+                which: which.into(),
+            })
+            .unwrap()
+        };
+
+        // No issuer plugged in.
+        let bare = AgentService::new(store.clone(), presence.clone(), rx.clone());
+        let e = bare
+            .handle(&ctx, "GetTaskRoleCredentials", &ask("t1", ROLE_TASK))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code, "ClientException");
+        assert_eq!(
+            e.message,
+            "This Berth server does not issue role credentials."
+        );
+
+        let service = AgentService::new(store, presence, rx).with_roles(Arc::new(FakeIssuer));
+        let body = service
+            .handle(&ctx, "GetTaskRoleCredentials", &ask("t1", ROLE_TASK))
+            .await
+            .unwrap();
+        let answer: GetTaskRoleCredentialsResponse = serde_json::from_slice(&body).unwrap();
+        assert_eq!(answer.role_arn, "arn:aws:iam::000000000000:role/app");
+        assert_eq!(
+            answer.secret_access_key,
+            "000000000000|arn:aws:iam::000000000000:role/app"
+        );
+        assert_eq!(answer.session_token, "t1");
+        assert_eq!(answer.expiration, i64::from(TASK_ROLE_SESSION_SECS));
+        let body = service
+            .handle(&ctx, "GetTaskRoleCredentials", &ask("t1", ROLE_EXECUTION))
+            .await
+            .unwrap();
+        let answer: GetTaskRoleCredentialsResponse = serde_json::from_slice(&body).unwrap();
+        assert_eq!(answer.role_arn, "arn:aws:iam::000000000000:role/exec");
+
+        // Another instance's task.
+        let e = service
+            .handle(&ctx, "GetTaskRoleCredentials", &ask("t2", ROLE_TASK))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code, "AccessDeniedException");
+        // No task role.
+        let e = service
+            .handle(&ctx, "GetTaskRoleCredentials", &ask("t3", ROLE_TASK))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code, "ClientException");
+        // Not an agent.
+        let mut root = agent_ctx("AKIAROOT");
+        root.principal.kind = PrincipalKind::Root;
+        assert!(service
+            .handle(&root, "GetTaskRoleCredentials", &ask("t1", ROLE_TASK))
+            .await
+            .is_err());
     }
 }

@@ -25,7 +25,7 @@ use crate::context::{PrincipalKind, PrincipalRef, Request};
 use crate::document::{
     ActionBlock, Effect, Policy, PrincipalBlock, Principals, ResourceBlock, Statement,
 };
-use crate::matching::{action_matches, arn_matches_tokens};
+use crate::matching::{action_matches, arn_matches, arn_matches_tokens};
 use crate::variables;
 
 /// Which policy a decision came from.
@@ -217,6 +217,10 @@ fn statement_applies(
     let resource_ok = match &stmt.resource {
         None => resource_optional,
         Some(ResourceBlock::Resource(list)) => list.iter().any(|p| {
+            if !(vars && p.contains("${")) {
+                // No variable to substitute: match the pattern as written.
+                return arn_matches(p, req.resource);
+            }
             variables::compile(p, vars, &lookup)
                 .is_some_and(|t| arn_matches_tokens(&t, req.resource))
         }),

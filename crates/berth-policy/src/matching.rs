@@ -92,7 +92,65 @@ pub fn matches_tokens(pattern: &[Token], text: &str, ignore_case: bool) -> bool 
 
 /// Matches `text` against a pattern string in which `*` and `?` are wildcards.
 pub fn wildcard_match(pattern: &str, text: &str, ignore_case: bool) -> bool {
+    if pattern.is_ascii() && text.is_ascii() {
+        return glob_ascii(pattern.as_bytes(), text.as_bytes(), ignore_case);
+    }
     matches_tokens(&tokens(pattern), text, ignore_case)
+}
+
+/// [`matches_tokens`] for ASCII pattern and text, without allocating: the
+/// hot path of every evaluation (actions and ARNs are ASCII).
+fn glob_ascii(pattern: &[u8], text: &[u8], ignore_case: bool) -> bool {
+    let eq = |a: u8, b: u8| a == b || (ignore_case && a.eq_ignore_ascii_case(&b));
+    let (mut p, mut t) = (0usize, 0usize);
+    let mut star: Option<(usize, usize)> = None;
+    while t < text.len() {
+        match pattern.get(p) {
+            Some(b'*') => {
+                star = Some((p, t));
+                p += 1;
+                continue;
+            }
+            Some(b'?') => {
+                p += 1;
+                t += 1;
+                continue;
+            }
+            Some(&c) if eq(c, text[t]) => {
+                p += 1;
+                t += 1;
+                continue;
+            }
+            _ => {}
+        }
+        match star {
+            Some((sp, st)) => {
+                p = sp + 1;
+                t = st + 1;
+                star = Some((sp, st + 1));
+            }
+            None => return false,
+        }
+    }
+    pattern[p.min(pattern.len())..].iter().all(|&b| b == b'*')
+}
+
+/// [`arn_matches`] for ASCII pattern and ARN, without allocating.
+fn arn_matches_ascii(pattern: &str, arn: &str) -> bool {
+    let components = pattern.bytes().filter(|&b| b == b':').count().min(5) + 1;
+    let mut pattern_parts = pattern.splitn(components, ':');
+    let mut arn_parts = arn.splitn(components, ':');
+    loop {
+        match (pattern_parts.next(), arn_parts.next()) {
+            (Some(p), Some(a)) => {
+                if !glob_ascii(p.as_bytes(), a.as_bytes(), false) {
+                    return false;
+                }
+            }
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
 }
 
 /// Matches an action (`ecs:DescribeClusters`) against a policy action
@@ -143,6 +201,9 @@ pub fn arn_matches_tokens(pattern: &[Token], arn: &str) -> bool {
 
 /// String form of [`arn_matches_tokens`] where `*` and `?` are wildcards.
 pub fn arn_matches(pattern: &str, arn: &str) -> bool {
+    if pattern.is_ascii() && arn.is_ascii() {
+        return arn_matches_ascii(pattern, arn);
+    }
     arn_matches_tokens(&tokens(pattern), arn)
 }
 
@@ -153,6 +214,24 @@ mod tests {
 
     fn literal(text: &str) -> Vec<Token> {
         text.chars().map(Token::Lit).collect()
+    }
+
+    proptest! {
+        #[test]
+        fn ascii_fast_paths_agree_with_the_token_matcher(
+            pattern in "[a-c:*?/]{0,12}",
+            text in "[a-cA-C:/]{0,14}",
+            ignore_case in any::<bool>(),
+        ) {
+            prop_assert_eq!(
+                glob_ascii(pattern.as_bytes(), text.as_bytes(), ignore_case),
+                matches_tokens(&tokens(&pattern), &text, ignore_case)
+            );
+            prop_assert_eq!(
+                arn_matches_ascii(&pattern, &text),
+                arn_matches_tokens(&tokens(&pattern), &text)
+            );
+        }
     }
 
     #[test]

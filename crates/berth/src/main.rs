@@ -75,6 +75,17 @@ pub struct UpArgs {
     /// group's retention are deleted).
     #[arg(long, default_value_t = 300, value_name = "SECONDS")]
     pub log_compaction_interval: u64,
+
+    /// `enforce`: callers other than the account's root are held to their
+    /// IAM policies; `off`: every authenticated caller may do anything.
+    #[arg(long, value_enum, default_value_t = IamMode::Enforce)]
+    pub iam: IamMode,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum IamMode {
+    Enforce,
+    Off,
 }
 
 fn main() -> anyhow::Result<()> {

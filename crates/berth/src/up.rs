@@ -84,11 +84,28 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     // control-plane store.
     let logs = berth_logs::LogsService::open(&data_dir).context("opening the log store")?;
 
+    let iam = berth_iam::Iam::new(store.clone());
+
     let presence = Arc::new(Presence::default());
     let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
-    let gateway = GatewayBuilder::new(store.clone(), env!("CARGO_PKG_VERSION"))
+    let enforce_iam = args.iam == crate::IamMode::Enforce;
+    let mut agent_service = AgentService::new(store.clone(), presence.clone(), stopping)
+        .with_secrets(Arc::new(StoreSecrets {
+            store: store.clone(),
+            key: master_key.clone(),
+        }))
+        .with_logs(Arc::new(LogsSink(logs.clone())))
+        .with_roles(Arc::new(TaskRoles(iam.clone())));
+    if enforce_iam {
+        agent_service =
+            agent_service.with_execution_role_check(Arc::new(ExecutionRoles(iam.clone())));
+    }
+    let mut gateway = GatewayBuilder::new(store.clone(), env!("CARGO_PKG_VERSION"))
         .credentials(root_credentials)
         .credentials(Arc::new(AgentCredentials(store.clone())))
+        .credentials(iam.credentials())
+        .query_service(iam.iam_service())
+        .query_service(iam.sts_service())
         .json_service(Arc::new(EcsService::new(store.clone(), presence.clone())))
         .json_service(registry.ecr_service())
         .json_service(Arc::new(berth_secrets::SecretsManagerService::new(
@@ -100,15 +117,14 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             master_key.clone(),
         )))
         .json_service(logs.clone())
-        .json_service(Arc::new(
-            AgentService::new(store.clone(), presence.clone(), stopping)
-                .with_secrets(Arc::new(StoreSecrets {
-                    store: store.clone(),
-                    key: master_key,
-                }))
-                .with_logs(Arc::new(LogsSink(logs.clone()))),
-        ))
-        .build();
+        .json_service(Arc::new(agent_service));
+    if enforce_iam {
+        gateway = gateway.authorizer(Arc::new(berth_iam::IamAuthorizer::new(iam.clone())));
+    } else {
+        tracing::warn!("IAM policies are not enforced (--iam off)");
+    }
+    let gateway = gateway.build();
+    let session_gc = tokio::spawn(collect_expired_sessions(iam.clone()));
     let gc = tokio::spawn(berth_ecs::agent_api::run_task_gc(
         store.clone(),
         std::time::Duration::from_secs(args.task_retention),
@@ -148,6 +164,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     gc.abort();
     registry_gc.abort();
     log_compaction.abort();
+    session_gc.abort();
     controller_task.abort();
     if let Some(agent) = agent {
         agent.abort();
@@ -325,5 +342,64 @@ impl berth_ecs::agent_api::LogSink for LogsSink {
             .ingest(account, region, group, stream, events)
             .await?;
         Ok(cursor.map(to_wire))
+    }
+}
+
+/// Expired STS sessions stop working at once; this only removes their rows.
+async fn collect_expired_sessions(iam: Arc<berth_iam::Iam>) {
+    let mut ticker = tokio::time::interval(std::time::Duration::from_secs(600));
+    loop {
+        ticker.tick().await;
+        if let Err(e) = iam.gc_expired_sessions().await {
+            tracing::warn!(code = %e.code, "removing expired STS sessions failed");
+        }
+    }
+}
+
+/// Task and execution role credentials, assumed as ECS tasks assume them.
+struct TaskRoles(Arc<berth_iam::Iam>);
+
+#[async_trait::async_trait]
+impl berth_ecs::agent_api::RoleIssuer for TaskRoles {
+    async fn issue(
+        &self,
+        account: &str,
+        role_arn: &str,
+        session_name: &str,
+        duration_secs: u32,
+    ) -> Result<berth_ecs::agent_api::IssuedCredentials, berth_model::AwsError> {
+        let session = self
+            .0
+            .issue_service_role_session(
+                account,
+                role_arn,
+                "ecs-tasks.amazonaws.com",
+                session_name,
+                duration_secs,
+            )
+            .await?;
+        Ok(berth_ecs::agent_api::IssuedCredentials {
+            access_key_id: session.access_key_id,
+            secret_access_key: session.secret_access_key,
+            session_token: session.session_token,
+            expiration: session.expiration,
+        })
+    }
+}
+
+/// Secret reads at task start are held to the execution role's policies.
+struct ExecutionRoles(Arc<berth_iam::Iam>);
+
+impl berth_ecs::agent_api::ExecutionRoleCheck for ExecutionRoles {
+    fn check(
+        &self,
+        account: &str,
+        role_arn: &str,
+        session_name: &str,
+        action: &str,
+        resource: &str,
+    ) -> Result<(), berth_model::AwsError> {
+        self.0
+            .check_role_permission(account, role_arn, session_name, action, resource)
     }
 }
