@@ -266,3 +266,33 @@ def test_execution_role_must_allow_the_secrets(berth_agent):
     assert task["lastStatus"] == "RUNNING", task.get("stoppedReason")
     assert "PW=s3cr3t-value" in _container_output(task, "PW=")
     ecs.stop_task(task=arn)
+
+
+def test_ecr_repository_policies_allow_and_deny(berth):
+    ecr = berth.client("ecr")
+    ecr.create_repository(repositoryName="shared")
+    ecr.create_repository(repositoryName="private")
+    carol = user_with_key(berth, "carol")
+    dave = user_with_key(berth, "dave", "arn:aws:iam::aws:policy/AdministratorAccess")
+    as_carol = berth.client("ecr", *carol)
+    as_dave = berth.client("ecr", *dave)
+    with pytest.raises(ClientError) as e:
+        as_carol.list_images(repositoryName="shared")
+    assert e.value.response["Error"]["Code"] == "AccessDeniedException"
+
+    # A repository policy naming carol lets her in without any identity policy.
+    ecr.set_repository_policy(repositoryName="shared", policyText=policy(
+        {"Sid": "carol", "Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT}:user/carol"},
+         "Action": ["ecr:ListImages", "ecr:DescribeImages"]}))
+    assert as_carol.list_images(repositoryName="shared")["imageIds"] == []
+    with pytest.raises(ClientError) as e:
+        as_carol.list_images(repositoryName="private")
+    assert e.value.response["Error"]["Code"] == "AccessDeniedException"
+
+    # Its Deny beats dave's AdministratorAccess.
+    ecr.set_repository_policy(repositoryName="private", policyText=policy(
+        {"Effect": "Deny", "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT}:user/dave"}, "Action": "ecr:*"}))
+    with pytest.raises(ClientError) as e:
+        as_dave.list_images(repositoryName="private")
+    assert "with an explicit deny in a resource-based policy" in e.value.response["Error"]["Message"]
+    assert as_dave.list_images(repositoryName="shared")["imageIds"] == []

@@ -23,6 +23,15 @@ pub struct Denial {
     pub resource: String,
     /// An explicit `Deny` matched (rather than no `Allow`).
     pub explicit: bool,
+    /// The explicit `Deny` was in the resource's own policy.
+    pub in_resource_policy: bool,
+}
+
+/// Where the authorizer finds a resource's own policy (ECR repository
+/// policies), which can allow or deny beside the caller's identity policies.
+pub trait ResourcePolicySource: Send + Sync + 'static {
+    /// The policy document attached to `resource_arn`, if any.
+    fn resource_policy(&self, resource_arn: &str) -> Option<String>;
 }
 
 impl Denial {
@@ -30,7 +39,9 @@ impl Denial {
     /// resource: <arn> because no identity-based policy allows the <action>
     /// action` (or `with an explicit deny in an identity-based policy`).
     pub fn message(&self, caller_arn: &str) -> String {
-        let why = if self.explicit {
+        let why = if self.explicit && self.in_resource_policy {
+            "with an explicit deny in a resource-based policy".to_string()
+        } else if self.explicit {
             "with an explicit deny in an identity-based policy".to_string()
         } else {
             format!(
@@ -460,6 +471,7 @@ mod tests {
             action: "ecs:CreateCluster".into(),
             resource: "arn:aws:ecs:us-east-1:1:cluster/x".into(),
             explicit: false,
+            in_resource_policy: false,
         };
         assert_eq!(
             d.message("arn:aws:iam::1:user/a"),

@@ -16,7 +16,7 @@ mod gateway;
 mod json_protocol;
 mod query_protocol;
 
-pub use authorization::{Authorizer, Denial, Requirement};
+pub use authorization::{Authorizer, Denial, Requirement, ResourcePolicySource};
 pub use credentials::{CredentialSource, ResolvedCredential, StaticCredentials};
 pub use gateway::{Gateway, GatewayBuilder};
 

@@ -3,21 +3,62 @@
 
 use std::sync::Arc;
 
-use berth_api::{Authorizer, Denial, Requirement};
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use berth_api::{Authorizer, Denial, Requirement, ResourcePolicySource};
 use berth_model::{AwsError, RequestContext};
-use berth_policy::{evaluate, Context, Decision, Request, Timestamp};
+use berth_policy::{evaluate, Context, Decision, Policy, PolicySource, Request, Timestamp};
 
 use crate::util::now_secs;
 use crate::Iam;
 
-/// Authorizes calls with the caller's IAM policies (default deny).
+/// Parsed resource policies kept at most; past that the cache starts over.
+const MAX_CACHED_RESOURCE_POLICIES: usize = 4096;
+
+/// Authorizes calls with the caller's IAM policies (default deny) and, where
+/// the resource has one, the resource's own policy.
 pub struct IamAuthorizer {
     iam: Arc<Iam>,
+    resource_policies: Vec<Arc<dyn ResourcePolicySource>>,
+    /// Resource policy documents parsed, by text (None: it does not parse,
+    /// and counts as no policy).
+    parsed: Mutex<HashMap<String, Option<Arc<Policy>>>>,
 }
 
 impl IamAuthorizer {
     pub fn new(iam: Arc<Iam>) -> Self {
-        IamAuthorizer { iam }
+        IamAuthorizer {
+            iam,
+            resource_policies: Vec::new(),
+            parsed: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Also consults `source` for resource policies.
+    pub fn with_resource_policies(mut self, source: Arc<dyn ResourcePolicySource>) -> Self {
+        self.resource_policies.push(source);
+        self
+    }
+
+    fn resource_policy(&self, resource: &str) -> Option<Arc<Policy>> {
+        let text = self
+            .resource_policies
+            .iter()
+            .find_map(|s| s.resource_policy(resource))?;
+        let mut parsed = self
+            .parsed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(policy) = parsed.get(&text) {
+            return policy.clone();
+        }
+        let policy = Policy::parse_resource(&text).ok().map(Arc::new);
+        if parsed.len() >= MAX_CACHED_RESOURCE_POLICIES {
+            parsed.clear();
+        }
+        parsed.insert(text, policy.clone());
+        policy
     }
 }
 
@@ -29,6 +70,7 @@ impl Authorizer for IamAuthorizer {
                 action: first.map(|r| r.action.clone()).unwrap_or_default(),
                 resource: first.map_or_else(|| "*".to_string(), |r| r.resource.clone()),
                 explicit,
+                in_resource_policy: false,
             }
         };
         // A caller whose identity is gone (a deleted user or role) has no
@@ -36,34 +78,31 @@ impl Authorizer for IamAuthorizer {
         let Ok((principal, policies)) = self.iam.identity_policies(&ctx.principal) else {
             return Err(deny_first(false));
         };
-        let policies: Vec<&berth_policy::Policy> = policies.iter().map(Arc::as_ref).collect();
+        let policies: Vec<&Policy> = policies.iter().map(Arc::as_ref).collect();
         let mut context = Context::new();
         context
             .set_current_time(Timestamp::from_epoch_seconds(now_secs()))
             .set_secure_transport(false);
         for requirement in requirements {
+            let resource_policy = self.resource_policy(&requirement.resource);
             let request = Request::new(
                 &principal,
                 &requirement.action,
                 &requirement.resource,
                 &context,
             );
-            match evaluate(&policies, None, &request) {
+            let denial = |explicit, in_resource_policy| Denial {
+                action: requirement.action.clone(),
+                resource: requirement.resource.clone(),
+                explicit,
+                in_resource_policy,
+            };
+            match evaluate(&policies, resource_policy.as_deref(), &request) {
                 Decision::Allow(_) => {}
-                Decision::ExplicitDeny(_) => {
-                    return Err(Denial {
-                        action: requirement.action.clone(),
-                        resource: requirement.resource.clone(),
-                        explicit: true,
-                    })
+                Decision::ExplicitDeny(m) => {
+                    return Err(denial(true, m.source == PolicySource::Resource))
                 }
-                Decision::ImplicitDeny => {
-                    return Err(Denial {
-                        action: requirement.action.clone(),
-                        resource: requirement.resource.clone(),
-                        explicit: false,
-                    })
-                }
+                Decision::ImplicitDeny => return Err(denial(false, false)),
             }
         }
         Ok(())
@@ -83,7 +122,7 @@ impl Iam {
         resource: &str,
     ) -> Result<(), AwsError> {
         let (principal, policies) = self.role_session_policies(account, role_arn, session_name)?;
-        let policies: Vec<&berth_policy::Policy> = policies.iter().map(Arc::as_ref).collect();
+        let policies: Vec<&Policy> = policies.iter().map(Arc::as_ref).collect();
         let mut context = Context::new();
         context
             .set_current_time(Timestamp::from_epoch_seconds(now_secs()))
@@ -98,6 +137,7 @@ impl Iam {
             action: action.to_string(),
             resource: resource.to_string(),
             explicit,
+            in_resource_policy: false,
         };
         let caller = format!(
             "arn:aws:sts::{account}:assumed-role/{}/{session_name}",

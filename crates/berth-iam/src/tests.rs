@@ -1176,3 +1176,148 @@ async fn xml_shapes_and_unknown_actions() {
         "1 validation error detected: Value null at 'roleName' failed to satisfy constraint: Member must not be null"
     );
 }
+
+struct RepoPolicy(String);
+
+impl berth_api::ResourcePolicySource for RepoPolicy {
+    fn resource_policy(&self, resource_arn: &str) -> Option<String> {
+        resource_arn
+            .ends_with(":repository/shared")
+            .then(|| self.0.clone())
+    }
+}
+
+#[tokio::test]
+async fn the_authorizer_combines_identity_and_resource_policies() {
+    use berth_api::{Authorizer, Requirement};
+    let f = fixture();
+    let alice = f.user_ctx("alice").await;
+    f.iam(
+        "PutUserPolicy",
+        &[
+            ("UserName", "alice"),
+            ("PolicyName", "ecs"),
+            ("PolicyDocument", ALLOW_ECS),
+        ],
+    )
+    .await
+    .unwrap();
+    let grant = format!(
+        r#"{{"Version":"2012-10-17","Statement":[
+            {{"Effect":"Allow","Principal":{{"AWS":"arn:aws:iam::{ACCOUNT}:user/alice"}},"Action":"ecr:ListImages"}},
+            {{"Effect":"Deny","Principal":{{"AWS":"arn:aws:iam::{ACCOUNT}:user/alice"}},"Action":"ecr:DeleteRepository"}}]}}"#
+    );
+    let authorizer = crate::IamAuthorizer::new(f.iam.clone())
+        .with_resource_policies(Arc::new(RepoPolicy(grant)));
+    let need = |action: &str, resource: &str| {
+        vec![Requirement {
+            action: action.into(),
+            resource: resource.into(),
+        }]
+    };
+    let shared = format!("arn:aws:ecr:us-east-1:{ACCOUNT}:repository/shared");
+    let other = format!("arn:aws:ecr:us-east-1:{ACCOUNT}:repository/other");
+    assert!(authorizer
+        .authorize(&alice, &need("ecs:ListClusters", "*"))
+        .is_ok());
+    // The repository policy alone lets her list the shared repository…
+    assert!(authorizer
+        .authorize(&alice, &need("ecr:ListImages", &shared))
+        .is_ok());
+    // …but not another one.
+    let denial = authorizer
+        .authorize(&alice, &need("ecr:ListImages", &other))
+        .unwrap_err();
+    assert!(!denial.explicit);
+    // Its Deny is explicit and named as resource-based.
+    let denial = authorizer
+        .authorize(&alice, &need("ecr:DeleteRepository", &shared))
+        .unwrap_err();
+    assert!(denial.explicit && denial.in_resource_policy);
+    assert!(denial
+        .message(&alice.principal.arn)
+        .ends_with("with an explicit deny in a resource-based policy"));
+    // Every requirement must pass.
+    let mut both = need("ecs:ListClusters", "*");
+    both.extend(need("ecr:ListImages", &other));
+    assert_eq!(
+        authorizer.authorize(&alice, &both).unwrap_err().action,
+        "ecr:ListImages"
+    );
+}
+
+#[tokio::test]
+async fn task_role_sessions_need_the_service_in_the_trust_policy() {
+    let f = fixture();
+    for (name, trust) in [("tasks", TRUST_TASKS), ("people", TRUST_ACCOUNT)] {
+        f.iam(
+            "CreateRole",
+            &[("RoleName", name), ("AssumeRolePolicyDocument", trust)],
+        )
+        .await
+        .unwrap();
+    }
+    f.iam(
+        "PutRolePolicy",
+        &[
+            ("RoleName", "tasks"),
+            ("PolicyName", "logs"),
+            ("PolicyDocument", ALLOW_LOGS),
+        ],
+    )
+    .await
+    .unwrap();
+    let tasks = format!("arn:aws:iam::{ACCOUNT}:role/tasks");
+    let session = f
+        .iam
+        .issue_service_role_session(ACCOUNT, &tasks, "ecs-tasks.amazonaws.com", "task-1", 3600)
+        .await
+        .unwrap();
+    assert_eq!(
+        session.arn,
+        format!("arn:aws:sts::{ACCOUNT}:assumed-role/tasks/task-1")
+    );
+    let e = f
+        .iam
+        .issue_service_role_session(
+            ACCOUNT,
+            &format!("arn:aws:iam::{ACCOUNT}:role/people"),
+            "ecs-tasks.amazonaws.com",
+            "task-1",
+            3600,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, "AccessDenied");
+
+    assert!(f
+        .iam
+        .check_role_permission(ACCOUNT, &tasks, "task-1", "logs:PutLogEvents", "*")
+        .is_ok());
+    let e = f
+        .iam
+        .check_role_permission(
+            ACCOUNT,
+            &tasks,
+            "task-1",
+            "secretsmanager:GetSecretValue",
+            "arn:aws:secretsmanager:us-east-1:123456789012:secret:db-AbCdEf",
+        )
+        .unwrap_err();
+    assert_eq!(e.code, "AccessDeniedException");
+    assert!(e.message.starts_with(&format!(
+        "User: arn:aws:sts::{ACCOUNT}:assumed-role/tasks/task-1 is not authorized to perform: \
+         secretsmanager:GetSecretValue on resource: arn:aws:secretsmanager"
+    )));
+    let e = f
+        .iam
+        .check_role_permission(
+            ACCOUNT,
+            "arn:aws:iam::123456789012:role/nope",
+            "t",
+            "a:b",
+            "*",
+        )
+        .unwrap_err();
+    assert_eq!(e.code, "NoSuchEntity");
+}

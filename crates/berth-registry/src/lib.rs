@@ -137,6 +137,29 @@ impl Registry {
     }
 
     /// Amazon ECR's JSON 1.1 API.
+    /// The repository policy of `repository_arn`
+    /// (`arn:aws:ecr:<region>:<account>:repository/<name>`), if it has one.
+    pub fn repository_policy(&self, repository_arn: &str) -> Option<String> {
+        let mut parts = repository_arn.splitn(6, ':');
+        let (arn, _, service, region, account, rest) = (
+            parts.next()?,
+            parts.next()?,
+            parts.next()?,
+            parts.next()?,
+            parts.next()?,
+            parts.next()?,
+        );
+        if arn != "arn" || service != "ecr" {
+            return None;
+        }
+        let name = rest.strip_prefix("repository/")?;
+        let scope = meta::Scope {
+            account: account.to_string(),
+            region: region.to_string(),
+        };
+        meta::get::<meta::RepoRecord>(self.store.as_ref(), &scope.repo(name))?.policy
+    }
+
     pub fn ecr_service(self: &Arc<Self>) -> Arc<dyn JsonService> {
         Arc::new(ecr::EcrService::new(self.clone()))
     }

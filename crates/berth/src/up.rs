@@ -119,7 +119,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         .json_service(logs.clone())
         .json_service(Arc::new(agent_service));
     if enforce_iam {
-        gateway = gateway.authorizer(Arc::new(berth_iam::IamAuthorizer::new(iam.clone())));
+        gateway = gateway.authorizer(Arc::new(
+            berth_iam::IamAuthorizer::new(iam.clone())
+                .with_resource_policies(Arc::new(RepositoryPolicies(registry.clone()))),
+        ));
     } else {
         tracing::warn!("IAM policies are not enforced (--iam off)");
     }
@@ -401,5 +404,14 @@ impl berth_ecs::agent_api::ExecutionRoleCheck for ExecutionRoles {
     ) -> Result<(), berth_model::AwsError> {
         self.0
             .check_role_permission(account, role_arn, session_name, action, resource)
+    }
+}
+
+/// ECR repository policies take part in authorization, as on AWS.
+struct RepositoryPolicies(Arc<berth_registry::Registry>);
+
+impl berth_api::ResourcePolicySource for RepositoryPolicies {
+    fn resource_policy(&self, resource_arn: &str) -> Option<String> {
+        self.0.repository_policy(resource_arn)
     }
 }
