@@ -16,6 +16,7 @@ import botocore
 from botocore.auth import SigV4Auth, SigV4QueryAuth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
+from botocore.exceptions import ClientError
 
 ROOT = Path(__file__).resolve().parents[2]
 ACCESS_KEY = "AKIABERTHTESTROOT001"
@@ -77,7 +78,24 @@ class Berth:
         )
         if wait:
             self.wait_healthy()
+            if self.agent:
+                self.wait_agent_registered()
         return self
+
+    def wait_agent_registered(self, timeout=30.0):
+        """Waits until the in-process agent's container instance is listed
+        (the agent registers just after the server starts serving)."""
+        ecs = self.client("ecs")
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            try:
+                if ecs.list_container_instances(cluster="default")["containerInstanceArns"]:
+                    return
+            except ClientError as e:
+                if e.response["Error"]["Code"] != "ClusterNotFoundException":
+                    raise
+            time.sleep(0.05)
+        raise RuntimeError(f"the in-process agent did not register: {self.logs()}")
 
     def wait_healthy(self, timeout=30.0):
         deadline = time.time() + timeout

@@ -239,12 +239,13 @@ impl AgentService {
         self
     }
 
-    /// The task record of `task_arn` when it runs on the caller's instance.
+    /// The task id and record of `task_arn` when it runs on the caller's
+    /// instance.
     fn caller_task(
         &self,
         ctx: &RequestContext,
         task_arn: &str,
-    ) -> Result<(AgentCredential, TaskRecord), AwsError> {
+    ) -> Result<(AgentCredential, String, TaskRecord), AwsError> {
         let (credential, scope) = self.caller(ctx)?;
         let id = tasks::resolve_task_id(&scope, &credential.cluster, task_arn)?;
         let (record, _) =
@@ -255,7 +256,7 @@ impl AgentService {
                 "The task does not run on this agent's container instance.",
             ));
         }
-        Ok((credential, record))
+        Ok((credential, id, record))
     }
 
     async fn task_role_credentials(
@@ -263,7 +264,7 @@ impl AgentService {
         ctx: &RequestContext,
         input: GetTaskRoleCredentialsRequest,
     ) -> Result<GetTaskRoleCredentialsResponse, AwsError> {
-        let (credential, record) = self.caller_task(ctx, &input.task_arn)?;
+        let (credential, _, record) = self.caller_task(ctx, &input.task_arn)?;
         let role_arn = task_role_arn(&record, &input.which)?;
         let issuer = self.roles.clone().ok_or_else(|| {
             AwsError::bad_request(
@@ -302,22 +303,13 @@ impl AgentService {
         task_arn: &str,
         group: &str,
     ) -> Result<(AgentCredential, Arc<dyn LogSink>), AwsError> {
-        let (credential, scope) = self.caller(ctx)?;
+        let (credential, _, record) = self.caller_task(ctx, task_arn)?;
         let sink = self.logs.clone().ok_or_else(|| {
             AwsError::bad_request(
                 "ClientException",
                 "This Berth server does not serve CloudWatch Logs.",
             )
         })?;
-        let id = tasks::resolve_task_id(&scope, &credential.cluster, task_arn)?;
-        let (record, _) =
-            load::<TaskRecord>(self.store.as_ref(), &scope.task(&credential.cluster, &id))?
-                .ok_or_else(|| error::invalid_parameter("The referenced task was not found."))?;
-        if record.instance_id.as_deref() != Some(credential.instance_id.as_str()) {
-            return Err(AwsError::access_denied(
-                "The task does not run on this agent's container instance.",
-            ));
-        }
         let named = record
             .definition
             .container_definitions
@@ -386,16 +378,7 @@ impl AgentService {
         ctx: &RequestContext,
         input: ResolveSecretsRequest,
     ) -> Result<ResolveSecretsResponse, AwsError> {
-        let (credential, scope) = self.caller(ctx)?;
-        let id = tasks::resolve_task_id(&scope, &credential.cluster, &input.task_arn)?;
-        let (record, _) =
-            load::<TaskRecord>(self.store.as_ref(), &scope.task(&credential.cluster, &id))?
-                .ok_or_else(|| error::invalid_parameter("The referenced task was not found."))?;
-        if record.instance_id.as_deref() != Some(credential.instance_id.as_str()) {
-            return Err(AwsError::access_denied(
-                "The task does not run on this agent's container instance.",
-            ));
-        }
+        let (credential, id, record) = self.caller_task(ctx, &input.task_arn)?;
         let resolver = self.secrets.as_ref();
         let execution = match &self.execution_check {
             Some(check) => Some((check, task_role_arn(&record, ROLE_EXECUTION)?)),

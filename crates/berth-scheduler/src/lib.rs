@@ -20,6 +20,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+pub mod capacity;
 mod engine;
 mod expr;
 mod policy;
