@@ -63,7 +63,9 @@ pub fn validate_strategy(strategy: &[StrategyItem]) -> Result<(), StrategyError>
         }
     }
     if strategy.iter().filter(|i| i.base > 0).count() > 1 {
-        return fail("Only one capacity provider in a capacity provider strategy can have a base defined.");
+        return fail(
+            "Only one capacity provider in a capacity provider strategy can have a base defined.",
+        );
     }
     if strategy.iter().all(|i| i.weight == 0) {
         return fail(
@@ -176,9 +178,16 @@ mod tests {
     #[test]
     fn equal_weights_alternate_and_zero_weight_only_takes_its_base() {
         let placed = split_tasks(&[item("A", 0, 1), item("B", 0, 1)], &BTreeMap::new(), 4).unwrap();
-        assert_eq!(tally(&placed), BTreeMap::from([("A".into(), 2), ("B".into(), 2)]));
-        let placed = split_tasks(&[item("A", 3, 0), item("B", 0, 1)], &BTreeMap::new(), 10).unwrap();
-        assert_eq!(tally(&placed), BTreeMap::from([("A".into(), 3), ("B".into(), 7)]));
+        assert_eq!(
+            tally(&placed),
+            BTreeMap::from([("A".into(), 2), ("B".into(), 2)])
+        );
+        let placed =
+            split_tasks(&[item("A", 3, 0), item("B", 0, 1)], &BTreeMap::new(), 10).unwrap();
+        assert_eq!(
+            tally(&placed),
+            BTreeMap::from([("A".into(), 3), ("B".into(), 7)])
+        );
     }
 
     #[test]
@@ -191,7 +200,10 @@ mod tests {
             vec![item("A", MAX_BASE + 1, 1)],
             vec![item("A", 0, MAX_WEIGHT + 1)],
         ] {
-            assert!(split_tasks(&strategy, &BTreeMap::new(), 1).is_err(), "{strategy:?}");
+            assert!(
+                split_tasks(&strategy, &BTreeMap::new(), 1).is_err(),
+                "{strategy:?}"
+            );
         }
     }
 }
