@@ -61,6 +61,18 @@ impl Denial {
         AwsError::new(400, "AccessDeniedException", self.message(caller_arn))
     }
 
+    /// The error EC2 answers (`UnauthorizedOperation`, 403).
+    pub fn ec2_error(&self, caller_arn: &str) -> AwsError {
+        AwsError::new(
+            403,
+            "UnauthorizedOperation",
+            format!(
+                "You are not authorized to perform this operation. {}",
+                self.message(caller_arn)
+            ),
+        )
+    }
+
     /// The error a Query service answers (`AccessDenied`, 403).
     pub fn query_error(&self, caller_arn: &str) -> AwsError {
         AwsError::new(403, "AccessDenied", self.message(caller_arn))

@@ -19,7 +19,7 @@ use http::request::Parts;
 use crate::authorization::{self, Authorizer, Requirement};
 use crate::credentials::{CredentialSource, ResolvedCredential};
 use crate::json_protocol;
-use crate::query_protocol;
+use crate::query_protocol::{self, Dialect};
 
 /// Largest request body a JSON service accepts.
 const MAX_JSON_BODY: usize = 16 * 1024 * 1024;
@@ -268,27 +268,33 @@ impl Gateway {
 }
 
 impl Gateway {
-    /// The namespace a Query request's errors are rendered in: the one of the
-    /// service its credential scope names, read before verifying anything.
-    fn query_namespace(&self, parts: &Parts) -> &'static str {
+    /// How a Query request's errors are rendered: as the service its
+    /// credential scope names answers, read before verifying anything.
+    fn query_dialect(&self, parts: &Parts) -> Dialect {
         let authorization = parts
             .headers
             .get(http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
         query_protocol::scope_service(authorization, parts.uri.query())
             .and_then(|service| self.query_services.get(service.as_str()))
-            .map_or(DEFAULT_QUERY_NAMESPACE, |s| s.xml_namespace())
+            .map_or(
+                Dialect {
+                    namespace: DEFAULT_QUERY_NAMESPACE,
+                    ec2: false,
+                },
+                |s| dialect_of(s.as_ref()),
+            )
     }
 
-    /// Authenticates and runs a Query request. Returns the namespace and
+    /// Authenticates and runs a Query request. Returns the dialect and
     /// action to render with, and the inner XML of the result.
     async fn handle_query(
         &self,
         request_id: &str,
         parts: &Parts,
         body: &[u8],
-    ) -> (&'static str, Option<String>, Result<String, AwsError>) {
-        let namespace = self.query_namespace(parts);
+    ) -> (Dialect, Option<String>, Result<String, AwsError>) {
+        let namespace = self.query_dialect(parts);
         let (credential, verified) = match self.authenticate(parts, body) {
             Ok(ok) => ok,
             Err(e) => return (namespace, None, Err(query_protocol::query_error_code(e))),
@@ -303,7 +309,7 @@ impl Gateway {
             );
             return (namespace, None, Err(e));
         };
-        let namespace = service.xml_namespace();
+        let namespace = dialect_of(service.as_ref());
         let mut action = None;
         let mut version = None;
         let mut params = Vec::new();
@@ -320,10 +326,12 @@ impl Gateway {
         };
         let version = version.unwrap_or_default();
         let invalid_action = || {
-            AwsError::bad_request(
-                "InvalidAction",
-                format!("Could not find operation {action} for version {version}"),
-            )
+            let message = if namespace.ec2 {
+                format!("The action {action} is not valid for this web service.")
+            } else {
+                format!("Could not find operation {action} for version {version}")
+            };
+            AwsError::bad_request("InvalidAction", message)
         };
         if !query_protocol::valid_action_name(&action) {
             return (namespace, None, Err(invalid_action()));
@@ -337,7 +345,11 @@ impl Gateway {
         if let Err(denial) = self.authorize(&ctx, || {
             authorization::query_requirements(&ctx, service.signing_name(), &action, &params)
         }) {
-            let e = denial.query_error(&ctx.principal.arn);
+            let e = if service.ec2_protocol() {
+                denial.ec2_error(&ctx.principal.arn)
+            } else {
+                denial.query_error(&ctx.principal.arn)
+            };
             return (namespace, Some(action), Err(e));
         }
         // A bug in a handler must answer 500, not drop the connection.
@@ -359,6 +371,13 @@ impl Gateway {
             }
         });
         (namespace, Some(action), result)
+    }
+}
+
+fn dialect_of(service: &dyn QueryService) -> Dialect {
+    Dialect {
+        namespace: service.xml_namespace(),
+        ec2: service.ec2_protocol(),
     }
 }
 
@@ -386,16 +405,16 @@ async fn dispatch_query(
     parts: &Parts,
     body: &[u8],
 ) -> Response {
-    let (namespace, action, result) = gateway.handle_query(request_id, parts, body).await;
+    let (dialect, action, result) = gateway.handle_query(request_id, parts, body).await;
     let action_name = action.as_deref().unwrap_or("-");
     match (result, action.as_deref()) {
         (Ok(inner), Some(action)) => {
             tracing::debug!(%request_id, action, elapsed_us = started.elapsed().as_micros() as u64, "ok");
-            query_protocol::success(namespace, action, request_id, &inner)
+            dialect.success(action, request_id, &inner)
         }
         (Ok(_), None) => {
             let e = AwsError::internal("The request produced no action.");
-            query_protocol::error(namespace, request_id, &e)
+            dialect.error(request_id, &e)
         }
         (Err(e), _) => {
             if e.status >= 500 {
@@ -403,7 +422,7 @@ async fn dispatch_query(
             } else {
                 tracing::debug!(%request_id, action = action_name, code = %e.code, "client error");
             }
-            query_protocol::error(namespace, request_id, &e)
+            dialect.error(request_id, &e)
         }
     }
 }
@@ -421,8 +440,7 @@ async fn dispatch(State(gateway): State<Arc<Gateway>>, request: Request) -> Resp
                 format!("The request body is larger than {MAX_JSON_BODY} bytes."),
             );
             if is_query_request(&parts) {
-                let namespace = gateway.query_namespace(&parts);
-                return query_protocol::error(namespace, &request_id, &e);
+                return gateway.query_dialect(&parts).error(&request_id, &e);
             }
             return json_protocol::error(&request_id, &e);
         }

@@ -16,6 +16,7 @@ const KEY: &str = "AKIAGATEWAYTEST00001";
 const SECRET: &str = "gateway-test-secret-key-0000000000000000";
 const IAM_NS: &str = "https://iam.amazonaws.com/doc/2010-05-08/";
 const STS_NS: &str = "https://sts.amazonaws.com/doc/2011-06-15/";
+const EC2_NS: &str = "http://ec2.amazonaws.com/doc/2016-11-15/";
 
 struct Stub {
     name: &'static str,
@@ -66,6 +67,40 @@ impl QueryService for Stub {
     }
 }
 
+/// A service speaking EC2's dialect of Query.
+struct Ec2Stub;
+
+#[async_trait::async_trait]
+impl QueryService for Ec2Stub {
+    fn signing_name(&self) -> &'static str {
+        "ec2"
+    }
+
+    fn xml_namespace(&self) -> &'static str {
+        EC2_NS
+    }
+
+    fn ec2_protocol(&self) -> bool {
+        true
+    }
+
+    async fn handle(
+        &self,
+        _ctx: &RequestContext,
+        action: &str,
+        _params: &[(String, String)],
+    ) -> Result<String, AwsError> {
+        match action {
+            "DescribeVpcs" => Ok("<vpcSet><item><vpcId>vpc-1</vpcId></item></vpcSet>".into()),
+            "DeleteVpc" => Err(AwsError::bad_request(
+                "InvalidVpcID.NotFound",
+                "The vpc ID 'vpc-1' does not exist",
+            )),
+            _ => Err(AwsError::bad_request("InvalidAction", "")),
+        }
+    }
+}
+
 struct Fixture {
     _dir: tempfile::TempDir,
     router: axum::Router,
@@ -98,6 +133,7 @@ fn fixture() -> Fixture {
             name: "sts",
             namespace: STS_NS,
         }))
+        .query_service(Arc::new(Ec2Stub))
         .build();
     Fixture {
         router: gateway.router(),
@@ -308,4 +344,70 @@ async fn a_target_header_keeps_the_json_protocol() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(content_type, "application/x-amz-json-1.1");
     assert!(out.contains("UnknownOperationException"), "{out}");
+}
+
+/// The text between `<{name}>` and `</{name}>`.
+fn element<'a>(body: &'a str, name: &str) -> &'a str {
+    let open = format!("<{name}>");
+    let start = body.find(&open).unwrap() + open.len();
+    let end = body.find(&format!("</{name}>")).unwrap();
+    &body[start..end]
+}
+
+#[tokio::test]
+async fn ec2_services_answer_in_ec2_shapes() {
+    let f = fixture();
+    let (status, content_type, out) = send(
+        &f,
+        signed(
+            "ec2",
+            SECRET,
+            KEY,
+            "Action=DescribeVpcs&Version=2016-11-15",
+            None,
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{out}");
+    assert_eq!(content_type, "text/xml");
+    let id = element(&out, "requestId").to_string();
+    assert_eq!(
+        out,
+        format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<DescribeVpcsResponse xmlns=\"{EC2_NS}\"><requestId>{id}</requestId><vpcSet><item><vpcId>vpc-1</vpcId></item></vpcSet></DescribeVpcsResponse>")
+    );
+
+    let (status, _, out) = send(
+        &f,
+        signed(
+            "ec2",
+            SECRET,
+            KEY,
+            "Action=DeleteVpc&Version=2016-11-15",
+            None,
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let id = element(&out, "RequestID").to_string();
+    assert_eq!(
+        out,
+        format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error><Code>InvalidVpcID.NotFound</Code><Message>The vpc ID &apos;vpc-1&apos; does not exist</Message></Error></Errors><RequestID>{id}</RequestID></Response>")
+    );
+
+    // Unknown actions are worded as EC2 does.
+    let (status, _, out) = send(
+        &f,
+        signed("ec2", SECRET, KEY, "Action=Frob&Version=2016-11-15", None),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(out.contains("<Code>InvalidAction</Code><Message>The action Frob is not valid for this web service.</Message>"), "{out}");
+
+    // Failed authentication is rendered in the scope's service's dialect.
+    let (status, _, out) = send(&f, signed("ec2", "wrong", KEY, "Action=DescribeVpcs", None)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(
+        out.contains("<Response><Errors><Error><Code>SignatureDoesNotMatch</Code>"),
+        "{out}"
+    );
 }

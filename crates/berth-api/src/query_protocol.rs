@@ -105,6 +105,54 @@ pub fn error(namespace: &str, request_id: &str, error: &AwsError) -> Response {
     base(status, request_id, error_body(namespace, request_id, error))
 }
 
+/// How a Query service's answers are shaped: plain Query (IAM, STS) or EC2's
+/// dialect of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dialect {
+    pub namespace: &'static str,
+    pub ec2: bool,
+}
+
+impl Dialect {
+    pub fn success(self, action: &str, request_id: &str, inner: &str) -> Response {
+        if !self.ec2 {
+            return self::success(self.namespace, action, request_id, inner);
+        }
+        let body = ec2_success_body(self.namespace, action, request_id, inner);
+        base(StatusCode::OK, request_id, body)
+    }
+
+    pub fn error(self, request_id: &str, error: &AwsError) -> Response {
+        if self.ec2 {
+            let status =
+                StatusCode::from_u16(error.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            base(status, request_id, ec2_error_body(request_id, error))
+        } else {
+            self::error(self.namespace, request_id, error)
+        }
+    }
+}
+
+/// EC2's success document: the result members sit directly in
+/// `<{Action}Response>` after a lower-case `<requestId>`.
+pub fn ec2_success_body(namespace: &str, action: &str, request_id: &str, inner: &str) -> String {
+    format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<{action}Response xmlns=\"{}\"><requestId>{}</requestId>{inner}</{action}Response>",
+        xml_escape(namespace),
+        xml_escape(request_id),
+    )
+}
+
+/// EC2's error document: `<Response><Errors><Error>` and `<RequestID>`.
+pub fn ec2_error_body(request_id: &str, error: &AwsError) -> String {
+    format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error><Code>{}</Code><Message>{}</Message></Error></Errors><RequestID>{}</RequestID></Response>",
+        xml_escape(&error.code),
+        xml_escape(&error.message),
+        xml_escape(request_id),
+    )
+}
+
 /// The service named by the credential scope of a request's `Authorization`
 /// header or presigned `X-Amz-Credential`, read without verifying anything:
 /// only used to pick the namespace an authentication error is rendered in.
@@ -145,6 +193,19 @@ mod tests {
             Some("sts")
         );
         assert_eq!(scope_service(None, None), None);
+    }
+
+    #[test]
+    fn ec2_documents_have_no_result_wrapper() {
+        assert_eq!(
+            ec2_success_body("ns", "DeleteVpc", "r1", "<return>true</return>"),
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<DeleteVpcResponse xmlns=\"ns\"><requestId>r1</requestId><return>true</return></DeleteVpcResponse>"
+        );
+        let e = AwsError::bad_request("InvalidVpcID.NotFound", "The vpc ID 'vpc-1' <x>");
+        assert_eq!(
+            ec2_error_body("r2", &e),
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error><Code>InvalidVpcID.NotFound</Code><Message>The vpc ID &apos;vpc-1&apos; &lt;x&gt;</Message></Error></Errors><RequestID>r2</RequestID></Response>"
+        );
     }
 
     #[test]

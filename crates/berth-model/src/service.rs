@@ -32,6 +32,14 @@ pub trait QueryService: Send + Sync + 'static {
     /// XML namespace of responses, e.g. `https://iam.amazonaws.com/doc/2010-05-08/`.
     fn xml_namespace(&self) -> &'static str;
 
+    /// Whether the service speaks EC2's dialect of Query (botocore's `ec2`
+    /// protocol): the inner XML goes straight into `<{Action}Response>` next
+    /// to a `<requestId>` (no `Result` element, no `ResponseMetadata`), and
+    /// errors are `<Response><Errors><Error>…</Errors><RequestID>`.
+    fn ec2_protocol(&self) -> bool {
+        false
+    }
+
     /// `params`: the decoded form fields except `Action`/`Version`, in order.
     /// Returns the inner XML of `<{Action}Result>` (may be empty for actions
     /// without result members). For an action the service does not know,

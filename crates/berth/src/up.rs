@@ -85,6 +85,12 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let logs = berth_logs::LogsService::open(&data_dir).context("opening the log store")?;
 
     let iam = berth_iam::Iam::new(store.clone());
+    // The default VPC with a subnet per availability zone, as AWS accounts
+    // have, so awsvpc network configurations have something to name.
+    let ec2 = Arc::new(berth_ec2::Ec2Service::new(store.clone()));
+    ec2.ensure_defaults(&args.account_id, &args.region)
+        .await
+        .map_err(|e| anyhow::anyhow!("creating the default VPC: {}", e.message))?;
 
     let presence = Arc::new(Presence::default());
     let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
@@ -106,6 +112,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         .credentials(iam.credentials())
         .query_service(iam.iam_service())
         .query_service(iam.sts_service())
+        .query_service(ec2.clone())
         .json_service(Arc::new(EcsService::new(store.clone(), presence.clone())))
         .json_service(registry.ecr_service())
         .json_service(Arc::new(berth_secrets::SecretsManagerService::new(

@@ -1,0 +1,304 @@
+//! The slice of Amazon EC2 Berth's `awsvpc` networking needs: VPCs, subnets,
+//! security groups and the network interfaces of tasks, over the EC2 Query
+//! protocol (`ec2` signing name, version 2016-11-15).
+//!
+//! * [`Ec2Service`] is the [`berth_model::QueryService`] to register with the
+//!   gateway; it also gives other components [`Ec2Service::create_task_eni`],
+//!   [`Ec2Service::delete_eni`] and [`Ec2Service::security_group_rules`].
+//! * Every account+region gets a default VPC (`172.31.0.0/16`), one default
+//!   subnet per zone (`<region>a`, `b`, `c`) and the VPC's `default` group,
+//!   created on its first EC2 call or by [`Ec2Service::ensure_defaults`].
+//! * EC2 actions Berth does not implement answer `UnsupportedOperation`.
+//!
+//! Architecture invariant: a request is validated completely before state
+//! changes, and every state-dependent check runs in the same store mutation
+//! as the write it guards, so a refused request changes nothing.
+
+mod api;
+mod model;
+mod wire;
+
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+
+use berth_model::{AwsError, QueryService, RequestContext};
+use berth_store::{Store, StoreExt};
+
+pub use model::{Peer, SgRule, DEFAULT_VPC_CIDR};
+
+use model::{
+    ipv4, new_id, new_mac, store_error, Cidr, Ec2Error, EniRecord, Scope, State, MAX_GROUPS_PER_ENI,
+};
+
+/// EC2's XML namespace.
+pub const EC2_NAMESPACE: &str = "http://ec2.amazonaws.com/doc/2016-11-15/";
+
+/// Every action of the EC2 model (botocore's `ec2` 2016-11-15), one a line.
+const MODEL_OPERATIONS: &str = include_str!("operations.txt");
+
+/// A network interface created for a task.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Eni {
+    /// `eni-…`.
+    pub id: String,
+    pub subnet_id: String,
+    pub vpc_id: String,
+    pub availability_zone: String,
+    /// The primary private IPv4 address.
+    pub private_ip: String,
+    /// The subnet's CIDR block (the interface's prefix length).
+    pub subnet_cidr: String,
+    /// The subnet's router, its network address + 1, as in AWS.
+    pub gateway: String,
+    pub mac: String,
+    pub security_group_ids: Vec<String>,
+    pub description: String,
+}
+
+/// A security group's rules, as an enforcer needs them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupRules {
+    pub group_id: String,
+    pub vpc_id: String,
+    pub ingress: Vec<SgRule>,
+    pub egress: Vec<SgRule>,
+}
+
+/// The EC2 service. Register with `GatewayBuilder::query_service`.
+pub struct Ec2Service {
+    store: Arc<dyn Store>,
+}
+
+impl Ec2Service {
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Ec2Service { store }
+    }
+
+    /// Runs `f` on the account+region's state (defaults seeded) in one store
+    /// mutation, writing what it changed; nothing when it fails.
+    pub(crate) async fn mutate<T, F>(&self, scope: &Scope, mut f: F) -> Result<T, AwsError>
+    where
+        T: Send + 'static,
+        F: FnMut(&mut State) -> Result<T, AwsError> + Send + 'static,
+    {
+        let scope = scope.clone();
+        let outcome = self
+            .store
+            .update(move |view| {
+                let before = State::load(view, &scope)?;
+                let mut after = before.clone();
+                after.seed_defaults(&scope.region);
+                let value = f(&mut after)?;
+                Ok((after.diff(&before, &scope)?, value))
+            })
+            .await;
+        match outcome {
+            Ok(Ok((_, value))) => Ok(value),
+            Ok(Err(e)) => Err(e),
+            Err(e) => Err(store_error(e)),
+        }
+    }
+
+    /// The account+region's state as last committed.
+    pub(crate) fn read(&self, scope: &Scope) -> Result<State, AwsError> {
+        State::load(self.store.as_ref(), scope)
+    }
+
+    /// Creates the default VPC, subnets and security group of an
+    /// account+region unless they were created before (even if since
+    /// deleted). Idempotent; one store mutation.
+    pub async fn ensure_defaults(&self, account: &str, region: &str) -> Result<(), AwsError> {
+        let scope = Scope::new(account, region);
+        if self.store.get(&scope.defaults_key()).is_some() {
+            return Ok(());
+        }
+        self.mutate(&scope, |_| Ok(())).await
+    }
+
+    /// Creates a network interface for a task in `subnet_id` with the next
+    /// free private address (the first four and the broadcast address are
+    /// AWS's), in `security_group_ids` (the VPC's `default` group when empty).
+    pub async fn create_task_eni(
+        &self,
+        account: &str,
+        region: &str,
+        subnet_id: &str,
+        security_group_ids: &[String],
+        description: &str,
+    ) -> Result<Eni, AwsError> {
+        let scope = Scope::new(account, region);
+        let id = new_id("eni");
+        let mac = new_mac();
+        let subnet_id = subnet_id.to_string();
+        let mut groups: Vec<String> = Vec::new();
+        for g in security_group_ids {
+            if !groups.contains(g) {
+                groups.push(g.clone());
+            }
+        }
+        if groups.len() > MAX_GROUPS_PER_ENI {
+            return Err(Ec2Error::Other(
+                "SecurityGroupsPerInterfaceLimitExceeded",
+                format!(
+                    "The maximum number of security groups per interface has been reached ({MAX_GROUPS_PER_ENI})."
+                ),
+            )
+            .into());
+        }
+        let description = description.to_string();
+        self.mutate(&scope, move |state| {
+            let subnet = state.subnet(&subnet_id)?.clone();
+            let cidr = Cidr::parse(&subnet.cidr)
+                .ok_or_else(|| AwsError::internal("a stored subnet has an invalid CIDR block"))?;
+            let group_ids = if groups.is_empty() {
+                let default = state.default_group_of(&subnet.vpc_id).ok_or_else(|| {
+                    Ec2Error::Other(
+                        "InvalidGroup.NotFound",
+                        format!("The VPC '{}' has no default security group", subnet.vpc_id),
+                    )
+                })?;
+                vec![default.id.clone()]
+            } else {
+                for g in &groups {
+                    let group = state.group(g)?;
+                    if group.vpc_id != subnet.vpc_id {
+                        return Err(Ec2Error::Other(
+                            "InvalidParameter",
+                            format!(
+                                "Security group {g} and subnet {} belong to different networks.",
+                                subnet.id
+                            ),
+                        )
+                        .into());
+                    }
+                }
+                groups.clone()
+            };
+            let used: std::collections::HashSet<&str> = state
+                .enis
+                .values()
+                .filter(|e| e.subnet_id == subnet.id)
+                .map(|e| e.private_ip.as_str())
+                .collect();
+            let ip = (cidr.addr.saturating_add(4)..cidr.last())
+                .map(ipv4)
+                .find(|ip| !used.contains(ip.as_str()))
+                .ok_or_else(|| {
+                    Ec2Error::Other(
+                        "InsufficientFreeAddressesInSubnet",
+                        "The specified subnet does not have enough free addresses to satisfy the request.".into(),
+                    )
+                })?;
+            let record = EniRecord {
+                id: id.clone(),
+                subnet_id: subnet.id.clone(),
+                vpc_id: subnet.vpc_id.clone(),
+                availability_zone: subnet.availability_zone.clone(),
+                private_ip: ip,
+                mac: mac.clone(),
+                group_ids,
+                description: description.clone(),
+            };
+            state.enis.insert(record.id.clone(), record.clone());
+            Ok(Eni {
+                id: record.id,
+                subnet_id: record.subnet_id,
+                vpc_id: record.vpc_id,
+                availability_zone: record.availability_zone,
+                private_ip: record.private_ip,
+                subnet_cidr: subnet.cidr.clone(),
+                gateway: ipv4(cidr.addr.saturating_add(1)),
+                mac: record.mac,
+                security_group_ids: record.group_ids,
+                description: record.description,
+            })
+        })
+        .await
+    }
+
+    /// Deletes a network interface, freeing its address. `Ok(false)` when
+    /// there was none with that id.
+    pub async fn delete_eni(
+        &self,
+        account: &str,
+        region: &str,
+        eni_id: &str,
+    ) -> Result<bool, AwsError> {
+        let scope = Scope::new(account, region);
+        let eni_id = eni_id.to_string();
+        self.mutate(&scope, move |state| {
+            Ok(state.enis.remove(&eni_id).is_some())
+        })
+        .await
+    }
+
+    /// The rules of the named groups that exist, in the order asked.
+    pub fn security_group_rules(
+        &self,
+        account: &str,
+        region: &str,
+        group_ids: &[String],
+    ) -> Result<Vec<GroupRules>, AwsError> {
+        let state = self.read(&Scope::new(account, region))?;
+        Ok(group_ids
+            .iter()
+            .filter_map(|id| state.groups.get(id))
+            .map(|g| GroupRules {
+                group_id: g.id.clone(),
+                vpc_id: g.vpc_id.clone(),
+                ingress: g.ingress.clone(),
+                egress: g.egress.clone(),
+            })
+            .collect())
+    }
+}
+
+#[async_trait::async_trait]
+impl QueryService for Ec2Service {
+    fn signing_name(&self) -> &'static str {
+        "ec2"
+    }
+
+    fn xml_namespace(&self) -> &'static str {
+        EC2_NAMESPACE
+    }
+
+    fn ec2_protocol(&self) -> bool {
+        true
+    }
+
+    async fn handle(
+        &self,
+        ctx: &RequestContext,
+        action: &str,
+        params: &[(String, String)],
+    ) -> Result<String, AwsError> {
+        if !api::IMPLEMENTED.contains(&action) {
+            if MODEL_OPERATIONS.lines().any(|op| op == action) {
+                return Err(Ec2Error::Other(
+                    "UnsupportedOperation",
+                    format!("The operation {action} is not supported by Berth yet."),
+                )
+                .into());
+            }
+            return Err(Ec2Error::Other(
+                "InvalidAction",
+                format!("The action {action} is not valid for this web service."),
+            )
+            .into());
+        }
+        let p = wire::Params(params.to_vec());
+        if p.bool("DryRun")? == Some(true) {
+            return Err(AwsError::new(
+                412,
+                "DryRunOperation",
+                "Request would have succeeded, but DryRun flag is set.",
+            ));
+        }
+        let scope = Scope::new(&ctx.account_id, &ctx.region);
+        self.ensure_defaults(&scope.account, &scope.region).await?;
+        api::handle(self, &scope, action, p).await
+    }
+}
