@@ -271,6 +271,33 @@ fn tags_xml(x: &mut Xml, tags: &[(String, String)]) {
     x.close("Tags");
 }
 
+/// ListUsers/ListRoles: the records under `PathPrefix`, in name order
+/// (case-insensitive, as IAM orders them), one `Marker`/`MaxItems` page.
+fn list_by_path<T>(
+    p: &Params<'_>,
+    records: Vec<T>,
+    list: &str,
+    path_and_name: impl Fn(&T) -> (&String, &String),
+    member: impl Fn(&mut Xml, &T),
+) -> Result<String, AwsError> {
+    let prefix = p.get("PathPrefix").unwrap_or("/");
+    check_path_prefix(prefix)?;
+    let max = p.max_items()?;
+    let records: Vec<(String, T)> = records
+        .into_iter()
+        .filter(|r| path_and_name(r).0.starts_with(prefix))
+        .map(|r| (path_and_name(&r).1.to_ascii_lowercase(), r))
+        .collect();
+    let (page, next) = paginate(records, p.get("Marker"), max);
+    let mut x = Xml::new();
+    x.open(list);
+    for record in &page {
+        member(&mut x, record);
+    }
+    x.close(list).page(next.as_deref());
+    Ok(x.finish())
+}
+
 fn user_xml(x: &mut Xml, tag: &str, user: &UserRecord, account: &str) {
     x.open(tag)
         .text("Path", &user.path)
@@ -641,23 +668,14 @@ impl IamService {
     }
 
     fn list_users(&self, ctx: &RequestContext, p: &Params<'_>) -> Result<String, AwsError> {
-        let prefix = p.get("PathPrefix").unwrap_or("/");
-        check_path_prefix(prefix)?;
-        let max = p.max_items()?;
-        let users: Vec<(String, UserRecord)> =
-            list_json::<UserRecord>(self.iam.store(), &users_prefix(&ctx.account_id))?
-                .into_iter()
-                .filter(|u| u.path.starts_with(prefix))
-                .map(|u| (u.name.to_ascii_lowercase(), u))
-                .collect();
-        let (page, next) = paginate(users, p.get("Marker"), max);
-        let mut x = Xml::new();
-        x.open("Users");
-        for user in &page {
-            user_xml(&mut x, "member", user, &ctx.account_id);
-        }
-        x.close("Users").page(next.as_deref());
-        Ok(x.finish())
+        let users = list_json::<UserRecord>(self.iam.store(), &users_prefix(&ctx.account_id))?;
+        list_by_path(
+            p,
+            users,
+            "Users",
+            |u| (&u.path, &u.name),
+            |x, u| user_xml(x, "member", u, &ctx.account_id),
+        )
     }
 
     async fn delete_user(&self, ctx: &RequestContext, p: &Params<'_>) -> Result<String, AwsError> {
@@ -986,23 +1004,14 @@ impl IamService {
     }
 
     fn list_roles(&self, ctx: &RequestContext, p: &Params<'_>) -> Result<String, AwsError> {
-        let prefix = p.get("PathPrefix").unwrap_or("/");
-        check_path_prefix(prefix)?;
-        let max = p.max_items()?;
-        let roles: Vec<(String, RoleRecord)> =
-            list_json::<RoleRecord>(self.iam.store(), &roles_prefix(&ctx.account_id))?
-                .into_iter()
-                .filter(|r| r.path.starts_with(prefix))
-                .map(|r| (r.name.to_ascii_lowercase(), r))
-                .collect();
-        let (page, next) = paginate(roles, p.get("Marker"), max);
-        let mut x = Xml::new();
-        x.open("Roles");
-        for role in &page {
-            role_xml(&mut x, "member", role, &ctx.account_id);
-        }
-        x.close("Roles").page(next.as_deref());
-        Ok(x.finish())
+        let roles = list_json::<RoleRecord>(self.iam.store(), &roles_prefix(&ctx.account_id))?;
+        list_by_path(
+            p,
+            roles,
+            "Roles",
+            |r| (&r.path, &r.name),
+            |x, r| role_xml(x, "member", r, &ctx.account_id),
+        )
     }
 
     async fn delete_role(&self, ctx: &RequestContext, p: &Params<'_>) -> Result<String, AwsError> {

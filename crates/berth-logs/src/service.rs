@@ -101,6 +101,18 @@ fn resolve_group(
     }
 }
 
+/// The `logGroupName` and `logStreamName` of a request, present and valid.
+fn group_and_stream<'a>(
+    group: &'a Option<String>,
+    stream: &'a Option<String>,
+) -> Result<(&'a str, &'a str), AwsError> {
+    let group = required(group, "logGroupName")?;
+    limits::check_group_name(group, "logGroupName")?;
+    let stream = required(stream, "logStreamName")?;
+    limits::check_stream_name(stream, "logStreamName")?;
+    Ok((group, stream))
+}
+
 fn check_new_tags(tags: &BTreeMap<String, String>) -> Result<(), AwsError> {
     let refs = tags.iter().map(|(k, v)| berth_model::tags::TagRef {
         key: k.as_str(),
@@ -392,10 +404,7 @@ impl LogsService {
         ctx: &RequestContext,
         input: logs::CreateLogStreamRequest,
     ) -> Result<Empty, AwsError> {
-        let group = required(&input.log_group_name, "logGroupName")?;
-        limits::check_group_name(group, "logGroupName")?;
-        let stream = required(&input.log_stream_name, "logStreamName")?;
-        limits::check_stream_name(stream, "logStreamName")?;
+        let (group, stream) = group_and_stream(&input.log_group_name, &input.log_stream_name)?;
         self.store
             .write(WriteOp::CreateStream {
                 key: group_key(&ctx.account_id, &ctx.region, group),
@@ -413,10 +422,7 @@ impl LogsService {
         ctx: &RequestContext,
         input: logs::DeleteLogStreamRequest,
     ) -> Result<Empty, AwsError> {
-        let group = required(&input.log_group_name, "logGroupName")?;
-        limits::check_group_name(group, "logGroupName")?;
-        let stream = required(&input.log_stream_name, "logStreamName")?;
-        limits::check_stream_name(stream, "logStreamName")?;
+        let (group, stream) = group_and_stream(&input.log_group_name, &input.log_stream_name)?;
         self.store
             .write(WriteOp::DeleteStream {
                 key: group_key(&ctx.account_id, &ctx.region, group),
@@ -524,10 +530,7 @@ impl LogsService {
         ctx: &RequestContext,
         input: logs::PutLogEventsRequest,
     ) -> Result<logs::PutLogEventsResponse, AwsError> {
-        let group = required(&input.log_group_name, "logGroupName")?;
-        limits::check_group_name(group, "logGroupName")?;
-        let stream = required(&input.log_stream_name, "logStreamName")?;
-        limits::check_stream_name(stream, "logStreamName")?;
+        let (group, stream) = group_and_stream(&input.log_group_name, &input.log_stream_name)?;
         // sequenceToken is ignored, as AWS has done since January 2023.
         let raw = input
             .log_events
