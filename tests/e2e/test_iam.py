@@ -296,3 +296,24 @@ def test_ecr_repository_policies_allow_and_deny(berth):
         as_dave.list_images(repositoryName="private")
     assert "with an explicit deny in a resource-based policy" in e.value.response["Error"]["Message"]
     assert as_dave.list_images(repositoryName="shared")["imageIds"] == []
+
+
+def test_agent_credentials_serve_only_the_agent(berth_agent):
+    """The credential minted for a container instance is like an ECS instance
+    role, not an account administrator: it may fetch ECR pull tokens and
+    nothing outside the agent protocol."""
+    [path] = list(berth_agent.data_dir.rglob("agent-identity.json"))
+    identity = json.loads(path.read_text())
+    key, secret = identity["accessKeyId"], identity["secretAccessKey"]
+    assert berth_agent.client("ecr", key, secret).get_authorization_token()["authorizationData"]
+    with pytest.raises(ClientError) as e:
+        berth_agent.client("ecs", key, secret).create_cluster(clusterName="from-agent")
+    assert e.value.response["Error"]["Code"] == "AccessDeniedException"
+    with pytest.raises(ClientError) as e:
+        berth_agent.client("secretsmanager", key, secret).list_secrets()
+    assert e.value.response["Error"]["Code"] == "AccessDeniedException"
+    with pytest.raises(ClientError) as e:
+        berth_agent.client("iam", key, secret).list_users()
+    assert e.value.response["Error"]["Code"] == "AccessDenied"
+    names = [a.rsplit("/", 1)[1] for a in berth_agent.client("ecs").list_clusters()["clusterArns"]]
+    assert "from-agent" not in names

@@ -146,18 +146,30 @@ impl Gateway {
     fn authorize(
         &self,
         ctx: &RequestContext,
+        agent_may_call: bool,
         requirements: impl FnOnce() -> Vec<Requirement>,
     ) -> Result<(), authorization::Denial> {
-        let Some(authorizer) = &self.authorizer else {
-            return Ok(());
-        };
-        if matches!(
-            ctx.principal.kind,
-            PrincipalKind::Root | PrincipalKind::Agent
-        ) {
-            return Ok(());
+        match ctx.principal.kind {
+            PrincipalKind::Root => Ok(()),
+            // An agent's credential is bound to its container instance: it
+            // may speak the agent protocol and fetch ECR pull tokens, nothing
+            // else, whatever the IAM mode (like an ECS instance role, not an
+            // account administrator).
+            PrincipalKind::Agent if agent_may_call => Ok(()),
+            PrincipalKind::Agent => {
+                let first = requirements().into_iter().next();
+                Err(authorization::Denial {
+                    action: first.as_ref().map(|r| r.action.clone()).unwrap_or_default(),
+                    resource: first.map_or_else(|| "*".to_string(), |r| r.resource),
+                    explicit: false,
+                    in_resource_policy: false,
+                })
+            }
+            PrincipalKind::User | PrincipalKind::AssumedRole => match &self.authorizer {
+                Some(authorizer) => authorizer.authorize(ctx, &requirements()),
+                None => Ok(()),
+            },
         }
-        authorizer.authorize(ctx, &requirements())
     }
 
     fn resolve(&self, access_key_id: &str) -> Option<ResolvedCredential> {
@@ -251,7 +263,9 @@ impl Gateway {
             region: verified.region,
             principal: credential.principal,
         };
-        self.authorize(&ctx, || {
+        let agent_may_call = prefix == berth_model::agent_protocol::TARGET_PREFIX
+            || (service.signing_name() == "ecr" && operation == "GetAuthorizationToken");
+        self.authorize(&ctx, agent_may_call, || {
             authorization::json_requirements(&ctx, service.signing_name(), operation, body)
         })
         .map_err(|denial| denial.json_error(&ctx.principal.arn))?;
@@ -342,7 +356,7 @@ impl Gateway {
             region: verified.region,
             principal: credential.principal,
         };
-        if let Err(denial) = self.authorize(&ctx, || {
+        if let Err(denial) = self.authorize(&ctx, false, || {
             authorization::query_requirements(&ctx, service.signing_name(), &action, &params)
         }) {
             let e = if service.ec2_protocol() {
