@@ -1,4 +1,5 @@
-//! Helpers both services share: the clock, store failures, pagination tokens.
+//! Helpers both services share: the clock, store failures, pagination tokens
+//! and page sizes.
 
 use base64::Engine;
 use berth_model::AwsError;
@@ -43,4 +44,27 @@ pub fn decode_token(token: &str) -> Option<String> {
     URL.decode(token)
         .ok()
         .and_then(|b| String::from_utf8(b).ok())
+}
+
+/// A request that breaks the model's constraints, worded as AWS's request
+/// validation words it.
+pub fn validation(message: impl Into<String>) -> AwsError {
+    AwsError::bad_request("ValidationException", message)
+}
+
+/// `MaxResults`: `max` when absent, else 1 to `max`.
+pub fn page_size(max_results: Option<i32>, max: usize) -> Result<usize, AwsError> {
+    match max_results {
+        None => Ok(max),
+        Some(n) if n >= 1 && n as usize <= max => Ok(n as usize),
+        Some(n) => Err(validation(format!(
+            "1 validation error detected: Value '{n}' at 'maxResults' failed to satisfy \
+             constraint: Member must have value {} {max}",
+            if n < 1 {
+                "greater than or equal to 1 and less than or equal to"
+            } else {
+                "less than or equal to"
+            }
+        ))),
+    }
 }

@@ -20,7 +20,9 @@ use berth_store::{Op, ReadView, Store, StoreExt};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::common::{corrupt, decode_token, encode_token, now_secs, store_error};
+use crate::common::{
+    corrupt, decode_token, encode_token, now_secs, page_size, store_error, validation,
+};
 use crate::crypto::{MasterKey, Sealed};
 
 const B64: base64::engine::general_purpose::GeneralPurpose =
@@ -159,10 +161,6 @@ fn version_not_found() -> AwsError {
 
 fn invalid_parameter(message: impl Into<String>) -> AwsError {
     AwsError::bad_request("InvalidParameterException", message)
-}
-
-fn validation(message: impl Into<String>) -> AwsError {
-    AwsError::bad_request("ValidationException", message)
 }
 
 fn invalid_request(message: impl Into<String>) -> AwsError {
@@ -1197,21 +1195,7 @@ impl SecretsManagerService {
         input: sm::ListSecretVersionIdsRequest,
     ) -> Result<sm::ListSecretVersionIdsResponse, AwsError> {
         let secret_id = required(&input.secret_id, "SecretId")?;
-        let max = match input.max_results {
-            None => 100,
-            Some(n) if (1..=100).contains(&n) => n as usize,
-            Some(n) => {
-                return Err(validation(format!(
-                    "1 validation error detected: Value '{n}' at 'maxResults' failed to satisfy \
-                     constraint: Member must have value {} 100",
-                    if n < 1 {
-                        "greater than or equal to 1 and less than or equal to"
-                    } else {
-                        "less than or equal to"
-                    }
-                )))
-            }
-        };
+        let max = page_size(input.max_results, 100)?;
         let include_deprecated = input.include_deprecated.unwrap_or(false);
         // Pages run newest first; a token names the last version shown by
         // (created, id), so versions added between calls never shift a page.
@@ -1472,21 +1456,7 @@ impl SecretsManagerService {
             });
         }
         let filters = check_filters(filters.as_deref().unwrap_or_default())?;
-        let max = match input.max_results {
-            None => 20,
-            Some(n) if (1..=20).contains(&n) => n as usize,
-            Some(n) => {
-                return Err(validation(format!(
-                    "1 validation error detected: Value '{n}' at 'maxResults' failed to satisfy \
-                     constraint: Member must have value {} 20",
-                    if n < 1 {
-                        "greater than or equal to 1 and less than or equal to"
-                    } else {
-                        "less than or equal to"
-                    }
-                )))
-            }
-        };
+        let max = page_size(input.max_results, 20)?;
         let prefix = prefix(&ctx.account_id, &ctx.region);
         let mut after = match &input.next_token {
             Some(t) => Some(

@@ -13,7 +13,7 @@ use berth_model::{AwsError, JsonService, RequestContext};
 use berth_store::{Op, ReadView, Store, StoreExt};
 use serde::{Deserialize, Serialize};
 
-use crate::common::{corrupt, decode_token, encode_token, now, store_error};
+use crate::common::{corrupt, decode_token, encode_token, now, page_size, store_error, validation};
 use crate::crypto::{MasterKey, Sealed};
 
 pub const STRING: &str = "String";
@@ -93,10 +93,6 @@ pub fn prefix(account: &str, region: &str) -> String {
 pub fn parameter_arn(account: &str, region: &str, name: &str) -> String {
     let sep = if name.starts_with('/') { "" } else { "/" };
     format!("arn:aws:ssm:{region}:{account}:parameter{sep}{name}")
-}
-
-fn validation(message: impl Into<String>) -> AwsError {
-    AwsError::bad_request("ValidationException", message)
 }
 
 fn not_found(name: &str) -> AwsError {
@@ -1003,21 +999,7 @@ impl SsmService {
                  Member must have length greater than or equal to 1",
             ));
         }
-        let max = match input.max_results {
-            None => 50,
-            Some(n) if (1..=50).contains(&n) => n as usize,
-            Some(n) => {
-                return Err(validation(format!(
-                    "1 validation error detected: Value '{n}' at 'maxResults' failed to satisfy \
-                     constraint: Member must have value {} 50",
-                    if n < 1 {
-                        "greater than or equal to 1 and less than or equal to"
-                    } else {
-                        "less than or equal to"
-                    }
-                )))
-            }
-        };
+        let max = page_size(input.max_results, 50)?;
         let after = match &input.next_token {
             Some(t) => Some(
                 decode_token(t)
