@@ -271,6 +271,22 @@ fn tags_xml(x: &mut Xml, tags: &[(String, String)]) {
     x.close("Tags");
 }
 
+/// A user or role is deleted only once its inline policies are deleted and
+/// its managed policies detached, as IAM requires.
+fn check_no_policies(has_inline: bool, has_attached: bool) -> Result<(), AwsError> {
+    if has_inline {
+        return Err(delete_conflict(
+            "Cannot delete entity, must delete policies first.",
+        ));
+    }
+    if has_attached {
+        return Err(delete_conflict(
+            "Cannot delete entity, must detach all policies first.",
+        ));
+    }
+    Ok(())
+}
+
 /// ListUsers/ListRoles: the records under `PathPrefix`, in name order
 /// (case-insensitive, as IAM orders them), one `Marker`/`MaxItems` page.
 fn list_by_path<T>(
@@ -692,16 +708,7 @@ impl IamService {
                         "Cannot delete entity, must delete access keys first.",
                     ));
                 }
-                if !user.inline.is_empty() {
-                    return Err(delete_conflict(
-                        "Cannot delete entity, must delete policies first.",
-                    ));
-                }
-                if !user.attached.is_empty() {
-                    return Err(delete_conflict(
-                        "Cannot delete entity, must detach all policies first.",
-                    ));
-                }
+                check_no_policies(!user.inline.is_empty(), !user.attached.is_empty())?;
                 Ok((vec![Op::delete(key.clone())], ()))
             })
             .await?;
@@ -1024,16 +1031,7 @@ impl IamService {
                 if role.service_linked {
                     return Err(unmodifiable(&role.name));
                 }
-                if !role.inline.is_empty() {
-                    return Err(delete_conflict(
-                        "Cannot delete entity, must delete policies first.",
-                    ));
-                }
-                if !role.attached.is_empty() {
-                    return Err(delete_conflict(
-                        "Cannot delete entity, must detach all policies first.",
-                    ));
-                }
+                check_no_policies(!role.inline.is_empty(), !role.attached.is_empty())?;
                 Ok((vec![Op::delete(key.clone())], ()))
             })
             .await?;
