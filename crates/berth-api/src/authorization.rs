@@ -219,13 +219,12 @@ fn secret_resources(arns: &Arns, body: &Value) -> Vec<String> {
 }
 
 fn parameter_arn(arns: &Arns, name: &str) -> String {
-    // `name:version` / `name:label` selectors name the parameter.
-    let name = if name.starts_with("arn:") {
+    if name.starts_with("arn:") {
         return name.to_string();
-    } else {
-        name.split(':').next().unwrap_or(name)
-    };
-    arns.arn(&format!("parameter/{}", name.trim_start_matches('/')))
+    }
+    // `name:version` / `name:label` selectors name the parameter.
+    let name = name.split(':').next().unwrap_or(name);
+    berth_model::arn::ssm_parameter_arn(&arns.ctx.region, &arns.ctx.account_id, name)
 }
 
 fn ssm_resources(arns: &Arns, body: &Value) -> Vec<String> {

@@ -166,10 +166,7 @@ pub fn secret_permission(account: &str, region: &str, value_from: &str) -> (Stri
     }
     (
         "ssm:GetParameters".to_string(),
-        format!(
-            "arn:aws:ssm:{region}:{account}:parameter/{}",
-            value_from.trim_start_matches('/')
-        ),
+        berth_model::arn::ssm_parameter_arn(region, account, value_from),
     )
 }
 

@@ -13,6 +13,13 @@ pub struct Arn {
     pub resource: String,
 }
 
+/// The ARN of SSM parameter `name`: `/app/db` and `app/db` both give
+/// `arn:aws:ssm:<region>:<account>:parameter/app/db`, as SSM reports them.
+pub fn ssm_parameter_arn(region: &str, account: &str, name: &str) -> String {
+    let sep = if name.starts_with('/') { "" } else { "/" };
+    format!("arn:aws:ssm:{region}:{account}:parameter{sep}{name}")
+}
+
 impl Arn {
     /// Parses an ARN; returns `None` when the text is not one.
     pub fn parse(text: &str) -> Option<Arn> {

@@ -91,8 +91,7 @@ pub fn prefix(account: &str, region: &str) -> String {
 }
 
 pub fn parameter_arn(account: &str, region: &str, name: &str) -> String {
-    let sep = if name.starts_with('/') { "" } else { "/" };
-    format!("arn:aws:ssm:{region}:{account}:parameter{sep}{name}")
+    berth_model::arn::ssm_parameter_arn(region, account, name)
 }
 
 fn not_found(name: &str) -> AwsError {
