@@ -192,7 +192,7 @@ def _container_output(task, marker, timeout=20):
 # Static busybox's wget crashes resolving the default port's service name
 # (no NSS in a scratch image), so URLs name port 80.
 FETCH = ("wget -qO- http://169.254.170.2:80$AWS_CONTAINER_CREDENTIALS_RELATIVE_URI; echo; "
-         "echo META; wget -qO- ${ECS_CONTAINER_METADATA_URI_V4/170.2/170.2:80}/task; echo; echo END; "
+         "echo @@META@@; wget -qO- ${ECS_CONTAINER_METADATA_URI_V4/170.2/170.2:80}/task; echo; echo @@END@@; "
          "sleep 600")
 
 
@@ -205,12 +205,13 @@ def test_task_role_credentials_and_metadata_reach_only_their_task(berth_agent):
     arn = _run(ecs, "with-role")
     task = _wait_task(ecs, arn, ("RUNNING", "STOPPED"))
     assert task["lastStatus"] == "RUNNING", task.get("stoppedReason")
-    out = _container_output(task, "END")
-    creds_line, rest = out.split("META", 1)
+    # Markers no JSON answer contains ("PENDING" holds "END").
+    out = _container_output(task, "@@END@@")
+    creds_line, rest = out.split("@@META@@", 1)
     assert creds_line.strip(), out
     creds = json.loads(creds_line.strip())
     assert creds["RoleArn"] == role and creds["AccessKeyId"].startswith("ASIA")
-    metadata = json.loads(rest.split("END", 1)[0].strip())
+    metadata = json.loads(rest.split("@@END@@", 1)[0].strip())
     assert metadata["TaskARN"] == arn and metadata["Family"] == "with-role"
     assert metadata["Containers"][0]["Name"] == "app"
 
@@ -232,9 +233,9 @@ def test_task_role_credentials_and_metadata_reach_only_their_task(berth_agent):
     uri = next(e.split("=", 1)[1] for e in uri if e.startswith("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI="))
     ecs.register_task_definition(family="thief", containerDefinitions=[{
         "name": "app", "image": "berth-test/busybox:latest", "memory": 16,
-        "command": ["sh", "-c", f"wget -qO- http://169.254.170.2:80{uri} 2>&1; echo; echo END; sleep 600"]}])
+        "command": ["sh", "-c", f"wget -qO- http://169.254.170.2:80{uri} 2>&1; echo; echo @@END@@; sleep 600"]}])
     thief = _wait_task(ecs, _run(ecs, "thief"), ("RUNNING", "STOPPED"))
-    stolen = _container_output(thief, "END")
+    stolen = _container_output(thief, "@@END@@")
     assert "AccessKeyId" not in stolen and creds["SecretAccessKey"] not in stolen, stolen
     for a in (arn, thief["taskArn"]):
         ecs.stop_task(task=a)
