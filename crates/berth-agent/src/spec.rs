@@ -417,6 +417,7 @@ mod tests {
             overrides: TaskOverride::default(),
             containers: Vec::new(),
             version: 1,
+            ..AssignedTask::default()
         }
     }
 

@@ -655,6 +655,8 @@ fn assigned(record: TaskRecord) -> AssignedTask {
         overrides: record.task.overrides.clone().unwrap_or_default(),
         containers: record.task.containers.clone().unwrap_or_default(),
         version: record.task.version.unwrap_or(0),
+        network_interface: record.network.clone(),
+        stop_code: record.task.stop_code.clone(),
     }
 }
 

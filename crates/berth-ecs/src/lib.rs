@@ -13,6 +13,7 @@ pub mod clusters;
 mod error;
 pub mod instances;
 pub mod keys;
+pub mod networking;
 mod pagination;
 pub mod placement;
 pub mod records;

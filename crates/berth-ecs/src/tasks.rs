@@ -78,6 +78,10 @@ pub struct TaskRecord {
     /// The revision as it was when the task started (it may be deleted later).
     pub definition: TaskDefinition,
     pub reservation: Reservation,
+    /// The awsvpc task's interface once attached (with what the agent needs
+    /// beyond the attachment's details: the subnet's CIDR and router).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<berth_model::agent_protocol::TaskNetworkInterface>,
 }
 
 impl TaskRecord {
@@ -510,6 +514,7 @@ fn new_task(
         task,
         definition: launch.definition.clone(),
         reservation: launch.reservation.clone(),
+        network: None,
     }
 }
 
@@ -1526,6 +1531,7 @@ mod tests {
             },
             definition: definition(),
             reservation: Reservation::default(),
+            network: None,
         }
     }
 

@@ -72,6 +72,64 @@ pub struct AssignedTask {
     pub containers: Vec<Container>,
     /// Bumped on every change of the task record.
     pub version: i64,
+    /// The task's network interface (awsvpc tasks), once Berth attached it:
+    /// an awsvpc task without one must wait before it creates containers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_interface: Option<TaskNetworkInterface>,
+    /// Why the task is being stopped (`SpotInterruption` gives containers
+    /// [`SPOT_INTERRUPTION_GRACE_SECONDS`] between SIGTERM and SIGKILL).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_code: Option<String>,
+}
+
+/// How long a FARGATE_SPOT task's containers get after SIGTERM when Berth
+/// reclaims its capacity: Fargate's two-minute warning.
+pub const SPOT_INTERRUPTION_GRACE_SECONDS: u32 = 120;
+
+/// The elastic network interface of an awsvpc task, as the agent plumbs it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskNetworkInterface {
+    /// `eni-…`.
+    pub eni_id: String,
+    pub subnet_id: String,
+    /// The subnet's CIDR block, e.g. `172.31.0.0/20`.
+    pub subnet_cidr: String,
+    /// The subnet's router (network address + 1).
+    pub gateway: String,
+    pub private_ip: String,
+    pub mac: String,
+}
+
+/// Asks for the security-group rules that apply to an awsvpc task's
+/// interface now (rules naming other groups come resolved to addresses).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct GetNetworkPolicyRequest {
+    pub task_arn: String,
+}
+
+/// One allowed flow: `protocol` is `tcp`, `udp`, `icmp`, `-1` (all) or a
+/// protocol number; for tcp/udp `from_port..=to_port` (absent: all ports);
+/// `cidrs` are the peers (IPv4 CIDR blocks).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkRule {
+    pub protocol: String,
+    #[serde(default)]
+    pub from_port: Option<i32>,
+    #[serde(default)]
+    pub to_port: Option<i32>,
+    pub cidrs: Vec<String>,
+}
+
+/// The union of the interface's groups' rules: traffic not allowed is
+/// dropped (security groups are stateful: replies to allowed flows pass).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct GetNetworkPolicyResponse {
+    pub ingress: Vec<NetworkRule>,
+    pub egress: Vec<NetworkRule>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
