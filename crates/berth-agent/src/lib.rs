@@ -10,10 +10,12 @@
 //! agent protocol (`berth_model::agent_protocol`); it never reads the store.
 
 pub mod awslogs;
+pub mod cgroups;
 pub mod client;
+pub mod netpolicy;
 pub mod spec;
 pub mod task_endpoint;
-mod task_runner;
+pub mod task_runner;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -21,10 +23,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use berth_model::agent_protocol::{
-    AssignedTask, GetTaskRoleCredentialsRequest, GetTaskRoleCredentialsResponse, LogPosition,
-    OpenLogStreamRequest, OpenLogStreamResponse, PollTasksRequest, PollTasksResponse,
-    PutTaskLogsRequest, PutTaskLogsResponse, RegisterAgentRequest, RegisterAgentResponse,
-    SubmitTaskStateRequest, SubmitTaskStateResponse, TaskLogEvent, TARGET_PREFIX,
+    AssignedTask, GetNetworkPolicyRequest, GetNetworkPolicyResponse, GetTaskRoleCredentialsRequest,
+    GetTaskRoleCredentialsResponse, LogPosition, OpenLogStreamRequest, OpenLogStreamResponse,
+    PollTasksRequest, PollTasksResponse, PutTaskLogsRequest, PutTaskLogsResponse,
+    RegisterAgentRequest, RegisterAgentResponse, SubmitTaskStateRequest, SubmitTaskStateResponse,
+    TaskLogEvent, TARGET_PREFIX,
 };
 use berth_model::shapes::ecs::{Attribute, Resource, VersionInfo};
 use berth_runtime::{ContainerState, Runtime, RuntimeEvent};
@@ -117,6 +120,11 @@ pub trait Reporter: Send + Sync + 'static {
         task_arn: &str,
         which: &str,
     ) -> Result<GetTaskRoleCredentialsResponse, ClientError>;
+
+    /// The security-group rules of an awsvpc task's interface as they
+    /// stand now (`GetNetworkPolicy`).
+    async fn network_policy(&self, task_arn: &str)
+        -> Result<GetNetworkPolicyResponse, ClientError>;
 }
 
 /// The credentials of a task's role `which`, fetched from the server.
@@ -410,6 +418,24 @@ impl Reporter for HttpReporter {
             .await
     }
 
+    async fn network_policy(
+        &self,
+        task_arn: &str,
+    ) -> Result<GetNetworkPolicyResponse, ClientError> {
+        let request = GetNetworkPolicyRequest {
+            task_arn: task_arn.to_string(),
+        };
+        self.client
+            .call(
+                &self.credentials,
+                TARGET_PREFIX,
+                "GetNetworkPolicy",
+                &request,
+                Duration::from_secs(15),
+            )
+            .await
+    }
+
     async fn registry_auth(&self, image: &str) -> Option<berth_runtime::RegistryAuth> {
         let host = self.client.host();
         if !image.starts_with(&format!("{host}/")) {
@@ -601,6 +627,10 @@ impl Agent {
             .unwrap_or_default()
             .to_string();
         let endpoint = self.task_endpoint().await;
+        // awsvpc tasks need it; generated here once, so no task waits for it.
+        if let Err(e) = berth_runtime::pause::ensure_pause_image(self.runtime.as_ref()).await {
+            tracing::warn!(error = %e, "cannot load the pause image; awsvpc tasks will retry");
+        }
         let (events_tx, _) = broadcast::channel::<RuntimeEvent>(1024);
         let pump = tokio::spawn(pump_events(self.runtime.clone(), events_tx.clone()));
         let result = self
@@ -691,7 +721,24 @@ impl Agent {
                     None if task.last_status == "STOPPED" => {
                         // Stopped while the agent was down: finish shipping
                         // its containers' logs.
-                        for c in adoptable.remove(arn).unwrap_or_default() {
+                        let Some(adopted) = adoptable.remove(arn) else {
+                            continue;
+                        };
+                        let (pauses, adopted): (Vec<_>, Vec<_>) =
+                            adopted.into_iter().partition(|c| {
+                                c.labels.get(spec::LABEL_CONTAINER_NAME).map(String::as_str)
+                                    == Some(spec::PAUSE_CONTAINER_NAME)
+                            });
+                        // Its namespace and cgroup are no longer needed.
+                        for pause in &pauses {
+                            if let Err(e) = self.runtime.remove(&pause.id).await {
+                                tracing::warn!(task = %arn, error = %e, "removing the pause container failed");
+                            }
+                        }
+                        if !cgroups::task_size(task).is_empty() {
+                            self.remove_cgroup(arn, true).await;
+                        }
+                        for c in adopted {
                             let definition = task
                                 .task_definition
                                 .container_definitions
@@ -760,6 +807,8 @@ impl Agent {
                         let _ = self.runtime.stop(&c.id, Duration::from_secs(10)).await;
                         let _ = self.runtime.remove(&c.id).await;
                     }
+                    // Its size is unknown, so whether it had a cgroup is too.
+                    self.remove_cgroup(&arn, true).await;
                 }
                 first = false;
             }
@@ -782,6 +831,10 @@ impl Agent {
             }
             Err(e) => tracing::warn!(error = %e, "listing containers failed"),
         }
+        let sized = !cgroups::task_size(task).is_empty();
+        if sized {
+            self.remove_cgroup(&task.task_arn, false).await;
+        }
         for source in spec::volumes(task).into_values() {
             if let spec::VolumeSource::Docker {
                 name,
@@ -791,6 +844,29 @@ impl Agent {
                 if let Err(e) = self.runtime.remove_volume(&name).await {
                     tracing::warn!(volume = %name, error = %e, "removing task volume failed");
                 }
+            }
+        }
+    }
+}
+
+impl Agent {
+    /// Removes a task's cgroup (after its containers); `quiet` when it
+    /// may never have existed.
+    async fn remove_cgroup(&self, task_arn: &str, quiet: bool) {
+        let info = match self.runtime.info().await {
+            Ok(info) => info,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the runtime's cgroup setup");
+                return;
+            }
+        };
+        let cgroup =
+            cgroups::TaskCgroup::new(cgroups::Layout::from_info(&info), spec::task_id(task_arn));
+        if let Err(e) = cgroup.remove().await {
+            if quiet {
+                tracing::debug!(task = %task_arn, error = %e, "removing the task cgroup failed");
+            } else {
+                tracing::warn!(task = %task_arn, error = %e, "removing the task cgroup failed");
             }
         }
     }

@@ -3,10 +3,11 @@
 
 use std::collections::BTreeMap;
 
-use berth_model::agent_protocol::{AssignedTask, ContainerSecrets};
+use berth_model::agent_protocol::{AssignedTask, ContainerSecrets, TaskNetworkInterface};
 use berth_model::shapes::ecs::{ContainerDefinition, ContainerOverride};
 use berth_runtime::{
-    ContainerSpec, HealthCheckSpec, Mount, NetworkMode, PortSpec, Protocol, Tmpfs, Ulimit,
+    ContainerSpec, HealthCheckSpec, Mount, NetworkMode, NetworkSpec, PortSpec, Protocol, Tmpfs,
+    Ulimit,
 };
 
 pub const LABEL_CLUSTER: &str = "com.amazonaws.ecs.cluster";
@@ -136,8 +137,105 @@ fn network_mode(task: &AssignedTask) -> NetworkMode {
     match task.task_definition.network_mode.as_deref() {
         Some("host") => NetworkMode::Host,
         Some("none") => NetworkMode::None,
+        // Until the runner puts it in its task's namespace
+        // ([`join_task_network`]), an awsvpc container has no network.
+        Some(AWSVPC) => NetworkMode::None,
         _ => NetworkMode::Bridge,
     }
+}
+
+/// The `networkMode` of tasks with their own network interface.
+pub const AWSVPC: &str = "awsvpc";
+/// The container name (label) of an awsvpc task's pause container, as the
+/// ECS agent names it.
+pub const PAUSE_CONTAINER_NAME: &str = "~internal~ecs~pause";
+/// Labels Berth's subnet networks, so they are recognisably Berth's.
+pub const LABEL_NETWORK_OWNER: &str = "berth.network";
+
+/// Whether the task runs in its own network namespace with its own
+/// interface (`networkMode: awsvpc`).
+pub fn is_awsvpc(task: &AssignedTask) -> bool {
+    task.task_definition.network_mode.as_deref() == Some(AWSVPC)
+}
+
+/// The Docker network of a subnet: every awsvpc task on that subnet gets
+/// its address on it.
+/// Named by the subnet's CIDR block rather than its id: Docker's address
+/// space is the host's, so every server and data directory on this host
+/// that uses the same block (the default VPC's subnets, say) shares one
+/// bridge instead of failing on an overlapping pool.
+pub fn subnet_network(eni: &TaskNetworkInterface) -> NetworkSpec {
+    NetworkSpec {
+        name: format!("berth-{}", sanitize(&eni.subnet_cidr.replace('/', "-"))),
+        subnet: eni.subnet_cidr.clone(),
+        gateway: eni.gateway.clone(),
+        labels: BTreeMap::from([(LABEL_NETWORK_OWNER.to_string(), "subnet".to_string())]),
+    }
+}
+
+/// The labels every container of `task` carries (ownership, adoption).
+fn task_labels(
+    task: &AssignedTask,
+    container: &str,
+    instance_id: &str,
+) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (LABEL_CLUSTER.into(), cluster_name(&task.cluster_arn).into()),
+        (LABEL_CONTAINER_NAME.into(), container.into()),
+        (LABEL_TASK_ARN.into(), task.task_arn.clone()),
+        (
+            LABEL_FAMILY.into(),
+            task.task_definition.family.clone().unwrap_or_default(),
+        ),
+        (
+            LABEL_REVISION.into(),
+            task.task_definition.revision.unwrap_or(0).to_string(),
+        ),
+        (LABEL_INSTANCE.into(), instance_id.into()),
+    ])
+}
+
+/// The pause container of an awsvpc task: it holds the task's network
+/// namespace, with the interface's address and MAC, on its subnet's
+/// network.
+pub fn pause_spec(
+    task: &AssignedTask,
+    eni: &TaskNetworkInterface,
+    instance_id: &str,
+    cgroup_parent: Option<String>,
+) -> ContainerSpec {
+    ContainerSpec {
+        name: docker_name(task, "internalecspause"),
+        image: berth_runtime::pause::PAUSE_IMAGE.to_string(),
+        labels: task_labels(task, PAUSE_CONTAINER_NAME, instance_id),
+        network_mode: NetworkMode::Network(subnet_network(eni).name),
+        ipv4_address: Some(eni.private_ip.clone()),
+        mac_address: Some(eni.mac.clone()).filter(|m| !m.is_empty()),
+        cgroup_parent,
+        // The program ignores SIGTERM (it is PID 1): do not wait for it.
+        stop_timeout_secs: Some(0),
+        ..ContainerSpec::default()
+    }
+}
+
+/// Puts a container of an awsvpc task into the task's namespace (the
+/// pause container's): the task's containers share its address and reach
+/// each other on localhost. Nothing is published on the host: as in ECS,
+/// a port is reached on the task's own address.
+pub fn join_task_network(
+    spec: &mut ContainerSpec,
+    definition: &ContainerDefinition,
+    pause_id: &str,
+) {
+    spec.ports.clear();
+    // disableNetworking keeps a container out of every network.
+    if definition.disable_networking != Some(true) {
+        spec.network_mode = NetworkMode::Container(pause_id.to_string());
+    }
+    // Docker refuses these with a shared namespace; they belong to the
+    // namespace's owner.
+    spec.hostname = None;
+    spec.links.clear();
 }
 
 /// What a container learns about the task endpoint (`169.254.170.2`).
@@ -184,18 +282,7 @@ pub fn container_spec(
     let name = definition.name.clone().unwrap_or_default();
     let o = container_override(task, &name);
     let mut labels: BTreeMap<String, String> = definition.docker_labels.clone().unwrap_or_default();
-    labels.insert(LABEL_CLUSTER.into(), cluster_name(&task.cluster_arn).into());
-    labels.insert(LABEL_CONTAINER_NAME.into(), name.clone());
-    labels.insert(LABEL_TASK_ARN.into(), task.task_arn.clone());
-    labels.insert(
-        LABEL_FAMILY.into(),
-        task.task_definition.family.clone().unwrap_or_default(),
-    );
-    labels.insert(
-        LABEL_REVISION.into(),
-        task.task_definition.revision.unwrap_or(0).to_string(),
-    );
-    labels.insert(LABEL_INSTANCE.into(), instance_id.into());
+    labels.extend(task_labels(task, &name, instance_id));
 
     let mut env: Vec<(String, String)> = Vec::new();
     let mut set_env = |k: &str, v: &str| match env.iter_mut().find(|(n, _)| n == k) {
@@ -395,6 +482,10 @@ pub fn container_spec(
         ),
         health_check,
         log_driver,
+        // Set by the runner: the task's cgroup, and (awsvpc) its namespace.
+        ipv4_address: None,
+        mac_address: None,
+        cgroup_parent: None,
     }
 }
 

@@ -8,10 +8,11 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use berth_model::agent_protocol::{
-    AssignedTask, ContainerReport, ContainerSecrets, SubmitTaskStateRequest,
+    AssignedTask, ContainerReport, ContainerSecrets, GetNetworkPolicyResponse,
+    SubmitTaskStateRequest, SPOT_INTERRUPTION_GRACE_SECONDS,
 };
 use berth_model::shapes::ecs::{ContainerDefinition, NetworkBinding};
 use berth_runtime::{
@@ -20,6 +21,8 @@ use berth_runtime::{
 use tokio::sync::{broadcast, watch};
 
 use crate::awslogs;
+use crate::cgroups::{self, TaskCgroup};
+use crate::netpolicy;
 use crate::spec::{self, EndpointEnv, VolumeSource};
 use crate::task_endpoint::{self, ContainerView, TaskEndpoint, TaskView};
 use crate::Reporter;
@@ -28,6 +31,18 @@ const RUNNING: &str = "RUNNING";
 const PENDING: &str = "PENDING";
 const STOPPED: &str = "STOPPED";
 const DEPROVISIONING: &str = "DEPROVISIONING";
+/// ECS's reason for a container the OOM killer ended.
+pub const OOM_REASON: &str = "OutOfMemoryError: Container killed due to memory usage";
+/// The stop code under which containers get Fargate's two-minute warning.
+const SPOT_INTERRUPTION: &str = "SpotInterruption";
+/// How long an awsvpc task waits for its interface (and for its network
+/// to be set up) before it fails to start.
+const NETWORK_SETUP_TIMEOUT: Duration = Duration::from_secs(300);
+/// How often a running awsvpc task's security groups are looked up.
+const POLICY_POLL: Duration = Duration::from_secs(2);
+/// How often removing a stopped task's cgroup is tried before leaving it
+/// to the task's clean-up.
+const CGROUP_REMOVE_ATTEMPTS: u32 = 5;
 
 fn epoch_now() -> f64 {
     SystemTime::now()
@@ -46,6 +61,9 @@ struct Tracked {
     state: Option<ContainerState>,
     /// Why the container could not be pulled, created or started.
     failure: Option<String>,
+    /// Killed by the OOM killer for the task's (cgroup's) memory, which
+    /// Docker does not see as its own OOM.
+    task_oom: bool,
 }
 
 impl Tracked {
@@ -90,8 +108,8 @@ impl Tracked {
             .map(|c| c as i32);
         let reason = self.failure.clone().or_else(|| {
             state
-                .filter(|s| s.oom_killed)
-                .map(|_| "OutOfMemoryError: Container killed due to memory usage".to_string())
+                .filter(|s| s.oom_killed || (self.task_oom && self.exited()))
+                .map(|_| OOM_REASON.to_string())
         });
         let health = match state.and_then(|s| s.health) {
             Some(HealthState::Healthy) => "HEALTHY",
@@ -158,12 +176,28 @@ pub struct TaskRunner {
     tokens: BTreeMap<String, String>,
     /// Refreshes the task role's credentials before they expire.
     refresher: Option<tokio::task::JoinHandle<()>>,
+    /// The task's cgroup, when it has task-level sizes (`None` until made).
+    cgroup: Option<TaskCgroup>,
+    cgroup_ready: bool,
+    /// The task cgroup's OOM kill count already attributed.
+    oom_kills_seen: u64,
+    /// The pause container (awsvpc tasks), created or adopted.
+    pause_id: Option<String>,
+    /// Whether the awsvpc namespace is up with its security groups applied.
+    network_ready: bool,
+    /// Since when the runner has been waiting for the network to be ready.
+    network_wait_started: Option<Instant>,
+    /// Re-applies the security groups when they change.
+    enforcer: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for TaskRunner {
     fn drop(&mut self) {
         if let Some(r) = self.refresher.take() {
             r.abort();
+        }
+        if let Some(e) = self.enforcer.take() {
+            e.abort();
         }
         self.endpoint.remove_task(&self.task.task_arn);
     }
@@ -227,6 +261,75 @@ async fn refresh_credentials(
     }
 }
 
+/// Where a setup step stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Prep {
+    Ready,
+    /// Not yet (e.g. no interface attached); look again on the next pass.
+    Wait,
+    /// Cannot be done: the stop reason is set.
+    Failed,
+}
+
+/// Renders and applies `policy` in the namespace of process `pid`.
+async fn apply_policy(
+    task_arn: &str,
+    pid: u32,
+    policy: &GetNetworkPolicyResponse,
+) -> Result<(), netpolicy::PolicyError> {
+    let (script, warnings) = netpolicy::render_ruleset(policy);
+    for warning in warnings {
+        tracing::warn!(task = %task_arn, "security groups: {warning}");
+    }
+    netpolicy::apply(pid, &script).await
+}
+
+/// Keeps an awsvpc task's security groups in force while it runs: looks
+/// them up every [`POLICY_POLL`] and re-applies them when they changed (or
+/// the namespace's process did). Ends when the pause container is gone;
+/// the runner aborts it when the task stops.
+async fn enforce_policy(
+    runtime: Arc<dyn Runtime>,
+    reporter: Arc<dyn Reporter>,
+    task_arn: String,
+    pause_id: String,
+    mut applied: GetNetworkPolicyResponse,
+    mut applied_pid: u32,
+) {
+    loop {
+        tokio::time::sleep(POLICY_POLL).await;
+        let pid = match runtime.inspect(&pause_id).await {
+            Ok(Some(state)) => state.pid,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::debug!(task = %task_arn, error = %e, "inspecting the pause container failed");
+                continue;
+            }
+        };
+        let Some(pid) = pid else { continue };
+        let policy = match reporter.network_policy(&task_arn).await {
+            Ok(policy) => policy,
+            Err(e) => {
+                tracing::debug!(task = %task_arn, error = %client_message(&e), "looking up security groups failed; keeping the last ones");
+                continue;
+            }
+        };
+        if policy == applied && pid == applied_pid {
+            continue;
+        }
+        match apply_policy(&task_arn, pid, &policy).await {
+            Ok(()) => {
+                tracing::info!(task = %task_arn, "security groups changed; re-applied");
+                applied = policy;
+                applied_pid = pid;
+            }
+            Err(e) => {
+                tracing::warn!(task = %task_arn, error = %e, "re-applying security groups failed; retrying")
+            }
+        }
+    }
+}
+
 /// How long the runner waits between looks while nothing happens.
 const TICK_STARTING: Duration = Duration::from_millis(500);
 const TICK_STEADY: Duration = Duration::from_secs(2);
@@ -256,6 +359,7 @@ impl TaskRunner {
                     id: existing.map(|c| c.id.clone()),
                     state: existing.cloned(),
                     failure: None,
+                    task_oom: false,
                     name,
                 }
             })
@@ -266,6 +370,13 @@ impl TaskRunner {
             .map(|c| (c.name.clone(), task_endpoint::new_id()))
             .collect();
         let credentials_id = task_role_arn(&task).map(|_| task_endpoint::new_id());
+        let pause_id = adopted
+            .iter()
+            .find(|c| {
+                c.labels.get(spec::LABEL_CONTAINER_NAME).map(String::as_str)
+                    == Some(spec::PAUSE_CONTAINER_NAME)
+            })
+            .map(|c| c.id.clone());
         // Timestamps the server already holds are kept there (set-once).
         TaskRunner {
             runtime,
@@ -286,6 +397,13 @@ impl TaskRunner {
             tokens,
             endpoint,
             refresher: None,
+            cgroup: None,
+            cgroup_ready: false,
+            oom_kills_seen: 0,
+            pause_id,
+            network_ready: false,
+            network_wait_started: None,
+            enforcer: None,
         }
     }
 
@@ -353,9 +471,19 @@ impl TaskRunner {
                     cpu: i64::from(c.definition.cpu.unwrap_or(0)),
                     memory: c.definition.memory.map(i64::from),
                     started_at: state.and_then(|s| s.started_at),
+                    // awsvpc containers share the task's address (the
+                    // endpoint tells callers apart by it).
                     ip_address: state
                         .and_then(|s| s.ip_address.as_deref())
-                        .and_then(|ip| ip.parse().ok()),
+                        .and_then(|ip| ip.parse().ok())
+                        .or_else(|| {
+                            state.filter(|s| s.status == ContainerStatus::Running)?;
+                            self.task
+                                .network_interface
+                                .as_ref()
+                                .filter(|_| spec::is_awsvpc(&self.task))
+                                .and_then(|eni| eni.private_ip.parse().ok())
+                        }),
                     container_arn: self
                         .task
                         .containers
@@ -546,7 +674,24 @@ impl TaskRunner {
         if !self.fetch_secrets().await {
             return self.stop_all().await;
         }
-        self.start_ready().await;
+        // Containers are created only inside the task's cgroup and (awsvpc)
+        // namespace; until those are ready the task stays as it is (an
+        // adopted running task keeps running and reporting).
+        let mut ready = match self.prepare_cgroup().await {
+            Prep::Ready => true,
+            Prep::Wait => false,
+            Prep::Failed => return self.stop_all().await,
+        };
+        if ready && spec::is_awsvpc(&self.task) {
+            ready = match self.prepare_network().await {
+                Prep::Ready => true,
+                Prep::Wait => false,
+                Prep::Failed => return self.stop_all().await,
+            };
+        }
+        if ready {
+            self.start_ready().await;
+        }
         if self.self_stop.is_none() {
             self.self_stop = self.detect_stop();
         }
@@ -577,6 +722,260 @@ impl TaskRunner {
             match self.runtime.inspect(&id).await {
                 Ok(state) => c.state = state,
                 Err(e) => tracing::debug!(container = %id, error = %e, "inspect failed"),
+            }
+        }
+        self.attribute_task_ooms();
+    }
+
+    /// A container SIGKILLed (137) while the task's cgroup counted a new
+    /// OOM kill was killed for the task's memory: Docker only sees OOMs of
+    /// the container's own limit. Containers the agent is stopping are
+    /// not attributed (their SIGKILL is the agent's).
+    fn attribute_task_ooms(&mut self) {
+        let Some(cgroup) = &self.cgroup else { return };
+        if self.task.desired_status == STOPPED || self.self_stop.is_some() {
+            return;
+        }
+        let candidates: Vec<usize> = (0..self.containers.len())
+            .filter(|&i| {
+                let c = &self.containers[i];
+                !c.task_oom
+                    && c.exited()
+                    && c.state
+                        .as_ref()
+                        .is_some_and(|s| !s.oom_killed && s.exit_code == Some(137))
+            })
+            .collect();
+        if candidates.is_empty() {
+            return;
+        }
+        let Some(kills) = cgroup.oom_kills() else {
+            return;
+        };
+        if kills <= self.oom_kills_seen {
+            return;
+        }
+        self.oom_kills_seen = kills;
+        for i in candidates {
+            tracing::info!(task = %self.task.task_arn, container = %self.containers[i].name, "container killed for the task's memory");
+            self.containers[i].task_oom = true;
+        }
+    }
+
+    /// Makes the task's cgroup when it has task-level sizes.
+    async fn prepare_cgroup(&mut self) -> Prep {
+        if self.cgroup_ready {
+            return Prep::Ready;
+        }
+        let size = cgroups::task_size(&self.task);
+        if size.is_empty() {
+            self.cgroup_ready = true;
+            return Prep::Ready;
+        }
+        let started = self.containers.iter().any(|c| c.id.is_some());
+        let info = match self.runtime.info().await {
+            Ok(info) => info,
+            Err(e) => {
+                tracing::warn!(task = %self.task.task_arn, error = %e, "cannot read the runtime's cgroup setup; retrying");
+                return Prep::Wait;
+            }
+        };
+        let cgroup = TaskCgroup::new(
+            cgroups::Layout::from_info(&info),
+            spec::task_id(&self.task.task_arn),
+        );
+        match cgroup.create(size.limits()).await {
+            Ok(()) => {
+                tracing::debug!(task = %self.task.task_arn, parent = %cgroup.parent(), ?size, "task cgroup ready");
+                self.oom_kills_seen = cgroup.oom_kills().unwrap_or(0);
+                self.cgroup = Some(cgroup);
+                self.cgroup_ready = true;
+                Prep::Ready
+            }
+            Err(e) if started => {
+                // Adopted containers keep running under whatever they have.
+                tracing::warn!(task = %self.task.task_arn, error = %e, "cannot update the task cgroup");
+                self.cgroup = Some(cgroup);
+                self.cgroup_ready = true;
+                Prep::Ready
+            }
+            Err(e) => {
+                self.self_stop = Some(SelfStop {
+                    code: "TaskFailedToStart",
+                    reason: format!(
+                        "ResourceInitializationError: unable to create the task cgroup: {e}"
+                    ),
+                });
+                Prep::Failed
+            }
+        }
+    }
+
+    /// Waits for (`Prep::Wait`) or gives up on (`Prep::Failed`, with the
+    /// stop reason set) the network once [`NETWORK_SETUP_TIMEOUT`] passed.
+    fn network_wait(&mut self, why: String) -> Prep {
+        let since = *self.network_wait_started.get_or_insert_with(Instant::now);
+        if since.elapsed() < NETWORK_SETUP_TIMEOUT || self.has_containers() {
+            tracing::debug!(task = %self.task.task_arn, %why, "waiting for the task network");
+            return Prep::Wait;
+        }
+        self.network_failed(why)
+    }
+
+    /// Whether any container of the task was created (e.g. adopted after
+    /// an agent restart): such a task is never failed for its network,
+    /// whose namespace (with the rules last applied) outlives the agent.
+    fn has_containers(&self) -> bool {
+        self.containers.iter().any(|c| c.id.is_some())
+    }
+
+    fn network_failed(&mut self, why: String) -> Prep {
+        if self.has_containers() {
+            tracing::warn!(task = %self.task.task_arn, %why, "the task network cannot be refreshed; retrying");
+            return Prep::Wait;
+        }
+        tracing::warn!(task = %self.task.task_arn, %why, "the task network cannot be set up");
+        self.self_stop = Some(SelfStop {
+            code: "TaskFailedToStart",
+            reason: format!("ResourceInitializationError: {why}"),
+        });
+        Prep::Failed
+    }
+
+    /// Sets up an awsvpc task's namespace: its subnet's network, the pause
+    /// container at the interface's address, and the security groups in
+    /// it, before any container of the task is created.
+    async fn prepare_network(&mut self) -> Prep {
+        if self.network_ready {
+            return Prep::Ready;
+        }
+        // The server attaches the interface shortly after placement; a
+        // later poll brings it.
+        let Some(eni) = self.task.network_interface.clone() else {
+            return self.network_wait("the task's network interface is not attached yet".into());
+        };
+        if let Err(e) = berth_runtime::pause::ensure_pause_image(self.runtime.as_ref()).await {
+            return self.runtime_failure("unable to load the pause image", e);
+        }
+        let network = spec::subnet_network(&eni);
+        if let Err(e) = self.runtime.ensure_network(&network).await {
+            return self.runtime_failure(
+                &format!(
+                    "unable to create network {} for {}",
+                    network.name, eni.subnet_id
+                ),
+                e,
+            );
+        }
+        let pause_id = match self.pause_id.clone() {
+            Some(id) => id,
+            None => {
+                let spec = spec::pause_spec(
+                    &self.task,
+                    &eni,
+                    &self.instance_id,
+                    self.cgroup.as_ref().map(TaskCgroup::parent),
+                );
+                let id = match self.runtime.create(&spec).await {
+                    Ok(id) => id,
+                    // Created before a crash but not yet seen: take it over.
+                    Err(RuntimeError::Conflict(_)) => {
+                        match self.runtime.inspect(&spec.name).await {
+                            Ok(Some(state)) => state.id,
+                            _ => {
+                                return self.network_failed(format!(
+                                    "unable to create the pause container: name {} is taken",
+                                    spec.name
+                                ))
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        return self.runtime_failure("unable to create the pause container", e)
+                    }
+                };
+                self.pause_id = Some(id.clone());
+                id
+            }
+        };
+        if let Err(e) = self.runtime.start(&pause_id).await {
+            return self.runtime_failure("unable to start the pause container", e);
+        }
+        let pid = match self.runtime.inspect(&pause_id).await {
+            Ok(Some(state)) => state.pid,
+            Ok(None) => None,
+            Err(e) => return self.runtime_failure("unable to inspect the pause container", e),
+        };
+        let Some(pid) = pid else {
+            return self.network_wait("the pause container is not running".into());
+        };
+        let policy = match self.reporter.network_policy(&self.task.task_arn).await {
+            Ok(policy) => policy,
+            Err(e) => {
+                return self.network_wait(format!(
+                    "unable to get the task's security groups: {}",
+                    client_message(&e)
+                ))
+            }
+        };
+        if let Err(e) = apply_policy(&self.task.task_arn, pid, &policy).await {
+            return self.network_failed(format!("unable to apply the task's security groups: {e}"));
+        }
+        tracing::info!(task = %self.task.task_arn, ip = %eni.private_ip, subnet = %eni.subnet_id, "task network ready");
+        self.enforcer = Some(tokio::spawn(enforce_policy(
+            self.runtime.clone(),
+            self.reporter.clone(),
+            self.task.task_arn.clone(),
+            pause_id,
+            policy,
+            pid,
+        )));
+        self.network_ready = true;
+        Prep::Ready
+    }
+
+    /// A runtime that cannot be reached is waited for; any other answer
+    /// fails the task.
+    fn runtime_failure(&mut self, what: &str, e: RuntimeError) -> Prep {
+        match e {
+            RuntimeError::Unavailable(_) => self.network_wait(format!("{what}: {e}")),
+            _ => self.network_failed(format!("{what}: {e}")),
+        }
+    }
+
+    /// Once the task's containers are stopped: its pause container and
+    /// cgroup go (the exited containers stay, for their logs and exit
+    /// codes, until the task is cleaned up).
+    async fn release_task_resources(&mut self) {
+        if let Some(enforcer) = self.enforcer.take() {
+            enforcer.abort();
+        }
+        if let Some(pause) = self.pause_id.clone() {
+            match self.runtime.remove(&pause).await {
+                Ok(()) => {
+                    self.pause_id = None;
+                    self.network_ready = false;
+                }
+                Err(e) => {
+                    tracing::warn!(task = %self.task.task_arn, error = %e, "removing the pause container failed")
+                }
+            }
+        }
+        if let Some(cgroup) = self.cgroup.clone() {
+            // The runtime removes each container's own cgroup shortly after
+            // it exits; until then the task's is busy.
+            for attempt in 1..=CGROUP_REMOVE_ATTEMPTS {
+                match cgroup.remove().await {
+                    Ok(()) => {
+                        self.cgroup = None;
+                        break;
+                    }
+                    Err(e) if attempt == CGROUP_REMOVE_ATTEMPTS => {
+                        // The agent tries again when the task is cleaned up.
+                        tracing::debug!(task = %self.task.task_arn, error = %e, "removing the task cgroup failed");
+                    }
+                    Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+                }
             }
         }
     }
@@ -791,13 +1190,24 @@ impl TaskRunner {
                 .map(String::as_str)
                 .filter(|_| self.endpoint.available().is_ok()),
         };
-        let spec = spec::container_spec(
+        let mut spec = spec::container_spec(
             &self.task,
             &definition,
             &self.instance_id,
             secrets,
             endpoint,
         );
+        if spec::is_awsvpc(&self.task) {
+            let Some(pause_id) = self.pause_id.clone().filter(|_| self.network_ready) else {
+                // prepare_network runs first; never create outside the namespace.
+                self.containers[i].failure = Some(
+                    "CannotCreateContainerError: the task's network namespace is not ready".into(),
+                );
+                return;
+            };
+            spec::join_task_network(&mut spec, &definition, &pause_id);
+        }
+        spec.cgroup_parent = self.cgroup.as_ref().map(TaskCgroup::parent);
         let id = match self.runtime.create(&spec).await {
             Ok(id) => id,
             // Created before a crash but not yet seen: take it over.
@@ -878,18 +1288,23 @@ impl TaskRunner {
     /// true once STOPPED is reported.
     async fn stop_all(&mut self) -> bool {
         let runtime = self.runtime.clone();
+        // Fargate Spot's reclaim gives the containers two minutes.
+        let spot = self.task.stop_code.as_deref() == Some(SPOT_INTERRUPTION)
+            && self.task.desired_status == STOPPED;
         let stops = self
             .containers
             .iter()
             .filter(|c| c.running())
             .filter_map(|c| {
                 let id = c.id.clone()?;
-                let timeout = Duration::from_secs(
+                let timeout = Duration::from_secs(if spot {
+                    u64::from(SPOT_INTERRUPTION_GRACE_SECONDS)
+                } else {
                     c.definition
                         .stop_timeout
                         .map(|t| t.max(0) as u64)
-                        .unwrap_or(spec::DEFAULT_STOP_TIMEOUT_SECS),
-                );
+                        .unwrap_or(spec::DEFAULT_STOP_TIMEOUT_SECS)
+                });
                 let runtime = runtime.clone();
                 Some(async move {
                     if let Err(e) = runtime.stop(&id, timeout).await {
@@ -907,6 +1322,7 @@ impl TaskRunner {
             // Something refused to stop; try again on the next pass.
             return false;
         }
+        self.release_task_resources().await;
         self.report(STOPPED).await;
         self.last_report
             .as_ref()
@@ -999,6 +1415,9 @@ mod tests {
     #[derive(Default)]
     struct FakeRuntime {
         containers: Mutex<HashMap<String, (ContainerSpec, ContainerStatus)>>,
+        networks: Mutex<Vec<berth_runtime::NetworkSpec>>,
+        stop_timeouts: Mutex<Vec<Duration>>,
+        removed: Mutex<Vec<String>>,
     }
 
     #[async_trait::async_trait]
@@ -1026,7 +1445,8 @@ mod tests {
             }
             Ok(())
         }
-        async fn stop(&self, id: &str, _: Duration) -> Result<(), RuntimeError> {
+        async fn stop(&self, id: &str, timeout: Duration) -> Result<(), RuntimeError> {
+            self.stop_timeouts.lock().unwrap().push(timeout);
             if let Some(c) = self.containers.lock().unwrap().get_mut(id) {
                 c.1 = ContainerStatus::Exited;
             }
@@ -1057,8 +1477,16 @@ mod tests {
         ) -> Result<Vec<ContainerState>, RuntimeError> {
             Ok(Vec::new())
         }
-        async fn remove(&self, _: &str) -> Result<(), RuntimeError> {
+        async fn remove(&self, id: &str) -> Result<(), RuntimeError> {
+            self.removed.lock().unwrap().push(id.to_string());
             Ok(())
+        }
+        async fn ensure_network(
+            &self,
+            spec: &berth_runtime::NetworkSpec,
+        ) -> Result<String, RuntimeError> {
+            self.networks.lock().unwrap().push(spec.clone());
+            Ok(format!("net-{}", spec.name))
         }
         async fn create_volume(
             &self,
@@ -1136,6 +1564,9 @@ mod tests {
                     code,
                     message,
                 })
+        }
+        async fn network_policy(&self, _: &str) -> Result<GetNetworkPolicyResponse, ClientError> {
+            Ok(GetNetworkPolicyResponse::default())
         }
     }
 
@@ -1310,5 +1741,189 @@ mod tests {
         assert_eq!(last_report(&reporter).last_status, STOPPED);
         // Gone with the task.
         assert_eq!(endpoint.route(&uri, ip).await.0, 400);
+    }
+
+    fn plain_task() -> AssignedTask {
+        let mut task = role_task();
+        task.task_definition.task_role_arn = None;
+        task
+    }
+
+    fn awsvpc_task() -> AssignedTask {
+        let mut task = plain_task();
+        task.task_definition.network_mode = Some("awsvpc".into());
+        task
+    }
+
+    fn eni() -> berth_model::agent_protocol::TaskNetworkInterface {
+        berth_model::agent_protocol::TaskNetworkInterface {
+            eni_id: "eni-1".into(),
+            subnet_id: "subnet-1".into(),
+            subnet_cidr: "172.31.0.0/20".into(),
+            gateway: "172.31.0.1".into(),
+            private_ip: "172.31.0.9".into(),
+            mac: "02:00:ac:1f:00:09".into(),
+        }
+    }
+
+    fn reporter() -> Arc<FakeReporter> {
+        Arc::new(FakeReporter {
+            reports: Mutex::new(Vec::new()),
+            role: Ok(credentials()),
+        })
+    }
+
+    fn specs(runtime: &FakeRuntime) -> Vec<ContainerSpec> {
+        let mut specs: Vec<ContainerSpec> = runtime
+            .containers
+            .lock()
+            .unwrap()
+            .values()
+            .map(|(spec, _)| spec.clone())
+            .collect();
+        specs.sort_by(|a, b| a.name.cmp(&b.name));
+        specs
+    }
+
+    #[tokio::test]
+    async fn awsvpc_task_waits_for_its_interface_then_starts_its_pause_container() {
+        let endpoint = Arc::new(TaskEndpoint::new(Arc::new(NoInspector), None));
+        let runtime = Arc::new(FakeRuntime::default());
+        let reporter = reporter();
+        let task = awsvpc_task();
+        let runner = TaskRunner::new(
+            runtime.clone(),
+            reporter.clone(),
+            "i1".into(),
+            task.clone(),
+            Vec::new(),
+            endpoint,
+        );
+        let (tx, rx) = watch::channel(task.clone());
+        let (_events, events_rx) = broadcast::channel(8);
+        let handle = tokio::spawn(runner.run(rx, events_rx));
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        // No interface, no container of any kind.
+        assert!(runtime.containers.lock().unwrap().is_empty());
+        assert_eq!(last_report(&reporter).last_status, PENDING);
+
+        let mut attached = task.clone();
+        attached.network_interface = Some(eni());
+        tx.send(attached.clone()).unwrap();
+        let mut pause = None;
+        for _ in 0..100 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            if let Some(spec) = specs(&runtime).into_iter().next() {
+                pause = Some(spec);
+                break;
+            }
+        }
+        let pause = pause.expect("the pause container is created");
+        assert_eq!(pause.image, berth_runtime::pause::PAUSE_IMAGE);
+        assert_eq!(
+            pause.network_mode,
+            berth_runtime::NetworkMode::Network("berth-172-31-0-0-20".into())
+        );
+        assert_eq!(pause.ipv4_address.as_deref(), Some("172.31.0.9"));
+        assert_eq!(pause.mac_address.as_deref(), Some("02:00:ac:1f:00:09"));
+        assert_eq!(
+            pause
+                .labels
+                .get(spec::LABEL_CONTAINER_NAME)
+                .map(String::as_str),
+            Some(spec::PAUSE_CONTAINER_NAME)
+        );
+        let network = runtime.networks.lock().unwrap()[0].clone();
+        assert_eq!(network.subnet, "172.31.0.0/20");
+        assert_eq!(network.gateway, "172.31.0.1");
+        // The fake reports no PID, so the namespace never gets its rules:
+        // the app container must not be created outside it.
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        assert_eq!(specs(&runtime).len(), 1);
+
+        let mut stop = attached;
+        stop.desired_status = STOPPED.into();
+        tx.send(stop).unwrap();
+        tokio::time::timeout(Duration::from_secs(10), handle)
+            .await
+            .expect("the task stops")
+            .unwrap();
+        assert_eq!(last_report(&reporter).last_status, STOPPED);
+        // The pause container goes with the task.
+        assert_eq!(
+            runtime.removed.lock().unwrap().clone(),
+            vec![format!("id-{}", pause.name)]
+        );
+    }
+
+    #[tokio::test]
+    async fn spot_interruption_gives_containers_two_minutes() {
+        let endpoint = Arc::new(TaskEndpoint::new(Arc::new(NoInspector), None));
+        let runtime = Arc::new(FakeRuntime::default());
+        let reporter = reporter();
+        let task = plain_task();
+        let runner = TaskRunner::new(
+            runtime.clone(),
+            reporter.clone(),
+            "i1".into(),
+            task.clone(),
+            Vec::new(),
+            endpoint,
+        );
+        let (tx, rx) = watch::channel(task.clone());
+        let (_events, events_rx) = broadcast::channel(8);
+        let handle = tokio::spawn(runner.run(rx, events_rx));
+        for _ in 0..100 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            if reporter
+                .reports
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|r| r.last_status == RUNNING)
+            {
+                break;
+            }
+        }
+        let mut stop = task;
+        stop.desired_status = STOPPED.into();
+        stop.stop_code = Some("SpotInterruption".into());
+        tx.send(stop).unwrap();
+        tokio::time::timeout(Duration::from_secs(10), handle)
+            .await
+            .expect("the task stops")
+            .unwrap();
+        assert_eq!(
+            runtime.stop_timeouts.lock().unwrap().clone(),
+            vec![Duration::from_secs(120)]
+        );
+    }
+
+    #[test]
+    fn oom_reasons() {
+        let mut tracked = Tracked {
+            name: "app".into(),
+            definition: ContainerDefinition::default(),
+            essential: true,
+            id: Some("c1".into()),
+            state: Some(ContainerState {
+                status: ContainerStatus::Exited,
+                exit_code: Some(137),
+                ..ContainerState::default()
+            }),
+            failure: None,
+            task_oom: false,
+        };
+        assert_eq!(tracked.report().reason, None);
+        tracked.task_oom = true;
+        assert_eq!(tracked.report().reason.as_deref(), Some(OOM_REASON));
+        tracked.task_oom = false;
+        if let Some(state) = tracked.state.as_mut() {
+            state.oom_killed = true;
+        }
+        assert_eq!(
+            tracked.report().reason.as_deref(),
+            Some("OutOfMemoryError: Container killed due to memory usage")
+        );
     }
 }

@@ -16,6 +16,7 @@ use berth_store::Store;
 use futures::FutureExt;
 use http::request::Parts;
 
+use crate::admin::{self, AdminEndpoint};
 use crate::authorization::{self, Authorizer, Requirement};
 use crate::credentials::{CredentialSource, ResolvedCredential};
 use crate::json_protocol;
@@ -33,6 +34,7 @@ const DEFAULT_QUERY_NAMESPACE: &str = "https://iam.amazonaws.com/doc/2010-05-08/
 pub struct Gateway {
     json_services: HashMap<&'static str, Arc<dyn JsonService>>,
     query_services: HashMap<&'static str, Arc<dyn QueryService>>,
+    admin_endpoints: Vec<Arc<dyn AdminEndpoint>>,
     credentials: Vec<Arc<dyn CredentialSource>>,
     authorizer: Option<Arc<dyn Authorizer>>,
     verifier: Verifier,
@@ -45,6 +47,7 @@ pub struct Gateway {
 pub struct GatewayBuilder {
     json_services: HashMap<&'static str, Arc<dyn JsonService>>,
     query_services: HashMap<&'static str, Arc<dyn QueryService>>,
+    admin_endpoints: Vec<Arc<dyn AdminEndpoint>>,
     credentials: Vec<Arc<dyn CredentialSource>>,
     authorizer: Option<Arc<dyn Authorizer>>,
     store: Arc<dyn Store>,
@@ -56,6 +59,7 @@ impl GatewayBuilder {
         GatewayBuilder {
             json_services: HashMap::new(),
             query_services: HashMap::new(),
+            admin_endpoints: Vec::new(),
             credentials: Vec::new(),
             authorizer: None,
             store,
@@ -76,6 +80,13 @@ impl GatewayBuilder {
         self
     }
 
+    /// Serves `GET <endpoint.path()>`, authenticated and authorized like an
+    /// operation (see [`AdminEndpoint`]).
+    pub fn admin_endpoint(mut self, endpoint: Arc<dyn AdminEndpoint>) -> Self {
+        self.admin_endpoints.push(endpoint);
+        self
+    }
+
     /// Checks every call of a non-root caller against IAM before its
     /// handler runs. Without one, every authenticated caller may do anything.
     pub fn authorizer(mut self, authorizer: Arc<dyn Authorizer>) -> Self {
@@ -93,6 +104,7 @@ impl GatewayBuilder {
         Arc::new(Gateway {
             json_services: self.json_services,
             query_services: self.query_services,
+            admin_endpoints: self.admin_endpoints,
             credentials: self.credentials,
             authorizer: self.authorizer,
             verifier: Verifier::new(MAX_CLOCK_SKEW_SECS),
@@ -134,10 +146,66 @@ impl Gateway {
     /// The HTTP routes the gateway answers. Other routers (the registry's
     /// `/v2/`) are merged beside it by the binary.
     pub fn router(self: Arc<Self>) -> Router {
-        Router::new()
+        let mut router = Router::new()
             .route("/_berth/health", get(health))
-            .route("/", post(dispatch))
-            .with_state(self)
+            .route("/", post(dispatch));
+        for endpoint in &self.admin_endpoints {
+            let endpoint = endpoint.clone();
+            router = router.route(
+                endpoint.path(),
+                get(
+                    move |State(gateway): State<Arc<Gateway>>, request: Request| async move {
+                        dispatch_admin(gateway, endpoint, request).await
+                    },
+                ),
+            );
+        }
+        router.with_state(self)
+    }
+
+    /// Authenticates and authorizes a call of an [`AdminEndpoint`], then
+    /// runs it on a blocking thread.
+    async fn handle_admin(
+        &self,
+        endpoint: &Arc<dyn AdminEndpoint>,
+        request_id: &str,
+        parts: &Parts,
+        body: &[u8],
+    ) -> Result<serde_json::Value, AwsError> {
+        let (credential, verified) = self.authenticate(parts, body)?;
+        if verified.service != endpoint.signing_name() {
+            return Err(AwsError::new(
+                403,
+                "InvalidSignatureException",
+                format!(
+                    "Credential should be scoped to correct service: '{}'. ",
+                    endpoint.signing_name()
+                ),
+            ));
+        }
+        let ctx = RequestContext {
+            request_id: request_id.to_string(),
+            account_id: credential.principal.account_id.clone(),
+            region: verified.region,
+            principal: credential.principal,
+        };
+        self.authorize(&ctx, false, || {
+            vec![Requirement {
+                action: endpoint.action().to_string(),
+                resource: "*".to_string(),
+            }]
+        })
+        .map_err(|denial| denial.json_error(&ctx.principal.arn))?;
+        let query = admin::query_params(parts.uri.query());
+        let endpoint = endpoint.clone();
+        let path = endpoint.path();
+        tokio::task::spawn_blocking(move || endpoint.get(&ctx, &query))
+            .await
+            .unwrap_or_else(|_| {
+                Err(AwsError::internal(format!(
+                    "Berth failed while answering GET {path}; the server log has the details."
+                )))
+            })
     }
 
     /// Whether the caller may make the call. The account's root and Berth's
@@ -478,6 +546,45 @@ async fn dispatch(State(gateway): State<Arc<Gateway>>, request: Request) -> Resp
                 tracing::error!(%request_id, target, code = %e.code, message = %e.message, "request failed");
             } else {
                 tracing::debug!(%request_id, target, code = %e.code, "client error");
+            }
+            json_protocol::error(&request_id, &e)
+        }
+    }
+}
+
+/// Largest body a signed GET may carry (it is hashed into the signature).
+const MAX_ADMIN_BODY: usize = 64 * 1024;
+
+async fn dispatch_admin(
+    gateway: Arc<Gateway>,
+    endpoint: Arc<dyn AdminEndpoint>,
+    request: Request,
+) -> Response {
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let started = Instant::now();
+    let (parts, body) = request.into_parts();
+    let Ok(body) = axum::body::to_bytes(Body::new(body), MAX_ADMIN_BODY).await else {
+        let e = AwsError::new(
+            413,
+            "SerializationException",
+            format!("The request body is larger than {MAX_ADMIN_BODY} bytes."),
+        );
+        return json_protocol::error(&request_id, &e);
+    };
+    let path = endpoint.path();
+    match gateway
+        .handle_admin(&endpoint, &request_id, &parts, &body)
+        .await
+    {
+        Ok(value) => {
+            tracing::debug!(%request_id, path, elapsed_us = started.elapsed().as_micros() as u64, "ok");
+            json_protocol::success_json(&request_id, value.to_string().into_bytes())
+        }
+        Err(e) => {
+            if e.status >= 500 {
+                tracing::error!(%request_id, path, code = %e.code, message = %e.message, "request failed");
+            } else {
+                tracing::debug!(%request_id, path, code = %e.code, "client error");
             }
             json_protocol::error(&request_id, &e)
         }

@@ -411,3 +411,151 @@ async fn ec2_services_answer_in_ec2_shapes() {
         "{out}"
     );
 }
+
+/// An admin endpoint that echoes who called it and with what.
+struct EchoEndpoint;
+
+impl crate::AdminEndpoint for EchoEndpoint {
+    fn path(&self) -> &'static str {
+        "/_berth/echo"
+    }
+
+    fn signing_name(&self) -> &'static str {
+        "ecs"
+    }
+
+    fn action(&self) -> &'static str {
+        "berth:Echo"
+    }
+
+    fn get(
+        &self,
+        ctx: &RequestContext,
+        query: &[(String, String)],
+    ) -> Result<serde_json::Value, AwsError> {
+        if query.iter().any(|(k, _)| k == "fail") {
+            return Err(AwsError::bad_request("ValidationException", "failing"));
+        }
+        Ok(serde_json::json!({
+            "caller": ctx.principal.arn,
+            "account": ctx.account_id,
+            "region": ctx.region,
+            "query": query,
+        }))
+    }
+}
+
+const AGENT_KEY: &str = "AKIAGATEWAYAGENT0001";
+
+fn admin_fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> =
+        Arc::new(SqliteStore::open(SqliteOptions::new(dir.path().join("store.db"))).unwrap());
+    let credentials = Arc::new(StaticCredentials::new());
+    for (kind, key, arn) in [
+        (PrincipalKind::Root, KEY, "arn:aws:iam::000000000000:root"),
+        (
+            PrincipalKind::Agent,
+            AGENT_KEY,
+            "arn:aws:sts::000000000000:assumed-role/agent/i-1",
+        ),
+    ] {
+        credentials.insert(ResolvedCredential {
+            secret_access_key: SECRET.into(),
+            session_token: None,
+            expires_at: None,
+            principal: Principal {
+                kind,
+                arn: arn.into(),
+                user_id: "000000000000".into(),
+                account_id: "000000000000".into(),
+                access_key_id: key.into(),
+            },
+        });
+    }
+    let gateway = GatewayBuilder::new(store, "test")
+        .credentials(credentials)
+        .admin_endpoint(Arc::new(EchoEndpoint))
+        .build();
+    Fixture {
+        router: gateway.router(),
+        _dir: dir,
+    }
+}
+
+fn signed_get(service: &str, key: &str, path: &str, query: &str) -> Request<Body> {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let headers = [("host", "localhost:4566")];
+    let params = berth_sigv4::SigningParams {
+        access_key_id: key,
+        secret_access_key: SECRET,
+        session_token: None,
+        region: "eu-west-1",
+        service,
+        now,
+    };
+    let extra = berth_sigv4::sign_headers(&params, "GET", path, query, &headers, b"");
+    let uri = if query.is_empty() {
+        path.to_string()
+    } else {
+        format!("{path}?{query}")
+    };
+    let mut builder = Request::builder().method("GET").uri(uri);
+    for (name, value) in headers {
+        builder = builder.header(name, value);
+    }
+    for (name, value) in extra {
+        builder = builder.header(name, value);
+    }
+    builder.body(Body::empty()).unwrap()
+}
+
+#[tokio::test]
+async fn admin_endpoints_are_signed_and_authorized() {
+    let f = admin_fixture();
+    let (status, content_type, out) = send(
+        &f,
+        signed_get("ecs", KEY, "/_berth/echo", "cluster=demo&tag=team%3Da"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{out}");
+    assert_eq!(content_type, "application/json");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["caller"], "arn:aws:iam::000000000000:root");
+    assert_eq!(v["region"], "eu-west-1");
+    assert_eq!(
+        v["query"],
+        serde_json::json!([["cluster", "demo"], ["tag", "team=a"]])
+    );
+
+    // Unsigned.
+    let unsigned = Request::builder()
+        .method("GET")
+        .uri("/_berth/echo")
+        .body(Body::empty())
+        .unwrap();
+    let (status, _, out) = send(&f, unsigned).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{out}");
+    assert!(out.contains("__type"), "{out}");
+
+    // Scoped to another service.
+    let (status, _, out) = send(&f, signed_get("iam", KEY, "/_berth/echo", "")).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(out.contains("InvalidSignatureException"), "{out}");
+
+    // An agent's credential may not read it.
+    let (status, _, out) = send(&f, signed_get("ecs", AGENT_KEY, "/_berth/echo", "")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        out.contains("AccessDeniedException") && out.contains("berth:Echo"),
+        "{out}"
+    );
+
+    // Handler errors render as JSON 1.1 errors.
+    let (status, _, out) = send(&f, signed_get("ecs", KEY, "/_berth/echo", "fail=1")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(out.contains("ValidationException"), "{out}");
+}

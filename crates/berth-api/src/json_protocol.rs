@@ -23,6 +23,16 @@ pub fn success(request_id: &str, body: Vec<u8>) -> Response {
     base(StatusCode::OK, request_id, body)
 }
 
+/// A success of Berth's own `GET /_berth/…` endpoints: plain JSON.
+pub fn success_json(request_id: &str, body: Vec<u8>) -> Response {
+    let mut response = base(StatusCode::OK, request_id, body);
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
 pub fn error(request_id: &str, error: &AwsError) -> Response {
     let body = serde_json::json!({ "__type": error.code, "message": error.message });
     let status = StatusCode::from_u16(error.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);

@@ -10,12 +10,14 @@
 //! Architecture invariant: no handler runs for a request whose signature has
 //! not been verified against a known credential.
 
+mod admin;
 pub mod authorization;
 mod credentials;
 mod gateway;
 mod json_protocol;
 mod query_protocol;
 
+pub use admin::AdminEndpoint;
 pub use authorization::{Authorizer, Denial, Requirement, ResourcePolicySource};
 pub use credentials::{CredentialSource, ResolvedCredential, StaticCredentials};
 pub use gateway::{Gateway, GatewayBuilder};

@@ -23,6 +23,7 @@ mod tests;
 
 use std::sync::Arc;
 
+use berth_model::agent_protocol::{GetNetworkPolicyResponse, NetworkRule};
 use berth_model::{AwsError, QueryService, RequestContext};
 use berth_store::{Store, StoreExt};
 
@@ -55,6 +56,14 @@ pub struct Eni {
     pub mac: String,
     pub security_group_ids: Vec<String>,
     pub description: String,
+}
+
+/// A subnet an ECS task may use.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TaskSubnet {
+    pub subnet_id: String,
+    pub vpc_id: String,
+    pub availability_zone: String,
 }
 
 /// A security group's rules, as an enforcer needs them.
@@ -232,6 +241,111 @@ impl Ec2Service {
             Ok(state.enis.remove(&eni_id).is_some())
         })
         .await
+    }
+
+    /// Checks an ECS `awsvpcConfiguration`: the subnets and groups exist
+    /// and share one VPC. Errors read as ECS's (InvalidParameterException).
+    /// Answers the subnets in the order given.
+    pub fn task_subnets(
+        &self,
+        account: &str,
+        region: &str,
+        subnet_ids: &[String],
+        group_ids: &[String],
+    ) -> Result<Vec<TaskSubnet>, AwsError> {
+        let invalid = |m: String| AwsError::bad_request("InvalidParameterException", m);
+        let state = self.read(&Scope::new(account, region))?;
+        let mut out: Vec<TaskSubnet> = Vec::new();
+        for id in subnet_ids {
+            let subnet = state.subnets.get(id).ok_or_else(|| {
+                invalid(format!(
+                    "Error retrieving subnet information for [{id}]: The subnet ID '{id}' does not exist (ECS)"
+                ))
+            })?;
+            if out
+                .first()
+                .is_some_and(|first| first.vpc_id != subnet.vpc_id)
+            {
+                return Err(invalid(
+                    "The subnets of an awsvpcConfiguration must all belong to the same VPC.".into(),
+                ));
+            }
+            out.push(TaskSubnet {
+                subnet_id: subnet.id.clone(),
+                vpc_id: subnet.vpc_id.clone(),
+                availability_zone: subnet.availability_zone.clone(),
+            });
+        }
+        for id in group_ids {
+            let group = state.groups.get(id).ok_or_else(|| {
+                invalid(format!(
+                    "Error retrieving security group information for [{id}]: The security group '{id}' does not exist (ECS)"
+                ))
+            })?;
+            if out.first().is_some_and(|s| s.vpc_id != group.vpc_id) {
+                return Err(invalid(format!(
+                    "Security group {id} and the subnets belong to different networks."
+                )));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The rules that apply to a network interface now: the union of its
+    /// groups' ingress and egress rules, group peers resolved to the
+    /// addresses of the interfaces in those groups (`/32`s).
+    pub fn interface_policy(
+        &self,
+        account: &str,
+        region: &str,
+        eni_id: &str,
+    ) -> Result<GetNetworkPolicyResponse, AwsError> {
+        let state = self.read(&Scope::new(account, region))?;
+        let eni = state.enis.get(eni_id).ok_or_else(|| {
+            AwsError::bad_request(
+                "InvalidNetworkInterfaceID.NotFound",
+                format!("The networkInterface ID '{eni_id}' does not exist"),
+            )
+        })?;
+        let members = |group: &str| -> Vec<String> {
+            state
+                .enis
+                .values()
+                .filter(|e| e.group_ids.iter().any(|g| g == group))
+                .map(|e| format!("{}/32", e.private_ip))
+                .collect()
+        };
+        let resolve = |rules: &[SgRule]| -> Vec<NetworkRule> {
+            let mut out: Vec<NetworkRule> = rules
+                .iter()
+                .map(|r| NetworkRule {
+                    protocol: r.protocol.clone(),
+                    from_port: r.from_port,
+                    to_port: r.to_port,
+                    cidrs: match &r.peer {
+                        Peer::Cidr(c) => vec![c.clone()],
+                        Peer::Group(g) => members(g),
+                    },
+                })
+                .filter(|r| !r.cidrs.is_empty())
+                .collect();
+            out.sort();
+            out.dedup();
+            out
+        };
+        let mut ingress = Vec::new();
+        let mut egress = Vec::new();
+        for g in &eni.group_ids {
+            if let Some(group) = state.groups.get(g) {
+                ingress.extend(resolve(&group.ingress));
+                egress.extend(resolve(&group.egress));
+            }
+        }
+        ingress.sort();
+        ingress.dedup();
+        egress.sort();
+        egress.dedup();
+        Ok(GetNetworkPolicyResponse { ingress, egress })
     }
 
     /// The rules of the named groups that exist, in the order asked.

@@ -5,8 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use berth_model::agent_protocol::{
-    AssignedTask, ContainerSecrets, GetTaskRoleCredentialsRequest, GetTaskRoleCredentialsResponse,
-    LogPosition, OpenLogStreamRequest, OpenLogStreamResponse, PollTasksRequest, PollTasksResponse,
+    AssignedTask, ContainerSecrets, GetNetworkPolicyRequest, GetNetworkPolicyResponse,
+    GetTaskRoleCredentialsRequest, GetTaskRoleCredentialsResponse, LogPosition,
+    OpenLogStreamRequest, OpenLogStreamResponse, PollTasksRequest, PollTasksResponse,
     PutTaskLogsRequest, PutTaskLogsResponse, RegisterAgentRequest, RegisterAgentResponse,
     ResolveSecretsRequest, ResolveSecretsResponse, SubmitTaskStateRequest, SubmitTaskStateResponse,
     TaskLogEvent, ROLE_EXECUTION, ROLE_TASK, SIGNING_NAME, TARGET_PREFIX,
@@ -77,6 +78,7 @@ pub struct AgentService {
     logs: Option<Arc<dyn LogSink>>,
     roles: Option<Arc<dyn RoleIssuer>>,
     execution_check: Option<Arc<dyn ExecutionRoleCheck>>,
+    networks: Option<Arc<dyn crate::networking::TaskNetworks>>,
 }
 
 /// Temporary credentials for a role session, as STS's AssumeRole answers.
@@ -220,6 +222,7 @@ impl AgentService {
             logs: None,
             roles: None,
             execution_check: None,
+            networks: None,
         }
     }
 
@@ -228,6 +231,12 @@ impl AgentService {
     /// ECS does (without one, any task of the account may read them).
     pub fn with_execution_role_check(mut self, check: Arc<dyn ExecutionRoleCheck>) -> Self {
         self.execution_check = Some(check);
+        self
+    }
+
+    /// The VPC service that answers awsvpc tasks' security-group rules.
+    pub fn with_networks(mut self, networks: Arc<dyn crate::networking::TaskNetworks>) -> Self {
+        self.networks = Some(networks);
         self
     }
 
@@ -244,16 +253,32 @@ impl AgentService {
         task_arn: &str,
     ) -> Result<(AgentCredential, String, TaskRecord), AwsError> {
         let (credential, scope) = self.caller(ctx)?;
-        let id = tasks::resolve_task_id(&scope, &credential.cluster, task_arn)?;
-        let (record, _) =
-            load::<TaskRecord>(self.store.as_ref(), &scope.task(&credential.cluster, &id))?
-                .ok_or_else(|| error::invalid_parameter("The referenced task was not found."))?;
+        let cluster = task_cluster(&credential, task_arn);
+        let id = tasks::resolve_task_id(&scope, &cluster, task_arn)?;
+        let (record, _) = load::<TaskRecord>(self.store.as_ref(), &scope.task(&cluster, &id))?
+            .ok_or_else(|| error::invalid_parameter("The referenced task was not found."))?;
         if record.instance_id.as_deref() != Some(credential.instance_id.as_str()) {
             return Err(AwsError::access_denied(
                 "The task does not run on this agent's container instance.",
             ));
         }
         Ok((credential, id, record))
+    }
+
+    /// The security-group rules of an awsvpc task's interface.
+    fn network_policy(
+        &self,
+        ctx: &RequestContext,
+        input: GetNetworkPolicyRequest,
+    ) -> Result<GetNetworkPolicyResponse, AwsError> {
+        let (credential, _, record) = self.caller_task(ctx, &input.task_arn)?;
+        let interface = record.network.as_ref().ok_or_else(|| {
+            error::invalid_parameter("The task has no attached network interface.")
+        })?;
+        let networks = self.networks.as_ref().ok_or_else(|| {
+            error::invalid_parameter("This Berth server has no VPC service for awsvpc networking.")
+        })?;
+        networks.policy(&credential.account, &credential.region, &interface.eni_id)
     }
 
     async fn task_role_credentials(
@@ -546,9 +571,10 @@ impl AgentService {
             return self.snapshot(&credential, &scope);
         }
         let instance_key = scope.instance(&credential.cluster, &credential.instance_id);
-        let tasks_prefix = scope.tasks(&credential.cluster);
-        // Watch the whole cluster scope (tasks and the instance record) and
-        // answer at the first change that concerns this instance.
+        // Every cluster's tasks: a Fargate host runs tasks of any cluster.
+        let tasks_prefix = scope.all_tasks();
+        // Watch the account+region's scope (tasks and the instance record)
+        // and answer at the first change that concerns this instance.
         let cluster_root = {
             let common = common_prefix(&instance_key, &tasks_prefix);
             common.to_string()
@@ -602,15 +628,17 @@ impl AgentService {
     ) -> Result<SubmitTaskStateResponse, AwsError> {
         let (credential, scope) = self.caller(ctx)?;
         self.presence.touch(&credential.instance_arn);
-        let id = tasks::resolve_task_id(&scope, &credential.cluster, &input.task_arn)?;
+        let cluster = task_cluster(&credential, &input.task_arn);
+        let id = tasks::resolve_task_id(&scope, &cluster, &input.task_arn)?;
         if tasks::rank(&input.last_status).is_none() {
             return Err(error::invalid_parameter(format!(
                 "Unknown task status '{}'.",
                 input.last_status
             )));
         }
-        let key = scope.task(&credential.cluster, &id);
+        let key = scope.task(&cluster, &id);
         let instance_id = credential.instance_id.clone();
+        let scope_owned = scope.clone();
         let (_, record) = self
             .store
             .update(move |view| {
@@ -623,7 +651,11 @@ impl AgentService {
                     ));
                 }
                 let ops = if tasks::apply_report(&mut record, &input, now())? {
-                    vec![Op::put(key.clone(), encode(&record)?)]
+                    let mut ops = vec![Op::put(key.clone(), encode(&record)?)];
+                    if record.last_status() == tasks::STOPPED {
+                        ops.extend(crate::metering::ledger_op(&scope_owned, &record)?);
+                    }
+                    ops
                 } else {
                     Vec::new()
                 };
@@ -636,6 +668,18 @@ impl AgentService {
             version: record.task.version.unwrap_or(0),
         })
     }
+}
+
+/// The cluster a task ARN names (`task/<cluster>/<id>`), else the agent's.
+fn task_cluster(credential: &AgentCredential, task_arn: &str) -> String {
+    berth_model::Arn::parse(task_arn)
+        .and_then(|a| {
+            a.resource_id()
+                .rsplit_once('/')
+                .map(|(cluster, _)| cluster.to_string())
+        })
+        .filter(|c| !c.is_empty() && !c.contains('/'))
+        .unwrap_or_else(|| credential.cluster.clone())
 }
 
 fn common_prefix<'a>(a: &'a str, b: &str) -> &'a str {
@@ -686,6 +730,7 @@ impl JsonService for AgentService {
             "GetTaskRoleCredentials" => {
                 to_body(&self.task_role_credentials(ctx, parse_input(body)?).await?)
             }
+            "GetNetworkPolicy" => to_body(&self.network_policy(ctx, parse_input(body)?)?),
             other => Err(AwsError::unknown_operation(format!(
                 "The agent protocol has no operation named '{other}'."
             ))),

@@ -84,6 +84,8 @@ pub struct ClusterCounts {
     pub registered_instances: i32,
     pub running_tasks: i32,
     pub pending_tasks: i32,
+    pub running_fargate_tasks: i32,
+    pub pending_fargate_tasks: i32,
     pub active_services: i32,
 }
 
@@ -93,14 +95,16 @@ pub fn counts(view: &(impl ReadView + ?Sized), scope: &Scope, name: &str) -> Clu
         .iter()
         .filter(|kv| {
             decode::<crate::instances::InstanceRecord>(kv)
-                .is_ok_and(|r| r.status() != crate::instances::INACTIVE)
+                .is_ok_and(|r| r.status() != crate::instances::INACTIVE && r.offers_ec2())
         })
         .count() as i32;
-    let tasks = crate::tasks::cluster_task_counts(view, scope, name);
+    let (tasks, fargate) = crate::tasks::cluster_task_counts(view, scope, name);
     ClusterCounts {
         registered_instances,
-        running_tasks: tasks.running as i32,
-        pending_tasks: tasks.pending as i32,
+        running_tasks: (tasks.running + fargate.running) as i32,
+        pending_tasks: (tasks.pending + fargate.pending) as i32,
+        running_fargate_tasks: fargate.running as i32,
+        pending_fargate_tasks: fargate.pending as i32,
         active_services: crate::services::active_count(view, scope, name),
     }
 }
@@ -414,10 +418,16 @@ fn statistics(c: &ClusterCounts) -> Vec<KeyValuePair> {
         value: Some(value.to_string()),
     };
     vec![
-        pair("runningEC2TasksCount", c.running_tasks),
-        pair("runningFargateTasksCount", 0),
-        pair("pendingEC2TasksCount", c.pending_tasks),
-        pair("pendingFargateTasksCount", 0),
+        pair(
+            "runningEC2TasksCount",
+            c.running_tasks - c.running_fargate_tasks,
+        ),
+        pair("runningFargateTasksCount", c.running_fargate_tasks),
+        pair(
+            "pendingEC2TasksCount",
+            c.pending_tasks - c.pending_fargate_tasks,
+        ),
+        pair("pendingFargateTasksCount", c.pending_fargate_tasks),
         pair("activeEC2ServiceCount", c.active_services),
         pair("activeFargateServiceCount", 0),
         pair("drainingEC2ServiceCount", 0),

@@ -77,7 +77,35 @@ impl InstanceRecord {
     pub fn attributes(&self) -> &[Attribute] {
         self.instance.attributes.as_deref().unwrap_or(&[])
     }
+
+    fn attribute(&self, name: &str) -> Option<&str> {
+        self.attributes()
+            .iter()
+            .find(|a| a.name.as_deref() == Some(name))
+            .map(|a| a.value.as_deref().unwrap_or(""))
+    }
+
+    /// Whether the host's agent offers Fargate capacity.
+    pub fn offers_fargate(&self) -> bool {
+        matches!(
+            self.attribute(FARGATE_CAPACITY_ATTRIBUTE),
+            Some(FARGATE_SHARED | FARGATE_DEDICATED)
+        )
+    }
+
+    /// Whether the host is a container instance of its cluster (EC2 launch
+    /// type); hosts dedicated to Fargate are invisible to the ECS API.
+    pub fn offers_ec2(&self) -> bool {
+        self.attribute(FARGATE_CAPACITY_ATTRIBUTE) != Some(FARGATE_DEDICATED)
+    }
 }
+
+/// The attribute a `berth agent` registers to offer Fargate capacity:
+/// [`FARGATE_SHARED`] (also a container instance of its cluster, as `berth
+/// up`'s agent) or [`FARGATE_DEDICATED`] (`berth agent --capacity fargate`).
+pub const FARGATE_CAPACITY_ATTRIBUTE: &str = "berth.capacity.fargate";
+pub const FARGATE_SHARED: &str = "shared";
+pub const FARGATE_DEDICATED: &str = "dedicated";
 
 fn resource<'a>(resources: &'a Option<Vec<Resource>>, name: &str) -> Option<&'a Resource> {
     resources
@@ -615,7 +643,8 @@ pub fn describe(
     let mut failures = Vec::new();
     for reference in refs {
         let found = match resolve_id(scope, &cluster, &reference) {
-            Ok(id) => load::<InstanceRecord>(view, &scope.instance(&cluster, &id))?,
+            Ok(id) => load::<InstanceRecord>(view, &scope.instance(&cluster, &id))?
+                .filter(|(r, _)| r.offers_ec2()),
             Err(_) => None,
         };
         match found {
@@ -671,10 +700,11 @@ pub fn list(
         limit,
         |kv| {
             let record: InstanceRecord = decode(kv)?;
-            let wanted = match &status {
-                Some(s) => record.status() == s,
-                None => record.status() != INACTIVE,
-            };
+            let wanted = record.offers_ec2()
+                && match &status {
+                    Some(s) => record.status() == s,
+                    None => record.status() != INACTIVE,
+                };
             let matches = filter.as_ref().is_none_or(|f| {
                 let u = usage.get(&record.id).cloned().unwrap_or_default();
                 f.matches(&tasks::snapshot(&record, &u, presence))

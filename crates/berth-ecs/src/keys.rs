@@ -73,9 +73,40 @@ impl Scope {
         format!("{}instances/{cluster}/", self.root())
     }
 
+    /// Container instances of every cluster (instance ids are unique in an
+    /// account+region, so Fargate hosts are found whichever cluster they
+    /// registered in).
+    pub fn all_instances(&self) -> String {
+        format!("{}instances/", self.root())
+    }
+
+    /// Index of the Fargate tasks a host runs, whichever cluster they belong
+    /// to: `fargate-hosted/<host cluster>/<host id>/<task cluster>/<task id>`.
+    pub fn hosted_tasks(&self, host_cluster: &str, host_id: &str) -> String {
+        format!("{}fargate-hosted/{host_cluster}/{host_id}/", self.root())
+    }
+
+    pub fn hosted_task(
+        &self,
+        host_cluster: &str,
+        host_id: &str,
+        task_cluster: &str,
+        task_id: &str,
+    ) -> String {
+        format!(
+            "{}fargate-hosted/{host_cluster}/{host_id}/{task_cluster}/{task_id}",
+            self.root()
+        )
+    }
+
     /// Services of a cluster.
     pub fn services(&self, cluster: &str) -> String {
         format!("{}services/{cluster}/", self.root())
+    }
+
+    /// Tasks of every cluster.
+    pub fn all_tasks(&self) -> String {
+        format!("{}tasks/", self.root())
     }
 
     /// Tasks of a cluster.

@@ -11,8 +11,10 @@ pub mod account_settings;
 pub mod agent_api;
 pub mod clusters;
 mod error;
+pub mod fargate;
 pub mod instances;
 pub mod keys;
+pub mod metering;
 pub mod networking;
 mod pagination;
 pub mod placement;
@@ -39,13 +41,24 @@ pub use instances::Presence;
 pub struct EcsService {
     store: Arc<dyn Store>,
     presence: Arc<Presence>,
+    networks: Option<Arc<dyn networking::TaskNetworks>>,
 }
 
 impl EcsService {
     /// `presence` is shared with the [`AgentService`] so instances show
     /// whether their agent is connected.
     pub fn new(store: Arc<dyn Store>, presence: Arc<Presence>) -> Self {
-        EcsService { store, presence }
+        EcsService {
+            store,
+            presence,
+            networks: None,
+        }
+    }
+
+    /// The VPC service awsvpc tasks take their subnets and interfaces from.
+    pub fn with_networks(mut self, networks: Arc<dyn networking::TaskNetworks>) -> Self {
+        self.networks = Some(networks);
+        self
     }
 }
 
@@ -71,6 +84,7 @@ impl JsonService for EcsService {
         let scope = &Scope::of(ctx);
         let caller = ctx.principal.arn.as_str();
         let presence = &self.presence;
+        let networks = self.networks.as_deref();
         match operation {
             "CreateCluster" => op!(body, |i| clusters::create(store, scope, caller, i).await),
             "DescribeClusters" => op!(body, |i| clusters::describe(store, scope, i)),
@@ -145,14 +159,21 @@ impl JsonService for EcsService {
             }
             "ListAttributes" => op!(body, |i| instances::list_attributes(store, scope, i)),
 
-            "CreateService" => op!(body, |i| services::create(store, scope, caller, i).await),
+            "CreateService" => {
+                op!(body, |i| services::create(
+                    store, scope, caller, networks, i
+                )
+                .await)
+            }
             "UpdateService" => op!(body, |i| services::update(store, scope, i).await),
             "DeleteService" => op!(body, |i| services::delete(store, scope, i).await),
             "DescribeServices" => op!(body, |i| services::describe(store, scope, i)),
             "ListServices" => op!(body, |i| services::list(store, scope, i)),
 
-            "RunTask" => op!(body, |i| tasks::run(store, scope, presence, i).await),
-            "StartTask" => op!(body, |i| tasks::start(store, scope, presence, i).await),
+            "RunTask" => op!(body, |i| tasks::run(store, scope, presence, networks, i)
+                .await),
+            "StartTask" => op!(body, |i| tasks::start(store, scope, presence, networks, i)
+                .await),
             "StopTask" => op!(body, |i| tasks::stop(store, scope, i).await),
             "DescribeTasks" => op!(body, |i| tasks::describe(store, scope, i)),
             "ListTasks" => op!(body, |i| tasks::list(store, scope, i)),

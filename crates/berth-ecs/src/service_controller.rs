@@ -17,6 +17,7 @@ use berth_model::shapes::ecs::Deployment;
 use berth_model::AwsError;
 use berth_store::{Op, ReadView, Store, StoreExt};
 
+use crate::fargate::Capacity;
 use crate::instances::{self, InstanceRecord, Presence};
 use crate::keys::Scope;
 use crate::records::{decode, encode, now};
@@ -468,7 +469,7 @@ fn deployment_progress(
                         }
                         None => {
                             let mut rollback =
-                                services::new_deployment(&td, desired, at, Some("EC2".into()));
+                                services::deployment_for(&record.service, &td, desired, at);
                             rollback.rollout_state_reason = Some(reason);
                             let id = rollback.id.clone().unwrap_or_default();
                             record
@@ -693,10 +694,14 @@ impl ServiceController {
             .disconnected_since
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        for kv in view.range(&scope.instances(cluster), None, usize::MAX) {
+        // Every cluster's hosts: Fargate tasks run on hosts registered in
+        // any cluster; only the cluster's own container instances take
+        // daemon tasks.
+        for kv in view.range(&scope.all_instances(), None, usize::MAX) {
             let Ok(record) = decode::<InstanceRecord>(&kv) else {
                 continue;
             };
+            let member = record.cluster == cluster && record.offers_ec2();
             let connected = self.presence.connected(record.arn());
             let gone_too_long = if connected {
                 since.remove(record.arn());
@@ -714,7 +719,7 @@ impl ServiceController {
                 InstanceState {
                     draining: record.status() == instances::DRAINING,
                     lost: inactive || gone_too_long,
-                    active: record.status() == instances::ACTIVE && connected,
+                    active: record.status() == instances::ACTIVE && connected && member,
                 },
             );
         }
@@ -834,6 +839,7 @@ impl ServiceController {
                         let mut t = t.clone();
                         if tasks::request_stop(&mut t, code, reason, at, *lost) {
                             ops.push(Op::put(scope.task(&cluster, &t.id), encode(&t)?));
+                            ops.extend(crate::metering::ledger_op(&scope, &t)?);
                             stopped.push(short_id(&t).to_string());
                         }
                     }
@@ -898,6 +904,17 @@ fn launch(
         return Ok(0);
     };
     let definition = primary.task_definition.clone().unwrap_or_default();
+    let capacity = match crate::fargate::service_capacity(&record.service) {
+        Ok(c) => c,
+        Err(e) => {
+            note(
+                record,
+                format!("(service {name}) was unable to start tasks: {}", e.message),
+                at,
+            );
+            return Ok(0);
+        }
+    };
     let tags = match record.service.propagate_tags.as_deref() {
         Some("SERVICE") => record.service.tags.clone().unwrap_or_default(),
         _ => Vec::new(),
@@ -917,8 +934,25 @@ fn launch(
             .clone()
             .filter(|p| p == "TASK_DEFINITION"),
         record.service.enable_execute_command.unwrap_or(false),
+        capacity,
+        record.network.clone(),
+        record.service.platform_version.as_deref(),
     ) {
-        Ok(l) => l,
+        Ok(mut l) => {
+            if let Capacity::Fargate(_) = &l.capacity {
+                let mut live = Vec::new();
+                for kv in view.range(&scope.service_tasks(cluster, &name), None, usize::MAX) {
+                    let Some(id) = kv.key.rsplit('/').next() else {
+                        continue;
+                    };
+                    if let Some(kv) = view.get(&scope.task(cluster, id)) {
+                        live.push(decode::<TaskRecord>(&kv)?);
+                    }
+                }
+                l.provider_counts = crate::fargate::provider_counts(live.iter());
+            }
+            l
+        }
         Err(e) => {
             note(
                 record,

@@ -58,6 +58,9 @@ pub struct ServiceRecord {
     /// When the service was last seen steady (to report it once per change).
     #[serde(default)]
     pub steady: bool,
+    /// The awsvpc configuration with its subnets looked up (their zones).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<crate::fargate::AwsVpc>,
 }
 
 impl ServiceRecord {
@@ -126,6 +129,22 @@ pub fn new_deployment(
         rollout_state_reason: Some("ECS deployment ecs-svc in progress.".into()),
         ..Deployment::default()
     }
+}
+
+/// A new primary deployment of `service` running `task_definition`, with
+/// the service's launch type or capacity provider strategy and network.
+pub fn deployment_for(
+    service: &Service,
+    task_definition: &str,
+    desired: i32,
+    at: f64,
+) -> Deployment {
+    let mut d = new_deployment(task_definition, desired, at, service.launch_type.clone());
+    d.capacity_provider_strategy = service.capacity_provider_strategy.clone();
+    d.network_configuration = service.network_configuration.clone();
+    d.platform_version = service.platform_version.clone();
+    d.platform_family = service.platform_family.clone();
+    d
 }
 
 fn check_service_name(name: &str) -> Result<(), AwsError> {
@@ -263,20 +282,6 @@ fn resolve_task_definition(
     if td.status.as_deref() != Some(task_definitions::ACTIVE) {
         return Err(error::invalid_parameter("TaskDefinition is inactive."));
     }
-    if td.network_mode.as_deref() == Some("awsvpc") {
-        return Err(error::invalid_parameter(
-            "Berth cannot run awsvpc tasks on the EC2 launch type yet: use bridge or host network mode.",
-        ));
-    }
-    if td
-        .compatibilities
-        .as_ref()
-        .is_some_and(|c| !c.iter().any(|c| c == "EC2"))
-    {
-        return Err(error::invalid_parameter(
-            "Task definition does not support launch_type EC2.",
-        ));
-    }
     Ok(td.task_definition_arn.unwrap_or_default())
 }
 
@@ -284,6 +289,7 @@ pub async fn create(
     store: &dyn Store,
     scope: &Scope,
     caller_arn: &str,
+    networks: Option<&dyn crate::networking::TaskNetworks>,
     input: CreateServiceRequest,
 ) -> Result<CreateServiceResponse, AwsError> {
     let cluster = resolve_name(scope, input.cluster.as_deref())?;
@@ -323,21 +329,27 @@ pub async fn create(
         }
         (false, Some(n)) => n,
     };
-    match input.launch_type.as_deref() {
-        None | Some("EC2") => {}
-        Some(other) => {
-            return Err(error::invalid_parameter(format!(
-                "Berth runs services with launchType EC2 only for now, not {other}."
-            )))
-        }
-    }
-    if input
-        .capacity_provider_strategy
-        .as_ref()
-        .is_some_and(|s| !s.is_empty())
+    let requested = crate::fargate::requested_capacity(
+        input.launch_type.as_deref(),
+        input.capacity_provider_strategy.as_deref(),
+        "services",
+    )?;
+    let network = crate::fargate::resolve_network(
+        networks,
+        &scope.account,
+        &scope.region,
+        input.network_configuration.as_ref(),
+    )?;
+    let platform_version = input.platform_version.clone().filter(|v| !v.is_empty());
+    let network_configuration = input.network_configuration.clone();
+    let asked_launch_type = input.launch_type.clone();
+    if daemon
+        && requested
+            .as_ref()
+            .is_some_and(|c| *c != crate::fargate::Capacity::Ec2)
     {
         return Err(error::invalid_parameter(
-            "Berth does not run services through capacity providers yet; use launchType EC2.",
+            "The daemon scheduling strategy does not support the Fargate launch type or capacity providers.",
         ));
     }
     if let Some(controller) = &input.deployment_controller {
@@ -382,7 +394,6 @@ pub async fn create(
         desired_count: Some(desired),
         running_count: Some(0),
         pending_count: Some(0),
-        launch_type: Some("EC2".into()),
         deployment_configuration: Some(config),
         placement_constraints: Some(constraints),
         placement_strategy: Some(strategies),
@@ -403,7 +414,14 @@ pub async fn create(
     let (_, record) = store
         .update(move |view| {
             let scope = &scope_owned;
-            clusters::require_active(view, scope, &cluster)?;
+            let (cluster_record, _) = clusters::require_active(view, scope, &cluster)?;
+            let capacity = crate::fargate::effective_capacity(
+                requested.clone(),
+                cluster_record
+                    .default_capacity_provider_strategy
+                    .as_deref()
+                    .unwrap_or(&[]),
+            )?;
             let key = scope.service(&cluster, &name);
             if let Some((existing, _)) = load::<ServiceRecord>(view, &key)? {
                 if existing.status() != INACTIVE {
@@ -416,16 +434,52 @@ pub async fn create(
                 }
             }
             let arn = resolve_task_definition(view, scope, &task_definition)?;
+            let reference = task_definitions::parse_reference(scope, &arn)?;
+            if let Some((td, _)) = task_definitions::find(view, scope, &reference)? {
+                crate::fargate::check_definition(
+                    &td.task_definition,
+                    &Default::default(),
+                    &capacity,
+                    network.as_ref(),
+                    platform_version.as_deref(),
+                )?;
+            }
             let at = now();
             let mut service = template.clone();
             service.task_definition = Some(arn.clone());
             service.created_at = Some(at);
-            service.deployments = Some(vec![new_deployment(&arn, desired, at, Some("EC2".into()))]);
+            let (launch_type, strategy) = match (&asked_launch_type, &capacity) {
+                (Some(l), _) => (Some(l.clone()), None),
+                (None, crate::fargate::Capacity::Ec2) => (Some("EC2".to_string()), None),
+                (None, crate::fargate::Capacity::Fargate(items)) => (
+                    None,
+                    Some(
+                        items
+                            .iter()
+                            .map(|i| berth_model::shapes::ecs::CapacityProviderStrategyItem {
+                                capacity_provider: Some(i.provider.clone()),
+                                base: Some(i.base as i32),
+                                weight: Some(i.weight as i32),
+                            })
+                            .collect::<Vec<_>>(),
+                    ),
+                ),
+            };
+            service.launch_type = launch_type;
+            service.capacity_provider_strategy = strategy;
+            service.network_configuration = network_configuration.clone();
+            if capacity != crate::fargate::Capacity::Ec2 {
+                service.platform_version =
+                    Some(platform_version.clone().unwrap_or_else(|| "LATEST".into()));
+                service.platform_family = Some("Linux".into());
+            }
+            service.deployments = Some(vec![deployment_for(&service, &arn, desired, at)]);
             let record = ServiceRecord {
                 name: name.clone(),
                 cluster: cluster.clone(),
                 service,
                 client_token: client_token.clone(),
+                network: network.clone(),
                 ..ServiceRecord::default()
             };
             Ok::<_, AwsError>((vec![Op::put(key, encode(&record)?)], record))
@@ -457,7 +511,7 @@ pub async fn update(
         .is_some_and(|s| !s.is_empty())
     {
         return Err(error::invalid_parameter(
-            "Berth does not run services through capacity providers yet.",
+            "Berth cannot change a service's capacity provider strategy yet: create a new service with the strategy.",
         ));
     }
     if let Some(c) = &input.placement_constraints {
@@ -533,6 +587,7 @@ pub async fn update(
             if changed_definition || input.force_new_deployment == Some(true) {
                 let arn = new_definition.or_else(|| s.task_definition.clone()).unwrap_or_default();
                 s.task_definition = Some(arn.clone());
+                let fresh = deployment_for(s, &arn, desired, at);
                 let deployments = s.deployments.get_or_insert_with(Vec::new);
                 for d in deployments.iter_mut() {
                     if d.status.as_deref() == Some(PRIMARY) {
@@ -540,7 +595,7 @@ pub async fn update(
                         d.updated_at = Some(at);
                     }
                 }
-                deployments.insert(0, new_deployment(&arn, desired, at, Some("EC2".into())));
+                deployments.insert(0, fresh);
                 record.counted_failures.clear();
                 record.consecutive_failures = 0;
                 record.next_launch_at = 0.0;

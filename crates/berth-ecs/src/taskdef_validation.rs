@@ -83,6 +83,13 @@ const FARGATE_SIZES: &[(u32, u32, u32, u32)] = &[
     (16384, 32768, 122880, 8192),
 ];
 
+/// ECS's refusal of a task size Fargate does not offer.
+pub fn fargate_size_message(cpu: impl std::fmt::Display, memory: impl std::fmt::Display) -> String {
+    format!(
+        "No Fargate configuration exists for given values: {cpu} CPU, {memory} memory. See the Amazon ECS documentation for the valid values."
+    )
+}
+
 /// Whether `cpu`/`memory` is one of Fargate's valid combinations.
 pub fn fargate_size_valid(cpu: u32, memory: u32) -> bool {
     FARGATE_SIZES.iter().any(|&(c, min, max, step)| {
@@ -96,13 +103,6 @@ pub fn fargate_size_valid(cpu: u32, memory: u32) -> bool {
             (memory - min).is_multiple_of(step)
         }
     })
-}
-
-fn fargate_sizes_text() -> &'static str {
-    "256 (.25 vCPU) - 512 (0.5 GB), 1024 (1 GB), 2048 (2 GB); 512 (.5 vCPU) - 1024 (1 GB) to 4096 (4 GB) in 1 GB steps; \
-     1024 (1 vCPU) - 2048 (2 GB) to 8192 (8 GB) in 1 GB steps; 2048 (2 vCPU) - 4096 (4 GB) to 16384 (16 GB) in 1 GB steps; \
-     4096 (4 vCPU) - 8192 (8 GB) to 30720 (30 GB) in 1 GB steps; 8192 (8 vCPU) - 16 GB to 60 GB in 4 GB steps; \
-     16384 (16 vCPU) - 32 GB to 120 GB in 8 GB steps"
 }
 
 fn container_name_ok(name: &str) -> bool {
@@ -182,10 +182,7 @@ pub fn normalize(input: &RegisterTaskDefinitionRequest) -> Result<TaskDefinition
             ));
         };
         if !fargate_size_valid(cpu, memory) {
-            return Err(client(format!(
-                "No Fargate configuration exists for given values: {cpu} CPU, {memory} memory. Valid combinations: {}.",
-                fargate_sizes_text()
-            )));
+            return Err(client(fargate_size_message(cpu, memory)));
         }
     }
     if let Some(storage) = &input.ephemeral_storage {

@@ -82,6 +82,13 @@ pub struct TaskRecord {
     /// beyond the attachment's details: the subnet's CIDR and router).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<berth_model::agent_protocol::TaskNetworkInterface>,
+    /// For Fargate tasks, the cluster of the host (`instance_id`) running
+    /// them: hosts serve every cluster of the account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_cluster: Option<String>,
+    /// The awsvpc task's security groups (its interface is created in them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub security_groups: Vec<String>,
 }
 
 impl TaskRecord {
@@ -97,7 +104,7 @@ impl TaskRecord {
         self.task.task_arn.as_deref().unwrap_or("")
     }
 
-    fn bump(&mut self) {
+    pub(crate) fn bump(&mut self) {
         self.task.version = Some(self.task.version.unwrap_or(0) + 1);
     }
 }
@@ -117,8 +124,8 @@ pub struct Usage {
 }
 
 impl Usage {
-    fn add(&mut self, record: &TaskRecord) {
-        if record.last_status() == STOPPED {
+    pub(crate) fn add(&mut self, record: &TaskRecord) {
+        if record.last_status() == STOPPED || crate::fargate::reclaimed(record) {
             return;
         }
         self.cpu += record.reservation.cpu;
@@ -154,8 +161,27 @@ pub fn usage_by_instance(
 ) -> Result<HashMap<String, Usage>, AwsError> {
     let mut usage: HashMap<String, Usage> = HashMap::new();
     for record in cluster_tasks(view, scope, cluster)? {
+        // Fargate tasks count on their host through its index, below.
+        if record.host_cluster.is_some() {
+            continue;
+        }
         if let Some(id) = &record.instance_id {
             usage.entry(id.clone()).or_default().add(&record);
+        }
+    }
+    for kv in view.range(&scope.instances(cluster), None, usize::MAX) {
+        let host: InstanceRecord = decode(&kv)?;
+        if !host.offers_fargate() {
+            continue;
+        }
+        let hosted = crate::fargate::hosted_usage(view, scope, &host)?;
+        let u = usage.entry(host.id.clone()).or_default();
+        u.cpu += hosted.cpu;
+        u.memory += hosted.memory;
+        u.running += hosted.running;
+        u.pending += hosted.pending;
+        for (g, n) in hosted.groups {
+            *u.groups.entry(g).or_insert(0) += n;
         }
     }
     Ok(usage)
@@ -172,11 +198,21 @@ pub fn usage_of_instance(
         .unwrap_or_default())
 }
 
-/// Running and pending tasks of a cluster (for its counts).
-pub fn cluster_task_counts(view: &(impl ReadView + ?Sized), scope: &Scope, cluster: &str) -> Usage {
-    let mut total = Usage::default();
+/// Running and pending tasks of a cluster (for its counts): EC2 launch
+/// type first, then Fargate.
+pub fn cluster_task_counts(
+    view: &(impl ReadView + ?Sized),
+    scope: &Scope,
+    cluster: &str,
+) -> (Usage, Usage) {
+    let (mut ec2, mut fargate) = (Usage::default(), Usage::default());
     for kv in view.range(&scope.tasks(cluster), None, usize::MAX) {
         if let Ok(record) = decode::<TaskRecord>(&kv) {
+            let total = if record.host_cluster.is_some() {
+                &mut fargate
+            } else {
+                &mut ec2
+            };
             match record.last_status() {
                 RUNNING => total.running += 1,
                 PROVISIONING | PENDING | ACTIVATING => total.pending += 1,
@@ -184,7 +220,7 @@ pub fn cluster_task_counts(view: &(impl ReadView + ?Sized), scope: &Scope, clust
             }
         }
     }
-    total
+    (ec2, fargate)
 }
 
 /// Turns a task reference (id or ARN) into its id.
@@ -375,9 +411,22 @@ fn required_attributes(definition: &TaskDefinition) -> Vec<(String, Option<Strin
         .collect()
 }
 
+/// What differs between the tasks of one launch: the Fargate capacity
+/// provider and the subnet of each.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Slot {
+    pub provider: Option<String>,
+    pub subnet: Option<crate::networking::SubnetInfo>,
+}
+
 /// Everything fixed about the tasks of one RunTask/StartTask call.
 #[derive(Clone)]
 pub(crate) struct Launch {
+    pub capacity: crate::fargate::Capacity,
+    pub network: Option<crate::fargate::AwsVpc>,
+    /// Live tasks of the same service by capacity provider (the strategy
+    /// split continues from them).
+    pub provider_counts: std::collections::BTreeMap<String, u32>,
     pub cluster: String,
     pub definition: TaskDefinition,
     pub definition_tags: Vec<Tag>,
@@ -424,10 +473,11 @@ fn container_view(
     }
 }
 
-fn new_task(
+pub(crate) fn new_task(
     scope: &Scope,
     launch: &Launch,
     instance: &InstanceRecord,
+    slot: &Slot,
     created_at: f64,
 ) -> TaskRecord {
     let id = uuid::Uuid::new_v4().simple().to_string();
@@ -460,18 +510,34 @@ fn new_task(
     overrides
         .inference_accelerator_overrides
         .get_or_insert_with(Vec::new);
-    let availability_zone = instance
-        .attributes()
-        .iter()
-        .find(|a| a.name.as_deref() == Some("ecs.availability-zone"))
-        .and_then(|a| a.value.clone());
+    let availability_zone = match &slot.subnet {
+        Some(subnet) => Some(subnet.availability_zone.clone()),
+        None => instance
+            .attributes()
+            .iter()
+            .find(|a| a.name.as_deref() == Some("ecs.availability-zone"))
+            .and_then(|a| a.value.clone()),
+    };
+    let fargate = slot.provider.is_some();
+    let attachments = match &slot.subnet {
+        Some(subnet) => vec![berth_model::shapes::ecs::Attachment {
+            id: Some(uuid::Uuid::new_v4().to_string()),
+            r#type: Some(crate::networking::ENI_ATTACHMENT.into()),
+            status: Some(crate::networking::PRECREATED.into()),
+            details: Some(vec![berth_model::shapes::ecs::KeyValuePair {
+                name: Some("subnetId".into()),
+                value: Some(subnet.subnet_id.clone()),
+            }]),
+        }],
+        None => Vec::new(),
+    };
     let mut tags = match launch.propagate.as_deref() {
         Some("TASK_DEFINITION") => launch.definition_tags.clone(),
         _ => Vec::new(),
     };
     tagging::merge(&mut tags, &launch.tags);
     let task = Task {
-        attachments: Some(Vec::new()),
+        attachments: Some(attachments),
         attributes: Some(vec![Attribute {
             name: Some("ecs.cpu-architecture".into()),
             value: Some("x86_64".into()),
@@ -480,7 +546,20 @@ fn new_task(
         }]),
         availability_zone,
         cluster_arn: Some(scope.arn(&format!("cluster/{}", launch.cluster))),
-        container_instance_arn: Some(instance.arn().to_string()),
+        container_instance_arn: (!fargate).then(|| instance.arn().to_string()),
+        capacity_provider_name: slot.provider.clone(),
+        platform_version: fargate.then(|| crate::fargate::PLATFORM_VERSION.to_string()),
+        platform_family: fargate.then(|| "Linux".to_string()),
+        ephemeral_storage: fargate.then(|| berth_model::shapes::ecs::EphemeralStorage {
+            size_in_gi_b: Some(
+                launch
+                    .definition
+                    .ephemeral_storage
+                    .as_ref()
+                    .and_then(|e| e.size_in_gi_b)
+                    .unwrap_or(crate::fargate::DEFAULT_EPHEMERAL_GIB),
+            ),
+        }),
         containers: Some(containers),
         cpu: launch
             .definition
@@ -498,7 +577,7 @@ fn new_task(
         group: Some(launch.group.clone()),
         health_status: Some("UNKNOWN".into()),
         last_status: Some(PROVISIONING.into()),
-        launch_type: Some("EC2".into()),
+        launch_type: Some(if fargate { "FARGATE" } else { "EC2" }.into()),
         overrides: Some(overrides),
         started_by: launch.started_by.clone(),
         tags: Some(tags),
@@ -515,6 +594,12 @@ fn new_task(
         definition: launch.definition.clone(),
         reservation: launch.reservation.clone(),
         network: None,
+        host_cluster: fargate.then(|| instance.cluster.clone()),
+        security_groups: launch
+            .network
+            .as_ref()
+            .map(|n| n.security_groups.clone())
+            .unwrap_or_default(),
     }
 }
 
@@ -574,7 +659,7 @@ pub(crate) fn snapshot(
     }
 }
 
-fn task_request(launch: &Launch) -> TaskRequest {
+pub(crate) fn task_request(launch: &Launch) -> TaskRequest {
     TaskRequest {
         cpu: launch.reservation.cpu,
         memory: launch.reservation.memory,
@@ -599,6 +684,9 @@ pub(crate) fn prepare_launch(
     tags: Vec<Tag>,
     propagate: Option<String>,
     enable_execute_command: bool,
+    capacity: crate::fargate::Capacity,
+    network: Option<crate::fargate::AwsVpc>,
+    platform_version: Option<&str>,
 ) -> Result<Launch, AwsError> {
     let reference = task_definitions::parse_reference(scope, task_definition)?;
     let (record, _): (TaskDefinitionRecord, u64) = task_definitions::find(view, scope, &reference)?
@@ -610,24 +698,25 @@ pub(crate) fn prepare_launch(
     {
         return Err(error::client("TaskDefinition is inactive"));
     }
-    let compatible = definition
-        .compatibilities
-        .as_ref()
-        .is_none_or(|c| c.iter().any(|c| c == "EC2"));
-    if !compatible {
-        return Err(error::invalid_parameter(
-            "Task definition does not support launch_type EC2.",
-        ));
-    }
-    if definition.network_mode.as_deref() == Some("awsvpc") {
-        return Err(error::invalid_parameter(
-            "Berth cannot run awsvpc tasks on the EC2 launch type yet: they need a network namespace per task, which arrives with the native runtime. Use bridge or host network mode.",
-        ));
-    }
+    crate::fargate::check_definition(
+        &definition,
+        &overrides,
+        &capacity,
+        network.as_ref(),
+        platform_version,
+    )?;
     check_overrides(&definition, &overrides)?;
-    let reservation = reservation(&definition, &overrides)?;
+    let mut reservation = reservation(&definition, &overrides)?;
+    if network.is_some() {
+        // Each awsvpc task has its own address: it takes no host ports.
+        reservation.ports_tcp.clear();
+        reservation.ports_udp.clear();
+    }
     let family = definition.family.clone().unwrap_or_default();
     Ok(Launch {
+        capacity,
+        network,
+        provider_counts: Default::default(),
         cluster: cluster.to_string(),
         definition_tags: record.tags,
         definition,
@@ -703,7 +792,7 @@ pub(crate) fn live_instances(
         .map(decode::<InstanceRecord>)
         .collect::<Result<Vec<_>, _>>()?
         .into_iter()
-        .filter(|r| r.status() != instances::INACTIVE)
+        .filter(|r| r.status() != instances::INACTIVE && r.offers_ec2())
         .collect())
 }
 
@@ -720,6 +809,9 @@ pub(crate) fn place_batch(
     presence: &Presence,
     policy: &berth_scheduler::Policy,
 ) -> Result<Batch, AwsError> {
+    if let crate::fargate::Capacity::Fargate(strategy) = &launch.capacity {
+        return crate::fargate::place(view, scope, launch, strategy, count, presence);
+    }
     let cluster = &launch.cluster;
     let records = live_instances(view, scope, cluster)?;
     if records.is_empty() {
@@ -742,7 +834,8 @@ pub(crate) fn place_batch(
     for placement in plan {
         match placement {
             Placement::Placed(i) => {
-                let record = new_task(scope, launch, &records[i], created_at);
+                let slot = first_subnet(launch);
+                let record = new_task(scope, launch, &records[i], &slot, created_at);
                 ops.extend(task_ops(scope, &record)?);
                 tasks.push(record);
             }
@@ -781,14 +874,32 @@ pub(crate) fn place_on(
         }));
     }
     let _ = view;
-    let task = new_task(scope, launch, instance, now());
+    let task = new_task(scope, launch, instance, &first_subnet(launch), now());
     usage.add(&task);
     Ok(Ok((task_ops(scope, &task)?, task)))
 }
 
-/// The writes that store a new task (and index it under its service).
+/// An EC2-launch-type task's slot: its awsvpc tasks use the first subnet.
+fn first_subnet(launch: &Launch) -> Slot {
+    Slot {
+        provider: None,
+        subnet: launch
+            .network
+            .as_ref()
+            .and_then(|n| n.subnets.first().cloned()),
+    }
+}
+
+/// The writes that store a new task (and index it under its service, and
+/// under its Fargate host).
 pub(crate) fn task_ops(scope: &Scope, task: &TaskRecord) -> Result<Vec<Op>, AwsError> {
     let mut ops = vec![Op::put(scope.task(&task.cluster, &task.id), encode(task)?)];
+    if let (Some(host_cluster), Some(host)) = (&task.host_cluster, &task.instance_id) {
+        ops.push(Op::put(
+            scope.hosted_task(host_cluster, host, &task.cluster, &task.id),
+            bytes::Bytes::new(),
+        ));
+    }
     if let Some(service) = task
         .task
         .group
@@ -807,6 +918,7 @@ pub async fn run(
     store: &dyn Store,
     scope: &Scope,
     presence: &Arc<Presence>,
+    networks: Option<&dyn crate::networking::TaskNetworks>,
     input: RunTaskRequest,
 ) -> Result<RunTaskResponse, AwsError> {
     let cluster = resolve_name(scope, input.cluster.as_deref())?;
@@ -818,28 +930,18 @@ pub async fn run(
         .task_definition
         .filter(|t| !t.is_empty())
         .ok_or_else(|| error::missing("taskDefinition"))?;
-    match input.launch_type.as_deref() {
-        None | Some("EC2") => {}
-        Some(other @ ("FARGATE" | "EXTERNAL" | "MANAGED_INSTANCES")) => {
-            return Err(error::invalid_parameter(format!(
-                "Berth runs tasks with launchType EC2 only for now; {other} is not available yet."
-            )))
-        }
-        Some(other) => {
-            return Err(error::invalid_parameter(format!(
-                "Invalid launchType '{other}'. Valid values: EC2, FARGATE, EXTERNAL, MANAGED_INSTANCES."
-            )))
-        }
-    }
-    if input
-        .capacity_provider_strategy
-        .as_ref()
-        .is_some_and(|s| !s.is_empty())
-    {
-        return Err(error::invalid_parameter(
-            "Berth does not run tasks through capacity providers yet; use launchType EC2.",
-        ));
-    }
+    let requested = crate::fargate::requested_capacity(
+        input.launch_type.as_deref(),
+        input.capacity_provider_strategy.as_deref(),
+        "tasks",
+    )?;
+    let network = crate::fargate::resolve_network(
+        networks,
+        &scope.account,
+        &scope.region,
+        input.network_configuration.as_ref(),
+    )?;
+    let platform_version = input.platform_version.filter(|v| !v.is_empty());
     let request_policy = crate::placement::policy(
         input.placement_constraints.as_deref().unwrap_or(&[]),
         input.placement_strategy.as_deref().unwrap_or(&[]),
@@ -864,10 +966,24 @@ pub async fn run(
     let started_by = input.started_by;
     let propagate = input.propagate_tags;
     let enable_exec = input.enable_execute_command.unwrap_or(false);
+    let fargate_policy =
+        !request_policy.constraints.is_empty() || !request_policy.strategies.is_empty();
     let (_, (tasks, failures)): (_, Launched) = store
         .update(move |view| {
             let scope = &scope_owned;
-            clusters::require_active(view, scope, &cluster)?;
+            let (cluster_record, _) = clusters::require_active(view, scope, &cluster)?;
+            let capacity = crate::fargate::effective_capacity(
+                requested.clone(),
+                cluster_record
+                    .default_capacity_provider_strategy
+                    .as_deref()
+                    .unwrap_or(&[]),
+            )?;
+            if fargate_policy && capacity != crate::fargate::Capacity::Ec2 {
+                return Err(error::invalid_parameter(
+                    "Task placement constraints and strategies are not supported for tasks using Fargate capacity.",
+                ));
+            }
             if let Some(token) = &client_token {
                 if let Some((previous, _)) =
                     load::<ClientTokenRecord>(view, &scope.task_client_token(&cluster, token))?
@@ -892,6 +1008,9 @@ pub async fn run(
                 tags.clone(),
                 propagate.clone(),
                 enable_exec,
+                capacity,
+                network.clone(),
+                platform_version.as_deref(),
             )?;
             let policy = crate::placement::with_definition(&request_policy, &launch.definition)?;
             let (mut ops, tasks, failures) =
@@ -920,8 +1039,15 @@ pub async fn start(
     store: &dyn Store,
     scope: &Scope,
     presence: &Arc<Presence>,
+    networks: Option<&dyn crate::networking::TaskNetworks>,
     input: StartTaskRequest,
 ) -> Result<StartTaskResponse, AwsError> {
+    let network = crate::fargate::resolve_network(
+        networks,
+        &scope.account,
+        &scope.region,
+        input.network_configuration.as_ref(),
+    )?;
     let cluster = resolve_name(scope, input.cluster.as_deref())?;
     let targets = input
         .container_instances
@@ -969,6 +1095,9 @@ pub async fn start(
                 tags.clone(),
                 propagate.clone(),
                 enable_exec,
+                crate::fargate::Capacity::Ec2,
+                network.clone(),
+                None,
             )?;
             let mut usage = usage_by_instance(view, scope, &cluster)?;
             let mut ops = Vec::new();
@@ -1073,15 +1202,21 @@ pub async fn stop(
             let key = scope.task(&cluster, &id);
             let (mut record, _) = load::<TaskRecord>(view, &key)?
                 .ok_or_else(|| error::invalid_parameter("The referenced task was not found."))?;
+            let host_cluster = record
+                .host_cluster
+                .clone()
+                .unwrap_or_else(|| cluster.clone());
             let agent_gone = match &record.instance_id {
                 Some(instance) => {
-                    load::<InstanceRecord>(view, &scope.instance(&cluster, instance))?
+                    load::<InstanceRecord>(view, &scope.instance(&host_cluster, instance))?
                         .is_none_or(|(r, _)| r.status() == instances::INACTIVE)
                 }
                 None => true,
             };
             let ops = if request_stop(&mut record, "UserInitiated", &reason, now(), agent_gone) {
-                vec![Op::put(key, encode(&record)?)]
+                let mut ops = vec![Op::put(key, encode(&record)?)];
+                ops.extend(crate::metering::ledger_op(scope, &record)?);
+                ops
             } else {
                 Vec::new()
             };
@@ -1336,19 +1471,15 @@ pub fn apply_report(
 /// since the epoch), across every account and region, at most `limit`.
 pub fn expired_tasks(view: &dyn ReadView, before: f64, limit: usize) -> Vec<String> {
     let mut keys = Vec::new();
-    for (task_key, index_key) in expired_task_keys(view, before, limit) {
+    for (task_key, index_keys) in expired_task_keys(view, before, limit) {
         keys.push(task_key);
-        keys.extend(index_key);
+        keys.extend(index_keys);
     }
     keys
 }
 
 /// Expired task keys with their service-index key, when they have one.
-fn expired_task_keys(
-    view: &dyn ReadView,
-    before: f64,
-    limit: usize,
-) -> Vec<(String, Option<String>)> {
+fn expired_task_keys(view: &dyn ReadView, before: f64, limit: usize) -> Vec<(String, Vec<String>)> {
     let mut keys = Vec::new();
     let mut after: Option<String> = None;
     loop {
@@ -1368,22 +1499,31 @@ fn expired_task_keys(
             {
                 // /ecs/<account>/<region>/tasks/<cluster>/<id>
                 let parts: Vec<&str> = kv.key.split('/').collect();
-                let index = match (parts.get(2), parts.get(3), record.task.group.as_deref()) {
-                    (Some(account), Some(region), Some(group)) => {
-                        group.strip_prefix("service:").map(|service| {
-                            Scope {
-                                account: account.to_string(),
-                                region: region.to_string(),
-                            }
-                            .service_task(
-                                &record.cluster,
-                                service,
-                                &record.id,
-                            )
-                        })
+                let mut index = Vec::new();
+                if let (Some(account), Some(region)) = (parts.get(2), parts.get(3)) {
+                    let scope = Scope {
+                        account: account.to_string(),
+                        region: region.to_string(),
+                    };
+                    if let Some(service) = record
+                        .task
+                        .group
+                        .as_deref()
+                        .and_then(|g| g.strip_prefix("service:"))
+                    {
+                        index.push(scope.service_task(&record.cluster, service, &record.id));
                     }
-                    _ => None,
-                };
+                    if let (Some(host_cluster), Some(host)) =
+                        (&record.host_cluster, &record.instance_id)
+                    {
+                        index.push(scope.hosted_task(
+                            host_cluster,
+                            host,
+                            &record.cluster,
+                            &record.id,
+                        ));
+                    }
+                }
                 keys.push((kv.key, index));
                 if keys.len() >= limit {
                     return keys;
@@ -1422,10 +1562,17 @@ pub fn instance_tasks(
     cluster: &str,
     instance_id: &str,
 ) -> Result<Vec<TaskRecord>, AwsError> {
-    Ok(cluster_tasks(view, scope, cluster)?
+    let mut tasks: Vec<TaskRecord> = cluster_tasks(view, scope, cluster)?
         .into_iter()
-        .filter(|t| t.instance_id.as_deref() == Some(instance_id))
-        .collect())
+        .filter(|t| t.instance_id.as_deref() == Some(instance_id) && t.host_cluster.is_none())
+        .collect();
+    tasks.extend(crate::fargate::hosted_tasks(
+        view,
+        scope,
+        cluster,
+        instance_id,
+    )?);
+    Ok(tasks)
 }
 
 #[cfg(test)]
@@ -1532,6 +1679,8 @@ mod tests {
             definition: definition(),
             reservation: Reservation::default(),
             network: None,
+            host_cluster: None,
+            security_groups: Vec::new(),
         }
     }
 

@@ -17,19 +17,22 @@ use bollard::auth::DockerCredentials;
 use bollard::container::LogOutput;
 use bollard::errors::Error as DockerError;
 use bollard::models::{
-    ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, EventMessage,
-    EventMessageTypeEnum, HealthConfig, HealthStatusEnum, HostConfig, HostConfigLogConfig,
-    PortBinding as DockerPortBinding, ResourcesUlimits, VolumeCreateRequest,
+    ContainerCreateBody, ContainerCreateResponse, ContainerInspectResponse,
+    ContainerStateStatusEnum, EndpointIpamConfig, EndpointSettings, EventMessage,
+    EventMessageTypeEnum, HealthConfig, HealthStatusEnum, HostConfig, HostConfigLogConfig, Ipam,
+    IpamConfig, NetworkCreateRequest, NetworkingConfig, PortBinding as DockerPortBinding,
+    ResourcesUlimits, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
-    CreateContainerOptions, CreateImageOptions, EventsOptions, ListContainersOptions, LogsOptions,
-    RemoveContainerOptions, RemoveVolumeOptions, StopContainerOptions,
+    CreateContainerOptions, CreateImageOptions, EventsOptions, ImportImageOptions,
+    InspectNetworkOptions, ListContainersOptions, LogsOptions, RemoveContainerOptions,
+    RemoveVolumeOptions, StopContainerOptions,
 };
 use bollard::Docker;
 use futures::stream::{self, BoxStream, StreamExt};
 use tracing::{debug, warn};
 
-use crate::spec::{ContainerSpec, NetworkMode, Protocol, RegistryAuth};
+use crate::spec::{ContainerSpec, NetworkMode, NetworkSpec, Protocol, RegistryAuth};
 use crate::state::{
     ContainerState, ContainerStatus, HealthState, LogLine, PortBinding, RuntimeEvent, RuntimeInfo,
 };
@@ -47,6 +50,9 @@ const INSPECT_CONCURRENCY: usize = 8;
 #[derive(Clone, Debug)]
 pub struct DockerRuntime {
     docker: Docker,
+    /// The daemon's unix socket, for the one request bollard's models
+    /// cannot express (see [`DockerRuntime::create_raw`]).
+    socket: String,
 }
 
 impl DockerRuntime {
@@ -54,9 +60,11 @@ impl DockerRuntime {
     /// address, `/var/run/docker.sock` otherwise. Fails with
     /// [`RuntimeError::Unavailable`] unless the daemon answers.
     pub async fn connect() -> Result<Self, RuntimeError> {
-        let docker = Docker::connect_with_local_defaults()
-            .map_err(|e| unavailable_at(&default_socket_description(), &e))?;
-        Self::from_client(docker, &default_socket_description()).await
+        let address = default_socket_description();
+        let docker =
+            Docker::connect_with_local_defaults().map_err(|e| unavailable_at(&address, &e))?;
+        let socket = address.trim_start_matches("unix://").to_string();
+        Self::from_client(docker, &address, socket).await
     }
 
     /// Connects to the daemon listening on the unix socket at `path`.
@@ -67,25 +75,160 @@ impl DockerRuntime {
             bollard::API_DEFAULT_VERSION,
         )
         .map_err(|e| unavailable_at(path, &e))?;
-        Self::from_client(docker, path).await
+        Self::from_client(docker, path, path.to_string()).await
     }
 
     // The daemon may be older than the API bollard's models describe (Debian
     // ships Docker 20.10, API 1.41): without negotiating, every request
     // carries a version the daemon rejects.
-    async fn from_client(docker: Docker, address: &str) -> Result<Self, RuntimeError> {
+    async fn from_client(
+        docker: Docker,
+        address: &str,
+        socket: String,
+    ) -> Result<Self, RuntimeError> {
         let docker = docker
             .negotiate_version()
             .await
             .map_err(|e| unavailable_at(address, &e))?;
         debug!(version = ?docker.client_version(), %address, "connected to docker");
-        Ok(Self { docker })
+        Ok(Self { docker, socket })
     }
 
     /// The underlying bollard client, for calls the trait does not cover
     /// (stats, exec) and for tests.
     pub fn client(&self) -> &Docker {
         &self.docker
+    }
+
+    /// The id of the network `spec.name` when it exists with the spec's
+    /// subnet; a network of that name on another subnet is a conflict.
+    async fn existing_network(&self, spec: &NetworkSpec) -> Result<Option<String>, RuntimeError> {
+        let network = match self
+            .docker
+            .inspect_network(&spec.name, None::<InspectNetworkOptions>)
+            .await
+        {
+            Ok(n) => n,
+            Err(e) if status_code(&e) == Some(404) => return Ok(None),
+            Err(e) => return Err(classify(e)),
+        };
+        let subnets: Vec<String> = network
+            .ipam
+            .and_then(|i| i.config)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|c| c.subnet)
+            .collect();
+        if !subnets.iter().any(|s| s == &spec.subnet) {
+            return Err(RuntimeError::Conflict(format!(
+                "network {} exists with subnets {subnets:?}, not {}",
+                spec.name, spec.subnet
+            )));
+        }
+        Ok(network.id)
+    }
+
+    /// Creates a container through a hand-written request: the daemons
+    /// Berth targets (API 1.41) take a fixed MAC address only as the
+    /// top-level `MacAddress` of the create body, which bollard's models
+    /// (written for API 1.44+, where it moved to the endpoint) no longer
+    /// have. The body is bollard's, plus that one field.
+    async fn create_raw(
+        &self,
+        name: &str,
+        body: ContainerCreateBody,
+        mac_address: Option<&str>,
+    ) -> Result<ContainerCreateResponse, RuntimeError> {
+        let mut json = serde_json::to_value(&body)
+            .map_err(|e| RuntimeError::Other(format!("encoding the create body: {e}")))?;
+        if let (Some(mac), Some(object)) = (mac_address, json.as_object_mut()) {
+            object.insert("MacAddress".into(), serde_json::Value::String(mac.into()));
+        }
+        let payload = serde_json::to_vec(&json)
+            .map_err(|e| RuntimeError::Other(format!("encoding the create body: {e}")))?;
+        let version = self.docker.client_version();
+        let path = format!(
+            "/v{}.{}/containers/create?name={}",
+            version.major_version,
+            version.minor_version,
+            query_escape(name)
+        );
+        let (status, answer) =
+            raw_http::post_json(&self.socket, &path, &payload, DEFAULT_CLIENT_TIMEOUT).await?;
+        let message = || {
+            serde_json::from_slice::<serde_json::Value>(&answer)
+                .ok()
+                .and_then(|v| v["message"].as_str().map(str::to_string))
+                .unwrap_or_else(|| String::from_utf8_lossy(&answer).into_owned())
+        };
+        match status {
+            200..=299 => serde_json::from_slice(&answer)
+                .map_err(|e| RuntimeError::Other(format!("reading docker's create answer: {e}"))),
+            400 | 404 => Err(RuntimeError::InvalidSpec(message())),
+            409 => Err(RuntimeError::Conflict(message())),
+            _ => Err(RuntimeError::Other(message())),
+        }
+    }
+}
+
+/// Percent-encodes a container name for a query string (names are
+/// `[a-zA-Z0-9][a-zA-Z0-9_.-]`, so this is belt and braces).
+fn query_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// One HTTP/1.0 exchange with the daemon over its unix socket. HTTP/1.0
+/// makes the daemon answer with a plain body and close the connection, so
+/// no chunked decoding is needed.
+mod raw_http {
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::UnixStream;
+
+    use crate::RuntimeError;
+
+    pub(super) async fn post_json(
+        socket: &str,
+        path: &str,
+        body: &[u8],
+        timeout: Duration,
+    ) -> Result<(u16, Vec<u8>), RuntimeError> {
+        let exchange = async {
+            let mut stream = UnixStream::connect(socket).await?;
+            let head = format!(
+                "POST {path} HTTP/1.0\r\nHost: docker\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            );
+            stream.write_all(head.as_bytes()).await?;
+            stream.write_all(body).await?;
+            let mut response = Vec::new();
+            stream.read_to_end(&mut response).await?;
+            Ok::<_, std::io::Error>(response)
+        };
+        let response = tokio::time::timeout(timeout, exchange)
+            .await
+            .map_err(|_| RuntimeError::Unavailable(format!("docker at {socket}: timed out")))?
+            .map_err(|e| RuntimeError::Unavailable(format!("docker at {socket}: {e}")))?;
+        parse_response(&response).ok_or_else(|| {
+            RuntimeError::Unavailable(format!("docker at {socket}: unreadable HTTP answer"))
+        })
+    }
+
+    /// Status code and body of an HTTP/1.x response without chunking.
+    pub(super) fn parse_response(response: &[u8]) -> Option<(u16, Vec<u8>)> {
+        let end = response.windows(4).position(|w| w == b"\r\n\r\n")?;
+        let head = std::str::from_utf8(&response[..end]).ok()?;
+        let status = head.split_whitespace().nth(1)?.parse().ok()?;
+        Some((status, response[end + 4..].to_vec()))
     }
 }
 
@@ -233,6 +376,33 @@ pub(crate) fn create_body(spec: &ContainerSpec) -> Result<ContainerCreateBody, R
             ));
         }
         NetworkMode::Container(other) => format!("container:{other}"),
+        NetworkMode::Network(name) if name.is_empty() => {
+            return Err(invalid("network mode needs a network name"));
+        }
+        NetworkMode::Network(name) => name.clone(),
+    };
+    // A fixed address or MAC belongs to an endpoint on a user-defined
+    // network; Docker would silently ignore them anywhere else.
+    let networking_config = match &spec.network_mode {
+        NetworkMode::Network(name) => Some(NetworkingConfig {
+            endpoints_config: Some(HashMap::from([(
+                name.clone(),
+                EndpointSettings {
+                    ipam_config: spec.ipv4_address.clone().map(|ip| EndpointIpamConfig {
+                        ipv4_address: Some(ip),
+                        ..Default::default()
+                    }),
+                    mac_address: spec.mac_address.clone(),
+                    ..Default::default()
+                },
+            )])),
+        }),
+        _ if spec.ipv4_address.is_some() || spec.mac_address.is_some() => {
+            return Err(invalid(
+                "a fixed IP or MAC address needs a user-defined network",
+            ));
+        }
+        _ => None,
     };
 
     let mut exposed_ports = Vec::new();
@@ -387,6 +557,7 @@ pub(crate) fn create_body(spec: &ContainerSpec) -> Result<ContainerCreateBody, R
         security_opt: non_empty(spec.docker_security_options.clone()),
         sysctls: (!spec.sysctls.is_empty()).then(|| spec.sysctls.iter().cloned().collect()),
         log_config,
+        cgroup_parent: spec.cgroup_parent.clone(),
         ..Default::default()
     };
 
@@ -409,6 +580,7 @@ pub(crate) fn create_body(spec: &ContainerSpec) -> Result<ContainerCreateBody, R
         stop_timeout: spec.stop_timeout_secs.map(to_i64),
         healthcheck,
         host_config: Some(host_config),
+        networking_config,
         ..Default::default()
     })
 }
@@ -500,6 +672,11 @@ pub(crate) fn to_state(response: ContainerInspectResponse) -> ContainerState {
         health,
         port_bindings,
         ip_address,
+        pid: state
+            .pid
+            .filter(|_| status == ContainerStatus::Running)
+            .and_then(|p| u32::try_from(p).ok())
+            .filter(|p| *p > 0),
     }
 }
 
@@ -540,6 +717,14 @@ impl Runtime for DockerRuntime {
             kernel_version: info.kernel_version.unwrap_or_default(),
             server_version: info.server_version.unwrap_or_default(),
             name: info.name.unwrap_or_default(),
+            cgroup_version: info
+                .cgroup_version
+                .map(|v| v.to_string())
+                .unwrap_or_default(),
+            cgroup_driver: info
+                .cgroup_driver
+                .map(|d| d.to_string())
+                .unwrap_or_default(),
         })
     }
 
@@ -585,18 +770,22 @@ impl Runtime for DockerRuntime {
 
     async fn create(&self, spec: &ContainerSpec) -> Result<String, RuntimeError> {
         let body = create_body(spec)?;
-        let options = CreateContainerOptions {
-            name: Some(spec.name.clone()),
-            ..Default::default()
+        let response = if spec.mac_address.is_some() {
+            self.create_raw(&spec.name, body, spec.mac_address.as_deref())
+                .await?
+        } else {
+            let options = CreateContainerOptions {
+                name: Some(spec.name.clone()),
+                ..Default::default()
+            };
+            self.docker
+                .create_container(Some(options), body)
+                .await
+                .map_err(|e| match status_code(&e) {
+                    Some(400) | Some(404) => RuntimeError::InvalidSpec(describe(&e)),
+                    _ => classify(e),
+                })?
         };
-        let response = self
-            .docker
-            .create_container(Some(options), body)
-            .await
-            .map_err(|e| match status_code(&e) {
-                Some(400) | Some(404) => RuntimeError::InvalidSpec(describe(&e)),
-                _ => classify(e),
-            })?;
         for warning in &response.warnings {
             warn!(container = %spec.name, %warning, "docker warned on create");
         }
@@ -770,6 +959,87 @@ impl Runtime for DockerRuntime {
             .boxed()
     }
 
+    async fn ensure_network(&self, spec: &NetworkSpec) -> Result<String, RuntimeError> {
+        if let Some(id) = self.existing_network(spec).await? {
+            return Ok(id);
+        }
+        let request = NetworkCreateRequest {
+            name: spec.name.clone(),
+            driver: Some("bridge".into()),
+            ipam: Some(Ipam {
+                driver: Some("default".into()),
+                config: Some(vec![IpamConfig {
+                    subnet: Some(spec.subnet.clone()),
+                    gateway: Some(spec.gateway.clone()),
+                    ..Default::default()
+                }]),
+                options: None,
+            }),
+            labels: Some(
+                spec.labels
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+            ),
+            ..Default::default()
+        };
+        match self.docker.create_network(request).await {
+            Ok(created) => {
+                debug!(network = %spec.name, subnet = %spec.subnet, "created network");
+                Ok(created.id)
+            }
+            Err(e) => {
+                // Another task on the same subnet may have created it
+                // meanwhile: use that one.
+                if let Some(id) = self.existing_network(spec).await? {
+                    return Ok(id);
+                }
+                Err(match status_code(&e) {
+                    Some(400) | Some(403) => RuntimeError::InvalidSpec(describe(&e)),
+                    _ => classify(e),
+                })
+            }
+        }
+    }
+
+    async fn remove_network(&self, name: &str) -> Result<(), RuntimeError> {
+        match self.docker.remove_network(name).await {
+            Ok(()) => Ok(()),
+            Err(e) if status_code(&e) == Some(404) => Ok(()),
+            Err(e) if status_code(&e) == Some(403) => Err(RuntimeError::Conflict(describe(&e))),
+            Err(e) => Err(classify(e)),
+        }
+    }
+
+    async fn load_image(&self, tarball: Vec<u8>) -> Result<(), RuntimeError> {
+        let options = ImportImageOptions {
+            quiet: true,
+            ..Default::default()
+        };
+        let mut output =
+            self.docker
+                .import_image(options, bollard::body_full(tarball.into()), None);
+        while let Some(item) = output.next().await {
+            match item {
+                Ok(info) => {
+                    if let Some(line) = info.stream.as_deref().map(str::trim_end) {
+                        debug!("image load: {line}");
+                    }
+                }
+                Err(e) if is_connection_error(&e) => {
+                    return Err(RuntimeError::Unavailable(describe(&e)))
+                }
+                Err(e) => {
+                    return Err(RuntimeError::Other(format!(
+                        "loading image: {}",
+                        describe(&e)
+                    )))
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn events(&self, label: &str) -> BoxStream<'static, Result<RuntimeEvent, RuntimeError>> {
         // `since` makes Docker replay what happened between this call and
         // the moment the stream is first polled (when the request is sent).
@@ -931,6 +1201,54 @@ mod tests {
             }),
             Err(RuntimeError::InvalidSpec(_))
         ));
+    }
+
+    #[test]
+    fn fixed_address_on_a_user_network() {
+        let spec = ContainerSpec {
+            network_mode: NetworkMode::Network("berth-subnet-1".into()),
+            ipv4_address: Some("10.0.0.9".into()),
+            mac_address: Some("02:00:0a:00:00:09".into()),
+            cgroup_parent: Some("/berth/t1".into()),
+            ..base()
+        };
+        let body = create_body(&spec).unwrap();
+        assert_eq!(host(&body).network_mode.as_deref(), Some("berth-subnet-1"));
+        assert_eq!(host(&body).cgroup_parent.as_deref(), Some("/berth/t1"));
+        let endpoints = body
+            .networking_config
+            .and_then(|n| n.endpoints_config)
+            .unwrap();
+        let endpoint = &endpoints["berth-subnet-1"];
+        assert_eq!(
+            endpoint
+                .ipam_config
+                .as_ref()
+                .and_then(|i| i.ipv4_address.as_deref()),
+            Some("10.0.0.9")
+        );
+        assert_eq!(endpoint.mac_address.as_deref(), Some("02:00:0a:00:00:09"));
+        // Anywhere else a fixed address would be silently ignored.
+        assert!(matches!(
+            create_body(&ContainerSpec {
+                ipv4_address: Some("10.0.0.9".into()),
+                ..base()
+            }),
+            Err(RuntimeError::InvalidSpec(_))
+        ));
+    }
+
+    #[test]
+    fn raw_http_answers() {
+        assert_eq!(
+            raw_http::parse_response(
+                b"HTTP/1.0 201 Created\r\nContent-Type: application/json\r\n\r\n{\"Id\":\"x\"}"
+            ),
+            Some((201, b"{\"Id\":\"x\"}".to_vec()))
+        );
+        assert_eq!(raw_http::parse_response(b"garbage"), None);
+        assert_eq!(query_escape("ecs-web-1-app"), "ecs-web-1-app");
+        assert_eq!(query_escape("a b&c"), "a%20b%26c");
     }
 
     #[test]

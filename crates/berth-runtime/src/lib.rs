@@ -17,6 +17,7 @@
 
 mod docker;
 mod error;
+pub mod pause;
 mod spec;
 mod state;
 pub mod test_image;
@@ -30,8 +31,8 @@ use futures::stream::BoxStream;
 pub use docker::DockerRuntime;
 pub use error::RuntimeError;
 pub use spec::{
-    ContainerSpec, HealthCheckSpec, Mount, NetworkMode, PortSpec, Protocol, RegistryAuth, Tmpfs,
-    Ulimit,
+    ContainerSpec, HealthCheckSpec, Mount, NetworkMode, NetworkSpec, PortSpec, Protocol,
+    RegistryAuth, Tmpfs, Ulimit,
 };
 pub use state::{
     ContainerState, ContainerStatus, HealthState, LogLine, PortBinding, RuntimeEvent, RuntimeInfo,
@@ -130,4 +131,33 @@ pub trait Runtime: Send + Sync + 'static {
     /// detail: Docker's `"health_status: healthy"` arrives as
     /// `"health_status"` (inspect the container for the value).
     fn events(&self, label: &str) -> BoxStream<'static, Result<RuntimeEvent, RuntimeError>>;
+
+    /// Makes sure a bridge network named `spec.name` exists with the
+    /// spec's subnet and gateway, creating it when missing, and returns its
+    /// id. An existing network with that name but another subnet is
+    /// [`RuntimeError::Conflict`]: containers on it could not take the
+    /// addresses they are given.
+    async fn ensure_network(&self, spec: &NetworkSpec) -> Result<String, RuntimeError> {
+        Err(RuntimeError::InvalidSpec(format!(
+            "this runtime cannot create network {}",
+            spec.name
+        )))
+    }
+
+    /// Removes a network; a missing one is `Ok`, one still in use is
+    /// [`RuntimeError::Conflict`].
+    async fn remove_network(&self, name: &str) -> Result<(), RuntimeError> {
+        Err(RuntimeError::InvalidSpec(format!(
+            "this runtime cannot remove network {name}"
+        )))
+    }
+
+    /// Loads images from a tarball in `docker save` format (the way the
+    /// agent installs images it generates itself, with no registry).
+    async fn load_image(&self, tarball: Vec<u8>) -> Result<(), RuntimeError> {
+        let _ = tarball;
+        Err(RuntimeError::InvalidSpec(
+            "this runtime cannot load image tarballs".into(),
+        ))
+    }
 }

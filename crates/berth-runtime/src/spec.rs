@@ -32,6 +32,21 @@ pub enum NetworkMode {
     None,
     /// share another container's network namespace (docker `container:<id>`)
     Container(String),
+    /// join a user-defined network by name (e.g. an awsvpc task's subnet
+    /// network), optionally at a fixed address (see
+    /// [`ContainerSpec::ipv4_address`])
+    Network(String),
+}
+
+/// A bridge network for one subnet (an awsvpc task's ENI lives on it).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NetworkSpec {
+    pub name: String,
+    /// IPv4 CIDR block, e.g. `172.31.0.0/20`
+    pub subnet: String,
+    /// the address the host takes on the bridge (the subnet's router)
+    pub gateway: String,
+    pub labels: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -147,4 +162,11 @@ pub struct ContainerSpec {
     pub health_check: Option<HealthCheckSpec>,
     /// (driver, options)
     pub log_driver: Option<(String, BTreeMap<String, String>)>,
+    /// fixed IPv4 address on the [`NetworkMode::Network`] network
+    pub ipv4_address: Option<String>,
+    /// fixed MAC address of the container's interface (`aa:bb:cc:dd:ee:ff`)
+    pub mac_address: Option<String>,
+    /// the cgroup (cgroupfs path such as `/berth/<task>`, or a systemd
+    /// slice) the container's own cgroup is created under
+    pub cgroup_parent: Option<String>,
 }

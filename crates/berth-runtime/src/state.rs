@@ -15,6 +15,10 @@ pub struct RuntimeInfo {
     pub server_version: String,
     /// the host name
     pub name: String,
+    /// `1` or `2` (Docker's `CgroupVersion`; empty when not reported)
+    pub cgroup_version: String,
+    /// `cgroupfs` or `systemd`
+    pub cgroup_driver: String,
 }
 
 /// Docker's container lifecycle states.
@@ -76,6 +80,9 @@ pub struct ContainerState {
     /// the address on its first network (by network name); None in host or
     /// none network mode and while the container is not running
     pub ip_address: Option<String>,
+    /// the host PID of the container's main process while it runs (to
+    /// enter its namespaces)
+    pub pid: Option<u32>,
 }
 
 /// Something happened to a container the subscriber owns.

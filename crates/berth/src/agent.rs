@@ -31,6 +31,12 @@ pub struct AgentArgs {
     #[arg(long = "attribute", value_name = "K=V")]
     pub attributes: Vec<String>,
 
+    /// What this host offers: `ec2` (a container instance of --cluster),
+    /// `fargate` (serverless capacity for FARGATE tasks of every cluster,
+    /// never listed as a container instance), or `both`.
+    #[arg(long, value_enum, default_value = "ec2")]
+    pub capacity: CapacityKind,
+
     /// Where the agent keeps its identity
     /// [default: $XDG_DATA_HOME/berth/agents/<name> or ~/.local/share/berth/agents/<name>].
     #[arg(long, value_name = "DIR")]
@@ -117,6 +123,27 @@ fn default_agent_dir(name: &str) -> anyhow::Result<PathBuf> {
     Ok(base.join("berth/agents").join(name))
 }
 
+/// The capacity a `berth agent` offers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum CapacityKind {
+    Ec2,
+    Fargate,
+    Both,
+}
+
+/// The registration attribute that offers Fargate capacity, if any.
+fn capacity_attribute(kind: CapacityKind) -> Option<(String, Option<String>)> {
+    let value = match kind {
+        CapacityKind::Ec2 => return None,
+        CapacityKind::Fargate => berth_ecs::instances::FARGATE_DEDICATED,
+        CapacityKind::Both => berth_ecs::instances::FARGATE_SHARED,
+    };
+    Some((
+        berth_ecs::instances::FARGATE_CAPACITY_ATTRIBUTE.to_string(),
+        Some(value.to_string()),
+    ))
+}
+
 pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let name = args.name.clone().unwrap_or_else(host_name);
     let data_dir = match &args.data_dir {
@@ -136,7 +163,10 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         region: args.region.clone(),
         cluster: args.cluster.clone(),
         name,
-        attributes: parse_attributes(&args.attributes)?,
+        attributes: parse_attributes(&args.attributes)?
+            .into_iter()
+            .chain(capacity_attribute(args.capacity))
+            .collect(),
         data_dir,
         registration: Credentials {
             access_key_id: args.access_key_id.clone().unwrap_or_default(),
@@ -183,7 +213,8 @@ pub async fn spawn_local(
         region: region.to_string(),
         cluster: "default".to_string(),
         name: host_name(),
-        attributes: Vec::new(),
+        // `berth up`'s host is both a container instance and Fargate capacity.
+        attributes: capacity_attribute(CapacityKind::Both).into_iter().collect(),
         data_dir: data_dir.join("agent"),
         registration: Credentials {
             access_key_id: root.access_key_id.clone(),

@@ -3,6 +3,7 @@
 mod agent;
 mod credentials;
 mod up;
+mod usage;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -29,6 +30,10 @@ enum Command {
     /// Run an agent: register this host as a container instance of a
     /// cluster and run the tasks placed on it (needs Docker).
     Agent(agent::AgentArgs),
+    /// Report what tasks used and cost (vCPU-, GB- and storage GB-seconds,
+    /// per second with a one-minute minimum, as Fargate bills), by task,
+    /// cluster and service; signed with AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY.
+    Usage(usage::UsageArgs),
     /// Print the version.
     Version,
 }
@@ -80,6 +85,13 @@ pub struct UpArgs {
     /// IAM policies; `off`: every authenticated caller may do anything.
     #[arg(long, value_enum, default_value_t = IamMode::Enforce)]
     pub iam: IamMode,
+
+    /// A JSON price table for `berth usage` / `GET /_berth/usage`, by
+    /// capacity provider: `{"FARGATE": {"vcpuHour": 0.04048, "gbHour":
+    /// 0.004445, "storageGbHour": 0.000111, "freeStorageGb": 20},
+    /// "FARGATE_SPOT": {…}}` [default: Fargate's us-east-1 Linux/x86 prices].
+    #[arg(long, value_name = "FILE")]
+    pub fargate_prices: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -102,6 +114,12 @@ fn main() -> anyhow::Result<()> {
                 .thread_name("berth")
                 .build()?;
             runtime.block_on(up::run(args))
+        }
+        Command::Usage(args) => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(usage::run(args))
         }
         Command::Agent(args) => {
             init_logging(&args.log);

@@ -92,6 +92,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("creating the default VPC: {}", e.message))?;
 
+    let task_networks: Arc<dyn berth_ecs::networking::TaskNetworks> =
+        Arc::new(TaskNetworks(ec2.clone()));
     let presence = Arc::new(Presence::default());
     let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
     let enforce_iam = args.iam == crate::IamMode::Enforce;
@@ -101,7 +103,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             key: master_key.clone(),
         }))
         .with_logs(Arc::new(LogsSink(logs.clone())))
-        .with_roles(Arc::new(TaskRoles(iam.clone())));
+        .with_roles(Arc::new(TaskRoles(iam.clone())))
+        .with_networks(task_networks.clone());
     if enforce_iam {
         agent_service =
             agent_service.with_execution_role_check(Arc::new(ExecutionRoles(iam.clone())));
@@ -113,7 +116,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         .query_service(iam.iam_service())
         .query_service(iam.sts_service())
         .query_service(ec2.clone())
-        .json_service(Arc::new(EcsService::new(store.clone(), presence.clone())))
+        .json_service(Arc::new(
+            EcsService::new(store.clone(), presence.clone()).with_networks(task_networks.clone()),
+        ))
         .json_service(registry.ecr_service())
         .json_service(Arc::new(berth_secrets::SecretsManagerService::new(
             store.clone(),
@@ -124,7 +129,11 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             master_key.clone(),
         )))
         .json_service(logs.clone())
-        .json_service(Arc::new(agent_service));
+        .json_service(Arc::new(agent_service))
+        .admin_endpoint(crate::usage::endpoint(
+            store.clone(),
+            args.fargate_prices.as_deref(),
+        )?);
     if enforce_iam {
         gateway = gateway.authorizer(Arc::new(
             berth_iam::IamAuthorizer::new(iam.clone())
@@ -141,6 +150,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     ));
     let controller = ServiceController::new(store.clone(), presence);
     let controller_task = tokio::spawn(controller.clone().run());
+    let network_controller = tokio::spawn(berth_ecs::networking::run_network_controller(
+        store.clone(),
+        task_networks.clone(),
+    ));
     let registry_gc = registry.spawn_gc();
     let log_compaction = logs.spawn_compaction(std::time::Duration::from_secs(
         args.log_compaction_interval.max(1),
@@ -176,6 +189,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     log_compaction.abort();
     session_gc.abort();
     controller_task.abort();
+    network_controller.abort();
     if let Some(agent) = agent {
         agent.abort();
     }
@@ -363,6 +377,76 @@ async fn collect_expired_sessions(iam: Arc<berth_iam::Iam>) {
         if let Err(e) = iam.gc_expired_sessions().await {
             tracing::warn!(code = %e.code, "removing expired STS sessions failed");
         }
+    }
+}
+
+/// awsvpc tasks take their subnets, interfaces and security groups from
+/// Berth's EC2 VPC service.
+struct TaskNetworks(Arc<berth_ec2::Ec2Service>);
+
+#[async_trait::async_trait]
+impl berth_ecs::networking::TaskNetworks for TaskNetworks {
+    fn check(
+        &self,
+        account: &str,
+        region: &str,
+        subnets: &[String],
+        security_groups: &[String],
+    ) -> Result<Vec<berth_ecs::networking::SubnetInfo>, berth_model::AwsError> {
+        Ok(self
+            .0
+            .task_subnets(account, region, subnets, security_groups)?
+            .into_iter()
+            .map(|s| berth_ecs::networking::SubnetInfo {
+                subnet_id: s.subnet_id,
+                vpc_id: s.vpc_id,
+                availability_zone: s.availability_zone,
+            })
+            .collect())
+    }
+
+    async fn attach(
+        &self,
+        account: &str,
+        region: &str,
+        subnet_id: &str,
+        security_groups: &[String],
+        description: &str,
+    ) -> Result<berth_ecs::networking::AttachedInterface, berth_model::AwsError> {
+        let eni = self
+            .0
+            .create_task_eni(account, region, subnet_id, security_groups, description)
+            .await?;
+        Ok(berth_ecs::networking::AttachedInterface {
+            interface: berth_model::agent_protocol::TaskNetworkInterface {
+                eni_id: eni.id,
+                subnet_id: eni.subnet_id,
+                subnet_cidr: eni.subnet_cidr,
+                gateway: eni.gateway,
+                private_ip: eni.private_ip,
+                mac: eni.mac,
+            },
+            availability_zone: eni.availability_zone,
+            vpc_id: eni.vpc_id,
+        })
+    }
+
+    async fn release(
+        &self,
+        account: &str,
+        region: &str,
+        eni_id: &str,
+    ) -> Result<(), berth_model::AwsError> {
+        self.0.delete_eni(account, region, eni_id).await.map(|_| ())
+    }
+
+    fn policy(
+        &self,
+        account: &str,
+        region: &str,
+        eni_id: &str,
+    ) -> Result<berth_model::agent_protocol::GetNetworkPolicyResponse, berth_model::AwsError> {
+        self.0.interface_policy(account, region, eni_id)
     }
 }
 

@@ -1,0 +1,144 @@
+"""RunTask -> RUNNING for awsvpc (FARGATE) tasks against bridge-mode (EC2)
+tasks in the same run (see bench/fargate)."""
+import argparse
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import boto3
+import botocore.config
+
+IMAGE = "berth-test/busybox:latest"
+COMMAND = ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1; done"]
+KEY, SECRET = "AKIABERTHBENCHFARGAT", "bench-fargate-secret"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def build_image(workdir: Path):
+    (workdir / "busybox").write_bytes(Path("/bin/busybox").read_bytes())
+    (workdir / "busybox").chmod(0o755)
+    (workdir / "Dockerfile").write_text(
+        'FROM scratch\nCOPY busybox /bin/busybox\nRUN ["/bin/busybox", "--install", "-s", "/bin"]\n')
+    subprocess.run(["docker", "build", "-q", "-t", IMAGE, str(workdir)], check=True,
+                   capture_output=True)
+
+
+def percentiles(samples):
+    ordered = sorted(samples)
+    pick = lambda p: ordered[min(len(ordered) - 1, round((len(ordered) - 1) * p))]
+    return pick(0.50), pick(0.95)
+
+
+def time_to_running(ecs, run_args):
+    started = time.perf_counter()
+    out = ecs.run_task(**run_args)
+    if not out["tasks"]:
+        sys.exit(f"RunTask placed nothing: {out['failures']}")
+    arn = out["tasks"][0]["taskArn"]
+    deadline = started + 60
+    while True:
+        task = ecs.describe_tasks(tasks=[arn])["tasks"][0]
+        if task["lastStatus"] == "RUNNING":
+            return (time.perf_counter() - started) * 1000, arn
+        if task["lastStatus"] == "STOPPED" or time.perf_counter() > deadline:
+            sys.exit(f"task did not reach RUNNING: {task.get('stoppedReason')}")
+        time.sleep(0.002)
+
+
+def wait_all_stopped(ecs, arns):
+    for _ in range(600):
+        tasks = [t for i in range(0, len(arns), 100)
+                 for t in ecs.describe_tasks(tasks=arns[i:i + 100])["tasks"]]
+        if all(t["lastStatus"] == "STOPPED" for t in tasks):
+            return
+        time.sleep(0.1)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--berth", required=True)
+    parser.add_argument("--tasks", type=int, default=30)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="berth-bench-"))
+    build_image(work)
+    port = free_port()
+    env = dict(os.environ, BERTH_ROOT_ACCESS_KEY_ID=KEY, BERTH_ROOT_SECRET_ACCESS_KEY=SECRET)
+    server = subprocess.Popen([args.berth, "up", "--listen", f"127.0.0.1:{port}",
+                               "--data-dir", str(work / "data"), "--log", "warn"],
+                              stdout=subprocess.DEVNULL, stderr=open(work / "berth.log", "wb"), env=env)
+    families = ("bench-bridge", "bench-awsvpc")
+    try:
+        endpoint = f"http://127.0.0.1:{port}"
+        for _ in range(200):
+            try:
+                urllib.request.urlopen(endpoint + "/_berth/health", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.05)
+        session = dict(endpoint_url=endpoint, region_name="us-east-1",
+                       aws_access_key_id=KEY, aws_secret_access_key=SECRET,
+                       config=botocore.config.Config(retries={"max_attempts": 1}))
+        ecs = boto3.client("ecs", **session)
+        ec2 = boto3.client("ec2", **session)
+        for _ in range(200):
+            if ecs.list_container_instances(cluster="default")["containerInstanceArns"]:
+                break
+            time.sleep(0.1)
+        subnet = sorted(ec2.describe_subnets()["Subnets"], key=lambda s: s["AvailabilityZone"])[0]
+        container = {"name": "app", "image": IMAGE, "command": COMMAND, "stopTimeout": 5}
+        ecs.register_task_definition(family="bench-bridge", containerDefinitions=[
+            dict(container, memory=16)])
+        ecs.register_task_definition(
+            family="bench-awsvpc", networkMode="awsvpc", requiresCompatibilities=["FARGATE"],
+            cpu="256", memory="512", containerDefinitions=[container])
+        runs = {
+            "bridge (EC2 launch type)": dict(taskDefinition="bench-bridge"),
+            "awsvpc (FARGATE)": dict(
+                taskDefinition="bench-awsvpc", launchType="FARGATE",
+                networkConfiguration={"awsvpcConfiguration": {"subnets": [subnet["SubnetId"]]}}),
+        }
+        results = {name: [] for name in runs}
+        # Interleaved in rounds so both modes see the same machine state; the
+        # tasks of a round stop before the next, so no mode runs beside more
+        # tasks than the other.
+        for _ in range(args.tasks):
+            arns = []
+            for name, run_args in runs.items():
+                ms, arn = time_to_running(ecs, run_args)
+                results[name].append(ms)
+                arns.append(arn)
+            for arn in arns:
+                ecs.stop_task(task=arn)
+            wait_all_stopped(ecs, arns)
+        print(f"{'RunTask -> RUNNING':<30}{'p50 ms':>9}{'p95 ms':>9}")
+        for name, samples in results.items():
+            p50, p95 = percentiles(samples)
+            print(f"{name:<30}{p50:>9.1f}{p95:>9.1f}")
+        b50, _ = percentiles(results["bridge (EC2 launch type)"])
+        a50, _ = percentiles(results["awsvpc (FARGATE)"])
+        print(f"awsvpc p50 / bridge p50: {a50 / b50:.2f}x over {args.tasks} tasks of each")
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        for family in families:
+            leftovers = subprocess.run(
+                ["docker", "ps", "-aq", "--filter", f"label=com.amazonaws.ecs.task-definition-family={family}"],
+                capture_output=True, text=True).stdout.split()
+            if leftovers:
+                subprocess.run(["docker", "rm", "-f", *leftovers], capture_output=True)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,686 @@
+//! The Fargate launch type: which capacity a RunTask or a service uses
+//! (launch type, capacity provider strategy, the cluster's default), the
+//! `awsvpcConfiguration` checks, and placement on Berth's own Fargate hosts
+//! (agents registered with [`instances::FARGATE_CAPACITY_ATTRIBUTE`], in any cluster
+//! of the account), where an on-demand task may reclaim FARGATE_SPOT
+//! capacity.
+
+use std::collections::BTreeMap;
+
+use berth_model::shapes::ecs::{
+    CapacityProviderStrategyItem, Failure, NetworkConfiguration, TaskDefinition, TaskOverride,
+};
+use berth_model::AwsError;
+use berth_scheduler::capacity::{split_tasks, validate_strategy, StrategyItem};
+use berth_scheduler::{InstanceSnapshot, Placement};
+use berth_store::{Op, ReadView};
+
+use crate::error;
+use crate::instances::{self, InstanceRecord, Presence};
+use crate::keys::Scope;
+use crate::networking::{SubnetInfo, TaskNetworks};
+use crate::records::{decode, encode, load, now};
+use crate::taskdef_validation;
+use crate::tasks::{self, Batch, Launch, TaskRecord, Usage, STOPPED};
+
+pub const FARGATE: &str = "FARGATE";
+pub const FARGATE_SPOT: &str = "FARGATE_SPOT";
+/// What `LATEST` means (the only Linux platform version Berth implements).
+pub const PLATFORM_VERSION: &str = "1.4.0";
+/// Fargate's default ephemeral storage, in GiB.
+pub const DEFAULT_EPHEMERAL_GIB: i32 = 20;
+pub const SPOT_INTERRUPTION: &str = "SpotInterruption";
+pub const SPOT_REASON: &str = "Your Spot Task was interrupted.";
+/// ECS's failure when Fargate has no room.
+pub const NO_CAPACITY: &str =
+    "Capacity is unavailable at this time. Please try again later or in a different availability zone";
+
+/// Where the tasks of a launch run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Capacity {
+    /// The cluster's container instances (launch type EC2).
+    Ec2,
+    /// Berth's Fargate hosts, split over FARGATE/FARGATE_SPOT.
+    Fargate(Vec<StrategyItem>),
+}
+
+/// A task's `awsvpcConfiguration`, its subnets looked up.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct AwsVpc {
+    pub subnets: Vec<SubnetInfo>,
+    pub security_groups: Vec<String>,
+    pub assign_public_ip: String,
+}
+
+/// The capacity a call asks for, before the cluster's default strategy is
+/// known (`None`: neither a launch type nor a strategy was given).
+pub fn requested_capacity(
+    launch_type: Option<&str>,
+    strategy: Option<&[CapacityProviderStrategyItem]>,
+    what: &str,
+) -> Result<Option<Capacity>, AwsError> {
+    let strategy = strategy.filter(|s| !s.is_empty());
+    match (launch_type, strategy) {
+        (Some(_), Some(_)) => Err(error::invalid_parameter(
+            "Specifying both a launch type and capacity provider strategy is not supported. Remove one and try again.",
+        )),
+        (Some("EC2"), None) => Ok(Some(Capacity::Ec2)),
+        (Some(FARGATE), None) => Ok(Some(Capacity::Fargate(vec![StrategyItem {
+            provider: FARGATE.into(),
+            base: 0,
+            weight: 1,
+        }]))),
+        (Some(other @ ("EXTERNAL" | "MANAGED_INSTANCES")), None) => {
+            Err(error::invalid_parameter(format!(
+                "Berth runs {what} with launchType EC2 or FARGATE; {other} is not available."
+            )))
+        }
+        (Some(other), None) => Err(error::invalid_parameter(format!(
+            "Invalid launchType '{other}'. Valid values: EC2, FARGATE, EXTERNAL, MANAGED_INSTANCES."
+        ))),
+        (None, Some(items)) => Ok(Some(Capacity::Fargate(strategy_items(items)?))),
+        (None, None) => Ok(None),
+    }
+}
+
+/// A capacity provider strategy as the splitter takes it, checked as ECS
+/// checks it. Only FARGATE and FARGATE_SPOT exist in Berth.
+pub fn strategy_items(
+    items: &[CapacityProviderStrategyItem],
+) -> Result<Vec<StrategyItem>, AwsError> {
+    let mut out = Vec::new();
+    for item in items {
+        let provider = item.capacity_provider.clone().unwrap_or_default();
+        if provider.is_empty() {
+            return Err(error::invalid_parameter(
+                "capacityProvider is required in every capacity provider strategy item.",
+            ));
+        }
+        if provider != FARGATE && provider != FARGATE_SPOT {
+            return Err(error::invalid_parameter(
+                "The specified capacity provider strategy cannot contain a capacity provider that is not associated with the cluster. Associate the capacity provider with the cluster or specify a valid capacity provider and try again.",
+            ));
+        }
+        let base = item.base.unwrap_or(0);
+        let weight = item.weight.unwrap_or(0);
+        if base < 0 || weight < 0 {
+            return Err(error::invalid_parameter(
+                "The base and weight of a capacity provider strategy item cannot be negative.",
+            ));
+        }
+        out.push(StrategyItem {
+            provider,
+            base: base as u32,
+            weight: weight as u32,
+        });
+    }
+    validate_strategy(&out).map_err(|e| error::invalid_parameter(e.0))?;
+    Ok(out)
+}
+
+/// The capacity of a call: what it asked for, else the cluster's default
+/// capacity provider strategy, else the EC2 launch type.
+pub fn effective_capacity(
+    requested: Option<Capacity>,
+    cluster_default: &[CapacityProviderStrategyItem],
+) -> Result<Capacity, AwsError> {
+    match requested {
+        Some(c) => Ok(c),
+        None if cluster_default.is_empty() => Ok(Capacity::Ec2),
+        None => Ok(Capacity::Fargate(strategy_items(cluster_default)?)),
+    }
+}
+
+/// Checks a `networkConfiguration`'s shape and looks its subnets and groups
+/// up. `None` when the call gave none.
+pub fn resolve_network(
+    networks: Option<&dyn TaskNetworks>,
+    account: &str,
+    region: &str,
+    configuration: Option<&NetworkConfiguration>,
+) -> Result<Option<AwsVpc>, AwsError> {
+    let Some(vpc) = configuration.and_then(|c| c.awsvpc_configuration.as_ref()) else {
+        return Ok(None);
+    };
+    let subnets = vpc.subnets.clone().unwrap_or_default();
+    if subnets.is_empty() {
+        return Err(error::invalid_parameter("subnets can not be empty."));
+    }
+    if subnets.len() > 16 {
+        return Err(error::invalid_parameter(
+            "subnets can have at most 16 items.",
+        ));
+    }
+    let groups = vpc.security_groups.clone().unwrap_or_default();
+    if groups.len() > 5 {
+        return Err(error::invalid_parameter(
+            "securityGroups can have at most 5 items.",
+        ));
+    }
+    let assign_public_ip = match vpc.assign_public_ip.as_deref() {
+        None | Some("DISABLED") => "DISABLED".to_string(),
+        Some("ENABLED") => "ENABLED".to_string(),
+        Some(other) => {
+            return Err(error::invalid_parameter(format!(
+                "Invalid assignPublicIp '{other}'. Valid values: ENABLED, DISABLED."
+            )))
+        }
+    };
+    let networks = networks.ok_or_else(|| {
+        error::invalid_parameter("This Berth server has no VPC service for awsvpc networking.")
+    })?;
+    let subnets = networks.check(account, region, &subnets, &groups)?;
+    Ok(Some(AwsVpc {
+        subnets,
+        security_groups: groups,
+        assign_public_ip,
+    }))
+}
+
+/// Checks a definition (with overrides) against the capacity and network
+/// configuration a launch uses.
+pub fn check_definition(
+    definition: &TaskDefinition,
+    overrides: &TaskOverride,
+    capacity: &Capacity,
+    network: Option<&AwsVpc>,
+    platform_version: Option<&str>,
+) -> Result<(), AwsError> {
+    let wanted = match capacity {
+        Capacity::Ec2 => "EC2",
+        Capacity::Fargate(_) => FARGATE,
+    };
+    let compatible = definition
+        .compatibilities
+        .as_ref()
+        .is_none_or(|c| c.iter().any(|c| c == wanted));
+    if !compatible {
+        return Err(error::invalid_parameter(format!(
+            "Task definition does not support launch_type {wanted}."
+        )));
+    }
+    let awsvpc = definition.network_mode.as_deref() == Some("awsvpc");
+    match (awsvpc, network) {
+        (true, None) => {
+            return Err(error::invalid_parameter(
+                "Network Configuration must be provided when networkMode 'awsvpc' is specified.",
+            ))
+        }
+        (false, Some(_)) => return Err(error::invalid_parameter(
+            "Network Configuration is not valid for the given networkMode of this task definition.",
+        )),
+        _ => {}
+    }
+    if let Some(vpc) = network {
+        if *capacity == Capacity::Ec2 && vpc.assign_public_ip == "ENABLED" {
+            return Err(error::invalid_parameter(
+                "Assign public IP is not supported for this launch type.",
+            ));
+        }
+    }
+    match (capacity, platform_version) {
+        (Capacity::Ec2, Some(_)) => {
+            return Err(error::invalid_parameter(
+                "Platform version is only supported for tasks using the Fargate launch type.",
+            ))
+        }
+        (Capacity::Fargate(_), Some(v)) if v != "LATEST" && v != PLATFORM_VERSION => {
+            return Err(error::invalid_parameter(format!(
+                "The specified platform version ({v}) does not exist. Berth implements LATEST ({PLATFORM_VERSION})."
+            )))
+        }
+        _ => {}
+    }
+    if let Capacity::Fargate(_) = capacity {
+        let cpu = overrides.cpu.as_deref().or(definition.cpu.as_deref());
+        let memory = overrides.memory.as_deref().or(definition.memory.as_deref());
+        let (Some(cpu), Some(memory)) = (cpu, memory) else {
+            return Err(error::client(
+                "Task-level cpu and memory are required for the Fargate launch type: set both in the task definition or the overrides.",
+            ));
+        };
+        let parsed = (cpu.trim().parse::<u32>(), memory.trim().parse::<u32>());
+        let valid =
+            matches!(parsed, (Ok(c), Ok(m)) if taskdef_validation::fargate_size_valid(c, m));
+        if !valid {
+            return Err(error::client(taskdef_validation::fargate_size_message(
+                cpu, memory,
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Every live host offering Fargate capacity in the account+region.
+fn hosts(view: &dyn ReadView, scope: &Scope) -> Result<Vec<InstanceRecord>, AwsError> {
+    Ok(view
+        .range(&scope.all_instances(), None, usize::MAX)
+        .iter()
+        .map(decode::<InstanceRecord>)
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
+        .filter(|r| r.status() == instances::ACTIVE && r.offers_fargate())
+        .collect())
+}
+
+/// The Fargate tasks a host runs, whichever cluster they belong to.
+pub fn hosted_tasks(
+    view: &(impl ReadView + ?Sized),
+    scope: &Scope,
+    host_cluster: &str,
+    host_id: &str,
+) -> Result<Vec<TaskRecord>, AwsError> {
+    let prefix = scope.hosted_tasks(host_cluster, host_id);
+    let mut out = Vec::new();
+    for kv in view.range(&prefix, None, usize::MAX) {
+        let Some(rest) = kv.key.strip_prefix(&prefix) else {
+            continue;
+        };
+        let Some((cluster, id)) = rest.split_once('/') else {
+            continue;
+        };
+        if let Some((record, _)) = load::<TaskRecord>(view, &scope.task(cluster, id))? {
+            out.push(record);
+        }
+    }
+    Ok(out)
+}
+
+/// Whether a task's capacity is being reclaimed (it no longer counts).
+pub fn reclaimed(record: &TaskRecord) -> bool {
+    record.desired_status() == STOPPED
+        && record.task.stop_code.as_deref() == Some(SPOT_INTERRUPTION)
+}
+
+fn host_snapshot(
+    view: &dyn ReadView,
+    scope: &Scope,
+    host: &InstanceRecord,
+    presence: &Presence,
+) -> Result<(InstanceSnapshot, Vec<TaskRecord>), AwsError> {
+    // The host's usage counts its EC2 tasks and, through the index, the
+    // Fargate tasks it runs for every cluster.
+    let usage = tasks::usage_of_instance(view, scope, &host.cluster, &host.id)?;
+    let hosted = hosted_tasks(view, scope, &host.cluster, &host.id)?;
+    let mut snapshot = tasks::snapshot(host, &usage, presence);
+    // Fargate tasks have their own addresses: no host ports, no attributes.
+    snapshot.ports_tcp_used.clear();
+    snapshot.ports_udp_used.clear();
+    Ok((snapshot, hosted))
+}
+
+/// Places `count` tasks of a Fargate launch: providers by the strategy
+/// (given how many tasks of the same service each already runs in
+/// `launch.provider_counts`), subnets in turn, hosts by the default
+/// spread. An on-demand task that finds no room reclaims FARGATE_SPOT
+/// tasks on one host (they stop with `SpotInterruption`).
+pub(crate) fn place(
+    view: &dyn ReadView,
+    scope: &Scope,
+    launch: &Launch,
+    strategy: &[StrategyItem],
+    count: usize,
+    presence: &Presence,
+) -> Result<Batch, AwsError> {
+    let providers = split_tasks(strategy, &launch.provider_counts, count as u32)
+        .map_err(|e| error::invalid_parameter(e.0))?;
+    let hosts = hosts(view, scope)?;
+    let mut snapshots = Vec::new();
+    let mut hosted = Vec::new();
+    for h in &hosts {
+        let (s, t) = host_snapshot(view, scope, h, presence)?;
+        snapshots.push(s);
+        hosted.push(t);
+    }
+    let mut request = tasks::task_request(launch);
+    request.host_ports_tcp.clear();
+    request.host_ports_udp.clear();
+    request.required_attributes.clear();
+    let policy = berth_scheduler::Policy::default();
+    let mut ops = Vec::new();
+    let mut placed = Vec::new();
+    let mut failures = Vec::new();
+    let mut interrupted: BTreeMap<String, TaskRecord> = BTreeMap::new();
+    let created_at = now();
+    let subnet_start = launch.provider_counts.values().sum::<u32>() as usize;
+    for (i, provider) in providers.iter().enumerate() {
+        let subnet = launch
+            .network
+            .as_ref()
+            .and_then(|n| n.subnets.get((subnet_start + i) % n.subnets.len().max(1)))
+            .cloned();
+        let plan = berth_scheduler::place_with(
+            &mut snapshots,
+            std::slice::from_ref(&request),
+            &policy,
+            rand::random(),
+        );
+        let mut host = match plan.first() {
+            Some(Placement::Placed(h)) => Some(*h),
+            _ => None,
+        };
+        if host.is_none() && provider == FARGATE {
+            host = reclaim_spot(
+                &mut snapshots,
+                &hosted,
+                &request,
+                &mut interrupted,
+                created_at,
+            );
+        }
+        let Some(h) = host else {
+            failures.push(Failure {
+                arn: None,
+                reason: Some(NO_CAPACITY.into()),
+                detail: None,
+            });
+            continue;
+        };
+        let slot = tasks::Slot {
+            provider: Some(provider.clone()),
+            subnet,
+        };
+        let record = tasks::new_task(scope, launch, &hosts[h], &slot, created_at);
+        ops.extend(tasks::task_ops(scope, &record)?);
+        placed.push(record);
+    }
+    for (_, record) in interrupted {
+        ops.push(Op::put(
+            scope.task(&record.cluster, &record.id),
+            encode(&record)?,
+        ));
+    }
+    Ok((ops, placed, failures))
+}
+
+/// Stops FARGATE_SPOT tasks on the first host where that makes room for
+/// `request`, youngest first, and gives their capacity to it. Answers the
+/// host.
+fn reclaim_spot(
+    snapshots: &mut [InstanceSnapshot],
+    hosted: &[Vec<TaskRecord>],
+    request: &berth_scheduler::TaskRequest,
+    interrupted: &mut BTreeMap<String, TaskRecord>,
+    at: f64,
+) -> Option<usize> {
+    for (h, snapshot) in snapshots.iter_mut().enumerate() {
+        if !snapshot.agent_connected {
+            continue;
+        }
+        let mut spot: Vec<&TaskRecord> = hosted[h]
+            .iter()
+            .filter(|t| {
+                t.task.capacity_provider_name.as_deref() == Some(FARGATE_SPOT)
+                    && t.last_status() != STOPPED
+                    && !reclaimed(t)
+                    && !interrupted.contains_key(&t.id)
+            })
+            .collect();
+        spot.sort_by(|a, b| {
+            b.task
+                .created_at
+                .partial_cmp(&a.task.created_at)
+                .unwrap_or(std::cmp::Ordering::Equal)
+        });
+        let (mut cpu, mut memory) = (snapshot.cpu_remaining, snapshot.memory_remaining);
+        let mut chosen = Vec::new();
+        for t in spot {
+            if cpu >= request.cpu && memory >= request.memory {
+                break;
+            }
+            cpu += t.reservation.cpu;
+            memory += t.reservation.memory;
+            chosen.push(t);
+        }
+        if cpu < request.cpu || memory < request.memory || chosen.is_empty() {
+            continue;
+        }
+        for t in chosen {
+            let mut record = t.clone();
+            tasks::request_stop(&mut record, SPOT_INTERRUPTION, SPOT_REASON, at, false);
+            interrupted.insert(record.id.clone(), record);
+        }
+        snapshot.cpu_remaining = cpu - request.cpu;
+        snapshot.memory_remaining = memory - request.memory;
+        snapshot.task_count += 1;
+        return Some(h);
+    }
+    None
+}
+
+/// The capacity a stored service launches on.
+pub fn service_capacity(service: &berth_model::shapes::ecs::Service) -> Result<Capacity, AwsError> {
+    let strategy = service.capacity_provider_strategy.as_deref().unwrap_or(&[]);
+    if !strategy.is_empty() {
+        return Ok(Capacity::Fargate(strategy_items(strategy)?));
+    }
+    Ok(
+        requested_capacity(service.launch_type.as_deref(), None, "services")?
+            .unwrap_or(Capacity::Ec2),
+    )
+}
+
+/// Counts a service's live tasks by capacity provider.
+pub fn provider_counts<'a>(tasks: impl Iterator<Item = &'a TaskRecord>) -> BTreeMap<String, u32> {
+    let mut counts = BTreeMap::new();
+    for t in tasks {
+        if t.desired_status() == STOPPED || t.last_status() == STOPPED {
+            continue;
+        }
+        if let Some(p) = &t.task.capacity_provider_name {
+            *counts.entry(p.clone()).or_insert(0) += 1;
+        }
+    }
+    counts
+}
+
+/// Usage of the Fargate tasks on a host (added to its container-instance
+/// usage by [`tasks::usage_by_instance`]).
+pub fn hosted_usage(
+    view: &(impl ReadView + ?Sized),
+    scope: &Scope,
+    host: &InstanceRecord,
+) -> Result<Usage, AwsError> {
+    let mut usage = Usage::default();
+    for t in hosted_tasks(view, scope, &host.cluster, &host.id)? {
+        usage.add(&t);
+    }
+    Ok(usage)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use berth_scheduler::InstanceStatus;
+
+    fn item(provider: &str, base: i32, weight: i32) -> CapacityProviderStrategyItem {
+        CapacityProviderStrategyItem {
+            capacity_provider: Some(provider.into()),
+            base: Some(base),
+            weight: Some(weight),
+        }
+    }
+
+    fn message(e: AwsError) -> String {
+        e.message
+    }
+
+    #[test]
+    fn launch_type_and_strategy_exclude_each_other() {
+        let strategy = [item(FARGATE, 0, 1)];
+        let e = requested_capacity(Some(FARGATE), Some(&strategy), "tasks").unwrap_err();
+        assert!(
+            message(e).starts_with("Specifying both a launch type and capacity provider strategy")
+        );
+        assert_eq!(
+            requested_capacity(Some("EC2"), Some(&[]), "tasks").unwrap(),
+            Some(Capacity::Ec2)
+        );
+        assert_eq!(requested_capacity(None, None, "tasks").unwrap(), None);
+        let fargate = requested_capacity(Some(FARGATE), None, "tasks").unwrap();
+        assert!(
+            matches!(fargate, Some(Capacity::Fargate(ref items)) if items[0].provider == FARGATE)
+        );
+        assert!(requested_capacity(Some("EXTERNAL"), None, "tasks").is_err());
+        assert!(requested_capacity(Some("BOGUS"), None, "tasks").is_err());
+    }
+
+    #[test]
+    fn strategies_name_only_fargate_providers_with_one_base() {
+        let e = strategy_items(&[item("MY_ASG", 0, 1)]).unwrap_err();
+        assert!(message(e).contains("not associated with the cluster"));
+        let e = strategy_items(&[item(FARGATE, 1, 1), item(FARGATE_SPOT, 1, 1)]).unwrap_err();
+        assert!(message(e).contains("Only one capacity provider"));
+        let e = strategy_items(&[item(FARGATE, -1, 1)]).unwrap_err();
+        assert!(message(e).contains("negative"));
+        let ok = strategy_items(&[item(FARGATE, 1, 1), item(FARGATE_SPOT, 0, 3)]).unwrap();
+        assert_eq!(ok[1].weight, 3);
+    }
+
+    #[test]
+    fn the_cluster_default_applies_only_when_nothing_was_asked() {
+        let default = [item(FARGATE_SPOT, 0, 1)];
+        assert_eq!(
+            effective_capacity(Some(Capacity::Ec2), &default).unwrap(),
+            Capacity::Ec2
+        );
+        assert!(matches!(
+            effective_capacity(None, &default).unwrap(),
+            Capacity::Fargate(ref items) if items[0].provider == FARGATE_SPOT
+        ));
+        assert_eq!(effective_capacity(None, &[]).unwrap(), Capacity::Ec2);
+    }
+
+    fn fargate_definition(cpu: &str, memory: &str) -> TaskDefinition {
+        TaskDefinition {
+            network_mode: Some("awsvpc".into()),
+            compatibilities: Some(vec!["EC2".into(), FARGATE.into()]),
+            cpu: Some(cpu.into()),
+            memory: Some(memory.into()),
+            ..TaskDefinition::default()
+        }
+    }
+
+    fn vpc() -> AwsVpc {
+        AwsVpc {
+            subnets: vec![SubnetInfo {
+                subnet_id: "subnet-1".into(),
+                vpc_id: "vpc-1".into(),
+                availability_zone: "us-east-1a".into(),
+            }],
+            security_groups: Vec::new(),
+            assign_public_ip: "DISABLED".into(),
+        }
+    }
+
+    #[test]
+    fn definitions_are_checked_against_capacity_network_and_size() {
+        let fargate = Capacity::Fargate(vec![StrategyItem {
+            provider: FARGATE.into(),
+            base: 0,
+            weight: 1,
+        }]);
+        let none = TaskOverride::default();
+        let td = fargate_definition("256", "512");
+        check_definition(&td, &none, &fargate, Some(&vpc()), Some("LATEST")).unwrap();
+        check_definition(&td, &none, &Capacity::Ec2, Some(&vpc()), None).unwrap();
+        let e = check_definition(&td, &none, &fargate, None, None).unwrap_err();
+        assert!(message(e).starts_with("Network Configuration must be provided"));
+        let e = check_definition(&td, &none, &fargate, Some(&vpc()), Some("1.3.0")).unwrap_err();
+        assert!(message(e).contains("(1.3.0) does not exist"));
+        let e =
+            check_definition(&td, &none, &Capacity::Ec2, Some(&vpc()), Some("1.4.0")).unwrap_err();
+        assert!(message(e).contains("only supported for tasks using the Fargate launch type"));
+        let big = TaskOverride {
+            memory: Some("4096".into()),
+            ..TaskOverride::default()
+        };
+        let e = check_definition(&td, &big, &fargate, Some(&vpc()), None).unwrap_err();
+        assert_eq!(e.code, "ClientException");
+        assert!(message(e).starts_with(
+            "No Fargate configuration exists for given values: 256 CPU, 4096 memory."
+        ));
+        let bridge = TaskDefinition {
+            compatibilities: Some(vec!["EC2".into()]),
+            ..TaskDefinition::default()
+        };
+        let e = check_definition(&bridge, &none, &fargate, None, None).unwrap_err();
+        assert_eq!(
+            message(e),
+            "Task definition does not support launch_type FARGATE."
+        );
+        let e = check_definition(&bridge, &none, &Capacity::Ec2, Some(&vpc()), None).unwrap_err();
+        assert!(message(e).starts_with("Network Configuration is not valid"));
+    }
+
+    fn spot_task(id: &str, cpu: i64, created: f64) -> TaskRecord {
+        let mut t = TaskRecord {
+            id: id.into(),
+            cluster: "default".into(),
+            ..TaskRecord::default()
+        };
+        t.task.capacity_provider_name = Some(FARGATE_SPOT.into());
+        t.task.last_status = Some(tasks::RUNNING.into());
+        t.task.desired_status = Some(tasks::RUNNING.into());
+        t.task.created_at = Some(created);
+        t.reservation.cpu = cpu;
+        t.reservation.memory = 512;
+        t
+    }
+
+    fn full_host() -> InstanceSnapshot {
+        InstanceSnapshot {
+            arn: "host".into(),
+            ec2_instance_id: String::new(),
+            status: InstanceStatus::Active,
+            agent_connected: true,
+            cpu_remaining: 0,
+            memory_remaining: 1024,
+            ports_tcp_used: Default::default(),
+            ports_udp_used: Default::default(),
+            custom_remaining: Default::default(),
+            attributes: Default::default(),
+            task_count: 3,
+            groups: Default::default(),
+            agent_version: None,
+            registered_at: None,
+        }
+    }
+
+    #[test]
+    fn on_demand_reclaims_the_youngest_spot_tasks_it_needs() {
+        let mut snapshots = vec![full_host()];
+        let hosted = vec![vec![
+            spot_task("old", 256, 1.0),
+            spot_task("young", 256, 3.0),
+            spot_task("middle", 256, 2.0),
+        ]];
+        let request = berth_scheduler::TaskRequest {
+            cpu: 512,
+            memory: 512,
+            ..Default::default()
+        };
+        let mut interrupted = BTreeMap::new();
+        let host = reclaim_spot(&mut snapshots, &hosted, &request, &mut interrupted, 10.0);
+        assert_eq!(host, Some(0));
+        let ids: Vec<&str> = interrupted.keys().map(|k| k.as_str()).collect();
+        assert_eq!(ids, ["middle", "young"]);
+        let stopped = &interrupted["young"];
+        assert_eq!(stopped.desired_status(), STOPPED);
+        assert_eq!(stopped.task.stop_code.as_deref(), Some(SPOT_INTERRUPTION));
+        assert_eq!(stopped.task.stopped_reason.as_deref(), Some(SPOT_REASON));
+        assert!(reclaimed(stopped));
+        assert_eq!(snapshots[0].cpu_remaining, 0);
+
+        // Nothing left to reclaim: no host.
+        let request = berth_scheduler::TaskRequest {
+            cpu: 1024,
+            memory: 512,
+            ..Default::default()
+        };
+        assert_eq!(
+            reclaim_spot(&mut snapshots, &hosted, &request, &mut interrupted, 11.0),
+            None
+        );
+    }
+}
