@@ -1,43 +1,20 @@
 """RunTask -> RUNNING for awsvpc (FARGATE) tasks against bridge-mode (EC2)
 tasks in the same run (see bench/fargate)."""
 import argparse
-import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import boto3
 import botocore.config
 
-IMAGE = "berth-test/busybox:latest"
+from bench_common import IMAGE, build_image, percentiles, start_berth
+
 COMMAND = ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1; done"]
 KEY, SECRET = "AKIABERTHBENCHFARGAT", "bench-fargate-secret"
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def build_image(workdir: Path):
-    (workdir / "busybox").write_bytes(Path("/bin/busybox").read_bytes())
-    (workdir / "busybox").chmod(0o755)
-    (workdir / "Dockerfile").write_text(
-        'FROM scratch\nCOPY busybox /bin/busybox\nRUN ["/bin/busybox", "--install", "-s", "/bin"]\n')
-    subprocess.run(["docker", "build", "-q", "-t", IMAGE, str(workdir)], check=True,
-                   capture_output=True)
-
-
-def percentiles(samples):
-    ordered = sorted(samples)
-    pick = lambda p: ordered[min(len(ordered) - 1, round((len(ordered) - 1) * p))]
-    return pick(0.50), pick(0.95)
 
 
 def time_to_running(ecs, run_args):
@@ -72,20 +49,9 @@ def main():
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="berth-bench-"))
     build_image(work)
-    port = free_port()
-    env = dict(os.environ, BERTH_ROOT_ACCESS_KEY_ID=KEY, BERTH_ROOT_SECRET_ACCESS_KEY=SECRET)
-    server = subprocess.Popen([args.berth, "up", "--listen", f"127.0.0.1:{port}",
-                               "--data-dir", str(work / "data"), "--log", "warn"],
-                              stdout=subprocess.DEVNULL, stderr=open(work / "berth.log", "wb"), env=env)
+    server, endpoint = start_berth(args.berth, work, KEY, SECRET)
     families = ("bench-bridge", "bench-awsvpc")
     try:
-        endpoint = f"http://127.0.0.1:{port}"
-        for _ in range(200):
-            try:
-                urllib.request.urlopen(endpoint + "/_berth/health", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.05)
         session = dict(endpoint_url=endpoint, region_name="us-east-1",
                        aws_access_key_id=KEY, aws_secret_access_key=SECRET,
                        config=botocore.config.Config(retries={"max_attempts": 1}))

@@ -258,6 +258,18 @@ class AgentProcess:
         return self.log_path.read_text(errors="replace")[-4000:] if self.log_path.exists() else ""
 
 
+def wait_for(predicate, timeout=60.0, interval=0.2, what="condition"):
+    """The first truthy value of `predicate()`, polled until `timeout`."""
+    deadline = time.time() + timeout
+    last = None
+    while time.time() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}; last value: {last!r}")
+
+
 # --- docker ------------------------------------------------------------------
 TEST_IMAGE = "berth-test/busybox:latest"
 

@@ -4,7 +4,9 @@ enforced by cgroups, capacity provider strategies and FARGATE_SPOT
 interruption, driven with the real aws CLI and boto3 and real Docker."""
 import ipaddress
 import json
+import math
 import socket
+import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -12,23 +14,12 @@ import urllib.request
 import pytest
 from botocore.exceptions import ClientError
 
-from berth_harness import check_output, load_model
+from berth_harness import AgentProcess, Berth, berth_binary, check_output, docker, load_model, wait_for
 
 MODEL = load_model("ecs", "2014-11-13")
 ECS = "AmazonEC2ContainerServiceV20141113"
 IMAGE = "berth-test/busybox:latest"
 PAGE = "<html><h1>Amazon ECS Sample App</h1></html>"
-
-
-def wait_for(predicate, timeout=60.0, interval=0.2, what="condition"):
-    deadline = time.time() + timeout
-    last = None
-    while time.time() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out waiting for {what}; last value: {last!r}")
 
 
 def describe(ecs, arns, cluster="default"):
@@ -299,11 +290,6 @@ def test_berth_usage_meters_a_fargate_task_as_fargate_bills(berth_agent):
     """A task that ran about 90 s at 0.25 vCPU / 0.5 GB: `berth usage` gives
     the vCPU-seconds, GB-seconds and cost of Fargate's formula (per second,
     from the start of the image pull to the stop, one-minute minimum)."""
-    import math
-    import subprocess
-
-    from berth_harness import berth_binary
-
     ecs, ec2 = berth_agent.client("ecs"), berth_agent.client("ec2")
     subnet = default_subnet(ec2)["SubnetId"]
     ecs.register_task_definition(
@@ -342,3 +328,51 @@ def test_berth_usage_meters_a_fargate_task_as_fargate_bills(berth_agent):
     assert f"${cost:.8f}" in table, table
     # Another tag matches nothing.
     assert json.loads(usage("--json", "--tag", "team=db"))["tasks"] == []
+
+
+def test_a_dedicated_fargate_host_serves_every_cluster_and_is_no_container_instance(
+        tmp_path, test_image):
+    server = Berth(tmp_path / "data").start()
+    agent = AgentProcess(server, "fargate-host-1", "default", tmp_path / "agent",
+                         args=["--capacity", "fargate"])
+    try:
+        ecs, ec2 = server.client("ecs"), server.client("ec2")
+        ecs.create_cluster(clusterName="default")
+        ecs.create_cluster(clusterName="apps")
+        agent.start()
+        subnet = default_subnet(ec2, "us-east-1b")["SubnetId"]
+        ecs.register_task_definition(
+            family="tiny", networkMode="awsvpc", requiresCompatibilities=["FARGATE"],
+            cpu="256", memory="512", containerDefinitions=[{
+                "name": "app", "image": IMAGE, "stopTimeout": 2,
+                "command": ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1; done"]}])
+        vpc = {"awsvpcConfiguration": {"subnets": [subnet]}}
+
+        def placed():
+            out = ecs.run_task(cluster="apps", taskDefinition="tiny", launchType="FARGATE",
+                               networkConfiguration=vpc)
+            return out["tasks"] or None
+        # Until the host registers, Fargate has no capacity (ECS's failure).
+        [task] = wait_for(placed, 30, interval=0.5, what="the Fargate host to register")
+        [task] = wait_status(ecs, [task["taskArn"]], "RUNNING", cluster="apps")
+        assert task["availabilityZone"] == "us-east-1b" and "containerInstanceArn" not in task
+        # The host is no container instance of any cluster, and EC2 tasks
+        # cannot use it.
+        for cluster in ("default", "apps"):
+            assert ecs.list_container_instances(cluster=cluster)["containerInstanceArns"] == []
+        ecs.register_task_definition(family="bridge", containerDefinitions=[
+            {"name": "app", "image": IMAGE, "memory": 32}])
+        with pytest.raises(ClientError) as e:
+            ecs.run_task(cluster="default", taskDefinition="bridge")
+        assert "No Container Instances were found in your cluster." in str(e.value)
+        stats = {s["name"]: s["value"] for s in ecs.describe_clusters(
+            clusters=["apps"], include=["STATISTICS"])["clusters"][0]["statistics"]}
+        assert stats["runningFargateTasksCount"] == "1" and stats["runningEC2TasksCount"] == "0"
+        ecs.stop_task(cluster="apps", task=task["taskArn"])
+        wait_status(ecs, [task["taskArn"]], "STOPPED", cluster="apps")
+    finally:
+        agent.stop()
+        server.stop()
+        ids = docker("ps", "-aq", "--filter", "label=com.amazonaws.ecs.task-definition-family=tiny").split()
+        if ids:
+            docker("rm", "-f", *ids, check=False)

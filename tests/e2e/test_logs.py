@@ -13,7 +13,7 @@ import time
 import pytest
 from botocore.exceptions import ClientError
 
-from berth_harness import (AgentProcess, Berth, REGION, check_output, load_model,
+from berth_harness import (wait_for, AgentProcess, Berth, REGION, check_output, load_model,
                            remove_task_containers)
 from conftest import instance_ids
 
@@ -24,17 +24,6 @@ DAY_MS = 86_400_000
 
 def now_ms():
     return int(time.time() * 1000)
-
-
-def wait_for(predicate, timeout=60.0, interval=0.2, what="condition"):
-    deadline = time.time() + timeout
-    last = None
-    while time.time() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out waiting for {what}; last value: {last!r}")
 
 
 def raw_checked(server, operation, payload):

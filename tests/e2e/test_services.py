@@ -6,23 +6,12 @@ import time
 
 import pytest
 
-from berth_harness import AgentProcess, Berth, check_output, docker, load_model, remove_task_containers
+from berth_harness import wait_for, AgentProcess, Berth, check_output, docker, load_model, remove_task_containers
 from conftest import instance_ids
 
 MODEL = load_model("ecs", "2014-11-13")
 ECS = "AmazonEC2ContainerServiceV20141113"
 LOOP = "trap 'exit 0' TERM; while true; do sleep 1; done"
-
-
-def wait_for(predicate, timeout=60.0, interval=0.2, what="condition"):
-    deadline = time.time() + timeout
-    last = None
-    while time.time() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out waiting for {what}; last value: {last!r}")
 
 
 def register(ecs, family, version, command=LOOP, **container):

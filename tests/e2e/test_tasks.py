@@ -7,7 +7,7 @@ import urllib.request
 
 import pytest
 
-from berth_harness import (ACCOUNT, AgentProcess, Berth, check_output, docker, load_model,
+from berth_harness import (wait_for, ACCOUNT, AgentProcess, Berth, check_output, docker, load_model,
                            remove_task_containers)
 from conftest import instance_ids
 
@@ -21,17 +21,6 @@ def raw_checked(server, operation, payload):
     assert status == 200, body
     check_output(MODEL, operation, body)
     return body
-
-
-def wait_for(predicate, timeout=60.0, interval=0.2, what="condition"):
-    deadline = time.time() + timeout
-    last = None
-    while time.time() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out waiting for {what}; last value: {last!r}")
 
 
 def describe(ecs, arns, cluster="default"):
