@@ -63,13 +63,13 @@ def sample_fargate_definition(ecs, family="sample-fargate"):
     serving the sample page on 80, and a sidecar that fetches it over
     localhost and serves its copy on 81."""
     app = {
-        "name": "fargate-app", "image": IMAGE, "essential": True,
+        "name": "fargate-app", "image": IMAGE, "essential": True, "stopTimeout": 2,
         "portMappings": [{"containerPort": 80, "hostPort": 80, "protocol": "tcp"}],
         "entryPoint": ["sh", "-c"],
         "command": [f"mkdir -p /www && echo '{PAGE}' > /www/index.html && exec httpd -f -p 80 -h /www"],
     }
     sidecar = {
-        "name": "sidecar", "image": IMAGE, "essential": False,
+        "name": "sidecar", "image": IMAGE, "essential": False, "stopTimeout": 2,
         "portMappings": [{"containerPort": 81, "hostPort": 81, "protocol": "tcp"}],
         "entryPoint": ["sh", "-c"],
         "command": ["mkdir -p /copy; until wget -q -O /copy/index.html http://127.0.0.1:80/; "
@@ -376,3 +376,28 @@ def test_a_dedicated_fargate_host_serves_every_cluster_and_is_no_container_insta
         ids = docker("ps", "-aq", "--filter", "label=com.amazonaws.ecs.task-definition-family=tiny").split()
         if ids:
             docker("rm", "-f", *ids, check=False)
+
+
+def test_awsvpc_tasks_on_the_ec2_launch_type(berth_agent):
+    """networkMode awsvpc on a container instance: the task has its own
+    interface and address as a Fargate task does, and runs on the instance."""
+    ecs, ec2 = berth_agent.client("ecs"), berth_agent.client("ec2")
+    subnet = default_subnet(ec2, "us-east-1c")
+    ecs.register_task_definition(
+        family="ec2-awsvpc", networkMode="awsvpc", requiresCompatibilities=["EC2"],
+        containerDefinitions=[{
+            "name": "web", "image": IMAGE, "memory": 32, "stopTimeout": 2,
+            "portMappings": [{"containerPort": 8080}],
+            "command": ["sh", "-c", f"mkdir -p /w && echo '{PAGE}' > /w/index.html && exec httpd -f -p 8080 -h /w"]}])
+    out = ecs.run_task(taskDefinition="ec2-awsvpc", networkConfiguration={
+        "awsvpcConfiguration": {"subnets": [subnet["SubnetId"]]}})
+    assert out["failures"] == [], out["failures"]
+    [task] = wait_status(ecs, [out["tasks"][0]["taskArn"]], "RUNNING")
+    assert task["launchType"] == "EC2" and task["containerInstanceArn"]
+    assert "capacityProviderName" not in task
+    ip = eni_details(task)[1]["privateIPv4Address"]
+    assert ipaddress.ip_address(ip) in ipaddress.ip_network(subnet["CidrBlock"])
+    # The VPC's default group admits only its own members: the host is not one.
+    assert fetch(ip, 8080, timeout=2) is None
+    ecs.stop_task(task=task["taskArn"])
+    wait_status(ecs, [task["taskArn"]], "STOPPED")

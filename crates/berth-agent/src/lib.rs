@@ -268,6 +268,10 @@ fn registration_request(
         attribute("com.amazonaws.ecs.capability.logging-driver.awslogs", None),
         attribute("com.amazonaws.ecs.capability.logging-driver.none", None),
     ];
+    if cfg!(target_arch = "x86_64") {
+        // awsvpc tasks need the pause image, which Berth builds for x86_64.
+        attributes.push(attribute("ecs.capability.task-eni", None));
+    }
     if task_roles {
         // Tasks with a taskRoleArn are placed only where the credentials
         // endpoint runs, as ECS places them.

@@ -187,8 +187,10 @@ pub struct TaskView {
     pub memory: Option<i64>,
     pub pull_started_at: Option<f64>,
     pub pull_stopped_at: Option<f64>,
-    /// `bridge`, `host` or `none`.
+    /// `bridge`, `host`, `none` or `awsvpc`.
     pub network_mode: String,
+    /// The awsvpc task's interface (its metadata `Networks` describe it).
+    pub interface: Option<berth_model::agent_protocol::TaskNetworkInterface>,
     pub containers: Vec<ContainerView>,
 }
 
@@ -574,11 +576,35 @@ impl TaskEndpoint {
         if let Some(ip) = c.ip_address {
             network.insert("IPv4Addresses".into(), json!([ip.to_string()]));
         }
+        if let Some(eni) = view.interface.as_ref().filter(|_| view.network_mode == "awsvpc") {
+            awsvpc_network(&mut network, eni);
+        }
         if view.network_mode != "none" {
             m.insert("Networks".into(), json!([Value::Object(network)]));
         }
         Value::Object(m)
     }
+}
+
+/// What ECS's metadata v4 adds to an awsvpc container's network: the
+/// interface's MAC, subnet, DNS name and router (as `<router>/<prefix>`).
+fn awsvpc_network(
+    network: &mut serde_json::Map<String, Value>,
+    eni: &berth_model::agent_protocol::TaskNetworkInterface,
+) {
+    let prefix = eni.subnet_cidr.split_once('/').map(|(_, p)| p).unwrap_or("32");
+    network.insert("AttachmentIndex".into(), json!(0));
+    network.insert("IPv4Addresses".into(), json!([eni.private_ip]));
+    network.insert("MACAddress".into(), json!(eni.mac));
+    network.insert("IPv4SubnetCIDRBlock".into(), json!(eni.subnet_cidr));
+    network.insert(
+        "PrivateDNSName".into(),
+        json!(format!("ip-{}.ec2.internal", eni.private_ip.replace('.', "-"))),
+    );
+    network.insert(
+        "SubnetGatewayIpv4Address".into(),
+        json!(format!("{}/{prefix}", eni.gateway)),
+    );
 }
 
 /// The axum router serving `endpoint` (needs connect info for the source
@@ -694,6 +720,7 @@ mod tests {
             pull_started_at: Some(1_700_000_000.0),
             pull_stopped_at: Some(1_700_000_001.5),
             network_mode: "bridge".into(),
+            interface: None,
             containers: containers
                 .iter()
                 .map(|(name, token, id, address)| ContainerView {

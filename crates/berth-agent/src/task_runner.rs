@@ -512,6 +512,11 @@ impl TaskRunner {
             memory,
             pull_started_at: self.pull_started_at,
             pull_stopped_at: self.pull_stopped_at,
+            interface: self
+                .task
+                .network_interface
+                .clone()
+                .filter(|_| spec::is_awsvpc(&self.task)),
             network_mode,
             containers,
         }

@@ -40,6 +40,7 @@ fn view(task: &AssignedTask, token: &str, docker_id: &str) -> TaskView {
         desired_status: "RUNNING".into(),
         known_status: "RUNNING".into(),
         network_mode: "bridge".into(),
+        interface: None,
         containers: vec![ContainerView {
             name: "app".into(),
             token: token.into(),
