@@ -401,3 +401,42 @@ def test_awsvpc_tasks_on_the_ec2_launch_type(berth_agent):
     assert fetch(ip, 8080, timeout=2) is None
     ecs.stop_task(task=task["taskArn"])
     wait_status(ecs, [task["taskArn"]], "STOPPED")
+
+
+def test_update_service_moves_fargate_tasks_to_a_new_network_and_strategy(berth_agent):
+    ecs, ec2 = berth_agent.client("ecs"), berth_agent.client("ec2")
+    a, b = default_subnet(ec2, "us-east-1a"), default_subnet(ec2, "us-east-1b")
+    ecs.register_task_definition(
+        family="mover", networkMode="awsvpc", requiresCompatibilities=["FARGATE"],
+        cpu="256", memory="512", containerDefinitions=[{
+            "name": "app", "image": IMAGE, "stopTimeout": 2,
+            "command": ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1; done"]}])
+    ecs.create_service(serviceName="mover", taskDefinition="mover", desiredCount=1,
+                       launchType="FARGATE", networkConfiguration={
+                           "awsvpcConfiguration": {"subnets": [a["SubnetId"]]}})
+
+    def running_in(zone, provider):
+        arns = ecs.list_tasks(serviceName="mover", desiredStatus="RUNNING")["taskArns"]
+        tasks = describe(ecs, arns) if arns else []
+        return [t for t in tasks if t["lastStatus"] == "RUNNING" and t["availabilityZone"] == zone
+                and t["capacityProviderName"] == provider and len(tasks) == 1] or None
+    wait_for(lambda: running_in("us-east-1a", "FARGATE"), 60, what="a task in us-east-1a")
+
+    service = ecs.update_service(
+        service="mover",
+        networkConfiguration={"awsvpcConfiguration": {"subnets": [b["SubnetId"]]}},
+        capacityProviderStrategy=[{"capacityProvider": "FARGATE_SPOT", "weight": 1}])["service"]
+    assert "launchType" not in service
+    assert service["deployments"][0]["capacityProviderStrategy"][0]["capacityProvider"] == "FARGATE_SPOT"
+    assert service["networkConfiguration"]["awsvpcConfiguration"]["subnets"] == [b["SubnetId"]]
+    wait_for(lambda: running_in("us-east-1b", "FARGATE_SPOT"), 90, what="the task replaced in us-east-1b")
+
+    # Bad updates change nothing.
+    with pytest.raises(ClientError) as e:
+        ecs.update_service(service="mover", networkConfiguration={
+            "awsvpcConfiguration": {"subnets": ["subnet-0123456789abcdef0"]}})
+    assert e.value.response["Error"]["Code"] == "InvalidParameterException"
+    after = ecs.describe_services(services=["mover"])["services"][0]
+    assert after["networkConfiguration"]["awsvpcConfiguration"]["subnets"] == [b["SubnetId"]]
+    assert len(after["deployments"]) <= 2
+    ecs.delete_service(service="mover", force=True)

@@ -576,7 +576,11 @@ impl TaskEndpoint {
         if let Some(ip) = c.ip_address {
             network.insert("IPv4Addresses".into(), json!([ip.to_string()]));
         }
-        if let Some(eni) = view.interface.as_ref().filter(|_| view.network_mode == "awsvpc") {
+        if let Some(eni) = view
+            .interface
+            .as_ref()
+            .filter(|_| view.network_mode == "awsvpc")
+        {
             awsvpc_network(&mut network, eni);
         }
         if view.network_mode != "none" {
@@ -592,14 +596,21 @@ fn awsvpc_network(
     network: &mut serde_json::Map<String, Value>,
     eni: &berth_model::agent_protocol::TaskNetworkInterface,
 ) {
-    let prefix = eni.subnet_cidr.split_once('/').map(|(_, p)| p).unwrap_or("32");
+    let prefix = eni
+        .subnet_cidr
+        .split_once('/')
+        .map(|(_, p)| p)
+        .unwrap_or("32");
     network.insert("AttachmentIndex".into(), json!(0));
     network.insert("IPv4Addresses".into(), json!([eni.private_ip]));
     network.insert("MACAddress".into(), json!(eni.mac));
     network.insert("IPv4SubnetCIDRBlock".into(), json!(eni.subnet_cidr));
     network.insert(
         "PrivateDNSName".into(),
-        json!(format!("ip-{}.ec2.internal", eni.private_ip.replace('.', "-"))),
+        json!(format!(
+            "ip-{}.ec2.internal",
+            eni.private_ip.replace('.', "-")
+        )),
     );
     network.insert(
         "SubnetGatewayIpv4Address".into(),

@@ -227,6 +227,35 @@ impl Ec2Service {
         .await
     }
 
+    /// The interface created with `description` (task interfaces are
+    /// described by their attachment's ARN), if there is one.
+    pub fn eni_described(
+        &self,
+        account: &str,
+        region: &str,
+        description: &str,
+    ) -> Result<Option<Eni>, AwsError> {
+        let state = self.read(&Scope::new(account, region))?;
+        let Some(e) = state.enis.values().find(|e| e.description == description) else {
+            return Ok(None);
+        };
+        let subnet = state.subnet(&e.subnet_id)?;
+        let cidr = Cidr::parse(&subnet.cidr)
+            .ok_or_else(|| AwsError::internal("a stored subnet has an invalid CIDR block"))?;
+        Ok(Some(Eni {
+            id: e.id.clone(),
+            subnet_id: e.subnet_id.clone(),
+            vpc_id: e.vpc_id.clone(),
+            availability_zone: e.availability_zone.clone(),
+            private_ip: e.private_ip.clone(),
+            subnet_cidr: subnet.cidr.clone(),
+            gateway: ipv4(cidr.addr.saturating_add(1)),
+            mac: e.mac.clone(),
+            security_group_ids: e.group_ids.clone(),
+            description: e.description.clone(),
+        }))
+    }
+
     /// Deletes a network interface, freeing its address. `Ok(false)` when
     /// there was none with that id.
     pub async fn delete_eni(

@@ -165,7 +165,9 @@ impl JsonService for EcsService {
                 )
                 .await)
             }
-            "UpdateService" => op!(body, |i| services::update(store, scope, i).await),
+            "UpdateService" => {
+                op!(body, |i| services::update(store, scope, networks, i).await)
+            }
             "DeleteService" => op!(body, |i| services::delete(store, scope, i).await),
             "DescribeServices" => op!(body, |i| services::describe(store, scope, i)),
             "ListServices" => op!(body, |i| services::list(store, scope, i)),

@@ -216,7 +216,21 @@ async fn attach(
     subnet: &str,
 ) -> Result<(), AwsError> {
     let groups = record.security_groups.clone();
-    let description = format!("arn:aws:ecs:{}:{}:attachment", scope.region, scope.account);
+    // The description names the attachment, so creating the interface again
+    // after a crash between its creation and the task's update finds the
+    // first one instead of leaking an address.
+    let attachment_id = record
+        .task
+        .attachments
+        .iter()
+        .flatten()
+        .find(|a| a.r#type.as_deref() == Some(ENI_ATTACHMENT))
+        .and_then(|a| a.id.clone())
+        .unwrap_or_default();
+    let description = format!(
+        "arn:aws:ecs:{}:{}:attachment/{attachment_id}",
+        scope.region, scope.account
+    );
     let created = networks
         .attach(&scope.account, &scope.region, subnet, &groups, &description)
         .await;

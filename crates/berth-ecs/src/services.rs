@@ -494,6 +494,7 @@ pub async fn create(
 pub async fn update(
     store: &dyn Store,
     scope: &Scope,
+    networks: Option<&dyn crate::networking::TaskNetworks>,
     input: UpdateServiceRequest,
 ) -> Result<UpdateServiceResponse, AwsError> {
     let cluster = resolve_name(scope, input.cluster.as_deref())?;
@@ -505,15 +506,16 @@ pub async fn update(
     if input.desired_count.is_some_and(|n| n < 0) {
         return Err(error::invalid_parameter("desiredCount cannot be negative."));
     }
-    if input
-        .capacity_provider_strategy
-        .as_ref()
-        .is_some_and(|s| !s.is_empty())
-    {
-        return Err(error::invalid_parameter(
-            "Berth cannot change a service's capacity provider strategy yet: create a new service with the strategy.",
-        ));
-    }
+    let new_strategy = match input.capacity_provider_strategy.as_deref() {
+        Some(items) if !items.is_empty() => Some(crate::fargate::strategy_items(items)?),
+        _ => None,
+    };
+    let new_network = crate::fargate::resolve_network(
+        networks,
+        &scope.account,
+        &scope.region,
+        input.network_configuration.as_ref(),
+    )?;
     if let Some(c) = &input.placement_constraints {
         check_placement(c, &[], false)?;
     }
@@ -582,9 +584,62 @@ pub async fn update(
             let changed_definition = new_definition
                 .as_ref()
                 .is_some_and(|arn| Some(arn) != s.task_definition.as_ref());
+            // Capacity, network and platform changes take effect through a
+            // new deployment, as on ECS.
+            let mut changed_launch = false;
+            if let Some(items) = &new_strategy {
+                if crate::fargate::service_capacity(s)? == crate::fargate::Capacity::Ec2 {
+                    return Err(error::invalid_parameter(
+                        "A service using the EC2 launch type cannot be moved to a capacity provider strategy; create a new service.",
+                    ));
+                }
+                s.launch_type = None;
+                s.capacity_provider_strategy = Some(
+                    items
+                        .iter()
+                        .map(|i| berth_model::shapes::ecs::CapacityProviderStrategyItem {
+                            capacity_provider: Some(i.provider.clone()),
+                            base: Some(i.base as i32),
+                            weight: Some(i.weight as i32),
+                        })
+                        .collect(),
+                );
+                changed_launch = true;
+            }
+            if new_network.is_some() {
+                s.network_configuration = input.network_configuration.clone();
+                changed_launch = true;
+            }
+            if let Some(v) = input.platform_version.as_deref().filter(|v| !v.is_empty()) {
+                s.platform_version = Some(v.to_string());
+                changed_launch = true;
+            }
+            let capacity = crate::fargate::service_capacity(s)?;
+            if new_network.is_some() {
+                record.network = new_network.clone();
+            }
+            let network = record.network.clone();
+            let s = &mut record.service;
+            let definition_arn = new_definition
+                .clone()
+                .or_else(|| s.task_definition.clone())
+                .unwrap_or_default();
+            if changed_definition || changed_launch {
+                let reference = task_definitions::parse_reference(scope, &definition_arn)?;
+                if let Some((td, _)) = task_definitions::find(view, scope, &reference)? {
+                    let platform = s.platform_version.clone().filter(|v| v != "LATEST");
+                    crate::fargate::check_definition(
+                        &td.task_definition,
+                        &Default::default(),
+                        &capacity,
+                        network.as_ref(),
+                        platform.as_deref().filter(|_| capacity != crate::fargate::Capacity::Ec2),
+                    )?;
+                }
+            }
             let desired = s.desired_count.unwrap_or(0);
             let at = now();
-            if changed_definition || input.force_new_deployment == Some(true) {
+            if changed_definition || changed_launch || input.force_new_deployment == Some(true) {
                 let arn = new_definition.or_else(|| s.task_definition.clone()).unwrap_or_default();
                 s.task_definition = Some(arn.clone());
                 let fresh = deployment_for(s, &arn, desired, at);

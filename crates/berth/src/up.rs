@@ -413,10 +413,16 @@ impl berth_ecs::networking::TaskNetworks for TaskNetworks {
         security_groups: &[String],
         description: &str,
     ) -> Result<berth_ecs::networking::AttachedInterface, berth_model::AwsError> {
-        let eni = self
-            .0
-            .create_task_eni(account, region, subnet_id, security_groups, description)
-            .await?;
+        // The description is the attachment's ARN: after a crash between
+        // creating the interface and recording it, the retry finds it.
+        let eni = match self.0.eni_described(account, region, description)? {
+            Some(eni) => eni,
+            None => {
+                self.0
+                    .create_task_eni(account, region, subnet_id, security_groups, description)
+                    .await?
+            }
+        };
         Ok(berth_ecs::networking::AttachedInterface {
             interface: berth_model::agent_protocol::TaskNetworkInterface {
                 eni_id: eni.id,
