@@ -29,7 +29,10 @@ def time_to_running(ecs, run_args):
         if task["lastStatus"] == "RUNNING":
             return (time.perf_counter() - started) * 1000, arn
         if task["lastStatus"] == "STOPPED" or time.perf_counter() > deadline:
-            sys.exit(f"task did not reach RUNNING: {task.get('stoppedReason')}")
+            sys.exit(f"{run_args['taskDefinition']} task did not reach RUNNING: "
+                     f"{task['lastStatus']} {task.get('stoppedReason')} "
+                     f"{[(c['name'], c['lastStatus'], c.get('reason')) for c in task['containers']]} "
+                     f"{task.get('attachments')}")
         time.sleep(0.002)
 
 

@@ -401,6 +401,17 @@ def test_awsvpc_tasks_on_the_ec2_launch_type(berth_agent):
     assert fetch(ip, 8080, timeout=2) is None
     ecs.stop_task(task=task["taskArn"])
     wait_status(ecs, [task["taskArn"]], "STOPPED")
+    # The next task gets the freed address and a new interface, which stays
+    # attached while it runs.
+    out = ecs.run_task(taskDefinition="ec2-awsvpc", networkConfiguration={
+        "awsvpcConfiguration": {"subnets": [subnet["SubnetId"]]}})
+    [again] = wait_status(ecs, [out["tasks"][0]["taskArn"]], "RUNNING")
+    details = eni_details(again)[1]
+    assert details["privateIPv4Address"] == ip
+    [eni] = ec2.describe_network_interfaces()["NetworkInterfaces"]
+    assert eni["NetworkInterfaceId"] == details["networkInterfaceId"]
+    ecs.stop_task(task=again["taskArn"])
+    wait_status(ecs, [again["taskArn"]], "STOPPED")
 
 
 def test_update_service_moves_fargate_tasks_to_a_new_network_and_strategy(berth_agent):

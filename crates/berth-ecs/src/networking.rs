@@ -193,7 +193,12 @@ fn scope_of(key: &str) -> Option<Scope> {
 }
 
 async fn handle(store: &Arc<dyn Store>, networks: &dyn TaskNetworks, key: &str, value: &[u8]) {
-    let Ok(record) = serde_json::from_slice::<TaskRecord>(value) else {
+    if serde_json::from_slice::<TaskRecord>(value).is_err() {
+        return;
+    }
+    // Events can be older than the record (the controller's own writes come
+    // after them): act on the record as it is now.
+    let Ok(Some((record, _))) = load::<TaskRecord>(store.as_ref(), key) else {
         return;
     };
     let Some(scope) = scope_of(key) else { return };
@@ -246,7 +251,13 @@ async fn attach(
                 return Ok::<_, AwsError>((Vec::new(), true));
             };
             if attachment_status(&record.task) != Some(PRECREATED) {
-                return Ok((Vec::new(), true));
+                // Attached already (to this very interface, when the
+                // creation above found it again): nothing to undo then.
+                let same = match (&record.network, &attached_for_update) {
+                    (Some(n), Some(a)) => n.eni_id == a.interface.eni_id,
+                    _ => false,
+                };
+                return Ok((Vec::new(), !same));
             }
             match (&attached_for_update, &failure) {
                 (Some(a), _) if record.desired_status() != STOPPED => {
