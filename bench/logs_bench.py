@@ -1,7 +1,6 @@
 """awslogs ingest throughput, visibility latency and CPU (see bench/logs)."""
 import argparse
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -13,27 +12,13 @@ from pathlib import Path
 import boto3
 import botocore.config
 
-IMAGE = "berth-test/busybox:latest"
+from bench_common import IMAGE, build_image, free_port
+
 KEY, SECRET = "AKIABERTHBENCHLOGS00", "bench-logs-secret"
 GROUP = "/bench/logs"
 # ~100 bytes a line: the number, then padding.
 PAD = "x" * 92
 TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def build_image(workdir: Path):
-    (workdir / "busybox").write_bytes(Path("/bin/busybox").read_bytes())
-    (workdir / "busybox").chmod(0o755)
-    (workdir / "Dockerfile").write_text(
-        'FROM scratch\nCOPY busybox /bin/busybox\nRUN ["/bin/busybox", "--install", "-s", "/bin"]\n')
-    subprocess.run(["docker", "build", "-q", "-t", IMAGE, str(workdir)], check=True,
-                   capture_output=True)
 
 
 def cpu_seconds(pid):

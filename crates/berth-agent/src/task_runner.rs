@@ -1771,6 +1771,35 @@ mod tests {
         }
     }
 
+    /// A runner for `task` on fake Docker and a fake server, running: its
+    /// runtime, reporter, task updates, runtime events and handle.
+    #[allow(clippy::type_complexity)]
+    fn spawn_runner(
+        task: AssignedTask,
+    ) -> (
+        Arc<FakeRuntime>,
+        Arc<FakeReporter>,
+        watch::Sender<AssignedTask>,
+        broadcast::Sender<RuntimeEvent>,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let endpoint = Arc::new(TaskEndpoint::new(Arc::new(NoInspector), None));
+        let runtime = Arc::new(FakeRuntime::default());
+        let reporter = reporter();
+        let runner = TaskRunner::new(
+            runtime.clone(),
+            reporter.clone(),
+            "i1".into(),
+            task.clone(),
+            Vec::new(),
+            endpoint,
+        );
+        let (tx, rx) = watch::channel(task);
+        let (events, events_rx) = broadcast::channel(8);
+        let handle = tokio::spawn(runner.run(rx, events_rx));
+        (runtime, reporter, tx, events, handle)
+    }
+
     fn reporter() -> Arc<FakeReporter> {
         Arc::new(FakeReporter {
             reports: Mutex::new(Vec::new()),
@@ -1792,21 +1821,8 @@ mod tests {
 
     #[tokio::test]
     async fn awsvpc_task_waits_for_its_interface_then_starts_its_pause_container() {
-        let endpoint = Arc::new(TaskEndpoint::new(Arc::new(NoInspector), None));
-        let runtime = Arc::new(FakeRuntime::default());
-        let reporter = reporter();
         let task = awsvpc_task();
-        let runner = TaskRunner::new(
-            runtime.clone(),
-            reporter.clone(),
-            "i1".into(),
-            task.clone(),
-            Vec::new(),
-            endpoint,
-        );
-        let (tx, rx) = watch::channel(task.clone());
-        let (_events, events_rx) = broadcast::channel(8);
-        let handle = tokio::spawn(runner.run(rx, events_rx));
+        let (runtime, reporter, tx, _events, handle) = spawn_runner(task.clone());
         tokio::time::sleep(Duration::from_millis(1200)).await;
         // No interface, no container of any kind.
         assert!(runtime.containers.lock().unwrap().is_empty());
@@ -1863,21 +1879,8 @@ mod tests {
 
     #[tokio::test]
     async fn spot_interruption_gives_containers_two_minutes() {
-        let endpoint = Arc::new(TaskEndpoint::new(Arc::new(NoInspector), None));
-        let runtime = Arc::new(FakeRuntime::default());
-        let reporter = reporter();
         let task = plain_task();
-        let runner = TaskRunner::new(
-            runtime.clone(),
-            reporter.clone(),
-            "i1".into(),
-            task.clone(),
-            Vec::new(),
-            endpoint,
-        );
-        let (tx, rx) = watch::channel(task.clone());
-        let (_events, events_rx) = broadcast::channel(8);
-        let handle = tokio::spawn(runner.run(rx, events_rx));
+        let (runtime, reporter, tx, _events, handle) = spawn_runner(task.clone());
         for _ in 0..100 {
             tokio::time::sleep(Duration::from_millis(20)).await;
             if reporter

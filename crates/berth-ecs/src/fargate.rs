@@ -83,6 +83,27 @@ pub fn requested_capacity(
     }
 }
 
+/// What a RunTask or CreateService asks for, checked before any state is
+/// read: the capacity (`None`: the cluster's default decides) and the
+/// awsvpc network.
+pub fn launch_request(
+    networks: Option<&dyn TaskNetworks>,
+    scope: &Scope,
+    launch_type: Option<&str>,
+    strategy: Option<&[CapacityProviderStrategyItem]>,
+    network_configuration: Option<&NetworkConfiguration>,
+    what: &str,
+) -> Result<(Option<Capacity>, Option<AwsVpc>), AwsError> {
+    let capacity = requested_capacity(launch_type, strategy, what)?;
+    let network = resolve_network(
+        networks,
+        &scope.account,
+        &scope.region,
+        network_configuration,
+    )?;
+    Ok((capacity, network))
+}
+
 /// A capacity provider strategy as the splitter takes it, checked as ECS
 /// checks it. Only FARGATE and FARGATE_SPOT exist in Berth.
 pub fn strategy_items(

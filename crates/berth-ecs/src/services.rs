@@ -329,16 +329,13 @@ pub async fn create(
         }
         (false, Some(n)) => n,
     };
-    let requested = crate::fargate::requested_capacity(
+    let (requested, network) = crate::fargate::launch_request(
+        networks,
+        scope,
         input.launch_type.as_deref(),
         input.capacity_provider_strategy.as_deref(),
-        "services",
-    )?;
-    let network = crate::fargate::resolve_network(
-        networks,
-        &scope.account,
-        &scope.region,
         input.network_configuration.as_ref(),
+        "services",
     )?;
     let platform_version = input.platform_version.clone().filter(|v| !v.is_empty());
     let network_configuration = input.network_configuration.clone();

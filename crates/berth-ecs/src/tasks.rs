@@ -930,16 +930,13 @@ pub async fn run(
         .task_definition
         .filter(|t| !t.is_empty())
         .ok_or_else(|| error::missing("taskDefinition"))?;
-    let requested = crate::fargate::requested_capacity(
+    let (requested, network) = crate::fargate::launch_request(
+        networks,
+        scope,
         input.launch_type.as_deref(),
         input.capacity_provider_strategy.as_deref(),
-        "tasks",
-    )?;
-    let network = crate::fargate::resolve_network(
-        networks,
-        &scope.account,
-        &scope.region,
         input.network_configuration.as_ref(),
+        "tasks",
     )?;
     let platform_version = input.platform_version.filter(|v| !v.is_empty());
     let request_policy = crate::placement::policy(
