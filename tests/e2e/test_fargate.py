@@ -451,3 +451,26 @@ def test_update_service_moves_fargate_tasks_to_a_new_network_and_strategy(berth_
     assert after["networkConfiguration"]["awsvpcConfiguration"]["subnets"] == [b["SubnetId"]]
     assert len(after["deployments"]) <= 2
     ecs.delete_service(service="mover", force=True)
+
+
+def test_a_task_whose_network_namespace_dies_stops(berth_agent):
+    """The pause container holds the task's namespace: when it dies, the
+    task stops as when an essential container exits, and its ENI goes."""
+    ecs, ec2 = berth_agent.client("ecs"), berth_agent.client("ec2")
+    subnet = default_subnet(ec2)["SubnetId"]
+    ecs.register_task_definition(
+        family="fragile", networkMode="awsvpc", requiresCompatibilities=["FARGATE"],
+        cpu="256", memory="512", containerDefinitions=[{
+            "name": "app", "image": IMAGE, "stopTimeout": 2,
+            "command": ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1; done"]}])
+    out = ecs.run_task(taskDefinition="fragile", launchType="FARGATE", networkConfiguration={
+        "awsvpcConfiguration": {"subnets": [subnet]}})
+    arn = out["tasks"][0]["taskArn"]
+    wait_status(ecs, [arn], "RUNNING")
+    task_id = arn.rsplit("/", 1)[1]
+    [pause] = docker("ps", "-q", "--filter", f"name=internalecspause-{task_id}").split()
+    docker("kill", pause)
+    [task] = wait_status(ecs, [arn], "STOPPED", timeout=30)
+    assert task["stopCode"] == "EssentialContainerExited", task
+    wait_for(lambda: not ec2.describe_network_interfaces()["NetworkInterfaces"], 30,
+             what="the ENI deleted")

@@ -185,6 +185,9 @@ pub struct TaskRunner {
     pause_id: Option<String>,
     /// Whether the awsvpc namespace is up with its security groups applied.
     network_ready: bool,
+    /// The pause container stopped or vanished after the namespace was up:
+    /// the task's containers have lost their network.
+    pause_lost: bool,
     /// Since when the runner has been waiting for the network to be ready.
     network_wait_started: Option<Instant>,
     /// Re-applies the security groups when they change.
@@ -402,6 +405,7 @@ impl TaskRunner {
             oom_kills_seen: 0,
             pause_id,
             network_ready: false,
+            pause_lost: false,
             network_wait_started: None,
             enforcer: None,
         }
@@ -730,6 +734,18 @@ impl TaskRunner {
             }
         }
         self.attribute_task_ooms();
+        if let Some(pause) = self.pause_id.clone().filter(|_| self.network_ready) {
+            match self.runtime.inspect(&pause).await {
+                Ok(Some(state)) => {
+                    self.pause_lost = matches!(
+                        state.status,
+                        ContainerStatus::Exited | ContainerStatus::Dead
+                    )
+                }
+                Ok(None) => self.pause_lost = true,
+                Err(e) => tracing::debug!(container = %pause, error = %e, "inspect failed"),
+            }
+        }
     }
 
     /// A container SIGKILLed (137) while the task's cgroup counted a new
@@ -994,7 +1010,8 @@ impl TaskRunner {
                 reason: c.failure.clone().unwrap_or_default(),
             });
         }
-        if self.containers.iter().any(|c| c.essential && c.exited()) {
+        // ECS's pause container is an essential (internal) container.
+        if self.pause_lost || self.containers.iter().any(|c| c.essential && c.exited()) {
             return Some(SelfStop {
                 code: "EssentialContainerExited",
                 reason: "Essential container in task exited".into(),
