@@ -3,6 +3,7 @@ test image, a `berth up` on a temporary data directory, and percentiles."""
 import os
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -49,3 +50,25 @@ def percentiles(samples):
     ordered = sorted(samples)
     pick = lambda p: ordered[min(len(ordered) - 1, round((len(ordered) - 1) * p))]
     return pick(0.50), pick(0.95)
+
+
+def time_to_running(ecs, run_args):
+    """RunTask with `run_args`, then DescribeTasks every 2 ms until RUNNING:
+    the milliseconds it took and the task's ARN (exits when it stops or
+    takes over 60 s)."""
+    started = time.perf_counter()
+    out = ecs.run_task(**run_args)
+    if not out["tasks"]:
+        sys.exit(f"RunTask placed nothing: {out['failures']}")
+    arn = out["tasks"][0]["taskArn"]
+    deadline = started + 60
+    while True:
+        task = ecs.describe_tasks(tasks=[arn])["tasks"][0]
+        if task["lastStatus"] == "RUNNING":
+            return (time.perf_counter() - started) * 1000, arn
+        if task["lastStatus"] == "STOPPED" or time.perf_counter() > deadline:
+            sys.exit(f"{run_args['taskDefinition']} task did not reach RUNNING: "
+                     f"{task['lastStatus']} {task.get('stoppedReason')} "
+                     f"{[(c['name'], c['lastStatus'], c.get('reason')) for c in task['containers']]} "
+                     f"{task.get('attachments')}")
+        time.sleep(0.002)

@@ -3,7 +3,6 @@ tasks in the same run (see bench/fargate)."""
 import argparse
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -11,29 +10,10 @@ from pathlib import Path
 import boto3
 import botocore.config
 
-from bench_common import IMAGE, build_image, percentiles, start_berth
+from bench_common import IMAGE, build_image, percentiles, start_berth, time_to_running
 
 COMMAND = ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1; done"]
 KEY, SECRET = "AKIABERTHBENCHFARGAT", "bench-fargate-secret"
-
-
-def time_to_running(ecs, run_args):
-    started = time.perf_counter()
-    out = ecs.run_task(**run_args)
-    if not out["tasks"]:
-        sys.exit(f"RunTask placed nothing: {out['failures']}")
-    arn = out["tasks"][0]["taskArn"]
-    deadline = started + 60
-    while True:
-        task = ecs.describe_tasks(tasks=[arn])["tasks"][0]
-        if task["lastStatus"] == "RUNNING":
-            return (time.perf_counter() - started) * 1000, arn
-        if task["lastStatus"] == "STOPPED" or time.perf_counter() > deadline:
-            sys.exit(f"{run_args['taskDefinition']} task did not reach RUNNING: "
-                     f"{task['lastStatus']} {task.get('stoppedReason')} "
-                     f"{[(c['name'], c['lastStatus'], c.get('reason')) for c in task['containers']]} "
-                     f"{task.get('attachments')}")
-        time.sleep(0.002)
 
 
 def wait_all_stopped(ecs, arns):

@@ -1,9 +1,7 @@
 """Measures RunTask -> RUNNING against `docker run -d` (see bench/task-start)."""
 import argparse
 import shutil
-import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -11,7 +9,7 @@ from pathlib import Path
 import boto3
 import botocore.config
 
-from bench_common import IMAGE, build_image, percentiles, start_berth
+from bench_common import IMAGE, build_image, percentiles, start_berth, time_to_running
 
 COMMAND = ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1; done"]
 KEY, SECRET = "AKIABERTHBENCHTASKS0", "bench-task-start-secret"
@@ -38,20 +36,8 @@ def main():
 
         berth_ms, arns = [], []
         for _ in range(args.tasks):
-            started = time.perf_counter()
-            out = ecs.run_task(taskDefinition="bench-start")
-            if not out["tasks"]:
-                sys.exit(f"RunTask placed nothing: {out['failures']}")
-            arn = out["tasks"][0]["taskArn"]
-            deadline = started + 60
-            while True:
-                task = ecs.describe_tasks(tasks=[arn])["tasks"][0]
-                if task["lastStatus"] == "RUNNING":
-                    break
-                if task["lastStatus"] == "STOPPED" or time.perf_counter() > deadline:
-                    sys.exit(f"task did not reach RUNNING: {task.get('stoppedReason')}")
-                time.sleep(0.002)
-            berth_ms.append((time.perf_counter() - started) * 1000)
+            ms, arn = time_to_running(ecs, dict(taskDefinition="bench-start"))
+            berth_ms.append(ms)
             arns.append(arn)
         for arn in arns:
             ecs.stop_task(task=arn)

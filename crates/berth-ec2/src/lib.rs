@@ -75,6 +75,23 @@ pub struct GroupRules {
     pub egress: Vec<SgRule>,
 }
 
+/// A stored interface as its users see it, with its subnet's block and
+/// router (the block's address + 1, as in AWS).
+fn eni_of(record: &EniRecord, subnet_cidr: &str, cidr: Cidr) -> Eni {
+    Eni {
+        id: record.id.clone(),
+        subnet_id: record.subnet_id.clone(),
+        vpc_id: record.vpc_id.clone(),
+        availability_zone: record.availability_zone.clone(),
+        private_ip: record.private_ip.clone(),
+        subnet_cidr: subnet_cidr.to_string(),
+        gateway: ipv4(cidr.addr.saturating_add(1)),
+        mac: record.mac.clone(),
+        security_group_ids: record.group_ids.clone(),
+        description: record.description.clone(),
+    }
+}
+
 /// The EC2 service. Register with `GatewayBuilder::query_service`.
 pub struct Ec2Service {
     store: Arc<dyn Store>,
@@ -211,18 +228,7 @@ impl Ec2Service {
                 description: description.clone(),
             };
             state.enis.insert(record.id.clone(), record.clone());
-            Ok(Eni {
-                id: record.id,
-                subnet_id: record.subnet_id,
-                vpc_id: record.vpc_id,
-                availability_zone: record.availability_zone,
-                private_ip: record.private_ip,
-                subnet_cidr: subnet.cidr.clone(),
-                gateway: ipv4(cidr.addr.saturating_add(1)),
-                mac: record.mac,
-                security_group_ids: record.group_ids,
-                description: record.description,
-            })
+            Ok(eni_of(&record, &subnet.cidr, cidr))
         })
         .await
     }
@@ -242,18 +248,7 @@ impl Ec2Service {
         let subnet = state.subnet(&e.subnet_id)?;
         let cidr = Cidr::parse(&subnet.cidr)
             .ok_or_else(|| AwsError::internal("a stored subnet has an invalid CIDR block"))?;
-        Ok(Some(Eni {
-            id: e.id.clone(),
-            subnet_id: e.subnet_id.clone(),
-            vpc_id: e.vpc_id.clone(),
-            availability_zone: e.availability_zone.clone(),
-            private_ip: e.private_ip.clone(),
-            subnet_cidr: subnet.cidr.clone(),
-            gateway: ipv4(cidr.addr.saturating_add(1)),
-            mac: e.mac.clone(),
-            security_group_ids: e.group_ids.clone(),
-            description: e.description.clone(),
-        }))
+        Ok(Some(eni_of(e, &subnet.cidr, cidr)))
     }
 
     /// Deletes a network interface, freeing its address. `Ok(false)` when

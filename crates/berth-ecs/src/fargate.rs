@@ -5,7 +5,7 @@
 //! of the account), where an on-demand task may reclaim FARGATE_SPOT
 //! capacity.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use berth_model::shapes::ecs::{
     CapacityProviderStrategyItem, Failure, NetworkConfiguration, TaskDefinition, TaskOverride,
@@ -50,6 +50,18 @@ pub struct AwsVpc {
     pub subnets: Vec<SubnetInfo>,
     pub security_groups: Vec<String>,
     pub assign_public_ip: String,
+}
+
+/// A strategy as the API shows it (a service's `capacityProviderStrategy`).
+pub fn strategy_shape(items: &[StrategyItem]) -> Vec<CapacityProviderStrategyItem> {
+    items
+        .iter()
+        .map(|i| CapacityProviderStrategyItem {
+            capacity_provider: Some(i.provider.clone()),
+            base: Some(i.base as i32),
+            weight: Some(i.weight as i32),
+        })
+        .collect()
 }
 
 /// The capacity a call asks for, before the cluster's default strategy is
@@ -313,23 +325,6 @@ pub fn reclaimed(record: &TaskRecord) -> bool {
         && record.task.stop_code.as_deref() == Some(SPOT_INTERRUPTION)
 }
 
-fn host_snapshot(
-    view: &dyn ReadView,
-    scope: &Scope,
-    host: &InstanceRecord,
-    presence: &Presence,
-) -> Result<(InstanceSnapshot, Vec<TaskRecord>), AwsError> {
-    // The host's usage counts its EC2 tasks and, through the index, the
-    // Fargate tasks it runs for every cluster.
-    let usage = tasks::usage_of_instance(view, scope, &host.cluster, &host.id)?;
-    let hosted = hosted_tasks(view, scope, &host.cluster, &host.id)?;
-    let mut snapshot = tasks::snapshot(host, &usage, presence);
-    // Fargate tasks have their own addresses: no host ports, no attributes.
-    snapshot.ports_tcp_used.clear();
-    snapshot.ports_udp_used.clear();
-    Ok((snapshot, hosted))
-}
-
 /// Places `count` tasks of a Fargate launch: providers by the strategy
 /// (given how many tasks of the same service each already runs in
 /// `launch.provider_counts`), subnets in turn, hosts by the default
@@ -346,12 +341,27 @@ pub(crate) fn place(
     let providers = split_tasks(strategy, &launch.provider_counts, count as u32)
         .map_err(|e| error::invalid_parameter(e.0))?;
     let hosts = hosts(view, scope)?;
+    // A host's usage counts its EC2 tasks and, through the index, the
+    // Fargate tasks it runs for every cluster; computed once per cluster.
+    let mut usage_by_cluster: HashMap<String, HashMap<String, Usage>> = HashMap::new();
     let mut snapshots = Vec::new();
     let mut hosted = Vec::new();
     for h in &hosts {
-        let (s, t) = host_snapshot(view, scope, h, presence)?;
-        snapshots.push(s);
-        hosted.push(t);
+        if !usage_by_cluster.contains_key(&h.cluster) {
+            let usage = tasks::usage_by_instance(view, scope, &h.cluster)?;
+            usage_by_cluster.insert(h.cluster.clone(), usage);
+        }
+        let usage = usage_by_cluster
+            .get(&h.cluster)
+            .and_then(|u| u.get(&h.id))
+            .cloned()
+            .unwrap_or_default();
+        let mut snapshot = tasks::snapshot(h, &usage, presence);
+        // Fargate tasks have their own addresses: no host ports.
+        snapshot.ports_tcp_used.clear();
+        snapshot.ports_udp_used.clear();
+        snapshots.push(snapshot);
+        hosted.push(hosted_tasks(view, scope, &h.cluster, &h.id)?);
     }
     let mut request = tasks::task_request(launch);
     request.host_ports_tcp.clear();
@@ -493,20 +503,6 @@ pub fn provider_counts<'a>(tasks: impl Iterator<Item = &'a TaskRecord>) -> BTree
         }
     }
     counts
-}
-
-/// Usage of the Fargate tasks on a host (added to its container-instance
-/// usage by [`tasks::usage_by_instance`]).
-pub fn hosted_usage(
-    view: &(impl ReadView + ?Sized),
-    scope: &Scope,
-    host: &InstanceRecord,
-) -> Result<Usage, AwsError> {
-    let mut usage = Usage::default();
-    for t in hosted_tasks(view, scope, &host.cluster, &host.id)? {
-        usage.add(&t);
-    }
-    Ok(usage)
 }
 
 #[cfg(test)]

@@ -162,7 +162,7 @@ pub async fn run_network_controller(store: Arc<dyn Store>, networks: Arc<dyn Tas
             after = Some(last.key.clone());
             for kv in page {
                 if kv.key.contains("/tasks/") {
-                    handle(&store, networks.as_ref(), &kv.key, &kv.value).await;
+                    handle(&store, networks.as_ref(), &kv.key).await;
                 }
             }
         }
@@ -176,7 +176,7 @@ pub async fn run_network_controller(store: Arc<dyn Store>, networks: Arc<dyn Tas
         };
         while let Some(Ok(event)) = watch.next().await {
             if event.kv.key.contains("/tasks/") && !event.kv.value.is_empty() {
-                handle(&store, networks.as_ref(), &event.kv.key, &event.kv.value).await;
+                handle(&store, networks.as_ref(), &event.kv.key).await;
             }
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -192,12 +192,9 @@ fn scope_of(key: &str) -> Option<Scope> {
     })
 }
 
-async fn handle(store: &Arc<dyn Store>, networks: &dyn TaskNetworks, key: &str, value: &[u8]) {
-    if serde_json::from_slice::<TaskRecord>(value).is_err() {
-        return;
-    }
-    // Events can be older than the record (the controller's own writes come
-    // after them): act on the record as it is now.
+/// Acts on the task at `key` as it is now: an event can be older than the
+/// record (the controller's own writes come after it).
+async fn handle(store: &Arc<dyn Store>, networks: &dyn TaskNetworks, key: &str) {
     let Ok(Some((record, _))) = load::<TaskRecord>(store.as_ref(), key) else {
         return;
     };

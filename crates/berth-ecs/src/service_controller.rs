@@ -861,6 +861,7 @@ impl ServiceController {
                     &scope,
                     &cluster,
                     &mut record,
+                    &refs,
                     &actions,
                     &presence,
                     at,
@@ -886,6 +887,7 @@ fn launch(
     scope: &Scope,
     cluster: &str,
     record: &mut ServiceRecord,
+    service_tasks: &[&TaskRecord],
     actions: &Actions,
     presence: &Presence,
     at: f64,
@@ -940,16 +942,7 @@ fn launch(
     ) {
         Ok(mut l) => {
             if let Capacity::Fargate(_) = &l.capacity {
-                let mut live = Vec::new();
-                for kv in view.range(&scope.service_tasks(cluster, &name), None, usize::MAX) {
-                    let Some(id) = kv.key.rsplit('/').next() else {
-                        continue;
-                    };
-                    if let Some(kv) = view.get(&scope.task(cluster, id)) {
-                        live.push(decode::<TaskRecord>(&kv)?);
-                    }
-                }
-                l.provider_counts = crate::fargate::provider_counts(live.iter());
+                l.provider_counts = crate::fargate::provider_counts(service_tasks.iter().copied());
             }
             l
         }

@@ -269,20 +269,29 @@ fn check_placement(
     crate::placement::check(constraints, strategies)
 }
 
-/// Resolves a task definition reference to the ARN of an existing revision.
+/// Resolves a task definition reference to an existing ACTIVE revision.
 fn resolve_task_definition(
     view: &dyn ReadView,
     scope: &Scope,
     reference: &str,
-) -> Result<String, AwsError> {
-    let parsed = task_definitions::parse_reference(scope, reference)?;
-    let (record, _): (TaskDefinitionRecord, u64) = task_definitions::find(view, scope, &parsed)?
+) -> Result<berth_model::shapes::ecs::TaskDefinition, AwsError> {
+    let td = stored_definition(view, scope, reference)?
         .ok_or_else(|| error::invalid_parameter("TaskDefinition not found."))?;
-    let td = record.task_definition;
     if td.status.as_deref() != Some(task_definitions::ACTIVE) {
         return Err(error::invalid_parameter("TaskDefinition is inactive."));
     }
-    Ok(td.task_definition_arn.unwrap_or_default())
+    Ok(td)
+}
+
+/// The stored revision a reference names, whatever its status.
+fn stored_definition(
+    view: &dyn ReadView,
+    scope: &Scope,
+    reference: &str,
+) -> Result<Option<berth_model::shapes::ecs::TaskDefinition>, AwsError> {
+    let parsed = task_definitions::parse_reference(scope, reference)?;
+    let found: Option<(TaskDefinitionRecord, u64)> = task_definitions::find(view, scope, &parsed)?;
+    Ok(found.map(|(record, _)| record.task_definition))
 }
 
 pub async fn create(
@@ -430,17 +439,15 @@ pub async fn create(
                     ));
                 }
             }
-            let arn = resolve_task_definition(view, scope, &task_definition)?;
-            let reference = task_definitions::parse_reference(scope, &arn)?;
-            if let Some((td, _)) = task_definitions::find(view, scope, &reference)? {
-                crate::fargate::check_definition(
-                    &td.task_definition,
-                    &Default::default(),
-                    &capacity,
-                    network.as_ref(),
-                    platform_version.as_deref(),
-                )?;
-            }
+            let td = resolve_task_definition(view, scope, &task_definition)?;
+            crate::fargate::check_definition(
+                &td,
+                &Default::default(),
+                &capacity,
+                network.as_ref(),
+                platform_version.as_deref(),
+            )?;
+            let arn = td.task_definition_arn.unwrap_or_default();
             let at = now();
             let mut service = template.clone();
             service.task_definition = Some(arn.clone());
@@ -448,19 +455,9 @@ pub async fn create(
             let (launch_type, strategy) = match (&asked_launch_type, &capacity) {
                 (Some(l), _) => (Some(l.clone()), None),
                 (None, crate::fargate::Capacity::Ec2) => (Some("EC2".to_string()), None),
-                (None, crate::fargate::Capacity::Fargate(items)) => (
-                    None,
-                    Some(
-                        items
-                            .iter()
-                            .map(|i| berth_model::shapes::ecs::CapacityProviderStrategyItem {
-                                capacity_provider: Some(i.provider.clone()),
-                                base: Some(i.base as i32),
-                                weight: Some(i.weight as i32),
-                            })
-                            .collect::<Vec<_>>(),
-                    ),
-                ),
+                (None, crate::fargate::Capacity::Fargate(items)) => {
+                    (None, Some(crate::fargate::strategy_shape(items)))
+                }
             };
             service.launch_type = launch_type;
             service.capacity_provider_strategy = strategy;
@@ -580,7 +577,7 @@ pub async fn update(
             };
             let changed_definition = new_definition
                 .as_ref()
-                .is_some_and(|arn| Some(arn) != s.task_definition.as_ref());
+                .is_some_and(|td| td.task_definition_arn != s.task_definition);
             // Capacity, network and platform changes take effect through a
             // new deployment, as on ECS.
             let mut changed_launch = false;
@@ -591,16 +588,7 @@ pub async fn update(
                     ));
                 }
                 s.launch_type = None;
-                s.capacity_provider_strategy = Some(
-                    items
-                        .iter()
-                        .map(|i| berth_model::shapes::ecs::CapacityProviderStrategyItem {
-                            capacity_provider: Some(i.provider.clone()),
-                            base: Some(i.base as i32),
-                            weight: Some(i.weight as i32),
-                        })
-                        .collect(),
-                );
+                s.capacity_provider_strategy = Some(crate::fargate::strategy_shape(items));
                 changed_launch = true;
             }
             if new_network.is_some() {
@@ -617,27 +605,32 @@ pub async fn update(
             }
             let network = record.network.clone();
             let s = &mut record.service;
-            let definition_arn = new_definition
-                .clone()
-                .or_else(|| s.task_definition.clone())
-                .unwrap_or_default();
-            if changed_definition || changed_launch {
-                let reference = task_definitions::parse_reference(scope, &definition_arn)?;
-                if let Some((td, _)) = task_definitions::find(view, scope, &reference)? {
-                    let platform = s.platform_version.clone().filter(|v| v != "LATEST");
-                    crate::fargate::check_definition(
-                        &td.task_definition,
-                        &Default::default(),
-                        &capacity,
-                        network.as_ref(),
-                        platform.as_deref().filter(|_| capacity != crate::fargate::Capacity::Ec2),
-                    )?;
-                }
+            let checked = match &new_definition {
+                Some(td) => Some(td.clone()),
+                None if changed_launch => stored_definition(
+                    view,
+                    scope,
+                    s.task_definition.as_deref().unwrap_or_default(),
+                )?,
+                None => None,
+            };
+            if let Some(td) = checked {
+                let platform = s.platform_version.clone().filter(|v| v != "LATEST");
+                crate::fargate::check_definition(
+                    &td,
+                    &Default::default(),
+                    &capacity,
+                    network.as_ref(),
+                    platform.as_deref().filter(|_| capacity != crate::fargate::Capacity::Ec2),
+                )?;
             }
             let desired = s.desired_count.unwrap_or(0);
             let at = now();
             if changed_definition || changed_launch || input.force_new_deployment == Some(true) {
-                let arn = new_definition.or_else(|| s.task_definition.clone()).unwrap_or_default();
+                let arn = new_definition
+                    .and_then(|td| td.task_definition_arn)
+                    .or_else(|| s.task_definition.clone())
+                    .unwrap_or_default();
                 s.task_definition = Some(arn.clone());
                 let fresh = deployment_for(s, &arn, desired, at);
                 let deployments = s.deployments.get_or_insert_with(Vec::new);

@@ -174,14 +174,9 @@ pub fn usage_by_instance(
         if !host.offers_fargate() {
             continue;
         }
-        let hosted = crate::fargate::hosted_usage(view, scope, &host)?;
         let u = usage.entry(host.id.clone()).or_default();
-        u.cpu += hosted.cpu;
-        u.memory += hosted.memory;
-        u.running += hosted.running;
-        u.pending += hosted.pending;
-        for (g, n) in hosted.groups {
-            *u.groups.entry(g).or_insert(0) += n;
+        for t in crate::fargate::hosted_tasks(view, scope, cluster, &host.id)? {
+            u.add(&t);
         }
     }
     Ok(usage)
