@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
-use berth_api::{Authorizer, Requirement};
+use berth_model::authz::{Authorizer, Requirement};
 use berth_model::{Principal, PrincipalKind, QueryService, RequestContext};
 use berth_policy::{evaluate, Context, Policy, PrincipalRef, Request, Timestamp};
 use berth_store::{SqliteOptions, SqliteStore, Store};
@@ -134,6 +134,9 @@ fn main() -> anyhow::Result<()> {
             account_id: ACCOUNT.into(),
             access_key_id: "AKIAROOT".into(),
         },
+        source_ip: None,
+        secure_transport: false,
+        access: Default::default(),
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -194,12 +197,12 @@ fn main() -> anyhow::Result<()> {
             account_id: ACCOUNT.into(),
             access_key_id: "AKIAALICE".into(),
         },
+        source_ip: None,
+        secure_transport: false,
+        access: Default::default(),
         ..root.clone()
     };
-    let requirements = [Requirement {
-        action: "ecs:DescribeClusters".into(),
-        resource: resource.clone(),
-    }];
+    let requirements = [Requirement::new("ecs:DescribeClusters", resource.clone())];
     let gateway = measure(args.seconds, || {
         authorizer.authorize(&ctx, &requirements).is_ok()
     })?;

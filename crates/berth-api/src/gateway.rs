@@ -10,6 +10,8 @@ use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use berth_model::authz::{self, Access, Authorizer, DenialStyle};
+use berth_model::credentials::{CredentialSource, ResolvedCredential};
 use berth_model::{AwsError, JsonService, PrincipalKind, QueryService, RequestContext};
 use berth_sigv4::{AuthError, RequestParts, SecretLookup, Verifier};
 use berth_store::Store;
@@ -17,8 +19,6 @@ use futures::FutureExt;
 use http::request::Parts;
 
 use crate::admin::{self, AdminEndpoint};
-use crate::authorization::{self, Authorizer, Requirement};
-use crate::credentials::{CredentialSource, ResolvedCredential};
 use crate::json_protocol;
 use crate::query_protocol::{self, Dialect};
 
@@ -183,19 +183,14 @@ impl Gateway {
                 ),
             ));
         }
-        let ctx = RequestContext {
-            request_id: request_id.to_string(),
-            account_id: credential.principal.account_id.clone(),
-            region: verified.region,
-            principal: credential.principal,
-        };
-        self.authorize(&ctx, false, || {
-            vec![Requirement {
-                action: endpoint.action().to_string(),
-                resource: "*".to_string(),
-            }]
-        })
-        .map_err(|denial| denial.json_error(&ctx.principal.arn))?;
+        let ctx = self.context(
+            request_id,
+            parts,
+            credential,
+            verified.region,
+            self.access(DenialStyle::Json, false),
+        );
+        ctx.authorize(&authz::on(endpoint.action(), Vec::new()))?;
         let query = admin::query_params(parts.uri.query());
         let endpoint = endpoint.clone();
         let path = endpoint.path();
@@ -208,35 +203,32 @@ impl Gateway {
             })
     }
 
-    /// Whether the caller may make the call. The account's root and Berth's
-    /// own agents (which the agent API authorizes itself) are not subject
-    /// to IAM policies.
-    fn authorize(
+    /// The authorization a request of this gateway carries.
+    fn access(&self, style: DenialStyle, agent_allowed: bool) -> Access {
+        Access::new(self.authorizer.clone(), style, agent_allowed)
+    }
+
+    /// The context handed to a service: who calls, from where, and who
+    /// decides what they may do.
+    fn context(
         &self,
-        ctx: &RequestContext,
-        agent_may_call: bool,
-        requirements: impl FnOnce() -> Vec<Requirement>,
-    ) -> Result<(), authorization::Denial> {
-        match ctx.principal.kind {
-            PrincipalKind::Root => Ok(()),
-            // An agent's credential is bound to its container instance: it
-            // may speak the agent protocol and fetch ECR pull tokens, nothing
-            // else, whatever the IAM mode (like an ECS instance role, not an
-            // account administrator).
-            PrincipalKind::Agent if agent_may_call => Ok(()),
-            PrincipalKind::Agent => {
-                let first = requirements().into_iter().next();
-                Err(authorization::Denial {
-                    action: first.as_ref().map(|r| r.action.clone()).unwrap_or_default(),
-                    resource: first.map_or_else(|| "*".to_string(), |r| r.resource),
-                    explicit: false,
-                    in_resource_policy: false,
-                })
-            }
-            PrincipalKind::User | PrincipalKind::AssumedRole => match &self.authorizer {
-                Some(authorizer) => authorizer.authorize(ctx, &requirements()),
-                None => Ok(()),
-            },
+        request_id: &str,
+        parts: &Parts,
+        credential: ResolvedCredential,
+        region: String,
+        access: Access,
+    ) -> RequestContext {
+        RequestContext {
+            request_id: request_id.to_string(),
+            account_id: credential.principal.account_id.clone(),
+            region,
+            principal: credential.principal,
+            source_ip: parts
+                .extensions
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|info| info.0.ip()),
+            secure_transport: false,
+            access,
         }
     }
 
@@ -325,27 +317,25 @@ impl Gateway {
                 ),
             ));
         }
-        let ctx = RequestContext {
-            request_id: request_id.to_string(),
-            account_id: credential.principal.account_id.clone(),
-            region: verified.region,
-            principal: credential.principal,
-        };
         let agent_may_call = prefix == berth_model::agent_protocol::TARGET_PREFIX
             || (service.signing_name() == "ecr" && operation == "GetAuthorizationToken");
-        self.authorize(&ctx, agent_may_call, || {
-            authorization::json_requirements(&ctx, service.signing_name(), operation, body)
-        })
-        .map_err(|denial| denial.json_error(&ctx.principal.arn))?;
+        let ctx = self.context(
+            request_id,
+            parts,
+            credential,
+            verified.region,
+            self.access(DenialStyle::Json, agent_may_call),
+        );
         // A bug in a handler must answer 500, not drop the connection.
-        AssertUnwindSafe(service.handle(&ctx, operation, body))
+        let result = AssertUnwindSafe(service.handle(&ctx, operation, body))
             .catch_unwind()
             .await
             .unwrap_or_else(|_| {
                 Err(AwsError::internal(format!(
                     "Berth failed while handling {target}; the server log has the details."
                 )))
-            })
+            });
+        unchecked_is_refused(&ctx, target, result)
     }
 }
 
@@ -418,22 +408,18 @@ impl Gateway {
         if !query_protocol::valid_action_name(&action) {
             return (namespace, None, Err(invalid_action()));
         }
-        let ctx = RequestContext {
-            request_id: request_id.to_string(),
-            account_id: credential.principal.account_id.clone(),
-            region: verified.region,
-            principal: credential.principal,
+        let style = if service.ec2_protocol() {
+            DenialStyle::Ec2
+        } else {
+            DenialStyle::Query
         };
-        if let Err(denial) = self.authorize(&ctx, false, || {
-            authorization::query_requirements(&ctx, service.signing_name(), &action, &params)
-        }) {
-            let e = if service.ec2_protocol() {
-                denial.ec2_error(&ctx.principal.arn)
-            } else {
-                denial.query_error(&ctx.principal.arn)
-            };
-            return (namespace, Some(action), Err(e));
-        }
+        let ctx = self.context(
+            request_id,
+            parts,
+            credential,
+            verified.region,
+            self.access(style, false),
+        );
         // A bug in a handler must answer 500, not drop the connection.
         let result = AssertUnwindSafe(service.handle(&ctx, &action, &params))
             .catch_unwind()
@@ -443,6 +429,7 @@ impl Gateway {
                     "Berth failed while handling {action}; the server log has the details."
                 )))
             });
+        let result = unchecked_is_refused(&ctx, &action, result);
         // Services answer an unknown action with an empty `InvalidAction`;
         // the gateway words it with the version the client asked for.
         let result = result.map_err(|e| {
@@ -454,6 +441,30 @@ impl Gateway {
         });
         (namespace, Some(action), result)
     }
+}
+
+/// A handler that answered a caller other than root without asking IAM is a
+/// bug; its answer is withheld so a forgotten check fails closed.
+fn unchecked_is_refused<T>(
+    ctx: &RequestContext,
+    operation: &str,
+    result: Result<T, AwsError>,
+) -> Result<T, AwsError> {
+    if ctx.access.checked() || ctx.principal.kind == PrincipalKind::Root {
+        return result;
+    }
+    if result.is_err() {
+        // Input errors found before the check (a body that does not parse)
+        // change nothing and may be answered.
+        return result;
+    }
+    tracing::error!(
+        operation,
+        "a handler answered without authorizing the call; refusing it"
+    );
+    Err(AwsError::internal(format!(
+        "Berth did not authorize {operation}; the server log has the details."
+    )))
 }
 
 fn dialect_of(service: &dyn QueryService) -> Dialect {

@@ -4,28 +4,13 @@
 
 use axum::body::Body;
 use axum::response::Response;
+pub use berth_model::xml::xml_escape;
 use berth_model::AwsError;
 use http::{header, HeaderValue, StatusCode};
 
 pub const CONTENT_TYPE: &str = "text/xml";
 /// The form content type that marks a request as Query.
 pub const FORM_CONTENT_TYPE: &str = "application/x-www-form-urlencoded";
-
-/// Escapes text for an XML element or attribute value.
-pub fn xml_escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
 
 /// Whether `action` can name an operation (and so an XML element).
 pub fn valid_action_name(action: &str) -> bool {

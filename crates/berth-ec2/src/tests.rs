@@ -37,6 +37,9 @@ fn fixture() -> Fixture {
                 account_id: ACCOUNT.into(),
                 access_key_id: "AKIAROOTROOTROOTROOT".into(),
             },
+            source_ip: None,
+            secure_transport: false,
+            access: Default::default(),
         },
     }
 }

@@ -144,7 +144,7 @@ impl Xml {
     pub fn text(&mut self, name: &str, value: &str) -> &mut Self {
         self.0.push_str(&format!(
             "<{name}>{}</{name}>",
-            berth_api::xml_escape(value)
+            berth_model::xml::xml_escape(value)
         ));
         self
     }

@@ -815,6 +815,9 @@ mod tests {
                 account_id: "000000000000".into(),
                 access_key_id: key.into(),
             },
+            source_ip: None,
+            secure_transport: false,
+            access: Default::default(),
         }
     }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use berth_api::{Authorizer, Denial, Requirement, ResourcePolicySource};
+use berth_model::authz::{Authorizer, Denial, Requirement, ResourcePolicySource};
 use berth_model::{AwsError, RequestContext};
 use berth_policy::{evaluate, Context, Decision, Policy, PolicySource, Request, Timestamp};
 
@@ -62,6 +62,39 @@ impl IamAuthorizer {
     }
 }
 
+/// The condition keys that describe the request as a whole: who calls
+/// (`aws:PrincipalTag/*` besides the principal keys the engine derives),
+/// from where (`aws:SourceIp`, `aws:SecureTransport`), when
+/// (`aws:CurrentTime`, `aws:EpochTime`) and in which region
+/// (`aws:RequestedRegion`).
+pub fn request_context(ctx: &RequestContext, tags: &[(String, String)], now: i64) -> Context {
+    let mut context = Context::new();
+    context
+        .set_current_time(Timestamp::from_epoch_seconds(now))
+        .set_secure_transport(ctx.secure_transport)
+        .set("aws:RequestedRegion", ctx.region.as_str());
+    if let Some(ip) = ctx.source_ip() {
+        context.set_source_ip(ip);
+    }
+    for (key, value) in tags {
+        context.set_principal_tag(key, value);
+    }
+    context
+}
+
+/// `base` with the requirement's own keys (resource tags, request tags,
+/// service keys) added.
+fn requirement_context(base: &Context, requirement: &Requirement) -> Context {
+    let mut context = base.clone();
+    for (key, values) in &requirement.conditions {
+        match values.as_slice() {
+            [one] => context.set(key, one.as_str()),
+            many => context.set(key, many.to_vec()),
+        };
+    }
+    context
+}
+
 impl Authorizer for IamAuthorizer {
     fn authorize(&self, ctx: &RequestContext, requirements: &[Requirement]) -> Result<(), Denial> {
         let deny_first = |explicit| {
@@ -75,18 +108,16 @@ impl Authorizer for IamAuthorizer {
         };
         // A caller whose identity is gone (a deleted user or role) has no
         // policies: implicitly denied.
-        let Ok((principal, policies)) = self.iam.identity_policies(&ctx.principal) else {
+        let Ok(identity) = self.iam.identity(&ctx.principal) else {
             return Err(deny_first(false));
         };
-        let policies: Vec<&Policy> = policies.iter().map(Arc::as_ref).collect();
-        let mut context = Context::new();
-        context
-            .set_current_time(Timestamp::from_epoch_seconds(now_secs()))
-            .set_secure_transport(false);
+        let policies: Vec<&Policy> = identity.policies.iter().map(Arc::as_ref).collect();
+        let base = request_context(ctx, &identity.tags, now_secs());
         for requirement in requirements {
             let resource_policy = self.resource_policy(&requirement.resource);
+            let context = requirement_context(&base, requirement);
             let request = Request::new(
-                &principal,
+                &identity.principal,
                 &requirement.action,
                 &requirement.resource,
                 &context,

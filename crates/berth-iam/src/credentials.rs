@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use berth_api::{CredentialSource, ResolvedCredential};
+use berth_model::credentials::{CredentialSource, ResolvedCredential};
 use berth_model::{Principal, PrincipalKind};
 use berth_store::ReadView;
 

@@ -116,6 +116,17 @@ struct HolderFields {
     inline: std::collections::BTreeMap<String, String>,
     #[serde(default)]
     attached: Vec<String>,
+    #[serde(default)]
+    tags: Vec<(String, String)>,
+}
+
+/// An authenticated caller as IAM knows it.
+pub struct Identity {
+    pub principal: PrincipalRef,
+    /// Attached (default versions) and inline policies.
+    pub policies: Vec<Arc<Policy>>,
+    /// The user's or role's tags.
+    pub tags: Vec<(String, String)>,
 }
 
 /// A user or role with its inline policies parsed.
@@ -125,6 +136,8 @@ pub(crate) struct HolderEntry {
     id: String,
     attached: Vec<String>,
     inline: Vec<Arc<Policy>>,
+    /// The user's or role's tags (`aws:PrincipalTag/<key>`).
+    tags: Vec<(String, String)>,
 }
 
 impl Iam {
@@ -233,6 +246,7 @@ impl Iam {
             id: fields.id,
             attached: fields.attached,
             inline,
+            tags: fields.tags,
         });
         remember(&self.holders, key, kv.mod_revision, entry.clone());
         Ok(Some(entry))
@@ -312,20 +326,31 @@ impl Iam {
         &self,
         principal: &Principal,
     ) -> Result<(PrincipalRef, Vec<Arc<Policy>>), AwsError> {
+        self.identity(principal).map(|i| (i.principal, i.policies))
+    }
+
+    /// The caller as the authorizer sees it: [`identity_policies`](Self::identity_policies)
+    /// and the tags of the user or role (`aws:PrincipalTag/<key>`).
+    pub fn identity(&self, principal: &Principal) -> Result<Identity, AwsError> {
         let view: &dyn ReadView = self.store.as_ref();
         let account = principal.account_id.as_str();
         match principal.kind {
-            PrincipalKind::Root => Ok((PrincipalRef::root(account), Vec::new())),
+            PrincipalKind::Root => Ok(Identity {
+                principal: PrincipalRef::root(account),
+                policies: Vec::new(),
+                tags: Vec::new(),
+            }),
             PrincipalKind::User => {
                 let name = last_segment(&principal.arn);
                 let user = self
                     .holder(view, &user_key(account, name))?
                     .ok_or_else(|| user_not_found(name))?;
                 let policies = self.holder_policies(view, account, &user)?;
-                Ok((
-                    PrincipalRef::user(account, &user.path, &user.name, &user.id),
+                Ok(Identity {
+                    principal: PrincipalRef::user(account, &user.path, &user.name, &user.id),
                     policies,
-                ))
+                    tags: user.tags.clone(),
+                })
             }
             PrincipalKind::AssumedRole => {
                 let session = self
@@ -345,13 +370,19 @@ impl Iam {
                     &session.role_id,
                 );
                 // A role deleted (or replaced) since the session began grants nothing.
-                let policies = match self.holder(view, &role_key(account, &session.role_name))? {
-                    Some(role) if role.id == session.role_id => {
-                        self.holder_policies(view, account, &role)?
-                    }
-                    _ => Vec::new(),
-                };
-                Ok((reference, policies))
+                let (policies, tags) =
+                    match self.holder(view, &role_key(account, &session.role_name))? {
+                        Some(role) if role.id == session.role_id => (
+                            self.holder_policies(view, account, &role)?,
+                            role.tags.clone(),
+                        ),
+                        _ => (Vec::new(), Vec::new()),
+                    };
+                Ok(Identity {
+                    principal: reference,
+                    policies,
+                    tags,
+                })
             }
             PrincipalKind::Agent => Err(util::invalid_input(format!(
                 "{} is a Berth agent, not an IAM identity.",

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use berth_api::CredentialSource;
+use berth_model::credentials::CredentialSource;
 use berth_model::{AwsError, Principal, PrincipalKind, QueryService, RequestContext};
 use berth_store::{SqliteOptions, SqliteStore, Store, StoreExt};
 
@@ -50,6 +50,9 @@ fn ctx_for(principal: Principal) -> RequestContext {
         account_id: principal.account_id.clone(),
         region: "us-east-1".into(),
         principal,
+        source_ip: None,
+        secure_transport: false,
+        access: Default::default(),
     }
 }
 
@@ -1179,7 +1182,7 @@ async fn xml_shapes_and_unknown_actions() {
 
 struct RepoPolicy(String);
 
-impl berth_api::ResourcePolicySource for RepoPolicy {
+impl berth_model::authz::ResourcePolicySource for RepoPolicy {
     fn resource_policy(&self, resource_arn: &str) -> Option<String> {
         resource_arn
             .ends_with(":repository/shared")
@@ -1189,7 +1192,7 @@ impl berth_api::ResourcePolicySource for RepoPolicy {
 
 #[tokio::test]
 async fn the_authorizer_combines_identity_and_resource_policies() {
-    use berth_api::{Authorizer, Requirement};
+    use berth_model::authz::{Authorizer, Requirement};
     let f = fixture();
     let alice = f.user_ctx("alice").await;
     f.iam(
@@ -1209,12 +1212,7 @@ async fn the_authorizer_combines_identity_and_resource_policies() {
     );
     let authorizer = crate::IamAuthorizer::new(f.iam.clone())
         .with_resource_policies(Arc::new(RepoPolicy(grant)));
-    let need = |action: &str, resource: &str| {
-        vec![Requirement {
-            action: action.into(),
-            resource: resource.into(),
-        }]
-    };
+    let need = |action: &str, resource: &str| vec![Requirement::new(action, resource)];
     let shared = format!("arn:aws:ecr:us-east-1:{ACCOUNT}:repository/shared");
     let other = format!("arn:aws:ecr:us-east-1:{ACCOUNT}:repository/other");
     assert!(authorizer

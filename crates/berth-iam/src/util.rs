@@ -329,7 +329,7 @@ impl Xml {
         self.0.push('<');
         self.0.push_str(name);
         self.0.push('>');
-        self.0.push_str(&berth_api::xml_escape(value));
+        self.0.push_str(&berth_model::xml::xml_escape(value));
         self.0.push_str("</");
         self.0.push_str(name);
         self.0.push('>');

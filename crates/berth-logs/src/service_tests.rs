@@ -30,6 +30,9 @@ fn ctx() -> RequestContext {
             account_id: ACCOUNT.into(),
             access_key_id: "AKIA".into(),
         },
+        source_ip: None,
+        secure_transport: false,
+        access: Default::default(),
     }
 }
 

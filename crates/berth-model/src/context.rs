@@ -35,6 +35,13 @@ pub struct RequestContext {
     /// The region from the signature's credential scope.
     pub region: String,
     pub principal: Principal,
+    /// The address the request came from (`aws:SourceIp`), when known.
+    pub source_ip: Option<std::net::IpAddr>,
+    /// Whether the request arrived over TLS (`aws:SecureTransport`).
+    pub secure_transport: bool,
+    /// Who decides whether the caller may make the call (see
+    /// [`RequestContext::authorize`](crate::authz)).
+    pub access: crate::authz::Access,
 }
 
 impl RequestContext {

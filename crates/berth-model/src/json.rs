@@ -19,10 +19,19 @@ pub fn to_body<T: Serialize>(value: &T) -> Result<Vec<u8>, AwsError> {
 }
 
 /// One operation of a JSON service: parses the body into the operation's
-/// input shape, runs the handler and serializes its output, e.g.
+/// input shape, asks IAM for what the call needs (when given), runs the
+/// handler and serializes its output, e.g.
+/// `json_op!(ctx, body, |input| requirements(&input) => handler(store, input).await)`
+/// or, for calls that authorize themselves,
 /// `json_op!(body, |input| handler(store, input).await)`.
 #[macro_export]
 macro_rules! json_op {
+    ($ctx:expr, $body:expr, |$input:ident| $requirements:expr => $call:expr) => {{
+        let $input = $crate::json::parse_input($body)?;
+        $ctx.authorize(&$requirements)?;
+        let output = $call?;
+        $crate::json::to_body(&output)
+    }};
     ($body:expr, |$input:ident| $call:expr) => {{
         let $input = $crate::json::parse_input($body)?;
         let output = $call?;

@@ -6,14 +6,19 @@
 
 pub mod agent_protocol;
 pub mod arn;
+pub mod authz;
 pub mod context;
+pub mod credentials;
 pub mod error;
 pub mod json;
 pub mod service;
 pub mod shapes;
 pub mod tags;
+pub mod xml;
 
 pub use arn::Arn;
+pub use authz::{Access, Authorizer, Denial, DenialStyle, Requirement, ResourcePolicySource};
 pub use context::{Principal, PrincipalKind, RequestContext};
+pub use credentials::{CredentialSource, ResolvedCredential, StaticCredentials};
 pub use error::AwsError;
 pub use service::{JsonService, QueryService};

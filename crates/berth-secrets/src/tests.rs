@@ -43,6 +43,9 @@ fn fixture() -> Fixture {
                 account_id: ACCOUNT.into(),
                 access_key_id: "AKIA".into(),
             },
+            source_ip: None,
+            secure_transport: false,
+            access: Default::default(),
         },
     }
 }

@@ -1,9 +1,10 @@
-//! Where the gateway finds the secret behind an access key id.
+//! Where the gateway finds the secret behind an access key id: a port the
+//! root keys, agent credentials, IAM users and STS sessions implement.
 
 use std::collections::HashMap;
 use std::sync::RwLock;
 
-use berth_model::Principal;
+use crate::Principal;
 
 /// A credential the gateway can verify a signature with.
 #[derive(Clone, Debug)]
