@@ -54,6 +54,8 @@ class Berth:
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self.extra_args = list(extra_args)
         self.env_overrides = env
+        # Runs in the child before exec (e.g. to lower its descriptor limit).
+        self.preexec_fn = None
         self.proc = None
         self.stdout_path = self.data_dir.parent / f"berth-{self.port}.stdout"
         self.stderr_path = self.data_dir.parent / f"berth-{self.port}.stderr"
@@ -75,6 +77,7 @@ class Berth:
             stdout=open(self.stdout_path, "ab"),
             stderr=open(self.stderr_path, "ab"),
             env=env,
+            preexec_fn=self.preexec_fn,
         )
         if wait:
             self.wait_healthy()
@@ -110,6 +113,14 @@ class Berth:
                 pass
             time.sleep(0.05)
         raise RuntimeError(f"berth did not become healthy: {self.logs()}")
+
+    @property
+    def agent_token_path(self) -> Path:
+        """The agent registration token `berth up` generated."""
+        return self.data_dir / "agent-token"
+
+    def agent_token(self) -> str:
+        return self.agent_token_path.read_text().strip()
 
     def logs(self) -> str:
         out = self.stdout_path.read_text(errors="replace") if self.stdout_path.exists() else ""
@@ -222,20 +233,27 @@ class Berth:
 class AgentProcess:
     """One `berth agent` process joined to a cluster of a running server."""
 
-    def __init__(self, berth: "Berth", name: str, cluster: str, data_dir: Path, args=()):
+    def __init__(self, berth: "Berth", name: str, cluster: str, data_dir: Path, args=(),
+                 access_key=ACCESS_KEY, secret_key=SECRET_KEY, token_file=None):
         self.berth, self.name, self.cluster = berth, name, cluster
         self.data_dir = Path(data_dir)
         self.args = list(args)
+        self.access_key, self.secret_key = access_key, secret_key
+        # The server's agent registration token, unless a test gives another.
+        self.token_file = token_file
         self.proc = None
         self.log_path = self.data_dir.parent / f"agent-{name}.log"
 
     def start(self):
         env = dict(os.environ)
-        env.update({"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+        env.pop("BERTH_AGENT_TOKEN", None)
+        env.update({"AWS_ACCESS_KEY_ID": self.access_key, "AWS_SECRET_ACCESS_KEY": self.secret_key,
                     "AWS_DEFAULT_REGION": REGION, "RUST_LOG": env.get("RUST_LOG", "info")})
+        token_file = self.token_file or self.berth.agent_token_path
         self.proc = subprocess.Popen(
             [berth_binary(), "agent", "--server", self.berth.endpoint, "--cluster", self.cluster,
-             "--name", self.name, "--data-dir", str(self.data_dir), *self.args],
+             "--name", self.name, "--data-dir", str(self.data_dir),
+             "--registration-token-file", str(token_file), *self.args],
             stdout=open(self.log_path, "ab"), stderr=subprocess.STDOUT, env=env,
         )
         return self

@@ -64,7 +64,9 @@ impl ServerClient {
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(Duration::from_secs(5)));
         let http = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
+            // Below the server's default idle timeout (20 s), so the agent
+            // never reuses a connection the server is closing.
+            .pool_idle_timeout(Duration::from_secs(10))
             .build(connector);
         Ok(ServerClient {
             endpoint,

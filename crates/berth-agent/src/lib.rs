@@ -13,9 +13,11 @@ pub mod awslogs;
 pub mod cgroups;
 pub mod client;
 pub mod netpolicy;
+pub mod run_dir;
 pub mod spec;
 pub mod task_endpoint;
 pub mod task_runner;
+pub mod vpcnet;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -52,8 +54,13 @@ pub struct AgentConfig {
     pub attributes: Vec<(String, Option<String>)>,
     /// Where the agent keeps its identity.
     pub data_dir: PathBuf,
-    /// Credentials used to register (account credentials).
+    /// Account credentials for a first registration (a user or role needs
+    /// `berth:RegisterAgent` on the cluster). Once registered, the agent
+    /// registers again with the credential minted for its instance.
     pub registration: Credentials,
+    /// The operator's agent registration token (the server's
+    /// `<data-dir>/agent-token`), sent with every registration.
+    pub registration_token: String,
     /// CPU units to offer instead of 1024 per core.
     pub cpu: Option<i64>,
     /// Memory (MiB) to offer instead of the host's memory minus the reserve.
@@ -67,7 +74,7 @@ pub struct AgentConfig {
 pub enum AgentError {
     #[error("the container runtime is unavailable: {0}")]
     Runtime(#[from] berth_runtime::RuntimeError),
-    #[error("{0}")]
+    #[error(transparent)]
     Server(#[from] ClientError),
     #[error("agent state in {path}: {message}")]
     State { path: String, message: String },
@@ -194,12 +201,19 @@ fn save_identity(config: &AgentConfig, identity: &Identity) -> Result<(), AgentE
     std::fs::create_dir_all(&config.data_dir).map_err(|e| state_error(&path, e))?;
     let text = serde_json::to_vec_pretty(identity).map_err(|e| state_error(&path, e))?;
     let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, text).map_err(|e| state_error(&path, e))?;
+    // Readable by the agent's user only, from the moment it exists.
+    let _ = std::fs::remove_file(&tmp);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
     #[cfg(unix)]
     {
-        use std::os::unix::fs::PermissionsExt;
-        let _ = std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600));
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
     }
+    let mut file = options.open(&tmp).map_err(|e| state_error(&path, e))?;
+    std::io::Write::write_all(&mut file, &text).map_err(|e| state_error(&path, e))?;
+    file.sync_all().map_err(|e| state_error(&path, e))?;
+    drop(file);
     std::fs::rename(&tmp, &path).map_err(|e| state_error(&path, e))
 }
 
@@ -291,6 +305,7 @@ fn registration_request(
         attributes.push(attribute(name, value.as_deref()));
     }
     RegisterAgentRequest {
+        registration_token: config.registration_token.clone(),
         cluster: config.cluster.clone(),
         name: config.name.clone(),
         total_resources: vec![integer("CPU", cpu), integer("MEMORY", memory)],
@@ -558,40 +573,75 @@ impl Agent {
         })
     }
 
+    /// Registers the host: with the credential of the instance it registered
+    /// before when it has one (only that credential may register a live
+    /// instance again), else, or when that credential is refused (the
+    /// instance was deregistered, the server lost it), with the account
+    /// credentials.
     async fn register(&self) -> Result<Identity, AgentError> {
         let info = self.runtime.info().await?;
         let roles = self.task_endpoint().await.available().is_ok();
         let request = registration_request(&self.config, &info, roles);
+        if let Some(saved) = load_identity(&self.config) {
+            let own = Credentials {
+                access_key_id: saved.access_key_id.clone(),
+                secret_access_key: saved.secret_access_key.clone(),
+            };
+            match self.register_with(&own, &request).await {
+                Err(AgentError::Server(e))
+                    if e.is_auth() && !self.config.registration.access_key_id.is_empty() =>
+                {
+                    tracing::warn!(instance = %saved.container_instance_arn, error = %e, "the instance's own credential cannot register it again; registering with the account credentials");
+                }
+                other => return other,
+            }
+        }
+        self.register_with(&self.config.registration, &request)
+            .await
+    }
+
+    async fn register_with(
+        &self,
+        credentials: &Credentials,
+        request: &RegisterAgentRequest,
+    ) -> Result<Identity, AgentError> {
         let answer: RegisterAgentResponse = self
             .client
             .call(
-                &self.config.registration,
+                credentials,
                 TARGET_PREFIX,
                 "RegisterAgent",
-                &request,
+                request,
                 Duration::from_secs(30),
             )
             .await?;
+        // Registering again with the instance's credential keeps it (the
+        // server does not send the secret back).
+        let secret_access_key = if answer.secret_access_key.is_empty()
+            && answer.access_key_id == credentials.access_key_id
+        {
+            credentials.secret_access_key.clone()
+        } else {
+            answer.secret_access_key
+        };
         let identity = Identity {
             server: self.config.server.clone(),
             cluster: self.config.cluster.clone(),
             name: self.config.name.clone(),
             container_instance_arn: answer.container_instance_arn,
             access_key_id: answer.access_key_id,
-            secret_access_key: answer.secret_access_key,
+            secret_access_key,
         };
         save_identity(&self.config, &identity)?;
         tracing::info!(instance = %identity.container_instance_arn, cluster = %self.config.cluster, "registered container instance");
         Ok(identity)
     }
 
-    /// Registers (with retries while the server is unreachable).
-    async fn identity(&self, refresh: bool) -> Result<Identity, AgentError> {
-        if !refresh {
-            if let Some(identity) = load_identity(&self.config) {
-                return Ok(identity);
-            }
-        }
+    /// Registers (with retries while the server is unreachable). A
+    /// restarted agent registers again too, with its saved credential: the
+    /// server learns its current resources and attributes, and the agent
+    /// gets its instance back.
+    async fn identity(&self) -> Result<Identity, AgentError> {
         let mut delay = Duration::from_millis(200);
         loop {
             match self.register().await {
@@ -623,7 +673,7 @@ impl Agent {
     }
 
     async fn run_forever(&self) -> Result<(), AgentError> {
-        let mut identity = self.identity(false).await?;
+        let mut identity = self.identity().await?;
         let instance_id = identity
             .container_instance_arn
             .rsplit('/')
@@ -634,6 +684,17 @@ impl Agent {
         // awsvpc tasks need it; generated here once, so no task waits for it.
         if let Err(e) = berth_runtime::pause::ensure_pause_image(self.runtime.as_ref()).await {
             tracing::warn!(error = %e, "cannot load the pause image; awsvpc tasks will retry");
+        }
+        // VPC routers, bridges and host routes left without tasks (by this
+        // agent before a restart, or by agents that are gone) are removed.
+        {
+            use vpcnet::TaskNetworks;
+            if let Err(e) = vpcnet::VpcNetworks::new(self.runtime.clone())
+                .collect()
+                .await
+            {
+                tracing::warn!(error = %e, "cannot clean up the host's VPC networks");
+            }
         }
         let (events_tx, _) = broadcast::channel::<RuntimeEvent>(1024);
         let pump = tokio::spawn(pump_events(self.runtime.clone(), events_tx.clone()));
@@ -692,7 +753,7 @@ impl Agent {
                 }
                 Err(e) if e.is_auth() => {
                     tracing::warn!(error = %e, "agent credential refused; registering again");
-                    *identity = self.identity(true).await?;
+                    *identity = self.identity().await?;
                     continue;
                 }
                 Err(e) => {

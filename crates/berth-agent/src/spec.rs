@@ -3,11 +3,10 @@
 
 use std::collections::BTreeMap;
 
-use berth_model::agent_protocol::{AssignedTask, ContainerSecrets, TaskNetworkInterface};
+use berth_model::agent_protocol::{AssignedTask, ContainerSecrets};
 use berth_model::shapes::ecs::{ContainerDefinition, ContainerOverride};
 use berth_runtime::{
-    ContainerSpec, HealthCheckSpec, Mount, NetworkMode, NetworkSpec, PortSpec, Protocol, Tmpfs,
-    Ulimit,
+    ContainerSpec, HealthCheckSpec, Mount, NetworkMode, PortSpec, Protocol, Tmpfs, Ulimit,
 };
 
 pub const LABEL_CLUSTER: &str = "com.amazonaws.ecs.cluster";
@@ -149,28 +148,15 @@ pub const AWSVPC: &str = "awsvpc";
 /// The container name (label) of an awsvpc task's pause container, as the
 /// ECS agent names it.
 pub const PAUSE_CONTAINER_NAME: &str = "~internal~ecs~pause";
-/// Labels Berth's subnet networks, so they are recognisably Berth's.
+/// Labels the networks (and routers) the agent creates, so they are
+/// recognisably Berth's: `uplink`, `router`, and `subnet` on the
+/// per-subnet Docker networks of earlier versions.
 pub const LABEL_NETWORK_OWNER: &str = "berth.network";
 
 /// Whether the task runs in its own network namespace with its own
 /// interface (`networkMode: awsvpc`).
 pub fn is_awsvpc(task: &AssignedTask) -> bool {
     task.task_definition.network_mode.as_deref() == Some(AWSVPC)
-}
-
-/// The Docker network of a subnet: every awsvpc task on that subnet gets
-/// its address on it.
-/// Named by the subnet's CIDR block rather than its id: Docker's address
-/// space is the host's, so every server and data directory on this host
-/// that uses the same block (the default VPC's subnets, say) shares one
-/// bridge instead of failing on an overlapping pool.
-pub fn subnet_network(eni: &TaskNetworkInterface) -> NetworkSpec {
-    NetworkSpec {
-        name: format!("berth-{}", sanitize(&eni.subnet_cidr.replace('/', "-"))),
-        subnet: eni.subnet_cidr.clone(),
-        gateway: eni.gateway.clone(),
-        labels: BTreeMap::from([(LABEL_NETWORK_OWNER.to_string(), "subnet".to_string())]),
-    }
 }
 
 /// The labels every container of `task` carries (ownership, adoption).
@@ -196,11 +182,10 @@ fn task_labels(
 }
 
 /// The pause container of an awsvpc task: it holds the task's network
-/// namespace, with the interface's address and MAC, on its subnet's
-/// network.
+/// namespace. It starts with no network; the agent then plumbs the
+/// interface into it (`vpcnet`).
 pub fn pause_spec(
     task: &AssignedTask,
-    eni: &TaskNetworkInterface,
     instance_id: &str,
     cgroup_parent: Option<String>,
 ) -> ContainerSpec {
@@ -208,9 +193,7 @@ pub fn pause_spec(
         name: docker_name(task, "internalecspause"),
         image: berth_runtime::pause::PAUSE_IMAGE.to_string(),
         labels: task_labels(task, PAUSE_CONTAINER_NAME, instance_id),
-        network_mode: NetworkMode::Network(subnet_network(eni).name),
-        ipv4_address: Some(eni.private_ip.clone()),
-        mac_address: Some(eni.mac.clone()).filter(|m| !m.is_empty()),
+        network_mode: NetworkMode::None,
         cgroup_parent,
         // The program ignores SIGTERM (it is PID 1): do not wait for it.
         stop_timeout_secs: Some(0),

@@ -5,14 +5,30 @@
 //!
 //! Every answer is only given to the task's own containers: the request's
 //! source address must be one of the task's containers' addresses (for tasks
-//! in `host` network mode, a host address). Credentials live in memory only.
+//! in `host` network mode, a host address; for awsvpc tasks, the interface's
+//! address as the host routes it to the task's VPC). Credentials live in
+//! memory only.
+//!
+//! The agents of one host share one endpoint (see [`TaskEndpoint`]): one
+//! serves it, the others register their tasks with it over a unix socket
+//! only root can use.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::unix::OwnedWriteHalf;
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{mpsc, watch};
+
+use crate::run_dir::FileLock;
+use crate::vpcnet::{self, HostRoutes, IpRouteLookup, NextHop};
 
 /// The link-local address containers reach the endpoint at.
 pub const ENDPOINT_IP: Ipv4Addr = Ipv4Addr::new(169, 254, 170, 2);
@@ -24,7 +40,8 @@ pub const METADATA_V3_ENV: &str = "ECS_CONTAINER_METADATA_URI";
 const CREDENTIALS_PREFIX: &str = "/v2/credentials/";
 
 /// Temporary credentials of a task's role, as served to its containers.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct RoleCredentials {
     pub role_arn: String,
     pub access_key_id: String,
@@ -173,7 +190,7 @@ impl ContainerInspector for DockerInspector {
 }
 
 /// What the endpoint knows about a task (kept up to date by its runner).
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TaskView {
     pub task_arn: String,
     pub cluster: String,
@@ -194,7 +211,7 @@ pub struct TaskView {
     pub containers: Vec<ContainerView>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ContainerView {
     pub name: String,
     /// The token of the container's metadata URI.
@@ -214,11 +231,45 @@ pub struct ContainerView {
     pub log_options: BTreeMap<String, String>,
 }
 
-#[derive(Default)]
+/// Whose task an entry is: this agent's, or one an agent connected to
+/// this one's endpoint registered (by connection).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Owner {
+    Local,
+    Remote(u64),
+}
+
 struct TaskEntry {
     view: TaskView,
     credentials_id: Option<String>,
     credentials: Option<RoleCredentials>,
+    owner: Owner,
+}
+
+/// A change to the tasks an endpoint serves, as an agent sends it to the
+/// agent serving its host's endpoint (one JSON object a line).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "camelCase")]
+enum Change {
+    #[serde(rename_all = "camelCase")]
+    Update { view: Box<TaskView> },
+    #[serde(rename_all = "camelCase")]
+    Credentials {
+        task_arn: String,
+        credentials_id: String,
+        credentials: RoleCredentials,
+    },
+    #[serde(rename_all = "camelCase")]
+    Remove { task_arn: String },
+}
+
+/// What the serving agent tells the agents connected to it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ServerStatus {
+    /// Why it cannot serve `169.254.170.2:80`, when it cannot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    unavailable: Option<String>,
 }
 
 #[derive(Default)]
@@ -227,15 +278,177 @@ struct State {
     by_credentials: HashMap<String, String>,
     /// container token → (task ARN, container name)
     by_token: HashMap<String, (String, String)>,
+    /// Where this agent's own changes go while another agent serves the
+    /// host's endpoint.
+    upstream: Option<mpsc::UnboundedSender<Change>>,
+}
+
+impl State {
+    /// Applies a change made by `owner`; false when it names a task that
+    /// `owner` has not recorded (credentials for a removed task).
+    fn apply(&mut self, change: Change, owner: Owner) -> bool {
+        match change {
+            Change::Update { view } => {
+                let view = *view;
+                let arn = view.task_arn.clone();
+                if self.tasks.get(&arn).is_some_and(|t| t.owner != owner) {
+                    // Another agent's task of that ARN: not this one's to change.
+                    return false;
+                }
+                for c in &view.containers {
+                    self.by_token
+                        .insert(c.token.clone(), (arn.clone(), c.name.clone()));
+                }
+                match self.tasks.get_mut(&arn) {
+                    Some(entry) => entry.view = view,
+                    None => {
+                        self.tasks.insert(
+                            arn,
+                            TaskEntry {
+                                view,
+                                credentials_id: None,
+                                credentials: None,
+                                owner,
+                            },
+                        );
+                    }
+                }
+                true
+            }
+            Change::Credentials {
+                task_arn,
+                credentials_id,
+                credentials,
+            } => {
+                let Some(entry) = self.tasks.get_mut(&task_arn).filter(|t| t.owner == owner) else {
+                    return false;
+                };
+                entry.credentials_id = Some(credentials_id.clone());
+                entry.credentials = Some(credentials);
+                self.by_credentials.insert(credentials_id, task_arn);
+                true
+            }
+            Change::Remove { task_arn } => {
+                if !self.tasks.get(&task_arn).is_some_and(|t| t.owner == owner) {
+                    return false;
+                }
+                self.forget(|arn, _| arn == task_arn);
+                true
+            }
+        }
+    }
+
+    /// Forgets every task `which` picks.
+    fn forget(&mut self, which: impl Fn(&str, &TaskEntry) -> bool) {
+        let gone: Vec<String> = self
+            .tasks
+            .iter()
+            .filter(|(arn, t)| which(arn, t))
+            .map(|(arn, _)| arn.clone())
+            .collect();
+        for arn in &gone {
+            self.tasks.remove(arn);
+        }
+        self.by_credentials.retain(|_, t| !gone.contains(t));
+        self.by_token.retain(|_, (t, _)| !gone.contains(t));
+    }
+
+    /// This agent's own tasks as the changes that record them.
+    fn local_changes(&self) -> Vec<Change> {
+        let mut out = Vec::new();
+        for entry in self.tasks.values().filter(|t| t.owner == Owner::Local) {
+            out.push(Change::Update {
+                view: Box::new(entry.view.clone()),
+            });
+            if let (Some(id), Some(credentials)) = (&entry.credentials_id, &entry.credentials) {
+                out.push(Change::Credentials {
+                    task_arn: entry.view.task_arn.clone(),
+                    credentials_id: id.clone(),
+                    credentials: credentials.clone(),
+                });
+            }
+        }
+        out
+    }
+}
+
+/// The state and the routes answering from it (shared by the endpoint,
+/// its HTTP server and the connections of other agents).
+struct Shared {
+    state: RwLock<State>,
+    inspector: Arc<dyn ContainerInspector>,
+    routes: Arc<dyn HostRoutes>,
+    availability_zone: Option<String>,
 }
 
 /// The endpoint: the routes and the state they answer from.
+///
+/// Several agents on one host share one endpoint: the first to take
+/// `<run dir>/task-endpoint.lock` serves `169.254.170.2:80` and listens on
+/// `<run dir>/task-endpoint.sock` (root's only); the others register their
+/// tasks (views and credentials) there and keep them current. When the
+/// serving agent goes away, its lock is released: another agent takes it
+/// over and the rest register again. Each agent keeps its own tasks in
+/// memory either way.
 pub struct TaskEndpoint {
-    /// Why the endpoint does not listen, when it does not.
-    unavailable: Option<String>,
-    state: RwLock<State>,
-    inspector: Arc<dyn ContainerInspector>,
-    availability_zone: Option<String>,
+    shared: Arc<Shared>,
+    /// How this agent takes part in serving the host's endpoint.
+    role: watch::Receiver<Role>,
+    /// The task that takes part (aborted when the endpoint is dropped).
+    taking_part: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// Where an endpoint stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Role {
+    /// Deciding whether to serve or to register with another agent.
+    Starting,
+    /// This agent serves the host's endpoint.
+    Serving,
+    /// Another agent serves it; this agent's tasks are registered there.
+    Registered,
+    /// Nobody can serve it: why.
+    Unavailable(String),
+}
+
+impl Drop for TaskEndpoint {
+    fn drop(&mut self) {
+        if let Some(task) = self.taking_part.take() {
+            task.abort();
+        }
+    }
+}
+
+/// Where the agents of a host meet to share the endpoint, and what the
+/// serving agent listens on.
+#[derive(Debug, Clone)]
+pub struct SharingConfig {
+    /// Holds `task-endpoint.lock` and `task-endpoint.sock`.
+    pub dir: PathBuf,
+    /// `169.254.170.2:80` (tests use another address).
+    pub listen: SocketAddr,
+    /// Whether the serving agent adds `169.254.170.2` to `lo` first.
+    pub add_address: bool,
+}
+
+impl Default for SharingConfig {
+    fn default() -> Self {
+        SharingConfig {
+            dir: PathBuf::from(crate::run_dir::RUN_DIR),
+            listen: SocketAddr::from((ENDPOINT_IP, ENDPOINT_PORT)),
+            add_address: true,
+        }
+    }
+}
+
+impl SharingConfig {
+    fn lock_path(&self) -> PathBuf {
+        self.dir.join("task-endpoint.lock")
+    }
+
+    fn socket_path(&self) -> PathBuf {
+        self.dir.join("task-endpoint.sock")
+    }
 }
 
 /// An answer: HTTP status and JSON body.
@@ -246,85 +459,117 @@ fn error(status: u16, code: &str, message: &str) -> Answer {
 }
 
 impl TaskEndpoint {
+    fn with_role(
+        inspector: Arc<dyn ContainerInspector>,
+        availability_zone: Option<String>,
+        role: Role,
+    ) -> Self {
+        let (_, receiver) = watch::channel(role);
+        TaskEndpoint {
+            shared: Arc::new(Shared {
+                state: RwLock::default(),
+                inspector,
+                routes: Arc::new(IpRouteLookup),
+                availability_zone,
+            }),
+            role: receiver,
+            taking_part: None,
+        }
+    }
+
     /// An endpoint that does not listen (the task credentials of tasks with
     /// a role cannot be served: such tasks fail to start).
     pub fn unavailable(why: impl Into<String>, inspector: Arc<dyn ContainerInspector>) -> Self {
-        TaskEndpoint {
-            unavailable: Some(why.into()),
-            state: RwLock::default(),
-            inspector,
-            availability_zone: None,
-        }
+        Self::with_role(inspector, None, Role::Unavailable(why.into()))
     }
 
     /// An endpoint whose routes answer (for callers that serve it
     /// themselves, and tests).
     pub fn new(inspector: Arc<dyn ContainerInspector>, availability_zone: Option<String>) -> Self {
-        TaskEndpoint {
-            unavailable: None,
-            state: RwLock::default(),
-            inspector,
-            availability_zone,
-        }
+        Self::with_role(inspector, availability_zone, Role::Serving)
     }
 
-    /// Makes sure `169.254.170.2` is on `lo`, listens on it and serves the
-    /// endpoint. When any of that fails the endpoint is unavailable (logged).
+    /// Asks `routes` how the host routes task addresses (tests).
+    pub fn with_host_routes(mut self, routes: Arc<dyn HostRoutes>) -> Self {
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            shared.routes = routes;
+        }
+        self
+    }
+
+    /// Serves the host's endpoint on `169.254.170.2:80` (adding the
+    /// address to `lo` when missing), or registers with the agent of this
+    /// host that serves it. When neither works the endpoint is unavailable
+    /// (logged).
     pub async fn start(
         inspector: Arc<dyn ContainerInspector>,
         availability_zone: Option<String>,
     ) -> Arc<Self> {
-        if let Err(why) = ensure_address().await {
-            tracing::warn!(error = %why, "the task endpoint (IAM roles for tasks, task metadata) is unavailable: tasks with a taskRoleArn cannot start on this host");
-            return Arc::new(Self::unavailable(why, inspector));
-        }
-        let address = SocketAddr::from((ENDPOINT_IP, ENDPOINT_PORT));
-        let listener = match tokio::net::TcpListener::bind(address).await {
-            Ok(l) => l,
-            Err(e) => {
-                let why = format!("cannot listen on {address}: {e}");
-                tracing::warn!(error = %why, "the task endpoint (IAM roles for tasks, task metadata) is unavailable: tasks with a taskRoleArn cannot start on this host");
-                return Arc::new(Self::unavailable(why, inspector));
-            }
-        };
-        let endpoint = Arc::new(Self::new(inspector, availability_zone));
-        let router = router(endpoint.clone());
-        tokio::spawn(async move {
-            let service = router.into_make_service_with_connect_info::<SocketAddr>();
-            if let Err(e) = axum::serve(listener, service).await {
-                tracing::warn!(error = %e, "the task endpoint stopped");
-            }
-        });
-        tracing::info!(%address, "serving task credentials and metadata");
-        endpoint
+        Self::start_shared(SharingConfig::default(), inspector, availability_zone).await
     }
 
-    /// Ok when the endpoint listens; otherwise why not.
+    /// [`TaskEndpoint::start`] with the meeting place and address of
+    /// `config`. Answers once the endpoint knows its role (or after a few
+    /// seconds).
+    pub async fn start_shared(
+        config: SharingConfig,
+        inspector: Arc<dyn ContainerInspector>,
+        availability_zone: Option<String>,
+    ) -> Arc<Self> {
+        let mut endpoint = Self::with_role(inspector, availability_zone, Role::Starting);
+        let (sender, receiver) = watch::channel(Role::Starting);
+        endpoint.role = receiver.clone();
+        endpoint.taking_part = Some(tokio::spawn(take_part(
+            endpoint.shared.clone(),
+            config,
+            sender,
+        )));
+        let mut receiver = receiver;
+        let _ = tokio::time::timeout(
+            Duration::from_secs(5),
+            receiver.wait_for(|r| *r != Role::Starting),
+        )
+        .await;
+        Arc::new(endpoint)
+    }
+
+    /// Ok when the endpoint serves this agent's tasks (itself, or through
+    /// the agent of this host that serves it); otherwise why not.
     pub fn available(&self) -> Result<(), String> {
-        match &self.unavailable {
-            None => Ok(()),
-            Some(why) => Err(why.clone()),
+        match &*self.role.borrow() {
+            Role::Serving | Role::Registered => Ok(()),
+            Role::Starting => Err("the task endpoint is starting".into()),
+            Role::Unavailable(why) => Err(why.clone()),
         }
+    }
+
+    /// Whether this agent serves the host's endpoint itself (rather than
+    /// through another agent).
+    pub fn serving(&self) -> bool {
+        *self.role.borrow() == Role::Serving
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, State> {
-        self.state.write().unwrap_or_else(|e| e.into_inner())
+        self.shared.write()
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
-        self.state.read().unwrap_or_else(|e| e.into_inner())
+    /// Applies this agent's own change, and passes it on to the agent that
+    /// serves the host's endpoint when that is another agent.
+    fn change(&self, change: Change) -> bool {
+        let mut state = self.write();
+        if let Some(upstream) = &state.upstream {
+            // A closed channel means the connection just went; the next
+            // one starts from the whole state.
+            let _ = upstream.send(change.clone());
+        }
+        state.apply(change, Owner::Local)
     }
 
     /// Records or updates a task (its containers' tokens included).
     pub fn update_task(&self, view: TaskView) {
-        let mut state = self.write();
-        let arn = view.task_arn.clone();
-        for c in &view.containers {
-            state
-                .by_token
-                .insert(c.token.clone(), (arn.clone(), c.name.clone()));
-        }
-        state.tasks.entry(arn).or_default().view = view;
+        self.change(Change::Update {
+            view: Box::new(view),
+        });
     }
 
     /// Serves `credentials` to the task's containers at
@@ -337,29 +582,40 @@ impl TaskEndpoint {
         credentials_id: &str,
         credentials: RoleCredentials,
     ) -> bool {
-        let mut state = self.write();
-        let Some(entry) = state.tasks.get_mut(task_arn) else {
-            return false;
-        };
-        entry.credentials_id = Some(credentials_id.to_string());
-        entry.credentials = Some(credentials);
-        state
-            .by_credentials
-            .insert(credentials_id.to_string(), task_arn.to_string());
-        true
+        self.change(Change::Credentials {
+            task_arn: task_arn.to_string(),
+            credentials_id: credentials_id.to_string(),
+            credentials,
+        })
     }
 
     /// What the endpoint asks the runtime.
     pub fn inspector(&self) -> &Arc<dyn ContainerInspector> {
-        &self.inspector
+        &self.shared.inspector
     }
 
     /// Forgets the task: its credentials and metadata are no longer served.
     pub fn remove_task(&self, task_arn: &str) {
-        let mut state = self.write();
-        state.tasks.remove(task_arn);
-        state.by_credentials.retain(|_, t| t != task_arn);
-        state.by_token.retain(|_, (t, _)| t != task_arn);
+        self.change(Change::Remove {
+            task_arn: task_arn.to_string(),
+        });
+    }
+
+    /// Answers a GET of `path` from `source` (for this agent's tasks and,
+    /// when it serves the host's endpoint, those of the agents registered
+    /// with it).
+    pub async fn route(&self, path: &str, source: IpAddr) -> Answer {
+        self.shared.route(path, source).await
+    }
+}
+
+impl Shared {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Whether `source` may read the task's answers.
@@ -367,6 +623,9 @@ impl TaskEndpoint {
         if view.network_mode == "host" {
             // Host-network containers share the host's addresses.
             return source.is_loopback() || source == IpAddr::V4(ENDPOINT_IP);
+        }
+        if view.network_mode == "awsvpc" {
+            return self.is_interface_caller(view, source).await;
         }
         if view.containers.iter().any(|c| c.ip_address == Some(source)) {
             return true;
@@ -385,8 +644,41 @@ impl TaskEndpoint {
         false
     }
 
+    /// An awsvpc task's containers share its interface's address; VPCs
+    /// may share blocks, so the address must also be the one the host
+    /// routes to the task's own VPC (to its router; a Docker network of
+    /// an earlier version is on the host's link).
+    async fn is_interface_caller(&self, view: &TaskView, source: IpAddr) -> bool {
+        let Some(eni) = &view.interface else {
+            return false;
+        };
+        let Ok(address) = eni.private_ip.parse::<Ipv4Addr>() else {
+            return false;
+        };
+        if source != IpAddr::V4(address) {
+            tracing::debug!(%source, task = %view.task_arn, "task endpoint refused a caller that is not the task's interface");
+            return false;
+        }
+        let routed = match self.routes.next_hop(address).await {
+            NextHop::OnLink => true,
+            NextHop::Unroutable => false,
+            NextHop::Via(hop) => match vpcnet::router_of(eni) {
+                Some(router) => self
+                    .inspector
+                    .details(&router)
+                    .await
+                    .is_some_and(|r| r.ip_addresses.contains(&IpAddr::V4(hop))),
+                None => false,
+            },
+        };
+        if !routed {
+            tracing::debug!(%source, task = %view.task_arn, "task endpoint refused a caller: the host routes its address to another VPC");
+        }
+        routed
+    }
+
     /// Answers a GET of `path` from `source`.
-    pub async fn route(&self, path: &str, source: IpAddr) -> Answer {
+    async fn route(&self, path: &str, source: IpAddr) -> Answer {
         let path = path.split('?').next().unwrap_or(path);
         let path = path.trim_end_matches('/');
         if let Some(id) = path.strip_prefix(CREDENTIALS_PREFIX) {
@@ -621,16 +913,20 @@ fn awsvpc_network(
 /// The axum router serving `endpoint` (needs connect info for the source
 /// address).
 pub fn router(endpoint: Arc<TaskEndpoint>) -> axum::Router {
+    shared_router(endpoint.shared.clone())
+}
+
+fn shared_router(shared: Arc<Shared>) -> axum::Router {
     use axum::extract::{ConnectInfo, State};
     use axum::http::{StatusCode, Uri};
     async fn handle(
-        State(endpoint): State<Arc<TaskEndpoint>>,
+        State(shared): State<Arc<Shared>>,
         ConnectInfo(peer): ConnectInfo<SocketAddr>,
         method: axum::http::Method,
         uri: Uri,
     ) -> (StatusCode, axum::Json<Value>) {
         let (status, body) = if method == axum::http::Method::GET {
-            endpoint.route(uri.path(), peer.ip()).await
+            shared.route(uri.path(), peer.ip()).await
         } else {
             error(405, "MethodNotAllowed", "Only GET is supported")
         };
@@ -639,7 +935,295 @@ pub fn router(endpoint: Arc<TaskEndpoint>) -> axum::Router {
             axum::Json(body),
         )
     }
-    axum::Router::new().fallback(handle).with_state(endpoint)
+    axum::Router::new().fallback(handle).with_state(shared)
+}
+
+/// How long an agent waits before trying again to serve or to register.
+const RETRY: Duration = Duration::from_millis(200);
+/// Longest line an agent may send (a task's view with its credentials is
+/// a few KiB).
+const MAX_LINE: usize = 1 << 20;
+
+/// Takes part in serving the host's endpoint until aborted: serves it when
+/// this agent holds the lock, otherwise registers this agent's tasks with
+/// the agent that does, and starts over whenever that agent goes away.
+async fn take_part(shared: Arc<Shared>, config: SharingConfig, role: watch::Sender<Role>) {
+    let mut last_failure: Option<String> = None;
+    loop {
+        let lock = tokio::task::spawn_blocking({
+            let path = config.lock_path();
+            move || FileLock::try_acquire(&path)
+        })
+        .await
+        .map_err(std::io::Error::other)
+        .and_then(|r| r);
+        match lock {
+            Ok(Some(lock)) => {
+                let why = serve(&shared, &config, &role).await;
+                drop(lock);
+                tracing::warn!(error = %why, "stopped serving the task endpoint");
+                role.send_replace(Role::Unavailable(why));
+                tokio::time::sleep(RETRY).await;
+            }
+            Ok(None) => match UnixStream::connect(config.socket_path()).await {
+                Ok(stream) => {
+                    last_failure = None;
+                    register(&shared, stream, &role).await;
+                    tracing::info!("the agent serving this host's task endpoint went away");
+                    // Never a busy loop, whatever the other side does.
+                    tokio::time::sleep(RETRY / 4).await;
+                }
+                // The serving agent is starting, or just went away.
+                Err(_) => tokio::time::sleep(RETRY).await,
+            },
+            Err(e) => {
+                let why = format!("cannot use {}: {e}", config.dir.display());
+                if last_failure.as_deref() != Some(why.as_str()) {
+                    tracing::warn!(error = %why, "the task endpoint (IAM roles for tasks, task metadata) is unavailable: tasks with a taskRoleArn cannot start on this host");
+                    last_failure = Some(why.clone());
+                }
+                role.send_replace(Role::Unavailable(why));
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+        }
+    }
+}
+
+/// Serves the endpoint and the other agents' registrations (this agent
+/// holds the lock); answers why it stopped.
+async fn serve(shared: &Arc<Shared>, config: &SharingConfig, role: &watch::Sender<Role>) -> String {
+    // Tasks of agents registered with a previous holder are theirs to
+    // register again.
+    {
+        let mut state = shared.write();
+        state.forget(|_, t| t.owner != Owner::Local);
+        state.upstream = None;
+    }
+    // The HTTP side first, so the agents that register learn at once
+    // whether their tasks are served.
+    let mut first = Some(listen_http(config).await);
+    let (status, _) = watch::channel(ServerStatus {
+        unavailable: match &first {
+            Some(Err(why)) => Some(why.clone()),
+            _ => None,
+        },
+    });
+    let socket = config.socket_path();
+    let _ = std::fs::remove_file(&socket);
+    let agents = match UnixListener::bind(&socket) {
+        Ok(l) => l,
+        Err(e) => return format!("cannot listen on {}: {e}", socket.display()),
+    };
+    if let Err(e) = std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600)) {
+        return format!("cannot restrict {}: {e}", socket.display());
+    }
+    let mut connections = tokio::task::JoinSet::new();
+    let accept_agents = async {
+        let mut next = 0u64;
+        loop {
+            let (stream, _) = match agents.accept().await {
+                Ok(c) => c,
+                Err(e) => return format!("accepting agents on {}: {e}", socket.display()),
+            };
+            if !peer_is_trusted(&stream) {
+                tracing::warn!(
+                    "refused a connection to the task endpoint's socket from another user"
+                );
+                continue;
+            }
+            next += 1;
+            connections.spawn(serve_agent(
+                shared.clone(),
+                stream,
+                next,
+                status.subscribe(),
+            ));
+            // Finished connections are reaped as new ones come.
+            while connections.try_join_next().is_some() {}
+        }
+    };
+    let listen = async {
+        // Retried until it works: agents stay registered meanwhile, and
+        // learn why their tasks are not served.
+        loop {
+            let attempt = match first.take() {
+                Some(attempt) => attempt,
+                None => listen_http(config).await,
+            };
+            match attempt {
+                Ok(listener) => {
+                    status.send_replace(ServerStatus { unavailable: None });
+                    role.send_replace(Role::Serving);
+                    tracing::info!(address = %config.listen, "serving task credentials and metadata for this host's agents");
+                    let service = shared_router(shared.clone())
+                        .into_make_service_with_connect_info::<SocketAddr>();
+                    if let Err(e) = axum::serve(listener, service).await {
+                        tracing::warn!(error = %e, "the task endpoint stopped; starting it again");
+                    }
+                }
+                Err(why) => {
+                    if *role.borrow() != Role::Unavailable(why.clone()) {
+                        tracing::warn!(error = %why, "the task endpoint (IAM roles for tasks, task metadata) is unavailable: tasks with a taskRoleArn cannot start on this host");
+                    }
+                    status.send_replace(ServerStatus {
+                        unavailable: Some(why.clone()),
+                    });
+                    role.send_replace(Role::Unavailable(why));
+                }
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+    };
+    tokio::select! {
+        why = accept_agents => why,
+        never = listen => never,
+    }
+}
+
+/// Adds the address when configured to, and listens.
+async fn listen_http(config: &SharingConfig) -> Result<tokio::net::TcpListener, String> {
+    if config.add_address {
+        ensure_address().await?;
+    }
+    tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))
+}
+
+/// Only root (or this agent's own user) may register tasks.
+fn peer_is_trusted(stream: &UnixStream) -> bool {
+    let own = std::fs::metadata("/proc/self").map(|m| m.uid());
+    match (stream.peer_cred(), own) {
+        (Ok(peer), Ok(own)) => peer.uid() == 0 || peer.uid() == own,
+        _ => false,
+    }
+}
+
+/// Applies what one registered agent sends until it goes; its tasks go
+/// with it. Tells it whether the endpoint is served.
+async fn serve_agent(
+    shared: Arc<Shared>,
+    stream: UnixStream,
+    connection: u64,
+    mut status: watch::Receiver<ServerStatus>,
+) {
+    let (reader, mut writer) = stream.into_split();
+    let owner = Owner::Remote(connection);
+    let tell = async move {
+        loop {
+            let text = serde_json::to_string(&*status.borrow_and_update()).unwrap_or_default();
+            if writer
+                .write_all(format!("{text}\n").as_bytes())
+                .await
+                .is_err()
+            {
+                return;
+            }
+            if status.changed().await.is_err() {
+                return;
+            }
+        }
+    };
+    let listen = async {
+        let mut reader = BufReader::new(reader);
+        let mut line = String::new();
+        while let Ok(true) = read_line(&mut reader, &mut line).await {
+            match serde_json::from_str::<Change>(&line) {
+                Ok(change) => {
+                    shared.write().apply(change, owner);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "an agent sent the task endpoint something unreadable; closing its connection");
+                    return;
+                }
+            }
+        }
+    };
+    // Either side ending ends the connection.
+    tokio::select! {
+        _ = tell => {}
+        _ = listen => {}
+    }
+    shared.write().forget(|_, t| t.owner == owner);
+}
+
+/// Reads one line of at most [`MAX_LINE`] bytes; false at the end.
+async fn read_line<R: tokio::io::AsyncBufRead + Unpin>(
+    reader: &mut R,
+    line: &mut String,
+) -> std::io::Result<bool> {
+    let mut bytes = Vec::new();
+    let mut limited = reader.take(MAX_LINE as u64 + 1);
+    let n = limited.read_until(b'\n', &mut bytes).await?;
+    if n == 0 {
+        return Ok(false);
+    }
+    if bytes.len() > MAX_LINE || !bytes.ends_with(b"\n") {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "line too long or cut short",
+        ));
+    }
+    *line = String::from_utf8(bytes).map_err(std::io::Error::other)?;
+    Ok(true)
+}
+
+/// Registers this agent's tasks with the agent serving the host's endpoint
+/// and keeps them current until that agent goes away.
+async fn register(shared: &Arc<Shared>, stream: UnixStream, role: &watch::Sender<Role>) {
+    let (reader, mut writer) = stream.into_split();
+    let (sender, mut changes) = mpsc::unbounded_channel();
+    // Under the lock: every change before this is in the snapshot, every
+    // later one goes through the channel.
+    let snapshot = {
+        let mut state = shared.write();
+        state.upstream = Some(sender);
+        state.local_changes()
+    };
+    let forward = async {
+        for change in snapshot {
+            if send(&mut writer, &change).await.is_err() {
+                return;
+            }
+        }
+        while let Some(change) = changes.recv().await {
+            if send(&mut writer, &change).await.is_err() {
+                return;
+            }
+        }
+    };
+    let listen = async {
+        let mut reader = BufReader::new(reader);
+        let mut line = String::new();
+        while let Ok(true) = read_line(&mut reader, &mut line).await {
+            match serde_json::from_str::<ServerStatus>(&line) {
+                Ok(ServerStatus { unavailable: None }) => {
+                    if *role.borrow() != Role::Registered {
+                        tracing::info!("another agent serves this host's task endpoint; this agent's tasks are registered with it");
+                    }
+                    role.send_replace(Role::Registered);
+                }
+                Ok(ServerStatus {
+                    unavailable: Some(why),
+                }) => {
+                    role.send_replace(Role::Unavailable(why));
+                }
+                Err(_) => return,
+            }
+        }
+    };
+    // Either side ending means the serving agent went away.
+    tokio::select! {
+        _ = forward => {}
+        _ = listen => {}
+    }
+    shared.write().upstream = None;
+}
+
+async fn send(writer: &mut OwnedWriteHalf, change: &Change) -> std::io::Result<()> {
+    let mut text = serde_json::to_string(change).map_err(std::io::Error::other)?;
+    text.push('\n');
+    writer.write_all(text.as_bytes()).await
 }
 
 /// Adds `169.254.170.2/32` to `lo` unless it is there.
@@ -939,6 +1523,304 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(refused.status(), 400);
+    }
+
+    /// Routes every address through one next hop.
+    struct FixedRoute(std::sync::Mutex<vpcnet::NextHop>);
+
+    #[async_trait::async_trait]
+    impl HostRoutes for FixedRoute {
+        async fn next_hop(&self, _: Ipv4Addr) -> vpcnet::NextHop {
+            *self.0.lock().unwrap()
+        }
+    }
+
+    fn awsvpc_view(arn: &str, vpc: &str, address: &str) -> TaskView {
+        let mut v = view(arn, &[("app", &format!("tok-{arn}"), "c9", None)]);
+        v.network_mode = "awsvpc".into();
+        v.interface = Some(berth_model::agent_protocol::TaskNetworkInterface {
+            eni_id: "eni-1".into(),
+            subnet_id: "subnet-1".into(),
+            subnet_cidr: "172.31.0.0/20".into(),
+            gateway: "172.31.0.1".into(),
+            private_ip: address.into(),
+            mac: "02:00:00:00:00:04".into(),
+            vpc_id: vpc.into(),
+            vpc_cidr: "172.31.0.0/16".into(),
+        });
+        v
+    }
+
+    #[tokio::test]
+    async fn awsvpc_tasks_answer_their_address_as_routed_to_their_vpc() {
+        // The routers of VPCs a and b, on the uplink.
+        let late_ips = HashMap::from([
+            ("berth-vpc-vpc-a".to_string(), ip("172.18.0.2")),
+            ("berth-vpc-vpc-b".to_string(), ip("172.18.0.3")),
+        ]);
+        let hop = Arc::new(FixedRoute(std::sync::Mutex::new(vpcnet::NextHop::Via(
+            "172.18.0.2".parse().unwrap(),
+        ))));
+        let e = TaskEndpoint::new(Arc::new(FakeInspector { late_ips }), None)
+            .with_host_routes(hop.clone());
+        // Two VPCs with the same block: both tasks have 172.31.0.4.
+        e.update_task(awsvpc_view("arn:a", "vpc-a", "172.31.0.4"));
+        e.update_task(awsvpc_view("arn:b", "vpc-b", "172.31.0.4"));
+        assert!(e.set_credentials("arn:a", "cred-a", credentials("ASIAA")));
+        assert!(e.set_credentials("arn:b", "cred-b", credentials("ASIAB")));
+        let from = ip("172.31.0.4");
+        // The host routes 172.31.0.4 to VPC a's router: a's task is the
+        // caller, b's cannot be.
+        assert_eq!(e.route("/v2/credentials/cred-a", from).await.0, 200);
+        assert_eq!(e.route("/v2/credentials/cred-b", from).await.0, 400);
+        assert_eq!(e.route("/v4/tok-arn:a", from).await.0, 200);
+        assert_eq!(e.route("/v4/tok-arn:b", from).await.0, 404);
+        // Another address of the subnet is not the task.
+        assert_eq!(
+            e.route("/v2/credentials/cred-a", ip("172.31.0.5")).await.0,
+            400
+        );
+        // Once the block is routed to b (a's tasks are gone), b answers.
+        *hop.0.lock().unwrap() = vpcnet::NextHop::Via("172.18.0.3".parse().unwrap());
+        assert_eq!(e.route("/v2/credentials/cred-a", from).await.0, 400);
+        assert_eq!(e.route("/v2/credentials/cred-b", from).await.0, 200);
+        // Routed nowhere, or elsewhere: nobody.
+        *hop.0.lock().unwrap() = vpcnet::NextHop::Unroutable;
+        assert_eq!(e.route("/v2/credentials/cred-b", from).await.0, 400);
+        *hop.0.lock().unwrap() = vpcnet::NextHop::Via("192.0.2.1".parse().unwrap());
+        assert_eq!(e.route("/v2/credentials/cred-b", from).await.0, 400);
+        // On the host's link (a Docker network of an earlier version).
+        *hop.0.lock().unwrap() = vpcnet::NextHop::OnLink;
+        assert_eq!(e.route("/v2/credentials/cred-a", from).await.0, 200);
+    }
+
+    fn sharing(dir: &std::path::Path, port: u16) -> SharingConfig {
+        SharingConfig {
+            dir: dir.to_path_buf(),
+            listen: SocketAddr::from(([127, 0, 0, 1], port)),
+            add_address: false,
+        }
+    }
+
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    fn no_inspector() -> Arc<dyn ContainerInspector> {
+        Arc::new(FakeInspector {
+            late_ips: HashMap::new(),
+        })
+    }
+
+    /// Waits (bounded) until `check` holds.
+    async fn eventually<F, Fut>(what: &str, mut check: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        for _ in 0..200 {
+            if check().await {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("timed out waiting for {what}");
+    }
+
+    /// A GET over TCP (the way a container asks), answering the status.
+    async fn http_status(port: u16, path: &str) -> Option<u16> {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .ok()?;
+        stream
+            .write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
+            .await
+            .ok()?;
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).await.ok()?;
+        String::from_utf8_lossy(&answer)
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    }
+
+    fn host_view(arn: &str) -> TaskView {
+        let mut v = view(arn, &[("app", &format!("tok-{arn}"), "h", None)]);
+        v.network_mode = "host".into();
+        v
+    }
+
+    #[tokio::test]
+    async fn agents_of_one_host_share_the_endpoint_and_take_it_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let config = sharing(&dir.path().join("run"), port);
+        let first = TaskEndpoint::start_shared(config.clone(), no_inspector(), None).await;
+        assert!(first.serving());
+        let second = TaskEndpoint::start_shared(config.clone(), no_inspector(), None).await;
+        let third = TaskEndpoint::start_shared(config.clone(), no_inspector(), None).await;
+        // Both registered with the first: they offer task roles too.
+        for e in [&second, &third] {
+            assert!(!e.serving());
+            assert_eq!(e.available(), Ok(()));
+        }
+        let socket = config.socket_path();
+        let mode = std::fs::metadata(&socket).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let dir_mode = std::fs::metadata(&config.dir).unwrap().permissions().mode();
+        assert_eq!(dir_mode & 0o777, 0o700);
+
+        // Each agent's task, with its own credentials. Host-network tasks
+        // answer loopback callers, so the test can ask over TCP.
+        first.update_task(host_view("arn:1"));
+        assert!(first.set_credentials("arn:1", "cred-1", credentials("ASIA1")));
+        second.update_task(host_view("arn:2"));
+        assert!(second.set_credentials("arn:2", "cred-2", credentials("ASIA2")));
+        third.update_task(view("arn:3", &[("app", "tok-3", "c3", Some("172.17.0.3"))]));
+        assert!(third.set_credentials("arn:3", "cred-3", credentials("ASIA3")));
+        eventually("the second agent's task to be served", || async {
+            http_status(port, "/v2/credentials/cred-2").await == Some(200)
+        })
+        .await;
+        assert_eq!(http_status(port, "/v2/credentials/cred-1").await, Some(200));
+        eventually("the third agent's task to be served", || async {
+            first
+                .route("/v2/credentials/cred-3", ip("172.17.0.3"))
+                .await
+                .0
+                == 200
+        })
+        .await;
+        let (_, body) = first
+            .route("/v2/credentials/cred-3", ip("172.17.0.3"))
+            .await;
+        assert_eq!(body["AccessKeyId"], "ASIA3");
+        // Only to that task's own containers.
+        assert_eq!(http_status(port, "/v2/credentials/cred-3").await, Some(400));
+        assert_eq!(
+            first
+                .route("/v2/credentials/cred-2", ip("172.17.0.3"))
+                .await
+                .0,
+            400
+        );
+        // Refreshed credentials reach the serving agent too.
+        assert!(second.set_credentials("arn:2", "cred-2", credentials("ASIA2B")));
+        eventually("refreshed credentials", || async {
+            first
+                .route("/v2/credentials/cred-2", ip("127.0.0.1"))
+                .await
+                .1["AccessKeyId"]
+                == "ASIA2B"
+        })
+        .await;
+        // A task removed by its agent is no longer served.
+        second.remove_task("arn:2");
+        eventually("the removed task to be gone", || async {
+            http_status(port, "/v2/credentials/cred-2").await == Some(400)
+        })
+        .await;
+        second.update_task(host_view("arn:2"));
+        assert!(second.set_credentials("arn:2", "cred-2", credentials("ASIA2C")));
+
+        // The serving agent goes: one of the others takes over, the other
+        // registers again, and the first agent's tasks are gone.
+        drop(first);
+        eventually("another agent to serve", || async {
+            second.serving() || third.serving()
+        })
+        .await;
+        let (server, other) = if second.serving() {
+            (&second, &third)
+        } else {
+            (&third, &second)
+        };
+        eventually("the other agent to register again", || async {
+            other.available().is_ok()
+                && server
+                    .route("/v2/credentials/cred-3", ip("172.17.0.3"))
+                    .await
+                    .0
+                    == 200
+                && http_status(port, "/v2/credentials/cred-2").await == Some(200)
+        })
+        .await;
+        assert_eq!(http_status(port, "/v2/credentials/cred-1").await, Some(400));
+        let (_, body) = server
+            .route("/v2/credentials/cred-2", ip("127.0.0.1"))
+            .await;
+        assert_eq!(body["AccessKeyId"], "ASIA2C");
+    }
+
+    #[tokio::test]
+    async fn an_endpoint_that_cannot_listen_tells_the_agents_registered_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        // Something else holds the port.
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = taken.local_addr().unwrap().port();
+        let config = sharing(&dir.path().join("run"), port);
+        let first = TaskEndpoint::start_shared(config.clone(), no_inspector(), None).await;
+        let why = first.available().unwrap_err();
+        assert!(why.contains("cannot listen on 127.0.0.1"), "{why}");
+        let second = TaskEndpoint::start_shared(config.clone(), no_inspector(), None).await;
+        assert_eq!(second.available().unwrap_err(), why);
+        // Once the port is free, both offer task roles.
+        drop(taken);
+        eventually("the endpoint to listen", || async {
+            first.available().is_ok() && second.available().is_ok()
+        })
+        .await;
+        assert!(first.serving() && !second.serving());
+    }
+
+    #[test]
+    fn changes_travel_as_json_lines() {
+        let change = Change::Credentials {
+            task_arn: "arn:t".into(),
+            credentials_id: "id".into(),
+            credentials: credentials("ASIA"),
+        };
+        let text = serde_json::to_string(&change).unwrap();
+        assert!(
+            text.starts_with(r#"{"op":"credentials","taskArn":"arn:t""#),
+            "{text}"
+        );
+        assert!(!text.contains('\n'));
+        assert_eq!(serde_json::from_str::<Change>(&text).unwrap(), change);
+        let mut state = State::default();
+        // Credentials for a task nobody recorded are refused.
+        assert!(!state.apply(change.clone(), Owner::Remote(1)));
+        assert!(state.apply(
+            Change::Update {
+                view: Box::new(host_view("arn:t"))
+            },
+            Owner::Remote(1)
+        ));
+        // Another agent cannot change or remove it.
+        assert!(!state.apply(change.clone(), Owner::Remote(2)));
+        assert!(!state.apply(
+            Change::Remove {
+                task_arn: "arn:t".into()
+            },
+            Owner::Remote(2)
+        ));
+        assert!(!state.apply(
+            Change::Update {
+                view: Box::new(host_view("arn:t"))
+            },
+            Owner::Local
+        ));
+        assert!(state.apply(change, Owner::Remote(1)));
+        assert!(state.local_changes().is_empty());
+        state.forget(|_, t| t.owner == Owner::Remote(1));
+        assert!(
+            state.tasks.is_empty() && state.by_credentials.is_empty() && state.by_token.is_empty()
+        );
     }
 
     #[test]

@@ -25,6 +25,7 @@ use crate::cgroups::{self, TaskCgroup};
 use crate::netpolicy;
 use crate::spec::{self, EndpointEnv, VolumeSource};
 use crate::task_endpoint::{self, ContainerView, TaskEndpoint, TaskView};
+use crate::vpcnet::{TaskNetworks, VpcNetworks};
 use crate::Reporter;
 
 const RUNNING: &str = "RUNNING";
@@ -40,6 +41,9 @@ const SPOT_INTERRUPTION: &str = "SpotInterruption";
 const NETWORK_SETUP_TIMEOUT: Duration = Duration::from_secs(300);
 /// How often a running awsvpc task's security groups are looked up.
 const POLICY_POLL: Duration = Duration::from_secs(2);
+/// Every how many policy polls a running awsvpc task's interface is
+/// checked (and plumbed again when it is gone).
+const INTERFACE_CHECK_POLLS: u32 = 5;
 /// How often removing a stopped task's cgroup is tried before leaving it
 /// to the task's clean-up.
 const CGROUP_REMOVE_ATTEMPTS: u32 = 5;
@@ -192,6 +196,8 @@ pub struct TaskRunner {
     network_wait_started: Option<Instant>,
     /// Re-applies the security groups when they change.
     enforcer: Option<tokio::task::JoinHandle<()>>,
+    /// Plumbs awsvpc interfaces into the host's VPC routers.
+    networks: Arc<dyn TaskNetworks>,
 }
 
 impl Drop for TaskRunner {
@@ -287,10 +293,36 @@ async fn apply_policy(
     netpolicy::apply(pid, &script).await
 }
 
+/// What plumbs a running awsvpc task's interface again when it is gone.
+struct Replumbing {
+    networks: Arc<dyn TaskNetworks>,
+    task_id: String,
+    eni: berth_model::agent_protocol::TaskNetworkInterface,
+}
+
+impl Replumbing {
+    /// Plumbs the interface again when the namespace of `pid` lost it.
+    async fn check(&self, task_arn: &str, pid: u32) {
+        match self.networks.is_attached(pid).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(task = %task_arn, "the task's interface is gone; plumbing it again");
+                if let Err(e) = self.networks.attach(&self.task_id, &self.eni, pid).await {
+                    tracing::warn!(task = %task_arn, error = %e, "plumbing the task's interface again failed; retrying");
+                }
+            }
+            Err(e) => {
+                tracing::debug!(task = %task_arn, error = %e, "checking the task's interface failed")
+            }
+        }
+    }
+}
+
 /// Keeps an awsvpc task's security groups in force while it runs: looks
 /// them up every [`POLICY_POLL`] and re-applies them when they changed (or
-/// the namespace's process did). Ends when the pause container is gone;
-/// the runner aborts it when the task stops.
+/// the namespace's process did), and every [`INTERFACE_CHECK_POLLS`] polls
+/// makes sure the interface is still there. Ends when the pause container
+/// is gone; the runner aborts it when the task stops.
 async fn enforce_policy(
     runtime: Arc<dyn Runtime>,
     reporter: Arc<dyn Reporter>,
@@ -298,7 +330,9 @@ async fn enforce_policy(
     pause_id: String,
     mut applied: GetNetworkPolicyResponse,
     mut applied_pid: u32,
+    replumbing: Option<Replumbing>,
 ) {
+    let mut polls = 0u32;
     loop {
         tokio::time::sleep(POLICY_POLL).await;
         let pid = match runtime.inspect(&pause_id).await {
@@ -310,6 +344,13 @@ async fn enforce_policy(
             }
         };
         let Some(pid) = pid else { continue };
+        polls = polls.wrapping_add(1);
+        if let Some(replumbing) = replumbing
+            .as_ref()
+            .filter(|_| polls.is_multiple_of(INTERFACE_CHECK_POLLS))
+        {
+            replumbing.check(&task_arn, pid).await;
+        }
         let policy = match reporter.network_policy(&task_arn).await {
             Ok(policy) => policy,
             Err(e) => {
@@ -382,6 +423,7 @@ impl TaskRunner {
             .map(|c| c.id.clone());
         // Timestamps the server already holds are kept there (set-once).
         TaskRunner {
+            networks: Arc::new(VpcNetworks::new(runtime.clone())),
             runtime,
             reporter,
             instance_id,
@@ -409,6 +451,13 @@ impl TaskRunner {
             network_wait_started: None,
             enforcer: None,
         }
+    }
+
+    /// Plumbs awsvpc interfaces through `networks` instead of this host's
+    /// VPC routers (tests).
+    pub fn with_networks(mut self, networks: Arc<dyn TaskNetworks>) -> Self {
+        self.networks = networks;
+        self
     }
 
     /// Adopted containers keep the credentials id and metadata tokens they
@@ -863,9 +912,10 @@ impl TaskRunner {
         Prep::Failed
     }
 
-    /// Sets up an awsvpc task's namespace: its subnet's network, the pause
-    /// container at the interface's address, and the security groups in
-    /// it, before any container of the task is created.
+    /// Sets up an awsvpc task's namespace: the pause container, the
+    /// interface plumbed into it from its VPC's router on this host, and
+    /// the security groups in it, before any container of the task is
+    /// created.
     async fn prepare_network(&mut self) -> Prep {
         if self.network_ready {
             return Prep::Ready;
@@ -878,22 +928,11 @@ impl TaskRunner {
         if let Err(e) = berth_runtime::pause::ensure_pause_image(self.runtime.as_ref()).await {
             return self.runtime_failure("unable to load the pause image", e);
         }
-        let network = spec::subnet_network(&eni);
-        if let Err(e) = self.runtime.ensure_network(&network).await {
-            return self.runtime_failure(
-                &format!(
-                    "unable to create network {} for {}",
-                    network.name, eni.subnet_id
-                ),
-                e,
-            );
-        }
         let pause_id = match self.pause_id.clone() {
             Some(id) => id,
             None => {
                 let spec = spec::pause_spec(
                     &self.task,
-                    &eni,
                     &self.instance_id,
                     self.cgroup.as_ref().map(TaskCgroup::parent),
                 );
@@ -922,14 +961,35 @@ impl TaskRunner {
         if let Err(e) = self.runtime.start(&pause_id).await {
             return self.runtime_failure("unable to start the pause container", e);
         }
-        let pid = match self.runtime.inspect(&pause_id).await {
-            Ok(Some(state)) => state.pid,
-            Ok(None) => None,
+        let pause = match self.runtime.inspect(&pause_id).await {
+            Ok(state) => state,
             Err(e) => return self.runtime_failure("unable to inspect the pause container", e),
         };
-        let Some(pid) = pid else {
+        let Some(pid) = pause.as_ref().and_then(|p| p.pid) else {
             return self.network_wait("the pause container is not running".into());
         };
+        // A pause container of an earlier version sits on a Docker network
+        // of its own subnet, with its address: it keeps it.
+        let on_docker_network = pause.as_ref().is_some_and(|p| p.ip_address.is_some());
+        if !on_docker_network {
+            let task_id = spec::task_id(&self.task.task_arn).to_string();
+            if let Err(e) = self.networks.attach(&task_id, &eni, pid).await {
+                let why = format!(
+                    "unable to connect the task to subnet {} of {}: {e}",
+                    eni.subnet_id,
+                    if eni.vpc_id.is_empty() {
+                        "its VPC"
+                    } else {
+                        eni.vpc_id.as_str()
+                    }
+                );
+                return if e.is_unavailable() {
+                    self.network_wait(why)
+                } else {
+                    self.network_failed(why)
+                };
+            }
+        }
         let policy = match self.reporter.network_policy(&self.task.task_arn).await {
             Ok(policy) => policy,
             Err(e) => {
@@ -942,7 +1002,12 @@ impl TaskRunner {
         if let Err(e) = apply_policy(&self.task.task_arn, pid, &policy).await {
             return self.network_failed(format!("unable to apply the task's security groups: {e}"));
         }
-        tracing::info!(task = %self.task.task_arn, ip = %eni.private_ip, subnet = %eni.subnet_id, "task network ready");
+        tracing::info!(task = %self.task.task_arn, ip = %eni.private_ip, subnet = %eni.subnet_id, vpc = %eni.vpc_id, "task network ready");
+        let replumbing = (!on_docker_network).then(|| Replumbing {
+            networks: self.networks.clone(),
+            task_id: spec::task_id(&self.task.task_arn).to_string(),
+            eni: eni.clone(),
+        });
         self.enforcer = Some(tokio::spawn(enforce_policy(
             self.runtime.clone(),
             self.reporter.clone(),
@@ -950,6 +1015,7 @@ impl TaskRunner {
             pause_id,
             policy,
             pid,
+            replumbing,
         )));
         self.network_ready = true;
         Prep::Ready
@@ -976,6 +1042,16 @@ impl TaskRunner {
                 Ok(()) => {
                     self.pause_id = None;
                     self.network_ready = false;
+                    // Its interface goes with its namespace; the bridge,
+                    // router and host routes once no task uses them.
+                    let task_id = spec::task_id(&self.task.task_arn).to_string();
+                    let released = match &self.task.network_interface {
+                        Some(eni) => self.networks.detach(&task_id, eni).await,
+                        None => self.networks.collect().await,
+                    };
+                    if let Err(e) = released {
+                        tracing::warn!(task = %self.task.task_arn, error = %e, "cleaning up the host's VPC networks failed");
+                    }
                 }
                 Err(e) => {
                     tracing::warn!(task = %self.task.task_arn, error = %e, "removing the pause container failed")
@@ -1488,7 +1564,10 @@ mod tests {
                     status: *status,
                     exit_code: (*status == ContainerStatus::Exited).then_some(0),
                     started_at: Some(SystemTime::now()),
-                    ip_address: (*status == ContainerStatus::Running).then(|| IP.to_string()),
+                    ip_address: (*status == ContainerStatus::Running
+                        && spec.network_mode != berth_runtime::NetworkMode::None)
+                        .then(|| IP.to_string()),
+                    pid: (*status == ContainerStatus::Running).then_some(4242),
                     ..ContainerState::default()
                 }))
         }
@@ -1785,6 +1864,58 @@ mod tests {
             gateway: "172.31.0.1".into(),
             private_ip: "172.31.0.9".into(),
             mac: "02:00:ac:1f:00:09".into(),
+            vpc_id: "vpc-1".into(),
+            vpc_cidr: "172.31.0.0/16".into(),
+        }
+    }
+
+    /// Records what the runner asks of the host's network; attaching fails
+    /// with `attach_error` when set.
+    #[derive(Default)]
+    struct FakeNetworks {
+        attached: Mutex<
+            Vec<(
+                String,
+                berth_model::agent_protocol::TaskNetworkInterface,
+                u32,
+            )>,
+        >,
+        detached: Mutex<Vec<String>>,
+        collections: Mutex<u32>,
+        attach_error: Option<String>,
+    }
+
+    #[async_trait::async_trait]
+    impl TaskNetworks for FakeNetworks {
+        async fn attach(
+            &self,
+            task_id: &str,
+            eni: &berth_model::agent_protocol::TaskNetworkInterface,
+            pid: u32,
+        ) -> Result<(), crate::vpcnet::NetError> {
+            self.attached
+                .lock()
+                .unwrap()
+                .push((task_id.to_string(), eni.clone(), pid));
+            match &self.attach_error {
+                Some(e) => Err(crate::vpcnet::NetError::Invalid(e.clone())),
+                None => Ok(()),
+            }
+        }
+        async fn detach(
+            &self,
+            task_id: &str,
+            _: &berth_model::agent_protocol::TaskNetworkInterface,
+        ) -> Result<(), crate::vpcnet::NetError> {
+            self.detached.lock().unwrap().push(task_id.to_string());
+            Ok(())
+        }
+        async fn collect(&self) -> Result<(), crate::vpcnet::NetError> {
+            *self.collections.lock().unwrap() += 1;
+            Ok(())
+        }
+        async fn is_attached(&self, _: u32) -> Result<bool, crate::vpcnet::NetError> {
+            Ok(true)
         }
     }
 
@@ -1793,6 +1924,20 @@ mod tests {
     #[allow(clippy::type_complexity)]
     fn spawn_runner(
         task: AssignedTask,
+    ) -> (
+        Arc<FakeRuntime>,
+        Arc<FakeReporter>,
+        watch::Sender<AssignedTask>,
+        broadcast::Sender<RuntimeEvent>,
+        tokio::task::JoinHandle<()>,
+    ) {
+        spawn_runner_with(task, Arc::new(FakeNetworks::default()))
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn spawn_runner_with(
+        task: AssignedTask,
+        networks: Arc<FakeNetworks>,
     ) -> (
         Arc<FakeRuntime>,
         Arc<FakeReporter>,
@@ -1810,7 +1955,8 @@ mod tests {
             task.clone(),
             Vec::new(),
             endpoint,
-        );
+        )
+        .with_networks(networks);
         let (tx, rx) = watch::channel(task);
         let (events, events_rx) = broadcast::channel(8);
         let handle = tokio::spawn(runner.run(rx, events_rx));
@@ -1839,7 +1985,12 @@ mod tests {
     #[tokio::test]
     async fn awsvpc_task_waits_for_its_interface_then_starts_its_pause_container() {
         let task = awsvpc_task();
-        let (runtime, reporter, tx, _events, handle) = spawn_runner(task.clone());
+        let networks = Arc::new(FakeNetworks {
+            attach_error: Some("no router here".into()),
+            ..FakeNetworks::default()
+        });
+        let (runtime, reporter, tx, _events, handle) =
+            spawn_runner_with(task.clone(), networks.clone());
         tokio::time::sleep(Duration::from_millis(1200)).await;
         // No interface, no container of any kind.
         assert!(runtime.containers.lock().unwrap().is_empty());
@@ -1848,22 +1999,19 @@ mod tests {
         let mut attached = task.clone();
         attached.network_interface = Some(eni());
         tx.send(attached.clone()).unwrap();
-        let mut pause = None;
-        for _ in 0..100 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            if let Some(spec) = specs(&runtime).into_iter().next() {
-                pause = Some(spec);
-                break;
-            }
-        }
-        let pause = pause.expect("the pause container is created");
+        tokio::time::timeout(Duration::from_secs(10), handle)
+            .await
+            .expect("the task stops")
+            .unwrap();
+        // The pause container holds the namespace; it starts with no
+        // network and its interface is plumbed into it afterwards.
+        let [pause] = specs(&runtime)
+            .try_into()
+            .expect("only the pause container");
         assert_eq!(pause.image, berth_runtime::pause::PAUSE_IMAGE);
-        assert_eq!(
-            pause.network_mode,
-            berth_runtime::NetworkMode::Network("berth-172-31-0-0-20".into())
-        );
-        assert_eq!(pause.ipv4_address.as_deref(), Some("172.31.0.9"));
-        assert_eq!(pause.mac_address.as_deref(), Some("02:00:ac:1f:00:09"));
+        assert_eq!(pause.network_mode, berth_runtime::NetworkMode::None);
+        assert_eq!(pause.ipv4_address, None);
+        assert_eq!(pause.mac_address, None);
         assert_eq!(
             pause
                 .labels
@@ -1871,26 +2019,32 @@ mod tests {
                 .map(String::as_str),
             Some(spec::PAUSE_CONTAINER_NAME)
         );
-        let network = runtime.networks.lock().unwrap()[0].clone();
-        assert_eq!(network.subnet, "172.31.0.0/20");
-        assert_eq!(network.gateway, "172.31.0.1");
-        // The fake reports no PID, so the namespace never gets its rules:
-        // the app container must not be created outside it.
-        tokio::time::sleep(Duration::from_millis(1200)).await;
-        assert_eq!(specs(&runtime).len(), 1);
-
-        let mut stop = attached;
-        stop.desired_status = STOPPED.into();
-        tx.send(stop).unwrap();
-        tokio::time::timeout(Duration::from_secs(10), handle)
-            .await
-            .expect("the task stops")
-            .unwrap();
-        assert_eq!(last_report(&reporter).last_status, STOPPED);
-        // The pause container goes with the task.
+        let calls = networks.attached.lock().unwrap().clone();
+        assert_eq!(
+            calls,
+            vec![(spec::task_id(&task.task_arn).to_string(), eni(), 4242)]
+        );
+        // Plumbing that cannot be done fails the task before any of its
+        // containers exists.
+        let report = last_report(&reporter);
+        assert_eq!(report.last_status, STOPPED);
+        assert_eq!(report.stop_code.as_deref(), Some("TaskFailedToStart"));
+        let reason = report.stopped_reason.unwrap_or_default();
+        assert!(
+            reason.starts_with(
+                "ResourceInitializationError: unable to connect the task to subnet subnet-1 of vpc-1: no router here"
+            ),
+            "{reason}"
+        );
+        // The pause container goes with the task, and its interface and
+        // what it used with it.
         assert_eq!(
             runtime.removed.lock().unwrap().clone(),
             vec![format!("id-{}", pause.name)]
+        );
+        assert_eq!(
+            networks.detached.lock().unwrap().clone(),
+            vec![spec::task_id(&task.task_arn).to_string()]
         );
     }
 

@@ -1,15 +1,20 @@
-//! awsvpc plumbing against the real Docker daemon: a subnet network, a
-//! pause container at a fixed address and MAC, security groups applied
-//! with nftables inside its namespace, and the task's containers sharing
-//! it; plus a task-level memory limit through the task cgroup. Needs root,
-//! Docker, `nsenter` and `nft`; it fails, never skips, without them.
+//! awsvpc plumbing against the real Docker daemon: a pause container whose
+//! namespace gets the interface's address and MAC from its VPC's router,
+//! security groups applied with nftables inside it, and the task's
+//! containers sharing it; subnets of one VPC routing to each other while
+//! VPCs (even with the same block) stay apart, and what the agent created
+//! collected once no task uses it; plus a task-level memory limit through
+//! the task cgroup. Needs root, Docker, `ip`, `nsenter` and `nft`; it
+//! fails, never skips, without them.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use berth_agent::cgroups::{self, TaskCgroup, TaskSize};
 use berth_agent::netpolicy;
 use berth_agent::spec::{self, EndpointEnv};
+use berth_agent::vpcnet::{self, TaskNetworks, VpcNetworks};
 use berth_model::agent_protocol::{
     AssignedTask, GetNetworkPolicyResponse, NetworkRule, TaskNetworkInterface,
 };
@@ -22,10 +27,10 @@ use tokio::net::TcpStream;
 
 const IMAGE: &str = "berth-test/busybox:latest";
 
-/// Removes what a test created, also when it fails half way.
+/// Removes what a test created, also when it fails half way (the next
+/// collection pass removes the routers its tasks used).
 struct Cleanup {
     containers: Vec<String>,
-    network: Option<String>,
 }
 
 impl Drop for Cleanup {
@@ -36,12 +41,47 @@ impl Drop for Cleanup {
                 .args(["rm", "-f", "-v", id])
                 .output();
         }
-        if let Some(network) = &self.network {
-            let _ = std::process::Command::new("docker")
-                .args(["network", "rm", network])
-                .output();
-        }
     }
+}
+
+/// An interface of subnet `subnet` (a /24) in VPC `vpc` (`block`), at
+/// host number `host`.
+fn interface(vpc: &str, block: &str, subnet: &str, host: u32) -> TaskNetworkInterface {
+    let base = subnet.trim_end_matches(".0/24");
+    TaskNetworkInterface {
+        eni_id: format!("eni-{vpc}-{host}"),
+        subnet_id: format!("subnet-{base}"),
+        subnet_cidr: subnet.into(),
+        gateway: format!("{base}.1"),
+        private_ip: format!("{base}.{host}"),
+        mac: format!("02:42:0a:{:02x}:00:{host:02x}", host % 200),
+        vpc_id: vpc.into(),
+        vpc_cidr: block.into(),
+    }
+}
+
+/// Runs `command` in the network namespace of `pid`; its output.
+fn in_namespace(pid: u32, command: &[&str]) -> String {
+    let output = std::process::Command::new("nsenter")
+        .arg(format!("--net=/proc/{pid}/ns/net"))
+        .args(command)
+        .output()
+        .expect("nsenter");
+    assert!(
+        output.status.success(),
+        "{command:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// The host's routes (`ip route show`).
+fn host_routes() -> String {
+    let output = std::process::Command::new("ip")
+        .args(["route", "show"])
+        .output()
+        .expect("ip route");
+    String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
 fn task(id: &str, network_mode: &str) -> AssignedTask {
@@ -145,50 +185,49 @@ fn tcp(port: i32) -> NetworkRule {
 
 #[tokio::test]
 async fn awsvpc_namespace_enforces_security_groups() {
-    let runtime = setup().await;
+    let runtime = Arc::new(setup().await);
+    let networks = VpcNetworks::new(runtime.clone());
     let suffix = std::process::id();
     let task = task(&format!("vpc{suffix}"), "awsvpc");
     let host = 10 + (suffix % 200);
-    let eni = TaskNetworkInterface {
-        eni_id: "eni-test".into(),
-        subnet_id: format!("subnet-t{suffix}"),
-        subnet_cidr: "10.251.0.0/24".into(),
-        gateway: "10.251.0.1".into(),
-        private_ip: format!("10.251.0.{host}"),
-        mac: format!("02:42:0a:fb:00:{host:02x}"),
-    };
-    let network = spec::subnet_network(&eni);
+    let eni = interface(
+        &format!("vpc-sg{suffix}"),
+        "10.251.0.0/16",
+        "10.251.0.0/24",
+        host,
+    );
     let mut cleanup = Cleanup {
         containers: Vec::new(),
-        network: Some(network.name.clone()),
     };
-    let network_id = runtime
-        .ensure_network(&network)
-        .await
-        .expect("create the subnet network");
-    // Present already: the same network is reused.
-    assert_eq!(
-        runtime.ensure_network(&network).await.expect("reuse"),
-        network_id
-    );
 
-    let pause_spec = spec::pause_spec(&task, &eni, "itest", None);
+    let pause_spec = spec::pause_spec(&task, "itest", None);
     let pause_id = create_and_start(&runtime, &mut cleanup, &pause_spec).await;
     let pause = runtime.inspect(&pause_id).await.unwrap().unwrap();
     assert_eq!(pause.status, ContainerStatus::Running);
-    assert_eq!(pause.ip_address.as_deref(), Some(eni.private_ip.as_str()));
+    // No Docker network: the agent plumbs the interface.
+    assert_eq!(pause.ip_address, None);
     let pid = pause.pid.expect("a running pause container has a PID");
-    let raw = runtime
-        .client()
-        .inspect_container(&pause_id, None)
+    networks
+        .attach(spec::task_id(&task.task_arn), &eni, pid)
         .await
-        .unwrap();
-    let mac = raw
-        .network_settings
-        .and_then(|n| n.networks)
-        .and_then(|n| n.get(&network.name).cloned())
-        .and_then(|e| e.mac_address);
-    assert_eq!(mac.as_deref(), Some(eni.mac.as_str()));
+        .expect("plumbing the interface");
+    // Attaching again changes nothing.
+    networks
+        .attach(spec::task_id(&task.task_arn), &eni, pid)
+        .await
+        .expect("plumbing the interface again");
+    let link = in_namespace(pid, &["ip", "-o", "addr", "show", "dev", "eth0"]);
+    assert!(
+        link.contains(&format!("inet {}/24", eni.private_ip)),
+        "{link}"
+    );
+    let mac = in_namespace(pid, &["ip", "-o", "link", "show", "dev", "eth0"]);
+    assert!(mac.contains(&format!("link/ether {}", eni.mac)), "{mac}");
+    let routes = in_namespace(pid, &["ip", "route", "show"]);
+    assert!(
+        routes.contains("default via 10.251.0.1 dev eth0"),
+        "{routes}"
+    );
 
     // Security groups: tcp 80 only in, anything out.
     let mut policy = GetNetworkPolicyResponse {
@@ -256,6 +295,18 @@ async fn awsvpc_namespace_enforces_security_groups() {
         .await
         .expect("port 81 answers once allowed");
     assert!(response.contains("served-81"), "{response}");
+
+    // Once the task is gone, so are its VPC's router and host route.
+    let router = vpcnet::router_name(&format!("vpc-sg{suffix}"));
+    assert!(runtime.inspect(&router).await.unwrap().is_some());
+    assert!(host_routes().contains("10.251.0.0/24 via"));
+    drop(cleanup);
+    networks
+        .detach(spec::task_id(&task.task_arn), &eni)
+        .await
+        .expect("detaching");
+    assert!(runtime.inspect(&router).await.unwrap().is_none());
+    assert!(!host_routes().contains("10.251.0.0/24 via"));
 }
 
 #[tokio::test]
@@ -278,7 +329,6 @@ async fn task_cgroup_limits_memory_and_counts_oom_kills() {
         .expect("creating the task cgroup");
     let mut cleanup = Cleanup {
         containers: Vec::new(),
-        network: None,
     };
     // Holds far more than 32 MiB in one shell variable.
     let (_, mut spec) = app(
@@ -314,6 +364,209 @@ async fn task_cgroup_limits_memory_and_counts_oom_kills() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     removed.expect("removing the task cgroup");
+}
+
+/// A task of the routing test: its pause container (with the interface
+/// plumbed and `policy` applied) and, when `page` is given, an httpd
+/// serving it on port 80.
+async fn routed_task(
+    runtime: &DockerRuntime,
+    networks: &VpcNetworks,
+    cleanup: &mut Cleanup,
+    name: &str,
+    eni: &TaskNetworkInterface,
+    page: Option<&str>,
+) -> String {
+    let task = task(name, "awsvpc");
+    let pause_id =
+        create_and_start(runtime, cleanup, &spec::pause_spec(&task, "itest", None)).await;
+    let pid = runtime
+        .inspect(&pause_id)
+        .await
+        .unwrap()
+        .unwrap()
+        .pid
+        .unwrap();
+    networks
+        .attach(spec::task_id(&task.task_arn), eni, pid)
+        .await
+        .expect("plumbing the interface");
+    let policy = GetNetworkPolicyResponse {
+        ingress: vec![tcp(80)],
+        egress: vec![NetworkRule {
+            protocol: "-1".into(),
+            from_port: None,
+            to_port: None,
+            cidrs: vec!["0.0.0.0/0".into()],
+        }],
+    };
+    netpolicy::apply(pid, &netpolicy::render_ruleset(&policy).0)
+        .await
+        .expect("applying the security groups");
+    if let Some(page) = page {
+        let script = format!(
+            "mkdir -p /www && echo {page} > /www/index.html && exec httpd -f -p 80 -h /www"
+        );
+        let (definition, mut spec) = app(&task, "web", &script);
+        spec::join_task_network(&mut spec, &definition, &pause_id);
+        create_and_start(runtime, cleanup, &spec).await;
+    }
+    pause_id
+}
+
+/// What a one-shot container in the namespace of `pause_id` gets from
+/// `http://{ip}/` (or `FAILED`).
+async fn fetch_from(
+    runtime: &DockerRuntime,
+    cleanup: &mut Cleanup,
+    pause_id: &str,
+    name: &str,
+    ip: &str,
+) -> String {
+    let task = task(&format!("probe-{name}"), "awsvpc");
+    let (definition, mut spec) = app(
+        &task,
+        name,
+        &format!("timeout 5 wget -q -O - http://{ip}:80/ || echo FAILED"),
+    );
+    spec::join_task_network(&mut spec, &definition, pause_id);
+    let id = create_and_start(runtime, cleanup, &spec).await;
+    let (code, output) = wait_exit(runtime, &id, Duration::from_secs(20)).await;
+    if code != Some(0) {
+        return format!("exit {code:?}: {output}");
+    }
+    // A timed-out attempt adds the shell's "Terminated".
+    match output.trim() {
+        o if o.lines().any(|l| l == "FAILED") => "FAILED".into(),
+        o => o.to_string(),
+    }
+}
+
+/// Two subnets of VPC A reach each other; VPC B has the same block (and
+/// the same addresses) and its own tasks reach each other, never A's; VPC
+/// C's tasks are out of A's reach though the host reaches them; the host
+/// reaches A (the first to claim the block), not B. Then everything goes.
+#[tokio::test]
+async fn subnets_of_a_vpc_route_to_each_other_and_vpcs_stay_apart() {
+    let runtime = Arc::new(setup().await);
+    let networks = VpcNetworks::new(runtime.clone());
+    let suffix = std::process::id();
+    let (vpc_a, vpc_b, vpc_c) = (
+        format!("vpc-a{suffix}"),
+        format!("vpc-b{suffix}"),
+        format!("vpc-c{suffix}"),
+    );
+    let mut cleanup = Cleanup {
+        containers: Vec::new(),
+    };
+    let a1 = interface(&vpc_a, "10.252.0.0/16", "10.252.0.0/24", 10);
+    let a2 = interface(&vpc_a, "10.252.0.0/16", "10.252.1.0/24", 10);
+    let b1 = interface(&vpc_b, "10.252.0.0/16", "10.252.0.0/24", 10);
+    let b2 = interface(&vpc_b, "10.252.0.0/16", "10.252.2.0/24", 11);
+    let c1 = interface(&vpc_c, "10.253.0.0/16", "10.253.0.0/24", 10);
+    routed_task(
+        &runtime,
+        &networks,
+        &mut cleanup,
+        &format!("a1{suffix}"),
+        &a1,
+        Some("page-a1"),
+    )
+    .await;
+    let a2_pause = routed_task(
+        &runtime,
+        &networks,
+        &mut cleanup,
+        &format!("a2{suffix}"),
+        &a2,
+        None,
+    )
+    .await;
+    routed_task(
+        &runtime,
+        &networks,
+        &mut cleanup,
+        &format!("b1{suffix}"),
+        &b1,
+        Some("page-b1"),
+    )
+    .await;
+    let b2_pause = routed_task(
+        &runtime,
+        &networks,
+        &mut cleanup,
+        &format!("b2{suffix}"),
+        &b2,
+        None,
+    )
+    .await;
+    routed_task(
+        &runtime,
+        &networks,
+        &mut cleanup,
+        &format!("c1{suffix}"),
+        &c1,
+        Some("page-c1"),
+    )
+    .await;
+
+    // The host reaches A (it claimed 10.252.0.0/24 first) and C.
+    for (ip, page) in [("10.252.0.10", "page-a1"), ("10.253.0.10", "page-c1")] {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            match http_get(ip, 80).await {
+                Ok(r) if r.contains(page) => break,
+                other if Instant::now() > deadline => panic!("{ip}: {other:?}"),
+                _ => tokio::time::sleep(Duration::from_millis(250)).await,
+            }
+        }
+    }
+    let routes = host_routes();
+    assert_eq!(routes.matches("10.252.0.0/24 via").count(), 1, "{routes}");
+    // A's other subnet reaches A1 through A's router.
+    assert_eq!(
+        fetch_from(&runtime, &mut cleanup, &a2_pause, "a2a1", "10.252.0.10").await,
+        "page-a1"
+    );
+    // B's tasks reach B's address 10.252.0.10, which is B1, not A1.
+    assert_eq!(
+        fetch_from(&runtime, &mut cleanup, &b2_pause, "b2b1", "10.252.0.10").await,
+        "page-b1"
+    );
+    // C is another VPC: out of A's reach, though the host reaches it.
+    assert_eq!(
+        fetch_from(&runtime, &mut cleanup, &a2_pause, "a2c1", "10.253.0.10").await,
+        "FAILED"
+    );
+    // An address of A's block with nothing behind it on this host.
+    assert_eq!(
+        fetch_from(&runtime, &mut cleanup, &a2_pause, "a2void", "10.252.9.9").await,
+        "FAILED"
+    );
+
+    // Everything goes once its tasks do.
+    drop(cleanup);
+    for (name, eni) in [
+        ("a1", &a1),
+        ("a2", &a2),
+        ("b1", &b1),
+        ("b2", &b2),
+        ("c1", &c1),
+    ] {
+        networks
+            .detach(&format!("{name}{suffix}"), eni)
+            .await
+            .expect("detaching");
+    }
+    let left = vpcnet::routers(runtime.as_ref()).await.unwrap();
+    for vpc in [&vpc_a, &vpc_b, &vpc_c] {
+        assert!(!left.contains(vpc.as_str()), "{vpc} left: {left:?}");
+    }
+    let routes = host_routes();
+    assert!(
+        !routes.contains("10.252.") && !routes.contains("10.253."),
+        "{routes}"
+    );
 }
 
 /// A server stand-in for the runner: accepts reports, serves a policy the
@@ -435,17 +688,10 @@ async fn runner_runs_an_awsvpc_task() {
         },
     ]);
     let host = 10 + ((suffix + 7) % 200);
-    let eni = TaskNetworkInterface {
-        eni_id: "eni-run".into(),
-        subnet_id: format!("subnet-r{suffix}"),
-        subnet_cidr: "10.250.0.0/24".into(),
-        gateway: "10.250.0.1".into(),
-        private_ip: format!("10.250.0.{host}"),
-        mac: format!("02:42:0a:fa:00:{host:02x}"),
-    };
+    let vpc = format!("vpc-run{suffix}");
+    let eni = interface(&vpc, "10.250.0.0/16", "10.250.0.0/24", host);
     let mut cleanup = Cleanup {
         containers: Vec::new(),
-        network: Some(spec::subnet_network(&eni).name),
     };
     let reporter = Arc::new(TestReporter {
         policy: std::sync::Mutex::new(GetNetworkPolicyResponse {
@@ -540,6 +786,19 @@ async fn runner_runs_an_awsvpc_task() {
         http_get(&eni.private_ip, 81).await.is_ok()
     })
     .await;
+    // Removing the VPC's router by hand takes the task's interface with
+    // it: the runner plumbs it again.
+    runtime
+        .remove(&vpcnet::router_name(&vpc))
+        .await
+        .expect("removing the router");
+    assert!(http_get(&eni.private_ip, 80).await.is_err());
+    eventually(
+        "the interface to be plumbed again",
+        Duration::from_secs(30),
+        || async { http_get(&eni.private_ip, 80).await.is_ok() },
+    )
+    .await;
 
     let mut stop = attached;
     stop.desired_status = "STOPPED".into();
@@ -557,6 +816,13 @@ async fn runner_runs_an_awsvpc_task() {
         left.iter().all(|c| c.id != pause.id),
         "the pause container is removed"
     );
+    // With it its VPC's router and host route (no other task used them).
+    assert!(runtime
+        .inspect(&vpcnet::router_name(&vpc))
+        .await
+        .unwrap()
+        .is_none());
+    assert!(!host_routes().contains("10.250.0.0/24 via"));
     assert!(
         left.iter().all(|c| c.status == ContainerStatus::Exited),
         "{left:?}"

@@ -162,3 +162,170 @@ async fn containers_get_their_own_task_credentials_only() {
     assert!(out_two.contains("REFUSED"), "{out_two}");
     assert!(!out_two.contains("ASIAONE"), "{out_two}");
 }
+
+/// Output the container logged after its first `skip` bytes.
+async fn logs_after(runtime: &DockerRuntime, id: &str, skip: usize) -> String {
+    let all = runtime.logs_tail(id, 10_000).await.unwrap_or_default();
+    all.get(skip..).unwrap_or_default().to_string()
+}
+
+/// Two agents of one host share one endpoint: the first serves it, the
+/// second registers its task there; each task's containers get their own
+/// role's credentials and not the other's. When the serving agent goes,
+/// the second takes over and its task is served again. (The endpoint
+/// listens on the Docker bridge's gateway here, so the test does not need
+/// `169.254.170.2:80`, which an agent of this host may hold.)
+#[tokio::test]
+async fn two_agents_share_the_endpoint_and_the_survivor_takes_it_over() {
+    use berth_agent::task_endpoint::SharingConfig;
+
+    let runtime = DockerRuntime::connect()
+        .await
+        .expect("this test needs a running Docker daemon");
+    build_busybox_image(&runtime, IMAGE)
+        .await
+        .expect("building the busybox test image");
+    // The host's address on Docker's default bridge.
+    let shown = std::process::Command::new("ip")
+        .args(["-j", "-4", "addr", "show", "dev", "docker0"])
+        .output()
+        .expect("ip");
+    let shown: serde_json::Value = serde_json::from_slice(&shown.stdout).expect("ip -j");
+    let gateway: std::net::IpAddr = shown[0]["addr_info"][0]["local"]
+        .as_str()
+        .and_then(|a| a.parse().ok())
+        .expect("docker0 has an IPv4 address");
+    let port = std::net::TcpListener::bind((gateway, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let meeting = tempfile::tempdir().unwrap();
+    let config = SharingConfig {
+        dir: meeting.path().join("run"),
+        listen: std::net::SocketAddr::new(gateway, port),
+        add_address: false,
+    };
+    let first =
+        TaskEndpoint::start_shared(config.clone(), Arc::new(DockerInspector::default()), None)
+            .await;
+    let second =
+        TaskEndpoint::start_shared(config.clone(), Arc::new(DockerInspector::default()), None)
+            .await;
+    assert!(first.serving(), "{:?}", first.available());
+    assert!(!second.serving());
+    assert_eq!(second.available(), Ok(()));
+
+    let suffix = std::process::id();
+    let one = task(&format!("share1{suffix}"));
+    let two = task(&format!("share2{suffix}"));
+    // Each asks for its own credentials, then for the other task's.
+    let script = |own: &str, other: &str| {
+        format!(
+            "while true; do wget -q -O - http://{gateway}:{port}/v2/credentials/{own} || echo OWN-REFUSED; echo; \
+             wget -q -O - http://{gateway}:{port}/v2/credentials/{other} || echo OTHER-REFUSED; echo; sleep 0.5; done"
+        )
+    };
+    let (cred_one, cred_two) = (format!("cred-s1-{suffix}"), format!("cred-s2-{suffix}"));
+    let mut ids = Vec::new();
+    for (task, own, other) in [(&one, &cred_one, &cred_two), (&two, &cred_two, &cred_one)] {
+        let definition = ContainerDefinition {
+            name: Some("app".into()),
+            image: Some(IMAGE.into()),
+            command: Some(vec!["sh".into(), "-c".into(), script(own, other)]),
+            ..ContainerDefinition::default()
+        };
+        let mut spec = spec::container_spec(task, &definition, "i", None, EndpointEnv::default());
+        spec.labels.insert("berth-agent-test".into(), "1".into());
+        let _ = runtime.remove(&spec.name).await;
+        ids.push(runtime.create(&spec).await.expect("create"));
+    }
+    let credentials = |key: &str| RoleCredentials {
+        role_arn: "arn:aws:iam::000000000000:role/app".into(),
+        access_key_id: key.into(),
+        secret_access_key: "secret".into(),
+        token: "session".into(),
+        expiration: 1_795_003_200,
+    };
+    first.update_task(view(&one, "tok-s1", &ids[0]));
+    assert!(first.set_credentials(&one.task_arn, &cred_one, credentials("ASIAFIRST")));
+    second.update_task(view(&two, "tok-s2", &ids[1]));
+    assert!(second.set_credentials(&two.task_arn, &cred_two, credentials("ASIASECOND")));
+    for id in &ids {
+        runtime.start(id).await.expect("start");
+    }
+
+    let wait_for = |id: String, skip: usize, wanted: &'static [&'static str]| {
+        let runtime = &runtime;
+        async move {
+            let mut out = String::new();
+            for _ in 0..80 {
+                out = logs_after(runtime, &id, skip).await;
+                if wanted.iter().all(|w| out.contains(w)) {
+                    return out;
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            out
+        }
+    };
+    let out_one = wait_for(ids[0].clone(), 0, &["ASIAFIRST", "OTHER-REFUSED"]).await;
+    let out_two = wait_for(ids[1].clone(), 0, &["ASIASECOND", "OTHER-REFUSED"]).await;
+    let check = || {
+        assert!(
+            out_one.contains("\"AccessKeyId\":\"ASIAFIRST\""),
+            "{out_one}"
+        );
+        assert!(
+            out_one.contains("OTHER-REFUSED") && !out_one.contains("ASIASECOND"),
+            "{out_one}"
+        );
+        assert!(
+            out_two.contains("\"AccessKeyId\":\"ASIASECOND\""),
+            "{out_two}"
+        );
+        assert!(
+            out_two.contains("OTHER-REFUSED") && !out_two.contains("ASIAFIRST"),
+            "{out_two}"
+        );
+    };
+    if std::panic::catch_unwind(check).is_err() {
+        for id in &ids {
+            let _ = runtime.remove(id).await;
+        }
+        panic!("before the takeover: one: {out_one}\ntwo: {out_two}");
+    }
+
+    // The serving agent goes away; the second takes over.
+    let seen_two = runtime
+        .logs_tail(&ids[1], 10_000)
+        .await
+        .unwrap_or_default()
+        .len();
+    let seen_one = runtime
+        .logs_tail(&ids[0], 10_000)
+        .await
+        .unwrap_or_default()
+        .len();
+    drop(first);
+    let mut took_over = false;
+    for _ in 0..80 {
+        if second.serving() {
+            took_over = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let after_two = wait_for(ids[1].clone(), seen_two, &["ASIASECOND"]).await;
+    let after_one = wait_for(ids[0].clone(), seen_one, &["OWN-REFUSED"]).await;
+    for id in &ids {
+        let _ = runtime.remove(id).await;
+    }
+    assert!(took_over, "the second agent never served");
+    assert!(
+        after_two.contains("\"AccessKeyId\":\"ASIASECOND\""),
+        "{after_two}"
+    );
+    // The first agent's task went with it.
+    assert!(after_one.contains("OWN-REFUSED"), "{after_one}");
+}

@@ -19,11 +19,10 @@ use futures::FutureExt;
 use http::request::Parts;
 
 use crate::admin::{self, AdminEndpoint};
+use crate::body::{BodyError, BodyReader};
 use crate::json_protocol;
 use crate::query_protocol::{self, Dialect};
 
-/// Largest request body a JSON service accepts.
-const MAX_JSON_BODY: usize = 16 * 1024 * 1024;
 /// AWS accepts signatures up to 15 minutes off the server's clock.
 const MAX_CLOCK_SKEW_SECS: i64 = 15 * 60;
 
@@ -38,6 +37,7 @@ pub struct Gateway {
     credentials: Vec<Arc<dyn CredentialSource>>,
     authorizer: Option<Arc<dyn Authorizer>>,
     verifier: Verifier,
+    bodies: BodyReader,
     store: Arc<dyn Store>,
     started: Instant,
     version: &'static str,
@@ -50,6 +50,7 @@ pub struct GatewayBuilder {
     admin_endpoints: Vec<Arc<dyn AdminEndpoint>>,
     credentials: Vec<Arc<dyn CredentialSource>>,
     authorizer: Option<Arc<dyn Authorizer>>,
+    bodies: BodyReader,
     store: Arc<dyn Store>,
     version: &'static str,
 }
@@ -62,9 +63,17 @@ impl GatewayBuilder {
             admin_endpoints: Vec::new(),
             credentials: Vec::new(),
             authorizer: None,
+            bodies: BodyReader::default(),
             store,
             version,
         }
+    }
+
+    /// Bounds request bodies: the bytes all requests may hold at once, and
+    /// the time a client has to send one.
+    pub fn body_limits(mut self, budget: usize, timeout: std::time::Duration) -> Self {
+        self.bodies = BodyReader::new(budget, timeout);
+        self
     }
 
     /// Routes `X-Amz-Target: <prefix>.*` to `service`.
@@ -108,6 +117,7 @@ impl GatewayBuilder {
             credentials: self.credentials,
             authorizer: self.authorizer,
             verifier: Verifier::new(MAX_CLOCK_SKEW_SECS),
+            bodies: self.bodies,
             store: self.store,
             started: Instant::now(),
             version: self.version,
@@ -133,6 +143,14 @@ impl SecretLookup for Lookup<'_> {
 
 fn auth_error(e: &AuthError) -> AwsError {
     AwsError::new(403, e.code(), e.message())
+}
+
+fn header_pairs(parts: &Parts) -> Vec<(&str, &str)> {
+    parts
+        .headers
+        .iter()
+        .filter_map(|(name, value)| Some((name.as_str(), value.to_str().ok()?)))
+        .collect()
 }
 
 fn now_epoch() -> i64 {
@@ -232,6 +250,71 @@ impl Gateway {
         }
     }
 
+    /// Checks what the headers alone can tell (signature form and time, a
+    /// known access key, the operation's headers signed), so a request
+    /// that cannot be authentic is refused before its body is read.
+    fn precheck(&self, parts: &Parts) -> Result<(), AwsError> {
+        let headers = header_pairs(parts);
+        let request = RequestParts {
+            method: parts.method.as_str(),
+            path: parts.uri.path(),
+            query: parts.uri.query().unwrap_or(""),
+            headers: &headers,
+            body: b"",
+        };
+        let lookup = Lookup {
+            gateway: self,
+            found: std::cell::RefCell::new(None),
+        };
+        self.verifier
+            .precheck(&request, now_epoch(), &lookup)
+            .map_err(|e| auth_error(&e))
+    }
+
+    /// The largest body the request's operation accepts.
+    fn body_limit(&self, parts: &Parts) -> usize {
+        if let Some(target) = parts
+            .headers
+            .get("x-amz-target")
+            .and_then(|v| v.to_str().ok())
+        {
+            let (prefix, operation) = target.split_once('.').unwrap_or((target, ""));
+            return self
+                .json_services
+                .get(prefix)
+                .map_or(berth_model::service::DEFAULT_MAX_BODY, |s| {
+                    s.max_body(operation)
+                });
+        }
+        let authorization = parts
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        query_protocol::scope_service(authorization, parts.uri.query())
+            .and_then(|service| self.query_services.get(service.as_str()))
+            .map_or(berth_model::service::DEFAULT_MAX_BODY, |s| s.max_body())
+    }
+
+    /// Prechecks the request, then reads its body within its operation's
+    /// limit and the shared budget.
+    async fn admit(
+        &self,
+        parts: &Parts,
+        body: Body,
+        limit: usize,
+    ) -> Result<(bytes::Bytes, crate::body::Lease), AwsError> {
+        self.precheck(parts)?;
+        let content_length = parts
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        self.bodies
+            .read(body, content_length, limit)
+            .await
+            .map_err(|e: BodyError| e.to_aws())
+    }
+
     fn resolve(&self, access_key_id: &str) -> Option<ResolvedCredential> {
         self.credentials
             .iter()
@@ -245,11 +328,7 @@ impl Gateway {
         parts: &Parts,
         body: &[u8],
     ) -> Result<(ResolvedCredential, berth_sigv4::Verified), AwsError> {
-        let headers: Vec<(&str, &str)> = parts
-            .headers
-            .iter()
-            .filter_map(|(name, value)| Some((name.as_str(), value.to_str().ok()?)))
-            .collect();
+        let headers = header_pairs(parts);
         let request = RequestParts {
             method: parts.method.as_str(),
             path: parts.uri.path(),
@@ -453,11 +532,9 @@ fn unchecked_is_refused<T>(
     if ctx.access.checked() || ctx.principal.kind == PrincipalKind::Root {
         return result;
     }
-    if result.is_err() {
-        // Input errors found before the check (a body that does not parse)
-        // change nothing and may be answered.
-        return result;
-    }
+    // Input errors found before the check (a body that does not parse)
+    // change nothing and may be answered; an answer is withheld.
+    let _withheld = result?;
     tracing::error!(
         operation,
         "a handler answered without authorizing the call; refusing it"
@@ -524,15 +601,13 @@ async fn dispatch(State(gateway): State<Arc<Gateway>>, request: Request) -> Resp
     let request_id = uuid::Uuid::new_v4().to_string();
     let started = Instant::now();
     let (parts, body) = request.into_parts();
-    let body = match axum::body::to_bytes(Body::new(body), MAX_JSON_BODY).await {
-        Ok(body) => body,
-        Err(_) => {
-            let e = AwsError::new(
-                413,
-                "SerializationException",
-                format!("The request body is larger than {MAX_JSON_BODY} bytes."),
-            );
+    let limit = gateway.body_limit(&parts);
+    let (body, _lease) = match gateway.admit(&parts, Body::new(body), limit).await {
+        Ok(admitted) => admitted,
+        Err(e) => {
+            tracing::debug!(%request_id, code = %e.code, "refused before reading the body");
             if is_query_request(&parts) {
+                let e = query_protocol::query_error_code(e);
                 return gateway.query_dialect(&parts).error(&request_id, &e);
             }
             return json_protocol::error(&request_id, &e);
@@ -574,13 +649,9 @@ async fn dispatch_admin(
     let request_id = uuid::Uuid::new_v4().to_string();
     let started = Instant::now();
     let (parts, body) = request.into_parts();
-    let Ok(body) = axum::body::to_bytes(Body::new(body), MAX_ADMIN_BODY).await else {
-        let e = AwsError::new(
-            413,
-            "SerializationException",
-            format!("The request body is larger than {MAX_ADMIN_BODY} bytes."),
-        );
-        return json_protocol::error(&request_id, &e);
+    let (body, _lease) = match gateway.admit(&parts, Body::new(body), MAX_ADMIN_BODY).await {
+        Ok(admitted) => admitted,
+        Err(e) => return json_protocol::error(&request_id, &e),
     };
     let path = endpoint.path();
     match gateway

@@ -13,9 +13,11 @@
 //! not been verified against a known credential.
 
 mod admin;
+pub mod body;
 mod gateway;
 mod json_protocol;
 mod query_protocol;
+pub mod server;
 
 pub use admin::AdminEndpoint;
 pub use berth_model::authz::{Authorizer, Denial, Requirement, ResourcePolicySource};
@@ -25,5 +27,7 @@ pub use gateway::{Gateway, GatewayBuilder};
 pub use berth_model::{AwsError, JsonService, QueryService, RequestContext};
 pub use query_protocol::xml_escape;
 
+#[cfg(test)]
+mod gateway_fuzz;
 #[cfg(test)]
 mod gateway_tests;

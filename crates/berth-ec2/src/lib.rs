@@ -14,6 +14,7 @@
 //! changes, and every state-dependent check runs in the same store mutation
 //! as the write it guards, so a refused request changes nothing.
 
+mod access;
 mod api;
 mod model;
 mod wire;
@@ -46,6 +47,8 @@ pub struct Eni {
     pub id: String,
     pub subnet_id: String,
     pub vpc_id: String,
+    /// The VPC's CIDR block.
+    pub vpc_cidr: String,
     pub availability_zone: String,
     /// The primary private IPv4 address.
     pub private_ip: String,
@@ -76,12 +79,13 @@ pub struct GroupRules {
 }
 
 /// A stored interface as its users see it, with its subnet's block and
-/// router (the block's address + 1, as in AWS).
-fn eni_of(record: &EniRecord, subnet_cidr: &str, cidr: Cidr) -> Eni {
+/// router (the block's address + 1, as in AWS) and its VPC's block.
+fn eni_of(record: &EniRecord, subnet_cidr: &str, cidr: Cidr, vpc_cidr: &str) -> Eni {
     Eni {
         id: record.id.clone(),
         subnet_id: record.subnet_id.clone(),
         vpc_id: record.vpc_id.clone(),
+        vpc_cidr: vpc_cidr.to_string(),
         availability_zone: record.availability_zone.clone(),
         private_ip: record.private_ip.clone(),
         subnet_cidr: subnet_cidr.to_string(),
@@ -228,7 +232,8 @@ impl Ec2Service {
                 description: description.clone(),
             };
             state.enis.insert(record.id.clone(), record.clone());
-            Ok(eni_of(&record, &subnet.cidr, cidr))
+            let vpc_cidr = state.vpc(&subnet.vpc_id)?.cidr.clone();
+            Ok(eni_of(&record, &subnet.cidr, cidr, &vpc_cidr))
         })
         .await
     }
@@ -248,7 +253,8 @@ impl Ec2Service {
         let subnet = state.subnet(&e.subnet_id)?;
         let cidr = Cidr::parse(&subnet.cidr)
             .ok_or_else(|| AwsError::internal("a stored subnet has an invalid CIDR block"))?;
-        Ok(Some(eni_of(e, &subnet.cidr, cidr)))
+        let vpc = state.vpc(&subnet.vpc_id)?;
+        Ok(Some(eni_of(e, &subnet.cidr, cidr, &vpc.cidr)))
     }
 
     /// Deletes a network interface, freeing its address. `Ok(false)` when
@@ -427,15 +433,28 @@ impl QueryService for Ec2Service {
             )
             .into());
         }
-        let p = wire::Params(params.to_vec());
-        if p.bool("DryRun")? == Some(true) {
+        let mut p = wire::Params(params.to_vec());
+        let dry_run = p.bool("DryRun")? == Some(true);
+        let scope = Scope::new(&ctx.account_id, &ctx.region);
+        // Authorized before anything is written (the default VPC of a new
+        // region included), on the canonical ARNs read from the state.
+        let state = self.read(&scope)?;
+        ctx.authorize(&access::requirements(action, &p, &state, &scope)?)?;
+        // The handler acts on the group that was authorized, not on
+        // whatever its name means by the time it runs.
+        if access::targets_a_group(action) && p.get("GroupId").is_none() {
+            if let Some(id) = access::named_group_id(&p, &state) {
+                p.0.push(("GroupId".to_string(), id));
+            }
+        }
+        // As EC2: a dry run answers whether the caller may make the call.
+        if dry_run {
             return Err(AwsError::new(
                 412,
                 "DryRunOperation",
                 "Request would have succeeded, but DryRun flag is set.",
             ));
         }
-        let scope = Scope::new(&ctx.account_id, &ctx.region);
         self.ensure_defaults(&scope.account, &scope.region).await?;
         api::handle(self, &scope, action, p).await
     }

@@ -10,24 +10,27 @@ use berth_model::agent_protocol::{
     OpenLogStreamRequest, OpenLogStreamResponse, PollTasksRequest, PollTasksResponse,
     PutTaskLogsRequest, PutTaskLogsResponse, RegisterAgentRequest, RegisterAgentResponse,
     ResolveSecretsRequest, ResolveSecretsResponse, SubmitTaskStateRequest, SubmitTaskStateResponse,
-    TaskLogEvent, ROLE_EXECUTION, ROLE_TASK, SIGNING_NAME, TARGET_PREFIX,
+    TaskLogEvent, REGISTER_AGENT_ACTION, ROLE_EXECUTION, ROLE_TASK, SIGNING_NAME, TARGET_PREFIX,
 };
+use berth_model::authz::Requirement;
 use berth_model::json::{parse_input, to_body};
 use berth_model::{AwsError, JsonService, Principal, PrincipalKind, RequestContext};
 use berth_store::{Op, ReadView, Store, StoreExt};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::error;
 use crate::instances::{self, InstanceRecord, Presence, Registration};
 use crate::keys::{self, Scope};
 use crate::records::{encode, load, now};
 use crate::tasks::{self, TaskRecord};
+use crate::{clusters, error};
 
 /// A credential minted for one agent, bound to its container instance.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AgentCredential {
+    /// Sealed with the master key (`berth_model::seal`) when the service has
+    /// a sealer; plaintext in records of older data directories.
     pub secret_access_key: String,
     pub account: String,
     pub region: String,
@@ -69,6 +72,42 @@ fn random_string(len: usize, alphabet: &[u8]) -> String {
         .collect()
 }
 
+/// The operator's agent registration token, kept only as its SHA-256
+/// digest and compared in constant time.
+#[derive(Clone)]
+pub struct RegistrationToken {
+    digest: [u8; 32],
+}
+
+impl std::fmt::Debug for RegistrationToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RegistrationToken(..)")
+    }
+}
+
+impl RegistrationToken {
+    pub fn new(token: &str) -> RegistrationToken {
+        RegistrationToken {
+            digest: token_digest(token),
+        }
+    }
+
+    /// Whether `given` is the token.
+    pub fn matches(&self, given: &str) -> bool {
+        use subtle::ConstantTimeEq;
+        bool::from(self.digest.ct_eq(&token_digest(given)))
+    }
+}
+
+fn token_digest(token: &str) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(token.as_bytes()).into()
+}
+
+/// Where an operator finds the token to give a host (said in refusals).
+const TOKEN_HINT: &str = "give the agent the token in the server's <data-dir>/agent-token \
+     (berth agent --registration-token-file PATH, or the environment variable BERTH_AGENT_TOKEN)";
+
 /// The agent protocol service.
 pub struct AgentService {
     store: Arc<dyn Store>,
@@ -79,6 +118,9 @@ pub struct AgentService {
     roles: Option<Arc<dyn RoleIssuer>>,
     execution_check: Option<Arc<dyn ExecutionRoleCheck>>,
     networks: Option<Arc<dyn crate::networking::TaskNetworks>>,
+    registration_token: Option<RegistrationToken>,
+    /// Seals agent credential secrets before they are stored.
+    sealer: Option<Arc<dyn berth_model::Sealer>>,
 }
 
 /// Temporary credentials for a role session, as STS's AssumeRole answers.
@@ -223,7 +265,23 @@ impl AgentService {
             roles: None,
             execution_check: None,
             networks: None,
+            registration_token: None,
+            sealer: None,
         }
+    }
+
+    /// Stores agent credential secrets sealed with `sealer` (the master
+    /// key); whoever resolves them opens them with it.
+    pub fn with_sealer(mut self, sealer: Arc<dyn berth_model::Sealer>) -> Self {
+        self.sealer = Some(sealer);
+        self
+    }
+
+    /// The token every `RegisterAgent` must carry. Without one, the service
+    /// refuses every registration.
+    pub fn with_registration_token(mut self, token: RegistrationToken) -> Self {
+        self.registration_token = Some(token);
+        self
     }
 
     /// Lets agents fetch credentials for their tasks' IAM roles.
@@ -257,10 +315,35 @@ impl AgentService {
         let id = tasks::resolve_task_id(&scope, &cluster, task_arn)?;
         let (record, _) = load::<TaskRecord>(self.store.as_ref(), &scope.task(&cluster, &id))?
             .ok_or_else(|| error::invalid_parameter("The referenced task was not found."))?;
-        if record.instance_id.as_deref() != Some(credential.instance_id.as_str()) {
-            return Err(AwsError::access_denied(
-                "The task does not run on this agent's container instance.",
-            ));
+        if !runs_on(&record, &credential) {
+            return Err(not_this_agents_task());
+        }
+        Ok((credential, id, record))
+    }
+
+    /// Like [`AgentService::caller_task`], and the caller's instance is still
+    /// registered: a deregistered instance's agent gets no more role
+    /// credentials or secrets (an operator deregisters a host to cut it off).
+    fn live_caller_task(
+        &self,
+        ctx: &RequestContext,
+        task_arn: &str,
+    ) -> Result<(AgentCredential, String, TaskRecord), AwsError> {
+        let (credential, id, record) = self.caller_task(ctx, task_arn)?;
+        let scope = Scope {
+            account: credential.account.clone(),
+            region: credential.region.clone(),
+        };
+        let live = load::<InstanceRecord>(
+            self.store.as_ref(),
+            &scope.instance(&credential.cluster, &credential.instance_id),
+        )?
+        .is_some_and(|(r, _)| r.status() != instances::INACTIVE);
+        if !live {
+            return Err(AwsError::access_denied(format!(
+                "The container instance {} is deregistered.",
+                credential.instance_arn
+            )));
         }
         Ok((credential, id, record))
     }
@@ -286,7 +369,7 @@ impl AgentService {
         ctx: &RequestContext,
         input: GetTaskRoleCredentialsRequest,
     ) -> Result<GetTaskRoleCredentialsResponse, AwsError> {
-        let (credential, _, record) = self.caller_task(ctx, &input.task_arn)?;
+        let (credential, _, record) = self.live_caller_task(ctx, &input.task_arn)?;
         let role_arn = task_role_arn(&record, &input.which)?;
         let issuer = self.roles.clone().ok_or_else(|| {
             AwsError::bad_request(
@@ -318,12 +401,15 @@ impl AgentService {
     }
 
     /// The task record of `task_arn` when it runs on the caller's instance
-    /// and one of its containers sends `awslogs` output to `group`.
+    /// and one of its containers sends `awslogs` output to `group` in
+    /// `region` (creating the group only when that container asks to).
     fn log_target(
         &self,
         ctx: &RequestContext,
         task_arn: &str,
+        region: &str,
         group: &str,
+        create_group: bool,
     ) -> Result<(AgentCredential, Arc<dyn LogSink>), AwsError> {
         let (credential, _, record) = self.caller_task(ctx, task_arn)?;
         let sink = self.logs.clone().ok_or_else(|| {
@@ -339,15 +425,28 @@ impl AgentService {
             .flatten()
             .filter_map(|c| c.log_configuration.as_ref())
             .filter(|l| l.log_driver.as_deref() == Some("awslogs"))
-            .any(|l| {
-                l.options
-                    .as_ref()
-                    .and_then(|o| o.get("awslogs-group"))
-                    .is_some_and(|g| g == group)
+            .filter_map(|l| l.options.as_ref())
+            .filter(|o| o.get("awslogs-group").is_some_and(|g| g == group))
+            .filter(|o| {
+                // The agent ships to the task's region unless told otherwise.
+                let named = o.get("awslogs-region").filter(|r| !r.is_empty());
+                named.map_or(credential.region.as_str(), |r| r.as_str()) == region
+            })
+            .any(|o| {
+                !create_group
+                    || o.get("awslogs-create-group").is_some_and(|v| {
+                        // Go's strconv.ParseBool, as the awslogs driver reads it.
+                        matches!(v.as_str(), "1" | "t" | "T" | "true" | "TRUE" | "True")
+                    })
             });
         if !named {
             return Err(AwsError::access_denied(format!(
-                "No container of the task sends awslogs output to log group {group}."
+                "No container of the task sends awslogs output to log group {group} in {region}{}.",
+                if create_group {
+                    " creating the group"
+                } else {
+                    ""
+                }
             )));
         }
         Ok((credential, sink))
@@ -358,7 +457,13 @@ impl AgentService {
         ctx: &RequestContext,
         input: OpenLogStreamRequest,
     ) -> Result<OpenLogStreamResponse, AwsError> {
-        let (credential, sink) = self.log_target(ctx, &input.task_arn, &input.log_group_name)?;
+        let (credential, sink) = self.log_target(
+            ctx,
+            &input.task_arn,
+            &input.region,
+            &input.log_group_name,
+            input.create_group,
+        )?;
         let cursor = sink
             .open_stream(
                 &credential.account,
@@ -376,7 +481,13 @@ impl AgentService {
         ctx: &RequestContext,
         input: PutTaskLogsRequest,
     ) -> Result<PutTaskLogsResponse, AwsError> {
-        let (credential, sink) = self.log_target(ctx, &input.task_arn, &input.log_group_name)?;
+        let (credential, sink) = self.log_target(
+            ctx,
+            &input.task_arn,
+            &input.region,
+            &input.log_group_name,
+            false,
+        )?;
         let cursor = sink
             .ingest(
                 &credential.account,
@@ -400,7 +511,7 @@ impl AgentService {
         ctx: &RequestContext,
         input: ResolveSecretsRequest,
     ) -> Result<ResolveSecretsResponse, AwsError> {
-        let (credential, id, record) = self.caller_task(ctx, &input.task_arn)?;
+        let (credential, id, record) = self.live_caller_task(ctx, &input.task_arn)?;
         let resolver = self.secrets.as_ref();
         let execution = match &self.execution_check {
             Some(check) => Some((check, task_role_arn(&record, ROLE_EXECUTION)?)),
@@ -464,19 +575,23 @@ impl AgentService {
         Ok((credential, scope))
     }
 
+    /// Registers a container instance for an agent. Three checks, before
+    /// anything is written: a user or role session needs
+    /// `berth:RegisterAgent` on the cluster; the request carries the
+    /// operator's registration token; and an instance that is registered
+    /// (not deregistered) can be registered again only with its own current
+    /// agent credential, so nobody takes over a host and its tasks' role
+    /// credentials by naming it. An agent credential registers nothing but
+    /// its own instance.
     async fn register(
         &self,
         ctx: &RequestContext,
         input: RegisterAgentRequest,
     ) -> Result<RegisterAgentResponse, AwsError> {
-        if ctx.principal.kind == PrincipalKind::Agent {
-            return Err(AwsError::access_denied(
-                "An agent credential cannot register another agent.",
-            ));
-        }
         let scope = Scope::of(ctx);
+        let cluster = clusters::resolve_name(&scope, Some(&input.cluster))?;
         let registration = Registration {
-            cluster: input.cluster,
+            cluster: cluster.clone(),
             name: Some(input.name).filter(|n| !n.is_empty()),
             total_resources: input.total_resources,
             attributes: input.attributes,
@@ -484,6 +599,22 @@ impl AgentService {
             tags: Vec::new(),
         };
         instances::check_registration(&registration)?;
+        ctx.authorize(&[Requirement::new(
+            REGISTER_AGENT_ACTION,
+            scope.arn(&format!("cluster/{cluster}")),
+        )])?;
+        self.check_registration_token(&input.registration_token)?;
+        // The agent re-registering, if an agent credential signed the call.
+        let caller = match ctx.principal.kind {
+            PrincipalKind::Agent => {
+                let (credential, _) = self.caller(ctx)?;
+                if credential.region != scope.region || credential.cluster != cluster {
+                    return Err(not_own_instance(&credential, "it is not in this cluster"));
+                }
+                Some(credential)
+            }
+            _ => None,
+        };
         let access_key_id = format!(
             "{AGENT_KEY_PREFIX}{}",
             random_string(16, b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567")
@@ -493,13 +624,47 @@ impl AgentService {
             b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/",
         );
         let key_id = access_key_id.clone();
-        let secret_owned = secret.clone();
+        let secret_owned = berth_model::seal::seal_text(self.sealer.as_deref(), &secret)
+            .map_err(|_| AwsError::internal("Sealing the agent credential failed."))?;
         let scope_owned = scope.clone();
+        let caller_key = ctx.principal.access_key_id.clone();
         let (_, record) = self
             .store
             .update(move |view| {
+                // Who holds the name, read in the same transaction as the write.
+                let live = match &registration.name {
+                    Some(name) => live_instance_named(view, &scope_owned, &cluster, name)?,
+                    None => None,
+                };
+                match (&live, &caller) {
+                    (Some(instance), Some(credential)) => {
+                        let own = instance.id == credential.instance_id
+                            && instance.agent_access_key_id.as_deref() == Some(caller_key.as_str());
+                        if !own {
+                            return Err(taken(instance, &cluster));
+                        }
+                    }
+                    (Some(instance), None) => return Err(taken(instance, &cluster)),
+                    (None, Some(credential)) => {
+                        return Err(not_own_instance(
+                            credential,
+                            "it is deregistered or registered under another name",
+                        ))
+                    }
+                    (None, None) => {}
+                }
                 let (mut ops, mut record) =
                     instances::register_in(view, &scope_owned, &registration)?;
+                ops.retain(|op| op.key() != scope_owned.instance(&record.cluster, &record.id));
+                if caller.is_some() {
+                    // The agent registering its own instance again keeps its
+                    // credential: an answer lost on the way costs nothing.
+                    ops.push(Op::put(
+                        scope_owned.instance(&record.cluster, &record.id),
+                        encode(&record)?,
+                    ));
+                    return Ok::<_, AwsError>((ops, (record, true)));
+                }
                 // A new registration retires the instance's previous credential.
                 if let Some(old) = record.agent_access_key_id.replace(key_id.clone()) {
                     ops.push(Op::delete(keys::agent_credential(&old)));
@@ -512,7 +677,6 @@ impl AgentService {
                     instance_id: record.id.clone(),
                     instance_arn: record.arn().to_string(),
                 };
-                ops.retain(|op| op.key() != scope_owned.instance(&record.cluster, &record.id));
                 ops.push(Op::put(
                     scope_owned.instance(&record.cluster, &record.id),
                     encode(&record)?,
@@ -521,17 +685,46 @@ impl AgentService {
                     keys::agent_credential(&key_id),
                     encode(&credential)?,
                 ));
-                Ok::<_, AwsError>((ops, record))
+                Ok::<_, AwsError>((ops, (record, false)))
             })
             .await
             .map_err(error::store)??;
+        let (record, kept) = record;
         self.presence.touch(record.arn());
-        tracing::info!(instance = %record.arn(), cluster = %record.cluster, "agent registered");
+        tracing::info!(instance = %record.arn(), cluster = %record.cluster, again = kept, "agent registered");
+        if kept {
+            // The agent signs with the secret it has; it is not sent back.
+            return Ok(RegisterAgentResponse {
+                container_instance_arn: record.arn().to_string(),
+                access_key_id: ctx.principal.access_key_id.clone(),
+                secret_access_key: String::new(),
+            });
+        }
         Ok(RegisterAgentResponse {
             container_instance_arn: record.arn().to_string(),
             access_key_id,
             secret_access_key: secret,
         })
+    }
+
+    /// The request's registration token is the operator's.
+    fn check_registration_token(&self, given: &str) -> Result<(), AwsError> {
+        let Some(token) = &self.registration_token else {
+            return Err(AwsError::access_denied(
+                "This Berth server has no agent registration token, so it accepts no agent registrations.",
+            ));
+        };
+        if given.is_empty() {
+            return Err(AwsError::access_denied(format!(
+                "RegisterAgent needs the agent registration token: {TOKEN_HINT}."
+            )));
+        }
+        if !token.matches(given) {
+            return Err(AwsError::access_denied(format!(
+                "The agent registration token is wrong: {TOKEN_HINT}."
+            )));
+        }
+        Ok(())
     }
 
     fn snapshot(
@@ -637,7 +830,7 @@ impl AgentService {
             )));
         }
         let key = scope.task(&cluster, &id);
-        let instance_id = credential.instance_id.clone();
+        let caller = credential.clone();
         let scope_owned = scope.clone();
         let (_, record) = self
             .store
@@ -645,10 +838,8 @@ impl AgentService {
                 let (mut record, _) = load::<TaskRecord>(view, &key)?.ok_or_else(|| {
                     error::invalid_parameter("The referenced task was not found.")
                 })?;
-                if record.instance_id.as_deref() != Some(instance_id.as_str()) {
-                    return Err(AwsError::access_denied(
-                        "The task does not run on this agent's container instance.",
-                    ));
+                if !runs_on(&record, &caller) {
+                    return Err(not_this_agents_task());
                 }
                 let ops = if tasks::apply_report(&mut record, &input, now())? {
                     let mut ops = vec![Op::put(key.clone(), encode(&record)?)];
@@ -680,6 +871,60 @@ fn task_cluster(credential: &AgentCredential, task_arn: &str) -> String {
         })
         .filter(|c| !c.is_empty() && !c.contains('/'))
         .unwrap_or_else(|| credential.cluster.clone())
+}
+
+/// Whether the task runs on the credential's container instance: the same
+/// instance id in the same cluster (a Fargate task's host may be in another
+/// cluster than the task: `host_cluster`).
+fn runs_on(record: &TaskRecord, credential: &AgentCredential) -> bool {
+    let host_cluster = record.host_cluster.as_deref().unwrap_or(&record.cluster);
+    record.instance_id.as_deref() == Some(credential.instance_id.as_str())
+        && host_cluster == credential.cluster
+}
+
+/// The refusal for registering a name a live instance holds, without its
+/// agent credential.
+fn taken(instance: &InstanceRecord, cluster: &str) -> AwsError {
+    AwsError::access_denied(format!(
+        "The container instance {} is registered as '{}' and only its own agent (signing with \
+         the credential it was given) can register it again. To register another agent under \
+         this name, deregister the instance first: aws ecs deregister-container-instance \
+         --cluster {cluster} --container-instance {} --force",
+        instance.arn(),
+        instance.instance.ec2_instance_id.as_deref().unwrap_or(""),
+        instance.arn(),
+    ))
+}
+
+/// The refusal for an agent credential registering any instance but its own
+/// live one.
+fn not_own_instance(credential: &AgentCredential, why: &str) -> AwsError {
+    AwsError::access_denied(format!(
+        "An agent credential can register only its own container instance {} again, and {why}; \
+         register with account credentials allowed {REGISTER_AGENT_ACTION} instead.",
+        credential.instance_arn
+    ))
+}
+
+fn not_this_agents_task() -> AwsError {
+    AwsError::access_denied("The task does not run on this agent's container instance.")
+}
+
+/// The live (not deregistered) container instance registered as `name` in
+/// `cluster`.
+fn live_instance_named(
+    view: &dyn ReadView,
+    scope: &Scope,
+    cluster: &str,
+    name: &str,
+) -> Result<Option<InstanceRecord>, AwsError> {
+    let Some(kv) = view.get(&scope.instance_name(cluster, name)) else {
+        return Ok(None);
+    };
+    let id = String::from_utf8_lossy(&kv.value).to_string();
+    Ok(load::<InstanceRecord>(view, &scope.instance(cluster, &id))?
+        .map(|(record, _)| record)
+        .filter(|record| record.status() != instances::INACTIVE))
 }
 
 fn common_prefix<'a>(a: &'a str, b: &str) -> &'a str {
@@ -714,12 +959,29 @@ impl JsonService for AgentService {
         SIGNING_NAME
     }
 
+    /// Log batches carry up to 1 MiB of events (CloudWatch's limit),
+    /// which JSON escaping can grow several times.
+    fn max_body(&self, operation: &str) -> usize {
+        match operation {
+            "PutTaskLogs" => 8 * 1024 * 1024,
+            _ => berth_model::service::DEFAULT_MAX_BODY,
+        }
+    }
+
     async fn handle(
         &self,
         ctx: &RequestContext,
         operation: &str,
         body: &[u8],
     ) -> Result<Vec<u8>, AwsError> {
+        if operation != "RegisterAgent" {
+            // No IAM permission: each operation takes the agent's own
+            // container instance from its credential (`caller`) and acts only
+            // on that instance and the tasks running on it (`caller_task`,
+            // `runs_on`); any other principal is refused there.
+            // RegisterAgent asks IAM itself (`berth:RegisterAgent`).
+            ctx.no_authorization_needed();
+        }
         match operation {
             "RegisterAgent" => to_body(&self.register(ctx, parse_input(body)?).await?),
             "PollTasks" => to_body(&self.poll(ctx, parse_input(body)?).await?),
@@ -774,6 +1036,7 @@ mod tests {
     }
 
     use super::*;
+    use berth_model::authz::{Access, Authorizer, Denial, DenialStyle};
 
     #[test]
     fn common_prefix_is_a_path() {
@@ -817,7 +1080,8 @@ mod tests {
             },
             source_ip: None,
             secure_transport: false,
-            access: Default::default(),
+            // The gateway lets agent credentials call the agent protocol.
+            access: Access::new(None, DenialStyle::Json, true),
         }
     }
 
@@ -909,6 +1173,29 @@ mod tests {
                 scope.task("default", "t3"),
                 encode(&record("t3", "i1", None)).unwrap(),
             ),
+            // A Fargate task whose host i1 is in another cluster: not ours.
+            Op::put(
+                scope.task("default", "t4"),
+                encode(&TaskRecord {
+                    host_cluster: Some("elsewhere".into()),
+                    ..record("t4", "i1", Some("arn:aws:iam::000000000000:role/app"))
+                })
+                .unwrap(),
+            ),
+            // A Fargate task of cluster `web` hosted on i1 (cluster default).
+            Op::put(
+                scope.task("web", "t5"),
+                encode(&TaskRecord {
+                    cluster: "web".into(),
+                    host_cluster: Some("default".into()),
+                    ..record("t5", "i1", Some("arn:aws:iam::000000000000:role/app"))
+                })
+                .unwrap(),
+            ),
+            Op::put(
+                scope.instance("default", "i1"),
+                encode(&instance_record(&scope, "i1", "ABIAKEY")).unwrap(),
+            ),
         ];
         store
             .update(move |_| Ok::<_, AwsError>((ops.clone(), ())))
@@ -919,8 +1206,9 @@ mod tests {
         let presence = Arc::new(Presence::with_timeout(Duration::from_secs(60)));
         let ctx = agent_ctx("ABIAKEY");
         let ask = |task: &str, which: &str| {
+            let cluster = if task == "t5" { "web" } else { "default" };
             serde_json::to_vec(&GetTaskRoleCredentialsRequest {
-                task_arn: format!("arn:aws:ecs:us-east-1:000000000000:task/default/{task}"),
+                task_arn: format!("arn:aws:ecs:us-east-1:000000000000:task/{cluster}/{task}"),
                 which: which.into(),
             })
             .unwrap()
@@ -964,6 +1252,23 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(e.code, "AccessDeniedException");
+        assert_eq!(
+            e.message,
+            "The task does not run on this agent's container instance."
+        );
+        // A Fargate task on a host of the same id in another cluster.
+        let e = service
+            .handle(&ctx, "GetTaskRoleCredentials", &ask("t4", ROLE_TASK))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code, "AccessDeniedException");
+        // A Fargate task of another cluster hosted here.
+        let body = service
+            .handle(&ctx, "GetTaskRoleCredentials", &ask("t5", ROLE_TASK))
+            .await
+            .unwrap();
+        let answer: GetTaskRoleCredentialsResponse = serde_json::from_slice(&body).unwrap();
+        assert_eq!(answer.session_token, "t5");
         // No task role.
         let e = service
             .handle(&ctx, "GetTaskRoleCredentials", &ask("t3", ROLE_TASK))
@@ -977,5 +1282,394 @@ mod tests {
             .handle(&root, "GetTaskRoleCredentials", &ask("t1", ROLE_TASK))
             .await
             .is_err());
+        let user = user_ctx(&["ecs:*"]);
+        let e = service
+            .handle(&user, "GetTaskRoleCredentials", &ask("t1", ROLE_TASK))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code, "AccessDeniedException");
+        // A deregistered instance's agent gets no more role credentials.
+        let mut gone = instance_record(&scope, "i1", "ABIAKEY");
+        gone.instance.status = Some(instances::INACTIVE.into());
+        let op = Op::put(scope.instance("default", "i1"), encode(&gone).unwrap());
+        service
+            .store
+            .update(move |_| Ok::<_, AwsError>((vec![op.clone()], ())))
+            .await
+            .unwrap()
+            .unwrap();
+        let e = service
+            .handle(&ctx, "GetTaskRoleCredentials", &ask("t1", ROLE_TASK))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code, "AccessDeniedException");
+        assert!(e.message.contains("is deregistered"), "{}", e.message);
+    }
+
+    fn instance_record(scope: &Scope, id: &str, key: &str) -> InstanceRecord {
+        InstanceRecord {
+            id: id.into(),
+            cluster: "default".into(),
+            instance: berth_model::shapes::ecs::ContainerInstance {
+                container_instance_arn: Some(
+                    scope.arn(&format!("container-instance/default/{id}")),
+                ),
+                status: Some(instances::ACTIVE.into()),
+                ..Default::default()
+            },
+            agent_access_key_id: Some(key.into()),
+        }
+    }
+
+    /// An IAM policy engine that allows the actions listed (`svc:*` allows
+    /// a whole service), on any resource.
+    struct Allow(Vec<String>);
+
+    impl Authorizer for Allow {
+        fn authorize(&self, _: &RequestContext, reqs: &[Requirement]) -> Result<(), Denial> {
+            for r in reqs {
+                let allowed = self.0.iter().any(|a| match a.strip_suffix('*') {
+                    Some(prefix) => r.action.starts_with(prefix),
+                    None => *a == r.action,
+                });
+                if !allowed {
+                    return Err(Denial::implicit(r));
+                }
+            }
+            Ok(())
+        }
+    }
+
+    fn user_ctx(allowed: &[&str]) -> RequestContext {
+        let authorizer: Arc<dyn Authorizer> =
+            Arc::new(Allow(allowed.iter().map(|a| a.to_string()).collect()));
+        RequestContext::for_principal(
+            Principal {
+                kind: PrincipalKind::User,
+                arn: "arn:aws:iam::000000000000:user/mallory".into(),
+                user_id: "AIDAMALLORY".into(),
+                account_id: "000000000000".into(),
+                access_key_id: "AKIAMALLORY".into(),
+            },
+            "us-east-1",
+        )
+        .with_access(Access::new(Some(authorizer), DenialStyle::Json, false))
+    }
+
+    fn root_ctx() -> RequestContext {
+        RequestContext::for_principal(
+            Principal {
+                kind: PrincipalKind::Root,
+                arn: "arn:aws:iam::000000000000:root".into(),
+                user_id: "000000000000".into(),
+                account_id: "000000000000".into(),
+                access_key_id: "AKIAROOT".into(),
+            },
+            "us-east-1",
+        )
+    }
+
+    /// The context of the agent holding `answer`'s credential, as the
+    /// gateway resolves it.
+    fn agent_of(store: &dyn Store, answer: &RegisterAgentResponse) -> RequestContext {
+        let credential = agent_credential(store, &answer.access_key_id).unwrap();
+        RequestContext::for_principal(
+            agent_principal(&answer.access_key_id, &credential),
+            "us-east-1",
+        )
+        .with_access(Access::new(None, DenialStyle::Json, true))
+    }
+
+    const TOKEN: &str = "0123456789abcdef-operator-token";
+
+    fn registration(cluster: &str, name: &str, token: &str) -> Vec<u8> {
+        serde_json::to_vec(&RegisterAgentRequest {
+            cluster: cluster.into(),
+            name: name.into(),
+            registration_token: token.into(),
+            ..RegisterAgentRequest::default()
+        })
+        .unwrap()
+    }
+
+    fn agent_service(dir: &tempfile::TempDir, token: Option<&str>) -> AgentService {
+        let store: Arc<dyn Store> = Arc::new(
+            berth_store::SqliteStore::open(berth_store::SqliteOptions::new(dir.path().join("db")))
+                .unwrap(),
+        );
+        let (_tx, rx) = tokio::sync::watch::channel(false);
+        let presence = Arc::new(Presence::with_timeout(Duration::from_secs(60)));
+        let service = AgentService::new(store, presence, rx);
+        match token {
+            Some(t) => service.with_registration_token(RegistrationToken::new(t)),
+            None => service,
+        }
+    }
+
+    async fn register_ok(
+        service: &AgentService,
+        ctx: &RequestContext,
+        name: &str,
+    ) -> RegisterAgentResponse {
+        let body = service
+            .handle(ctx, "RegisterAgent", &registration("default", name, TOKEN))
+            .await
+            .unwrap_or_else(|e| panic!("{}: {}", e.code, e.message));
+        serde_json::from_slice(&body).unwrap()
+    }
+
+    async fn register_err(
+        service: &AgentService,
+        ctx: &RequestContext,
+        cluster: &str,
+        name: &str,
+        token: &str,
+    ) -> AwsError {
+        service
+            .handle(ctx, "RegisterAgent", &registration(cluster, name, token))
+            .await
+            .map(|_| ())
+            .unwrap_err()
+    }
+
+    struct NullSink;
+
+    #[async_trait::async_trait]
+    impl LogSink for NullSink {
+        async fn open_stream(
+            &self,
+            _: &str,
+            _: &str,
+            _: &str,
+            _: &str,
+            _: bool,
+        ) -> Result<Option<LogPosition>, AwsError> {
+            Ok(None)
+        }
+
+        async fn ingest(
+            &self,
+            _: &str,
+            _: &str,
+            _: &str,
+            _: &str,
+            _: Vec<TaskLogEvent>,
+        ) -> Result<Option<LogPosition>, AwsError> {
+            Ok(None)
+        }
+    }
+
+    #[tokio::test]
+    async fn logs_go_only_where_the_task_sends_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let service = agent_service(&dir, Some(TOKEN)).with_logs(Arc::new(NullSink));
+        let answer = register_ok(&service, &root_ctx(), "h1").await;
+        let agent = agent_of(service.store.as_ref(), &answer);
+        let instance_id = answer.container_instance_arn.rsplit('/').next().unwrap();
+        let mut task = record("t1", instance_id, None);
+        task.definition.container_definitions =
+            Some(vec![berth_model::shapes::ecs::ContainerDefinition {
+                name: Some("c".into()),
+                log_configuration: Some(berth_model::shapes::ecs::LogConfiguration {
+                    log_driver: Some("awslogs".into()),
+                    options: Some(
+                        [("awslogs-group".to_string(), "app".to_string())]
+                            .into_iter()
+                            .collect(),
+                    ),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }]);
+        let op = Op::put(
+            Scope::of(&agent).task("default", "t1"),
+            encode(&task).unwrap(),
+        );
+        service
+            .store
+            .update(move |_| Ok::<_, AwsError>((vec![op.clone()], ())))
+            .await
+            .unwrap()
+            .unwrap();
+        let open = |region: &str, group: &str, create_group: bool| {
+            serde_json::to_vec(&OpenLogStreamRequest {
+                task_arn: "arn:aws:ecs:us-east-1:000000000000:task/default/t1".into(),
+                region: region.into(),
+                log_group_name: group.into(),
+                log_stream_name: "s".into(),
+                create_group,
+            })
+            .unwrap()
+        };
+        service
+            .handle(&agent, "OpenLogStream", &open("us-east-1", "app", false))
+            .await
+            .unwrap();
+        for (region, group, create) in [
+            ("us-east-1", "other", false),
+            ("eu-west-1", "app", false),
+            ("us-east-1", "app", true),
+        ] {
+            let e = service
+                .handle(&agent, "OpenLogStream", &open(region, group, create))
+                .await
+                .unwrap_err();
+            assert_eq!(e.code, "AccessDeniedException", "{region} {group} {create}");
+        }
+    }
+
+    #[test]
+    fn registration_tokens_compare_by_digest() {
+        let token = RegistrationToken::new(TOKEN);
+        assert!(token.matches(TOKEN));
+        assert!(!token.matches(""));
+        assert!(!token.matches(&TOKEN[1..]));
+        assert_eq!(format!("{token:?}"), "RegistrationToken(..)");
+    }
+
+    #[tokio::test]
+    async fn registering_needs_the_token_and_berth_register_agent() {
+        let dir = tempfile::tempdir().unwrap();
+        let service = agent_service(&dir, Some(TOKEN));
+        let root = root_ctx();
+        // Missing and wrong tokens.
+        let e = register_err(&service, &root, "default", "h1", "").await;
+        assert_eq!(e.code, "AccessDeniedException");
+        assert!(
+            e.message
+                .starts_with("RegisterAgent needs the agent registration token"),
+            "{}",
+            e.message
+        );
+        assert!(e.message.contains("--registration-token-file"));
+        let e = register_err(&service, &root, "default", "h1", "guess").await;
+        assert_eq!(e.code, "AccessDeniedException");
+        assert!(
+            e.message
+                .starts_with("The agent registration token is wrong"),
+            "{}",
+            e.message
+        );
+        // A server without a token accepts nobody.
+        let bare = agent_service(&tempfile::tempdir().unwrap(), None);
+        let e = register_err(&bare, &root, "default", "h1", TOKEN).await;
+        assert!(e.message.contains("accepts no agent registrations"));
+
+        // `ecs:*` does not grant berth:RegisterAgent, token or not.
+        let ecs_user = user_ctx(&["ecs:*"]);
+        let e = register_err(&service, &ecs_user, "default", "h1", TOKEN).await;
+        assert_eq!(e.code, "AccessDeniedException");
+        assert_eq!(
+            e.message,
+            "User: arn:aws:iam::000000000000:user/mallory is not authorized to perform: \
+             berth:RegisterAgent on resource: arn:aws:ecs:us-east-1:000000000000:cluster/default \
+             because no identity-based policy allows the berth:RegisterAgent action"
+        );
+        assert!(ecs_user.access.checked());
+        // With it (and the token), a user registers a new host.
+        let operator = user_ctx(&["berth:RegisterAgent"]);
+        let e = register_err(&service, &operator, "default", "h1", "guess").await;
+        assert!(e.message.contains("token is wrong"));
+        let answer = register_ok(&service, &operator, "h1").await;
+        assert!(answer.access_key_id.starts_with(AGENT_KEY_PREFIX));
+        assert!(answer
+            .container_instance_arn
+            .starts_with("arn:aws:ecs:us-east-1:000000000000:container-instance/default/"));
+        // Nothing was written by the refused calls: h1 is the only instance.
+        let instances = service
+            .store
+            .range(&Scope::of(&root).instances("default"), None, 100);
+        assert_eq!(instances.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn live_instances_cannot_be_taken_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let service = agent_service(&dir, Some(TOKEN));
+        let store = service.store.clone();
+        let root = root_ctx();
+        let first = register_ok(&service, &root, "h1").await;
+        let agent = agent_of(store.as_ref(), &first);
+
+        // Anyone else naming h1 is refused, even root, even with the token.
+        for ctx in [user_ctx(&["ecs:*", "berth:RegisterAgent"]), root_ctx()] {
+            let e = register_err(&service, &ctx, "default", "h1", TOKEN).await;
+            assert_eq!(e.code, "AccessDeniedException");
+            assert!(
+                e.message.contains(&format!(
+                    "aws ecs deregister-container-instance --cluster default --container-instance {} --force",
+                    first.container_instance_arn
+                )),
+                "{}",
+                e.message
+            );
+        }
+        // The refusals changed nothing: the agent's credential still works.
+        let poll = serde_json::to_vec(&PollTasksRequest::default()).unwrap();
+        let agent_poll = agent_of(store.as_ref(), &first);
+        service
+            .handle(&agent_poll, "PollTasks", &poll)
+            .await
+            .unwrap();
+        assert!(agent_poll.access.checked());
+
+        // The agent itself re-registers: the same instance, and it keeps its
+        // credential (the secret is not sent again), so doing it twice (an
+        // answer lost on the way) is harmless.
+        for _ in 0..2 {
+            let again = register_ok(&service, &agent, "h1").await;
+            assert_eq!(again.container_instance_arn, first.container_instance_arn);
+            assert_eq!(again.access_key_id, first.access_key_id);
+            assert_eq!(again.secret_access_key, "");
+        }
+        assert!(agent_credential(store.as_ref(), &first.access_key_id).is_some());
+        let again = first.clone();
+        // Its own credential still needs the token.
+        let e = register_err(&service, &agent, "default", "h1", "").await;
+        assert!(e.message.contains("needs the agent registration token"));
+
+        // An agent credential of h1 cannot register as h2 (live) nor as a
+        // new name, nor in another cluster.
+        let other = register_ok(&service, &root, "h2").await;
+        let e = register_err(&service, &agent, "default", "h2", TOKEN).await;
+        assert!(
+            e.message.contains(&other.container_instance_arn),
+            "{}",
+            e.message
+        );
+        assert!(e.message.contains("--force"));
+        let e = register_err(&service, &agent, "default", "h3", TOKEN).await;
+        assert_eq!(e.code, "AccessDeniedException");
+        assert!(
+            e.message.starts_with(&format!(
+                "An agent credential can register only its own container instance {} again",
+                again.container_instance_arn
+            )),
+            "{}",
+            e.message
+        );
+        let e = register_err(&service, &agent, "other", "h1", TOKEN).await;
+        assert!(e.message.contains("not in this cluster"), "{}", e.message);
+        assert!(agent_credential(store.as_ref(), &other.access_key_id).is_some());
+
+        // Once the operator deregisters h1, its name is free again (a new
+        // instance), and the old agent credential registers nothing.
+        let scope = Scope::of(&root);
+        instances::deregister(
+            store.as_ref(),
+            &scope,
+            &service.presence,
+            berth_model::shapes::ecs::DeregisterContainerInstanceRequest {
+                cluster: Some("default".into()),
+                container_instance: Some(again.container_instance_arn.clone()),
+                force: Some(true),
+            },
+        )
+        .await
+        .unwrap();
+        let e = register_err(&service, &agent, "default", "h1", TOKEN).await;
+        assert!(e.message.contains("deregistered"), "{}", e.message);
+        let fresh = register_ok(&service, &root, "h1").await;
+        assert_ne!(fresh.container_instance_arn, first.container_instance_arn);
     }
 }

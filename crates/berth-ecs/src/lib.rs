@@ -9,6 +9,7 @@
 
 pub mod account_settings;
 pub mod agent_api;
+pub mod authz;
 pub mod clusters;
 mod error;
 pub mod fargate;
@@ -62,7 +63,20 @@ impl EcsService {
     }
 }
 
-use berth_model::json_op as op;
+/// One operation: parses the input, works out what it needs from IAM (which
+/// may rewrite the input to name the resources authorized, see [`authz`]),
+/// asks the request's [`Access`](berth_model::authz::Access), then runs the
+/// handler.
+macro_rules! op {
+    ($ctx:expr, $body:expr, |$input:ident| $requirements:expr => $call:expr) => {{
+        #[allow(unused_mut)]
+        let mut $input = berth_model::json::parse_input($body)?;
+        let requirements: Vec<berth_model::authz::Requirement> = $requirements;
+        $ctx.authorize(&requirements)?;
+        let output = $call?;
+        berth_model::json::to_body(&output)
+    }};
+}
 
 #[async_trait::async_trait]
 impl JsonService for EcsService {
@@ -85,104 +99,100 @@ impl JsonService for EcsService {
         let caller = ctx.principal.arn.as_str();
         let presence = &self.presence;
         let networks = self.networks.as_deref();
+        let a = authz::Authz::new(store, scope, ctx);
+        let unscoped = || authz::unscoped(operation);
         match operation {
-            "CreateCluster" => op!(body, |i| clusters::create(store, scope, caller, i).await),
-            "DescribeClusters" => op!(body, |i| clusters::describe(store, scope, i)),
-            "ListClusters" => op!(body, |i| clusters::list(store, scope, i)),
-            "UpdateCluster" => op!(body, |i| clusters::update(store, scope, i).await),
-            "UpdateClusterSettings" => {
-                op!(body, |i| clusters::update_settings(store, scope, i).await)
-            }
+            "CreateCluster" => op!(ctx, body, |i| a.create_cluster(&i)?
+                => clusters::create(store, scope, caller, i).await),
+            "DescribeClusters" => op!(ctx, body, |i| a.describe_clusters(&i)?
+                => clusters::describe(store, scope, i)),
+            "ListClusters" => op!(ctx, body, |i| unscoped() => clusters::list(store, scope, i)),
+            "UpdateCluster" => op!(ctx, body, |i| a.update_cluster(&i)?
+                => clusters::update(store, scope, i).await),
+            "UpdateClusterSettings" => op!(ctx, body, |i| a.update_cluster_settings(&i)?
+                => clusters::update_settings(store, scope, i).await),
             "PutClusterCapacityProviders" => {
-                op!(body, |i| clusters::put_capacity_providers(store, scope, i)
-                    .await)
+                op!(ctx, body, |i| a.put_cluster_capacity_providers(&i)?
+                    => clusters::put_capacity_providers(store, scope, i).await)
             }
-            "DeleteCluster" => op!(body, |i| clusters::delete(store, scope, i).await),
+            "DeleteCluster" => op!(ctx, body, |i| a.delete_cluster(&i)?
+                => clusters::delete(store, scope, i).await),
 
-            "RegisterTaskDefinition" => {
-                op!(body, |i| task_definitions::register(
-                    store, scope, caller, i
-                )
-                .await)
-            }
-            "DescribeTaskDefinition" => op!(body, |i| task_definitions::describe(store, scope, i)),
-            "ListTaskDefinitions" => op!(body, |i| task_definitions::list(store, scope, i)),
-            "ListTaskDefinitionFamilies" => {
-                op!(body, |i| task_definitions::list_families(store, scope, i))
-            }
-            "DeregisterTaskDefinition" => {
-                op!(body, |i| task_definitions::deregister(store, scope, i)
-                    .await)
-            }
-            "DeleteTaskDefinitions" => {
-                op!(body, |i| task_definitions::delete(store, scope, i).await)
-            }
+            "RegisterTaskDefinition" => op!(ctx, body, |i| a.register_task_definition(&mut i)?
+                => task_definitions::register(store, scope, caller, i).await),
+            "DescribeTaskDefinition" => op!(ctx, body, |i| unscoped()
+                => task_definitions::describe(store, scope, i)),
+            "ListTaskDefinitions" => op!(ctx, body, |i| unscoped()
+                => task_definitions::list(store, scope, i)),
+            "ListTaskDefinitionFamilies" => op!(ctx, body, |i| unscoped()
+                => task_definitions::list_families(store, scope, i)),
+            "DeregisterTaskDefinition" => op!(ctx, body, |i| unscoped()
+                => task_definitions::deregister(store, scope, i).await),
+            "DeleteTaskDefinitions" => op!(ctx, body, |i| a.delete_task_definitions(&i)?
+                => task_definitions::delete(store, scope, i).await),
 
-            "PutAccountSetting" => {
-                op!(body, |i| account_settings::put(store, scope, caller, i)
-                    .await)
-            }
-            "PutAccountSettingDefault" => {
-                op!(body, |i| account_settings::put_default(store, scope, i)
-                    .await)
-            }
-            "ListAccountSettings" => {
-                op!(body, |i| account_settings::list(store, scope, caller, i))
-            }
-            "DeleteAccountSetting" => {
-                op!(body, |i| account_settings::delete(store, scope, caller, i)
-                    .await)
-            }
+            "PutAccountSetting" => op!(ctx, body, |i| a.put_account_setting(&i)
+                => account_settings::put(store, scope, caller, i).await),
+            "PutAccountSettingDefault" => op!(ctx, body, |i| a.put_account_setting_default(&i)
+                => account_settings::put_default(store, scope, i).await),
+            "ListAccountSettings" => op!(ctx, body, |i| unscoped()
+                => account_settings::list(store, scope, caller, i)),
+            "DeleteAccountSetting" => op!(ctx, body, |i| a.delete_account_setting(&i)
+                => account_settings::delete(store, scope, caller, i).await),
 
             "RegisterContainerInstance" => {
-                op!(body, |i| instances::register(store, scope, presence, i)
-                    .await)
+                op!(ctx, body, |i| a.register_container_instance(&i)?
+                    => instances::register(store, scope, presence, i).await)
             }
             "DeregisterContainerInstance" => {
-                op!(body, |i| instances::deregister(store, scope, presence, i)
-                    .await)
+                op!(ctx, body, |i| a.deregister_container_instance(&i)?
+                    => instances::deregister(store, scope, presence, i).await)
             }
             "DescribeContainerInstances" => {
-                op!(body, |i| instances::describe(store, scope, presence, i))
+                op!(ctx, body, |i| a.describe_container_instances(&i)?
+                    => instances::describe(store, scope, presence, i))
             }
-            "ListContainerInstances" => {
-                op!(body, |i| instances::list(store, scope, presence, i))
-            }
+            "ListContainerInstances" => op!(ctx, body, |i| a.list_container_instances(&i)?
+                => instances::list(store, scope, presence, i)),
             "UpdateContainerInstancesState" => {
-                op!(body, |i| instances::update_state(store, scope, presence, i)
-                    .await)
+                op!(ctx, body, |i| a.update_container_instances_state(&i)?
+                    => instances::update_state(store, scope, presence, i).await)
             }
-            "PutAttributes" => op!(body, |i| instances::put_attributes(store, scope, i).await),
-            "DeleteAttributes" => {
-                op!(body, |i| instances::delete_attributes(store, scope, i)
-                    .await)
-            }
-            "ListAttributes" => op!(body, |i| instances::list_attributes(store, scope, i)),
+            "PutAttributes" => op!(ctx, body, |i| a.put_attributes(&i)?
+                => instances::put_attributes(store, scope, i).await),
+            "DeleteAttributes" => op!(ctx, body, |i| a.delete_attributes(&i)?
+                => instances::delete_attributes(store, scope, i).await),
+            "ListAttributes" => op!(ctx, body, |i| a.list_attributes(&i)?
+                => instances::list_attributes(store, scope, i)),
 
-            "CreateService" => {
-                op!(body, |i| services::create(
-                    store, scope, caller, networks, i
-                )
-                .await)
-            }
-            "UpdateService" => {
-                op!(body, |i| services::update(store, scope, networks, i).await)
-            }
-            "DeleteService" => op!(body, |i| services::delete(store, scope, i).await),
-            "DescribeServices" => op!(body, |i| services::describe(store, scope, i)),
-            "ListServices" => op!(body, |i| services::list(store, scope, i)),
+            "CreateService" => op!(ctx, body, |i| a.create_service(&mut i)?
+                => services::create(store, scope, caller, networks, i).await),
+            "UpdateService" => op!(ctx, body, |i| a.update_service(&mut i)?
+                => services::update(store, scope, networks, i).await),
+            "DeleteService" => op!(ctx, body, |i| a.delete_service(&i)?
+                => services::delete(store, scope, i).await),
+            "DescribeServices" => op!(ctx, body, |i| a.describe_services(&i)?
+                => services::describe(store, scope, i)),
+            "ListServices" => op!(ctx, body, |i| a.list_services(&i)
+                => services::list(store, scope, i)),
 
-            "RunTask" => op!(body, |i| tasks::run(store, scope, presence, networks, i)
-                .await),
-            "StartTask" => op!(body, |i| tasks::start(store, scope, presence, networks, i)
-                .await),
-            "StopTask" => op!(body, |i| tasks::stop(store, scope, i).await),
-            "DescribeTasks" => op!(body, |i| tasks::describe(store, scope, i)),
-            "ListTasks" => op!(body, |i| tasks::list(store, scope, i)),
+            "RunTask" => op!(ctx, body, |i| a.run_task(&mut i)?
+                => tasks::run(store, scope, presence, networks, i).await),
+            "StartTask" => op!(ctx, body, |i| a.start_task(&mut i)?
+                => tasks::start(store, scope, presence, networks, i).await),
+            "StopTask" => {
+                op!(ctx, body, |i| a.stop_task(&i)? => tasks::stop(store, scope, i).await)
+            }
+            "DescribeTasks" => op!(ctx, body, |i| a.describe_tasks(&i)?
+                => tasks::describe(store, scope, i)),
+            "ListTasks" => op!(ctx, body, |i| a.list_tasks(&i)? => tasks::list(store, scope, i)),
 
-            "TagResource" => op!(body, |i| tagging::tag(store, scope, i).await),
-            "UntagResource" => op!(body, |i| tagging::untag(store, scope, i).await),
-            "ListTagsForResource" => op!(body, |i| tagging::list(store, scope, i)),
+            "TagResource" => op!(ctx, body, |i| a.tag_resource(&mut i)?
+                => tagging::tag(store, scope, i).await),
+            "UntagResource" => op!(ctx, body, |i| a.untag_resource(&mut i)?
+                => tagging::untag(store, scope, i).await),
+            "ListTagsForResource" => op!(ctx, body, |i| a.list_tags_for_resource(&mut i)?
+                => tagging::list(store, scope, i)),
 
             other if ecs::OPERATIONS.contains(&other) => Err(error::unsupported(other)),
             other => Err(AwsError::unknown_operation(format!(

@@ -409,6 +409,7 @@ mod tests {
                 gateway: "172.31.0.1".into(),
                 private_ip: "172.31.0.4".into(),
                 mac: "02:00:00:00:00:01".into(),
+                ..TaskNetworkInterface::default()
             },
             availability_zone: "us-east-1a".into(),
             vpc_id: "vpc-1".into(),

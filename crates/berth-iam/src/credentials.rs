@@ -1,4 +1,6 @@
-//! The gateway's view of IAM user access keys and STS session keys.
+//! The gateway's view of IAM user access keys and STS session keys. Their
+//! secrets are opened once per record revision and kept in memory, so a
+//! signature check reads no store and decrypts nothing.
 
 use std::sync::Arc;
 
@@ -6,7 +8,7 @@ use berth_model::credentials::{CredentialSource, ResolvedCredential};
 use berth_model::{Principal, PrincipalKind};
 use berth_store::ReadView;
 
-use crate::records::{access_key_key, user_key, AccessKeyRecord};
+use crate::records::{user_key, AccessKeyRecord};
 use crate::util::now_secs;
 use crate::Iam;
 
@@ -22,10 +24,7 @@ impl IamCredentials {
     }
 
     fn user_key(&self, view: &dyn ReadView, access_key_id: &str) -> Option<ResolvedCredential> {
-        let key: Arc<AccessKeyRecord> = self
-            .iam
-            .decoded(&self.iam.access_keys, view, &access_key_key(access_key_id))
-            .ok()??;
+        let key: Arc<AccessKeyRecord> = self.iam.access_key(view, access_key_id).ok()??;
         if key.status != "Active" {
             return None;
         }

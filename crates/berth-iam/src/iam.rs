@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use berth_model::authz::Requirement;
 use berth_model::{AwsError, PrincipalKind, QueryService, RequestContext};
 use berth_policy::managed::{self, ManagedPolicy};
 use berth_policy::Policy;
@@ -141,6 +142,21 @@ impl Kind {
         }
     }
 
+    /// `arn:aws:iam::<account>:user<path><name>` (or `role`).
+    fn arn(self, account: &str, path: &str, name: &str) -> String {
+        format!("arn:aws:iam::{account}:{}{path}{name}", self.label())
+    }
+
+    /// The IAM action `iam:<verb>User<noun>` (or `Role`), e.g.
+    /// `iam:AttachUserPolicy`.
+    fn action(self, verb: &str, noun: &str) -> String {
+        let entity = match self {
+            Kind::User => "User",
+            Kind::Role => "Role",
+        };
+        format!("iam:{verb}{entity}{noun}")
+    }
+
     fn quota(self) -> &'static str {
         match self {
             Kind::User => "PoliciesPerUser",
@@ -159,11 +175,15 @@ impl Kind {
 
 /// A user or role record: what holds attached and inline policies.
 trait Holder {
+    fn id(&self) -> &str;
     fn attached(&mut self) -> &mut Vec<String>;
     fn inline(&mut self) -> &mut BTreeMap<String, String>;
 }
 
 impl Holder for UserRecord {
+    fn id(&self) -> &str {
+        &self.id
+    }
     fn attached(&mut self) -> &mut Vec<String> {
         &mut self.attached
     }
@@ -173,6 +193,9 @@ impl Holder for UserRecord {
 }
 
 impl Holder for RoleRecord {
+    fn id(&self) -> &str {
+        &self.id
+    }
     fn attached(&mut self) -> &mut Vec<String> {
         &mut self.attached
     }
@@ -192,10 +215,24 @@ struct Held {
 }
 
 impl IamService {
-    async fn edit(&self, kind: Kind, account: &str, name: &str, f: EditFn) -> Result<(), AwsError> {
+    /// Edits the user or role `name` that `checked` authorized.
+    async fn edit(
+        &self,
+        kind: Kind,
+        account: &str,
+        name: &str,
+        checked: Checked,
+        f: EditFn,
+    ) -> Result<(), AwsError> {
         match kind {
-            Kind::User => self.edit_as::<UserRecord>(kind, account, name, f).await,
-            Kind::Role => self.edit_as::<RoleRecord>(kind, account, name, f).await,
+            Kind::User => {
+                self.edit_as::<UserRecord>(kind, account, name, checked, f)
+                    .await
+            }
+            Kind::Role => {
+                self.edit_as::<RoleRecord>(kind, account, name, checked, f)
+                    .await
+            }
         }
     }
 
@@ -204,6 +241,7 @@ impl IamService {
         kind: Kind,
         account: &str,
         name: &str,
+        checked: Checked,
         f: EditFn,
     ) -> Result<(), AwsError>
     where
@@ -214,6 +252,7 @@ impl IamService {
         self.iam
             .update(move |view| {
                 let mut record: H = get_json(view, &key)?.ok_or_else(|| kind.not_found(&name))?;
+                checked.same(record.id())?;
                 if !f(view, &mut record)? {
                     return Ok((Vec::new(), ()));
                 }
@@ -222,12 +261,19 @@ impl IamService {
             .await
     }
 
-    fn held(&self, kind: Kind, account: &str, name: &str) -> Result<Held, AwsError> {
+    fn held(
+        &self,
+        kind: Kind,
+        account: &str,
+        name: &str,
+        checked: &Checked,
+    ) -> Result<Held, AwsError> {
         let view: &dyn ReadView = self.iam.store();
         let key = kind.key(account, name);
         Ok(match kind {
             Kind::User => {
                 let u: UserRecord = get_json(view, &key)?.ok_or_else(|| kind.not_found(name))?;
+                checked.same(&u.id)?;
                 Held {
                     name: u.name,
                     attached: u.attached,
@@ -236,6 +282,7 @@ impl IamService {
             }
             Kind::Role => {
                 let r: RoleRecord = get_json(view, &key)?.ok_or_else(|| kind.not_found(name))?;
+                checked.same(&r.id)?;
                 Held {
                     name: r.name,
                     attached: r.attached,
@@ -252,6 +299,113 @@ impl IamService {
             Policy::parse_identity,
         )
     }
+}
+
+// ---- authorization ----------------------------------------------------------------
+//
+// Every action is authorized as `iam:<Action>` on the resource's canonical
+// ARN: a user or role named by `UserName`/`RoleName` is resolved to the
+// stored record, whose ARN carries its path (`user/division/bob`) and whose
+// name is spelt as stored (names are case-insensitive, ARNs are not), with
+// its tags as `aws:ResourceTag/*`; a name with no record is checked at path
+// `/` and then answers NoSuchEntity. Policies are named by ARN, which must
+// match the stored policy exactly to find it. An attachment is authorized on
+// the user or role it changes, with `iam:PolicyARN`.
+
+/// The record a user or role check was decided on (`None`: there was none).
+/// The write that follows must find the same record, so a user deleted and
+/// created again at another path in between is not changed under the first
+/// one's authorization.
+#[derive(Clone, Debug)]
+struct Checked(Option<String>);
+
+impl Checked {
+    fn same(&self, id: &str) -> Result<(), AwsError> {
+        if self.0.as_deref() == Some(id) {
+            return Ok(());
+        }
+        Err(AwsError::new(
+            409,
+            "ConcurrentModification",
+            "The entity changed while the request was being authorized; retry the request.",
+        ))
+    }
+}
+
+impl IamService {
+    /// Authorizes `action` on the user or role `name` (its canonical ARN,
+    /// its tags as `aws:ResourceTag/*`), with `conditions` besides.
+    fn authorize_holder_with(
+        &self,
+        ctx: &RequestContext,
+        kind: Kind,
+        action: &str,
+        name: &str,
+        conditions: &[(&str, &str)],
+    ) -> Result<Checked, AwsError> {
+        let view: &dyn ReadView = self.iam.store();
+        let holder = self.iam.holder(view, &kind.key(&ctx.account_id, name))?;
+        let (mut requirement, checked) = match &holder {
+            Some(h) => (
+                Requirement::new(action, kind.arn(&ctx.account_id, &h.path, &h.name))
+                    .resource_tags(h.tags.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
+                Checked(Some(h.id.clone())),
+            ),
+            None => (
+                Requirement::new(action, kind.arn(&ctx.account_id, "/", name)),
+                Checked(None),
+            ),
+        };
+        for (key, value) in conditions {
+            requirement = requirement.condition(*key, *value);
+        }
+        ctx.authorize(&[requirement])?;
+        Ok(checked)
+    }
+
+    fn authorize_holder(
+        &self,
+        ctx: &RequestContext,
+        kind: Kind,
+        action: &str,
+        name: &str,
+    ) -> Result<Checked, AwsError> {
+        self.authorize_holder_with(ctx, kind, action, name, &[])
+    }
+
+    /// Authorizes `action` on the user an access-key or GetUser call acts
+    /// on: the named one, else the caller; the root user (no user) is
+    /// checked on its own ARN.
+    fn authorize_target_user(
+        &self,
+        ctx: &RequestContext,
+        action: &str,
+        user: Option<&str>,
+    ) -> Result<Checked, AwsError> {
+        match user {
+            Some(name) => self.authorize_holder(ctx, Kind::User, action, name),
+            None => {
+                ctx.authorize(&[Requirement::new(action, ctx.principal.arn.clone())])?;
+                Ok(Checked(None))
+            }
+        }
+    }
+}
+
+/// ListUsers/ListRoles are authorized on the path they list
+/// (`arn:aws:iam::<account>:user/division/` for `PathPrefix=/division/`).
+fn authorize_list(
+    ctx: &RequestContext,
+    p: &Params<'_>,
+    kind: Kind,
+    action: &str,
+) -> Result<(), AwsError> {
+    let prefix = p.get("PathPrefix").unwrap_or("/");
+    check_path_prefix(prefix)?;
+    ctx.authorize(&[Requirement::new(
+        action,
+        kind.arn(&ctx.account_id, prefix, ""),
+    )])
 }
 
 // ---- rendering ----------------------------------------------------------------
@@ -635,6 +789,11 @@ impl IamService {
         let path = p.get("Path").unwrap_or("/");
         check_path(path)?;
         let tags = parse_tags(p)?;
+        ctx.authorize(&[Requirement::new(
+            "iam:CreateUser",
+            Kind::User.arn(&ctx.account_id, path, name),
+        )
+        .request_tags(tags.iter().map(|(k, v)| (k.as_str(), v.as_str())))])?;
         let account = ctx.account_id.clone();
         let user = UserRecord {
             name: name.to_string(),
@@ -665,12 +824,15 @@ impl IamService {
     }
 
     fn get_user(&self, ctx: &RequestContext, p: &Params<'_>) -> Result<String, AwsError> {
+        let target = target_user(ctx, p)?;
+        let checked = self.authorize_target_user(ctx, "iam:GetUser", target)?;
         let mut x = Xml::new();
-        match target_user(ctx, p)? {
+        match target {
             Some(name) => {
                 let user: UserRecord =
                     get_json(self.iam.store(), &user_key(&ctx.account_id, name))?
                         .ok_or_else(|| user_not_found(name))?;
+                checked.same(&user.id)?;
                 user_xml(&mut x, "User", &user, &ctx.account_id);
             }
             None => {
@@ -684,6 +846,7 @@ impl IamService {
     }
 
     fn list_users(&self, ctx: &RequestContext, p: &Params<'_>) -> Result<String, AwsError> {
+        authorize_list(ctx, p, Kind::User, "iam:ListUsers")?;
         let users = list_json::<UserRecord>(self.iam.store(), &users_prefix(&ctx.account_id))?;
         list_by_path(
             p,
@@ -697,12 +860,14 @@ impl IamService {
     async fn delete_user(&self, ctx: &RequestContext, p: &Params<'_>) -> Result<String, AwsError> {
         let name = p.required("UserName", "userName")?;
         check_name(name, "userName", 1, 128)?;
+        let checked = self.authorize_holder(ctx, Kind::User, "iam:DeleteUser", name)?;
         let key = user_key(&ctx.account_id, name);
         let name = name.to_string();
         self.iam
             .update(move |view| {
                 let user: UserRecord =
                     get_json(view, &key)?.ok_or_else(|| user_not_found(&name))?;
+                checked.same(&user.id)?;
                 if !user.access_keys.is_empty() {
                     return Err(delete_conflict(
                         "Cannot delete entity, must delete access keys first.",
@@ -722,7 +887,9 @@ impl IamService {
         ctx: &RequestContext,
         p: &Params<'_>,
     ) -> Result<String, AwsError> {
-        let Some(name) = target_user(ctx, p)? else {
+        let target = target_user(ctx, p)?;
+        let checked = self.authorize_target_user(ctx, "iam:CreateAccessKey", target)?;
+        let Some(name) = target else {
             return Err(invalid_input(
                 "Berth does not issue access keys for the root user; create an IAM user.",
             ));
@@ -732,13 +899,16 @@ impl IamService {
         let name = name.to_string();
         let id = crate::util::access_key_id("AKIA");
         let secret = crate::util::secret_access_key();
+        // The store keeps the secret sealed; only this answer carries it.
+        let sealed = self.iam.seal_secret(&secret)?;
         let created = now_secs();
         let key = {
-            let (id, secret) = (id.clone(), secret.clone());
+            let id = id.clone();
             self.iam
                 .update(move |view| {
                     let mut user: UserRecord =
                         get_json(view, &user_key)?.ok_or_else(|| user_not_found(&name))?;
+                    checked.same(&user.id)?;
                     if user.access_keys.len() >= MAX_ACCESS_KEYS {
                         return Err(limit_exceeded(format!(
                             "Cannot exceed quota for AccessKeysPerUser: {MAX_ACCESS_KEYS}"
@@ -748,7 +918,7 @@ impl IamService {
                         account: account.clone(),
                         user_name: user.name.clone(),
                         id: id.clone(),
-                        secret: secret.clone(),
+                        secret: sealed.clone(),
                         status: "Active".into(),
                         created,
                     };
@@ -766,7 +936,7 @@ impl IamService {
             .text("UserName", &key.user_name)
             .text("AccessKeyId", &key.id)
             .text("Status", &key.status)
-            .text("SecretAccessKey", &key.secret)
+            .text("SecretAccessKey", &secret)
             .text("CreateDate", &iso(key.created))
             .close("AccessKey");
         Ok(x.finish())
@@ -775,11 +945,13 @@ impl IamService {
     fn list_access_keys(&self, ctx: &RequestContext, p: &Params<'_>) -> Result<String, AwsError> {
         let target = target_user(ctx, p)?;
         let max = p.max_items()?;
+        let checked = self.authorize_target_user(ctx, "iam:ListAccessKeys", target)?;
         let view: &dyn ReadView = self.iam.store();
         let mut keys = Vec::new();
         if let Some(name) = target {
             let user: UserRecord = get_json(view, &user_key(&ctx.account_id, name))?
                 .ok_or_else(|| user_not_found(name))?;
+            checked.same(&user.id)?;
             for id in &user.access_keys {
                 if let Some(key) = get_json::<AccessKeyRecord>(view, &access_key_key(id))? {
                     keys.push((key.id.clone(), key));
@@ -830,12 +1002,13 @@ impl IamService {
                 "The status of an access key can only be Active or Inactive.",
             ));
         }
+        let checked = self.authorize_target_user(ctx, "iam:UpdateAccessKey", user.as_deref())?;
         let status = status.to_string();
         let account = ctx.account_id.clone();
         self.iam
             .update(move |view| {
                 let key_key = access_key_key(&id);
-                let mut key = owned_key(view, &account, user.as_deref(), &id)?;
+                let mut key = owned_key(view, &account, user.as_deref(), &checked, &id)?;
                 if key.status == status {
                     return Ok((Vec::new(), ()));
                 }
@@ -852,10 +1025,11 @@ impl IamService {
         p: &Params<'_>,
     ) -> Result<String, AwsError> {
         let (user, id) = Self::key_target(ctx, p)?;
+        let checked = self.authorize_target_user(ctx, "iam:DeleteAccessKey", user.as_deref())?;
         let account = ctx.account_id.clone();
         self.iam
             .update(move |view| {
-                let key = owned_key(view, &account, user.as_deref(), &id)?;
+                let key = owned_key(view, &account, user.as_deref(), &checked, &id)?;
                 let mut ops = vec![Op::delete(access_key_key(&id))];
                 let user_key = user_key(&account, &key.user_name);
                 if let Some(mut user) = get_json::<UserRecord>(view, &user_key)? {
@@ -874,14 +1048,16 @@ fn owned_key(
     view: &dyn ReadView,
     account: &str,
     user: Option<&str>,
+    checked: &Checked,
     id: &str,
 ) -> Result<AccessKeyRecord, AwsError> {
     let Some(user) = user else {
         return Err(access_key_not_found(id));
     };
-    if get_json::<UserRecord>(view, &user_key(account, user))?.is_none() {
+    let Some(record) = get_json::<UserRecord>(view, &user_key(account, user))? else {
         return Err(user_not_found(user));
-    }
+    };
+    checked.same(&record.id)?;
     let key: AccessKeyRecord =
         get_json(view, &access_key_key(id))?.ok_or_else(|| access_key_not_found(id))?;
     if key.account != account || !key.user_name.eq_ignore_ascii_case(user) {
@@ -933,6 +1109,11 @@ impl IamService {
             .unwrap_or(DEFAULT_MAX_SESSION);
         let tags = parse_tags(p)?;
         self.check_trust(trust, "assumeRolePolicyDocument")?;
+        ctx.authorize(&[Requirement::new(
+            "iam:CreateRole",
+            Kind::Role.arn(&ctx.account_id, path, name),
+        )
+        .request_tags(tags.iter().map(|(k, v)| (k.as_str(), v.as_str())))])?;
         let role = RoleRecord {
             name: name.to_string(),
             path: path.to_string(),
@@ -975,12 +1156,18 @@ impl IamService {
         if let Some(d) = description {
             check_description(d)?;
         }
+        let path = format!("/aws-service-role/{service}/");
+        ctx.authorize(&[Requirement::new(
+            "iam:CreateServiceLinkedRole",
+            Kind::Role.arn(&ctx.account_id, &path, ECS_SERVICE_ROLE),
+        )
+        .condition("iam:AWSServiceName", service)])?;
         let trust = format!(
             r#"{{"Version":"2012-10-17","Statement":[{{"Effect":"Allow","Principal":{{"Service":"{service}"}},"Action":"sts:AssumeRole"}}]}}"#
         );
         let role = RoleRecord {
             name: ECS_SERVICE_ROLE.to_string(),
-            path: format!("/aws-service-role/{service}/"),
+            path,
             id: unique_id("AROA"),
             created: now_secs(),
             trust,
@@ -1003,14 +1190,17 @@ impl IamService {
 
     fn get_role(&self, ctx: &RequestContext, p: &Params<'_>) -> Result<String, AwsError> {
         let name = Kind::Role.name(p)?;
+        let checked = self.authorize_holder(ctx, Kind::Role, "iam:GetRole", name)?;
         let role: RoleRecord = get_json(self.iam.store(), &role_key(&ctx.account_id, name))?
             .ok_or_else(|| role_not_found(name))?;
+        checked.same(&role.id)?;
         let mut x = Xml::new();
         role_xml(&mut x, "Role", &role, &ctx.account_id);
         Ok(x.finish())
     }
 
     fn list_roles(&self, ctx: &RequestContext, p: &Params<'_>) -> Result<String, AwsError> {
+        authorize_list(ctx, p, Kind::Role, "iam:ListRoles")?;
         let roles = list_json::<RoleRecord>(self.iam.store(), &roles_prefix(&ctx.account_id))?;
         list_by_path(
             p,
@@ -1023,11 +1213,13 @@ impl IamService {
 
     async fn delete_role(&self, ctx: &RequestContext, p: &Params<'_>) -> Result<String, AwsError> {
         let name = Kind::Role.name(p)?.to_string();
+        let checked = self.authorize_holder(ctx, Kind::Role, "iam:DeleteRole", &name)?;
         let key = role_key(&ctx.account_id, &name);
         self.iam
             .update(move |view| {
                 let role: RoleRecord =
                     get_json(view, &key)?.ok_or_else(|| role_not_found(&name))?;
+                checked.same(&role.id)?;
                 if role.service_linked {
                     return Err(unmodifiable(&role.name));
                 }
@@ -1046,12 +1238,15 @@ impl IamService {
         let name = Kind::Role.name(p)?.to_string();
         let document = p.required("PolicyDocument", "policyDocument")?;
         self.check_trust(document, "policyDocument")?;
+        let checked =
+            self.authorize_holder(ctx, Kind::Role, "iam:UpdateAssumeRolePolicy", &name)?;
         let document = document.to_string();
         let key = role_key(&ctx.account_id, &name);
         self.iam
             .update(move |view| {
                 let mut role: RoleRecord =
                     get_json(view, &key)?.ok_or_else(|| role_not_found(&name))?;
+                checked.same(&role.id)?;
                 if role.service_linked {
                     return Err(unmodifiable(&role.name));
                 }
@@ -1088,6 +1283,10 @@ impl IamService {
         if let Some(d) = description {
             check_description(d)?;
         }
+        ctx.authorize(&[Requirement::new(
+            "iam:CreatePolicy",
+            format!("arn:aws:iam::{}:policy{path}{name}", ctx.account_id),
+        )])?;
         let id = unique_id("ANPA");
         let version = PolicyVersionRecord {
             id: "v1".into(),
@@ -1132,8 +1331,15 @@ impl IamService {
         Ok(arn)
     }
 
+    /// Authorizes `action` on the managed policy `arn` (its canonical ARN:
+    /// a policy is found only by its exact ARN).
+    fn authorize_policy(ctx: &RequestContext, action: &str, arn: &str) -> Result<(), AwsError> {
+        ctx.authorize(&[Requirement::new(action, arn)])
+    }
+
     fn get_policy(&self, ctx: &RequestContext, p: &Params<'_>) -> Result<String, AwsError> {
         let arn = Self::policy_arn(p)?;
+        Self::authorize_policy(ctx, "iam:GetPolicy", arn)?;
         let view: &dyn ReadView = self.iam.store();
         let found =
             find_policy(view, &ctx.account_id, arn)?.ok_or_else(|| policy_not_found(arn))?;
@@ -1154,6 +1360,7 @@ impl IamService {
         let arn = Self::policy_arn(p)?;
         let version = p.required("VersionId", "versionId")?;
         check_version_id(version)?;
+        Self::authorize_policy(ctx, "iam:GetPolicyVersion", arn)?;
         let found = find_policy(self.iam.store(), &ctx.account_id, arn)?
             .ok_or_else(|| version_not_found(arn, version))?;
         let (record, default) = match found {
@@ -1189,6 +1396,7 @@ impl IamService {
     ) -> Result<String, AwsError> {
         let arn = Self::policy_arn(p)?;
         let max = p.max_items()?;
+        Self::authorize_policy(ctx, "iam:ListPolicyVersions", arn)?;
         let found = find_policy(self.iam.store(), &ctx.account_id, arn)?
             .ok_or_else(|| policy_not_found(arn))?;
         let (versions, default) = match found {
@@ -1266,6 +1474,7 @@ impl IamService {
         check_document(document, "policyDocument")?;
         let set_default = p.bool("SetAsDefault", "setAsDefault")?.unwrap_or(false);
         self.parse_identity(document)?;
+        Self::authorize_policy(ctx, "iam:CreatePolicyVersion", arn)?;
         let document = document.to_string();
         let now = now_secs();
         let (version, default) = self
@@ -1302,6 +1511,7 @@ impl IamService {
         let arn = Self::policy_arn(p)?;
         let version = p.required("VersionId", "versionId")?;
         check_version_id(version)?;
+        Self::authorize_policy(ctx, "iam:DeletePolicyVersion", arn)?;
         let version = version.to_string();
         let arn_owned = arn.to_string();
         self.edit_policy(&ctx.account_id, arn, move |_, record| {
@@ -1328,6 +1538,7 @@ impl IamService {
         let arn = Self::policy_arn(p)?;
         let version = p.required("VersionId", "versionId")?;
         check_version_id(version)?;
+        Self::authorize_policy(ctx, "iam:SetDefaultPolicyVersion", arn)?;
         let version = version.to_string();
         let arn_owned = arn.to_string();
         let now = now_secs();
@@ -1354,6 +1565,7 @@ impl IamService {
         let prefix = p.get("PathPrefix").unwrap_or("/");
         check_policy_path(prefix)?;
         let max = p.max_items()?;
+        ctx.authorize(&[Requirement::new("iam:ListPolicies", "*")])?;
         let view: &dyn ReadView = self.iam.store();
         let counts = attachment_counts(view, &ctx.account_id)?;
         let mut policies: Vec<PolicyView> = Vec::new();
@@ -1397,6 +1609,7 @@ impl IamService {
         p: &Params<'_>,
     ) -> Result<String, AwsError> {
         let arn = Self::policy_arn(p)?;
+        Self::authorize_policy(ctx, "iam:DeletePolicy", arn)?;
         let account = ctx.account_id.clone();
         let arn_owned = arn.to_string();
         self.edit_policy(&ctx.account_id, arn, move |view, record| {
@@ -1428,6 +1641,13 @@ impl IamService {
     ) -> Result<String, AwsError> {
         let name = kind.name(p)?;
         let arn = Self::policy_arn(p)?.to_string();
+        let checked = self.authorize_holder_with(
+            ctx,
+            kind,
+            &kind.action("Attach", "Policy"),
+            name,
+            &[("iam:PolicyARN", &arn)],
+        )?;
         let account = ctx.account_id.clone();
         let f: EditFn = Arc::new(move |view, holder| {
             if find_policy(view, &account, &arn)?.is_none() {
@@ -1445,7 +1665,7 @@ impl IamService {
             holder.attached().push(arn.clone());
             Ok(true)
         });
-        self.edit(kind, &ctx.account_id, name, f).await?;
+        self.edit(kind, &ctx.account_id, name, checked, f).await?;
         Ok(String::new())
     }
 
@@ -1457,6 +1677,13 @@ impl IamService {
     ) -> Result<String, AwsError> {
         let name = kind.name(p)?;
         let arn = Self::policy_arn(p)?.to_string();
+        let checked = self.authorize_holder_with(
+            ctx,
+            kind,
+            &kind.action("Detach", "Policy"),
+            name,
+            &[("iam:PolicyARN", &arn)],
+        )?;
         let f: EditFn = Arc::new(move |_, holder| {
             let before = holder.attached().len();
             holder.attached().retain(|a| *a != arn);
@@ -1465,7 +1692,7 @@ impl IamService {
             }
             Ok(true)
         });
-        self.edit(kind, &ctx.account_id, name, f).await?;
+        self.edit(kind, &ctx.account_id, name, checked, f).await?;
         Ok(String::new())
     }
 
@@ -1479,7 +1706,9 @@ impl IamService {
         let prefix = p.get("PathPrefix").unwrap_or("/");
         check_policy_path(prefix)?;
         let max = p.max_items()?;
-        let held = self.held(kind, &ctx.account_id, name)?;
+        let checked =
+            self.authorize_holder(ctx, kind, &kind.action("ListAttached", "Policies"), name)?;
+        let held = self.held(kind, &ctx.account_id, name, &checked)?;
         let mut items: Vec<(String, String)> = held
             .attached
             .into_iter()
@@ -1532,6 +1761,7 @@ impl IamService {
         let document = p.required("PolicyDocument", "policyDocument")?;
         check_document(document, "policyDocument")?;
         self.parse_identity(document)?;
+        let checked = self.authorize_holder(ctx, kind, &kind.action("Put", "Policy"), name)?;
         let document = document.to_string();
         let f: EditFn = Arc::new(move |_, holder| {
             if holder.inline().get(&policy) == Some(&document) {
@@ -1540,7 +1770,7 @@ impl IamService {
             holder.inline().insert(policy.clone(), document.clone());
             Ok(true)
         });
-        self.edit(kind, &ctx.account_id, name, f).await?;
+        self.edit(kind, &ctx.account_id, name, checked, f).await?;
         Ok(String::new())
     }
 
@@ -1552,7 +1782,8 @@ impl IamService {
     ) -> Result<String, AwsError> {
         let name = kind.name(p)?;
         let policy = Self::inline_name(p)?;
-        let held = self.held(kind, &ctx.account_id, name)?;
+        let checked = self.authorize_holder(ctx, kind, &kind.action("Get", "Policy"), name)?;
+        let held = self.held(kind, &ctx.account_id, name, &checked)?;
         let document = held
             .inline
             .get(policy)
@@ -1572,13 +1803,14 @@ impl IamService {
     ) -> Result<String, AwsError> {
         let name = kind.name(p)?;
         let policy = Self::inline_name(p)?.to_string();
+        let checked = self.authorize_holder(ctx, kind, &kind.action("Delete", "Policy"), name)?;
         let f: EditFn = Arc::new(move |_, holder| {
             if holder.inline().remove(&policy).is_none() {
                 return Err(Self::inline_not_found(kind, &policy));
             }
             Ok(true)
         });
-        self.edit(kind, &ctx.account_id, name, f).await?;
+        self.edit(kind, &ctx.account_id, name, checked, f).await?;
         Ok(String::new())
     }
 
@@ -1590,7 +1822,8 @@ impl IamService {
     ) -> Result<String, AwsError> {
         let name = kind.name(p)?;
         let max = p.max_items()?;
-        let held = self.held(kind, &ctx.account_id, name)?;
+        let checked = self.authorize_holder(ctx, kind, &kind.action("List", "Policies"), name)?;
+        let held = self.held(kind, &ctx.account_id, name, &checked)?;
         let items: Vec<(String, String)> =
             held.inline.into_keys().map(|k| (k.clone(), k)).collect();
         let (page, next) = paginate(items, p.get("Marker"), max);

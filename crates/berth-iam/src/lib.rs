@@ -8,6 +8,10 @@
 //!   for the gateway's signature check.
 //! * [`Iam::identity_policies`] gives an authorizer the policies of a caller;
 //!   [`Iam::issue_role_session`] mints role credentials (for task roles).
+//! * Secret access keys of users and sessions are sealed with the
+//!   [`Sealer`] given to [`Iam::with_sealer`] before they reach the store, and
+//!   kept opened in memory once read; [`Iam::seal_stored_secrets`] seals
+//!   what an older data directory stored in plaintext.
 //!
 //! Architecture invariant: every handler validates its input completely
 //! before touching state, and every state-dependent check runs in the same
@@ -28,6 +32,7 @@ pub use authorizer::IamAuthorizer;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use berth_model::seal::{self, Sealer};
 use berth_model::{AwsError, Principal, PrincipalKind};
 use berth_policy::{managed, Policy, PrincipalRef};
 use berth_store::{Op, ReadView, Revision, Store, StoreExt};
@@ -37,8 +42,8 @@ pub use iam::IamService;
 pub use sts::StsService;
 
 use records::{
-    policy_key, role_key, session_key, user_key, PolicyRecord, RoleRecord, SessionRecord,
-    SESSIONS_PREFIX,
+    policy_key, role_key, session_key, user_key, AccessKeyRecord, PolicyRecord, RoleRecord,
+    SessionRecord, ACCESS_KEYS_PREFIX, SESSIONS_PREFIX,
 };
 use util::{get_json, now_secs, store_error};
 
@@ -73,6 +78,9 @@ pub struct SessionCredentials {
 /// The IAM and STS state and the logic shared by both services.
 pub struct Iam {
     store: Arc<dyn Store>,
+    /// Seals secret access keys at rest; `None` keeps them as they are
+    /// (tests and benchmarks over throwaway stores).
+    sealer: Option<Arc<dyn Sealer>>,
     /// Parsed policies keyed by `managed:<arn>#<version>`,
     /// `local:<policy id>#<version>` (ids are fresh per creation, versions
     /// immutable), or `inline:`/`trust:` plus the document text.
@@ -81,10 +89,10 @@ pub struct Iam {
     holders: RevisionCache<HolderEntry>,
     /// Default versions of customer managed policies by store key.
     local_policies: RevisionCache<Option<Arc<Policy>>>,
-    /// Decoded sessions by store key.
+    /// Decoded sessions by store key, their secrets opened.
     sessions: RevisionCache<SessionRecord>,
-    /// Decoded access keys by store key.
-    pub(crate) access_keys: RevisionCache<records::AccessKeyRecord>,
+    /// Decoded access keys by store key, their secrets opened.
+    access_keys: RevisionCache<AccessKeyRecord>,
 }
 
 pub(crate) type RevisionCache<T> = Mutex<HashMap<String, (Revision, Arc<T>)>>;
@@ -141,9 +149,22 @@ pub(crate) struct HolderEntry {
 }
 
 impl Iam {
+    /// IAM over `store`, keeping secret access keys as they are: for tests
+    /// and benchmarks. A server uses [`with_sealer`](Self::with_sealer).
     pub fn new(store: Arc<dyn Store>) -> Arc<Iam> {
+        Iam::build(store, None)
+    }
+
+    /// IAM over `store`, sealing the secrets of access keys and sessions
+    /// with `sealer` before they are stored.
+    pub fn with_sealer(store: Arc<dyn Store>, sealer: Arc<dyn Sealer>) -> Arc<Iam> {
+        Iam::build(store, Some(sealer))
+    }
+
+    fn build(store: Arc<dyn Store>, sealer: Option<Arc<dyn Sealer>>) -> Arc<Iam> {
         Arc::new(Iam {
             store,
+            sealer,
             cache: Mutex::new(HashMap::new()),
             holders: Mutex::new(HashMap::new()),
             local_policies: Mutex::new(HashMap::new()),
@@ -345,6 +366,12 @@ impl Iam {
                 let user = self
                     .holder(view, &user_key(account, name))?
                     .ok_or_else(|| user_not_found(name))?;
+                // A user deleted and created again under the same name is
+                // another identity: what was issued to the first (a
+                // registry token) grants the second nothing.
+                if !principal.user_id.is_empty() && principal.user_id != user.id {
+                    return Err(user_not_found(name));
+                }
                 let policies = self.holder_policies(view, account, &user)?;
                 Ok(Identity {
                     principal: PrincipalRef::user(account, &user.path, &user.name, &user.id),
@@ -391,12 +418,14 @@ impl Iam {
         }
     }
 
-    /// The record at `key`, decoded once per store revision.
-    pub(crate) fn decoded<T: serde::de::DeserializeOwned>(
+    /// The record at `key`, decoded and passed through `finish` once per
+    /// store revision.
+    fn decoded_with<T: serde::de::DeserializeOwned>(
         &self,
         cache: &RevisionCache<T>,
         view: &dyn ReadView,
         key: &str,
+        finish: impl FnOnce(&mut T) -> Result<(), AwsError>,
     ) -> Result<Option<Arc<T>>, AwsError> {
         let Some(kv) = view.get(key) else {
             return Ok(None);
@@ -404,19 +433,95 @@ impl Iam {
         if let Some(value) = revision_cached(cache, key, kv.mod_revision) {
             return Ok(Some(value));
         }
-        let value: Arc<T> =
-            Arc::new(serde_json::from_slice(&kv.value).map_err(|_| util::corrupt(key))?);
+        let mut value: T = serde_json::from_slice(&kv.value).map_err(|_| util::corrupt(key))?;
+        finish(&mut value)?;
+        let value = Arc::new(value);
         remember(cache, key, kv.mod_revision, value.clone());
         Ok(Some(value))
     }
 
-    /// A session record (expired ones too; callers check `expires`).
+    /// A stored secret's plaintext (sealed, or plaintext from an older data
+    /// directory).
+    fn open_secret(&self, key: &str, stored: &str) -> Result<String, AwsError> {
+        seal::open_text(self.sealer.as_deref(), stored).map_err(|e| {
+            tracing::warn!(key, error = %e, "a stored secret access key cannot be opened");
+            AwsError::internal("A stored credential cannot be decrypted.")
+        })
+    }
+
+    /// `plaintext` as a record stores it: sealed when IAM has a sealer.
+    pub(crate) fn seal_secret(&self, plaintext: &str) -> Result<String, AwsError> {
+        seal::seal_text(self.sealer.as_deref(), plaintext)
+            .map_err(|_| AwsError::internal("Sealing a new credential failed."))
+    }
+
+    /// A session record (expired ones too; callers check `expires`), its
+    /// secret opened.
     pub(crate) fn session(
         &self,
         view: &dyn ReadView,
         access_key_id: &str,
     ) -> Result<Option<Arc<SessionRecord>>, AwsError> {
-        self.decoded(&self.sessions, view, &session_key(access_key_id))
+        let key = session_key(access_key_id);
+        self.decoded_with(&self.sessions, view, &key, |record: &mut SessionRecord| {
+            record.secret = self.open_secret(&key, &record.secret)?;
+            Ok(())
+        })
+    }
+
+    /// An access key record, its secret opened.
+    pub(crate) fn access_key(
+        &self,
+        view: &dyn ReadView,
+        access_key_id: &str,
+    ) -> Result<Option<Arc<AccessKeyRecord>>, AwsError> {
+        let key = records::access_key_key(access_key_id);
+        self.decoded_with(
+            &self.access_keys,
+            view,
+            &key,
+            |record: &mut AccessKeyRecord| {
+                record.secret = self.open_secret(&key, &record.secret)?;
+                Ok(())
+            },
+        )
+    }
+
+    /// Seals every access key and session secret still stored in plaintext
+    /// (written before Berth sealed them); returns how many. Nothing without
+    /// a sealer. For the server's start.
+    pub async fn seal_stored_secrets(&self) -> Result<usize, AwsError> {
+        let Some(sealer) = self.sealer.clone() else {
+            return Ok(0);
+        };
+        self.update(move |view| {
+            let mut ops = Vec::new();
+            let seal = |plaintext: &str| {
+                seal::seal_text(Some(sealer.as_ref()), plaintext)
+                    .map_err(|_| AwsError::internal("Sealing a stored credential failed."))
+            };
+            for kv in view.range(ACCESS_KEYS_PREFIX, None, usize::MAX) {
+                let Ok(mut record) = serde_json::from_slice::<AccessKeyRecord>(&kv.value) else {
+                    continue;
+                };
+                if !seal::is_sealed(&record.secret) {
+                    record.secret = seal(&record.secret)?;
+                    ops.push(Op::put(kv.key, util::to_bytes(&record)?));
+                }
+            }
+            for kv in view.range(SESSIONS_PREFIX, None, usize::MAX) {
+                let Ok(mut record) = serde_json::from_slice::<SessionRecord>(&kv.value) else {
+                    continue;
+                };
+                if !seal::is_sealed(&record.secret) {
+                    record.secret = seal(&record.secret)?;
+                    ops.push(Op::put(kv.key, util::to_bytes(&record)?));
+                }
+            }
+            let n = ops.len();
+            Ok((ops, n))
+        })
+        .await
     }
 
     /// Mints credentials for a session of `role_arn` in `account`, valid for
@@ -525,14 +630,19 @@ impl Iam {
             role_path: role.path.clone(),
             role_id: role.id.clone(),
             session_name: session_name.to_string(),
-            secret: util::secret_access_key(),
+            secret: String::new(),
             token: util::session_token(),
             created: now,
             expires: now + i64::from(duration_secs),
         };
         let access_key_id = util::access_key_id("ASIA");
         let key = session_key(&access_key_id);
-        let value = util::to_bytes(&session)?;
+        // The record keeps the secret sealed; the caller gets the plaintext.
+        let secret = util::secret_access_key();
+        let value = util::to_bytes(&SessionRecord {
+            secret: self.seal_secret(&secret)?,
+            ..session.clone()
+        })?;
         let role_key = role_key(account, &role.name);
         let role_id = role.id.clone();
         let role_arn = role.arn(account);
@@ -558,7 +668,7 @@ impl Iam {
             assumed_role_id: session.user_id(),
             arn: session.arn(),
             access_key_id,
-            secret_access_key: session.secret,
+            secret_access_key: secret,
             session_token: session.token,
             expiration: session.expires,
         })

@@ -4,6 +4,7 @@
 //! `/iam/<account>/policies/<…>` (names are unique without regard to case, as
 //! in IAM), `/iam/access-keys/<access key id>` (key ids are global, so the
 //! gateway finds a key with one read), `/sts/sessions/<access key id>`.
+//! Secret access keys are stored sealed with the master key.
 //! A user or role record carries its inline policies and the ARNs of its
 //! attached managed policies, so deleting or authorizing needs one read.
 
@@ -35,8 +36,10 @@ pub fn policy_key(account: &str, name: &str) -> String {
     format!("/iam/{account}/policies/{}", name.to_ascii_lowercase())
 }
 
+pub const ACCESS_KEYS_PREFIX: &str = "/iam/access-keys/";
+
 pub fn access_key_key(access_key_id: &str) -> String {
-    format!("/iam/access-keys/{access_key_id}")
+    format!("{ACCESS_KEYS_PREFIX}{access_key_id}")
 }
 
 pub const SESSIONS_PREFIX: &str = "/sts/sessions/";
@@ -74,6 +77,8 @@ pub struct AccessKeyRecord {
     pub account: String,
     pub user_name: String,
     pub id: String,
+    /// The secret access key, sealed (`sealed:v1:…`) with the master key;
+    /// plaintext in records of older data directories.
     pub secret: String,
     /// `Active` or `Inactive`.
     pub status: String,
@@ -146,6 +151,7 @@ pub struct SessionRecord {
     pub role_path: String,
     pub role_id: String,
     pub session_name: String,
+    /// The session's secret access key, sealed as an access key's is.
     pub secret: String,
     pub token: String,
     pub created: i64,

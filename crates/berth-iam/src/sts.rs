@@ -3,10 +3,9 @@
 
 use std::sync::Arc;
 
+use berth_model::authz::Requirement;
 use berth_model::{AwsError, PrincipalKind, QueryService, RequestContext};
-use berth_policy::{
-    evaluate, evaluate_trust, Context, Decision, Policy, PrincipalScope, Request, Timestamp,
-};
+use berth_policy::{evaluate_trust, Decision, PrincipalScope, Request};
 
 use crate::util::{check_name, iso, now_secs, validation, Params, Xml};
 use crate::{Iam, SessionCredentials, MAX_SESSION_SECS, MIN_SESSION_SECS, STS_NAMESPACE};
@@ -44,7 +43,12 @@ impl QueryService for StsService {
     ) -> Result<String, AwsError> {
         let p = Params(params);
         match action {
-            "GetCallerIdentity" => Ok(get_caller_identity(ctx)),
+            "GetCallerIdentity" => {
+                // Needs no permission: AWS answers it even under an
+                // explicit deny of sts:GetCallerIdentity.
+                ctx.no_authorization_needed();
+                Ok(get_caller_identity(ctx))
+            }
             "AssumeRole" => self.assume_role(ctx, &p).await,
             _ => Err(AwsError::bad_request("InvalidAction", "")),
         }
@@ -106,36 +110,40 @@ impl StsService {
             return Err(validation(format!("{role_arn} is invalid")));
         };
         let caller_arn = ctx.principal.arn.as_str();
-
-        // Who is asking, and what their own policies say.
-        let (caller, identity) = match ctx.principal.kind {
-            PrincipalKind::Agent => return Err(access_denied(caller_arn, role_arn)),
-            _ => self.iam.identity_policies(&ctx.principal)?,
+        if ctx.principal.kind == PrincipalKind::Agent {
+            ctx.no_authorization_needed();
+            return Err(access_denied(caller_arn, role_arn));
+        }
+        let Some(role) = self.iam.role_by_arn(account, role_arn)? else {
+            ctx.no_authorization_needed();
+            return Err(access_denied(caller_arn, role_arn));
         };
-        let role = self
-            .iam
-            .role_by_arn(account, role_arn)?
-            .ok_or_else(|| access_denied(caller_arn, role_arn))?;
+        // STS decides: the role's trust policy must allow the caller, and —
+        // unless the trust names the caller itself in its own account — the
+        // caller's identity policies must allow sts:AssumeRole on the role's
+        // canonical ARN, with the role's tags as aws:ResourceTag/*. The
+        // identity check goes through the request's authorizer, so it sees
+        // the same request keys (source IP, time, principal tags) as any call.
+        let canonical = role.arn(account);
+        let identity_decision =
+            ctx.decide(&[Requirement::new("sts:AssumeRole", canonical.clone())
+                .resource_tags(role.tags.iter().map(|(k, v)| (k.as_str(), v.as_str())))]);
+        let identity = self.iam.identity(&ctx.principal)?;
         let trust = self.iam.trust_policy(&role)?;
-        let mut context = Context::new();
-        context.set_current_time(Timestamp::from_epoch_seconds(now_secs()));
-        let request = Request::new(&caller, "sts:AssumeRole", role_arn, &context);
+        let context = crate::authorizer::request_context(ctx, &identity.tags, now_secs());
+        let request = Request::new(&identity.principal, "sts:AssumeRole", &canonical, &context);
         let is_root = ctx.principal.kind == PrincipalKind::Root;
         let same_account = account == ctx.principal.account_id;
-        let identity_refs: Vec<&Policy> = identity.iter().map(|p| p.as_ref()).collect();
-        let identity_decision = if is_root {
-            None
-        } else {
-            Some(evaluate(&identity_refs, None, &request))
-        };
         let allowed = match evaluate_trust(&trust, &request) {
-            Decision::Allow(m) => match &identity_decision {
-                None => same_account || m.principal_scope == PrincipalScope::Direct,
-                Some(Decision::ExplicitDeny(_)) => false,
-                Some(d) => {
-                    (m.principal_scope == PrincipalScope::Direct && same_account) || d.is_allowed()
+            Decision::Allow(m) => {
+                let direct = m.principal_scope == PrincipalScope::Direct;
+                match &identity_decision {
+                    _ if is_root => same_account || direct,
+                    Err(denial) if denial.explicit => false,
+                    Err(_) => direct && same_account,
+                    Ok(()) => true,
                 }
-            },
+            }
             _ => false,
         };
         if !allowed {

@@ -108,6 +108,15 @@ impl Fixture {
         self.sts.handle(ctx, action, &params(p)).await
     }
 
+    /// `ctx` with IAM enforced by the real authorizer.
+    fn enforced(&self, ctx: RequestContext) -> RequestContext {
+        ctx.with_access(berth_model::Access::new(
+            Some(Arc::new(crate::IamAuthorizer::new(self.iam.clone()))),
+            berth_model::DenialStyle::Query,
+            false,
+        ))
+    }
+
     /// A user with an access key; returns the caller context of the key.
     async fn user_ctx(&self, name: &str) -> RequestContext {
         self.iam("CreateUser", &[("UserName", name)]).await.unwrap();
@@ -453,7 +462,7 @@ async fn roles_trust_and_assume_role() {
     assert_eq!(e.code, "NoSuchEntity");
 
     // A user in the account needs an identity policy when the trust names the account.
-    let bob = f.user_ctx("bob").await;
+    let bob = f.enforced(f.user_ctx("bob").await);
     let e = f
         .sts(
             &bob,
@@ -484,7 +493,7 @@ async fn roles_trust_and_assume_role() {
     .unwrap();
 
     // A trust naming the user directly needs no identity policy.
-    let carol = f.user_ctx("carol").await;
+    let carol = f.enforced(f.user_ctx("carol").await);
     let direct = TRUST_ACCOUNT.replace(":root", ":user/carol");
     f.iam(
         "UpdateAssumeRolePolicy",
@@ -1318,4 +1327,328 @@ async fn task_role_sessions_need_the_service_in_the_trust_policy() {
         )
         .unwrap_err();
     assert_eq!(e.code, "NoSuchEntity");
+}
+
+/// A stand-in for the master key: enough to see secrets leave the store
+/// sealed and come back opened (the real one is `berth-secrets`' AES-GCM).
+struct TestSealer;
+
+impl berth_model::Sealer for TestSealer {
+    fn seal(&self, plaintext: &[u8]) -> Result<Vec<u8>, berth_model::SealError> {
+        Ok(plaintext.iter().rev().map(|b| b ^ 0xa5).collect())
+    }
+    fn open(&self, sealed: &[u8]) -> Result<Vec<u8>, berth_model::SealError> {
+        Ok(sealed.iter().rev().map(|b| b ^ 0xa5).collect())
+    }
+}
+
+/// Every value in the store, as one string (what a reader of the file sees).
+fn raw_store(store: &Arc<dyn Store>) -> String {
+    store
+        .range("/", None, usize::MAX)
+        .iter()
+        .map(|kv| String::from_utf8_lossy(&kv.value).into_owned())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[tokio::test]
+async fn secret_access_keys_are_stored_sealed_and_old_plaintext_ones_migrate() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> =
+        Arc::new(SqliteStore::open(SqliteOptions::new(dir.path().join("store.db"))).unwrap());
+
+    // An older data directory: keys and sessions in plaintext.
+    let plain = Iam::new(store.clone());
+    let f_root = fixture().root;
+    let svc = plain.iam_service();
+    svc.handle(&f_root, "CreateUser", &params(&[("UserName", "old")]))
+        .await
+        .unwrap();
+    let out = svc
+        .handle(&f_root, "CreateAccessKey", &params(&[("UserName", "old")]))
+        .await
+        .unwrap();
+    let old_id = tag(&out, "AccessKeyId").unwrap();
+    let old_secret = tag(&out, "SecretAccessKey").unwrap();
+    svc.handle(
+        &f_root,
+        "CreateRole",
+        &params(&[
+            ("RoleName", "r"),
+            ("AssumeRolePolicyDocument", TRUST_ACCOUNT),
+        ]),
+    )
+    .await
+    .unwrap();
+    let role_arn = format!("arn:aws:iam::{ACCOUNT}:role/r");
+    let old_session = plain
+        .issue_role_session(ACCOUNT, &role_arn, "s1", 900)
+        .await
+        .unwrap();
+    assert!(raw_store(&store).contains(&old_secret));
+
+    // The server now seals: the old records still resolve…
+    let iam = Iam::with_sealer(store.clone(), Arc::new(TestSealer));
+    let creds = iam.credentials();
+    assert_eq!(
+        creds.resolve(&old_id).unwrap().secret_access_key,
+        old_secret
+    );
+    // …and are sealed in place at start.
+    assert_eq!(iam.seal_stored_secrets().await.unwrap(), 2);
+    assert_eq!(iam.seal_stored_secrets().await.unwrap(), 0);
+    let raw = raw_store(&store);
+    assert!(!raw.contains(&old_secret));
+    assert!(!raw.contains(&old_session.secret_access_key));
+    assert!(raw.contains(berth_model::seal::SEALED_PREFIX));
+    let fresh = Iam::with_sealer(store.clone(), Arc::new(TestSealer)).credentials();
+    assert_eq!(
+        fresh.resolve(&old_id).unwrap().secret_access_key,
+        old_secret
+    );
+    assert_eq!(
+        fresh
+            .resolve(&old_session.access_key_id)
+            .unwrap()
+            .secret_access_key,
+        old_session.secret_access_key
+    );
+
+    // New keys and sessions never reach the store in plaintext.
+    let svc = iam.iam_service();
+    let out = svc
+        .handle(&f_root, "CreateAccessKey", &params(&[("UserName", "old")]))
+        .await
+        .unwrap();
+    let (id, secret) = (
+        tag(&out, "AccessKeyId").unwrap(),
+        tag(&out, "SecretAccessKey").unwrap(),
+    );
+    let session = iam
+        .issue_role_session(ACCOUNT, &role_arn, "s2", 900)
+        .await
+        .unwrap();
+    let raw = raw_store(&store);
+    assert!(!raw.contains(&secret));
+    assert!(!raw.contains(&session.secret_access_key));
+    assert_eq!(creds.resolve(&id).unwrap().secret_access_key, secret);
+    assert_eq!(
+        creds
+            .resolve(&session.access_key_id)
+            .unwrap()
+            .secret_access_key,
+        session.secret_access_key
+    );
+    // Without the key, a sealed secret does not resolve (and is not served
+    // sealed as if it were the secret).
+    assert!(Iam::new(store.clone()).credentials().resolve(&id).is_none());
+}
+
+#[tokio::test]
+async fn iam_calls_are_authorized_on_canonical_arns() {
+    let f = fixture();
+    f.iam("CreateUser", &[("UserName", "bob"), ("Path", "/division/")])
+        .await
+        .unwrap();
+    let admin = f.enforced(f.user_ctx("admin").await);
+    let policy = format!(
+        r#"{{"Version":"2012-10-17","Statement":[
+            {{"Effect":"Allow","Action":"iam:*","Resource":"*"}},
+            {{"Effect":"Deny","Action":"iam:*","Resource":"arn:aws:iam::{ACCOUNT}:user/division/*"}}]}}"#
+    );
+    f.iam(
+        "PutUserPolicy",
+        &[
+            ("UserName", "admin"),
+            ("PolicyName", "p"),
+            ("PolicyDocument", &policy),
+        ],
+    )
+    .await
+    .unwrap();
+    // By name, in any case: the Deny on the path still applies.
+    for name in ["bob", "BOB"] {
+        for (action, extra) in [
+            ("GetUser", vec![]),
+            ("CreateAccessKey", vec![]),
+            ("DeleteUser", vec![]),
+            (
+                "AttachUserPolicy",
+                vec![("PolicyArn", "arn:aws:iam::aws:policy/AdministratorAccess")],
+            ),
+            (
+                "PutUserPolicy",
+                vec![("PolicyName", "x"), ("PolicyDocument", ALLOW_ECS)],
+            ),
+        ] {
+            let mut p = vec![("UserName", name)];
+            p.extend(extra);
+            let e = f.iam_as(&admin, action, &p).await.unwrap_err();
+            assert_eq!(
+                (e.status, e.code.as_ref()),
+                (403, "AccessDenied"),
+                "{action}"
+            );
+            assert_eq!(
+                e.message,
+                format!(
+                    "User: arn:aws:iam::{ACCOUNT}:user/admin is not authorized to perform: \
+                     iam:{action} on resource: arn:aws:iam::{ACCOUNT}:user/division/bob with an \
+                     explicit deny in an identity-based policy"
+                )
+            );
+        }
+    }
+    // Other users are allowed; a missing one is checked at `/` and not found.
+    f.iam_as(&admin, "GetUser", &[("UserName", "admin")])
+        .await
+        .unwrap();
+    let e = f
+        .iam_as(&admin, "GetUser", &[("UserName", "ghost")])
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, "NoSuchEntity");
+    // Listing the denied path is denied; listing everything is not.
+    let e = f
+        .iam_as(&admin, "ListUsers", &[("PathPrefix", "/division/")])
+        .await
+        .unwrap_err();
+    assert!(e.message.contains(&format!(
+        "on resource: arn:aws:iam::{ACCOUNT}:user/division/ "
+    )));
+    f.iam_as(&admin, "ListUsers", &[]).await.unwrap();
+
+    // Attaching is authorized on the principal with iam:PolicyARN, and
+    // needs nothing on the policy itself.
+    let carol = f.enforced(f.user_ctx("carol").await);
+    let only_readonly = format!(
+        r#"{{"Version":"2012-10-17","Statement":[{{"Effect":"Allow","Action":"iam:AttachUserPolicy",
+            "Resource":"arn:aws:iam::{ACCOUNT}:user/carol",
+            "Condition":{{"ArnEquals":{{"iam:PolicyARN":"arn:aws:iam::aws:policy/AmazonSSMReadOnlyAccess"}}}}}}]}}"#
+    );
+    f.iam(
+        "PutUserPolicy",
+        &[
+            ("UserName", "carol"),
+            ("PolicyName", "p"),
+            ("PolicyDocument", &only_readonly),
+        ],
+    )
+    .await
+    .unwrap();
+    f.iam_as(
+        &carol,
+        "AttachUserPolicy",
+        &[
+            ("UserName", "carol"),
+            (
+                "PolicyArn",
+                "arn:aws:iam::aws:policy/AmazonSSMReadOnlyAccess",
+            ),
+        ],
+    )
+    .await
+    .unwrap();
+    let e = f
+        .iam_as(
+            &carol,
+            "AttachUserPolicy",
+            &[
+                ("UserName", "carol"),
+                ("PolicyArn", "arn:aws:iam::aws:policy/AdministratorAccess"),
+            ],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, "AccessDenied");
+
+    // Tags: aws:RequestTag on create, aws:ResourceTag afterwards.
+    let dave = f.enforced(f.user_ctx("dave").await);
+    let abac = r#"{"Version":"2012-10-17","Statement":[
+        {"Effect":"Allow","Action":"iam:CreateRole","Resource":"*",
+         "Condition":{"StringEquals":{"aws:RequestTag/team":"blue"}}},
+        {"Effect":"Allow","Action":"iam:GetRole","Resource":"*",
+         "Condition":{"StringEquals":{"aws:ResourceTag/team":"blue"}}}]}"#;
+    f.iam(
+        "PutUserPolicy",
+        &[
+            ("UserName", "dave"),
+            ("PolicyName", "p"),
+            ("PolicyDocument", abac),
+        ],
+    )
+    .await
+    .unwrap();
+    let create = |name: &'static str, team: &'static str| {
+        vec![
+            ("RoleName", name),
+            ("AssumeRolePolicyDocument", TRUST_ACCOUNT),
+            ("Tags.member.1.Key", "team"),
+            ("Tags.member.1.Value", team),
+        ]
+    };
+    f.iam_as(&dave, "CreateRole", &create("blue", "blue"))
+        .await
+        .unwrap();
+    let e = f
+        .iam_as(&dave, "CreateRole", &create("red", "red"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, "AccessDenied");
+    f.iam("CreateRole", &create("red", "red")).await.unwrap();
+    f.iam_as(&dave, "GetRole", &[("RoleName", "blue")])
+        .await
+        .unwrap();
+    let e = f
+        .iam_as(&dave, "GetRole", &[("RoleName", "red")])
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, "AccessDenied");
+
+    // AssumeRole: the identity check sees the role's tags and canonical ARN.
+    let erin = f.enforced(f.user_ctx("erin").await);
+    let assume_blue = r#"{"Version":"2012-10-17","Statement":[
+        {"Effect":"Allow","Action":"sts:AssumeRole","Resource":"*",
+         "Condition":{"StringEquals":{"aws:ResourceTag/team":"blue"}}}]}"#;
+    f.iam(
+        "PutUserPolicy",
+        &[
+            ("UserName", "erin"),
+            ("PolicyName", "p"),
+            ("PolicyDocument", assume_blue),
+        ],
+    )
+    .await
+    .unwrap();
+    for (role, ok) in [("blue", true), ("red", false)] {
+        let r = f
+            .sts(
+                &erin,
+                "AssumeRole",
+                &[
+                    ("RoleArn", &format!("arn:aws:iam::{ACCOUNT}:role/{role}")),
+                    ("RoleSessionName", "s1"),
+                ],
+            )
+            .await;
+        assert_eq!(r.is_ok(), ok, "{role}: {r:?}");
+    }
+    // GetCallerIdentity needs nothing, even under an explicit deny.
+    let frank = f.enforced(f.user_ctx("frank").await);
+    f.iam(
+        "PutUserPolicy",
+        &[
+            ("UserName", "frank"),
+            ("PolicyName", "p"),
+            (
+                "PolicyDocument",
+                r#"{"Version":"2012-10-17","Statement":[{"Effect":"Deny","Action":"*","Resource":"*"}]}"#,
+            ),
+        ],
+    )
+    .await
+    .unwrap();
+    f.sts(&frank, "GetCallerIdentity", &[]).await.unwrap();
+    assert!(frank.access.checked());
 }

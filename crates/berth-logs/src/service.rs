@@ -6,6 +6,7 @@ use std::path::Path;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use berth_model::authz::Requirement;
 use berth_model::shapes::logs;
 use berth_model::{json_op, AwsError, JsonService, RequestContext};
 use serde::Serialize;
@@ -54,10 +55,67 @@ fn group_arn(ctx: &RequestContext, name: &str) -> String {
     ctx.arn("logs", &format!("log-group:{name}"))
 }
 
+/// A log group as a request names it (by name, or by ARN with or without
+/// `:*`), with the account and region the reference points at.
+///
+/// The ARNs IAM is asked about are those AWS forms: the group's own ARN
+/// (`log-group:<name>`) for the ARN-based tagging calls, and for the
+/// classic group-level calls (CreateLogGroup, DescribeLogStreams,
+/// PutRetentionPolicy, FilterLogEvents, …) the group's ARN with an empty
+/// stream, `log-group:<name>:log-stream:`, which is what AWS's refusals
+/// name (so `log-group:<name>:*` grants them); stream calls name
+/// `log-group:<name>:log-stream:<stream>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct GroupRef {
+    region: String,
+    account: String,
+    name: String,
+}
+
+impl GroupRef {
+    fn own(ctx: &RequestContext, name: &str) -> GroupRef {
+        GroupRef {
+            region: ctx.region.clone(),
+            account: ctx.account_id.clone(),
+            name: name.to_string(),
+        }
+    }
+
+    fn base(&self) -> String {
+        format!(
+            "arn:aws:logs:{}:{}:log-group:{}",
+            self.region, self.account, self.name
+        )
+    }
+
+    /// `log-group:<name>`: the group's ARN.
+    fn arn(&self) -> String {
+        self.base()
+    }
+
+    /// `log-group:<name>:log-stream:`: what classic group-level calls ask.
+    fn classic(&self) -> String {
+        format!("{}:log-stream:", self.base())
+    }
+
+    /// `log-group:<name>:log-stream:<stream>`.
+    fn stream(&self, stream: &str) -> String {
+        format!("{}:log-stream:{stream}", self.base())
+    }
+
+    /// The group's name, once the caller may know whether it exists: a
+    /// group of another account or region does not, from its point of view.
+    fn name_in(&self, ctx: &RequestContext) -> Result<&str, AwsError> {
+        if self.region != ctx.region || self.account != ctx.account_id {
+            return Err(group_not_found());
+        }
+        Ok(&self.name)
+    }
+}
+
 /// Reads a log group ARN (`arn:aws:logs:<region>:<account>:log-group:<name>`,
-/// optionally ending in `:*`) into the group name. Another account's or
-/// region's group does not exist from the caller's point of view.
-fn group_name_from_arn(ctx: &RequestContext, arn: &str) -> Result<String, AwsError> {
+/// optionally ending in `:*`).
+fn parse_group_arn(arn: &str) -> Result<GroupRef, AwsError> {
     let parts: Vec<&str> = arn.splitn(6, ':').collect();
     let [_, _, "logs", region, account, resource] = parts.as_slice() else {
         return Err(invalid(format!("Invalid ARN: {arn}")));
@@ -67,10 +125,17 @@ fn group_name_from_arn(ctx: &RequestContext, arn: &str) -> Result<String, AwsErr
     };
     let name = name.strip_suffix(":*").unwrap_or(name);
     limits::check_group_name(name, "logGroupIdentifier")?;
-    if *region != ctx.region || *account != ctx.account_id {
-        return Err(group_not_found());
-    }
-    Ok(name.to_string())
+    Ok(GroupRef {
+        region: region.to_string(),
+        account: account.to_string(),
+        name: name.to_string(),
+    })
+}
+
+/// Reads a log group ARN into the group name. Another account's or
+/// region's group does not exist from the caller's point of view.
+fn group_name_from_arn(ctx: &RequestContext, arn: &str) -> Result<String, AwsError> {
+    parse_group_arn(arn)?.name_in(ctx).map(str::to_string)
 }
 
 /// The group a request names by `logGroupName` or `logGroupIdentifier`
@@ -79,21 +144,19 @@ fn resolve_group(
     ctx: &RequestContext,
     name: &Option<String>,
     identifier: &Option<String>,
-) -> Result<String, AwsError> {
+) -> Result<GroupRef, AwsError> {
     match (name, identifier) {
         (Some(_), Some(_)) => Err(invalid(
             "LogGroup name and LogGroup ARN are mutually exclusive parameters.",
         )),
         (Some(name), None) => {
             limits::check_group_name(name, "logGroupName")?;
-            Ok(name.clone())
+            Ok(GroupRef::own(ctx, name))
         }
-        (None, Some(identifier)) if identifier.starts_with("arn:") => {
-            group_name_from_arn(ctx, identifier)
-        }
+        (None, Some(identifier)) if identifier.starts_with("arn:") => parse_group_arn(identifier),
         (None, Some(identifier)) => {
             limits::check_group_name(identifier, "logGroupIdentifier")?;
-            Ok(identifier.clone())
+            Ok(GroupRef::own(ctx, identifier))
         }
         (None, None) => Err(invalid(
             "Should provide either logGroupName or logGroupIdentifier.",
@@ -225,6 +288,52 @@ impl LogsService {
         })
     }
 
+    /// `logs:<operation>` on `resource`, a resource of `group`, with the
+    /// group's tags (`aws:ResourceTag/<k>`; none when it does not exist).
+    fn group_requirement(
+        &self,
+        operation: &str,
+        resource: String,
+        group: &GroupRef,
+    ) -> Requirement {
+        let catalog = self.store.catalog();
+        let tags = catalog
+            .group(&group.account, &group.region, &group.name)
+            .map(|g| &g.info.tags);
+        Requirement::new(format!("logs:{operation}"), resource).resource_tags(
+            tags.into_iter()
+                .flatten()
+                .map(|(k, v)| (k.as_str(), v.as_str())),
+        )
+    }
+
+    /// Asks IAM for `logs:<operation>` on the group's classic ARN
+    /// (`log-group:<name>:log-stream:`) with its tags and what `extra` adds.
+    fn authorize_group(
+        &self,
+        ctx: &RequestContext,
+        operation: &str,
+        group: &GroupRef,
+        extra: impl FnOnce(Requirement) -> Requirement,
+    ) -> Result<(), AwsError> {
+        let requirement = self.group_requirement(operation, group.classic(), group);
+        ctx.authorize(&[extra(requirement)])
+    }
+
+    /// Asks IAM for `logs:<operation>` on one stream of the group.
+    fn authorize_stream(
+        &self,
+        ctx: &RequestContext,
+        operation: &str,
+        group: &GroupRef,
+        stream: &str,
+    ) -> Result<(), AwsError> {
+        ctx.authorize(&[Requirement::new(
+            format!("logs:{operation}"),
+            group.stream(stream),
+        )])
+    }
+
     /// Whether the group exists (from the catalog).
     fn require_group(&self, ctx: &RequestContext, name: &str) -> Result<(), AwsError> {
         match self
@@ -251,6 +360,18 @@ impl LogsService {
         limits::check_log_group_class(class)?;
         let tags = input.tags.unwrap_or_default();
         check_new_tags(&tags)?;
+        let group = GroupRef::own(ctx, name);
+        let request_tags = || tags.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+        let mut requirements =
+            vec![Requirement::new("logs:CreateLogGroup", group.classic())
+                .request_tags(request_tags())];
+        // Tags given at creation also need logs:TagResource, as on AWS.
+        if !tags.is_empty() {
+            requirements.push(
+                Requirement::new("logs:TagResource", group.arn()).request_tags(request_tags()),
+            );
+        }
+        ctx.authorize(&requirements)?;
         self.store
             .write(WriteOp::CreateGroup {
                 key: group_key(&ctx.account_id, &ctx.region, name),
@@ -272,6 +393,7 @@ impl LogsService {
     ) -> Result<Empty, AwsError> {
         let name = required(&input.log_group_name, "logGroupName")?;
         limits::check_group_name(name, "logGroupName")?;
+        self.authorize_group(ctx, "DeleteLogGroup", &GroupRef::own(ctx, name), |r| r)?;
         self.store
             .write(WriteOp::DeleteGroup {
                 key: group_key(&ctx.account_id, &ctx.region, name),
@@ -307,6 +429,11 @@ impl LogsService {
             .as_deref()
             .map(tokens::decode_opaque)
             .transpose()?;
+        // AWS asks about the account's groups as a whole here.
+        ctx.authorize(&[Requirement::new(
+            "logs:DescribeLogGroups",
+            ctx.arn("logs", "log-group::log-stream:"),
+        )])?;
         let identifiers: Option<Vec<String>> = input
             .log_group_identifiers
             .as_ref()
@@ -374,6 +501,7 @@ impl LogsService {
             .retention_in_days
             .ok_or_else(|| limits::missing("retentionInDays"))?;
         limits::check_retention(days)?;
+        self.authorize_group(ctx, "PutRetentionPolicy", &GroupRef::own(ctx, name), |r| r)?;
         self.store
             .write(WriteOp::ChangeGroup {
                 key: group_key(&ctx.account_id, &ctx.region, name),
@@ -390,6 +518,12 @@ impl LogsService {
     ) -> Result<Empty, AwsError> {
         let name = required(&input.log_group_name, "logGroupName")?;
         limits::check_group_name(name, "logGroupName")?;
+        self.authorize_group(
+            ctx,
+            "DeleteRetentionPolicy",
+            &GroupRef::own(ctx, name),
+            |r| r,
+        )?;
         self.store
             .write(WriteOp::ChangeGroup {
                 key: group_key(&ctx.account_id, &ctx.region, name),
@@ -405,6 +539,7 @@ impl LogsService {
         input: logs::CreateLogStreamRequest,
     ) -> Result<Empty, AwsError> {
         let (group, stream) = group_and_stream(&input.log_group_name, &input.log_stream_name)?;
+        self.authorize_stream(ctx, "CreateLogStream", &GroupRef::own(ctx, group), stream)?;
         self.store
             .write(WriteOp::CreateStream {
                 key: group_key(&ctx.account_id, &ctx.region, group),
@@ -423,6 +558,7 @@ impl LogsService {
         input: logs::DeleteLogStreamRequest,
     ) -> Result<Empty, AwsError> {
         let (group, stream) = group_and_stream(&input.log_group_name, &input.log_stream_name)?;
+        self.authorize_stream(ctx, "DeleteLogStream", &GroupRef::own(ctx, group), stream)?;
         self.store
             .write(WriteOp::DeleteStream {
                 key: group_key(&ctx.account_id, &ctx.region, group),
@@ -460,6 +596,8 @@ impl LogsService {
         }
         let descending = input.descending.unwrap_or(false);
         let limit = limits::describe_limit(input.limit)?;
+        self.authorize_group(ctx, "DescribeLogStreams", &group, |r| r)?;
+        let group = group.name_in(ctx)?.to_string();
         let after: Option<(i64, String)> = match input.next_token.as_deref() {
             None => None,
             Some(token) => {
@@ -546,6 +684,7 @@ impl LogsService {
                     .ok_or_else(|| limits::missing("logEvents.member.message"))?,
             });
         }
+        self.authorize_stream(ctx, "PutLogEvents", &GroupRef::own(ctx, group), stream)?;
         let retention = {
             let catalog = self.store.catalog();
             let entry = catalog
@@ -635,10 +774,12 @@ impl LogsService {
             timestamp: input.end_time.unwrap_or(i64::MAX),
             seq: i64::MIN,
         };
+        self.authorize_stream(ctx, "GetLogEvents", &group, stream)?;
+        let group = group.name_in(ctx)?;
         let stream_id = {
             let catalog = self.store.catalog();
             let entry = catalog
-                .group(&ctx.account_id, &ctx.region, &group)
+                .group(&ctx.account_id, &ctx.region, group)
                 .ok_or_else(group_not_found)?;
             entry.streams.get(stream).ok_or_else(stream_not_found)?.id
         };
@@ -758,10 +899,12 @@ impl LogsService {
             timestamp: input.end_time.unwrap_or(i64::MAX),
             seq: i64::MAX,
         };
+        self.authorize_group(ctx, "FilterLogEvents", &group, |r| r)?;
+        let group = group.name_in(ctx)?;
         let streams: Vec<(i64, String)> = {
             let catalog = self.store.catalog();
             let entry = catalog
-                .group(&ctx.account_id, &ctx.region, &group)
+                .group(&ctx.account_id, &ctx.region, group)
                 .ok_or_else(group_not_found)?;
             entry
                 .streams
@@ -860,11 +1003,16 @@ impl LogsService {
         input: logs::TagResourceRequest,
     ) -> Result<Empty, AwsError> {
         let arn = required(&input.resource_arn, "resourceArn")?;
-        let group = group_name_from_arn(ctx, arn)?;
+        let group = parse_group_arn(arn)?;
         let tags = input.tags.ok_or_else(|| limits::missing("tags"))?;
         check_new_tags(&tags)?;
-        self.require_group(ctx, &group)?;
-        self.change_tags(ctx, &group, GroupChange::Tag(tags)).await
+        let requirement = self
+            .group_requirement("TagResource", group.arn(), &group)
+            .request_tags(tags.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        ctx.authorize(&[requirement])?;
+        let group = group.name_in(ctx)?;
+        self.require_group(ctx, group)?;
+        self.change_tags(ctx, group, GroupChange::Tag(tags)).await
     }
 
     async fn untag_resource(
@@ -873,12 +1021,16 @@ impl LogsService {
         input: logs::UntagResourceRequest,
     ) -> Result<Empty, AwsError> {
         let arn = required(&input.resource_arn, "resourceArn")?;
-        let group = group_name_from_arn(ctx, arn)?;
+        let group = parse_group_arn(arn)?;
         let keys = input.tag_keys.ok_or_else(|| limits::missing("tagKeys"))?;
         check_tag_keys(&keys)?;
-        self.require_group(ctx, &group)?;
-        self.change_tags(ctx, &group, GroupChange::Untag(keys))
-            .await
+        let requirement = self
+            .group_requirement("UntagResource", group.arn(), &group)
+            .tag_keys(keys.iter().cloned());
+        ctx.authorize(&[requirement])?;
+        let group = group.name_in(ctx)?;
+        self.require_group(ctx, group)?;
+        self.change_tags(ctx, group, GroupChange::Untag(keys)).await
     }
 
     fn list_tags_for_resource(
@@ -887,9 +1039,11 @@ impl LogsService {
         input: logs::ListTagsForResourceRequest,
     ) -> Result<logs::ListTagsForResourceResponse, AwsError> {
         let arn = required(&input.resource_arn, "resourceArn")?;
-        let group = group_name_from_arn(ctx, arn)?;
+        let group = parse_group_arn(arn)?;
+        ctx.authorize(&[self.group_requirement("ListTagsForResource", group.arn(), &group)])?;
+        let group = group.name_in(ctx)?;
         Ok(logs::ListTagsForResourceResponse {
-            tags: Some(self.tags_of(ctx, &group)?),
+            tags: Some(self.tags_of(ctx, group)?),
         })
     }
 
@@ -902,6 +1056,9 @@ impl LogsService {
         limits::check_group_name(group, "logGroupName")?;
         let tags = input.tags.ok_or_else(|| limits::missing("tags"))?;
         check_new_tags(&tags)?;
+        self.authorize_group(ctx, "TagLogGroup", &GroupRef::own(ctx, group), |r| {
+            r.request_tags(tags.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        })?;
         self.change_tags(ctx, group, GroupChange::Tag(tags)).await
     }
 
@@ -914,6 +1071,9 @@ impl LogsService {
         limits::check_group_name(group, "logGroupName")?;
         let keys = input.tags.ok_or_else(|| limits::missing("tags"))?;
         check_tag_keys(&keys)?;
+        self.authorize_group(ctx, "UntagLogGroup", &GroupRef::own(ctx, group), |r| {
+            r.tag_keys(keys.iter().cloned())
+        })?;
         self.change_tags(ctx, group, GroupChange::Untag(keys)).await
     }
 
@@ -924,6 +1084,7 @@ impl LogsService {
     ) -> Result<logs::ListTagsLogGroupResponse, AwsError> {
         let group = required(&input.log_group_name, "logGroupName")?;
         limits::check_group_name(group, "logGroupName")?;
+        self.authorize_group(ctx, "ListTagsLogGroup", &GroupRef::own(ctx, group), |r| r)?;
         Ok(logs::ListTagsLogGroupResponse {
             tags: Some(self.tags_of(ctx, group)?),
         })
@@ -938,6 +1099,16 @@ impl JsonService for LogsService {
 
     fn signing_name(&self) -> &'static str {
         logs::SIGNING_NAME
+    }
+
+    /// A PutLogEvents batch holds up to 1 MiB of events, which JSON escaping
+    /// can grow several times; the service itself answers a batch over its
+    /// limits with CloudWatch's own errors.
+    fn max_body(&self, operation: &str) -> usize {
+        match operation {
+            "PutLogEvents" => 8 * 1024 * 1024,
+            _ => berth_model::service::DEFAULT_MAX_BODY,
+        }
     }
 
     async fn handle(

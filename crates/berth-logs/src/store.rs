@@ -318,6 +318,34 @@ CREATE TABLE IF NOT EXISTS meta (
 );
 ";
 
+/// Creates the log database readable by its owner only (0600) and tightens
+/// an existing one and its `-wal`/`-shm` files (SQLite gives those the
+/// database file's mode): log events can hold anything a task printed.
+fn make_private(path: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(path)?;
+        let name = path.as_os_str().to_owned();
+        for suffix in ["", "-wal", "-shm"] {
+            let mut file = name.clone();
+            file.push(suffix);
+            match std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
+}
+
 fn open_writer_connection(path: &Path) -> Result<Connection, rusqlite::Error> {
     let conn = Connection::open(path)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -416,6 +444,10 @@ fn stream_from_row(row: &rusqlite::Row<'_>, at: usize) -> Result<StreamInfo, rus
 impl Store {
     /// Opens (creating if needed) the database at `path` and starts the writer.
     pub fn open(path: &Path) -> Result<Store, LogsError> {
+        make_private(path).map_err(|source| LogsError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
         let conn = open_writer_connection(path)?;
         let catalog = Arc::new(RwLock::new(load_catalog(&conn)?));
         let next_seq: i64 = conn
@@ -1052,5 +1084,30 @@ impl<'c> MergedScan<'c> {
             }
         }
         Ok(best.and_then(|i| self.cursors[i].buffer.pop_front()))
+    }
+}
+
+#[cfg(all(test, unix))]
+mod file_mode_tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    #[test]
+    fn the_log_database_and_its_wal_are_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("logs.db");
+        std::fs::write(&path, b"").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let store = Store::open(&path).unwrap();
+        for file in ["logs.db", "logs.db-wal", "logs.db-shm"] {
+            let file = dir.path().join(file);
+            if file.exists() {
+                let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+                assert_eq!(mode, 0o600, "{}", file.display());
+            }
+        }
+        assert!(dir.path().join("logs.db-wal").exists());
+        drop(store);
     }
 }

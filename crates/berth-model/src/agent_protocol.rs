@@ -1,9 +1,12 @@
 //! The protocol between `berth agent` and the server: AWS JSON 1.1 over the
 //! same gateway as every API (SigV4-signed, routed by `X-Amz-Target:
 //! BerthAgentV1.<Operation>`), so it shares authentication, errors and
-//! codecs. `RegisterAgent` is signed with account credentials and mints a
-//! credential bound to the new container instance; every other call is signed
-//! with that credential.
+//! codecs. `RegisterAgent` carries the operator's agent registration token
+//! and mints a credential bound to the container instance; every other call is
+//! signed with that credential. A first registration is signed with account
+//! credentials allowed `berth:RegisterAgent` on the cluster; registering a live
+//! instance again must be signed with its current agent credential (so nobody
+//! else can take it over).
 //!
 //! Resumable: `PollTasks` takes the store revision the agent last saw and
 //! answers (long-polling) once something about the agent's tasks changed after
@@ -30,8 +33,19 @@ pub struct RegisterAgentRequest {
     pub total_resources: Vec<Resource>,
     pub attributes: Vec<Attribute>,
     pub version_info: VersionInfo,
+    /// The agent registration token the server's operator gave this host
+    /// (`<data-dir>/agent-token` of `berth up`, or its `BERTH_AGENT_TOKEN`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub registration_token: String,
 }
 
+/// The IAM action a user or role session needs (on the cluster's ARN) to
+/// register an agent. Not an `ecs:` action, so `ecs:*` does not grant it.
+pub const REGISTER_AGENT_ACTION: &str = "berth:RegisterAgent";
+
+/// The instance's agent credential. Registering a live instance again (signed
+/// with its credential) keeps that credential: the answer names it again and
+/// leaves `secret_access_key` empty, as the agent has it.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct RegisterAgentResponse {
@@ -99,6 +113,15 @@ pub struct TaskNetworkInterface {
     pub gateway: String,
     pub private_ip: String,
     pub mac: String,
+    /// The interface's VPC (`vpc-…`): the agent routes between the subnets
+    /// of one VPC on its host and keeps VPCs apart. Empty from servers
+    /// that predate it (the subnet is then treated as a VPC of its own).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub vpc_id: String,
+    /// The VPC's CIDR block, e.g. `172.31.0.0/16`: addresses in it never
+    /// leave the VPC (empty from older servers).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub vpc_cidr: String,
 }
 
 /// Asks for the security-group rules that apply to an awsvpc task's

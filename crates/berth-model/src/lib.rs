@@ -11,6 +11,7 @@ pub mod context;
 pub mod credentials;
 pub mod error;
 pub mod json;
+pub mod seal;
 pub mod service;
 pub mod shapes;
 pub mod tags;
@@ -21,4 +22,5 @@ pub use authz::{Access, Authorizer, Denial, DenialStyle, Requirement, ResourcePo
 pub use context::{Principal, PrincipalKind, RequestContext};
 pub use credentials::{CredentialSource, ResolvedCredential, StaticCredentials};
 pub use error::AwsError;
+pub use seal::{SealError, Sealer};
 pub use service::{JsonService, QueryService};

@@ -3,6 +3,11 @@
 
 use crate::{AwsError, RequestContext};
 
+/// The request body an operation accepts unless its service says otherwise:
+/// more than any AWS JSON or Query operation Berth serves needs (policies,
+/// task definitions and secrets are tens of kilobytes at most).
+pub const DEFAULT_MAX_BODY: usize = 1024 * 1024;
+
 /// An AWS service speaking the JSON 1.1 protocol (`X-Amz-Target: Prefix.Operation`).
 #[async_trait::async_trait]
 pub trait JsonService: Send + Sync + 'static {
@@ -11,6 +16,14 @@ pub trait JsonService: Send + Sync + 'static {
 
     /// The SigV4 signing name the credential scope must carry, e.g. `ecs`.
     fn signing_name(&self) -> &'static str;
+
+    /// The largest request body `operation` accepts; larger ones are refused
+    /// before they are read. Services override it for the few operations
+    /// that carry bulk data (log events, layer parts, manifests).
+    fn max_body(&self, operation: &str) -> usize {
+        let _ = operation;
+        DEFAULT_MAX_BODY
+    }
 
     /// Handles one operation; `body` is the raw JSON request body. Returns the
     /// JSON response body.
@@ -31,6 +44,12 @@ pub trait QueryService: Send + Sync + 'static {
 
     /// XML namespace of responses, e.g. `https://iam.amazonaws.com/doc/2010-05-08/`.
     fn xml_namespace(&self) -> &'static str;
+
+    /// The largest request body this service accepts (the action is inside
+    /// the body, so the limit is per service).
+    fn max_body(&self) -> usize {
+        DEFAULT_MAX_BODY
+    }
 
     /// Whether the service speaks EC2's dialect of Query (botocore's `ec2`
     /// protocol): the inner XML goes straight into `<{Action}Response>` next

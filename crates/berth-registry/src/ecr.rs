@@ -1,12 +1,19 @@
 //! Amazon ECR's API (`AmazonEC2ContainerRegistry_V20150921`, JSON 1.1).
 //!
-//! Handlers validate input first, then do every state-dependent check in the
-//! same store mutation as the write it guards. Operations of the model that
-//! Berth does not implement answer `UnsupportedOperationException`.
+//! Handlers validate input first, then ask IAM (`ecr:<Operation>` on the
+//! repository's canonical ARN, `arn:aws:ecr:<region>:<account>:repository/<name>`,
+//! with the repository's tags as `aws:ResourceTag/*` and, on CreateRepository
+//! and the tag calls, the request's tags as `aws:RequestTag/*`/`aws:TagKeys`;
+//! operations without a repository on `*`), then do every state-dependent
+//! check in the same store mutation as the write it guards. Repository
+//! policies take part through the authorizer's resource-policy source.
+//! Operations of the model that Berth does not implement answer
+//! `UnsupportedOperationException`.
 
 use std::sync::Arc;
 
 use base64::Engine;
+use berth_model::authz::{self, Requirement};
 use berth_model::shapes::ecr;
 use berth_model::tags::{self, TagRef};
 use berth_model::{Arn, AwsError, JsonService, PrincipalKind, RequestContext};
@@ -19,13 +26,10 @@ use crate::gc::CompleteError;
 use crate::meta::{
     self, ExclusionFilter, ManifestRecord, PutError, RepoRecord, Scope, TagPair, TagRecord,
 };
-use crate::token::Claims;
 use crate::{lifecycle, Registry};
 
 /// ECR answers `partSize` 10 MiB for layer uploads.
 const PART_SIZE: i64 = 10 * 1024 * 1024;
-/// Download URLs (ECR's are presigned S3 URLs) stay valid for an hour.
-const DOWNLOAD_URL_SECS: i64 = 3600;
 const NAME_PATTERN: &str = "(?:[a-z0-9]+(?:[._-][a-z0-9]+)*/)*[a-z0-9]+(?:[._-][a-z0-9]+)*";
 
 pub struct EcrService {
@@ -126,6 +130,23 @@ impl Call<'_> {
         Ok(name.to_string())
     }
 
+    /// `action` on the repository the input's `repositoryName` names.
+    fn on_repo(
+        &self,
+        action: &str,
+        input: &impl RepositoryInput,
+    ) -> Result<Vec<Requirement>, AwsError> {
+        let (registry_id, name) = input.repository();
+        let name = self.name(registry_id, name)?;
+        Ok(vec![self.on_name(action, &name)])
+    }
+
+    /// `action` on repository `name` (a valid name), with its tags.
+    fn on_name(&self, action: &str, name: &str) -> Requirement {
+        self.registry
+            .repository_requirement(&self.scope, action, name)
+    }
+
     fn repo(&self, name: &str) -> Result<RepoRecord, AwsError> {
         meta::get(self.store(), &self.scope.repo(name))
             .ok_or_else(|| repo_not_found(&self.scope, name))
@@ -191,6 +212,43 @@ impl Call<'_> {
         }
     }
 }
+
+/// An input that names one repository (`registryId`, `repositoryName`).
+trait RepositoryInput {
+    fn repository(&self) -> (&Option<String>, &Option<String>);
+}
+
+macro_rules! repository_inputs {
+    ($($shape:ident),* $(,)?) => {
+        $(impl RepositoryInput for ecr::$shape {
+            fn repository(&self) -> (&Option<String>, &Option<String>) {
+                (&self.registry_id, &self.repository_name)
+            }
+        })*
+    };
+}
+
+repository_inputs!(
+    DeleteRepositoryRequest,
+    ListImagesRequest,
+    DescribeImagesRequest,
+    BatchGetImageRequest,
+    BatchDeleteImageRequest,
+    PutImageRequest,
+    BatchCheckLayerAvailabilityRequest,
+    InitiateLayerUploadRequest,
+    UploadLayerPartRequest,
+    CompleteLayerUploadRequest,
+    GetDownloadUrlForLayerRequest,
+    PutImageTagMutabilityRequest,
+    PutImageScanningConfigurationRequest,
+    SetRepositoryPolicyRequest,
+    GetRepositoryPolicyRequest,
+    DeleteRepositoryPolicyRequest,
+    PutLifecyclePolicyRequest,
+    GetLifecyclePolicyRequest,
+    DeleteLifecyclePolicyRequest,
+);
 
 fn check_name(name: &str) -> Result<(), AwsError> {
     if !meta::valid_repository_name(name) {
@@ -392,6 +450,15 @@ impl JsonService for EcrService {
         ecr::SIGNING_NAME
     }
 
+    /// Layer parts (base64 in JSON) and manifests are the only bulk input.
+    fn max_body(&self, operation: &str) -> usize {
+        match operation {
+            "UploadLayerPart" => 32 * 1024 * 1024,
+            "PutImage" => 8 * 1024 * 1024,
+            _ => berth_model::service::DEFAULT_MAX_BODY,
+        }
+    }
+
     async fn handle(
         &self,
         ctx: &RequestContext,
@@ -417,35 +484,153 @@ impl JsonService for EcrService {
             },
             ctx,
         };
+        let ctx = c.ctx;
         match operation {
-            "GetAuthorizationToken" => op!(body, |i| get_authorization_token(c, i)),
-            "CreateRepository" => op!(body, |i| create_repository(c, i).await),
-            "DescribeRepositories" => op!(body, |i| describe_repositories(c, i)),
-            "DeleteRepository" => op!(body, |i| delete_repository(c, i).await),
-            "ListImages" => op!(body, |i| list_images(c, i)),
-            "DescribeImages" => op!(body, |i| describe_images(c, i)),
-            "BatchGetImage" => op!(body, |i| batch_get_image(c, i)),
-            "BatchDeleteImage" => op!(body, |i| batch_delete_image(c, i).await),
-            "PutImage" => op!(body, |i| put_image(c, i).await),
-            "BatchCheckLayerAvailability" => op!(body, |i| batch_check_layers(c, i)),
-            "InitiateLayerUpload" => op!(body, |i| initiate_layer_upload(c, i)),
-            "UploadLayerPart" => op!(body, |i| upload_layer_part(c, i).await),
-            "CompleteLayerUpload" => op!(body, |i| complete_layer_upload(c, i).await),
-            "GetDownloadUrlForLayer" => op!(body, |i| get_download_url(c, i)),
-            "PutImageTagMutability" => op!(body, |i| put_tag_mutability(c, i).await),
-            "PutImageScanningConfiguration" => op!(body, |i| put_scanning(c, i).await),
-            "SetRepositoryPolicy" => op!(body, |i| set_policy(c, i).await),
-            "GetRepositoryPolicy" => op!(body, |i| get_policy(c, i)),
-            "DeleteRepositoryPolicy" => op!(body, |i| delete_policy(c, i).await),
-            "PutLifecyclePolicy" => op!(body, |i| put_lifecycle(c, i).await),
-            "GetLifecyclePolicy" => op!(body, |i| get_lifecycle(c, i)),
-            "DeleteLifecyclePolicy" => op!(body, |i| delete_lifecycle(c, i).await),
-            "TagResource" => op!(body, |i| tag_resource(c, i).await),
-            "UntagResource" => op!(body, |i| untag_resource(c, i).await),
-            "ListTagsForResource" => op!(body, |i| list_tags(c, i)),
+            "GetAuthorizationToken" => {
+                op!(ctx, body, |i| authz::on("ecr:GetAuthorizationToken", Vec::new())
+                => get_authorization_token(c, i))
+            }
+            "CreateRepository" => op!(ctx, body, |i| create_requirements(c, &i)?
+                => create_repository(c, i).await),
+            "DescribeRepositories" => op!(ctx, body, |i| describe_requirements(c, &i)?
+                => describe_repositories(c, i)),
+            "DeleteRepository" => op!(ctx, body, |i| c.on_repo("ecr:DeleteRepository", &i)?
+                => delete_repository(c, i).await),
+            "ListImages" => op!(ctx, body, |i| c.on_repo("ecr:ListImages", &i)?
+                => list_images(c, i)),
+            "DescribeImages" => op!(ctx, body, |i| c.on_repo("ecr:DescribeImages", &i)?
+                => describe_images(c, i)),
+            "BatchGetImage" => op!(ctx, body, |i| c.on_repo("ecr:BatchGetImage", &i)?
+                => batch_get_image(c, i)),
+            "BatchDeleteImage" => op!(ctx, body, |i| c.on_repo("ecr:BatchDeleteImage", &i)?
+                => batch_delete_image(c, i).await),
+            "PutImage" => op!(ctx, body, |i| c.on_repo("ecr:PutImage", &i)?
+                => put_image(c, i).await),
+            "BatchCheckLayerAvailability" => {
+                op!(ctx, body, |i| c.on_repo("ecr:BatchCheckLayerAvailability", &i)?
+                => batch_check_layers(c, i))
+            }
+            "InitiateLayerUpload" => op!(ctx, body, |i| c.on_repo("ecr:InitiateLayerUpload", &i)?
+                => initiate_layer_upload(c, i)),
+            "UploadLayerPart" => op!(ctx, body, |i| c.on_repo("ecr:UploadLayerPart", &i)?
+                => upload_layer_part(c, i).await),
+            "CompleteLayerUpload" => op!(ctx, body, |i| c.on_repo("ecr:CompleteLayerUpload", &i)?
+                => complete_layer_upload(c, i).await),
+            "GetDownloadUrlForLayer" => {
+                op!(ctx, body, |i| c.on_repo("ecr:GetDownloadUrlForLayer", &i)?
+                => get_download_url(c, i))
+            }
+            "PutImageTagMutability" => {
+                op!(ctx, body, |i| c.on_repo("ecr:PutImageTagMutability", &i)?
+                => put_tag_mutability(c, i).await)
+            }
+            "PutImageScanningConfiguration" => {
+                op!(ctx, body, |i| c.on_repo("ecr:PutImageScanningConfiguration", &i)?
+                => put_scanning(c, i).await)
+            }
+            "SetRepositoryPolicy" => op!(ctx, body, |i| c.on_repo("ecr:SetRepositoryPolicy", &i)?
+                => set_policy(c, i).await),
+            "GetRepositoryPolicy" => op!(ctx, body, |i| c.on_repo("ecr:GetRepositoryPolicy", &i)?
+                => get_policy(c, i)),
+            "DeleteRepositoryPolicy" => {
+                op!(ctx, body, |i| c.on_repo("ecr:DeleteRepositoryPolicy", &i)?
+                => delete_policy(c, i).await)
+            }
+            "PutLifecyclePolicy" => op!(ctx, body, |i| c.on_repo("ecr:PutLifecyclePolicy", &i)?
+                => put_lifecycle(c, i).await),
+            "GetLifecyclePolicy" => op!(ctx, body, |i| c.on_repo("ecr:GetLifecyclePolicy", &i)?
+                => get_lifecycle(c, i)),
+            "DeleteLifecyclePolicy" => {
+                op!(ctx, body, |i| c.on_repo("ecr:DeleteLifecyclePolicy", &i)?
+                => delete_lifecycle(c, i).await)
+            }
+            "TagResource" => op!(ctx, body, |i| tag_requirements(c, &i)?
+                => tag_resource(c, i).await),
+            "UntagResource" => op!(ctx, body, |i| untag_requirements(c, &i)?
+                => untag_resource(c, i).await),
+            "ListTagsForResource" => op!(ctx, body, |i| list_tags_requirements(c, &i)?
+                => list_tags(c, i)),
             other => Err(unsupported(other)),
         }
     }
+}
+
+/// CreateRepository: the new repository's ARN, with the tags it is created
+/// with as `aws:RequestTag/*` and `aws:TagKeys`.
+fn create_requirements(
+    c: &Call,
+    i: &ecr::CreateRepositoryRequest,
+) -> Result<Vec<Requirement>, AwsError> {
+    let name = c.name(&i.registry_id, &i.repository_name)?;
+    let tags = i.tags.as_deref().unwrap_or_default();
+    Ok(vec![Requirement::new(
+        "ecr:CreateRepository",
+        c.scope.repo_arn(&name),
+    )
+    .request_tags(tags.iter().map(|t| {
+        (
+            t.key.as_deref().unwrap_or_default(),
+            t.value.as_deref().unwrap_or_default(),
+        )
+    }))])
+}
+
+/// DescribeRepositories: each repository named, or all of them
+/// (`repository/*`) when none is.
+fn describe_requirements(
+    c: &Call,
+    i: &ecr::DescribeRepositoriesRequest,
+) -> Result<Vec<Requirement>, AwsError> {
+    c.check_registry(&i.registry_id)?;
+    let names = i.repository_names.as_deref().unwrap_or_default();
+    if names.is_empty() {
+        return Ok(vec![Requirement::new(
+            "ecr:DescribeRepositories",
+            c.scope.repo_arn("*"),
+        )]);
+    }
+    names
+        .iter()
+        .map(|name| {
+            check_name(name)?;
+            Ok(c.on_name("ecr:DescribeRepositories", name))
+        })
+        .collect()
+}
+
+/// TagResource: the repository (with its tags) and the tags set.
+fn tag_requirements(c: &Call, i: &ecr::TagResourceRequest) -> Result<Vec<Requirement>, AwsError> {
+    let name = repo_of_arn(c, &i.resource_arn)?;
+    let tags = i.tags.as_deref().ok_or_else(|| missing("tags"))?;
+    Ok(vec![c.on_name("ecr:TagResource", &name).request_tags(
+        tags.iter().map(|t| {
+            (
+                t.key.as_deref().unwrap_or_default(),
+                t.value.as_deref().unwrap_or_default(),
+            )
+        }),
+    )])
+}
+
+/// UntagResource: the repository (with its tags) and the keys removed.
+fn untag_requirements(
+    c: &Call,
+    i: &ecr::UntagResourceRequest,
+) -> Result<Vec<Requirement>, AwsError> {
+    let name = repo_of_arn(c, &i.resource_arn)?;
+    let keys = i.tag_keys.as_deref().ok_or_else(|| missing("tagKeys"))?;
+    Ok(vec![c
+        .on_name("ecr:UntagResource", &name)
+        .tag_keys(keys.iter().cloned())])
+}
+
+/// ListTagsForResource: the repository the ARN names.
+fn list_tags_requirements(
+    c: &Call,
+    i: &ecr::ListTagsForResourceRequest,
+) -> Result<Vec<Requirement>, AwsError> {
+    let name = repo_of_arn(c, &i.resource_arn)?;
+    Ok(vec![c.on_name("ecr:ListTagsForResource", &name)])
 }
 
 fn get_authorization_token(
@@ -1040,7 +1225,11 @@ async fn upload_layer_part(
             state.size as i64 - 1
         )));
     }
-    if last < first || (last - first + 1) as usize != data.len() {
+    let part_len = last
+        .checked_sub(first)
+        .and_then(|n| n.checked_add(1))
+        .and_then(|n| usize::try_from(n).ok());
+    if last < first || part_len != Some(data.len()) {
         return Err(part_error(format!(
             "partFirstByte {first} and partLastByte {last} do not match the part's {} bytes.",
             data.len()
@@ -1133,19 +1322,12 @@ fn get_download_url(
             format!("The layer {digest} does not exist in the repository with name '{name}' in the registry with id '{}'", c.scope.account),
         ));
     }
-    let claims = Claims {
-        a: c.scope.account.clone(),
-        r: c.scope.region.clone(),
-        p: c.ctx.principal.arn.clone(),
-        ro: true,
-        e: crate::now_epoch() as i64 + DOWNLOAD_URL_SECS,
-    };
-    let token = c.registry.tokens.sign(&claims);
+    // A URL for this layer alone, briefly: not a registry login.
     Ok(ecr::GetDownloadUrlForLayerResponse {
-        download_url: Some(format!(
-            "http://{}/v2/{name}/blobs/{digest}?berth-token={token}",
-            c.registry.host()
-        )),
+        download_url: Some(
+            c.registry
+                .layer_url(&c.ctx.principal, &c.scope.region, &name, &digest),
+        ),
         layer_digest: Some(digest),
     })
 }

@@ -8,11 +8,15 @@
 //! links — lives in the Berth store (see [`meta`]), so it is durable,
 //! group-committed and read from memory. `/v2/` authenticates with the tokens
 //! `GetAuthorizationToken` mints ([`token`]); a token names the account and
-//! region the request acts in.
+//! region the request acts in and the principal it was issued to, and every
+//! `/v2/` request is authorized as the ECR action it is, for that principal,
+//! on the repository's ARN (repository policies taking part), by the same
+//! [`Authorizer`] as the API.
 //!
 //! Architecture invariant: a blob file appears under `blobs/` only complete
 //! and verified against its digest, and a repository links a blob only after
-//! its file is durable.
+//! its file is durable. Every `/v2/` request but `GET /v2/` is authorized
+//! before it reads or writes a repository.
 
 pub mod blobs;
 pub mod digest;
@@ -21,17 +25,20 @@ mod gc;
 pub mod lifecycle;
 pub mod meta;
 mod oci;
+#[cfg(test)]
+mod security_tests;
 pub mod token;
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use berth_model::{JsonService, Principal, PrincipalKind};
+use berth_model::authz::{Authorizer, Requirement};
+use berth_model::{JsonService, Principal};
 use berth_store::Store;
 
 use blobs::{BlobStore, Uploads};
-use token::{Claims, TokenKey};
+use token::{Claims, Purpose, TokenKey};
 
 /// Why the registry could not start.
 #[derive(Debug, thiserror::Error)]
@@ -131,9 +138,38 @@ impl Registry {
         }))
     }
 
-    /// The `/v2/` routes (merge beside the gateway's router).
-    pub fn router(self: &Arc<Self>) -> axum::Router {
-        oci::router(self.clone())
+    /// The `/v2/` routes (merge beside the gateway's router). `authorizer`
+    /// decides for users and role sessions, as the gateway's does (None when
+    /// IAM is not enforced: any valid token may do anything but an agent's,
+    /// which only pulls).
+    pub fn router(self: &Arc<Self>, authorizer: Option<Arc<dyn Authorizer>>) -> axum::Router {
+        oci::router(self.clone(), authorizer)
+    }
+
+    /// `action` (e.g. `ecr:BatchGetImage`) on repository `name` of `scope`:
+    /// its canonical ARN, with the repository's tags as `aws:ResourceTag/*`
+    /// and `ecr:ResourceTag/*` when it exists.
+    pub(crate) fn repository_requirement(
+        &self,
+        scope: &meta::Scope,
+        action: &str,
+        name: &str,
+    ) -> Requirement {
+        let mut requirement = Requirement::new(action, scope.repo_arn(name));
+        if let Some(record) = meta::get::<meta::RepoRecord>(self.store.as_ref(), &scope.repo(name))
+        {
+            requirement = requirement.resource_tags(
+                record
+                    .tags
+                    .iter()
+                    .map(|t| (t.key.as_str(), t.value.as_str())),
+            );
+            for t in &record.tags {
+                requirement =
+                    requirement.condition(format!("ecr:ResourceTag/{}", t.key), t.value.clone());
+            }
+        }
+        requirement
     }
 
     /// Amazon ECR's JSON 1.1 API.
@@ -183,19 +219,45 @@ impl Registry {
 
     /// Mints a registry token for `principal` in `region`: the base64
     /// `AWS:<token>` of ECR's `authorizationToken`, and its expiry (epoch
-    /// seconds). Agents get read-only tokens.
+    /// seconds). What the bearer may do is decided per request, as
+    /// `principal` (an agent only pulls).
     pub fn mint_token(&self, principal: &Principal, region: &str) -> (String, f64) {
         let now = now_epoch() as i64;
-        let claims = Claims {
-            a: principal.account_id.clone(),
-            r: region.to_string(),
-            p: principal.arn.clone(),
-            ro: principal.kind == PrincipalKind::Agent,
-            e: now + token::TOKEN_LIFETIME_SECS,
-        };
+        let claims = Claims::new(
+            principal,
+            region,
+            Purpose::Login,
+            now + token::TOKEN_LIFETIME_SECS,
+        );
         (
             token::authorization_token(&self.tokens.sign(&claims)),
             claims.e as f64,
+        )
+    }
+
+    /// A download URL for blob `digest` of repository `name`: allows GET and
+    /// HEAD of that blob only, for [`token::LAYER_URL_LIFETIME_SECS`].
+    pub(crate) fn layer_url(
+        &self,
+        principal: &Principal,
+        region: &str,
+        name: &str,
+        digest: &str,
+    ) -> String {
+        let claims = Claims::new(
+            principal,
+            region,
+            Purpose::Layer {
+                repository: name.to_string(),
+                digest: digest.to_string(),
+            },
+            now_epoch() as i64 + token::LAYER_URL_LIFETIME_SECS,
+        );
+        format!(
+            "http://{}/v2/{name}/blobs/{digest}?{}={}",
+            self.host,
+            oci::LAYER_TOKEN_PARAM,
+            self.tokens.sign(&claims)
         )
     }
 

@@ -5,17 +5,30 @@
 //! Paths hold repository names with slashes, so one catch-all route parses
 //! them from the right (`…/manifests/<ref>`, `…/blobs/uploads/<id>`, …).
 //! Bodies stream in both directions; nothing buffers a blob in memory.
+//!
+//! Every request but `GET /v2/` is authorized as the ECR action it is (see
+//! [`need`]) for the principal its token was issued to, on the repository's
+//! ARN, by the same authorizer as the API (so repository policies take
+//! part); a refusal answers the spec's 403 `DENIED` in AWS's words. The
+//! catalog lists only the repositories the caller may
+//! `ecr:DescribeRepositories`. A download URL's token allows GET/HEAD of its
+//! one blob and nothing else.
+//!
+//! Parsing is total: no path, query or header makes a handler panic.
 
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use axum::Router;
+use berth_model::authz::{Access, Authorizer, Denial, DenialStyle};
+use berth_model::RequestContext;
 use berth_store::{Op, StoreExt};
 use futures::StreamExt;
 use http::{HeaderValue, Method, StatusCode};
+use percent_encoding::percent_decode_str;
 
 use crate::blobs::{read_all, read_stream, UploadError};
 use crate::digest::Digest;
@@ -27,14 +40,26 @@ use crate::Registry;
 /// Blobs up to this size are read into memory and sent in one piece.
 const SMALL_BLOB: u64 = 1024 * 1024;
 
-pub fn router(registry: Arc<Registry>) -> Router {
+/// The query parameter of a download URL that carries its layer token.
+pub(crate) const LAYER_TOKEN_PARAM: &str = "berth-token";
+
+/// What the `/v2/` routes share: the registry and who decides.
+struct Front {
+    registry: Arc<Registry>,
+    authorizer: Option<Arc<dyn Authorizer>>,
+}
+
+pub fn router(registry: Arc<Registry>, authorizer: Option<Arc<dyn Authorizer>>) -> Router {
     Router::new()
         .route("/v2", any(handle))
         .route("/v2/", any(handle))
         .route("/v2/{*rest}", any(handle))
         // Uploads stream to disk with no size limit.
         .layer(DefaultBodyLimit::disable())
-        .with_state(registry)
+        .with_state(Arc::new(Front {
+            registry,
+            authorizer,
+        }))
 }
 
 /// An error in the distribution spec's shape: `{"errors": [{code, message}]}`.
@@ -134,25 +159,15 @@ fn complete_error(e: CompleteError, name: &str) -> OciError {
     }
 }
 
-/// Percent-decodes a path or query component.
+/// Percent-decodes a path or query component (a `%` not followed by two hex
+/// digits stays as it is; bytes that are not UTF-8 become U+FFFD, which no
+/// name, tag or digest accepts).
 fn decode_component(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let Ok(v) = u8::from_str_radix(&text[i + 1..i + 3], 16) {
-                out.push(v);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_decode_str(text).decode_utf8_lossy().into_owned()
 }
 
+/// The first value of `key` in a query string (`+` is a space in forms, not
+/// here: registry clients percent-encode).
 fn query_param(query: Option<&str>, key: &str) -> Option<String> {
     query?.split('&').find_map(|pair| {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
@@ -227,6 +242,86 @@ enum Target {
     Blob(String, String),
 }
 
+impl Target {
+    /// The repository the request concerns, if any.
+    fn repository(&self) -> Option<&str> {
+        match self {
+            Target::Base | Target::Catalog => None,
+            Target::Tags(name)
+            | Target::Manifest(name, _)
+            | Target::Referrers(name, _)
+            | Target::Uploads(name, _)
+            | Target::Blob(name, _) => Some(name),
+        }
+    }
+}
+
+/// What a request must be allowed before it is served.
+#[derive(Debug, PartialEq, Eq)]
+enum Need {
+    /// `/v2/`: any valid token (clients probe it to learn how to log in).
+    Nothing,
+    /// The catalog: each repository is listed only if the caller may
+    /// `ecr:DescribeRepositories` it.
+    EachRepository,
+    /// Any one of these ECR actions on the request's repository.
+    AnyOf(&'static [&'static str]),
+}
+
+pub(crate) const BATCH_GET_IMAGE: &str = "ecr:BatchGetImage";
+pub(crate) const GET_DOWNLOAD_URL: &str = "ecr:GetDownloadUrlForLayer";
+const CHECK_LAYERS: &str = "ecr:BatchCheckLayerAvailability";
+const LIST_IMAGES: &str = "ecr:ListImages";
+const DESCRIBE_REPOSITORIES: &str = "ecr:DescribeRepositories";
+const INITIATE_UPLOAD: &str = "ecr:InitiateLayerUpload";
+const UPLOAD_PART: &str = "ecr:UploadLayerPart";
+const COMPLETE_UPLOAD: &str = "ecr:CompleteLayerUpload";
+const PUT_IMAGE: &str = "ecr:PutImage";
+const DELETE_IMAGE: &str = "ecr:BatchDeleteImage";
+
+/// The actions that only read: a Berth agent may do these (its tasks need
+/// images), never the others.
+const READ_ACTIONS: &[&str] = &[
+    BATCH_GET_IMAGE,
+    GET_DOWNLOAD_URL,
+    CHECK_LAYERS,
+    LIST_IMAGES,
+    DESCRIBE_REPOSITORIES,
+];
+
+/// The ECR action a request is, by route and method; None when the route
+/// does not take the method.
+fn need(target: &Target, method: &Method) -> Option<Need> {
+    let read = *method == Method::GET || *method == Method::HEAD;
+    Some(match target {
+        Target::Base => Need::Nothing,
+        Target::Catalog if *method == Method::GET => Need::EachRepository,
+        Target::Tags(_) if *method == Method::GET => Need::AnyOf(&[LIST_IMAGES]),
+        Target::Referrers(..) if *method == Method::GET => Need::AnyOf(&[BATCH_GET_IMAGE]),
+        Target::Manifest(..) if read => Need::AnyOf(&[BATCH_GET_IMAGE]),
+        Target::Manifest(..) if *method == Method::PUT => Need::AnyOf(&[PUT_IMAGE]),
+        Target::Manifest(..) if *method == Method::DELETE => Need::AnyOf(&[DELETE_IMAGE]),
+        Target::Blob(..) if *method == Method::GET => Need::AnyOf(&[GET_DOWNLOAD_URL]),
+        // Pushes HEAD a blob to learn whether to upload it, pulls to learn
+        // its size: either permission answers.
+        Target::Blob(..) if *method == Method::HEAD => {
+            Need::AnyOf(&[CHECK_LAYERS, GET_DOWNLOAD_URL])
+        }
+        // ECR has no action for a blob's deletion; it removes image content.
+        Target::Blob(..) if *method == Method::DELETE => Need::AnyOf(&[DELETE_IMAGE]),
+        Target::Uploads(_, None) if *method == Method::POST => Need::AnyOf(&[INITIATE_UPLOAD]),
+        // Asking where an upload stands and cancelling it belong to the
+        // uploader, as sending its parts does.
+        Target::Uploads(_, Some(_))
+            if *method == Method::GET || *method == Method::PATCH || *method == Method::DELETE =>
+        {
+            Need::AnyOf(&[UPLOAD_PART])
+        }
+        Target::Uploads(_, Some(_)) if *method == Method::PUT => Need::AnyOf(&[COMPLETE_UPLOAD]),
+        _ => return None,
+    })
+}
+
 fn parse_target(path: &str) -> Option<Target> {
     let rest = path.strip_prefix("/v2")?;
     let rest = rest.strip_prefix('/').unwrap_or(rest);
@@ -274,9 +369,9 @@ fn now_secs() -> i64 {
     crate::now_epoch() as i64
 }
 
-async fn handle(State(registry): State<Arc<Registry>>, request: Request) -> Response {
+async fn handle(State(front): State<Arc<Front>>, request: Request) -> Response {
     let head = request.method() == Method::HEAD;
-    let mut response = match dispatch(&registry, request).await {
+    let mut response = match dispatch(&front, request).await {
         Ok(r) => r,
         Err(e) => e.into_response(head),
     };
@@ -287,15 +382,29 @@ async fn handle(State(registry): State<Arc<Registry>>, request: Request) -> Resp
     response
 }
 
+/// How the bearer was let in.
+enum Grant {
+    /// A login token: each request is authorized for its principal.
+    Login,
+    /// A download URL's token, already checked against the request.
+    Layer,
+}
+
 struct Ctx<'a> {
     registry: &'a Registry,
-    claims: Claims,
+    authorizer: Option<&'a Arc<dyn Authorizer>>,
+    /// The token's principal acting in the token's account and region.
+    caller: RequestContext,
+    grant: Grant,
     scope: Scope,
 }
 
+fn denied(denial: &Denial, caller_arn: &str) -> OciError {
+    OciError::new(StatusCode::FORBIDDEN, "DENIED", denial.message(caller_arn))
+}
+
 impl Ctx<'_> {
-    /// Checks the name and that the repository exists.
-    fn repository(&self, name: &str) -> Result<(), OciError> {
+    fn valid_name(name: &str) -> Result<(), OciError> {
         if !meta::valid_repository_name(name) {
             return Err(OciError::new(
                 StatusCode::BAD_REQUEST,
@@ -303,52 +412,106 @@ impl Ctx<'_> {
                 format!("Invalid repository name '{name}'."),
             ));
         }
+        Ok(())
+    }
+
+    /// Checks the name and that the repository exists.
+    fn repository(&self, name: &str) -> Result<(), OciError> {
+        Self::valid_name(name)?;
         if self.registry.store.get(&self.scope.repo(name)).is_none() {
             return Err(name_unknown(name));
         }
         Ok(())
     }
 
-    fn writable(&self) -> Result<(), OciError> {
-        if self.claims.ro {
-            return Err(OciError::new(
-                StatusCode::FORBIDDEN,
-                "DENIED",
-                format!("{} may only pull images from this registry.", self.claims.p),
-            ));
+    /// Whether the caller may do `action` on repository `name`.
+    fn decide(&self, action: &str, name: &str) -> Result<(), Denial> {
+        let access = Access::new(
+            self.authorizer.cloned(),
+            DenialStyle::Json,
+            READ_ACTIONS.contains(&action),
+        );
+        let requirement = self
+            .registry
+            .repository_requirement(&self.scope, action, name);
+        self.caller
+            .clone()
+            .with_access(access)
+            .decide(std::slice::from_ref(&requirement))
+    }
+
+    /// Refuses unless the caller may do one of `actions` on `name`.
+    fn authorize_any(&self, actions: &[&str], name: &str) -> Result<(), OciError> {
+        let mut refusal = None;
+        for action in actions {
+            match self.decide(action, name) {
+                Ok(()) => return Ok(()),
+                Err(denial) => {
+                    refusal.get_or_insert(denial);
+                }
+            }
         }
-        Ok(())
+        let denial = refusal
+            .unwrap_or_else(|| Denial::implicit(&berth_model::authz::Requirement::new("", "*")));
+        Err(denied(&denial, &self.caller.principal.arn))
     }
 }
 
-fn authenticate(registry: &Registry, request: &Request) -> Result<Claims, OciError> {
+fn unauthorized(registry: &Registry, e: TokenError) -> OciError {
+    let message = match e {
+        TokenError::Expired => {
+            "Your authorization token has expired. Reauthenticate and try again.".to_string()
+        }
+        TokenError::WrongPurpose => "This token is not valid for this request: a download URL \
+             allows only its own layer, and only a GetAuthorizationToken token is a password."
+            .to_string(),
+        _ => {
+            "Authenticate with the token from ECR GetAuthorizationToken: user AWS, the token as \
+              password (aws ecr get-login-password | docker login --username AWS --password-stdin)."
+                .to_string()
+        }
+    };
+    OciError::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", message).header(
+        "www-authenticate",
+        format!("Basic realm=\"http://{}/\",service=\"ecr\"", registry.host),
+    )
+}
+
+/// Who sent `request`: a login token as the Basic password, or a download
+/// URL's token in the query, which holds only for GET/HEAD of its blob.
+fn authenticate(
+    registry: &Registry,
+    request: &Request,
+    target: &Target,
+) -> Result<(Claims, Grant), OciError> {
     let now = now_secs();
     let result = match request.headers().get("authorization") {
         Some(value) => value
             .to_str()
             .map_err(|_| TokenError::Malformed)
-            .and_then(|v| registry.tokens.verify_basic(v, now)),
-        // Download URLs from GetDownloadUrlForLayer carry a token in the query.
-        None => match query_param(request.uri().query(), "berth-token") {
-            Some(token) if request.method() == Method::GET || request.method() == Method::HEAD => {
-                registry.tokens.verify(&token, now)
+            .and_then(|v| registry.tokens.verify_basic(v, now))
+            .map(|claims| (claims, Grant::Login)),
+        None => match (
+            query_param(request.uri().query(), LAYER_TOKEN_PARAM),
+            target,
+        ) {
+            (Some(token), Target::Blob(name, digest))
+                if request.method() == Method::GET || request.method() == Method::HEAD =>
+            {
+                registry
+                    .tokens
+                    .verify_layer(&token, now, name, digest)
+                    .map(|claims| (claims, Grant::Layer))
             }
-            _ => Err(TokenError::Malformed),
+            (Some(_), _) => Err(TokenError::WrongPurpose),
+            (None, _) => Err(TokenError::Malformed),
         },
     };
-    result.map_err(|e| {
-        let message = match e {
-            TokenError::Expired => "Your authorization token has expired. Reauthenticate and try again.".to_string(),
-            _ => "Authenticate with the token from ECR GetAuthorizationToken: user AWS, the token as password (aws ecr get-login-password | docker login --username AWS --password-stdin).".to_string(),
-        };
-        OciError::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", message).header(
-            "www-authenticate",
-            format!("Basic realm=\"http://{}/\",service=\"ecr\"", registry.host),
-        )
-    })
+    result.map_err(|e| unauthorized(registry, e))
 }
 
-async fn dispatch(registry: &Registry, request: Request) -> Result<Response, OciError> {
+async fn dispatch(front: &Front, request: Request) -> Result<Response, OciError> {
+    let registry = front.registry.as_ref();
     let target = parse_target(request.uri().path()).ok_or_else(|| {
         OciError::new(
             StatusCode::NOT_FOUND,
@@ -356,12 +519,7 @@ async fn dispatch(registry: &Registry, request: Request) -> Result<Response, Oci
             "No such registry endpoint.",
         )
     })?;
-    let claims = authenticate(registry, &request)?;
-    let ctx = Ctx {
-        registry,
-        scope: claims.scope(),
-        claims,
-    };
+    let (claims, grant) = authenticate(registry, &request, &target)?;
     let method = request.method().clone();
     let unsupported = || {
         OciError::new(
@@ -370,6 +528,30 @@ async fn dispatch(registry: &Registry, request: Request) -> Result<Response, Oci
             format!("{method} is not supported here."),
         )
     };
+    let need = need(&target, &method).ok_or_else(unsupported)?;
+    let mut caller = RequestContext::for_principal(claims.principal(), &claims.r);
+    caller.request_id = uuid::Uuid::new_v4().to_string();
+    caller.source_ip = request
+        .extensions()
+        .get::<ConnectInfo<std::net::SocketAddr>>()
+        .map(|info| info.0.ip());
+    let ctx = Ctx {
+        registry,
+        authorizer: front.authorizer.as_ref(),
+        caller,
+        grant,
+        scope: claims.scope(),
+    };
+    // A download URL's token was checked against this very request (GET or
+    // HEAD of its blob); anything else is authorized as its ECR action.
+    match (&ctx.grant, &need, target.repository()) {
+        (Grant::Layer, _, _) | (Grant::Login, Need::Nothing | Need::EachRepository, _) => {}
+        (Grant::Login, Need::AnyOf(actions), Some(name)) => {
+            Ctx::valid_name(name)?;
+            ctx.authorize_any(actions, name)?;
+        }
+        (Grant::Login, Need::AnyOf(_), None) => return Err(unsupported()),
+    }
     match target {
         Target::Base => Ok(json_response(StatusCode::OK, "{}".into())),
         Target::Catalog if method == Method::GET => catalog(&ctx, &request),
@@ -501,9 +683,11 @@ fn catalog(ctx: &Ctx, request: &Request) -> Result<Response, OciError> {
     let n = page_size(request)?;
     let last = query_param(request.uri().query(), "last");
     let prefix = ctx.scope.repos();
+    // Only what the caller may see, so pages are counted after filtering.
     let names = meta::scan(ctx.registry.store.as_ref(), &prefix)
         .into_iter()
-        .map(|kv| kv.key[prefix.len()..].to_string());
+        .filter_map(|kv| kv.key.get(prefix.len()..).map(str::to_string))
+        .filter(|name| ctx.decide(DESCRIBE_REPOSITORIES, name).is_ok());
     let (repos, more) = page_of(names, last.as_deref(), n);
     let body = serde_json::json!({ "repositories": repos }).to_string();
     let mut response = json_response(StatusCode::OK, body);
@@ -599,7 +783,6 @@ async fn put_manifest(
     reference: &str,
     request: Request,
 ) -> Result<Response, OciError> {
-    ctx.writable()?;
     ctx.repository(name)?;
     let content_type = request
         .headers()
@@ -684,7 +867,6 @@ async fn put_manifest(
 }
 
 async fn delete_manifest(ctx: &Ctx<'_>, name: &str, reference: &str) -> Result<Response, OciError> {
-    ctx.writable()?;
     ctx.repository(name)?;
     let scope = ctx.scope.clone();
     let (repo, reference, shown) = (
@@ -807,7 +989,6 @@ async fn get_blob(
 }
 
 async fn delete_blob(ctx: &Ctx<'_>, name: &str, digest: &str) -> Result<Response, OciError> {
-    ctx.writable()?;
     ctx.repository(name)?;
     parse_blob_digest(digest)?;
     let key = ctx.scope.layer(name, digest);
@@ -848,13 +1029,14 @@ fn created_blob(name: &str, digest: &Digest) -> Response {
 }
 
 async fn start_upload(ctx: &Ctx<'_>, name: &str, request: Request) -> Result<Response, OciError> {
-    ctx.writable()?;
     ctx.repository(name)?;
     let query = request.uri().query().map(str::to_string);
     if let Some(mount) = query_param(query.as_deref(), "mount") {
         let digest = parse_blob_digest(&mount)?;
         if let Some(from) = query_param(query.as_deref(), "from") {
-            if meta::valid_repository_name(&from) {
+            // Mounting reads the source repository's layer: without that
+            // permission the client uploads the blob itself.
+            if meta::valid_repository_name(&from) && ctx.decide(GET_DOWNLOAD_URL, &from).is_ok() {
                 let mounted = ctx
                     .registry
                     .mount_blob(&ctx.scope, name, &from, &digest)
@@ -919,7 +1101,6 @@ async fn patch_upload(
     id: &str,
     request: Request,
 ) -> Result<Response, OciError> {
-    ctx.writable()?;
     ctx.repository(name)?;
     let upload = ctx
         .registry
@@ -975,7 +1156,6 @@ async fn put_upload(
     id: &str,
     request: Request,
 ) -> Result<Response, OciError> {
-    ctx.writable()?;
     ctx.repository(name)?;
     let upload = ctx
         .registry
@@ -1005,7 +1185,6 @@ async fn put_upload(
 }
 
 async fn cancel_upload(ctx: &Ctx<'_>, name: &str, id: &str) -> Result<Response, OciError> {
-    ctx.writable()?;
     ctx.repository(name)?;
     let upload = ctx
         .registry
@@ -1115,5 +1294,205 @@ mod tests {
             Some("v-1".to_string())
         );
         assert_eq!(query_param(Some("n=2"), "last"), None);
+    }
+
+    #[test]
+    fn every_route_is_the_ecr_action_it_is() {
+        let d = format!("sha256:{}", "a".repeat(64));
+        let m = |t: &str| Method::from_bytes(t.as_bytes()).unwrap();
+        let cases: Vec<(String, &str, Option<Need>)> = vec![
+            ("/v2/".into(), "GET", Some(Need::Nothing)),
+            ("/v2/_catalog".into(), "GET", Some(Need::EachRepository)),
+            ("/v2/_catalog".into(), "DELETE", None),
+            (
+                "/v2/a/tags/list".into(),
+                "GET",
+                Some(Need::AnyOf(&[LIST_IMAGES])),
+            ),
+            ("/v2/a/tags/list".into(), "PUT", None),
+            (
+                "/v2/a/manifests/v1".into(),
+                "GET",
+                Some(Need::AnyOf(&[BATCH_GET_IMAGE])),
+            ),
+            (
+                "/v2/a/manifests/v1".into(),
+                "HEAD",
+                Some(Need::AnyOf(&[BATCH_GET_IMAGE])),
+            ),
+            (
+                "/v2/a/manifests/v1".into(),
+                "PUT",
+                Some(Need::AnyOf(&[PUT_IMAGE])),
+            ),
+            (
+                "/v2/a/manifests/v1".into(),
+                "DELETE",
+                Some(Need::AnyOf(&[DELETE_IMAGE])),
+            ),
+            ("/v2/a/manifests/v1".into(), "POST", None),
+            (
+                format!("/v2/a/referrers/{d}"),
+                "GET",
+                Some(Need::AnyOf(&[BATCH_GET_IMAGE])),
+            ),
+            (
+                format!("/v2/a/blobs/{d}"),
+                "GET",
+                Some(Need::AnyOf(&[GET_DOWNLOAD_URL])),
+            ),
+            (
+                format!("/v2/a/blobs/{d}"),
+                "HEAD",
+                Some(Need::AnyOf(&[CHECK_LAYERS, GET_DOWNLOAD_URL])),
+            ),
+            (
+                format!("/v2/a/blobs/{d}"),
+                "DELETE",
+                Some(Need::AnyOf(&[DELETE_IMAGE])),
+            ),
+            (format!("/v2/a/blobs/{d}"), "PUT", None),
+            (
+                "/v2/a/blobs/uploads/".into(),
+                "POST",
+                Some(Need::AnyOf(&[INITIATE_UPLOAD])),
+            ),
+            ("/v2/a/blobs/uploads/".into(), "GET", None),
+            (
+                "/v2/a/blobs/uploads/u1".into(),
+                "PATCH",
+                Some(Need::AnyOf(&[UPLOAD_PART])),
+            ),
+            (
+                "/v2/a/blobs/uploads/u1".into(),
+                "GET",
+                Some(Need::AnyOf(&[UPLOAD_PART])),
+            ),
+            (
+                "/v2/a/blobs/uploads/u1".into(),
+                "DELETE",
+                Some(Need::AnyOf(&[UPLOAD_PART])),
+            ),
+            (
+                "/v2/a/blobs/uploads/u1".into(),
+                "PUT",
+                Some(Need::AnyOf(&[COMPLETE_UPLOAD])),
+            ),
+            ("/v2/a/blobs/uploads/u1".into(), "POST", None),
+        ];
+        for (path, method, expected) in cases {
+            let target = parse_target(&path).unwrap();
+            assert_eq!(need(&target, &m(method)), expected, "{method} {path}");
+        }
+        // Only reads are open to agents.
+        for write in [
+            PUT_IMAGE,
+            DELETE_IMAGE,
+            INITIATE_UPLOAD,
+            UPLOAD_PART,
+            COMPLETE_UPLOAD,
+        ] {
+            assert!(!READ_ACTIONS.contains(&write));
+        }
+    }
+
+    #[test]
+    fn decoding_never_panics_on_broken_escapes() {
+        // The input of issue 16 item 10: a `%` before a multi-byte character.
+        assert_eq!(decode_component("%a\u{e9}"), "%a\u{e9}");
+        assert_eq!(decode_component("%C3%A9"), "\u{e9}");
+        assert_eq!(decode_component("%"), "%");
+        assert_eq!(decode_component("%%41"), "%A");
+        assert_eq!(decode_component("%FF"), "\u{fffd}");
+        assert_eq!(parse_target("/v2/%a\u{e9}"), None);
+        assert_eq!(
+            parse_target("/v2/%a\u{e9}/tags/list"),
+            Some(Target::Tags("%a\u{e9}".into()))
+        );
+        assert_eq!(query_param(Some("%=%\u{e9}&n=%3"), "n"), Some("%3".into()));
+    }
+
+    mod fuzz {
+        use super::*;
+        use proptest::arbitrary::any;
+        use proptest::prelude::*;
+
+        /// Pieces that steer a path into every route, and garbage around them.
+        fn piece() -> impl Strategy<Value = String> {
+            prop_oneof![
+                Just("/".to_string()),
+                Just("_catalog".to_string()),
+                Just("manifests".to_string()),
+                Just("blobs".to_string()),
+                Just("uploads".to_string()),
+                Just("tags/list".to_string()),
+                Just("referrers".to_string()),
+                Just("sha256:".to_string()),
+                Just(format!("sha256:{}", "a".repeat(64))),
+                Just("%".to_string()),
+                Just("%a".to_string()),
+                Just("%C3%A9".to_string()),
+                Just("%2F".to_string()),
+                Just("%00".to_string()),
+                Just("\u{e9}".to_string()),
+                Just("..".to_string()),
+                any::<String>(),
+            ]
+        }
+
+        pub(crate) fn path() -> impl Strategy<Value = String> {
+            prop::collection::vec(piece(), 0..10).prop_map(|p| format!("/v2/{}", p.concat()))
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig {
+                cases: 2000,
+                failure_persistence: None,
+                ..ProptestConfig::default()
+            })]
+
+            #[test]
+            fn parsing_is_total(
+                path in path(),
+                raw in any::<String>(),
+                query in any::<String>(),
+                key in prop_oneof![Just("n".to_string()), Just("last".to_string()), any::<String>()],
+                size in any::<u64>(),
+            ) {
+                let _ = parse_target(&path);
+                let _ = parse_target(&raw);
+                let _ = query_param(Some(&query), &key);
+                let _ = decode_component(&raw);
+                let _ = parse_content_range(&raw);
+                if let Some(target) = parse_target(&path) {
+                    for m in [Method::GET, Method::HEAD, Method::PUT, Method::POST, Method::PATCH, Method::DELETE] {
+                        let _ = need(&target, &m);
+                    }
+                }
+                match parse_range(Some(&raw), size) {
+                    RangeRequest::Part(s, e) => prop_assert!(s <= e && e < size),
+                    RangeRequest::Full | RangeRequest::Unsatisfiable => {}
+                }
+                let header = format!("bytes={raw}");
+                match parse_range(Some(&header), size) {
+                    RangeRequest::Part(s, e) => prop_assert!(s <= e && e < size),
+                    RangeRequest::Full | RangeRequest::Unsatisfiable => {}
+                }
+            }
+
+            #[test]
+            fn ranges_of_numbers_stay_inside_the_blob(
+                a in any::<Option<u64>>(),
+                b in any::<Option<u64>>(),
+                size in 0u64..1_000_000,
+            ) {
+                let fmt = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_default();
+                let header = format!("bytes={}-{}", fmt(a), fmt(b));
+                match parse_range(Some(&header), size) {
+                    RangeRequest::Part(s, e) => prop_assert!(s <= e && e < size),
+                    RangeRequest::Full | RangeRequest::Unsatisfiable => {}
+                }
+            }
+        }
     }
 }

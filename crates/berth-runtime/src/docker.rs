@@ -25,8 +25,8 @@ use bollard::models::{
 };
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, EventsOptions, ImportImageOptions,
-    InspectNetworkOptions, ListContainersOptions, LogsOptions, RemoveContainerOptions,
-    RemoveVolumeOptions, StopContainerOptions,
+    InspectNetworkOptions, ListContainersOptions, ListNetworksOptions, LogsOptions,
+    RemoveContainerOptions, RemoveVolumeOptions, StopContainerOptions,
 };
 use bollard::Docker;
 use futures::stream::{self, BoxStream, StreamExt};
@@ -101,7 +101,8 @@ impl DockerRuntime {
     }
 
     /// The id of the network `spec.name` when it exists with the spec's
-    /// subnet; a network of that name on another subnet is a conflict.
+    /// subnet (any, when the spec names none); a network of that name on
+    /// another subnet is a conflict.
     async fn existing_network(&self, spec: &NetworkSpec) -> Result<Option<String>, RuntimeError> {
         let network = match self
             .docker
@@ -119,7 +120,7 @@ impl DockerRuntime {
             .into_iter()
             .filter_map(|c| c.subnet)
             .collect();
-        if !subnets.iter().any(|s| s == &spec.subnet) {
+        if !spec.subnet.is_empty() && !subnets.iter().any(|s| s == &spec.subnet) {
             return Err(RuntimeError::Conflict(format!(
                 "network {} exists with subnets {subnets:?}, not {}",
                 spec.name, spec.subnet
@@ -963,16 +964,19 @@ impl Runtime for DockerRuntime {
         if let Some(id) = self.existing_network(spec).await? {
             return Ok(id);
         }
+        let config = (!spec.subnet.is_empty()).then(|| {
+            vec![IpamConfig {
+                subnet: Some(spec.subnet.clone()),
+                gateway: Some(spec.gateway.clone()).filter(|g| !g.is_empty()),
+                ..Default::default()
+            }]
+        });
         let request = NetworkCreateRequest {
             name: spec.name.clone(),
             driver: Some("bridge".into()),
             ipam: Some(Ipam {
                 driver: Some("default".into()),
-                config: Some(vec![IpamConfig {
-                    subnet: Some(spec.subnet.clone()),
-                    gateway: Some(spec.gateway.clone()),
-                    ..Default::default()
-                }]),
+                config,
                 options: None,
             }),
             labels: Some(
@@ -981,6 +985,12 @@ impl Runtime for DockerRuntime {
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect(),
             ),
+            options: (!spec.options.is_empty()).then(|| {
+                spec.options
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect()
+            }),
             ..Default::default()
         };
         match self.docker.create_network(request).await {
@@ -1009,6 +1019,28 @@ impl Runtime for DockerRuntime {
             Err(e) if status_code(&e) == Some(403) => Err(RuntimeError::Conflict(describe(&e))),
             Err(e) => Err(classify(e)),
         }
+    }
+
+    async fn list_networks(
+        &self,
+        label: &str,
+        value: Option<&str>,
+    ) -> Result<Vec<String>, RuntimeError> {
+        let filter = match value {
+            Some(value) => format!("{label}={value}"),
+            None => label.to_string(),
+        };
+        let options = ListNetworksOptions {
+            filters: Some(HashMap::from([("label".to_string(), vec![filter])])),
+        };
+        let networks = self
+            .docker
+            .list_networks(Some(options))
+            .await
+            .map_err(classify)?;
+        let mut names: Vec<String> = networks.into_iter().filter_map(|n| n.name).collect();
+        names.sort();
+        Ok(names)
     }
 
     async fn load_image(&self, tarball: Vec<u8>) -> Result<(), RuntimeError> {

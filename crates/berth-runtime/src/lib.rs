@@ -133,8 +133,9 @@ pub trait Runtime: Send + Sync + 'static {
     fn events(&self, label: &str) -> BoxStream<'static, Result<RuntimeEvent, RuntimeError>>;
 
     /// Makes sure a bridge network named `spec.name` exists with the
-    /// spec's subnet and gateway, creating it when missing, and returns its
-    /// id. An existing network with that name but another subnet is
+    /// spec's subnet and gateway (any free block when the spec names none)
+    /// and driver options, creating it when missing, and returns its id.
+    /// An existing network with that name but another subnet is
     /// [`RuntimeError::Conflict`]: containers on it could not take the
     /// addresses they are given.
     async fn ensure_network(&self, spec: &NetworkSpec) -> Result<String, RuntimeError> {
@@ -150,6 +151,18 @@ pub trait Runtime: Send + Sync + 'static {
         Err(RuntimeError::InvalidSpec(format!(
             "this runtime cannot remove network {name}"
         )))
+    }
+
+    /// The names of the networks carrying label `label` (with value
+    /// `value` when given), so an agent finds what it created before a
+    /// restart. A runtime without networks has none.
+    async fn list_networks(
+        &self,
+        label: &str,
+        value: Option<&str>,
+    ) -> Result<Vec<String>, RuntimeError> {
+        let _ = (label, value);
+        Ok(Vec::new())
     }
 
     /// Loads images from a tarball in `docker save` format (the way the

@@ -38,15 +38,19 @@ pub enum NetworkMode {
     Network(String),
 }
 
-/// A bridge network for one subnet (an awsvpc task's ENI lives on it).
+/// A bridge network (the agent's uplink between the host and its VPC
+/// routers, for example).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NetworkSpec {
     pub name: String,
-    /// IPv4 CIDR block, e.g. `172.31.0.0/20`
+    /// IPv4 CIDR block, e.g. `172.31.0.0/20`; empty: the runtime picks a
+    /// free one
     pub subnet: String,
-    /// the address the host takes on the bridge (the subnet's router)
+    /// the address the host takes on the bridge (empty with `subnet`)
     pub gateway: String,
     pub labels: BTreeMap<String, String>,
+    /// driver options, e.g. `com.docker.network.bridge.enable_icc`
+    pub options: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -175,6 +175,22 @@ impl MasterKey {
     }
 }
 
+/// The master key as `berth-model`'s sealing port, for secrets other crates
+/// keep (IAM access keys, STS sessions, agent credentials): a sealed value
+/// is the JSON of [`Sealed`].
+impl berth_model::Sealer for MasterKey {
+    fn seal(&self, plaintext: &[u8]) -> Result<Vec<u8>, berth_model::SealError> {
+        let sealed = MasterKey::seal(self, plaintext).map_err(|_| berth_model::SealError::Seal)?;
+        serde_json::to_vec(&sealed).map_err(|_| berth_model::SealError::Seal)
+    }
+
+    fn open(&self, sealed: &[u8]) -> Result<Vec<u8>, berth_model::SealError> {
+        let sealed: Sealed =
+            serde_json::from_slice(sealed).map_err(|_| berth_model::SealError::Open)?;
+        MasterKey::open(self, &sealed).map_err(|_| berth_model::SealError::Open)
+    }
+}
+
 impl Sealed {
     /// An opaque rendering of the ciphertext, what SSM shows for a SecureString
     /// read without decryption.
@@ -222,6 +238,20 @@ mod tests {
             ..sealed
         };
         assert!(matches!(key.open(&bad_key), Err(CryptoError::Open)));
+    }
+
+    #[test]
+    fn the_master_key_is_a_sealer() {
+        use berth_model::seal::{open_text, seal_text};
+        let key = MasterKey::from_bytes([7; 32]);
+        let text = seal_text(Some(&key), "wJalrXUtnFEMI/K7MDENGbPxRfiCY").unwrap();
+        assert!(!text.contains("wJalrXUtnFEMI"));
+        assert_eq!(
+            open_text(Some(&key), &text).unwrap(),
+            "wJalrXUtnFEMI/K7MDENGbPxRfiCY"
+        );
+        let other = MasterKey::from_bytes([8; 32]);
+        assert!(open_text(Some(&other), &text).is_err());
     }
 
     #[test]

@@ -14,12 +14,16 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use base64::Engine;
+use berth_model::authz::Requirement;
 use berth_model::shapes::secretsmanager as sm;
 use berth_model::{AwsError, JsonService, RequestContext};
 use berth_store::{Op, ReadView, Store, StoreExt};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
+use crate::authz::{
+    resolve_secret, secret_requirement, with_tags, SecretTarget, SM_RESOURCE_TAG_PREFIX,
+};
 use crate::common::{
     corrupt, decode_token, encode_token, now_secs, page_size, store_error, validation,
 };
@@ -56,6 +60,10 @@ pub struct SecretRecord {
     pub purge_at: Option<f64>,
     /// Version id → version.
     pub versions: BTreeMap<String, VersionRecord>,
+    /// The secret's resource policy (PutResourcePolicy), which takes part
+    /// in IAM decisions on the secret.
+    #[serde(default)]
+    pub resource_policy: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -201,9 +209,8 @@ pub fn find_secret<V: ReadView + ?Sized>(
         Some(_) => {
             let parts: Vec<&str> = secret_id.splitn(7, ':').collect();
             match parts.as_slice() {
-                // Only the caller's own account and region: Berth has no
-                // resource policies, so another account's ARN must not open
-                // its secrets.
+                // Only the caller's own account and region: Berth serves
+                // one account, so another account's ARN opens nothing.
                 [_, _, "secretsmanager", r, a, "secret", rest] if *a == account && *r == region => {
                     (*a, *r, *rest)
                 }
@@ -436,10 +443,19 @@ impl JsonService for SecretsManagerService {
             "UpdateSecret" => op!(body, |i| self.update(ctx, i).await),
             "TagResource" => op!(body, |i| self.tag(ctx, i).await),
             "UntagResource" => op!(body, |i| self.untag(ctx, i).await),
-            "GetRandomPassword" => op!(body, |i| get_random_password(i)),
+            "GetRandomPassword" => op!(
+                ctx,
+                body,
+                |i| berth_model::authz::on("secretsmanager:GetRandomPassword", Vec::new())
+                    => get_random_password(i)
+            ),
             "ListSecretVersionIds" => op!(body, |i| self.list_versions(ctx, i)),
             "UpdateSecretVersionStage" => op!(body, |i| self.update_stage(ctx, i).await),
             "BatchGetSecretValue" => op!(body, |i| self.batch_get(ctx, i)),
+            "PutResourcePolicy" => op!(body, |i| self.put_policy(ctx, i).await),
+            "GetResourcePolicy" => op!(body, |i| self.get_policy(ctx, i)),
+            "DeleteResourcePolicy" => op!(body, |i| self.delete_policy(ctx, i).await),
+            "ValidateResourcePolicy" => op!(body, |i| self.validate_policy(ctx, i)),
             other if sm::OPERATIONS.contains(&other) => Err(unsupported(other)),
             other => Err(AwsError::unknown_operation(format!(
                 "Secrets Manager has no operation named '{other}'."
@@ -454,6 +470,33 @@ fn encode(key: &str, record: &SecretRecord) -> Result<Op, AwsError> {
 }
 
 impl SecretsManagerService {
+    /// Resolves `secret_id` to the stored secret (or the ARN as written) and
+    /// asks IAM for `secretsmanager:<operation>` on it, with the condition
+    /// keys `extra` adds. Answers the stored secret's full ARN, which the
+    /// call then acts on; a reference that names no secret is
+    /// ResourceNotFoundException once the caller may know that.
+    fn authorize_secret(
+        &self,
+        ctx: &RequestContext,
+        operation: &str,
+        secret_id: &str,
+        extra: impl FnOnce(Requirement) -> Requirement,
+    ) -> Result<String, AwsError> {
+        let target = self.target(ctx, secret_id)?;
+        ctx.authorize(&[extra(target.requirement(operation))])?;
+        target.found_arn().map(str::to_string).ok_or_else(not_found)
+    }
+
+    fn target(&self, ctx: &RequestContext, secret_id: &str) -> Result<SecretTarget, AwsError> {
+        resolve_secret(
+            self.store.as_ref(),
+            &ctx.account_id,
+            &ctx.region,
+            secret_id,
+            now_secs(),
+        )
+    }
+
     /// Runs `f` on the secret `secret_id` inside one store mutation and writes
     /// the record back when `f` says so.
     async fn modify<T, F>(
@@ -516,7 +559,43 @@ impl SecretsManagerService {
         let keys = self.keys.clone();
         let version_id = token.clone();
         let key = format!("{}{name}", prefix(&ctx.account_id, &ctx.region));
-        let arn_base = ctx.arn("secretsmanager", &format!("secret:{name}"));
+        // The new secret's ARN is chosen before IAM is asked, so a policy on
+        // `secret:<name>-??????` covers its creation; a secret that already
+        // has the name (a retry answers it) is asked about as itself.
+        let new_arn = format!(
+            "{}-{}",
+            ctx.arn("secretsmanager", &format!("secret:{name}")),
+            random_suffix()
+        );
+        let existing = self.target(ctx, &name)?.record;
+        let arn = existing.as_ref().map_or(new_arn.clone(), |r| r.arn.clone());
+        let mut create = Requirement::new("secretsmanager:CreateSecret", arn.clone())
+            .condition("secretsmanager:Name", name.clone());
+        if let Some(d) = &input.description {
+            create = create.condition("secretsmanager:Description", d.clone());
+        }
+        if let Some(k) = &input.kms_key_id {
+            create = create.condition("secretsmanager:KmsKeyId", k.clone());
+        }
+        let request_tags = || tags.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+        create = create.request_tags(request_tags());
+        if let Some(r) = &existing {
+            create = with_tags(create, &r.tags, SM_RESOURCE_TAG_PREFIX);
+        }
+        let mut requirements = vec![create];
+        // Tags given at creation also need secretsmanager:TagResource.
+        if !tags.is_empty() {
+            let target = SecretTarget {
+                arn: arn.clone(),
+                record: existing.clone(),
+            };
+            requirements.push(
+                target
+                    .requirement("TagResource")
+                    .request_tags(request_tags()),
+            );
+        }
+        ctx.authorize(&requirements)?;
         let (description, kms_key_id) = (input.description.clone(), input.kms_key_id.clone());
         let result = self
             .store
@@ -550,7 +629,7 @@ impl SecretsManagerService {
                 }
                 let mut record = SecretRecord {
                     name: name.clone(),
-                    arn: format!("{arn_base}-{}", random_suffix()),
+                    arn: new_arn.clone(),
                     description: description.clone(),
                     kms_key_id: kms_key_id.clone(),
                     tags: tags.clone(),
@@ -559,6 +638,7 @@ impl SecretsManagerService {
                     deleted: None,
                     purge_at: None,
                     versions: BTreeMap::new(),
+                    resource_policy: None,
                 };
                 if let Some(sealed) = &sealed {
                     record.add_version(
@@ -595,14 +675,16 @@ impl SecretsManagerService {
         input: sm::GetSecretValueRequest,
     ) -> Result<sm::GetSecretValueResponse, AwsError> {
         let secret_id = required(&input.secret_id, "SecretId")?;
-        let (_, record) = find_secret(
-            self.store.as_ref(),
-            &ctx.account_id,
-            &ctx.region,
-            secret_id,
-            now_secs(),
-        )?
-        .ok_or_else(not_found)?;
+        let target = self.target(ctx, secret_id)?;
+        let mut requirement = target.requirement("GetSecretValue");
+        if let Some(id) = input.version_id.as_deref().filter(|s| !s.is_empty()) {
+            requirement = requirement.condition("secretsmanager:VersionId", id);
+        }
+        if let Some(stage) = input.version_stage.as_deref().filter(|s| !s.is_empty()) {
+            requirement = requirement.condition("secretsmanager:VersionStage", stage);
+        }
+        ctx.authorize(&[requirement])?;
+        let record = target.record.ok_or_else(not_found)?;
         let (version_id, version) = select_version(
             &record,
             input.version_id.as_deref(),
@@ -647,6 +729,7 @@ impl SecretsManagerService {
             .clone()
             .unwrap_or_else(|| vec![AWSCURRENT.to_string()]);
         check_stages(&stages)?;
+        let secret_id = self.authorize_secret(ctx, "PutSecretValue", &secret_id, |r| r)?;
         let sealed = self
             .keys
             .seal(value.bytes())
@@ -690,14 +773,9 @@ impl SecretsManagerService {
         input: sm::DescribeSecretRequest,
     ) -> Result<sm::DescribeSecretResponse, AwsError> {
         let secret_id = required(&input.secret_id, "SecretId")?;
-        let (_, r) = find_secret(
-            self.store.as_ref(),
-            &ctx.account_id,
-            &ctx.region,
-            secret_id,
-            now_secs(),
-        )?
-        .ok_or_else(not_found)?;
+        let target = self.target(ctx, secret_id)?;
+        ctx.authorize(&[target.requirement("DescribeSecret")])?;
+        let r = target.record.ok_or_else(not_found)?;
         Ok(sm::DescribeSecretResponse {
             arn: Some(r.arn.clone()),
             name: Some(r.name.clone()),
@@ -739,6 +817,10 @@ impl SecretsManagerService {
         {
             return Err(unsupported("ListSecrets with filters other than name"));
         }
+        ctx.authorize(&berth_model::authz::on(
+            "secretsmanager:ListSecrets",
+            Vec::new(),
+        ))?;
         let prefix = prefix(&ctx.account_id, &ctx.region);
         let mut after = match &input.next_token {
             Some(t) => Some(
@@ -818,6 +900,16 @@ impl SecretsManagerService {
                 "The RecoveryWindowInDays value must be between 7 and 30 days (inclusive).",
             ));
         }
+        let window = input.recovery_window_in_days;
+        let secret_id = self.authorize_secret(ctx, "DeleteSecret", &secret_id, |mut r| {
+            if let Some(days) = window {
+                r = r.condition("secretsmanager:RecoveryWindowInDays", days.to_string());
+            }
+            r.condition(
+                "secretsmanager:ForceDeleteWithoutRecovery",
+                force.to_string(),
+            )
+        })?;
         let (account, region) = (ctx.account_id.clone(), ctx.region.clone());
         let result = self
             .store
@@ -854,6 +946,7 @@ impl SecretsManagerService {
         input: sm::RestoreSecretRequest,
     ) -> Result<sm::RestoreSecretResponse, AwsError> {
         let secret_id = required(&input.secret_id, "SecretId")?.to_string();
+        let secret_id = self.authorize_secret(ctx, "RestoreSecret", &secret_id, |r| r)?;
         let (arn, name) = self
             .modify(ctx, secret_id, |record, now| {
                 let write = record.deleted.is_some();
@@ -879,6 +972,15 @@ impl SecretsManagerService {
         let secret_id = required(&input.secret_id, "SecretId")?.to_string();
         let value = Value::from_request(&input.secret_string, &input.secret_binary)?;
         let token = check_token(&input.client_request_token)?;
+        let secret_id = self.authorize_secret(ctx, "UpdateSecret", &secret_id, |mut r| {
+            if let Some(d) = &input.description {
+                r = r.condition("secretsmanager:Description", d.clone());
+            }
+            if let Some(k) = &input.kms_key_id {
+                r = r.condition("secretsmanager:KmsKeyId", k.clone());
+            }
+            r
+        })?;
         let sealed = match &value {
             Some(v) => Some(
                 self.keys
@@ -933,6 +1035,9 @@ impl SecretsManagerService {
     ) -> Result<serde_json::Value, AwsError> {
         let secret_id = required(&input.secret_id, "SecretId")?.to_string();
         let tags = check_tags(input.tags.as_deref().unwrap_or_default())?;
+        let secret_id = self.authorize_secret(ctx, "TagResource", &secret_id, |r| {
+            r.request_tags(tags.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        })?;
         self.modify(ctx, secret_id, move |record, _| {
             merge_tags(&mut record.tags, tags.clone());
             if record.tags.len() > 50 {
@@ -951,6 +1056,9 @@ impl SecretsManagerService {
     ) -> Result<serde_json::Value, AwsError> {
         let secret_id = required(&input.secret_id, "SecretId")?.to_string();
         let keys = input.tag_keys.clone().unwrap_or_default();
+        let secret_id = self.authorize_secret(ctx, "UntagResource", &secret_id, |r| {
+            r.tag_keys(keys.iter().cloned())
+        })?;
         self.modify(ctx, secret_id, move |record, _| {
             record.tags.retain(|(k, _)| !keys.contains(k));
             Ok((true, ()))
@@ -1208,14 +1316,9 @@ impl SecretsManagerService {
             }
             None => None,
         };
-        let (_, record) = find_secret(
-            self.store.as_ref(),
-            &ctx.account_id,
-            &ctx.region,
-            secret_id,
-            now_secs(),
-        )?
-        .ok_or_else(not_found)?;
+        let target = self.target(ctx, secret_id)?;
+        ctx.authorize(&[target.requirement("ListSecretVersionIds")])?;
+        let record = target.record.ok_or_else(not_found)?;
         let mut versions: Vec<(&String, &VersionRecord)> = record
             .versions
             .iter()
@@ -1291,6 +1394,10 @@ impl SecretsManagerService {
                 }
             }
         }
+        let secret_id =
+            self.authorize_secret(ctx, "UpdateSecretVersionStage", &secret_id, |r| {
+                r.condition("secretsmanager:VersionStage", stage.clone())
+            })?;
         let remove_from = input.remove_from_version_id.clone();
         let move_to = input.move_to_version_id.clone();
         let (arn, name) = self
@@ -1399,6 +1506,19 @@ impl SecretsManagerService {
                 "'Filters' not specified. 'Filters' must also be specified when 'MaxResults' is provided.",
             ));
         }
+        // The call itself needs secretsmanager:BatchGetSecretValue (and, with
+        // filters, secretsmanager:ListSecrets); each secret it returns must
+        // pass secretsmanager:GetSecretValue on its own.
+        let mut call = berth_model::authz::on("secretsmanager:BatchGetSecretValue", Vec::new());
+        if filters.is_some() {
+            call.push(Requirement::new("secretsmanager:ListSecrets", "*"));
+        }
+        ctx.authorize(&call)?;
+        let may_read = |requirement: Requirement| {
+            ctx.decide(&[requirement]).map_err(|denial| {
+                AwsError::bad_request("AccessDeniedException", denial.message(&ctx.principal.arn))
+            })
+        };
         let now = now_secs();
         let entry = |r: &SecretRecord| -> Result<Result<sm::SecretValueEntry, AwsError>, AwsError> {
             let (id, version) = match select_version(r, None, None) {
@@ -1436,14 +1556,15 @@ impl SecretsManagerService {
                 )));
             }
             for id in &ids {
-                let found = if id.is_empty() {
-                    None
-                } else {
-                    find_secret(self.store.as_ref(), &ctx.account_id, &ctx.region, id, now)?
-                };
-                match found {
+                let target =
+                    resolve_secret(self.store.as_ref(), &ctx.account_id, &ctx.region, id, now)?;
+                if let Err(denied) = may_read(target.requirement("GetSecretValue")) {
+                    errors.push(error(id, denied));
+                    continue;
+                }
+                match &target.record {
                     None => errors.push(error(id, not_found())),
-                    Some((_, r)) => match entry(&r)? {
+                    Some(r) => match entry(r)? {
                         Ok(v) => values.push(v),
                         Err(e) => errors.push(error(id, e)),
                     },
@@ -1479,6 +1600,9 @@ impl SecretsManagerService {
                 let wanted = !r.purged(now)
                     && r.deleted.is_none()
                     && filters.iter().all(|(k, v)| filter_matches(&r, k, v));
+                // Filters list only the secrets the caller may read.
+                let wanted = wanted
+                    && may_read(secret_requirement("GetSecretValue", &r.arn, &r.tags)).is_ok();
                 if wanted && shown == max {
                     next = after.as_deref().map(encode_token);
                     break 'scan;
@@ -1498,6 +1622,173 @@ impl SecretsManagerService {
             secret_values: Some(values),
             next_token: next,
             errors: Some(errors),
+        })
+    }
+}
+
+/// Checks a resource policy's text: JSON 1 to 20,480 characters that parses
+/// as a resource-based policy (every statement names a principal).
+fn check_resource_policy(policy: &str) -> Result<(), AwsError> {
+    if policy.chars().count() > 20480 {
+        return Err(validation(
+            "1 validation error detected: Value at 'resourcePolicy' failed to satisfy \
+             constraint: Member must have length less than or equal to 20480",
+        ));
+    }
+    berth_policy::Policy::parse_resource(policy).map_err(|e| {
+        AwsError::bad_request(
+            "MalformedPolicyDocumentException",
+            format!("The resource policy has syntax errors: {e}"),
+        )
+    })?;
+    Ok(())
+}
+
+/// Whether a resource policy allows anyone at all: an Allow statement whose
+/// principal is `*` (or `{"AWS": "*"}`) with no condition narrowing it.
+fn is_public_policy(policy: &str) -> bool {
+    let Ok(doc) = serde_json::from_str::<serde_json::Value>(policy) else {
+        return false;
+    };
+    let statements = match doc.get("Statement") {
+        Some(serde_json::Value::Array(items)) => items.clone(),
+        Some(one) => vec![one.clone()],
+        None => Vec::new(),
+    };
+    let wildcard = |v: &serde_json::Value| match v {
+        serde_json::Value::String(s) => s == "*",
+        serde_json::Value::Array(items) => items.iter().any(|i| i.as_str() == Some("*")),
+        _ => false,
+    };
+    statements.iter().any(|s| {
+        s.get("Effect").and_then(|e| e.as_str()) == Some("Allow")
+            && s.get("Condition").is_none()
+            && match s.get("Principal") {
+                Some(p @ serde_json::Value::String(_)) => wildcard(p),
+                Some(serde_json::Value::Object(m)) => m.get("AWS").is_some_and(wildcard),
+                _ => false,
+            }
+    })
+}
+
+fn public_policy() -> AwsError {
+    AwsError::bad_request(
+        "PublicPolicyException",
+        "The BlockPublicPolicy parameter is set to true, and the resource policy did not \
+         prevent broad access to the secret.",
+    )
+}
+
+impl SecretsManagerService {
+    async fn put_policy(
+        &self,
+        ctx: &RequestContext,
+        input: sm::PutResourcePolicyRequest,
+    ) -> Result<sm::PutResourcePolicyResponse, AwsError> {
+        let secret_id = required(&input.secret_id, "SecretId")?.to_string();
+        let policy = required(&input.resource_policy, "ResourcePolicy")?.to_string();
+        check_resource_policy(&policy)?;
+        let block = input.block_public_policy.unwrap_or(false);
+        let secret_id = self.authorize_secret(ctx, "PutResourcePolicy", &secret_id, |r| {
+            r.condition("secretsmanager:BlockPublicPolicy", block.to_string())
+        })?;
+        if block && is_public_policy(&policy) {
+            return Err(public_policy());
+        }
+        let (arn, name) = self
+            .modify(ctx, secret_id, move |record, now| {
+                if record.deleted.is_some() {
+                    return Err(marked_for_deletion());
+                }
+                record.resource_policy = Some(policy.clone());
+                record.last_changed = now;
+                Ok((true, (record.arn.clone(), record.name.clone())))
+            })
+            .await?;
+        Ok(sm::PutResourcePolicyResponse {
+            arn: Some(arn),
+            name: Some(name),
+            ..Default::default()
+        })
+    }
+
+    fn get_policy(
+        &self,
+        ctx: &RequestContext,
+        input: sm::GetResourcePolicyRequest,
+    ) -> Result<sm::GetResourcePolicyResponse, AwsError> {
+        let secret_id = required(&input.secret_id, "SecretId")?;
+        let target = self.target(ctx, secret_id)?;
+        ctx.authorize(&[target.requirement("GetResourcePolicy")])?;
+        let record = target.record.ok_or_else(not_found)?;
+        Ok(sm::GetResourcePolicyResponse {
+            arn: Some(record.arn),
+            name: Some(record.name),
+            resource_policy: record.resource_policy,
+            ..Default::default()
+        })
+    }
+
+    async fn delete_policy(
+        &self,
+        ctx: &RequestContext,
+        input: sm::DeleteResourcePolicyRequest,
+    ) -> Result<sm::DeleteResourcePolicyResponse, AwsError> {
+        let secret_id = required(&input.secret_id, "SecretId")?.to_string();
+        let secret_id = self.authorize_secret(ctx, "DeleteResourcePolicy", &secret_id, |r| r)?;
+        let (arn, name) = self
+            .modify(ctx, secret_id, |record, now| {
+                let write = record.resource_policy.take().is_some();
+                if write {
+                    record.last_changed = now;
+                }
+                Ok((write, (record.arn.clone(), record.name.clone())))
+            })
+            .await?;
+        Ok(sm::DeleteResourcePolicyResponse {
+            arn: Some(arn),
+            name: Some(name),
+            ..Default::default()
+        })
+    }
+
+    fn validate_policy(
+        &self,
+        ctx: &RequestContext,
+        input: sm::ValidateResourcePolicyRequest,
+    ) -> Result<sm::ValidateResourcePolicyResponse, AwsError> {
+        let policy = required(&input.resource_policy, "ResourcePolicy")?;
+        // The secret is optional; without one the call concerns no resource.
+        let requirements = match input.secret_id.as_deref().filter(|s| !s.is_empty()) {
+            Some(secret_id) => {
+                let target = self.target(ctx, secret_id)?;
+                ctx.authorize(&[
+                    target.requirement("ValidateResourcePolicy"),
+                    target.requirement("PutResourcePolicy"),
+                ])?;
+                target.record.ok_or_else(not_found)?;
+                None
+            }
+            None => Some(vec![
+                Requirement::new("secretsmanager:ValidateResourcePolicy", "*"),
+                Requirement::new("secretsmanager:PutResourcePolicy", "*"),
+            ]),
+        };
+        if let Some(requirements) = requirements {
+            ctx.authorize(&requirements)?;
+        }
+        check_resource_policy(policy)?;
+        let public = is_public_policy(policy);
+        Ok(sm::ValidateResourcePolicyResponse {
+            policy_validation_passed: Some(!public),
+            validation_errors: Some(if public {
+                vec![sm::ValidationErrorsEntry {
+                    check_name: None,
+                    error_message: Some(public_policy().message),
+                }]
+            } else {
+                Vec::new()
+            }),
         })
     }
 }

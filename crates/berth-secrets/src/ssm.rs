@@ -13,6 +13,7 @@ use berth_model::{AwsError, JsonService, RequestContext};
 use berth_store::{Op, ReadView, Store, StoreExt};
 use serde::{Deserialize, Serialize};
 
+use crate::authz::{resolve_parameter, ParamTarget};
 use crate::common::{corrupt, decode_token, encode_token, now, page_size, store_error, validation};
 use crate::crypto::{MasterKey, Sealed};
 
@@ -207,6 +208,32 @@ impl SsmService {
     pub fn new(store: Arc<dyn Store>, keys: Arc<MasterKey>) -> Self {
         SsmService { store, keys }
     }
+
+    /// The parameter `reference` names, resolved for authorization.
+    fn target(&self, ctx: &RequestContext, reference: &str) -> Result<ParamTarget, AwsError> {
+        resolve_parameter(self.store.as_ref(), &ctx.account_id, &ctx.region, reference)
+    }
+
+    /// Asks IAM for `ssm:<operation>` on each parameter `references` names
+    /// (once per parameter).
+    fn authorize_each(
+        &self,
+        ctx: &RequestContext,
+        operation: &str,
+        references: &[String],
+    ) -> Result<(), AwsError> {
+        let mut requirements: Vec<berth_model::authz::Requirement> = Vec::new();
+        for reference in references {
+            let requirement = self.target(ctx, reference)?.requirement(operation);
+            if !requirements
+                .iter()
+                .any(|r| r.resource == requirement.resource)
+            {
+                requirements.push(requirement);
+            }
+        }
+        ctx.authorize(&requirements)
+    }
 }
 
 use berth_model::json_op as op;
@@ -382,6 +409,12 @@ impl SsmService {
                 "PutParameter with DataType {data_type}"
             )));
         }
+        let requirement = self
+            .target(ctx, &name)?
+            .requirement("PutParameter")
+            .condition("ssm:Overwrite", overwrite.to_string())
+            .request_tags(tags.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        ctx.authorize(&[requirement])?;
         // Seal outside the mutation: the type may come from the existing
         // parameter, so seal whenever it could be a SecureString and drop the
         // ciphertext if it turns out not to be.
@@ -506,6 +539,7 @@ impl SsmService {
             return Err(validation("Name is required."));
         }
         let decrypt = input.with_decryption.unwrap_or(false);
+        ctx.authorize(&[self.target(ctx, &reference)?.requirement("GetParameter")])?;
         let (record, version, selector) = lookup(
             self.store.as_ref(),
             &ctx.account_id,
@@ -538,6 +572,8 @@ impl SsmService {
             ));
         }
         let decrypt = input.with_decryption.unwrap_or(false);
+        // Every parameter named must be readable, or the call is refused.
+        self.authorize_each(ctx, "GetParameters", &names)?;
         let mut parameters = Vec::new();
         let mut invalid = Vec::new();
         for reference in names {
@@ -597,6 +633,12 @@ impl SsmService {
         };
         let recursive = input.recursive.unwrap_or(false);
         let decrypt = input.with_decryption.unwrap_or(false);
+        // As AWS: the path's ARN decides, for every parameter under it.
+        ctx.authorize(&[berth_model::authz::Requirement::new(
+            "ssm:GetParametersByPath",
+            parameter_arn(&ctx.account_id, &ctx.region, &path),
+        )
+        .condition("ssm:Recursive", recursive.to_string())])?;
         let base = prefix(&ctx.account_id, &ctx.region);
         let scan = format!("{base}{}/", path.trim_end_matches('/'));
         let (records, next) = self.scan(&scan, input.next_token.as_deref(), max, |rest| {
@@ -670,6 +712,7 @@ impl SsmService {
         input: ssm::DeleteParameterRequest,
     ) -> Result<ssm::DeleteParameterResult, AwsError> {
         let name = input.name.clone().unwrap_or_default();
+        ctx.authorize(&[self.target(ctx, &name)?.requirement("DeleteParameter")])?;
         let deleted = self.delete_names(ctx, vec![name.clone()]).await?;
         if deleted.is_empty() {
             return Err(not_found(&name));
@@ -688,6 +731,7 @@ impl SsmService {
                 "Names must hold between 1 and 10 parameter names.",
             ));
         }
+        self.authorize_each(ctx, "DeleteParameters", &names)?;
         let deleted = self.delete_names(ctx, names.clone()).await?;
         let invalid = names.into_iter().filter(|n| !deleted.contains(n)).collect();
         Ok(ssm::DeleteParametersResult {
@@ -739,6 +783,10 @@ impl SsmService {
             Some(n) if (1..=50).contains(&n) => n as usize,
             Some(_) => return Err(validation("MaxResults must be between 1 and 50.")),
         };
+        ctx.authorize(&berth_model::authz::on(
+            "ssm:DescribeParameters",
+            Vec::new(),
+        ))?;
         // Supported filters: Name (Equals, BeginsWith) and Type (Equals).
         // (is the Name filter, option, value)
         let mut checks: Vec<(bool, String, String)> = Vec::new();
@@ -1013,6 +1061,9 @@ impl SsmService {
             None => None,
         };
         let decrypt = input.with_decryption.unwrap_or(false);
+        ctx.authorize(&[self
+            .target(ctx, &reference)?
+            .requirement("GetParameterHistory")])?;
         let (_, record) = find_reference(
             self.store.as_ref(),
             &ctx.account_id,
@@ -1087,6 +1138,9 @@ impl SsmService {
             }
         }
         let requested = input.parameter_version;
+        ctx.authorize(&[self
+            .target(ctx, &reference)?
+            .requirement("LabelParameterVersion")])?;
         let version = self
             .modify_param(ctx, reference, not_found, move |record| {
                 let target = match requested {
@@ -1149,6 +1203,9 @@ impl SsmService {
         };
         let labels = input.labels.clone().unwrap_or_default();
         check_label_list(&labels)?;
+        ctx.authorize(&[self
+            .target(ctx, &reference)?
+            .requirement("UnlabelParameterVersion")])?;
         let (removed, invalid) = self
             .modify_param(ctx, reference, not_found, move |record| {
                 let name = record.name.clone();
@@ -1189,6 +1246,11 @@ impl SsmService {
                  constraint: Member must have length greater than or equal to 1",
             ));
         }
+        let requirement = self
+            .target(ctx, &reference)?
+            .requirement("AddTagsToResource")
+            .request_tags(tags.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        ctx.authorize(&[requirement])?;
         self.modify_param(
             ctx,
             reference,
@@ -1219,6 +1281,11 @@ impl SsmService {
     ) -> Result<ssm::RemoveTagsFromResourceResult, AwsError> {
         let reference = tag_target(&input.resource_type, &input.resource_id)?;
         let keys = input.tag_keys.clone().unwrap_or_default();
+        let requirement = self
+            .target(ctx, &reference)?
+            .requirement("RemoveTagsFromResource")
+            .tag_keys(keys.iter().cloned());
+        ctx.authorize(&[requirement])?;
         self.modify_param(
             ctx,
             reference,
@@ -1239,6 +1306,9 @@ impl SsmService {
         input: ssm::ListTagsForResourceRequest,
     ) -> Result<ssm::ListTagsForResourceResult, AwsError> {
         let reference = tag_target(&input.resource_type, &input.resource_id)?;
+        ctx.authorize(&[self
+            .target(ctx, &reference)?
+            .requirement("ListTagsForResource")])?;
         let (_, record) = find_reference(
             self.store.as_ref(),
             &ctx.account_id,

@@ -63,13 +63,29 @@ impl Verifier {
         }
     }
 
-    /// Checks `request`'s signature as of `now` (seconds since the epoch).
-    pub fn verify(
+    /// Checks everything about `request`'s signature that does not need
+    /// its body: the form of the signature, its time, that the access key is
+    /// known and that the headers which select the operation are signed.
+    /// Lets the gateway refuse a bad request before reading its body.
+    pub fn precheck(
         &self,
         request: &RequestParts<'_>,
         now: i64,
         secrets: &dyn SecretLookup,
-    ) -> Result<Verified, AuthError> {
+    ) -> Result<(), AuthError> {
+        let (claims, _) = self.checked_claims(request, now)?;
+        secrets
+            .secret_for(&claims.access_key_id)
+            .ok_or(AuthError::UnknownKey)?;
+        Ok(())
+    }
+
+    /// The signature's claims, checked for form, time and signed headers.
+    fn checked_claims(
+        &self,
+        request: &RequestParts<'_>,
+        now: i64,
+    ) -> Result<(Claims, bool), AuthError> {
         let presigned = canonical::query_pairs(request.query)
             .iter()
             .any(|(k, _)| k == "X-Amz-Algorithm" || k == "X-Amz-Signature");
@@ -79,12 +95,26 @@ impl Verifier {
             parse_header(request)?
         };
         self.check_time(&claims, now)?;
-        if !claims.signed_headers.iter().any(|h| h == "host") {
+        check_signed_headers(request, &claims.signed_headers)?;
+        if request.header("x-amz-content-sha256") == Some(UNSIGNED_PAYLOAD) {
+            // Only S3-style endpoints accept a body the signature does not
+            // cover; every API Berth signs covers it.
             return Err(AuthError::Invalid(
-                "'Host' or ':authority' must be a 'SignedHeader' in the AWS Authorization."
+                "UNSIGNED-PAYLOAD is not accepted by this service: the signature must cover the request body."
                     .to_string(),
             ));
         }
+        Ok((claims, presigned))
+    }
+
+    /// Checks `request`'s signature as of `now` (seconds since the epoch).
+    pub fn verify(
+        &self,
+        request: &RequestParts<'_>,
+        now: i64,
+        secrets: &dyn SecretLookup,
+    ) -> Result<Verified, AuthError> {
+        let (claims, presigned) = self.checked_claims(request, now)?;
         let secret = secrets
             .secret_for(&claims.access_key_id)
             .ok_or(AuthError::UnknownKey)?;
@@ -96,44 +126,38 @@ impl Verifier {
         let query = canonical::canonical_query(request.query, presigned);
         let signed: Vec<&str> = claims.signed_headers.iter().map(String::as_str).collect();
 
-        let mut payloads = vec![payload_hash(request)?];
-        if presigned && request.header("x-amz-content-sha256").is_none() {
-            // S3-style presigned URLs do not cover the body.
-            payloads.push(UNSIGNED_PAYLOAD.to_string());
-        }
-        let mut first_failure = None;
-        for payload in payloads {
-            let canonical_request = canonical::canonical_request(
-                request.method,
-                request.path,
-                &query,
-                request.headers,
-                &signed,
-                &payload,
-            );
-            let string_to_sign =
-                canonical::string_to_sign(&claims.amz_date, &scope, &canonical_request);
-            let expected = hex::encode(canonical::hmac_sha256(&key, string_to_sign.as_bytes()));
-            if bool::from(expected.as_bytes().ct_eq(claims.signature.as_bytes())) {
-                return Ok(Verified {
-                    access_key_id: claims.access_key_id,
-                    region: claims.region,
-                    service: claims.service,
-                    session_token: claims.session_token,
-                    signed_at: claims.signed_at,
-                    presigned,
-                });
-            }
-            first_failure.get_or_insert(AuthError::Mismatch {
-                canonical_request,
-                string_to_sign,
+        // The body is always covered, presigned or not: a presigned URL for
+        // one call must not carry another call's parameters.
+        let payload = payload_hash(request)?;
+        let canonical_request = canonical::canonical_request(
+            request.method,
+            request.path,
+            &query,
+            request.headers,
+            &signed,
+            &payload,
+        );
+        let string_to_sign =
+            canonical::string_to_sign(&claims.amz_date, &scope, &canonical_request);
+        let expected = hex::encode(canonical::hmac_sha256(&key, string_to_sign.as_bytes()));
+        if bool::from(expected.as_bytes().ct_eq(claims.signature.as_bytes())) {
+            return Ok(Verified {
+                access_key_id: claims.access_key_id,
+                region: claims.region,
+                service: claims.service,
+                session_token: claims.session_token,
+                signed_at: claims.signed_at,
+                presigned,
             });
         }
-        Err(first_failure.unwrap_or(AuthError::UnknownKey))
+        Err(AuthError::Mismatch {
+            canonical_request,
+            string_to_sign,
+        })
     }
 
     fn check_time(&self, claims: &Claims, now: i64) -> Result<(), AuthError> {
-        let header_day = &claims.amz_date[..8];
+        let header_day = claims.amz_date.get(..8).unwrap_or_default();
         if claims.scope_date != header_day {
             return Err(AuthError::Invalid(format!(
                 "Date in Credential scope does not match YYYYMMDD from ISO-8601 version of date from HTTP: '{}' != '{}', from '{}'.",
@@ -193,6 +217,32 @@ impl Verifier {
         cache.insert(cache_key, key);
         key
     }
+}
+
+/// The headers that must be signed when present: `Host` always, and those
+/// that select the operation (`X-Amz-Target`, and `Content-Type` for the JSON
+/// protocols, which it names), so a signature made for one call cannot be
+/// replayed as another.
+fn check_signed_headers(request: &RequestParts<'_>, signed: &[String]) -> Result<(), AuthError> {
+    let is_signed = |name: &str| signed.iter().any(|h| h == name);
+    if !is_signed("host") {
+        return Err(AuthError::Invalid(
+            "'Host' or ':authority' must be a 'SignedHeader' in the AWS Authorization.".to_string(),
+        ));
+    }
+    if request.header("x-amz-target").is_some() {
+        if !is_signed("x-amz-target") {
+            return Err(AuthError::Invalid(
+                "'X-Amz-Target' must be a 'SignedHeader' in the AWS Authorization.".to_string(),
+            ));
+        }
+        if request.header("content-type").is_some() && !is_signed("content-type") {
+            return Err(AuthError::Invalid(
+                "'Content-Type' must be a 'SignedHeader' in the AWS Authorization.".to_string(),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The payload hash the signer must have used: the body's SHA-256, or what

@@ -172,3 +172,197 @@ fn signer_reproduces_botocore() {
         .map(|(_, v)| v.as_str());
     assert_eq!(auth, Some(DESCRIBE_AUTH));
 }
+
+/// Signs a DescribeClusters-shaped request with `signed` as the signed
+/// headers (Berth's own signer), for the signed-header rules.
+fn signed_with(signed_target: bool, body: &[u8], unsigned_payload: bool) -> Vec<(String, String)> {
+    let mut headers: Vec<(String, String)> = vec![
+        ("host".into(), "127.0.0.1:4566".into()),
+        ("content-type".into(), "application/x-amz-json-1.1".into()),
+    ];
+    if signed_target {
+        headers.push((
+            "x-amz-target".into(),
+            "AmazonEC2ContainerServiceV20141113.ListServices".into(),
+        ));
+    }
+    if unsigned_payload {
+        headers.push(("x-amz-content-sha256".into(), "UNSIGNED-PAYLOAD".into()));
+    }
+    let params = SigningParams {
+        access_key_id: AKID,
+        secret_access_key: SECRET,
+        session_token: None,
+        region: "us-east-1",
+        service: "ecs",
+        now: SIGNED_AT,
+    };
+    let pairs: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let extra = sign_headers(&params, "POST", "/", "", &pairs, body);
+    headers.extend(extra);
+    headers
+}
+
+#[test]
+fn the_operation_header_must_be_signed() {
+    // Signed without X-Amz-Target, then sent with one: refused before any
+    // signature is computed, so a signature for one call is never another.
+    let mut headers = signed_with(false, b"{}", false);
+    headers.push((
+        "x-amz-target".into(),
+        "AmazonEC2ContainerServiceV20141113.DeleteCluster".into(),
+    ));
+    let pairs: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let err = verify(&pairs, "", b"{}", SIGNED_AT).unwrap_err();
+    assert_eq!(err.code(), "InvalidSignatureException");
+    assert!(err
+        .message()
+        .contains("'X-Amz-Target' must be a 'SignedHeader'"));
+    let request = RequestParts {
+        method: "POST",
+        path: "/",
+        query: "",
+        headers: &pairs,
+        body: b"",
+    };
+    assert!(Verifier::new(900)
+        .precheck(&request, SIGNED_AT, &Secrets)
+        .is_err());
+
+    // Signed with it: fine, and precheck agrees.
+    let headers = signed_with(true, b"{}", false);
+    let pairs: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    assert!(verify(&pairs, "", b"{}", SIGNED_AT).is_ok());
+    let request = RequestParts {
+        method: "POST",
+        path: "/",
+        query: "",
+        headers: &pairs,
+        body: b"",
+    };
+    assert!(Verifier::new(900)
+        .precheck(&request, SIGNED_AT, &Secrets)
+        .is_ok());
+}
+
+#[test]
+fn unsigned_payload_is_refused() {
+    let headers = signed_with(true, b"{}", true);
+    let pairs: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let err = verify(&pairs, "", br#"{"cluster":"other"}"#, SIGNED_AT).unwrap_err();
+    assert_eq!(err.code(), "InvalidSignatureException");
+    assert!(err.message().contains("UNSIGNED-PAYLOAD"));
+}
+
+#[test]
+fn precheck_refuses_unknown_keys_and_stale_dates_without_a_body() {
+    let mut headers = signed_with(true, b"{}", false);
+    for (k, v) in headers.iter_mut() {
+        if k == "authorization" {
+            *v = v.replace(AKID, "AKIDUNKNOWN");
+        }
+    }
+    let pairs: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let request = RequestParts {
+        method: "POST",
+        path: "/",
+        query: "",
+        headers: &pairs,
+        body: b"",
+    };
+    let verifier = Verifier::new(900);
+    assert_eq!(
+        verifier.precheck(&request, SIGNED_AT, &Secrets),
+        Err(AuthError::UnknownKey)
+    );
+    let headers = signed_with(true, b"{}", false);
+    let pairs: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let request = RequestParts {
+        method: "POST",
+        path: "/",
+        query: "",
+        headers: &pairs,
+        body: b"",
+    };
+    assert_eq!(
+        verifier
+            .precheck(&request, SIGNED_AT + 3600, &Secrets)
+            .unwrap_err()
+            .code(),
+        "InvalidSignatureException"
+    );
+}
+
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn authorization() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[ -~]{0,120}",
+            "AWS4-HMAC-SHA256 (Credential=[ -~]{0,40}, ?){0,2}(SignedHeaders=[a-z;-]{0,30}, ?)?(Signature=[0-9a-f]{0,64})?",
+            Just(DESCRIBE_AUTH.to_string()),
+        ]
+    }
+
+    fn amz_date() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[0-9TZ]{0,20}",
+            "[ -~]{0,20}",
+            Just("20261125T090000Z".to_string())
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2000, .. ProptestConfig::default() })]
+
+        /// The SigV4 parser is total: any header or query answers Ok or an
+        /// error, never a panic.
+        #[test]
+        fn header_and_query_parsing_never_panics(
+            auth in authorization(),
+            date in amz_date(),
+            query in "[ -~]{0,160}",
+            presign in "X-Amz-(Algorithm|Credential|Date|Expires|SignedHeaders|Signature)=[ -~]{0,40}(&X-Amz-(Algorithm|Credential|Date|Expires|SignedHeaders|Signature)=[ -~]{0,40}){0,5}",
+            use_presign in any::<bool>(),
+            body in proptest::collection::vec(any::<u8>(), 0..64),
+        ) {
+            let headers = vec![
+                ("host", "127.0.0.1:4566"),
+                ("x-amz-date", date.as_str()),
+                ("authorization", auth.as_str()),
+                ("x-amz-target", "AmazonEC2ContainerServiceV20141113.ListClusters"),
+                ("content-type", "application/x-amz-json-1.1"),
+            ];
+            let query = if use_presign { presign } else { query };
+            let request = RequestParts {
+                method: "POST",
+                path: "/",
+                query: &query,
+                headers: &headers,
+                body: &body,
+            };
+            let verifier = Verifier::new(900);
+            let _ = verifier.precheck(&request, SIGNED_AT, &Secrets);
+            let _ = verifier.verify(&request, SIGNED_AT, &Secrets);
+        }
+    }
+}

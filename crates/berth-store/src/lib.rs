@@ -11,6 +11,7 @@
 //! Architecture invariant: an acknowledged write is durable, and every watcher
 //! sees every change after its starting revision, in revision order, exactly once.
 
+mod in_memory;
 mod memory;
 mod sqlite;
 mod watch;
@@ -19,6 +20,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
+pub use in_memory::MemoryStore;
 pub use sqlite::{SqliteOptions, SqliteStore};
 pub use watch::Watch;
 

@@ -102,10 +102,40 @@ fn read_meta(conn: &Connection, name: &str) -> Result<u64, StoreError> {
     Ok(v.unwrap_or(0) as u64)
 }
 
+/// Creates the database file readable by its owner only (0600), and
+/// tightens an existing one and its `-wal`/`-shm` files: they hold every
+/// record. SQLite gives the WAL and shared-memory files the database file's
+/// mode, so new ones follow.
+fn make_private(path: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(path)?;
+        let name = path.as_os_str().to_owned();
+        for suffix in ["", "-wal", "-shm"] {
+            let mut file = name.clone();
+            file.push(suffix);
+            match std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
+}
+
 fn open_writer(path: &Path) -> Result<Connection, StoreError> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(io)?;
     }
+    make_private(path).map_err(io)?;
     let conn = Connection::open(path).map_err(io)?;
     conn.pragma_update(None, "journal_mode", "WAL")
         .map_err(io)?;
@@ -310,12 +340,12 @@ fn writer_loop(
 }
 
 /// What one mutation did: the revision it wrote at, nothing (a no-op), or why it failed.
-type MutationOutcome = Result<Option<Revision>, StoreError>;
+pub(crate) type MutationOutcome = Result<Option<Revision>, StoreError>;
 
 /// Evaluates a batch of mutations in order against committed state plus the
 /// batch's own earlier writes. Returns the per-mutation outcome, the pending
 /// writes and the events they produce.
-fn evaluate(
+pub(crate) fn evaluate(
     map: &KeyMap,
     start: Revision,
     mutations: impl Iterator<Item = MutationFn>,
@@ -512,4 +542,33 @@ fn compact(conn: &mut Connection, shared: &Shared, retain: u64) -> Result<(), ru
         [target as i64],
     )?;
     tx.commit()
+}
+
+#[cfg(all(test, unix))]
+mod file_mode_tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+    use crate::StoreExt;
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[tokio::test]
+    async fn the_database_and_its_wal_are_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.db");
+        // An existing, world-readable database (an older data directory).
+        std::fs::write(&path, b"").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let store = SqliteStore::open(SqliteOptions::new(path.clone())).unwrap();
+        store.put("/k", Bytes::from_static(b"v")).await.unwrap();
+        assert_eq!(mode(&path), 0o600);
+        let wal = dir.path().join("store.db-wal");
+        assert!(wal.exists());
+        assert_eq!(mode(&wal), 0o600);
+        assert_eq!(mode(&dir.path().join("store.db-shm")), 0o600);
+        store.close();
+    }
 }

@@ -51,8 +51,15 @@ pub struct AgentArgs {
     )]
     pub region: String,
 
-    /// Account credentials for the first registration (afterwards the agent
-    /// uses the credential minted for it).
+    /// A file holding the agent registration token: a copy of the server's
+    /// `<data-dir>/agent-token` (or what its BERTH_AGENT_TOKEN says). Without
+    /// it, the token comes from the environment variable BERTH_AGENT_TOKEN.
+    #[arg(long, value_name = "PATH")]
+    pub registration_token_file: Option<PathBuf>,
+
+    /// Account credentials for the first registration, allowed
+    /// berth:RegisterAgent on the cluster (afterwards the agent registers
+    /// with the credential minted for its container instance).
     #[arg(
         long,
         env = "AWS_ACCESS_KEY_ID",
@@ -144,7 +151,95 @@ fn capacity_attribute(kind: CapacityKind) -> Option<(String, Option<String>)> {
     ))
 }
 
+/// The environment variable holding the agent registration token, for
+/// `berth up` (instead of `<data-dir>/agent-token`) and `berth agent`.
+pub const TOKEN_ENV: &str = "BERTH_AGENT_TOKEN";
+
+/// The file `berth up` keeps the agent registration token in.
+pub const TOKEN_FILE: &str = "agent-token";
+
+/// Where the server's agent registration token came from.
+pub enum TokenOrigin {
+    Environment,
+    File(PathBuf),
+}
+
+/// The agent registration token a server accepts.
+pub struct AgentToken {
+    pub token: String,
+    pub origin: TokenOrigin,
+}
+
+fn token_from_env() -> Option<String> {
+    std::env::var(TOKEN_ENV)
+        .ok()
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty())
+}
+
+fn read_token_file(path: &Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the agent registration token {}", path.display()))?;
+    let token = text.trim().to_string();
+    if token.is_empty() {
+        bail!(
+            "the agent registration token file {} is empty",
+            path.display()
+        );
+    }
+    Ok(token)
+}
+
+/// The token agents must present to register: BERTH_AGENT_TOKEN, else
+/// `<data-dir>/agent-token`, generated (random, mode 0600) on first start.
+pub fn load_or_create_token(data_dir: &Path) -> anyhow::Result<AgentToken> {
+    if let Some(token) = token_from_env() {
+        return Ok(AgentToken {
+            token,
+            origin: TokenOrigin::Environment,
+        });
+    }
+    let path = data_dir.join(TOKEN_FILE);
+    if !path.exists() {
+        use rand::Rng;
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+        let mut rng = rand::thread_rng();
+        let token: String = (0..48)
+            .map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char)
+            .collect();
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .with_context(|| format!("creating {}", path.display()))?;
+        file.write_all(format!("{token}\n").as_bytes())?;
+        file.sync_all()?;
+    }
+    Ok(AgentToken {
+        token: read_token_file(&path)?,
+        origin: TokenOrigin::File(path),
+    })
+}
+
+/// The token `berth agent` presents: --registration-token-file, else
+/// BERTH_AGENT_TOKEN, else none (the server then refuses, saying so).
+fn agent_token(args: &AgentArgs) -> anyhow::Result<String> {
+    if let Some(path) = &args.registration_token_file {
+        return read_token_file(path);
+    }
+    Ok(token_from_env().unwrap_or_else(|| {
+        tracing::warn!("no agent registration token: pass --registration-token-file (a copy of the server's <data-dir>/agent-token) or set {TOKEN_ENV}");
+        String::new()
+    }))
+}
+
 pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
+    // The agent's identity (its credential) is private to this user.
+    crate::private_dir::private_umask();
+    let registration_token = agent_token(&args)?;
     let name = args.name.clone().unwrap_or_else(host_name);
     let data_dir = match &args.data_dir {
         Some(d) => d.clone(),
@@ -172,6 +267,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
             access_key_id: args.access_key_id.clone().unwrap_or_default(),
             secret_access_key: args.secret_access_key.clone().unwrap_or_default(),
         },
+        registration_token,
         cpu: args.cpu,
         memory_mib: args.memory,
         reserved_memory_mib: args.reserved_memory,
@@ -184,12 +280,14 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
 }
 
 /// Starts the agent of `berth up` on the `default` cluster when Docker is
-/// reachable; says so clearly when it is not.
+/// reachable; says so clearly when it is not. It registers with the root
+/// keys and the registration token, handed over in-process.
 pub async fn spawn_local(
     address: SocketAddr,
     region: &str,
     data_dir: &Path,
     root: &RootKeys,
+    token: &AgentToken,
 ) -> Option<tokio::task::JoinHandle<()>> {
     let runtime = match DockerRuntime::connect().await {
         Ok(r) => r,
@@ -220,6 +318,7 @@ pub async fn spawn_local(
             access_key_id: root.access_key_id.clone(),
             secret_access_key: root.secret_access_key.clone(),
         },
+        registration_token: token.token.clone(),
         cpu: None,
         memory_mib: None,
         reserved_memory_mib: 256,
@@ -239,4 +338,31 @@ pub async fn spawn_local(
             tracing::error!(error = %e, "the in-process agent stopped");
         }
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn the_token_is_generated_once_private_and_reread() {
+        let dir = tempfile::tempdir().unwrap();
+        if token_from_env().is_some() {
+            return; // BERTH_AGENT_TOKEN set for the whole test run
+        }
+        let first = load_or_create_token(dir.path()).unwrap();
+        let path = dir.path().join(TOKEN_FILE);
+        assert!(matches!(&first.origin, TokenOrigin::File(p) if *p == path));
+        assert_eq!(first.token.len(), 48);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let again = load_or_create_token(dir.path()).unwrap();
+        assert_eq!(again.token, first.token);
+        assert_eq!(read_token_file(&path).unwrap(), first.token);
+        std::fs::write(&path, " \n").unwrap();
+        assert!(load_or_create_token(dir.path())
+            .err()
+            .is_some_and(|e| e.to_string().contains("is empty")));
+    }
 }

@@ -1,7 +1,9 @@
 //! The `berth` binary: `berth up` runs the all-in-one server.
 
 mod agent;
+mod agent_credentials;
 mod credentials;
+mod private_dir;
 mod up;
 mod usage;
 
@@ -92,6 +94,31 @@ pub struct UpArgs {
     /// "FARGATE_SPOT": {…}}` [default: Fargate's us-east-1 Linux/x86 prices].
     #[arg(long, value_name = "FILE")]
     pub fargate_prices: Option<PathBuf>,
+
+    /// Connections the API listener holds at most; at the limit a new
+    /// connection closes the quietest idle one [default: the open-file
+    /// limit (raised to its hard limit at start) minus 256].
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<usize>,
+
+    /// Time a connection has to send a request's headers, counted from when
+    /// it starts waiting for one (so also how long an idle keep-alive
+    /// connection stays open).
+    #[arg(long, default_value_t = 20, value_name = "SECONDS")]
+    pub header_timeout: u64,
+
+    /// A connection on which no byte moved for this long is closed.
+    #[arg(long, default_value_t = 120, value_name = "SECONDS")]
+    pub stall_timeout: u64,
+
+    /// Time a client has to send a whole API request body.
+    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+    pub body_timeout: u64,
+
+    /// Megabytes that all API request bodies being read may hold at once;
+    /// past it requests are refused with 503 until memory frees up.
+    #[arg(long, default_value_t = 128, value_name = "MIB")]
+    pub body_budget: usize,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
-use berth_api::{CredentialSource, GatewayBuilder, ResolvedCredential, StaticCredentials};
+use berth_api::{GatewayBuilder, ResolvedCredential, StaticCredentials};
 use berth_ecs::service_controller::ServiceController;
 use berth_ecs::{AgentService, EcsService, Presence};
 use berth_model::{Principal, PrincipalKind};
@@ -48,8 +48,11 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         Some(dir) => dir.clone(),
         None => default_data_dir()?,
     };
-    std::fs::create_dir_all(&data_dir)
-        .with_context(|| format!("creating data directory {}", data_dir.display()))?;
+    // Everything under the data directory is private to this user: the
+    // directory 0700, every file 0600 (umask 077 for what is created later,
+    // older data directories tightened now).
+    crate::private_dir::private_umask();
+    crate::private_dir::make_private(&data_dir)?;
 
     let sqlite = Arc::new(
         SqliteStore::open(SqliteOptions::new(data_dir.join("store.db")))
@@ -58,6 +61,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let store: Arc<dyn Store> = sqlite.clone();
 
     let root = credentials::load_or_create(&data_dir)?;
+    // What agents must present to register: BERTH_AGENT_TOKEN, else
+    // <data-dir>/agent-token (generated, 0600). Only its digest is kept.
+    let agent_token = crate::agent::load_or_create_token(&data_dir)?;
     let root_credentials = Arc::new(StaticCredentials::new());
     root_credentials.insert(ResolvedCredential {
         secret_access_key: root.secret_access_key.clone(),
@@ -84,7 +90,14 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     // control-plane store.
     let logs = berth_logs::LogsService::open(&data_dir).context("opening the log store")?;
 
-    let iam = berth_iam::Iam::new(store.clone());
+    // Secret access keys of users, sessions and agents are sealed with the
+    // master key as secret values are; an older data directory's plaintext
+    // ones are sealed now.
+    let iam = berth_iam::Iam::with_sealer(store.clone(), master_key.clone());
+    iam.seal_stored_secrets()
+        .await
+        .map_err(|e| anyhow::anyhow!("sealing stored access keys: {}", e.message))?;
+    crate::agent_credentials::seal_stored(store.as_ref(), master_key.clone()).await?;
     // The default VPC with a subnet per availability zone, as AWS accounts
     // have, so awsvpc network configurations have something to name.
     let ec2 = Arc::new(berth_ec2::Ec2Service::new(store.clone()));
@@ -104,14 +117,28 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         }))
         .with_logs(Arc::new(LogsSink(logs.clone())))
         .with_roles(Arc::new(TaskRoles(iam.clone())))
-        .with_networks(task_networks.clone());
+        .with_networks(task_networks.clone())
+        .with_sealer(master_key.clone())
+        .with_registration_token(berth_ecs::agent_api::RegistrationToken::new(
+            &agent_token.token,
+        ));
     if enforce_iam {
-        agent_service =
-            agent_service.with_execution_role_check(Arc::new(ExecutionRoles(iam.clone())));
+        agent_service = agent_service.with_execution_role_check(Arc::new(ExecutionRoles {
+            iam: iam.clone(),
+            store: store.clone(),
+        }));
     }
+    let controller = ServiceController::new(store.clone(), presence.clone());
     let mut gateway = GatewayBuilder::new(store.clone(), env!("CARGO_PKG_VERSION"))
+        .body_limits(
+            args.body_budget.max(1) * 1024 * 1024,
+            std::time::Duration::from_secs(args.body_timeout.max(1)),
+        )
         .credentials(root_credentials)
-        .credentials(Arc::new(AgentCredentials(store.clone())))
+        .credentials(Arc::new(crate::agent_credentials::AgentCredentials::new(
+            store.clone(),
+            master_key.clone(),
+        )))
         .credentials(iam.credentials())
         .query_service(iam.iam_service())
         .query_service(iam.sts_service())
@@ -133,12 +160,21 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         .admin_endpoint(crate::usage::endpoint(
             store.clone(),
             args.fargate_prices.as_deref(),
-        )?);
+        )?)
+        .admin_endpoint(Arc::new(ControllerStats(controller.clone())));
+    // The registry's /v2/ authorizes with the same authorizer as the API.
+    let mut registry_authorizer: Option<Arc<dyn berth_api::Authorizer>> = None;
     if enforce_iam {
-        gateway = gateway.authorizer(Arc::new(
+        let authorizer: Arc<dyn berth_api::Authorizer> = Arc::new(
             berth_iam::IamAuthorizer::new(iam.clone())
-                .with_resource_policies(Arc::new(RepositoryPolicies(registry.clone()))),
-        ));
+                .with_resource_policies(Arc::new(RepositoryPolicies(registry.clone())))
+                // Secrets' resource policies (PutResourcePolicy) take part too.
+                .with_resource_policies(Arc::new(berth_secrets::SecretPolicies::new(
+                    store.clone(),
+                ))),
+        );
+        registry_authorizer = Some(authorizer.clone());
+        gateway = gateway.authorizer(authorizer);
     } else {
         tracing::warn!("IAM policies are not enforced (--iam off)");
     }
@@ -148,7 +184,6 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         store.clone(),
         std::time::Duration::from_secs(args.task_retention),
     ));
-    let controller = ServiceController::new(store.clone(), presence);
     let controller_task = tokio::spawn(controller.clone().run());
     let network_controller = tokio::spawn(berth_ecs::networking::run_network_controller(
         store.clone(),
@@ -158,31 +193,42 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let log_compaction = logs.spawn_compaction(std::time::Duration::from_secs(
         args.log_compaction_interval.max(1),
     ));
-    let app = gateway
-        .router()
-        .merge(controller_routes(controller))
-        .merge(registry.router());
+    let app = gateway.router().merge(registry.router(registry_authorizer));
 
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
     let address = listener.local_addr()?;
     print_banner(&args, &data_dir, address, &root);
+    print_agent_hint(address, &agent_token);
     tracing::info!(%address, data_dir = %data_dir.display(), "berth is serving");
     let agent = if args.no_agent {
         tracing::info!("the in-process agent is off (--no-agent)");
         None
     } else {
-        crate::agent::spawn_local(address, &args.region, &data_dir, &root).await
+        crate::agent::spawn_local(address, &args.region, &data_dir, &root, &agent_token).await
     };
 
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown_signal().await;
-            let _ = stopping_tx.send(true);
-        })
-        .await
-        .context("serving HTTP")?;
+    let fd_limit = berth_api::server::raise_fd_limit();
+    let limits = berth_api::server::ServerLimits {
+        header_timeout: std::time::Duration::from_secs(args.header_timeout.max(1)),
+        stall_timeout: std::time::Duration::from_secs(args.stall_timeout.max(1)),
+        max_connections: args
+            .max_connections
+            .unwrap_or_else(|| berth_api::server::default_max_connections(fd_limit)),
+        ..Default::default()
+    };
+    tracing::info!(
+        fd_limit,
+        max_connections = limits.max_connections,
+        "listener limits"
+    );
+    berth_api::server::serve(listener, app, limits, async move {
+        shutdown_signal().await;
+        let _ = stopping_tx.send(true);
+    })
+    .await
+    .context("serving HTTP")?;
     tracing::info!("shutting down");
     gc.abort();
     registry_gc.abort();
@@ -246,6 +292,30 @@ fn print_banner(
     println!();
 }
 
+/// How another host joins as an agent (the token itself is not printed).
+fn print_agent_hint(address: std::net::SocketAddr, token: &crate::agent::AgentToken) {
+    let endpoint = format!("http://{address}");
+    match &token.origin {
+        crate::agent::TokenOrigin::File(path) => {
+            println!(
+                "Agents on other hosts register with the token in {} (copy it there, mode 0600):",
+                path.display()
+            );
+            println!();
+            println!(
+                "berth agent --server {endpoint} --registration-token-file <copy of that file>"
+            );
+        }
+        crate::agent::TokenOrigin::Environment => {
+            println!("Agents on other hosts register with the token in BERTH_AGENT_TOKEN:");
+            println!();
+            println!("BERTH_AGENT_TOKEN=<the same token> berth agent --server {endpoint}");
+        }
+    }
+    println!("(with AWS credentials allowed berth:RegisterAgent on the cluster, or root's)");
+    println!();
+}
+
 pub async fn shutdown_signal() {
     let interrupt = tokio::signal::ctrl_c();
     #[cfg(unix)]
@@ -266,31 +336,31 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// Resolves the credentials minted for agents at registration.
-struct AgentCredentials(Arc<dyn Store>);
-
-impl CredentialSource for AgentCredentials {
-    fn resolve(&self, access_key_id: &str) -> Option<ResolvedCredential> {
-        let credential = berth_ecs::agent_api::agent_credential(self.0.as_ref(), access_key_id)?;
-        Some(ResolvedCredential {
-            secret_access_key: credential.secret_access_key.clone(),
-            session_token: None,
-            expires_at: None,
-            principal: berth_ecs::agent_api::agent_principal(access_key_id, &credential),
-        })
-    }
-}
-
 /// `GET /_berth/controllers`: what the controllers did lately (passes, time of
-/// the last pass), for operators and the benchmarks.
-fn controller_routes(controller: Arc<ServiceController>) -> axum::Router {
-    axum::Router::new().route(
-        "/_berth/controllers",
-        axum::routing::get(move || {
-            let controller = controller.clone();
-            async move { axum::Json(serde_json::json!({ "services": controller.stats() })) }
-        }),
-    )
+/// the last pass), for operators and the benchmarks. Signed and authorized
+/// like `/_berth/usage` (`berth:DescribeControllers`): it reveals activity.
+struct ControllerStats(Arc<ServiceController>);
+
+impl berth_api::AdminEndpoint for ControllerStats {
+    fn path(&self) -> &'static str {
+        "/_berth/controllers"
+    }
+
+    fn signing_name(&self) -> &'static str {
+        "ecs"
+    }
+
+    fn action(&self) -> &'static str {
+        "berth:DescribeControllers"
+    }
+
+    fn get(
+        &self,
+        _ctx: &berth_model::RequestContext,
+        _query: &[(String, String)],
+    ) -> Result<serde_json::Value, berth_model::AwsError> {
+        Ok(serde_json::json!({ "services": self.0.stats() }))
+    }
 }
 
 /// Resolves task `secrets` for agents from Secrets Manager and Parameter Store.
@@ -431,6 +501,8 @@ impl berth_ecs::networking::TaskNetworks for TaskNetworks {
                 gateway: eni.gateway,
                 private_ip: eni.private_ip,
                 mac: eni.mac,
+                vpc_id: eni.vpc_id.clone(),
+                vpc_cidr: eni.vpc_cidr,
             },
             availability_zone: eni.availability_zone,
             vpc_id: eni.vpc_id,
@@ -488,7 +560,10 @@ impl berth_ecs::agent_api::RoleIssuer for TaskRoles {
 }
 
 /// Secret reads at task start are held to the execution role's policies.
-struct ExecutionRoles(Arc<berth_iam::Iam>);
+struct ExecutionRoles {
+    iam: Arc<berth_iam::Iam>,
+    store: Arc<dyn Store>,
+}
 
 impl berth_ecs::agent_api::ExecutionRoleCheck for ExecutionRoles {
     fn check(
@@ -499,8 +574,21 @@ impl berth_ecs::agent_api::ExecutionRoleCheck for ExecutionRoles {
         action: &str,
         resource: &str,
     ) -> Result<(), berth_model::AwsError> {
-        self.0
-            .check_role_permission(account, role_arn, session_name, action, resource)
+        // A partial secret ARN in `valueFrom` is checked as the secret's
+        // full ARN, so a Deny on `secret:<name>-??????` holds.
+        let resource = if action == "secretsmanager:GetSecretValue" {
+            let region = resource.split(':').nth(3).unwrap_or_default();
+            berth_secrets::authz::canonical_secret_arn(
+                self.store.as_ref(),
+                account,
+                region,
+                resource,
+            )
+        } else {
+            resource.to_string()
+        };
+        self.iam
+            .check_role_permission(account, role_arn, session_name, action, &resource)
     }
 }
 
