@@ -5,9 +5,10 @@
 //! so the generator spends its CPU on HTTP, not on HMAC.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use berth_client::{json_call_headers, Credentials, Scope};
 use bytes::Bytes;
 use clap::Parser;
 use http_body_util::{BodyExt, Full};
@@ -62,33 +63,24 @@ struct Worker {
 
 impl Worker {
     fn sign(&self) -> SignedRequest {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0);
-        let params = berth_sigv4::SigningParams {
-            access_key_id: &self.args.access_key_id,
-            secret_access_key: &self.args.secret_access_key,
-            session_token: None,
+        let credentials = Credentials {
+            access_key_id: self.args.access_key_id.clone(),
+            secret_access_key: self.args.secret_access_key.clone(),
+        };
+        let scope = Scope {
+            host: &self.host,
             region: &self.args.region,
             service: &self.args.service,
-            now,
         };
-        let headers = [
-            ("host", self.host.as_str()),
-            ("content-type", "application/x-amz-json-1.1"),
-            ("x-amz-target", self.args.target.as_str()),
-        ];
-        let mut all: Vec<(String, String)> = headers
-            .iter()
-            .map(|(n, v)| (n.to_string(), v.to_string()))
-            .collect();
-        all.extend(berth_sigv4::sign_headers(
-            &params, "POST", "/", "", &headers, &self.body,
-        ));
         SignedRequest {
             signed_at: Instant::now(),
-            headers: all,
+            headers: json_call_headers(
+                &credentials,
+                scope,
+                &self.args.target,
+                &self.body,
+                berth_util::time::now_secs(),
+            ),
         }
     }
 

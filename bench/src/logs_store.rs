@@ -6,7 +6,7 @@
 //!   cargo run --release -p berth-bench --bin logs-store -- [--streams N] [--events N] [--batch N]
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use anyhow::Context;
 use berth_logs::{AgentEvent, LogsService, Position};
@@ -34,7 +34,7 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let dir = tempfile::tempdir()?;
     let logs = LogsService::open(dir.path()).context("opening the log store")?;
-    let now_ns = SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos() as i64;
+    let now_ns = berth_util::time::now_millis() * 1_000_000;
     let pad = "x".repeat(92);
 
     let started = Instant::now();

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use berth_agent::{Credentials, ServerClient};
+use berth_client::{Credentials, Get, ServerClient};
 use berth_model::agent_protocol::{
     ContainerReport, PollTasksRequest, PollTasksResponse, RegisterAgentRequest,
     RegisterAgentResponse, SubmitTaskStateRequest, SubmitTaskStateResponse,
@@ -192,38 +192,9 @@ fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
 
 /// `GET /_berth/controllers`, signed with the root keys (it is an
 /// authorized endpoint, like every call).
-async fn controller_stats(endpoint: &str, creds: &Credentials) -> anyhow::Result<Value> {
-    let url = format!("{endpoint}/_berth/controllers");
-    let host = endpoint
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .to_string();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_secs() as i64;
-    let params = berth_sigv4::SigningParams {
-        access_key_id: &creds.access_key_id,
-        secret_access_key: &creds.secret_access_key,
-        session_token: None,
-        region: "us-east-1",
-        service: "ecs",
-        now,
-    };
-    let signed = berth_sigv4::sign_headers(
-        &params,
-        "GET",
-        "/_berth/controllers",
-        "",
-        &[("host", host.as_str())],
-        b"",
-    );
-    let mut command = std::process::Command::new("curl");
-    command.args(["-s", &url]);
-    for (name, value) in signed {
-        command.args(["-H", &format!("{name}: {value}")]);
-    }
-    let out = tokio::task::spawn_blocking(move || command.output()).await??;
-    Ok(serde_json::from_slice(&out.stdout)?)
+async fn controller_stats(client: &ServerClient, creds: &Credentials) -> anyhow::Result<Value> {
+    let get = Get::new("/_berth/controllers", "ecs");
+    Ok(client.get(creds, get, TIMEOUT).await?)
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -316,11 +287,11 @@ async fn main() -> anyhow::Result<()> {
     // Idle passes at the full service count: CPU per pass from the process's
     // CPU time over a window, and the controller's own timing of its last pass.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let before_stats = controller_stats(&args.endpoint, &root).await?;
+    let before_stats = controller_stats(&client, &root).await?;
     let before_cpu = cpu_ticks(args.pid)?;
     tokio::time::sleep(Duration::from_secs(10)).await;
     let after_cpu = cpu_ticks(args.pid)?;
-    let after_stats = controller_stats(&args.endpoint, &root).await?;
+    let after_stats = controller_stats(&client, &root).await?;
     let passes = after_stats["services"]["passes"].as_u64().unwrap_or(0)
         - before_stats["services"]["passes"].as_u64().unwrap_or(0);
     let ticks_per_sec = 100.0;

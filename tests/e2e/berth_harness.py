@@ -3,9 +3,11 @@ signed HTTP against it. Everything runs on loopback with a temp data dir."""
 import gzip
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -70,10 +72,10 @@ class Berth:
             env.pop("BERTH_ROOT_SECRET_ACCESS_KEY", None)
             env.update(self.env_overrides)
         env.setdefault("RUST_LOG", "info")
+        # Where this run's output starts (a restarted server appends).
+        self.log_offset = self.stderr_path.stat().st_size if self.stderr_path.exists() else 0
         self.proc = subprocess.Popen(
-            [berth_binary(), "up", "--listen", f"127.0.0.1:{self.port}",
-             "--data-dir", str(self.data_dir), *([] if self.agent else ["--no-agent"]),
-             *self.extra_args],
+            self.command(),
             stdout=open(self.stdout_path, "ab"),
             stderr=open(self.stderr_path, "ab"),
             env=env,
@@ -84,6 +86,11 @@ class Berth:
             if self.agent:
                 self.wait_agent_registered()
         return self
+
+    def command(self):
+        return [berth_binary(), "up", "--listen", f"127.0.0.1:{self.port}",
+                "--data-dir", str(self.data_dir), *([] if self.agent else ["--no-agent"]),
+                *self.extra_args]
 
     def wait_agent_registered(self, timeout=30.0):
         """Waits until the in-process agent's container instance is listed
@@ -230,12 +237,128 @@ class Berth:
             return e.code, json.loads(e.read() or b"{}")
 
 
+LEADING = "leading: controllers and the log store run here"
+LEADERSHIP_LOST = "leadership lost"
+
+
+class BerthServer(Berth):
+    """One `berth server` of a multi-server installation: its state is in
+    the etcd cluster and in `shared_dir` (its `data_dir`, which every server
+    of the installation names: root credentials, agent-token, blobs, logs)."""
+
+    def __init__(self, shared_dir: Path, etcd_endpoints, server_id: str, port: int | None = None,
+                 leader_ttl: int = 3, extra_args=()):
+        super().__init__(shared_dir, port=port, extra_args=extra_args)
+        self.etcd_endpoints = list(etcd_endpoints)
+        self.server_id = server_id
+        self.leader_ttl = leader_ttl
+        self.stdout_path = self.data_dir.parent / f"server-{server_id}.stdout"
+        self.stderr_path = self.data_dir.parent / f"server-{server_id}.stderr"
+
+    def command(self):
+        return [berth_binary(), "server", "--listen", f"127.0.0.1:{self.port}",
+                "--etcd", ",".join(self.etcd_endpoints), "--shared-dir", str(self.data_dir),
+                "--server-id", self.server_id, "--leader-ttl", str(self.leader_ttl),
+                *self.extra_args]
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def leads(self) -> bool:
+        """Whether this server runs and its log (this run's) last said it leads."""
+        if not self.alive():
+            return False
+        with open(self.stderr_path, "rb") as f:
+            f.seek(self.log_offset)
+            text = f.read().decode(errors="replace")
+        return text.rfind(LEADING) > text.rfind(LEADERSHIP_LOST)
+
+
+class EtcdCluster:
+    """A real etcd cluster (Debian's etcd) of `size` members on loopback.
+    Members keep their data on tmpfs when there is one: on a disk shared
+    with the rest of the suite, etcd's fsyncs take seconds, longer than the
+    short lease TTLs the tests use. Their logs go to `base_dir`."""
+
+    def __init__(self, base_dir: Path, size: int = 3):
+        self.base_dir = Path(base_dir)
+        self.base_dir.mkdir(parents=True, exist_ok=True)
+        shm = Path("/dev/shm")
+        self.data_dir = Path(tempfile.mkdtemp(prefix="berth-etcd-", dir=shm if shm.is_dir() else None))
+        self.members = [{"name": f"m{i}", "client": free_port(), "peer": free_port(), "proc": None}
+                        for i in range(size)]
+        self.initial_cluster = ",".join(f"{m['name']}=http://127.0.0.1:{m['peer']}" for m in self.members)
+
+    @property
+    def endpoints(self):
+        return [f"http://127.0.0.1:{m['client']}" for m in self.members]
+
+    def start_member(self, i: int):
+        m = self.members[i]
+        client, peer = f"http://127.0.0.1:{m['client']}", f"http://127.0.0.1:{m['peer']}"
+        # On a restart the member's data dir wins over the initial-cluster flags.
+        m["proc"] = subprocess.Popen(
+            ["etcd", "--name", m["name"], "--data-dir", str(self.data_dir / m["name"]),
+             "--listen-client-urls", client, "--advertise-client-urls", client,
+             "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+             "--initial-cluster", self.initial_cluster, "--initial-cluster-state", "new",
+             "--initial-cluster-token", f"berth-{self.members[0]['peer']}",
+             "--max-txn-ops", "10000", "--max-request-bytes", "16777216"],
+            stdout=subprocess.DEVNULL, stderr=open(self.base_dir / f"{m['name']}.log", "ab"))
+
+    def start(self, timeout=30.0):
+        for i in range(len(self.members)):
+            self.start_member(i)
+        wait_for(lambda: all(self.healthy(i) for i in range(len(self.members))), timeout,
+                 interval=0.1, what="etcd cluster healthy")
+        return self
+
+    def etcdctl(self, *args, endpoints=None, check=True):
+        proc = subprocess.run(
+            ["etcdctl", "--endpoints", ",".join(endpoints or self.endpoints),
+             "--command-timeout", "3s", *args],
+            capture_output=True, text=True, timeout=20, env={**os.environ, "ETCDCTL_API": "3"})
+        if check and proc.returncode != 0:
+            raise AssertionError(f"etcdctl {' '.join(args)} failed: {proc.stderr}")
+        return proc
+
+    def healthy(self, i: int) -> bool:
+        return self.etcdctl("endpoint", "health", endpoints=[self.endpoints[i]], check=False).returncode == 0
+
+    def revisions(self, members=None) -> dict:
+        """Each answering member's store revision, by member index."""
+        out = {}
+        for i in members if members is not None else range(len(self.members)):
+            proc = self.etcdctl("endpoint", "status", "-w", "json", endpoints=[self.endpoints[i]],
+                                check=False)
+            if proc.returncode == 0:
+                out[i] = json.loads(proc.stdout)[0]["Status"]["header"]["revision"]
+        return out
+
+    def stop_member(self, i: int, sig=signal.SIGTERM):
+        proc = self.members[i]["proc"]
+        if proc and proc.poll() is None:
+            proc.send_signal(sig)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def stop(self):
+        for i in range(len(self.members)):
+            self.stop_member(i, signal.SIGKILL)
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+
+
 class AgentProcess:
     """One `berth agent` process joined to a cluster of a running server."""
 
     def __init__(self, berth: "Berth", name: str, cluster: str, data_dir: Path, args=(),
-                 access_key=ACCESS_KEY, secret_key=SECRET_KEY, token_file=None):
+                 access_key=ACCESS_KEY, secret_key=SECRET_KEY, token_file=None, server=None):
         self.berth, self.name, self.cluster = berth, name, cluster
+        # `--server`: the server's endpoint unless a test names several.
+        self.server = server or berth.endpoint
         self.data_dir = Path(data_dir)
         self.args = list(args)
         self.access_key, self.secret_key = access_key, secret_key
@@ -251,7 +374,7 @@ class AgentProcess:
                     "AWS_DEFAULT_REGION": REGION, "RUST_LOG": env.get("RUST_LOG", "info")})
         token_file = self.token_file or self.berth.agent_token_path
         self.proc = subprocess.Popen(
-            [berth_binary(), "agent", "--server", self.berth.endpoint, "--cluster", self.cluster,
+            [berth_binary(), "agent", "--server", self.server, "--cluster", self.cluster,
              "--name", self.name, "--data-dir", str(self.data_dir),
              "--registration-token-file", str(token_file), *self.args],
             stdout=open(self.log_path, "ab"), stderr=subprocess.STDOUT, env=env,

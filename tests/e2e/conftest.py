@@ -1,6 +1,6 @@
 import pytest
 
-from berth_harness import Berth, build_test_image, remove_task_containers
+from berth_harness import Berth, EtcdCluster, build_test_image, remove_task_containers
 
 
 @pytest.fixture
@@ -16,6 +16,14 @@ def shared_berth(tmp_path_factory):
     server = Berth(tmp_path_factory.mktemp("berth") / "data").start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="module")
+def etcd_cluster(tmp_path_factory):
+    """A three-member etcd cluster on loopback ports, for a module's servers."""
+    cluster = EtcdCluster(tmp_path_factory.mktemp("etcd")).start()
+    yield cluster
+    cluster.stop()
 
 
 @pytest.fixture(scope="session")

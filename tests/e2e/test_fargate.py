@@ -16,6 +16,10 @@ from botocore.exceptions import ClientError
 
 from berth_harness import AgentProcess, Berth, berth_binary, check_output, docker, load_model, wait_for
 
+# awsvpc tasks of every test server share the default VPC's host route:
+# these tests run one at a time, on one xdist worker.
+pytestmark = pytest.mark.xdist_group("awsvpc")
+
 MODEL = load_model("ecs", "2014-11-13")
 ECS = "AmazonEC2ContainerServiceV20141113"
 IMAGE = "berth-test/busybox:latest"
@@ -373,7 +377,9 @@ def test_a_dedicated_fargate_host_serves_every_cluster_and_is_no_container_insta
     finally:
         agent.stop()
         server.stop()
-        ids = docker("ps", "-aq", "--filter", "label=com.amazonaws.ecs.task-definition-family=tiny").split()
+        # This test's containers only (other tests run "tiny" tasks at the same time).
+        ids = docker("ps", "-aq", "--filter", "label=com.amazonaws.ecs.task-definition-family=tiny",
+                     "--filter", "label=com.amazonaws.ecs.cluster=apps").split()
         if ids:
             docker("rm", "-f", *ids, check=False)
 

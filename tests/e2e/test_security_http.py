@@ -317,3 +317,127 @@ def test_raw_garbage_on_the_socket_never_stops_the_server(berth):
         finally:
             s.close()
     assert describe_latency(berth, rounds=1) < 1.0
+
+
+def test_source_ip_is_the_callers_address(berth):
+    """Issue 16 item 12: aws:SourceIp is the address the request came from
+    (loopback here), for the API and for the registry's /v2/."""
+    import hashlib
+    import http.client
+
+    from botocore.exceptions import ClientError
+
+    iam = berth.client("iam")
+
+    def user(name, *statements):
+        iam.create_user(UserName=name)
+        iam.put_user_policy(UserName=name, PolicyName="p", PolicyDocument=json.dumps(
+            {"Version": "2012-10-17", "Statement": list(statements)}))
+        key = iam.create_access_key(UserName=name)["AccessKey"]
+        return key["AccessKeyId"], key["SecretAccessKey"]
+
+    def list_from(cidr):
+        return {"Effect": "Allow", "Action": "ecs:ListClusters", "Resource": "*",
+                "Condition": {"IpAddress": {"aws:SourceIp": cidr}}}
+
+    def refusal(client_call):
+        with pytest.raises(ClientError) as e:
+            client_call()
+        return e.value.response["Error"]
+
+    berth.client("ecs").create_cluster(clusterName="seen")
+    local = user("local-lister", list_from("127.0.0.0/8"))
+    remote = user("remote-lister", list_from("10.0.0.0/8"))
+    not_denied = user("not-denied",
+                      {"Effect": "Allow", "Action": "ecs:ListClusters", "Resource": "*"},
+                      {"Effect": "Deny", "Action": "ecs:ListClusters", "Resource": "*",
+                       "Condition": {"NotIpAddress": {"aws:SourceIp": "127.0.0.1/32"}}})
+    denied = user("denied",
+                  {"Effect": "Allow", "Action": "ecs:ListClusters", "Resource": "*"},
+                  {"Effect": "Deny", "Action": "ecs:ListClusters", "Resource": "*",
+                   "Condition": {"IpAddress": {"aws:SourceIp": "127.0.0.0/8"}}})
+    cluster = f"arn:aws:ecs:{REGION}:000000000000:cluster/seen"
+
+    assert berth.client("ecs", *local).list_clusters()["clusterArns"] == [cluster]
+    error = refusal(berth.client("ecs", *remote).list_clusters)
+    assert error["Code"] == "AccessDeniedException", error
+    assert error["Message"] == (
+        "User: arn:aws:iam::000000000000:user/remote-lister is not authorized to perform: "
+        "ecs:ListClusters on resource: * because no identity-based policy allows the "
+        "ecs:ListClusters action"), error
+    # A Deny unless the caller is 127.0.0.1 does not refuse a loopback caller
+    # (were aws:SourceIp missing, NotIpAddress would match and deny) ...
+    assert berth.client("ecs", *not_denied).list_clusters()["clusterArns"] == [cluster]
+    # ... and a Deny for loopback callers does refuse one.
+    error = refusal(berth.client("ecs", *denied).list_clusters)
+    assert error["Code"] == "AccessDeniedException"
+    assert "with an explicit deny in an identity-based policy" in error["Message"], error
+
+    # The registry: an image pushed by root over raw /v2/.
+    ecr = berth.client("ecr")
+    ecr.create_repository(repositoryName="ip/app")
+    repo = f"arn:aws:ecr:{REGION}:000000000000:repository/ip/app"
+
+    def v2(method, path, auth, body=b"", headers=None):
+        conn = http.client.HTTPConnection("127.0.0.1", berth.port, timeout=30)
+        conn.request(method, path, body=body, headers={"Authorization": auth, **(headers or {})})
+        r = conn.getresponse()
+        data = r.read()
+        conn.close()
+        return r.status, data
+
+    def login(ecr_client):
+        token = ecr_client.get_authorization_token()["authorizationData"][0]["authorizationToken"]
+        return "Basic " + token
+
+    root_auth = login(ecr)
+    config = json.dumps({"architecture": "amd64", "os": "linux",
+                         "rootfs": {"type": "layers", "diff_ids": []}}).encode()
+    layer = b"a layer only loopback callers may pull"
+    digests = []
+    for blob in (config, layer):
+        digest = "sha256:" + hashlib.sha256(blob).hexdigest()
+        status, body = v2("POST", f"/v2/ip/app/blobs/uploads/?digest={digest}", root_auth, blob)
+        assert status == 201, body
+        digests.append(digest)
+    manifest = json.dumps({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": digests[0], "size": len(config)},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                    "digest": digests[1], "size": len(layer)}],
+    }).encode()
+    status, body = v2("PUT", "/v2/ip/app/manifests/v1", root_auth, manifest,
+                      {"Content-Type": "application/vnd.oci.image.manifest.v1+json"})
+    assert status == 201, body
+
+    def puller(name, cidr):
+        return user(name,
+                    {"Effect": "Allow", "Action": "ecr:GetAuthorizationToken", "Resource": "*"},
+                    {"Effect": "Allow", "Resource": repo,
+                     "Action": ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer",
+                                "ecr:BatchCheckLayerAvailability"],
+                     "Condition": {"IpAddress": {"aws:SourceIp": cidr}}})
+
+    local_auth = login(berth.client("ecr", *puller("local-puller", "127.0.0.0/8")))
+    status, body = v2("GET", "/v2/ip/app/manifests/v1", local_auth, headers={
+        "Accept": "application/vnd.oci.image.manifest.v1+json"})
+    assert status == 200, body
+    assert json.loads(body)["layers"][0]["digest"] == digests[1]
+    status, body = v2("GET", f"/v2/ip/app/blobs/{digests[1]}", local_auth)
+    assert (status, body) == (200, layer)
+    status, _ = v2("HEAD", f"/v2/ip/app/blobs/{digests[1]}", local_auth)
+    assert status == 200
+
+    remote_auth = login(berth.client("ecr", *puller("remote-puller", "10.0.0.0/8")))
+    status, body = v2("GET", "/v2/ip/app/manifests/v1", remote_auth)
+    assert status == 403, body
+    error = json.loads(body)["errors"][0]
+    assert error["code"] == "DENIED"
+    assert error["message"] == (
+        "User: arn:aws:iam::000000000000:user/remote-puller is not authorized to perform: "
+        f"ecr:BatchGetImage on resource: {repo} because no identity-based policy allows the "
+        "ecr:BatchGetImage action"), error
+    status, body = v2("GET", f"/v2/ip/app/blobs/{digests[1]}", remote_auth)
+    assert status == 403, body

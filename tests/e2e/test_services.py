@@ -34,8 +34,14 @@ def steady(ecs, name, cluster="default", count=None):
     return s if ok else None
 
 
-def running_containers(family):
-    return docker("ps", "-q", "--filter", f"label=com.amazonaws.ecs.task-definition-family={family}").split()
+def running_containers(family, instances):
+    """Running containers of `family` on the given container instances (other
+    tests' servers run tasks of the same families at the same time)."""
+    found = []
+    for instance in instances:
+        found += docker("ps", "-q", "--filter", f"label=com.amazonaws.ecs.task-definition-family={family}",
+                        "--filter", f"label=berth.container-instance={instance}").split()
+    return found
 
 
 class Sampler:
@@ -45,6 +51,7 @@ class Sampler:
         self.ecs = server.client("ecs")
         self.name, self.cluster = name, cluster
         self.samples, self.errors = [], []
+        self.instances = instance_ids(server)
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self.run, daemon=True)
 
@@ -53,7 +60,7 @@ class Sampler:
             try:
                 s = service(self.ecs, self.name, self.cluster)
                 self.samples.append((s["runningCount"], s["pendingCount"],
-                                     len(running_containers(self.family)) if self.family else None))
+                                     len(running_containers(self.family, self.instances)) if self.family else None))
             except Exception as e:  # the server may be restarting
                 self.errors.append(repr(e))
             time.sleep(0.2)
@@ -87,11 +94,12 @@ def test_desired_count_replacement_rolling_update_and_rollback(berth_agent):
     check_output(MODEL, "DescribeServices", raw)
 
     # A container killed behind ECS's back is replaced within 10 s.
-    victim = running_containers("web")[0]
+    instances = instance_ids(berth_agent)
+    victim = running_containers("web", instances)[0]
     killed_at = time.time()
     docker("rm", "-f", victim)
-    wait_for(lambda: steady(ecs, "web", count=3) if victim not in running_containers("web") and
-             len(running_containers("web")) == 3 else None, timeout=10, what="replacement")
+    wait_for(lambda: steady(ecs, "web", count=3) if victim not in running_containers("web", instances) and
+             len(running_containers("web", instances)) == 3 else None, timeout=10, what="replacement")
     assert time.time() - killed_at < 10
     events = [e["message"] for e in service(ecs, "web")["events"]]
     assert any("has started 1 tasks" in m for m in events[:3]), events[:5]
@@ -131,7 +139,7 @@ def test_desired_count_replacement_rolling_update_and_rollback(berth_agent):
     assert out["service"]["status"] == "DRAINING"
     wait_for(lambda: service(ecs, "web")["status"] == "INACTIVE", what="INACTIVE")
     assert ecs.list_services()["serviceArns"] == []
-    assert running_containers("web") == []
+    assert running_containers("web", instances) == []
 
 
 def agent(server, tmp_path, name, cluster, *args):
@@ -233,18 +241,19 @@ def test_server_kill9_mid_deployment(cluster_server, tmp_path):
     ecs.create_service(cluster="crash", serviceName="svc", taskDefinition="svc", desiredCount=3)
     wait_for(lambda: steady(ecs, "svc", "crash", count=3), 60, what="steady")
     register(ecs, "svc", 2)
+    instances = instance_ids(server)
     counts = []
     stop = threading.Event()
 
     def watch_docker():
         while not stop.is_set():
-            counts.append(len(running_containers("svc")))
+            counts.append(len(running_containers("svc", instances)))
             time.sleep(0.2)
     watcher = threading.Thread(target=watch_docker, daemon=True)
     watcher.start()
     try:
         ecs.update_service(cluster="crash", service="svc", taskDefinition="svc:2")
-        wait_for(lambda: len(running_containers("svc")) > 3, 30, interval=0.05, what="deployment under way")
+        wait_for(lambda: len(running_containers("svc", instances)) > 3, 30, interval=0.05, what="deployment under way")
         server.kill9()
         server.start()
         ecs = server.client("ecs")
@@ -256,7 +265,7 @@ def test_server_kill9_mid_deployment(cluster_server, tmp_path):
     tasks = ecs.describe_tasks(cluster="crash", tasks=ecs.list_tasks(cluster="crash", serviceName="svc")["taskArns"])
     assert len(tasks["tasks"]) == 3 and all(t["taskDefinitionArn"].endswith("svc:2") for t in tasks["tasks"])
     assert max(counts) <= 6, counts
-    wait_for(lambda: len(running_containers("svc")) == 3, 60, what="old containers gone")
+    wait_for(lambda: len(running_containers("svc", instances)) == 3, 60, what="old containers gone")
 
 
 def test_service_api_errors(berth):

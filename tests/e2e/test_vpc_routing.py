@@ -8,7 +8,13 @@ import time
 import urllib.error
 import urllib.request
 
+import pytest
+
 from berth_harness import wait_for
+
+# awsvpc tasks of every test server share the default VPC's host route:
+# these tests run one at a time, on one xdist worker.
+pytestmark = pytest.mark.xdist_group("awsvpc")
 
 IMAGE = "berth-test/busybox:latest"
 

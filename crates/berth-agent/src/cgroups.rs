@@ -10,9 +10,10 @@
 //! `berth-<task>.slice` whose limits systemd sets).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use berth_model::agent_protocol::AssignedTask;
-use berth_runtime::RuntimeInfo;
+use berth_runtime::{Runtime, RuntimeError, RuntimeInfo};
 
 /// The CFS period the quota is expressed in (the kernel's default).
 pub const CPU_PERIOD_US: u64 = 100_000;
@@ -26,6 +27,9 @@ const PARENT_DIR: &str = "berth";
 
 #[derive(Debug, thiserror::Error)]
 pub enum CgroupError {
+    /// The runtime's cgroup setup (version, driver) could not be read.
+    #[error("cannot read the runtime's cgroup setup: {0}")]
+    Runtime(#[from] RuntimeError),
     #[error("{path}: {source}")]
     Io {
         path: String,
@@ -337,6 +341,74 @@ impl TaskCgroup {
             }
             Layout::Systemd { .. } => systemctl(&["stop".to_string(), self.slice()]).await,
         }
+    }
+}
+
+/// The task cgroups of a host as the task runner uses them (a trait so
+/// the runner can be tested without touching the host's cgroups).
+#[async_trait::async_trait]
+pub trait TaskCgroups: Send + Sync + 'static {
+    /// What the containers of task `task_id` get as their cgroup parent.
+    /// Fails with [`CgroupError::Runtime`] while the runtime's cgroup
+    /// setup cannot be read (worth trying again).
+    async fn parent(&self, task_id: &str) -> Result<String, CgroupError>;
+
+    /// Creates the task's cgroup with `limits`, or updates them (creating
+    /// is idempotent).
+    async fn create(&self, task_id: &str, limits: Limits) -> Result<(), CgroupError>;
+
+    /// How many processes the OOM killer killed in the task's cgroup, when
+    /// the kernel says.
+    async fn oom_kills(&self, task_id: &str) -> Option<u64>;
+
+    /// Removes the task's cgroup (once its containers are gone); a missing
+    /// one is fine.
+    async fn remove(&self, task_id: &str) -> Result<(), CgroupError>;
+}
+
+/// [`TaskCgroups`] on this host, laid out as the runtime reports its
+/// cgroup setup (read once).
+pub struct HostCgroups {
+    runtime: Arc<dyn Runtime>,
+    layout: tokio::sync::OnceCell<Layout>,
+}
+
+impl HostCgroups {
+    pub fn new(runtime: Arc<dyn Runtime>) -> Self {
+        HostCgroups {
+            runtime,
+            layout: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    async fn cgroup(&self, task_id: &str) -> Result<TaskCgroup, CgroupError> {
+        let layout = self
+            .layout
+            .get_or_try_init(|| async {
+                let info = self.runtime.info().await?;
+                Ok::<_, CgroupError>(Layout::from_info(&info))
+            })
+            .await?;
+        Ok(TaskCgroup::new(layout.clone(), task_id))
+    }
+}
+
+#[async_trait::async_trait]
+impl TaskCgroups for HostCgroups {
+    async fn parent(&self, task_id: &str) -> Result<String, CgroupError> {
+        Ok(self.cgroup(task_id).await?.parent())
+    }
+
+    async fn create(&self, task_id: &str, limits: Limits) -> Result<(), CgroupError> {
+        self.cgroup(task_id).await?.create(limits).await
+    }
+
+    async fn oom_kills(&self, task_id: &str) -> Option<u64> {
+        self.cgroup(task_id).await.ok()?.oom_kills()
+    }
+
+    async fn remove(&self, task_id: &str) -> Result<(), CgroupError> {
+        self.cgroup(task_id).await?.remove().await
     }
 }
 

@@ -38,7 +38,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, watch};
 
 pub use client::{ClientError, Credentials, ServerClient};
-use task_endpoint::{DockerInspector, TaskEndpoint};
+use task_endpoint::TaskEndpoint;
 use task_runner::TaskRunner;
 
 /// How an agent is set up.
@@ -456,10 +456,12 @@ impl Reporter for HttpReporter {
     }
 
     async fn registry_auth(&self, image: &str) -> Option<berth_runtime::RegistryAuth> {
-        let host = self.client.host();
-        if !image.starts_with(&format!("{host}/")) {
-            return None;
-        }
+        // Images of the installation's registry: any of its servers.
+        let host = self
+            .client
+            .hosts()
+            .find(|host| image.starts_with(&format!("{host}/")))?
+            .to_string();
         let mut cached = self.tokens.lock().await;
         if let Some((auth, at)) = cached.as_ref() {
             if at.elapsed() < TOKEN_REUSE {
@@ -552,9 +554,7 @@ impl Agent {
                     .clone()
                     .unwrap_or_else(|| format!("{}a", self.config.region));
                 self.started_endpoint
-                    .get_or_init(|| {
-                        TaskEndpoint::start(Arc::new(DockerInspector::default()), Some(zone))
-                    })
+                    .get_or_init(|| TaskEndpoint::start(self.runtime.clone(), Some(zone)))
                     .await
                     .clone()
             }
@@ -918,16 +918,11 @@ impl Agent {
     /// Removes a task's cgroup (after its containers); `quiet` when it
     /// may never have existed.
     async fn remove_cgroup(&self, task_arn: &str, quiet: bool) {
-        let info = match self.runtime.info().await {
-            Ok(info) => info,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read the runtime's cgroup setup");
-                return;
-            }
-        };
-        let cgroup =
-            cgroups::TaskCgroup::new(cgroups::Layout::from_info(&info), spec::task_id(task_arn));
-        if let Err(e) = cgroup.remove().await {
+        use cgroups::TaskCgroups;
+        let removed = cgroups::HostCgroups::new(self.runtime.clone())
+            .remove(spec::task_id(task_arn))
+            .await;
+        if let Err(e) = removed {
             if quiet {
                 tracing::debug!(task = %task_arn, error = %e, "removing the task cgroup failed");
             } else {

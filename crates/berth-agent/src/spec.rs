@@ -467,7 +467,6 @@ pub fn container_spec(
         log_driver,
         // Set by the runner: the task's cgroup, and (awsvpc) its namespace.
         ipv4_address: None,
-        mac_address: None,
         cgroup_parent: None,
     }
 }

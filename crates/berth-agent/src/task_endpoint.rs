@@ -20,6 +20,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use berth_runtime::{ContainerDetails, Runtime};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -74,119 +75,16 @@ pub fn refresh_delay(issued_at: i64, expiration: i64, now: i64) -> Duration {
 
 /// Formats seconds since the epoch as ISO 8601 (`2026-11-30T12:00:00Z`).
 pub fn iso8601(secs: i64) -> String {
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        (rem / 60) % 60,
-        rem % 60
-    )
+    berth_util::time::format_iso8601(secs)
 }
 
 fn iso8601_time(t: SystemTime) -> String {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let base = iso8601(d.as_secs() as i64);
-    format!("{}.{:09}Z", base.trim_end_matches('Z'), d.subsec_nanos())
+    berth_util::time::format_iso8601_nanos(d.as_nanos() as i128)
 }
 
 fn iso8601_f64(secs: f64) -> String {
     iso8601_time(UNIX_EPOCH + Duration::from_secs_f64(secs.max(0.0)))
-}
-
-// Howard Hinnant's days → civil date.
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
-
-/// What the endpoint asks the container runtime beyond the [`Runtime`]
-/// trait (stats, image ids, environment).
-///
-/// [`Runtime`]: berth_runtime::Runtime
-#[async_trait::async_trait]
-pub trait ContainerInspector: Send + Sync + 'static {
-    /// One stats sample of the container, as Docker's stats API answers it.
-    async fn stats(&self, id: &str) -> Result<Value, String>;
-    /// Details of the container; None when it cannot be inspected.
-    async fn details(&self, id: &str) -> Option<ContainerDetails>;
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ContainerDetails {
-    pub image_id: Option<String>,
-    pub created_at: Option<String>,
-    /// `NAME=value` entries.
-    pub env: Vec<String>,
-    pub ip_addresses: Vec<IpAddr>,
-}
-
-/// [`ContainerInspector`] on the local Docker daemon (`DOCKER_HOST` or
-/// `/var/run/docker.sock`), connected on first use.
-#[derive(Default)]
-pub struct DockerInspector {
-    docker: tokio::sync::OnceCell<Option<bollard::Docker>>,
-}
-
-impl DockerInspector {
-    async fn client(&self) -> Option<&bollard::Docker> {
-        self.docker
-            .get_or_init(|| async {
-                let docker = bollard::Docker::connect_with_local_defaults().ok()?;
-                docker.negotiate_version().await.ok()
-            })
-            .await
-            .as_ref()
-    }
-}
-
-#[async_trait::async_trait]
-impl ContainerInspector for DockerInspector {
-    async fn stats(&self, id: &str) -> Result<Value, String> {
-        use futures::StreamExt;
-        let docker = self
-            .client()
-            .await
-            .ok_or_else(|| "the container runtime is unavailable".to_string())?;
-        let options = bollard::query_parameters::StatsOptions {
-            stream: false,
-            one_shot: false,
-        };
-        let mut stream = docker.stats(id, Some(options));
-        match stream.next().await {
-            Some(Ok(stats)) => serde_json::to_value(stats).map_err(|e| e.to_string()),
-            Some(Err(e)) => Err(e.to_string()),
-            None => Err("no stats".to_string()),
-        }
-    }
-
-    async fn details(&self, id: &str) -> Option<ContainerDetails> {
-        let docker = self.client().await?;
-        let c = docker.inspect_container(id, None).await.ok()?;
-        let ip_addresses = c
-            .network_settings
-            .and_then(|n| n.networks)
-            .unwrap_or_default()
-            .into_values()
-            .filter_map(|e| e.ip_address)
-            .filter_map(|ip| ip.parse().ok())
-            .collect();
-        Some(ContainerDetails {
-            image_id: c.image,
-            created_at: c.created,
-            env: c.config.and_then(|c| c.env).unwrap_or_default(),
-            ip_addresses,
-        })
-    }
 }
 
 /// What the endpoint knows about a task (kept up to date by its runner).
@@ -376,7 +274,9 @@ impl State {
 /// its HTTP server and the connections of other agents).
 struct Shared {
     state: RwLock<State>,
-    inspector: Arc<dyn ContainerInspector>,
+    /// Inspects the containers callers claim to be (their addresses), and
+    /// answers their stats and details.
+    runtime: Arc<dyn Runtime>,
     routes: Arc<dyn HostRoutes>,
     availability_zone: Option<String>,
 }
@@ -459,16 +359,12 @@ fn error(status: u16, code: &str, message: &str) -> Answer {
 }
 
 impl TaskEndpoint {
-    fn with_role(
-        inspector: Arc<dyn ContainerInspector>,
-        availability_zone: Option<String>,
-        role: Role,
-    ) -> Self {
+    fn with_role(runtime: Arc<dyn Runtime>, availability_zone: Option<String>, role: Role) -> Self {
         let (_, receiver) = watch::channel(role);
         TaskEndpoint {
             shared: Arc::new(Shared {
                 state: RwLock::default(),
-                inspector,
+                runtime,
                 routes: Arc::new(IpRouteLookup),
                 availability_zone,
             }),
@@ -479,14 +375,14 @@ impl TaskEndpoint {
 
     /// An endpoint that does not listen (the task credentials of tasks with
     /// a role cannot be served: such tasks fail to start).
-    pub fn unavailable(why: impl Into<String>, inspector: Arc<dyn ContainerInspector>) -> Self {
-        Self::with_role(inspector, None, Role::Unavailable(why.into()))
+    pub fn unavailable(why: impl Into<String>, runtime: Arc<dyn Runtime>) -> Self {
+        Self::with_role(runtime, None, Role::Unavailable(why.into()))
     }
 
     /// An endpoint whose routes answer (for callers that serve it
     /// themselves, and tests).
-    pub fn new(inspector: Arc<dyn ContainerInspector>, availability_zone: Option<String>) -> Self {
-        Self::with_role(inspector, availability_zone, Role::Serving)
+    pub fn new(runtime: Arc<dyn Runtime>, availability_zone: Option<String>) -> Self {
+        Self::with_role(runtime, availability_zone, Role::Serving)
     }
 
     /// Asks `routes` how the host routes task addresses (tests).
@@ -501,11 +397,8 @@ impl TaskEndpoint {
     /// address to `lo` when missing), or registers with the agent of this
     /// host that serves it. When neither works the endpoint is unavailable
     /// (logged).
-    pub async fn start(
-        inspector: Arc<dyn ContainerInspector>,
-        availability_zone: Option<String>,
-    ) -> Arc<Self> {
-        Self::start_shared(SharingConfig::default(), inspector, availability_zone).await
+    pub async fn start(runtime: Arc<dyn Runtime>, availability_zone: Option<String>) -> Arc<Self> {
+        Self::start_shared(SharingConfig::default(), runtime, availability_zone).await
     }
 
     /// [`TaskEndpoint::start`] with the meeting place and address of
@@ -513,10 +406,10 @@ impl TaskEndpoint {
     /// seconds).
     pub async fn start_shared(
         config: SharingConfig,
-        inspector: Arc<dyn ContainerInspector>,
+        runtime: Arc<dyn Runtime>,
         availability_zone: Option<String>,
     ) -> Arc<Self> {
-        let mut endpoint = Self::with_role(inspector, availability_zone, Role::Starting);
+        let mut endpoint = Self::with_role(runtime, availability_zone, Role::Starting);
         let (sender, receiver) = watch::channel(Role::Starting);
         endpoint.role = receiver.clone();
         endpoint.taking_part = Some(tokio::spawn(take_part(
@@ -589,9 +482,10 @@ impl TaskEndpoint {
         })
     }
 
-    /// What the endpoint asks the runtime.
-    pub fn inspector(&self) -> &Arc<dyn ContainerInspector> {
-        &self.shared.inspector
+    /// Whether the endpoint holds the task (tests).
+    #[cfg(test)]
+    pub(crate) fn knows(&self, task_arn: &str) -> bool {
+        self.shared.read().tasks.contains_key(task_arn)
     }
 
     /// Forgets the task: its credentials and metadata are no longer served.
@@ -618,6 +512,17 @@ impl Shared {
         self.state.read().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The container's details, when it can be inspected.
+    async fn details(&self, id: &str) -> Option<ContainerDetails> {
+        match self.runtime.details(id).await {
+            Ok(details) => details,
+            Err(e) => {
+                tracing::debug!(container = %id, error = %e, "inspecting a container failed");
+                None
+            }
+        }
+    }
+
     /// Whether `source` may read the task's answers.
     async fn allowed(&self, view: &TaskView, source: IpAddr) -> bool {
         if view.network_mode == "host" {
@@ -634,7 +539,7 @@ impl Shared {
         // its address: look again.
         for c in &view.containers {
             let Some(id) = &c.docker_id else { continue };
-            if let Some(details) = self.inspector.details(id).await {
+            if let Some(details) = self.details(id).await {
                 if details.ip_addresses.contains(&source) {
                     return true;
                 }
@@ -664,7 +569,6 @@ impl Shared {
             NextHop::Unroutable => false,
             NextHop::Via(hop) => match vpcnet::router_of(eni) {
                 Some(router) => self
-                    .inspector
                     .details(&router)
                     .await
                     .is_some_and(|r| r.ip_addresses.contains(&IpAddr::V4(hop))),
@@ -770,7 +674,7 @@ impl Shared {
                 (200, self.task_metadata(&view, containers))
             }
             "stats" => match &container.docker_id {
-                Some(id) => match self.inspector.stats(id).await {
+                Some(id) => match self.runtime.stats(id).await {
                     Ok(stats) => (200, stats),
                     Err(e) => error(
                         500,
@@ -784,7 +688,7 @@ impl Shared {
                 let mut all = serde_json::Map::new();
                 for c in &view.containers {
                     let Some(id) = &c.docker_id else { continue };
-                    let stats = self.inspector.stats(id).await.unwrap_or(Value::Null);
+                    let stats = self.runtime.stats(id).await.unwrap_or(Value::Null);
                     all.insert(id.clone(), stats);
                 }
                 (200, Value::Object(all))
@@ -827,7 +731,7 @@ impl Shared {
 
     async fn container_metadata(&self, view: &TaskView, c: &ContainerView) -> Value {
         let details = match &c.docker_id {
-            Some(id) => self.inspector.details(id).await,
+            Some(id) => self.details(id).await,
             None => None,
         };
         let mut m = serde_json::Map::new();
@@ -1278,24 +1182,30 @@ pub fn new_id() -> String {
 mod tests {
     use super::*;
 
-    struct FakeInspector {
-        /// Addresses a fresh inspect reports, by container id.
-        late_ips: HashMap<String, IpAddr>,
-    }
+    use berth_runtime::fake::FakeRuntime;
+    use berth_runtime::{ContainerSpec, ContainerState, ContainerStatus};
 
-    #[async_trait::async_trait]
-    impl ContainerInspector for FakeInspector {
-        async fn stats(&self, id: &str) -> Result<Value, String> {
-            Ok(json!({"id": id, "read": "2026-11-30T12:00:00Z"}))
+    /// A runtime running containers `(id, address)` (by id; an address a
+    /// fresh inspect reports).
+    fn runtime(containers: &[(&str, Option<&str>)]) -> Arc<FakeRuntime> {
+        let fake = FakeRuntime::new();
+        for (id, address) in containers {
+            fake.insert(
+                ContainerSpec {
+                    name: (*id).into(),
+                    image: "busybox".into(),
+                    ..ContainerSpec::default()
+                },
+                ContainerState {
+                    id: (*id).into(),
+                    status: ContainerStatus::Running,
+                    image: "busybox".into(),
+                    ip_address: address.map(str::to_string),
+                    ..ContainerState::default()
+                },
+            );
         }
-        async fn details(&self, id: &str) -> Option<ContainerDetails> {
-            Some(ContainerDetails {
-                image_id: Some(format!("sha256:{id}")),
-                created_at: Some("2026-11-30T11:59:00.5Z".into()),
-                env: Vec::new(),
-                ip_addresses: self.late_ips.get(id).copied().into_iter().collect(),
-            })
-        }
+        Arc::new(fake)
     }
 
     fn ip(s: &str) -> IpAddr {
@@ -1350,9 +1260,8 @@ mod tests {
     }
 
     fn endpoint() -> TaskEndpoint {
-        let late_ips = HashMap::from([("c3".to_string(), ip("172.17.0.9"))]);
         let e = TaskEndpoint::new(
-            Arc::new(FakeInspector { late_ips }),
+            runtime(&[("c1", None), ("c2", None), ("c3", Some("172.17.0.9"))]),
             Some("us-east-1a".into()),
         );
         e.update_task(view(
@@ -1426,7 +1335,7 @@ mod tests {
         assert_eq!(c["Name"], "app");
         assert_eq!(c["DockerName"], "ecs-web-3-app-x");
         assert_eq!(c["Image"], "busybox");
-        assert_eq!(c["ImageID"], "sha256:c1");
+        assert_eq!(c["ImageID"], "sha256:busybox");
         assert_eq!(c["DesiredStatus"], "RUNNING");
         assert_eq!(c["KnownStatus"], "RUNNING");
         assert_eq!(c["Limits"], json!({"CPU": 10, "Memory": 128}));
@@ -1473,12 +1382,7 @@ mod tests {
 
     #[tokio::test]
     async fn host_network_tasks_answer_host_addresses() {
-        let e = TaskEndpoint::new(
-            Arc::new(FakeInspector {
-                late_ips: HashMap::new(),
-            }),
-            None,
-        );
+        let e = TaskEndpoint::new(runtime(&[]), None);
         let mut v = view("arn:h", &[("app", "tok-h", "h1", None)]);
         v.network_mode = "host".into();
         e.update_task(v);
@@ -1554,15 +1458,14 @@ mod tests {
     #[tokio::test]
     async fn awsvpc_tasks_answer_their_address_as_routed_to_their_vpc() {
         // The routers of VPCs a and b, on the uplink.
-        let late_ips = HashMap::from([
-            ("berth-vpc-vpc-a".to_string(), ip("172.18.0.2")),
-            ("berth-vpc-vpc-b".to_string(), ip("172.18.0.3")),
+        let routers = runtime(&[
+            ("berth-vpc-vpc-a", Some("172.18.0.2")),
+            ("berth-vpc-vpc-b", Some("172.18.0.3")),
         ]);
         let hop = Arc::new(FixedRoute(std::sync::Mutex::new(vpcnet::NextHop::Via(
             "172.18.0.2".parse().unwrap(),
         ))));
-        let e = TaskEndpoint::new(Arc::new(FakeInspector { late_ips }), None)
-            .with_host_routes(hop.clone());
+        let e = TaskEndpoint::new(routers, None).with_host_routes(hop.clone());
         // Two VPCs with the same block: both tasks have 172.31.0.4.
         e.update_task(awsvpc_view("arn:a", "vpc-a", "172.31.0.4"));
         e.update_task(awsvpc_view("arn:b", "vpc-b", "172.31.0.4"));
@@ -1610,10 +1513,8 @@ mod tests {
             .port()
     }
 
-    fn no_inspector() -> Arc<dyn ContainerInspector> {
-        Arc::new(FakeInspector {
-            late_ips: HashMap::new(),
-        })
+    fn idle_runtime() -> Arc<dyn Runtime> {
+        runtime(&[])
     }
 
     /// Waits (bounded) until `check` holds.
@@ -1660,10 +1561,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let config = sharing(&dir.path().join("run"), port);
-        let first = TaskEndpoint::start_shared(config.clone(), no_inspector(), None).await;
+        let first = TaskEndpoint::start_shared(config.clone(), idle_runtime(), None).await;
         assert!(first.serving());
-        let second = TaskEndpoint::start_shared(config.clone(), no_inspector(), None).await;
-        let third = TaskEndpoint::start_shared(config.clone(), no_inspector(), None).await;
+        let second = TaskEndpoint::start_shared(config.clone(), idle_runtime(), None).await;
+        let third = TaskEndpoint::start_shared(config.clone(), idle_runtime(), None).await;
         // Both registered with the first: they offer task roles too.
         for e in [&second, &third] {
             assert!(!e.serving());
@@ -1764,10 +1665,10 @@ mod tests {
         let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = taken.local_addr().unwrap().port();
         let config = sharing(&dir.path().join("run"), port);
-        let first = TaskEndpoint::start_shared(config.clone(), no_inspector(), None).await;
+        let first = TaskEndpoint::start_shared(config.clone(), idle_runtime(), None).await;
         let why = first.available().unwrap_err();
         assert!(why.contains("cannot listen on 127.0.0.1"), "{why}");
-        let second = TaskEndpoint::start_shared(config.clone(), no_inspector(), None).await;
+        let second = TaskEndpoint::start_shared(config.clone(), idle_runtime(), None).await;
         assert_eq!(second.available().unwrap_err(), why);
         // Once the port is free, both offer task roles.
         drop(taken);

@@ -42,7 +42,7 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use berth_model::agent_protocol::TaskNetworkInterface;
+use berth_model::agent_protocol::{GetNetworkPolicyResponse, TaskNetworkInterface};
 use berth_runtime::{
     ContainerSpec, ContainerStatus, NetworkMode, NetworkSpec, Runtime, RuntimeError,
 };
@@ -101,6 +101,8 @@ pub enum NetError {
     Invalid(String),
     #[error("cannot take the host's network lock: {0}")]
     Lock(std::io::Error),
+    #[error(transparent)]
+    Policy(#[from] crate::netpolicy::PolicyError),
 }
 
 impl NetError {
@@ -811,6 +813,15 @@ pub trait TaskNetworks: Send + Sync + 'static {
     /// Whether the namespace of process `pid` still has its interface (a
     /// router removed by hand takes its tasks' interfaces with it).
     async fn is_attached(&self, pid: u32) -> Result<bool, NetError>;
+
+    /// Enforces `policy` (the task's security groups) in the namespace of
+    /// process `pid`, replacing the rules applied before.
+    async fn apply_policy(
+        &self,
+        task_arn: &str,
+        pid: u32,
+        policy: &GetNetworkPolicyResponse,
+    ) -> Result<(), NetError>;
 }
 
 /// [`TaskNetworks`] on this host, with `ip`, `nsenter` and `nft`, the
@@ -1012,6 +1023,19 @@ impl TaskNetworks for VpcNetworks {
         Ok(links
             .iter()
             .any(|l| l.name == TASK_DEVICE && !l.addresses.is_empty()))
+    }
+
+    async fn apply_policy(
+        &self,
+        task_arn: &str,
+        pid: u32,
+        policy: &GetNetworkPolicyResponse,
+    ) -> Result<(), NetError> {
+        let (script, warnings) = crate::netpolicy::render_ruleset(policy);
+        for warning in warnings {
+            tracing::warn!(task = %task_arn, "security groups: {warning}");
+        }
+        Ok(crate::netpolicy::apply(pid, &script).await?)
     }
 }
 

@@ -657,7 +657,7 @@ where
 async fn runner_runs_an_awsvpc_task() {
     use std::sync::Arc;
 
-    use berth_agent::task_endpoint::{DockerInspector, TaskEndpoint};
+    use berth_agent::task_endpoint::TaskEndpoint;
     use berth_agent::task_runner::TaskRunner;
     use tokio::sync::{broadcast, watch};
 
@@ -700,10 +700,7 @@ async fn runner_runs_an_awsvpc_task() {
         }),
         statuses: std::sync::Mutex::new(Vec::new()),
     });
-    let endpoint = Arc::new(TaskEndpoint::new(
-        Arc::new(DockerInspector::default()),
-        None,
-    ));
+    let endpoint = Arc::new(TaskEndpoint::new(runtime.clone(), None));
     let runner = TaskRunner::new(
         runtime.clone(),
         reporter.clone(),

@@ -7,9 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use berth_agent::spec::{self, EndpointEnv};
-use berth_agent::task_endpoint::{
-    ContainerView, DockerInspector, RoleCredentials, TaskEndpoint, TaskView,
-};
+use berth_agent::task_endpoint::{ContainerView, RoleCredentials, TaskEndpoint, TaskView};
 use berth_model::agent_protocol::AssignedTask;
 use berth_model::shapes::ecs::{ContainerDefinition, TaskDefinition};
 use berth_runtime::{build_busybox_image, DockerRuntime, Runtime};
@@ -61,7 +59,7 @@ async fn containers_get_their_own_task_credentials_only() {
     build_busybox_image(&runtime, IMAGE)
         .await
         .expect("building the busybox test image");
-    let endpoint = TaskEndpoint::start(Arc::new(DockerInspector::default()), None).await;
+    let endpoint = TaskEndpoint::start(Arc::new(runtime.clone()), None).await;
     endpoint
         .available()
         .expect("the task endpoint needs root to add 169.254.170.2 to lo and bind port 80");
@@ -206,12 +204,8 @@ async fn two_agents_share_the_endpoint_and_the_survivor_takes_it_over() {
         listen: std::net::SocketAddr::new(gateway, port),
         add_address: false,
     };
-    let first =
-        TaskEndpoint::start_shared(config.clone(), Arc::new(DockerInspector::default()), None)
-            .await;
-    let second =
-        TaskEndpoint::start_shared(config.clone(), Arc::new(DockerInspector::default()), None)
-            .await;
+    let first = TaskEndpoint::start_shared(config.clone(), Arc::new(runtime.clone()), None).await;
+    let second = TaskEndpoint::start_shared(config.clone(), Arc::new(runtime.clone()), None).await;
     assert!(first.serving(), "{:?}", first.available());
     assert!(!second.serving());
     assert_eq!(second.available(), Ok(()));

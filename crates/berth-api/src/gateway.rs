@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -15,6 +15,7 @@ use berth_model::credentials::{CredentialSource, ResolvedCredential};
 use berth_model::{AwsError, JsonService, PrincipalKind, QueryService, RequestContext};
 use berth_sigv4::{AuthError, RequestParts, SecretLookup, Verifier};
 use berth_store::Store;
+use berth_util::time::now_secs;
 use futures::FutureExt;
 use http::request::Parts;
 
@@ -153,13 +154,6 @@ fn header_pairs(parts: &Parts) -> Vec<(&str, &str)> {
         .collect()
 }
 
-fn now_epoch() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
 impl Gateway {
     /// The HTTP routes the gateway answers. Other routers (the registry's
     /// `/v2/`) are merged beside it by the binary.
@@ -267,7 +261,7 @@ impl Gateway {
             found: std::cell::RefCell::new(None),
         };
         self.verifier
-            .precheck(&request, now_epoch(), &lookup)
+            .precheck(&request, now_secs(), &lookup)
             .map_err(|e| auth_error(&e))
     }
 
@@ -336,7 +330,7 @@ impl Gateway {
             headers: &headers,
             body,
         };
-        let now = now_epoch();
+        let now = now_secs();
         let lookup = Lookup {
             gateway: self,
             found: std::cell::RefCell::new(None),

@@ -3,7 +3,6 @@
 //! that answers every well-formed call keeps 5xx meaningful).
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
 use berth_model::{AwsError, JsonService, Principal, PrincipalKind, QueryService, RequestContext};
@@ -89,13 +88,6 @@ fn router() -> axum::Router {
         .query_service(Arc::new(QueryEcho))
         .build()
         .router()
-}
-
-fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 /// Sends `request` and returns the status; a panic inside the router fails
@@ -199,7 +191,7 @@ proptest! {
             session_token: None,
             region: "us-east-1",
             service,
-            now: now(),
+            now: berth_util::time::now_secs(),
         };
         let extra = berth_sigv4::sign_headers(&params, "POST", "/", "", &headers, &body);
         let mut builder = Request::builder().method("POST").uri("/");

@@ -1,7 +1,6 @@
 //! The gateway's Query protocol path, end to end through the router.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
 use berth_model::{AwsError, Principal, PrincipalKind, QueryService, RequestContext};
@@ -148,10 +147,7 @@ fn signed(
     body: &str,
     target: Option<&str>,
 ) -> Request<Body> {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
+    let now = berth_util::time::now_secs();
     let content_type = "application/x-www-form-urlencoded; charset=utf-8";
     let mut headers = vec![("host", "localhost:4566"), ("content-type", content_type)];
     if let Some(target) = target {
@@ -484,10 +480,7 @@ fn admin_fixture() -> Fixture {
 }
 
 fn signed_get(service: &str, key: &str, path: &str, query: &str) -> Request<Body> {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
+    let now = berth_util::time::now_secs();
     let headers = [("host", "localhost:4566")];
     let params = berth_sigv4::SigningParams {
         access_key_id: key,

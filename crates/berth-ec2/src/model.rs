@@ -6,7 +6,6 @@ use std::fmt;
 
 use berth_model::AwsError;
 use berth_store::{Op, ReadView, StoreError};
-use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 /// The default VPC's CIDR block, as AWS's.
@@ -82,13 +81,13 @@ fn corrupt(key: &str) -> AwsError {
 
 /// `<prefix>-` and 17 lowercase hex digits.
 pub fn new_id(prefix: &str) -> String {
-    let n: u128 = rand::thread_rng().gen::<u128>() & ((1u128 << 68) - 1);
-    format!("{prefix}-{n:017x}")
+    let digits = berth_util::ids::random_string(berth_util::ids::LOWER_HEX, 17);
+    format!("{prefix}-{digits}")
 }
 
 /// A locally administered unicast MAC address, `0a:xx:xx:xx:xx:xx`.
 pub fn new_mac() -> String {
-    let bytes: [u8; 5] = rand::thread_rng().gen();
+    let bytes = berth_util::ids::random_bytes::<5>();
     let mut mac = String::from("0a");
     for b in bytes {
         mac.push_str(&format!(":{b:02x}"));

@@ -58,7 +58,7 @@ pub fn include_tags(include: Option<Vec<String>>) -> Result<bool, AwsError> {
 /// exist: the ARN as the caller gave it, or the one its name would have
 /// (`resource` is the ARN's resource part, e.g. `task/<cluster>/<id>`).
 pub fn missing_failure(
-    scope: &crate::keys::Scope,
+    scope: &crate::state::keys::Scope,
     reference: String,
     resource: impl FnOnce(&str) -> String,
 ) -> berth_model::shapes::ecs::Failure {

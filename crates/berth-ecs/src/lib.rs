@@ -1,203 +1,44 @@
-//! Amazon ECS's API (`AmazonEC2ContainerServiceV20141113`) over the Berth store.
+//! Amazon ECS for Berth: the ECS API over the store, the agent protocol's
+//! server side, and the controllers that act on what the API records.
 //!
-//! Every handler validates its input completely before it reads or writes
-//! state; state-dependent checks and writes happen inside one store mutation so
-//! concurrent requests cannot interleave between them.
+//! Four layers, each a module:
 //!
-//! Architecture invariant: handlers never run containers; they write desired
-//! state that controllers and agents act on.
+//! - `state`: records, keys, indexes, queries, typed statuses;
+//! - `launch`: reservations, usage, instance snapshots, EC2 and Fargate
+//!   placement;
+//! - `api`: one module per ECS resource, plus what each operation needs
+//!   from IAM;
+//! - `control`: the service controller, the network controller, task
+//!   garbage collection, the agent protocol and the metering reports.
+//!
+//! Architecture invariant: a layer imports only the layers below it (and
+//! the shared `error`); `api` modules never import each other and `control`
+//! modules never import each other or `api`. `architecture_tests` checks it
+//! on every `cargo test`.
 
-pub mod account_settings;
-pub mod agent_api;
-pub mod authz;
-pub mod clusters;
 mod error;
-pub mod fargate;
-pub mod instances;
-pub mod keys;
-pub mod metering;
-pub mod networking;
-mod pagination;
-pub mod placement;
-pub mod records;
-pub mod service_controller;
-pub mod services;
-mod tagging;
-pub mod task_definitions;
-pub mod taskdef_validation;
-pub mod tasks;
 
-use std::sync::Arc;
+pub(crate) mod api;
+pub(crate) mod control;
+pub(crate) mod launch;
+pub(crate) mod state;
 
-use berth_model::shapes::ecs;
-use berth_model::{AwsError, JsonService, RequestContext};
-use berth_store::Store;
+#[cfg(test)]
+mod architecture_tests;
+#[cfg(test)]
+pub(crate) mod test_support;
 
-use keys::Scope;
-
-pub use agent_api::AgentService;
-pub use instances::Presence;
-
-/// The ECS API service.
-pub struct EcsService {
-    store: Arc<dyn Store>,
-    presence: Arc<Presence>,
-    networks: Option<Arc<dyn networking::TaskNetworks>>,
-}
-
-impl EcsService {
-    /// `presence` is shared with the [`AgentService`] so instances show
-    /// whether their agent is connected.
-    pub fn new(store: Arc<dyn Store>, presence: Arc<Presence>) -> Self {
-        EcsService {
-            store,
-            presence,
-            networks: None,
-        }
-    }
-
-    /// The VPC service awsvpc tasks take their subnets and interfaces from.
-    pub fn with_networks(mut self, networks: Arc<dyn networking::TaskNetworks>) -> Self {
-        self.networks = Some(networks);
-        self
-    }
-}
-
-/// One operation: parses the input, works out what it needs from IAM (which
-/// may rewrite the input to name the resources authorized, see [`authz`]),
-/// asks the request's [`Access`](berth_model::authz::Access), then runs the
-/// handler.
-macro_rules! op {
-    ($ctx:expr, $body:expr, |$input:ident| $requirements:expr => $call:expr) => {{
-        #[allow(unused_mut)]
-        let mut $input = berth_model::json::parse_input($body)?;
-        let requirements: Vec<berth_model::authz::Requirement> = $requirements;
-        $ctx.authorize(&requirements)?;
-        let output = $call?;
-        berth_model::json::to_body(&output)
-    }};
-}
-
-#[async_trait::async_trait]
-impl JsonService for EcsService {
-    fn target_prefix(&self) -> &'static str {
-        ecs::TARGET_PREFIX
-    }
-
-    fn signing_name(&self) -> &'static str {
-        ecs::SIGNING_NAME
-    }
-
-    async fn handle(
-        &self,
-        ctx: &RequestContext,
-        operation: &str,
-        body: &[u8],
-    ) -> Result<Vec<u8>, AwsError> {
-        let store = self.store.as_ref();
-        let scope = &Scope::of(ctx);
-        let caller = ctx.principal.arn.as_str();
-        let presence = &self.presence;
-        let networks = self.networks.as_deref();
-        let a = authz::Authz::new(store, scope, ctx);
-        let unscoped = || authz::unscoped(operation);
-        match operation {
-            "CreateCluster" => op!(ctx, body, |i| a.create_cluster(&i)?
-                => clusters::create(store, scope, caller, i).await),
-            "DescribeClusters" => op!(ctx, body, |i| a.describe_clusters(&i)?
-                => clusters::describe(store, scope, i)),
-            "ListClusters" => op!(ctx, body, |i| unscoped() => clusters::list(store, scope, i)),
-            "UpdateCluster" => op!(ctx, body, |i| a.update_cluster(&i)?
-                => clusters::update(store, scope, i).await),
-            "UpdateClusterSettings" => op!(ctx, body, |i| a.update_cluster_settings(&i)?
-                => clusters::update_settings(store, scope, i).await),
-            "PutClusterCapacityProviders" => {
-                op!(ctx, body, |i| a.put_cluster_capacity_providers(&i)?
-                    => clusters::put_capacity_providers(store, scope, i).await)
-            }
-            "DeleteCluster" => op!(ctx, body, |i| a.delete_cluster(&i)?
-                => clusters::delete(store, scope, i).await),
-
-            "RegisterTaskDefinition" => op!(ctx, body, |i| a.register_task_definition(&mut i)?
-                => task_definitions::register(store, scope, caller, i).await),
-            "DescribeTaskDefinition" => op!(ctx, body, |i| unscoped()
-                => task_definitions::describe(store, scope, i)),
-            "ListTaskDefinitions" => op!(ctx, body, |i| unscoped()
-                => task_definitions::list(store, scope, i)),
-            "ListTaskDefinitionFamilies" => op!(ctx, body, |i| unscoped()
-                => task_definitions::list_families(store, scope, i)),
-            "DeregisterTaskDefinition" => op!(ctx, body, |i| unscoped()
-                => task_definitions::deregister(store, scope, i).await),
-            "DeleteTaskDefinitions" => op!(ctx, body, |i| a.delete_task_definitions(&i)?
-                => task_definitions::delete(store, scope, i).await),
-
-            "PutAccountSetting" => op!(ctx, body, |i| a.put_account_setting(&i)
-                => account_settings::put(store, scope, caller, i).await),
-            "PutAccountSettingDefault" => op!(ctx, body, |i| a.put_account_setting_default(&i)
-                => account_settings::put_default(store, scope, i).await),
-            "ListAccountSettings" => op!(ctx, body, |i| unscoped()
-                => account_settings::list(store, scope, caller, i)),
-            "DeleteAccountSetting" => op!(ctx, body, |i| a.delete_account_setting(&i)
-                => account_settings::delete(store, scope, caller, i).await),
-
-            "RegisterContainerInstance" => {
-                op!(ctx, body, |i| a.register_container_instance(&i)?
-                    => instances::register(store, scope, presence, i).await)
-            }
-            "DeregisterContainerInstance" => {
-                op!(ctx, body, |i| a.deregister_container_instance(&i)?
-                    => instances::deregister(store, scope, presence, i).await)
-            }
-            "DescribeContainerInstances" => {
-                op!(ctx, body, |i| a.describe_container_instances(&i)?
-                    => instances::describe(store, scope, presence, i))
-            }
-            "ListContainerInstances" => op!(ctx, body, |i| a.list_container_instances(&i)?
-                => instances::list(store, scope, presence, i)),
-            "UpdateContainerInstancesState" => {
-                op!(ctx, body, |i| a.update_container_instances_state(&i)?
-                    => instances::update_state(store, scope, presence, i).await)
-            }
-            "PutAttributes" => op!(ctx, body, |i| a.put_attributes(&i)?
-                => instances::put_attributes(store, scope, i).await),
-            "DeleteAttributes" => op!(ctx, body, |i| a.delete_attributes(&i)?
-                => instances::delete_attributes(store, scope, i).await),
-            "ListAttributes" => op!(ctx, body, |i| a.list_attributes(&i)?
-                => instances::list_attributes(store, scope, i)),
-
-            "CreateService" => op!(ctx, body, |i| a.create_service(&mut i)?
-                => services::create(store, scope, caller, networks, i).await),
-            "UpdateService" => op!(ctx, body, |i| a.update_service(&mut i)?
-                => services::update(store, scope, networks, i).await),
-            "DeleteService" => op!(ctx, body, |i| a.delete_service(&i)?
-                => services::delete(store, scope, i).await),
-            "DescribeServices" => op!(ctx, body, |i| a.describe_services(&i)?
-                => services::describe(store, scope, i)),
-            "ListServices" => op!(ctx, body, |i| a.list_services(&i)
-                => services::list(store, scope, i)),
-
-            "RunTask" => op!(ctx, body, |i| a.run_task(&mut i)?
-                => tasks::run(store, scope, presence, networks, i).await),
-            "StartTask" => op!(ctx, body, |i| a.start_task(&mut i)?
-                => tasks::start(store, scope, presence, networks, i).await),
-            "StopTask" => {
-                op!(ctx, body, |i| a.stop_task(&i)? => tasks::stop(store, scope, i).await)
-            }
-            "DescribeTasks" => op!(ctx, body, |i| a.describe_tasks(&i)?
-                => tasks::describe(store, scope, i)),
-            "ListTasks" => op!(ctx, body, |i| a.list_tasks(&i)? => tasks::list(store, scope, i)),
-
-            "TagResource" => op!(ctx, body, |i| a.tag_resource(&mut i)?
-                => tagging::tag(store, scope, i).await),
-            "UntagResource" => op!(ctx, body, |i| a.untag_resource(&mut i)?
-                => tagging::untag(store, scope, i).await),
-            "ListTagsForResource" => op!(ctx, body, |i| a.list_tags_for_resource(&mut i)?
-                => tagging::list(store, scope, i)),
-
-            other if ecs::OPERATIONS.contains(&other) => Err(error::unsupported(other)),
-            other => Err(AwsError::unknown_operation(format!(
-                "ECS has no operation named '{other}'."
-            ))),
-        }
-    }
-}
+pub use api::EcsService;
+pub use control::agent_api::{self, AgentService};
+pub use control::gc::run_task_gc;
+pub use control::metering;
+pub use control::networking::{self, run_network_controller};
+pub use control::service_controller::{self, ServiceController};
+pub use state::index::backfill as backfill_indexes;
+pub use state::instances::{
+    Presence, SharedPresence, FARGATE_CAPACITY_ATTRIBUTE, FARGATE_DEDICATED, FARGATE_SHARED,
+};
+pub use state::keys::Scope;
+pub use state::network::{AttachedInterface, SubnetInfo, TaskNetworks};
+pub use state::records::decoded;
+pub use state::tasks::{Reservation, TaskRecord, TaskStatus};

@@ -9,8 +9,8 @@ use std::sync::Mutex;
 use berth_model::authz::{Authorizer, Denial, Requirement, ResourcePolicySource};
 use berth_model::{AwsError, RequestContext};
 use berth_policy::{evaluate, Context, Decision, Policy, PolicySource, Request, Timestamp};
+use berth_util::time::now_secs;
 
-use crate::util::now_secs;
 use crate::Iam;
 
 /// Parsed resource policies kept at most; past that the cache starts over.

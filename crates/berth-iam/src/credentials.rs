@@ -7,9 +7,9 @@ use std::sync::Arc;
 use berth_model::credentials::{CredentialSource, ResolvedCredential};
 use berth_model::{Principal, PrincipalKind};
 use berth_store::ReadView;
+use berth_util::time::now_secs;
 
 use crate::records::{user_key, AccessKeyRecord};
-use crate::util::now_secs;
 use crate::Iam;
 
 /// Resolves active IAM user access keys (`AKIA…`) and unexpired STS

@@ -8,6 +8,8 @@ use berth_model::{AwsError, PrincipalKind, QueryService, RequestContext};
 use berth_policy::managed::{self, ManagedPolicy};
 use berth_policy::Policy;
 use berth_store::{Op, ReadView};
+use berth_util::ids::unique_id;
+use berth_util::time::{format_iso8601, now_secs};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -17,10 +19,10 @@ use crate::records::{
 };
 use crate::util::{
     already_exists, check_description, check_document, check_name, check_path, check_path_prefix,
-    check_policy_path, delete_conflict, encode_document, get_json, invalid_input, iso,
-    limit_exceeded, list_json, no_such_entity, now_secs, paginate, to_bytes, unique_id, validation,
-    Params, Xml,
+    check_policy_path, delete_conflict, encode_document, get_json, invalid_input, limit_exceeded,
+    list_json, no_such_entity, paginate, to_bytes, validation, Params, Xml,
 };
+
 use crate::{last_segment, local_policy_name, role_not_found, user_not_found, Iam, IAM_NAMESPACE};
 
 const MAX_ACCESS_KEYS: usize = 2;
@@ -474,7 +476,7 @@ fn user_xml(x: &mut Xml, tag: &str, user: &UserRecord, account: &str) {
         .text("UserName", &user.name)
         .text("UserId", &user.id)
         .text("Arn", &user.arn(account))
-        .text("CreateDate", &iso(user.created));
+        .text("CreateDate", &format_iso8601(user.created));
     if tag != "member" {
         tags_xml(x, &user.tags);
     }
@@ -487,7 +489,7 @@ fn role_xml(x: &mut Xml, tag: &str, role: &RoleRecord, account: &str) {
         .text("RoleName", &role.name)
         .text("RoleId", &role.id)
         .text("Arn", &role.arn(account))
-        .text("CreateDate", &iso(role.created))
+        .text("CreateDate", &format_iso8601(role.created))
         .text("AssumeRolePolicyDocument", &encode_document(&role.trust))
         .opt("Description", role.description.as_deref())
         .text("MaxSessionDuration", &role.max_session.to_string());
@@ -638,8 +640,8 @@ impl PolicyView {
             .text("PermissionsBoundaryUsageCount", "0")
             .text("IsAttachable", "true")
             .opt("Description", self.description.as_deref())
-            .text("CreateDate", &iso(self.created))
-            .text("UpdateDate", &iso(self.updated))
+            .text("CreateDate", &format_iso8601(self.created))
+            .text("UpdateDate", &format_iso8601(self.updated))
             .close(tag);
     }
 }
@@ -658,7 +660,7 @@ fn version_xml(x: &mut Xml, version: &PolicyVersionRecord, default: &str, with_d
                 "false"
             },
         )
-        .text("CreateDate", &iso(version.created))
+        .text("CreateDate", &format_iso8601(version.created))
         .close("PolicyVersion");
 }
 
@@ -897,8 +899,8 @@ impl IamService {
         let account = ctx.account_id.clone();
         let user_key = user_key(&account, name);
         let name = name.to_string();
-        let id = crate::util::access_key_id("AKIA");
-        let secret = crate::util::secret_access_key();
+        let id = berth_util::ids::access_key_id("AKIA");
+        let secret = berth_util::ids::secret_access_key();
         // The store keeps the secret sealed; only this answer carries it.
         let sealed = self.iam.seal_secret(&secret)?;
         let created = now_secs();
@@ -937,7 +939,7 @@ impl IamService {
             .text("AccessKeyId", &key.id)
             .text("Status", &key.status)
             .text("SecretAccessKey", &secret)
-            .text("CreateDate", &iso(key.created))
+            .text("CreateDate", &format_iso8601(key.created))
             .close("AccessKey");
         Ok(x.finish())
     }
@@ -967,7 +969,7 @@ impl IamService {
                 .text("UserName", &key.user_name)
                 .text("AccessKeyId", &key.id)
                 .text("Status", &key.status)
-                .text("CreateDate", &iso(key.created))
+                .text("CreateDate", &format_iso8601(key.created))
                 .close("member");
         }
         x.close("AccessKeyMetadata").page(next.as_deref());
@@ -1428,7 +1430,7 @@ impl IamService {
                     "IsDefaultVersion",
                     if v.id == default { "true" } else { "false" },
                 )
-                .text("CreateDate", &iso(v.created))
+                .text("CreateDate", &format_iso8601(v.created))
                 .close("member");
         }
         x.close("Versions").page(next.as_deref());

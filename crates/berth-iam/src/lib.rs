@@ -36,6 +36,7 @@ use berth_model::seal::{self, Sealer};
 use berth_model::{AwsError, Principal, PrincipalKind};
 use berth_policy::{managed, Policy, PrincipalRef};
 use berth_store::{Op, ReadView, Revision, Store, StoreExt};
+use berth_util::time::now_secs;
 
 pub use credentials::IamCredentials;
 pub use iam::IamService;
@@ -45,7 +46,7 @@ use records::{
     policy_key, role_key, session_key, user_key, AccessKeyRecord, PolicyRecord, RoleRecord,
     SessionRecord, ACCESS_KEYS_PREFIX, SESSIONS_PREFIX,
 };
-use util::{get_json, now_secs, store_error};
+use util::{get_json, store_error};
 
 /// IAM's XML namespace.
 pub const IAM_NAMESPACE: &str = "https://iam.amazonaws.com/doc/2010-05-08/";
@@ -631,14 +632,14 @@ impl Iam {
             role_id: role.id.clone(),
             session_name: session_name.to_string(),
             secret: String::new(),
-            token: util::session_token(),
+            token: berth_util::ids::session_token(),
             created: now,
             expires: now + i64::from(duration_secs),
         };
-        let access_key_id = util::access_key_id("ASIA");
+        let access_key_id = berth_util::ids::access_key_id("ASIA");
         let key = session_key(&access_key_id);
         // The record keeps the secret sealed; the caller gets the plaintext.
-        let secret = util::secret_access_key();
+        let secret = berth_util::ids::secret_access_key();
         let value = util::to_bytes(&SessionRecord {
             secret: self.seal_secret(&secret)?,
             ..session.clone()

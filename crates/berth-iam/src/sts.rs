@@ -6,8 +6,9 @@ use std::sync::Arc;
 use berth_model::authz::Requirement;
 use berth_model::{AwsError, PrincipalKind, QueryService, RequestContext};
 use berth_policy::{evaluate_trust, Decision, PrincipalScope, Request};
+use berth_util::time::{format_iso8601, now_secs};
 
-use crate::util::{check_name, iso, now_secs, validation, Params, Xml};
+use crate::util::{check_name, validation, Params, Xml};
 use crate::{Iam, SessionCredentials, MAX_SESSION_SECS, MIN_SESSION_SECS, STS_NAMESPACE};
 
 const DEFAULT_DURATION: i64 = 3600;
@@ -173,7 +174,7 @@ fn assume_role_xml(session: &SessionCredentials) -> String {
         .text("AccessKeyId", &session.access_key_id)
         .text("SecretAccessKey", &session.secret_access_key)
         .text("SessionToken", &session.session_token)
-        .text("Expiration", &iso(session.expiration))
+        .text("Expiration", &format_iso8601(session.expiration))
         .close("Credentials")
         .open("AssumedRoleUser")
         .text("AssumedRoleId", &session.assumed_role_id)

@@ -387,7 +387,7 @@ async fn roles_trust_and_assume_role() {
         resolved.secret_access_key,
         tag(&out, "SecretAccessKey").unwrap()
     );
-    assert!(resolved.expires_at.unwrap() > crate::util::now_secs() + 3500);
+    assert!(resolved.expires_at.unwrap() > berth_util::time::now_secs() + 3500);
     let session = ctx_for(resolved.principal);
     let who = f.sts(&session, "GetCallerIdentity", &[]).await.unwrap();
     assert_eq!(tag(&who, "Arn").unwrap(), session_arn);
@@ -592,7 +592,7 @@ async fn expired_sessions_do_not_resolve_and_are_collected() {
     let key = session_key(&creds.access_key_id);
     let kv = f.store.get(&key).unwrap();
     let mut session: SessionRecord = serde_json::from_slice(&kv.value).unwrap();
-    session.expires = crate::util::now_secs() - 1;
+    session.expires = berth_util::time::now_secs() - 1;
     f.store
         .put(&key, serde_json::to_vec(&session).unwrap().into())
         .await

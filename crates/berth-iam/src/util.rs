@@ -1,12 +1,9 @@
 //! Small helpers shared by IAM and STS: input checks with AWS's wording,
 //! XML output, ids, time and store access.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use berth_model::AwsError;
 use berth_store::{ReadView, StoreError};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
-use rand::Rng;
 use serde::de::DeserializeOwned;
 
 /// Characters left as is when IAM URL-encodes a policy document.
@@ -19,63 +16,22 @@ const DOCUMENT_ENCODE: &AsciiSet = &NON_ALPHANUMERIC
 /// The name pattern of users, roles, policies and sessions.
 pub const NAME_PATTERN: &str = r"[\w+=,.@-]+";
 
-pub fn now_secs() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
-/// `2026-11-30T12:00:00Z`.
-pub fn iso(secs: i64) -> String {
-    berth_policy::Timestamp::from_epoch_seconds(secs).to_iso8601()
-}
-
 /// A policy document as IAM returns it: URL-encoded JSON.
 pub fn encode_document(document: &str) -> String {
     utf8_percent_encode(document, DOCUMENT_ENCODE).to_string()
-}
-
-const ID_CHARS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
-const SECRET_CHARS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-fn random_from(chars: &[u8], len: usize) -> String {
-    let mut rng = rand::thread_rng();
-    (0..len)
-        .map(|_| chars[rng.gen_range(0..chars.len())] as char)
-        .collect()
-}
-
-/// A unique id such as `AIDA…` (21 characters, as AWS's).
-pub fn unique_id(prefix: &str) -> String {
-    format!("{prefix}{}", random_from(ID_CHARS, 21 - prefix.len()))
-}
-
-/// An access key id such as `AKIA…` (20 characters).
-pub fn access_key_id(prefix: &str) -> String {
-    format!("{prefix}{}", random_from(ID_CHARS, 20 - prefix.len()))
-}
-
-/// A 40-character secret access key.
-pub fn secret_access_key() -> String {
-    random_from(SECRET_CHARS, 40)
-}
-
-/// A session token.
-pub fn session_token() -> String {
-    random_from(SECRET_CHARS, 224)
 }
 
 /// A stable id for an AWS managed policy, derived from its name.
 pub fn stable_id(prefix: &str, name: &str) -> String {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     let mut out = String::from(prefix);
+    let chars = berth_util::ids::UPPER_ALNUM;
     while out.len() < 21 {
         for b in name.bytes() {
             hash ^= u64::from(b);
             hash = hash.wrapping_mul(0x0100_0000_01b3);
         }
-        out.push(ID_CHARS[(hash % ID_CHARS.len() as u64) as usize] as char);
+        out.push(chars[(hash % chars.len() as u64) as usize] as char);
     }
     out
 }

@@ -5,10 +5,11 @@
 //! crash (its own or the server's) without duplicating events.
 
 use berth_model::AwsError;
+use berth_util::time::now_millis;
 use serde::{Deserialize, Serialize};
 
 use crate::limits::{self, AWSLOGS_DRIVER_MAX_MESSAGE_BYTES};
-use crate::service::{now_ms, LogsService};
+use crate::service::LogsService;
 use crate::store::{
     group_key, group_not_found, stream_not_found, NewEvent, NewGroup, Outcome, WriteOp,
 };
@@ -51,7 +52,7 @@ impl LogsService {
         if exists {
             return Ok(());
         }
-        let now = now_ms();
+        let now = now_millis();
         self.store
             .write(WriteOp::CreateStream {
                 key: group_key(account, region, group),
@@ -121,7 +122,7 @@ impl LogsService {
                 key: group_key(account, region, group),
                 stream: stream.to_string(),
                 events: pieces,
-                ingest_ms: now_ms(),
+                ingest_ms: now_millis(),
                 deduplicate: true,
                 advance_cursor_to: highest,
             })

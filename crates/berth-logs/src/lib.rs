@@ -20,7 +20,7 @@ pub mod tokens;
 
 pub use filter::{FilterError, FilterPattern};
 pub use ingest::{AgentEvent, Position};
-pub use service::LogsService;
+pub use service::{max_body, LogsService};
 
 use std::path::PathBuf;
 

@@ -9,6 +9,7 @@ use std::time::Duration;
 use berth_model::authz::Requirement;
 use berth_model::shapes::logs;
 use berth_model::{json_op, AwsError, JsonService, RequestContext};
+use berth_util::time::now_millis;
 use serde::Serialize;
 
 use crate::filter::FilterPattern;
@@ -34,13 +35,6 @@ pub struct LogsService {
 /// Operations with no output members answer `{}`.
 #[derive(Serialize)]
 struct Empty {}
-
-pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
 
 /// A Logs operation Berth does not implement: a clear refusal, never a fake
 /// success.
@@ -275,7 +269,7 @@ impl LogsService {
                     break;
                 };
                 let result =
-                    tokio::task::spawn_blocking(move || service.compact_once(now_ms())).await;
+                    tokio::task::spawn_blocking(move || service.compact_once(now_millis())).await;
                 match result {
                     Ok(Ok(removed)) if removed > 0 => {
                         tracing::info!(removed, "log retention removed expired events");
@@ -376,7 +370,7 @@ impl LogsService {
             .write(WriteOp::CreateGroup {
                 key: group_key(&ctx.account_id, &ctx.region, name),
                 group: NewGroup {
-                    created_ms: now_ms(),
+                    created_ms: now_millis(),
                     kms_key_id: input.kms_key_id,
                     class: class.to_string(),
                     tags,
@@ -544,7 +538,7 @@ impl LogsService {
             .write(WriteOp::CreateStream {
                 key: group_key(&ctx.account_id, &ctx.region, group),
                 stream: stream.to_string(),
-                created_ms: now_ms(),
+                created_ms: now_millis(),
                 create_group: None,
                 exists_ok: false,
             })
@@ -695,7 +689,7 @@ impl LogsService {
             }
             entry.info.retention_days
         };
-        let now = now_ms();
+        let now = now_millis();
         let verdict = limits::check_put_batch(&events, now, retention)?;
         let accepted = verdict.accepted(events.len());
         let new_events: Vec<NewEvent> = events
@@ -1091,6 +1085,16 @@ impl LogsService {
     }
 }
 
+/// The largest request body `operation` accepts: a PutLogEvents batch holds
+/// up to 1 MiB of events, which JSON escaping can grow several times (the
+/// service answers a batch over its limits with CloudWatch's own errors).
+pub fn max_body(operation: &str) -> usize {
+    match operation {
+        "PutLogEvents" => 8 * 1024 * 1024,
+        _ => berth_model::service::DEFAULT_MAX_BODY,
+    }
+}
+
 #[async_trait::async_trait]
 impl JsonService for LogsService {
     fn target_prefix(&self) -> &'static str {
@@ -1101,14 +1105,8 @@ impl JsonService for LogsService {
         logs::SIGNING_NAME
     }
 
-    /// A PutLogEvents batch holds up to 1 MiB of events, which JSON escaping
-    /// can grow several times; the service itself answers a batch over its
-    /// limits with CloudWatch's own errors.
     fn max_body(&self, operation: &str) -> usize {
-        match operation {
-            "PutLogEvents" => 8 * 1024 * 1024,
-            _ => berth_model::service::DEFAULT_MAX_BODY,
-        }
+        max_body(operation)
     }
 
     async fn handle(

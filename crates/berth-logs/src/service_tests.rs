@@ -4,9 +4,9 @@
 use std::sync::Arc;
 
 use berth_model::{AwsError, JsonService, Principal, PrincipalKind, RequestContext};
+use berth_util::time::now_millis;
 use serde_json::{json, Value};
 
-use crate::service::now_ms;
 use crate::{AgentEvent, LogsService, Position};
 
 const ACCOUNT: &str = "000000000000";
@@ -169,7 +169,7 @@ async fn groups_are_created_once_listed_by_prefix_and_paginated() {
 async fn get_log_events_pages_forward_and_backward_and_repeats_the_token_at_the_end() {
     let f = fixture();
     f.group_and_stream("g", "s").await;
-    let now = now_ms();
+    let now = now_millis();
     let lines: Vec<String> = (0..250).map(|i| format!("line {i}")).collect();
     let events: Vec<(i64, &str)> = lines
         .iter()
@@ -230,7 +230,7 @@ async fn get_log_events_pages_forward_and_backward_and_repeats_the_token_at_the_
 async fn put_log_events_enforces_aws_batch_rules() {
     let f = fixture();
     f.group_and_stream("g", "s").await;
-    let now = now_ms();
+    let now = now_millis();
     let body =
         |events: Value| json!({"logGroupName": "g", "logStreamName": "s", "logEvents": events});
 
@@ -297,7 +297,7 @@ async fn filter_log_events_applies_terms_exclusions_and_json_patterns() {
         json!({"logGroupName": "g", "logStreamName": "b"}),
     )
     .await;
-    let now = now_ms();
+    let now = now_millis();
     f.put(
         "g",
         "a",
@@ -364,7 +364,7 @@ async fn filter_log_events_applies_terms_exclusions_and_json_patterns() {
 async fn retention_compaction_removes_only_expired_events() {
     let f = fixture();
     f.group_and_stream("g", "s").await;
-    let now = now_ms();
+    let now = now_millis();
     let day = 24 * 60 * 60 * 1000;
     f.put(
         "g",
@@ -417,7 +417,7 @@ async fn ingest_deduplicates_resends_and_survives_a_restart() {
         f.logs.cursor(ACCOUNT, REGION, "/ecs/app", "ecs/app/1"),
         None
     );
-    let base = now_ms() * 1_000_000;
+    let base = now_millis() * 1_000_000;
     let first: Vec<AgentEvent> = (0..5)
         .map(|i| line(base + i, 0, &format!("n{i}")))
         .collect();

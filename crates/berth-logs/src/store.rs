@@ -318,34 +318,6 @@ CREATE TABLE IF NOT EXISTS meta (
 );
 ";
 
-/// Creates the log database readable by its owner only (0600) and tightens
-/// an existing one and its `-wal`/`-shm` files (SQLite gives those the
-/// database file's mode): log events can hold anything a task printed.
-fn make_private(path: &Path) -> std::io::Result<()> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(path)?;
-        let name = path.as_os_str().to_owned();
-        for suffix in ["", "-wal", "-shm"] {
-            let mut file = name.clone();
-            file.push(suffix);
-            match std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-                _ => {}
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = path;
-    Ok(())
-}
-
 fn open_writer_connection(path: &Path) -> Result<Connection, rusqlite::Error> {
     let conn = Connection::open(path)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -444,7 +416,7 @@ fn stream_from_row(row: &rusqlite::Row<'_>, at: usize) -> Result<StreamInfo, rus
 impl Store {
     /// Opens (creating if needed) the database at `path` and starts the writer.
     pub fn open(path: &Path) -> Result<Store, LogsError> {
-        make_private(path).map_err(|source| LogsError::Io {
+        berth_util::private_file::private_database(path).map_err(|source| LogsError::Io {
             path: path.to_path_buf(),
             source,
         })?;

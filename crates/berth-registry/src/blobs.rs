@@ -1,59 +1,62 @@
-//! The content-addressed blob store on disk and the uploads that feed it.
+//! The content-addressed blob store on disk and the upload files that feed it.
 //!
 //! A blob lives at `<root>/blobs/<algorithm>/<first two hex>/<hex>`, one file
 //! per digest whichever repositories link it (deduplication is by path). An
-//! upload streams into `<root>/uploads/<uuid>` while its sha256 is computed
-//! incrementally; only when its digest is verified is the file fsynced and
-//! renamed into place (then the directory is fsynced), so a crash leaves either
-//! the whole blob or nothing under `blobs/`, never a partial one.
+//! upload's bytes go to `<root>/uploads/<uuid>`; only once its digest is
+//! verified is the file fsynced and hard-linked (renamed where the file system
+//! has no hard links) into place, then the directory fsynced, so a crash
+//! leaves either the whole blob or nothing under `blobs/`, never a partial
+//! one. `<root>` may be a directory several servers share (NFS): every step
+//! here is a single-file operation that is atomic there too.
 //!
-//! Upload sessions (offset and running hash) live in memory: an upload that a
-//! restart interrupts is unusable, so `open` removes every leftover upload
-//! file and clients start again, as the distribution spec lets them.
+//! Who may write an upload file, and how much of it counts, is decided by
+//! the upload's session record in the store (see [`crate::uploads`]).
 
-use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, SystemTime};
 
 use bytes::{Bytes, BytesMut};
-use futures::{Stream, StreamExt};
+use futures::Stream;
 
 use crate::digest::{Algorithm, Digest, Hasher};
-use crate::meta::Scope;
 
-/// Bytes read from disk per chunk when serving a blob.
+/// Bytes read from disk per chunk when serving or hashing a blob.
 const READ_CHUNK: usize = 256 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum UploadError {
     #[error("blob storage failed: {0}")]
     Io(#[from] io::Error),
+    #[error("the registry store failed: {0}")]
+    Store(#[from] berth_store::StoreError),
     #[error("the uploaded content has digest {actual}, not {expected}")]
     DigestMismatch { expected: String, actual: String },
-    #[error("this upload failed earlier and cannot continue; start a new one")]
+    #[error("this upload lost bytes it had accepted and cannot continue; start a new one")]
     Broken,
     #[error("the request body could not be read: {0}")]
     Body(String),
+    #[error("the upload is unknown: it finished, was cancelled or expired")]
+    Unknown,
+    #[error("another request is writing this upload (it has {size} bytes)")]
+    Busy { size: u64 },
+    #[error("this request's hold on the upload lapsed; another request may have taken it over")]
+    Lost,
 }
 
-/// The blob files under `<data-dir>/registry`.
+/// The blob files under `<root>`.
 pub struct BlobStore {
     root: PathBuf,
 }
 
 impl BlobStore {
-    /// Opens (creating) the store and removes uploads a previous process left.
+    /// Opens (creating) the store. Upload files are left alone: their
+    /// sessions are in the store, possibly another server's.
     pub fn open(root: &Path) -> io::Result<BlobStore> {
         fs::create_dir_all(root.join("blobs"))?;
-        let uploads = root.join("uploads");
-        if uploads.exists() {
-            // Their hash state died with the process that held it.
-            fs::remove_dir_all(&uploads)?;
-        }
-        fs::create_dir_all(&uploads)?;
+        fs::create_dir_all(root.join("uploads"))?;
         Ok(BlobStore {
             root: root.to_path_buf(),
         })
@@ -68,7 +71,7 @@ impl BlobStore {
             .join(hex)
     }
 
-    fn upload_path(&self, id: &uuid::Uuid) -> PathBuf {
+    pub(crate) fn upload_path(&self, id: &uuid::Uuid) -> PathBuf {
         self.root.join("uploads").join(id.to_string())
     }
 
@@ -114,7 +117,12 @@ impl BlobStore {
                         // A stray temp file or something an operator left.
                         continue;
                     };
-                    let modified = entry.metadata()?.modified()?;
+                    let modified = match entry.metadata() {
+                        Ok(m) => m.modified()?,
+                        // Removed since the directory was read.
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                        Err(e) => return Err(e),
+                    };
                     out.push((digest, modified));
                 }
             }
@@ -122,279 +130,200 @@ impl BlobStore {
         Ok(out)
     }
 
-    pub fn remove(&self, digest: &Digest) -> io::Result<()> {
-        match fs::remove_file(self.blob_path(digest)) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
+    /// Removes blob `digest` if its file is still older than `grace` (it is
+    /// looked at again right before, so a blob just written or reused since
+    /// the caller listed it stays). Returns whether it was removed.
+    pub fn remove_if_older(&self, digest: &Digest, grace: Duration) -> io::Result<bool> {
+        let path = self.blob_path(digest);
+        let modified = match fs::metadata(&path) {
+            Ok(m) => m.modified()?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        if !older_than(modified, grace) {
+            return Ok(false);
+        }
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
         }
     }
 
-    /// Upload files on disk, by id.
-    fn upload_ids(&self) -> io::Result<Vec<uuid::Uuid>> {
+    /// Upload files on disk with their modification times.
+    pub(crate) fn upload_files(&self) -> io::Result<Vec<(uuid::Uuid, SystemTime)>> {
         let mut out = Vec::new();
         for entry in fs::read_dir(self.root.join("uploads"))? {
             let entry = entry?;
-            if let Some(id) = entry
+            let Some(id) = entry
                 .file_name()
                 .to_str()
                 .and_then(|n| uuid::Uuid::parse_str(n).ok())
-            {
-                out.push(id);
+            else {
+                continue;
+            };
+            match entry.metadata() {
+                Ok(m) => out.push((id, m.modified()?)),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
             }
         }
         Ok(out)
     }
 
-    /// Makes a verified upload file the blob `digest`: fsync, rename, fsync
-    /// the directory. When the blob already exists the upload is dropped.
-    fn commit(&self, upload: &Path, digest: &Digest) -> io::Result<()> {
-        let target = self.blob_path(digest);
-        if target.exists() {
-            fs::remove_file(upload)?;
-            return self.touch(digest);
+    /// Creates the empty file of a new upload.
+    pub(crate) fn create_upload(&self, id: &uuid::Uuid) -> io::Result<()> {
+        File::create_new(self.upload_path(id)).map(drop)
+    }
+
+    /// Removes an upload's file (gone already is fine).
+    pub(crate) fn remove_upload(&self, id: &uuid::Uuid) {
+        if let Err(e) = fs::remove_file(self.upload_path(id)) {
+            if e.kind() != io::ErrorKind::NotFound {
+                tracing::warn!(error = %e, upload = %id, "could not remove an upload file");
+            }
         }
-        File::open(upload)?.sync_all()?;
+    }
+
+    /// Makes verified upload `id` the blob `digest`. When the blob exists
+    /// already it is touched (restarting its grace period); otherwise the
+    /// upload file is hard-linked into place and the directory fsynced. The
+    /// upload file stays, so the caller can place it again should the blob
+    /// vanish before its link is recorded; on a file system without hard
+    /// links it is renamed instead. Returns whether the upload file is
+    /// still there.
+    pub(crate) fn place(&self, id: &uuid::Uuid, digest: &Digest) -> io::Result<bool> {
+        let upload = self.upload_path(id);
+        let target = self.blob_path(digest);
         let dir = target
             .parent()
             .ok_or_else(|| io::Error::other("blob path has no parent"))?;
         fs::create_dir_all(dir)?;
-        fs::rename(upload, &target)?;
-        File::open(dir)?.sync_all()
-    }
-}
-
-/// The state of one upload, guarded by its session's lock.
-pub struct UploadState {
-    /// Bytes received so far.
-    pub size: u64,
-    hasher: Hasher,
-    touched: Instant,
-    broken: bool,
-}
-
-/// One upload session (a distribution-spec upload or an ECR layer upload).
-pub struct Upload {
-    pub id: uuid::Uuid,
-    pub scope: Scope,
-    pub repository: String,
-    path: PathBuf,
-    pub state: tokio::sync::Mutex<UploadState>,
-}
-
-/// Upload sessions by id.
-pub struct Uploads {
-    store: Arc<BlobStore>,
-    sessions: Mutex<HashMap<uuid::Uuid, Arc<Upload>>>,
-}
-
-impl Uploads {
-    pub fn new(store: Arc<BlobStore>) -> Uploads {
-        Uploads {
-            store,
-            sessions: Mutex::new(HashMap::new()),
-        }
-    }
-
-    fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<uuid::Uuid, Arc<Upload>>> {
-        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Starts an empty upload.
-    pub fn start(&self, scope: &Scope, repository: &str) -> io::Result<Arc<Upload>> {
-        let id = uuid::Uuid::new_v4();
-        let upload = Arc::new(Upload {
-            id,
-            scope: scope.clone(),
-            repository: repository.to_string(),
-            path: self.store.upload_path(&id),
-            state: tokio::sync::Mutex::new(UploadState {
-                size: 0,
-                hasher: Hasher::new(Algorithm::Sha256),
-                touched: Instant::now(),
-                broken: false,
-            }),
-        });
-        // In the map before the file exists, so GC never takes the file for
-        // a leftover.
-        self.sessions().insert(id, upload.clone());
-        if let Err(e) = File::create(&upload.path) {
-            self.sessions().remove(&id);
-            return Err(e);
-        }
-        Ok(upload)
-    }
-
-    /// The upload `id` of `repository` in `scope`, if it is in progress.
-    pub fn get(&self, scope: &Scope, repository: &str, id: &str) -> Option<Arc<Upload>> {
-        let id = uuid::Uuid::parse_str(id).ok()?;
-        let upload = self.sessions().get(&id)?.clone();
-        (upload.scope == *scope && upload.repository == repository).then_some(upload)
-    }
-
-    /// Ends an upload and removes its file.
-    pub fn cancel(&self, upload: &Upload) {
-        self.sessions().remove(&upload.id);
-        if let Err(e) = fs::remove_file(&upload.path) {
-            if e.kind() != io::ErrorKind::NotFound {
-                tracing::warn!(error = %e, upload = %upload.id, "could not remove an upload file");
+        for _ in 0..3 {
+            match self.touch(digest) {
+                Ok(()) => return Ok(true),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+            match fs::hard_link(&upload, &target) {
+                Ok(()) => {
+                    File::open(dir)?.sync_all()?;
+                    return Ok(true);
+                }
+                // Placed by someone else meanwhile: touch it.
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(e),
+                Err(e) => {
+                    tracing::debug!(error = %e, "hard link refused; renaming the upload instead");
+                    fs::rename(&upload, &target)?;
+                    File::open(dir)?.sync_all()?;
+                    return Ok(false);
+                }
             }
         }
+        Err(io::Error::other(format!(
+            "blob {digest} kept appearing and vanishing while it was placed"
+        )))
     }
+}
 
-    /// Appends a body to an upload, hashing as it goes. The file is written
-    /// on a blocking thread fed through a small channel, so memory stays at a
-    /// few chunks whatever the size and the async workers never wait on disk.
-    pub async fn append<S, E>(
-        &self,
-        upload: &Upload,
-        state: &mut UploadState,
-        mut body: S,
-    ) -> Result<u64, UploadError>
-    where
-        S: Stream<Item = Result<Bytes, E>> + Unpin,
-        E: std::fmt::Display,
-    {
-        if state.broken {
+/// Whether `modified` is at least `grace` in the past (a time in the future,
+/// from another machine's clock, is not).
+pub(crate) fn older_than(modified: SystemTime, grace: Duration) -> bool {
+    SystemTime::now()
+        .duration_since(modified)
+        .is_ok_and(|age| age >= grace)
+}
+
+/// Writes what arrives on `rx` to the upload file at `path`, after its first
+/// `committed` bytes (bytes beyond them, left by a request that failed or
+/// died, are cut off first). Every write first checks `deadline` (epoch
+/// milliseconds): past it, this writer's hold on the upload may have passed
+/// to another server, so it stops. Returns the hasher (fed what was
+/// written), how many bytes were written and how it ended.
+pub(crate) fn write_upload(
+    path: &Path,
+    committed: u64,
+    mut rx: tokio::sync::mpsc::Receiver<Bytes>,
+    mut hasher: Option<Hasher>,
+    deadline: &AtomicI64,
+) -> (Option<Hasher>, u64, Result<(), UploadError>) {
+    let mut written = 0u64;
+    let result = (|| -> Result<(), UploadError> {
+        let mut file = match OpenOptions::new().write(true).open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(UploadError::Unknown),
+            Err(e) => return Err(e.into()),
+        };
+        let len = file.metadata()?.len();
+        if len < committed {
             return Err(UploadError::Broken);
         }
-        state.touched = Instant::now();
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(16);
-        let mut hasher = std::mem::replace(&mut state.hasher, Hasher::new(Algorithm::Sha256));
-        let path = upload.path.clone();
-        let writer = tokio::task::spawn_blocking(move || {
-            let mut written = 0u64;
-            let result = (|| -> io::Result<()> {
-                let mut file = OpenOptions::new().append(true).open(&path)?;
-                while let Some(chunk) = rx.blocking_recv() {
-                    file.write_all(&chunk)?;
-                    hasher.update(&chunk);
-                    written += chunk.len() as u64;
-                }
-                Ok(())
-            })();
-            (hasher, written, result)
-        });
-        let mut body_error = None;
-        while let Some(chunk) = body.next().await {
-            match chunk {
-                Ok(chunk) if chunk.is_empty() => {}
-                Ok(chunk) => {
-                    if tx.send(chunk).await.is_err() {
-                        break; // the writer failed; its error is reported below
-                    }
-                }
-                Err(e) => {
-                    body_error = Some(e.to_string());
+        if len > committed {
+            file.set_len(committed)?;
+        }
+        file.seek(SeekFrom::Start(committed))?;
+        while let Some(chunk) = rx.blocking_recv() {
+            if berth_util::time::now_millis() >= deadline.load(Ordering::Acquire) {
+                return Err(UploadError::Lost);
+            }
+            file.write_all(&chunk)?;
+            if let Some(h) = hasher.as_mut() {
+                h.update(&chunk);
+            }
+            written += chunk.len() as u64;
+        }
+        Ok(())
+    })();
+    (hasher, written, result)
+}
+
+/// Prepares a finished upload file for placing: cuts it to its `committed`
+/// bytes, checks none is missing, computes its digest with `algorithm` from
+/// the file unless `running` (a hash of exactly those bytes) is given,
+/// marks it as just written (for garbage collection's grace periods) and
+/// fsyncs it.
+pub(crate) fn seal_upload(
+    path: &Path,
+    committed: u64,
+    algorithm: Algorithm,
+    running: Option<Hasher>,
+) -> Result<Digest, UploadError> {
+    let mut file = match OpenOptions::new().read(true).write(true).open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(UploadError::Unknown),
+        Err(e) => return Err(e.into()),
+    };
+    let len = file.metadata()?.len();
+    if len < committed {
+        return Err(UploadError::Broken);
+    }
+    if len > committed {
+        file.set_len(committed)?;
+    }
+    let digest = match running {
+        Some(h) => h.finish(),
+        None => {
+            let mut hasher = Hasher::new(algorithm);
+            let mut buf = vec![0u8; READ_CHUNK];
+            file.seek(SeekFrom::Start(0))?;
+            loop {
+                let n = match file.read(&mut buf) {
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e.into()),
+                };
+                if n == 0 {
                     break;
                 }
+                hasher.update(&buf[..n]);
             }
+            hasher.finish()
         }
-        drop(tx);
-        let (hasher, written, result) = writer
-            .await
-            .map_err(|e| UploadError::Io(io::Error::other(e.to_string())))?;
-        state.hasher = hasher;
-        state.size += written;
-        state.touched = Instant::now();
-        if let Err(e) = result {
-            // The file and the hash may disagree now: the upload is unusable.
-            state.broken = true;
-            return Err(UploadError::Io(e));
-        }
-        match body_error {
-            Some(e) => Err(UploadError::Body(e)),
-            None => Ok(written),
-        }
-    }
-
-    /// Verifies the upload against `expected` and, when it matches, makes it
-    /// the blob. A mismatch removes the upload: nothing is stored. The session
-    /// ends either way.
-    pub async fn finish(
-        &self,
-        upload: &Upload,
-        state: &mut UploadState,
-        expected: &Digest,
-    ) -> Result<u64, UploadError> {
-        if state.broken {
-            self.cancel(upload);
-            return Err(UploadError::Broken);
-        }
-        let store = self.store.clone();
-        let path = upload.path.clone();
-        let hasher = state.hasher.clone();
-        let expected_owned = expected.clone();
-        let outcome = tokio::task::spawn_blocking(move || -> Result<(), UploadError> {
-            let actual = match expected_owned.algorithm() {
-                Algorithm::Sha256 => hasher.finish(),
-                // Only sha256 is hashed while streaming (it is what every
-                // client uses); other algorithms re-read the file once.
-                algorithm => hash_file(&path, algorithm)?,
-            };
-            if actual != expected_owned {
-                return Err(UploadError::DigestMismatch {
-                    expected: expected_owned.to_string(),
-                    actual: actual.to_string(),
-                });
-            }
-            store.commit(&path, &expected_owned)?;
-            Ok(())
-        })
-        .await
-        .map_err(|e| UploadError::Io(io::Error::other(e.to_string())));
-        let size = state.size;
-        self.sessions().remove(&upload.id);
-        match outcome.and_then(|r| r) {
-            Ok(()) => Ok(size),
-            Err(e) => {
-                let _ = fs::remove_file(&upload.path);
-                Err(e)
-            }
-        }
-    }
-
-    /// Ends sessions idle longer than `idle` and removes upload files that no
-    /// session owns. Returns how many uploads were removed.
-    pub fn collect(&self, idle: Duration) -> io::Result<usize> {
-        let mut removed = 0;
-        let stale: Vec<Arc<Upload>> = self
-            .sessions()
-            .values()
-            .filter(|u| {
-                // A session whose lock is held is in use right now.
-                u.state
-                    .try_lock()
-                    .map(|s| s.touched.elapsed() > idle)
-                    .unwrap_or(false)
-            })
-            .cloned()
-            .collect();
-        for upload in stale {
-            self.cancel(&upload);
-            removed += 1;
-        }
-        let live: std::collections::HashSet<uuid::Uuid> = self.sessions().keys().copied().collect();
-        for id in self.store.upload_ids()? {
-            if !live.contains(&id) {
-                let _ = fs::remove_file(self.store.upload_path(&id));
-                removed += 1;
-            }
-        }
-        Ok(removed)
-    }
-}
-
-fn hash_file(path: &Path, algorithm: Algorithm) -> io::Result<Digest> {
-    let mut file = File::open(path)?;
-    let mut hasher = Hasher::new(algorithm);
-    let mut buf = vec![0u8; READ_CHUNK];
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            return Ok(hasher.finish());
-        }
-        hasher.update(&buf[..n]);
-    }
+    };
+    file.set_modified(SystemTime::now())?;
+    file.sync_all()?;
+    Ok(digest)
 }
 
 /// Reads `len` bytes of `file` from `offset` at once (for small blobs).
@@ -457,80 +386,7 @@ pub fn read_stream(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn scope() -> Scope {
-        Scope {
-            account: "000000000000".into(),
-            region: "us-east-1".into(),
-        }
-    }
-
-    fn body(parts: &[&'static [u8]]) -> impl Stream<Item = Result<Bytes, String>> + Unpin {
-        futures::stream::iter(
-            parts
-                .iter()
-                .map(|p| Ok(Bytes::from_static(p)))
-                .collect::<Vec<_>>(),
-        )
-    }
-
-    #[tokio::test]
-    async fn chunked_upload_verifies_and_dedups() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(BlobStore::open(dir.path()).unwrap());
-        let uploads = Uploads::new(store.clone());
-        let digest = Digest::sha256_of(b"hello world");
-        for _ in 0..2 {
-            let up = uploads.start(&scope(), "repo").unwrap();
-            let mut st = up.state.lock().await;
-            uploads
-                .append(&up, &mut st, body(&[b"hello "]))
-                .await
-                .unwrap();
-            uploads
-                .append(&up, &mut st, body(&[b"wor", b"ld"]))
-                .await
-                .unwrap();
-            assert_eq!(uploads.finish(&up, &mut st, &digest).await.unwrap(), 11);
-        }
-        assert_eq!(store.size(&digest).unwrap(), Some(11));
-        assert_eq!(store.list().unwrap().len(), 1);
-        assert!(store.upload_ids().unwrap().is_empty());
-    }
-
-    #[tokio::test]
-    async fn wrong_digest_stores_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(BlobStore::open(dir.path()).unwrap());
-        let uploads = Uploads::new(store.clone());
-        let claimed = Digest::sha256_of(b"something else");
-        let up = uploads.start(&scope(), "repo").unwrap();
-        let mut st = up.state.lock().await;
-        uploads
-            .append(&up, &mut st, body(&[b"data"]))
-            .await
-            .unwrap();
-        let err = uploads.finish(&up, &mut st, &claimed).await.unwrap_err();
-        assert!(matches!(err, UploadError::DigestMismatch { .. }));
-        assert_eq!(store.size(&claimed).unwrap(), None);
-        assert!(store.list().unwrap().is_empty());
-        assert!(store.upload_ids().unwrap().is_empty());
-        assert!(uploads.get(&scope(), "repo", &up.id.to_string()).is_none());
-    }
-
-    #[tokio::test]
-    async fn sha512_is_verified() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(BlobStore::open(dir.path()).unwrap());
-        let uploads = Uploads::new(store.clone());
-        let zero512 = Digest::parse(&format!("sha512:{}", "0".repeat(128))).unwrap();
-        let digest = zero512.of_same_kind(b"abc");
-        let up = uploads.start(&scope(), "repo").unwrap();
-        let mut st = up.state.lock().await;
-        uploads.append(&up, &mut st, body(&[b"abc"])).await.unwrap();
-        uploads.finish(&up, &mut st, &digest).await.unwrap();
-        assert_eq!(store.size(&digest).unwrap(), Some(3));
-    }
+    use futures::StreamExt;
 
     #[tokio::test]
     async fn read_stream_serves_ranges() {
@@ -554,24 +410,67 @@ mod tests {
         assert_eq!(collect(5, 10).await, &data[5..15]);
     }
 
-    #[tokio::test]
-    async fn leftovers_are_collected() {
+    #[test]
+    fn writes_after_committed_bytes_and_stops_at_the_deadline() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(BlobStore::open(dir.path()).unwrap());
-        fs::write(store.upload_path(&uuid::Uuid::new_v4()), b"x").unwrap();
-        let uploads = Uploads::new(store.clone());
-        let live = uploads.start(&scope(), "repo").unwrap();
-        assert_eq!(uploads.collect(Duration::from_secs(3600)).unwrap(), 1);
-        assert!(uploads
-            .get(&scope(), "repo", &live.id.to_string())
-            .is_some());
-        assert_eq!(uploads.collect(Duration::ZERO).unwrap(), 1);
-        assert!(uploads
-            .get(&scope(), "repo", &live.id.to_string())
-            .is_none());
-        // Reopening removes whatever a crashed process left.
-        fs::write(store.upload_path(&uuid::Uuid::new_v4()), b"x").unwrap();
-        let reopened = BlobStore::open(dir.path()).unwrap();
-        assert!(reopened.upload_ids().unwrap().is_empty());
+        let store = BlobStore::open(dir.path()).unwrap();
+        let id = uuid::Uuid::new_v4();
+        store.create_upload(&id).unwrap();
+        let path = store.upload_path(&id);
+        // Three committed bytes and a tail a failed request left.
+        fs::write(&path, b"abcXYZ").unwrap();
+        let far = AtomicI64::new(i64::MAX);
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tx.try_send(Bytes::from_static(b"de")).unwrap();
+        drop(tx);
+        let (_, written, result) = write_upload(&path, 3, rx, None, &far);
+        result.unwrap();
+        assert_eq!((written, fs::read(&path).unwrap()), (2, b"abcde".to_vec()));
+        // Fewer bytes than committed: the upload is broken.
+        let (_, rx) = tokio::sync::mpsc::channel(1);
+        let (_, _, result) = write_upload(&path, 9, rx, None, &far);
+        assert!(matches!(result, Err(UploadError::Broken)));
+        // Past the deadline nothing is written.
+        let past = AtomicI64::new(0);
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tx.try_send(Bytes::from_static(b"f")).unwrap();
+        drop(tx);
+        let (_, written, result) = write_upload(&path, 5, rx, None, &past);
+        assert!(matches!(result, Err(UploadError::Lost)));
+        assert_eq!((written, fs::read(&path).unwrap()), (0, b"abcde".to_vec()));
+    }
+
+    #[test]
+    fn sealing_hashes_the_committed_bytes_and_placing_dedups() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path()).unwrap();
+        let id = uuid::Uuid::new_v4();
+        store.create_upload(&id).unwrap();
+        fs::write(store.upload_path(&id), b"hello worldJUNK").unwrap();
+        let digest = seal_upload(&store.upload_path(&id), 11, Algorithm::Sha256, None).unwrap();
+        assert_eq!(digest, Digest::sha256_of(b"hello world"));
+        let d512 = seal_upload(&store.upload_path(&id), 11, Algorithm::Sha512, None).unwrap();
+        assert_eq!(d512, d512.of_same_kind(b"hello world"));
+        assert!(matches!(
+            seal_upload(&store.upload_path(&id), 12, Algorithm::Sha256, None),
+            Err(UploadError::Broken)
+        ));
+        assert!(store.place(&id, &digest).unwrap());
+        assert_eq!(store.size(&digest).unwrap(), Some(11));
+        store.remove_upload(&id);
+        // A second upload of the same bytes finds the blob there.
+        let again = uuid::Uuid::new_v4();
+        store.create_upload(&again).unwrap();
+        fs::write(store.upload_path(&again), b"hello world").unwrap();
+        assert!(store.place(&again, &digest).unwrap());
+        store.remove_upload(&again);
+        assert_eq!(store.list().unwrap().len(), 1);
+        assert!(store.upload_files().unwrap().is_empty());
+        // A blob is removed only when it is older than the grace period.
+        assert!(!store
+            .remove_if_older(&digest, Duration::from_secs(60))
+            .unwrap());
+        assert!(store.remove_if_older(&digest, Duration::ZERO).unwrap());
+        assert_eq!(store.size(&digest).unwrap(), None);
     }
 }

@@ -26,6 +26,7 @@ use crate::gc::CompleteError;
 use crate::meta::{
     self, ExclusionFilter, ManifestRecord, PutError, RepoRecord, Scope, TagPair, TagRecord,
 };
+use crate::uploads::Session;
 use crate::{lifecycle, Registry};
 
 /// ECR answers `partSize` 10 MiB for layer uploads.
@@ -511,7 +512,7 @@ impl JsonService for EcrService {
                 => batch_check_layers(c, i))
             }
             "InitiateLayerUpload" => op!(ctx, body, |i| c.on_repo("ecr:InitiateLayerUpload", &i)?
-                => initiate_layer_upload(c, i)),
+                => initiate_layer_upload(c, i).await),
             "UploadLayerPart" => op!(ctx, body, |i| c.on_repo("ecr:UploadLayerPart", &i)?
                 => upload_layer_part(c, i).await),
             "CompleteLayerUpload" => op!(ctx, body, |i| c.on_repo("ecr:CompleteLayerUpload", &i)?
@@ -685,7 +686,7 @@ async fn create_repository(
     merge_tags(&mut tags, &new_tags);
     let record = RepoRecord {
         name: name.clone(),
-        created_at: crate::now_epoch(),
+        created_at: berth_util::time::now_epoch(),
         image_tag_mutability: mutability,
         mutability_exclusions: exclusions,
         scan_on_push: i
@@ -1093,7 +1094,7 @@ async fn put_image(
         &parsed,
         &digest,
         i.image_tag.as_deref(),
-        crate::now_epoch(),
+        berth_util::time::now_epoch(),
     )
     .await;
     match outcome {
@@ -1176,15 +1177,20 @@ fn batch_check_layers(
     })
 }
 
-fn initiate_layer_upload(
-    c: &Call,
+async fn initiate_layer_upload(
+    c: &Call<'_>,
     i: ecr::InitiateLayerUploadRequest,
 ) -> Result<ecr::InitiateLayerUploadResponse, AwsError> {
     let name = c.name(&i.registry_id, &i.repository_name)?;
     c.repo(&name)?;
-    let upload = c.registry.uploads.start(&c.scope, &name).map_err(server)?;
+    let id = c
+        .registry
+        .uploads
+        .start(&c.scope, &name)
+        .await
+        .map_err(server)?;
     Ok(ecr::InitiateLayerUploadResponse {
-        upload_id: Some(upload.id.to_string()),
+        upload_id: Some(id.to_string()),
         part_size: Some(PART_SIZE),
     })
 }
@@ -1197,6 +1203,30 @@ fn upload_not_found(id: &str, name: &str, scope: &Scope) -> AwsError {
             scope.account
         ),
     )
+}
+
+/// Claims upload `id` for this call.
+async fn claim_upload(
+    c: &Call<'_>,
+    name: &str,
+    id: &str,
+    sealed: bool,
+    busy_type: &'static str,
+) -> Result<Session, AwsError> {
+    c.registry
+        .uploads
+        .claim(&c.scope, name, id, sealed)
+        .await
+        .map_err(|e| match e {
+            UploadError::Unknown => upload_not_found(id, name, &c.scope),
+            UploadError::Busy { size } => AwsError::bad_request(
+                busy_type,
+                format!(
+                    "Another request is writing upload '{id}' ({size} bytes received); try again."
+                ),
+            ),
+            other => server(other),
+        })
 }
 
 async fn upload_layer_part(
@@ -1212,40 +1242,40 @@ async fn upload_layer_part(
         .decode(blob)
         .map_err(|_| AwsError::serialization("layerPartBlob is not valid base64."))?;
     c.repo(&name)?;
-    let upload = c
-        .registry
-        .uploads
-        .get(&c.scope, &name, &id)
-        .ok_or_else(|| upload_not_found(&id, &name, &c.scope))?;
-    let mut state = upload.state.lock().await;
     let part_error = |m: String| AwsError::bad_request("InvalidLayerPartException", m);
-    if first < 0 || first as u64 != state.size {
-        return Err(part_error(format!(
-            "The part's first byte {first} does not follow the last byte received ({}).",
-            state.size as i64 - 1
-        )));
-    }
     let part_len = last
         .checked_sub(first)
         .and_then(|n| n.checked_add(1))
         .and_then(|n| usize::try_from(n).ok());
-    if last < first || part_len != Some(data.len()) {
-        return Err(part_error(format!(
+    let uploads = &c.registry.uploads;
+    let mut session = claim_upload(c, &name, &id, false, "InvalidLayerPartException").await?;
+    let refusal = if first < 0 || first as u64 != session.size {
+        Some(part_error(format!(
+            "The part's first byte {first} does not follow the last byte received ({}).",
+            session.size as i64 - 1
+        )))
+    } else if last < first || part_len != Some(data.len()) {
+        Some(part_error(format!(
             "partFirstByte {first} and partLastByte {last} do not match the part's {} bytes.",
             data.len()
-        )));
+        )))
+    } else {
+        None
+    };
+    if let Some(refusal) = refusal {
+        uploads.release(session).await.map_err(server)?;
+        return Err(refusal);
     }
     let body = stream::iter(vec![Ok::<_, String>(bytes::Bytes::from(data))]);
-    c.registry
-        .uploads
-        .append(&upload, &mut state, body)
-        .await
-        .map_err(server)?;
+    let appended = uploads.append(&mut session, body).await;
+    let released = uploads.release(session).await;
+    appended.map_err(server)?;
+    let size = released.map_err(server)?;
     Ok(ecr::UploadLayerPartResponse {
         registry_id: Some(c.scope.account.clone()),
         repository_name: Some(name),
         upload_id: Some(id),
-        last_byte_received: Some(state.size as i64 - 1),
+        last_byte_received: Some(size as i64 - 1),
     })
 }
 
@@ -1267,13 +1297,10 @@ async fn complete_layer_upload(
     let digest = Digest::parse(&digests[0])
         .map_err(|e| invalid(format!("Invalid parameter at 'layerDigests': {e}")))?;
     c.repo(&name)?;
-    let upload = c
-        .registry
-        .uploads
-        .get(&c.scope, &name, &id)
-        .ok_or_else(|| upload_not_found(&id, &name, &c.scope))?;
-    let mut state = upload.state.lock().await;
-    if state.size == 0 {
+    let uploads = &c.registry.uploads;
+    let session = claim_upload(c, &name, &id, true, "InvalidLayerException").await?;
+    if session.size == 0 {
+        uploads.release(session).await.map_err(server)?;
         return Err(AwsError::bad_request(
             "EmptyUploadException",
             format!("The upload with id '{id}' does not contain any layer parts."),
@@ -1283,13 +1310,13 @@ async fn complete_layer_upload(
         .get(&c.scope.layer(&name, &digest.to_string()))
         .is_some()
     {
-        c.registry.uploads.cancel(&upload);
+        uploads.cancel(session).await;
         return Err(AwsError::bad_request(
             "LayerAlreadyExistsException",
             format!("Layer '{digest}' already exists in the repository with name '{name}' in registry with id '{}'", c.scope.account),
         ));
     }
-    match c.registry.complete_upload(&upload, &mut state, &digest).await {
+    match c.registry.complete_upload(session, &digest).await {
         Ok(_) => Ok(ecr::CompleteLayerUploadResponse {
             registry_id: Some(c.scope.account.clone()),
             repository_name: Some(name),
@@ -1302,6 +1329,7 @@ async fn complete_layer_upload(
                 format!("The layer digest calculated for the uploaded parts ({actual}) does not match the given digest {expected}; nothing was stored."),
             ))
         }
+        Err(CompleteError::Upload(UploadError::Unknown)) => Err(upload_not_found(&id, &name, &c.scope)),
         Err(CompleteError::RepositoryNotFound) => Err(repo_not_found(&c.scope, &name)),
         Err(e) => Err(server(e)),
     }
@@ -1480,7 +1508,7 @@ async fn put_lifecycle(
     let (registry, scope, repo) = (c.registry.clone(), c.scope.clone(), name.clone());
     tokio::spawn(async move {
         match registry
-            .apply_lifecycle(&scope, &repo, crate::now_epoch())
+            .apply_lifecycle(&scope, &repo, berth_util::time::now_epoch())
             .await
         {
             Ok(expired) if !expired.is_empty() => {

@@ -1,16 +1,42 @@
 //! Linking finished blobs into repositories, lifecycle policies, and garbage
 //! collection of unreferenced links, blob files and abandoned uploads.
+//!
+//! Several servers may share the blob directory, and during a change of
+//! leader two may collect at once, so nothing here relies on a lock in
+//! memory. A blob file is removed only when no link or manifest references
+//! it, it is older than the grace period (committing or reusing a blob marks
+//! it as just written), and it is *marked* in the store
+//! (`/ecr-sweep/<digest>/<pass>`, with an expiry) while the pass looks at
+//! the references again and removes it: a link to a marked blob waits until
+//! the mark is gone, and every link recorded before the mark is in the view
+//! the pass looks at again. A commit looks at its blob once more after its
+//! link is recorded and places it again when a sweep took it meanwhile.
 
 use std::collections::BTreeSet;
-use std::time::SystemTime;
+use std::sync::Arc;
+use std::time::Duration;
 
-use berth_store::{Op, StoreError, StoreExt};
+use berth_store::{Op, Store, StoreError, StoreExt};
+use berth_util::time::now_epoch;
+use serde::{Deserialize, Serialize};
 
-use crate::blobs::{Upload, UploadError, UploadState};
+use crate::blobs::UploadError;
 use crate::digest::Digest;
 use crate::lifecycle;
 use crate::meta::{self, LayerLink, ManifestRecord, RepoRecord, Scope};
+use crate::uploads::Session;
 use crate::Registry;
+
+/// Where sweep marks live (outside `/ecr/`: blob files are shared by every
+/// account and region).
+pub(crate) const SWEEP_ROOT: &str = "/ecr-sweep/";
+/// How long a sweep mark holds (seconds): a pass that dies or is aborted
+/// blocks links to its candidates at most this long.
+const SWEEP_TTL: f64 = 30.0;
+/// A pass stops removing files this long before its marks end (seconds).
+const SWEEP_MARGIN: f64 = 10.0;
+/// Candidates one pass marks at most; the rest wait for the next pass.
+const SWEEP_BATCH: usize = 1000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CompleteError {
@@ -18,6 +44,8 @@ pub enum CompleteError {
     Upload(#[from] UploadError),
     #[error("repository not found")]
     RepositoryNotFound,
+    #[error("garbage collection kept the blob busy for too long")]
+    Sweeping,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -31,47 +59,182 @@ pub struct Report {
     pub blobs_removed: usize,
 }
 
+#[derive(Serialize, Deserialize)]
+struct SweepMark {
+    until: f64,
+}
+
+fn sweep_prefix(digest: &str) -> String {
+    format!("{SWEEP_ROOT}{digest}/")
+}
+
+/// One pass's sweep marks. Dropped before they are removed (the pass was
+/// aborted), it removes them once the files' removal has stopped, so an
+/// aborted pass does not hold links up until its marks expire.
+struct Marks {
+    store: Arc<dyn Store>,
+    keys: Vec<String>,
+    removing: Option<tokio::task::JoinHandle<usize>>,
+}
+
+impl Marks {
+    async fn remove(&mut self) {
+        if unmark(self.store.as_ref(), &self.keys).await {
+            self.keys.clear();
+        }
+    }
+}
+
+/// Removes sweep marks; false when the store refused (they expire then).
+async fn unmark(store: &dyn Store, keys: &[String]) -> bool {
+    let deletes: Vec<Op> = keys.iter().cloned().map(Op::delete).collect();
+    match store.mutate(Box::new(move |_| Ok(deletes.clone()))).await {
+        Ok(_) => true,
+        Err(e) => {
+            tracing::warn!(error = %e, "unmarking swept blobs failed; the marks expire");
+            false
+        }
+    }
+}
+
+impl Drop for Marks {
+    fn drop(&mut self) {
+        if self.keys.is_empty() {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (store, keys, removing) = (
+            self.store.clone(),
+            std::mem::take(&mut self.keys),
+            self.removing.take(),
+        );
+        runtime.spawn(async move {
+            if let Some(removing) = removing {
+                let _ = removing.await;
+            }
+            unmark(store.as_ref(), &keys).await;
+        });
+    }
+}
+
 impl Registry {
-    /// Links a stored blob into a repository.
+    /// Links a stored blob into a repository (and, when `finishing`, removes
+    /// that upload record in the same mutation). `Sweeping` while a garbage
+    /// collection pass has the blob marked.
     async fn link_blob(
         &self,
         scope: &Scope,
         repo: &str,
         digest: &Digest,
         size: u64,
+        finishing: Option<&str>,
     ) -> Result<(), CompleteError> {
         let (scope, repo, digest) = (scope.clone(), repo.to_string(), digest.to_string());
-        let now = crate::now_epoch();
+        let finishing = finishing.map(str::to_string);
+        let now = now_epoch();
         self.store
             .update(move |view| {
                 if view.get(&scope.repo(&repo)).is_none() {
                     return Err(CompleteError::RepositoryNotFound);
                 }
+                let marked = view
+                    .range(&sweep_prefix(&digest), None, 64)
+                    .iter()
+                    .any(|kv| meta::decode::<SweepMark>(kv).is_some_and(|m| m.until > now));
+                if marked {
+                    return Err(CompleteError::Sweeping);
+                }
                 let link = LayerLink {
                     size,
                     linked_at: now,
                 };
-                Ok((
-                    vec![Op::put(scope.layer(&repo, &digest), meta::encode(&link))],
-                    (),
-                ))
+                let mut ops = vec![Op::put(scope.layer(&repo, &digest), meta::encode(&link))];
+                if let Some(key) = &finishing {
+                    ops.push(Op::delete(key.clone()));
+                }
+                Ok((ops, ()))
             })
             .await??;
         Ok(())
     }
 
-    /// Verifies an upload against `digest`, stores it and links it into the
-    /// upload's repository. Returns the blob's size.
+    /// Verifies a sealed upload against `digest`, stores it and links it into
+    /// the upload's repository, ending the session. Returns the blob's size.
+    /// A mismatch removes the upload: nothing is stored.
     pub(crate) async fn complete_upload(
         &self,
-        upload: &Upload,
-        state: &mut UploadState,
+        mut session: Session,
         digest: &Digest,
     ) -> Result<u64, CompleteError> {
-        let _gc = self.gc_lock.read().await;
-        let size = self.uploads.finish(upload, state, digest).await?;
-        self.link_blob(&upload.scope, &upload.repository, digest, size)
-            .await?;
+        if let Err(e) = self.uploads.verify(&mut session, digest).await {
+            self.uploads.cancel(session).await;
+            return Err(e.into());
+        }
+        let size = session.size;
+        let started = now_epoch();
+        let mut placings = 0;
+        loop {
+            placings += 1;
+            let (blobs, id, d) = (self.blobs.clone(), session.id, digest.clone());
+            let placed = tokio::task::spawn_blocking(move || blobs.place(&id, &d))
+                .await
+                .map_err(|e| std::io::Error::other(e.to_string()))
+                .and_then(|r| r);
+            let kept = match placed {
+                Ok(kept) => kept,
+                Err(e) => {
+                    self.uploads.cancel(session).await;
+                    return Err(match e.kind() {
+                        // Cancelled meanwhile.
+                        std::io::ErrorKind::NotFound => UploadError::Unknown,
+                        _ => UploadError::Io(e),
+                    }
+                    .into());
+                }
+            };
+            let key = session.key().to_string();
+            match self
+                .link_blob(
+                    &session.scope,
+                    &session.repository,
+                    digest,
+                    size,
+                    Some(&key),
+                )
+                .await
+            {
+                Ok(()) => {}
+                Err(CompleteError::Sweeping) if now_epoch() - started < SWEEP_TTL + 5.0 => {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+                Err(e) => {
+                    self.uploads.cancel(session).await;
+                    return Err(e);
+                }
+            }
+            // A sweep that began before the link may have taken the file.
+            match self.blobs.size(digest) {
+                Ok(Some(_)) => break,
+                Ok(None) if kept && placings < 5 => {
+                    tracing::info!(%digest, "a blob was collected while it was linked; placing it again");
+                }
+                Ok(None) => {
+                    self.uploads.cancel(session).await;
+                    return Err(UploadError::Io(std::io::Error::other(format!(
+                        "blob {digest} vanished while it was linked"
+                    )))
+                    .into());
+                }
+                Err(e) => {
+                    self.uploads.cancel(session).await;
+                    return Err(UploadError::Io(e).into());
+                }
+            }
+        }
+        self.uploads.finished(session);
         Ok(size)
     }
 
@@ -85,7 +248,6 @@ impl Registry {
         from: &str,
         digest: &Digest,
     ) -> Result<Option<u64>, CompleteError> {
-        let _gc = self.gc_lock.read().await;
         if self
             .store
             .get(&scope.layer(from, &digest.to_string()))
@@ -97,9 +259,23 @@ impl Registry {
             return Ok(None);
         };
         // Restart the grace period so a GC pass that began before the link
-        // exists cannot take the file.
-        self.blobs.touch(digest).map_err(UploadError::Io)?;
-        self.link_blob(scope, repo, digest, size).await?;
+        // exists does not pick the file.
+        match self.blobs.touch(digest) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(UploadError::Io(e).into()),
+        }
+        match self.link_blob(scope, repo, digest, size, None).await {
+            Ok(()) => {}
+            Err(CompleteError::Sweeping) => return Ok(None),
+            Err(e) => return Err(e),
+        }
+        if self.blobs.size(digest).map_err(UploadError::Io)?.is_none() {
+            // Taken by a sweep meanwhile: undo the link, upload instead.
+            let key = scope.layer(repo, &digest.to_string());
+            self.store.delete(&key).await?;
+            return Ok(None);
+        }
         Ok(Some(size))
     }
 
@@ -162,7 +338,7 @@ impl Registry {
                 }
             }
         }
-        match self.uploads.collect(self.gc.upload_idle) {
+        match self.uploads.collect(self.gc.upload_idle).await {
             Ok(n) => report.uploads_removed = n,
             Err(e) => tracing::warn!(error = %e, "collecting abandoned uploads failed"),
         }
@@ -201,35 +377,94 @@ impl Registry {
     }
 
     /// Removes blob files that no link or manifest references and that are
-    /// older than the grace period.
+    /// older than the grace period, under sweep marks (see the module's
+    /// documentation). Safe to run on several servers at once and to abort
+    /// at any point: marks expire, and removal stops before they do.
     async fn collect_blobs(&self) -> usize {
-        let _exclusive = self.gc_lock.write().await;
-        let referenced = meta::referenced_blobs(self.store.as_ref());
-        let blobs = self.blobs.clone();
-        let grace = self.gc.blob_grace;
-        tokio::task::spawn_blocking(move || {
-            let files = match blobs.list() {
-                Ok(files) => files,
-                Err(e) => {
-                    tracing::warn!(error = %e, "listing blobs failed");
-                    return 0;
+        let now = now_epoch();
+        // Marks a pass left when it died or was aborted.
+        let _ = self
+            .store
+            .update(move |view| {
+                let ops: Vec<Op> = meta::scan(view, SWEEP_ROOT)
+                    .into_iter()
+                    .filter(|kv| meta::decode::<SweepMark>(kv).is_none_or(|m| m.until < now))
+                    .map(|kv| Op::delete(kv.key))
+                    .collect();
+                if ops.is_empty() {
+                    Err(())
+                } else {
+                    Ok((ops, ()))
                 }
-            };
-            let now = SystemTime::now();
+            })
+            .await;
+        let referenced = meta::referenced_blobs(self.store.as_ref());
+        let (blobs, grace) = (self.blobs.clone(), self.gc.blob_grace);
+        let files = match tokio::task::spawn_blocking(move || blobs.list()).await {
+            Ok(Ok(files)) => files,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "listing blobs failed");
+                return 0;
+            }
+            Err(_) => return 0,
+        };
+        let candidates: Vec<Digest> = files
+            .into_iter()
+            .filter(|(digest, modified)| {
+                crate::blobs::older_than(*modified, grace)
+                    && !referenced.contains(&digest.to_string())
+            })
+            .map(|(digest, _)| digest)
+            .take(SWEEP_BATCH)
+            .collect();
+        if candidates.is_empty() {
+            return 0;
+        }
+        let pass = uuid::Uuid::new_v4();
+        let until = now_epoch() + SWEEP_TTL;
+        let mut marks = Marks {
+            store: self.store.clone(),
+            keys: candidates
+                .iter()
+                .map(|d| format!("{}{pass}", sweep_prefix(&d.to_string())))
+                .collect(),
+            removing: None,
+        };
+        let puts: Vec<Op> = marks
+            .keys
+            .iter()
+            .map(|k| Op::put(k.clone(), meta::encode(&SweepMark { until })))
+            .collect();
+        if let Err(e) = self.store.mutate(Box::new(move |_| Ok(puts.clone()))).await {
+            tracing::warn!(error = %e, "marking blobs to sweep failed");
+            return 0;
+        }
+        // Every link recorded before the marks is in this view now (a
+        // mutation answers once it is visible here); later ones wait.
+        let referenced = meta::referenced_blobs(self.store.as_ref());
+        let doomed: Vec<Digest> = candidates
+            .into_iter()
+            .filter(|d| !referenced.contains(&d.to_string()))
+            .collect();
+        let blobs = self.blobs.clone();
+        let removing = marks.removing.insert(tokio::task::spawn_blocking(move || {
             let mut removed = 0;
-            for (digest, modified) in files {
-                let old = now.duration_since(modified).is_ok_and(|age| age >= grace);
-                if old && !referenced.contains(&digest.to_string()) {
-                    match blobs.remove(&digest) {
-                        Ok(()) => removed += 1,
-                        Err(e) => tracing::warn!(error = %e, %digest, "removing a blob failed"),
-                    }
+            for digest in doomed {
+                if now_epoch() > until - SWEEP_MARGIN {
+                    break; // the rest waits for the next pass
+                }
+                match blobs.remove_if_older(&digest, grace) {
+                    Ok(true) => removed += 1,
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!(error = %e, %digest, "removing a blob failed"),
                 }
             }
             removed
-        })
-        .await
-        .unwrap_or(0)
+        }));
+        let removed = removing.await.unwrap_or(0);
+        marks.removing = None;
+        marks.remove().await;
+        removed
     }
 }
 
@@ -252,12 +487,11 @@ mod tests {
     }
 
     async fn push_blob(reg: &Registry, repo: &str, data: &'static [u8]) -> Digest {
-        let up = reg.uploads.start(&scope(), repo).unwrap();
-        let mut st = up.state.lock().await;
+        let mut up = reg.uploads.start_sealed(&scope(), repo).unwrap();
         let body = futures::stream::iter(vec![Ok::<_, String>(Bytes::from_static(data))]);
-        reg.uploads.append(&up, &mut st, body).await.unwrap();
+        reg.uploads.append(&mut up, body).await.unwrap();
         let digest = Digest::sha256_of(data);
-        reg.complete_upload(&up, &mut st, &digest).await.unwrap();
+        reg.complete_upload(up, &digest).await.unwrap();
         digest
     }
 
@@ -312,7 +546,7 @@ mod tests {
         )
         .await
         .unwrap();
-        let report = reg.gc_pass(crate::now_epoch() + 1.0).await;
+        let report = reg.gc_pass(berth_util::time::now_epoch() + 1.0).await;
         assert_eq!(report.links_removed, 1);
         assert_eq!(report.blobs_removed, 1);
         assert!(reg.blobs.size(&orphan).unwrap().is_none());
@@ -324,7 +558,7 @@ mod tests {
             .mutate(Box::new(move |_| Ok(ops.clone())))
             .await
             .unwrap();
-        let report = reg.gc_pass(crate::now_epoch() + 1.0).await;
+        let report = reg.gc_pass(berth_util::time::now_epoch() + 1.0).await;
         assert_eq!(report.links_removed, 2);
         assert_eq!(report.blobs_removed, 2);
         assert!(reg.blobs.list().unwrap().is_empty());

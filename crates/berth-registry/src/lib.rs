@@ -3,10 +3,12 @@
 //! (`AmazonEC2ContainerRegistry_V20150921`), and the content-addressed blob
 //! store on disk that both share.
 //!
-//! Blob bytes live in files under `<data-dir>/registry/blobs` (see [`blobs`]);
+//! Blob bytes live in files under `<root>/blobs` (see [`blobs`]; `<root>` is
+//! `<data-dir>/registry`, or a directory several servers share);
 //! everything else — repositories, manifests, tags, which blobs a repository
-//! links — lives in the Berth store (see [`meta`]), so it is durable,
-//! group-committed and read from memory. `/v2/` authenticates with the tokens
+//! links, upload sessions (see [`uploads`]) — lives in the Berth store (see
+//! [`meta`]), so it is durable, group-committed, read from memory and
+//! shared by every server on the same store. `/v2/` authenticates with the tokens
 //! `GetAuthorizationToken` mints ([`token`]); a token names the account and
 //! region the request acts in and the principal it was issued to, and every
 //! `/v2/` request is authorized as the ECR action it is, for that principal,
@@ -14,9 +16,10 @@
 //! [`Authorizer`] as the API.
 //!
 //! Architecture invariant: a blob file appears under `blobs/` only complete
-//! and verified against its digest, and a repository links a blob only after
-//! its file is durable. Every `/v2/` request but `GET /v2/` is authorized
-//! before it reads or writes a repository.
+//! and verified against its digest, a repository links a blob only after its
+//! file is durable, and no server removes a blob file that a link or
+//! manifest references or that is being linked. Every `/v2/` request but
+//! `GET /v2/` is authorized before it reads or writes a repository.
 
 pub mod blobs;
 pub mod digest;
@@ -24,21 +27,26 @@ mod ecr;
 mod gc;
 pub mod lifecycle;
 pub mod meta;
+#[cfg(test)]
+mod multi_server_tests;
 mod oci;
 #[cfg(test)]
 mod security_tests;
 pub mod token;
+pub mod uploads;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use berth_model::authz::{Authorizer, Requirement};
 use berth_model::{JsonService, Principal};
 use berth_store::Store;
+use berth_util::time::{now_epoch, now_secs};
 
-use blobs::{BlobStore, Uploads};
+use blobs::BlobStore;
 use token::{Claims, Purpose, TokenKey};
+use uploads::Uploads;
 
 /// Why the registry could not start.
 #[derive(Debug, thiserror::Error)]
@@ -57,13 +65,13 @@ pub enum RegistryError {
 pub struct GcConfig {
     /// Time between passes (lifecycle policies, uploads, links, blobs).
     pub interval: Duration,
-    /// Uploads untouched this long are abandoned.
+    /// Uploads untouched this long (and held by no request) are abandoned.
     pub upload_idle: Duration,
     /// A blob link no manifest references is kept this long, so a push whose
     /// manifest has not arrived yet keeps its layers.
     pub link_grace: Duration,
     /// A blob file is kept this long after it was written or reused, so a
-    /// link being written for it is never raced.
+    /// blob placed for a link not recorded yet is never taken.
     pub blob_grace: Duration,
 }
 
@@ -78,25 +86,41 @@ impl Default for GcConfig {
     }
 }
 
+/// Where the registry keeps its files.
+#[derive(Clone, Debug)]
+pub struct RegistryPaths {
+    /// Blobs and upload files (`blobs/`, `uploads/`): every server of an
+    /// installation must see the same directory (a shared one such as NFS
+    /// when there are several).
+    pub root: PathBuf,
+    /// The key registry tokens are signed with (made, 0600, when absent).
+    /// Every server that answers `/v2/` must have the same key.
+    pub token_key: PathBuf,
+}
+
+impl RegistryPaths {
+    /// One server's layout: `<data_dir>/registry` and
+    /// `<data_dir>/registry/token.key`.
+    pub fn in_data_dir(data_dir: &Path) -> RegistryPaths {
+        let root = data_dir.join("registry");
+        RegistryPaths {
+            token_key: root.join("token.key"),
+            root,
+        }
+    }
+}
+
 /// The registry: one per server, shared by the `/v2/` router, the ECR
-/// service and the garbage collector.
+/// service and the garbage collector. Several servers may each open one over
+/// the same store and the same [`RegistryPaths::root`]; any of them then
+/// serves any request, an upload's included.
 pub struct Registry {
     store: Arc<dyn Store>,
     blobs: Arc<BlobStore>,
     uploads: Uploads,
     tokens: TokenKey,
     host: String,
-    /// Held shared while a blob is committed and linked, exclusively while GC
-    /// deletes blob files, so GC never removes a blob a link is being written for.
-    gc_lock: tokio::sync::RwLock<()>,
     gc: GcConfig,
-}
-
-pub(crate) fn now_epoch() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
 }
 
 impl Registry {
@@ -117,23 +141,49 @@ impl Registry {
         registry_host: String,
         gc: GcConfig,
     ) -> Result<Arc<Registry>, RegistryError> {
-        let root = data_dir.join("registry");
+        Self::open_at(
+            &RegistryPaths::in_data_dir(data_dir),
+            store,
+            registry_host,
+            gc,
+        )
+    }
+
+    /// Opens the registry with its files where `paths` says. Upload files
+    /// that no session in `store` names (older than
+    /// [`uploads::ORPHAN_GRACE`]) are removed; live sessions, this server's
+    /// from before a restart or other servers', are kept.
+    pub fn open_at(
+        paths: &RegistryPaths,
+        store: Arc<dyn Store>,
+        registry_host: String,
+        gc: GcConfig,
+    ) -> Result<Arc<Registry>, RegistryError> {
+        let root = &paths.root;
         let io = |what: &'static str, path: &Path| {
             let path = path.display().to_string();
             move |source| RegistryError::Io { what, path, source }
         };
-        std::fs::create_dir_all(&root).map_err(io("creating the registry directory", &root))?;
-        let blobs = Arc::new(BlobStore::open(&root).map_err(io("opening the blob store", &root))?);
-        let key_path = root.join("token.key");
-        let tokens = TokenKey::load_or_create(&key_path)
-            .map_err(io("loading the registry token key", &key_path))?;
+        std::fs::create_dir_all(root).map_err(io("creating the registry directory", root))?;
+        let blobs = Arc::new(BlobStore::open(root).map_err(io("opening the blob store", root))?);
+        if let Some(dir) = paths.token_key.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(io("creating the registry token key's directory", dir))?;
+        }
+        let tokens = TokenKey::load_or_create(&paths.token_key)
+            .map_err(io("loading the registry token key", &paths.token_key))?;
+        let uploads = Uploads::new(store.clone(), blobs.clone());
+        match uploads.remove_orphans() {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(files = n, "removed upload files no session names"),
+            Err(e) => tracing::warn!(error = %e, "removing leftover upload files failed"),
+        }
         Ok(Arc::new(Registry {
             store,
-            uploads: Uploads::new(blobs.clone()),
+            uploads,
             blobs,
             tokens,
             host: registry_host,
-            gc_lock: tokio::sync::RwLock::new(()),
             gc,
         }))
     }
@@ -200,7 +250,11 @@ impl Registry {
         Arc::new(ecr::EcrService::new(self.clone()))
     }
 
-    /// Runs garbage collection and lifecycle policies periodically.
+    /// Runs garbage collection and lifecycle policies periodically. With
+    /// several servers, run it on one at a time (the leader); two at once
+    /// (a change of leader) are still safe. The task may be aborted at any
+    /// point: what a pass leaves half done (sweep marks, an upload record
+    /// without its file) expires or is finished by the next pass.
     pub fn spawn_gc(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         let registry = self.clone();
         tokio::spawn(async move {
@@ -222,7 +276,7 @@ impl Registry {
     /// seconds). What the bearer may do is decided per request, as
     /// `principal` (an agent only pulls).
     pub fn mint_token(&self, principal: &Principal, region: &str) -> (String, f64) {
-        let now = now_epoch() as i64;
+        let now = now_secs();
         let claims = Claims::new(
             principal,
             region,
@@ -251,7 +305,7 @@ impl Registry {
                 repository: name.to_string(),
                 digest: digest.to_string(),
             },
-            now_epoch() as i64 + token::LAYER_URL_LIFETIME_SECS,
+            now_secs() + token::LAYER_URL_LIFETIME_SECS,
         );
         format!(
             "http://{}/v2/{name}/blobs/{digest}?{}={}",

@@ -9,6 +9,8 @@
 //! - `tags/<name>|<tag>`: a tag ([`TagRecord`])
 //! - `layers/<name>|<digest>`: a blob linked into the repository ([`LayerLink`])
 //! - `referrers/<name>|<subject digest>|<digest>`: the referrers index (a descriptor)
+//! - `uploads/<uuid>`: an upload session (`crate::uploads::UploadRecord`); its
+//!   bytes are the file `<root>/uploads/<uuid>`
 //!
 //! Every change that checks state and writes happens in one store mutation.
 
@@ -65,6 +67,12 @@ impl Scope {
     }
     pub fn referrer(&self, name: &str, subject: &str, digest: &str) -> String {
         format!("{}referrers/{name}|{subject}|{digest}", self.root())
+    }
+    pub fn uploads(&self) -> String {
+        format!("{}uploads/", self.root())
+    }
+    pub fn upload(&self, id: &uuid::Uuid) -> String {
+        format!("{}uploads/{id}", self.root())
     }
     pub fn repo_arn(&self, name: &str) -> String {
         format!(
@@ -659,6 +667,54 @@ pub fn referenced_blobs(view: &(impl ReadView + ?Sized)) -> BTreeSet<String> {
     out
 }
 
+/// Every (account, region) with records, found with one short range read
+/// per scope rather than a scan of every record.
+pub fn scopes(view: &(impl ReadView + ?Sized)) -> Vec<Scope> {
+    let mut out: Vec<Scope> = Vec::new();
+    let mut after: Option<String> = None;
+    while let Some(kv) = view.range(ROOT, after.as_deref(), 1).pop() {
+        let rest = &kv.key[ROOT.len()..];
+        let mut parts = rest.splitn(3, '/');
+        let (Some(account), Some(region), Some(_)) = (parts.next(), parts.next(), parts.next())
+        else {
+            after = Some(kv.key);
+            continue;
+        };
+        let scope = Scope {
+            account: account.to_string(),
+            region: region.to_string(),
+        };
+        if out.last() == Some(&scope) {
+            // A key past the skip below (it would take U+10FFFF): step on.
+            after = Some(kv.key);
+            continue;
+        }
+        // Past every key of this scope.
+        after = Some(format!("{}\u{10FFFF}", scope.root()));
+        out.push(scope);
+    }
+    out
+}
+
+/// Every upload session in the store: its key, id and record.
+pub fn all_uploads(
+    view: &(impl ReadView + ?Sized),
+) -> Vec<(String, uuid::Uuid, crate::uploads::UploadRecord)> {
+    let mut out = Vec::new();
+    for scope in scopes(view) {
+        let prefix = scope.uploads();
+        for kv in scan(view, &prefix) {
+            let Ok(id) = uuid::Uuid::parse_str(&kv.key[prefix.len()..]) else {
+                continue;
+            };
+            if let Some(record) = decode(&kv) {
+                out.push((kv.key.clone(), id, record));
+            }
+        }
+    }
+    out
+}
+
 /// Every (scope, repository) in the store.
 pub fn all_repositories(view: &(impl ReadView + ?Sized)) -> Vec<(Scope, RepoRecord)> {
     let mut out = Vec::new();
@@ -716,6 +772,32 @@ mod tests {
         assert!(!valid_tag(".hidden"));
         assert!(!valid_tag(""));
         assert!(!valid_tag(&"a".repeat(129)));
+    }
+
+    #[tokio::test]
+    async fn scopes_are_found_without_a_full_scan() {
+        let store = berth_store::MemoryStore::new();
+        for key in [
+            "/ecr/111111111111/eu-west-1/repos/a",
+            "/ecr/111111111111/eu-west-1/uploads/x",
+            "/ecr/111111111111/us-east-1/repos/b",
+            "/ecr/222222222222/us-east-1/tags/b|v1",
+            "/ecr/malformed",
+        ] {
+            store.put(key, Bytes::from_static(b"{}")).await.unwrap();
+        }
+        let found: Vec<String> = scopes(&store)
+            .into_iter()
+            .map(|s| format!("{}/{}", s.account, s.region))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                "111111111111/eu-west-1",
+                "111111111111/us-east-1",
+                "222222222222/us-east-1"
+            ]
+        );
     }
 
     #[test]

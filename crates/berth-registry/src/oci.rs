@@ -147,7 +147,19 @@ fn complete_error(e: CompleteError, name: &str) -> OciError {
         CompleteError::Upload(UploadError::Broken) => OciError::new(
             StatusCode::BAD_REQUEST,
             "BLOB_UPLOAD_INVALID",
-            "The upload failed earlier and cannot continue; start a new one.",
+            "The upload lost bytes it had accepted and cannot continue; start a new one.",
+        ),
+        CompleteError::Upload(UploadError::Unknown) => upload_unknown(),
+        CompleteError::Upload(UploadError::Busy { size }) => OciError::new(
+            StatusCode::BAD_REQUEST,
+            "BLOB_UPLOAD_INVALID",
+            format!("Another request is writing this upload; it has {size} bytes."),
+        ),
+        CompleteError::Upload(UploadError::Lost) => OciError::new(
+            StatusCode::BAD_REQUEST,
+            "BLOB_UPLOAD_INVALID",
+            "This request's hold on the upload lapsed and another request took it over; \
+             ask where the upload stands and continue from there.",
         ),
         CompleteError::Upload(UploadError::Body(e)) => OciError::new(
             StatusCode::BAD_REQUEST,
@@ -365,10 +377,6 @@ fn parse_target(path: &str) -> Option<Target> {
     None
 }
 
-fn now_secs() -> i64 {
-    crate::now_epoch() as i64
-}
-
 async fn handle(State(front): State<Arc<Front>>, request: Request) -> Response {
     let head = request.method() == Method::HEAD;
     let mut response = match dispatch(&front, request).await {
@@ -484,7 +492,7 @@ fn authenticate(
     request: &Request,
     target: &Target,
 ) -> Result<(Claims, Grant), OciError> {
-    let now = now_secs();
+    let now = berth_util::time::now_secs();
     let result = match request.headers().get("authorization") {
         Some(value) => value
             .to_str()
@@ -828,7 +836,7 @@ async fn put_manifest(
         &parsed,
         &digest,
         tag,
-        crate::now_epoch(),
+        berth_util::time::now_epoch(),
     )
     .await;
     match result {
@@ -1049,49 +1057,59 @@ async fn start_upload(ctx: &Ctx<'_>, name: &str, request: Request) -> Result<Res
         }
         // Not mountable: the spec says to fall back to a new upload.
     }
-    let upload = ctx
-        .registry
-        .uploads
-        .start(&ctx.scope, name)
-        .map_err(internal)?;
-    let mut state = upload.state.lock().await;
+    let uploads = &ctx.registry.uploads;
     if let Some(digest) = query_param(query.as_deref(), "digest") {
         // A monolithic upload: the whole blob in this request.
-        let digest = match parse_blob_digest(&digest) {
-            Ok(d) => d,
-            Err(e) => {
-                ctx.registry.uploads.cancel(&upload);
-                return Err(e);
-            }
-        };
+        let digest = parse_blob_digest(&digest)?;
+        let mut session = uploads.start_sealed(&ctx.scope, name).map_err(internal)?;
         let body = request.into_body().into_data_stream();
-        if let Err(e) = ctx.registry.uploads.append(&upload, &mut state, body).await {
-            ctx.registry.uploads.cancel(&upload);
+        if let Err(e) = uploads.append(&mut session, body).await {
+            uploads.cancel(session).await;
             return Err(complete_error(CompleteError::Upload(e), name));
         }
         ctx.registry
-            .complete_upload(&upload, &mut state, &digest)
+            .complete_upload(session, &digest)
             .await
             .map_err(|e| complete_error(e, name))?;
         return Ok(created_blob(name, &digest));
     }
-    Ok(empty(
-        StatusCode::ACCEPTED,
-        &upload_headers(name, &upload.id, 0),
-    ))
+    let id = uploads.start(&ctx.scope, name).await.map_err(internal)?;
+    Ok(empty(StatusCode::ACCEPTED, &upload_headers(name, &id, 0)))
+}
+
+/// An upload another request holds: where it stands, as for a chunk out of
+/// order.
+fn upload_busy(name: &str, id: &str, size: u64) -> OciError {
+    OciError::new(
+        StatusCode::RANGE_NOT_SATISFIABLE,
+        "BLOB_UPLOAD_INVALID",
+        format!("Another request is writing this upload; it has {size} bytes."),
+    )
+    .header("location", format!("/v2/{name}/blobs/uploads/{id}"))
+    .header("range", format!("0-{}", size.saturating_sub(1)))
+    .header("docker-upload-uuid", id.to_string())
+}
+
+/// An upload error answered before the upload changed.
+fn session_error(e: UploadError, name: &str, id: &str) -> OciError {
+    match e {
+        UploadError::Unknown => upload_unknown(),
+        UploadError::Busy { size } => upload_busy(name, id, size),
+        other => complete_error(CompleteError::Upload(other), name),
+    }
 }
 
 async fn upload_status(ctx: &Ctx<'_>, name: &str, id: &str) -> Result<Response, OciError> {
     ctx.repository(name)?;
-    let upload = ctx
+    let (id, size) = ctx
         .registry
         .uploads
-        .get(&ctx.scope, name, id)
-        .ok_or_else(upload_unknown)?;
-    let size = upload.state.lock().await.size;
+        .status(&ctx.scope, name, id)
+        .await
+        .map_err(|e| session_error(e, name, id))?;
     Ok(empty(
         StatusCode::NO_CONTENT,
-        &upload_headers(name, &upload.id, size),
+        &upload_headers(name, &id, size),
     ))
 }
 
@@ -1102,51 +1120,57 @@ async fn patch_upload(
     request: Request,
 ) -> Result<Response, OciError> {
     ctx.repository(name)?;
-    let upload = ctx
-        .registry
-        .uploads
-        .get(&ctx.scope, name, id)
-        .ok_or_else(upload_unknown)?;
-    let mut state = upload.state.lock().await;
-    if let Some(range) = request.headers().get("content-range") {
-        let (start, _end) = range
-            .to_str()
-            .ok()
-            .and_then(parse_content_range)
-            .ok_or_else(|| {
-                OciError::new(
-                    StatusCode::RANGE_NOT_SATISFIABLE,
-                    "BLOB_UPLOAD_INVALID",
-                    "Content-Range must be <start>-<end>.",
-                )
-            })?;
-        if start != state.size {
-            // Out of order: tell the client where the upload stands.
-            return Err(OciError::new(
-                StatusCode::RANGE_NOT_SATISFIABLE,
-                "BLOB_UPLOAD_INVALID",
-                format!(
-                    "The chunk starts at {start}; the upload has {} bytes.",
-                    state.size
-                ),
-            )
-            .header(
-                "location",
-                format!("/v2/{name}/blobs/uploads/{}", upload.id),
-            )
-            .header("range", format!("0-{}", state.size.saturating_sub(1)))
-            .header("docker-upload-uuid", upload.id.to_string()));
-        }
+    let start = match request.headers().get("content-range") {
+        None => None,
+        Some(range) => Some(
+            range
+                .to_str()
+                .ok()
+                .and_then(parse_content_range)
+                .ok_or_else(|| {
+                    OciError::new(
+                        StatusCode::RANGE_NOT_SATISFIABLE,
+                        "BLOB_UPLOAD_INVALID",
+                        "Content-Range must be <start>-<end>.",
+                    )
+                })?
+                .0,
+        ),
+    };
+    let uploads = &ctx.registry.uploads;
+    let mut session = uploads
+        .claim(&ctx.scope, name, id, false)
+        .await
+        .map_err(|e| session_error(e, name, id))?;
+    if let Some(start) = start.filter(|s| *s != session.size) {
+        // Out of order: tell the client where the upload stands.
+        let size = session.size;
+        let id = session.id;
+        uploads
+            .release(session)
+            .await
+            .map_err(|e| session_error(e, name, &id.to_string()))?;
+        return Err(OciError::new(
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            "BLOB_UPLOAD_INVALID",
+            format!("The chunk starts at {start}; the upload has {size} bytes."),
+        )
+        .header("location", format!("/v2/{name}/blobs/uploads/{id}"))
+        .header("range", format!("0-{}", size.saturating_sub(1)))
+        .header("docker-upload-uuid", id.to_string()));
     }
     let body = request.into_body().into_data_stream();
-    ctx.registry
-        .uploads
-        .append(&upload, &mut state, body)
-        .await
-        .map_err(|e| complete_error(CompleteError::Upload(e), name))?;
+    let appended = uploads.append(&mut session, body).await;
+    let id = session.id;
+    // What arrived is kept even when the body broke off.
+    let released = uploads.release(session).await;
+    if let Err(e) = appended {
+        return Err(complete_error(CompleteError::Upload(e), name));
+    }
+    let size = released.map_err(|e| session_error(e, name, &id.to_string()))?;
     Ok(empty(
         StatusCode::ACCEPTED,
-        &upload_headers(name, &upload.id, state.size),
+        &upload_headers(name, &id, size),
     ))
 }
 
@@ -1157,28 +1181,31 @@ async fn put_upload(
     request: Request,
 ) -> Result<Response, OciError> {
     ctx.repository(name)?;
-    let upload = ctx
-        .registry
-        .uploads
-        .get(&ctx.scope, name, id)
-        .ok_or_else(upload_unknown)?;
+    let uploads = &ctx.registry.uploads;
+    let mut session = uploads
+        .claim(&ctx.scope, name, id, true)
+        .await
+        .map_err(|e| session_error(e, name, id))?;
     let digest = query_param(request.uri().query(), "digest")
         .ok_or_else(|| digest_invalid("PUT needs ?digest=<digest> to finish an upload."))
         .and_then(|d| parse_blob_digest(&d));
-    let mut state = upload.state.lock().await;
     let digest = match digest {
         Ok(d) => d,
-        Err(e) => return Err(e),
+        Err(e) => {
+            // Nothing changed: the client may still finish it properly.
+            let _ = uploads.release(session).await;
+            return Err(e);
+        }
     };
     let mut body = request.into_body().into_data_stream().peekable();
     if std::pin::Pin::new(&mut body).peek().await.is_some() {
-        if let Err(e) = ctx.registry.uploads.append(&upload, &mut state, body).await {
-            ctx.registry.uploads.cancel(&upload);
+        if let Err(e) = uploads.append(&mut session, body).await {
+            uploads.cancel(session).await;
             return Err(complete_error(CompleteError::Upload(e), name));
         }
     }
     ctx.registry
-        .complete_upload(&upload, &mut state, &digest)
+        .complete_upload(session, &digest)
         .await
         .map_err(|e| complete_error(e, name))?;
     Ok(created_blob(name, &digest))
@@ -1186,13 +1213,11 @@ async fn put_upload(
 
 async fn cancel_upload(ctx: &Ctx<'_>, name: &str, id: &str) -> Result<Response, OciError> {
     ctx.repository(name)?;
-    let upload = ctx
-        .registry
+    ctx.registry
         .uploads
-        .get(&ctx.scope, name, id)
-        .ok_or_else(upload_unknown)?;
-    let _state = upload.state.lock().await;
-    ctx.registry.uploads.cancel(&upload);
+        .cancel_id(&ctx.scope, name, id)
+        .await
+        .map_err(|e| session_error(e, name, id))?;
     Ok(empty(StatusCode::NO_CONTENT, &[]))
 }
 

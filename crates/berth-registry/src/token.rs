@@ -12,7 +12,6 @@
 //! a layer token is the query parameter of one download URL and allows only
 //! GET/HEAD of that blob of that repository.
 
-use std::io::Write;
 use std::path::Path;
 
 use base64::Engine;
@@ -157,37 +156,16 @@ impl TokenKey {
 
     /// Loads the key, creating it (mode 0600) on first start.
     pub fn load_or_create(path: &Path) -> std::io::Result<TokenKey> {
-        match std::fs::read(path) {
-            Ok(bytes) if bytes.len() == 32 => {
-                let mut key = [0u8; 32];
-                key.copy_from_slice(&bytes);
-                return Ok(TokenKey { key });
-            }
-            Ok(_) => {
-                return Err(std::io::Error::other(format!(
-                    "{} is not a 32-byte registry token key; remove it to have a new one made \
-                     (tokens issued before then stop working)",
-                    path.display()
-                )))
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
-        }
-        let key: [u8; 32] = rand::random();
-        let tmp = path.with_extension("tmp");
-        {
-            let mut options = std::fs::OpenOptions::new();
-            options.write(true).create(true).truncate(true);
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::OpenOptionsExt;
-                options.mode(0o600);
-            }
-            let mut f = options.open(&tmp)?;
-            f.write_all(&key)?;
-            f.sync_all()?;
-        }
-        std::fs::rename(&tmp, path)?;
+        let (bytes, _) = berth_util::private_file::read_or_create_private(path, || {
+            berth_util::ids::random_bytes::<32>().to_vec()
+        })?;
+        let key: [u8; 32] = bytes.try_into().map_err(|_| {
+            std::io::Error::other(format!(
+                "{} is not a 32-byte registry token key; remove it to have a new one made \
+                 (tokens issued before then stop working)",
+                path.display()
+            ))
+        })?;
         Ok(TokenKey { key })
     }
 

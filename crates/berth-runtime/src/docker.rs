@@ -11,22 +11,22 @@
 //!   container has exited.
 
 use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bollard::auth::DockerCredentials;
 use bollard::container::LogOutput;
 use bollard::errors::Error as DockerError;
 use bollard::models::{
-    ContainerCreateBody, ContainerCreateResponse, ContainerInspectResponse,
-    ContainerStateStatusEnum, EndpointIpamConfig, EndpointSettings, EventMessage,
-    EventMessageTypeEnum, HealthConfig, HealthStatusEnum, HostConfig, HostConfigLogConfig, Ipam,
-    IpamConfig, NetworkCreateRequest, NetworkingConfig, PortBinding as DockerPortBinding,
-    ResourcesUlimits, VolumeCreateRequest,
+    ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, EndpointIpamConfig,
+    EndpointSettings, EventMessage, EventMessageTypeEnum, HealthConfig, HealthStatusEnum,
+    HostConfig, HostConfigLogConfig, Ipam, IpamConfig, NetworkCreateRequest, NetworkingConfig,
+    PortBinding as DockerPortBinding, ResourcesUlimits, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, EventsOptions, ImportImageOptions,
     InspectNetworkOptions, ListContainersOptions, ListNetworksOptions, LogsOptions,
-    RemoveContainerOptions, RemoveVolumeOptions, StopContainerOptions,
+    RemoveContainerOptions, RemoveVolumeOptions, StatsOptions, StopContainerOptions,
 };
 use bollard::Docker;
 use futures::stream::{self, BoxStream, StreamExt};
@@ -34,7 +34,8 @@ use tracing::{debug, warn};
 
 use crate::spec::{ContainerSpec, NetworkMode, NetworkSpec, Protocol, RegistryAuth};
 use crate::state::{
-    ContainerState, ContainerStatus, HealthState, LogLine, PortBinding, RuntimeEvent, RuntimeInfo,
+    ContainerDetails, ContainerState, ContainerStatus, HealthState, LogLine, PortBinding,
+    RuntimeEvent, RuntimeInfo,
 };
 use crate::time::parse_docker_time;
 use crate::{Runtime, RuntimeError};
@@ -50,9 +51,6 @@ const INSPECT_CONCURRENCY: usize = 8;
 #[derive(Clone, Debug)]
 pub struct DockerRuntime {
     docker: Docker,
-    /// The daemon's unix socket, for the one request bollard's models
-    /// cannot express (see [`DockerRuntime::create_raw`]).
-    socket: String,
 }
 
 impl DockerRuntime {
@@ -63,8 +61,7 @@ impl DockerRuntime {
         let address = default_socket_description();
         let docker =
             Docker::connect_with_local_defaults().map_err(|e| unavailable_at(&address, &e))?;
-        let socket = address.trim_start_matches("unix://").to_string();
-        Self::from_client(docker, &address, socket).await
+        Self::from_client(docker, &address).await
     }
 
     /// Connects to the daemon listening on the unix socket at `path`.
@@ -75,27 +72,23 @@ impl DockerRuntime {
             bollard::API_DEFAULT_VERSION,
         )
         .map_err(|e| unavailable_at(path, &e))?;
-        Self::from_client(docker, path, path.to_string()).await
+        Self::from_client(docker, path).await
     }
 
     // The daemon may be older than the API bollard's models describe (Debian
     // ships Docker 20.10, API 1.41): without negotiating, every request
     // carries a version the daemon rejects.
-    async fn from_client(
-        docker: Docker,
-        address: &str,
-        socket: String,
-    ) -> Result<Self, RuntimeError> {
+    async fn from_client(docker: Docker, address: &str) -> Result<Self, RuntimeError> {
         let docker = docker
             .negotiate_version()
             .await
             .map_err(|e| unavailable_at(address, &e))?;
         debug!(version = ?docker.client_version(), %address, "connected to docker");
-        Ok(Self { docker, socket })
+        Ok(Self { docker })
     }
 
     /// The underlying bollard client, for calls the trait does not cover
-    /// (stats, exec) and for tests.
+    /// (exec) and for tests.
     pub fn client(&self) -> &Docker {
         &self.docker
     }
@@ -127,109 +120,6 @@ impl DockerRuntime {
             )));
         }
         Ok(network.id)
-    }
-
-    /// Creates a container through a hand-written request: the daemons
-    /// Berth targets (API 1.41) take a fixed MAC address only as the
-    /// top-level `MacAddress` of the create body, which bollard's models
-    /// (written for API 1.44+, where it moved to the endpoint) no longer
-    /// have. The body is bollard's, plus that one field.
-    async fn create_raw(
-        &self,
-        name: &str,
-        body: ContainerCreateBody,
-        mac_address: Option<&str>,
-    ) -> Result<ContainerCreateResponse, RuntimeError> {
-        let mut json = serde_json::to_value(&body)
-            .map_err(|e| RuntimeError::Other(format!("encoding the create body: {e}")))?;
-        if let (Some(mac), Some(object)) = (mac_address, json.as_object_mut()) {
-            object.insert("MacAddress".into(), serde_json::Value::String(mac.into()));
-        }
-        let payload = serde_json::to_vec(&json)
-            .map_err(|e| RuntimeError::Other(format!("encoding the create body: {e}")))?;
-        let version = self.docker.client_version();
-        let path = format!(
-            "/v{}.{}/containers/create?name={}",
-            version.major_version,
-            version.minor_version,
-            query_escape(name)
-        );
-        let (status, answer) =
-            raw_http::post_json(&self.socket, &path, &payload, DEFAULT_CLIENT_TIMEOUT).await?;
-        let message = || {
-            serde_json::from_slice::<serde_json::Value>(&answer)
-                .ok()
-                .and_then(|v| v["message"].as_str().map(str::to_string))
-                .unwrap_or_else(|| String::from_utf8_lossy(&answer).into_owned())
-        };
-        match status {
-            200..=299 => serde_json::from_slice(&answer)
-                .map_err(|e| RuntimeError::Other(format!("reading docker's create answer: {e}"))),
-            400 | 404 => Err(RuntimeError::InvalidSpec(message())),
-            409 => Err(RuntimeError::Conflict(message())),
-            _ => Err(RuntimeError::Other(message())),
-        }
-    }
-}
-
-/// Percent-encodes a container name for a query string (names are
-/// `[a-zA-Z0-9][a-zA-Z0-9_.-]`, so this is belt and braces).
-fn query_escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-/// One HTTP/1.0 exchange with the daemon over its unix socket. HTTP/1.0
-/// makes the daemon answer with a plain body and close the connection, so
-/// no chunked decoding is needed.
-mod raw_http {
-    use std::time::Duration;
-
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio::net::UnixStream;
-
-    use crate::RuntimeError;
-
-    pub(super) async fn post_json(
-        socket: &str,
-        path: &str,
-        body: &[u8],
-        timeout: Duration,
-    ) -> Result<(u16, Vec<u8>), RuntimeError> {
-        let exchange = async {
-            let mut stream = UnixStream::connect(socket).await?;
-            let head = format!(
-                "POST {path} HTTP/1.0\r\nHost: docker\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-                body.len()
-            );
-            stream.write_all(head.as_bytes()).await?;
-            stream.write_all(body).await?;
-            let mut response = Vec::new();
-            stream.read_to_end(&mut response).await?;
-            Ok::<_, std::io::Error>(response)
-        };
-        let response = tokio::time::timeout(timeout, exchange)
-            .await
-            .map_err(|_| RuntimeError::Unavailable(format!("docker at {socket}: timed out")))?
-            .map_err(|e| RuntimeError::Unavailable(format!("docker at {socket}: {e}")))?;
-        parse_response(&response).ok_or_else(|| {
-            RuntimeError::Unavailable(format!("docker at {socket}: unreadable HTTP answer"))
-        })
-    }
-
-    /// Status code and body of an HTTP/1.x response without chunking.
-    pub(super) fn parse_response(response: &[u8]) -> Option<(u16, Vec<u8>)> {
-        let end = response.windows(4).position(|w| w == b"\r\n\r\n")?;
-        let head = std::str::from_utf8(&response[..end]).ok()?;
-        let status = head.split_whitespace().nth(1)?.parse().ok()?;
-        Some((status, response[end + 4..].to_vec()))
     }
 }
 
@@ -382,8 +272,8 @@ pub(crate) fn create_body(spec: &ContainerSpec) -> Result<ContainerCreateBody, R
         }
         NetworkMode::Network(name) => name.clone(),
     };
-    // A fixed address or MAC belongs to an endpoint on a user-defined
-    // network; Docker would silently ignore them anywhere else.
+    // A fixed address belongs to an endpoint on a user-defined network;
+    // Docker would silently ignore it anywhere else.
     let networking_config = match &spec.network_mode {
         NetworkMode::Network(name) => Some(NetworkingConfig {
             endpoints_config: Some(HashMap::from([(
@@ -393,15 +283,12 @@ pub(crate) fn create_body(spec: &ContainerSpec) -> Result<ContainerCreateBody, R
                         ipv4_address: Some(ip),
                         ..Default::default()
                     }),
-                    mac_address: spec.mac_address.clone(),
                     ..Default::default()
                 },
             )])),
         }),
-        _ if spec.ipv4_address.is_some() || spec.mac_address.is_some() => {
-            return Err(invalid(
-                "a fixed IP or MAC address needs a user-defined network",
-            ));
+        _ if spec.ipv4_address.is_some() => {
+            return Err(invalid("a fixed IP address needs a user-defined network"));
         }
         _ => None,
     };
@@ -681,6 +568,24 @@ pub(crate) fn to_state(response: ContainerInspectResponse) -> ContainerState {
     }
 }
 
+pub(crate) fn to_details(response: ContainerInspectResponse) -> ContainerDetails {
+    let mut ip_addresses: Vec<IpAddr> = response
+        .network_settings
+        .and_then(|n| n.networks)
+        .unwrap_or_default()
+        .into_values()
+        .filter_map(|endpoint| endpoint.ip_address)
+        .filter_map(|ip| ip.parse().ok())
+        .collect();
+    ip_addresses.sort();
+    ContainerDetails {
+        image_id: response.image.filter(|i| !i.is_empty()),
+        created_at: response.created.filter(|c| !c.is_empty()),
+        env: response.config.and_then(|c| c.env).unwrap_or_default(),
+        ip_addresses,
+    }
+}
+
 /// `"health_status: healthy"` → `"health_status"`, `"exec_start: sh -c …"` →
 /// `"exec_start"`: subscribers match on the verb.
 pub(crate) fn event_action(action: &str) -> &str {
@@ -771,22 +676,18 @@ impl Runtime for DockerRuntime {
 
     async fn create(&self, spec: &ContainerSpec) -> Result<String, RuntimeError> {
         let body = create_body(spec)?;
-        let response = if spec.mac_address.is_some() {
-            self.create_raw(&spec.name, body, spec.mac_address.as_deref())
-                .await?
-        } else {
-            let options = CreateContainerOptions {
-                name: Some(spec.name.clone()),
-                ..Default::default()
-            };
-            self.docker
-                .create_container(Some(options), body)
-                .await
-                .map_err(|e| match status_code(&e) {
-                    Some(400) | Some(404) => RuntimeError::InvalidSpec(describe(&e)),
-                    _ => classify(e),
-                })?
+        let options = CreateContainerOptions {
+            name: Some(spec.name.clone()),
+            ..Default::default()
         };
+        let response = self
+            .docker
+            .create_container(Some(options), body)
+            .await
+            .map_err(|e| match status_code(&e) {
+                Some(400) | Some(404) => RuntimeError::InvalidSpec(describe(&e)),
+                _ => classify(e),
+            })?;
         for warning in &response.warnings {
             warn!(container = %spec.name, %warning, "docker warned on create");
         }
@@ -826,6 +727,32 @@ impl Runtime for DockerRuntime {
             Ok(response) => Ok(Some(to_state(response))),
             Err(e) if status_code(&e) == Some(404) => Ok(None),
             Err(e) => Err(classify(e)),
+        }
+    }
+
+    async fn details(&self, id: &str) -> Result<Option<ContainerDetails>, RuntimeError> {
+        match self.docker.inspect_container(id, None).await {
+            Ok(response) => Ok(Some(to_details(response))),
+            Err(e) if status_code(&e) == Some(404) => Ok(None),
+            Err(e) => Err(classify(e)),
+        }
+    }
+
+    async fn stats(&self, id: &str) -> Result<serde_json::Value, RuntimeError> {
+        // One sample with the previous one alongside (Docker waits a
+        // moment for it), so a reader can compute CPU use from it.
+        let options = StatsOptions {
+            stream: false,
+            one_shot: false,
+        };
+        let mut samples = self.docker.stats(id, Some(options));
+        match samples.next().await {
+            Some(Ok(sample)) => serde_json::to_value(sample)
+                .map_err(|e| RuntimeError::Other(format!("encoding the stats of {id}: {e}"))),
+            Some(Err(e)) => Err(not_found_or(id, e)),
+            None => Err(RuntimeError::Other(format!(
+                "docker answered no stats for {id}"
+            ))),
         }
     }
 
@@ -1240,7 +1167,6 @@ mod tests {
         let spec = ContainerSpec {
             network_mode: NetworkMode::Network("berth-subnet-1".into()),
             ipv4_address: Some("10.0.0.9".into()),
-            mac_address: Some("02:00:0a:00:00:09".into()),
             cgroup_parent: Some("/berth/t1".into()),
             ..base()
         };
@@ -1259,7 +1185,6 @@ mod tests {
                 .and_then(|i| i.ipv4_address.as_deref()),
             Some("10.0.0.9")
         );
-        assert_eq!(endpoint.mac_address.as_deref(), Some("02:00:0a:00:00:09"));
         // Anywhere else a fixed address would be silently ignored.
         assert!(matches!(
             create_body(&ContainerSpec {
@@ -1268,19 +1193,6 @@ mod tests {
             }),
             Err(RuntimeError::InvalidSpec(_))
         ));
-    }
-
-    #[test]
-    fn raw_http_answers() {
-        assert_eq!(
-            raw_http::parse_response(
-                b"HTTP/1.0 201 Created\r\nContent-Type: application/json\r\n\r\n{\"Id\":\"x\"}"
-            ),
-            Some((201, b"{\"Id\":\"x\"}".to_vec()))
-        );
-        assert_eq!(raw_http::parse_response(b"garbage"), None);
-        assert_eq!(query_escape("ecs-web-1-app"), "ecs-web-1-app");
-        assert_eq!(query_escape("a b&c"), "a%20b%26c");
     }
 
     #[test]
@@ -1525,6 +1437,42 @@ mod tests {
             ]
         );
         assert_eq!(state.ip_address.as_deref(), Some("172.17.0.2"));
+    }
+
+    #[test]
+    fn details_of_docker_20_10() {
+        let json = r#"{
+            "Id": "abc123", "Name": "/web-1",
+            "Created": "2026-11-25T09:13:46.5Z",
+            "Image": "sha256:deadbeef",
+            "State": {"Status": "running"},
+            "Config": {"Image": "busybox", "Env": ["A=1", "SECRET=s3cr3t"]},
+            "NetworkSettings": {"Networks": {
+                "b": {"IPAddress": "10.0.0.3"},
+                "a": {"IPAddress": "172.17.0.2"},
+                "none": {"IPAddress": ""}
+            }}
+        }"#;
+        let details = to_details(serde_json::from_str(json).unwrap());
+        assert_eq!(details.image_id.as_deref(), Some("sha256:deadbeef"));
+        assert_eq!(
+            details.created_at.as_deref(),
+            Some("2026-11-25T09:13:46.5Z")
+        );
+        assert_eq!(details.env, vec!["A=1", "SECRET=s3cr3t"]);
+        assert_eq!(
+            details.ip_addresses,
+            vec![
+                "10.0.0.3".parse::<IpAddr>().unwrap(),
+                "172.17.0.2".parse().unwrap()
+            ]
+        );
+        // Secret values stay out of logs.
+        let logged = format!("{details:?}");
+        assert!(
+            logged.contains("SECRET") && !logged.contains("s3cr3t"),
+            "{logged}"
+        );
     }
 
     #[test]

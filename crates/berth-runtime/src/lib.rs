@@ -17,6 +17,8 @@
 
 mod docker;
 mod error;
+#[cfg(any(test, feature = "fake"))]
+pub mod fake;
 pub mod pause;
 mod spec;
 mod state;
@@ -35,7 +37,8 @@ pub use spec::{
     RegistryAuth, Tmpfs, Ulimit,
 };
 pub use state::{
-    ContainerState, ContainerStatus, HealthState, LogLine, PortBinding, RuntimeEvent, RuntimeInfo,
+    ContainerDetails, ContainerState, ContainerStatus, HealthState, LogLine, PortBinding,
+    RuntimeEvent, RuntimeInfo,
 };
 pub use test_image::build_busybox_image;
 
@@ -80,6 +83,18 @@ pub trait Runtime: Send + Sync + 'static {
 
     /// The container's current state, or `None` when it does not exist.
     async fn inspect(&self, id: &str) -> Result<Option<ContainerState>, RuntimeError>;
+
+    /// What an inspect tells beyond [`Runtime::inspect`] (image id,
+    /// creation time, environment, every address), or `None` when the
+    /// container does not exist.
+    async fn details(&self, id: &str) -> Result<Option<ContainerDetails>, RuntimeError>;
+
+    /// One sample of the container's resource usage in the Docker Engine
+    /// API's stats shape (`read`, `cpu_stats`, `precpu_stats`,
+    /// `memory_stats`, `networks` …), which is what ECS's task metadata
+    /// endpoint v4 serves. A missing container is
+    /// [`RuntimeError::NotFound`].
+    async fn stats(&self, id: &str) -> Result<serde_json::Value, RuntimeError>;
 
     /// Every container (running or not) carrying label `label` (with value
     /// `value` when given), fully inspected. Containers removed while the

@@ -168,8 +168,6 @@ pub struct ContainerSpec {
     pub log_driver: Option<(String, BTreeMap<String, String>)>,
     /// fixed IPv4 address on the [`NetworkMode::Network`] network
     pub ipv4_address: Option<String>,
-    /// fixed MAC address of the container's interface (`aa:bb:cc:dd:ee:ff`)
-    pub mac_address: Option<String>,
     /// the cgroup (cgroupfs path such as `/berth/<task>`, or a systemd
     /// slice) the container's own cgroup is created under
     pub cgroup_parent: Option<String>,

@@ -1,6 +1,7 @@
 //! What the runtime reports back: host information, container state, events.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::time::SystemTime;
 
 use crate::spec::Protocol;
@@ -100,4 +101,36 @@ pub struct LogLine {
     pub stderr: bool,
     /// The bytes as written, with the trailing newline when there was one.
     pub text: Vec<u8>,
+}
+
+/// What an inspect tells beyond [`ContainerState`]: the task metadata
+/// endpoint serves it, and a restarted agent reads a container's
+/// environment back from it.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct ContainerDetails {
+    /// The image the container runs, by content (`sha256:…`).
+    pub image_id: Option<String>,
+    /// When the container was created, as the runtime reports it (RFC 3339).
+    pub created_at: Option<String>,
+    /// `NAME=value` entries (values may be secrets: never logged).
+    pub env: Vec<String>,
+    /// Its addresses on every network it is attached to.
+    pub ip_addresses: Vec<IpAddr>,
+}
+
+// Hand-written so that logging details never prints a secret value.
+impl std::fmt::Debug for ContainerDetails {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self
+            .env
+            .iter()
+            .map(|e| e.split_once('=').map_or(e.as_str(), |(name, _)| name))
+            .collect();
+        f.debug_struct("ContainerDetails")
+            .field("image_id", &self.image_id)
+            .field("created_at", &self.created_at)
+            .field("env", &names)
+            .field("ip_addresses", &self.ip_addresses)
+            .finish()
+    }
 }

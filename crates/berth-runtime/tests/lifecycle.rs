@@ -78,6 +78,45 @@ async fn create_start_inspect_running() {
 }
 
 #[tokio::test]
+async fn details_and_stats_of_a_running_container() {
+    let (runtime, cleanup) = setup().await;
+    let name = cleanup.container(&unique("stats"));
+    let mut spec = shell(&name, "exec sleep 60");
+    spec.env = vec![("TOKEN".into(), "t-1".into())];
+    let id = runtime.create(&spec).await.unwrap();
+    runtime.start(&id).await.unwrap();
+
+    let details = runtime.details(&name).await.unwrap().expect("it exists");
+    assert!(
+        details
+            .image_id
+            .as_deref()
+            .is_some_and(|i| i.starts_with("sha256:")),
+        "{details:?}"
+    );
+    assert!(details.created_at.is_some(), "{details:?}");
+    assert!(details.env.contains(&"TOKEN=t-1".to_string()));
+    let state = runtime.inspect(&id).await.unwrap().unwrap();
+    let address: std::net::IpAddr = state.ip_address.unwrap().parse().unwrap();
+    assert_eq!(details.ip_addresses, vec![address]);
+
+    let stats = runtime.stats(&id).await.unwrap();
+    assert!(stats["read"].is_string(), "{stats}");
+    assert!(stats["memory_stats"].is_object(), "{stats}");
+    assert!(
+        stats["cpu_stats"]["cpu_usage"]["total_usage"].is_number(),
+        "{stats}"
+    );
+
+    runtime.remove(&id).await.unwrap();
+    assert_eq!(runtime.details(&id).await.unwrap(), None);
+    assert!(matches!(
+        runtime.stats(&id).await,
+        Err(RuntimeError::NotFound(_))
+    ));
+}
+
+#[tokio::test]
 async fn env_command_working_dir_and_user_reach_the_process() {
     let (runtime, cleanup) = setup().await;
     let name = unique("env");

@@ -125,9 +125,15 @@ pub fn canonical_secret_arn<V: ReadView + ?Sized>(
     region: &str,
     secret_arn: &str,
 ) -> String {
-    resolve_secret(view, account, region, secret_arn, crate::common::now_secs())
-        .map(|t| t.arn)
-        .unwrap_or_else(|_| secret_arn.to_string())
+    resolve_secret(
+        view,
+        account,
+        region,
+        secret_arn,
+        berth_util::time::now_secs() as f64,
+    )
+    .map(|t| t.arn)
+    .unwrap_or_else(|_| secret_arn.to_string())
 }
 
 /// A parameter as a call names it, resolved for authorization.
@@ -216,7 +222,7 @@ impl berth_model::authz::ResourcePolicySource for SecretPolicies {
         if service != SECRETS_MANAGER || !parts.next()?.starts_with("secret:") {
             return None;
         }
-        let now = crate::common::now_secs();
+        let now = berth_util::time::now_secs() as f64;
         let (_, record) =
             find_secret(self.store.as_ref(), account, region, resource_arn, now).ok()??;
         // Only the secret's own (full) ARN: authorization always names it.

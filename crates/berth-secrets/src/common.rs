@@ -1,24 +1,11 @@
-//! Helpers both services share: the clock, store failures, pagination tokens
-//! and page sizes.
+//! Helpers both services share: store failures, pagination tokens and page
+//! sizes.
 
 use base64::Engine;
 use berth_model::AwsError;
 
 const URL: base64::engine::general_purpose::GeneralPurpose =
     base64::engine::general_purpose::URL_SAFE_NO_PAD;
-
-/// Seconds since the epoch, as JSON 1.1 timestamps are sent.
-pub fn now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
-}
-
-/// Whole seconds: AWS reports these dates without fractions.
-pub fn now_secs() -> f64 {
-    now().floor()
-}
 
 /// A store failure: logged, and answered without detail (the request may carry
 /// a secret value, and the store error says nothing the caller can act on).

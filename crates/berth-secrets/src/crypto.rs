@@ -9,7 +9,6 @@
 //! The master key is 32 bytes, from `BERTH_MASTER_KEY` (64 hex characters) or
 //! from `<data-dir>/secrets/master.key` (mode 0600, generated on first start).
 
-use std::io::Write;
 use std::path::Path;
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
@@ -91,35 +90,16 @@ impl MasterKey {
         MasterKey::load_or_create(&dir.join("master.key"))
     }
 
-    /// Loads the key file, creating it (mode 0600) when absent.
+    /// Loads the key file, creating it (mode 0600, written atomically so a
+    /// crash never leaves a truncated key that would make every stored secret
+    /// unreadable) when absent.
     pub fn load_or_create(path: &Path) -> Result<MasterKey, CryptoError> {
-        match std::fs::read(path) {
-            Ok(bytes) => {
-                let key: [u8; 32] = bytes
-                    .try_into()
-                    .map_err(|_| CryptoError::BadKeyFile(path.display().to_string()))?;
-                return Ok(MasterKey::from_bytes(key));
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e.into()),
-        }
-        let key: [u8; 32] = rand::random();
-        // Write to a temporary name and rename, so a crash never leaves a
-        // truncated key that would make every stored secret unreadable.
-        let tmp = path.with_extension("tmp");
-        {
-            let mut options = std::fs::OpenOptions::new();
-            options.write(true).create(true).truncate(true);
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::OpenOptionsExt;
-                options.mode(0o600);
-            }
-            let mut f = options.open(&tmp)?;
-            f.write_all(&key)?;
-            f.sync_all()?;
-        }
-        std::fs::rename(&tmp, path)?;
+        let (bytes, _) = berth_util::private_file::read_or_create_private(path, || {
+            berth_util::ids::random_bytes::<32>().to_vec()
+        })?;
+        let key: [u8; 32] = bytes
+            .try_into()
+            .map_err(|_| CryptoError::BadKeyFile(path.display().to_string()))?;
         Ok(MasterKey::from_bytes(key))
     }
 

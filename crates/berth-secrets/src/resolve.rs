@@ -4,8 +4,8 @@
 
 use berth_model::AwsError;
 use berth_store::ReadView;
+use berth_util::time::now_secs;
 
-use crate::common::now_secs;
 use crate::crypto::MasterKey;
 use crate::secretsmanager::{self, find_secret, select_version};
 use crate::ssm;
@@ -48,12 +48,13 @@ fn resolve_secrets_manager(
     let arn = parts[..7].join(":");
     let field = |i: usize| parts.get(i).copied().filter(|s| !s.is_empty());
     let (json_key, stage, version_id) = (field(7), field(8), field(9));
-    let (_, record) = find_secret(view, account, region, &arn, now_secs())?.ok_or_else(|| {
-        AwsError::bad_request(
-            "ResourceNotFoundException",
-            "Secrets Manager can't find the specified secret.",
-        )
-    })?;
+    let (_, record) =
+        find_secret(view, account, region, &arn, now_secs() as f64)?.ok_or_else(|| {
+            AwsError::bad_request(
+                "ResourceNotFoundException",
+                "Secrets Manager can't find the specified secret.",
+            )
+        })?;
     let (_, version) = select_version(&record, version_id, stage)?;
     let plain = secretsmanager::open(keys, &version.sealed)?;
     let text = if version.binary {

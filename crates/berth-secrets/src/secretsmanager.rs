@@ -18,15 +18,15 @@ use berth_model::authz::Requirement;
 use berth_model::shapes::secretsmanager as sm;
 use berth_model::{AwsError, JsonService, RequestContext};
 use berth_store::{Op, ReadView, Store, StoreExt};
+// Secrets Manager reports its dates in whole seconds.
+use berth_util::time::now_secs;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::authz::{
     resolve_secret, secret_requirement, with_tags, SecretTarget, SM_RESOURCE_TAG_PREFIX,
 };
-use crate::common::{
-    corrupt, decode_token, encode_token, now_secs, page_size, store_error, validation,
-};
+use crate::common::{corrupt, decode_token, encode_token, page_size, store_error, validation};
 use crate::crypto::{MasterKey, Sealed};
 
 const B64: base64::engine::general_purpose::GeneralPurpose =
@@ -394,12 +394,9 @@ fn check_name(name: &str) -> Result<(), AwsError> {
     Ok(())
 }
 
+/// The six characters Secrets Manager appends to a secret's name in its ARN.
 fn random_suffix() -> String {
-    const ALNUM: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-    let mut rng = rand::thread_rng();
-    (0..6)
-        .map(|_| char::from(ALNUM[rng.gen_range(0..ALNUM.len())]))
-        .collect()
+    berth_util::ids::token(6)
 }
 
 /// The Secrets Manager service.
@@ -493,7 +490,7 @@ impl SecretsManagerService {
             &ctx.account_id,
             &ctx.region,
             secret_id,
-            now_secs(),
+            now_secs() as f64,
         )
     }
 
@@ -513,7 +510,7 @@ impl SecretsManagerService {
         let result = self
             .store
             .update(move |view| {
-                let now = now_secs();
+                let now = now_secs() as f64;
                 let (key, mut record) =
                     find_secret(view, &account, &region, &secret_id, now)?.ok_or_else(not_found)?;
                 let (write, out) = f(&mut record, now)?;
@@ -600,7 +597,7 @@ impl SecretsManagerService {
         let result = self
             .store
             .update(move |view| {
-                let now = now_secs();
+                let now = now_secs() as f64;
                 if let Some(kv) = view.get(&key) {
                     let existing: SecretRecord =
                         serde_json::from_slice(&kv.value).map_err(|_| corrupt(&key))?;
@@ -835,7 +832,7 @@ impl SecretsManagerService {
             ),
             None => None,
         };
-        let now = now_secs();
+        let now = now_secs() as f64;
         let mut out = Vec::new();
         let mut next = None;
         'scan: loop {
@@ -914,7 +911,7 @@ impl SecretsManagerService {
         let result = self
             .store
             .update(move |view| {
-                let now = now_secs();
+                let now = now_secs() as f64;
                 let (key, mut record) =
                     find_secret(view, &account, &region, &secret_id, now)?.ok_or_else(not_found)?;
                 if force {
@@ -1519,7 +1516,7 @@ impl SecretsManagerService {
                 AwsError::bad_request("AccessDeniedException", denial.message(&ctx.principal.arn))
             })
         };
-        let now = now_secs();
+        let now = now_secs() as f64;
         let entry = |r: &SecretRecord| -> Result<Result<sm::SecretValueEntry, AwsError>, AwsError> {
             let (id, version) = match select_version(r, None, None) {
                 Ok(found) => found,

@@ -14,7 +14,7 @@ use berth_store::{Op, ReadView, Store, StoreExt};
 use serde::{Deserialize, Serialize};
 
 use crate::authz::{resolve_parameter, ParamTarget};
-use crate::common::{corrupt, decode_token, encode_token, now, page_size, store_error, validation};
+use crate::common::{corrupt, decode_token, encode_token, page_size, store_error, validation};
 use crate::crypto::{MasterKey, Sealed};
 
 pub const STRING: &str = "String";
@@ -427,7 +427,7 @@ impl SsmService {
         let result = self
             .store
             .update(move |view| {
-                let now = now();
+                let now = berth_util::time::now_epoch();
                 let existing: Option<ParamRecord> = match view.get(&key) {
                     Some(kv) => Some(serde_json::from_slice(&kv.value).map_err(|_| corrupt(&key))?),
                     None => None,

@@ -1,7 +1,7 @@
 //! The canonical request, string to sign and signing key of SigV4.
 
 use hmac::{Hmac, Mac};
-use percent_encoding::percent_decode_str;
+use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use sha2::{Digest, Sha256};
 
 use crate::ALGORITHM;
@@ -30,22 +30,25 @@ pub fn signing_key(secret: &str, date: &str, region: &str, service: &str) -> [u8
     hmac_sha256(&k_service, b"aws4_request")
 }
 
-fn is_unreserved(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~')
-}
+/// Every byte but RFC 3986's unreserved ones (`A-Z a-z 0-9 - _ . ~`).
+const RESERVED: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// [`RESERVED`] but `/`, for paths.
+const RESERVED_BUT_SLASH: &AsciiSet = &RESERVED.remove(b'/');
 
 /// AWS's URI encoding: every byte but the unreserved ones as `%XX` (upper hex);
 /// `/` is kept when `keep_slash`.
 pub fn uri_encode(input: &str, keep_slash: bool) -> String {
-    let mut out = String::with_capacity(input.len());
-    for &b in input.as_bytes() {
-        if is_unreserved(b) || (keep_slash && b == b'/') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    let set = if keep_slash {
+        RESERVED_BUT_SLASH
+    } else {
+        RESERVED
+    };
+    utf8_percent_encode(input, set).to_string()
 }
 
 /// Removes `.` and `..` segments the way RFC 3986 §5.2.4 does, keeping a
@@ -174,6 +177,30 @@ mod tests {
         assert_eq!(uri_encode("a b/c~d", true), "a%20b/c~d");
         assert_eq!(uri_encode("a b/c", false), "a%20b%2Fc");
         assert_eq!(uri_encode("é", false), "%C3%A9");
+        assert_eq!(
+            uri_encode("!*'();:@&=+$,?#[]%", false),
+            "%21%2A%27%28%29%3B%3A%40%26%3D%2B%24%2C%3F%23%5B%5D%25"
+        );
+    }
+
+    proptest::proptest! {
+        /// Byte for byte AWS's rule: unreserved bytes as they are, `/` kept
+        /// in paths, every other byte `%XX` in upper-case hex.
+        #[test]
+        fn encoding_is_aws_rule(input in "\\PC{0,40}", keep_slash: bool) {
+            let mut want = String::new();
+            for b in input.bytes() {
+                if b.is_ascii_alphanumeric()
+                    || matches!(b, b'-' | b'_' | b'.' | b'~')
+                    || (keep_slash && b == b'/')
+                {
+                    want.push(char::from(b));
+                } else {
+                    want.push_str(&format!("%{b:02X}"));
+                }
+            }
+            proptest::prop_assert_eq!(uri_encode(&input, keep_slash), want);
+        }
     }
 
     #[test]

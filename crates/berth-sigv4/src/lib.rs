@@ -9,7 +9,6 @@
 pub mod canonical;
 mod error;
 mod sign;
-pub mod time;
 mod verify;
 
 pub use error::AuthError;

@@ -1,7 +1,8 @@
 //! Signing requests, for Berth's own clients (the agent, the benchmarks).
 
+use berth_util::time::format_amz_date;
+
 use crate::canonical::{self, sha256_hex};
-use crate::time::format_amz_date;
 
 /// Who signs, for which region and service, and when.
 #[derive(Clone, Debug)]

@@ -3,10 +3,10 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use berth_util::time::{format_amz_date, parse_amz_date, parse_http_date};
 use subtle::ConstantTimeEq;
 
 use crate::canonical::{self, sha256_hex};
-use crate::time::{format_amz_date, parse_amz_date, parse_http_date};
 use crate::{AuthError, RequestParts, ALGORITHM};
 
 /// Where the verifier finds the secret of an access key id.

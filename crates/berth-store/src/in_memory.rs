@@ -79,13 +79,13 @@ impl Store for MemoryStore {
         count_map(&self.map(), prefix)
     }
 
-    async fn mutate(&self, mutation: MutationFn) -> Result<Option<Revision>, StoreError> {
+    async fn mutate(&self, mut mutation: MutationFn) -> Result<Option<Revision>, StoreError> {
         let shared = &self.shared;
         let _writer = shared.writer.lock().unwrap_or_else(|p| p.into_inner());
         let start = shared.revision.load(Ordering::Acquire);
         let (mut outcomes, overlay, events) = {
             let map = shared.map.read().unwrap_or_else(|p| p.into_inner());
-            evaluate(&map, start, std::iter::once(mutation))
+            evaluate(&map, start, std::iter::once(&mut mutation))
         };
         let outcome = outcomes.pop().unwrap_or(Ok(None));
         if events.is_empty() {

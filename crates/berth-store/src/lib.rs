@@ -11,7 +11,11 @@
 //! Architecture invariant: an acknowledged write is durable, and every watcher
 //! sees every change after its starting revision, in revision order, exactly once.
 
+mod elections;
+mod etcd;
+mod etcd_client;
 mod in_memory;
+mod leased_set;
 mod memory;
 mod sqlite;
 mod watch;
@@ -20,7 +24,10 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
+pub use elections::{Elections, EtcdElections, Leadership, SoleServer};
+pub use etcd::{EtcdOptions, EtcdStore};
 pub use in_memory::MemoryStore;
+pub use leased_set::LeasedSet;
 pub use sqlite::{SqliteOptions, SqliteStore};
 pub use watch::Watch;
 
@@ -248,3 +255,5 @@ pub fn prefix_end(prefix: &str) -> Option<Vec<u8>> {
 
 #[cfg(test)]
 mod contract_tests;
+#[cfg(test)]
+mod etcd_tests;

@@ -102,46 +102,21 @@ fn read_meta(conn: &Connection, name: &str) -> Result<u64, StoreError> {
     Ok(v.unwrap_or(0) as u64)
 }
 
-/// Creates the database file readable by its owner only (0600), and
-/// tightens an existing one and its `-wal`/`-shm` files: they hold every
-/// record. SQLite gives the WAL and shared-memory files the database file's
-/// mode, so new ones follow.
-fn make_private(path: &Path) -> std::io::Result<()> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(path)?;
-        let name = path.as_os_str().to_owned();
-        for suffix in ["", "-wal", "-shm"] {
-            let mut file = name.clone();
-            file.push(suffix);
-            match std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-                _ => {}
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = path;
-    Ok(())
-}
-
 fn open_writer(path: &Path) -> Result<Connection, StoreError> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(io)?;
     }
-    make_private(path).map_err(io)?;
+    berth_util::private_file::private_database(path).map_err(io)?;
     let conn = Connection::open(path).map_err(io)?;
     conn.pragma_update(None, "journal_mode", "WAL")
         .map_err(io)?;
     conn.pragma_update(None, "synchronous", "FULL")
         .map_err(io)?;
     conn.pragma_update(None, "foreign_keys", "OFF")
+        .map_err(io)?;
+    // Overwrite freed pages, so a credential sealed after an upgrade (or a
+    // deleted record) does not linger in the file in its old form.
+    conn.pragma_update(None, "secure_delete", "ON")
         .map_err(io)?;
     conn.execute_batch(SCHEMA).map_err(io)?;
     Ok(conn)
@@ -345,16 +320,16 @@ pub(crate) type MutationOutcome = Result<Option<Revision>, StoreError>;
 /// Evaluates a batch of mutations in order against committed state plus the
 /// batch's own earlier writes. Returns the per-mutation outcome, the pending
 /// writes and the events they produce.
-pub(crate) fn evaluate(
+pub(crate) fn evaluate<'a>(
     map: &KeyMap,
     start: Revision,
-    mutations: impl Iterator<Item = MutationFn>,
+    mutations: impl Iterator<Item = &'a mut MutationFn>,
 ) -> (Vec<MutationOutcome>, Overlay, Vec<Event>) {
     let mut overlay = Overlay::new();
     let mut events = Vec::new();
     let mut outcomes = Vec::new();
     let mut revision = start;
-    for mut mutation in mutations {
+    for mutation in mutations {
         let view = OverlayView {
             base: map,
             overlay: &overlay,
@@ -480,11 +455,11 @@ fn persist(
 
 fn commit_batch(conn: &mut Connection, shared: &Shared, batch: Vec<WriteRequest>) {
     let start = shared.revision.load(Ordering::Acquire);
-    let (mutations, replies): (Vec<_>, Vec<_>) =
+    let (mut mutations, replies): (Vec<_>, Vec<_>) =
         batch.into_iter().map(|r| (r.mutation, r.reply)).unzip();
     let (mut outcomes, overlay, events) = {
         let map = shared.map.read().unwrap_or_else(|p| p.into_inner());
-        evaluate(&map, start, mutations.into_iter())
+        evaluate(&map, start, mutations.iter_mut())
     };
     if !events.is_empty() {
         let revision = events

@@ -12,8 +12,11 @@ use crate::credentials::RootKeys;
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct AgentArgs {
-    /// The Berth server to register with, e.g. http://127.0.0.1:4566
-    #[arg(long, value_name = "URL")]
+    /// The Berth server to register with, e.g. http://127.0.0.1:4566, or
+    /// several servers of one installation separated by commas: the agent
+    /// moves to the next when the one it talks to cannot be reached (a DNS
+    /// name with several addresses works the same way).
+    #[arg(long, value_name = "URL[,URL…]")]
     pub server: String,
 
     /// The cluster to join (created on demand when it is `default`).
@@ -142,11 +145,11 @@ pub enum CapacityKind {
 fn capacity_attribute(kind: CapacityKind) -> Option<(String, Option<String>)> {
     let value = match kind {
         CapacityKind::Ec2 => return None,
-        CapacityKind::Fargate => berth_ecs::instances::FARGATE_DEDICATED,
-        CapacityKind::Both => berth_ecs::instances::FARGATE_SHARED,
+        CapacityKind::Fargate => berth_ecs::FARGATE_DEDICATED,
+        CapacityKind::Both => berth_ecs::FARGATE_SHARED,
     };
     Some((
-        berth_ecs::instances::FARGATE_CAPACITY_ATTRIBUTE.to_string(),
+        berth_ecs::FARGATE_CAPACITY_ATTRIBUTE.to_string(),
         Some(value.to_string()),
     ))
 }
@@ -200,24 +203,10 @@ pub fn load_or_create_token(data_dir: &Path) -> anyhow::Result<AgentToken> {
         });
     }
     let path = data_dir.join(TOKEN_FILE);
-    if !path.exists() {
-        use rand::Rng;
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-        let mut rng = rand::thread_rng();
-        let token: String = (0..48)
-            .map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char)
-            .collect();
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-            .with_context(|| format!("creating {}", path.display()))?;
-        file.write_all(format!("{token}\n").as_bytes())?;
-        file.sync_all()?;
-    }
+    berth_util::private_file::read_or_create_private(&path, || {
+        format!("{}\n", berth_util::ids::token(48)).into_bytes()
+    })
+    .with_context(|| format!("reading or creating {}", path.display()))?;
     Ok(AgentToken {
         token: read_token_file(&path)?,
         origin: TokenOrigin::File(path),

@@ -1,13 +1,11 @@
 //! Root credentials: from `BERTH_ROOT_ACCESS_KEY_ID`/`BERTH_ROOT_SECRET_ACCESS_KEY`,
 //! else from `<data-dir>/credentials`, else generated there on first start.
 
-use std::fs;
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
-use rand::Rng;
+use berth_util::ids;
+use berth_util::private_file::read_or_create_private;
 
 pub const PROFILE: &str = "berth";
 
@@ -26,15 +24,8 @@ pub struct RootKeys {
     pub origin: Origin,
 }
 
-fn random_string(len: usize, alphabet: &[u8]) -> String {
-    let mut rng = rand::thread_rng();
-    (0..len)
-        .map(|_| alphabet[rng.gen_range(0..alphabet.len())] as char)
-        .collect()
-}
-
 /// Reads `aws_access_key_id`/`aws_secret_access_key` of `[berth]` from an INI file.
-fn parse_profile(text: &str) -> Option<(String, String)> {
+pub(crate) fn parse_profile(text: &str) -> Option<(String, String)> {
     let mut in_profile = false;
     let (mut id, mut secret) = (None, None);
     for line in text.lines() {
@@ -78,45 +69,32 @@ pub fn load_or_create(data_dir: &Path) -> anyhow::Result<RootKeys> {
         }
     }
     let path = data_dir.join("credentials");
-    if path.exists() {
-        let text =
-            fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-        let (access_key_id, secret_access_key) = parse_profile(&text).with_context(|| {
+    let (bytes, generated) = read_or_create_private(&path, || {
+        format!(
+            "[{PROFILE}]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
+            ids::access_key_id("AKIA"),
+            ids::secret_access_key()
+        )
+        .into_bytes()
+    })
+    .with_context(|| format!("reading or creating {}", path.display()))?;
+    let (access_key_id, secret_access_key) = std::str::from_utf8(&bytes)
+        .ok()
+        .and_then(parse_profile)
+        .with_context(|| {
             format!(
                 "{} has no [{PROFILE}] profile with both keys",
                 path.display()
             )
         })?;
-        return Ok(RootKeys {
-            access_key_id,
-            secret_access_key,
-            origin: Origin::File(path),
-        });
-    }
-    let access_key_id = format!(
-        "AKIA{}",
-        random_string(16, b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567")
-    );
-    let secret_access_key = random_string(
-        40,
-        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/",
-    );
-    let contents = format!(
-        "[{PROFILE}]\naws_access_key_id = {access_key_id}\naws_secret_access_key = {secret_access_key}\n"
-    );
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    file.write_all(contents.as_bytes())?;
-    file.sync_all()?;
-    fs::set_permissions(&path, fs::Permissions::from_mode(0o600))?;
     Ok(RootKeys {
         access_key_id,
         secret_access_key,
-        origin: Origin::Generated(path),
+        origin: if generated {
+            Origin::Generated(path)
+        } else {
+            Origin::File(path)
+        },
     })
 }
 

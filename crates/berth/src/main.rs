@@ -2,8 +2,12 @@
 
 mod agent;
 mod agent_credentials;
+mod cluster;
 mod credentials;
+mod logs_place;
+mod node;
 mod private_dir;
+mod server;
 mod up;
 mod usage;
 
@@ -29,6 +33,9 @@ struct Cli {
 enum Command {
     /// Run Berth all-in-one: API server, embedded store and local runtime.
     Up(UpArgs),
+    /// Run one of several Berth servers sharing an etcd and a shared
+    /// directory (agents join with `berth agent --server URL1,URL2,…`).
+    Server(ServerArgs),
     /// Run an agent: register this host as a container instance of a
     /// cluster and run the tasks placed on it (needs Docker).
     Agent(agent::AgentArgs),
@@ -41,15 +48,12 @@ enum Command {
 }
 
 #[derive(clap::Args, Clone, Debug)]
-pub struct UpArgs {
+/// What `berth up` and `berth server` share: the API listener, identity,
+/// IAM mode, timers and limits.
+pub struct ServeArgs {
     /// Address the API listens on (all AWS APIs and the registry share it).
     #[arg(long, default_value = "127.0.0.1:4566", value_name = "ADDR")]
     pub listen: SocketAddr,
-
-    /// Directory for the store, credentials and blobs
-    /// [default: $XDG_DATA_HOME/berth or ~/.local/share/berth].
-    #[arg(long, value_name = "DIR")]
-    pub data_dir: Option<PathBuf>,
 
     /// The 12-digit AWS account id Berth's resources belong to.
     #[arg(long, default_value = "000000000000", value_name = "ID")]
@@ -62,11 +66,6 @@ pub struct UpArgs {
     /// Log filter (tracing EnvFilter syntax); RUST_LOG overrides it.
     #[arg(long, default_value = "info", value_name = "FILTER")]
     pub log: String,
-
-    /// Do not start the in-process agent (the control plane still works;
-    /// tasks run only on agents started with `berth agent`).
-    #[arg(long)]
-    pub no_agent: bool,
 
     /// How long STOPPED tasks stay describable before they are removed.
     #[arg(long, default_value_t = 3600, value_name = "SECONDS")]
@@ -121,6 +120,61 @@ pub struct UpArgs {
     pub body_budget: usize,
 }
 
+#[derive(clap::Args, Clone, Debug)]
+pub struct UpArgs {
+    #[command(flatten)]
+    pub serve: ServeArgs,
+
+    /// Directory for the store, credentials and blobs
+    /// [default: $XDG_DATA_HOME/berth or ~/.local/share/berth].
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Do not start the in-process agent (the control plane still works;
+    /// tasks run only on agents started with `berth agent`).
+    #[arg(long)]
+    pub no_agent: bool,
+}
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct ServerArgs {
+    #[command(flatten)]
+    pub serve: ServeArgs,
+
+    /// etcd client URLs, comma-separated (e.g.
+    /// http://10.0.0.1:2379,http://10.0.0.2:2379); every server of the
+    /// installation names the same etcd.
+    #[arg(long, value_delimiter = ',', required = true, value_name = "URL,…")]
+    pub etcd: Vec<String>,
+
+    /// The prefix of every key this installation keeps in etcd, so several
+    /// installations can share one etcd.
+    #[arg(long, default_value = "/berth", value_name = "PREFIX")]
+    pub etcd_namespace: String,
+
+    /// A directory every server of the installation reaches (NFS or
+    /// another shared filesystem): keys and root credentials, registry
+    /// blobs and uploads, and the log store.
+    #[arg(long, value_name = "DIR")]
+    pub shared_dir: PathBuf,
+
+    /// The URL other servers reach this one at (they forward CloudWatch
+    /// Logs calls to the leader) [default: http:// + --listen, 127.0.0.1
+    /// when listening on all addresses].
+    #[arg(long, value_name = "URL")]
+    pub advertise: Option<String>,
+
+    /// This server's name among the installation's servers
+    /// [default: the hostname and the listen port].
+    #[arg(long, value_name = "NAME")]
+    pub server_id: Option<String>,
+
+    /// Seconds a leader keeps the controllers after it stops renewing its
+    /// etcd lease (a new leader takes over within about this long).
+    #[arg(long, default_value_t = 10, value_name = "SECONDS")]
+    pub leader_ttl: u64,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum IamMode {
     Enforce,
@@ -134,8 +188,16 @@ fn main() -> anyhow::Result<()> {
             println!("berth {}", env!("CARGO_PKG_VERSION"));
             Ok(())
         }
+        Command::Server(args) => {
+            init_logging(&args.serve.log);
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .thread_name("berth")
+                .build()?;
+            runtime.block_on(server::run(args))
+        }
         Command::Up(args) => {
-            init_logging(&args.log);
+            init_logging(&args.serve.log);
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .thread_name("berth")

@@ -1,17 +1,17 @@
-//! `berth up`: the all-in-one server.
+//! `berth up`: the all-in-one server: the embedded store, every service and
+//! controller, and an agent in the same process.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::{bail, Context};
-use berth_api::{GatewayBuilder, ResolvedCredential, StaticCredentials};
-use berth_ecs::service_controller::ServiceController;
-use berth_ecs::{AgentService, EcsService, Presence};
-use berth_model::{Principal, PrincipalKind};
+use anyhow::Context;
+use berth_ecs::Presence;
 use berth_store::{SqliteOptions, SqliteStore, Store};
 
 use crate::credentials::{self, Origin};
-use crate::UpArgs;
+use crate::logs_place::LogsPlace;
+use crate::node::Node;
+use crate::{ServeArgs, UpArgs};
 
 fn default_data_dir() -> anyhow::Result<PathBuf> {
     if let Some(xdg) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
@@ -22,28 +22,7 @@ fn default_data_dir() -> anyhow::Result<PathBuf> {
     Ok(PathBuf::from(home).join(".local/share/berth"))
 }
 
-/// Where clients reach `/v2/`: `--registry-host`, else the listen address
-/// (with 127.0.0.1 for an all-addresses listener, which no client can dial).
-fn registry_host(args: &UpArgs) -> String {
-    if let Some(host) = &args.registry_host {
-        return host.clone();
-    }
-    let mut address = args.listen;
-    if address.ip().is_unspecified() {
-        address.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-    }
-    address.to_string()
-}
-
-fn check_account_id(id: &str) -> anyhow::Result<()> {
-    if id.len() != 12 || !id.bytes().all(|b| b.is_ascii_digit()) {
-        bail!("--account-id must be 12 digits, got '{id}'");
-    }
-    Ok(())
-}
-
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
-    check_account_id(&args.account_id)?;
     let data_dir = match &args.data_dir {
         Some(dir) => dir.clone(),
         None => default_data_dir()?,
@@ -59,193 +38,63 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             .with_context(|| format!("opening the store in {}", data_dir.display()))?,
     );
     let store: Arc<dyn Store> = sqlite.clone();
-
-    let root = credentials::load_or_create(&data_dir)?;
-    // What agents must present to register: BERTH_AGENT_TOKEN, else
-    // <data-dir>/agent-token (generated, 0600). Only its digest is kept.
-    let agent_token = crate::agent::load_or_create_token(&data_dir)?;
-    let root_credentials = Arc::new(StaticCredentials::new());
-    root_credentials.insert(ResolvedCredential {
-        secret_access_key: root.secret_access_key.clone(),
-        session_token: None,
-        expires_at: None,
-        principal: Principal {
-            kind: PrincipalKind::Root,
-            arn: format!("arn:aws:iam::{}:root", args.account_id),
-            user_id: args.account_id.clone(),
-            account_id: args.account_id.clone(),
-            access_key_id: root.access_key_id.clone(),
-        },
-    });
-
-    let registry = berth_registry::Registry::open(&data_dir, store.clone(), registry_host(&args))
-        .context("opening the image registry")?;
-    // Secret values are sealed with this key before they reach the store; it
-    // comes from BERTH_MASTER_KEY or <data-dir>/secrets/master.key.
-    let master_key = Arc::new(
-        berth_secrets::MasterKey::load(&data_dir).context("loading the secrets master key")?,
-    );
-
     // Log events live in their own database so log traffic never slows the
     // control-plane store.
     let logs = berth_logs::LogsService::open(&data_dir).context("opening the log store")?;
-
-    // Secret access keys of users, sessions and agents are sealed with the
-    // master key as secret values are; an older data directory's plaintext
-    // ones are sealed now.
-    let iam = berth_iam::Iam::with_sealer(store.clone(), master_key.clone());
-    iam.seal_stored_secrets()
-        .await
-        .map_err(|e| anyhow::anyhow!("sealing stored access keys: {}", e.message))?;
-    crate::agent_credentials::seal_stored(store.as_ref(), master_key.clone()).await?;
-    // The default VPC with a subnet per availability zone, as AWS accounts
-    // have, so awsvpc network configurations have something to name.
-    let ec2 = Arc::new(berth_ec2::Ec2Service::new(store.clone()));
-    ec2.ensure_defaults(&args.account_id, &args.region)
-        .await
-        .map_err(|e| anyhow::anyhow!("creating the default VPC: {}", e.message))?;
-
-    let task_networks: Arc<dyn berth_ecs::networking::TaskNetworks> =
-        Arc::new(TaskNetworks(ec2.clone()));
-    let presence = Arc::new(Presence::default());
-    let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
-    let enforce_iam = args.iam == crate::IamMode::Enforce;
-    let mut agent_service = AgentService::new(store.clone(), presence.clone(), stopping)
-        .with_secrets(Arc::new(StoreSecrets {
-            store: store.clone(),
-            key: master_key.clone(),
-        }))
-        .with_logs(Arc::new(LogsSink(logs.clone())))
-        .with_roles(Arc::new(TaskRoles(iam.clone())))
-        .with_networks(task_networks.clone())
-        .with_sealer(master_key.clone())
-        .with_registration_token(berth_ecs::agent_api::RegistrationToken::new(
-            &agent_token.token,
-        ));
-    if enforce_iam {
-        agent_service = agent_service.with_execution_role_check(Arc::new(ExecutionRoles {
-            iam: iam.clone(),
-            store: store.clone(),
-        }));
-    }
-    let controller = ServiceController::new(store.clone(), presence.clone());
-    let mut gateway = GatewayBuilder::new(store.clone(), env!("CARGO_PKG_VERSION"))
-        .body_limits(
-            args.body_budget.max(1) * 1024 * 1024,
-            std::time::Duration::from_secs(args.body_timeout.max(1)),
-        )
-        .credentials(root_credentials)
-        .credentials(Arc::new(crate::agent_credentials::AgentCredentials::new(
-            store.clone(),
-            master_key.clone(),
-        )))
-        .credentials(iam.credentials())
-        .query_service(iam.iam_service())
-        .query_service(iam.sts_service())
-        .query_service(ec2.clone())
-        .json_service(Arc::new(
-            EcsService::new(store.clone(), presence.clone()).with_networks(task_networks.clone()),
-        ))
-        .json_service(registry.ecr_service())
-        .json_service(Arc::new(berth_secrets::SecretsManagerService::new(
-            store.clone(),
-            master_key.clone(),
-        )))
-        .json_service(Arc::new(berth_secrets::SsmService::new(
-            store.clone(),
-            master_key.clone(),
-        )))
-        .json_service(logs.clone())
-        .json_service(Arc::new(agent_service))
-        .admin_endpoint(crate::usage::endpoint(
-            store.clone(),
-            args.fargate_prices.as_deref(),
-        )?)
-        .admin_endpoint(Arc::new(ControllerStats(controller.clone())));
-    // The registry's /v2/ authorizes with the same authorizer as the API.
-    let mut registry_authorizer: Option<Arc<dyn berth_api::Authorizer>> = None;
-    if enforce_iam {
-        let authorizer: Arc<dyn berth_api::Authorizer> = Arc::new(
-            berth_iam::IamAuthorizer::new(iam.clone())
-                .with_resource_policies(Arc::new(RepositoryPolicies(registry.clone())))
-                // Secrets' resource policies (PutResourcePolicy) take part too.
-                .with_resource_policies(Arc::new(berth_secrets::SecretPolicies::new(
-                    store.clone(),
-                ))),
-        );
-        registry_authorizer = Some(authorizer.clone());
-        gateway = gateway.authorizer(authorizer);
-    } else {
-        tracing::warn!("IAM policies are not enforced (--iam off)");
-    }
-    let gateway = gateway.build();
-    let session_gc = tokio::spawn(collect_expired_sessions(iam.clone()));
-    let gc = tokio::spawn(berth_ecs::agent_api::run_task_gc(
+    let node = Node::build(
+        &args.serve,
+        &data_dir,
         store.clone(),
-        std::time::Duration::from_secs(args.task_retention),
-    ));
-    let controller_task = tokio::spawn(controller.clone().run());
-    let network_controller = tokio::spawn(berth_ecs::networking::run_network_controller(
-        store.clone(),
-        task_networks.clone(),
-    ));
-    let registry_gc = registry.spawn_gc();
-    let log_compaction = logs.spawn_compaction(std::time::Duration::from_secs(
-        args.log_compaction_interval.max(1),
-    ));
-    let app = gateway.router().merge(registry.router(registry_authorizer));
+        Arc::new(Presence::default()),
+        LogsPlace::single(logs, data_dir.clone()),
+    )
+    .await?;
+    // The only server always leads.
+    let leader_work = node.start_leader_work();
 
-    let listener = tokio::net::TcpListener::bind(args.listen)
+    let listener = tokio::net::TcpListener::bind(args.serve.listen)
         .await
-        .with_context(|| format!("binding {}", args.listen))?;
+        .with_context(|| format!("binding {}", args.serve.listen))?;
     let address = listener.local_addr()?;
-    print_banner(&args, &data_dir, address, &root);
-    print_agent_hint(address, &agent_token);
+    print_banner(&args.serve, &data_dir, address, &node.root);
+    print_agent_hint(address, &node.agent_token);
     tracing::info!(%address, data_dir = %data_dir.display(), "berth is serving");
     let agent = if args.no_agent {
         tracing::info!("the in-process agent is off (--no-agent)");
         None
     } else {
-        crate::agent::spawn_local(address, &args.region, &data_dir, &root, &agent_token).await
+        crate::agent::spawn_local(
+            address,
+            &args.serve.region,
+            &data_dir,
+            &node.root,
+            &node.agent_token,
+        )
+        .await
     };
 
-    let fd_limit = berth_api::server::raise_fd_limit();
-    let limits = berth_api::server::ServerLimits {
-        header_timeout: std::time::Duration::from_secs(args.header_timeout.max(1)),
-        stall_timeout: std::time::Duration::from_secs(args.stall_timeout.max(1)),
-        max_connections: args
-            .max_connections
-            .unwrap_or_else(|| berth_api::server::default_max_connections(fd_limit)),
-        ..Default::default()
-    };
-    tracing::info!(
-        fd_limit,
-        max_connections = limits.max_connections,
-        "listener limits"
-    );
-    berth_api::server::serve(listener, app, limits, async move {
-        shutdown_signal().await;
-        let _ = stopping_tx.send(true);
-    })
-    .await
-    .context("serving HTTP")?;
+    crate::node::serve_http(
+        listener,
+        node.app.clone(),
+        &args.serve,
+        node.stopping.clone(),
+    )
+    .await?;
     tracing::info!("shutting down");
-    gc.abort();
-    registry_gc.abort();
-    log_compaction.abort();
-    session_gc.abort();
-    controller_task.abort();
-    network_controller.abort();
+    for handle in leader_work {
+        handle.abort();
+    }
     if let Some(agent) = agent {
         agent.abort();
     }
+    drop(node);
     drop(store);
     sqlite.close();
     Ok(())
 }
 
 fn print_banner(
-    args: &UpArgs,
+    args: &ServeArgs,
     data_dir: &std::path::Path,
     address: std::net::SocketAddr,
     root: &credentials::RootKeys,
@@ -333,270 +182,5 @@ pub async fn shutdown_signal() {
     tokio::select! {
         _ = interrupt => {},
         _ = terminate => {},
-    }
-}
-
-/// `GET /_berth/controllers`: what the controllers did lately (passes, time of
-/// the last pass), for operators and the benchmarks. Signed and authorized
-/// like `/_berth/usage` (`berth:DescribeControllers`): it reveals activity.
-struct ControllerStats(Arc<ServiceController>);
-
-impl berth_api::AdminEndpoint for ControllerStats {
-    fn path(&self) -> &'static str {
-        "/_berth/controllers"
-    }
-
-    fn signing_name(&self) -> &'static str {
-        "ecs"
-    }
-
-    fn action(&self) -> &'static str {
-        "berth:DescribeControllers"
-    }
-
-    fn get(
-        &self,
-        _ctx: &berth_model::RequestContext,
-        _query: &[(String, String)],
-    ) -> Result<serde_json::Value, berth_model::AwsError> {
-        Ok(serde_json::json!({ "services": self.0.stats() }))
-    }
-}
-
-/// Resolves task `secrets` for agents from Secrets Manager and Parameter Store.
-struct StoreSecrets {
-    store: Arc<dyn Store>,
-    key: Arc<berth_secrets::MasterKey>,
-}
-
-impl berth_ecs::agent_api::SecretResolver for StoreSecrets {
-    fn resolve(
-        &self,
-        account: &str,
-        region: &str,
-        value_from: &str,
-    ) -> Result<String, berth_model::AwsError> {
-        berth_secrets::resolve_secret_value(
-            self.store.as_ref(),
-            &self.key,
-            account,
-            region,
-            value_from,
-        )
-    }
-}
-
-/// The agents' awslogs output goes to CloudWatch Logs.
-struct LogsSink(Arc<berth_logs::LogsService>);
-
-fn to_wire(position: berth_logs::Position) -> berth_model::agent_protocol::LogPosition {
-    berth_model::agent_protocol::LogPosition {
-        nanos: position.nanos,
-        seq: position.seq,
-    }
-}
-
-#[async_trait::async_trait]
-impl berth_ecs::agent_api::LogSink for LogsSink {
-    async fn open_stream(
-        &self,
-        account: &str,
-        region: &str,
-        group: &str,
-        stream: &str,
-        create_group: bool,
-    ) -> Result<Option<berth_model::agent_protocol::LogPosition>, berth_model::AwsError> {
-        self.0
-            .ensure_stream(account, region, group, stream, create_group)
-            .await?;
-        Ok(self.0.cursor(account, region, group, stream).map(to_wire))
-    }
-
-    async fn ingest(
-        &self,
-        account: &str,
-        region: &str,
-        group: &str,
-        stream: &str,
-        events: Vec<berth_model::agent_protocol::TaskLogEvent>,
-    ) -> Result<Option<berth_model::agent_protocol::LogPosition>, berth_model::AwsError> {
-        let events = events
-            .into_iter()
-            .map(|e| berth_logs::AgentEvent {
-                timestamp_ms: e.timestamp,
-                message: e.message,
-                position: berth_logs::Position {
-                    nanos: e.position.nanos,
-                    seq: e.position.seq,
-                },
-            })
-            .collect();
-        let cursor = self
-            .0
-            .ingest(account, region, group, stream, events)
-            .await?;
-        Ok(cursor.map(to_wire))
-    }
-}
-
-/// Expired STS sessions stop working at once; this only removes their rows.
-async fn collect_expired_sessions(iam: Arc<berth_iam::Iam>) {
-    let mut ticker = tokio::time::interval(std::time::Duration::from_secs(600));
-    loop {
-        ticker.tick().await;
-        if let Err(e) = iam.gc_expired_sessions().await {
-            tracing::warn!(code = %e.code, "removing expired STS sessions failed");
-        }
-    }
-}
-
-/// awsvpc tasks take their subnets, interfaces and security groups from
-/// Berth's EC2 VPC service.
-struct TaskNetworks(Arc<berth_ec2::Ec2Service>);
-
-#[async_trait::async_trait]
-impl berth_ecs::networking::TaskNetworks for TaskNetworks {
-    fn check(
-        &self,
-        account: &str,
-        region: &str,
-        subnets: &[String],
-        security_groups: &[String],
-    ) -> Result<Vec<berth_ecs::networking::SubnetInfo>, berth_model::AwsError> {
-        Ok(self
-            .0
-            .task_subnets(account, region, subnets, security_groups)?
-            .into_iter()
-            .map(|s| berth_ecs::networking::SubnetInfo {
-                subnet_id: s.subnet_id,
-                vpc_id: s.vpc_id,
-                availability_zone: s.availability_zone,
-            })
-            .collect())
-    }
-
-    async fn attach(
-        &self,
-        account: &str,
-        region: &str,
-        subnet_id: &str,
-        security_groups: &[String],
-        description: &str,
-    ) -> Result<berth_ecs::networking::AttachedInterface, berth_model::AwsError> {
-        // The description is the attachment's ARN: after a crash between
-        // creating the interface and recording it, the retry finds it.
-        let eni = match self.0.eni_described(account, region, description)? {
-            Some(eni) => eni,
-            None => {
-                self.0
-                    .create_task_eni(account, region, subnet_id, security_groups, description)
-                    .await?
-            }
-        };
-        Ok(berth_ecs::networking::AttachedInterface {
-            interface: berth_model::agent_protocol::TaskNetworkInterface {
-                eni_id: eni.id,
-                subnet_id: eni.subnet_id,
-                subnet_cidr: eni.subnet_cidr,
-                gateway: eni.gateway,
-                private_ip: eni.private_ip,
-                mac: eni.mac,
-                vpc_id: eni.vpc_id.clone(),
-                vpc_cidr: eni.vpc_cidr,
-            },
-            availability_zone: eni.availability_zone,
-            vpc_id: eni.vpc_id,
-        })
-    }
-
-    async fn release(
-        &self,
-        account: &str,
-        region: &str,
-        eni_id: &str,
-    ) -> Result<(), berth_model::AwsError> {
-        self.0.delete_eni(account, region, eni_id).await.map(|_| ())
-    }
-
-    fn policy(
-        &self,
-        account: &str,
-        region: &str,
-        eni_id: &str,
-    ) -> Result<berth_model::agent_protocol::GetNetworkPolicyResponse, berth_model::AwsError> {
-        self.0.interface_policy(account, region, eni_id)
-    }
-}
-
-/// Task and execution role credentials, assumed as ECS tasks assume them.
-struct TaskRoles(Arc<berth_iam::Iam>);
-
-#[async_trait::async_trait]
-impl berth_ecs::agent_api::RoleIssuer for TaskRoles {
-    async fn issue(
-        &self,
-        account: &str,
-        role_arn: &str,
-        session_name: &str,
-        duration_secs: u32,
-    ) -> Result<berth_ecs::agent_api::IssuedCredentials, berth_model::AwsError> {
-        let session = self
-            .0
-            .issue_service_role_session(
-                account,
-                role_arn,
-                "ecs-tasks.amazonaws.com",
-                session_name,
-                duration_secs,
-            )
-            .await?;
-        Ok(berth_ecs::agent_api::IssuedCredentials {
-            access_key_id: session.access_key_id,
-            secret_access_key: session.secret_access_key,
-            session_token: session.session_token,
-            expiration: session.expiration,
-        })
-    }
-}
-
-/// Secret reads at task start are held to the execution role's policies.
-struct ExecutionRoles {
-    iam: Arc<berth_iam::Iam>,
-    store: Arc<dyn Store>,
-}
-
-impl berth_ecs::agent_api::ExecutionRoleCheck for ExecutionRoles {
-    fn check(
-        &self,
-        account: &str,
-        role_arn: &str,
-        session_name: &str,
-        action: &str,
-        resource: &str,
-    ) -> Result<(), berth_model::AwsError> {
-        // A partial secret ARN in `valueFrom` is checked as the secret's
-        // full ARN, so a Deny on `secret:<name>-??????` holds.
-        let resource = if action == "secretsmanager:GetSecretValue" {
-            let region = resource.split(':').nth(3).unwrap_or_default();
-            berth_secrets::authz::canonical_secret_arn(
-                self.store.as_ref(),
-                account,
-                region,
-                resource,
-            )
-        } else {
-            resource.to_string()
-        };
-        self.iam
-            .check_role_permission(account, role_arn, session_name, action, &resource)
-    }
-}
-
-/// ECR repository policies take part in authorization, as on AWS.
-struct RepositoryPolicies(Arc<berth_registry::Registry>);
-
-impl berth_api::ResourcePolicySource for RepositoryPolicies {
-    fn resource_policy(&self, resource_arn: &str) -> Option<String> {
-        self.0.repository_policy(resource_arn)
     }
 }

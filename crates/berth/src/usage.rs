@@ -3,16 +3,15 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use berth_api::AdminEndpoint;
-use berth_ecs::keys::Scope;
+use berth_client::{ClientError, Credentials, Get, ServerClient};
 use berth_ecs::metering::{self, PriceTable, UsageFilter, UsageReport};
+use berth_ecs::Scope;
 use berth_model::{AwsError, RequestContext};
 use berth_store::Store;
-use http_body_util::{BodyExt, Empty};
-use hyper::body::Bytes;
 
 /// The route of the usage report.
 pub const USAGE_PATH: &str = "/_berth/usage";
@@ -48,13 +47,6 @@ pub fn endpoint(
 
 fn invalid(message: impl Into<String>) -> AwsError {
     AwsError::bad_request("InvalidParameterException", message)
-}
-
-fn epoch_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
 }
 
 /// Reads the endpoint's query parameters into a filter.
@@ -109,7 +101,7 @@ impl AdminEndpoint for UsageEndpoint {
         ctx: &RequestContext,
         query: &[(String, String)],
     ) -> Result<serde_json::Value, AwsError> {
-        let now = epoch_now();
+        let now = berth_util::time::now_epoch();
         let filter = parse_filter(query, now)?;
         let report = metering::usage(
             self.store.as_ref(),
@@ -202,19 +194,7 @@ pub struct UsageArgs {
 /// The `[berth]` profile of `<data-dir>/credentials`, as `berth up` wrote it.
 fn keys_from_data_dir(dir: &Path) -> Option<(String, String)> {
     let text = std::fs::read_to_string(dir.join("credentials")).ok()?;
-    let (mut id, mut secret, mut inside) = (None, None, false);
-    for line in text.lines().map(str::trim) {
-        if line.starts_with('[') {
-            inside = line == format!("[{}]", crate::credentials::PROFILE);
-        } else if let (true, Some((k, v))) = (inside, line.split_once('=')) {
-            match k.trim() {
-                "aws_access_key_id" => id = Some(v.trim().to_string()),
-                "aws_secret_access_key" => secret = Some(v.trim().to_string()),
-                _ => {}
-            }
-        }
-    }
-    Some((id?, secret?))
+    crate::credentials::parse_profile(&text)
 }
 
 fn default_data_dir() -> Option<PathBuf> {
@@ -224,9 +204,8 @@ fn default_data_dir() -> Option<PathBuf> {
     std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".local/share/berth"))
 }
 
-/// The query string, with values encoded as SigV4 canonicalizes them.
-fn query_string(args: &UsageArgs) -> String {
-    let enc = |v: &str| berth_sigv4::canonical::uri_encode(v, false);
+/// The query parameters of `args`' filters.
+fn query_pairs(args: &UsageArgs) -> Vec<(&'static str, &str)> {
     let mut pairs = Vec::new();
     for (name, value) in [
         ("cluster", &args.cluster),
@@ -235,13 +214,13 @@ fn query_string(args: &UsageArgs) -> String {
         ("until", &args.until),
     ] {
         if let Some(value) = value {
-            pairs.push(format!("{name}={}", enc(value)));
+            pairs.push((name, value.as_str()));
         }
     }
     for tag in &args.tags {
-        pairs.push(format!("tag={}", enc(tag)));
+        pairs.push(("tag", tag.as_str()));
     }
-    pairs.join("&")
+    pairs
 }
 
 pub async fn run(args: UsageArgs) -> anyhow::Result<()> {
@@ -277,78 +256,43 @@ pub async fn fetch(args: &UsageArgs) -> anyhow::Result<UsageReport> {
             }
             _ => bail!("set both AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or neither"),
         };
-    let base: hyper::Uri = args
-        .endpoint
-        .trim_end_matches('/')
-        .parse()
-        .with_context(|| format!("invalid endpoint URL '{}'", args.endpoint))?;
-    if base.scheme_str() != Some("http") {
+    if !args.endpoint.starts_with("http://") {
         bail!(
             "--endpoint must be an http:// URL (got '{}')",
             args.endpoint
         );
     }
-    let host = base
-        .authority()
-        .map(|a| a.to_string())
-        .context("the endpoint URL needs a host")?;
-    let query = query_string(args);
-    let uri: hyper::Uri = if query.is_empty() {
-        format!("http://{host}{USAGE_PATH}")
-    } else {
-        format!("http://{host}{USAGE_PATH}?{query}")
-    }
-    .parse()
-    .context("building the request URL")?;
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    let params = berth_sigv4::SigningParams {
-        access_key_id: &access_key_id,
-        secret_access_key: &secret_access_key,
-        session_token: session_token.as_deref(),
-        region: &args.region,
-        service: "ecs",
-        now,
+    let client = ServerClient::new(&args.endpoint, &args.region)
+        .with_context(|| format!("invalid endpoint URL '{}'", args.endpoint))?;
+    let credentials = Credentials {
+        access_key_id,
+        secret_access_key,
     };
-    let headers = [("host", host.as_str())];
-    let signed = berth_sigv4::sign_headers(&params, "GET", USAGE_PATH, &query, &headers, b"");
-    let mut request = hyper::Request::get(uri);
-    for (name, value) in headers {
-        request = request.header(name, value);
-    }
-    for (name, value) in &signed {
-        request = request.header(name.as_str(), value.as_str());
-    }
-    let request = request
-        .body(Empty::<Bytes>::new())
-        .context("building the request")?;
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http();
-    let response = tokio::time::timeout(Duration::from_secs(60), client.request(request))
+    let query = query_pairs(args);
+    let get = Get {
+        query: &query,
+        session_token: session_token.as_deref(),
+        ..Get::new(USAGE_PATH, "ecs")
+    };
+    match client
+        .get::<UsageReport>(&credentials, get, Duration::from_secs(60))
         .await
-        .context("the server did not answer within 60 seconds")?
-        .with_context(|| format!("calling {}", args.endpoint))?;
-    let status = response.status();
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .context("reading the answer")?
-        .to_bytes();
-    if !status.is_success() {
-        let error: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-        bail!(
-            "{} ({status}): {}",
-            error["__type"].as_str().unwrap_or("error"),
-            error["message"].as_str().map_or_else(
-                || String::from_utf8_lossy(&body).into_owned(),
-                str::to_string
-            )
-        );
+    {
+        Ok(report) => Ok(report),
+        Err(ClientError::Api {
+            status,
+            code,
+            message,
+        }) => {
+            let status = hyper::StatusCode::from_u16(status)
+                .map_or_else(|_| status.to_string(), |s| s.to_string());
+            bail!("{code} ({status}): {message}")
+        }
+        Err(e @ ClientError::Protocol(_)) => {
+            Err(anyhow::anyhow!(e).context("the server's answer is not a usage report"))
+        }
+        Err(e) => Err(anyhow::anyhow!(e).context(format!("calling {}", args.endpoint))),
     }
-    serde_json::from_slice(&body).context("the server's answer is not a usage report")
 }
 
 fn cost(c: f64) -> String {
@@ -604,7 +548,7 @@ mod tests {
             account: "000000000000".into(),
             region: "us-east-1".into(),
         };
-        let record = berth_ecs::tasks::TaskRecord {
+        let record = berth_ecs::TaskRecord {
             id: "t1".into(),
             cluster: "demo".into(),
             task: berth_model::shapes::ecs::Task {

@@ -1,0 +1,2300 @@
+//! The service controller: keeps each service's tasks at its desired count,
+//! rolls deployments within minimumHealthyPercent/maximumPercent, trips the
+//! circuit breaker, runs daemons on every instance, and moves tasks off
+//! draining or lost instances.
+//!
+//! Level-triggered: each pass reads the service and its tasks and decides
+//! from scratch (`reconcile`, a pure function), so a pass can crash at any
+//! line and the next one (or the next server) converges again. Decisions are
+//! re-made and applied inside one store mutation per service, so they are
+//! never based on stale state.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use berth_model::shapes::ecs::Deployment;
+use berth_model::AwsError;
+use berth_store::{Op, ReadView, Store, StoreExt};
+
+use crate::error;
+use crate::launch::capacity::{self, Capacity};
+use crate::launch::ec2::place_on;
+use crate::launch::request::prepare_launch;
+use crate::launch::snapshot::snapshot;
+use crate::launch::usage::usage_of_instance;
+use crate::launch::{place_batch, policy};
+use crate::state::clock::{self, Clock};
+use crate::state::instances::{self, InstanceRecord, Presence};
+use crate::state::keys::Scope;
+use crate::state::records::{decode, encode, load};
+use crate::state::services::{
+    self, ServiceRecord, ACTIVE, COMPLETED, DRAINING, FAILED, INACTIVE, IN_PROGRESS, PRIMARY,
+};
+use crate::state::tasks::{request_stop, TaskRecord, TaskStatus};
+use crate::state::{index, ledger, task_definitions};
+
+/// How an instance looks to the controller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct InstanceState {
+    pub draining: bool,
+    /// Deregistered, or its agent has been gone past the timeout: its tasks
+    /// are lost and replaced elsewhere.
+    pub lost: bool,
+    pub active: bool,
+}
+
+/// What a pass decided to do for one service.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct Actions {
+    /// Tasks to stop: id, stop code, reason, whether their instance is lost
+    /// (then they are marked STOPPED at once: no agent will report them).
+    pub stop: Vec<(String, String, String, bool)>,
+    /// New tasks of the primary deployment to place anywhere.
+    pub start: usize,
+    /// Instances that need a daemon task.
+    pub start_on: Vec<String>,
+}
+
+impl Actions {
+    pub fn is_empty(&self) -> bool {
+        self.stop.is_empty() && self.start == 0 && self.start_on.is_empty()
+    }
+}
+
+fn short_id(task: &TaskRecord) -> &str {
+    &task.id
+}
+
+/// The circuit breaker's failure threshold: half the desired count, at least
+/// 3 and at most 200 (ECS's documented formula).
+pub(crate) fn failure_threshold(desired: i32) -> u32 {
+    ((f64::from(desired.max(0)) * 0.5).ceil() as u32).clamp(3, 200)
+}
+
+/// Seconds to wait before launching again after `failures` consecutive
+/// failed tasks (ECS throttles restarts of failing services).
+pub(crate) fn backoff_secs(failures: u32) -> f64 {
+    match failures {
+        0..=3 => 0.0,
+        n => f64::from(1u32 << (n - 3).min(8)).min(300.0),
+    }
+}
+
+fn has_health_check(task: &TaskRecord) -> bool {
+    task.definition
+        .container_definitions
+        .iter()
+        .flatten()
+        .any(|c| c.essential != Some(false) && c.health_check.is_some())
+}
+
+fn is_healthy(task: &TaskRecord) -> bool {
+    task.last_status() == TaskStatus::Running
+        && task.desired_status() == TaskStatus::Running
+        && (!has_health_check(task) || task.task.health_status.as_deref() == Some("HEALTHY"))
+}
+
+fn failed_stop(task: &TaskRecord) -> bool {
+    matches!(
+        task.task.stop_code.as_deref(),
+        Some("EssentialContainerExited" | "TaskFailedToStart")
+    ) || task
+        .task
+        .stopped_reason
+        .as_deref()
+        .is_some_and(|r| r.contains("health checks"))
+}
+
+fn deployment_mut<'a>(record: &'a mut ServiceRecord, id: &str) -> Option<&'a mut Deployment> {
+    record
+        .service
+        .deployments
+        .iter_mut()
+        .flatten()
+        .find(|d| d.id.as_deref() == Some(id))
+}
+
+/// Decides what to do for one service. Updates the record's bookkeeping
+/// (counts, deployment states, events about state changes, failure
+/// counting) and returns the task actions to apply.
+pub(crate) fn reconcile(
+    record: &mut ServiceRecord,
+    tasks: &[&TaskRecord],
+    instances: &HashMap<String, InstanceState>,
+    at: f64,
+) -> Actions {
+    let name = record.name.clone();
+    let mut actions = Actions::default();
+    let primary_id = record
+        .deployments()
+        .iter()
+        .find(|d| d.status.as_deref() == Some(PRIMARY))
+        .and_then(|d| d.id.clone())
+        .unwrap_or_default();
+    let grace = f64::from(
+        record
+            .service
+            .health_check_grace_period_seconds
+            .unwrap_or(0),
+    );
+
+    // Count failures of the primary deployment once per stopped task.
+    for t in tasks
+        .iter()
+        .filter(|t| t.last_status() == TaskStatus::Stopped)
+    {
+        if t.task.started_by.as_deref() == Some(primary_id.as_str())
+            && failed_stop(t)
+            && !record.counted_failures.contains(&t.id)
+        {
+            record.counted_failures.insert(t.id.clone());
+            record.consecutive_failures += 1;
+            record.next_launch_at = at + backoff_secs(record.consecutive_failures);
+            if let Some(d) = deployment_mut(record, &primary_id) {
+                d.failed_tasks = Some(d.failed_tasks.unwrap_or(0) + 1);
+            }
+        }
+    }
+
+    let live: Vec<&TaskRecord> = tasks
+        .iter()
+        .copied()
+        .filter(|t| t.last_status() != TaskStatus::Stopped)
+        .collect();
+    let instance_of = |t: &TaskRecord| -> InstanceState {
+        t.instance_id
+            .as_ref()
+            .and_then(|i| instances.get(i).copied())
+            .unwrap_or(InstanceState {
+                lost: true,
+                ..InstanceState::default()
+            })
+    };
+    // Tasks whose instance is gone: stop them now, they will never report.
+    for t in &live {
+        if instance_of(t).lost {
+            actions.stop.push((
+                t.id.clone(),
+                "ServiceSchedulerInitiated".into(),
+                "Container instance is no longer available".into(),
+                true,
+            ));
+        }
+    }
+    // Running tasks that fail their health checks after the grace period.
+    for t in &live {
+        let past_grace = t.task.started_at.is_some_and(|s| at - s >= grace);
+        if t.desired_status() == TaskStatus::Running
+            && t.last_status() == TaskStatus::Running
+            && t.task.health_status.as_deref() == Some("UNHEALTHY")
+            && past_grace
+            && !instance_of(t).lost
+        {
+            actions.stop.push((
+                t.id.clone(),
+                "ServiceSchedulerInitiated".into(),
+                "Task failed container health checks".into(),
+                false,
+            ));
+        }
+    }
+    let stopping: Vec<&str> = actions.stop.iter().map(|s| s.0.as_str()).collect();
+    let active: Vec<&TaskRecord> = live
+        .iter()
+        .copied()
+        .filter(|t| t.desired_status() == TaskStatus::Running && !stopping.contains(&t.id.as_str()))
+        .collect();
+
+    let service_draining = record.status() == DRAINING;
+    let primary_failed = record.deployments().iter().any(|d| {
+        d.id.as_deref() == Some(primary_id.as_str()) && d.rollout_state.as_deref() == Some(FAILED)
+    });
+    let may_launch = !service_draining && !primary_failed && at >= record.next_launch_at;
+
+    if record.is_daemon() {
+        daemon(
+            record,
+            &active,
+            instances,
+            &primary_id,
+            may_launch,
+            &mut actions,
+        );
+    } else {
+        replica(
+            record,
+            &live,
+            &active,
+            &primary_id,
+            may_launch,
+            &mut actions,
+            |t| instance_of(t),
+        );
+    }
+
+    // Counts, per deployment and for the service.
+    let stopping: Vec<String> = actions.stop.iter().map(|s| s.0.clone()).collect();
+    let mut running_total = 0;
+    let mut pending_total = 0;
+    let desired = record.service.desired_count.unwrap_or(0);
+    for d in record.service.deployments.iter_mut().flatten() {
+        let id = d.id.clone().unwrap_or_default();
+        let mine: Vec<&&TaskRecord> = active
+            .iter()
+            .filter(|t| {
+                t.task.started_by.as_deref() == Some(id.as_str()) && !stopping.contains(&t.id)
+            })
+            .collect();
+        let running = mine
+            .iter()
+            .filter(|t| t.last_status() == TaskStatus::Running)
+            .count() as i32;
+        let pending = mine.len() as i32 - running;
+        running_total += running;
+        pending_total += pending;
+        let is_primary = d.status.as_deref() == Some(PRIMARY);
+        let wanted = if is_primary { desired } else { 0 };
+        if d.running_count != Some(running)
+            || d.pending_count != Some(pending)
+            || d.desired_count != Some(wanted)
+        {
+            d.running_count = Some(running);
+            d.pending_count = Some(pending);
+            d.desired_count = Some(wanted);
+            d.updated_at = Some(at);
+        }
+    }
+    record.service.running_count = Some(running_total);
+    record.service.pending_count = Some(pending_total);
+
+    deployment_progress(record, &active, &primary_id, &name, at, &actions);
+    // The breaker tripped in this pass (the primary failed, or another
+    // deployment took over): what was decided for the failed primary does
+    // not start; the next pass decides for the new state.
+    let still_primary = record.deployments().iter().any(|d| {
+        d.id.as_deref() == Some(primary_id.as_str())
+            && d.status.as_deref() == Some(PRIMARY)
+            && d.rollout_state.as_deref() != Some(FAILED)
+    });
+    if !still_primary && !primary_failed {
+        actions.start = 0;
+        actions.start_on.clear();
+    }
+
+    // A deleted service is gone once every task is STOPPING or STOPPED.
+    if service_draining && live.iter().all(|t| t.last_status() >= TaskStatus::Stopping) {
+        record.service.status = Some(INACTIVE.into());
+        record.service.deployments = Some(Vec::new());
+        record.event(format!("(service {name}) has been deleted."), at);
+    }
+    actions
+}
+
+#[allow(clippy::too_many_arguments)]
+fn replica(
+    record: &mut ServiceRecord,
+    live: &[&TaskRecord],
+    active: &[&TaskRecord],
+    primary_id: &str,
+    may_launch: bool,
+    actions: &mut Actions,
+    instance_of: impl Fn(&TaskRecord) -> InstanceState,
+) {
+    let desired = record.service.desired_count.unwrap_or(0).max(0) as usize;
+    let config = record
+        .service
+        .deployment_configuration
+        .clone()
+        .unwrap_or_default();
+    let max_percent = config.maximum_percent.unwrap_or(200).max(100) as usize;
+    let min_percent = config.minimum_healthy_percent.unwrap_or(100).clamp(0, 100) as usize;
+    let max_total = desired * max_percent / 100;
+    let min_healthy = (desired * min_percent).div_ceil(100);
+
+    let (good, mut replaceable): (Vec<&TaskRecord>, Vec<&TaskRecord>) =
+        active.iter().partition(|t| {
+            t.task.started_by.as_deref() == Some(primary_id) && !instance_of(t).draining
+        });
+    // Everything not yet STOPPED occupies a slot of maximumPercent.
+    let already_stopping = actions.stop.len();
+    let occupied = live.len().saturating_sub(already_stopping);
+
+    // Scale down: surplus primary tasks go, pending ones first.
+    let mut good = good;
+    if good.len() > desired {
+        good.sort_by_key(|t| {
+            (
+                t.last_status() == TaskStatus::Running,
+                std::cmp::Reverse(t.task.created_at.map(|c| (c * 1000.0) as i64)),
+            )
+        });
+        for t in good.drain(..good.len() - desired) {
+            actions.stop.push((
+                t.id.clone(),
+                "ServiceSchedulerInitiated".into(),
+                "Scaling activity initiated by (deployment ".to_string() + primary_id + ")",
+                false,
+            ));
+        }
+    }
+    let healthy_total = good
+        .iter()
+        .chain(replaceable.iter())
+        .filter(|t| is_healthy(t))
+        .count();
+    // Old tasks go, unhealthy ones first, healthy ones only while enough stay healthy.
+    replaceable.sort_by_key(|t| (is_healthy(t), t.last_status() == TaskStatus::Running));
+    let mut budget = healthy_total.saturating_sub(min_healthy);
+    let mut stopped_now = 0;
+    for t in &replaceable {
+        if is_healthy(t) {
+            if budget == 0 {
+                continue;
+            }
+            // Keep old healthy tasks while the new ones are not there yet,
+            // unless the budget allows making room (minimumHealthyPercent < 100).
+            budget -= 1;
+        }
+        actions.stop.push((
+            t.id.clone(),
+            "ServiceSchedulerInitiated".into(),
+            format!("Task replaced by (deployment {primary_id})"),
+            false,
+        ));
+        stopped_now += 1;
+    }
+    let _ = stopped_now;
+    if may_launch && good.len() < desired {
+        let want = desired - good.len();
+        let room = max_total.saturating_sub(occupied);
+        actions.start = want.min(room);
+    }
+}
+
+fn daemon(
+    record: &mut ServiceRecord,
+    active: &[&TaskRecord],
+    instances: &HashMap<String, InstanceState>,
+    primary_id: &str,
+    may_launch: bool,
+    actions: &mut Actions,
+) {
+    let targets: Vec<&String> = instances
+        .iter()
+        .filter(|(_, s)| s.active && !s.draining && !s.lost)
+        .map(|(id, _)| id)
+        .collect();
+    record.service.desired_count = Some(if record.status() == DRAINING {
+        0
+    } else {
+        targets.len() as i32
+    });
+    let mut by_instance: BTreeMap<&str, Vec<&TaskRecord>> = BTreeMap::new();
+    for t in active {
+        if let Some(i) = &t.instance_id {
+            by_instance.entry(i.as_str()).or_default().push(t);
+        }
+    }
+    for (instance, list) in &by_instance {
+        let wanted = targets.iter().any(|t| t.as_str() == *instance) && record.status() != DRAINING;
+        let mut kept_primary = false;
+        for t in list {
+            let keep = wanted && t.task.started_by.as_deref() == Some(primary_id) && !kept_primary;
+            if keep {
+                kept_primary = true;
+                continue;
+            }
+            actions.stop.push((
+                t.id.clone(),
+                "ServiceSchedulerInitiated".into(),
+                if wanted {
+                    format!("Task replaced by (deployment {primary_id})")
+                } else {
+                    "Daemon task no longer needed on this container instance".into()
+                },
+                false,
+            ));
+        }
+    }
+    if may_launch {
+        for target in targets {
+            // Start once the instance has no task of this daemon left running.
+            if !by_instance.contains_key(target.as_str()) {
+                actions.start_on.push(target.clone());
+            }
+        }
+        actions.start_on.sort();
+    }
+}
+
+fn deployment_progress(
+    record: &mut ServiceRecord,
+    active: &[&TaskRecord],
+    primary_id: &str,
+    name: &str,
+    at: f64,
+    actions: &Actions,
+) {
+    let desired = record.service.desired_count.unwrap_or(0);
+    let breaker = record
+        .service
+        .deployment_configuration
+        .as_ref()
+        .and_then(|c| c.deployment_circuit_breaker.clone())
+        .unwrap_or_default();
+    let Some(primary) = record
+        .deployments()
+        .iter()
+        .find(|d| d.id.as_deref() == Some(primary_id))
+        .cloned()
+    else {
+        return;
+    };
+    let in_progress = primary.rollout_state.as_deref() == Some(IN_PROGRESS);
+    let failed = primary.failed_tasks.unwrap_or(0) as u32;
+    if in_progress && breaker.enable == Some(true) && failed >= failure_threshold(desired) {
+        if let Some(d) = deployment_mut(record, primary_id) {
+            d.rollout_state = Some(FAILED.into());
+            d.rollout_state_reason = Some(format!(
+                "ECS deployment circuit breaker: tasks failed to start. ({failed} tasks failed)"
+            ));
+            d.updated_at = Some(at);
+        }
+        record.event(
+            format!("(service {name}) (deployment {primary_id}) deployment failed: tasks failed to start."),
+            at,
+        );
+        record.steady = false;
+        let target = record.last_completed_task_definition.clone();
+        if breaker.rollback == Some(true) {
+            match target {
+                Some(td) => {
+                    for d in record.service.deployments.iter_mut().flatten() {
+                        if d.status.as_deref() == Some(PRIMARY) {
+                            d.status = Some(ACTIVE.into());
+                        }
+                    }
+                    let reason = format!(
+                        "ECS deployment circuit breaker: rolling back to the last deployment that completed, from {primary_id}."
+                    );
+                    // The deployment that still runs the target revision takes
+                    // over again, so its healthy tasks are kept, not replaced.
+                    let reused = record.service.deployments.iter_mut().flatten().find(|d| {
+                        d.task_definition.as_deref() == Some(td.as_str())
+                            && d.id.as_deref() != Some(primary_id)
+                    });
+                    let new_id = match reused {
+                        Some(d) => {
+                            d.status = Some(PRIMARY.into());
+                            d.rollout_state = Some(IN_PROGRESS.into());
+                            d.rollout_state_reason = Some(reason);
+                            d.desired_count = Some(desired);
+                            d.updated_at = Some(at);
+                            d.id.clone().unwrap_or_default()
+                        }
+                        None => {
+                            let mut rollback =
+                                services::deployment_for(&record.service, &td, desired, at);
+                            rollback.rollout_state_reason = Some(reason);
+                            let id = rollback.id.clone().unwrap_or_default();
+                            record
+                                .service
+                                .deployments
+                                .get_or_insert_with(Vec::new)
+                                .insert(0, rollback);
+                            id
+                        }
+                    };
+                    record
+                        .service
+                        .deployments
+                        .get_or_insert_with(Vec::new)
+                        .sort_by_key(|d| d.status.as_deref() != Some(PRIMARY));
+                    record.service.task_definition = Some(td.clone());
+                    record.counted_failures.clear();
+                    record.consecutive_failures = 0;
+                    record.next_launch_at = 0.0;
+                    record.event(
+                        format!("(service {name}) rolling back to task definition {td} in (deployment {new_id})."),
+                        at,
+                    );
+                }
+                None => record.event(
+                    format!("(service {name}) cannot roll back: no earlier deployment completed."),
+                    at,
+                ),
+            }
+        }
+        return;
+    }
+    let healthy_primary = active
+        .iter()
+        .filter(|t| t.task.started_by.as_deref() == Some(primary_id) && is_healthy(t))
+        .count() as i32;
+    let others_active = active
+        .iter()
+        .any(|t| t.task.started_by.as_deref() != Some(primary_id));
+    let settled = healthy_primary == desired && !others_active && actions.is_empty();
+    if in_progress && settled {
+        if let Some(d) = deployment_mut(record, primary_id) {
+            d.rollout_state = Some(COMPLETED.into());
+            d.rollout_state_reason = Some(format!("ECS deployment {primary_id} completed."));
+            d.updated_at = Some(at);
+        }
+        record.last_completed_task_definition = primary.task_definition.clone();
+        record.consecutive_failures = 0;
+        record
+            .service
+            .deployments
+            .get_or_insert_with(Vec::new)
+            .retain(|d| d.id.as_deref() == Some(primary_id));
+        record.event(
+            format!("(service {name}) (deployment {primary_id}) deployment completed."),
+            at,
+        );
+    }
+    let completed = record
+        .deployments()
+        .iter()
+        .find(|d| d.id.as_deref() == Some(primary_id))
+        .is_some_and(|d| d.rollout_state.as_deref() != Some(IN_PROGRESS));
+    if settled && completed && record.deployments().len() == 1 {
+        if healthy_primary == desired && record.consecutive_failures > 0 {
+            record.consecutive_failures = 0;
+        }
+        if !record.steady && record.status() == ACTIVE {
+            record.steady = true;
+            record.event(format!("(service {name}) has reached a steady state."), at);
+        }
+    } else if !actions.is_empty() {
+        record.steady = false;
+    }
+}
+
+/// What the controller observed about the last passes (for `/_berth/health`
+/// and the benchmark).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ControllerStats {
+    pub passes: u64,
+    pub services: usize,
+    pub last_pass_micros: u64,
+    pub writes: u64,
+}
+
+/// Runs the controller: a pass on every relevant change (debounced) and at
+/// least once a second.
+pub struct ServiceController {
+    store: Arc<dyn Store>,
+    presence: Arc<Presence>,
+    /// When each instance was first seen disconnected (controller-local: a
+    /// restarted server gives agents the full timeout to come back).
+    /// (The clock's monotonic reading.)
+    disconnected_since: Mutex<HashMap<String, Duration>>,
+    lost_after: Duration,
+    stats: Mutex<ControllerStats>,
+    /// Decoded tasks by key and revision, so an idle pass decodes nothing.
+    task_cache: Mutex<TaskCache>,
+    service_cache: Mutex<HashMap<String, (u64, Arc<ServiceRecord>)>>,
+    clock: Arc<dyn Clock>,
+}
+
+/// The account/region pairs that have ECS state: one short range per pair,
+/// skipping over everything each one holds.
+fn scopes(view: &dyn ReadView) -> Vec<Scope> {
+    let mut out = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = view.range("/ecs/", after.as_deref(), 1);
+        let Some(kv) = page.first() else {
+            return out;
+        };
+        let parts: Vec<&str> = kv.key.split('/').collect();
+        let (Some(account), Some(region)) = (parts.get(2), parts.get(3)) else {
+            return out;
+        };
+        // DEL sorts after every character a key here uses.
+        after = Some(format!("/ecs/{account}/{region}/\u{7f}"));
+        out.push(Scope {
+            account: account.to_string(),
+            region: region.to_string(),
+        });
+    }
+}
+
+type TaskCache = HashMap<String, (u64, Arc<TaskRecord>)>;
+
+/// A service's tasks through its index, decoding only what changed since
+/// the last pass.
+fn service_tasks(
+    view: &dyn ReadView,
+    scope: &Scope,
+    cluster: &str,
+    name: &str,
+    cache: &mut TaskCache,
+    next: &mut TaskCache,
+) -> Vec<Arc<TaskRecord>> {
+    let mut out = Vec::new();
+    for entry in view.range(&scope.service_tasks(cluster, name), None, usize::MAX) {
+        let Some(id) = entry.key.rsplit('/').next() else {
+            continue;
+        };
+        let key = scope.task(cluster, id);
+        let Some(kv) = view.get(&key) else { continue };
+        let task = match cache.remove(&key) {
+            Some((rev, task)) if rev == kv.mod_revision => task,
+            _ => match decode::<TaskRecord>(&kv) {
+                Ok(t) => Arc::new(t),
+                Err(_) => continue,
+            },
+        };
+        next.insert(key, (kv.mod_revision, task.clone()));
+        out.push(task);
+    }
+    out
+}
+
+/// An agent gone this long has lost its tasks.
+pub(crate) const LOST_AFTER: Duration = Duration::from_secs(120);
+
+impl ServiceController {
+    pub fn new(store: Arc<dyn Store>, presence: Arc<Presence>) -> Arc<Self> {
+        Self::with_clock(store, presence, clock::system())
+    }
+
+    /// A controller reading time from `clock` (tests drive it).
+    pub(crate) fn with_clock(
+        store: Arc<dyn Store>,
+        presence: Arc<Presence>,
+        clock: Arc<dyn Clock>,
+    ) -> Arc<Self> {
+        Arc::new(ServiceController {
+            clock,
+            store,
+            presence,
+            disconnected_since: Mutex::new(HashMap::new()),
+            lost_after: LOST_AFTER,
+            stats: Mutex::new(ControllerStats::default()),
+            task_cache: Mutex::new(HashMap::new()),
+            service_cache: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn stats(&self) -> ControllerStats {
+        self.stats.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub async fn run(self: Arc<Self>) {
+        loop {
+            let mut watch = match self.store.watch("/ecs/", self.store.revision()).await {
+                Ok(w) => w,
+                Err(e) => {
+                    tracing::warn!(error = %e, "service controller cannot watch the store");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            loop {
+                let started = Instant::now();
+                let writes = self.pass().await;
+                {
+                    let mut stats = self.stats.lock().unwrap_or_else(|p| p.into_inner());
+                    stats.passes += 1;
+                    stats.last_pass_micros = started.elapsed().as_micros() as u64;
+                    stats.writes += writes;
+                }
+                // Wait for a change or the tick, then let a burst of changes settle.
+                match tokio::time::timeout(Duration::from_secs(1), watch.next()).await {
+                    Ok(None) | Ok(Some(Err(_))) => break,
+                    _ => {}
+                }
+                let settle = tokio::time::sleep(Duration::from_millis(20));
+                tokio::pin!(settle);
+                loop {
+                    tokio::select! {
+                        _ = &mut settle => break,
+                        next = watch.next() => if matches!(next, None | Some(Err(_))) { break },
+                    }
+                }
+            }
+        }
+    }
+
+    fn instance_states(
+        &self,
+        view: &dyn ReadView,
+        scope: &Scope,
+        cluster: &str,
+    ) -> HashMap<String, InstanceState> {
+        let mut states = HashMap::new();
+        let now = self.clock.monotonic();
+        let mut since = self
+            .disconnected_since
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        // Every cluster's hosts: Fargate tasks run on hosts registered in
+        // any cluster; only the cluster's own container instances take
+        // daemon tasks.
+        for kv in view.range(&scope.all_instances(), None, usize::MAX) {
+            let Ok(record) = decode::<InstanceRecord>(&kv) else {
+                continue;
+            };
+            let member = record.cluster == cluster && record.offers_ec2();
+            let connected = self.presence.connected(record.arn());
+            let gone_too_long = if connected {
+                since.remove(record.arn());
+                false
+            } else {
+                let first = *since.entry(record.arn().to_string()).or_insert(now);
+                now.saturating_sub(first) >= self.lost_after
+            };
+            let inactive = record.status() == instances::INACTIVE;
+            states.insert(
+                record.id.clone(),
+                InstanceState {
+                    draining: record.status() == instances::DRAINING,
+                    lost: inactive || gone_too_long,
+                    active: record.status() == instances::ACTIVE && connected && member,
+                },
+            );
+        }
+        states
+    }
+
+    /// One pass over every service. Returns how many services were written.
+    pub(crate) async fn pass(&self) -> u64 {
+        let services = self.all_services();
+        let mut writes = 0;
+        {
+            let mut stats = self.stats.lock().unwrap_or_else(|p| p.into_inner());
+            stats.services = services.len();
+        }
+        let mut instances_by_cluster: HashMap<(Scope, String), HashMap<String, InstanceState>> =
+            HashMap::new();
+        let mut cache =
+            std::mem::take(&mut *self.task_cache.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut next_cache = HashMap::new();
+        for (scope, record) in services {
+            let instances = instances_by_cluster
+                .entry((scope.clone(), record.cluster.clone()))
+                .or_insert_with(|| {
+                    self.instance_states(self.store.as_ref(), &scope, &record.cluster)
+                })
+                .clone();
+            let instances = if record.is_daemon() {
+                daemon_states(
+                    self.store.as_ref(),
+                    &scope,
+                    &record,
+                    instances,
+                    &self.presence,
+                )
+            } else {
+                instances
+            };
+            let tasks = service_tasks(
+                self.store.as_ref(),
+                &scope,
+                &record.cluster,
+                &record.name,
+                &mut cache,
+                &mut next_cache,
+            );
+            let mine: Vec<&TaskRecord> = tasks.iter().map(|t| t.as_ref()).collect();
+            let mut trial = (*record).clone();
+            let actions = reconcile(&mut trial, &mine, &instances, self.clock.now());
+            let unchanged = actions.is_empty()
+                && record.service == trial.service
+                && trial.steady == record.steady
+                && trial.counted_failures == record.counted_failures;
+            if unchanged {
+                continue;
+            }
+            match self
+                .apply(&scope, &record.cluster, &record.name, instances)
+                .await
+            {
+                Ok(true) => writes += 1,
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(service = %record.name, error = %e.message, "service reconcile failed")
+                }
+            }
+        }
+        *self.task_cache.lock().unwrap_or_else(|p| p.into_inner()) = next_cache;
+        writes
+    }
+
+    /// Every service that is not INACTIVE, by account and region. Decoded
+    /// records are cached by revision, so an idle pass decodes nothing.
+    fn all_services(&self) -> Vec<(Scope, Arc<ServiceRecord>)> {
+        let mut out = Vec::new();
+        let mut cache = self.service_cache.lock().unwrap_or_else(|p| p.into_inner());
+        let mut next = HashMap::new();
+        for scope in scopes(self.store.as_ref()) {
+            let prefix = format!("/ecs/{}/{}/services/", scope.account, scope.region);
+            for kv in self.store.range(&prefix, None, usize::MAX) {
+                let record = match cache.remove(&kv.key) {
+                    Some((rev, record)) if rev == kv.mod_revision => record,
+                    _ => match decode::<ServiceRecord>(&kv) {
+                        Ok(r) => Arc::new(r),
+                        Err(_) => continue,
+                    },
+                };
+                next.insert(kv.key.clone(), (kv.mod_revision, record.clone()));
+                if record.status() != INACTIVE {
+                    out.push((scope.clone(), record));
+                }
+            }
+        }
+        *cache = next;
+        out
+    }
+
+    /// Decides again inside a mutation and applies the decision.
+    async fn apply(
+        &self,
+        scope: &Scope,
+        cluster: &str,
+        name: &str,
+        instances: HashMap<String, InstanceState>,
+    ) -> Result<bool, AwsError> {
+        let scope = scope.clone();
+        let cluster = cluster.to_string();
+        let name = name.to_string();
+        let presence = self.presence.clone();
+        let at = self.clock.now();
+        let (_, wrote) = self
+            .store
+            .update(move |view| {
+                let key = scope.service(&cluster, &name);
+                let Some(kv) = view.get(&key) else {
+                    return Ok((Vec::new(), false));
+                };
+                let mut record: ServiceRecord = decode(&kv)?;
+                let tasks: Vec<TaskRecord> = view
+                    .range(&scope.service_tasks(&cluster, &name), None, usize::MAX)
+                    .iter()
+                    .filter_map(|kv| view.get(&scope.task(&cluster, kv.key.rsplit('/').next()?)))
+                    .filter_map(|kv| decode::<TaskRecord>(&kv).ok())
+                    .collect();
+                let refs: Vec<&TaskRecord> = tasks.iter().collect();
+                let actions = reconcile(&mut record, &refs, &instances, at);
+                let mut ops = Vec::new();
+                let mut stopped = Vec::new();
+                for (id, code, reason, lost) in &actions.stop {
+                    if let Some(t) = tasks.iter().find(|t| &t.id == id) {
+                        let mut t = t.clone();
+                        if request_stop(&mut t, code, reason, at, *lost) {
+                            ops.extend(index::put_task(&scope, &t)?);
+                            ops.extend(ledger::ledger_op(&scope, &t)?);
+                            stopped.push(short_id(&t).to_string());
+                        }
+                    }
+                }
+                if !stopped.is_empty() {
+                    let list: Vec<String> =
+                        stopped.iter().map(|id| format!("(task {id})")).collect();
+                    record.event(
+                        format!(
+                            "(service {name}) has stopped {} running tasks: {}.",
+                            stopped.len(),
+                            list.join(" ")
+                        ),
+                        at,
+                    );
+                }
+                let started = launch(
+                    view,
+                    &scope,
+                    &cluster,
+                    &mut record,
+                    &refs,
+                    &actions,
+                    &presence,
+                    at,
+                    &mut ops,
+                )?;
+                if started > 0 {
+                    // The new tasks count as pending at once.
+                    record.steady = false;
+                    let n = started as i32;
+                    let s = &mut record.service;
+                    s.pending_count = Some(s.pending_count.unwrap_or(0) + n);
+                    if let Some(d) = s
+                        .deployments
+                        .iter_mut()
+                        .flatten()
+                        .find(|d| d.status.as_deref() == Some(PRIMARY))
+                    {
+                        d.pending_count = Some(d.pending_count.unwrap_or(0) + n);
+                        d.updated_at = Some(at);
+                    }
+                }
+                // Nothing decided and nothing placed (say, no room for the
+                // tasks it wants): no write, so the pass does not wake
+                // itself through the store's watch again and again.
+                let value = encode(&record)?;
+                if ops.is_empty() && value == kv.value {
+                    return Ok((ops, false));
+                }
+                ops.push(Op::put(key, value));
+                Ok::<_, AwsError>((ops, true))
+            })
+            .await
+            .map_err(error::store)??;
+        Ok(wrote)
+    }
+}
+
+/// A daemon runs only where its `memberOf` constraints (the service's and
+/// its task definition's) admit it: other instances are no target of it
+/// (not counted in its desired count, and its tasks there stop).
+fn daemon_states(
+    view: &dyn ReadView,
+    scope: &Scope,
+    record: &ServiceRecord,
+    mut states: HashMap<String, InstanceState>,
+    presence: &Presence,
+) -> HashMap<String, InstanceState> {
+    let constraints = record
+        .service
+        .placement_constraints
+        .as_deref()
+        .unwrap_or(&[]);
+    let Ok(mut policy) = policy::policy(constraints, &[]) else {
+        return states;
+    };
+    let definition = record
+        .service
+        .task_definition
+        .as_deref()
+        .and_then(|d| task_definitions::parse_reference(scope, d).ok())
+        .and_then(|r| task_definitions::find(view, scope, &r).ok().flatten());
+    if let Some((d, _)) = &definition {
+        match policy::with_definition(&policy, &d.task_definition) {
+            Ok(p) => policy = p,
+            Err(_) => return states,
+        }
+    }
+    let expressions: Vec<&berth_scheduler::Expression> = policy
+        .constraints
+        .iter()
+        .filter_map(|c| match c {
+            berth_scheduler::Constraint::MemberOf(e) => Some(e),
+            berth_scheduler::Constraint::DistinctInstance => None,
+        })
+        .collect();
+    if expressions.is_empty() {
+        return states;
+    }
+    for (id, state) in states.iter_mut().filter(|(_, s)| s.active) {
+        let Ok(Some((instance, _))) =
+            load::<InstanceRecord>(view, &scope.instance(&record.cluster, id))
+        else {
+            continue;
+        };
+        let Ok(usage) = usage_of_instance(view, scope, &record.cluster, id) else {
+            continue;
+        };
+        let snap = snapshot(&instance, &usage, presence);
+        if !expressions.iter().all(|e| e.matches(&snap)) {
+            state.active = false;
+        }
+    }
+    states
+}
+
+/// Places the tasks `actions` asks for; records events for what started and
+/// what could not be placed. Returns how many started.
+#[allow(clippy::too_many_arguments)]
+fn launch(
+    view: &dyn ReadView,
+    scope: &Scope,
+    cluster: &str,
+    record: &mut ServiceRecord,
+    service_tasks: &[&TaskRecord],
+    actions: &Actions,
+    presence: &Presence,
+    at: f64,
+    ops: &mut Vec<Op>,
+) -> Result<usize, AwsError> {
+    if actions.start == 0 && actions.start_on.is_empty() {
+        return Ok(0);
+    }
+    let name = record.name.clone();
+    let Some(primary) = record
+        .deployments()
+        .iter()
+        .find(|d| d.status.as_deref() == Some(PRIMARY))
+        .cloned()
+    else {
+        return Ok(0);
+    };
+    let definition = primary.task_definition.clone().unwrap_or_default();
+    let capacity = match capacity::service_capacity(&record.service) {
+        Ok(c) => c,
+        Err(e) => {
+            note(
+                record,
+                format!("(service {name}) was unable to start tasks: {}", e.message),
+                at,
+            );
+            return Ok(0);
+        }
+    };
+    let tags = match record.service.propagate_tags.as_deref() {
+        Some("SERVICE") => record.service.tags.clone().unwrap_or_default(),
+        _ => Vec::new(),
+    };
+    let launch = match prepare_launch(
+        view,
+        scope,
+        cluster,
+        &definition,
+        Default::default(),
+        Some(record.group()),
+        primary.id.clone(),
+        tags,
+        record
+            .service
+            .propagate_tags
+            .clone()
+            .filter(|p| p == "TASK_DEFINITION"),
+        record.service.enable_execute_command.unwrap_or(false),
+        capacity,
+        record.network.clone(),
+        record.service.platform_version.as_deref(),
+    ) {
+        Ok(mut l) => {
+            if let Capacity::Fargate(_) = &l.capacity {
+                l.provider_counts = capacity::provider_counts(service_tasks.iter().copied());
+            }
+            l
+        }
+        Err(e) => {
+            note(
+                record,
+                format!("(service {name}) was unable to start tasks: {}", e.message),
+                at,
+            );
+            return Ok(0);
+        }
+    };
+    let mut started = Vec::new();
+    let mut failures = Vec::new();
+    let policy = policy::policy(
+        record
+            .service
+            .placement_constraints
+            .as_deref()
+            .unwrap_or(&[]),
+        record.service.placement_strategy.as_deref().unwrap_or(&[]),
+    )
+    .and_then(|p| policy::with_definition(&p, &launch.definition));
+    let policy = match policy {
+        Ok(p) => p,
+        Err(e) => {
+            note(
+                record,
+                format!("(service {name}) cannot place tasks: {}", e.message),
+                at,
+            );
+            return Ok(0);
+        }
+    };
+    if actions.start > 0 {
+        match place_batch(view, scope, &launch, actions.start, presence, &policy, at) {
+            Ok((mut new_ops, new_tasks, new_failures)) => {
+                ops.append(&mut new_ops);
+                started.extend(new_tasks.iter().map(|t| t.id.clone()));
+                failures.extend(new_failures);
+            }
+            Err(e) => {
+                note(
+                    record,
+                    format!(
+                        "(service {name}) was unable to place a task because no container instance met all of its requirements. Reason: {}",
+                        e.message
+                    ),
+                    at,
+                );
+            }
+        }
+    }
+    if !actions.start_on.is_empty() {
+        for id in &actions.start_on {
+            let Some(kv) = view.get(&scope.instance(cluster, id)) else {
+                continue;
+            };
+            let instance: InstanceRecord = decode(&kv)?;
+            // The instance's own tasks only.
+            let u = &mut usage_of_instance(view, scope, cluster, id)?;
+            // Daemons honour memberOf: an instance outside it gets no task.
+            let snap = snapshot(&instance, u, presence);
+            let excluded = policy.constraints.iter().any(|c| match c {
+                berth_scheduler::Constraint::MemberOf(e) => !e.matches(&snap),
+                berth_scheduler::Constraint::DistinctInstance => false,
+            });
+            if excluded {
+                continue;
+            }
+            match place_on(scope, &launch, &instance, u, presence, at)? {
+                Ok((new_ops, task)) => {
+                    ops.extend(new_ops);
+                    started.push(task.id.clone());
+                }
+                Err(f) => failures.push(f),
+            }
+        }
+    }
+    if !started.is_empty() {
+        let list: Vec<String> = started.iter().map(|id| format!("(task {id})")).collect();
+        record.event(
+            format!(
+                "(service {name}) has started {} tasks: {}.",
+                started.len(),
+                list.join(" ")
+            ),
+            at,
+        );
+    }
+    if !failures.is_empty() {
+        let reasons: Vec<String> = failures
+            .iter()
+            .map(|f| {
+                format!(
+                    "(container-instance {}) {}",
+                    f.arn
+                        .as_deref()
+                        .unwrap_or("")
+                        .rsplit('/')
+                        .next()
+                        .unwrap_or(""),
+                    f.reason.as_deref().unwrap_or("")
+                )
+            })
+            .collect();
+        note(
+            record,
+            format!(
+                "(service {name}) was unable to place a task because no container instance met all of its requirements. Reasons: {}.",
+                reasons.join(", ")
+            ),
+            at,
+        );
+    }
+    Ok(started.len())
+}
+
+/// Adds an event unless the newest one already says the same.
+fn note(record: &mut ServiceRecord, message: String, at: f64) {
+    let repeated = record
+        .service
+        .events
+        .as_ref()
+        .and_then(|e| e.first())
+        .is_some_and(|e| e.message.as_deref() == Some(message.as_str()));
+    if !repeated {
+        record.event(message, at);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::services;
+
+    const RUNNING: &str = "RUNNING";
+    const STOPPED: &str = "STOPPED";
+    use berth_model::shapes::ecs::{
+        DeploymentCircuitBreaker, DeploymentConfiguration, Service, Task,
+    };
+
+    fn service(desired: i32, min: i32, max: i32) -> ServiceRecord {
+        let mut d = services::new_deployment("td:2", desired, 0.0, None);
+        d.id = Some("new".into());
+        let mut old = services::new_deployment("td:1", 0, 0.0, None);
+        old.id = Some("old".into());
+        old.status = Some(ACTIVE.into());
+        old.rollout_state = Some(COMPLETED.into());
+        ServiceRecord {
+            name: "web".into(),
+            cluster: "default".into(),
+            service: Service {
+                status: Some(ACTIVE.into()),
+                desired_count: Some(desired),
+                deployments: Some(vec![d, old]),
+                deployment_configuration: Some(DeploymentConfiguration {
+                    minimum_healthy_percent: Some(min),
+                    maximum_percent: Some(max),
+                    deployment_circuit_breaker: Some(DeploymentCircuitBreaker {
+                        enable: Some(true),
+                        rollback: Some(true),
+                        ..DeploymentCircuitBreaker::default()
+                    }),
+                    ..DeploymentConfiguration::default()
+                }),
+                ..Service::default()
+            },
+            last_completed_task_definition: Some("td:1".into()),
+            ..ServiceRecord::default()
+        }
+    }
+
+    fn task(id: &str, deployment: &str, last: &str) -> TaskRecord {
+        TaskRecord {
+            id: id.into(),
+            cluster: "default".into(),
+            instance_id: Some("i1".into()),
+            task: Task {
+                started_by: Some(deployment.into()),
+                last_status: Some(last.into()),
+                desired_status: Some(if last == STOPPED { STOPPED } else { RUNNING }.into()),
+                group: Some("service:web".into()),
+                ..Task::default()
+            },
+            ..TaskRecord::default()
+        }
+    }
+
+    fn instances() -> HashMap<String, InstanceState> {
+        HashMap::from([(
+            "i1".to_string(),
+            InstanceState {
+                draining: false,
+                lost: false,
+                active: true,
+            },
+        )])
+    }
+
+    #[test]
+    fn rolling_100_200_starts_new_before_stopping_old() {
+        let old: Vec<TaskRecord> = (0..3)
+            .map(|i| task(&format!("o{i}"), "old", RUNNING))
+            .collect();
+        let refs: Vec<&TaskRecord> = old.iter().collect();
+        let mut s = service(3, 100, 200);
+        let a = reconcile(&mut s, &refs, &instances(), 1.0);
+        assert_eq!((a.start, a.stop.len()), (3, 0));
+        // New tasks pending: nothing more to do yet.
+        let mut all = old.clone();
+        all.extend((0..3).map(|i| task(&format!("n{i}"), "new", "PENDING")));
+        let refs: Vec<&TaskRecord> = all.iter().collect();
+        let a = reconcile(&mut s, &refs, &instances(), 2.0);
+        assert_eq!((a.start, a.stop.len()), (0, 0));
+        // New tasks healthy: the three old ones go.
+        for t in all.iter_mut().skip(3) {
+            t.task.last_status = Some(RUNNING.into());
+        }
+        let refs: Vec<&TaskRecord> = all.iter().collect();
+        let a = reconcile(&mut s, &refs, &instances(), 3.0);
+        assert_eq!(a.start, 0);
+        let mut stopped: Vec<&str> = a.stop.iter().map(|s| s.0.as_str()).collect();
+        stopped.sort();
+        assert_eq!(stopped, ["o0", "o1", "o2"]);
+    }
+
+    #[test]
+    fn rolling_50_100_stops_before_starting() {
+        let old: Vec<TaskRecord> = (0..4)
+            .map(|i| task(&format!("o{i}"), "old", RUNNING))
+            .collect();
+        let refs: Vec<&TaskRecord> = old.iter().collect();
+        let mut s = service(4, 50, 100);
+        let a = reconcile(&mut s, &refs, &instances(), 1.0);
+        assert_eq!(a.start, 0, "no room above 100%");
+        assert_eq!(a.stop.len(), 2, "half may go");
+    }
+
+    #[test]
+    fn circuit_breaker_rolls_back_after_threshold() {
+        assert_eq!(failure_threshold(3), 3);
+        assert_eq!(failure_threshold(10), 5);
+        assert_eq!(failure_threshold(1000), 200);
+        let mut tasks: Vec<TaskRecord> = (0..3)
+            .map(|i| task(&format!("o{i}"), "old", RUNNING))
+            .collect();
+        for i in 0..3 {
+            let mut t = task(&format!("f{i}"), "new", STOPPED);
+            t.task.stop_code = Some("EssentialContainerExited".into());
+            tasks.push(t);
+        }
+        let refs: Vec<&TaskRecord> = tasks.iter().collect();
+        let mut s = service(3, 100, 200);
+        reconcile(&mut s, &refs, &instances(), 5.0);
+        let failed = s
+            .deployments()
+            .iter()
+            .find(|d| d.id.as_deref() == Some("new"))
+            .unwrap();
+        assert_eq!(failed.rollout_state.as_deref(), Some(FAILED));
+        assert_eq!(failed.status.as_deref(), Some(ACTIVE));
+        let primary = &s.deployments()[0];
+        assert_eq!(primary.status.as_deref(), Some(PRIMARY));
+        assert_eq!(primary.task_definition.as_deref(), Some("td:1"));
+        assert_eq!(
+            primary.id.as_deref(),
+            Some("old"),
+            "the deployment still running td:1 takes over"
+        );
+        // Counting is idempotent: the same stopped tasks are not counted twice.
+        let before = s.counted_failures.len();
+        reconcile(&mut s, &refs, &instances(), 6.0);
+        assert_eq!(s.counted_failures.len(), before);
+    }
+
+    #[test]
+    fn lost_instances_lose_their_tasks() {
+        let tasks = [task("a", "new", RUNNING)];
+        let refs: Vec<&TaskRecord> = tasks.iter().collect();
+        let mut s = service(1, 100, 200);
+        let gone = HashMap::from([(
+            "i1".to_string(),
+            InstanceState {
+                draining: false,
+                lost: true,
+                active: false,
+            },
+        )]);
+        let a = reconcile(&mut s, &refs, &gone, 1.0);
+        assert_eq!(a.stop.len(), 1);
+        assert!(a.stop[0].3, "marked lost: stopped without an agent");
+        assert_eq!(a.start, 1);
+    }
+
+    #[test]
+    fn daemon_wants_one_task_per_active_instance() {
+        let mut s = service(0, 0, 100);
+        s.service.scheduling_strategy = Some(services::DAEMON.into());
+        let mut states = instances();
+        states.insert(
+            "i2".into(),
+            InstanceState {
+                draining: false,
+                lost: false,
+                active: true,
+            },
+        );
+        states.insert(
+            "i3".into(),
+            InstanceState {
+                draining: true,
+                lost: false,
+                active: true,
+            },
+        );
+        let tasks = [task("a", "new", RUNNING)];
+        let refs: Vec<&TaskRecord> = tasks.iter().collect();
+        let a = reconcile(&mut s, &refs, &states, 1.0);
+        assert_eq!(a.start_on, vec!["i2".to_string()]);
+        assert_eq!(s.service.desired_count, Some(2));
+    }
+}
+
+#[cfg(test)]
+mod harness_tests {
+    //! The controller's passes through the handler harness: services
+    //! created and changed through the API, simulated agents reporting
+    //! RUNNING and STOPPED, the fake clock for grace periods, throttling
+    //! and lost agents. What it places counts the tasks earlier passes (and
+    //! RunTask) placed.
+
+    use serde_json::{json, Value};
+
+    use super::{reconcile, ServiceController};
+    use crate::state::index;
+    use crate::state::records::load;
+    use crate::state::services::ServiceRecord;
+    use crate::state::tasks::{TaskRecord, TaskStatus};
+    use crate::test_support::{Harness, Instance, Spec};
+
+    fn service_tasks(h: &Harness, service: &str) -> Vec<TaskRecord> {
+        h.service_tasks("default", service)
+    }
+
+    fn live(h: &Harness, service: &str) -> Vec<TaskRecord> {
+        service_tasks(h, service)
+            .into_iter()
+            .filter(|t| t.last_status() != TaskStatus::Stopped)
+            .collect()
+    }
+
+    fn record(h: &Harness, service: &str) -> ServiceRecord {
+        load::<ServiceRecord>(h.store.as_ref(), &h.scope().service("default", service))
+            .ok()
+            .flatten()
+            .map(|(r, _)| r)
+            .unwrap_or_default()
+    }
+
+    async fn describe(h: &Harness, service: &str) -> Value {
+        h.ok("DescribeServices", json!({"services": [service]}))
+            .await["services"][0]
+            .clone()
+    }
+
+    fn events(s: &Value) -> Vec<String> {
+        s["events"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e["message"].as_str().map(str::to_string))
+            .collect()
+    }
+
+    /// Passes and agent reports until nothing changes (at most `rounds`).
+    async fn converge(h: &Harness, controller: &ServiceController, agents: &[&Instance]) {
+        for _ in 0..20 {
+            let writes = controller.pass().await;
+            let reports = h.agents_act(agents).await;
+            if writes == 0 && reports == 0 {
+                return;
+            }
+        }
+        panic!("the service did not settle");
+    }
+
+    #[tokio::test]
+    async fn a_service_scaled_in_steps_keeps_distinct_instances() {
+        let h = Harness::new();
+        let a = h.instance("default", Spec::default()).await;
+        let b = h.instance("default", Spec::default()).await;
+        h.task_definition("web", json!({})).await;
+        h.ok(
+            "CreateService",
+            json!({"serviceName": "web", "taskDefinition": "web", "desiredCount": 1,
+                "placementConstraints": [{"type": "distinctInstance"}]}),
+        )
+        .await;
+        let controller = h.controller();
+        controller.pass().await;
+        assert_eq!(service_tasks(&h, "web").len(), 1);
+        h.ok(
+            "UpdateService",
+            json!({"service": "web", "desiredCount": 2}),
+        )
+        .await;
+        controller.pass().await;
+        let mut on: Vec<String> = service_tasks(&h, "web")
+            .iter()
+            .filter_map(|t| t.instance_id.clone())
+            .collect();
+        on.sort();
+        let mut both = vec![a.id.clone(), b.id.clone()];
+        both.sort();
+        assert_eq!(on, both);
+        // A third has nowhere to go.
+        h.ok(
+            "UpdateService",
+            json!({"service": "web", "desiredCount": 3}),
+        )
+        .await;
+        controller.pass().await;
+        assert_eq!(service_tasks(&h, "web").len(), 2);
+        let out = h.ok("DescribeServices", json!({"services": ["web"]})).await;
+        let event = out["services"][0]["events"][0]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(
+            event.contains("DistinctInstance placement constraint unsatisfied"),
+            "{event}"
+        );
+        // A RunTask of the service's group on a fresh instance counts too.
+        let c = h.instance("default", Spec::default()).await;
+        h.ok(
+            "StartTask",
+            json!({"taskDefinition": "web", "group": "service:web", "containerInstances": [c.arn]}),
+        )
+        .await;
+        controller.pass().await;
+        let held = index::instance_tasks(h.store.as_ref(), &h.scope(), "default", &c.id)
+            .unwrap_or_default();
+        assert_eq!(held.len(), 1, "the controller placed nothing more on c");
+    }
+
+    #[tokio::test]
+    async fn daemons_start_once_per_instance() {
+        let h = Harness::new();
+        let a = h.instance("default", Spec::default()).await;
+        h.task_definition("agent", json!({})).await;
+        h.ok(
+            "CreateService",
+            json!({"serviceName": "daemon", "taskDefinition": "agent",
+                "schedulingStrategy": "DAEMON"}),
+        )
+        .await;
+        let controller = h.controller();
+        controller.pass().await;
+        controller.pass().await;
+        let tasks = service_tasks(&h, "daemon");
+        assert_eq!(tasks.len(), 1);
+        assert_eq!(tasks[0].instance_id.as_deref(), Some(a.id.as_str()));
+        let b = h.instance("default", Spec::default()).await;
+        controller.pass().await;
+        let mut on: Vec<String> = service_tasks(&h, "daemon")
+            .iter()
+            .filter_map(|t| t.instance_id.clone())
+            .collect();
+        on.sort();
+        let mut both = vec![a.id, b.id];
+        both.sort();
+        assert_eq!(on, both);
+    }
+
+    #[tokio::test]
+    async fn a_service_reaches_a_steady_state() {
+        let h = Harness::new();
+        let a = h.instance("default", Spec::default()).await;
+        let b = h.instance("default", Spec::default()).await;
+        h.task_definition("web", json!({})).await;
+        h.ok(
+            "CreateService",
+            json!({"serviceName": "web", "taskDefinition": "web", "desiredCount": 4}),
+        )
+        .await;
+        let controller = h.controller();
+        controller.pass().await;
+        let s = describe(&h, "web").await;
+        assert_eq!(
+            (s["runningCount"].clone(), s["pendingCount"].clone()),
+            (json!(0), json!(4))
+        );
+        assert!(
+            events(&s)[0].contains("has started 4 tasks"),
+            "{:?}",
+            events(&s)
+        );
+        // Spread over instances by default: two each.
+        let on_a = live(&h, "web")
+            .iter()
+            .filter(|t| t.instance_id.as_deref() == Some(a.id.as_str()))
+            .count();
+        assert_eq!(on_a, 2);
+        converge(&h, &controller, &[&a, &b]).await;
+        let s = describe(&h, "web").await;
+        assert_eq!(
+            (s["runningCount"].clone(), s["pendingCount"].clone()),
+            (json!(4), json!(0))
+        );
+        let d = &s["deployments"][0];
+        assert_eq!(d["rolloutState"], "COMPLETED");
+        assert_eq!(d["runningCount"], 4);
+        assert!(
+            events(&s)[0].contains("has reached a steady state"),
+            "{:?}",
+            events(&s)
+        );
+        // An idle pass writes nothing.
+        assert_eq!(controller.pass().await, 0);
+        // Tasks are started by the deployment, in the service's group.
+        let t = &live(&h, "web")[0];
+        assert_eq!(t.task.group.as_deref(), Some("service:web"));
+        assert_eq!(t.task.started_by, d["id"].as_str().map(str::to_string));
+    }
+
+    #[tokio::test]
+    async fn a_task_that_stops_is_replaced() {
+        let h = Harness::new();
+        let a = h.instance("default", Spec::default()).await;
+        h.task_definition("web", json!({})).await;
+        h.ok(
+            "CreateService",
+            json!({"serviceName": "web", "taskDefinition": "web", "desiredCount": 2}),
+        )
+        .await;
+        let controller = h.controller();
+        converge(&h, &controller, &[&a]).await;
+        let victim = live(&h, "web")[0].arn().to_string();
+        h.report_with(&a, &victim, "STOPPED", json!({"exitCode": 0}))
+            .await
+            .unwrap();
+        controller.pass().await;
+        let tasks = live(&h, "web");
+        assert_eq!(tasks.len(), 2);
+        assert!(tasks.iter().all(|t| t.arn() != victim));
+        // Someone stopping a task by hand: the same.
+        let other = tasks[0].arn().to_string();
+        h.ok("StopTask", json!({"task": other})).await;
+        converge(&h, &controller, &[&a]).await;
+        assert_eq!(describe(&h, "web").await["runningCount"], 2);
+    }
+
+    #[tokio::test]
+    async fn scaling_in_stops_pending_tasks_before_running_ones() {
+        let h = Harness::new();
+        let a = h.instance("default", Spec::default()).await;
+        h.task_definition("web", json!({})).await;
+        h.ok(
+            "CreateService",
+            json!({"serviceName": "web", "taskDefinition": "web", "desiredCount": 2}),
+        )
+        .await;
+        let controller = h.controller();
+        converge(&h, &controller, &[&a]).await;
+        let running: Vec<String> = live(&h, "web").iter().map(|t| t.id.clone()).collect();
+        h.ok(
+            "UpdateService",
+            json!({"service": "web", "desiredCount": 4}),
+        )
+        .await;
+        controller.pass().await;
+        assert_eq!(live(&h, "web").len(), 4, "two more, not yet running");
+        h.ok(
+            "UpdateService",
+            json!({"service": "web", "desiredCount": 2}),
+        )
+        .await;
+        controller.pass().await;
+        let still: Vec<String> = service_tasks(&h, "web")
+            .iter()
+            .filter(|t| t.desired_status() == TaskStatus::Running)
+            .map(|t| t.id.clone())
+            .collect();
+        let mut still_sorted = still.clone();
+        still_sorted.sort();
+        let mut running_sorted = running.clone();
+        running_sorted.sort();
+        assert_eq!(still_sorted, running_sorted, "the pending ones went");
+        let s = describe(&h, "web").await;
+        assert!(
+            events(&s)[0].contains("has stopped 2 running tasks"),
+            "{:?}",
+            events(&s)
+        );
+    }
+
+    /// A service of `desired` tasks at `min`/`max` percent, settled on
+    /// revision 1, then moved to revision 2.
+    async fn deployment(
+        min: i32,
+        max: i32,
+        desired: i32,
+    ) -> (Harness, Vec<Instance>, std::sync::Arc<ServiceController>) {
+        let h = Harness::new();
+        let mut instances = Vec::new();
+        for _ in 0..2 {
+            instances.push(h.instance("default", Spec::default()).await);
+        }
+        h.task_definition("web", json!({})).await;
+        h.ok(
+            "CreateService",
+            json!({"serviceName": "web", "taskDefinition": "web", "desiredCount": desired,
+                "deploymentConfiguration": {"minimumHealthyPercent": min, "maximumPercent": max}}),
+        )
+        .await;
+        let controller = h.controller();
+        let refs: Vec<&Instance> = instances.iter().collect();
+        converge(&h, &controller, &refs).await;
+        h.task_definition("web", json!({"memory": 128})).await;
+        h.ok(
+            "UpdateService",
+            json!({"service": "web", "taskDefinition": "web"}),
+        )
+        .await;
+        (h, instances, controller)
+    }
+
+    fn revisions(h: &Harness) -> (usize, usize) {
+        let tasks = live(h, "web");
+        let new = tasks
+            .iter()
+            .filter(|t| {
+                t.task
+                    .task_definition_arn
+                    .as_deref()
+                    .is_some_and(|a| a.ends_with(":2"))
+            })
+            .count();
+        (tasks.len() - new, new)
+    }
+
+    #[tokio::test]
+    async fn rolling_deployment_100_200_starts_new_tasks_first() {
+        let (h, instances, controller) = deployment(100, 200, 4).await;
+        let refs: Vec<&Instance> = instances.iter().collect();
+        controller.pass().await;
+        assert_eq!(
+            revisions(&h),
+            (4, 4),
+            "up to 200 %: all new tasks at once, no old one stopped"
+        );
+        let s = describe(&h, "web").await;
+        assert_eq!(s["deployments"][0]["status"], "PRIMARY");
+        assert_eq!(s["deployments"][0]["pendingCount"], 4);
+        assert_eq!(s["deployments"][1]["runningCount"], 4);
+        // New tasks run: the old ones go.
+        h.agents_act(&refs).await;
+        controller.pass().await;
+        let old_stopping = service_tasks(&h, "web")
+            .iter()
+            .filter(|t| {
+                t.task
+                    .task_definition_arn
+                    .as_deref()
+                    .is_some_and(|a| a.ends_with(":1"))
+            })
+            .all(|t| t.desired_status() == TaskStatus::Stopped);
+        assert!(old_stopping);
+        converge(&h, &controller, &refs).await;
+        assert_eq!(revisions(&h), (0, 4));
+        let s = describe(&h, "web").await;
+        assert_eq!(s["deployments"].as_array().map(Vec::len), Some(1));
+        assert_eq!(s["deployments"][0]["rolloutState"], "COMPLETED");
+        assert_eq!(s["taskDefinition"], h.scope().arn("task-definition/web:2"));
+    }
+
+    #[tokio::test]
+    async fn rolling_deployment_50_100_stops_old_tasks_first() {
+        let (h, instances, controller) = deployment(50, 100, 4).await;
+        let refs: Vec<&Instance> = instances.iter().collect();
+        controller.pass().await;
+        let stopping = service_tasks(&h, "web")
+            .iter()
+            .filter(|t| t.desired_status() == TaskStatus::Stopped)
+            .count();
+        assert_eq!(stopping, 2, "half may go below 100 %");
+        assert_eq!(revisions(&h).1, 0, "no room above 100 % until they stopped");
+        // Never more than 4 tasks, never fewer than 2 running, until done.
+        for _ in 0..20 {
+            h.agents_act(&refs).await;
+            let all = live(&h, "web");
+            assert!(all.len() <= 4, "{} tasks above maximumPercent", all.len());
+            let running = all
+                .iter()
+                .filter(|t| {
+                    t.last_status() == TaskStatus::Running
+                        && t.desired_status() == TaskStatus::Running
+                })
+                .count();
+            assert!(
+                running >= 2,
+                "{running} healthy below minimumHealthyPercent"
+            );
+            if controller.pass().await == 0 {
+                break;
+            }
+        }
+        assert_eq!(revisions(&h), (0, 4));
+    }
+
+    #[tokio::test]
+    async fn the_circuit_breaker_rolls_back_to_the_last_completed_revision() {
+        let h = Harness::new();
+        let a = h.instance("default", Spec::default()).await;
+        h.task_definition("web", json!({})).await;
+        h.ok(
+            "CreateService",
+            json!({"serviceName": "web", "taskDefinition": "web", "desiredCount": 2,
+                "deploymentConfiguration": {"deploymentCircuitBreaker": {"enable": true, "rollback": true}}}),
+        )
+        .await;
+        let controller = h.controller();
+        converge(&h, &controller, &[&a]).await;
+        h.task_definition("web", json!({"image": "broken"})).await;
+        h.ok(
+            "UpdateService",
+            json!({"service": "web", "taskDefinition": "web"}),
+        )
+        .await;
+        // Every new task exits at once; three failures trip the breaker.
+        let mut failed = None;
+        for _ in 0..6 {
+            controller.pass().await;
+            let s = describe(&h, "web").await;
+            if let Some(d) = s["deployments"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|d| d["rolloutState"] == "FAILED")
+            {
+                failed.get_or_insert(d.clone());
+            }
+            for t in live(&h, "web") {
+                if t.task
+                    .task_definition_arn
+                    .as_deref()
+                    .is_some_and(|d| d.ends_with(":2"))
+                {
+                    h.report_with(
+                        &a,
+                        t.arn(),
+                        "STOPPED",
+                        json!({
+                        "stopCode": "EssentialContainerExited",
+                        "stoppedReason": "Essential container in task exited", "exitCode": 1}),
+                    )
+                    .await
+                    .unwrap();
+                }
+            }
+        }
+        let failed = failed.unwrap_or_else(|| panic!("the breaker never tripped"));
+        assert_eq!(
+            failed["status"], "ACTIVE",
+            "no longer PRIMARY once it failed"
+        );
+        assert!(failed["failedTasks"].as_i64().unwrap_or(0) >= 3, "{failed}");
+        assert_eq!(
+            failed["taskDefinition"],
+            h.scope().arn("task-definition/web:2")
+        );
+        let s = describe(&h, "web").await;
+        let deployments = s["deployments"].as_array().cloned().unwrap_or_default();
+        assert_eq!(deployments[0]["status"], "PRIMARY");
+        assert_eq!(
+            deployments[0]["taskDefinition"],
+            h.scope().arn("task-definition/web:1")
+        );
+        assert_eq!(s["taskDefinition"], h.scope().arn("task-definition/web:1"));
+        assert!(events(&s)
+            .iter()
+            .any(|e| e.contains("deployment failed: tasks failed to start")));
+        assert!(events(&s)
+            .iter()
+            .any(|e| e.contains("rolling back to task definition")));
+        // The old tasks kept running all along and the service settles on them.
+        converge(&h, &controller, &[&a]).await;
+        assert_eq!(revisions(&h), (2, 0));
+        assert_eq!(describe(&h, "web").await["runningCount"], 2);
+    }
+
+    #[tokio::test]
+    async fn a_breaker_without_rollback_stops_launching() {
+        let h = Harness::new();
+        let a = h.instance("default", Spec::default()).await;
+        h.task_definition("web", json!({})).await;
+        h.ok(
+            "CreateService",
+            json!({"serviceName": "web", "taskDefinition": "web", "desiredCount": 1,
+                "deploymentConfiguration": {"deploymentCircuitBreaker": {"enable": true, "rollback": false}}}),
+        )
+        .await;
+        let controller = h.controller();
+        let mut launched = 0;
+        for _ in 0..8 {
+            controller.pass().await;
+            for t in live(&h, "web") {
+                launched += 1;
+                h.report_with(
+                    &a,
+                    t.arn(),
+                    "STOPPED",
+                    json!({"stopCode": "TaskFailedToStart"}),
+                )
+                .await
+                .unwrap();
+            }
+            h.advance(600.0);
+        }
+        assert_eq!(
+            launched, 3,
+            "the breaker trips after 3 failures and no more tasks start"
+        );
+        let s = describe(&h, "web").await;
+        assert_eq!(s["deployments"][0]["rolloutState"], "FAILED");
+        assert_eq!(s["deployments"][0]["status"], "PRIMARY");
+        assert!(events(&s)
+            .iter()
+            .any(|e| e.contains("cannot roll back") || e.contains("deployment failed")));
+    }
+
+    #[tokio::test]
+    async fn repeated_failures_throttle_launches() {
+        let h = Harness::new();
+        let a = h.instance("default", Spec::default()).await;
+        h.task_definition("web", json!({})).await;
+        h.ok(
+            "CreateService",
+            json!({"serviceName": "web", "taskDefinition": "web", "desiredCount": 1}),
+        )
+        .await;
+        let controller = h.controller();
+        let fail = |h: &Harness| {
+            let tasks = live(h, "web");
+            assert_eq!(tasks.len(), 1);
+            tasks[0].arn().to_string()
+        };
+        // The first three failures are replaced at once.
+        for _ in 0..3 {
+            controller.pass().await;
+            let arn = fail(&h);
+            h.report_with(
+                &a,
+                &arn,
+                "STOPPED",
+                json!({"stopCode": "EssentialContainerExited"}),
+            )
+            .await
+            .unwrap();
+        }
+        controller.pass().await;
+        let arn = fail(&h);
+        h.report_with(
+            &a,
+            &arn,
+            "STOPPED",
+            json!({"stopCode": "EssentialContainerExited"}),
+        )
+        .await
+        .unwrap();
+        // The fourth waits 2 s, the fifth 4 s.
+        controller.pass().await;
+        assert!(live(&h, "web").is_empty(), "throttled");
+        h.advance(1.5);
+        controller.pass().await;
+        assert!(live(&h, "web").is_empty(), "still throttled");
+        h.advance(0.5);
+        controller.pass().await;
+        let arn = fail(&h);
+        h.report_with(
+            &a,
+            &arn,
+            "STOPPED",
+            json!({"stopCode": "EssentialContainerExited"}),
+        )
+        .await
+        .unwrap();
+        controller.pass().await;
+        h.advance(3.9);
+        controller.pass().await;
+        assert!(live(&h, "web").is_empty());
+        h.advance(0.1);
+        controller.pass().await;
+        assert_eq!(live(&h, "web").len(), 1);
+        // A task that runs resets the count.
+        h.agents_act(&[&a]).await;
+        controller.pass().await;
+        controller.pass().await;
+        assert_eq!(record(&h, "web").consecutive_failures, 0);
+    }
+
+    #[tokio::test]
+    async fn tasks_on_a_draining_instance_move_elsewhere() {
+        let h = Harness::new();
+        let a = h.instance("default", Spec::default()).await;
+        h.task_definition("web", json!({})).await;
+        h.ok(
+            "CreateService",
+            json!({"serviceName": "web", "taskDefinition": "web", "desiredCount": 2}),
+        )
+        .await;
+        let controller = h.controller();
+        converge(&h, &controller, &[&a]).await;
+        let b = h.instance("default", Spec::default()).await;
+        h.ok(
+            "UpdateContainerInstancesState",
+            json!({"containerInstances": [a.arn], "status": "DRAINING"}),
+        )
+        .await;
+        controller.pass().await;
+        // Replacements start on b before anything on a stops (100 % healthy).
+        let tasks = live(&h, "web");
+        assert_eq!(tasks.len(), 4);
+        assert!(tasks
+            .iter()
+            .filter(|t| t.instance_id.as_deref() == Some(a.id.as_str()))
+            .all(|t| t.desired_status() == TaskStatus::Running));
+        converge(&h, &controller, &[&a, &b]).await;
+        let tasks = live(&h, "web");
+        assert_eq!(tasks.len(), 2);
+        assert!(tasks
+            .iter()
+            .all(|t| t.instance_id.as_deref() == Some(b.id.as_str())));
+        let out = h
+            .ok(
+                "DescribeContainerInstances",
+                json!({"containerInstances": [a.arn]}),
+            )
+            .await;
+        assert_eq!(out["containerInstances"][0]["runningTasksCount"], 0);
+        assert_eq!(out["containerInstances"][0]["status"], "DRAINING");
+    }
+
+    #[tokio::test]
+    async fn tasks_of_a_lost_agent_are_replaced_after_two_minutes() {
+        let h = Harness::new();
+        let a = h.instance("default", Spec::default()).await;
+        let b = h.instance("default", Spec::default()).await;
+        h.task_definition("web", json!({})).await;
+        h.ok(
+            "CreateService",
+            json!({"serviceName": "web", "taskDefinition": "web", "desiredCount": 2,
+                "placementConstraints": [{"type": "distinctInstance"}]}),
+        )
+        .await;
+        let controller = h.controller();
+        converge(&h, &controller, &[&a, &b]).await;
+        h.silence(&a);
+        h.advance(46.0);
+        controller.pass().await;
+        h.advance(119.0);
+        controller.pass().await;
+        assert_eq!(
+            live(&h, "web").len(),
+            2,
+            "a disconnected agent may come back"
+        );
+        h.advance(2.0);
+        controller.pass().await;
+        let on_a: Vec<TaskRecord> = service_tasks(&h, "web")
+            .into_iter()
+            .filter(|t| t.instance_id.as_deref() == Some(a.id.as_str()))
+            .collect();
+        assert_eq!(on_a.len(), 1);
+        assert_eq!(
+            on_a[0].last_status(),
+            TaskStatus::Stopped,
+            "no agent will report it"
+        );
+        assert_eq!(
+            on_a[0].task.stopped_reason.as_deref(),
+            Some("Container instance is no longer available")
+        );
+        // Its replacement cannot go to a (AGENT) nor to b (distinctInstance).
+        assert_eq!(live(&h, "web").len(), 1);
+        let c = h.instance("default", Spec::default()).await;
+        converge(&h, &controller, &[&b, &c]).await;
+        assert_eq!(live(&h, "web").len(), 2);
+        assert!(live(&h, "web")
+            .iter()
+            .any(|t| t.instance_id.as_deref() == Some(c.id.as_str())));
+    }
+
+    #[tokio::test]
+    async fn tasks_of_a_deregistered_instance_are_replaced_at_once() {
+        let h = Harness::new();
+        let a = h.instance("default", Spec::default()).await;
+        let b = h.instance("default", Spec::default()).await;
+        h.task_definition("web", json!({})).await;
+        h.ok(
+            "CreateService",
+            json!({"serviceName": "web", "taskDefinition": "web", "desiredCount": 2}),
+        )
+        .await;
+        let controller = h.controller();
+        converge(&h, &controller, &[&a, &b]).await;
+        let e = h
+            .err(
+                "DeregisterContainerInstance",
+                json!({"containerInstance": a.arn}),
+            )
+            .await;
+        assert_eq!(
+            e.code, "InvalidParameterException",
+            "it has tasks: {}",
+            e.message
+        );
+        h.ok(
+            "DeregisterContainerInstance",
+            json!({"containerInstance": a.arn, "force": true}),
+        )
+        .await;
+        converge(&h, &controller, &[&b]).await;
+        let tasks = live(&h, "web");
+        assert_eq!(tasks.len(), 2);
+        assert!(tasks
+            .iter()
+            .all(|t| t.instance_id.as_deref() == Some(b.id.as_str())));
+    }
+
+    #[tokio::test]
+    async fn unhealthy_tasks_are_replaced_after_the_grace_period() {
+        let h = Harness::new();
+        let a = h.instance("default", Spec::default()).await;
+        h.task_definition(
+            "web",
+            json!({"healthCheck": {"command": ["CMD-SHELL", "true"]}}),
+        )
+        .await;
+        h.ok(
+            "CreateService",
+            json!({"serviceName": "web", "taskDefinition": "web", "desiredCount": 1,
+                "healthCheckGracePeriodSeconds": 60}),
+        )
+        .await;
+        let controller = h.controller();
+        converge(&h, &controller, &[&a]).await;
+        let arn = live(&h, "web")[0].arn().to_string();
+        assert_eq!(h.task(&arn).task.health_status.as_deref(), Some("HEALTHY"));
+        h.report_with(&a, &arn, "RUNNING", json!({"health": "UNHEALTHY"}))
+            .await
+            .unwrap();
+        assert_eq!(
+            h.task(&arn).task.health_status.as_deref(),
+            Some("UNHEALTHY")
+        );
+        h.advance(30.0);
+        controller.pass().await;
+        assert_eq!(
+            h.task(&arn).desired_status(),
+            TaskStatus::Running,
+            "within the grace period"
+        );
+        h.advance(31.0);
+        controller.pass().await;
+        let t = h.task(&arn);
+        assert_eq!(t.desired_status(), TaskStatus::Stopped);
+        assert_eq!(
+            t.task.stopped_reason.as_deref(),
+            Some("Task failed container health checks")
+        );
+        converge(&h, &controller, &[&a]).await;
+        let tasks = live(&h, "web");
+        assert_eq!(tasks.len(), 1);
+        assert_ne!(tasks[0].arn(), arn);
+    }
+
+    #[tokio::test]
+    async fn a_forced_delete_stops_the_tasks_then_the_service_goes_inactive() {
+        let h = Harness::new();
+        let a = h.instance("default", Spec::default()).await;
+        h.task_definition("web", json!({})).await;
+        h.ok(
+            "CreateService",
+            json!({"serviceName": "web", "taskDefinition": "web", "desiredCount": 3}),
+        )
+        .await;
+        let controller = h.controller();
+        converge(&h, &controller, &[&a]).await;
+        h.ok("DeleteService", json!({"service": "web", "force": true}))
+            .await;
+        controller.pass().await;
+        assert!(service_tasks(&h, "web")
+            .iter()
+            .all(|t| t.desired_status() == TaskStatus::Stopped));
+        assert_eq!(
+            describe(&h, "web").await["status"],
+            "DRAINING",
+            "tasks still running"
+        );
+        h.agents_act(&[&a]).await;
+        controller.pass().await;
+        let s = describe(&h, "web").await;
+        assert_eq!(s["status"], "INACTIVE");
+        assert!(events(&s)[0].contains("has been deleted"));
+        // An INACTIVE service is left alone.
+        assert_eq!(controller.pass().await, 0);
+    }
+
+    #[tokio::test]
+    async fn daemons_skip_draining_instances_and_honour_member_of() {
+        let h = Harness::new();
+        let a = h
+            .instance("default", Spec::default().attribute("role", "web"))
+            .await;
+        let b = h
+            .instance("default", Spec::default().attribute("role", "web"))
+            .await;
+        let db = h
+            .instance("default", Spec::default().attribute("role", "db"))
+            .await;
+        h.task_definition("agent", json!({})).await;
+        h.ok(
+            "CreateService",
+            json!({"serviceName": "d", "taskDefinition": "agent", "schedulingStrategy": "DAEMON",
+                "placementConstraints": [{"type": "memberOf", "expression": "attribute:role == web"}]}),
+        )
+        .await;
+        let controller = h.controller();
+        converge(&h, &controller, &[&a, &b, &db]).await;
+        let on: Vec<String> = live(&h, "d")
+            .iter()
+            .filter_map(|t| t.instance_id.clone())
+            .collect();
+        assert_eq!(on.len(), 2);
+        assert!(!on.contains(&db.id));
+        assert_eq!(
+            describe(&h, "d").await["desiredCount"],
+            2,
+            "db is no target"
+        );
+        h.ok(
+            "UpdateContainerInstancesState",
+            json!({"containerInstances": [b.arn], "status": "DRAINING"}),
+        )
+        .await;
+        converge(&h, &controller, &[&a, &b, &db]).await;
+        let on: Vec<String> = live(&h, "d")
+            .iter()
+            .filter_map(|t| t.instance_id.clone())
+            .collect();
+        assert_eq!(
+            on,
+            vec![a.id.clone()],
+            "the draining instance's daemon task stopped"
+        );
+        assert_eq!(describe(&h, "d").await["desiredCount"], 1);
+        // An instance that stops matching loses its daemon task.
+        h.ok(
+            "PutAttributes",
+            json!({"attributes": [{"name": "role", "value": "db", "targetId": a.arn}]}),
+        )
+        .await;
+        converge(&h, &controller, &[&a, &b, &db]).await;
+        assert!(live(&h, "d").is_empty());
+        assert_eq!(describe(&h, "d").await["desiredCount"], 0);
+    }
+
+    #[tokio::test]
+    async fn placement_failures_become_service_events() {
+        let h = Harness::new();
+        let a = h.instance("default", Spec::default().size(4096, 512)).await;
+        h.task_definition("web", json!({})).await;
+        h.ok(
+            "CreateService",
+            json!({"serviceName": "web", "taskDefinition": "web", "desiredCount": 3}),
+        )
+        .await;
+        let controller = h.controller();
+        converge(&h, &controller, &[&a]).await;
+        assert_eq!(live(&h, "web").len(), 2);
+        let s = describe(&h, "web").await;
+        let e = events(&s);
+        assert!(
+            e.iter()
+                .any(|m| m.contains("was unable to place a task") && m.contains("RESOURCE:MEMORY")),
+            "{e:?}"
+        );
+        // The same event is not repeated pass after pass.
+        let before = e.len();
+        controller.pass().await;
+        controller.pass().await;
+        assert_eq!(events(&describe(&h, "web").await).len(), before);
+        assert_eq!(s["deployments"][0]["rolloutState"], "IN_PROGRESS");
+    }
+
+    #[tokio::test]
+    async fn reconcile_decides_from_the_stored_service_and_tasks() {
+        // The pure decision, on what the harness stored: no writes.
+        let h = Harness::new();
+        let a = h.instance("default", Spec::default()).await;
+        h.task_definition("web", json!({})).await;
+        h.ok(
+            "CreateService",
+            json!({"serviceName": "web", "taskDefinition": "web", "desiredCount": 3}),
+        )
+        .await;
+        let controller = h.controller();
+        let mut service = record(&h, "web");
+        let states = controller.instance_states(h.store.as_ref(), &h.scope(), "default");
+        assert!(states.get(&a.id).is_some_and(|s| s.active && !s.lost));
+        let actions = reconcile(&mut service, &[], &states, h.now());
+        assert_eq!((actions.start, actions.stop.len()), (3, 0));
+        let revision = h.store.revision();
+        assert_eq!(h.store.revision(), revision, "deciding wrote nothing");
+        converge(&h, &controller, &[&a]).await;
+        let tasks = service_tasks(&h, "web");
+        let refs: Vec<&TaskRecord> = tasks.iter().collect();
+        let mut service = record(&h, "web");
+        let actions = reconcile(&mut service, &refs, &states, h.now());
+        assert!(actions.is_empty(), "{actions:?}");
+        // Lower the count on the record alone: the decision stops one.
+        service.service.desired_count = Some(2);
+        let actions = reconcile(&mut service, &refs, &states, h.now());
+        assert_eq!(actions.stop.len(), 1);
+    }
+}

@@ -1,0 +1,205 @@
+//! Service records: the service as the API shows it plus the controller's
+//! bookkeeping, its deployments, and service references.
+
+use std::collections::BTreeSet;
+
+use berth_model::shapes::ecs::{Deployment, Service, ServiceEvent};
+use berth_model::{Arn, AwsError};
+use berth_store::ReadView;
+use serde::{Deserialize, Serialize};
+
+use crate::error;
+use crate::state::keys::Scope;
+use crate::state::network::AwsVpc;
+use crate::state::records::decode;
+
+pub(crate) const ACTIVE: &str = "ACTIVE";
+
+pub(crate) const DRAINING: &str = "DRAINING";
+
+pub(crate) const INACTIVE: &str = "INACTIVE";
+
+pub(crate) const PRIMARY: &str = "PRIMARY";
+
+pub(crate) const REPLICA: &str = "REPLICA";
+
+pub(crate) const DAEMON: &str = "DAEMON";
+
+pub(crate) const IN_PROGRESS: &str = "IN_PROGRESS";
+
+pub(crate) const COMPLETED: &str = "COMPLETED";
+
+pub(crate) const FAILED: &str = "FAILED";
+
+/// Events kept per service, newest first (ECS shows the latest 100).
+pub(crate) const MAX_EVENTS: usize = 100;
+
+/// A stored service: the API's view plus the controller's bookkeeping.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct ServiceRecord {
+    pub name: String,
+    pub cluster: String,
+    pub service: Service,
+    #[serde(default)]
+    pub client_token: Option<String>,
+    /// A fingerprint of the CreateService call that created it (empty in
+    /// records written before it was kept).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub request: String,
+    /// The task definition of the last deployment that COMPLETED (rollback target).
+    #[serde(default)]
+    pub last_completed_task_definition: Option<String>,
+    /// Stopped tasks already counted as failures of the primary deployment.
+    #[serde(default)]
+    pub counted_failures: BTreeSet<String>,
+    /// Launch throttling after repeated failures: no new task before this time.
+    #[serde(default)]
+    pub next_launch_at: f64,
+    #[serde(default)]
+    pub consecutive_failures: u32,
+    /// When the service was last seen steady (to report it once per change).
+    #[serde(default)]
+    pub steady: bool,
+    /// The awsvpc configuration with its subnets looked up (their zones).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<AwsVpc>,
+}
+
+impl ServiceRecord {
+    pub fn status(&self) -> &str {
+        self.service.status.as_deref().unwrap_or(ACTIVE)
+    }
+
+    pub fn arn(&self) -> &str {
+        self.service.service_arn.as_deref().unwrap_or("")
+    }
+
+    pub fn group(&self) -> String {
+        format!("service:{}", self.name)
+    }
+
+    pub fn is_daemon(&self) -> bool {
+        self.service.scheduling_strategy.as_deref() == Some(DAEMON)
+    }
+
+    pub fn deployments(&self) -> &[Deployment] {
+        self.service.deployments.as_deref().unwrap_or(&[])
+    }
+
+    /// Adds an event (newest first), keeping at most [`MAX_EVENTS`].
+    pub fn event(&mut self, message: String, at: f64) {
+        let events = self.service.events.get_or_insert_with(Vec::new);
+        events.insert(
+            0,
+            ServiceEvent {
+                id: Some(uuid::Uuid::new_v4().to_string()),
+                created_at: Some(at),
+                message: Some(message),
+            },
+        );
+        events.truncate(MAX_EVENTS);
+    }
+}
+
+/// A new deployment id in ECS's form (`ecs-svc/` and 19 digits).
+pub(crate) fn deployment_id() -> String {
+    use berth_util::ids::random_string;
+    format!(
+        "ecs-svc/{}{}",
+        random_string(b"123456789", 1),
+        random_string(b"0123456789", 18)
+    )
+}
+
+pub(crate) fn new_deployment(
+    task_definition: &str,
+    desired: i32,
+    at: f64,
+    launch_type: Option<String>,
+) -> Deployment {
+    Deployment {
+        id: Some(deployment_id()),
+        status: Some(PRIMARY.into()),
+        task_definition: Some(task_definition.to_string()),
+        desired_count: Some(desired),
+        pending_count: Some(0),
+        running_count: Some(0),
+        failed_tasks: Some(0),
+        created_at: Some(at),
+        updated_at: Some(at),
+        launch_type,
+        rollout_state: Some(IN_PROGRESS.into()),
+        rollout_state_reason: Some("ECS deployment ecs-svc in progress.".into()),
+        ..Deployment::default()
+    }
+}
+
+/// A new primary deployment of `service` running `task_definition`, with
+/// the service's launch type or capacity provider strategy and network.
+pub(crate) fn deployment_for(
+    service: &Service,
+    task_definition: &str,
+    desired: i32,
+    at: f64,
+) -> Deployment {
+    let mut d = new_deployment(task_definition, desired, at, service.launch_type.clone());
+    d.capacity_provider_strategy = service.capacity_provider_strategy.clone();
+    d.network_configuration = service.network_configuration.clone();
+    d.platform_version = service.platform_version.clone();
+    d.platform_family = service.platform_family.clone();
+    d
+}
+
+pub(crate) fn check_service_name(name: &str) -> Result<(), AwsError> {
+    let ok = !name.is_empty()
+        && name.len() <= 255
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(error::invalid_parameter(
+            "Service name is invalid. Up to 255 letters (uppercase and lowercase), numbers, hyphens, and underscores are allowed.",
+        ))
+    }
+}
+
+/// Turns a service reference (name or ARN) into its name.
+pub(crate) fn resolve_service(
+    scope: &Scope,
+    cluster: &str,
+    reference: &str,
+) -> Result<String, AwsError> {
+    if reference.starts_with("arn:") {
+        let arn = Arn::parse(reference)
+            .filter(|a| a.service == "ecs" && a.resource_type() == "service")
+            .ok_or_else(|| error::invalid_parameter(format!("Invalid service ARN: {reference}")))?;
+        if arn.account != scope.account || arn.region != scope.region {
+            return Err(service_not_found());
+        }
+        let rest = arn.resource_id();
+        let name = match rest.rsplit_once('/') {
+            Some((c, n)) if c == cluster => n,
+            Some(_) => return Err(service_not_found()),
+            None => rest,
+        };
+        check_service_name(name)?;
+        return Ok(name.to_string());
+    }
+    check_service_name(reference)?;
+    Ok(reference.to_string())
+}
+
+pub(crate) fn service_not_found() -> AwsError {
+    AwsError::bad_request("ServiceNotFoundException", "Service not found.")
+}
+
+/// Services of a cluster that are not INACTIVE (for the cluster's counts).
+pub(crate) fn active_count(view: &(impl ReadView + ?Sized), scope: &Scope, cluster: &str) -> i32 {
+    view.range(&scope.services(cluster), None, usize::MAX)
+        .iter()
+        .filter(|kv| decode::<ServiceRecord>(kv).is_ok_and(|r| r.status() == ACTIVE))
+        .count() as i32
+}
