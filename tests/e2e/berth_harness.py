@@ -335,6 +335,17 @@ class EtcdCluster:
                 out[i] = json.loads(proc.stdout)[0]["Status"]["header"]["revision"]
         return out
 
+    def status(self, i: int) -> dict:
+        out = self.etcdctl("endpoint", "status", "-w", "json", endpoints=[self.endpoints[i]]).stdout
+        return json.loads(out)[0]["Status"]
+
+    def move_leader(self, i: int):
+        """Makes member `i` the raft leader (a no-op when it is)."""
+        ids = [self.status(k)["header"]["member_id"] for k in range(len(self.members))]
+        if self.status(i)["leader"] != ids[i]:
+            self.etcdctl("move-leader", format(ids[i], "x"))
+        wait_for(lambda: self.status(i)["leader"] == ids[i], 10, interval=0.1, what="the moved raft leader")
+
     def stop_member(self, i: int, sig=signal.SIGTERM):
         proc = self.members[i]["proc"]
         if proc and proc.poll() is None:

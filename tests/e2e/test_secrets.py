@@ -88,7 +88,10 @@ def test_secrets_manager_boto3_and_model(berth):
     with pytest.raises(ClientError) as e:
         sm.rotate_secret(SecretId="api")
     assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
-    assert "does not implement" in e.value.response["Error"]["Message"]
+    # No Lambda to run a rotation function: Secrets Manager's own error for a
+    # secret without one, and how to rotate by hand.
+    assert e.value.response["Error"]["Code"] == "InvalidRequestException"
+    assert "Berth has no Lambda" in e.value.response["Error"]["Message"]
 
     for operation, payload in [
         ("DescribeSecret", {"SecretId": "api"}),
@@ -288,7 +291,8 @@ def test_ssm_bad_requests_change_nothing(berth):
         (["put-parameter", "--name", "/bad/big", "--value", "x" * 8193, "--type", "String", "--tier", "Advanced"],
          "ValidationException"),
         (["put-parameter", "--name", "/bad/has space", "--value", "x", "--type", "String"], "ValidationException"),
-        (["put-parameter", "--name", "/aws/reserved", "--value", "x", "--type", "String"], "ValidationException"),
+        # Parameter Store refuses the reserved /aws/ path as an access matter.
+        (["put-parameter", "--name", "/aws/reserved", "--value", "x", "--type", "String"], "AccessDeniedException"),
         (["put-parameter", "--name", "SSM-reserved", "--value", "x", "--type", "String"], "ValidationException"),
         (["put-parameter", "--name", "no/leading/slash", "--value", "x", "--type", "String"], "ValidationException"),
         (["put-parameter", "--name", "/" + "/".join("abcdefghijklmnop"), "--value", "x", "--type", "String"],

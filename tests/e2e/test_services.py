@@ -139,7 +139,7 @@ def test_desired_count_replacement_rolling_update_and_rollback(berth_agent):
     assert out["service"]["status"] == "DRAINING"
     wait_for(lambda: service(ecs, "web")["status"] == "INACTIVE", what="INACTIVE")
     assert ecs.list_services()["serviceArns"] == []
-    assert running_containers("web", instances) == []
+    wait_for(lambda: running_containers("web", instances) == [], 30, what="containers gone")
 
 
 def agent(server, tmp_path, name, cluster, *args):

@@ -361,7 +361,7 @@ impl Gateway {
         request_id: &str,
         parts: &Parts,
         body: &[u8],
-    ) -> Result<Vec<u8>, AwsError> {
+    ) -> Result<JsonAnswer, AwsError> {
         let (credential, verified) = self.authenticate(parts, body)?;
         let target = parts
             .headers
@@ -399,17 +399,53 @@ impl Gateway {
             verified.region,
             self.access(DenialStyle::Json, agent_may_call),
         );
+        fn failed<T>(target: &str) -> Result<T, AwsError> {
+            Err(AwsError::internal(format!(
+                "Berth failed while handling {target}; the server log has the details."
+            )))
+        }
         // A bug in a handler must answer 500, not drop the connection.
-        let result = AssertUnwindSafe(service.handle(&ctx, operation, body))
-            .catch_unwind()
-            .await
-            .unwrap_or_else(|_| {
-                Err(AwsError::internal(format!(
-                    "Berth failed while handling {target}; the server log has the details."
-                )))
-            });
+        let result = if service.streams(operation) {
+            AssertUnwindSafe(service.handle_streaming(&ctx, operation, body))
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|_| failed(target))
+                .map(JsonAnswer::Stream)
+        } else {
+            AssertUnwindSafe(service.handle(&ctx, operation, body))
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|_| failed(target))
+                .map(JsonAnswer::Body)
+        };
         unchecked_is_refused(&ctx, target, result)
     }
+}
+
+/// What a JSON service answered: a body, or a stream sent as it is made.
+enum JsonAnswer {
+    Body(Vec<u8>),
+    Stream(berth_model::StreamingBody),
+}
+
+/// An event stream response: its chunks are sent as the service makes them.
+fn streaming_response(request_id: &str, body: berth_model::StreamingBody) -> Response {
+    let chunks = futures::stream::unfold(body.chunks, |mut source| async move {
+        source
+            .next_chunk()
+            .await
+            .map(|chunk| (Ok::<_, std::convert::Infallible>(chunk), source))
+    });
+    let mut response = Response::new(Body::from_stream(chunks));
+    let headers = response.headers_mut();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(body.content_type),
+    );
+    if let Ok(id) = http::HeaderValue::from_str(request_id) {
+        headers.insert("x-amzn-requestid", id);
+    }
+    response
 }
 
 impl Gateway {
@@ -595,6 +631,9 @@ async fn dispatch(State(gateway): State<Arc<Gateway>>, request: Request) -> Resp
     let request_id = uuid::Uuid::new_v4().to_string();
     let started = Instant::now();
     let (parts, body) = request.into_parts();
+    if is_query_request(&parts) && carries_no_signature(&parts) {
+        return dispatch_unsigned(&gateway, &request_id, &parts, Body::new(body)).await;
+    }
     let limit = gateway.body_limit(&parts);
     let (body, _lease) = match gateway.admit(&parts, Body::new(body), limit).await {
         Ok(admitted) => admitted,
@@ -617,9 +656,13 @@ async fn dispatch(State(gateway): State<Arc<Gateway>>, request: Request) -> Resp
         .and_then(|v| v.to_str().ok())
         .unwrap_or("-");
     match result {
-        Ok(out) => {
+        Ok(JsonAnswer::Body(out)) => {
             tracing::debug!(%request_id, target, elapsed_us = started.elapsed().as_micros() as u64, "ok");
             json_protocol::success(&request_id, out)
+        }
+        Ok(JsonAnswer::Stream(body)) => {
+            tracing::debug!(%request_id, target, "streaming");
+            streaming_response(&request_id, body)
         }
         Err(e) => {
             if e.status >= 500 {
@@ -628,6 +671,87 @@ async fn dispatch(State(gateway): State<Arc<Gateway>>, request: Request) -> Resp
                 tracing::debug!(%request_id, target, code = %e.code, "client error");
             }
             json_protocol::error(&request_id, &e)
+        }
+    }
+}
+
+/// Whether a request carries no signature at all: no `Authorization`
+/// header and no presigned query.
+fn carries_no_signature(parts: &Parts) -> bool {
+    !parts.headers.contains_key(http::header::AUTHORIZATION)
+        && !parts
+            .uri
+            .query()
+            .is_some_and(|q| q.contains("X-Amz-Signature=") || q.contains("X-Amz-Credential="))
+}
+
+/// A Query request without a signature: served only when it names an action
+/// a service declares unsigned (`QueryService::unsigned_actions`, e.g. STS
+/// AssumeRoleWithWebIdentity); anything else is refused as unauthenticated.
+async fn dispatch_unsigned(
+    gateway: &Gateway,
+    request_id: &str,
+    parts: &Parts,
+    body: Body,
+) -> Response {
+    let unauthenticated = || {
+        let e = gateway.precheck(parts).err().unwrap_or_else(|| {
+            AwsError::new(
+                403,
+                "MissingAuthenticationTokenException",
+                "Missing Authentication Token",
+            )
+        });
+        gateway
+            .query_dialect(parts)
+            .error(request_id, &query_protocol::query_error_code(e))
+    };
+    let content_length = parts
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let limit = berth_model::service::DEFAULT_MAX_BODY;
+    let (body, _lease) = match gateway.bodies.read(body, content_length, limit).await {
+        Ok(read) => read,
+        Err(e) => {
+            let e = query_protocol::query_error_code(e.to_aws());
+            return gateway.query_dialect(parts).error(request_id, &e);
+        }
+    };
+    let mut action = None;
+    let mut params = Vec::new();
+    for (name, value) in form_urlencoded::parse(&body) {
+        match name.as_ref() {
+            "Action" if action.is_none() => action = Some(value.into_owned()),
+            "Action" | "Version" => {}
+            _ => params.push((name.into_owned(), value.into_owned())),
+        }
+    }
+    let Some(action) = action else {
+        return unauthenticated();
+    };
+    let Some(service) = gateway
+        .query_services
+        .values()
+        .find(|s| s.unsigned_actions().contains(&action.as_str()))
+    else {
+        return unauthenticated();
+    };
+    let dialect = dialect_of(service.as_ref());
+    let result = AssertUnwindSafe(service.handle_unsigned(request_id, &action, &params))
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|_| {
+            Err(AwsError::internal(format!(
+                "Berth failed while handling {action}; the server log has the details."
+            )))
+        });
+    match result {
+        Ok(inner) => dialect.success(&action, request_id, &inner),
+        Err(e) => {
+            tracing::debug!(%request_id, action, code = %e.code, "unsigned request refused");
+            dialect.error(request_id, &e)
         }
     }
 }

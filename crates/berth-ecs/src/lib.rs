@@ -26,6 +26,8 @@ pub(crate) mod state;
 #[cfg(test)]
 mod architecture_tests;
 #[cfg(test)]
+mod placement_sequences;
+#[cfg(test)]
 pub(crate) mod test_support;
 
 pub use api::EcsService;

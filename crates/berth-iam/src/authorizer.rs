@@ -112,7 +112,19 @@ impl Authorizer for IamAuthorizer {
             return Err(deny_first(false));
         };
         let policies: Vec<&Policy> = identity.policies.iter().map(Arc::as_ref).collect();
+        let session_policies: Option<Vec<&Policy>> = identity
+            .session_policies
+            .as_ref()
+            .map(|p| p.iter().map(Arc::as_ref).collect());
         let base = request_context(ctx, &identity.tags, now_secs());
+        if let Some(first) = requirements.first() {
+            if !ctx.principal.access_key_id.starts_with("ASIA") {
+                let service = first.action.split(':').next().unwrap_or("N/A");
+                self.iam
+                    .usage
+                    .touch(&ctx.principal.access_key_id, Some((service, &ctx.region)));
+            }
+        }
         for requirement in requirements {
             let resource_policy = self.resource_policy(&requirement.resource);
             let context = requirement_context(&base, requirement);
@@ -129,7 +141,20 @@ impl Authorizer for IamAuthorizer {
                 in_resource_policy,
             };
             match evaluate(&policies, resource_policy.as_deref(), &request) {
-                Decision::Allow(_) => {}
+                Decision::Allow(m) => {
+                    // A session's permissions are the intersection of its
+                    // identity's and its session policies' (unless a
+                    // resource policy names the session itself).
+                    if let (Some(session), PolicySource::Identity(_)) =
+                        (&session_policies, m.source)
+                    {
+                        match evaluate(session, None, &request) {
+                            Decision::Allow(_) => {}
+                            Decision::ExplicitDeny(_) => return Err(denial(true, false)),
+                            Decision::ImplicitDeny => return Err(denial(false, false)),
+                        }
+                    }
+                }
                 Decision::ExplicitDeny(m) => {
                     return Err(denial(true, m.source == PolicySource::Resource))
                 }

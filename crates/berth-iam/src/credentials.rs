@@ -9,7 +9,7 @@ use berth_model::{Principal, PrincipalKind};
 use berth_store::ReadView;
 use berth_util::time::now_secs;
 
-use crate::records::{user_key, AccessKeyRecord};
+use crate::records::{user_key, AccessKeyRecord, SessionKind};
 use crate::Iam;
 
 /// Resolves active IAM user access keys (`AKIA…`) and unexpired STS
@@ -54,9 +54,14 @@ impl IamCredentials {
         if session.expires <= now_secs() {
             return None;
         }
+        let kind = match session.kind {
+            SessionKind::Role | SessionKind::Federated => PrincipalKind::AssumedRole,
+            SessionKind::User => PrincipalKind::User,
+            SessionKind::Root => PrincipalKind::Root,
+        };
         Some(ResolvedCredential {
             principal: Principal {
-                kind: PrincipalKind::AssumedRole,
+                kind,
                 arn: session.arn(),
                 user_id: session.user_id(),
                 account_id: session.account.clone(),
@@ -75,7 +80,13 @@ impl CredentialSource for IamCredentials {
         if access_key_id.starts_with("ASIA") {
             self.session(view, access_key_id)
         } else {
-            self.user_key(view, access_key_id)
+            let found = self.user_key(view, access_key_id);
+            if found.is_some() {
+                // In memory only; flushed to the store now and then.
+                self.iam.usage.touch(access_key_id, None);
+                self.iam.usage.flush_if_due(&self.iam);
+            }
+            found
         }
     }
 }

@@ -14,8 +14,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::records::{
-    access_key_key, policies_prefix, policy_key, role_key, roles_prefix, user_key, users_prefix,
-    AccessKeyRecord, PolicyRecord, PolicyVersionRecord, RoleRecord, UserRecord,
+    access_key_key, group_key, groups_prefix, instance_profiles_prefix, policies_prefix,
+    policy_key, role_key, roles_prefix, user_key, users_prefix, AccessKeyRecord, GroupRecord,
+    InstanceProfileRecord, PolicyRecord, PolicyVersionRecord, RoleRecord, UserRecord,
 };
 use crate::util::{
     already_exists, check_description, check_document, check_name, check_path, check_path_prefix,
@@ -24,6 +25,18 @@ use crate::util::{
 };
 
 use crate::{last_segment, local_policy_name, role_not_found, user_not_found, Iam, IAM_NAMESPACE};
+
+mod account;
+mod certificates;
+mod groups;
+mod oidc;
+mod passwords;
+mod profiles;
+mod simulate;
+mod tags;
+
+use groups::group_not_found;
+use tags::Tagged;
 
 const MAX_ACCESS_KEYS: usize = 2;
 const MAX_ATTACHED: usize = 10;
@@ -63,6 +76,20 @@ impl QueryService for IamService {
     ) -> Result<String, AwsError> {
         let p = Params(params);
         let s = self;
+        // Credentials from GetSessionToken (without MFA, which Berth has not)
+        // cannot call IAM, as on AWS.
+        if ctx.principal.access_key_id.starts_with("ASIA")
+            && matches!(
+                ctx.principal.kind,
+                PrincipalKind::User | PrincipalKind::Root
+            )
+        {
+            return Err(AwsError::new(
+                403,
+                "InvalidClientTokenId",
+                "The security token included in the request is invalid",
+            ));
+        }
         match action {
             "CreateUser" => s.create_user(ctx, &p).await,
             "GetUser" => s.get_user(ctx, &p),
@@ -101,8 +128,89 @@ impl QueryService for IamService {
             "DeleteRolePolicy" => s.delete_inline(ctx, &p, Kind::Role).await,
             "ListUserPolicies" => s.list_inline(ctx, &p, Kind::User),
             "ListRolePolicies" => s.list_inline(ctx, &p, Kind::Role),
-            // The gateway words an empty InvalidAction with the request's version.
-            _ => Err(AwsError::bad_request("InvalidAction", "")),
+            // Groups.
+            "CreateGroup" => s.create_group(ctx, &p).await,
+            "GetGroup" => s.get_group(ctx, &p),
+            "ListGroups" => s.list_groups(ctx, &p),
+            "DeleteGroup" => s.delete_group(ctx, &p).await,
+            "UpdateGroup" => s.update_group(ctx, &p).await,
+            "AddUserToGroup" => s.add_user_to_group(ctx, &p).await,
+            "RemoveUserFromGroup" => s.remove_user_from_group(ctx, &p).await,
+            "ListGroupsForUser" => s.list_groups_for_user(ctx, &p),
+            "AttachGroupPolicy" => s.attach(ctx, &p, Kind::Group).await,
+            "DetachGroupPolicy" => s.detach(ctx, &p, Kind::Group).await,
+            "ListAttachedGroupPolicies" => s.list_attached(ctx, &p, Kind::Group),
+            "PutGroupPolicy" => s.put_inline(ctx, &p, Kind::Group).await,
+            "GetGroupPolicy" => s.get_inline(ctx, &p, Kind::Group),
+            "DeleteGroupPolicy" => s.delete_inline(ctx, &p, Kind::Group).await,
+            "ListGroupPolicies" => s.list_inline(ctx, &p, Kind::Group),
+            // Instance profiles.
+            "CreateInstanceProfile" => s.create_instance_profile(ctx, &p).await,
+            "GetInstanceProfile" => s.get_instance_profile(ctx, &p),
+            "ListInstanceProfiles" => s.list_instance_profiles(ctx, &p),
+            "DeleteInstanceProfile" => s.delete_instance_profile(ctx, &p).await,
+            "AddRoleToInstanceProfile" => s.add_role_to_instance_profile(ctx, &p).await,
+            "RemoveRoleFromInstanceProfile" => s.remove_role_from_instance_profile(ctx, &p).await,
+            "ListInstanceProfilesForRole" => s.list_instance_profiles_for_role(ctx, &p),
+            "TagInstanceProfile" => s.tag(ctx, &p, Tagged::InstanceProfile).await,
+            "UntagInstanceProfile" => s.untag(ctx, &p, Tagged::InstanceProfile).await,
+            "ListInstanceProfileTags" => s.list_tags(ctx, &p, Tagged::InstanceProfile),
+            // OpenID Connect providers.
+            "CreateOpenIDConnectProvider" => s.create_oidc_provider(ctx, &p).await,
+            "GetOpenIDConnectProvider" => s.get_oidc_provider(ctx, &p),
+            "ListOpenIDConnectProviders" => s.list_oidc_providers(ctx, &p),
+            "DeleteOpenIDConnectProvider" => s.delete_oidc_provider(ctx, &p).await,
+            "UpdateOpenIDConnectProviderThumbprint" => s.update_oidc_thumbprints(ctx, &p).await,
+            "AddClientIDToOpenIDConnectProvider" => s.edit_oidc_client(ctx, &p, true).await,
+            "RemoveClientIDFromOpenIDConnectProvider" => s.edit_oidc_client(ctx, &p, false).await,
+            "TagOpenIDConnectProvider" => s.tag(ctx, &p, Tagged::OidcProvider).await,
+            "UntagOpenIDConnectProvider" => s.untag(ctx, &p, Tagged::OidcProvider).await,
+            "ListOpenIDConnectProviderTags" => s.list_tags(ctx, &p, Tagged::OidcProvider),
+            // Passwords.
+            "CreateLoginProfile" => s.create_login_profile(ctx, &p).await,
+            "GetLoginProfile" => s.get_login_profile(ctx, &p),
+            "UpdateLoginProfile" => s.update_login_profile(ctx, &p).await,
+            "DeleteLoginProfile" => s.delete_login_profile(ctx, &p).await,
+            "ChangePassword" => s.change_password(ctx, &p).await,
+            "GetAccountPasswordPolicy" => s.get_password_policy(ctx),
+            "UpdateAccountPasswordPolicy" => s.update_password_policy(ctx, &p).await,
+            "DeleteAccountPasswordPolicy" => s.delete_password_policy(ctx).await,
+            // Tags.
+            "TagUser" => s.tag(ctx, &p, Tagged::User).await,
+            "UntagUser" => s.untag(ctx, &p, Tagged::User).await,
+            "ListUserTags" => s.list_tags(ctx, &p, Tagged::User),
+            "TagRole" => s.tag(ctx, &p, Tagged::Role).await,
+            "UntagRole" => s.untag(ctx, &p, Tagged::Role).await,
+            "ListRoleTags" => s.list_tags(ctx, &p, Tagged::Role),
+            "TagPolicy" => s.tag(ctx, &p, Tagged::Policy).await,
+            "UntagPolicy" => s.untag(ctx, &p, Tagged::Policy).await,
+            "ListPolicyTags" => s.list_tags(ctx, &p, Tagged::Policy),
+            "TagServerCertificate" => s.tag(ctx, &p, Tagged::ServerCertificate).await,
+            "UntagServerCertificate" => s.untag(ctx, &p, Tagged::ServerCertificate).await,
+            "ListServerCertificateTags" => s.list_tags(ctx, &p, Tagged::ServerCertificate),
+            // Updates.
+            "UpdateUser" => s.update_user(ctx, &p).await,
+            "UpdateRole" => s.update_role(ctx, &p, false).await,
+            "UpdateRoleDescription" => s.update_role(ctx, &p, true).await,
+            // The account as a whole.
+            "ListEntitiesForPolicy" => s.list_entities_for_policy(ctx, &p),
+            "GetAccountAuthorizationDetails" => s.get_account_authorization_details(ctx, &p),
+            "SimulatePrincipalPolicy" => s.simulate_principal_policy(ctx, &p),
+            "SimulateCustomPolicy" => s.simulate_custom_policy(ctx, &p),
+            "GetContextKeysForPrincipalPolicy" => s.context_keys_for_principal(ctx, &p),
+            "GetContextKeysForCustomPolicy" => s.context_keys_for_custom(ctx, &p),
+            "GetAccessKeyLastUsed" => s.get_access_key_last_used(ctx, &p),
+            // Server certificates.
+            "UploadServerCertificate" => s.upload_server_certificate(ctx, &p).await,
+            "GetServerCertificate" => s.get_server_certificate(ctx, &p),
+            "ListServerCertificates" => s.list_server_certificates(ctx, &p),
+            "DeleteServerCertificate" => s.delete_server_certificate(ctx, &p).await,
+            "UpdateServerCertificate" => s.update_server_certificate(ctx, &p).await,
+            other => match crate::not_implemented::reason("iam", other) {
+                Some(e) => Err(e),
+                // The gateway words an empty InvalidAction with the request's version.
+                None => Err(AwsError::bad_request("InvalidAction", "")),
+            },
         }
     }
 }
@@ -113,6 +221,7 @@ impl QueryService for IamService {
 enum Kind {
     User,
     Role,
+    Group,
 }
 
 impl Kind {
@@ -120,6 +229,7 @@ impl Kind {
         match self {
             Kind::User => user_key(account, name),
             Kind::Role => role_key(account, name),
+            Kind::Group => group_key(account, name),
         }
     }
 
@@ -127,6 +237,7 @@ impl Kind {
         match self {
             Kind::User => user_not_found(name),
             Kind::Role => role_not_found(name),
+            Kind::Group => group_not_found(name),
         }
     }
 
@@ -134,6 +245,7 @@ impl Kind {
         match self {
             Kind::User => ("UserName", "userName"),
             Kind::Role => ("RoleName", "roleName"),
+            Kind::Group => ("GroupName", "groupName"),
         }
     }
 
@@ -141,6 +253,7 @@ impl Kind {
         match self {
             Kind::User => "user",
             Kind::Role => "role",
+            Kind::Group => "group",
         }
     }
 
@@ -155,6 +268,7 @@ impl Kind {
         let entity = match self {
             Kind::User => "User",
             Kind::Role => "Role",
+            Kind::Group => "Group",
         };
         format!("iam:{verb}{entity}{noun}")
     }
@@ -163,6 +277,7 @@ impl Kind {
         match self {
             Kind::User => "PoliciesPerUser",
             Kind::Role => "PoliciesPerRole",
+            Kind::Group => "PoliciesPerGroup",
         }
     }
 
@@ -170,7 +285,7 @@ impl Kind {
     fn name<'a>(self, p: &Params<'a>) -> Result<&'a str, AwsError> {
         let (param, member) = self.name_param();
         let name = p.required(param, member)?;
-        check_name(name, member, 1, if self == Kind::User { 128 } else { 64 })?;
+        check_name(name, member, 1, if self == Kind::Role { 64 } else { 128 })?;
         Ok(name)
     }
 }
@@ -183,6 +298,18 @@ trait Holder {
 }
 
 impl Holder for UserRecord {
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn attached(&mut self) -> &mut Vec<String> {
+        &mut self.attached
+    }
+    fn inline(&mut self) -> &mut BTreeMap<String, String> {
+        &mut self.inline
+    }
+}
+
+impl Holder for GroupRecord {
     fn id(&self) -> &str {
         &self.id
     }
@@ -233,6 +360,10 @@ impl IamService {
             }
             Kind::Role => {
                 self.edit_as::<RoleRecord>(kind, account, name, checked, f)
+                    .await
+            }
+            Kind::Group => {
+                self.edit_as::<GroupRecord>(kind, account, name, checked, f)
                     .await
             }
         }
@@ -289,6 +420,15 @@ impl IamService {
                     name: r.name,
                     attached: r.attached,
                     inline: r.inline,
+                }
+            }
+            Kind::Group => {
+                let g: GroupRecord = get_json(view, &key)?.ok_or_else(|| kind.not_found(name))?;
+                checked.same(&g.id)?;
+                Held {
+                    name: g.name,
+                    attached: g.attached,
+                    inline: g.inline,
                 }
             }
         })
@@ -450,7 +590,7 @@ fn list_by_path<T>(
     records: Vec<T>,
     list: &str,
     path_and_name: impl Fn(&T) -> (&String, &String),
-    member: impl Fn(&mut Xml, &T),
+    mut member: impl FnMut(&mut Xml, &T),
 ) -> Result<String, AwsError> {
     let prefix = p.get("PathPrefix").unwrap_or("/");
     check_path_prefix(prefix)?;
@@ -598,6 +738,7 @@ struct PolicyView {
     created: i64,
     updated: i64,
     aws: bool,
+    tags: Vec<(String, String)>,
 }
 
 impl PolicyView {
@@ -612,6 +753,7 @@ impl PolicyView {
             created: AWS_POLICY_DATE,
             updated: AWS_POLICY_DATE,
             aws: true,
+            tags: Vec::new(),
         }
     }
 
@@ -626,6 +768,7 @@ impl PolicyView {
             created: p.created,
             updated: p.updated,
             aws: false,
+            tags: p.tags.clone(),
         }
     }
 
@@ -641,8 +784,11 @@ impl PolicyView {
             .text("IsAttachable", "true")
             .opt("Description", self.description.as_deref())
             .text("CreateDate", &format_iso8601(self.created))
-            .text("UpdateDate", &format_iso8601(self.updated))
-            .close(tag);
+            .text("UpdateDate", &format_iso8601(self.updated));
+        if tag != "member" {
+            tags_xml(x, &self.tags);
+        }
+        x.close(tag);
     }
 }
 
@@ -662,6 +808,21 @@ fn version_xml(x: &mut Xml, version: &PolicyVersionRecord, default: &str, with_d
         )
         .text("CreateDate", &format_iso8601(version.created))
         .close("PolicyVersion");
+}
+
+/// The default version's document of the managed policy `arn` (AWS's or
+/// of `account`), for session policies given by ARN.
+pub(crate) fn managed_policy_document(
+    iam: &Iam,
+    account: &str,
+    arn: &str,
+) -> Result<Option<String>, AwsError> {
+    Ok(account::managed_document(iam.store(), account, arn)?.map(|(text, _)| text))
+}
+
+/// STS session tags (`Tags.member.N.Key`/`Value`), checked as IAM tags are.
+pub(crate) fn parse_session_tags(p: &Params<'_>) -> Result<Vec<(String, String)>, AwsError> {
+    parse_tags(p)
 }
 
 // ---- policy lookups -----------------------------------------------------------
@@ -718,7 +879,8 @@ fn aws_policy_unmodifiable(arn: &str) -> AwsError {
     ))
 }
 
-/// How many users and roles of `account` each managed policy is attached to.
+/// How many users, groups and roles of `account` each managed policy is
+/// attached to.
 fn attachment_counts(
     view: &dyn ReadView,
     account: &str,
@@ -731,6 +893,11 @@ fn attachment_counts(
     }
     for role in list_json::<RoleRecord>(view, &roles_prefix(account))? {
         for arn in role.attached {
+            *counts.entry(arn).or_insert(0) += 1;
+        }
+    }
+    for group in list_json::<GroupRecord>(view, &groups_prefix(account))? {
+        for arn in group.attached {
             *counts.entry(arn).or_insert(0) += 1;
         }
     }
@@ -806,6 +973,8 @@ impl IamService {
             attached: Vec::new(),
             access_keys: Vec::new(),
             tags,
+            groups: Vec::new(),
+            login: None,
         };
         let key = user_key(&account, name);
         let value = to_bytes(&user)?;
@@ -870,12 +1039,22 @@ impl IamService {
                 let user: UserRecord =
                     get_json(view, &key)?.ok_or_else(|| user_not_found(&name))?;
                 checked.same(&user.id)?;
+                if user.login.is_some() {
+                    return Err(delete_conflict(
+                        "Cannot delete entity, must delete login profile first.",
+                    ));
+                }
                 if !user.access_keys.is_empty() {
                     return Err(delete_conflict(
                         "Cannot delete entity, must delete access keys first.",
                     ));
                 }
                 check_no_policies(!user.inline.is_empty(), !user.attached.is_empty())?;
+                if !user.groups.is_empty() {
+                    return Err(delete_conflict(
+                        "Cannot delete entity, must remove users from group first.",
+                    ));
+                }
                 Ok((vec![Op::delete(key.clone())], ()))
             })
             .await?;
@@ -1217,6 +1396,7 @@ impl IamService {
         let name = Kind::Role.name(p)?.to_string();
         let checked = self.authorize_holder(ctx, Kind::Role, "iam:DeleteRole", &name)?;
         let key = role_key(&ctx.account_id, &name);
+        let account = ctx.account_id.clone();
         self.iam
             .update(move |view| {
                 let role: RoleRecord =
@@ -1226,6 +1406,15 @@ impl IamService {
                     return Err(unmodifiable(&role.name));
                 }
                 check_no_policies(!role.inline.is_empty(), !role.attached.is_empty())?;
+                let in_profile =
+                    list_json::<InstanceProfileRecord>(view, &instance_profiles_prefix(&account))?
+                        .iter()
+                        .any(|p| p.roles.iter().any(|r| r.eq_ignore_ascii_case(&role.name)));
+                if in_profile {
+                    return Err(delete_conflict(
+                        "Cannot delete entity, must remove roles from instance profile first.",
+                    ));
+                }
                 Ok((vec![Op::delete(key.clone())], ()))
             })
             .await?;
@@ -1285,10 +1474,12 @@ impl IamService {
         if let Some(d) = description {
             check_description(d)?;
         }
+        let tags = parse_tags(p)?;
         ctx.authorize(&[Requirement::new(
             "iam:CreatePolicy",
             format!("arn:aws:iam::{}:policy{path}{name}", ctx.account_id),
-        )])?;
+        )
+        .request_tags(tags.iter().map(|(k, v)| (k.as_str(), v.as_str())))])?;
         let id = unique_id("ANPA");
         let version = PolicyVersionRecord {
             id: "v1".into(),
@@ -1308,6 +1499,7 @@ impl IamService {
             default_version: "v1".into(),
             next_version: 2,
             versions: vec![version],
+            tags,
         };
         let key = policy_key(&ctx.account_id, name);
         let value = to_bytes(&record)?;
@@ -1334,14 +1526,25 @@ impl IamService {
     }
 
     /// Authorizes `action` on the managed policy `arn` (its canonical ARN:
-    /// a policy is found only by its exact ARN).
-    fn authorize_policy(ctx: &RequestContext, action: &str, arn: &str) -> Result<(), AwsError> {
-        ctx.authorize(&[Requirement::new(action, arn)])
+    /// a policy is found only by its exact ARN), with a customer managed
+    /// policy's tags as `aws:ResourceTag/*`.
+    fn authorize_policy(
+        &self,
+        ctx: &RequestContext,
+        action: &str,
+        arn: &str,
+    ) -> Result<(), AwsError> {
+        let tags = match find_policy(self.iam.store(), &ctx.account_id, arn)? {
+            Some(Found::Local(record)) => record.tags,
+            _ => Vec::new(),
+        };
+        ctx.authorize(&[Requirement::new(action, arn)
+            .resource_tags(tags.iter().map(|(k, v)| (k.as_str(), v.as_str())))])
     }
 
     fn get_policy(&self, ctx: &RequestContext, p: &Params<'_>) -> Result<String, AwsError> {
         let arn = Self::policy_arn(p)?;
-        Self::authorize_policy(ctx, "iam:GetPolicy", arn)?;
+        self.authorize_policy(ctx, "iam:GetPolicy", arn)?;
         let view: &dyn ReadView = self.iam.store();
         let found =
             find_policy(view, &ctx.account_id, arn)?.ok_or_else(|| policy_not_found(arn))?;
@@ -1362,7 +1565,7 @@ impl IamService {
         let arn = Self::policy_arn(p)?;
         let version = p.required("VersionId", "versionId")?;
         check_version_id(version)?;
-        Self::authorize_policy(ctx, "iam:GetPolicyVersion", arn)?;
+        self.authorize_policy(ctx, "iam:GetPolicyVersion", arn)?;
         let found = find_policy(self.iam.store(), &ctx.account_id, arn)?
             .ok_or_else(|| version_not_found(arn, version))?;
         let (record, default) = match found {
@@ -1398,7 +1601,7 @@ impl IamService {
     ) -> Result<String, AwsError> {
         let arn = Self::policy_arn(p)?;
         let max = p.max_items()?;
-        Self::authorize_policy(ctx, "iam:ListPolicyVersions", arn)?;
+        self.authorize_policy(ctx, "iam:ListPolicyVersions", arn)?;
         let found = find_policy(self.iam.store(), &ctx.account_id, arn)?
             .ok_or_else(|| policy_not_found(arn))?;
         let (versions, default) = match found {
@@ -1476,7 +1679,7 @@ impl IamService {
         check_document(document, "policyDocument")?;
         let set_default = p.bool("SetAsDefault", "setAsDefault")?.unwrap_or(false);
         self.parse_identity(document)?;
-        Self::authorize_policy(ctx, "iam:CreatePolicyVersion", arn)?;
+        self.authorize_policy(ctx, "iam:CreatePolicyVersion", arn)?;
         let document = document.to_string();
         let now = now_secs();
         let (version, default) = self
@@ -1513,7 +1716,7 @@ impl IamService {
         let arn = Self::policy_arn(p)?;
         let version = p.required("VersionId", "versionId")?;
         check_version_id(version)?;
-        Self::authorize_policy(ctx, "iam:DeletePolicyVersion", arn)?;
+        self.authorize_policy(ctx, "iam:DeletePolicyVersion", arn)?;
         let version = version.to_string();
         let arn_owned = arn.to_string();
         self.edit_policy(&ctx.account_id, arn, move |_, record| {
@@ -1540,7 +1743,7 @@ impl IamService {
         let arn = Self::policy_arn(p)?;
         let version = p.required("VersionId", "versionId")?;
         check_version_id(version)?;
-        Self::authorize_policy(ctx, "iam:SetDefaultPolicyVersion", arn)?;
+        self.authorize_policy(ctx, "iam:SetDefaultPolicyVersion", arn)?;
         let version = version.to_string();
         let arn_owned = arn.to_string();
         let now = now_secs();
@@ -1611,7 +1814,7 @@ impl IamService {
         p: &Params<'_>,
     ) -> Result<String, AwsError> {
         let arn = Self::policy_arn(p)?;
-        Self::authorize_policy(ctx, "iam:DeletePolicy", arn)?;
+        self.authorize_policy(ctx, "iam:DeletePolicy", arn)?;
         let account = ctx.account_id.clone();
         let arn_owned = arn.to_string();
         self.edit_policy(&ctx.account_id, arn, move |view, record| {

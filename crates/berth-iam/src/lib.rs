@@ -19,9 +19,12 @@
 
 mod authorizer;
 mod credentials;
+mod federation;
 mod iam;
+mod not_implemented;
 mod records;
 mod sts;
+mod usage;
 mod util;
 
 #[cfg(test)]
@@ -40,11 +43,12 @@ use berth_util::time::now_secs;
 
 pub use credentials::IamCredentials;
 pub use iam::IamService;
+pub use not_implemented::NOT_IMPLEMENTED;
 pub use sts::StsService;
 
 use records::{
-    policy_key, role_key, session_key, user_key, AccessKeyRecord, PolicyRecord, RoleRecord,
-    SessionRecord, ACCESS_KEYS_PREFIX, SESSIONS_PREFIX,
+    group_key, policy_key, role_key, session_key, user_key, AccessKeyRecord, PolicyRecord,
+    RoleRecord, SessionKind, SessionRecord, ACCESS_KEYS_PREFIX, SESSIONS_PREFIX,
 };
 use util::{get_json, store_error};
 
@@ -94,6 +98,13 @@ pub struct Iam {
     sessions: RevisionCache<SessionRecord>,
     /// Decoded access keys by store key, their secrets opened.
     access_keys: RevisionCache<AccessKeyRecord>,
+    /// When access keys were last used, kept in memory and flushed to the
+    /// store now and then.
+    pub(crate) usage: usage::UsageTracker,
+    /// OpenID Connect signing keys fetched from providers, by JWKS URL.
+    pub(crate) jwks: federation::JwksCache,
+    /// Authenticates the authorization messages STS can decode.
+    pub(crate) message_key: [u8; 32],
 }
 
 pub(crate) type RevisionCache<T> = Mutex<HashMap<String, (Revision, Arc<T>)>>;
@@ -127,15 +138,21 @@ struct HolderFields {
     attached: Vec<String>,
     #[serde(default)]
     tags: Vec<(String, String)>,
+    #[serde(default)]
+    groups: Vec<String>,
 }
 
 /// An authenticated caller as IAM knows it.
 pub struct Identity {
     pub principal: PrincipalRef,
-    /// Attached (default versions) and inline policies.
+    /// Attached (default versions) and inline policies, the user's groups'
+    /// included.
     pub policies: Vec<Arc<Policy>>,
     /// The user's or role's tags.
     pub tags: Vec<(String, String)>,
+    /// A session's own policies: when set, a call must be allowed by these
+    /// too (the session's permissions are the intersection).
+    pub session_policies: Option<Vec<Arc<Policy>>>,
 }
 
 /// A user or role with its inline policies parsed.
@@ -147,6 +164,8 @@ pub(crate) struct HolderEntry {
     inline: Vec<Arc<Policy>>,
     /// The user's or role's tags (`aws:PrincipalTag/<key>`).
     tags: Vec<(String, String)>,
+    /// A user's groups, by name.
+    groups: Vec<String>,
 }
 
 impl Iam {
@@ -171,6 +190,9 @@ impl Iam {
             local_policies: Mutex::new(HashMap::new()),
             sessions: Mutex::new(HashMap::new()),
             access_keys: Mutex::new(HashMap::new()),
+            usage: usage::UsageTracker::default(),
+            jwks: federation::JwksCache::default(),
+            message_key: rand::random(),
         })
     }
 
@@ -269,6 +291,7 @@ impl Iam {
             attached: fields.attached,
             inline,
             tags: fields.tags,
+            groups: fields.groups,
         });
         remember(&self.holders, key, kv.mod_revision, entry.clone());
         Ok(Some(entry))
@@ -334,7 +357,31 @@ impl Iam {
             }
         }
         out.extend(holder.inline.iter().cloned());
+        for group in &holder.groups {
+            if let Some(group) = self.holder(view, &group_key(account, group))? {
+                for arn in &group.attached {
+                    if let Some(policy) = self.managed_default(view, account, arn)? {
+                        out.push(policy);
+                    }
+                }
+                out.extend(group.inline.iter().cloned());
+            }
+        }
         Ok(out)
+    }
+
+    /// Session policy documents parsed (each once per text).
+    fn session_policies(&self, texts: &Option<Vec<String>>) -> Option<Vec<Arc<Policy>>> {
+        let texts = texts.as_ref()?;
+        Some(
+            texts
+                .iter()
+                .filter_map(|text| {
+                    self.cached(format!("inline:{text}"), text, Policy::parse_identity)
+                        .ok()
+                })
+                .collect(),
+        )
     }
 
     /// The caller as the policy evaluator sees it, and its identity policies
@@ -361,6 +408,7 @@ impl Iam {
                 principal: PrincipalRef::root(account),
                 policies: Vec::new(),
                 tags: Vec::new(),
+                session_policies: None,
             }),
             PrincipalKind::User => {
                 let name = last_segment(&principal.arn);
@@ -378,6 +426,7 @@ impl Iam {
                     principal: PrincipalRef::user(account, &user.path, &user.name, &user.id),
                     policies,
                     tags: user.tags.clone(),
+                    session_policies: None,
                 })
             }
             PrincipalKind::AssumedRole => {
@@ -390,6 +439,31 @@ impl Iam {
                             "The security token included in the request is expired",
                         )
                     })?;
+                if session.kind == SessionKind::Federated {
+                    // A federated user may do what its user may and its
+                    // session policies allow; a user deleted (or replaced)
+                    // since grants nothing. The root user's federated
+                    // users may do what their session policies allow.
+                    let session_policies = self
+                        .session_policies(&session.session_policies)
+                        .unwrap_or_default();
+                    let policies = if session.user_name.is_empty() {
+                        session_policies.clone()
+                    } else {
+                        match self.holder(view, &user_key(account, &session.user_name))? {
+                            Some(user) if user.id == session.user_id => {
+                                self.holder_policies(view, account, &user)?
+                            }
+                            _ => Vec::new(),
+                        }
+                    };
+                    return Ok(Identity {
+                        principal: PrincipalRef::federated_user(account, &session.session_name),
+                        policies,
+                        tags: session.tags.clone(),
+                        session_policies: Some(session_policies),
+                    });
+                }
                 let reference = PrincipalRef::assumed_role(
                     account,
                     &session.role_path,
@@ -410,6 +484,7 @@ impl Iam {
                     principal: reference,
                     policies,
                     tags,
+                    session_policies: self.session_policies(&session.session_policies),
                 })
             }
             PrincipalKind::Agent => Err(util::invalid_input(format!(
@@ -624,18 +699,58 @@ impl Iam {
         session_name: &str,
         duration_secs: u32,
     ) -> Result<SessionCredentials, AwsError> {
-        let now = now_secs();
+        self.write_role_session(account, role, session_name, duration_secs, None)
+            .await
+    }
+
+    /// Writes a new session of `role`, limited by `session_policies` when
+    /// given.
+    pub(crate) async fn write_role_session(
+        &self,
+        account: &str,
+        role: RoleRecord,
+        session_name: &str,
+        duration_secs: u32,
+        session_policies: Option<Vec<String>>,
+    ) -> Result<SessionCredentials, AwsError> {
         let session = SessionRecord {
             account: account.to_string(),
+            kind: SessionKind::Role,
             role_name: role.name.clone(),
             role_path: role.path.clone(),
             role_id: role.id.clone(),
+            user_name: String::new(),
+            user_path: String::new(),
+            user_id: String::new(),
             session_name: session_name.to_string(),
+            session_policies,
+            tags: Vec::new(),
             secret: String::new(),
-            token: berth_util::ids::session_token(),
-            created: now,
-            expires: now + i64::from(duration_secs),
+            token: String::new(),
+            created: 0,
+            expires: i64::from(duration_secs),
         };
+        let guard = Guard {
+            key: role_key(account, &role.name),
+            id: role.id.clone(),
+            gone: no_role_for_arn(&role.arn(account)),
+        };
+        self.insert_session(session, Some(guard)).await
+    }
+
+    /// Stores `session` (its `expires` holds the duration in seconds until
+    /// now is known) with fresh keys; `guard` names a record that must
+    /// still have the id the caller looked at. Deletes a few expired
+    /// sessions on the way.
+    pub(crate) async fn insert_session(
+        &self,
+        mut session: SessionRecord,
+        guard: Option<Guard>,
+    ) -> Result<SessionCredentials, AwsError> {
+        let now = now_secs();
+        session.created = now;
+        session.expires += now;
+        session.token = berth_util::ids::session_token();
         let access_key_id = berth_util::ids::access_key_id("ASIA");
         let key = session_key(&access_key_id);
         // The record keeps the secret sealed; the caller gets the plaintext.
@@ -644,14 +759,16 @@ impl Iam {
             secret: self.seal_secret(&secret)?,
             ..session.clone()
         })?;
-        let role_key = role_key(account, &role.name);
-        let role_id = role.id.clone();
-        let role_arn = role.arn(account);
         self.update(move |view| {
-            // The role must still be the one the caller looked at.
-            match get_json::<RoleRecord>(view, &role_key)? {
-                Some(current) if current.id == role_id => {}
-                _ => return Err(no_role_for_arn(&role_arn)),
+            if let Some(guard) = &guard {
+                #[derive(serde::Deserialize)]
+                struct Id {
+                    id: String,
+                }
+                match get_json::<Id>(view, &guard.key)? {
+                    Some(current) if current.id == guard.id => {}
+                    _ => return Err(guard.gone.clone()),
+                }
             }
             let mut ops = vec![Op::put(key.clone(), value.clone())];
             for kv in view.range(SESSIONS_PREFIX, None, SESSION_GC_BATCH) {
@@ -694,6 +811,13 @@ impl Iam {
         })
         .await
     }
+}
+
+/// A record a write depends on: at `key`, still with `id`, else `gone`.
+pub(crate) struct Guard {
+    pub key: String,
+    pub id: String,
+    pub gone: AwsError,
 }
 
 /// The text after the last `/` (a user's or role's name in its ARN).

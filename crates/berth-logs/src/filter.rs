@@ -13,6 +13,7 @@
 //!
 //! An empty pattern matches everything.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 /// A pattern that failed to parse; the text says what is wrong.
@@ -80,6 +81,44 @@ impl FilterPattern {
     /// Whether the pattern matches every event (no filtering needed).
     pub fn is_match_all(&self) -> bool {
         matches!(self.form, Form::All)
+    }
+
+    /// Whether this is a JSON pattern (`{ … }`).
+    pub fn is_json(&self) -> bool {
+        matches!(self.form, Form::Json(_))
+    }
+
+    /// The names of a space-delimited pattern's fields (none otherwise).
+    pub fn field_names(&self) -> Vec<&str> {
+        match &self.form {
+            Form::Space(fields) => fields
+                .iter()
+                .filter_map(|f| match f {
+                    SpaceField::Named(name, _) => Some(name.as_str()),
+                    SpaceField::Ellipsis => None,
+                })
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// What TestMetricFilter reports for a matching message: each named
+    /// field of a space-delimited pattern as `$name` with the value it took
+    /// (empty for other patterns); `None` when the message does not match.
+    pub fn extract(&self, message: &str) -> Option<BTreeMap<String, String>> {
+        match &self.form {
+            Form::Space(fields) => {
+                let values = split_fields(message);
+                let mut bound = Vec::new();
+                bind_fields(fields, &values, &mut bound).then(|| {
+                    bound
+                        .into_iter()
+                        .map(|(name, value)| (format!("${name}"), value.to_string()))
+                        .collect()
+                })
+            }
+            _ => self.matches(message).then(BTreeMap::new),
+        }
     }
 }
 
@@ -636,7 +675,7 @@ enum SpaceField {
     /// `...`: any number of fields, including none.
     Ellipsis,
     /// A named field with optional conditions (`status = 4* || status = 5*`).
-    Named(Option<FieldCond>),
+    Named(String, Option<FieldCond>),
 }
 
 #[derive(Debug, Clone)]
@@ -726,7 +765,7 @@ fn parse_field(text: &str) -> Result<SpaceField, FilterError> {
     if joiner.is_some() {
         return err(format!("Dangling && or || in field '{name}'"));
     }
-    Ok(SpaceField::Named(cond))
+    Ok(SpaceField::Named(name, cond))
 }
 
 fn parse_space(text: &str) -> Result<Vec<SpaceField>, FilterError> {
@@ -786,10 +825,39 @@ fn match_fields(pattern: &[SpaceField], values: &[&str]) -> bool {
         Some((SpaceField::Ellipsis, rest)) => {
             (0..=values.len()).any(|skip| match_fields(rest, &values[skip..]))
         }
-        Some((SpaceField::Named(cond), rest)) => match values.split_first() {
+        Some((SpaceField::Named(_, cond), rest)) => match values.split_first() {
             None => false,
             Some((value, more)) => {
                 cond.as_ref().is_none_or(|c| c.eval(value)) && match_fields(rest, more)
+            }
+        },
+    }
+}
+
+/// Like [`match_fields`], recording which value each named field took.
+fn bind_fields<'v>(
+    pattern: &[SpaceField],
+    values: &[&'v str],
+    bound: &mut Vec<(String, &'v str)>,
+) -> bool {
+    match pattern.split_first() {
+        None => values.is_empty(),
+        Some((SpaceField::Ellipsis, rest)) => {
+            (0..=values.len()).any(|skip| bind_fields(rest, &values[skip..], bound))
+        }
+        Some((SpaceField::Named(name, cond), rest)) => match values.split_first() {
+            None => false,
+            Some((value, more)) => {
+                if !cond.as_ref().is_none_or(|c| c.eval(value)) {
+                    return false;
+                }
+                bound.push((name.clone(), value));
+                if bind_fields(rest, more, bound) {
+                    true
+                } else {
+                    bound.pop();
+                    false
+                }
             }
         },
     }

@@ -13,14 +13,18 @@
 
 pub mod filter;
 mod ingest;
+pub mod insights;
 pub mod limits;
+mod livetail;
+mod policies;
+mod queries;
 mod service;
 mod store;
 pub mod tokens;
 
 pub use filter::{FilterError, FilterPattern};
 pub use ingest::{AgentEvent, Position};
-pub use service::{max_body, LogsService};
+pub use service::{max_body, LogsService, NOT_IMPLEMENTED};
 
 use std::path::PathBuf;
 

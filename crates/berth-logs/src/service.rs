@@ -15,8 +15,8 @@ use serde::Serialize;
 use crate::filter::FilterPattern;
 use crate::limits::{self, invalid, required, PutEvent};
 use crate::store::{
-    group_key, group_not_found, scan_stream, stream_not_found, GroupChange, GroupEntry, MergedScan,
-    NewEvent, NewGroup, Outcome, Store, StreamInfo, WriteOp,
+    group_key, group_not_found, scan_stream, stream_not_found, Catalog, GroupChange, GroupEntry,
+    MergedScan, NewEvent, NewGroup, Outcome, Store, StreamInfo, WriteOp,
 };
 use crate::tokens::{self, Direction, EventKey};
 use crate::LogsError;
@@ -30,18 +30,97 @@ const FILTER_CHUNK: usize = 512;
 /// CloudWatch Logs for one Berth server.
 pub struct LogsService {
     pub(crate) store: Arc<Store>,
+    pub(crate) queries: crate::queries::Queries,
+    pub(crate) tails: Arc<crate::livetail::Sessions>,
 }
 
 /// Operations with no output members answer `{}`.
 #[derive(Serialize)]
-struct Empty {}
+pub(crate) struct Empty {}
 
-/// A Logs operation Berth does not implement: a clear refusal, never a fake
+/// The model's operations Berth does not implement, each with the reason.
+/// They answer `InvalidOperationException` naming the reason, never a fake
 /// success.
+pub const NOT_IMPLEMENTED: &[(&str, &str)] = &[
+    ("AssociateKmsKey", "Berth has no AWS KMS to encrypt log groups or query results with"),
+    ("DisassociateKmsKey", "Berth has no AWS KMS; no log group can have a KMS key"),
+    ("AssociateSourceToS3TableIntegration", "Berth has no Amazon S3 Tables"),
+    ("DisassociateSourceFromS3TableIntegration", "Berth has no Amazon S3 Tables"),
+    ("ListSourcesForS3TableIntegration", "Berth has no Amazon S3 Tables"),
+    ("CreateDelivery", "log deliveries carry AWS services' vended logs to S3, Firehose or other log groups; Berth's services vend none"),
+    ("DeleteDelivery", "Berth has no log deliveries (see CreateDelivery)"),
+    ("GetDelivery", "Berth has no log deliveries (see CreateDelivery)"),
+    ("DescribeDeliveries", "Berth has no log deliveries (see CreateDelivery)"),
+    ("UpdateDeliveryConfiguration", "Berth has no log deliveries (see CreateDelivery)"),
+    ("PutDeliverySource", "delivery sources are AWS resources that vend logs (CloudFront, Bedrock …), which Berth does not have"),
+    ("GetDeliverySource", "Berth has no delivery sources (see PutDeliverySource)"),
+    ("DeleteDeliverySource", "Berth has no delivery sources (see PutDeliverySource)"),
+    ("DescribeDeliverySources", "Berth has no delivery sources (see PutDeliverySource)"),
+    ("PutDeliveryDestination", "delivery destinations are S3 buckets, Firehose streams or X-Ray, which Berth does not have"),
+    ("GetDeliveryDestination", "Berth has no delivery destinations (see PutDeliveryDestination)"),
+    ("DeleteDeliveryDestination", "Berth has no delivery destinations (see PutDeliveryDestination)"),
+    ("DescribeDeliveryDestinations", "Berth has no delivery destinations (see PutDeliveryDestination)"),
+    ("PutDeliveryDestinationPolicy", "Berth has no delivery destinations (see PutDeliveryDestination)"),
+    ("GetDeliveryDestinationPolicy", "Berth has no delivery destinations (see PutDeliveryDestination)"),
+    ("DeleteDeliveryDestinationPolicy", "Berth has no delivery destinations (see PutDeliveryDestination)"),
+    ("DescribeConfigurationTemplates", "Berth has no log deliveries, so no delivery configuration templates"),
+    ("CreateLogAnomalyDetector", "log anomaly detection is a machine-learning service Berth does not have"),
+    ("DeleteLogAnomalyDetector", "Berth has no log anomaly detection"),
+    ("GetLogAnomalyDetector", "Berth has no log anomaly detection"),
+    ("ListLogAnomalyDetectors", "Berth has no log anomaly detection"),
+    ("UpdateLogAnomalyDetector", "Berth has no log anomaly detection"),
+    ("ListAnomalies", "Berth has no log anomaly detection"),
+    ("UpdateAnomaly", "Berth has no log anomaly detection"),
+    ("PutAccountPolicy", "account policies apply data protection, subscription, transformer and field index policies account-wide; Berth applies none of those to events"),
+    ("DescribeAccountPolicies", "Berth has no account policies (see PutAccountPolicy)"),
+    ("DeleteAccountPolicy", "Berth has no account policies (see PutAccountPolicy)"),
+    ("PutIndexPolicy", "Berth's event store has no field indexes"),
+    ("DescribeIndexPolicies", "Berth's event store has no field indexes"),
+    ("DeleteIndexPolicy", "Berth's event store has no field indexes"),
+    ("DescribeFieldIndexes", "Berth's event store has no field indexes"),
+    ("PutTransformer", "Berth does not transform events at ingestion"),
+    ("GetTransformer", "Berth does not transform events at ingestion"),
+    ("DeleteTransformer", "Berth does not transform events at ingestion"),
+    ("TestTransformer", "Berth does not transform events at ingestion"),
+    ("PutIntegration", "integrations connect CloudWatch Logs to Amazon OpenSearch Service, which Berth does not have"),
+    ("GetIntegration", "Berth has no OpenSearch integrations"),
+    ("DeleteIntegration", "Berth has no OpenSearch integrations"),
+    ("ListIntegrations", "Berth has no OpenSearch integrations"),
+    ("CreateScheduledQuery", "scheduled queries deliver their results to S3 or EventBridge, which Berth does not have"),
+    ("GetScheduledQuery", "Berth has no scheduled queries (see CreateScheduledQuery)"),
+    ("GetScheduledQueryHistory", "Berth has no scheduled queries (see CreateScheduledQuery)"),
+    ("ListScheduledQueries", "Berth has no scheduled queries (see CreateScheduledQuery)"),
+    ("UpdateScheduledQuery", "Berth has no scheduled queries (see CreateScheduledQuery)"),
+    ("DeleteScheduledQuery", "Berth has no scheduled queries (see CreateScheduledQuery)"),
+    ("CreateLookupTable", "lookup tables are read from S3, which Berth does not have"),
+    ("GetLookupTable", "Berth has no lookup tables (see CreateLookupTable)"),
+    ("DescribeLookupTables", "Berth has no lookup tables (see CreateLookupTable)"),
+    ("UpdateLookupTable", "Berth has no lookup tables (see CreateLookupTable)"),
+    ("DeleteLookupTable", "Berth has no lookup tables (see CreateLookupTable)"),
+    ("CreateImportTask", "import tasks read log data from S3, which Berth does not have"),
+    ("CancelImportTask", "Berth has no import tasks (see CreateImportTask)"),
+    ("DescribeImportTasks", "Berth has no import tasks (see CreateImportTask)"),
+    ("DescribeImportTaskBatches", "Berth has no import tasks (see CreateImportTask)"),
+    ("PutSyslogConfiguration", "Berth does not receive syslog"),
+    ("DeleteSyslogConfiguration", "Berth does not receive syslog"),
+    ("ListSyslogConfigurations", "Berth does not receive syslog"),
+    ("PutBearerTokenAuthentication", "Berth authenticates every call with SigV4 and has no bearer-token ingestion endpoint"),
+    ("PutStorageTierPolicy", "Berth keeps every event in one store; it has no storage tiers"),
+    ("GetStorageTierPolicy", "Berth keeps every event in one store; it has no storage tiers"),
+    ("GetLogObject", "log objects are the large payloads of AWS vended logs kept in S3, which Berth does not have"),
+    ("GetLogFields", "data sources other than log groups (S3, third-party sources) do not exist in Berth; GetLogGroupFields serves log groups"),
+    ("ListAggregateLogGroupSummaries", "aggregate summaries group log groups by data source, which Berth's log groups do not have"),
+];
+
+/// An operation of the model Berth leaves unimplemented, with its reason.
 fn unsupported(operation: &str) -> AwsError {
+    let reason = NOT_IMPLEMENTED
+        .iter()
+        .find(|(op, _)| *op == operation)
+        .map_or("Berth does not implement it", |(_, reason)| *reason);
     AwsError::bad_request(
-        "UnsupportedOperationException",
-        format!("Berth does not implement the CloudWatch Logs operation {operation} yet."),
+        "InvalidOperationException",
+        format!("Berth cannot perform the CloudWatch Logs operation {operation}: {reason}."),
     )
 }
 
@@ -60,14 +139,14 @@ fn group_arn(ctx: &RequestContext, name: &str) -> String {
 /// name (so `log-group:<name>:*` grants them); stream calls name
 /// `log-group:<name>:log-stream:<stream>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct GroupRef {
-    region: String,
-    account: String,
-    name: String,
+pub(crate) struct GroupRef {
+    pub(crate) region: String,
+    pub(crate) account: String,
+    pub(crate) name: String,
 }
 
 impl GroupRef {
-    fn own(ctx: &RequestContext, name: &str) -> GroupRef {
+    pub(crate) fn own(ctx: &RequestContext, name: &str) -> GroupRef {
         GroupRef {
             region: ctx.region.clone(),
             account: ctx.account_id.clone(),
@@ -83,12 +162,12 @@ impl GroupRef {
     }
 
     /// `log-group:<name>`: the group's ARN.
-    fn arn(&self) -> String {
+    pub(crate) fn arn(&self) -> String {
         self.base()
     }
 
     /// `log-group:<name>:log-stream:`: what classic group-level calls ask.
-    fn classic(&self) -> String {
+    pub(crate) fn classic(&self) -> String {
         format!("{}:log-stream:", self.base())
     }
 
@@ -99,7 +178,7 @@ impl GroupRef {
 
     /// The group's name, once the caller may know whether it exists: a
     /// group of another account or region does not, from its point of view.
-    fn name_in(&self, ctx: &RequestContext) -> Result<&str, AwsError> {
+    pub(crate) fn name_in(&self, ctx: &RequestContext) -> Result<&str, AwsError> {
         if self.region != ctx.region || self.account != ctx.account_id {
             return Err(group_not_found());
         }
@@ -109,7 +188,7 @@ impl GroupRef {
 
 /// Reads a log group ARN (`arn:aws:logs:<region>:<account>:log-group:<name>`,
 /// optionally ending in `:*`).
-fn parse_group_arn(arn: &str) -> Result<GroupRef, AwsError> {
+pub(crate) fn parse_group_arn(arn: &str) -> Result<GroupRef, AwsError> {
     let parts: Vec<&str> = arn.splitn(6, ':').collect();
     let [_, _, "logs", region, account, resource] = parts.as_slice() else {
         return Err(invalid(format!("Invalid ARN: {arn}")));
@@ -134,7 +213,7 @@ fn group_name_from_arn(ctx: &RequestContext, arn: &str) -> Result<String, AwsErr
 
 /// The group a request names by `logGroupName` or `logGroupIdentifier`
 /// (a name or an ARN); exactly one of them.
-fn resolve_group(
+pub(crate) fn resolve_group(
     ctx: &RequestContext,
     name: &Option<String>,
     identifier: &Option<String>,
@@ -170,7 +249,7 @@ fn group_and_stream<'a>(
     Ok((group, stream))
 }
 
-fn check_new_tags(tags: &BTreeMap<String, String>) -> Result<(), AwsError> {
+pub(crate) fn check_new_tags(tags: &BTreeMap<String, String>) -> Result<(), AwsError> {
     let refs = tags.iter().map(|(k, v)| berth_model::tags::TagRef {
         key: k.as_str(),
         value: v.as_str(),
@@ -192,19 +271,22 @@ fn check_tag_keys(keys: &[String]) -> Result<(), AwsError> {
     Ok(())
 }
 
-fn render_group(ctx: &RequestContext, entry: &GroupEntry) -> logs::LogGroup {
+fn render_group(ctx: &RequestContext, catalog: &Catalog, entry: &GroupEntry) -> logs::LogGroup {
     let arn = group_arn(ctx, &entry.info.name);
+    let (metric_filters, data_protection, deletion_protection) =
+        crate::policies::group_extras(catalog, &ctx.account_id, &ctx.region, &entry.info.name);
     logs::LogGroup {
         log_group_name: Some(entry.info.name.clone()),
         creation_time: Some(entry.info.created_ms),
         retention_in_days: entry.info.retention_days,
-        metric_filter_count: Some(0),
+        metric_filter_count: Some(metric_filters),
+        data_protection_status: data_protection.then(|| "ACTIVATED".to_string()),
         arn: Some(format!("{arn}:*")),
         log_group_arn: Some(arn),
         stored_bytes: Some(entry.stored_bytes()),
         kms_key_id: entry.info.kms_key_id.clone(),
         log_group_class: Some(entry.info.class.clone()),
-        deletion_protection_enabled: Some(false),
+        deletion_protection_enabled: Some(deletion_protection),
         ..Default::default()
     }
 }
@@ -242,6 +324,8 @@ impl LogsService {
         let store = Store::open(&dir.join("logs.db"))?;
         Ok(Arc::new(LogsService {
             store: Arc::new(store),
+            queries: Default::default(),
+            tails: Default::default(),
         }))
     }
 
@@ -284,7 +368,7 @@ impl LogsService {
 
     /// `logs:<operation>` on `resource`, a resource of `group`, with the
     /// group's tags (`aws:ResourceTag/<k>`; none when it does not exist).
-    fn group_requirement(
+    pub(crate) fn group_requirement(
         &self,
         operation: &str,
         resource: String,
@@ -303,7 +387,7 @@ impl LogsService {
 
     /// Asks IAM for `logs:<operation>` on the group's classic ARN
     /// (`log-group:<name>:log-stream:`) with its tags and what `extra` adds.
-    fn authorize_group(
+    pub(crate) fn authorize_group(
         &self,
         ctx: &RequestContext,
         operation: &str,
@@ -469,7 +553,7 @@ impl LogsService {
                 more = true;
                 break;
             }
-            page.push(render_group(ctx, entry));
+            page.push(render_group(ctx, &catalog, entry));
         }
         let next_token = if more {
             page.last()
@@ -1109,6 +1193,27 @@ impl JsonService for LogsService {
         max_body(operation)
     }
 
+    fn streams(&self, operation: &str) -> bool {
+        operation == "StartLiveTail"
+    }
+
+    async fn handle_streaming(
+        &self,
+        ctx: &RequestContext,
+        operation: &str,
+        body: &[u8],
+    ) -> Result<berth_model::StreamingBody, AwsError> {
+        match operation {
+            "StartLiveTail" => {
+                let input = berth_model::json::parse_input(body)?;
+                self.start_live_tail(ctx, input)
+            }
+            other => Err(AwsError::internal(format!(
+                "{other} is not a streaming operation."
+            ))),
+        }
+    }
+
     async fn handle(
         &self,
         ctx: &RequestContext,
@@ -1135,6 +1240,69 @@ impl JsonService for LogsService {
             "TagLogGroup" => json_op!(body, |i| self.tag_log_group(ctx, i).await),
             "UntagLogGroup" => json_op!(body, |i| self.untag_log_group(ctx, i).await),
             "ListTagsLogGroup" => json_op!(body, |i| self.list_tags_log_group(ctx, i)),
+            "ListLogGroups" => json_op!(body, |i| self.list_log_groups(ctx, i)),
+            "PutLogGroupDeletionProtection" => {
+                json_op!(body, |i| self
+                    .put_log_group_deletion_protection(ctx, i)
+                    .await)
+            }
+            // Logs Insights.
+            "StartQuery" => json_op!(body, |i| self.start_query(ctx, i).await),
+            "GetQueryResults" => json_op!(body, |i| self.get_query_results(ctx, i)),
+            "StopQuery" => json_op!(body, |i| self.stop_query(ctx, i)),
+            "DescribeQueries" => json_op!(body, |i| self.describe_queries(ctx, i)),
+            "ListLogGroupsForQuery" => json_op!(body, |i| self.list_log_groups_for_query(ctx, i)),
+            "GetLogRecord" => json_op!(body, |i| self.get_log_record(ctx, i).await),
+            "GetLogGroupFields" => json_op!(body, |i| self.get_log_group_fields(ctx, i).await),
+            "PutQueryDefinition" => json_op!(body, |i| self.put_query_definition(ctx, i).await),
+            "DescribeQueryDefinitions" => {
+                json_op!(body, |i| self.describe_query_definitions(ctx, i))
+            }
+            "DeleteQueryDefinition" => {
+                json_op!(body, |i| self.delete_query_definition(ctx, i).await)
+            }
+            // Metric filters.
+            "PutMetricFilter" => json_op!(body, |i| self.put_metric_filter(ctx, i).await),
+            "DescribeMetricFilters" => json_op!(body, |i| self.describe_metric_filters(ctx, i)),
+            "DeleteMetricFilter" => json_op!(body, |i| self.delete_metric_filter(ctx, i).await),
+            "TestMetricFilter" => json_op!(body, |i| self.test_metric_filter(ctx, i)),
+            // Subscriptions and destinations (no target service in Berth).
+            "PutSubscriptionFilter" => json_op!(body, |i| self.put_subscription_filter(ctx, i)),
+            "DescribeSubscriptionFilters" => {
+                json_op!(body, |i| self.describe_subscription_filters(ctx, i))
+            }
+            "DeleteSubscriptionFilter" => {
+                json_op!(body, |i| self.delete_subscription_filter(ctx, i))
+            }
+            "PutDestination" => json_op!(body, |i| self.put_destination(ctx, i)),
+            "PutDestinationPolicy" => json_op!(body, |i| self.put_destination_policy(ctx, i)),
+            "DescribeDestinations" => json_op!(body, |i| self.describe_destinations(ctx, i)),
+            "DeleteDestination" => json_op!(body, |i| self.delete_destination(ctx, i)),
+            // Policies.
+            "PutResourcePolicy" => json_op!(body, |i| self.put_resource_policy(ctx, i).await),
+            "DescribeResourcePolicies" => {
+                json_op!(body, |i| self.describe_resource_policies(ctx, i))
+            }
+            "DeleteResourcePolicy" => {
+                json_op!(body, |i| self.delete_resource_policy(ctx, i).await)
+            }
+            "PutDataProtectionPolicy" => {
+                json_op!(body, |i| self.put_data_protection_policy(ctx, i).await)
+            }
+            "GetDataProtectionPolicy" => {
+                json_op!(body, |i| self.get_data_protection_policy(ctx, i))
+            }
+            "DeleteDataProtectionPolicy" => {
+                json_op!(body, |i| self.delete_data_protection_policy(ctx, i).await)
+            }
+            // Export tasks (no S3 in Berth).
+            "CreateExportTask" => json_op!(body, |i| self.create_export_task(ctx, i)),
+            "DescribeExportTasks" => json_op!(body, |i| self.describe_export_tasks(ctx, i)),
+            "CancelExportTask" => json_op!(body, |i| self.cancel_export_task(ctx, i)),
+            "StartLiveTail" => Err(AwsError::bad_request(
+                "InvalidOperationException",
+                "StartLiveTail answers with an event stream; call it over HTTP.",
+            )),
             other if logs::OPERATIONS.contains(&other) => Err(unsupported(other)),
             other => Err(AwsError::unknown_operation(format!(
                 "CloudWatch Logs has no operation named '{other}'."

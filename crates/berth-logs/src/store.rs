@@ -79,10 +79,46 @@ impl GroupEntry {
     }
 }
 
-/// Every group and stream, kept current by the writer.
+/// Where a small record kept beside the log groups lives: metric
+/// filters, data protection and resource policies, query definitions.
+/// `scope` is the log group a record belongs to (deleted with it), or ""
+/// for records of the account.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ObjectKey {
+    pub account: String,
+    pub region: String,
+    pub kind: &'static str,
+    pub scope: String,
+    pub name: String,
+}
+
+/// The kinds of [`ObjectKey`] records.
+pub mod kinds {
+    pub const METRIC_FILTER: &str = "metric-filter";
+    pub const DATA_PROTECTION: &str = "data-protection";
+    pub const RESOURCE_POLICY: &str = "resource-policy";
+    pub const QUERY_DEFINITION: &str = "query-definition";
+    pub const DELETION_PROTECTION: &str = "deletion-protection";
+    pub const ALL: &[&str] = &[
+        METRIC_FILTER,
+        DATA_PROTECTION,
+        RESOURCE_POLICY,
+        QUERY_DEFINITION,
+        DELETION_PROTECTION,
+    ];
+
+    pub fn known(kind: &str) -> Option<&'static str> {
+        ALL.iter().copied().find(|k| *k == kind)
+    }
+}
+
+/// Every group and stream, and the records beside them, kept current by
+/// the writer.
 #[derive(Debug, Default)]
 pub struct Catalog {
     pub groups: BTreeMap<GroupKey, GroupEntry>,
+    /// Records as JSON text.
+    pub objects: BTreeMap<ObjectKey, String>,
 }
 
 impl Catalog {
@@ -108,8 +144,58 @@ impl Catalog {
             .map(|(_, entry)| entry)
     }
 
+    /// The records of one kind and scope, in name order.
+    pub fn objects_in<'a>(
+        &'a self,
+        account: &'a str,
+        region: &'a str,
+        kind: &'static str,
+        scope: &'a str,
+    ) -> impl Iterator<Item = (&'a ObjectKey, &'a String)> + 'a {
+        let start = ObjectKey {
+            account: account.to_string(),
+            region: region.to_string(),
+            kind,
+            scope: scope.to_string(),
+            name: String::new(),
+        };
+        self.objects.range(start..).take_while(move |(k, _)| {
+            k.account == account && k.region == region && k.kind == kind && k.scope == scope
+        })
+    }
+
+    /// The records of one kind in every scope of an account and region.
+    pub fn objects_of_kind<'a>(
+        &'a self,
+        account: &'a str,
+        region: &'a str,
+        kind: &'static str,
+    ) -> impl Iterator<Item = (&'a ObjectKey, &'a String)> + 'a {
+        let start = ObjectKey {
+            account: account.to_string(),
+            region: region.to_string(),
+            kind,
+            scope: String::new(),
+            name: String::new(),
+        };
+        self.objects
+            .range(start..)
+            .take_while(move |(k, _)| k.account == account && k.region == region && k.kind == kind)
+    }
+
+    pub fn object(&self, key: &ObjectKey) -> Option<&String> {
+        self.objects.get(key)
+    }
+
     fn apply(&mut self, delta: Delta) {
         match delta {
+            Delta::PutObject(key, value) => {
+                self.objects.insert(key, value);
+            }
+            Delta::RemoveObject(key) => {
+                self.objects.remove(&key);
+            }
+            Delta::Appended(_) => {}
             Delta::PutGroup(key, info) => {
                 self.groups
                     .entry(key)
@@ -143,6 +229,34 @@ enum Delta {
     RemoveGroup(GroupKey),
     PutStream(GroupKey, StreamInfo),
     RemoveStream(GroupKey, String),
+    PutObject(ObjectKey, String),
+    RemoveObject(ObjectKey),
+    /// Events stored, for live tail sessions (not a catalog change).
+    Appended(Arc<Appended>),
+}
+
+/// Events one append stored, as live tail sessions see them.
+#[derive(Debug, Clone)]
+pub struct Appended {
+    pub group: GroupKey,
+    pub stream: String,
+    pub ingest_ms: i64,
+    /// (timestamp, message) of each event stored, in order.
+    pub events: Vec<(i64, String)>,
+}
+
+/// How a put of a record is checked inside its transaction.
+#[derive(Debug, Clone, Default)]
+pub struct PutRules {
+    /// The log group that must exist.
+    pub group: Option<GroupKey>,
+    /// At most this many records of the kind in the scope (the record
+    /// being replaced not counted), else the error.
+    pub max_in_scope: Option<(usize, AwsError)>,
+    /// The record must already exist, else the error.
+    pub must_exist: Option<AwsError>,
+    /// The record must not exist yet, else the error.
+    pub must_not_exist: Option<AwsError>,
 }
 
 /// Settings for a group a write creates.
@@ -216,6 +330,16 @@ pub enum WriteOp {
     Compact {
         now_ms: i64,
     },
+    PutObject {
+        key: ObjectKey,
+        value: String,
+        rules: PutRules,
+    },
+    DeleteObject {
+        key: ObjectKey,
+        /// The error when it does not exist.
+        missing: AwsError,
+    },
 }
 
 /// What a write produced.
@@ -253,7 +377,12 @@ pub struct Store {
     writer: Option<JoinHandle<()>>,
     catalog: Arc<RwLock<Catalog>>,
     readers: Mutex<Vec<Connection>>,
+    tail: tokio::sync::broadcast::Sender<Arc<Appended>>,
 }
+
+/// Appends a live tail subscriber may fall behind by before it is told it
+/// missed some (and reports its session as sampled).
+const TAIL_BACKLOG: usize = 4096;
 
 pub fn group_not_found() -> AwsError {
     AwsError::bad_request(
@@ -311,6 +440,15 @@ CREATE TABLE IF NOT EXISTS events (
     ingest_ms INTEGER NOT NULL,
     message TEXT NOT NULL,
     PRIMARY KEY (stream_id, ts, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS objects (
+    account TEXT NOT NULL,
+    region TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    name TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (account, region, kind, scope, name)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
@@ -386,6 +524,34 @@ fn load_catalog(conn: &Connection) -> Result<Catalog, rusqlite::Error> {
             entry.streams.insert(stream.name.clone(), stream);
         }
     }
+    let mut objects =
+        conn.prepare("SELECT account, region, kind, scope, name, value FROM objects")?;
+    let rows = objects.query_map([], |row| {
+        Ok((
+            row.get::<_, String>(0)?,
+            row.get::<_, String>(1)?,
+            row.get::<_, String>(2)?,
+            row.get::<_, String>(3)?,
+            row.get::<_, String>(4)?,
+            row.get::<_, String>(5)?,
+        ))
+    })?;
+    for row in rows {
+        let (account, region, kind, scope, name, value) = row?;
+        // A kind this version does not know is kept on disk, unused.
+        if let Some(kind) = kinds::known(&kind) {
+            catalog.objects.insert(
+                ObjectKey {
+                    account,
+                    region,
+                    kind,
+                    scope,
+                    name,
+                },
+                value,
+            );
+        }
+    }
     Ok(catalog)
 }
 
@@ -430,9 +596,11 @@ impl Store {
             .unwrap_or(1);
         let (sender, receiver) = mpsc::channel::<Job>();
         let writer_catalog = Arc::clone(&catalog);
+        let (tail, _) = tokio::sync::broadcast::channel(TAIL_BACKLOG);
+        let writer_tail = tail.clone();
         let writer = std::thread::Builder::new()
             .name("berth-logs-writer".into())
-            .spawn(move || run_writer(conn, receiver, writer_catalog, next_seq))
+            .spawn(move || run_writer(conn, receiver, writer_catalog, writer_tail, next_seq))
             .map_err(|source| LogsError::Io {
                 path: path.to_path_buf(),
                 source,
@@ -443,7 +611,13 @@ impl Store {
             writer: Some(writer),
             catalog,
             readers: Mutex::new(Vec::new()),
+            tail,
         })
+    }
+
+    /// Every append from now on, for a live tail session.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<Appended>> {
+        self.tail.subscribe()
     }
 
     /// The in-memory view of groups and streams.
@@ -600,6 +774,7 @@ fn run_writer(
     mut conn: Connection,
     receiver: mpsc::Receiver<Job>,
     catalog: Arc<RwLock<Catalog>>,
+    tail: tokio::sync::broadcast::Sender<Arc<Appended>>,
     mut next_seq: i64,
 ) {
     while let Ok(first) = receiver.recv() {
@@ -611,15 +786,24 @@ fn run_writer(
             }
         }
         let ops: Vec<&WriteOp> = jobs.iter().map(|j| &j.op).collect();
-        match commit_batch(&mut conn, &ops, &mut next_seq) {
+        let tailing = tail.receiver_count() > 0;
+        match commit_batch(&mut conn, &ops, &mut next_seq, tailing) {
             Ok((results, deltas)) => {
+                let mut appended = Vec::new();
                 {
                     let mut catalog = catalog
                         .write()
                         .unwrap_or_else(std::sync::PoisonError::into_inner);
                     for delta in deltas {
-                        catalog.apply(delta);
+                        match delta {
+                            Delta::Appended(batch) => appended.push(batch),
+                            other => catalog.apply(other),
+                        }
                     }
+                }
+                for batch in appended {
+                    // No receiver left is fine: nobody is tailing.
+                    let _ = tail.send(batch);
                 }
                 for (job, result) in jobs.into_iter().zip(results) {
                     (job.reply)(result);
@@ -641,6 +825,7 @@ fn commit_batch(
     conn: &mut Connection,
     ops: &[&WriteOp],
     next_seq: &mut i64,
+    tailing: bool,
 ) -> Result<BatchResult, rusqlite::Error> {
     let mut tx = conn.transaction()?;
     let mut results = Vec::with_capacity(ops.len());
@@ -648,7 +833,7 @@ fn commit_batch(
     for op in ops {
         let savepoint = tx.savepoint()?;
         let mut op_deltas = Vec::new();
-        match apply_op(&savepoint, op, next_seq, &mut op_deltas) {
+        match apply_op(&savepoint, op, next_seq, tailing, &mut op_deltas) {
             Ok(outcome) => {
                 savepoint.commit()?;
                 deltas.extend(op_deltas);
@@ -747,6 +932,7 @@ fn apply_op(
     tx: &Connection,
     op: &WriteOp,
     next_seq: &mut i64,
+    tailing: bool,
     deltas: &mut Vec<Delta>,
 ) -> Result<Outcome, OpFail> {
     match op {
@@ -763,6 +949,47 @@ fn apply_op(
         }
         WriteOp::DeleteGroup { key } => {
             let group = find_group(tx, key)?.ok_or_else(group_not_found)?;
+            let protected: Option<String> = tx
+                .query_row(
+                    "SELECT value FROM objects WHERE account = ?1 AND region = ?2 AND kind = ?3
+                     AND scope = ?4 AND name = ''",
+                    params![key.0, key.1, kinds::DELETION_PROTECTION, key.2],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            if protected.is_some_and(|v| v == "true") {
+                return Err(OpFail::Aws(AwsError::bad_request(
+                    "InvalidOperationException",
+                    format!(
+                        "Log group {} has deletion protection enabled; disable it with \
+                         PutLogGroupDeletionProtection before deleting the log group.",
+                        key.2
+                    ),
+                )));
+            }
+            let owned: Vec<(String, String)> = tx
+                .prepare(
+                    "SELECT kind, name FROM objects WHERE account = ?1 AND region = ?2 AND scope = ?3",
+                )?
+                .query_map(params![key.0, key.1, key.2], |row| {
+                    Ok((row.get(0)?, row.get(1)?))
+                })?
+                .collect::<Result<_, _>>()?;
+            tx.execute(
+                "DELETE FROM objects WHERE account = ?1 AND region = ?2 AND scope = ?3",
+                params![key.0, key.1, key.2],
+            )?;
+            for (kind, name) in owned {
+                if let Some(kind) = kinds::known(&kind) {
+                    deltas.push(Delta::RemoveObject(ObjectKey {
+                        account: key.0.clone(),
+                        region: key.1.clone(),
+                        kind,
+                        scope: key.2.clone(),
+                        name,
+                    }));
+                }
+            }
             tx.execute(
                 "DELETE FROM events WHERE stream_id IN (SELECT id FROM log_streams WHERE group_id = ?1)",
                 [group.id],
@@ -871,6 +1098,7 @@ fn apply_op(
             let mut stored = 0usize;
             let mut last_key = None;
             let start_cursor = info.cursor;
+            let mut tailed = Vec::new();
             for event in events {
                 if *deduplicate {
                     match (event.position, start_cursor) {
@@ -892,6 +1120,9 @@ fn apply_op(
                 ])?;
                 stored += 1;
                 last_key = Some(key);
+                if tailing {
+                    tailed.push((event.timestamp, event.message.clone()));
+                }
                 info.first_event_ms = Some(
                     info.first_event_ms
                         .map_or(event.timestamp, |t| t.min(event.timestamp)),
@@ -912,6 +1143,14 @@ fn apply_op(
                 save_stream(tx, &info)?;
                 deltas.push(Delta::PutStream(key.clone(), info.clone()));
             }
+            if !tailed.is_empty() {
+                deltas.push(Delta::Appended(Arc::new(Appended {
+                    group: key.clone(),
+                    stream: stream.clone(),
+                    ingest_ms: *ingest_ms,
+                    events: tailed,
+                })));
+            }
             Ok(Outcome::Appended {
                 stored,
                 last_key,
@@ -920,7 +1159,72 @@ fn apply_op(
             })
         }
         WriteOp::Compact { now_ms } => compact(tx, *now_ms, deltas),
+        WriteOp::PutObject { key, value, rules } => put_object(tx, key, value, rules, deltas),
+        WriteOp::DeleteObject { key, missing } => {
+            let removed = tx.execute(
+                "DELETE FROM objects WHERE account = ?1 AND region = ?2 AND kind = ?3
+                 AND scope = ?4 AND name = ?5",
+                params![key.account, key.region, key.kind, key.scope, key.name],
+            )?;
+            if removed == 0 {
+                return Err(OpFail::Aws(missing.clone()));
+            }
+            deltas.push(Delta::RemoveObject(key.clone()));
+            Ok(Outcome::Done)
+        }
     }
+}
+
+fn put_object(
+    tx: &Connection,
+    key: &ObjectKey,
+    value: &str,
+    rules: &PutRules,
+    deltas: &mut Vec<Delta>,
+) -> Result<Outcome, OpFail> {
+    if let Some(group) = &rules.group {
+        find_group(tx, group)?.ok_or_else(group_not_found)?;
+    }
+    let exists: bool = tx
+        .query_row(
+            "SELECT 1 FROM objects WHERE account = ?1 AND region = ?2 AND kind = ?3
+             AND scope = ?4 AND name = ?5",
+            params![key.account, key.region, key.kind, key.scope, key.name],
+            |_| Ok(()),
+        )
+        .optional()?
+        .is_some();
+    if let (false, Some(error)) = (exists, &rules.must_exist) {
+        return Err(OpFail::Aws(error.clone()));
+    }
+    if let (true, Some(error)) = (exists, &rules.must_not_exist) {
+        return Err(OpFail::Aws(error.clone()));
+    }
+    if let (false, Some((max, error))) = (exists, &rules.max_in_scope) {
+        let count: i64 = tx.query_row(
+            "SELECT count(*) FROM objects WHERE account = ?1 AND region = ?2 AND kind = ?3
+             AND scope = ?4",
+            params![key.account, key.region, key.kind, key.scope],
+            |row| row.get(0),
+        )?;
+        if usize::try_from(count).unwrap_or(usize::MAX) >= *max {
+            return Err(OpFail::Aws(error.clone()));
+        }
+    }
+    tx.execute(
+        "INSERT OR REPLACE INTO objects (account, region, kind, scope, name, value)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            key.account,
+            key.region,
+            key.kind,
+            key.scope,
+            key.name,
+            value
+        ],
+    )?;
+    deltas.push(Delta::PutObject(key.clone(), value.to_string()));
+    Ok(Outcome::Done)
 }
 
 /// Deletes events older than each group's retention.

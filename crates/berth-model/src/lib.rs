@@ -23,4 +23,4 @@ pub use context::{Principal, PrincipalKind, RequestContext};
 pub use credentials::{CredentialSource, ResolvedCredential, StaticCredentials};
 pub use error::AwsError;
 pub use seal::{SealError, Sealer};
-pub use service::{JsonService, QueryService};
+pub use service::{ChunkSource, JsonService, QueryService, StreamingBody};

@@ -33,6 +33,43 @@ pub trait JsonService: Send + Sync + 'static {
         operation: &str,
         body: &[u8],
     ) -> Result<Vec<u8>, AwsError>;
+
+    /// Whether `operation` answers with an event stream (CloudWatch Logs'
+    /// StartLiveTail): the gateway then calls
+    /// [`handle_streaming`](Self::handle_streaming) instead of `handle`.
+    fn streams(&self, operation: &str) -> bool {
+        let _ = operation;
+        false
+    }
+
+    /// Handles a streaming operation: validates and authorizes as `handle`
+    /// does, then returns the body to send as it is produced.
+    async fn handle_streaming(
+        &self,
+        ctx: &RequestContext,
+        operation: &str,
+        body: &[u8],
+    ) -> Result<StreamingBody, AwsError> {
+        let _ = (ctx, body);
+        Err(AwsError::internal(format!(
+            "{operation} is not a streaming operation."
+        )))
+    }
+}
+
+/// A response body sent piece by piece as the service produces it (an AWS
+/// event stream); dropping it (the client went away) ends the stream.
+pub struct StreamingBody {
+    /// e.g. `application/vnd.amazon.eventstream`.
+    pub content_type: &'static str,
+    pub chunks: Box<dyn ChunkSource>,
+}
+
+/// Where a [`StreamingBody`]'s pieces come from.
+#[async_trait::async_trait]
+pub trait ChunkSource: Send + 'static {
+    /// The next piece of the body; `None` ends it.
+    async fn next_chunk(&mut self) -> Option<Vec<u8>>;
 }
 
 /// An AWS service speaking the Query protocol (`POST /` with a form-encoded
@@ -57,6 +94,29 @@ pub trait QueryService: Send + Sync + 'static {
     /// errors are `<Response><Errors><Error>…</Errors><RequestID>`.
     fn ec2_protocol(&self) -> bool {
         false
+    }
+
+    /// Actions AWS accepts without a signature (STS's
+    /// AssumeRoleWithWebIdentity and AssumeRoleWithSAML, whose caller proves
+    /// who it is with the token in the request). The gateway routes a Query
+    /// request that carries no signature at all and names one of these to
+    /// [`handle_unsigned`](Self::handle_unsigned); any other unsigned request
+    /// is refused as before.
+    fn unsigned_actions(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    /// Handles one of [`unsigned_actions`](Self::unsigned_actions): there is
+    /// no caller, so no [`RequestContext`] and no authorization; the service
+    /// authenticates the request from its parameters.
+    async fn handle_unsigned(
+        &self,
+        request_id: &str,
+        action: &str,
+        params: &[(String, String)],
+    ) -> Result<String, AwsError> {
+        let _ = (request_id, action, params);
+        Err(AwsError::bad_request("InvalidAction", ""))
     }
 
     /// `params`: the decoded form fields except `Action`/`Version`, in order.

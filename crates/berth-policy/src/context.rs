@@ -20,6 +20,9 @@ pub enum PrincipalKind {
     Service,
     /// A web-identity or SAML federated caller; `arn` is the provider.
     Federated,
+    /// A federated user session from STS GetFederationToken
+    /// (`arn:aws:sts::<acct>:federated-user/<name>`).
+    FederatedUser,
 }
 
 impl PrincipalKind {
@@ -31,6 +34,7 @@ impl PrincipalKind {
             PrincipalKind::AssumedRole => "AssumedRole",
             PrincipalKind::Service => "Service",
             PrincipalKind::Federated => "WebIdentityUser",
+            PrincipalKind::FederatedUser => "FederatedUser",
         }
     }
 }
@@ -157,6 +161,21 @@ impl PrincipalRef {
         }
     }
 
+    /// A federated user of `account_id` named `name` (STS
+    /// GetFederationToken); `aws:userid` is `<account>:<name>`.
+    pub fn federated_user(account_id: &str, name: &str) -> Self {
+        Self {
+            arn: format!("arn:aws:sts::{account_id}:federated-user/{name}"),
+            account_id: account_id.to_string(),
+            kind: PrincipalKind::FederatedUser,
+            username: None,
+            user_id: Some(format!("{account_id}:{name}")),
+            role_arn: None,
+            role_name: None,
+            session_name: None,
+        }
+    }
+
     /// `aws:PrincipalArn` as AWS defines it: for a role session this is the
     /// role's ARN, not the session's.
     pub fn principal_arn(&self) -> &str {
@@ -174,7 +193,10 @@ impl PrincipalRef {
             chain.push(role.clone());
         }
         if !self.account_id.is_empty()
-            && matches!(self.kind, PrincipalKind::User | PrincipalKind::AssumedRole)
+            && matches!(
+                self.kind,
+                PrincipalKind::User | PrincipalKind::AssumedRole | PrincipalKind::FederatedUser
+            )
         {
             chain.push(format!("arn:aws:iam::{}:root", self.account_id));
         }

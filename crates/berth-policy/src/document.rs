@@ -248,6 +248,19 @@ impl Policy {
         Ok(())
     }
 
+    /// The condition keys the policy's statements test, as written, each
+    /// once (compared without regard to case), in document order: what
+    /// IAM's GetContextKeysFor*Policy answer.
+    pub fn condition_keys(&self) -> Vec<&str> {
+        let mut out: Vec<&str> = Vec::new();
+        for c in self.statements.iter().flat_map(|s| &s.conditions) {
+            if !out.iter().any(|k| k.eq_ignore_ascii_case(&c.key)) {
+                out.push(&c.key);
+            }
+        }
+        out
+    }
+
     /// Every `AWS` principal named by any statement (normalised ARNs and
     /// `*`), so the IAM service can reject users and roles that do not exist
     /// with [`PolicyError::InvalidPrincipal`], as IAM does.

@@ -205,6 +205,18 @@ fn statement_applies(
     req: &Request<'_>,
     resource_optional: bool,
 ) -> bool {
+    let vars = policy.version.supports_variables();
+    target_applies(policy, stmt, req, resource_optional)
+        && stmt.conditions.iter().all(|c| c.evaluate(req, vars))
+}
+
+/// Action and resource checks only.
+fn target_applies(
+    policy: &Policy,
+    stmt: &Statement,
+    req: &Request<'_>,
+    resource_optional: bool,
+) -> bool {
     let action_ok = match &stmt.action {
         ActionBlock::Action(list) => list.iter().any(|p| action_matches(p, req.action)),
         ActionBlock::NotAction(list) => !list.iter().any(|p| action_matches(p, req.action)),
@@ -237,7 +249,7 @@ fn statement_applies(
             !any
         }
     };
-    resource_ok && stmt.conditions.iter().all(|c| c.evaluate(req, vars))
+    resource_ok
 }
 
 /// Whether a principal-bearing statement covers `principal`, and how.
@@ -313,4 +325,89 @@ fn principal_match(p: &Principals, principal: &PrincipalRef) -> Option<Principal
         }
     }
     best
+}
+
+/// A statement that took part in a decision: the policy it is in and its
+/// position in that policy's `Statement` list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatementRef {
+    /// Which policy.
+    pub source: PolicySource,
+    /// The statement's index in document order.
+    pub index: usize,
+    /// The statement's effect.
+    pub effect: Effect,
+}
+
+/// A decision with the reasons a policy simulator reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Explanation {
+    /// The decision, exactly as [`evaluate`] gives it.
+    pub decision: Decision,
+    /// The statements that determine the decision: every applicable `Deny`
+    /// when explicitly denied (a deny is then the only kind listed), every
+    /// applicable `Allow` when allowed, none when implicitly denied.
+    pub matched: Vec<StatementRef>,
+    /// Condition keys tested by statements whose action and resource apply
+    /// and that the request does not carry (`Null` and `...IfExists`
+    /// conditions, which are meant for absent keys, excepted), in first-seen
+    /// order.
+    pub missing_keys: Vec<String>,
+}
+
+/// [`evaluate`], with the statements that decided and the condition keys
+/// the request lacked: what IAM's policy simulator answers.
+pub fn explain(identity: &[&Policy], resource: Option<&Policy>, req: &Request<'_>) -> Explanation {
+    let decision = evaluate(identity, resource, req);
+    let mut denies = Vec::new();
+    let mut allows = Vec::new();
+    let mut missing_keys: Vec<String> = Vec::new();
+    let mut visit = |policy: &Policy, source: PolicySource, principal_bearing: bool| {
+        for (index, stmt) in policy.statements.iter().enumerate() {
+            if principal_bearing && principal_scope(stmt, req.principal).is_none() {
+                continue;
+            }
+            if !target_applies(policy, stmt, req, principal_bearing) {
+                continue;
+            }
+            for c in &stmt.conditions {
+                let tests_absence =
+                    c.operator.if_exists || c.operator.base == crate::condition::BaseOperator::Null;
+                if !tests_absence
+                    && req.lookup(&c.key).is_none()
+                    && !missing_keys.iter().any(|k| k.eq_ignore_ascii_case(&c.key))
+                {
+                    missing_keys.push(c.key.clone());
+                }
+            }
+            if !statement_applies(policy, stmt, req, principal_bearing) {
+                continue;
+            }
+            let r = StatementRef {
+                source,
+                index,
+                effect: stmt.effect,
+            };
+            match stmt.effect {
+                Effect::Deny => denies.push(r),
+                Effect::Allow => allows.push(r),
+            }
+        }
+    };
+    for (index, policy) in identity.iter().enumerate() {
+        visit(policy, PolicySource::Identity(index), false);
+    }
+    if let Some(policy) = resource {
+        visit(policy, PolicySource::Resource, true);
+    }
+    let matched = match &decision {
+        Decision::ExplicitDeny(_) => denies,
+        Decision::Allow(_) => allows,
+        Decision::ImplicitDeny => Vec::new(),
+    };
+    Explanation {
+        decision,
+        matched,
+        missing_keys,
+    }
 }

@@ -36,6 +36,7 @@ mod error;
 mod evaluate;
 pub mod managed;
 mod matching;
+mod positions;
 mod time;
 mod variables;
 
@@ -46,7 +47,9 @@ pub use document::{
 };
 pub use error::PolicyError;
 pub use evaluate::{
-    evaluate, evaluate_trust, Decision, MatchedStatement, PolicySource, PrincipalScope,
+    evaluate, evaluate_trust, explain, Decision, Explanation, MatchedStatement, PolicySource,
+    PrincipalScope, StatementRef,
 };
 pub use matching::{action_matches, arn_matches, wildcard_match};
+pub use positions::{statement_positions, Position};
 pub use time::Timestamp;

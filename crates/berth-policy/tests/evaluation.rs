@@ -861,3 +861,47 @@ fn managed_policies_with_mapped_actions() {
         );
     }
 }
+
+#[test]
+fn explain_lists_the_deciding_statements_and_missing_keys() {
+    use berth_policy::{explain, Effect, PolicySource};
+    let allow = Policy::parse_identity(
+        r#"{"Version":"2012-10-17","Statement":[
+            {"Effect":"Allow","Action":"s3:*","Resource":"*"},
+            {"Effect":"Allow","Action":"s3:GetObject","Resource":"*","Condition":{"StringEquals":{"s3:prefix":"home/"}}},
+            {"Effect":"Allow","Action":"s3:GetObject","Resource":"*"}]}"#,
+    )
+    .unwrap();
+    let deny = Policy::parse_identity(
+        r#"{"Version":"2012-10-17","Statement":[
+            {"Effect":"Deny","Action":"s3:DeleteObject","Resource":"*"}]}"#,
+    )
+    .unwrap();
+    let alice = PrincipalRef::user("123456789012", "/", "alice", "AIDAEXAMPLE");
+    let ctx = Context::new();
+    let get = Request::new(&alice, "s3:GetObject", "arn:aws:s3:::b/k", &ctx);
+    let e = explain(&[&allow, &deny], None, &get);
+    assert!(e.decision.is_allowed());
+    let idx: Vec<usize> = e.matched.iter().map(|m| m.index).collect();
+    assert_eq!(idx, vec![0, 2]);
+    assert!(e
+        .matched
+        .iter()
+        .all(|m| m.effect == Effect::Allow && m.source == PolicySource::Identity(0)));
+    assert_eq!(e.missing_keys, vec!["s3:prefix".to_string()]);
+    let del = Request::new(&alice, "s3:DeleteObject", "arn:aws:s3:::b/k", &ctx);
+    let e = explain(&[&allow, &deny], None, &del);
+    assert!(matches!(
+        e.decision,
+        berth_policy::Decision::ExplicitDeny(_)
+    ));
+    assert_eq!(e.matched.len(), 1);
+    assert_eq!(e.matched[0].source, PolicySource::Identity(1));
+    let other = Request::new(&alice, "ec2:RunInstances", "*", &ctx);
+    assert!(explain(&[&allow], None, &other).matched.is_empty());
+    assert_eq!(
+        allow.condition_keys(),
+        vec!["s3:prefix"],
+        "condition keys of a policy"
+    );
+}

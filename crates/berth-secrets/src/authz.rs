@@ -171,7 +171,7 @@ pub fn resolve_parameter<V: ReadView + ?Sized>(
         let name = reference
             .rsplit_once(':')
             .map_or(reference, |(name, _)| name);
-        let record = find_param(view, account, region, name, false)?.map(|(_, r)| r);
+        let record = find_param(view, account, region, name)?.map(|(_, r)| r);
         return Ok(ParamTarget {
             arn: berth_model::arn::ssm_parameter_arn(region, account, name),
             record,
@@ -188,7 +188,7 @@ pub fn resolve_parameter<V: ReadView + ?Sized>(
     };
     let name = name.rsplit_once(':').map_or(name, |(name, _)| name);
     let record = if *a == account && *r == region {
-        find_param(view, account, region, name, true)?.map(|(_, r)| r)
+        find_param(view, account, region, name)?.map(|(_, r)| r)
     } else {
         None
     };
@@ -199,8 +199,10 @@ pub fn resolve_parameter<V: ReadView + ?Sized>(
     Ok(ParamTarget { arn, record })
 }
 
-/// Secrets Manager resource policies for the IAM authorizer: the policy
-/// attached to the secret an ARN names exactly.
+/// Resource policies for the IAM authorizer: the policy attached to the
+/// secret an ARN names exactly (Secrets Manager's PutResourcePolicy), and
+/// the policies attached to a parameter (Parameter Store's
+/// PutResourcePolicy), combined into one document.
 pub struct SecretPolicies {
     store: std::sync::Arc<dyn berth_store::Store>,
 }
@@ -219,7 +221,17 @@ impl berth_model::authz::ResourcePolicySource for SecretPolicies {
         let mut parts = rest.splitn(5, ':');
         let (_, service, region, account) =
             (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-        if service != SECRETS_MANAGER || !parts.next()?.starts_with("secret:") {
+        let resource = parts.next()?;
+        if service == "ssm" && resource.starts_with("parameter/") {
+            let name = &resource["parameter".len()..];
+            let (_, record) = find_param(self.store.as_ref(), account, region, name).ok()??;
+            // Only the parameter's own ARN: authorization always names it.
+            let canonical = berth_model::arn::ssm_parameter_arn(region, account, &record.name);
+            return (canonical == resource_arn)
+                .then(|| crate::ssm::combined_resource_policy(&record.resource_policies))
+                .flatten();
+        }
+        if service != SECRETS_MANAGER || !resource.starts_with("secret:") {
             return None;
         }
         let now = berth_util::time::now_secs() as f64;
@@ -289,7 +301,10 @@ mod tests {
                     modified: 1.0,
                     user: "u".into(),
                     labels: vec![],
+                    allowed_pattern: None,
+                    policies: vec![],
                 }],
+                resource_policies: vec![],
             };
             let key = format!("{}{name}", param_prefix(A, R));
             let bytes = serde_json::to_vec(&record).unwrap();

@@ -319,7 +319,8 @@ async fn idempotency_binary_tags_update_and_pages() {
         .await
         .unwrap_err();
     assert_eq!(e.status, 400);
-    assert!(e.message.contains("does not implement"));
+    assert_eq!(e.code, "InvalidRequestException");
+    assert!(e.message.contains("Berth has no Lambda"), "{}", e.message);
 }
 
 #[tokio::test]
@@ -456,7 +457,13 @@ async fn parameters() {
     }
     assert_eq!(
         all,
-        ["/app/db/host=h2", "/app/db/pass=pw-plain", "/app/list=a,b"]
+        // A name without a leading slash sits at the root, as on AWS.
+        [
+            "/app/db/host=h2",
+            "/app/db/pass=pw-plain",
+            "/app/list=a,b",
+            "flat=f"
+        ]
     );
 
     let described = f.ssm("DescribeParameters", json!({"ParameterFilters": [{"Key": "Name", "Option": "BeginsWith", "Values": ["/app/db"]}]})).await.unwrap();

@@ -517,6 +517,10 @@ impl berth_ecs::SharedPresence for EtcdPresence {
     fn connected(&self, instance_arn: &str) -> bool {
         self.set.get(instance_arn).is_some()
     }
+
+    fn held_here(&self, instance_arn: &str) -> bool {
+        self.set.get(instance_arn).as_deref() == Some(self.server_id.as_str())
+    }
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@ use crate::state::clusters::{
 };
 use crate::state::keys::Scope;
 use crate::state::records::{decode, encode, load};
-use crate::state::{account_settings, pagination, services, tags, tasks};
+use crate::state::{account_settings, index, pagination, services, tags};
 
 /// Capacity providers every account has without creating them.
 const BUILTIN_CAPACITY_PROVIDERS: &[&str] = &["FARGATE", "FARGATE_SPOT"];
@@ -44,7 +44,7 @@ pub(crate) fn counts(view: &(impl ReadView + ?Sized), scope: &Scope, name: &str)
                 .is_ok_and(|r| r.status() != crate::state::instances::INACTIVE && r.offers_ec2())
         })
         .count() as i32;
-    let (tasks, fargate) = tasks::cluster_task_counts(view, scope, name);
+    let (tasks, fargate) = index::cluster_task_counts(view, scope, name);
     ClusterCounts {
         registered_instances,
         running_tasks: (tasks.running + fargate.running) as i32,
@@ -596,6 +596,8 @@ pub(crate) async fn delete(
 mod tests {
     use serde_json::json;
 
+    use crate::state::records::decoded;
+    use crate::state::tasks::TaskRecord;
     use crate::test_support::{Harness, Spec};
 
     #[tokio::test]
@@ -631,6 +633,21 @@ mod tests {
         assert_eq!(c["activeServicesCount"], 1);
         assert_eq!(out["failures"][0]["reason"], "MISSING");
         assert_eq!(out["failures"][0]["arn"], h.scope().arn("cluster/nope"));
+        // The counts come from the live-task entries: no task is decoded.
+        let before = decoded::of::<TaskRecord>();
+        h.ok("DescribeClusters", json!({"clusters": ["default"]}))
+            .await;
+        h.ok("ListTasks", json!({})).await;
+        h.ok(
+            "ListTasks",
+            json!({"desiredStatus": "PENDING", "launchType": "EC2"}),
+        )
+        .await;
+        assert_eq!(decoded::of::<TaskRecord>() - before, 0);
+        // A family filter reads the live tasks' records, never the STOPPED one.
+        let listed = h.ok("ListTasks", json!({"family": "web"})).await;
+        assert_eq!(listed["taskArns"].as_array().map(Vec::len), Some(3));
+        assert_eq!(decoded::of::<TaskRecord>() - before, 3);
     }
 
     #[tokio::test]

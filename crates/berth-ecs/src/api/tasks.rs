@@ -495,40 +495,94 @@ pub(crate) fn list(
     };
     let service_group = input.service_name.as_ref().map(|s| format!("service:{s}"));
     clusters::require_active(view, scope, &cluster)?;
-    let (arns, next_token) = pagination::filtered_page(
-        view,
-        &scope.tasks(&cluster),
-        input.next_token.as_deref(),
-        limit,
-        |kv| {
-            let record: TaskRecord = decode(kv)?;
-            let t = &record.task;
-            let wanted = match desired {
-                TaskStatus::Pending => {
-                    record.desired_status() == TaskStatus::Running
-                        && record.last_status() != TaskStatus::Running
-                }
-                d => record.desired_status() == d,
-            } && input
+    let wanted_status = |desired_status: TaskStatus, last_status: TaskStatus| match desired {
+        TaskStatus::Pending => {
+            desired_status == TaskStatus::Running && last_status != TaskStatus::Running
+        }
+        d => desired_status == d,
+    };
+    let wanted = |record: &TaskRecord| {
+        let t = &record.task;
+        wanted_status(record.desired_status(), record.last_status())
+            && input
                 .family
                 .as_ref()
                 .is_none_or(|f| record.definition.family.as_ref() == Some(f))
-                && input
-                    .started_by
-                    .as_ref()
-                    .is_none_or(|s| t.started_by.as_ref() == Some(s))
-                && service_group
-                    .as_ref()
-                    .is_none_or(|g| t.group.as_ref() == Some(g))
-                && instance
-                    .as_ref()
-                    .is_none_or(|i| record.instance_id.as_ref() == Some(i))
-                && launch_type
-                    .as_ref()
-                    .is_none_or(|l| t.launch_type.as_ref() == Some(l));
-            Ok(wanted.then(|| record.arn().to_string()))
-        },
-    )?;
+            && input
+                .started_by
+                .as_ref()
+                .is_none_or(|s| t.started_by.as_ref() == Some(s))
+            && service_group
+                .as_ref()
+                .is_none_or(|g| t.group.as_ref() == Some(g))
+            && instance
+                .as_ref()
+                .is_none_or(|i| record.instance_id.as_ref() == Some(i))
+            && launch_type
+                .as_ref()
+                .is_none_or(|l| t.launch_type.as_ref() == Some(l))
+    };
+    // The narrowest index that holds every task the call can list; each
+    // is keyed by task id under its prefix, so page tokens (the last id)
+    // read the same whichever one a call uses.
+    let by_index = |prefix: String| {
+        pagination::filtered_page(view, &prefix, input.next_token.as_deref(), limit, |kv| {
+            let Some(id) = kv.key.rsplit('/').next() else {
+                return Ok(None);
+            };
+            Ok(load::<TaskRecord>(view, &scope.task(&cluster, id))?
+                .map(|(record, _)| record)
+                .filter(|record| wanted(record))
+                .map(|record| record.arn().to_string()))
+        })
+    };
+    let (arns, next_token) = if let Some(instance) = &instance {
+        // The instance's own entries (of this cluster's tasks).
+        by_index(scope.instance_task(&cluster, instance, &cluster, ""))?
+    } else if let Some(service) = &input.service_name {
+        by_index(scope.service_tasks(&cluster, service))?
+    } else if desired != TaskStatus::Stopped {
+        // Live tasks: their entries say enough unless the call filters on
+        // what only the record holds.
+        let needs_record = input.family.is_some() || input.started_by.is_some();
+        pagination::filtered_page(
+            view,
+            &scope.live_tasks(&cluster),
+            input.next_token.as_deref(),
+            limit,
+            |kv| {
+                let Some(id) = kv.key.rsplit('/').next() else {
+                    return Ok(None);
+                };
+                let Some(live) = index::Live::parse(&kv.value) else {
+                    return Ok(None);
+                };
+                let quick = wanted_status(live.desired, live.last)
+                    && launch_type.as_deref().is_none_or(|l| l == live.launch_type);
+                if !quick {
+                    return Ok(None);
+                }
+                if !needs_record {
+                    return Ok(Some(scope.arn(&format!("task/{cluster}/{id}"))));
+                }
+                Ok(load::<TaskRecord>(view, &scope.task(&cluster, id))?
+                    .map(|(record, _)| record)
+                    .filter(|record| wanted(record))
+                    .map(|record| record.arn().to_string()))
+            },
+        )?
+    } else {
+        pagination::filtered_page(
+            view,
+            &scope.tasks(&cluster),
+            input.next_token.as_deref(),
+            limit,
+            |kv| {
+                let record: TaskRecord = decode(kv)?;
+                Ok(wanted(&record).then(|| record.arn().to_string()))
+            },
+        )?
+    };
     Ok(ListTasksResponse {
         task_arns: Some(arns),
         next_token,

@@ -10,41 +10,55 @@ use berth_store::{Op, ReadView, Store, StoreExt};
 use crate::error;
 use crate::state::index;
 use crate::state::keys;
-use crate::state::records::decode;
+use crate::state::records::load;
 use crate::state::tasks::{TaskRecord, TaskStatus};
 
 /// The deletes of STOPPED tasks whose `stoppedAt` is older than `before`
 /// (seconds since the epoch), across every account and region, with their
-/// index entries; at most `limit` tasks.
+/// index entries; at most `limit` tasks. Reads only the `stopped-tasks/`
+/// entries before `before` (and decodes only those tasks).
 pub(crate) fn expired_tasks(view: &dyn ReadView, before: f64, limit: usize) -> Vec<Vec<Op>> {
+    let before_ms = (before.max(0.0) * 1000.0) as u64;
     let mut expired = Vec::new();
-    let mut after: Option<String> = None;
-    loop {
-        let page = view.range("/ecs/", after.as_deref(), 1024);
-        if page.is_empty() {
-            return expired;
-        }
-        after = page.last().map(|kv| kv.key.clone());
-        for kv in page {
-            if !keys::is_task_key(&kv.key) {
-                continue;
-            }
-            let Some((scope, _)) = keys::split_key(&kv.key) else {
-                continue;
-            };
-            let Ok(record) = decode::<TaskRecord>(&kv) else {
-                continue;
-            };
-            if record.last_status() == TaskStatus::Stopped
-                && record.task.stopped_at.is_some_and(|s| s < before)
-            {
-                expired.push(index::delete_task(&scope, &record));
+    for scope in keys::scopes(view) {
+        let prefix = scope.stopped_tasks();
+        let end = scope.stopped_tasks_from(before_ms);
+        let mut after: Option<String> = None;
+        loop {
+            let page = view.range(&prefix, after.as_deref(), 256);
+            let Some(last) = page.last() else { break };
+            after = Some(last.key.clone());
+            for kv in page {
+                if kv.key >= end {
+                    break;
+                }
+                let Some((cluster, id)) = kv
+                    .key
+                    .strip_prefix(&prefix)
+                    .and_then(|rest| rest.split_once('/'))
+                    .and_then(|(_, rest)| rest.split_once('/'))
+                else {
+                    continue;
+                };
+                let deletes = match load::<TaskRecord>(view, &scope.task(cluster, id)) {
+                    Ok(Some((record, _))) if record.last_status() == TaskStatus::Stopped => {
+                        index::delete_task(&scope, &record)
+                    }
+                    // An entry whose task is gone (or unreadable) goes alone.
+                    Ok(None) => vec![Op::delete(kv.key.clone())],
+                    _ => continue,
+                };
+                expired.push(deletes);
                 if expired.len() >= limit {
                     return expired;
                 }
             }
+            if after.as_ref().is_some_and(|a| *a >= end) {
+                break;
+            }
         }
     }
+    expired
 }
 
 /// Deletes STOPPED tasks that stopped more than `retention_secs` before
@@ -103,6 +117,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::state::records::decoded;
     use crate::test_support::{Harness, Spec};
 
     #[tokio::test]
@@ -207,6 +222,43 @@ mod tests {
         );
         assert_eq!(h.tasks("default").len(), 1);
         assert_eq!(h.poll(&a, 0, 0).await.tasks.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn the_collector_reads_only_tasks_past_their_retention() {
+        let h = Harness::new();
+        let a = h
+            .instance("default", Spec::default().size(100_000, 100_000))
+            .await;
+        h.task_definition("web", json!({"cpu": 1, "memory": 8}))
+            .await;
+        let mut arns = Vec::new();
+        for _ in 0..5 {
+            arns.extend(h.run(json!({"taskDefinition": "web", "count": 10})).await.0);
+        }
+        for (i, arn) in arns.iter().enumerate() {
+            if i == 10 {
+                h.advance(3600.0);
+            }
+            h.report(&a, arn, "STOPPED").await;
+        }
+        h.advance(1.0);
+        // Ten stopped over an hour ago, forty just now, none running.
+        let before = decoded::of::<TaskRecord>();
+        let expired = expired_tasks(h.store.as_ref(), h.now() - 3600.0, 1000);
+        assert_eq!(expired.len(), 10);
+        assert_eq!(
+            decoded::of::<TaskRecord>() - before,
+            10,
+            "only those are read"
+        );
+        assert_eq!(
+            collect_garbage(h.store.as_ref(), 3600.0, h.now())
+                .await
+                .unwrap(),
+            10
+        );
+        assert_eq!(h.tasks("default").len(), 40);
     }
 
     #[tokio::test]

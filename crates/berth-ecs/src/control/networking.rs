@@ -56,19 +56,25 @@ fn step(record: &TaskRecord) -> Step {
 
 /// Gives awsvpc tasks their network interfaces and deletes them once the
 /// tasks stop. It follows the store (a full pass at start, so a restart
-/// finishes what a crash interrupted, then every task change) and works
-/// one task at a time, so each interface is created once.
+/// finishes what a crash interrupted, then every change) and works one task
+/// at a time, so each interface is created once. It reads only the tasks
+/// with an `eni-tasks/` entry (awsvpc tasks whose interface is not yet
+/// DELETED): every write of such a task writes its entry in the same
+/// mutation, so the entry's events are the only ones it acts on.
 pub async fn run_network_controller(store: Arc<dyn Store>, networks: Arc<dyn TaskNetworks>) {
     loop {
         let from = store.revision();
-        let mut after: Option<String> = None;
-        loop {
-            let page = store.range("/ecs/", after.as_deref(), 1024);
-            let Some(last) = page.last() else { break };
-            after = Some(last.key.clone());
-            for kv in page {
-                if keys::is_task_key(&kv.key) {
-                    handle(&store, networks.as_ref(), &kv.key).await;
+        for scope in keys::scopes(store.as_ref()) {
+            let prefix = scope.eni_tasks();
+            let mut after: Option<String> = None;
+            loop {
+                let page = store.range(&prefix, after.as_deref(), 1024);
+                let Some(last) = page.last() else { break };
+                after = Some(last.key.clone());
+                for kv in page {
+                    if let Some(task) = keys::task_of_eni_entry(&kv.key) {
+                        handle(&store, networks.as_ref(), &task).await;
+                    }
                 }
             }
         }
@@ -81,8 +87,11 @@ pub async fn run_network_controller(store: Arc<dyn Store>, networks: Arc<dyn Tas
             }
         };
         while let Some(Ok(event)) = watch.next().await {
-            if keys::is_task_key(&event.kv.key) && !event.kv.value.is_empty() {
-                handle(&store, networks.as_ref(), &event.kv.key).await;
+            if event.kv.value.is_empty() && event.kind == berth_store::EventKind::Delete {
+                continue;
+            }
+            if let Some(task) = keys::task_of_eni_entry(&event.kv.key) {
+                handle(&store, networks.as_ref(), &task).await;
             }
         }
         tokio::time::sleep(Duration::from_millis(200)).await;

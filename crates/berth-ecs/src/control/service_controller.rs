@@ -26,7 +26,7 @@ use crate::launch::usage::usage_of_instance;
 use crate::launch::{place_batch, policy};
 use crate::state::clock::{self, Clock};
 use crate::state::instances::{self, InstanceRecord, Presence};
-use crate::state::keys::Scope;
+use crate::state::keys::{self, Scope};
 use crate::state::records::{decode, encode, load};
 use crate::state::services::{
     self, ServiceRecord, ACTIVE, COMPLETED, DRAINING, FAILED, INACTIVE, IN_PROGRESS, PRIMARY,
@@ -282,8 +282,9 @@ pub(crate) fn reconcile(
         actions.start_on.clear();
     }
 
-    // A deleted service is gone once every task is STOPPING or STOPPED.
-    if service_draining && live.iter().all(|t| t.last_status() >= TaskStatus::Stopping) {
+    // A deleted service is gone once every task is STOPPED (ECS already
+    // at STOPPING; Berth waits until the containers are gone).
+    if service_draining && live.is_empty() {
         record.service.status = Some(INACTIVE.into());
         record.service.deployments = Some(Vec::new());
         record.event(format!("(service {name}) has been deleted."), at);
@@ -600,29 +601,6 @@ pub struct ServiceController {
     clock: Arc<dyn Clock>,
 }
 
-/// The account/region pairs that have ECS state: one short range per pair,
-/// skipping over everything each one holds.
-fn scopes(view: &dyn ReadView) -> Vec<Scope> {
-    let mut out = Vec::new();
-    let mut after: Option<String> = None;
-    loop {
-        let page = view.range("/ecs/", after.as_deref(), 1);
-        let Some(kv) = page.first() else {
-            return out;
-        };
-        let parts: Vec<&str> = kv.key.split('/').collect();
-        let (Some(account), Some(region)) = (parts.get(2), parts.get(3)) else {
-            return out;
-        };
-        // DEL sorts after every character a key here uses.
-        after = Some(format!("/ecs/{account}/{region}/\u{7f}"));
-        out.push(Scope {
-            account: account.to_string(),
-            region: region.to_string(),
-        });
-    }
-}
-
 type TaskCache = HashMap<String, (u64, Arc<TaskRecord>)>;
 
 /// A service's tasks through its index, decoding only what changed since
@@ -832,7 +810,7 @@ impl ServiceController {
         let mut out = Vec::new();
         let mut cache = self.service_cache.lock().unwrap_or_else(|p| p.into_inner());
         let mut next = HashMap::new();
-        for scope in scopes(self.store.as_ref()) {
+        for scope in keys::scopes(self.store.as_ref()) {
             let prefix = format!("/ecs/{}/{}/services/", scope.account, scope.region);
             for kv in self.store.range(&prefix, None, usize::MAX) {
                 let record = match cache.remove(&kv.key) {

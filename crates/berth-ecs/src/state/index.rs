@@ -11,14 +11,24 @@
 //!   instance's task changes.
 //! - `svc-tasks/<cluster>/<service>/<task id>` (empty values): a service's
 //!   tasks, for the service controller.
+//! - `live-tasks/<cluster>/<task id>`: the cluster's tasks not yet STOPPED,
+//!   valued `<desiredStatus> <lastStatus> <launchType>` ([`Live`]), so the
+//!   cluster's counts and ListTasks of live tasks read these short values
+//!   instead of decoding every task (STOPPED ones included) of the cluster.
+//! - `stopped-tasks/<stoppedAt ms, 15 digits>/<cluster>/<task id>` (empty):
+//!   STOPPED tasks in the order they stopped, so the collector reads only
+//!   the ones past their retention.
+//! - `eni-tasks/<cluster>/<task id>` (empty): awsvpc tasks whose interface
+//!   is not yet DELETED, so the network controller's full pass and its
+//!   watch see only those.
 //!
 //! Every write of a task goes through [`put_task`] and every delete through
 //! [`delete_task`]; a task never changes instance after it is placed, so its
 //! entries never move. Both also write the instance's
 //! `instance-tasks-version/<host cluster>/<instance id>` with a fresh random
 //! value, so what is computed from an instance's entries (its usage) can be
-//! kept until that key changes. A data directory from before the instance index gets
-//! it once at startup ([`backfill`]).
+//! kept until that key changes. A data directory from before these indexes
+//! gets them once at startup ([`backfill`]).
 
 use berth_model::AwsError;
 use berth_store::{Op, ReadView, Store, StoreExt};
@@ -27,7 +37,7 @@ use serde::{Deserialize, Serialize};
 use crate::error;
 use crate::state::keys::{self, Scope};
 use crate::state::records::{decode, encode, load};
-use crate::state::tasks::{Reservation, TaskRecord, TaskStatus};
+use crate::state::tasks::{Reservation, TaskCounts, TaskRecord, TaskStatus};
 
 /// What a task holds on its instance while it is not STOPPED (and not
 /// being reclaimed): its status, task group and reservation. Stored in its
@@ -66,9 +76,69 @@ fn version_op(scope: &Scope, host_cluster: &str, instance_id: &str) -> Op {
     )
 }
 
+/// What a `live-tasks/` entry says of its task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Live<'a> {
+    pub desired: TaskStatus,
+    pub last: TaskStatus,
+    pub launch_type: &'a str,
+}
+
+impl<'a> Live<'a> {
+    fn value(record: &TaskRecord) -> bytes::Bytes {
+        let launch = record.task.launch_type.as_deref().unwrap_or("EC2");
+        bytes::Bytes::from(format!(
+            "{} {} {launch}",
+            record.desired_status(),
+            record.last_status()
+        ))
+    }
+
+    /// Reads an entry's value (no JSON: three words).
+    pub fn parse(value: &'a [u8]) -> Option<Live<'a>> {
+        let text = std::str::from_utf8(value).ok()?;
+        let mut words = text.split(' ');
+        Some(Live {
+            desired: TaskStatus::parse(words.next()?)?,
+            last: TaskStatus::parse(words.next()?)?,
+            launch_type: words.next()?,
+        })
+    }
+}
+
+/// When a STOPPED task stopped, in milliseconds (its `stopped-tasks/` key).
+fn stopped_ms(record: &TaskRecord) -> u64 {
+    let t = &record.task;
+    let at = t.stopped_at.or(t.execution_stopped_at).unwrap_or(0.0);
+    (at.max(0.0) * 1000.0) as u64
+}
+
+/// Whether the task has an interface not yet released.
+fn has_interface(record: &TaskRecord) -> bool {
+    record.task.attachments.iter().flatten().any(|a| {
+        a.r#type.as_deref() == Some(crate::state::network::ENI_ATTACHMENT)
+            && a.status.as_deref() != Some(crate::state::network::DELETED)
+    })
+}
+
 /// The index writes for `record` as it will be stored.
 fn index_ops(scope: &Scope, record: &TaskRecord) -> Result<Vec<Op>, AwsError> {
     let mut ops = Vec::new();
+    let (cluster, id) = (&record.cluster, &record.id);
+    if record.last_status() == TaskStatus::Stopped {
+        ops.push(Op::delete(scope.live_task(cluster, id)));
+        ops.push(Op::put(
+            scope.stopped_task(stopped_ms(record), cluster, id),
+            bytes::Bytes::new(),
+        ));
+    } else {
+        ops.push(Op::put(scope.live_task(cluster, id), Live::value(record)));
+    }
+    if has_interface(record) {
+        ops.push(Op::put(scope.eni_task(cluster, id), bytes::Bytes::new()));
+    } else {
+        ops.push(Op::delete(scope.eni_task(cluster, id)));
+    }
     if let Some(instance) = &record.instance_id {
         let value = match Held::of(record) {
             Some(held) => encode(&held)?,
@@ -101,7 +171,13 @@ pub(crate) fn put_task(scope: &Scope, record: &TaskRecord) -> Result<Vec<Op>, Aw
 
 /// The deletes that remove `record` and its index entries.
 pub(crate) fn delete_task(scope: &Scope, record: &TaskRecord) -> Vec<Op> {
-    let mut ops = vec![Op::delete(scope.task(&record.cluster, &record.id))];
+    let (cluster, id) = (&record.cluster, &record.id);
+    let mut ops = vec![
+        Op::delete(scope.task(cluster, id)),
+        Op::delete(scope.live_task(cluster, id)),
+        Op::delete(scope.stopped_task(stopped_ms(record), cluster, id)),
+        Op::delete(scope.eni_task(cluster, id)),
+    ];
     if let Some(instance) = &record.instance_id {
         ops.push(Op::delete(scope.instance_task(
             record.host_cluster(),
@@ -160,16 +236,42 @@ pub(crate) fn instance_tasks(
     Ok(out)
 }
 
-/// Marks a store whose tasks all have their `instance-tasks/` entries.
-pub(crate) const INDEX_MARKER: &str = "/berth/ecs/instance-tasks-index";
+/// Running and pending tasks of a cluster (for its counts): EC2 launch
+/// type first, then Fargate. Reads the cluster's `live-tasks/` entries
+/// (short values, no task record decoded; STOPPED tasks have none).
+pub(crate) fn cluster_task_counts(
+    view: &(impl ReadView + ?Sized),
+    scope: &Scope,
+    cluster: &str,
+) -> (TaskCounts, TaskCounts) {
+    let (mut ec2, mut fargate) = (TaskCounts::default(), TaskCounts::default());
+    for kv in view.range(&scope.live_tasks(cluster), None, usize::MAX) {
+        if let Some(live) = Live::parse(&kv.value) {
+            let total = if live.launch_type == "FARGATE" {
+                &mut fargate
+            } else {
+                &mut ec2
+            };
+            total.add(live.last);
+        }
+    }
+    (ec2, fargate)
+}
+
+/// Marks a store whose tasks all have every entry [`put_task`] writes
+/// (`instance-tasks/`, `live-tasks/`, `stopped-tasks/`, `eni-tasks/`).
+pub(crate) const INDEX_MARKER: &str = "/berth/ecs/task-indexes-2";
+
+/// The marker of the first index (`instance-tasks/` only), replaced.
+const OLD_MARKER: &str = "/berth/ecs/instance-tasks-index";
 
 /// How many tasks one backfill mutation indexes.
 const BACKFILL_BATCH: usize = 500;
 
 /// Gives every stored task its index entries once, for a data directory
-/// written before the instance index existed, and drops the older
-/// `fargate-hosted/` index it replaces. Returns how many tasks it indexed
-/// (0 when the store has the index already).
+/// written before the indexes existed, and drops the older
+/// `fargate-hosted/` index they replace. Returns how many tasks it indexed
+/// (0 when the store has the indexes already).
 pub async fn backfill(store: &dyn Store) -> Result<usize, AwsError> {
     if store.get(INDEX_MARKER).is_some() {
         return Ok(0);
@@ -217,9 +319,17 @@ pub async fn backfill(store: &dyn Store) -> Result<usize, AwsError> {
         indexed += n;
     }
     store
-        .put(INDEX_MARKER, bytes::Bytes::from_static(b"1"))
+        .update(|_| {
+            Ok::<_, AwsError>((
+                vec![
+                    Op::put(INDEX_MARKER, bytes::Bytes::from_static(b"1")),
+                    Op::delete(OLD_MARKER),
+                ],
+                (),
+            ))
+        })
         .await
-        .map_err(error::store)?;
+        .map_err(error::store)??;
     if indexed > 0 {
         tracing::info!(tasks = indexed, "indexed stored tasks by instance");
     }
@@ -241,15 +351,19 @@ mod tests {
         h.task_definition("web", json!({})).await;
         let (arns, _) = h.run(json!({"taskDefinition": "web", "count": 3})).await;
         let scope = h.scope();
-        // Make it look like an older data directory: no instance index, and
+        h.report(&a, &arns[2], "STOPPED").await;
+        // Make it look like an older data directory: no task indexes, and
         // a Fargate task indexed the old way.
         let prefix = scope.instance_tasks("default", &a.id);
-        let mut ops: Vec<Op> = h
-            .store
-            .range(&prefix, None, usize::MAX)
-            .into_iter()
-            .map(|kv| Op::delete(kv.key))
-            .collect();
+        let mut ops: Vec<Op> = [
+            prefix.clone(),
+            scope.live_tasks("default"),
+            scope.stopped_tasks(),
+        ]
+        .iter()
+        .flat_map(|p| h.store.range(p, None, usize::MAX))
+        .map(|kv| Op::delete(kv.key))
+        .collect();
         let old = format!(
             "/ecs/{}/{}/fargate-hosted/default/{}/web/t1",
             scope.account, scope.region, a.id
@@ -265,6 +379,9 @@ mod tests {
 
         assert_eq!(backfill(h.store.as_ref()).await.unwrap(), 3);
         assert_eq!(h.poll(&a, 0, 0).await.tasks.len(), 3);
+        assert_eq!(h.store.count(&scope.live_tasks("default")), 2);
+        assert_eq!(h.store.count(&scope.stopped_tasks()), 1);
+        assert!(h.store.get(OLD_MARKER).is_none());
         assert!(h.store.get(&old).is_none(), "the old index is gone");
         // What the entries say matches the tasks.
         for arn in &arns {
@@ -273,7 +390,11 @@ mod tests {
                 .store
                 .get(&scope.instance_task("default", &a.id, "default", &task.id))
                 .unwrap();
-            assert_eq!(entry.value, encode(&Held::of(&task).unwrap()).unwrap());
+            let want = match Held::of(&task) {
+                Some(held) => encode(&held).unwrap(),
+                None => bytes::Bytes::new(),
+            };
+            assert_eq!(entry.value, want);
         }
         // Once is enough.
         assert_eq!(backfill(h.store.as_ref()).await.unwrap(), 0);
@@ -293,12 +414,45 @@ mod tests {
             let kv = h.store.get(&key).unwrap();
             (!kv.value.is_empty()).then(|| decode::<Held>(&kv).unwrap())
         };
+        let scope = h.scope();
+        let live = |h: &Harness| {
+            h.store
+                .get(&scope.live_task("default", &task.id))
+                .map(|kv| String::from_utf8_lossy(&kv.value).to_string())
+        };
         let first = held(&h).unwrap();
         assert_eq!(first.status(), TaskStatus::Provisioning);
         assert_eq!(first.group, "g");
+        assert_eq!(live(&h).as_deref(), Some("RUNNING PROVISIONING EC2"));
         h.report(&a, &arns[0], "RUNNING").await;
         assert_eq!(held(&h).unwrap().status(), TaskStatus::Running);
+        h.ok("StopTask", json!({"task": arns[0]})).await;
+        assert_eq!(live(&h).as_deref(), Some("STOPPED RUNNING EC2"));
+        assert_eq!(h.store.count(&scope.stopped_tasks()), 0);
+        h.advance(1.5);
         h.report(&a, &arns[0], "STOPPED").await;
         assert_eq!(held(&h), None, "a STOPPED task holds nothing");
+        assert_eq!(live(&h), None, "nor is it live");
+        let stopped_ms = (h.now() * 1000.0) as u64;
+        assert!(h
+            .store
+            .get(&scope.stopped_task(stopped_ms, "default", &task.id))
+            .is_some());
+        // Collected: every entry goes with the task.
+        let record = h.task(&arns[0]);
+        let deletes = delete_task(&scope, &record);
+        h.store
+            .update(move |_| Ok::<_, AwsError>((deletes.clone(), ())))
+            .await
+            .unwrap()
+            .unwrap();
+        for prefix in [
+            scope.live_tasks("default"),
+            scope.stopped_tasks(),
+            scope.instance_tasks("default", &a.id),
+            scope.eni_tasks(),
+        ] {
+            assert_eq!(h.store.count(&prefix), 0, "{prefix}");
+        }
     }
 }

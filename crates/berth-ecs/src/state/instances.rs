@@ -118,6 +118,9 @@ pub trait SharedPresence: Send + Sync + 'static {
     fn unmark(&self, instance_arn: &str);
     /// Whether any server serves it.
     fn connected(&self, instance_arn: &str) -> bool;
+    /// Whether the shared entry names this server (an agent that left and
+    /// came back must be published again once another server held it).
+    fn held_here(&self, instance_arn: &str) -> bool;
 }
 
 /// When each agent last talked to this server. In-memory on purpose: presence
@@ -178,8 +181,8 @@ impl Presence {
             .insert(instance_arn.to_string(), now)
             .is_none_or(|at| now.saturating_sub(at) >= self.timeout);
         drop(seen);
-        if arrived {
-            if let Some(shared) = &self.shared {
+        if let Some(shared) = &self.shared {
+            if arrived || !shared.held_here(instance_arn) {
                 shared.mark(instance_arn);
             }
         }

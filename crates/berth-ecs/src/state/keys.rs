@@ -151,6 +151,45 @@ impl Scope {
         format!("{}tasks/{cluster}/{id}", self.root())
     }
 
+    /// A cluster's tasks that are not STOPPED (value: what ListTasks and
+    /// the cluster's counts need, see `index`).
+    pub fn live_tasks(&self, cluster: &str) -> String {
+        format!("{}live-tasks/{cluster}/", self.root())
+    }
+
+    pub fn live_task(&self, cluster: &str, id: &str) -> String {
+        format!("{}live-tasks/{cluster}/{id}", self.root())
+    }
+
+    /// STOPPED tasks by when they stopped (milliseconds, zero-padded so
+    /// key order is time order), for the collector.
+    pub fn stopped_tasks(&self) -> String {
+        format!("{}stopped-tasks/", self.root())
+    }
+
+    pub fn stopped_task(&self, stopped_at_ms: u64, cluster: &str, id: &str) -> String {
+        format!(
+            "{}stopped-tasks/{stopped_at_ms:015}/{cluster}/{id}",
+            self.root()
+        )
+    }
+
+    /// The first `stopped-tasks/` key of tasks that stopped at or after
+    /// `stopped_at_ms`.
+    pub fn stopped_tasks_from(&self, stopped_at_ms: u64) -> String {
+        format!("{}stopped-tasks/{stopped_at_ms:015}/", self.root())
+    }
+
+    /// awsvpc tasks whose interface is not yet DELETED, for the network
+    /// controller.
+    pub fn eni_tasks(&self) -> String {
+        format!("{}eni-tasks/", self.root())
+    }
+
+    pub fn eni_task(&self, cluster: &str, id: &str) -> String {
+        format!("{}eni-tasks/{cluster}/{id}", self.root())
+    }
+
     /// Tasks started by one RunTask `clientToken`.
     pub fn task_client_token(&self, cluster: &str, token: &str) -> String {
         format!("{}task-tokens/{cluster}/{token}", self.root())
@@ -179,6 +218,32 @@ pub(crate) fn split_key(key: &str) -> Option<(Scope, &str)> {
 }
 
 /// Whether `key` is a task record (`/ecs/<account>/<region>/tasks/<cluster>/<id>`).
+/// The task key an `eni-tasks/` entry stands for.
+pub(crate) fn task_of_eni_entry(key: &str) -> Option<String> {
+    let (scope, rest) = split_key(key)?;
+    let (cluster, id) = rest.strip_prefix("eni-tasks/")?.split_once('/')?;
+    (!id.is_empty() && !id.contains('/')).then(|| scope.task(cluster, id))
+}
+
+/// The account/region pairs that have ECS state: one short range per pair,
+/// skipping over everything each one holds.
+pub(crate) fn scopes(view: &(impl berth_store::ReadView + ?Sized)) -> Vec<Scope> {
+    let mut out = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = view.range("/ecs/", after.as_deref(), 1);
+        let Some(kv) = page.first() else {
+            return out;
+        };
+        let Some((scope, _)) = split_key(&kv.key) else {
+            return out;
+        };
+        // DEL sorts after every character a key here uses.
+        after = Some(format!("/ecs/{}/{}/\u{7f}", scope.account, scope.region));
+        out.push(scope);
+    }
+}
+
 pub(crate) fn is_task_key(key: &str) -> bool {
     split_key(key).is_some_and(|(_, rest)| {
         rest.strip_prefix("tasks/")

@@ -5,12 +5,10 @@
 use berth_model::agent_protocol::{ContainerReport, SubmitTaskStateRequest};
 use berth_model::shapes::ecs::{Container, Task, TaskDefinition};
 use berth_model::{Arn, AwsError};
-use berth_store::ReadView;
 use serde::{Deserialize, Serialize};
 
 use crate::error;
 use crate::state::keys::Scope;
-use crate::state::records::decode;
 
 /// Where a task (or one of its containers) is in ECS's lifecycle. The
 /// order is the lifecycle's: a task never moves backwards.
@@ -189,27 +187,6 @@ impl TaskCounts {
             self.pending += 1;
         }
     }
-}
-
-/// Running and pending tasks of a cluster (for its counts): EC2 launch
-/// type first, then Fargate.
-pub(crate) fn cluster_task_counts(
-    view: &(impl ReadView + ?Sized),
-    scope: &Scope,
-    cluster: &str,
-) -> (TaskCounts, TaskCounts) {
-    let (mut ec2, mut fargate) = (TaskCounts::default(), TaskCounts::default());
-    for kv in view.range(&scope.tasks(cluster), None, usize::MAX) {
-        if let Ok(record) = decode::<TaskRecord>(&kv) {
-            let total = if record.host_cluster.is_some() {
-                &mut fargate
-            } else {
-                &mut ec2
-            };
-            total.add(record.last_status());
-        }
-    }
-    (ec2, fargate)
 }
 
 /// Turns a task reference (id or ARN) into its id.

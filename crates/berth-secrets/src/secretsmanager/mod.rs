@@ -9,6 +9,11 @@
 //! passed; after that it counts as gone (reads ignore it, and the next write of
 //! the name replaces it), which is what AWS's asynchronous purge looks like to
 //! a client.
+//!
+//! Replication (see [`replication`]): a replica is a real secret record in
+//! the other Region's prefix, written in the same transaction as every
+//! change of its primary. Rotation needs a Lambda function, which Berth
+//! cannot run (see [`rotation`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -28,6 +33,26 @@ use crate::authz::{
 };
 use crate::common::{corrupt, decode_token, encode_token, page_size, store_error, validation};
 use crate::crypto::{MasterKey, Sealed};
+
+mod list;
+mod replication;
+mod rotation;
+
+pub use list::filter_matches;
+
+/// The Secrets Manager operations Berth does not implement, and why.
+pub const NOT_IMPLEMENTED: &[(&str, &str)] = &[
+    (
+        "AssociateCrossAccountReplica",
+        "Berth serves a single account (--account-id), so there is no other account to hold a \
+         cross-account replica; replicate to Berth's other Regions with ReplicateSecretToRegions.",
+    ),
+    (
+        "DisassociateCrossAccountReplica",
+        "Berth serves a single account (--account-id), so no secret has a cross-account replica \
+         to disassociate.",
+    ),
+];
 
 const B64: base64::engine::general_purpose::GeneralPurpose =
     base64::engine::general_purpose::STANDARD;
@@ -64,6 +89,15 @@ pub struct SecretRecord {
     /// in IAM decisions on the secret.
     #[serde(default)]
     pub resource_policy: Option<String>,
+    /// For a replica: the Region of its primary secret.
+    #[serde(default)]
+    pub primary_region: Option<String>,
+    /// For a primary: its replicas in other Regions.
+    #[serde(default)]
+    pub replicas: Vec<replication::Replica>,
+    /// The day (midnight UTC) the value was last read in this Region.
+    #[serde(default)]
+    pub last_accessed: Option<f64>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -179,12 +213,24 @@ fn marked_for_deletion() -> AwsError {
     invalid_request(MARKED_FOR_DELETION)
 }
 
-/// A Secrets Manager operation Berth does not implement yet: a clear refusal,
-/// never a fake success.
+/// A Secrets Manager operation Berth does not implement: why, never a fake
+/// success.
 fn unsupported(operation: &str) -> AwsError {
+    let why = NOT_IMPLEMENTED
+        .iter()
+        .find(|(op, _)| *op == operation)
+        .map_or("it is not part of Berth.", |(_, why)| *why);
     invalid_request(format!(
-        "Berth does not implement the Secrets Manager operation {operation} yet."
+        "Berth does not implement the Secrets Manager operation {operation}: {why}"
     ))
+}
+
+/// A write to a replica, which only its primary's Region may change.
+fn replica_refused() -> AwsError {
+    invalid_parameter(
+        "Operation not permitted on a replica secret. Call must be made in primary secret's \
+         region.",
+    )
 }
 
 fn required<'a>(value: &'a Option<String>, member: &str) -> Result<&'a str, AwsError> {
@@ -431,7 +477,7 @@ impl JsonService for SecretsManagerService {
     ) -> Result<Vec<u8>, AwsError> {
         match operation {
             "CreateSecret" => op!(body, |i| self.create(ctx, i).await),
-            "GetSecretValue" => op!(body, |i| self.get_value(ctx, i)),
+            "GetSecretValue" => op!(body, |i| self.get_value(ctx, i).await),
             "PutSecretValue" => op!(body, |i| self.put_value(ctx, i).await),
             "DescribeSecret" => op!(body, |i| self.describe(ctx, i)),
             "ListSecrets" => op!(body, |i| self.list(ctx, i)),
@@ -448,11 +494,17 @@ impl JsonService for SecretsManagerService {
             ),
             "ListSecretVersionIds" => op!(body, |i| self.list_versions(ctx, i)),
             "UpdateSecretVersionStage" => op!(body, |i| self.update_stage(ctx, i).await),
-            "BatchGetSecretValue" => op!(body, |i| self.batch_get(ctx, i)),
+            "BatchGetSecretValue" => op!(body, |i| self.batch_get(ctx, i).await),
             "PutResourcePolicy" => op!(body, |i| self.put_policy(ctx, i).await),
             "GetResourcePolicy" => op!(body, |i| self.get_policy(ctx, i)),
             "DeleteResourcePolicy" => op!(body, |i| self.delete_policy(ctx, i).await),
             "ValidateResourcePolicy" => op!(body, |i| self.validate_policy(ctx, i)),
+            "ListResourcePolicies" => op!(body, |i| self.list_policies(ctx, i)),
+            "ReplicateSecretToRegions" => op!(body, |i| self.replicate(ctx, i).await),
+            "RemoveRegionsFromReplication" => op!(body, |i| self.remove_regions(ctx, i).await),
+            "StopReplicationToReplica" => op!(body, |i| self.stop_replication(ctx, i).await),
+            "RotateSecret" => op!(body, |i| self.rotate(ctx, i)),
+            "CancelRotateSecret" => op!(body, |i| self.cancel_rotate(ctx, i)),
             other if sm::OPERATIONS.contains(&other) => Err(unsupported(other)),
             other => Err(AwsError::unknown_operation(format!(
                 "Secrets Manager has no operation named '{other}'."
@@ -513,12 +565,17 @@ impl SecretsManagerService {
                 let now = now_secs() as f64;
                 let (key, mut record) =
                     find_secret(view, &account, &region, &secret_id, now)?.ok_or_else(not_found)?;
+                if record.primary_region.is_some() {
+                    return Err(replica_refused());
+                }
                 let (write, out) = f(&mut record, now)?;
-                let ops = if write {
-                    vec![encode(&key, &record)?]
-                } else {
-                    vec![]
-                };
+                let mut ops = Vec::new();
+                if write {
+                    // Replicas follow every change of their primary, in the
+                    // same transaction.
+                    ops = replication::sync_ops(view, &account, &region, &mut record, now)?;
+                    ops.push(encode(&key, &record)?);
+                }
                 Ok::<_, AwsError>((ops, out))
             })
             .await
@@ -536,12 +593,21 @@ impl SecretsManagerService {
         let value = Value::from_request(&input.secret_string, &input.secret_binary)?;
         let token = check_token(&input.client_request_token)?;
         let tags = check_tags(input.tags.as_deref().unwrap_or_default())?;
-        if input
-            .add_replica_regions
-            .as_ref()
-            .is_some_and(|r| !r.is_empty())
-        {
-            return Err(unsupported("CreateSecret with AddReplicaRegions"));
+        let replica_regions =
+            replication::check_regions(&ctx.region, input.add_replica_regions.as_ref())?;
+        let force_overwrite = input.force_overwrite_replica_secret.unwrap_or(false);
+        if input.cross_account_primary_arn.is_some() {
+            return Err(invalid_request(
+                "Berth serves a single account (--account-id), so a secret can't be a \
+                 cross-account replica of another account's secret (CrossAccountPrimaryARN).",
+            ));
+        }
+        if input.r#type.as_deref().is_some_and(|t| !t.is_empty()) {
+            return Err(invalid_request(
+                "Berth has no managed external secret partners: a secret's Type names the \
+                 third-party partner that holds and rotates it, and Berth holds every secret \
+                 itself. Leave Type out.",
+            ));
         }
         let sealed = match &value {
             Some(v) => Some(
@@ -580,6 +646,20 @@ impl SecretsManagerService {
             create = with_tags(create, &r.tags, SM_RESOURCE_TAG_PREFIX);
         }
         let mut requirements = vec![create];
+        if !replica_regions.is_empty() {
+            let target = SecretTarget {
+                arn: arn.clone(),
+                record: existing.clone(),
+            };
+            requirements.push(
+                target
+                    .requirement("ReplicateSecretToRegions")
+                    .condition_values(
+                        "secretsmanager:AddReplicaRegions",
+                        replica_regions.iter().map(|(r, _)| r.clone()),
+                    ),
+            );
+        }
         // Tags given at creation also need secretsmanager:TagResource.
         if !tags.is_empty() {
             let target = SecretTarget {
@@ -594,6 +674,7 @@ impl SecretsManagerService {
         }
         ctx.authorize(&requirements)?;
         let (description, kms_key_id) = (input.description.clone(), input.kms_key_id.clone());
+        let (account, region) = (ctx.account_id.clone(), ctx.region.clone());
         let result = self
             .store
             .update(move |view| {
@@ -615,7 +696,11 @@ impl SecretsManagerService {
                                 .ok()
                                 .is_some_and(|p| Some(p) == plain && v.binary == binary);
                             if same {
-                                return Ok((vec![], (existing.arn.clone(), existing.name.clone())));
+                                let statuses = replication::statuses(&existing);
+                                return Ok((
+                                    vec![],
+                                    (existing.arn.clone(), existing.name.clone(), statuses),
+                                ));
                             }
                         }
                         return Err(AwsError::bad_request(
@@ -636,6 +721,9 @@ impl SecretsManagerService {
                     purge_at: None,
                     versions: BTreeMap::new(),
                     resource_policy: None,
+                    primary_region: None,
+                    replicas: Vec::new(),
+                    last_accessed: None,
                 };
                 if let Some(sealed) = &sealed {
                     record.add_version(
@@ -649,11 +737,22 @@ impl SecretsManagerService {
                         now,
                     );
                 }
-                Ok((vec![encode(&key, &record)?], (record.arn, record.name)))
+                let mut ops = replication::add_ops(
+                    view,
+                    &account,
+                    &region,
+                    &mut record,
+                    &replica_regions,
+                    force_overwrite,
+                    now,
+                )?;
+                ops.push(encode(&key, &record)?);
+                let statuses = replication::statuses(&record);
+                Ok((ops, (record.arn, record.name, statuses)))
             })
             .await
             .map_err(store_error)?;
-        let (_, (arn, name)) = result?;
+        let (_, (arn, name, statuses)) = result?;
         Ok(sm::CreateSecretResponse {
             arn: Some(arn),
             name: Some(name),
@@ -662,11 +761,41 @@ impl SecretsManagerService {
                 &input.secret_binary,
                 &Some(version_id),
             ),
-            ..Default::default()
+            replication_status: statuses,
         })
     }
 
-    fn get_value(
+    /// Records that the secret `arn` was read today (Secrets Manager keeps
+    /// the date only, so at most one write a day).
+    async fn touch(&self, ctx: &RequestContext, record: &SecretRecord) -> Result<(), AwsError> {
+        let today = (now_secs() / 86400 * 86400) as f64;
+        if record.last_accessed == Some(today) {
+            return Ok(());
+        }
+        let (account, region, arn) = (
+            ctx.account_id.clone(),
+            ctx.region.clone(),
+            record.arn.clone(),
+        );
+        self.store
+            .update(move |view| {
+                let now = now_secs() as f64;
+                let Some((key, mut record)) = find_secret(view, &account, &region, &arn, now)?
+                else {
+                    return Ok((vec![], ()));
+                };
+                if record.arn != arn || record.last_accessed == Some(today) {
+                    return Ok((vec![], ()));
+                }
+                record.last_accessed = Some(today);
+                Ok::<_, AwsError>((vec![encode(&key, &record)?], ()))
+            })
+            .await
+            .map_err(store_error)??;
+        Ok(())
+    }
+
+    async fn get_value(
         &self,
         ctx: &RequestContext,
         input: sm::GetSecretValueRequest,
@@ -699,6 +828,7 @@ impl SecretsManagerService {
                 None,
             )
         };
+        self.touch(ctx, &record).await?;
         Ok(sm::GetSecretValueResponse {
             arn: Some(record.arn.clone()),
             name: Some(record.name.clone()),
@@ -778,102 +908,22 @@ impl SecretsManagerService {
             name: Some(r.name.clone()),
             description: r.description.clone(),
             kms_key_id: r.kms_key_id.clone(),
-            rotation_enabled: Some(false),
+            // Never configured for rotation (Berth cannot run rotation
+            // functions), which Secrets Manager reports as null.
+            rotation_enabled: None,
             last_changed_date: Some(r.last_changed),
+            last_accessed_date: r.last_accessed,
             deleted_date: r.deleted,
             tags: r.tags(),
             version_ids_to_stages: Some(r.stages_map()),
             created_date: Some(r.created),
-            ..Default::default()
-        })
-    }
-
-    fn list(
-        &self,
-        ctx: &RequestContext,
-        input: sm::ListSecretsRequest,
-    ) -> Result<sm::ListSecretsResponse, AwsError> {
-        let max = match input.max_results {
-            None => 100,
-            Some(n) if (1..=100).contains(&n) => n as usize,
-            Some(_) => return Err(invalid_parameter("MaxResults must be between 1 and 100.")),
-        };
-        let include_deleted = input.include_planned_deletion.unwrap_or(false);
-        let name_filters: Vec<String> = input
-            .filters
-            .iter()
-            .flatten()
-            .filter(|f| f.key.as_deref() == Some("name"))
-            .flat_map(|f| f.values.iter().flatten().cloned())
-            .collect();
-        if input
-            .filters
-            .iter()
-            .flatten()
-            .any(|f| f.key.as_deref() != Some("name"))
-        {
-            return Err(unsupported("ListSecrets with filters other than name"));
-        }
-        ctx.authorize(&berth_model::authz::on(
-            "secretsmanager:ListSecrets",
-            Vec::new(),
-        ))?;
-        let prefix = prefix(&ctx.account_id, &ctx.region);
-        let mut after = match &input.next_token {
-            Some(t) => Some(
-                decode_token(t)
-                    .filter(|k| k.starts_with(&prefix))
-                    .ok_or_else(|| {
-                        AwsError::bad_request(
-                            "InvalidNextTokenException",
-                            "The NextToken value is invalid.",
-                        )
-                    })?,
+            primary_region: Some(
+                r.primary_region
+                    .clone()
+                    .unwrap_or_else(|| ctx.region.clone()),
             ),
-            None => None,
-        };
-        let now = now_secs() as f64;
-        let mut out = Vec::new();
-        let mut next = None;
-        'scan: loop {
-            let batch = self.store.range(&prefix, after.as_deref(), 256);
-            if batch.is_empty() {
-                break;
-            }
-            for kv in &batch {
-                if out.len() == max {
-                    next = after.as_deref().map(encode_token);
-                    break 'scan;
-                }
-                after = Some(kv.key.clone());
-                let r: SecretRecord =
-                    serde_json::from_slice(&kv.value).map_err(|_| corrupt(&kv.key))?;
-                if r.purged(now) || (r.deleted.is_some() && !include_deleted) {
-                    continue;
-                }
-                if !name_filters.is_empty()
-                    && !name_filters.iter().any(|f| r.name.starts_with(f.as_str()))
-                {
-                    continue;
-                }
-                out.push(sm::SecretListEntry {
-                    arn: Some(r.arn.clone()),
-                    name: Some(r.name.clone()),
-                    description: r.description.clone(),
-                    kms_key_id: r.kms_key_id.clone(),
-                    rotation_enabled: Some(false),
-                    last_changed_date: Some(r.last_changed),
-                    deleted_date: r.deleted,
-                    tags: r.tags(),
-                    secret_versions_to_stages: Some(r.stages_map()),
-                    created_date: Some(r.created),
-                    ..Default::default()
-                });
-            }
-        }
-        Ok(sm::ListSecretsResponse {
-            secret_list: Some(out),
-            next_token: next,
+            replication_status: replication::statuses(&r),
+            ..Default::default()
         })
     }
 
@@ -914,6 +964,19 @@ impl SecretsManagerService {
                 let now = now_secs() as f64;
                 let (key, mut record) =
                     find_secret(view, &account, &region, &secret_id, now)?.ok_or_else(not_found)?;
+                if record.primary_region.is_some() {
+                    return Err(replica_refused());
+                }
+                if !record.replicas.is_empty() {
+                    let regions: Vec<&str> =
+                        record.replicas.iter().map(|r| r.region.as_str()).collect();
+                    return Err(invalid_parameter(format!(
+                        "You can't delete secret {} that still has replica regions [{}]. Remove \
+                         them first with RemoveRegionsFromReplication.",
+                        record.name,
+                        regions.join(",")
+                    )));
+                }
                 if force {
                     let out = (record.arn.clone(), record.name.clone(), now);
                     return Ok((vec![Op::delete(key)], out));
@@ -1224,75 +1287,6 @@ fn invalid_next_token() -> AwsError {
     )
 }
 
-/// A ListSecrets/BatchGetSecretValue filter: keys AWS defines, values matched
-/// as prefixes, a leading `!` negating. Returns whether `record` passes.
-fn filter_matches(record: &SecretRecord, key: &str, values: &[String]) -> bool {
-    let fields: Vec<&str> = match key {
-        "name" => vec![record.name.as_str()],
-        "description" => record.description.as_deref().into_iter().collect(),
-        "tag-key" => record.tags.iter().map(|(k, _)| k.as_str()).collect(),
-        "tag-value" => record.tags.iter().map(|(_, v)| v.as_str()).collect(),
-        _ => {
-            let mut all = vec![record.name.as_str()];
-            all.extend(record.description.as_deref());
-            all.extend(
-                record
-                    .tags
-                    .iter()
-                    .flat_map(|(k, v)| [k.as_str(), v.as_str()]),
-            );
-            all
-        }
-    };
-    let (negated, positive): (Vec<&String>, Vec<&String>) =
-        values.iter().partition(|v| v.starts_with('!'));
-    let hit = |v: &str| fields.iter().any(|f| f.starts_with(v));
-    (positive.is_empty() || positive.iter().any(|v| hit(v)))
-        && !negated.iter().any(|v| hit(&v[1..]))
-}
-
-const FILTER_KEYS: [&str; 7] = [
-    "description",
-    "name",
-    "tag-key",
-    "tag-value",
-    "primary-region",
-    "owning-service",
-    "all",
-];
-
-fn check_filters(filters: &[sm::Filter]) -> Result<Vec<(String, Vec<String>)>, AwsError> {
-    if filters.len() > 10 {
-        return Err(validation(
-            "1 validation error detected: Value at 'filters' failed to satisfy constraint: \
-             Member must have length less than or equal to 10",
-        ));
-    }
-    filters
-        .iter()
-        .map(|f| {
-            let key = f.key.clone().unwrap_or_default();
-            if !FILTER_KEYS.contains(&key.as_str()) {
-                return Err(validation(format!(
-                    "1 validation error detected: Value '{key}' at 'filters.1.member.key' failed \
-                     to satisfy constraint: Member must satisfy enum value set: [{}]",
-                    FILTER_KEYS.join(", ")
-                )));
-            }
-            if key == "primary-region" || key == "owning-service" {
-                return Err(unsupported(&format!("the {key} filter")));
-            }
-            let values = f.values.clone().unwrap_or_default();
-            if values.is_empty() || values.len() > 10 {
-                return Err(invalid_parameter(
-                    "Invalid filter values: each filter must have 1 to 10 values.",
-                ));
-            }
-            Ok((key, values))
-        })
-        .collect()
-}
-
 impl SecretsManagerService {
     fn list_versions(
         &self,
@@ -1483,7 +1477,7 @@ impl SecretsManagerService {
         })
     }
 
-    fn batch_get(
+    async fn batch_get(
         &self,
         ctx: &RequestContext,
         input: sm::BatchGetSecretValueRequest,
@@ -1540,6 +1534,7 @@ impl SecretsManagerService {
         };
         let mut values = Vec::new();
         let mut errors = Vec::new();
+        let mut read: Vec<SecretRecord> = Vec::new();
         if let Some(ids) = ids {
             if ids.is_empty() || ids.len() > 20 {
                 return Err(validation(format!(
@@ -1562,10 +1557,16 @@ impl SecretsManagerService {
                 match &target.record {
                     None => errors.push(error(id, not_found())),
                     Some(r) => match entry(r)? {
-                        Ok(v) => values.push(v),
+                        Ok(v) => {
+                            values.push(v);
+                            read.push(r.clone());
+                        }
                         Err(e) => errors.push(error(id, e)),
                     },
                 }
+            }
+            for r in &read {
+                self.touch(ctx, r).await?;
             }
             return Ok(sm::BatchGetSecretValueResponse {
                 secret_values: Some(values),
@@ -1573,7 +1574,7 @@ impl SecretsManagerService {
                 errors: Some(errors),
             });
         }
-        let filters = check_filters(filters.as_deref().unwrap_or_default())?;
+        let filters = list::check_filters(filters.as_deref().unwrap_or_default())?;
         let max = page_size(input.max_results, 20)?;
         let prefix = prefix(&ctx.account_id, &ctx.region);
         let mut after = match &input.next_token {
@@ -1596,7 +1597,9 @@ impl SecretsManagerService {
                     serde_json::from_slice(&kv.value).map_err(|_| corrupt(&kv.key))?;
                 let wanted = !r.purged(now)
                     && r.deleted.is_none()
-                    && filters.iter().all(|(k, v)| filter_matches(&r, k, v));
+                    && filters
+                        .iter()
+                        .all(|(k, v)| filter_matches(&r, &ctx.region, k, v));
                 // Filters list only the secrets the caller may read.
                 let wanted = wanted
                     && may_read(secret_requirement("GetSecretValue", &r.arn, &r.tags)).is_ok();
@@ -1610,10 +1613,16 @@ impl SecretsManagerService {
                 }
                 shown += 1;
                 match entry(&r)? {
-                    Ok(v) => values.push(v),
+                    Ok(v) => {
+                        values.push(v);
+                        read.push(r);
+                    }
                     Err(e) => errors.push(error(&r.name, e)),
                 }
             }
+        }
+        for r in &read {
+            self.touch(ctx, r).await?;
         }
         Ok(sm::BatchGetSecretValueResponse {
             secret_values: Some(values),
@@ -1641,8 +1650,29 @@ fn check_resource_policy(policy: &str) -> Result<(), AwsError> {
     Ok(())
 }
 
-/// Whether a resource policy allows anyone at all: an Allow statement whose
-/// principal is `*` (or `{"AWS": "*"}`) with no condition narrowing it.
+/// Condition keys that narrow who a statement applies to, so that a
+/// wildcard principal with one of them is not broad access (as Secrets
+/// Manager's check treats an account, organization, source or network
+/// restriction).
+const NARROWING_KEYS: [&str; 13] = [
+    "aws:principalaccount",
+    "aws:principalarn",
+    "aws:principalorgid",
+    "aws:principalorgpaths",
+    "aws:sourceaccount",
+    "aws:sourcearn",
+    "aws:sourceowner",
+    "aws:sourcevpc",
+    "aws:sourcevpce",
+    "aws:sourceip",
+    "aws:userid",
+    "aws:username",
+    "aws:principalservicename",
+];
+
+/// Whether a resource policy allows a wide range of principals: an Allow
+/// statement whose principal is `*` (or `{"AWS": "*"}`), or that uses
+/// NotPrincipal, with no condition narrowing the principal.
 fn is_public_policy(policy: &str) -> bool {
     let Ok(doc) = serde_json::from_str::<serde_json::Value>(policy) else {
         return false;
@@ -1657,15 +1687,77 @@ fn is_public_policy(policy: &str) -> bool {
         serde_json::Value::Array(items) => items.iter().any(|i| i.as_str() == Some("*")),
         _ => false,
     };
+    let narrowed = |s: &serde_json::Value| {
+        s.get("Condition")
+            .and_then(|c| c.as_object())
+            .is_some_and(|operators| {
+                operators.values().any(|block| {
+                    block.as_object().is_some_and(|keys| {
+                        keys.keys()
+                            .any(|k| NARROWING_KEYS.contains(&k.to_ascii_lowercase().as_str()))
+                    })
+                })
+            })
+    };
     statements.iter().any(|s| {
-        s.get("Effect").and_then(|e| e.as_str()) == Some("Allow")
-            && s.get("Condition").is_none()
-            && match s.get("Principal") {
+        let broad = s.get("NotPrincipal").is_some()
+            || match s.get("Principal") {
                 Some(p @ serde_json::Value::String(_)) => wildcard(p),
                 Some(serde_json::Value::Object(m)) => m.get("AWS").is_some_and(wildcard),
                 _ => false,
-            }
+            };
+        s.get("Effect").and_then(|e| e.as_str()) == Some("Allow") && broad && !narrowed(s)
     })
+}
+
+/// The caller as the policy engine names principals, or `None` for callers
+/// no resource policy names (Berth's agents).
+fn caller(ctx: &RequestContext) -> Option<berth_policy::PrincipalRef> {
+    let p = &ctx.principal;
+    let account = &p.account_id;
+    match p.kind {
+        berth_model::PrincipalKind::Root => Some(berth_policy::PrincipalRef::root(account)),
+        berth_model::PrincipalKind::User => {
+            let rest = p.arn.split_once(":user/")?.1;
+            let (path, name) = match rest.rsplit_once('/') {
+                Some((path, name)) => (format!("/{path}/"), name),
+                None => ("/".to_string(), rest),
+            };
+            Some(berth_policy::PrincipalRef::user(
+                account, &path, name, &p.user_id,
+            ))
+        }
+        berth_model::PrincipalKind::AssumedRole => {
+            let rest = p.arn.split_once(":assumed-role/")?.1;
+            let (role, session) = rest.split_once('/')?;
+            let role_id = p.user_id.split(':').next().unwrap_or_default();
+            Some(berth_policy::PrincipalRef::assumed_role(
+                account, "/", role, session, role_id,
+            ))
+        }
+        berth_model::PrincipalKind::Agent => None,
+    }
+}
+
+/// Whether `policy` would refuse the caller the right to change it again
+/// (an explicit Deny of PutResourcePolicy or DeleteResourcePolicy on the
+/// secret): Secrets Manager's lock-out check.
+fn locks_out(ctx: &RequestContext, policy: &str, secret_arn: &str) -> bool {
+    let (Ok(doc), Some(principal)) = (berth_policy::Policy::parse_resource(policy), caller(ctx))
+    else {
+        return false;
+    };
+    let context = berth_policy::Context::new();
+    ["PutResourcePolicy", "DeleteResourcePolicy"]
+        .iter()
+        .any(|operation| {
+            let action = format!("secretsmanager:{operation}");
+            let request = berth_policy::Request::new(&principal, &action, secret_arn, &context);
+            matches!(
+                berth_policy::evaluate(&[], Some(&doc), &request),
+                berth_policy::Decision::ExplicitDeny(_)
+            )
+        })
 }
 
 fn public_policy() -> AwsError {
@@ -1756,36 +1848,79 @@ impl SecretsManagerService {
     ) -> Result<sm::ValidateResourcePolicyResponse, AwsError> {
         let policy = required(&input.resource_policy, "ResourcePolicy")?;
         // The secret is optional; without one the call concerns no resource.
-        let requirements = match input.secret_id.as_deref().filter(|s| !s.is_empty()) {
+        let secret_arn = match input.secret_id.as_deref().filter(|s| !s.is_empty()) {
             Some(secret_id) => {
                 let target = self.target(ctx, secret_id)?;
                 ctx.authorize(&[
                     target.requirement("ValidateResourcePolicy"),
                     target.requirement("PutResourcePolicy"),
                 ])?;
-                target.record.ok_or_else(not_found)?;
-                None
+                target.record.ok_or_else(not_found)?.arn
             }
-            None => Some(vec![
-                Requirement::new("secretsmanager:ValidateResourcePolicy", "*"),
-                Requirement::new("secretsmanager:PutResourcePolicy", "*"),
-            ]),
+            None => {
+                ctx.authorize(&[
+                    Requirement::new("secretsmanager:ValidateResourcePolicy", "*"),
+                    Requirement::new("secretsmanager:PutResourcePolicy", "*"),
+                ])?;
+                ctx.arn("secretsmanager", "secret:*")
+            }
         };
-        if let Some(requirements) = requirements {
-            ctx.authorize(&requirements)?;
-        }
+        // The syntax check: a policy that does not parse is refused outright.
         check_resource_policy(policy)?;
-        let public = is_public_policy(policy);
+        let mut errors = Vec::new();
+        if is_public_policy(policy) {
+            errors.push(sm::ValidationErrorsEntry {
+                check_name: None,
+                error_message: Some(
+                    "The resource policy grants a wide range of principals access to the \
+                     secret: a statement allows Principal \"*\" (or uses NotPrincipal) without \
+                     a condition limiting it to an account, organization, source or network."
+                        .to_string(),
+                ),
+            });
+        }
+        if locks_out(ctx, policy, &secret_arn) {
+            errors.push(sm::ValidationErrorsEntry {
+                check_name: None,
+                error_message: Some(format!(
+                    "The resource policy would lock you out: it denies {} \
+                     secretsmanager:PutResourcePolicy or secretsmanager:DeleteResourcePolicy on \
+                     the secret, so you could not change or remove it.",
+                    ctx.principal.arn
+                )),
+            });
+        }
         Ok(sm::ValidateResourcePolicyResponse {
-            policy_validation_passed: Some(!public),
-            validation_errors: Some(if public {
-                vec![sm::ValidationErrorsEntry {
-                    check_name: None,
-                    error_message: Some(public_policy().message),
-                }]
-            } else {
-                Vec::new()
-            }),
+            policy_validation_passed: Some(errors.is_empty()),
+            validation_errors: Some(errors),
+        })
+    }
+
+    fn list_policies(
+        &self,
+        ctx: &RequestContext,
+        input: sm::ListResourcePoliciesRequest,
+    ) -> Result<sm::ListResourcePoliciesResponse, AwsError> {
+        let secret_id = required(&input.secret_id, "SecretId")?;
+        page_size(input.max_results, 100)?;
+        // A secret has one policy at most, so no list has a second page.
+        if input.next_token.is_some() {
+            return Err(invalid_next_token());
+        }
+        let target = self.target(ctx, secret_id)?;
+        ctx.authorize(&[target.requirement("ListResourcePolicies")])?;
+        let record = target.record.ok_or_else(not_found)?;
+        Ok(sm::ListResourcePoliciesResponse {
+            resource_policies: Some(
+                record
+                    .resource_policy
+                    .iter()
+                    .map(|_| sm::ResourcePolicySummary {
+                        policy_name: Some("default".to_string()),
+                    })
+                    .collect(),
+            ),
+            next_token: None,
         })
     }
 }

@@ -1,10 +1,18 @@
-//! AWS Systems Manager Parameter Store (`AmazonSSM`, JSON 1.1): the parameter
-//! operations only.
+//! AWS Systems Manager Parameter Store (`AmazonSSM`, JSON 1.1): parameters,
+//! their versions, labels, tags, policies and resource policies, and
+//! Parameter Store's service settings. The rest of Systems Manager manages
+//! nodes Berth does not have; those operations answer why (see
+//! [`NOT_IMPLEMENTED`]).
 //!
 //! Store layout: `/ssm/<account>/<region>/params/<name>` holds one
 //! [`ParamRecord`] with the parameter's recent versions. SecureString values
 //! are sealed with the master key; String and StringList values are stored as
 //! given, as they are not secret in AWS either.
+//!
+//! Names: a one-level name is the same parameter with or without its leading
+//! `/` (`/x` and `x`), as in Parameter Store; it is stored under the name
+//! without it and answers with the name it was created with. A hierarchical
+//! name starts with `/` and has at most 15 levels.
 
 use std::sync::Arc;
 
@@ -17,10 +25,21 @@ use crate::authz::{resolve_parameter, ParamTarget};
 use crate::common::{corrupt, decode_token, encode_token, page_size, store_error, validation};
 use crate::crypto::{MasterKey, Sealed};
 
+mod data_types;
+mod filters;
+pub mod policies;
+mod resource_policy;
+mod settings;
+mod unsupported;
+
+pub use policies::spawn_parameter_expiry;
+pub use resource_policy::combined as combined_resource_policy;
+pub use unsupported::NOT_IMPLEMENTED;
+
 pub const STRING: &str = "String";
 pub const STRING_LIST: &str = "StringList";
 pub const SECURE_STRING: &str = "SecureString";
-const DEFAULT_KEY_ID: &str = "alias/aws/ssm";
+pub(crate) const DEFAULT_KEY_ID: &str = "alias/aws/ssm";
 /// AWS keeps a parameter's last 100 versions.
 const MAX_HISTORY: usize = 100;
 
@@ -36,6 +55,10 @@ pub struct ParamRecord {
     pub tags: Vec<(String, String)>,
     /// Oldest first; never empty.
     pub versions: Vec<ParamVersion>,
+    /// Resource policies (PutResourcePolicy), which take part in IAM
+    /// decisions on the parameter.
+    #[serde(default)]
+    pub resource_policies: Vec<resource_policy::StoredPolicy>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -49,6 +72,13 @@ pub struct ParamVersion {
     pub user: String,
     #[serde(default)]
     pub labels: Vec<String>,
+    /// The regular expression values must match (AllowedPattern); a new
+    /// version keeps the previous one's unless the request gives one.
+    #[serde(default)]
+    pub allowed_pattern: Option<String>,
+    /// The parameter's policies as of this version; likewise inherited.
+    #[serde(default)]
+    pub policies: Vec<policies::ParamPolicy>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -58,6 +88,13 @@ pub enum StoredValue {
 }
 
 impl ParamRecord {
+    /// When the parameter's Expiration policy deletes it (epoch seconds).
+    pub fn expires_at(&self) -> Option<i64> {
+        self.versions
+            .last()
+            .and_then(|v| policies::expiry(&v.policies))
+    }
+
     fn latest(&self) -> Result<&ParamVersion, AwsError> {
         self.versions.last().ok_or_else(|| corrupt(&self.name))
     }
@@ -91,6 +128,42 @@ pub fn prefix(account: &str, region: &str) -> String {
     format!("/ssm/{account}/{region}/params/")
 }
 
+/// The name a parameter is stored under: a one-level name without its
+/// leading `/` (`/x` and `x` are one parameter), any other name as given.
+pub fn storage_name(name: &str) -> &str {
+    match name.strip_prefix('/') {
+        Some(bare) if !bare.contains('/') => bare,
+        _ => name,
+    }
+}
+
+/// The store writes that replace `before` with `after` at `key` (either may
+/// be absent), keeping the Expiration index in step.
+fn record_ops(
+    account: &str,
+    region: &str,
+    key: &str,
+    before: Option<&ParamRecord>,
+    after: Option<&ParamRecord>,
+) -> Result<Vec<Op>, AwsError> {
+    let name = &key[prefix(account, region).len()..];
+    let mut ops = policies::index_ops(
+        account,
+        region,
+        name,
+        before.and_then(ParamRecord::expires_at),
+        after.and_then(ParamRecord::expires_at),
+    );
+    match after {
+        Some(record) => {
+            let bytes = serde_json::to_vec(record).map_err(|_| corrupt(key))?;
+            ops.push(Op::put(key, bytes));
+        }
+        None => ops.push(Op::delete(key)),
+    }
+    Ok(ops)
+}
+
 pub fn parameter_arn(account: &str, region: &str, name: &str) -> String {
     berth_model::arn::ssm_parameter_arn(region, account, name)
 }
@@ -99,12 +172,13 @@ fn not_found(name: &str) -> AwsError {
     AwsError::bad_request("ParameterNotFound", format!("Parameter {name} not found."))
 }
 
-/// An SSM operation Berth does not implement yet: a clear refusal, never a
-/// fake success.
+/// An SSM operation Berth does not implement: why, never a fake success.
 fn unsupported(operation: &str) -> AwsError {
+    let why = unsupported::reason(operation)
+        .unwrap_or("Berth implements Parameter Store only within Systems Manager.");
     AwsError::bad_request(
         "UnsupportedOperationException",
-        format!("Berth does not implement the Systems Manager operation {operation} yet."),
+        format!("Berth does not implement the Systems Manager operation {operation}: {why}"),
     )
 }
 
@@ -137,24 +211,23 @@ pub fn parse_reference<'a>(
     Ok((account, region, name.to_string(), selector))
 }
 
-/// Reads a parameter. From an ARN the name may or may not start with `/`
-/// (`parameter/a/b` is `/a/b`, `parameter/x` is `x`), so both are tried.
+/// Reads a parameter by name (with or without the leading `/` of a
+/// one-level name). Answers its store key and record.
 pub fn find_param<V: ReadView + ?Sized>(
     view: &V,
     account: &str,
     region: &str,
     name: &str,
-    from_arn: bool,
 ) -> Result<Option<(String, ParamRecord)>, AwsError> {
     let prefix = prefix(account, region);
-    let mut candidates = vec![name.to_string()];
-    if from_arn {
-        if let Some(stripped) = name.strip_prefix('/') {
-            candidates.push(stripped.to_string());
-        }
+    let stored = storage_name(name);
+    let mut keys = vec![format!("{prefix}{stored}")];
+    // Data directories from before one-level names were stored without
+    // their `/` keep them under `/x`.
+    if !stored.starts_with('/') {
+        keys.push(format!("{prefix}/{stored}"));
     }
-    for candidate in candidates {
-        let key = format!("{prefix}{candidate}");
+    for key in keys {
         if let Some(kv) = view.get(&key) {
             let record = serde_json::from_slice(&kv.value).map_err(|_| corrupt(&key))?;
             return Ok(Some((key, record)));
@@ -163,7 +236,11 @@ pub fn find_param<V: ReadView + ?Sized>(
     Ok(None)
 }
 
-fn check_name(name: &str) -> Result<(), AwsError> {
+/// Checks a new parameter's name as Parameter Store does: letters, digits
+/// and `_.-`, with `/` between the levels of a hierarchy (which must start
+/// with `/`, at most 15 levels); not prefixed with `aws` or `ssm`; at most
+/// 1011 characters counting the ARN before it.
+fn check_name(ctx: &RequestContext, name: &str) -> Result<(), AwsError> {
     let bad = || {
         validation(
             "Parameter name: can't be prefixed with \"aws\" or \"ssm\" (case-insensitive). \
@@ -171,8 +248,16 @@ fn check_name(name: &str) -> Result<(), AwsError> {
              sub-path can be formed as a mix of letters, numbers and the following 3 symbols .-_",
         )
     };
-    if name.is_empty() || name.len() > 1011 {
-        return Err(bad());
+    if name.is_empty() || name.chars().count() > 2048 {
+        return Err(validation(format!(
+            "1 validation error detected: Value '{name}' at 'name' failed to satisfy constraint: \
+             Member must have length {}",
+            if name.is_empty() {
+                "greater than or equal to 1"
+            } else {
+                "less than or equal to 2048"
+            }
+        )));
     }
     if !name
         .bytes()
@@ -180,20 +265,46 @@ fn check_name(name: &str) -> Result<(), AwsError> {
     {
         return Err(bad());
     }
+    let hierarchical = name.trim_start_matches('/').contains('/');
     let first = name.trim_start_matches('/').to_ascii_lowercase();
     if first.starts_with("aws") || first.starts_with("ssm") {
-        return Err(bad());
+        if hierarchical && first.starts_with("aws") {
+            return Err(AwsError::bad_request(
+                "AccessDeniedException",
+                format!("No access to reserved parameter name: {name}."),
+            ));
+        }
+        return Err(validation(if hierarchical {
+            "Parameter name: can't be prefixed with \"ssm\" (case-insensitive). If formed as a \
+             path, it can consist of sub-paths divided by slash symbol; each sub-path can be \
+             formed as a mix of letters, numbers and the following 3 symbols .-_"
+        } else {
+            "Parameter name: can't be prefixed with \"aws\" or \"ssm\" (case-insensitive)."
+        }));
     }
-    if name.contains('/') {
+    if hierarchical {
         if !name.starts_with('/') || name.ends_with('/') || name.contains("//") {
             return Err(bad());
         }
         if name.matches('/').count() > 15 {
             return Err(AwsError::bad_request(
                 "HierarchyLevelLimitExceededException",
-                "A hierarchy can have a maximum of 15 levels.",
+                "A hierarchy can have a maximum of 15 levels. For more information, see \
+                 Requirements and constraints for parameter names in the Amazon Web Services \
+                 Systems Manager User Guide.",
             ));
         }
+    } else if name == "/" {
+        return Err(bad());
+    }
+    // 1011 characters, counting `arn:aws:ssm:<region>:<account>:parameter/`.
+    let arn = parameter_arn(&ctx.account_id, &ctx.region, name);
+    if arn.chars().count() > 1011 {
+        return Err(validation(format!(
+            "Parameter name {name} is too long: a parameter's name can be at most 1011 \
+             characters including the ARN before it ({} here).",
+            arn.chars().count() - name.trim_start_matches('/').chars().count()
+        )));
     }
     Ok(())
 }
@@ -268,6 +379,12 @@ impl JsonService for SsmService {
             "AddTagsToResource" => op!(body, |i| self.add_tags(ctx, i).await),
             "RemoveTagsFromResource" => op!(body, |i| self.remove_tags(ctx, i).await),
             "ListTagsForResource" => op!(body, |i| self.list_tags(ctx, i)),
+            "GetServiceSetting" => op!(body, |i| self.get_setting(ctx, i)),
+            "UpdateServiceSetting" => op!(body, |i| self.update_setting(ctx, i).await),
+            "ResetServiceSetting" => op!(body, |i| self.reset_setting(ctx, i).await),
+            "PutResourcePolicy" => op!(body, |i| self.put_resource_policy(ctx, i).await),
+            "GetResourcePolicies" => op!(body, |i| self.get_resource_policies(ctx, i)),
+            "DeleteResourcePolicy" => op!(body, |i| self.delete_resource_policy(ctx, i).await),
             other if ssm::OPERATIONS.contains(&other) => Err(unsupported(other)),
             other => Err(AwsError::unknown_operation(format!(
                 "Systems Manager has no operation named '{other}'."
@@ -331,8 +448,7 @@ pub fn lookup<V: ReadView + ?Sized>(
     reference: &str,
 ) -> Result<(ParamRecord, i64, Option<String>), AwsError> {
     let (a, r, name, selector) = parse_reference(account, region, reference)?;
-    let (_, record) = find_param(view, a, r, &name, reference.starts_with("arn:"))?
-        .ok_or_else(|| not_found(&name))?;
+    let (_, record) = find_param(view, a, r, &name)?.ok_or_else(|| not_found(&name))?;
     let version = record.select(selector)?.version;
     let selector = (!selector.is_empty()).then(|| format!(":{selector}"));
     Ok((record, version, selector))
@@ -345,7 +461,7 @@ impl SsmService {
         input: ssm::PutParameterRequest,
     ) -> Result<ssm::PutParameterResult, AwsError> {
         let name = input.name.clone().unwrap_or_default();
-        check_name(&name)?;
+        check_name(ctx, &name)?;
         let value = input.value.clone().unwrap_or_default();
         if value.is_empty() {
             return Err(validation(
@@ -353,21 +469,14 @@ impl SsmService {
                  Member must have length greater than or equal to 1.",
             ));
         }
-        let tier = input.tier.clone().unwrap_or_else(|| "Standard".to_string());
-        let limit = match tier.as_str() {
-            "Standard" => 4096,
-            "Advanced" | "Intelligent-Tiering" => 8192,
-            _ => return Err(validation(format!("Tier {tier} is not valid."))),
-        };
-        if value.chars().count() > limit {
-            return Err(validation(if tier == "Standard" {
-                "Standard tier parameters support a maximum parameter value of 4096 characters. \
-                 To create a larger parameter value, upgrade the parameter to use the \
-                 advanced-parameter tier. For more information, see \
-                 https://docs.aws.amazon.com/systems-manager/latest/userguide/parameter-store-advanced-parameters.html"
-            } else {
-                "Advanced tier parameters support a maximum parameter value of 8192 characters."
-            }));
+        if let Some(tier) = &input.tier {
+            if !filters::TIERS.contains(&tier.as_str()) {
+                return Err(validation(format!(
+                    "1 validation error detected: Value '{tier}' at 'tier' failed to satisfy \
+                     constraint: Member must satisfy enum value set: [Standard, Advanced, \
+                     Intelligent-Tiering]"
+                )));
+            }
         }
         if let Some(t) = &input.r#type {
             if ![STRING, STRING_LIST, SECURE_STRING].contains(&t.as_str()) {
@@ -377,9 +486,27 @@ impl SsmService {
                 )));
             }
         }
-        if input.key_id.is_some() && input.r#type.as_deref() != Some(SECURE_STRING) {
+        if let Some(k) = &input.key_id {
+            let ok = !k.is_empty()
+                && k.len() <= 256
+                && k.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b":/_-".contains(&b));
+            if !ok {
+                return Err(validation(format!(
+                    "1 validation error detected: Value '{k}' at 'keyId' failed to satisfy \
+                     constraint: Member must satisfy regular expression pattern: \
+                     ^([a-zA-Z0-9:/_-]+)$"
+                )));
+            }
+        }
+        if input
+            .description
+            .as_ref()
+            .is_some_and(|d| d.chars().count() > 1024)
+        {
             return Err(validation(
-                "KeyId is required for SecureString type parameter only.",
+                "1 validation error detected: Value at 'description' failed to satisfy \
+                 constraint: Member must have length less than or equal to 1024",
             ));
         }
         let overwrite = input.overwrite.unwrap_or(false);
@@ -394,21 +521,22 @@ impl SsmService {
         if tags.len() > MAX_TAGS {
             return Err(too_many_tags());
         }
-        if input.allowed_pattern.is_some() {
-            return Err(unsupported("PutParameter with AllowedPattern"));
+        let pattern = match &input.allowed_pattern {
+            Some(p) => Some(compile_pattern(p)?),
+            None => None,
+        };
+        let now_secs = berth_util::time::now_secs();
+        let new_policies = match &input.policies {
+            Some(text) => Some(policies::parse(text, now_secs)?),
+            None => None,
+        };
+        if let Some(dt) = &input.data_type {
+            data_types::check_known(dt)?;
         }
-        if input.policies.as_deref().is_some_and(|p| !p.is_empty()) {
-            return Err(unsupported("PutParameter with Policies"));
-        }
-        let data_type = input
-            .data_type
-            .clone()
-            .unwrap_or_else(|| "text".to_string());
-        if data_type != "text" {
-            return Err(unsupported(&format!(
-                "PutParameter with DataType {data_type}"
-            )));
-        }
+        let explicit_tier = input.tier.clone();
+        let requested_tier = explicit_tier.clone().unwrap_or_else(|| {
+            settings::default_tier(self.store.as_ref(), &ctx.account_id, &ctx.region)
+        });
         let requirement = self
             .target(ctx, &name)?
             .requirement("PutParameter")
@@ -422,87 +550,141 @@ impl SsmService {
             .keys
             .seal(value.as_bytes())
             .map_err(|_| AwsError::internal("An internal error occurred."))?;
-        let key = format!("{}{name}", prefix(&ctx.account_id, &ctx.region));
+        let (account, region) = (ctx.account_id.clone(), ctx.region.clone());
         let user = ctx.principal.arn.clone();
-        let result = self
-            .store
-            .update(move |view| {
-                let now = berth_util::time::now_epoch();
-                let existing: Option<ParamRecord> = match view.get(&key) {
-                    Some(kv) => Some(serde_json::from_slice(&kv.value).map_err(|_| corrupt(&key))?),
-                    None => None,
-                };
-                let mut record = match existing {
-                    Some(_) if !overwrite => {
-                        return Err(AwsError::bad_request(
-                            "ParameterAlreadyExists",
-                            "The parameter already exists. To overwrite this value, set the \
+        let result =
+            self.store
+                .update(move |view| {
+                    let now = berth_util::time::now_epoch();
+                    let existing = find_param(view, &account, &region, &name)?;
+                    let key = match &existing {
+                        Some((key, _)) => key.clone(),
+                        None => format!("{}{}", prefix(&account, &region), storage_name(&name)),
+                    };
+                    let before = existing.as_ref().map(|(_, r)| r.clone());
+                    let mut record =
+                        match existing {
+                            Some(_) if !overwrite => return Err(AwsError::bad_request(
+                                "ParameterAlreadyExists",
+                                "The parameter already exists. To overwrite this value, set the \
                              overwrite option in the request to true.",
-                        ))
+                            )),
+                            Some((_, mut r)) => {
+                                if input.description.is_some() {
+                                    r.description = input.description.clone();
+                                }
+                                r
+                            }
+                            None => {
+                                if input.r#type.is_none() {
+                                    return Err(validation(
+                                        "A parameter type is required when you create a parameter.",
+                                    ));
+                                }
+                                ParamRecord {
+                                    name: name.clone(),
+                                    description: input.description.clone(),
+                                    tier: "Standard".to_string(),
+                                    data_type: data_types::TEXT.to_string(),
+                                    tags: tags.clone(),
+                                    versions: Vec::new(),
+                                    resource_policies: Vec::new(),
+                                }
+                            }
+                        };
+                    let created = before.is_none();
+                    let previous = record.versions.last().cloned();
+                    let r#type = match (&input.r#type, &previous) {
+                        (Some(t), _) => t.clone(),
+                        (None, Some(p)) => p.r#type.clone(),
+                        (None, None) => STRING.to_string(),
+                    };
+                    let secure = r#type == SECURE_STRING;
+                    if input.key_id.is_some() && !secure {
+                        return Err(validation(
+                            "KeyId is required for SecureString type parameter only.",
+                        ));
                     }
-                    Some(mut r) => {
-                        if input.description.is_some() {
-                            r.description = input.description.clone();
-                        }
-                        r.tier = tier.clone();
-                        r
+                    let key_id = if secure {
+                        input
+                            .key_id
+                            .clone()
+                            .or_else(|| previous.as_ref().and_then(|p| p.key_id.clone()))
+                            .or_else(|| Some(DEFAULT_KEY_ID.to_string()))
+                    } else {
+                        None
+                    };
+                    let data_type = input
+                        .data_type
+                        .clone()
+                        .unwrap_or_else(|| record.data_type.clone());
+                    if !created {
+                        data_types::check_change(&record.name, &record.data_type, &data_type)?;
                     }
-                    None => {
-                        if input.r#type.is_none() {
-                            return Err(validation(
-                                "A parameter type is required when you create a parameter.",
+                    data_types::check_value(&record.name, &r#type, &data_type, &value)?;
+                    let allowed_pattern = match &pattern {
+                        Some((text, _)) => Some(text.clone()),
+                        None => previous.as_ref().and_then(|p| p.allowed_pattern.clone()),
+                    };
+                    if let Some(text) = &allowed_pattern {
+                        let matches = match &pattern {
+                            Some((_, re)) => re.is_match(&value),
+                            None => compile_pattern(text)?.1.is_match(&value),
+                        };
+                        if !matches {
+                            return Err(AwsError::bad_request(
+                                "ParameterPatternMismatchException",
+                                format!(
+                                    "Parameter value, cannot be validated against allowedPattern: \
+                                 {text}"
+                                ),
                             ));
                         }
-                        ParamRecord {
-                            name: name.clone(),
-                            description: input.description.clone(),
-                            tier: tier.clone(),
-                            data_type: data_type.clone(),
-                            tags: tags.clone(),
-                            versions: Vec::new(),
-                        }
                     }
-                };
-                let previous = record.versions.last();
-                let r#type = match (&input.r#type, previous) {
-                    (Some(t), _) => t.clone(),
-                    (None, Some(p)) => p.r#type.clone(),
-                    (None, None) => STRING.to_string(),
-                };
-                let secure = r#type == SECURE_STRING;
-                let key_id = if secure {
-                    input
-                        .key_id
-                        .clone()
-                        .or_else(|| previous.and_then(|p| p.key_id.clone()))
-                        .or_else(|| Some(DEFAULT_KEY_ID.to_string()))
-                } else {
-                    None
-                };
-                let version = previous.map_or(0, |p| p.version) + 1;
-                record.versions.push(ParamVersion {
-                    version,
-                    r#type,
-                    key_id,
-                    value: if secure {
-                        StoredValue::Sealed(sealed.clone())
-                    } else {
-                        StoredValue::Plain(value.clone())
-                    },
-                    modified: now,
-                    user: user.clone(),
-                    labels: Vec::new(),
-                });
-                if record.versions.len() > MAX_HISTORY {
-                    let excess = record.versions.len() - MAX_HISTORY;
-                    // AWS refuses to drop a labelled version to make room.
-                    if let Some(v) = record.versions[..excess]
-                        .iter()
-                        .find(|v| !v.labels.is_empty())
-                    {
-                        return Err(AwsError::bad_request(
-                            "ParameterMaxVersionLimitExceeded",
-                            format!(
+                    let version_policies = match &new_policies {
+                        Some(p) => p.clone(),
+                        None => previous
+                            .as_ref()
+                            .map(|p| p.policies.clone())
+                            .unwrap_or_default(),
+                    };
+                    let tier = resolve_tier(
+                        &record.name,
+                        (!created).then_some(record.tier.as_str()),
+                        &requested_tier,
+                        explicit_tier.is_some(),
+                        value.chars().count(),
+                        !version_policies.is_empty(),
+                        &data_type,
+                    )?;
+                    record.tier = tier;
+                    record.data_type = data_type;
+                    let version = previous.as_ref().map_or(0, |p| p.version) + 1;
+                    record.versions.push(ParamVersion {
+                        version,
+                        r#type,
+                        key_id,
+                        value: if secure {
+                            StoredValue::Sealed(sealed.clone())
+                        } else {
+                            StoredValue::Plain(value.clone())
+                        },
+                        modified: now,
+                        user: user.clone(),
+                        labels: Vec::new(),
+                        allowed_pattern,
+                        policies: version_policies,
+                    });
+                    if record.versions.len() > MAX_HISTORY {
+                        let excess = record.versions.len() - MAX_HISTORY;
+                        // AWS refuses to drop a labelled version to make room.
+                        if let Some(v) = record.versions[..excess]
+                            .iter()
+                            .find(|v| !v.labels.is_empty())
+                        {
+                            return Err(AwsError::bad_request(
+                                "ParameterMaxVersionLimitExceeded",
+                                format!(
                                 "You attempted to create a new version of {name} by calling the \
                                  PutParameter API with the overwrite flag. Version {}, the oldest \
                                  version, can't be deleted because it has a label associated with \
@@ -510,18 +692,15 @@ impl SsmService {
                                  again.",
                                 v.version
                             ),
-                        ));
+                            ));
+                        }
+                        record.versions.drain(..excess);
                     }
-                    record.versions.drain(..excess);
-                }
-                let bytes = serde_json::to_vec(&record).map_err(|_| corrupt(&key))?;
-                Ok((
-                    vec![Op::put(key.clone(), bytes)],
-                    (version, record.tier.clone()),
-                ))
-            })
-            .await
-            .map_err(store_error)?;
+                    let ops = record_ops(&account, &region, &key, before.as_ref(), Some(&record))?;
+                    Ok((ops, (version, record.tier.clone())))
+                })
+                .await
+                .map_err(store_error)?;
         let (_, (version, tier)) = result?;
         Ok(ssm::PutParameterResult {
             version: Some(version),
@@ -613,24 +792,44 @@ impl SsmService {
         input: ssm::GetParametersByPathRequest,
     ) -> Result<ssm::GetParametersByPathResult, AwsError> {
         let path = input.path.clone().unwrap_or_default();
-        if !path.starts_with('/') || path.contains("//") {
+        let path_ok = path
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-/".contains(&b));
+        if !path.starts_with('/') || path.contains("//") || !path_ok {
             return Err(validation(
                 "The parameter doesn't meet the parameter name requirements. The parameter name \
-                 must begin with a forward slash \"/\".",
+                 must begin with a forward slash \"/\". It can't be prefixed with \"aws\" or \
+                 \"ssm\" (case-insensitive). It must use only letters, numbers, or the following \
+                 symbols: . (period), - (hyphen), _ (underscore). Special characters are not \
+                 allowed. All sub-paths, if specified, must use the forward slash symbol \"/\". \
+                 Valid example: /get/parameters2-/by1./path0_.",
             ));
         }
-        if input
-            .parameter_filters
-            .as_ref()
-            .is_some_and(|f| !f.is_empty())
-        {
-            return Err(unsupported("GetParametersByPath with ParameterFilters"));
+        if path.matches('/').count() > 15 {
+            return Err(AwsError::bad_request(
+                "HierarchyLevelLimitExceededException",
+                "A hierarchy can have a maximum of 15 levels.",
+            ));
         }
         let max = match input.max_results {
             None => 10,
             Some(n) if (1..=10).contains(&n) => n as usize,
-            Some(_) => return Err(validation("MaxResults must be between 1 and 10.")),
+            Some(n) => {
+                return Err(validation(format!(
+                    "1 validation error detected: Value '{n}' at 'maxResults' failed to satisfy \
+                     constraint: Member must have value {}",
+                    if n < 1 {
+                        "greater than or equal to 1"
+                    } else {
+                        "less than or equal to 10"
+                    }
+                )))
+            }
         };
+        let filters = filters::parse_parameter_filters(
+            input.parameter_filters.as_deref().unwrap_or_default(),
+            filters::Operation::GetParametersByPath,
+        )?;
         let recursive = input.recursive.unwrap_or(false);
         let decrypt = input.with_decryption.unwrap_or(false);
         // As AWS: the path's ARN decides, for every parameter under it.
@@ -640,22 +839,48 @@ impl SsmService {
         )
         .condition("ssm:Recursive", recursive.to_string())])?;
         let base = prefix(&ctx.account_id, &ctx.region);
-        let scan = format!("{base}{}/", path.trim_end_matches('/'));
-        let (records, next) = self.scan(&scan, input.next_token.as_deref(), max, |rest| {
-            recursive || !rest.contains('/')
-        })?;
+        let labels = filters::labels(&filters).map(<[String]>::to_vec);
+        // The version shown: the one a Label filter names, else the latest.
+        let shown = |r: &ParamRecord| -> Option<ParamVersion> {
+            match &labels {
+                Some(labels) => r
+                    .versions
+                    .iter()
+                    .find(|v| v.labels.iter().any(|l| labels.contains(l)))
+                    .cloned(),
+                None => r.versions.last().cloned(),
+            }
+        };
+        let keep = |rest: &str, r: &ParamRecord| -> bool {
+            shown(r).is_some_and(|v| filters.iter().all(|f| f.matches(r, &v)))
+                && (recursive || !rest.trim_start_matches('/').contains('/'))
+        };
+        // `/` holds the one-level names (stored without their `/`) and,
+        // recursively, everything; any other path the names below it.
+        let scan = if path == "/" {
+            base
+        } else {
+            format!("{base}{}/", path.trim_end_matches('/'))
+        };
+        let (records, next) = self.scan(&scan, input.next_token.as_deref(), max, keep)?;
         let parameters = records
             .iter()
-            .map(|r| {
-                let v = r.latest()?;
+            .filter_map(|r| shown(r).map(|v| (r, v)))
+            .map(|(r, v)| {
+                let selector = labels.as_ref().and_then(|labels| {
+                    v.labels
+                        .iter()
+                        .find(|l| labels.contains(l))
+                        .map(|l| format!(":{l}"))
+                });
                 render(
                     &self.keys,
                     &ctx.account_id,
                     &ctx.region,
                     r,
-                    v,
+                    &v,
                     decrypt,
-                    None,
+                    selector,
                 )
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -665,14 +890,14 @@ impl SsmService {
         })
     }
 
-    /// One page of the records under `scan` whose key after `scan` passes
-    /// `keep`, and the token of the next page.
+    /// One page of the records under `scan` that pass `keep` (given the key
+    /// after `scan` and the record), and the token of the next page.
     fn scan(
         &self,
         scan: &str,
         token: Option<&str>,
         max: usize,
-        keep: impl Fn(&str) -> bool,
+        keep: impl Fn(&str, &ParamRecord) -> bool,
     ) -> Result<(Vec<ParamRecord>, Option<String>), AwsError> {
         let mut after =
             match token {
@@ -693,14 +918,16 @@ impl SsmService {
                 return Ok((out, None));
             }
             for kv in batch {
-                if !keep(&kv.key[scan.len()..]) {
+                let record: ParamRecord =
+                    serde_json::from_slice(&kv.value).map_err(|_| corrupt(&kv.key))?;
+                if !keep(&kv.key[scan.len()..], &record) {
                     after = Some(kv.key);
                     continue;
                 }
                 if out.len() == max {
                     return Ok((out, after.as_deref().map(encode_token)));
                 }
-                out.push(serde_json::from_slice(&kv.value).map_err(|_| corrupt(&kv.key))?);
+                out.push(record);
                 after = Some(kv.key);
             }
         }
@@ -712,6 +939,12 @@ impl SsmService {
         input: ssm::DeleteParameterRequest,
     ) -> Result<ssm::DeleteParameterResult, AwsError> {
         let name = input.name.clone().unwrap_or_default();
+        if name.is_empty() {
+            return Err(validation(
+                "1 validation error detected: Value '' at 'name' failed to satisfy constraint: \
+                 Member must have length greater than or equal to 1",
+            ));
+        }
         ctx.authorize(&[self.target(ctx, &name)?.requirement("DeleteParameter")])?;
         let deleted = self.delete_names(ctx, vec![name.clone()]).await?;
         if deleted.is_empty() {
@@ -751,13 +984,15 @@ impl SsmService {
             .store
             .update(move |view| {
                 let mut ops = Vec::new();
+                let mut keys: Vec<String> = Vec::new();
                 let mut deleted = Vec::new();
                 for reference in &names {
                     let (a, r, name, _) = parse_reference(&account, &region, reference)?;
-                    if let Some((key, _)) =
-                        find_param(view, a, r, &name, reference.starts_with("arn:"))?
-                    {
-                        ops.push(Op::delete(key));
+                    if let Some((key, record)) = find_param(view, a, r, &name)? {
+                        if !keys.contains(&key) {
+                            ops.extend(record_ops(a, r, &key, Some(&record), None)?);
+                            keys.push(key);
+                        }
                         deleted.push(reference.clone());
                     }
                 }
@@ -773,91 +1008,170 @@ impl SsmService {
         ctx: &RequestContext,
         input: ssm::DescribeParametersRequest,
     ) -> Result<ssm::DescribeParametersResult, AwsError> {
-        if input.filters.as_ref().is_some_and(|f| !f.is_empty()) {
-            return Err(unsupported(
-                "DescribeParameters with Filters (use ParameterFilters)",
+        let legacy = input.filters.as_deref().unwrap_or_default();
+        let modern = input.parameter_filters.as_deref().unwrap_or_default();
+        if !legacy.is_empty() && !modern.is_empty() {
+            return Err(validation(
+                "You can use either Filters or ParameterFilters in a single request.",
             ));
         }
         let max = match input.max_results {
             None => 10,
             Some(n) if (1..=50).contains(&n) => n as usize,
-            Some(_) => return Err(validation("MaxResults must be between 1 and 50.")),
+            Some(n) => {
+                return Err(validation(format!(
+                    "1 validation error detected: Value '{n}' at 'maxResults' failed to satisfy \
+                     constraint: Member must have value {}",
+                    if n < 1 {
+                        "greater than or equal to 1"
+                    } else {
+                        "less than or equal to 50"
+                    }
+                )))
+            }
+        };
+        let filters = if legacy.is_empty() {
+            filters::parse_parameter_filters(modern, filters::Operation::DescribeParameters)?
+        } else {
+            filters::parse_legacy_filters(legacy)?
         };
         ctx.authorize(&berth_model::authz::on(
             "ssm:DescribeParameters",
             Vec::new(),
         ))?;
-        // Supported filters: Name (Equals, BeginsWith) and Type (Equals).
-        // (is the Name filter, option, value)
-        let mut checks: Vec<(bool, String, String)> = Vec::new();
-        for f in input.parameter_filters.iter().flatten() {
-            let key = f.key.clone().unwrap_or_default();
-            let option = f.option.clone().unwrap_or_else(|| "Equals".to_string());
-            let values = f.values.clone().unwrap_or_default();
-            let is_name = match key.as_str() {
-                "Name" => true,
-                "Type" => false,
-                other => {
-                    return Err(unsupported(&format!(
-                        "DescribeParameters with the {other} filter"
-                    )))
-                }
-            };
-            if option != "Equals" && !(is_name && option == "BeginsWith") {
-                return Err(validation(format!(
-                    "The option {option} is not valid for the {key} filter."
-                )));
-            }
-            for v in values {
-                checks.push((is_name, option.clone(), v));
-            }
-        }
-        let scan = prefix(&ctx.account_id, &ctx.region);
-        let matches = |rest: &str| -> bool {
-            let names: Vec<&(bool, String, String)> = checks.iter().filter(|c| c.0).collect();
-            names.is_empty()
-                || names.iter().any(|(_, option, v)| {
-                    if option == "BeginsWith" {
-                        rest.starts_with(v.as_str())
-                    } else {
-                        rest == v
-                    }
-                })
-        };
-        let type_filter: Vec<String> = checks
-            .iter()
-            .filter(|c| !c.0)
-            .map(|c| c.2.clone())
-            .collect();
-        // Type filters need the record, so they are applied page by page; a
-        // page may then hold fewer than MaxResults, which AWS also allows.
-        let (records, next) = self.scan(&scan, input.next_token.as_deref(), max, matches)?;
-        let mut parameters = Vec::new();
-        for r in &records {
-            let v = r.latest()?;
-            if !type_filter.is_empty() && !type_filter.contains(&v.r#type) {
-                continue;
-            }
-            parameters.push(ssm::ParameterMetadata {
-                name: Some(r.name.clone()),
-                arn: Some(parameter_arn(&ctx.account_id, &ctx.region, &r.name)),
-                r#type: Some(v.r#type.clone()),
-                key_id: v.key_id.clone(),
-                last_modified_date: Some(v.modified),
-                last_modified_user: Some(v.user.clone()),
-                description: r.description.clone(),
-                version: Some(v.version),
-                tier: Some(r.tier.clone()),
-                policies: Some(Vec::new()),
-                data_type: Some(r.data_type.clone()),
-                ..Default::default()
+        // Parameters other accounts share with this one: Berth serves one
+        // account, so there are none.
+        if input.shared.unwrap_or(false) {
+            return Ok(ssm::DescribeParametersResult {
+                parameters: Some(Vec::new()),
+                next_token: None,
             });
         }
+        let scan = prefix(&ctx.account_id, &ctx.region);
+        let keep = |_: &str, r: &ParamRecord| {
+            r.versions
+                .last()
+                .is_some_and(|v| filters.iter().all(|f| f.matches(r, v)))
+        };
+        let (records, next) = self.scan(&scan, input.next_token.as_deref(), max, keep)?;
+        let parameters = records
+            .iter()
+            .map(|r| {
+                let v = r.latest()?;
+                Ok(ssm::ParameterMetadata {
+                    name: Some(r.name.clone()),
+                    arn: Some(parameter_arn(&ctx.account_id, &ctx.region, &r.name)),
+                    r#type: Some(v.r#type.clone()),
+                    key_id: v.key_id.clone(),
+                    last_modified_date: Some(v.modified),
+                    last_modified_user: Some(v.user.clone()),
+                    description: r.description.clone(),
+                    allowed_pattern: v.allowed_pattern.clone(),
+                    version: Some(v.version),
+                    tier: Some(r.tier.clone()),
+                    policies: Some(
+                        v.policies
+                            .iter()
+                            .map(policies::ParamPolicy::shape)
+                            .collect(),
+                    ),
+                    data_type: Some(r.data_type.clone()),
+                })
+            })
+            .collect::<Result<Vec<_>, AwsError>>()?;
         Ok(ssm::DescribeParametersResult {
             parameters: Some(parameters),
             next_token: next,
         })
     }
+}
+
+/// An AllowedPattern and its compiled form, anchored at both ends: the
+/// whole value must match, as Parameter Store's (Java) matching requires.
+fn compile_pattern(pattern: &str) -> Result<(String, regex::Regex), AwsError> {
+    if pattern.chars().count() > 1024 {
+        return Err(validation(
+            "1 validation error detected: Value at 'allowedPattern' failed to satisfy \
+             constraint: Member must have length less than or equal to 1024",
+        ));
+    }
+    let compiled = regex::RegexBuilder::new(&format!("^(?:{pattern})$"))
+        .size_limit(1 << 20)
+        .build()
+        .map_err(|e| {
+            AwsError::bad_request(
+                "InvalidAllowedPatternException",
+                format!(
+                    "The request doesn't meet the regular expression requirement: {pattern} is \
+                     not a regular expression Berth can use ({}). Look-around and \
+                     backreferences are not supported.",
+                    e.to_string().lines().last().unwrap_or_default().trim()
+                ),
+            )
+        })?;
+    Ok((pattern.to_string(), compiled))
+}
+
+/// The tier a PutParameter gives the parameter. `current` is the existing
+/// parameter's tier; `requested` the request's tier or else the default
+/// tier setting (`explicit` says which).
+fn resolve_tier(
+    name: &str,
+    current: Option<&str>,
+    requested: &str,
+    explicit: bool,
+    value_chars: usize,
+    has_policies: bool,
+    data_type: &str,
+) -> Result<String, AwsError> {
+    let needs_advanced =
+        value_chars > 4096 || has_policies || data_types::needs_advanced(data_type);
+    let advanced = match requested {
+        "Advanced" => true,
+        "Intelligent-Tiering" => needs_advanced || current == Some("Advanced"),
+        _ if current == Some("Advanced") => {
+            if explicit {
+                return Err(validation(
+                    "This parameter uses the advanced-parameter tier. You can't downgrade a \
+                     parameter from the advanced-parameter tier to the standard-parameter tier. \
+                     If necessary, you can delete the advanced parameter and recreate it as a \
+                     standard parameter.",
+                ));
+            }
+            true
+        }
+        _ => false,
+    };
+    if advanced {
+        if value_chars > 8192 {
+            return Err(validation(
+                "Advanced tier parameters support a maximum parameter value of 8192 characters.",
+            ));
+        }
+        return Ok("Advanced".to_string());
+    }
+    if value_chars > 4096 {
+        return Err(validation(
+            "Standard tier parameters support a maximum parameter value of 4096 characters. To \
+             create a larger parameter value, upgrade the parameter to use the \
+             advanced-parameter tier. For more information, see \
+             https://docs.aws.amazon.com/systems-manager/latest/userguide/parameter-store-advanced-parameters.html",
+        ));
+    }
+    if has_policies {
+        return Err(validation(format!(
+            "Parameter policies are available for advanced parameters only; {name} would be a \
+             Standard parameter. Specify the Advanced tier (or Intelligent-Tiering) to use \
+             policies."
+        )));
+    }
+    if data_types::needs_advanced(data_type) {
+        return Err(validation(format!(
+            "The {data_type} data type needs the advanced-parameter tier; {name} would be a \
+             Standard parameter. Specify the Advanced tier (or Intelligent-Tiering)."
+        )));
+    }
+    Ok("Standard".to_string())
 }
 
 /// A parameter version holds at most this many labels.
@@ -1105,10 +1419,15 @@ impl SsmService {
                     value: p.value,
                     version: Some(v.version),
                     labels: Some(v.labels.clone()),
+                    allowed_pattern: v.allowed_pattern.clone(),
                     tier: Some(record.tier.clone()),
-                    policies: Some(Vec::new()),
+                    policies: Some(
+                        v.policies
+                            .iter()
+                            .map(policies::ParamPolicy::shape)
+                            .collect(),
+                    ),
                     data_type: Some(record.data_type.clone()),
-                    ..Default::default()
                 })
             })
             .collect::<Result<Vec<_>, AwsError>>()?;
@@ -1345,5 +1664,5 @@ fn find_reference<V: ReadView + ?Sized>(
     if !selector.is_empty() {
         return Ok(None);
     }
-    find_param(view, a, r, &name, reference.starts_with("arn:"))
+    find_param(view, a, r, &name)
 }
