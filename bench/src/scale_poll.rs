@@ -389,7 +389,7 @@ async fn over_http(args: &Args, endpoint: &str) -> anyhow::Result<Vec<SizeFigure
         .ecs(
             "RegisterTaskDefinition",
             json!({"family": "scale",
-                "containerDefinitions": [{"name": "app", "image": "busybox", "cpu": 1, "memory": 4}]}),
+                "containerDefinitions": [{"name": "app", "image": "busybox", "cpu": 1, "memory": 6}]}),
         )
         .await?;
     let mut sizes = args.sizes.clone();
@@ -556,7 +556,7 @@ async fn in_process(args: &Args) -> anyhow::Result<InProcess> {
         &root,
         "RegisterTaskDefinition",
         &json!({"family": "scale",
-            "containerDefinitions": [{"name": "app", "image": "busybox", "cpu": 1, "memory": 4}]}),
+            "containerDefinitions": [{"name": "app", "image": "busybox", "cpu": 1, "memory": 6}]}),
     )
     .await?;
     // The default strategy spreads over instances: each gets its share.

@@ -73,14 +73,16 @@ fn cluster(n: usize, seed: u64) -> Vec<InstanceSnapshot> {
                 cpu_remaining: cpu,
                 memory_remaining: memory,
                 ports_tcp_used: [22, 2375, 2376, 51678, 51679].into(),
-                attributes: [
-                    ("ecs.instance-type", kind),
-                    ("ecs.availability-zone", zone),
-                    ("ecs.os-type", "linux"),
-                ]
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), Some(v.to_string())))
-                .collect(),
+                attributes: std::sync::Arc::new(
+                    [
+                        ("ecs.instance-type", kind),
+                        ("ecs.availability-zone", zone),
+                        ("ecs.os-type", "linux"),
+                    ]
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), Some(v.to_string())))
+                    .collect(),
+                ),
                 agent_version: Some("1.80.0".to_string()),
                 ..InstanceSnapshot::default()
             };

@@ -629,3 +629,39 @@ fn integer(name: &str, value: i32) -> Resource {
         ..Resource::default()
     }
 }
+
+/// A definition of two containers ("a" with two port mappings, "b"),
+/// for reservation and usage tests.
+pub(crate) fn web_definition() -> berth_model::shapes::ecs::TaskDefinition {
+    berth_model::shapes::ecs::TaskDefinition {
+        family: Some("web".into()),
+        container_definitions: Some(vec![
+            berth_model::shapes::ecs::ContainerDefinition {
+                name: Some("a".into()),
+                cpu: Some(100),
+                memory: Some(256),
+                memory_reservation: Some(128),
+                port_mappings: Some(vec![
+                    berth_model::shapes::ecs::PortMapping {
+                        container_port: Some(80),
+                        host_port: Some(8080),
+                        ..Default::default()
+                    },
+                    berth_model::shapes::ecs::PortMapping {
+                        container_port: Some(81),
+                        host_port: Some(0),
+                        ..Default::default()
+                    },
+                ]),
+                ..Default::default()
+            },
+            berth_model::shapes::ecs::ContainerDefinition {
+                name: Some("b".into()),
+                cpu: Some(50),
+                memory: Some(64),
+                ..Default::default()
+            },
+        ]),
+        ..Default::default()
+    }
+}

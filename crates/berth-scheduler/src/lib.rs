@@ -62,7 +62,9 @@ pub struct InstanceSnapshot {
     /// Remaining amount of each custom integer resource the instance
     /// registered (e.g. `GPU`).
     pub custom_remaining: BTreeMap<String, i64>,
-    pub attributes: BTreeMap<String, Option<String>>,
+    /// Shared, not copied: an instance's attributes change only when it
+    /// is re-registered or its attributes are put, not per placement.
+    pub attributes: std::sync::Arc<BTreeMap<String, Option<String>>>,
     /// Tasks on the instance that are not stopped; `runningTasksCount` in
     /// expressions.
     pub task_count: u32,

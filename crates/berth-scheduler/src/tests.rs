@@ -17,8 +17,8 @@ fn instance(arn: &str, cpu: i64, memory: i64) -> InstanceSnapshot {
 
 fn zoned(arn: &str, zone: &str, cpu: i64, memory: i64) -> InstanceSnapshot {
     let mut i = instance(arn, cpu, memory);
-    i.attributes.insert("zone".into(), Some(zone.into()));
-    i.attributes.insert(
+    std::sync::Arc::make_mut(&mut i.attributes).insert("zone".into(), Some(zone.into()));
+    std::sync::Arc::make_mut(&mut i.attributes).insert(
         "ecs.availability-zone".into(),
         Some(format!("us-east-1{zone}")),
     );
@@ -126,7 +126,7 @@ fn draining_disconnected_and_attributes() {
     let mut gone = instance("b", 1024, 1024);
     gone.agent_connected = false;
     let mut zone_a = instance("c", 1024, 1024);
-    zone_a.attributes.insert("zone".into(), Some("a".into()));
+    std::sync::Arc::make_mut(&mut zone_a.attributes).insert("zone".into(), Some("a".into()));
     let mut inactive = instance("d", 1024, 1024);
     inactive.status = InstanceStatus::Inactive;
     let mut instances = vec![draining, gone, zone_a, inactive];
@@ -678,7 +678,7 @@ fn arb_cluster() -> impl proptest::strategy::Strategy<Value = Vec<InstanceSnapsh
                 |(k, (cpu, memory, zone, port, g1, g2, gpu, status, host))| {
                     let mut i = instance(&format!("i{k}"), cpu, memory);
                     if let Some(z) = zone {
-                        i.attributes
+                        std::sync::Arc::make_mut(&mut i.attributes)
                             .insert("zone".into(), Some(["a", "b", "c"][z].into()));
                     }
                     if let Some(p) = port {
@@ -686,7 +686,7 @@ fn arb_cluster() -> impl proptest::strategy::Strategy<Value = Vec<InstanceSnapsh
                     }
                     if let Some(n) = gpu {
                         i.custom_remaining.insert("GPU".into(), n);
-                        i.attributes.insert("gpu".into(), None);
+                        std::sync::Arc::make_mut(&mut i.attributes).insert("gpu".into(), None);
                     }
                     for (g, n) in [("g1", g1), ("g2", g2)] {
                         if n > 0 {

@@ -88,6 +88,8 @@ pub(crate) struct Shared {
     history: Mutex<VecDeque<Event>>,
     retain_events: usize,
     events: broadcast::Sender<Arc<[Event]>>,
+    /// Routes committed batches to watchers.
+    hub: Arc<watch::WatchHub>,
     applied: tokio_watch::Sender<Revision>,
 }
 
@@ -410,6 +412,7 @@ impl EtcdStore {
             history: Mutex::new(VecDeque::new()),
             retain_events: options.retain_events.max(1),
             events,
+            hub: Arc::default(),
             applied,
         });
         let (map, revision, sequence) = shared.list().await?;
@@ -492,6 +495,10 @@ impl Store for EtcdStore {
 impl EventSource for Shared {
     fn subscribe(&self) -> broadcast::Receiver<Arc<[Event]>> {
         self.events.subscribe()
+    }
+
+    fn hub(&self) -> &Arc<watch::WatchHub> {
+        &self.hub
     }
 
     fn revision(&self) -> Revision {

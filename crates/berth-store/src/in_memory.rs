@@ -25,6 +25,7 @@ struct Shared {
     events: broadcast::Sender<Arc<[Event]>>,
     /// Serializes mutations, as the SQLite writer thread does.
     writer: Mutex<()>,
+    hub: Arc<watch::WatchHub>,
 }
 
 /// A store held entirely in memory.
@@ -50,8 +51,15 @@ impl MemoryStore {
                 history: Mutex::new(VecDeque::new()),
                 events,
                 writer: Mutex::new(()),
+                hub: Arc::default(),
             }),
         }
+    }
+
+    /// Watches the routing hub delivers to now.
+    #[cfg(test)]
+    pub(crate) fn live_watchers(&self) -> usize {
+        self.shared.hub.live_count()
     }
 
     fn map(&self) -> std::sync::RwLockReadGuard<'_, KeyMap> {
@@ -135,6 +143,10 @@ impl Store for MemoryStore {
 impl EventSource for Shared {
     fn subscribe(&self) -> broadcast::Receiver<Arc<[Event]>> {
         self.events.subscribe()
+    }
+
+    fn hub(&self) -> &Arc<watch::WatchHub> {
+        &self.hub
     }
 
     fn revision(&self) -> Revision {

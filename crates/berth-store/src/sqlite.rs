@@ -54,6 +54,8 @@ pub(crate) struct Shared {
     revision: AtomicU64,
     compact_revision: AtomicU64,
     events: broadcast::Sender<Arc<[Event]>>,
+    /// Routes committed batches to watchers.
+    hub: Arc<watch::WatchHub>,
     /// A read-only connection for watchers catching up from history.
     history: Mutex<Connection>,
 }
@@ -163,6 +165,7 @@ impl SqliteStore {
             revision: AtomicU64::new(revision),
             compact_revision: AtomicU64::new(compact_revision),
             events,
+            hub: Arc::default(),
             history: Mutex::new(history),
         });
         let (tx, rx) = mpsc::channel();
@@ -246,6 +249,10 @@ impl Store for SqliteStore {
 impl EventSource for Shared {
     fn subscribe(&self) -> broadcast::Receiver<Arc<[Event]>> {
         self.events.subscribe()
+    }
+
+    fn hub(&self) -> &Arc<watch::WatchHub> {
+        &self.hub
     }
 
     fn revision(&self) -> Revision {

@@ -18,7 +18,7 @@ use crate::launch::policy;
 use crate::state::clusters::{self, resolve_name};
 use crate::state::keys::Scope;
 use crate::state::network::TaskNetworks;
-use crate::state::records::{decode, encode, fingerprint, load};
+use crate::state::records::{decode, encode, fingerprint, load, load_each};
 use crate::state::services::{
     check_service_name, deployment_for, resolve_service, service_not_found, ServiceRecord, ACTIVE,
     DAEMON, DRAINING, INACTIVE, PRIMARY, REPLICA,
@@ -588,23 +588,21 @@ pub(crate) fn describe(
         ));
     }
     clusters::require_active(view, scope, &cluster)?;
-    let mut services = Vec::new();
-    let mut failures = Vec::new();
-    for reference in refs {
-        let found = match resolve_service(scope, &cluster, &reference) {
-            Ok(name) => load::<ServiceRecord>(view, &scope.service(&cluster, &name))?,
-            Err(_) => None,
-        };
-        match found {
-            Some((record, _)) => services.push(present(record, include_tags)),
-            None => failures.push(error::missing_failure(scope, reference, |name| {
-                format!("service/{cluster}/{name}")
-            })),
-        }
-    }
+    let (found, missing) = load_each::<ServiceRecord>(view, refs, |reference| {
+        let name = resolve_service(scope, &cluster, reference).ok()?;
+        Some(scope.service(&cluster, &name))
+    })?;
+    let failures = missing.into_iter().map(|reference| {
+        error::missing_failure(scope, reference, |name| format!("service/{cluster}/{name}"))
+    });
     Ok(DescribeServicesResponse {
-        services: Some(services),
-        failures: Some(failures),
+        services: Some(
+            found
+                .into_iter()
+                .map(|r| present(r, include_tags))
+                .collect(),
+        ),
+        failures: Some(failures.collect()),
     })
 }
 

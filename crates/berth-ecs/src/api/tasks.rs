@@ -26,7 +26,7 @@ use crate::state::clusters::{self, resolve_name};
 use crate::state::instances::{self, InstanceRecord, Presence};
 use crate::state::keys::Scope;
 use crate::state::network::TaskNetworks;
-use crate::state::records::{decode, encode, fingerprint, load};
+use crate::state::records::{decode, encode, fingerprint, load, load_each};
 use crate::state::tasks::{request_stop, resolve_task_id, TaskRecord, TaskStatus};
 use crate::state::{index, ledger, pagination, tags, task_definitions};
 use std::collections::HashMap;
@@ -433,23 +433,21 @@ pub(crate) fn describe(
         ));
     }
     clusters::require_active(view, scope, &cluster)?;
-    let mut tasks = Vec::new();
-    let mut failures = Vec::new();
-    for reference in refs {
-        let found = match resolve_task_id(scope, &cluster, &reference) {
-            Ok(id) => load::<TaskRecord>(view, &scope.task(&cluster, &id))?,
-            Err(_) => None,
-        };
-        match found {
-            Some((record, _)) => tasks.push(present(record, include_tags)),
-            None => failures.push(error::missing_failure(scope, reference, |id| {
-                format!("task/{cluster}/{id}")
-            })),
-        }
-    }
+    let (found, missing) = load_each::<TaskRecord>(view, refs, |reference| {
+        let id = resolve_task_id(scope, &cluster, reference).ok()?;
+        Some(scope.task(&cluster, &id))
+    })?;
+    let failures = missing.into_iter().map(|reference| {
+        error::missing_failure(scope, reference, |id| format!("task/{cluster}/{id}"))
+    });
     Ok(DescribeTasksResponse {
-        tasks: Some(tasks),
-        failures: Some(failures),
+        tasks: Some(
+            found
+                .into_iter()
+                .map(|r| present(r, include_tags))
+                .collect(),
+        ),
+        failures: Some(failures.collect()),
     })
 }
 

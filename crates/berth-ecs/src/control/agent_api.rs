@@ -1278,6 +1278,7 @@ mod tests {
                 ..Default::default()
             },
             agent_access_key_id: Some(key.into()),
+            placement_attributes: Default::default(),
         }
     }
 

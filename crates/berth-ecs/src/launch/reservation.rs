@@ -168,41 +168,8 @@ pub(crate) fn required_attributes(definition: &TaskDefinition) -> Vec<(String, O
 #[cfg(test)]
 mod tests {
     use super::*;
-    use berth_model::shapes::ecs::{ContainerDefinition, PortMapping};
 
-    fn definition() -> TaskDefinition {
-        TaskDefinition {
-            family: Some("web".into()),
-            container_definitions: Some(vec![
-                ContainerDefinition {
-                    name: Some("a".into()),
-                    cpu: Some(100),
-                    memory: Some(256),
-                    memory_reservation: Some(128),
-                    port_mappings: Some(vec![
-                        PortMapping {
-                            container_port: Some(80),
-                            host_port: Some(8080),
-                            ..PortMapping::default()
-                        },
-                        PortMapping {
-                            container_port: Some(81),
-                            host_port: Some(0),
-                            ..PortMapping::default()
-                        },
-                    ]),
-                    ..ContainerDefinition::default()
-                },
-                ContainerDefinition {
-                    name: Some("b".into()),
-                    cpu: Some(50),
-                    memory: Some(64),
-                    ..ContainerDefinition::default()
-                },
-            ]),
-            ..TaskDefinition::default()
-        }
-    }
+    use crate::test_support::web_definition as definition;
 
     #[test]
     fn reservation_sums_containers_and_static_ports() {

@@ -1,7 +1,10 @@
 //! Instances as the scheduler sees them: remaining resources, attributes,
 //! and the tasks (by group) not yet STOPPED.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use bytes::Bytes;
 
 use berth_model::AwsError;
 use berth_scheduler::{InstanceSnapshot, InstanceStatus, TaskRequest};
@@ -35,11 +38,7 @@ pub(crate) fn snapshot(
         memory_remaining: record.registered_integer("MEMORY") - usage.memory,
         ports_tcp_used: ports_tcp,
         ports_udp_used: ports_udp,
-        attributes: record
-            .attributes()
-            .iter()
-            .filter_map(|a| Some((a.name.clone()?, a.value.clone())))
-            .collect(),
+        attributes: record.placement_attributes(),
         task_count: usage.running + usage.pending,
         ec2_instance_id: record.instance.ec2_instance_id.clone().unwrap_or_default(),
         custom_remaining: record
@@ -82,18 +81,62 @@ pub(crate) fn task_request(launch: &Launch) -> TaskRequest {
     }
 }
 
-/// The ACTIVE and DRAINING instances of a cluster.
+/// Decoded instance records by key, with the stored value they were
+/// decoded from: a cluster's instances change rarely, and placing a task
+/// must not decode ten thousand of them again.
+type Decoded = HashMap<String, (Bytes, Arc<InstanceRecord>)>;
+
+fn decoded() -> std::sync::MutexGuard<'static, Decoded> {
+    static DECODED: OnceLock<Mutex<Decoded>> = OnceLock::new();
+    DECODED
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+}
+
+/// Whether two stored values are equal; values read from one store share
+/// their buffer, so the pointers usually answer without comparing bytes.
+fn same_bytes(a: &Bytes, b: &Bytes) -> bool {
+    (a.as_ptr() == b.as_ptr() && a.len() == b.len()) || a == b
+}
+
+/// More instances than one server holds: past this the memo starts over.
+const DECODED_LIMIT: usize = 100_000;
+
+/// The ACTIVE and DRAINING instances of a cluster. A record whose stored
+/// value is byte for byte the one decoded before is not decoded again.
 pub(crate) fn live_instances(
     view: &(impl ReadView + ?Sized),
     scope: &Scope,
     cluster: &str,
-) -> Result<Vec<InstanceRecord>, AwsError> {
-    Ok(view
-        .range(&scope.instances(cluster), None, usize::MAX)
-        .iter()
-        .map(decode::<InstanceRecord>)
-        .collect::<Result<Vec<_>, _>>()?
-        .into_iter()
-        .filter(|r| r.status() != instances::INACTIVE && r.offers_ec2())
-        .collect())
+) -> Result<Vec<Arc<InstanceRecord>>, AwsError> {
+    let stored = view.range(&scope.instances(cluster), None, usize::MAX);
+    let mut records = Vec::with_capacity(stored.len());
+    let mut fresh = Vec::new();
+    {
+        let memo = decoded();
+        for kv in &stored {
+            match memo.get(&kv.key) {
+                Some((value, record)) if same_bytes(value, &kv.value) => {
+                    records.push(record.clone())
+                }
+                _ => {
+                    let record = Arc::new(decode::<InstanceRecord>(kv)?);
+                    fresh.push((kv.key.clone(), kv.value.clone(), record.clone()));
+                    records.push(record);
+                }
+            }
+        }
+    }
+    if !fresh.is_empty() {
+        let mut memo = decoded();
+        if memo.len() + fresh.len() > DECODED_LIMIT {
+            memo.clear();
+        }
+        for (key, value, record) in fresh {
+            memo.insert(key, (value, record));
+        }
+    }
+    records.retain(|r| r.status() != instances::INACTIVE && r.offers_ec2());
+    Ok(records)
 }

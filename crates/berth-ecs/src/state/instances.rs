@@ -37,9 +37,30 @@ pub(crate) struct InstanceRecord {
     /// The access key id of the agent credential currently bound to it.
     #[serde(default)]
     pub agent_access_key_id: Option<String>,
+    /// Its attributes as placement reads them, made once per decoded record.
+    #[serde(skip)]
+    pub placement_attributes: std::sync::OnceLock<PlacementAttributes>,
 }
 
+/// Attribute names and values, as the scheduler matches them.
+pub(crate) type PlacementAttributes =
+    std::sync::Arc<std::collections::BTreeMap<String, Option<String>>>;
+
 impl InstanceRecord {
+    /// The attributes as placement reads them (computed once per record).
+    pub fn placement_attributes(&self) -> PlacementAttributes {
+        self.placement_attributes
+            .get_or_init(|| {
+                std::sync::Arc::new(
+                    self.attributes()
+                        .iter()
+                        .filter_map(|a| Some((a.name.clone()?, a.value.clone())))
+                        .collect(),
+                )
+            })
+            .clone()
+    }
+
     pub fn arn(&self) -> &str {
         self.instance
             .container_instance_arn
@@ -510,6 +531,7 @@ pub(crate) fn register_in(
         cluster: r.cluster.clone(),
         instance,
         agent_access_key_id: existing.and_then(|e| e.agent_access_key_id),
+        placement_attributes: Default::default(),
     };
     ops.push(Op::put(scope.instance(&r.cluster, &id), encode(&record)?));
     ops.push(Op::put(

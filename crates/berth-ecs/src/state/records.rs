@@ -31,6 +31,29 @@ pub(crate) fn load<T: DeserializeOwned>(
     }
 }
 
+/// Loads the record each reference of a Describe call names, in order;
+/// references that name nothing (or cannot be resolved to a key) come back
+/// in the second list, for ECS's MISSING failures.
+pub(crate) fn load_each<T: DeserializeOwned>(
+    view: &(impl ReadView + ?Sized),
+    references: Vec<String>,
+    key_of: impl Fn(&str) -> Option<String>,
+) -> Result<(Vec<T>, Vec<String>), AwsError> {
+    let mut found = Vec::new();
+    let mut missing = Vec::new();
+    for reference in references {
+        let record = match key_of(&reference) {
+            Some(key) => load::<T>(view, &key)?,
+            None => None,
+        };
+        match record {
+            Some((record, _)) => found.push(record),
+            None => missing.push(reference),
+        }
+    }
+    Ok((found, missing))
+}
+
 /// A digest of a request as the handler received it (SHA-256 of its JSON,
 /// hex): what an idempotency token remembers of the call it came with.
 pub(crate) fn fingerprint<T: Serialize>(request: &T) -> String {

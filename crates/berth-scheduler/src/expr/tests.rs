@@ -17,10 +17,12 @@ fn host(attrs: &[(&str, Option<&str>)], groups: &[(&str, u32)]) -> InstanceSnaps
     InstanceSnapshot {
         ec2_instance_id: "i-abcd1234".to_string(),
         agent_connected: true,
-        attributes: attrs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.map(str::to_string)))
-            .collect(),
+        attributes: std::sync::Arc::new(
+            attrs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.map(str::to_string)))
+                .collect(),
+        ),
         groups: groups.iter().map(|(g, n)| (g.to_string(), *n)).collect(),
         task_count: groups.iter().map(|(_, n)| n).sum(),
         agent_version: Some("1.14.4".to_string()),
@@ -384,7 +386,7 @@ fn arb_instance() -> impl Strategy<Value = InstanceSnapshot> {
         .prop_map(|(zone, db, connected)| {
             let mut inst = host(&[], &[]);
             if let Some(z) = zone {
-                inst.attributes.insert("zone".into(), Some(z));
+                std::sync::Arc::make_mut(&mut inst.attributes).insert("zone".into(), Some(z));
             }
             if let Some(n) = db {
                 inst.groups.insert("db".into(), n);
