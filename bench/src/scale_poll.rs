@@ -515,6 +515,8 @@ struct InProcess {
     decoded_per_poll_max: u64,
     tasks_listed_per_poll: f64,
     run_task_decodes: u64,
+    /// RunTask p50 and p99 in ms, on the store in memory (no HTTP, no disk).
+    run_task_ms: (f64, f64),
 }
 
 async fn in_process(args: &Args) -> anyhow::Result<InProcess> {
@@ -615,7 +617,48 @@ async fn in_process(args: &Args) -> anyhow::Result<InProcess> {
     )
     .await?;
     let run_task_decodes = decoded::of::<TaskRecord>() - before;
+    // RunTask timed at this size; each task is stopped again (its agent
+    // reports STOPPED) outside the timed call, so the size holds.
+    let mut times = Vec::with_capacity(args.samples);
+    for _ in 0..args.samples {
+        let started = Instant::now();
+        let out: Value = call(
+            &ecs,
+            &root,
+            "RunTask",
+            &json!({"cluster": "scale", "taskDefinition": "scale"}),
+        )
+        .await?;
+        times.push(started.elapsed().as_secs_f64() * 1000.0);
+        for task in out["tasks"].as_array().into_iter().flatten() {
+            let arn = task["taskArn"].as_str().unwrap_or_default();
+            let instance = task["containerInstanceArn"].as_str().unwrap_or_default();
+            let _: Value = call(
+                &ecs,
+                &root,
+                "StopTask",
+                &json!({"cluster": "scale", "task": arn}),
+            )
+            .await?;
+            let Some(agent) = agents.iter().find(|a| a.principal.arn == instance) else {
+                bail!("no agent for {instance}");
+            };
+            let _: SubmitTaskStateResponse = call(
+                &agents_service,
+                agent,
+                "SubmitTaskState",
+                &SubmitTaskStateRequest {
+                    task_arn: arn.to_string(),
+                    last_status: "STOPPED".into(),
+                    ..SubmitTaskStateRequest::default()
+                },
+            )
+            .await?;
+        }
+    }
+    times.sort_by(|a, b| a.total_cmp(b));
     Ok(InProcess {
+        run_task_ms: (percentile(&times, 50.0), percentile(&times, 99.0)),
         polls: agents.len(),
         tasks: total,
         decoded_per_poll_avg: sum as f64 / agents.len().max(1) as f64,
@@ -678,8 +721,12 @@ fn main() -> anyhow::Result<()> {
             local.tasks
         );
         println!(
-            "RunTask in process at {} tasks: {} task records decoded (before: {})",
-            local.tasks, local.run_task_decodes, local.tasks
+            "RunTask in process at {} tasks: {} task records decoded (before: {}); p50 {:.2} ms, p99 {:.2} ms",
+            local.tasks,
+            local.run_task_decodes,
+            local.tasks,
+            local.run_task_ms.0,
+            local.run_task_ms.1
         );
         Ok(())
     })

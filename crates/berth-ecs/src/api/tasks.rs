@@ -821,10 +821,19 @@ mod tests {
         let (arns, _) = h.run(json!({"taskDefinition": "web", "count": 1})).await;
         assert_eq!(arns.len(), 1);
         assert_eq!(decoded::of::<TaskRecord>() - tasks, 0, "no task is decoded");
-        assert_eq!(
-            decoded::of::<Held>() - held,
-            40,
-            "only what the 40 live tasks hold"
+        // At most the entries of the 40 live tasks, and only those not
+        // decoded before in the form they are stored in now (a memo keeps
+        // the others).
+        let decoded_held = decoded::of::<Held>() - held;
+        assert!(
+            decoded_held <= 40,
+            "only what the 40 live tasks hold: {decoded_held}"
+        );
+        let again = decoded::of::<Held>();
+        h.run(json!({"taskDefinition": "web", "count": 1})).await;
+        assert!(
+            decoded::of::<Held>() - again <= 1,
+            "an unchanged entry is not decoded again"
         );
     }
 

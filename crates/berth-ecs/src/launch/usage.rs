@@ -100,7 +100,7 @@ pub(crate) fn usage_of_instance(
     }
     let mut usage = Usage::default();
     index::held(view, scope, cluster, instance_id, |held| {
-        usage.add_held(&held)
+        usage.add_held(held)
     })?;
     if let Some(v) = version {
         let mut cache = cache();

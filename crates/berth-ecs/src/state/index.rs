@@ -37,6 +37,8 @@ use serde::{Deserialize, Serialize};
 use crate::error;
 use crate::state::keys::{self, Scope};
 use crate::state::records::{decode, encode, load};
+use std::sync::Arc;
+
 use crate::state::tasks::{Reservation, TaskCounts, TaskRecord, TaskStatus};
 
 /// What a task holds on its instance while it is not STOPPED (and not
@@ -204,15 +206,58 @@ pub(crate) fn held(
     scope: &Scope,
     host_cluster: &str,
     instance_id: &str,
-    mut each: impl FnMut(Held),
+    mut each: impl FnMut(&Held),
 ) -> Result<(), AwsError> {
     let prefix = scope.instance_tasks(host_cluster, instance_id);
-    for kv in view.range(&prefix, None, usize::MAX) {
-        if !kv.value.is_empty() {
-            each(decode::<Held>(&kv)?);
+    let entries = view.range(&prefix, None, usize::MAX);
+    let mut fresh = Vec::new();
+    {
+        let memo = held_memo();
+        for kv in entries {
+            if kv.value.is_empty() {
+                continue;
+            }
+            match memo.get(&kv.key) {
+                Some((value, held)) if same_bytes(value, &kv.value) => each(held),
+                _ => {
+                    let held = Arc::new(decode::<Held>(&kv)?);
+                    each(&held);
+                    fresh.push((kv.key, kv.value, held));
+                }
+            }
+        }
+    }
+    if !fresh.is_empty() {
+        let mut memo = held_memo();
+        if memo.len() + fresh.len() > HELD_MEMO_LIMIT {
+            memo.clear();
+        }
+        for (key, value, held) in fresh {
+            memo.insert(key, (value, held));
         }
     }
     Ok(())
+}
+
+/// Decoded `Held` entries by key, with the stored value they came from: an
+/// instance's usage is summed again when one of its tasks changes, and
+/// the other entries need not be decoded again for that.
+type HeldMemo = std::collections::HashMap<String, (bytes::Bytes, Arc<Held>)>;
+
+fn held_memo() -> std::sync::MutexGuard<'static, HeldMemo> {
+    static MEMO: std::sync::OnceLock<std::sync::Mutex<HeldMemo>> = std::sync::OnceLock::new();
+    MEMO.get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+}
+
+/// More live tasks than one server holds: past this the memo starts over.
+const HELD_MEMO_LIMIT: usize = 500_000;
+
+/// Whether two stored values are equal; values read from one store share
+/// their buffer, so the pointers usually answer without comparing bytes.
+fn same_bytes(a: &bytes::Bytes, b: &bytes::Bytes) -> bool {
+    (a.as_ptr() == b.as_ptr() && a.len() == b.len()) || a == b
 }
 
 /// Every task of one instance (STOPPED ones too, until they are collected),
