@@ -15,7 +15,7 @@ use crate::launch::reservation::required_attributes;
 use crate::launch::usage::Usage;
 use crate::state::instances::{self, InstanceRecord, Presence};
 use crate::state::keys::Scope;
-use crate::state::records::decode;
+use crate::state::records::{decode, same_stored_value};
 
 pub(crate) fn snapshot(
     record: &InstanceRecord,
@@ -94,12 +94,6 @@ fn decoded() -> std::sync::MutexGuard<'static, Decoded> {
         .unwrap_or_else(|p| p.into_inner())
 }
 
-/// Whether two stored values are equal; values read from one store share
-/// their buffer, so the pointers usually answer without comparing bytes.
-fn same_bytes(a: &Bytes, b: &Bytes) -> bool {
-    (a.as_ptr() == b.as_ptr() && a.len() == b.len()) || a == b
-}
-
 /// More instances than one server holds: past this the memo starts over.
 const DECODED_LIMIT: usize = 100_000;
 
@@ -117,7 +111,7 @@ pub(crate) fn live_instances(
         let memo = decoded();
         for kv in &stored {
             match memo.get(&kv.key) {
-                Some((value, record)) if same_bytes(value, &kv.value) => {
+                Some((value, record)) if same_stored_value(value, &kv.value) => {
                     records.push(record.clone())
                 }
                 _ => {

@@ -36,7 +36,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error;
 use crate::state::keys::{self, Scope};
-use crate::state::records::{decode, encode, load};
+use crate::state::records::{decode, encode, load, same_stored_value};
 use std::sync::Arc;
 
 use crate::state::tasks::{Reservation, TaskCounts, TaskRecord, TaskStatus};
@@ -218,7 +218,7 @@ pub(crate) fn held(
                 continue;
             }
             match memo.get(&kv.key) {
-                Some((value, held)) if same_bytes(value, &kv.value) => each(held),
+                Some((value, held)) if same_stored_value(value, &kv.value) => each(held),
                 _ => {
                     let held = Arc::new(decode::<Held>(&kv)?);
                     each(&held);
@@ -253,12 +253,6 @@ fn held_memo() -> std::sync::MutexGuard<'static, HeldMemo> {
 
 /// More live tasks than one server holds: past this the memo starts over.
 const HELD_MEMO_LIMIT: usize = 500_000;
-
-/// Whether two stored values are equal; values read from one store share
-/// their buffer, so the pointers usually answer without comparing bytes.
-fn same_bytes(a: &bytes::Bytes, b: &bytes::Bytes) -> bool {
-    (a.as_ptr() == b.as_ptr() && a.len() == b.len()) || a == b
-}
 
 /// Every task of one instance (STOPPED ones too, until they are collected),
 /// whichever cluster it belongs to: what its agent is told.

@@ -31,6 +31,13 @@ pub(crate) fn load<T: DeserializeOwned>(
     }
 }
 
+/// Whether two stored values are equal; values read from one store share
+/// their buffer, so the pointers usually answer without comparing bytes.
+/// (For memos of decoded records, keyed by the value they came from.)
+pub(crate) fn same_stored_value(a: &bytes::Bytes, b: &bytes::Bytes) -> bool {
+    (a.as_ptr() == b.as_ptr() && a.len() == b.len()) || a == b
+}
+
 /// Loads the record each reference of a Describe call names, in order;
 /// references that name nothing (or cannot be resolved to a key) come back
 /// in the second list, for ECS's MISSING failures.
