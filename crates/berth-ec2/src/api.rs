@@ -945,12 +945,7 @@ fn render_eni(x: &mut Xml, scope: &Scope, state: &State, e: &EniRecord) {
 }
 
 fn private_dns_name(region: &str, ip: &str) -> String {
-    let host = format!("ip-{}", ip.replace('.', "-"));
-    if region == "us-east-1" {
-        format!("{host}.ec2.internal")
-    } else {
-        format!("{host}.{region}.compute.internal")
-    }
+    berth_model::dns_registry::private_dns_name(region, ip)
 }
 
 fn describe_enis(svc: &Ec2Service, scope: &Scope, p: &Params) -> Result<String, AwsError> {

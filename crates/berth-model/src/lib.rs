@@ -9,6 +9,7 @@ pub mod arn;
 pub mod authz;
 pub mod context;
 pub mod credentials;
+pub mod dns_registry;
 pub mod error;
 pub mod json;
 pub mod seal;
