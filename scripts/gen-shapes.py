@@ -28,6 +28,7 @@ SERVICES = [
     ("secretsmanager", "2017-10-17", "secretsmanager"),
     ("ssm", "2014-11-06", "ssm"),
     ("logs", "2014-03-28", "logs"),
+    ("servicediscovery", "2017-03-14", "servicediscovery"),
 ]
 
 RUST_KEYWORDS = {

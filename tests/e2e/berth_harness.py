@@ -45,6 +45,28 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def free_dns_port() -> int:
+    """A loopback port free for both UDP and TCP (a DNS server takes both)."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            u.bind(("127.0.0.1", 0))
+            port = u.getsockname()[1]
+            with socket.socket() as t:
+                try:
+                    t.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
+    raise RuntimeError("no free port for DNS")
+
+
+def dns_args(berth, extra_args) -> list:
+    """`--dns-listen` on the berth's own port unless the test chose one."""
+    if any(str(a).startswith("--dns-listen") for a in extra_args):
+        return []
+    return ["--dns-listen", f"127.0.0.1:{berth.dns_port}"]
+
+
 class Berth:
     """One running `berth up` process."""
 
@@ -55,6 +77,8 @@ class Berth:
         self.port = port or free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self.extra_args = list(extra_args)
+        # Berth's DNS server: its own port, kept across restarts.
+        self.dns_port = free_dns_port()
         self.env_overrides = env
         # Runs in the child before exec (e.g. to lower its descriptor limit).
         self.preexec_fn = None
@@ -90,7 +114,7 @@ class Berth:
     def command(self):
         return [berth_binary(), "up", "--listen", f"127.0.0.1:{self.port}",
                 "--data-dir", str(self.data_dir), *([] if self.agent else ["--no-agent"]),
-                *self.extra_args]
+                *dns_args(self, self.extra_args), *self.extra_args]
 
     def wait_agent_registered(self, timeout=30.0):
         """Waits until the in-process agent's container instance is listed
@@ -160,6 +184,7 @@ class Berth:
             "AWS_DEFAULT_REGION": REGION,
             "AWS_MAX_ATTEMPTS": "1",
             "AWS_PAGER": "",
+            "AWS_DISABLE_HOST_PREFIX_INJECTION": "true",
             "AWS_CONFIG_FILE": "/dev/null",
             "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
         })
@@ -182,7 +207,9 @@ class Berth:
             service, endpoint_url=self.endpoint, region_name=REGION,
             aws_access_key_id=access_key, aws_secret_access_key=secret_key,
             aws_session_token=session_token,
-            config=botocore.config.Config(retries={"max_attempts": 1}),
+            # Cloud Map's DiscoverInstances has the host prefix `data-`, which
+            # an address endpoint (127.0.0.1) cannot take.
+            config=botocore.config.Config(retries={"max_attempts": 1}, inject_host_prefix=False),
         )
 
     def raw(self, service, target_prefix, operation, payload, access_key=ACCESS_KEY,
@@ -259,7 +286,7 @@ class BerthServer(Berth):
         return [berth_binary(), "server", "--listen", f"127.0.0.1:{self.port}",
                 "--etcd", ",".join(self.etcd_endpoints), "--shared-dir", str(self.data_dir),
                 "--server-id", self.server_id, "--leader-ttl", str(self.leader_ttl),
-                *self.extra_args]
+                *dns_args(self, self.extra_args), *self.extra_args]
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

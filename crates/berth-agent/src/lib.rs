@@ -12,6 +12,7 @@
 pub mod awslogs;
 pub mod cgroups;
 pub mod client;
+pub mod dns_relay;
 pub mod netpolicy;
 pub mod run_dir;
 pub mod spec;
@@ -68,6 +69,40 @@ pub struct AgentConfig {
     pub reserved_memory_mib: i64,
     pub availability_zone: Option<String>,
     pub instance_type: String,
+    /// The Berth DNS server this agent's tasks use (through the host's DNS
+    /// relay), instead of the one the server names when the agent
+    /// registers (`--dns-endpoint`).
+    pub dns_endpoint: Option<std::net::SocketAddr>,
+}
+
+/// The DNS server the agent's tasks use: the override, else what the
+/// server said at registration; an unspecified address (a server
+/// listening on every address) is the server's own host, named by
+/// `server_url` when it is an IP address, else this host.
+pub fn effective_dns_endpoint(
+    overridden: Option<std::net::SocketAddr>,
+    answered: Option<&str>,
+    server_url: &str,
+) -> Option<std::net::SocketAddr> {
+    if overridden.is_some() {
+        return overridden;
+    }
+    let mut address: std::net::SocketAddr = answered?.parse().ok()?;
+    if address.ip().is_unspecified() {
+        let host = server_url
+            .split_once("://")
+            .map_or(server_url, |(_, rest)| rest)
+            .split('/')
+            .next()
+            .unwrap_or_default();
+        let ip = host
+            .parse::<std::net::SocketAddr>()
+            .map(|a| a.ip())
+            .or_else(|_| host.parse::<std::net::IpAddr>())
+            .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
+        address.set_ip(ip);
+    }
+    Some(address)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -237,6 +272,23 @@ fn attribute(name: &str, value: Option<&str>) -> Attribute {
     }
 }
 
+/// The container instance attribute naming the host's primary IPv4
+/// address (the one its default route leaves from).
+pub const HOST_IPV4_ATTRIBUTE: &str = "berth.host-ipv4";
+
+/// The host's primary IPv4 address: the source address of its route to a
+/// public address (a UDP "connect" sends nothing). `None` without such a
+/// route.
+fn host_ipv4() -> Option<std::net::Ipv4Addr> {
+    let socket = std::net::UdpSocket::bind(("0.0.0.0", 0)).ok()?;
+    // TEST-NET-3: never answered, only routed.
+    socket.connect(("203.0.113.1", 9)).ok()?;
+    match socket.local_addr().ok()?.ip() {
+        std::net::IpAddr::V4(ip) if !ip.is_unspecified() && !ip.is_loopback() => Some(ip),
+        _ => None,
+    }
+}
+
 /// Docker remote API versions the ECS agent advertises as capabilities.
 const DOCKER_API_VERSIONS: &[&str] = &[
     "1.17", "1.18", "1.19", "1.20", "1.21", "1.22", "1.23", "1.24", "1.25", "1.26", "1.27", "1.28",
@@ -293,6 +345,11 @@ fn registration_request(
             "com.amazonaws.ecs.capability.task-iam-role",
             None,
         ));
+    }
+    if let Some(ip) = host_ipv4() {
+        // Where the host's published (bridge and host mode) ports answer:
+        // service discovery gives it to SRV records of such tasks.
+        attributes.push(attribute(HOST_IPV4_ATTRIBUTE, Some(&ip.to_string())));
     }
     for v in DOCKER_API_VERSIONS {
         attributes.push(attribute(
@@ -633,6 +690,16 @@ impl Agent {
             secret_access_key,
         };
         save_identity(&self.config, &identity)?;
+        let dns = effective_dns_endpoint(
+            self.config.dns_endpoint,
+            answer.dns_endpoint.as_deref(),
+            &self.config.server,
+        );
+        if dns.is_none() && answer.dns_endpoint.is_some() {
+            tracing::warn!(answered = ?answer.dns_endpoint, "the server named a DNS server this agent cannot read");
+        }
+        // Tasks created from now on use it through the host's DNS relay.
+        self.task_endpoint().await.set_dns_endpoint(dns);
         tracing::info!(instance = %identity.container_instance_arn, cluster = %self.config.cluster, "registered container instance");
         Ok(identity)
     }
@@ -954,7 +1021,41 @@ async fn pump_events(runtime: Arc<dyn Runtime>, tx: broadcast::Sender<RuntimeEve
 
 #[cfg(test)]
 mod tests {
-    use super::base64_decode;
+    use super::{base64_decode, effective_dns_endpoint};
+
+    #[test]
+    fn the_dns_server_tasks_use() {
+        let at = |s: &str| Some(s.parse::<std::net::SocketAddr>().unwrap());
+        let server = "http://127.0.0.1:4566";
+        assert_eq!(
+            effective_dns_endpoint(None, Some("127.0.0.1:8053"), server),
+            at("127.0.0.1:8053")
+        );
+        // The operator's override wins, even over none.
+        assert_eq!(
+            effective_dns_endpoint(at("10.1.1.1:53"), Some("127.0.0.1:8053"), server),
+            at("10.1.1.1:53")
+        );
+        assert_eq!(
+            effective_dns_endpoint(at("10.1.1.1:53"), None, server),
+            at("10.1.1.1:53")
+        );
+        assert_eq!(effective_dns_endpoint(None, None, server), None);
+        assert_eq!(effective_dns_endpoint(None, Some("nonsense"), server), None);
+        // A server listening on every address: its own host.
+        assert_eq!(
+            effective_dns_endpoint(None, Some("0.0.0.0:8053"), "http://10.0.0.5:4566/"),
+            at("10.0.0.5:8053")
+        );
+        assert_eq!(
+            effective_dns_endpoint(None, Some("0.0.0.0:8053"), "http://10.0.0.6"),
+            at("10.0.0.6:8053")
+        );
+        assert_eq!(
+            effective_dns_endpoint(None, Some("0.0.0.0:8053"), "https://berth.example:4566"),
+            at("127.0.0.1:8053")
+        );
+    }
 
     #[test]
     fn decodes_ecr_tokens() {

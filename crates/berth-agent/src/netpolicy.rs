@@ -158,6 +158,16 @@ fn rule_lines(rules: &[NetworkRule], peer: &str, warnings: &mut Vec<String>) -> 
 /// delete succeed whether or not the table exists, so the script is one
 /// atomic replace.
 pub fn render_ruleset(policy: &GetNetworkPolicyResponse) -> (String, Vec<String>) {
+    render_ruleset_for(policy, None)
+}
+
+/// [`render_ruleset`] for a task whose VPC resolver is `resolver`: DNS to
+/// it passes whatever the groups say, as security groups never filter
+/// traffic to the Amazon DNS server.
+pub fn render_ruleset_for(
+    policy: &GetNetworkPolicyResponse,
+    resolver: Option<std::net::Ipv4Addr>,
+) -> (String, Vec<String>) {
     let mut warnings = Vec::new();
     let ingress = rule_lines(&policy.ingress, "saddr", &mut warnings);
     let egress = rule_lines(&policy.egress, "daddr", &mut warnings);
@@ -180,6 +190,11 @@ pub fn render_ruleset(policy: &GetNetworkPolicyResponse) -> (String, Vec<String>
     // The task endpoint (credentials, metadata) is the agent's, not a peer
     // the security groups govern.
     out.push_str(&format!("    ip daddr {ENDPOINT_IP} accept\n"));
+    if let Some(resolver) = resolver {
+        out.push_str(&format!(
+            "    ip daddr {resolver} meta l4proto {{ tcp, udp }} th dport 53 accept\n"
+        ));
+    }
     for line in &egress {
         out.push_str(&format!("    {line}\n"));
     }
@@ -286,6 +301,21 @@ mod tests {
         let (script, _) = render_ruleset(&GetNetworkPolicyResponse::default());
         assert!(!script.contains("saddr"));
         assert_eq!(script.matches(" accept\n").count(), 5);
+    }
+
+    #[test]
+    fn dns_to_the_vpc_resolver_passes_whatever_the_groups_say() {
+        let resolver = Some("172.31.0.2".parse().unwrap());
+        let (script, _) = render_ruleset_for(&GetNetworkPolicyResponse::default(), resolver);
+        assert!(script.contains(
+            "    ip daddr 172.31.0.2 meta l4proto { tcp, udp } th dport 53 accept\n  }\n}\n"
+        ));
+        // Only DNS, and only in the output chain.
+        assert_eq!(script.matches("172.31.0.2").count(), 1);
+        assert_eq!(
+            render_ruleset_for(&GetNetworkPolicyResponse::default(), None),
+            render_ruleset(&GetNetworkPolicyResponse::default())
+        );
     }
 
     #[test]

@@ -216,9 +216,53 @@ pub fn join_task_network(
         spec.network_mode = NetworkMode::Container(pause_id.to_string());
     }
     // Docker refuses these with a shared namespace; they belong to the
-    // namespace's owner.
+    // namespace's owner (the pause container's `resolv.conf` is the
+    // task's: [`awsvpc_dns`]).
     spec.hostname = None;
     spec.links.clear();
+    spec.dns_servers.clear();
+    spec.dns_search.clear();
+}
+
+/// The search domain of a region's private DNS names, as EC2's DHCP
+/// options give it: `ec2.internal` in us-east-1, `<region>.compute.internal`
+/// elsewhere.
+pub fn private_search_domain(region: &str) -> String {
+    if region == "us-east-1" {
+        "ec2.internal".to_string()
+    } else {
+        format!("{region}.compute.internal")
+    }
+}
+
+/// The region of an ARN (`arn:aws:ecs:<region>:…`).
+pub fn arn_region(arn: &str) -> Option<&str> {
+    arn.split(':').nth(3).filter(|r| !r.is_empty())
+}
+
+/// What an awsvpc task's `resolv.conf` says, as a Fargate task's does: the
+/// VPC's resolver (AmazonProvidedDNS, [`crate::vpcnet::vpc_resolver`]) as
+/// its only nameserver and the region's private search domain. Set on the
+/// pause container: every container of the task shares its file. None when
+/// the interface does not name its VPC's block (servers that predate it).
+pub fn awsvpc_dns(
+    eni: &berth_model::agent_protocol::TaskNetworkInterface,
+    region: &str,
+) -> Option<(Vec<String>, Vec<String>)> {
+    let resolver = crate::vpcnet::vpc_resolver(eni)?;
+    Some((
+        vec![resolver.to_string()],
+        vec![private_search_domain(region)],
+    ))
+}
+
+/// Points a bridge-mode container at the host's DNS relay (`relay`, the
+/// task endpoint's address) unless its definition names `dnsServers`,
+/// which ECS passes to Docker as they are.
+pub fn use_dns_relay(spec: &mut ContainerSpec, relay: std::net::Ipv4Addr) {
+    if spec.network_mode == NetworkMode::Bridge && spec.dns_servers.is_empty() {
+        spec.dns_servers = vec![relay.to_string()];
+    }
 }
 
 /// What a container learns about the task endpoint (`169.254.170.2`).
@@ -441,6 +485,7 @@ pub fn container_spec(
         readonly_rootfs: definition.readonly_root_filesystem.unwrap_or(false),
         privileged: definition.privileged.unwrap_or(false),
         dns_servers: definition.dns_servers.clone().unwrap_or_default(),
+        dns_search: definition.dns_search_domains.clone().unwrap_or_default(),
         extra_hosts: definition
             .extra_hosts
             .iter()
@@ -609,5 +654,67 @@ mod tests {
                 .env
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn dns_settings() {
+        assert_eq!(private_search_domain("us-east-1"), "ec2.internal");
+        assert_eq!(
+            private_search_domain("eu-west-3"),
+            "eu-west-3.compute.internal"
+        );
+        assert_eq!(
+            arn_region("arn:aws:ecs:eu-west-3:000000000000:task/c/1"),
+            Some("eu-west-3")
+        );
+        assert_eq!(arn_region("nonsense"), None);
+        // awsvpc: the VPC's resolver and the region's search domain.
+        let eni = berth_model::agent_protocol::TaskNetworkInterface {
+            subnet_cidr: "172.31.16.0/20".into(),
+            gateway: "172.31.16.1".into(),
+            private_ip: "172.31.16.9".into(),
+            vpc_id: "vpc-1".into(),
+            vpc_cidr: "172.31.0.0/16".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            awsvpc_dns(&eni, "us-east-1"),
+            Some((vec!["172.31.0.2".into()], vec!["ec2.internal".into()]))
+        );
+        let old = berth_model::agent_protocol::TaskNetworkInterface {
+            vpc_cidr: String::new(),
+            ..eni
+        };
+        assert_eq!(awsvpc_dns(&old, "us-east-1"), None);
+
+        // Bridge: the relay, unless the definition names DNS servers.
+        let def = ContainerDefinition {
+            name: Some("a".into()),
+            image: Some("busybox".into()),
+            dns_search_domains: Some(vec!["corp.local".into()]),
+            ..ContainerDefinition::default()
+        };
+        let relay = std::net::Ipv4Addr::new(169, 254, 170, 2);
+        let mut spec = container_spec(&task(), &def, "i", None, EndpointEnv::default());
+        assert_eq!(spec.dns_search, vec!["corp.local".to_string()]);
+        use_dns_relay(&mut spec, relay);
+        assert_eq!(spec.dns_servers, vec!["169.254.170.2".to_string()]);
+        let own = ContainerDefinition {
+            dns_servers: Some(vec!["10.0.0.53".into()]),
+            ..def.clone()
+        };
+        let mut spec = container_spec(&task(), &own, "i", None, EndpointEnv::default());
+        use_dns_relay(&mut spec, relay);
+        assert_eq!(spec.dns_servers, vec!["10.0.0.53".to_string()]);
+        // Host and none network modes keep the host's (or no) DNS.
+        let mut host = container_spec(&task(), &def, "i", None, EndpointEnv::default());
+        host.network_mode = NetworkMode::Host;
+        use_dns_relay(&mut host, relay);
+        assert!(host.dns_servers.is_empty());
+        // awsvpc containers share the pause container's resolv.conf
+        // (Docker refuses DNS options with a shared namespace).
+        let mut joined = container_spec(&task(), &own, "i", None, EndpointEnv::default());
+        join_task_network(&mut joined, &own, "pause-id");
+        assert!(joined.dns_servers.is_empty() && joined.dns_search.is_empty());
     }
 }

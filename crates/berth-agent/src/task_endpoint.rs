@@ -11,14 +11,17 @@
 //!
 //! The agents of one host share one endpoint (see [`TaskEndpoint`]): one
 //! serves it, the others register their tasks with it over a unix socket
-//! only root can use.
+//! only root can use. The serving agent also runs the host's DNS relay on
+//! `169.254.170.2:53` ([`crate::dns_relay`]), which sends each task's
+//! queries to the Berth DNS server of the agent that registered it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use berth_runtime::{ContainerDetails, Runtime};
 use serde::{Deserialize, Serialize};
@@ -107,6 +110,10 @@ pub struct TaskView {
     /// The awsvpc task's interface (its metadata `Networks` describe it).
     pub interface: Option<berth_model::agent_protocol::TaskNetworkInterface>,
     pub containers: Vec<ContainerView>,
+    /// The Berth DNS server the host's DNS relay sends the task's queries
+    /// to (its agent's; stamped by the endpoint).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns_endpoint: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -168,6 +175,10 @@ struct ServerStatus {
     /// Why it cannot serve `169.254.170.2:80`, when it cannot.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     unavailable: Option<String>,
+    /// Whether the host's DNS relay listens (false from agents that have
+    /// none).
+    #[serde(default)]
+    dns_relay: bool,
 }
 
 #[derive(Default)]
@@ -179,12 +190,18 @@ struct State {
     /// Where this agent's own changes go while another agent serves the
     /// host's endpoint.
     upstream: Option<mpsc::UnboundedSender<Change>>,
+    /// This agent's Berth DNS server, stamped on its tasks' views.
+    dns_endpoint: Option<SocketAddr>,
+    /// Bumped by every change (the DNS relay's routes are cached per
+    /// generation).
+    generation: u64,
 }
 
 impl State {
     /// Applies a change made by `owner`; false when it names a task that
     /// `owner` has not recorded (credentials for a removed task).
     fn apply(&mut self, change: Change, owner: Owner) -> bool {
+        self.generation = self.generation.wrapping_add(1);
         match change {
             Change::Update { view } => {
                 let view = *view;
@@ -238,6 +255,7 @@ impl State {
 
     /// Forgets every task `which` picks.
     fn forget(&mut self, which: impl Fn(&str, &TaskEntry) -> bool) {
+        self.generation = self.generation.wrapping_add(1);
         let gone: Vec<String> = self
             .tasks
             .iter()
@@ -279,7 +297,23 @@ struct Shared {
     runtime: Arc<dyn Runtime>,
     routes: Arc<dyn HostRoutes>,
     availability_zone: Option<String>,
+    /// Whether the host's DNS relay listens (this agent's, or the serving
+    /// agent's as it says).
+    relay_up: AtomicBool,
+    /// Recent answers of [`Shared::dns_upstream`]: source → (DNS server,
+    /// state generation, when).
+    dns_routes: Mutex<HashMap<IpAddr, DnsRoute>>,
 }
+
+/// A remembered DNS route: the source's DNS server (none: refused), the
+/// state generation it was found in, and when.
+type DnsRoute = (Option<SocketAddr>, u64, Instant);
+
+/// How long the DNS relay reuses a source's route (also dropped by any
+/// change to the tasks).
+const DNS_ROUTE_TTL: Duration = Duration::from_secs(5);
+/// Most sources whose routes the relay remembers.
+const DNS_ROUTE_CAPACITY: usize = 4096;
 
 /// The endpoint: the routes and the state they answer from.
 ///
@@ -329,6 +363,9 @@ pub struct SharingConfig {
     pub listen: SocketAddr,
     /// Whether the serving agent adds `169.254.170.2` to `lo` first.
     pub add_address: bool,
+    /// Where the serving agent runs the host's DNS relay (UDP and TCP):
+    /// `169.254.170.2:53`; none runs without.
+    pub dns_listen: Option<SocketAddr>,
 }
 
 impl Default for SharingConfig {
@@ -337,6 +374,7 @@ impl Default for SharingConfig {
             dir: PathBuf::from(crate::run_dir::RUN_DIR),
             listen: SocketAddr::from((ENDPOINT_IP, ENDPOINT_PORT)),
             add_address: true,
+            dns_listen: Some(SocketAddr::from((ENDPOINT_IP, vpcnet::DNS_PORT))),
         }
     }
 }
@@ -367,6 +405,8 @@ impl TaskEndpoint {
                 runtime,
                 routes: Arc::new(IpRouteLookup),
                 availability_zone,
+                relay_up: AtomicBool::new(false),
+                dns_routes: Mutex::new(HashMap::new()),
             }),
             role: receiver,
             taking_part: None,
@@ -448,14 +488,55 @@ impl TaskEndpoint {
 
     /// Applies this agent's own change, and passes it on to the agent that
     /// serves the host's endpoint when that is another agent.
-    fn change(&self, change: Change) -> bool {
+    fn change(&self, mut change: Change) -> bool {
         let mut state = self.write();
+        if let Change::Update { view } = &mut change {
+            view.dns_endpoint = state.dns_endpoint;
+        }
         if let Some(upstream) = &state.upstream {
             // A closed channel means the connection just went; the next
             // one starts from the whole state.
             let _ = upstream.send(change.clone());
         }
         state.apply(change, Owner::Local)
+    }
+
+    /// Sends the DNS queries of this agent's tasks (relayed by the host's
+    /// DNS relay) to `endpoint`, this agent's Berth DNS server; None: the
+    /// relay refuses them.
+    pub fn set_dns_endpoint(&self, endpoint: Option<SocketAddr>) {
+        let views: Vec<TaskView> = {
+            let mut state = self.write();
+            if state.dns_endpoint == endpoint {
+                return;
+            }
+            state.dns_endpoint = endpoint;
+            state
+                .tasks
+                .values()
+                .filter(|t| t.owner == Owner::Local)
+                .map(|t| t.view.clone())
+                .collect()
+        };
+        for view in views {
+            self.update_task(view);
+        }
+    }
+
+    /// The address of the host's DNS relay when this agent's tasks can use
+    /// it: the relay listens (here or at the agent serving the endpoint)
+    /// and this agent knows its Berth DNS server.
+    pub fn dns_relay(&self) -> Option<Ipv4Addr> {
+        let known = self.shared.read().dns_endpoint.is_some();
+        let up = self.shared.relay_up.load(Ordering::SeqCst)
+            && matches!(*self.role.borrow(), Role::Serving | Role::Registered);
+        (known && up).then_some(ENDPOINT_IP)
+    }
+
+    /// Where the DNS relay sends the queries of `source` (tests).
+    #[cfg(test)]
+    pub(crate) async fn dns_upstream(&self, source: IpAddr) -> Option<SocketAddr> {
+        self.shared.dns_upstream(source).await
     }
 
     /// Records or updates a task (its containers' tokens included).
@@ -579,6 +660,81 @@ impl Shared {
             tracing::debug!(%source, task = %view.task_arn, "task endpoint refused a caller: the host routes its address to another VPC");
         }
         routed
+    }
+
+    /// The Berth DNS server for queries from `source`: that of the task
+    /// the address is, remembered briefly.
+    async fn dns_upstream(&self, source: IpAddr) -> Option<SocketAddr> {
+        let generation = self.read().generation;
+        let cached = {
+            let routes = self.dns_routes.lock().unwrap_or_else(|e| e.into_inner());
+            routes
+                .get(&source)
+                .filter(|(_, g, at)| *g == generation && at.elapsed() < DNS_ROUTE_TTL)
+                .map(|(upstream, _, _)| *upstream)
+        };
+        if let Some(upstream) = cached {
+            return upstream;
+        }
+        let found = self.find_dns_upstream(source).await;
+        let mut routes = self.dns_routes.lock().unwrap_or_else(|e| e.into_inner());
+        if routes.len() >= DNS_ROUTE_CAPACITY {
+            routes.retain(|_, (_, g, at)| *g == generation && at.elapsed() < DNS_ROUTE_TTL);
+            if routes.len() >= DNS_ROUTE_CAPACITY {
+                routes.clear();
+            }
+        }
+        routes.insert(source, (found, generation, Instant::now()));
+        found
+    }
+
+    async fn find_dns_upstream(&self, source: IpAddr) -> Option<SocketAddr> {
+        // Tasks recorded with that address, and bridge tasks with a
+        // container whose address the runner has not seen yet.
+        let (recorded, unseen) = {
+            let state = self.read();
+            let mut recorded = Vec::new();
+            let mut unseen = Vec::new();
+            for view in state.tasks.values().map(|t| &t.view) {
+                if view.dns_endpoint.is_none()
+                    || matches!(view.network_mode.as_str(), "host" | "none")
+                {
+                    continue;
+                }
+                if records_address(view, source) {
+                    recorded.push(view.clone());
+                } else if view.network_mode != "awsvpc"
+                    && view
+                        .containers
+                        .iter()
+                        .any(|c| c.docker_id.is_some() && c.ip_address.is_none())
+                {
+                    unseen.push(view.clone());
+                }
+            }
+            (recorded, unseen)
+        };
+        let servers: BTreeSet<SocketAddr> =
+            recorded.iter().filter_map(|v| v.dns_endpoint).collect();
+        if servers.len() == 1 {
+            return servers.into_iter().next();
+        }
+        if servers.len() > 1 {
+            // Tasks of several installations share the address (VPCs with
+            // the same block): the one the host routes it to.
+            for view in &recorded {
+                if self.allowed(view, source).await {
+                    return view.dns_endpoint;
+                }
+            }
+            return None;
+        }
+        for view in &unseen {
+            if self.allowed(view, source).await {
+                return view.dns_endpoint;
+            }
+        }
+        None
     }
 
     /// Answers a GET of `path` from `source`.
@@ -786,6 +942,26 @@ impl Shared {
     }
 }
 
+/// Whether the task is recorded with address `source` (its interface's,
+/// or one of its containers').
+fn records_address(view: &TaskView, source: IpAddr) -> bool {
+    if view.network_mode == "awsvpc" {
+        return view
+            .interface
+            .as_ref()
+            .and_then(|eni| eni.private_ip.parse::<IpAddr>().ok())
+            == Some(source);
+    }
+    view.containers.iter().any(|c| c.ip_address == Some(source))
+}
+
+#[async_trait::async_trait]
+impl crate::dns_relay::Upstreams for Shared {
+    async fn upstream(&self, source: IpAddr) -> Option<SocketAddr> {
+        self.dns_upstream(source).await
+    }
+}
+
 /// What ECS's metadata v4 adds to an awsvpc container's network: the
 /// interface's MAC, subnet, DNS name and router (as `<router>/<prefix>`).
 fn awsvpc_network(
@@ -864,6 +1040,7 @@ async fn take_part(shared: Arc<Shared>, config: SharingConfig, role: watch::Send
         match lock {
             Ok(Some(lock)) => {
                 let why = serve(&shared, &config, &role).await;
+                shared.relay_up.store(false, Ordering::SeqCst);
                 drop(lock);
                 tracing::warn!(error = %why, "stopped serving the task endpoint");
                 role.send_replace(Role::Unavailable(why));
@@ -911,6 +1088,7 @@ async fn serve(shared: &Arc<Shared>, config: &SharingConfig, role: &watch::Sende
             Some(Err(why)) => Some(why.clone()),
             _ => None,
         },
+        dns_relay: false,
     });
     let socket = config.socket_path();
     let _ = std::fs::remove_file(&socket);
@@ -956,7 +1134,7 @@ async fn serve(shared: &Arc<Shared>, config: &SharingConfig, role: &watch::Sende
             };
             match attempt {
                 Ok(listener) => {
-                    status.send_replace(ServerStatus { unavailable: None });
+                    status.send_modify(|s| s.unavailable = None);
                     role.send_replace(Role::Serving);
                     tracing::info!(address = %config.listen, "serving task credentials and metadata for this host's agents");
                     let service = shared_router(shared.clone())
@@ -969,10 +1147,38 @@ async fn serve(shared: &Arc<Shared>, config: &SharingConfig, role: &watch::Sende
                     if *role.borrow() != Role::Unavailable(why.clone()) {
                         tracing::warn!(error = %why, "the task endpoint (IAM roles for tasks, task metadata) is unavailable: tasks with a taskRoleArn cannot start on this host");
                     }
-                    status.send_replace(ServerStatus {
-                        unavailable: Some(why.clone()),
-                    });
+                    status.send_modify(|s| s.unavailable = Some(why.clone()));
                     role.send_replace(Role::Unavailable(why));
+                }
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+    };
+    let relay = async {
+        let Some(address) = config.dns_listen else {
+            return std::future::pending().await;
+        };
+        let mut last_failure: Option<String> = None;
+        loop {
+            match listen_dns(config, address).await {
+                Ok((udp, tcp)) => {
+                    last_failure = None;
+                    shared.relay_up.store(true, Ordering::SeqCst);
+                    status.send_modify(|s| s.dns_relay = true);
+                    tracing::info!(%address, "relaying the DNS of this host's tasks to their Berth DNS servers");
+                    let relay = Arc::new(crate::dns_relay::Relay::new(shared.clone()));
+                    tokio::select! {
+                        _ = relay.clone().serve_udp(udp) => {}
+                        _ = relay.serve_tcp(tcp) => {}
+                    }
+                    shared.relay_up.store(false, Ordering::SeqCst);
+                    status.send_modify(|s| s.dns_relay = false);
+                }
+                Err(why) => {
+                    if last_failure.as_deref() != Some(why.as_str()) {
+                        tracing::warn!(error = %why, "the host's DNS relay is unavailable: tasks keep Docker's DNS settings");
+                        last_failure = Some(why);
+                    }
                 }
             }
             tokio::time::sleep(Duration::from_secs(2)).await;
@@ -981,7 +1187,26 @@ async fn serve(shared: &Arc<Shared>, config: &SharingConfig, role: &watch::Sende
     tokio::select! {
         why = accept_agents => why,
         never = listen => never,
+        never = relay => never,
     }
+}
+
+/// Binds the DNS relay's UDP socket and TCP listener on `address` (adding
+/// the endpoint's address when configured to).
+async fn listen_dns(
+    config: &SharingConfig,
+    address: SocketAddr,
+) -> Result<(tokio::net::UdpSocket, tokio::net::TcpListener), String> {
+    if config.add_address {
+        ensure_address().await?;
+    }
+    let udp = tokio::net::UdpSocket::bind(address)
+        .await
+        .map_err(|e| format!("cannot listen on {address}/udp: {e}"))?;
+    let tcp = tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|e| format!("cannot listen on {address}/tcp: {e}"))?;
+    Ok((udp, tcp))
 }
 
 /// Adds the address when configured to, and listens.
@@ -1100,8 +1325,14 @@ async fn register(shared: &Arc<Shared>, stream: UnixStream, role: &watch::Sender
         let mut reader = BufReader::new(reader);
         let mut line = String::new();
         while let Ok(true) = read_line(&mut reader, &mut line).await {
-            match serde_json::from_str::<ServerStatus>(&line) {
-                Ok(ServerStatus { unavailable: None }) => {
+            let status = serde_json::from_str::<ServerStatus>(&line);
+            if let Ok(status) = &status {
+                shared.relay_up.store(status.dns_relay, Ordering::SeqCst);
+            }
+            match status {
+                Ok(ServerStatus {
+                    unavailable: None, ..
+                }) => {
                     if *role.borrow() != Role::Registered {
                         tracing::info!("another agent serves this host's task endpoint; this agent's tasks are registered with it");
                     }
@@ -1109,6 +1340,7 @@ async fn register(shared: &Arc<Shared>, stream: UnixStream, role: &watch::Sender
                 }
                 Ok(ServerStatus {
                     unavailable: Some(why),
+                    ..
                 }) => {
                     role.send_replace(Role::Unavailable(why));
                 }
@@ -1122,6 +1354,7 @@ async fn register(shared: &Arc<Shared>, stream: UnixStream, role: &watch::Sender
         _ = listen => {}
     }
     shared.write().upstream = None;
+    shared.relay_up.store(false, Ordering::SeqCst);
 }
 
 async fn send(writer: &mut OwnedWriteHalf, change: &Change) -> std::io::Result<()> {
@@ -1226,6 +1459,7 @@ mod tests {
             pull_stopped_at: Some(1_700_000_001.5),
             network_mode: "bridge".into(),
             interface: None,
+            dns_endpoint: None,
             containers: containers
                 .iter()
                 .map(|(name, token, id, address)| ContainerView {
@@ -1502,6 +1736,7 @@ mod tests {
             dir: dir.to_path_buf(),
             listen: SocketAddr::from(([127, 0, 0, 1], port)),
             add_address: false,
+            dns_listen: None,
         }
     }
 
@@ -1677,6 +1912,142 @@ mod tests {
         })
         .await;
         assert!(first.serving() && !second.serving());
+    }
+
+    #[tokio::test]
+    async fn the_dns_relay_routes_each_task_to_its_agents_dns_server() {
+        let a: SocketAddr = "127.0.0.1:8053".parse().unwrap();
+        let b: SocketAddr = "127.0.0.1:9053".parse().unwrap();
+        let routers = runtime(&[
+            ("c1", None),
+            ("c3", Some("172.17.0.9")),
+            ("berth-vpc-vpc-a", Some("172.18.0.2")),
+            ("berth-vpc-vpc-b", Some("172.18.0.3")),
+        ]);
+        let hop = Arc::new(FixedRoute(std::sync::Mutex::new(vpcnet::NextHop::Via(
+            "172.18.0.3".parse().unwrap(),
+        ))));
+        let e = TaskEndpoint::new(routers, None).with_host_routes(hop.clone());
+        // Recorded before this agent knows its DNS server: stamped later.
+        e.update_task(view(
+            "arn:bridge",
+            &[
+                ("app", "tok-app", "c1", Some("172.17.0.2")),
+                ("side", "tok-side", "c3", None),
+            ],
+        ));
+        assert_eq!(e.dns_upstream(ip("172.17.0.2")).await, None);
+        e.set_dns_endpoint(Some(a));
+        e.update_task(awsvpc_view("arn:vpc-a", "vpc-a", "172.31.0.4"));
+        e.update_task(host_view("arn:host"));
+        // Another agent's tasks (registered with this one), with its own
+        // DNS server: a bridge task, and an awsvpc task of a VPC with the
+        // same block as this agent's.
+        let mut other = view("arn:other", &[("app", "tok-o", "c9", Some("172.17.0.5"))]);
+        other.dns_endpoint = Some(b);
+        let mut other_vpc = awsvpc_view("arn:vpc-b", "vpc-b", "172.31.0.4");
+        other_vpc.dns_endpoint = Some(b);
+        {
+            let mut state = e.shared.write();
+            for v in [other, other_vpc] {
+                assert!(state.apply(Change::Update { view: Box::new(v) }, Owner::Remote(1)));
+            }
+        }
+        assert_eq!(e.dns_upstream(ip("172.17.0.2")).await, Some(a));
+        assert_eq!(e.dns_upstream(ip("172.17.0.5")).await, Some(b));
+        // A container whose address the runner has not seen yet.
+        assert_eq!(e.dns_upstream(ip("172.17.0.9")).await, Some(a));
+        // Strangers, and host-network tasks (their queries come from the
+        // host's own addresses, which no task owns).
+        assert_eq!(e.dns_upstream(ip("10.0.0.1")).await, None);
+        assert_eq!(e.dns_upstream(ip("127.0.0.1")).await, None);
+        // 172.31.0.4 is a task of both VPCs: the one the host routes it to.
+        assert_eq!(e.dns_upstream(ip("172.31.0.4")).await, Some(b));
+        *hop.0.lock().unwrap() = vpcnet::NextHop::Via("172.18.0.2".parse().unwrap());
+        // Remembered until a change or a few seconds.
+        assert_eq!(e.dns_upstream(ip("172.31.0.4")).await, Some(b));
+        e.remove_task("arn:host");
+        assert_eq!(e.dns_upstream(ip("172.31.0.4")).await, Some(a));
+        // Without a DNS server, this agent's tasks are refused.
+        e.set_dns_endpoint(None);
+        assert_eq!(e.dns_upstream(ip("172.17.0.2")).await, None);
+        assert_eq!(e.dns_upstream(ip("172.17.0.5")).await, Some(b));
+        // Bounded memory: the routes of many sources stay capped.
+        for i in 0..(DNS_ROUTE_CAPACITY as u32 + 10) {
+            e.dns_upstream(IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i)))
+                .await;
+        }
+        assert!(e.shared.dns_routes.lock().unwrap().len() <= DNS_ROUTE_CAPACITY);
+    }
+
+    #[tokio::test]
+    async fn the_serving_agent_relays_dns_for_every_agent_of_the_host() {
+        use crate::dns_relay::testing::{a_records, query, upstream};
+        use hickory_proto::op::ResponseCode;
+        let dir = tempfile::tempdir().unwrap();
+        let dns_port = tokio::net::UdpSocket::bind("127.0.0.1:0")
+            .await
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let relay = SocketAddr::from(([127, 0, 0, 1], dns_port));
+        let config = SharingConfig {
+            dns_listen: Some(relay),
+            ..sharing(&dir.path().join("run"), free_port())
+        };
+        let first = TaskEndpoint::start_shared(config.clone(), idle_runtime(), None).await;
+        let second = TaskEndpoint::start_shared(config.clone(), idle_runtime(), None).await;
+        // Each agent's own Berth DNS server.
+        first.set_dns_endpoint(Some(upstream("10.0.0.1".parse().unwrap()).await));
+        second.set_dns_endpoint(Some(upstream("10.0.0.2".parse().unwrap()).await));
+        eventually("the relay to be up for both agents", || async {
+            first.dns_relay().is_some() && second.dns_relay().is_some()
+        })
+        .await;
+        assert_eq!(first.dns_relay(), Some(ENDPOINT_IP));
+        // Their tasks' containers, at loopback addresses the test can send
+        // from.
+        first.update_task(view("arn:1", &[("app", "tok-1", "x1", Some("127.0.0.2"))]));
+        second.update_task(view("arn:2", &[("app", "tok-2", "x2", Some("127.0.0.3"))]));
+        let ask = |from: &'static str| async move {
+            let client = tokio::net::UdpSocket::bind((from, 0)).await.unwrap();
+            client
+                .send_to(&query(99, "api.corp.local."), relay)
+                .await
+                .unwrap();
+            let mut buffer = vec![0u8; 4096];
+            match tokio::time::timeout(Duration::from_secs(2), client.recv(&mut buffer)).await {
+                Ok(Ok(n)) => Some(a_records(&buffer[..n])),
+                _ => None,
+            }
+        };
+        eventually("the second agent's task to be relayed", || async {
+            ask("127.0.0.3")
+                .await
+                .is_some_and(|(_, ips)| ips == ["10.0.0.2".parse::<Ipv4Addr>().unwrap()])
+        })
+        .await;
+        let (code, ips) = ask("127.0.0.2").await.unwrap();
+        assert_eq!(
+            (code, ips),
+            (ResponseCode::NoError, vec!["10.0.0.1".parse().unwrap()])
+        );
+        let (code, ips) = ask("127.0.0.4").await.unwrap();
+        assert_eq!((code, ips.len()), (ResponseCode::Refused, 0));
+        // The serving agent goes: the other takes the relay over.
+        drop(first);
+        eventually("the second agent to relay", || async {
+            second.serving()
+                && ask("127.0.0.3")
+                    .await
+                    .is_some_and(|(_, ips)| ips == ["10.0.0.2".parse::<Ipv4Addr>().unwrap()])
+        })
+        .await;
+        assert_eq!(
+            ask("127.0.0.2").await.map(|r| r.0),
+            Some(ResponseCode::Refused)
+        );
     }
 
     #[test]

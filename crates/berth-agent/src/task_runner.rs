@@ -34,7 +34,7 @@ use crate::awslogs;
 use crate::cgroups::{self, HostCgroups, TaskCgroups};
 use crate::spec::{self, EndpointEnv, VolumeSource};
 use crate::task_endpoint::{self, ContainerView, TaskEndpoint, TaskView};
-use crate::vpcnet::{TaskNetworks, VpcNetworks};
+use crate::vpcnet::{self, TaskNetworks, VpcNetworks};
 use crate::Reporter;
 
 use background::{client_message, epoch_secs, Enforcer, Replumbing};
@@ -752,8 +752,18 @@ impl TaskRunner {
         let pause_id = match self.held.pause.clone() {
             Some(id) => id,
             None => {
-                let spec =
+                let mut spec =
                     spec::pause_spec(&self.task, &self.instance_id, self.held.cgroup.clone());
+                // The task's resolv.conf (every container shares the pause
+                // container's): the VPC's resolver, when the host relays
+                // DNS to a Berth DNS server.
+                if self.endpoint.dns_relay().is_some() {
+                    let region = spec::arn_region(&self.task.task_arn).unwrap_or("us-east-1");
+                    if let Some((servers, search)) = spec::awsvpc_dns(&eni, region) {
+                        spec.dns_servers = servers;
+                        spec.dns_search = search;
+                    }
+                }
                 let id = match self.runtime.create(&spec).await {
                     Ok(id) => id,
                     // Created before a crash but not yet seen: take it over.
@@ -822,7 +832,12 @@ impl TaskRunner {
         };
         if let Err(e) = self
             .networks
-            .apply_policy(&self.task.task_arn, pid, &policy)
+            .apply_policy(
+                &self.task.task_arn,
+                pid,
+                &policy,
+                vpcnet::vpc_resolver(&eni),
+            )
             .await
         {
             return self.network_failed(format!("unable to apply the task's security groups: {e}"));
@@ -837,6 +852,7 @@ impl TaskRunner {
                 pause_id,
                 applied: policy,
                 applied_pid: pid,
+                resolver: vpcnet::vpc_resolver(&eni),
                 replumbing: (!on_docker_network).then_some(Replumbing { task_id, eni }),
             }
             .spawn(),
@@ -961,6 +977,10 @@ impl TaskRunner {
                 return;
             };
             spec::join_task_network(&mut spec, &definition, &pause_id);
+        } else if let Some(relay) = self.endpoint.dns_relay() {
+            // Bridge-mode containers ask the host's DNS relay, which
+            // relays to this agent's Berth DNS server.
+            spec::use_dns_relay(&mut spec, relay);
         }
         spec.cgroup_parent = self.held.cgroup.clone();
         let id = match self.runtime.create(&spec).await {
@@ -1210,6 +1230,8 @@ impl TaskRunner {
                 .filter(|_| spec::is_awsvpc(&self.task)),
             network_mode,
             containers,
+            // The endpoint stamps its agent's DNS server.
+            dns_endpoint: None,
         }
     }
 

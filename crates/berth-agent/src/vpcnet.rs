@@ -241,12 +241,28 @@ impl Addressing {
     pub fn bridge(&self) -> String {
         bridge_name(&self.subnet)
     }
+
+    /// The VPC's resolver address (block base + 2), when the block is known.
+    pub fn resolver(&self) -> Option<Ipv4Addr> {
+        let block = self.vpc_block?;
+        (block.prefix <= 30).then(|| Ipv4Addr::from(u32::from(block.network) + 2))
+    }
 }
 
 /// The router container of VPC `vpc`.
 pub fn router_name(vpc: &str) -> String {
     format!("{ROUTER_PREFIX}{}", sanitize(vpc))
 }
+
+/// The VPC's resolver (AWS's AmazonProvidedDNS): the base of the VPC's
+/// block plus two, e.g. `172.31.0.2`. None when the interface does not
+/// name its VPC's block.
+pub fn vpc_resolver(eni: &TaskNetworkInterface) -> Option<Ipv4Addr> {
+    Addressing::from_interface(eni).ok()?.resolver()
+}
+
+/// The port the task endpoint's DNS relay answers on.
+pub const DNS_PORT: u16 = 53;
 
 /// The router of an interface (as the task endpoint names it).
 pub fn router_of(eni: &TaskNetworkInterface) -> Option<String> {
@@ -465,6 +481,17 @@ pub fn router_commands(
     if !existing.is_some_and(|l| l.up) {
         out.push(format!("link set {bridge} up"));
     }
+    if let Some(resolver) = a.resolver() {
+        // The VPC's resolver answers from the router (ARP on every subnet
+        // bridge included, as the address is local): [`nat_script`] sends
+        // its DNS on to the host's relay.
+        let present = links
+            .iter()
+            .any(|l| l.name == "lo" && l.addresses.contains(&(resolver, 32)));
+        if !present {
+            out.push(format!("addr replace {resolver}/32 dev lo"));
+        }
+    }
     if let Some(block) = a.vpc_block {
         let present = routes
             .iter()
@@ -598,12 +625,25 @@ pub fn host_route_commands(routes: &[Route], claims: &[Claim]) -> Vec<String> {
 
 /// The nft script masquerading what leaves a router for the uplink, except
 /// what goes to the task endpoint (which tells tasks apart by their own
-/// addresses). One atomic replace, as in `netpolicy`.
-pub fn nat_script() -> String {
+/// addresses), and, with `resolver`, sending DNS (UDP and TCP port 53) for
+/// the VPC's resolver address to the task endpoint's DNS relay, which
+/// relays it to the Berth DNS server of the task's agent. One atomic
+/// replace, as in `netpolicy`.
+pub fn nat_script(resolver: Option<Ipv4Addr>) -> String {
+    let prerouting = match resolver {
+        Some(resolver) => format!(
+            "\x20 chain prerouting {{\n\
+             \x20   type nat hook prerouting priority -100; policy accept;\n\
+             \x20   ip daddr {resolver} meta l4proto {{ tcp, udp }} th dport {DNS_PORT} dnat to {ENDPOINT_IP}:{DNS_PORT}\n\
+             \x20 }}\n"
+        ),
+        None => String::new(),
+    };
     format!(
         "table ip {NAT_TABLE}\n\
          delete table ip {NAT_TABLE}\n\
          table ip {NAT_TABLE} {{\n\
+         {prerouting}\
          \x20 chain postrouting {{\n\
          \x20   type nat hook postrouting priority 100; policy accept;\n\
          \x20   oifname \"{ROUTER_UPLINK_DEVICE}\" ip daddr != {ENDPOINT_IP} masquerade\n\
@@ -815,12 +855,14 @@ pub trait TaskNetworks: Send + Sync + 'static {
     async fn is_attached(&self, pid: u32) -> Result<bool, NetError>;
 
     /// Enforces `policy` (the task's security groups) in the namespace of
-    /// process `pid`, replacing the rules applied before.
+    /// process `pid`, replacing the rules applied before; DNS to the VPC's
+    /// `resolver` always passes.
     async fn apply_policy(
         &self,
         task_arn: &str,
         pid: u32,
         policy: &GetNetworkPolicyResponse,
+        resolver: Option<Ipv4Addr>,
     ) -> Result<(), NetError>;
 }
 
@@ -988,7 +1030,13 @@ impl TaskNetworks for VpcNetworks {
             &router_commands(&links, &routes, &a, Some((&veth, pid))),
         )
         .await?;
-        run(Some(router.pid), "nft", &["-f", "-"], Some(&nat_script())).await?;
+        run(
+            Some(router.pid),
+            "nft",
+            &["-f", "-"],
+            Some(&nat_script(a.resolver())),
+        )
+        .await?;
         let links = links_in(Some(pid)).await?;
         let routes = routes_in(Some(pid)).await?;
         batch_in(Some(pid), &task_commands(&links, &routes, &a)?).await?;
@@ -1030,8 +1078,9 @@ impl TaskNetworks for VpcNetworks {
         task_arn: &str,
         pid: u32,
         policy: &GetNetworkPolicyResponse,
+        resolver: Option<Ipv4Addr>,
     ) -> Result<(), NetError> {
-        let (script, warnings) = crate::netpolicy::render_ruleset(policy);
+        let (script, warnings) = crate::netpolicy::render_ruleset_for(policy, resolver);
         for warning in warnings {
             tracing::warn!(task = %task_arn, "security groups: {warning}");
         }
@@ -1159,7 +1208,8 @@ mod tests {
 
     const ROUTER_LINKS: &str = r#"[
       {"ifindex":1,"ifname":"lo","flags":["LOOPBACK","UP","LOWER_UP"],"address":"00:00:00:00:00:00",
-       "addr_info":[{"family":"inet","local":"127.0.0.1","prefixlen":8}]},
+       "addr_info":[{"family":"inet","local":"127.0.0.1","prefixlen":8},
+                    {"family":"inet","local":"172.31.0.2","prefixlen":32}]},
       {"ifindex":4,"ifname":"brac1f1000-20","flags":["BROADCAST","MULTICAST","UP","LOWER_UP"],
        "address":"a2:11:22:33:44:55","linkinfo":{"info_kind":"bridge","info_data":{}},
        "addr_info":[{"family":"inet","local":"172.31.16.1","prefixlen":20},
@@ -1216,6 +1266,7 @@ mod tests {
                 "link add brac1f1000-20 type bridge",
                 "addr replace 172.31.16.1/20 dev brac1f1000-20",
                 "link set brac1f1000-20 up",
+                "addr replace 172.31.0.2/32 dev lo",
                 "route replace unreachable 172.31.0.0/16 metric 4242",
                 "link add t0123456789abcd type veth peer name eth0 address 02:00:ac:1f:10:09 netns 4321",
                 "link set t0123456789abcd master brac1f1000-20 up",
@@ -1385,8 +1436,43 @@ mod tests {
 
     #[test]
     fn nat_spares_the_task_endpoint() {
-        let script = nat_script();
+        let script = nat_script(None);
         assert!(script.starts_with("table ip berth_router\ndelete table ip berth_router\n"));
+        assert!(script.contains("oifname \"eth0\" ip daddr != 169.254.170.2 masquerade"));
+        assert!(!script.contains("dnat"));
+    }
+
+    #[test]
+    fn the_vpc_resolver_is_the_block_base_plus_two_and_relayed() {
+        assert_eq!(vpc_resolver(&eni()), Some("172.31.0.2".parse().unwrap()));
+        let other = TaskNetworkInterface {
+            vpc_cidr: "10.20.0.0/16".into(),
+            subnet_cidr: "10.20.128.0/24".into(),
+            gateway: "10.20.128.1".into(),
+            private_ip: "10.20.128.9".into(),
+            ..eni()
+        };
+        assert_eq!(vpc_resolver(&other), Some("10.20.0.2".parse().unwrap()));
+        // Servers that do not send the VPC's block: none.
+        let unknown = TaskNetworkInterface {
+            vpc_cidr: String::new(),
+            ..eni()
+        };
+        assert_eq!(vpc_resolver(&unknown), None);
+        // DNS for it goes to the host's relay on the task endpoint's
+        // address, which the masquerade spares, so the relay sees the
+        // task's own address.
+        let script = nat_script(vpc_resolver(&eni()));
+        assert!(
+            script.contains("type nat hook prerouting priority -100; policy accept;"),
+            "{script}"
+        );
+        assert!(
+            script.contains(
+                "ip daddr 172.31.0.2 meta l4proto { tcp, udp } th dport 53 dnat to 169.254.170.2:53"
+            ),
+            "{script}"
+        );
         assert!(script.contains("oifname \"eth0\" ip daddr != 169.254.170.2 masquerade"));
     }
 

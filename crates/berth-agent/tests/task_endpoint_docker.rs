@@ -203,6 +203,7 @@ async fn two_agents_share_the_endpoint_and_the_survivor_takes_it_over() {
         dir: meeting.path().join("run"),
         listen: std::net::SocketAddr::new(gateway, port),
         add_address: false,
+        dns_listen: None,
     };
     let first = TaskEndpoint::start_shared(config.clone(), Arc::new(runtime.clone()), None).await;
     let second = TaskEndpoint::start_shared(config.clone(), Arc::new(runtime.clone()), None).await;

@@ -13,7 +13,9 @@
 //!   `security-group/sg-…` cannot be bypassed by naming the group, and the
 //!   handler then acts on that id.
 //!
-//! EC2 records carry no tags in Berth, so there is no `aws:ResourceTag`.
+//! * A resource's stored tags are its `aws:ResourceTag/*`; tags a create
+//!   puts on (TagSpecification) also need `ec2:CreateTags` on the new
+//!   resource with `ec2:CreateAction`, as AWS requires.
 
 use berth_model::authz::Requirement;
 use berth_model::AwsError;
@@ -45,6 +47,71 @@ fn with_request_tags(r: Requirement, tags: &[(String, String)]) -> Requirement {
     r.request_tags(tags.iter().map(|(k, v)| (k.as_str(), v.as_str())))
 }
 
+/// `action` on an existing resource `kind/id`, with its stored tags.
+fn on(scope: &Scope, state: &State, action: &str, kind: &str, id: &str) -> Requirement {
+    Requirement::new(action, arn(scope, kind, id)).resource_tags(state.tags_of(id))
+}
+
+/// The ARN kind of a resource id, from its prefix.
+fn kind_of(id: &str) -> &'static str {
+    match id.split_once('-').map(|(p, _)| p) {
+        Some("vpc") => "vpc",
+        Some("subnet") => "subnet",
+        Some("sg") => "security-group",
+        Some("sgr") => "security-group-rule",
+        Some("eni") => "network-interface",
+        Some("igw") => "internet-gateway",
+        Some("rtb") => "route-table",
+        Some("nat") => "natgateway",
+        Some("eipalloc") => "elastic-ip",
+        _ => "*",
+    }
+}
+
+/// A create of `kind` with the tags its TagSpecification asks for: the
+/// create itself, and `ec2:CreateTags` when there are tags.
+fn create(scope: &Scope, action: &str, p: &Params, kind: &str) -> Vec<Requirement> {
+    let tags = request_tags(p, kind);
+    let mut out = vec![with_request_tags(
+        Requirement::new(format!("ec2:{action}"), arn(scope, kind, "*")),
+        &tags,
+    )];
+    if !tags.is_empty() {
+        out.push(with_request_tags(
+            Requirement::new("ec2:CreateTags", arn(scope, kind, "*"))
+                .condition("ec2:CreateAction", action),
+            &tags,
+        ));
+    }
+    out
+}
+
+/// The VPC a resource id belongs to, if it exists.
+fn vpc_of(state: &State, id: &str) -> Option<String> {
+    if let Some(s) = state.subnets.get(id) {
+        return Some(s.vpc_id.clone());
+    }
+    if let Some(g) = state.groups.get(id) {
+        return Some(g.vpc_id.clone());
+    }
+    if let Some(t) = state.route_tables.get(id) {
+        return Some(t.vpc_id.clone());
+    }
+    if let Some(n) = state.nats.get(id) {
+        return Some(n.vpc_id.clone());
+    }
+    state.enis.get(id).map(|e| e.vpc_id.clone())
+}
+
+/// `on` plus `ec2:Vpc` when the resource is in a VPC.
+fn in_vpc(scope: &Scope, state: &State, action: &str, kind: &str, id: &str) -> Requirement {
+    let r = on(scope, state, action, kind, id);
+    match vpc_of(state, id) {
+        Some(v) => r.condition("ec2:Vpc", arn(scope, "vpc", &v)),
+        None => r,
+    }
+}
+
 /// The id of the group a request names by `GroupId`, or by `GroupName` in
 /// the default VPC when that group exists.
 pub fn named_group_id(p: &Params, state: &State) -> Option<String> {
@@ -66,6 +133,9 @@ pub fn targets_a_group(action: &str) -> bool {
             | "AuthorizeSecurityGroupEgress"
             | "RevokeSecurityGroupIngress"
             | "RevokeSecurityGroupEgress"
+            | "UpdateSecurityGroupRuleDescriptionsIngress"
+            | "UpdateSecurityGroupRuleDescriptionsEgress"
+            | "ModifySecurityGroupRules"
     )
 }
 
@@ -73,7 +143,7 @@ pub fn targets_a_group(action: &str) -> bool {
 fn on_group(scope: &Scope, state: &State, action: &str, p: &Params) -> Requirement {
     match named_group_id(p, state) {
         Some(id) => {
-            let r = Requirement::new(action, arn(scope, "security-group", &id));
+            let r = on(scope, state, action, "security-group", &id);
             match state.groups.get(&id) {
                 Some(g) => r.condition("ec2:Vpc", arn(scope, "vpc", &g.vpc_id)),
                 None => r,
@@ -100,14 +170,163 @@ pub fn requirements(
         "DescribeVpcs"
         | "DescribeSubnets"
         | "DescribeSecurityGroups"
-        | "DescribeNetworkInterfaces" => vec![Requirement::new(a, "*")],
-        "CreateVpc" => vec![with_request_tags(
-            Requirement::new(a, arn(scope, "vpc", "*")),
-            &request_tags(p, "vpc"),
-        )],
-        "DeleteVpc" => {
+        | "DescribeNetworkInterfaces"
+        | "DescribeTags"
+        | "DescribeAvailabilityZones"
+        | "DescribeRegions"
+        | "DescribeAccountAttributes"
+        | "DescribeSecurityGroupRules"
+        | "DescribeInternetGateways"
+        | "DescribeRouteTables"
+        | "DescribeNatGateways"
+        | "DescribeAddresses" => vec![Requirement::new(a, "*")],
+        "CreateVpc" => create(scope, action, p, "vpc"),
+        "DeleteVpc" | "DescribeVpcAttribute" | "ModifyVpcAttribute" | "AssociateVpcCidrBlock" => {
             let id = p.required("VpcId", "vpcId")?;
-            vec![Requirement::new(a, vpc_arn(id))]
+            vec![on(scope, state, &a, "vpc", id)]
+        }
+        "DisassociateVpcCidrBlock" => {
+            let assoc = p.required("AssociationId", "associationId")?;
+            let vpc = state
+                .vpcs
+                .values()
+                .find(|v| v.blocks().iter().any(|(x, _)| *x == assoc))
+                .map_or_else(|| "*".to_string(), |v| v.id.clone());
+            vec![on(scope, state, &a, "vpc", &vpc)]
+        }
+        "ModifySubnetAttribute" | "AssociateSubnetCidrBlock" => {
+            let id = p.required("SubnetId", "subnetId")?;
+            vec![in_vpc(scope, state, &a, "subnet", id)]
+        }
+        // No subnet has an IPv6 block association to name.
+        "DisassociateSubnetCidrBlock" => {
+            p.required("AssociationId", "associationId")?;
+            vec![Requirement::new(a, arn(scope, "subnet", "*"))]
+        }
+        "CreateTags" | "DeleteTags" => {
+            let ids = p.list("ResourceId");
+            if ids.is_empty() {
+                return Err(Ec2Error::Missing("resourceIdSet").into());
+            }
+            let tags: Vec<(String, String)> = p
+                .structs("Tag")
+                .iter()
+                .filter_map(|t| {
+                    Some((
+                        t.get("Key")?.to_string(),
+                        t.get("Value").unwrap_or("").to_string(),
+                    ))
+                })
+                .collect();
+            ids.iter()
+                .map(|id| {
+                    let r = on(scope, state, &a, kind_of(id), id);
+                    if action == "CreateTags" {
+                        with_request_tags(r, &tags)
+                    } else {
+                        r.tag_keys(tags.iter().map(|(k, _)| k.clone()))
+                    }
+                })
+                .collect()
+        }
+        "CreateInternetGateway" => create(scope, action, p, "internet-gateway"),
+        "DeleteInternetGateway" => {
+            let id = p.required("InternetGatewayId", "internetGatewayId")?;
+            vec![on(scope, state, &a, "internet-gateway", id)]
+        }
+        "AttachInternetGateway" | "DetachInternetGateway" => {
+            let id = p.required("InternetGatewayId", "internetGatewayId")?;
+            let vpc = p.required("VpcId", "vpcId")?;
+            vec![
+                on(scope, state, &a, "internet-gateway", id),
+                on(scope, state, &a, "vpc", vpc),
+            ]
+        }
+        "CreateRouteTable" => {
+            let vpc = p.required("VpcId", "vpcId")?;
+            let mut out = create(scope, action, p, "route-table");
+            out[0] = out[0].clone().condition("ec2:Vpc", vpc_arn(vpc));
+            out.push(on(scope, state, &a, "vpc", vpc));
+            out
+        }
+        "DeleteRouteTable" | "CreateRoute" | "ReplaceRoute" | "DeleteRoute" => {
+            let id = p.required("RouteTableId", "routeTableId")?;
+            vec![in_vpc(scope, state, &a, "route-table", id)]
+        }
+        "AssociateRouteTable" => {
+            let id = p.required("RouteTableId", "routeTableId")?;
+            let mut out = vec![in_vpc(scope, state, &a, "route-table", id)];
+            if let Some(s) = p.get("SubnetId") {
+                out.push(in_vpc(scope, state, &a, "subnet", s));
+            }
+            if let Some(g) = p.get("GatewayId") {
+                out.push(on(scope, state, &a, "internet-gateway", g));
+            }
+            out
+        }
+        "DisassociateRouteTable" | "ReplaceRouteTableAssociation" => {
+            let assoc = p.required("AssociationId", "associationId")?;
+            let owner = state.route_tables.values().find(|t| {
+                t.main_association.as_deref() == Some(assoc)
+                    || t.associations.iter().any(|x| x.id == assoc)
+            });
+            let mut out = vec![match owner {
+                Some(t) => in_vpc(scope, state, &a, "route-table", &t.id),
+                None => Requirement::new(a.clone(), arn(scope, "route-table", "*")),
+            }];
+            if let Some(subnet) = owner
+                .and_then(|t| t.associations.iter().find(|x| x.id == assoc))
+                .and_then(|x| x.subnet_id.clone())
+            {
+                out.push(in_vpc(scope, state, &a, "subnet", &subnet));
+            }
+            if action == "ReplaceRouteTableAssociation" {
+                let target = p.required("RouteTableId", "routeTableId")?;
+                out.push(in_vpc(scope, state, &a, "route-table", target));
+            }
+            out
+        }
+        "CreateNatGateway" => {
+            let mut out = create(scope, action, p, "natgateway");
+            if let Some(s) = p.get("SubnetId") {
+                out.push(in_vpc(scope, state, &a, "subnet", s));
+            }
+            if let Some(alloc) = p.get("AllocationId") {
+                out.push(on(scope, state, &a, "elastic-ip", alloc));
+            }
+            out
+        }
+        "DeleteNatGateway" => {
+            let id = p.required("NatGatewayId", "NatGatewayId")?;
+            vec![on(scope, state, &a, "natgateway", id)]
+        }
+        "AllocateAddress" => create(scope, action, p, "elastic-ip"),
+        "ReleaseAddress" | "AssociateAddress" => {
+            if p.get("AllocationId").is_none() && p.get("PublicIp").is_none() {
+                return Err(Ec2Error::Missing("AllocationId").into());
+            }
+            let alloc = crate::net::allocation_of(state, p).unwrap_or_else(|| "*".into());
+            let mut out = vec![on(scope, state, &a, "elastic-ip", &alloc)];
+            if let Some(eni) = p.get("NetworkInterfaceId") {
+                out.push(in_vpc(scope, state, &a, "network-interface", eni));
+            }
+            out
+        }
+        "DisassociateAddress" => {
+            if p.get("AssociationId").is_none() && p.get("PublicIp").is_none() {
+                return Err(Ec2Error::Missing("AssociationId").into());
+            }
+            let alloc = crate::net::association_owner(state, p).unwrap_or_else(|| "*".into());
+            let mut out = vec![on(scope, state, &a, "elastic-ip", &alloc)];
+            if let Some(eni) = state
+                .eips
+                .get(&alloc)
+                .and_then(|e| e.association.as_ref())
+                .map(|x| x.eni_id.clone())
+            {
+                out.push(in_vpc(scope, state, &a, "network-interface", &eni));
+            }
+            out
         }
         "CreateSubnet" => {
             let vpc = p.required("VpcId", "vpcId")?;
@@ -115,23 +334,19 @@ pub fn requirements(
                 .get("AvailabilityZone")
                 .map(str::to_string)
                 .unwrap_or_else(|| format!("{}{}", scope.region, ZONES[0]));
-            vec![
-                with_request_tags(
-                    Requirement::new(a.clone(), arn(scope, "subnet", "*"))
-                        .condition("ec2:Vpc", vpc_arn(vpc))
-                        .condition("ec2:AvailabilityZone", zone),
-                    &request_tags(p, "subnet"),
-                ),
-                Requirement::new(a, vpc_arn(vpc)),
-            ]
+            let mut out = create(scope, action, p, "subnet");
+            out[0] = out[0]
+                .clone()
+                .condition("ec2:Vpc", vpc_arn(vpc))
+                .condition("ec2:AvailabilityZone", zone);
+            out.push(on(scope, state, &a, "vpc", vpc));
+            out
         }
         "DeleteSubnet" => {
             let id = p.required("SubnetId", "subnetId")?;
-            let r = Requirement::new(a, arn(scope, "subnet", id));
+            let r = in_vpc(scope, state, &a, "subnet", id);
             vec![match state.subnets.get(id) {
-                Some(s) => r
-                    .condition("ec2:Vpc", vpc_arn(&s.vpc_id))
-                    .condition("ec2:AvailabilityZone", s.availability_zone.clone()),
+                Some(s) => r.condition("ec2:AvailabilityZone", s.availability_zone.clone()),
                 None => r,
             }]
         }
@@ -140,21 +355,32 @@ pub fn requirements(
                 Some(v) => Some(v.to_string()),
                 None => state.default_vpc().map(|v| v.id.clone()),
             };
-            let vpc = vpc.map_or_else(|| vpc_arn("*"), |v| vpc_arn(&v));
-            vec![
-                with_request_tags(
-                    Requirement::new(a.clone(), arn(scope, "security-group", "*"))
-                        .condition("ec2:Vpc", vpc.clone()),
-                    &request_tags(p, "security-group"),
-                ),
-                Requirement::new(a, vpc),
-            ]
+            let mut out = create(scope, action, p, "security-group");
+            out[0] = out[0].clone().condition(
+                "ec2:Vpc",
+                vpc.as_ref().map_or_else(|| vpc_arn("*"), |v| vpc_arn(v)),
+            );
+            out.push(match &vpc {
+                Some(v) => on(scope, state, &a, "vpc", v),
+                None => Requirement::new(a.clone(), vpc_arn("*")),
+            });
+            out
         }
         _ if targets_a_group(action) => {
             if p.get("GroupId").is_none() && p.get("GroupName").is_none() {
                 return Err(Ec2Error::Missing("groupId").into());
             }
-            vec![on_group(scope, state, &a, p)]
+            let mut out = vec![on_group(scope, state, &a, p)];
+            // Tags put on new rules (TagSpecification security-group-rule).
+            let tags = request_tags(p, "security-group-rule");
+            if !tags.is_empty() {
+                out.push(with_request_tags(
+                    Requirement::new("ec2:CreateTags", arn(scope, "security-group-rule", "*"))
+                        .condition("ec2:CreateAction", action),
+                    &tags,
+                ));
+            }
+            out
         }
         // Every implemented action is listed above; one that is not is
         // refused rather than allowed.

@@ -2,12 +2,20 @@
 
 use berth_model::AwsError;
 
+use crate::meta::zone_id;
 use crate::model::{
-    allow_all_egress, default_group, new_id, well_formed, Cidr, Ec2Error, EniRecord, Peer, Scope,
-    SgRecord, SgRule, State, SubnetRecord, VpcRecord, ZONES,
+    allow_all_egress, default_group, main_route_table, new_id, well_formed, Cidr, Ec2Error,
+    EniRecord, Peer, Scope, SgRecord, SgRule, State, SubnetOptions, SubnetRecord, VpcRecord, ZONES,
 };
-use crate::wire::{filters, matches, Params, Xml};
+use crate::wire::{
+    filters, matches, max_results, page, render_tags, render_token, tag_field, tag_specs, Params,
+    Xml,
+};
 use crate::Ec2Service;
+
+/// The most inbound (and, separately, outbound) rules a security group may
+/// have, AWS's default quota.
+pub const MAX_RULES_PER_DIRECTION: usize = 60;
 
 pub const IMPLEMENTED: &[&str] = &[
     "CreateVpc",
@@ -24,6 +32,53 @@ pub const IMPLEMENTED: &[&str] = &[
     "RevokeSecurityGroupIngress",
     "RevokeSecurityGroupEgress",
     "DescribeNetworkInterfaces",
+    // Tags.
+    "CreateTags",
+    "DeleteTags",
+    "DescribeTags",
+    // The region and the account.
+    "DescribeAvailabilityZones",
+    "DescribeRegions",
+    "DescribeAccountAttributes",
+    // Security group rules.
+    "DescribeSecurityGroupRules",
+    "ModifySecurityGroupRules",
+    "UpdateSecurityGroupRuleDescriptionsIngress",
+    "UpdateSecurityGroupRuleDescriptionsEgress",
+    // VPC and subnet attributes and blocks.
+    "DescribeVpcAttribute",
+    "ModifyVpcAttribute",
+    "AssociateVpcCidrBlock",
+    "DisassociateVpcCidrBlock",
+    "AssociateSubnetCidrBlock",
+    "DisassociateSubnetCidrBlock",
+    "ModifySubnetAttribute",
+    // Internet gateways.
+    "CreateInternetGateway",
+    "AttachInternetGateway",
+    "DetachInternetGateway",
+    "DeleteInternetGateway",
+    "DescribeInternetGateways",
+    // Route tables and routes.
+    "CreateRouteTable",
+    "DeleteRouteTable",
+    "DescribeRouteTables",
+    "AssociateRouteTable",
+    "DisassociateRouteTable",
+    "ReplaceRouteTableAssociation",
+    "CreateRoute",
+    "ReplaceRoute",
+    "DeleteRoute",
+    // NAT gateways.
+    "CreateNatGateway",
+    "DeleteNatGateway",
+    "DescribeNatGateways",
+    // Elastic IPs.
+    "AllocateAddress",
+    "ReleaseAddress",
+    "AssociateAddress",
+    "DisassociateAddress",
+    "DescribeAddresses",
 ];
 
 pub async fn handle(
@@ -47,6 +102,16 @@ pub async fn handle(
         "RevokeSecurityGroupIngress" => revoke(svc, scope, &p, false).await,
         "RevokeSecurityGroupEgress" => revoke(svc, scope, &p, true).await,
         "DescribeNetworkInterfaces" => describe_enis(svc, scope, &p),
+        "ModifySecurityGroupRules" => modify_rules(svc, scope, &p).await,
+        "UpdateSecurityGroupRuleDescriptionsIngress" => {
+            update_descriptions(svc, scope, &p, false).await
+        }
+        "UpdateSecurityGroupRuleDescriptionsEgress" => {
+            update_descriptions(svc, scope, &p, true).await
+        }
+        "DescribeSecurityGroupRules" => describe_rules(svc, scope, &p),
+        _ if crate::meta::handles(action) => crate::meta::handle(svc, scope, action, &p).await,
+        _ if crate::net::handles(action) => crate::net::handle(svc, scope, action, &p).await,
         _ => Err(AwsError::bad_request(
             "InvalidAction",
             format!("The action {action} is not valid for this web service."),
@@ -54,12 +119,12 @@ pub async fn handle(
     }
 }
 
-fn returns_true() -> String {
+pub fn returns_true() -> String {
     "<return>true</return>".into()
 }
 
 /// An id parameter that must look like `<prefix>-…`.
-fn check_id(id: &str, prefix: &str, code: &'static str) -> Result<(), Ec2Error> {
+pub fn check_id(id: &str, prefix: &str, code: &'static str) -> Result<(), Ec2Error> {
     if well_formed(id, prefix) {
         Ok(())
     } else {
@@ -67,7 +132,7 @@ fn check_id(id: &str, prefix: &str, code: &'static str) -> Result<(), Ec2Error> 
     }
 }
 
-fn cidr_param(p: &Params, range_code: &'static str) -> Result<Cidr, Ec2Error> {
+pub fn cidr_param(p: &Params, range_code: &'static str) -> Result<Cidr, Ec2Error> {
     let text = p.required("CidrBlock", "cidrBlock")?;
     let cidr = Cidr::parse(text).ok_or_else(|| {
         Ec2Error::InvalidValue(format!(
@@ -85,25 +150,28 @@ fn cidr_param(p: &Params, range_code: &'static str) -> Result<Cidr, Ec2Error> {
 
 // ---- VPCs ---------------------------------------------------------------------
 
-fn render_vpc(x: &mut Xml, scope: &Scope, v: &VpcRecord) {
+fn render_vpc(x: &mut Xml, scope: &Scope, state: &State, v: &VpcRecord) {
     x.text("vpcId", &v.id)
         .text("ownerId", &scope.account)
         .text("state", "available")
         .text("cidrBlock", &v.cidr)
-        .open("cidrBlockAssociationSet")
-        .open("item")
-        .text("associationId", &v.association_id)
-        .text("cidrBlock", &v.cidr)
-        .open("cidrBlockState")
-        .text("state", "associated")
-        .close("cidrBlockState")
-        .close("item")
-        .close("cidrBlockAssociationSet")
+        .open("cidrBlockAssociationSet");
+    for (association, cidr) in v.blocks() {
+        x.open("item")
+            .text("associationId", association)
+            .text("cidrBlock", cidr)
+            .open("cidrBlockState")
+            .text("state", "associated")
+            .close("cidrBlockState")
+            .close("item");
+    }
+    x.close("cidrBlockAssociationSet")
+        .open("ipv6CidrBlockAssociationSet")
+        .close("ipv6CidrBlockAssociationSet")
         .text("dhcpOptionsId", "default")
         .text("instanceTenancy", "default")
-        .bool("isDefault", v.is_default)
-        .open("tagSet")
-        .close("tagSet");
+        .bool("isDefault", v.is_default);
+    render_tags(x, &state.tags_of(&v.id));
 }
 
 async fn create_vpc(svc: &Ec2Service, scope: &Scope, p: &Params) -> Result<String, AwsError> {
@@ -117,25 +185,45 @@ async fn create_vpc(svc: &Ec2Service, scope: &Scope, p: &Params) -> Result<Strin
         ))
         .into());
     }
+    let tags = tag_specs(p, "vpc")?;
     let vpc = VpcRecord {
         id: new_id("vpc"),
         cidr: cidr.to_string(),
         association_id: new_id("vpc-cidr-assoc"),
         is_default: false,
+        secondary: Vec::new(),
+        dns_support: None,
+        dns_hostnames: None,
+        nau_metrics: false,
     };
     let record = vpc.clone();
-    svc.mutate(scope, move |state| {
-        state.vpcs.insert(record.id.clone(), record.clone());
-        let group = default_group(&record.id);
-        state.groups.insert(group.id.clone(), group);
-        Ok(())
-    })
-    .await?;
+    let state = svc
+        .mutate(scope, move |state| {
+            state.vpcs.insert(record.id.clone(), record.clone());
+            let group = default_group(&record.id);
+            state.groups.insert(group.id.clone(), group);
+            let table = main_route_table(&record.id);
+            state.route_tables.insert(table.id.clone(), table);
+            set_tags(state, &record.id, &tags);
+            Ok(state.clone())
+        })
+        .await?;
     let mut x = Xml::default();
     x.open("vpc");
-    render_vpc(&mut x, scope, &vpc);
+    render_vpc(&mut x, scope, &state, &vpc);
     x.close("vpc");
     Ok(x.0)
+}
+
+/// Puts `tags` on a resource (replacing values of keys it has).
+pub fn set_tags(state: &mut State, id: &str, tags: &[(String, String)]) {
+    if tags.is_empty() {
+        return;
+    }
+    let entry = state.tags.entry(id.to_string()).or_default();
+    for (k, v) in tags {
+        entry.insert(k.clone(), v.clone());
+    }
 }
 
 fn describe_vpcs(svc: &Ec2Service, scope: &Scope, p: &Params) -> Result<String, AwsError> {
@@ -145,37 +233,65 @@ fn describe_vpcs(svc: &Ec2Service, scope: &Scope, p: &Params) -> Result<String, 
             "vpc-id",
             "cidr",
             "cidr-block",
+            "cidr-block-association.cidr-block",
+            "cidr-block-association.association-id",
+            "cidr-block-association.state",
+            "dhcp-options-id",
+            "ipv6-cidr-block-association.ipv6-cidr-block",
+            "ipv6-cidr-block-association.ipv6-pool",
+            "ipv6-cidr-block-association.association-id",
+            "ipv6-cidr-block-association.state",
             "is-default",
             "state",
             "owner-id",
+            "tag:",
+            "tag-key",
         ],
     )?;
+    let limit = max_results(p, 5, 1000)?;
     let ids = p.list("VpcId");
     let state = svc.read(scope)?;
     for id in &ids {
         state.vpc(id)?;
     }
+    let selected: Vec<&VpcRecord> = state
+        .vpcs
+        .values()
+        .filter(|v| ids.is_empty() || ids.contains(&v.id))
+        .filter(|v| {
+            matches(&filters, |name| {
+                if let Some(t) = tag_field(&state.tags_of(&v.id), name) {
+                    return t;
+                }
+                match name {
+                    "vpc-id" => vec![v.id.clone()],
+                    "cidr" => vec![v.cidr.clone()],
+                    "cidr-block" | "cidr-block-association.cidr-block" => {
+                        v.blocks().iter().map(|(_, c)| c.to_string()).collect()
+                    }
+                    "cidr-block-association.association-id" => {
+                        v.blocks().iter().map(|(a, _)| a.to_string()).collect()
+                    }
+                    "cidr-block-association.state" => vec!["associated".into()],
+                    "dhcp-options-id" => vec!["default".into()],
+                    "is-default" => vec![v.is_default.to_string()],
+                    "state" => vec!["available".into()],
+                    "owner-id" => vec![scope.account.clone()],
+                    _ => Vec::new(),
+                }
+            })
+        })
+        .collect();
+    let (selected, token) = page(p, selected, |v| v.id.clone(), limit)?;
     let mut x = Xml::default();
     x.open("vpcSet");
-    for v in state.vpcs.values() {
-        if !ids.is_empty() && !ids.contains(&v.id) {
-            continue;
-        }
-        let ok = matches(&filters, |name| match name {
-            "vpc-id" => vec![v.id.clone()],
-            "cidr" | "cidr-block" => vec![v.cidr.clone()],
-            "is-default" => vec![v.is_default.to_string()],
-            "state" => vec!["available".into()],
-            "owner-id" => vec![scope.account.clone()],
-            _ => Vec::new(),
-        });
-        if ok {
-            x.open("item");
-            render_vpc(&mut x, scope, v);
-            x.close("item");
-        }
+    for v in selected {
+        x.open("item");
+        render_vpc(&mut x, scope, &state, v);
+        x.close("item");
     }
     x.close("vpcSet");
+    render_token(&mut x, &token);
     Ok(x.0)
 }
 
@@ -184,11 +300,23 @@ async fn delete_vpc(svc: &Ec2Service, scope: &Scope, p: &Params) -> Result<Strin
     check_id(&id, "vpc", "InvalidVpcID.Malformed")?;
     svc.mutate(scope, move |state| {
         state.vpc(&id)?;
+        // As AWS: subnets, other groups, gateways and route tables beyond
+        // the main one must go first; the main table and the default
+        // group go with the VPC.
         let busy = state.subnets.values().any(|s| s.vpc_id == id)
             || state
                 .groups
                 .values()
-                .any(|g| g.vpc_id == id && !g.is_default);
+                .any(|g| g.vpc_id == id && !g.is_default)
+            || state
+                .igws
+                .values()
+                .any(|g| g.vpc_id.as_deref() == Some(id.as_str()))
+            || state
+                .route_tables
+                .values()
+                .any(|t| t.vpc_id == id && t.main_association.is_none())
+            || state.nats.values().any(|n| n.vpc_id == id && n.live());
         if busy {
             return Err(Ec2Error::Dependency(format!(
                 "The vpc '{id}' has dependencies and cannot be deleted."
@@ -197,6 +325,7 @@ async fn delete_vpc(svc: &Ec2Service, scope: &Scope, p: &Params) -> Result<Strin
         }
         state.vpcs.remove(&id);
         state.groups.retain(|_, g| g.vpc_id != id);
+        state.route_tables.retain(|_, t| t.vpc_id != id);
         Ok(())
     })
     .await?;
@@ -208,10 +337,6 @@ async fn delete_vpc(svc: &Ec2Service, scope: &Scope, p: &Params) -> Result<Strin
 fn render_subnet(x: &mut Xml, scope: &Scope, state: &State, s: &SubnetRecord) {
     let size = Cidr::parse(&s.cidr).map_or(0, |c| c.size());
     let available = size.saturating_sub(5 + state.used_addresses(&s.id) as u64);
-    let zone_index = ZONES
-        .iter()
-        .position(|z| s.availability_zone.ends_with(z))
-        .map_or(1, |i| i + 1);
     x.text("subnetId", &s.id)
         .text(
             "subnetArn",
@@ -228,15 +353,28 @@ fn render_subnet(x: &mut Xml, scope: &Scope, state: &State, s: &SubnetRecord) {
         .text("availabilityZone", &s.availability_zone)
         .text(
             "availabilityZoneId",
-            &format!("{}-az{zone_index}", scope.region),
+            &zone_id(&scope.region, &s.availability_zone),
         )
         .bool("defaultForAz", s.default_for_az)
         .bool("mapPublicIpOnLaunch", s.map_public_ip_on_launch)
+        .bool("mapCustomerOwnedIpOnLaunch", false)
         .bool("assignIpv6AddressOnCreation", false)
         .open("ipv6CidrBlockAssociationSet")
         .close("ipv6CidrBlockAssociationSet")
-        .open("tagSet")
-        .close("tagSet");
+        .bool("enableDns64", s.options.enable_dns64)
+        .bool("ipv6Native", false)
+        .open("privateDnsNameOptionsOnLaunch")
+        .text("hostnameType", s.options.hostname_type())
+        .bool(
+            "enableResourceNameDnsARecord",
+            s.options.resource_name_a_record,
+        )
+        .bool("enableResourceNameDnsAAAARecord", false)
+        .close("privateDnsNameOptionsOnLaunch")
+        .open("blockPublicAccessStates")
+        .text("internetGatewayBlockMode", "off")
+        .close("blockPublicAccessStates");
+    render_tags(x, &state.tags_of(&s.id));
 }
 
 async fn create_subnet(svc: &Ec2Service, scope: &Scope, p: &Params) -> Result<String, AwsError> {
@@ -258,6 +396,7 @@ async fn create_subnet(svc: &Ec2Service, scope: &Scope, p: &Params) -> Result<St
             .into())
         }
     };
+    let tags = tag_specs(p, "subnet")?;
     let subnet = SubnetRecord {
         id: new_id("subnet"),
         vpc_id,
@@ -265,14 +404,19 @@ async fn create_subnet(svc: &Ec2Service, scope: &Scope, p: &Params) -> Result<St
         availability_zone: zone,
         default_for_az: false,
         map_public_ip_on_launch: false,
+        options: SubnetOptions::default(),
     };
     let record = subnet.clone();
     let state = svc
         .mutate(scope, move |state| {
             let vpc = state.vpc(&record.vpc_id)?;
-            let vpc_cidr = Cidr::parse(&vpc.cidr)
-                .ok_or_else(|| AwsError::internal("a stored VPC has an invalid CIDR block"))?;
-            if !vpc_cidr.contains(cidr) {
+            // Any of the VPC's blocks, as AWS.
+            let inside = vpc
+                .blocks()
+                .iter()
+                .filter_map(|(_, c)| Cidr::parse(c))
+                .any(|c| c.contains(cidr));
+            if !inside {
                 return Err(Ec2Error::Other(
                     "InvalidSubnet.Range",
                     format!("The CIDR '{cidr}' is invalid."),
@@ -292,6 +436,7 @@ async fn create_subnet(svc: &Ec2Service, scope: &Scope, p: &Params) -> Result<St
                 .into());
             }
             state.subnets.insert(record.id.clone(), record.clone());
+            set_tags(state, &record.id, &tags);
             Ok(state.clone())
         })
         .await?;
@@ -308,45 +453,96 @@ fn describe_subnets(svc: &Ec2Service, scope: &Scope, p: &Params) -> Result<Strin
         &[
             "vpc-id",
             "subnet-id",
+            "subnet-arn",
             "availability-zone",
             "availabilityZone",
+            "availability-zone-id",
+            "available-ip-address-count",
+            "customer-owned-ipv4-pool",
             "default-for-az",
             "defaultForAz",
+            "enable-dns64",
+            "enable-lni-at-device-index",
+            "ipv6-cidr-block-association.ipv6-cidr-block",
+            "ipv6-cidr-block-association.association-id",
+            "ipv6-cidr-block-association.state",
+            "ipv6-native",
+            "map-customer-owned-ip-on-launch",
+            "map-public-ip-on-launch",
+            "outpost-arn",
+            "private-dns-name-options-on-launch.hostname-type",
+            "private-dns-name-options-on-launch.enable-resource-name-dns-a-record",
+            "private-dns-name-options-on-launch.enable-resource-name-dns-aaaa-record",
             "cidr-block",
             "cidr",
             "cidrBlock",
             "state",
             "owner-id",
+            "tag:",
+            "tag-key",
         ],
     )?;
+    let limit = max_results(p, 5, 1000)?;
     let ids = p.list("SubnetId");
     let state = svc.read(scope)?;
     for id in &ids {
         state.subnet(id)?;
     }
+    let selected: Vec<&SubnetRecord> = state
+        .subnets
+        .values()
+        .filter(|s| ids.is_empty() || ids.contains(&s.id))
+        .filter(|s| {
+            matches(&filters, |name| {
+                if let Some(t) = tag_field(&state.tags_of(&s.id), name) {
+                    return t;
+                }
+                let size = Cidr::parse(&s.cidr).map_or(0, |c| c.size());
+                match name {
+                    "vpc-id" => vec![s.vpc_id.clone()],
+                    "subnet-id" => vec![s.id.clone()],
+                    "subnet-arn" => vec![format!(
+                        "arn:aws:ec2:{}:{}:subnet/{}",
+                        scope.region, scope.account, s.id
+                    )],
+                    "availability-zone" | "availabilityZone" => {
+                        vec![s.availability_zone.clone()]
+                    }
+                    "availability-zone-id" => vec![zone_id(&scope.region, &s.availability_zone)],
+                    "available-ip-address-count" => vec![size
+                        .saturating_sub(5 + state.used_addresses(&s.id) as u64)
+                        .to_string()],
+                    "default-for-az" | "defaultForAz" => vec![s.default_for_az.to_string()],
+                    "enable-dns64" => vec![s.options.enable_dns64.to_string()],
+                    "ipv6-native" | "map-customer-owned-ip-on-launch" => vec!["false".into()],
+                    "map-public-ip-on-launch" => vec![s.map_public_ip_on_launch.to_string()],
+                    "private-dns-name-options-on-launch.hostname-type" => {
+                        vec![s.options.hostname_type().to_string()]
+                    }
+                    "private-dns-name-options-on-launch.enable-resource-name-dns-a-record" => {
+                        vec![s.options.resource_name_a_record.to_string()]
+                    }
+                    "private-dns-name-options-on-launch.enable-resource-name-dns-aaaa-record" => {
+                        vec!["false".into()]
+                    }
+                    "cidr-block" | "cidr" | "cidrBlock" => vec![s.cidr.clone()],
+                    "state" => vec!["available".into()],
+                    "owner-id" => vec![scope.account.clone()],
+                    _ => Vec::new(),
+                }
+            })
+        })
+        .collect();
+    let (selected, token) = page(p, selected, |s| s.id.clone(), limit)?;
     let mut x = Xml::default();
     x.open("subnetSet");
-    for s in state.subnets.values() {
-        if !ids.is_empty() && !ids.contains(&s.id) {
-            continue;
-        }
-        let ok = matches(&filters, |name| match name {
-            "vpc-id" => vec![s.vpc_id.clone()],
-            "subnet-id" => vec![s.id.clone()],
-            "availability-zone" | "availabilityZone" => vec![s.availability_zone.clone()],
-            "default-for-az" | "defaultForAz" => vec![s.default_for_az.to_string()],
-            "cidr-block" | "cidr" | "cidrBlock" => vec![s.cidr.clone()],
-            "state" => vec!["available".into()],
-            "owner-id" => vec![scope.account.clone()],
-            _ => Vec::new(),
-        });
-        if ok {
-            x.open("item");
-            render_subnet(&mut x, scope, &state, s);
-            x.close("item");
-        }
+    for s in selected {
+        x.open("item");
+        render_subnet(&mut x, scope, &state, s);
+        x.close("item");
     }
     x.close("subnetSet");
+    render_token(&mut x, &token);
     Ok(x.0)
 }
 
@@ -355,13 +551,21 @@ async fn delete_subnet(svc: &Ec2Service, scope: &Scope, p: &Params) -> Result<St
     check_id(&id, "subnet", "InvalidSubnetID.Malformed")?;
     svc.mutate(scope, move |state| {
         state.subnet(&id)?;
-        if state.enis.values().any(|e| e.subnet_id == id) {
+        let busy = state.enis.values().any(|e| e.subnet_id == id)
+            || state.nats.values().any(|n| n.subnet_id == id && n.live());
+        if busy {
             return Err(Ec2Error::Dependency(format!(
                 "The subnet '{id}' has dependencies and cannot be deleted."
             ))
             .into());
         }
         state.subnets.remove(&id);
+        // Its route table association goes with it, as on AWS.
+        for table in state.route_tables.values_mut() {
+            table
+                .associations
+                .retain(|a| a.subnet_id.as_deref() != Some(id.as_str()));
+        }
         Ok(())
     })
     .await?;
@@ -425,7 +629,7 @@ fn render_permissions(x: &mut Xml, element: &str, scope: &Scope, rules: &[SgRule
     x.close(element);
 }
 
-fn render_group(x: &mut Xml, scope: &Scope, g: &SgRecord) {
+fn render_group(x: &mut Xml, scope: &Scope, state: &State, g: &SgRecord) {
     x.text("ownerId", &scope.account)
         .text("groupId", &g.id)
         .text("groupName", &g.name)
@@ -440,7 +644,7 @@ fn render_group(x: &mut Xml, scope: &Scope, g: &SgRecord) {
         );
     render_permissions(x, "ipPermissions", scope, &g.ingress);
     render_permissions(x, "ipPermissionsEgress", scope, &g.egress);
-    x.open("tagSet").close("tagSet");
+    render_tags(x, &state.tags_of(&g.id));
 }
 
 /// The group a request names by `GroupId`, or by `GroupName` in the default VPC.
@@ -497,6 +701,8 @@ async fn create_group(svc: &Ec2Service, scope: &Scope, p: &Params) -> Result<Str
     if let Some(v) = &vpc_id {
         check_id(v, "vpc", "InvalidVpcID.Malformed")?;
     }
+    let tags = tag_specs(p, "security-group")?;
+    let tag_list = tags.clone();
     let id = new_id("sg");
     let egress = allow_all_egress();
     let group_id = id.clone();
@@ -528,20 +734,23 @@ async fn create_group(svc: &Ec2Service, scope: &Scope, p: &Params) -> Result<Str
             egress: vec![egress.clone()],
         };
         state.groups.insert(group.id.clone(), group);
+        set_tags(state, &group_id, &tags);
         Ok(())
     })
     .await?;
     let mut x = Xml::default();
-    x.text("groupId", &id)
-        .text(
-            "securityGroupArn",
-            &format!(
-                "arn:aws:ec2:{}:{}:security-group/{id}",
-                scope.region, scope.account
-            ),
-        )
-        .open("tagSet")
-        .close("tagSet");
+    x.text("groupId", &id).text(
+        "securityGroupArn",
+        &format!(
+            "arn:aws:ec2:{}:{}:security-group/{id}",
+            scope.region, scope.account
+        ),
+    );
+    let tag_refs: Vec<(&str, &str)> = tag_list
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    render_tags(&mut x, &tag_refs);
     Ok(x.0)
 }
 
@@ -549,13 +758,34 @@ fn describe_groups(svc: &Ec2Service, scope: &Scope, p: &Params) -> Result<String
     let filters = filters(
         p,
         &[
-            "vpc-id",
-            "group-name",
-            "group-id",
             "description",
+            "egress.ip-permission.cidr",
+            "egress.ip-permission.from-port",
+            "egress.ip-permission.group-id",
+            "egress.ip-permission.group-name",
+            "egress.ip-permission.ipv6-cidr",
+            "egress.ip-permission.prefix-list-id",
+            "egress.ip-permission.protocol",
+            "egress.ip-permission.to-port",
+            "egress.ip-permission.user-id",
+            "group-id",
+            "group-name",
+            "ip-permission.cidr",
+            "ip-permission.from-port",
+            "ip-permission.group-id",
+            "ip-permission.group-name",
+            "ip-permission.ipv6-cidr",
+            "ip-permission.prefix-list-id",
+            "ip-permission.protocol",
+            "ip-permission.to-port",
+            "ip-permission.user-id",
             "owner-id",
+            "tag:",
+            "tag-key",
+            "vpc-id",
         ],
     )?;
+    let limit = max_results(p, 5, 1000)?;
     let ids = p.list("GroupId");
     let names = p.list("GroupName");
     let state = svc.read(scope)?;
@@ -566,30 +796,71 @@ fn describe_groups(svc: &Ec2Service, scope: &Scope, p: &Params) -> Result<String
     for name in &names {
         by_name.push(named_group(&state, None, Some(name))?);
     }
+    let rule_field = |rules: &[SgRule], field: &str| -> Vec<String> {
+        rules
+            .iter()
+            .filter_map(|r| match field {
+                "cidr" => match &r.peer {
+                    Peer::Cidr(c) => Some(c.clone()),
+                    Peer::Group(_) => None,
+                },
+                "group-id" => match &r.peer {
+                    Peer::Group(g) => Some(g.clone()),
+                    Peer::Cidr(_) => None,
+                },
+                "group-name" => match &r.peer {
+                    Peer::Group(g) => state.groups.get(g).map(|g| g.name.clone()),
+                    Peer::Cidr(_) => None,
+                },
+                "user-id" => match &r.peer {
+                    Peer::Group(_) => Some(scope.account.clone()),
+                    Peer::Cidr(_) => None,
+                },
+                "from-port" => Some(r.from_port.unwrap_or(-1).to_string()),
+                "to-port" => Some(r.to_port.unwrap_or(-1).to_string()),
+                "protocol" => Some(r.protocol.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    let selected: Vec<&SgRecord> = state
+        .groups
+        .values()
+        .filter(|g| {
+            (ids.is_empty() && names.is_empty()) || ids.contains(&g.id) || by_name.contains(&g.id)
+        })
+        .filter(|g| {
+            matches(&filters, |name| {
+                if let Some(t) = tag_field(&state.tags_of(&g.id), name) {
+                    return t;
+                }
+                if let Some(field) = name.strip_prefix("egress.ip-permission.") {
+                    return rule_field(&g.egress, field);
+                }
+                if let Some(field) = name.strip_prefix("ip-permission.") {
+                    return rule_field(&g.ingress, field);
+                }
+                match name {
+                    "vpc-id" => vec![g.vpc_id.clone()],
+                    "group-name" => vec![g.name.clone()],
+                    "group-id" => vec![g.id.clone()],
+                    "description" => vec![g.description.clone()],
+                    "owner-id" => vec![scope.account.clone()],
+                    _ => Vec::new(),
+                }
+            })
+        })
+        .collect();
+    let (selected, token) = page(p, selected, |g| g.id.clone(), limit)?;
     let mut x = Xml::default();
     x.open("securityGroupInfo");
-    for g in state.groups.values() {
-        if (!ids.is_empty() || !names.is_empty())
-            && !ids.contains(&g.id)
-            && !by_name.contains(&g.id)
-        {
-            continue;
-        }
-        let ok = matches(&filters, |name| match name {
-            "vpc-id" => vec![g.vpc_id.clone()],
-            "group-name" => vec![g.name.clone()],
-            "group-id" => vec![g.id.clone()],
-            "description" => vec![g.description.clone()],
-            "owner-id" => vec![scope.account.clone()],
-            _ => Vec::new(),
-        });
-        if ok {
-            x.open("item");
-            render_group(&mut x, scope, g);
-            x.close("item");
-        }
+    for g in selected {
+        x.open("item");
+        render_group(&mut x, scope, &state, g);
+        x.close("item");
     }
     x.close("securityGroupInfo");
+    render_token(&mut x, &token);
     Ok(x.0)
 }
 
@@ -680,36 +951,7 @@ fn parse_rules(p: &Params) -> Result<Vec<SgRule>, Ec2Error> {
     let mut rules = Vec::new();
     for perm in perms {
         let proto = protocol(perm.required("IpProtocol", "ipProtocol")?)?;
-        let from = perm.int("FromPort")?;
-        let to = perm.int("ToPort")?;
-        let (from, to) = match proto.as_str() {
-            "tcp" | "udp" => match (from, to) {
-                (Some(f), Some(t)) if (0..=65535).contains(&f) && (f..=65535).contains(&t) => {
-                    (Some(f), Some(t))
-                }
-                (Some(f), Some(t)) => {
-                    return Err(Ec2Error::InvalidValue(format!(
-                        "Invalid port range: from port {f} to port {t}. Ports must be 0-65535 with from <= to."
-                    )))
-                }
-                _ => {
-                    return Err(Ec2Error::InvalidValue(
-                        "Invalid value 'Must specify both from and to ports with TCP/UDP.' for portRange".into(),
-                    ))
-                }
-            },
-            "icmp" => {
-                let f = from.unwrap_or(-1);
-                let t = to.unwrap_or(-1);
-                if !(-1..=255).contains(&f) || !(-1..=255).contains(&t) {
-                    return Err(Ec2Error::InvalidValue(format!(
-                        "Invalid value for ICMP type {f} or code {t}; both must be -1 to 255."
-                    )));
-                }
-                (Some(f), Some(t))
-            }
-            _ => (None, None),
-        };
+        let (from, to) = ports(&proto, perm.int("FromPort")?, perm.int("ToPort")?)?;
         if !perm.structs("Ipv6Ranges").is_empty() || !perm.structs("PrefixListIds").is_empty() {
             return Err(Ec2Error::InvalidValue(
                 "IPv6 ranges and prefix lists are not supported by Berth.".into(),
@@ -718,10 +960,8 @@ fn parse_rules(p: &Params) -> Result<Vec<SgRule>, Ec2Error> {
         let mut peers = Vec::new();
         for range in perm.structs("IpRanges") {
             let text = range.required("CidrIp", "cidrIp")?;
-            let cidr = Cidr::parse(text)
-                .ok_or_else(|| Ec2Error::InvalidValue(format!("CIDR block {text} is malformed")))?;
             peers.push((
-                Peer::Cidr(cidr.to_string()),
+                cidr_peer(text)?,
                 range.get("Description").map(str::to_string),
             ));
         }
@@ -750,6 +990,48 @@ fn parse_rules(p: &Params) -> Result<Vec<SgRule>, Ec2Error> {
         }
     }
     Ok(rules)
+}
+
+fn cidr_peer(text: &str) -> Result<Peer, Ec2Error> {
+    let cidr = Cidr::parse(text)
+        .ok_or_else(|| Ec2Error::InvalidValue(format!("CIDR block {text} is malformed")))?;
+    Ok(Peer::Cidr(cidr.to_string()))
+}
+
+/// A rule's port range (ICMP type and code) for its protocol, checked.
+fn ports(
+    proto: &str,
+    from: Option<i32>,
+    to: Option<i32>,
+) -> Result<(Option<i32>, Option<i32>), Ec2Error> {
+    Ok(match proto {
+            "tcp" | "udp" => match (from, to) {
+                (Some(f), Some(t)) if (0..=65535).contains(&f) && (f..=65535).contains(&t) => {
+                    (Some(f), Some(t))
+                }
+                (Some(f), Some(t)) => {
+                    return Err(Ec2Error::InvalidValue(format!(
+                        "Invalid port range: from port {f} to port {t}. Ports must be 0-65535 with from <= to."
+                    )))
+                }
+                _ => {
+                    return Err(Ec2Error::InvalidValue(
+                        "Invalid value 'Must specify both from and to ports with TCP/UDP.' for portRange".into(),
+                    ))
+                }
+            },
+            "icmp" => {
+                let f = from.unwrap_or(-1);
+                let t = to.unwrap_or(-1);
+                if !(-1..=255).contains(&f) || !(-1..=255).contains(&t) {
+                    return Err(Ec2Error::InvalidValue(format!(
+                        "Invalid value for ICMP type {f} or code {t}; both must be -1 to 255."
+                    )));
+                }
+                (Some(f), Some(t))
+            }
+            _ => (None, None),
+    })
 }
 
 fn describe_rule(r: &SgRule) -> String {
@@ -789,7 +1071,8 @@ async fn authorize(
 ) -> Result<String, AwsError> {
     let (id, name) = group_param(p)?;
     let rules = parse_rules(p)?;
-    let (group_id, added) = svc
+    let tags = tag_specs(p, "security-group-rule")?;
+    let (group_id, added, state) = svc
         .mutate(scope, move |state| {
             let id = named_group(state, id.as_deref(), name.as_deref())?;
             for r in &rules {
@@ -812,6 +1095,9 @@ async fn authorize(
                     .into());
                 }
             }
+            if existing.len() + rules.len() > MAX_RULES_PER_DIRECTION {
+                return Err(rules_limit().into());
+            }
             let group = state
                 .groups
                 .get_mut(&id)
@@ -822,38 +1108,287 @@ async fn authorize(
                 &mut group.ingress
             };
             list.extend(rules.iter().cloned());
-            Ok((id, rules.clone()))
+            for r in &rules {
+                set_tags(state, &r.id, &tags);
+            }
+            Ok((id, rules.clone(), state.clone()))
         })
         .await?;
     let mut x = Xml::default();
     x.text("return", "true").open("securityGroupRuleSet");
     for r in &added {
-        x.open("item")
-            .text("securityGroupRuleId", &r.id)
-            .text("groupId", &group_id)
-            .text("groupOwnerId", &scope.account)
-            .bool("isEgress", egress)
-            .text("ipProtocol", &r.protocol)
-            .text("fromPort", &r.from_port.unwrap_or(-1).to_string())
-            .text("toPort", &r.to_port.unwrap_or(-1).to_string());
-        match &r.peer {
-            Peer::Cidr(c) => {
-                x.text("cidrIpv4", c);
-            }
-            Peer::Group(g) => {
-                x.open("referencedGroupInfo")
-                    .text("groupId", g)
-                    .text("userId", &scope.account)
-                    .close("referencedGroupInfo");
-            }
-        }
-        if let Some(d) = &r.description {
-            x.text("description", d);
-        }
+        x.open("item");
+        render_rule(&mut x, scope, &state, &group_id, egress, r);
         x.close("item");
     }
     x.close("securityGroupRuleSet");
     Ok(x.0)
+}
+
+fn rules_limit() -> Ec2Error {
+    Ec2Error::Other(
+        "RulesPerSecurityGroupLimitExceeded",
+        "The maximum number of rules per security group has been reached.".into(),
+    )
+}
+
+/// One `SecurityGroupRule`.
+fn render_rule(
+    x: &mut Xml,
+    scope: &Scope,
+    state: &State,
+    group_id: &str,
+    egress: bool,
+    r: &SgRule,
+) {
+    x.text("securityGroupRuleId", &r.id)
+        .text("groupId", group_id)
+        .text("groupOwnerId", &scope.account)
+        .bool("isEgress", egress)
+        .text("ipProtocol", &r.protocol)
+        .text("fromPort", &r.from_port.unwrap_or(-1).to_string())
+        .text("toPort", &r.to_port.unwrap_or(-1).to_string());
+    match &r.peer {
+        Peer::Cidr(c) => {
+            x.text("cidrIpv4", c);
+        }
+        Peer::Group(g) => {
+            x.open("referencedGroupInfo")
+                .text("groupId", g)
+                .text("userId", &scope.account);
+            if let Some(group) = state.groups.get(g) {
+                x.text("vpcId", &group.vpc_id);
+            }
+            x.close("referencedGroupInfo");
+        }
+    }
+    if let Some(d) = &r.description {
+        x.text("description", d);
+    }
+    render_tags(x, &state.tags_of(&r.id));
+    x.text(
+        "securityGroupRuleArn",
+        &format!(
+            "arn:aws:ec2:{}:{}:security-group-rule/{}",
+            scope.region, scope.account, r.id
+        ),
+    );
+}
+
+fn describe_rules(svc: &Ec2Service, scope: &Scope, p: &Params) -> Result<String, AwsError> {
+    let filters = filters(
+        p,
+        &["group-id", "security-group-rule-id", "tag:", "tag-key"],
+    )?;
+    let limit = max_results(p, 5, 1000)?;
+    let ids = p.list("SecurityGroupRuleId");
+    let state = svc.read(scope)?;
+    for id in &ids {
+        if state.rule(id).is_none() {
+            return Err(rule_not_found(id).into());
+        }
+    }
+    let mut rules: Vec<(&SgRecord, &SgRule, bool)> = state
+        .groups
+        .values()
+        .flat_map(|g| {
+            g.ingress
+                .iter()
+                .map(move |r| (g, r, false))
+                .chain(g.egress.iter().map(move |r| (g, r, true)))
+        })
+        .filter(|(_, r, _)| ids.is_empty() || ids.contains(&r.id))
+        .filter(|(g, r, _)| {
+            matches(&filters, |name| {
+                if let Some(t) = tag_field(&state.tags_of(&r.id), name) {
+                    return t;
+                }
+                match name {
+                    "group-id" => vec![g.id.clone()],
+                    "security-group-rule-id" => vec![r.id.clone()],
+                    _ => Vec::new(),
+                }
+            })
+        })
+        .collect();
+    rules.sort_by(|a, b| a.1.id.cmp(&b.1.id));
+    let (rules, token) = page(p, rules, |(_, r, _)| r.id.clone(), limit)?;
+    let mut x = Xml::default();
+    x.open("securityGroupRuleSet");
+    for (g, r, egress) in rules {
+        x.open("item");
+        render_rule(&mut x, scope, &state, &g.id, egress, r);
+        x.close("item");
+    }
+    x.close("securityGroupRuleSet");
+    render_token(&mut x, &token);
+    Ok(x.0)
+}
+
+fn rule_not_found(id: &str) -> Ec2Error {
+    Ec2Error::Other(
+        "InvalidSecurityGroupRuleId.NotFound",
+        format!("The security group rule ID '{id}' does not exist"),
+    )
+}
+
+/// ModifySecurityGroupRules: each named rule of the group takes the given
+/// protocol, ports, peer and description, keeping its id (and so its tags).
+async fn modify_rules(svc: &Ec2Service, scope: &Scope, p: &Params) -> Result<String, AwsError> {
+    let group_id = p.required("GroupId", "GroupId")?.to_string();
+    check_id(&group_id, "sg", "InvalidGroupId.Malformed")?;
+    let updates = p.structs("SecurityGroupRule");
+    if updates.is_empty() {
+        return Err(Ec2Error::Missing("SecurityGroupRule").into());
+    }
+    let mut changes: Vec<SgRule> = Vec::new();
+    for u in &updates {
+        let id = u.required("SecurityGroupRuleId", "SecurityGroupRuleId")?;
+        let rule = Params(
+            u.0.iter()
+                .filter_map(|(k, v)| {
+                    k.strip_prefix("SecurityGroupRule.")
+                        .map(|k| (k.to_string(), v.clone()))
+                })
+                .collect(),
+        );
+        let proto = protocol(rule.required("IpProtocol", "IpProtocol")?)?;
+        let (from, to) = ports(&proto, rule.int("FromPort")?, rule.int("ToPort")?)?;
+        if rule.get("CidrIpv6").is_some() || rule.get("PrefixListId").is_some() {
+            return Err(Ec2Error::InvalidValue(
+                "IPv6 ranges and prefix lists are not supported by Berth.".into(),
+            )
+            .into());
+        }
+        let peer = match (rule.get("CidrIpv4"), rule.get("ReferencedGroupId")) {
+            (Some(c), None) => cidr_peer(c)?,
+            (None, Some(g)) => {
+                check_id(g, "sg", "InvalidGroupId.Malformed")?;
+                Peer::Group(g.to_string())
+            }
+            _ => {
+                return Err(Ec2Error::Other(
+                    "InvalidParameterCombination",
+                    "Exactly one of CidrIpv4, CidrIpv6, PrefixListId and ReferencedGroupId must be specified.".into(),
+                )
+                .into())
+            }
+        };
+        changes.push(SgRule {
+            id: id.to_string(),
+            protocol: proto,
+            from_port: from,
+            to_port: to,
+            peer,
+            description: rule.get("Description").map(str::to_string),
+        });
+    }
+    svc.mutate(scope, move |state| {
+        state.group(&group_id)?;
+        for c in &changes {
+            if let Peer::Group(g) = &c.peer {
+                state.group(g)?;
+            }
+            match state.rule(&c.id) {
+                Some((g, _, _)) if g.id == group_id => {}
+                _ => return Err(rule_not_found(&c.id).into()),
+            }
+        }
+        let group = state
+            .groups
+            .get_mut(&group_id)
+            .ok_or_else(|| Ec2Error::GroupNotFound(group_id.clone()))?;
+        for list in [&mut group.ingress, &mut group.egress] {
+            for c in &changes {
+                if let Some(slot) = list.iter().position(|r| r.id == c.id) {
+                    list[slot] = c.clone();
+                }
+            }
+            for (i, r) in list.iter().enumerate() {
+                if list[..i].iter().any(|e| e.same_as(r)) {
+                    return Err(Ec2Error::Other(
+                        "InvalidPermission.Duplicate",
+                        format!("the specified rule \"{}\" already exists", describe_rule(r)),
+                    )
+                    .into());
+                }
+            }
+        }
+        Ok(())
+    })
+    .await?;
+    Ok(returns_true())
+}
+
+/// UpdateSecurityGroupRuleDescriptions{Ingress,Egress}: by rule id
+/// (`SecurityGroupRuleDescription.N`) or by matching `IpPermissions`
+/// (each range's or pair's description; none removes it).
+async fn update_descriptions(
+    svc: &Ec2Service,
+    scope: &Scope,
+    p: &Params,
+    egress: bool,
+) -> Result<String, AwsError> {
+    let (id, name) = group_param(p)?;
+    let by_id: Vec<(String, Option<String>)> = p
+        .structs("SecurityGroupRuleDescription")
+        .iter()
+        .map(|d| {
+            Ok((
+                d.required("SecurityGroupRuleId", "SecurityGroupRuleId")?
+                    .to_string(),
+                d.get("Description").map(str::to_string),
+            ))
+        })
+        .collect::<Result<_, Ec2Error>>()?;
+    let by_rule = if by_id.is_empty() {
+        parse_rules(p)?
+    } else {
+        Vec::new()
+    };
+    for d in by_id
+        .iter()
+        .filter_map(|(_, d)| d.as_ref())
+        .chain(by_rule.iter().filter_map(|r| r.description.as_ref()))
+    {
+        if d.chars().count() > 255 {
+            return Err(Ec2Error::InvalidValue(format!(
+                "Value ({d}) for parameter Description is invalid. Descriptions may be at most 255 characters."
+            ))
+            .into());
+        }
+    }
+    svc.mutate(scope, move |state| {
+        let id = named_group(state, id.as_deref(), name.as_deref())?;
+        let group = state
+            .groups
+            .get_mut(&id)
+            .ok_or_else(|| Ec2Error::GroupNotFound(id.clone()))?;
+        let list = if egress {
+            &mut group.egress
+        } else {
+            &mut group.ingress
+        };
+        for (rule_id, description) in &by_id {
+            let rule = list
+                .iter_mut()
+                .find(|r| &r.id == rule_id)
+                .ok_or_else(|| rule_not_found(rule_id))?;
+            rule.description = description.clone();
+        }
+        for wanted in &by_rule {
+            let rule = list.iter_mut().find(|r| r.same_as(wanted)).ok_or_else(|| {
+                Ec2Error::Other(
+                    "InvalidPermission.NotFound",
+                    "The specified rule does not exist in this security group.".into(),
+                )
+            })?;
+            rule.description = wanted.description.clone();
+        }
+        Ok(())
+    })
+    .await?;
+    Ok(returns_true())
 }
 
 async fn revoke(
@@ -920,8 +1455,15 @@ fn render_eni(x: &mut Xml, scope: &Scope, state: &State, e: &EniRecord) {
         .text("macAddress", &e.mac)
         .text("privateIpAddress", &e.private_ip)
         .text("privateDnsName", &dns)
-        .bool("sourceDestCheck", true)
-        .open("groupSet");
+        .bool("sourceDestCheck", true);
+    let eip = state
+        .eips
+        .values()
+        .find(|a| a.association.as_ref().is_some_and(|s| s.eni_id == e.id));
+    if let Some(eip) = eip {
+        render_eni_association(x, scope, eip);
+    }
+    x.open("groupSet");
     for g in &e.group_ids {
         x.open("item").text("groupId", g);
         if let Some(group) = state.groups.get(g) {
@@ -939,9 +1481,20 @@ fn render_eni(x: &mut Xml, scope: &Scope, state: &State, e: &EniRecord) {
         .close("privateIpAddressesSet")
         .open("ipv6AddressesSet")
         .close("ipv6AddressesSet")
-        .text("interfaceType", "interface")
-        .open("tagSet")
-        .close("tagSet");
+        .text("interfaceType", "interface");
+    render_tags(x, &state.tags_of(&e.id));
+}
+
+/// An interface's `association` with its elastic IP.
+fn render_eni_association(x: &mut Xml, scope: &Scope, eip: &crate::model::EipRecord) {
+    x.open("association")
+        .text("publicIp", &eip.public_ip)
+        .text("ipOwnerId", &scope.account)
+        .text("allocationId", &eip.allocation_id);
+    if let Some(a) = &eip.association {
+        x.text("associationId", &a.id);
+    }
+    x.close("association");
 }
 
 fn private_dns_name(region: &str, ip: &str) -> String {
@@ -952,21 +1505,47 @@ fn describe_enis(svc: &Ec2Service, scope: &Scope, p: &Params) -> Result<String, 
     let filters = filters(
         p,
         &[
-            "network-interface-id",
-            "subnet-id",
-            "vpc-id",
-            "group-id",
-            "availability-zone",
-            "private-ip-address",
+            "association.allocation-id",
+            "association.association-id",
+            "addresses.association.owner-id",
+            "addresses.association.public-ip",
+            "addresses.primary",
             "addresses.private-ip-address",
-            "mac-address",
-            "status",
+            "association.ip-owner-id",
+            "association.public-ip",
+            "association.public-dns-name",
+            "attachment.attach-time",
+            "attachment.attachment-id",
+            "attachment.delete-on-termination",
+            "attachment.device-index",
+            "attachment.instance-id",
+            "attachment.instance-owner-id",
+            "attachment.status",
+            "availability-zone",
+            "availability-zone-id",
             "description",
+            "group-id",
+            "group-name",
+            "ipv6-addresses.ipv6-address",
             "interface-type",
+            "mac-address",
+            "network-interface-id",
+            "operator.managed",
+            "operator.principal",
             "owner-id",
+            "private-dns-name",
+            "private-ip-address",
+            "requester-id",
             "requester-managed",
+            "source-dest-check",
+            "status",
+            "subnet-id",
+            "tag:",
+            "tag-key",
+            "vpc-id",
         ],
     )?;
+    let limit = max_results(p, 5, 1000)?;
     let ids = p.list("NetworkInterfaceId");
     let state = svc.read(scope)?;
     for id in &ids {
@@ -974,33 +1553,71 @@ fn describe_enis(svc: &Ec2Service, scope: &Scope, p: &Params) -> Result<String, 
             return Err(Ec2Error::EniNotFound(id.clone()).into());
         }
     }
+    let selected: Vec<&EniRecord> = state
+        .enis
+        .values()
+        .filter(|e| ids.is_empty() || ids.contains(&e.id))
+        .filter(|e| {
+            let eip = state
+                .eips
+                .values()
+                .find(|a| a.association.as_ref().is_some_and(|s| s.eni_id == e.id));
+            matches(&filters, |name| {
+                if let Some(t) = tag_field(&state.tags_of(&e.id), name) {
+                    return t;
+                }
+                match name {
+                    "network-interface-id" => vec![e.id.clone()],
+                    "subnet-id" => vec![e.subnet_id.clone()],
+                    "vpc-id" => vec![e.vpc_id.clone()],
+                    "group-id" => e.group_ids.clone(),
+                    "group-name" => e
+                        .group_ids
+                        .iter()
+                        .filter_map(|g| state.groups.get(g).map(|g| g.name.clone()))
+                        .collect(),
+                    "availability-zone" => vec![e.availability_zone.clone()],
+                    "availability-zone-id" => vec![zone_id(&scope.region, &e.availability_zone)],
+                    "private-ip-address" | "addresses.private-ip-address" => {
+                        vec![e.private_ip.clone()]
+                    }
+                    "private-dns-name" => vec![private_dns_name(&scope.region, &e.private_ip)],
+                    "addresses.primary" | "source-dest-check" | "requester-managed" => {
+                        vec!["true".into()]
+                    }
+                    "operator.managed" => vec!["false".into()],
+                    "mac-address" => vec![e.mac.clone()],
+                    "status" => vec!["in-use".into()],
+                    "description" => vec![e.description.clone()],
+                    "interface-type" => vec!["interface".into()],
+                    "owner-id" => vec![scope.account.clone()],
+                    "association.allocation-id" => {
+                        eip.map(|a| a.allocation_id.clone()).into_iter().collect()
+                    }
+                    "association.association-id" => eip
+                        .and_then(|a| a.association.as_ref().map(|s| s.id.clone()))
+                        .into_iter()
+                        .collect(),
+                    "association.public-ip" | "addresses.association.public-ip" => {
+                        eip.map(|a| a.public_ip.clone()).into_iter().collect()
+                    }
+                    "association.ip-owner-id" | "addresses.association.owner-id" => {
+                        eip.map(|_| scope.account.clone()).into_iter().collect()
+                    }
+                    _ => Vec::new(),
+                }
+            })
+        })
+        .collect();
+    let (selected, token) = page(p, selected, |e| e.id.clone(), limit)?;
     let mut x = Xml::default();
     x.open("networkInterfaceSet");
-    for e in state.enis.values() {
-        if !ids.is_empty() && !ids.contains(&e.id) {
-            continue;
-        }
-        let ok = matches(&filters, |name| match name {
-            "network-interface-id" => vec![e.id.clone()],
-            "subnet-id" => vec![e.subnet_id.clone()],
-            "vpc-id" => vec![e.vpc_id.clone()],
-            "group-id" => e.group_ids.clone(),
-            "availability-zone" => vec![e.availability_zone.clone()],
-            "private-ip-address" | "addresses.private-ip-address" => vec![e.private_ip.clone()],
-            "mac-address" => vec![e.mac.clone()],
-            "status" => vec!["in-use".into()],
-            "description" => vec![e.description.clone()],
-            "interface-type" => vec!["interface".into()],
-            "owner-id" => vec![scope.account.clone()],
-            "requester-managed" => vec!["true".into()],
-            _ => Vec::new(),
-        });
-        if ok {
-            x.open("item");
-            render_eni(&mut x, scope, &state, e);
-            x.close("item");
-        }
+    for e in selected {
+        x.open("item");
+        render_eni(&mut x, scope, &state, e);
+        x.close("item");
     }
     x.close("networkInterfaceSet");
+    render_token(&mut x, &token);
     Ok(x.0)
 }

@@ -16,7 +16,10 @@
 
 mod access;
 mod api;
+mod meta;
 mod model;
+mod net;
+mod not_implemented;
 mod wire;
 
 #[cfg(test)]
@@ -28,7 +31,9 @@ use berth_model::agent_protocol::{GetNetworkPolicyResponse, NetworkRule};
 use berth_model::{AwsError, QueryService, RequestContext};
 use berth_store::{Store, StoreExt};
 
+pub use api::IMPLEMENTED;
 pub use model::{Peer, SgRule, DEFAULT_VPC_CIDR};
+pub use not_implemented::NOT_IMPLEMENTED;
 
 use model::{
     ipv4, new_id, new_mac, store_error, Cidr, Ec2Error, EniRecord, Scope, State, MAX_GROUPS_PER_ENI,
@@ -120,7 +125,9 @@ impl Ec2Service {
                 let before = State::load(view, &scope)?;
                 let mut after = before.clone();
                 after.seed_defaults(&scope.region);
+                after.ensure_main_tables();
                 let value = f(&mut after)?;
+                after.prune_tags();
                 Ok((after.diff(&before, &scope)?, value))
             })
             .await;
@@ -142,7 +149,11 @@ impl Ec2Service {
     pub async fn ensure_defaults(&self, account: &str, region: &str) -> Result<(), AwsError> {
         let scope = Scope::new(account, region);
         if self.store.get(&scope.defaults_key()).is_some() {
-            return Ok(());
+            // VPCs stored before route tables were kept get their main one.
+            let mut state = self.read(&scope)?;
+            if !state.ensure_main_tables() {
+                return Ok(());
+            }
         }
         self.mutate(&scope, |_| Ok(())).await
     }
@@ -206,15 +217,8 @@ impl Ec2Service {
                 }
                 groups.clone()
             };
-            let used: std::collections::HashSet<&str> = state
-                .enis
-                .values()
-                .filter(|e| e.subnet_id == subnet.id)
-                .map(|e| e.private_ip.as_str())
-                .collect();
-            let ip = (cidr.addr.saturating_add(4)..cidr.last())
-                .map(ipv4)
-                .find(|ip| !used.contains(ip.as_str()))
+            let ip = state
+                .next_free_address(&subnet.id, cidr)
                 .ok_or_else(|| {
                     Ec2Error::Other(
                         "InsufficientFreeAddressesInSubnet",
@@ -268,6 +272,12 @@ impl Ec2Service {
         let scope = Scope::new(account, region);
         let eni_id = eni_id.to_string();
         self.mutate(&scope, move |state| {
+            // An elastic IP associated with the interface is disassociated.
+            for eip in state.eips.values_mut() {
+                if eip.association.as_ref().is_some_and(|a| a.eni_id == eni_id) {
+                    eip.association = None;
+                }
+            }
             Ok(state.enis.remove(&eni_id).is_some())
         })
         .await
@@ -421,9 +431,13 @@ impl QueryService for Ec2Service {
     ) -> Result<String, AwsError> {
         if !api::IMPLEMENTED.contains(&action) {
             if MODEL_OPERATIONS.lines().any(|op| op == action) {
+                let reason = NOT_IMPLEMENTED
+                    .iter()
+                    .find(|(op, _)| *op == action)
+                    .map_or("Berth does not implement it", |(_, reason)| *reason);
                 return Err(Ec2Error::Other(
                     "UnsupportedOperation",
-                    format!("The operation {action} is not supported by Berth yet."),
+                    format!("The operation {action} is not supported by Berth: {reason}."),
                 )
                 .into());
             }

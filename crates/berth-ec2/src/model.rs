@@ -199,6 +199,51 @@ pub struct VpcRecord {
     pub cidr: String,
     pub association_id: String,
     pub is_default: bool,
+    /// Secondary IPv4 blocks (AssociateVpcCidrBlock), in association order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secondary: Vec<CidrAssociation>,
+    /// `enableDnsSupport`; `None` is AWS's default, on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns_support: Option<bool>,
+    /// `enableDnsHostnames`; `None` is AWS's default: on in the default
+    /// VPC, off in others.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns_hostnames: Option<bool>,
+    /// `enableNetworkAddressUsageMetrics`.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub nau_metrics: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// A secondary IPv4 block of a VPC.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CidrAssociation {
+    pub association_id: String,
+    pub cidr: String,
+}
+
+impl VpcRecord {
+    /// Every IPv4 block, the primary first: (association id, block).
+    pub fn blocks(&self) -> Vec<(&str, &str)> {
+        let mut out = vec![(self.association_id.as_str(), self.cidr.as_str())];
+        out.extend(
+            self.secondary
+                .iter()
+                .map(|a| (a.association_id.as_str(), a.cidr.as_str())),
+        );
+        out
+    }
+
+    pub fn dns_support(&self) -> bool {
+        self.dns_support.unwrap_or(true)
+    }
+
+    pub fn dns_hostnames(&self) -> bool {
+        self.dns_hostnames.unwrap_or(self.is_default)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -209,6 +254,31 @@ pub struct SubnetRecord {
     pub availability_zone: String,
     pub default_for_az: bool,
     pub map_public_ip_on_launch: bool,
+    /// The attributes ModifySubnetAttribute sets beyond the public IP.
+    #[serde(default, skip_serializing_if = "SubnetOptions::is_default")]
+    pub options: SubnetOptions,
+}
+
+/// A subnet's launch options, as ModifySubnetAttribute sets them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubnetOptions {
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub enable_dns64: bool,
+    /// `ip-name` (AWS's default) or `resource-name`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname_type: Option<String>,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub resource_name_a_record: bool,
+}
+
+impl SubnetOptions {
+    pub fn is_default(&self) -> bool {
+        *self == SubnetOptions::default()
+    }
+
+    pub fn hostname_type(&self) -> &str {
+        self.hostname_type.as_deref().unwrap_or("ip-name")
+    }
 }
 
 /// Where a security group rule lets traffic come from or go to.
@@ -271,6 +341,131 @@ pub struct EniRecord {
     pub description: String,
 }
 
+/// An internet gateway and the VPC it is attached to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IgwRecord {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vpc_id: Option<String>,
+}
+
+/// Where a route sends traffic.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum RouteTarget {
+    /// An internet gateway (`igw-…`).
+    Gateway(String),
+    NatGateway(String),
+    NetworkInterface(String),
+}
+
+impl RouteTarget {
+    pub fn id(&self) -> &str {
+        match self {
+            RouteTarget::Gateway(id)
+            | RouteTarget::NatGateway(id)
+            | RouteTarget::NetworkInterface(id) => id,
+        }
+    }
+}
+
+/// A route a caller created (a table's `local` routes follow its VPC's
+/// blocks and are not stored).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteRecord {
+    pub destination: String,
+    pub target: RouteTarget,
+    /// `CreateRoute`, or `CreateRouteTable` for the default VPC's route to
+    /// its internet gateway.
+    pub origin: String,
+}
+
+/// A route table's association with a subnet or a gateway.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RtbAssociation {
+    /// `rtbassoc-…`.
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway_id: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteTableRecord {
+    pub id: String,
+    pub vpc_id: String,
+    /// The id of the main association when this is its VPC's main table.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub main_association: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub associations: Vec<RtbAssociation>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<RouteRecord>,
+}
+
+/// A NAT gateway, kept (as `deleted`) for an hour after its deletion as
+/// AWS does.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NatRecord {
+    pub id: String,
+    pub subnet_id: String,
+    pub vpc_id: String,
+    /// `public` or `private`.
+    pub connectivity: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allocation_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub association_id: Option<String>,
+    /// The id of the gateway's (requester-managed) network interface.
+    pub eni_id: String,
+    pub private_ip: String,
+    /// `available`, `failed` or `deleted`.
+    pub state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<(String, String)>,
+    /// Milliseconds since the epoch.
+    pub create_time: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delete_time: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_token: Option<String>,
+}
+
+impl NatRecord {
+    /// Whether the gateway still holds its address and its subnet.
+    pub fn live(&self) -> bool {
+        self.state != "deleted" && self.state != "failed"
+    }
+}
+
+/// Where an elastic IP is associated.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EipAssociation {
+    /// `eipassoc-…`.
+    pub id: String,
+    pub eni_id: String,
+    pub private_ip: String,
+    /// The NAT gateway the interface belongs to, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nat_id: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EipRecord {
+    /// `eipalloc-…`.
+    pub allocation_id: String,
+    pub public_ip: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub association: Option<EipAssociation>,
+}
+
+/// The pool elastic IPs come from: 198.51.100.0/24 (TEST-NET-2, RFC 5737,
+/// documentation only, so never a real host's address).
+pub const EIP_POOL: &str = "198.51.100.0/24";
+/// The most elastic IPs an account may hold in a region, AWS's default.
+pub const MAX_EIPS: usize = 5;
+
 /// The allow-all egress rule every new group starts with.
 pub fn allow_all_egress() -> SgRule {
     SgRule {
@@ -280,6 +475,17 @@ pub fn allow_all_egress() -> SgRule {
         to_port: None,
         peer: Peer::Cidr("0.0.0.0/0".into()),
         description: None,
+    }
+}
+
+/// A VPC's main route table (its `local` routes are implied by its blocks).
+pub fn main_route_table(vpc_id: &str) -> RouteTableRecord {
+    RouteTableRecord {
+        id: new_id("rtb"),
+        vpc_id: vpc_id.to_string(),
+        main_association: Some(new_id("rtbassoc")),
+        associations: Vec::new(),
+        routes: Vec::new(),
     }
 }
 
@@ -339,6 +545,12 @@ pub struct State {
     pub subnets: BTreeMap<String, SubnetRecord>,
     pub groups: BTreeMap<String, SgRecord>,
     pub enis: BTreeMap<String, EniRecord>,
+    pub igws: BTreeMap<String, IgwRecord>,
+    pub route_tables: BTreeMap<String, RouteTableRecord>,
+    pub nats: BTreeMap<String, NatRecord>,
+    pub eips: BTreeMap<String, EipRecord>,
+    /// Each tagged resource's tags, by resource id.
+    pub tags: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 fn load_kind<T: serde::de::DeserializeOwned>(
@@ -374,6 +586,79 @@ fn diff_kind<T: Serialize + PartialEq>(
     Ok(())
 }
 
+/// The zone of a region's interface names (`ec2.internal` …) in the DNS
+/// registry; one per account and region.
+pub fn eni_dns_zone_id(scope: &Scope) -> String {
+    format!("ec2-{}-{}", scope.account, scope.region)
+}
+
+/// Publishes each interface's private DNS name (`ip-a-b-c-d.ec2.internal`,
+/// as DescribeNetworkInterfaces shows it) in the DNS registry, in the same
+/// mutation as the interface: its A record set (set id: the interface id)
+/// and the region's zone with it.
+fn eni_dns_ops(
+    before: &BTreeMap<String, EniRecord>,
+    after: &BTreeMap<String, EniRecord>,
+    scope: &Scope,
+    ops: &mut Vec<Op>,
+) -> Result<(), AwsError> {
+    use berth_model::dns_registry as dns;
+    let zone_id = eni_dns_zone_id(scope);
+    let key = |e: &EniRecord| {
+        let name = dns::private_dns_name(&scope.region, &e.private_ip);
+        (
+            dns::record_key(&zone_id, &name, dns::RecordType::A, &e.id),
+            name,
+        )
+    };
+    let mut wrote = false;
+    for (id, eni) in after {
+        let old = before.get(id);
+        if old.map(|o| &o.private_ip) == Some(&eni.private_ip) {
+            continue;
+        }
+        if let Some(old) = old {
+            ops.push(Op::delete(key(old).0));
+        }
+        let (record_key, name) = key(eni);
+        let set = dns::RecordSet {
+            name,
+            record_type: dns::RecordType::A,
+            ttl: 60,
+            values: vec![eni.private_ip.clone()],
+            routing: dns::Routing::Simple,
+            weight: None,
+            healthy: true,
+            source: format!("ec2:{}", eni.id),
+        };
+        ops.push(Op::put(record_key, encode_dns(&set)?));
+        wrote = true;
+    }
+    for (id, eni) in before {
+        if !after.contains_key(id) {
+            ops.push(Op::delete(key(eni).0));
+        }
+    }
+    if wrote {
+        let zone = dns::HostedZone {
+            id: zone_id.clone(),
+            name: dns::private_dns_zone(&scope.region),
+            vpc_ids: Vec::new(),
+            account: scope.account.clone(),
+            region: scope.region.clone(),
+            publisher: "ec2".into(),
+            negative_ttl: 60,
+        };
+        ops.push(Op::put(dns::zone_key(&zone_id), encode_dns(&zone)?));
+    }
+    Ok(())
+}
+
+fn encode_dns<T: Serialize>(value: &T) -> Result<Vec<u8>, AwsError> {
+    serde_json::to_vec(value)
+        .map_err(|e| AwsError::internal(format!("encoding a DNS record failed: {e}")))
+}
+
 impl State {
     pub fn load(view: &dyn ReadView, scope: &Scope) -> Result<State, AwsError> {
         let p = scope.prefix();
@@ -383,6 +668,11 @@ impl State {
             subnets: load_kind(view, &format!("{p}subnet/"))?,
             groups: load_kind(view, &format!("{p}sg/"))?,
             enis: load_kind(view, &format!("{p}eni/"))?,
+            igws: load_kind(view, &format!("{p}igw/"))?,
+            route_tables: load_kind(view, &format!("{p}rtb/"))?,
+            nats: load_kind(view, &format!("{p}nat/"))?,
+            eips: load_kind(view, &format!("{p}eip/"))?,
+            tags: load_kind(view, &format!("{p}tags/"))?,
         })
     }
 
@@ -402,6 +692,17 @@ impl State {
         )?;
         diff_kind(&format!("{p}sg/"), &before.groups, &self.groups, &mut ops)?;
         diff_kind(&format!("{p}eni/"), &before.enis, &self.enis, &mut ops)?;
+        eni_dns_ops(&before.enis, &self.enis, scope, &mut ops)?;
+        diff_kind(&format!("{p}igw/"), &before.igws, &self.igws, &mut ops)?;
+        diff_kind(
+            &format!("{p}rtb/"),
+            &before.route_tables,
+            &self.route_tables,
+            &mut ops,
+        )?;
+        diff_kind(&format!("{p}nat/"), &before.nats, &self.nats, &mut ops)?;
+        diff_kind(&format!("{p}eip/"), &before.eips, &self.eips, &mut ops)?;
+        diff_kind(&format!("{p}tags/"), &before.tags, &self.tags, &mut ops)?;
         Ok(ops)
     }
 
@@ -416,6 +717,10 @@ impl State {
             cidr: DEFAULT_VPC_CIDR.into(),
             association_id: new_id("vpc-cidr-assoc"),
             is_default: true,
+            secondary: Vec::new(),
+            dns_support: None,
+            dns_hostnames: None,
+            nau_metrics: false,
         };
         for (zone, cidr) in ZONES.iter().zip(DEFAULT_SUBNETS) {
             let subnet = SubnetRecord {
@@ -425,12 +730,133 @@ impl State {
                 availability_zone: format!("{region}{zone}"),
                 default_for_az: true,
                 map_public_ip_on_launch: true,
+                options: SubnetOptions::default(),
             };
             self.subnets.insert(subnet.id.clone(), subnet);
         }
         let group = default_group(&vpc.id);
         self.groups.insert(group.id.clone(), group);
+        // As AWS: the default VPC has an internet gateway and its main
+        // route table sends 0.0.0.0/0 there.
+        let igw = IgwRecord {
+            id: new_id("igw"),
+            vpc_id: Some(vpc.id.clone()),
+        };
+        let mut table = main_route_table(&vpc.id);
+        table.routes.push(RouteRecord {
+            destination: "0.0.0.0/0".into(),
+            target: RouteTarget::Gateway(igw.id.clone()),
+            origin: "CreateRouteTable".into(),
+        });
+        self.route_tables.insert(table.id.clone(), table);
+        self.igws.insert(igw.id.clone(), igw);
         self.vpcs.insert(vpc.id.clone(), vpc);
+    }
+
+    /// Gives every VPC without one (VPCs stored before route tables were
+    /// kept) its main route table. Whether anything changed.
+    pub fn ensure_main_tables(&mut self) -> bool {
+        let missing: Vec<String> = self
+            .vpcs
+            .keys()
+            .filter(|v| self.main_table_of(v).is_none())
+            .cloned()
+            .collect();
+        for vpc in &missing {
+            let table = main_route_table(vpc);
+            self.route_tables.insert(table.id.clone(), table);
+        }
+        !missing.is_empty()
+    }
+
+    pub fn main_table_of(&self, vpc_id: &str) -> Option<&RouteTableRecord> {
+        self.route_tables
+            .values()
+            .find(|t| t.vpc_id == vpc_id && t.main_association.is_some())
+    }
+
+    /// The addresses of a subnet its network interfaces and live NAT
+    /// gateways hold.
+    pub fn held_addresses(&self, subnet_id: &str) -> std::collections::HashSet<&str> {
+        self.enis
+            .values()
+            .filter(|e| e.subnet_id == subnet_id)
+            .map(|e| e.private_ip.as_str())
+            .chain(
+                self.nats
+                    .values()
+                    .filter(|n| n.subnet_id == subnet_id && n.live())
+                    .map(|n| n.private_ip.as_str()),
+            )
+            .collect()
+    }
+
+    /// The first free private address of a subnet (the first four and the
+    /// broadcast address are AWS's).
+    pub fn next_free_address(&self, subnet_id: &str, cidr: Cidr) -> Option<String> {
+        let used = self.held_addresses(subnet_id);
+        (cidr.addr.saturating_add(4)..cidr.last())
+            .map(ipv4)
+            .find(|ip| !used.contains(ip.as_str()))
+    }
+
+    /// Every resource id tags may be put on, with its resource type.
+    pub fn resource_type(&self, id: &str) -> Option<&'static str> {
+        let kind = if self.vpcs.contains_key(id) {
+            "vpc"
+        } else if self.subnets.contains_key(id) {
+            "subnet"
+        } else if self.groups.contains_key(id) {
+            "security-group"
+        } else if self.enis.contains_key(id) {
+            "network-interface"
+        } else if self.igws.contains_key(id) {
+            "internet-gateway"
+        } else if self.route_tables.contains_key(id) {
+            "route-table"
+        } else if self.nats.contains_key(id) {
+            "natgateway"
+        } else if self.eips.contains_key(id) {
+            "elastic-ip"
+        } else if self.rule(id).is_some() {
+            "security-group-rule"
+        } else {
+            return None;
+        };
+        Some(kind)
+    }
+
+    /// A security group rule by id: its group and whether it is egress.
+    pub fn rule(&self, id: &str) -> Option<(&SgRecord, &SgRule, bool)> {
+        self.groups.values().find_map(|g| {
+            g.ingress
+                .iter()
+                .map(|r| (r, false))
+                .chain(g.egress.iter().map(|r| (r, true)))
+                .find(|(r, _)| r.id == id)
+                .map(|(r, egress)| (g, r, egress))
+        })
+    }
+
+    /// Drops the tags of resources that no longer exist.
+    pub fn prune_tags(&mut self) {
+        let gone: Vec<String> = self
+            .tags
+            .iter()
+            .filter(|(id, tags)| tags.is_empty() || self.resource_type(id).is_none())
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in gone {
+            self.tags.remove(&id);
+        }
+    }
+
+    /// A resource's tags (none when untagged).
+    pub fn tags_of(&self, id: &str) -> Vec<(&str, &str)> {
+        self.tags
+            .get(id)
+            .map(|t| t.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect())
+            .unwrap_or_default()
     }
 
     pub fn default_vpc(&self) -> Option<&VpcRecord> {
@@ -468,12 +894,9 @@ impl State {
             .find(|g| g.vpc_id == vpc_id && g.is_default)
     }
 
-    /// Addresses of a subnet its network interfaces hold.
+    /// Addresses of a subnet its network interfaces and NAT gateways hold.
     pub fn used_addresses(&self, subnet_id: &str) -> usize {
-        self.enis
-            .values()
-            .filter(|e| e.subnet_id == subnet_id)
-            .count()
+        self.held_addresses(subnet_id).len()
     }
 }
 
@@ -507,5 +930,42 @@ mod tests {
         assert!(!well_formed("vpc-XYZ", "vpc"));
         let mac = new_mac();
         assert!(mac.starts_with("0a:") && mac.len() == 17, "{mac}");
+    }
+
+    #[test]
+    fn interfaces_publish_their_private_dns_names() {
+        let scope = Scope::new("000000000000", "us-east-1");
+        let eni = EniRecord {
+            id: "eni-0123456789abcdef0".into(),
+            subnet_id: "subnet-1".into(),
+            vpc_id: "vpc-1".into(),
+            availability_zone: "us-east-1a".into(),
+            private_ip: "172.31.0.5".into(),
+            mac: "0a:00:00:00:00:01".into(),
+            group_ids: vec![],
+            description: String::new(),
+        };
+        let before = State::default();
+        let mut after = State::default();
+        after.enis.insert(eni.id.clone(), eni.clone());
+        let ops = after.diff(&before, &scope).unwrap();
+        let record = "dns/records/ec2-000000000000-us-east-1/ip-172-31-0-5.ec2.internal/A/eni-0123456789abcdef0";
+        let set = ops.iter().find_map(|op| match op {
+            Op::Put { key, value } if key == record => Some(value.clone()),
+            _ => None,
+        });
+        let set: berth_model::dns_registry::RecordSet =
+            serde_json::from_slice(&set.expect("the record set is written")).unwrap();
+        assert_eq!(set.values, ["172.31.0.5"]);
+        assert!(ops
+            .iter()
+            .any(|op| op.key() == "dns/zones/ec2-000000000000-us-east-1"));
+        // Deleting the interface deletes its name.
+        let ops = before.diff(&after, &scope).unwrap();
+        assert!(ops
+            .iter()
+            .any(|op| matches!(op, Op::Delete { key } if key == record)));
+        // An unchanged interface writes nothing for DNS.
+        assert!(after.diff(&after, &scope).unwrap().is_empty());
     }
 }

@@ -178,7 +178,26 @@ async fn deleted_defaults_stay_deleted() {
     }
     let xml = f.ok("DescribeVpcs", &[]).await;
     let vpc = tag(&xml, "vpcId").unwrap();
+    // Its internet gateway is attached: AWS refuses until it is detached.
+    let e = f.err("DeleteVpc", &[("VpcId", &vpc)]).await;
+    assert_eq!(e.code, "DependencyViolation");
+    let igw = tag(
+        &f.ok("DescribeInternetGateways", &[]).await,
+        "internetGatewayId",
+    )
+    .unwrap();
+    f.ok(
+        "DetachInternetGateway",
+        &[("InternetGatewayId", &igw), ("VpcId", &vpc)],
+    )
+    .await;
+    f.ok("DeleteInternetGateway", &[("InternetGatewayId", &igw)])
+        .await;
     f.ok("DeleteVpc", &[("VpcId", &vpc)]).await;
+    assert_eq!(
+        f.ok("DescribeRouteTables", &[]).await,
+        "<routeTableSet></routeTableSet>"
+    );
     assert_eq!(f.ok("DescribeVpcs", &[]).await, "<vpcSet></vpcSet>");
     assert_eq!(
         f.ok("DescribeSecurityGroups", &[]).await,
@@ -784,10 +803,973 @@ async fn other_actions_are_refused_in_ec2_words() {
     assert_eq!((e.code.as_ref(), e.status), ("UnsupportedOperation", 400));
     assert_eq!(
         e.message,
-        "The operation RunInstances is not supported by Berth yet."
+        "The operation RunInstances is not supported by Berth: Berth runs containers, not virtual machines: it has no EC2 instances."
     );
     let e = f.err("Frobnicate", &[]).await;
     assert_eq!(e.code, "InvalidAction");
     let e = f.err("DescribeVpcs", &[("DryRun", "true")]).await;
     assert_eq!(e.code, "DryRunOperation");
+}
+
+// ---- the records around a VPC ------------------------------------------------
+
+/// Every model action is implemented or listed with its reason, once.
+#[test]
+fn not_implemented_covers_the_model() {
+    let ops: Vec<&str> = crate::MODEL_OPERATIONS
+        .lines()
+        .filter(|l| !l.is_empty())
+        .collect();
+    for op in crate::IMPLEMENTED {
+        assert!(ops.contains(op), "{op} is not in the model");
+        assert!(
+            !crate::NOT_IMPLEMENTED.iter().any(|(n, _)| n == op),
+            "{op} is both implemented and listed"
+        );
+    }
+    for (op, reason) in crate::NOT_IMPLEMENTED {
+        assert!(ops.contains(op), "{op} is not in the model");
+        assert!(!reason.is_empty());
+    }
+    assert_eq!(
+        crate::IMPLEMENTED.len() + crate::NOT_IMPLEMENTED.len(),
+        ops.len()
+    );
+}
+
+#[tokio::test]
+async fn tags_on_create_and_after() {
+    let f = fixture();
+    let xml = f
+        .ok(
+            "CreateVpc",
+            &[
+                ("CidrBlock", "10.0.0.0/16"),
+                ("TagSpecification.1.ResourceType", "vpc"),
+                ("TagSpecification.1.Tag.1.Key", "Name"),
+                ("TagSpecification.1.Tag.1.Value", "main"),
+            ],
+        )
+        .await;
+    let vpc = tag(&xml, "vpcId").unwrap();
+    assert!(xml.contains("<tagSet><item><key>Name</key><value>main</value></item></tagSet>"));
+    let subnet = f.subnet(&vpc, "10.0.1.0/24").await;
+    f.ok(
+        "CreateTags",
+        &[
+            ("ResourceId.1", &vpc),
+            ("ResourceId.2", &subnet),
+            ("Tag.1.Key", "team"),
+            ("Tag.1.Value", "blue"),
+        ],
+    )
+    .await;
+    let xml = f
+        .ok(
+            "DescribeTags",
+            &[("Filter.1.Name", "key"), ("Filter.1.Value.1", "team")],
+        )
+        .await;
+    assert_eq!(tags(&xml, "resourceType"), ["subnet", "vpc"]);
+    let xml = f
+        .ok(
+            "DescribeSubnets",
+            &[("Filter.1.Name", "tag:team"), ("Filter.1.Value.1", "blue")],
+        )
+        .await;
+    assert_eq!(tags(&xml, "subnetId"), std::slice::from_ref(&subnet));
+    let xml = f
+        .ok(
+            "DescribeVpcs",
+            &[("Filter.1.Name", "tag-key"), ("Filter.1.Value.1", "Name")],
+        )
+        .await;
+    assert_eq!(tags(&xml, "vpcId"), std::slice::from_ref(&vpc));
+    // A value given deletes only a matching tag.
+    f.ok(
+        "DeleteTags",
+        &[
+            ("ResourceId.1", &vpc),
+            ("Tag.1.Key", "team"),
+            ("Tag.1.Value", "red"),
+        ],
+    )
+    .await;
+    let xml = f
+        .ok(
+            "DescribeTags",
+            &[("Filter.1.Name", "resource-id"), ("Filter.1.Value.1", &vpc)],
+        )
+        .await;
+    assert_eq!(tags(&xml, "key"), ["Name", "team"]);
+    f.ok(
+        "DeleteTags",
+        &[("ResourceId.1", &vpc), ("Tag.1.Key", "team")],
+    )
+    .await;
+    let xml = f
+        .ok(
+            "DescribeTags",
+            &[("Filter.1.Name", "resource-id"), ("Filter.1.Value.1", &vpc)],
+        )
+        .await;
+    assert_eq!(tags(&xml, "key"), ["Name"]);
+    // Bad input changes nothing.
+    let before = f.store.revision();
+    for (pairs, code) in [
+        (
+            vec![
+                ("ResourceId.1", "vpc-0123456789abcdef0"),
+                ("Tag.1.Key", "a"),
+            ],
+            "InvalidVpcID.NotFound",
+        ),
+        (
+            vec![("ResourceId.1", vpc.as_str()), ("Tag.1.Key", "aws:x")],
+            "InvalidParameterValue",
+        ),
+        (
+            vec![("ResourceId.1", "frob-1"), ("Tag.1.Key", "a")],
+            "InvalidID",
+        ),
+    ] {
+        assert_eq!(f.err("CreateTags", &pairs).await.code, code);
+    }
+    let e = f
+        .err(
+            "CreateVpc",
+            &[
+                ("CidrBlock", "10.1.0.0/16"),
+                ("TagSpecification.1.ResourceType", "subnet"),
+                ("TagSpecification.1.Tag.1.Key", "a"),
+            ],
+        )
+        .await;
+    assert_eq!(e.code, "InvalidParameterValue");
+    assert_eq!(f.store.revision(), before);
+    // 50 tags at most.
+    let mut many: Vec<(String, String)> = vec![("ResourceId.1".into(), subnet.clone())];
+    for i in 1..=51 {
+        many.push((format!("Tag.{i}.Key"), format!("k{i}")));
+    }
+    let pairs: Vec<(&str, &str)> = many.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    assert_eq!(f.err("CreateTags", &pairs).await.code, "TagLimitExceeded");
+    // Tags go with their resource.
+    f.ok("DeleteSubnet", &[("SubnetId", &subnet)]).await;
+    let xml = f.ok("DescribeTags", &[]).await;
+    assert!(!xml.contains(&subnet));
+}
+
+#[tokio::test]
+async fn zones_regions_and_account_attributes() {
+    let f = fixture();
+    let xml = f.ok("DescribeAvailabilityZones", &[]).await;
+    assert_eq!(
+        tags(&xml, "zoneName"),
+        ["us-east-1a", "us-east-1b", "us-east-1c"]
+    );
+    assert_eq!(tags(&xml, "zoneId"), ["use1-az1", "use1-az2", "use1-az3"]);
+    assert_eq!(tags(&xml, "zoneState"), ["available"; 3]);
+    let xml = f
+        .ok(
+            "DescribeAvailabilityZones",
+            &[
+                ("Filter.1.Name", "zone-id"),
+                ("Filter.1.Value.1", "use1-az2"),
+            ],
+        )
+        .await;
+    assert_eq!(tags(&xml, "zoneName"), ["us-east-1b"]);
+    let e = f
+        .err("DescribeAvailabilityZones", &[("ZoneName.1", "us-east-1z")])
+        .await;
+    assert_eq!(e.code, "InvalidParameterValue");
+    // The subnets name the same zone ids.
+    let xml = f.ok("DescribeSubnets", &[]).await;
+    let mut ids = tags(&xml, "availabilityZoneId");
+    ids.sort();
+    assert_eq!(ids, ["use1-az1", "use1-az2", "use1-az3"]);
+    let xml = f
+        .ok("DescribeRegions", &[("RegionName.1", "eu-west-1")])
+        .await;
+    assert_eq!(
+        tags(&xml, "regionEndpoint"),
+        ["ec2.eu-west-1.amazonaws.com"]
+    );
+    let xml = f.ok("DescribeAccountAttributes", &[]).await;
+    assert_eq!(
+        tags(&xml, "attributeName"),
+        [
+            "supported-platforms",
+            "default-vpc",
+            "max-instances",
+            "vpc-max-security-groups-per-interface",
+            "max-elastic-ips",
+            "vpc-max-elastic-ips"
+        ]
+    );
+    let vpc = tag(&f.ok("DescribeVpcs", &[]).await, "vpcId").unwrap();
+    let xml = f
+        .ok(
+            "DescribeAccountAttributes",
+            &[("AttributeName.1", "default-vpc")],
+        )
+        .await;
+    assert_eq!(tags(&xml, "attributeValue"), [vpc]);
+}
+
+#[tokio::test]
+async fn rules_have_stable_ids_quotas_and_modifications() {
+    let f = fixture();
+    let vpc = f.vpc("10.0.0.0/16").await;
+    let sg = f.group(&vpc, "web").await;
+    let peer = f.group(&vpc, "peer").await;
+    let xml = f
+        .ok(
+            "AuthorizeSecurityGroupIngress",
+            &[
+                ("GroupId", &sg),
+                ("IpPermissions.1.IpProtocol", "tcp"),
+                ("IpPermissions.1.FromPort", "80"),
+                ("IpPermissions.1.ToPort", "80"),
+                ("IpPermissions.1.IpRanges.1.CidrIp", "10.0.0.0/8"),
+                ("TagSpecification.1.ResourceType", "security-group-rule"),
+                ("TagSpecification.1.Tag.1.Key", "why"),
+                ("TagSpecification.1.Tag.1.Value", "web"),
+            ],
+        )
+        .await;
+    let rule = tag(&xml, "securityGroupRuleId").unwrap();
+    let by_group = [
+        ("Filter.1.Name", "group-id"),
+        ("Filter.1.Value.1", sg.as_str()),
+    ];
+    let xml = f.ok("DescribeSecurityGroupRules", &by_group).await;
+    assert!(xml.contains(&rule));
+    assert_eq!(tags(&xml, "securityGroupRuleId").len(), 2);
+    assert_eq!(
+        f.ok("DescribeSecurityGroupRules", &by_group).await,
+        xml,
+        "rule ids are stable"
+    );
+    f.ok(
+        "ModifySecurityGroupRules",
+        &[
+            ("GroupId", &sg),
+            ("SecurityGroupRule.1.SecurityGroupRuleId", &rule),
+            ("SecurityGroupRule.1.SecurityGroupRule.IpProtocol", "tcp"),
+            ("SecurityGroupRule.1.SecurityGroupRule.FromPort", "8080"),
+            ("SecurityGroupRule.1.SecurityGroupRule.ToPort", "8081"),
+            (
+                "SecurityGroupRule.1.SecurityGroupRule.ReferencedGroupId",
+                &peer,
+            ),
+            (
+                "SecurityGroupRule.1.SecurityGroupRule.Description",
+                "from peers",
+            ),
+        ],
+    )
+    .await;
+    let xml = f
+        .ok(
+            "DescribeSecurityGroupRules",
+            &[("SecurityGroupRuleId.1", &rule)],
+        )
+        .await;
+    assert_eq!(tag(&xml, "fromPort").unwrap(), "8080");
+    assert_eq!(tag(&xml, "description").unwrap(), "from peers");
+    assert!(xml.contains("<key>why</key>"), "tags stay: {xml}");
+    // The enforcement view follows.
+    let rules = f
+        .svc
+        .security_group_rules(ACCOUNT, REGION, std::slice::from_ref(&sg))
+        .unwrap();
+    assert_eq!(rules[0].ingress[0].peer, Peer::Group(peer.clone()));
+    assert_eq!(rules[0].ingress[0].from_port, Some(8080));
+    // Descriptions by id.
+    f.ok(
+        "UpdateSecurityGroupRuleDescriptionsIngress",
+        &[
+            ("GroupId", &sg),
+            ("SecurityGroupRuleDescription.1.SecurityGroupRuleId", &rule),
+            ("SecurityGroupRuleDescription.1.Description", "renamed"),
+        ],
+    )
+    .await;
+    let xml = f
+        .ok(
+            "DescribeSecurityGroupRules",
+            &[("SecurityGroupRuleId.1", &rule)],
+        )
+        .await;
+    assert_eq!(tag(&xml, "description").unwrap(), "renamed");
+    // Bad input changes nothing.
+    let before = f.store.revision();
+    let e = f
+        .err(
+            "ModifySecurityGroupRules",
+            &[
+                ("GroupId", &peer),
+                ("SecurityGroupRule.1.SecurityGroupRuleId", &rule),
+                ("SecurityGroupRule.1.SecurityGroupRule.IpProtocol", "tcp"),
+                ("SecurityGroupRule.1.SecurityGroupRule.FromPort", "1"),
+                ("SecurityGroupRule.1.SecurityGroupRule.ToPort", "1"),
+                (
+                    "SecurityGroupRule.1.SecurityGroupRule.CidrIpv4",
+                    "0.0.0.0/0",
+                ),
+            ],
+        )
+        .await;
+    assert_eq!(e.code, "InvalidSecurityGroupRuleId.NotFound");
+    let e = f
+        .err(
+            "DescribeSecurityGroupRules",
+            &[("SecurityGroupRuleId.1", "sgr-0123456789abcdef0")],
+        )
+        .await;
+    assert_eq!(e.code, "InvalidSecurityGroupRuleId.NotFound");
+    assert_eq!(f.store.revision(), before);
+    // 60 inbound rules at most.
+    let mut pairs: Vec<(String, String)> = vec![("GroupId".into(), sg.clone())];
+    for i in 1..=59 {
+        pairs.push((format!("IpPermissions.{i}.IpProtocol"), "tcp".into()));
+        pairs.push((
+            format!("IpPermissions.{i}.FromPort"),
+            (1000 + i).to_string(),
+        ));
+        pairs.push((format!("IpPermissions.{i}.ToPort"), (1000 + i).to_string()));
+        pairs.push((
+            format!("IpPermissions.{i}.IpRanges.1.CidrIp"),
+            "10.0.0.0/8".into(),
+        ));
+    }
+    let refs: Vec<(&str, &str)> = pairs
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    f.ok("AuthorizeSecurityGroupIngress", &refs).await;
+    let before = f.store.revision();
+    let e = f
+        .err(
+            "AuthorizeSecurityGroupIngress",
+            &[
+                ("GroupId", &sg),
+                ("IpPermissions.1.IpProtocol", "udp"),
+                ("IpPermissions.1.FromPort", "53"),
+                ("IpPermissions.1.ToPort", "53"),
+                ("IpPermissions.1.IpRanges.1.CidrIp", "10.0.0.0/8"),
+            ],
+        )
+        .await;
+    assert_eq!(e.code, "RulesPerSecurityGroupLimitExceeded");
+    assert_eq!(
+        e.message,
+        "The maximum number of rules per security group has been reached."
+    );
+    assert_eq!(f.store.revision(), before);
+    // Pagination walks every rule once.
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    loop {
+        let mut q = vec![
+            ("Filter.1.Name", "group-id"),
+            ("Filter.1.Value.1", sg.as_str()),
+            ("MaxResults", "25"),
+        ];
+        if !token.is_empty() {
+            q.push(("NextToken", &token));
+        }
+        let xml = f.ok("DescribeSecurityGroupRules", &q).await;
+        seen.extend(tags(&xml, "securityGroupRuleId"));
+        match tag(&xml, "nextToken") {
+            Some(t) => token = t,
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 61);
+    let mut unique = seen.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), 61);
+}
+
+#[tokio::test]
+async fn vpc_attributes_blocks_and_subnet_attributes() {
+    let f = fixture();
+    let vpc = f.vpc("10.0.0.0/16").await;
+    let get = |attr: &'static str| {
+        let vpc = vpc.clone();
+        let f = &f;
+        async move {
+            let xml = f
+                .ok(
+                    "DescribeVpcAttribute",
+                    &[("VpcId", &vpc), ("Attribute", attr)],
+                )
+                .await;
+            tag(&xml, "value").unwrap()
+        }
+    };
+    assert_eq!(get("enableDnsSupport").await, "true");
+    assert_eq!(get("enableDnsHostnames").await, "false");
+    f.ok(
+        "ModifyVpcAttribute",
+        &[("VpcId", &vpc), ("EnableDnsHostnames.Value", "true")],
+    )
+    .await;
+    assert_eq!(get("enableDnsHostnames").await, "true");
+    let e = f
+        .err(
+            "ModifyVpcAttribute",
+            &[
+                ("VpcId", &vpc),
+                ("EnableDnsHostnames.Value", "true"),
+                ("EnableDnsSupport.Value", "true"),
+            ],
+        )
+        .await;
+    assert_eq!(e.code, "InvalidParameterCombination");
+    // Secondary blocks.
+    let xml = f
+        .ok(
+            "AssociateVpcCidrBlock",
+            &[("VpcId", &vpc), ("CidrBlock", "10.1.0.0/16")],
+        )
+        .await;
+    let assoc = tag(&xml, "associationId").unwrap();
+    let subnet = f.subnet(&vpc, "10.1.5.0/24").await;
+    let before = f.store.revision();
+    for (cidr, code) in [
+        ("10.0.128.0/17", "InvalidVpc.Range"),
+        ("192.168.0.0/16", "InvalidVpc.Range"),
+        ("10.2.0.0/29", "InvalidVpc.Range"),
+    ] {
+        let e = f
+            .err(
+                "AssociateVpcCidrBlock",
+                &[("VpcId", &vpc), ("CidrBlock", cidr)],
+            )
+            .await;
+        assert_eq!(e.code, code, "{cidr}");
+    }
+    let e = f
+        .err(
+            "AssociateVpcCidrBlock",
+            &[("VpcId", &vpc), ("AmazonProvidedIpv6CidrBlock", "true")],
+        )
+        .await;
+    assert_eq!(e.code, "UnsupportedOperation");
+    let e = f
+        .err("DisassociateVpcCidrBlock", &[("AssociationId", &assoc)])
+        .await;
+    assert_eq!(e.code, "DependencyViolation");
+    assert_eq!(f.store.revision(), before);
+    for i in 2..=4 {
+        let cidr = format!("10.{i}.0.0/16");
+        f.ok(
+            "AssociateVpcCidrBlock",
+            &[("VpcId", &vpc), ("CidrBlock", &cidr)],
+        )
+        .await;
+    }
+    let e = f
+        .err(
+            "AssociateVpcCidrBlock",
+            &[("VpcId", &vpc), ("CidrBlock", "10.9.0.0/16")],
+        )
+        .await;
+    assert_eq!(e.code, "CidrLimitExceeded");
+    // Every block has a local route in the main table.
+    let xml = f
+        .ok(
+            "DescribeRouteTables",
+            &[("Filter.1.Name", "vpc-id"), ("Filter.1.Value.1", &vpc)],
+        )
+        .await;
+    assert_eq!(tags(&xml, "gatewayId"), ["local"; 5]);
+    // Subnet attributes.
+    f.ok(
+        "ModifySubnetAttribute",
+        &[("SubnetId", &subnet), ("MapPublicIpOnLaunch.Value", "true")],
+    )
+    .await;
+    f.ok(
+        "ModifySubnetAttribute",
+        &[
+            ("SubnetId", &subnet),
+            ("PrivateDnsHostnameTypeOnLaunch", "resource-name"),
+        ],
+    )
+    .await;
+    f.ok(
+        "ModifySubnetAttribute",
+        &[("SubnetId", &subnet), ("EnableDns64.Value", "true")],
+    )
+    .await;
+    let xml = f.ok("DescribeSubnets", &[("SubnetId.1", &subnet)]).await;
+    assert_eq!(tag(&xml, "mapPublicIpOnLaunch").unwrap(), "true");
+    assert_eq!(tag(&xml, "hostnameType").unwrap(), "resource-name");
+    assert_eq!(tag(&xml, "enableDns64").unwrap(), "true");
+    let e = f
+        .err(
+            "ModifySubnetAttribute",
+            &[("SubnetId", &subnet), ("Ipv6Native.Value", "true")],
+        )
+        .await;
+    assert_eq!(e.code, "InvalidParameterValue");
+    let e = f
+        .err(
+            "AssociateSubnetCidrBlock",
+            &[("SubnetId", &subnet), ("Ipv6CidrBlock", "2600:1f18::/64")],
+        )
+        .await;
+    assert_eq!(e.code, "UnsupportedOperation");
+    f.ok("DeleteSubnet", &[("SubnetId", &subnet)]).await;
+    f.ok("DisassociateVpcCidrBlock", &[("AssociationId", &assoc)])
+        .await;
+}
+
+#[tokio::test]
+async fn gateways_route_tables_and_routes() {
+    let f = fixture();
+    // The default VPC as AWS makes it.
+    let xml = f
+        .ok(
+            "DescribeRouteTables",
+            &[
+                ("Filter.1.Name", "association.main"),
+                ("Filter.1.Value.1", "true"),
+            ],
+        )
+        .await;
+    assert_eq!(
+        tags(&xml, "destinationCidrBlock"),
+        ["172.31.0.0/16", "0.0.0.0/0"]
+    );
+    assert!(tag(&xml, "gatewayId").unwrap() == "local");
+    let vpc = f.vpc("10.0.0.0/16").await;
+    let subnet = f.subnet(&vpc, "10.0.1.0/24").await;
+    let igw = tag(
+        &f.ok("CreateInternetGateway", &[]).await,
+        "internetGatewayId",
+    )
+    .unwrap();
+    f.ok(
+        "AttachInternetGateway",
+        &[("InternetGatewayId", &igw), ("VpcId", &vpc)],
+    )
+    .await;
+    let second = tag(
+        &f.ok("CreateInternetGateway", &[]).await,
+        "internetGatewayId",
+    )
+    .unwrap();
+    let before = f.store.revision();
+    let e = f
+        .err(
+            "AttachInternetGateway",
+            &[("InternetGatewayId", &second), ("VpcId", &vpc)],
+        )
+        .await;
+    assert_eq!(e.code, "Resource.AlreadyAssociated");
+    let e = f
+        .err("DeleteInternetGateway", &[("InternetGatewayId", &igw)])
+        .await;
+    assert_eq!(e.code, "DependencyViolation");
+    assert_eq!(f.store.revision(), before);
+    let xml = f
+        .ok(
+            "DescribeInternetGateways",
+            &[
+                ("Filter.1.Name", "attachment.vpc-id"),
+                ("Filter.1.Value.1", &vpc),
+            ],
+        )
+        .await;
+    assert_eq!(tags(&xml, "internetGatewayId"), std::slice::from_ref(&igw));
+
+    let xml = f
+        .ok(
+            "CreateRouteTable",
+            &[
+                ("VpcId", &vpc),
+                ("TagSpecification.1.ResourceType", "route-table"),
+                ("TagSpecification.1.Tag.1.Key", "Name"),
+                ("TagSpecification.1.Tag.1.Value", "public"),
+            ],
+        )
+        .await;
+    let rtb = tag(&xml, "routeTableId").unwrap();
+    assert_eq!(tags(&xml, "destinationCidrBlock"), ["10.0.0.0/16"]);
+    f.ok(
+        "CreateRoute",
+        &[
+            ("RouteTableId", &rtb),
+            ("DestinationCidrBlock", "0.0.0.0/0"),
+            ("GatewayId", &igw),
+        ],
+    )
+    .await;
+    let before = f.store.revision();
+    for (pairs, code) in [
+        (
+            vec![
+                ("DestinationCidrBlock", "0.0.0.0/0"),
+                ("GatewayId", igw.as_str()),
+            ],
+            "RouteAlreadyExists",
+        ),
+        (
+            vec![
+                ("DestinationCidrBlock", "10.0.0.0/16"),
+                ("GatewayId", igw.as_str()),
+            ],
+            "RouteAlreadyExists",
+        ),
+        (
+            vec![
+                ("DestinationCidrBlock", "1.0.0.0/8"),
+                ("GatewayId", second.as_str()),
+            ],
+            "InvalidParameterValue",
+        ),
+        (
+            vec![
+                ("DestinationCidrBlock", "1.0.0.0/8"),
+                ("NatGatewayId", "nat-0123456789abcdef0"),
+            ],
+            "InvalidNatGatewayID.NotFound",
+        ),
+        (
+            vec![
+                ("DestinationCidrBlock", "1.0.0.0/8"),
+                ("InstanceId", "i-0123456789abcdef0"),
+            ],
+            "UnsupportedOperation",
+        ),
+    ] {
+        let mut q = vec![("RouteTableId", rtb.as_str())];
+        q.extend(pairs);
+        assert_eq!(f.err("CreateRoute", &q).await.code, code, "{q:?}");
+    }
+    let e = f
+        .err(
+            "ReplaceRoute",
+            &[
+                ("RouteTableId", &rtb),
+                ("DestinationCidrBlock", "1.0.0.0/8"),
+                ("GatewayId", &igw),
+            ],
+        )
+        .await;
+    assert_eq!(e.code, "InvalidRoute.NotFound");
+    let e = f
+        .err(
+            "DeleteRoute",
+            &[
+                ("RouteTableId", &rtb),
+                ("DestinationCidrBlock", "10.0.0.0/16"),
+            ],
+        )
+        .await;
+    assert_eq!(e.code, "InvalidParameterValue");
+    assert_eq!(f.store.revision(), before);
+
+    // Associations.
+    let xml = f
+        .ok(
+            "AssociateRouteTable",
+            &[("RouteTableId", &rtb), ("SubnetId", &subnet)],
+        )
+        .await;
+    let assoc = tag(&xml, "associationId").unwrap();
+    let other = tag(
+        &f.ok("CreateRouteTable", &[("VpcId", &vpc)]).await,
+        "routeTableId",
+    )
+    .unwrap();
+    let e = f
+        .err(
+            "AssociateRouteTable",
+            &[("RouteTableId", &other), ("SubnetId", &subnet)],
+        )
+        .await;
+    assert_eq!(e.code, "Resource.AlreadyAssociated");
+    let e = f.err("DeleteRouteTable", &[("RouteTableId", &rtb)]).await;
+    assert_eq!(e.code, "DependencyViolation");
+    let xml = f
+        .ok(
+            "DescribeRouteTables",
+            &[
+                ("Filter.1.Name", "association.subnet-id"),
+                ("Filter.1.Value.1", &subnet),
+            ],
+        )
+        .await;
+    assert_eq!(tag(&xml, "routeTableId").unwrap(), rtb);
+    let xml = f
+        .ok(
+            "ReplaceRouteTableAssociation",
+            &[("AssociationId", &assoc), ("RouteTableId", &other)],
+        )
+        .await;
+    let assoc = tag(&xml, "newAssociationId").unwrap();
+    f.ok("DisassociateRouteTable", &[("AssociationId", &assoc)])
+        .await;
+    let e = f
+        .err("DisassociateRouteTable", &[("AssociationId", &assoc)])
+        .await;
+    assert_eq!(e.code, "InvalidAssociationID.NotFound");
+    // The main association moves with ReplaceRouteTableAssociation.
+    let xml = f
+        .ok(
+            "DescribeRouteTables",
+            &[
+                ("Filter.1.Name", "vpc-id"),
+                ("Filter.1.Value.1", &vpc),
+                ("Filter.2.Name", "association.main"),
+                ("Filter.2.Value.1", "true"),
+            ],
+        )
+        .await;
+    let main_assoc = tag(&xml, "routeTableAssociationId").unwrap();
+    let old_main = tag(&xml, "routeTableId").unwrap();
+    let e = f
+        .err("DisassociateRouteTable", &[("AssociationId", &main_assoc)])
+        .await;
+    assert_eq!(e.code, "InvalidParameterValue");
+    f.ok(
+        "ReplaceRouteTableAssociation",
+        &[("AssociationId", &main_assoc), ("RouteTableId", &rtb)],
+    )
+    .await;
+    let e = f.err("DeleteRouteTable", &[("RouteTableId", &rtb)]).await;
+    assert_eq!(e.code, "DependencyViolation");
+    // A detached gateway leaves a blackhole.
+    f.ok(
+        "DetachInternetGateway",
+        &[("InternetGatewayId", &igw), ("VpcId", &vpc)],
+    )
+    .await;
+    let xml = f
+        .ok("DescribeRouteTables", &[("RouteTableId.1", &rtb)])
+        .await;
+    assert!(xml.contains("<gatewayId>"));
+    assert!(xml.contains("<state>blackhole</state>"), "{xml}");
+    f.ok(
+        "DeleteRoute",
+        &[
+            ("RouteTableId", &rtb),
+            ("DestinationCidrBlock", "0.0.0.0/0"),
+        ],
+    )
+    .await;
+    let e = f
+        .err(
+            "DeleteRoute",
+            &[
+                ("RouteTableId", &rtb),
+                ("DestinationCidrBlock", "0.0.0.0/0"),
+            ],
+        )
+        .await;
+    assert_eq!(e.code, "InvalidRoute.NotFound");
+    // The VPC goes only once its extra table is gone.
+    f.ok("DeleteSubnet", &[("SubnetId", &subnet)]).await;
+    let e = f.err("DeleteVpc", &[("VpcId", &vpc)]).await;
+    assert_eq!(e.code, "DependencyViolation");
+    f.ok("DeleteRouteTable", &[("RouteTableId", &other)]).await;
+    f.ok("DeleteRouteTable", &[("RouteTableId", &old_main)])
+        .await;
+    f.ok("DeleteVpc", &[("VpcId", &vpc)]).await;
+}
+
+#[tokio::test]
+async fn nat_gateways_and_elastic_ips() {
+    let f = fixture();
+    let vpc = f.vpc("10.0.0.0/16").await;
+    let subnet = f.subnet(&vpc, "10.0.1.0/24").await;
+    let xml = f
+        .ok(
+            "AllocateAddress",
+            &[
+                ("Domain", "vpc"),
+                ("TagSpecification.1.ResourceType", "elastic-ip"),
+                ("TagSpecification.1.Tag.1.Key", "Name"),
+                ("TagSpecification.1.Tag.1.Value", "nat"),
+            ],
+        )
+        .await;
+    let alloc = tag(&xml, "allocationId").unwrap();
+    assert!(alloc.starts_with("eipalloc-"));
+    assert_eq!(tag(&xml, "publicIp").unwrap(), "198.51.100.1");
+    // A public NAT gateway in a VPC without an internet gateway fails.
+    let xml = f
+        .ok(
+            "CreateNatGateway",
+            &[("SubnetId", &subnet), ("AllocationId", &alloc)],
+        )
+        .await;
+    assert_eq!(tag(&xml, "state").unwrap(), "pending");
+    let failed = tag(&xml, "natGatewayId").unwrap();
+    let xml = f
+        .ok("DescribeNatGateways", &[("NatGatewayId.1", &failed)])
+        .await;
+    assert_eq!(tag(&xml, "state").unwrap(), "failed");
+    assert_eq!(tag(&xml, "failureCode").unwrap(), "Gateway.NotAttached");
+    let igw = tag(
+        &f.ok("CreateInternetGateway", &[]).await,
+        "internetGatewayId",
+    )
+    .unwrap();
+    f.ok(
+        "AttachInternetGateway",
+        &[("InternetGatewayId", &igw), ("VpcId", &vpc)],
+    )
+    .await;
+    let xml = f
+        .ok(
+            "CreateNatGateway",
+            &[
+                ("SubnetId", &subnet),
+                ("AllocationId", &alloc),
+                ("ClientToken", "tok"),
+            ],
+        )
+        .await;
+    let nat = tag(&xml, "natGatewayId").unwrap();
+    assert_eq!(tag(&xml, "privateIp").unwrap(), "10.0.1.4");
+    // Idempotent with its token.
+    let again = f
+        .ok(
+            "CreateNatGateway",
+            &[
+                ("SubnetId", &subnet),
+                ("AllocationId", &alloc),
+                ("ClientToken", "tok"),
+            ],
+        )
+        .await;
+    assert_eq!(tag(&again, "natGatewayId").unwrap(), nat);
+    let xml = f
+        .ok(
+            "DescribeNatGateways",
+            &[
+                ("Filter.1.Name", "state"),
+                ("Filter.1.Value.1", "available"),
+            ],
+        )
+        .await;
+    assert_eq!(tags(&xml, "natGatewayId"), std::slice::from_ref(&nat));
+    assert_eq!(tag(&xml, "publicIp").unwrap(), "198.51.100.1");
+    // Task interfaces skip the gateway's address.
+    let eni = f
+        .svc
+        .create_task_eni(ACCOUNT, REGION, &subnet, &[], "task")
+        .await
+        .unwrap();
+    assert_eq!(eni.private_ip, "10.0.1.5");
+    let before = f.store.revision();
+    let e = f.err("DeleteSubnet", &[("SubnetId", &subnet)]).await;
+    assert_eq!(e.code, "DependencyViolation");
+    let e = f.err("ReleaseAddress", &[("AllocationId", &alloc)]).await;
+    assert_eq!(e.code, "InvalidIPAddress.InUse");
+    let e = f
+        .err(
+            "AssociateAddress",
+            &[("AllocationId", &alloc), ("NetworkInterfaceId", &eni.id)],
+        )
+        .await;
+    assert_eq!(e.code, "Resource.AlreadyAssociated");
+    let e = f
+        .err(
+            "ReleaseAddress",
+            &[("AllocationId", "eipalloc-0123456789abcdef0")],
+        )
+        .await;
+    assert_eq!(e.code, "InvalidAllocationID.NotFound");
+    let e = f
+        .err(
+            "DetachInternetGateway",
+            &[("InternetGatewayId", &igw), ("VpcId", &vpc)],
+        )
+        .await;
+    assert_eq!(e.code, "DependencyViolation");
+    assert_eq!(f.store.revision(), before);
+    // An address on the task's interface.
+    let second = tag(&f.ok("AllocateAddress", &[]).await, "allocationId").unwrap();
+    let xml = f
+        .ok(
+            "AssociateAddress",
+            &[("AllocationId", &second), ("NetworkInterfaceId", &eni.id)],
+        )
+        .await;
+    let assoc = tag(&xml, "associationId").unwrap();
+    assert!(assoc.starts_with("eipassoc-"));
+    let xml = f
+        .ok(
+            "DescribeNetworkInterfaces",
+            &[("NetworkInterfaceId.1", &eni.id)],
+        )
+        .await;
+    assert!(xml.contains("<publicIp>198.51.100.2</publicIp>"), "{xml}");
+    let xml = f
+        .ok(
+            "DescribeAddresses",
+            &[
+                ("Filter.1.Name", "network-interface-id"),
+                ("Filter.1.Value.1", &eni.id),
+            ],
+        )
+        .await;
+    assert_eq!(tags(&xml, "allocationId"), std::slice::from_ref(&second));
+    f.ok("DisassociateAddress", &[("AssociationId", &assoc)])
+        .await;
+    let e = f
+        .err("DisassociateAddress", &[("AssociationId", &assoc)])
+        .await;
+    assert_eq!(e.code, "InvalidAssociationID.NotFound");
+    // Routes to the NAT gateway, and deletion.
+    let main = tag(
+        &f.ok(
+            "DescribeRouteTables",
+            &[("Filter.1.Name", "vpc-id"), ("Filter.1.Value.1", &vpc)],
+        )
+        .await,
+        "routeTableId",
+    )
+    .unwrap();
+    f.ok(
+        "CreateRoute",
+        &[
+            ("RouteTableId", &main),
+            ("DestinationCidrBlock", "0.0.0.0/0"),
+            ("NatGatewayId", &nat),
+        ],
+    )
+    .await;
+    let xml = f.ok("DeleteNatGateway", &[("NatGatewayId", &nat)]).await;
+    assert_eq!(tag(&xml, "natGatewayId").unwrap(), nat);
+    let xml = f
+        .ok("DescribeNatGateways", &[("NatGatewayId.1", &nat)])
+        .await;
+    assert_eq!(tag(&xml, "state").unwrap(), "deleted");
+    assert!(xml.contains("<deleteTime>"));
+    let e = f.err("DeleteNatGateway", &[("NatGatewayId", &nat)]).await;
+    assert_eq!(e.code, "InvalidNatGatewayID.NotFound");
+    let xml = f
+        .ok("DescribeRouteTables", &[("RouteTableId.1", &main)])
+        .await;
+    assert!(xml.contains("<state>blackhole</state>"));
+    f.ok("ReleaseAddress", &[("AllocationId", &alloc)]).await;
+    // Five addresses at most.
+    for _ in 0..4 {
+        f.ok("AllocateAddress", &[]).await;
+    }
+    assert_eq!(
+        f.err("AllocateAddress", &[]).await.code,
+        "AddressLimitExceeded"
+    );
 }

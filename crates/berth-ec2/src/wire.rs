@@ -80,12 +80,13 @@ pub struct Filter {
 }
 
 /// Reads `Filter.N.Name`/`Filter.N.Value.M`; names outside `known` are
-/// refused as EC2 does.
+/// refused as EC2 does (`tag:<key>` is known when `known` has `tag:`).
 pub fn filters(params: &Params, known: &[&str]) -> Result<Vec<Filter>, Ec2Error> {
     let mut out = Vec::new();
     for f in params.structs("Filter") {
         let name = f.required("Name", "Filter.Name")?.to_string();
-        if !known.contains(&name.as_str()) {
+        let tag_filter = name.starts_with("tag:") && name.len() > 4 && known.contains(&"tag:");
+        if !tag_filter && !known.contains(&name.as_str()) {
             return Err(Ec2Error::InvalidValue(format!(
                 "The filter '{name}' is invalid"
             )));
@@ -96,6 +97,158 @@ pub fn filters(params: &Params, known: &[&str]) -> Result<Vec<Filter>, Ec2Error>
         });
     }
     Ok(out)
+}
+
+/// A resource's values for the `tag:<key>` and `tag-key` filters, `None`
+/// for other names.
+pub fn tag_field(tags: &[(&str, &str)], name: &str) -> Option<Vec<String>> {
+    if name == "tag-key" {
+        return Some(tags.iter().map(|(k, _)| k.to_string()).collect());
+    }
+    let key = name.strip_prefix("tag:")?;
+    Some(
+        tags.iter()
+            .filter(|(k, _)| *k == key)
+            .map(|(_, v)| v.to_string())
+            .collect(),
+    )
+}
+
+/// `<tagSet>` with a resource's tags.
+pub fn render_tags(x: &mut Xml, tags: &[(&str, &str)]) {
+    x.open("tagSet");
+    for (k, v) in tags {
+        x.open("item").text("key", k).text("value", v).close("item");
+    }
+    x.close("tagSet");
+}
+
+/// The most tags one resource may have, as AWS.
+pub const MAX_TAGS: usize = 50;
+
+/// Checks one tag as EC2 does.
+pub fn check_tag(key: &str, value: &str) -> Result<(), Ec2Error> {
+    if key.is_empty() {
+        return Err(Ec2Error::InvalidValue(
+            "Tag keys must not be empty.".to_string(),
+        ));
+    }
+    if key.chars().count() > 128 {
+        return Err(Ec2Error::InvalidValue(format!(
+            "Tag key exceeds the maximum length of 128 characters: {key}"
+        )));
+    }
+    if value.chars().count() > 256 {
+        return Err(Ec2Error::InvalidValue(format!(
+            "Tag value exceeds the maximum length of 256 characters: {value}"
+        )));
+    }
+    if key.to_ascii_lowercase().starts_with("aws:") {
+        return Err(Ec2Error::InvalidValue(
+            "Tag keys starting with 'aws:' are reserved for internal use".to_string(),
+        ));
+    }
+    Ok(())
+}
+
+/// The tags of a create's `TagSpecification.N` for `resource_type` (the
+/// only type the action creates), checked; a spec naming another type is
+/// refused as EC2 does.
+pub fn tag_specs(p: &Params, resource_type: &str) -> Result<Vec<(String, String)>, Ec2Error> {
+    let mut tags: Vec<(String, String)> = Vec::new();
+    for spec in p.structs("TagSpecification") {
+        let kind = spec.required("ResourceType", "TagSpecification.ResourceType")?;
+        if kind != resource_type {
+            return Err(Ec2Error::InvalidValue(format!(
+                "'{kind}' is not a valid taggable resource type for this operation."
+            )));
+        }
+        for tag in spec.structs("Tag") {
+            let key = tag.get("Key").unwrap_or("");
+            let value = tag.get("Value").unwrap_or("");
+            check_tag(key, value)?;
+            tags.retain(|(k, _)| k != key);
+            tags.push((key.to_string(), value.to_string()));
+        }
+    }
+    if tags.len() > MAX_TAGS {
+        return Err(Ec2Error::Other(
+            "TagLimitExceeded",
+            "The maximum number of Tags for a resource has been reached.".to_string(),
+        ));
+    }
+    Ok(tags)
+}
+
+/// `MaxResults` within `min..=max` (AWS's range for the action).
+pub fn max_results(p: &Params, min: i32, max: i32) -> Result<Option<usize>, Ec2Error> {
+    match p.int("MaxResults")? {
+        None => Ok(None),
+        Some(n) if (min..=max).contains(&n) => Ok(Some(n as usize)),
+        Some(n) => Err(Ec2Error::InvalidValue(format!(
+            "Value ( {n} ) for parameter maxResults is invalid. Expecting a value between {min} and {max}."
+        ))),
+    }
+}
+
+/// One page of `items` (sorted by key): those after `NextToken`, at most
+/// `MaxResults` of them, and the token of the next page. Tokens name the
+/// last key answered, so a page is stable under concurrent inserts.
+pub fn page<T>(
+    p: &Params,
+    items: Vec<T>,
+    key: impl Fn(&T) -> String,
+    limit: Option<usize>,
+) -> Result<(Vec<T>, Option<String>), Ec2Error> {
+    let after = match p.get("NextToken") {
+        None | Some("") => None,
+        Some(token) => Some(decode_token(token).ok_or_else(|| {
+            Ec2Error::Other(
+                "InvalidPaginationToken",
+                format!("Invalid pagination token: {token}"),
+            )
+        })?),
+    };
+    let mut rest: Vec<T> = items
+        .into_iter()
+        .filter(|i| after.as_deref().is_none_or(|a| key(i).as_str() > a))
+        .collect();
+    let Some(limit) = limit else {
+        return Ok((rest, None));
+    };
+    if rest.len() <= limit {
+        return Ok((rest, None));
+    }
+    rest.truncate(limit);
+    let token = rest.last().map(|i| encode_token(&key(i)));
+    Ok((rest, token))
+}
+
+fn encode_token(key: &str) -> String {
+    let mut out = String::from("b1");
+    for b in key.bytes() {
+        out.push_str(&format!("{b:02x}"));
+    }
+    out
+}
+
+fn decode_token(token: &str) -> Option<String> {
+    let hex = token.strip_prefix("b1")?;
+    if hex.len() % 2 != 0 {
+        return None;
+    }
+    let bytes: Option<Vec<u8>> = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+        .collect();
+    String::from_utf8(bytes?).ok()
+}
+
+/// `<nextToken>` when there is a next page.
+pub fn render_token(x: &mut Xml, token: &Option<String>) {
+    if let Some(t) = token {
+        x.text("nextToken", t);
+    }
 }
 
 /// Whether a resource passes every filter; `field` gives the resource's

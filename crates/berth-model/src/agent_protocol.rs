@@ -52,6 +52,12 @@ pub struct RegisterAgentResponse {
     pub container_instance_arn: String,
     pub access_key_id: String,
     pub secret_access_key: String,
+    /// Berth's DNS server (`ip:port`), which the agent's tasks use through
+    /// the host's DNS relay (`169.254.170.2:53`, and each VPC's resolver
+    /// address for awsvpc tasks). Absent when the server runs none. An
+    /// unspecified address (`0.0.0.0:port`) means "the server's own host".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns_endpoint: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]

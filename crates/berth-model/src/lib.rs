@@ -11,6 +11,7 @@ pub mod context;
 pub mod credentials;
 pub mod dns_registry;
 pub mod error;
+pub mod exec_protocol;
 pub mod json;
 pub mod seal;
 pub mod service;

@@ -441,6 +441,7 @@ pub(crate) fn create_body(spec: &ContainerSpec) -> Result<ContainerCreateBody, R
         readonly_rootfs: spec.readonly_rootfs.then_some(true),
         privileged: spec.privileged.then_some(true),
         dns: non_empty(spec.dns_servers.clone()),
+        dns_search: non_empty(spec.dns_search.clone()),
         extra_hosts: non_empty(extra_hosts),
         security_opt: non_empty(spec.docker_security_options.clone()),
         sysctls: (!spec.sysctls.is_empty()).then(|| spec.sysctls.iter().cloned().collect()),
@@ -1235,6 +1236,8 @@ mod tests {
                 hard: 4096,
             }],
             extra_hosts: vec![("db".into(), "10.0.0.2".into())],
+            dns_servers: vec!["172.31.0.2".into()],
+            dns_search: vec!["ec2.internal".into()],
             sysctls: vec![("net.core.somaxconn".into(), "1024".into())],
             log_driver: Some((
                 "json-file".into(),
@@ -1266,6 +1269,8 @@ mod tests {
             (Some("nofile"), Some(1024), Some(4096))
         );
         assert_eq!(h.extra_hosts, Some(vec!["db:10.0.0.2".to_string()]));
+        assert_eq!(h.dns, Some(vec!["172.31.0.2".to_string()]));
+        assert_eq!(h.dns_search, Some(vec!["ec2.internal".to_string()]));
         assert_eq!(h.sysctls.as_ref().unwrap()["net.core.somaxconn"], "1024");
         let log = h.log_config.as_ref().unwrap();
         assert_eq!(log.typ.as_deref(), Some("json-file"));

@@ -156,6 +156,8 @@ pub struct ContainerSpec {
     pub readonly_rootfs: bool,
     pub privileged: bool,
     pub dns_servers: Vec<String>,
+    /// search domains of the container's `resolv.conf` (docker DnsSearch)
+    pub dns_search: Vec<String>,
     /// (hostname, ip address)
     pub extra_hosts: Vec<(String, String)>,
     pub docker_security_options: Vec<String>,

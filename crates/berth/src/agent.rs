@@ -99,6 +99,12 @@ pub struct AgentArgs {
     #[arg(long, default_value = "berth.local", value_name = "TYPE")]
     pub instance_type: String,
 
+    /// The DNS server (ip:port) this host's tasks use, through the host's
+    /// DNS relay on 169.254.170.2:53 [default: the one the server names
+    /// when the agent registers, its --dns-listen].
+    #[arg(long, value_name = "IP:PORT")]
+    pub dns_endpoint: Option<SocketAddr>,
+
     /// Log filter (tracing EnvFilter syntax); RUST_LOG overrides it.
     #[arg(long, default_value = "info", value_name = "FILTER")]
     pub log: String,
@@ -262,6 +268,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         reserved_memory_mib: args.reserved_memory,
         availability_zone: args.availability_zone.clone(),
         instance_type: args.instance_type.clone(),
+        dns_endpoint: args.dns_endpoint,
     };
     let agent = Agent::new(config, runtime)?;
     agent.run(crate::up::shutdown_signal()).await?;
@@ -313,6 +320,8 @@ pub async fn spawn_local(
         reserved_memory_mib: 256,
         availability_zone: None,
         instance_type: "berth.local".to_string(),
+        // The server's, as it answers the registration.
+        dns_endpoint: None,
     };
     let agent = match Agent::new(config, runtime) {
         Ok(a) => a,

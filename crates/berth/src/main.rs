@@ -3,7 +3,9 @@
 mod agent;
 mod agent_credentials;
 mod cluster;
+mod coverage;
 mod credentials;
+mod dns;
 mod logs_place;
 mod node;
 mod private_dir;
@@ -43,6 +45,9 @@ enum Command {
     /// per second with a one-minute minimum, as Fargate bills), by task,
     /// cluster and service; signed with AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY.
     Usage(usage::UsageArgs),
+    /// Print, as JSON by service, the operations of the AWS models Berth
+    /// serves that it does not implement, each with the reason.
+    NotImplemented,
     /// Print the version.
     Version,
 }
@@ -118,6 +123,18 @@ pub struct ServeArgs {
     /// past it requests are refused with 503 until memory frees up.
     #[arg(long, default_value_t = 128, value_name = "MIB")]
     pub body_budget: usize,
+
+    /// UDP and TCP address of Berth's DNS server, authoritative for Berth's
+    /// zones (Cloud Map namespaces, interface names such as
+    /// ip-172-31-0-5.ec2.internal); `off` disables it.
+    #[arg(long, default_value = "127.0.0.1:8053", value_name = "IP:PORT|off")]
+    pub dns_listen: String,
+
+    /// A resolver for the names outside Berth's zones (repeatable; `none`:
+    /// answer them REFUSED) [default: the non-loopback nameservers of
+    /// /etc/resolv.conf].
+    #[arg(long, value_name = "IP[:PORT]")]
+    pub dns_upstream: Vec<String>,
 }
 
 #[derive(clap::Args, Clone, Debug)]
@@ -188,6 +205,7 @@ fn main() -> anyhow::Result<()> {
             println!("berth {}", env!("CARGO_PKG_VERSION"));
             Ok(())
         }
+        Command::NotImplemented => coverage::print(),
         Command::Server(args) => {
             init_logging(&args.serve.log);
             let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -222,8 +240,16 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn init_logging(default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // hickory-server logs every DNS query at info: only its warnings,
+    // unless the filter names it.
+    let text = std::env::var("RUST_LOG").unwrap_or_else(|_| default.to_string());
+    if !text.contains("hickory") {
+        if let Ok(directive) = "hickory_server=warn".parse() {
+            filter = filter.add_directive(directive);
+        }
+    }
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -31,6 +31,16 @@ pub fn registry_host(args: &ServeArgs) -> String {
     address.to_string()
 }
 
+/// The URL agents and clients reach this server's API at (the listen
+/// address, with 127.0.0.1 for an all-addresses listener).
+fn api_url(args: &ServeArgs) -> String {
+    let mut address = args.listen;
+    if address.ip().is_unspecified() {
+        address.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    format!("http://{address}/")
+}
+
 pub fn check_account_id(id: &str) -> anyhow::Result<()> {
     if id.len() != 12 || !id.bytes().all(|b| b.is_ascii_digit()) {
         anyhow::bail!("--account-id must be 12 digits, got '{id}'");
@@ -77,6 +87,9 @@ pub struct Node {
     pub stopping: tokio::sync::watch::Sender<bool>,
     pub logs: Arc<LogsPlace>,
     pub authorizer: Option<Arc<dyn berth_api::Authorizer>>,
+    /// Where Berth's DNS server answers, as agents are told when they
+    /// register: set it once the DNS server has bound its address.
+    pub dns_endpoint: berth_ecs::agent_api::DnsEndpoint,
     leader: LeaderWork,
 }
 
@@ -85,6 +98,7 @@ struct LeaderWork {
     store: Arc<dyn Store>,
     controller: Arc<ServiceController>,
     task_networks: Arc<dyn berth_ecs::networking::TaskNetworks>,
+    service_registries: Arc<dyn berth_ecs::registration::ServiceRegistries>,
     registry: Arc<berth_registry::Registry>,
     iam: Arc<berth_iam::Iam>,
     task_retention: std::time::Duration,
@@ -155,6 +169,7 @@ impl Node {
             Arc::new(TaskNetworks(ec2.clone()));
         let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
         let enforce_iam = args.iam == crate::IamMode::Enforce;
+        let dns_endpoint = berth_ecs::agent_api::DnsEndpoint::default();
         let mut agent_service = AgentService::new(store.clone(), presence.clone(), stopping)
             .with_secrets(Arc::new(StoreSecrets {
                 store: store.clone(),
@@ -166,7 +181,8 @@ impl Node {
             .with_sealer(master_key.clone())
             .with_registration_token(berth_ecs::agent_api::RegistrationToken::new(
                 &agent_token.token,
-            ));
+            ))
+            .with_dns_endpoint(dns_endpoint.clone());
         if enforce_iam {
             agent_service = agent_service.with_execution_role_check(Arc::new(ExecutionRoles {
                 iam: iam.clone(),
@@ -174,6 +190,10 @@ impl Node {
             }));
         }
         let controller = ServiceController::new(store.clone(), presence.clone());
+        // Cloud Map, shared with ECS, which registers services' tasks in it.
+        let discovery = Arc::new(berth_discovery::DiscoveryService::new(store.clone()));
+        let service_registries: Arc<dyn berth_ecs::registration::ServiceRegistries> =
+            Arc::new(ServiceRegistries(discovery.clone()));
         let mut gateway = GatewayBuilder::new(store.clone(), env!("CARGO_PKG_VERSION"))
             .body_limits(
                 args.body_budget.max(1) * 1024 * 1024,
@@ -190,7 +210,9 @@ impl Node {
             .query_service(ec2.clone())
             .json_service(Arc::new(
                 EcsService::new(store.clone(), presence.clone())
-                    .with_networks(task_networks.clone()),
+                    .with_networks(task_networks.clone())
+                    .with_registries(service_registries.clone())
+                    .with_endpoint(api_url(args)),
             ))
             .json_service(registry.ecr_service())
             .json_service(Arc::new(berth_secrets::SecretsManagerService::new(
@@ -201,6 +223,7 @@ impl Node {
                 store.clone(),
                 master_key.clone(),
             )))
+            .json_service(discovery.clone())
             .json_service(Arc::new(LogsApi(logs.clone())))
             .json_service(Arc::new(agent_service))
             .admin_endpoint(crate::usage::endpoint(
@@ -233,10 +256,12 @@ impl Node {
             stopping: stopping_tx,
             logs,
             authorizer,
+            dns_endpoint,
             leader: LeaderWork {
                 store,
                 controller,
                 task_networks,
+                service_registries,
                 registry,
                 iam,
                 task_retention: std::time::Duration::from_secs(args.task_retention),
@@ -262,6 +287,10 @@ impl Node {
             tokio::spawn(berth_ecs::networking::run_network_controller(
                 work.store.clone(),
                 work.task_networks.clone(),
+            )),
+            tokio::spawn(berth_ecs::run_registration_controller(
+                work.store.clone(),
+                work.service_registries.clone(),
             )),
             work.registry.spawn_gc(),
         ];
@@ -408,6 +437,110 @@ impl berth_ecs::networking::TaskNetworks for TaskNetworks {
         eni_id: &str,
     ) -> Result<berth_model::agent_protocol::GetNetworkPolicyResponse, berth_model::AwsError> {
         self.0.interface_policy(account, region, eni_id)
+    }
+}
+
+/// ECS services' `serviceRegistries` name services of Berth's Cloud Map.
+struct ServiceRegistries(Arc<berth_discovery::DiscoveryService>);
+
+/// Cloud Map's "no such service" (the service or its registry is gone).
+fn registry_gone(e: &berth_model::AwsError) -> bool {
+    e.code == "ServiceNotFound"
+}
+
+#[async_trait::async_trait]
+impl berth_ecs::registration::ServiceRegistries for ServiceRegistries {
+    fn describe(
+        &self,
+        account: &str,
+        region: &str,
+        registry_arn: &str,
+    ) -> Result<berth_ecs::registration::RegistryInfo, berth_model::AwsError> {
+        match self.0.service_info(account, region, registry_arn) {
+            Ok(info) => Ok(berth_ecs::registration::RegistryInfo {
+                arn: info.arn,
+                record_types: info.record_types,
+                custom_health: info.custom_health,
+            }),
+            // ECS answers for the registry it was given.
+            Err(e) => Err(berth_model::AwsError::bad_request(
+                "InvalidParameterException",
+                if registry_gone(&e) {
+                    format!("The service registry {registry_arn} does not exist.")
+                } else {
+                    format!("The service registry {registry_arn} is not valid: {}", e.message)
+                },
+            )),
+        }
+    }
+
+    async fn register(
+        &self,
+        account: &str,
+        region: &str,
+        registry_arn: &str,
+        instance_id: &str,
+        attributes: &std::collections::BTreeMap<String, String>,
+    ) -> Result<(), berth_model::AwsError> {
+        self.0
+            .register_instance(account, region, registry_arn, instance_id, attributes.clone())
+            .await
+            .map(|_| ())
+    }
+
+    async fn deregister(
+        &self,
+        account: &str,
+        region: &str,
+        registry_arn: &str,
+        instance_id: &str,
+    ) -> Result<(), berth_model::AwsError> {
+        match self
+            .0
+            .deregister_instance(account, region, registry_arn, instance_id)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if registry_gone(&e) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn set_health(
+        &self,
+        account: &str,
+        region: &str,
+        registry_arn: &str,
+        instance_id: &str,
+        healthy: bool,
+    ) -> Result<(), berth_model::AwsError> {
+        match self
+            .0
+            .set_custom_health(account, region, registry_arn, instance_id, healthy)
+            .await
+        {
+            Err(e) if registry_gone(&e) => Ok(()),
+            other => other,
+        }
+    }
+
+    fn instances(
+        &self,
+        account: &str,
+        region: &str,
+        registry_arn: &str,
+    ) -> Result<Vec<berth_ecs::registration::RegisteredInstance>, berth_model::AwsError> {
+        match self.0.list_instances(account, region, registry_arn) {
+            Ok(list) => Ok(list
+                .into_iter()
+                .map(|i| berth_ecs::registration::RegisteredInstance {
+                    id: i.id,
+                    attributes: i.attributes,
+                })
+                .collect()),
+            Err(e) if registry_gone(&e) => Ok(Vec::new()),
+            Err(e) => Err(e),
+        }
     }
 }
 

@@ -87,6 +87,8 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         logs.clone(),
     )
     .await?;
+    // Every server answers DNS from the shared store.
+    let dns = crate::dns::start(&args.serve, store.clone(), &node.dns_endpoint).await?;
     let app = node
         .app
         .clone()
@@ -138,6 +140,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     tracing::info!(%address, server = %id, "berth server is serving");
     crate::node::serve_http(listener, app, &args.serve, node.stopping.clone()).await?;
     tracing::info!("shutting down");
+    drop(dns);
     // Aborting the campaign drops the leadership, which gives the role up
     // at once (the lease is revoked) so another server takes over.
     leading.abort();

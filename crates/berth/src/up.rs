@@ -49,6 +49,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         LogsPlace::single(logs, data_dir.clone()),
     )
     .await?;
+    // Berth's DNS server (before the agent registers: it is told where).
+    let dns = crate::dns::start(&args.serve, store.clone(), &node.dns_endpoint).await?;
     // The only server always leads.
     let leader_work = node.start_leader_work();
 
@@ -81,6 +83,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     )
     .await?;
     tracing::info!("shutting down");
+    drop(dns);
     for handle in leader_work {
         handle.abort();
     }
@@ -119,6 +122,9 @@ fn print_banner(
             println!("export AWS_ACCESS_KEY_ID={}", root.access_key_id);
             println!("export AWS_SECRET_ACCESS_KEY={}", root.secret_access_key);
             println!("export AWS_DEFAULT_REGION={}", args.region);
+            // Cloud Map's DiscoverInstances has the host prefix `data-`,
+            // which an address endpoint cannot take.
+            println!("export AWS_DISABLE_HOST_PREFIX_INJECTION=true");
         }
         Origin::File(path) => {
             println!("Point the aws CLI at Berth with:");
@@ -127,6 +133,7 @@ fn print_banner(
             println!("export AWS_SHARED_CREDENTIALS_FILE={}", path.display());
             println!("export AWS_PROFILE={}", credentials::PROFILE);
             println!("export AWS_DEFAULT_REGION={}", args.region);
+            println!("export AWS_DISABLE_HOST_PREFIX_INJECTION=true");
         }
         Origin::Environment => {
             println!("Root credentials come from BERTH_ROOT_ACCESS_KEY_ID / BERTH_ROOT_SECRET_ACCESS_KEY.");
@@ -136,6 +143,7 @@ fn print_banner(
             println!("export AWS_ACCESS_KEY_ID=\"$BERTH_ROOT_ACCESS_KEY_ID\"");
             println!("export AWS_SECRET_ACCESS_KEY=\"$BERTH_ROOT_SECRET_ACCESS_KEY\"");
             println!("export AWS_DEFAULT_REGION={}", args.region);
+            println!("export AWS_DISABLE_HOST_PREFIX_INJECTION=true");
         }
     }
     println!();

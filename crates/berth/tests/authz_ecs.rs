@@ -286,6 +286,16 @@ async fn policy_simulation_table() {
          "Condition": {"ArnEquals": {"ecs:cluster": arn("cluster/prod")}}}
     ));
     let container = json!([{"name": "app", "image": "busybox", "memory": 64}]);
+    let protect_default_tasks = allow(json!(
+        {"Effect": "Allow", "Action": "ecs:UpdateTaskProtection", "Resource": "arn:aws:ecs:*:*:task/default/*"}
+    ));
+    let team_providers = allow(json!(
+        {"Effect": "Allow", "Action": "ecs:CreateCapacityProvider", "Resource": arn("capacity-provider/team-*")}
+    ));
+    let exec_app_only = allow(json!(
+        {"Effect": "Allow", "Action": "ecs:ExecuteCommand", "Resource": "*",
+         "Condition": {"StringEquals": {"ecs:container-name": "app"}}}
+    ));
 
     use Outcome::*;
     let table: Vec<(&str, &Value, &str, Value, Outcome)> = vec![
@@ -503,6 +513,42 @@ async fn policy_simulation_table() {
             &prod_list,
             "ListServices",
             json!({}),
+            NoMatch,
+        ),
+        // Issue 19's operations name canonical ARNs too.
+        (
+            "task protection by bare id",
+            &protect_default_tasks,
+            "UpdateTaskProtection",
+            json!({"cluster": "default", "tasks": [id], "protectionEnabled": false}),
+            Allow,
+        ),
+        (
+            "task protection elsewhere",
+            &protect_default_tasks,
+            "UpdateTaskProtection",
+            json!({"cluster": "prod", "tasks": [id], "protectionEnabled": false}),
+            NoMatch,
+        ),
+        (
+            "capacity provider name matches",
+            &team_providers,
+            "CreateCapacityProvider",
+            json!({"name": "team-a", "autoScalingGroupProvider": {"autoScalingGroupArn": "asg-a"}}),
+            Allow,
+        ),
+        (
+            "capacity provider name differs",
+            &team_providers,
+            "CreateCapacityProvider",
+            json!({"name": "other", "autoScalingGroupProvider": {"autoScalingGroupArn": "asg-b"}}),
+            NoMatch,
+        ),
+        (
+            "exec container name differs",
+            &exec_app_only,
+            "ExecuteCommand",
+            json!({"task": id, "container": "sidecar", "command": "ls", "interactive": true}),
             NoMatch,
         ),
     ];

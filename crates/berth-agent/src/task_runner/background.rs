@@ -85,6 +85,8 @@ pub(super) struct Enforcer {
     pub applied: GetNetworkPolicyResponse,
     pub applied_pid: u32,
     pub replumbing: Option<Replumbing>,
+    /// The VPC's resolver, whose DNS the groups never filter.
+    pub resolver: Option<std::net::Ipv4Addr>,
 }
 
 impl Enforcer {
@@ -120,7 +122,11 @@ impl Enforcer {
             if policy == self.applied && pid == self.applied_pid {
                 continue;
             }
-            match self.networks.apply_policy(&task_arn, pid, &policy).await {
+            match self
+                .networks
+                .apply_policy(&task_arn, pid, &policy, self.resolver)
+                .await
+            {
                 Ok(()) => {
                     tracing::info!(task = %task_arn, "security groups changed; re-applied");
                     self.applied = policy;

@@ -202,6 +202,7 @@ impl TaskNetworks for FakeNetworks {
         _: &str,
         pid: u32,
         _: &GetNetworkPolicyResponse,
+        _: Option<std::net::Ipv4Addr>,
     ) -> Result<(), NetError> {
         self.policies.lock().unwrap().push(pid);
         match self.policy_error.lock().unwrap().clone() {

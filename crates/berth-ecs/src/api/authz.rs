@@ -32,6 +32,13 @@ use berth_model::shapes::ecs::{
     TagResourceRequest, TaskOverride, UntagResourceRequest, UpdateClusterRequest,
     UpdateClusterSettingsRequest, UpdateContainerInstancesStateRequest, UpdateServiceRequest,
 };
+use berth_model::shapes::ecs::{
+    ContinueServiceDeploymentRequest, CreateCapacityProviderRequest, DeleteCapacityProviderRequest,
+    DescribeCapacityProvidersRequest, DescribeServiceDeploymentsRequest,
+    DescribeServiceRevisionsRequest, ExecuteCommandRequest, GetTaskProtectionRequest,
+    ListServiceDeploymentsRequest, StopServiceDeploymentRequest, UpdateCapacityProviderRequest,
+    UpdateContainerAgentRequest, UpdateTaskProtectionRequest,
+};
 use berth_model::{Arn, AwsError, RequestContext};
 use berth_store::{ReadView, Store};
 
@@ -1285,6 +1292,239 @@ impl<'a> Authz<'a> {
             Some(r) => Ok(vec![r]),
             None => Ok(anywhere("ListTagsForResource")),
         }
+    }
+}
+
+/// The operations of issue 19: capacity providers, task protection,
+/// service deployments and revisions, the agent and exec calls.
+impl<'a> Authz<'a> {
+    /// `ecs:<operation>` on a capacity provider (name or ARN), with its tags.
+    fn on_capacity_provider(
+        &self,
+        operation: &str,
+        reference: &str,
+    ) -> Result<Vec<Requirement>, AwsError> {
+        let Ok(name) = crate::state::capacity_providers::resolve_name(self.scope, reference) else {
+            return Ok(anywhere(operation));
+        };
+        let tags = crate::state::capacity_providers::find(self.view, self.scope, &name)?
+            .and_then(|(p, _)| p.tags)
+            .unwrap_or_default();
+        let requirement =
+            Requirement::new(action(operation), capacity_provider_arn(self.scope, &name));
+        Ok(vec![with_resource_tags(requirement, &tags)])
+    }
+
+    pub fn create_capacity_provider(
+        &self,
+        input: &CreateCapacityProviderRequest,
+    ) -> Result<Vec<Requirement>, AwsError> {
+        let Some(name) = input
+            .name
+            .as_deref()
+            .filter(|n| !n.is_empty() && !n.starts_with("arn:"))
+        else {
+            return Ok(anywhere("CreateCapacityProvider"));
+        };
+        let arn = capacity_provider_arn(self.scope, name);
+        let tags = input.tags.as_deref().unwrap_or(&[]);
+        let mut out = vec![with_request_tags(
+            Requirement::new(action("CreateCapacityProvider"), arn.clone()),
+            tags,
+        )];
+        out.extend(self.tag_on_create("CreateCapacityProvider", arn, tags));
+        Ok(out)
+    }
+
+    pub fn describe_capacity_providers(
+        &self,
+        input: &DescribeCapacityProvidersRequest,
+    ) -> Result<Vec<Requirement>, AwsError> {
+        let mut out = Vec::new();
+        for reference in input.capacity_providers.iter().flatten() {
+            let r = self.on_capacity_provider("DescribeCapacityProviders", reference)?;
+            if r.iter().any(|r| r.resource != "*") {
+                out.extend(r);
+            }
+        }
+        if out.is_empty() {
+            return Ok(anywhere("DescribeCapacityProviders"));
+        }
+        Ok(out)
+    }
+
+    pub fn update_capacity_provider(
+        &self,
+        input: &UpdateCapacityProviderRequest,
+    ) -> Result<Vec<Requirement>, AwsError> {
+        self.on_capacity_provider(
+            "UpdateCapacityProvider",
+            input.name.as_deref().unwrap_or(""),
+        )
+    }
+
+    pub fn delete_capacity_provider(
+        &self,
+        input: &DeleteCapacityProviderRequest,
+    ) -> Result<Vec<Requirement>, AwsError> {
+        self.on_capacity_provider(
+            "DeleteCapacityProvider",
+            input.capacity_provider.as_deref().unwrap_or(""),
+        )
+    }
+
+    /// `ecs:<operation>` on each task named (the cluster is required).
+    fn on_tasks(
+        &self,
+        operation: &str,
+        cluster: Option<&str>,
+        tasks: Option<&[String]>,
+    ) -> Result<Vec<Requirement>, AwsError> {
+        let Some(cluster) = cluster.filter(|c| !c.is_empty()) else {
+            return Ok(anywhere(operation));
+        };
+        self.each_in_cluster(operation, Some(cluster), tasks.unwrap_or(&[]), Self::task)
+    }
+
+    pub fn get_task_protection(
+        &self,
+        input: &GetTaskProtectionRequest,
+    ) -> Result<Vec<Requirement>, AwsError> {
+        self.on_tasks(
+            "GetTaskProtection",
+            input.cluster.as_deref(),
+            input.tasks.as_deref(),
+        )
+    }
+
+    pub fn update_task_protection(
+        &self,
+        input: &UpdateTaskProtectionRequest,
+    ) -> Result<Vec<Requirement>, AwsError> {
+        self.on_tasks(
+            "UpdateTaskProtection",
+            input.cluster.as_deref(),
+            input.tasks.as_deref(),
+        )
+    }
+
+    pub fn list_service_deployments(
+        &self,
+        input: &ListServiceDeploymentsRequest,
+    ) -> Result<Vec<Requirement>, AwsError> {
+        let references: Vec<String> = input.service.iter().cloned().collect();
+        self.each_in_cluster(
+            "ListServiceDeployments",
+            input.cluster.as_deref(),
+            &references,
+            Self::service,
+        )
+    }
+
+    /// `ecs:<operation>` on each service-deployment or service-revision
+    /// ARN (`kind`) that parses, in its canonical form, with `ecs:cluster`
+    /// and `ecs:service`.
+    fn on_deployment_arns(&self, operation: &str, kind: &str, arns: &[String]) -> Vec<Requirement> {
+        let mut out = Vec::new();
+        for text in arns {
+            if let Some((cluster, service, id)) =
+                services::parse_deployment_arn(self.scope, kind, text)
+            {
+                out.push(
+                    Requirement::new(
+                        action(operation),
+                        self.scope.arn(&format!("{kind}/{cluster}/{service}/{id}")),
+                    )
+                    .condition(keys::CLUSTER, cluster_arn(self.scope, &cluster))
+                    .condition(
+                        "ecs:service",
+                        self.scope.arn(&format!("service/{cluster}/{service}")),
+                    ),
+                );
+            }
+        }
+        if out.is_empty() {
+            return anywhere(operation);
+        }
+        out
+    }
+
+    pub fn describe_service_deployments(
+        &self,
+        input: &DescribeServiceDeploymentsRequest,
+    ) -> Vec<Requirement> {
+        self.on_deployment_arns(
+            "DescribeServiceDeployments",
+            "service-deployment",
+            input.service_deployment_arns.as_deref().unwrap_or(&[]),
+        )
+    }
+
+    pub fn describe_service_revisions(
+        &self,
+        input: &DescribeServiceRevisionsRequest,
+    ) -> Vec<Requirement> {
+        self.on_deployment_arns(
+            "DescribeServiceRevisions",
+            "service-revision",
+            input.service_revision_arns.as_deref().unwrap_or(&[]),
+        )
+    }
+
+    pub fn stop_service_deployment(
+        &self,
+        input: &StopServiceDeploymentRequest,
+    ) -> Vec<Requirement> {
+        let arns: Vec<String> = input.service_deployment_arn.iter().cloned().collect();
+        self.on_deployment_arns("StopServiceDeployment", "service-deployment", &arns)
+    }
+
+    pub fn continue_service_deployment(
+        &self,
+        input: &ContinueServiceDeploymentRequest,
+    ) -> Vec<Requirement> {
+        let arns: Vec<String> = input.service_deployment_arn.iter().cloned().collect();
+        self.on_deployment_arns("ContinueServiceDeployment", "service-deployment", &arns)
+    }
+
+    pub fn update_container_agent(
+        &self,
+        input: &UpdateContainerAgentRequest,
+    ) -> Result<Vec<Requirement>, AwsError> {
+        let references: Vec<String> = input.container_instance.iter().cloned().collect();
+        self.each_in_cluster(
+            "UpdateContainerAgent",
+            input.cluster.as_deref(),
+            &references,
+            Self::instance,
+        )
+    }
+
+    /// ExecuteCommand: on the task, with `ecs:cluster`, `ecs:task` and
+    /// `ecs:container-name`.
+    pub fn execute_command(
+        &self,
+        input: &ExecuteCommandRequest,
+    ) -> Result<Vec<Requirement>, AwsError> {
+        let references: Vec<String> = input.task.iter().cloned().collect();
+        let mut out = self.each_in_cluster(
+            "ExecuteCommand",
+            input.cluster.as_deref(),
+            &references,
+            Self::task,
+        )?;
+        for r in &mut out {
+            if r.resource == "*" {
+                continue;
+            }
+            let task = r.resource.clone();
+            let mut with = r.clone().condition("ecs:task", task);
+            if let Some(container) = input.container.as_deref().filter(|c| !c.is_empty()) {
+                with = with.condition("ecs:container-name", container);
+            }
+            *r = with;
+        }
+        Ok(out)
     }
 }
 

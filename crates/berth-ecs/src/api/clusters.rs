@@ -19,10 +19,7 @@ use crate::state::clusters::{
 };
 use crate::state::keys::Scope;
 use crate::state::records::{decode, encode, load};
-use crate::state::{account_settings, index, pagination, services, tags};
-
-/// Capacity providers every account has without creating them.
-const BUILTIN_CAPACITY_PROVIDERS: &[&str] = &["FARGATE", "FARGATE_SPOT"];
+use crate::state::{account_settings, capacity_providers, index, pagination, services, tags};
 
 /// Live counts that ECS reports on a cluster.
 #[derive(Default, Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,10 +81,8 @@ fn check_capacity_providers(
     strategy: &[CapacityProviderStrategyItem],
 ) -> Result<(), AwsError> {
     for (i, p) in providers.iter().enumerate() {
-        if !BUILTIN_CAPACITY_PROVIDERS.contains(&p.as_str()) {
-            return Err(error::invalid_parameter(format!(
-                "The specified capacity provider '{p}' is not in an ACTIVE state. Specify a valid capacity provider and try again."
-            )));
+        if p.is_empty() {
+            return Err(error::missing("capacityProviders"));
         }
         if providers[..i].contains(p) {
             return Err(error::invalid_parameter(format!(
@@ -135,6 +130,45 @@ fn check_capacity_providers(
         return Err(error::invalid_parameter(
             "Only one capacity provider in a strategy can have a base defined.",
         ));
+    }
+    let fargate = |n: &str| capacity_providers::BUILTIN.contains(&n);
+    let names = strategy
+        .iter()
+        .filter_map(|i| i.capacity_provider.as_deref());
+    let (builtin, custom): (Vec<&str>, Vec<&str>) = names.partition(|n| fargate(n));
+    if !builtin.is_empty() && !custom.is_empty() {
+        return Err(error::invalid_parameter(
+            "A capacity provider strategy cannot contain a mix of capacity providers using Auto Scaling groups and Fargate providers. Specify one or the other and try again.",
+        ));
+    }
+    Ok(())
+}
+
+/// The state checks of a cluster's capacity providers: each exists and is
+/// ACTIVE, and an Auto Scaling group provider belongs to no other cluster.
+fn check_providers_in_store(
+    view: &(impl ReadView + ?Sized),
+    scope: &Scope,
+    cluster: &str,
+    providers: &[String],
+) -> Result<(), AwsError> {
+    for p in providers {
+        let name = capacity_providers::resolve_name(scope, p)?;
+        if !capacity_providers::is_active(view, scope, &name)? {
+            return Err(error::invalid_parameter(format!(
+                "The specified capacity provider '{p}' is not in an ACTIVE state. Specify a valid capacity provider and try again."
+            )));
+        }
+        if capacity_providers::BUILTIN.contains(&name.as_str()) {
+            continue;
+        }
+        if let Some(other) = capacity_providers::associated_cluster(view, scope, &name)? {
+            if other != cluster {
+                return Err(error::client(format!(
+                    "The specified capacity provider '{name}' is already associated with cluster {other}. A capacity provider that uses an Auto Scaling group can be associated with one cluster only."
+                )));
+            }
+        }
     }
     Ok(())
 }
@@ -212,6 +246,7 @@ pub(crate) async fn create(
                     return Ok((Vec::new(), existing));
                 }
             }
+            check_providers_in_store(view, &owned_scope, &name, &providers)?;
             let cluster = Cluster {
                 cluster_arn: Some(arn.clone()),
                 cluster_name: Some(name.clone()),
@@ -452,6 +487,16 @@ async fn modify(
     reference: Option<String>,
     change: impl Fn(&mut Cluster) -> Result<(), AwsError> + Send + 'static,
 ) -> Result<Cluster, AwsError> {
+    modify_with_view(store, scope, reference, move |_, cluster| change(cluster)).await
+}
+
+/// [`modify`] for changes that read other records in the same mutation.
+async fn modify_with_view(
+    store: &dyn Store,
+    scope: &Scope,
+    reference: Option<String>,
+    change: impl Fn(&dyn ReadView, &mut Cluster) -> Result<(), AwsError> + Send + 'static,
+) -> Result<Cluster, AwsError> {
     let reference = reference
         .filter(|r| !r.is_empty())
         .ok_or_else(|| error::missing("cluster"))?;
@@ -461,7 +506,7 @@ async fn modify(
     let (_, cluster) = store
         .update(move |view| {
             let (mut cluster, _) = require_active(view, &owned_scope, &name)?;
-            change(&mut cluster)?;
+            change(view, &mut cluster)?;
             Ok::<_, AwsError>((vec![Op::put(key.clone(), encode(&cluster)?)], cluster))
         })
         .await
@@ -537,8 +582,27 @@ pub(crate) async fn put_capacity_providers(
         .default_capacity_provider_strategy
         .ok_or_else(|| error::missing("defaultCapacityProviderStrategy"))?;
     check_capacity_providers(&providers, &strategy)?;
-    let cluster = modify(store, scope, input.cluster, move |cluster| {
-        cluster.capacity_providers = Some(providers.clone());
+    let check_scope = scope.clone();
+    let cluster = modify_with_view(store, scope, input.cluster, move |view, cluster| {
+        let name = cluster.cluster_name.clone().unwrap_or_default();
+        check_providers_in_store(view, &check_scope, &name, &providers)?;
+        // A provider leaving the cluster must not be in a service's strategy.
+        let names: Vec<String> = providers
+            .iter()
+            .map(|p| capacity_providers::resolve_name(&check_scope, p))
+            .collect::<Result<_, _>>()?;
+        for old in cluster.capacity_providers.iter().flatten() {
+            if names.contains(old) {
+                continue;
+            }
+            if let Some(service) = capacity_providers::service_using(view, &check_scope, &name, old)? {
+                return Err(AwsError::bad_request(
+                    "ResourceInUseException",
+                    format!("The specified capacity provider is in use and cannot be removed. Capacity provider {old} is used by service {service}."),
+                ));
+            }
+        }
+        cluster.capacity_providers = Some(names);
         cluster.default_capacity_provider_strategy = Some(strategy.clone());
         Ok(())
     })

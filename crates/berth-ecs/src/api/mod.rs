@@ -12,9 +12,14 @@
 //! what two of them share lives in a lower layer.
 
 pub(crate) mod account_settings;
+pub(crate) mod agent_calls;
 pub(crate) mod authz;
+pub(crate) mod capacity_providers;
 pub(crate) mod clusters;
+pub(crate) mod deployments;
 pub(crate) mod instances;
+pub(crate) mod not_implemented;
+pub(crate) mod protection;
 pub(crate) mod services;
 pub(crate) mod tagging;
 pub(crate) mod task_definitions;
@@ -37,7 +42,10 @@ pub struct EcsService {
     store: Arc<dyn Store>,
     presence: Arc<Presence>,
     networks: Option<Arc<dyn TaskNetworks>>,
+    registries: Option<Arc<dyn crate::state::registry::ServiceRegistries>>,
     clock: Arc<dyn Clock>,
+    /// Where agents reach this server (DiscoverPollEndpoint).
+    endpoint: String,
 }
 
 impl EcsService {
@@ -48,7 +56,9 @@ impl EcsService {
             store,
             presence,
             networks: None,
+            registries: None,
             clock: clock::system(),
+            endpoint: "http://127.0.0.1:4566".into(),
         }
     }
 
@@ -59,9 +69,24 @@ impl EcsService {
         self
     }
 
+    /// The URL agents reach this server at (DiscoverPollEndpoint's answer).
+    pub fn with_endpoint(mut self, endpoint: impl Into<String>) -> Self {
+        self.endpoint = endpoint.into();
+        self
+    }
+
     /// The VPC service awsvpc tasks take their subnets and interfaces from.
     pub fn with_networks(mut self, networks: Arc<dyn TaskNetworks>) -> Self {
         self.networks = Some(networks);
+        self
+    }
+
+    /// The Cloud Map service `serviceRegistries` name their registries in.
+    pub fn with_registries(
+        mut self,
+        registries: Arc<dyn crate::state::registry::ServiceRegistries>,
+    ) -> Self {
+        self.registries = Some(registries);
         self
     }
 }
@@ -102,6 +127,7 @@ impl JsonService for EcsService {
         let caller = ctx.principal.arn.as_str();
         let presence = &self.presence;
         let networks = self.networks.as_deref();
+        let registries = self.registries.as_deref();
         let now = self.clock.now();
         let a = authz::Authz::new(store, scope, ctx);
         let unscoped = || authz::unscoped(operation);
@@ -170,9 +196,9 @@ impl JsonService for EcsService {
                 => instances::list_attributes(store, scope, i)),
 
             "CreateService" => op!(ctx, body, |i| a.create_service(&mut i)?
-                => services::create(store, scope, caller, networks, now, i).await),
+                => services::create(store, scope, caller, networks, registries, now, i).await),
             "UpdateService" => op!(ctx, body, |i| a.update_service(&mut i)?
-                => services::update(store, scope, networks, now, i).await),
+                => services::update(store, scope, networks, registries, now, i).await),
             "DeleteService" => op!(ctx, body, |i| a.delete_service(&i)?
                 => services::delete(store, scope, now, i).await),
             "DescribeServices" => op!(ctx, body, |i| a.describe_services(&i)?
@@ -198,6 +224,47 @@ impl JsonService for EcsService {
             "ListTagsForResource" => op!(ctx, body, |i| a.list_tags_for_resource(&mut i)?
                 => tagging::list(store, scope, i)),
 
+            "CreateCapacityProvider" => op!(ctx, body, |i| a.create_capacity_provider(&i)?
+                => capacity_providers::create(store, scope, i).await),
+            "DescribeCapacityProviders" => op!(ctx, body, |i| a.describe_capacity_providers(&i)?
+                => capacity_providers::describe(store, scope, i)),
+            "UpdateCapacityProvider" => op!(ctx, body, |i| a.update_capacity_provider(&i)?
+                => capacity_providers::update(store, scope, i).await),
+            "DeleteCapacityProvider" => op!(ctx, body, |i| a.delete_capacity_provider(&i)?
+                => capacity_providers::delete(store, scope, i).await),
+
+            "GetTaskProtection" => op!(ctx, body, |i| a.get_task_protection(&i)?
+                => protection::get(store, scope, now, i)),
+            "UpdateTaskProtection" => op!(ctx, body, |i| a.update_task_protection(&i)?
+                => protection::update(store, scope, now, i).await),
+
+            "ListServiceDeployments" => op!(ctx, body, |i| a.list_service_deployments(&i)?
+                => deployments::list(store, scope, i)),
+            "DescribeServiceDeployments" => op!(ctx, body, |i| a.describe_service_deployments(&i)
+                => deployments::describe_deployments(store, scope, i)),
+            "DescribeServiceRevisions" => op!(ctx, body, |i| a.describe_service_revisions(&i)
+                => deployments::describe_revisions(store, scope, i)),
+            "StopServiceDeployment" => op!(ctx, body, |i| a.stop_service_deployment(&i)
+                => deployments::stop(store, scope, now, i).await),
+            "ContinueServiceDeployment" => op!(ctx, body, |i| a.continue_service_deployment(&i)
+                => deployments::continue_deployment(store, scope, i)),
+
+            "DiscoverPollEndpoint" => op!(ctx, body, |i| unscoped()
+                => agent_calls::discover_poll_endpoint(&self.endpoint, i)),
+            "UpdateContainerAgent" => op!(ctx, body, |i| a.update_container_agent(&i)?
+                => agent_calls::update_container_agent(store, scope, i)),
+            "ExecuteCommand" => op!(ctx, body, |i| a.execute_command(&i)?
+                => agent_calls::execute_command(store, scope, i)),
+            "ListServicesByNamespace" => op!(ctx, body, |i| unscoped()
+                => agent_calls::list_services_by_namespace(store, scope, i)),
+
+            other if not_implemented::reason(other).is_some() => {
+                ctx.authorize(&unscoped())?;
+                Err(not_implemented::refuse(
+                    other,
+                    not_implemented::reason(other).unwrap_or_default(),
+                ))
+            }
             other if ecs::OPERATIONS.contains(&other) => Err(error::unsupported(other)),
             other => Err(AwsError::unknown_operation(format!(
                 "ECS has no operation named '{other}'."

@@ -6,7 +6,7 @@ use berth_model::shapes::ecs::{
     CreateServiceRequest, CreateServiceResponse, DeleteServiceRequest, DeleteServiceResponse,
     DeploymentCircuitBreaker, DeploymentConfiguration, DeploymentController,
     DescribeServicesRequest, DescribeServicesResponse, ListServicesRequest, ListServicesResponse,
-    PlacementConstraint, PlacementStrategy, Service, Tag, UpdateServiceRequest,
+    PlacementConstraint, PlacementStrategy, Service, ServiceRegistry, Tag, UpdateServiceRequest,
     UpdateServiceResponse,
 };
 use berth_model::AwsError;
@@ -19,6 +19,7 @@ use crate::state::clusters::{self, resolve_name};
 use crate::state::keys::Scope;
 use crate::state::network::TaskNetworks;
 use crate::state::records::{decode, encode, fingerprint, load, load_each};
+use crate::state::registry::{self, RegistryInfo, ServiceRegistries};
 use crate::state::services::{
     check_service_name, deployment_for, resolve_service, service_not_found, ServiceRecord, ACTIVE,
     DAEMON, DRAINING, INACTIVE, PRIMARY, REPLICA,
@@ -137,6 +138,7 @@ pub(crate) async fn create(
     scope: &Scope,
     caller_arn: &str,
     networks: Option<&dyn TaskNetworks>,
+    registries: Option<&dyn ServiceRegistries>,
     now: f64,
     input: CreateServiceRequest,
 ) -> Result<CreateServiceResponse, AwsError> {
@@ -189,6 +191,10 @@ pub(crate) async fn create(
         input.network_configuration.as_ref(),
         "services",
     )?;
+    let strategy_given = input
+        .capacity_provider_strategy
+        .clone()
+        .filter(|s| !s.is_empty());
     let platform_version = input.platform_version.clone().filter(|v| !v.is_empty());
     let network_configuration = input.network_configuration.clone();
     let asked_launch_type = input.launch_type.clone();
@@ -235,6 +241,8 @@ pub(crate) async fn create(
             "clientToken: up to 36 ASCII characters in the range 33-126 are allowed.",
         ));
     }
+    let asked_registries = input.service_registries.clone().unwrap_or_default();
+    let registry_infos = describe_registries(registries, scope, &asked_registries)?;
     let scope_owned = scope.clone();
     let caller = caller_arn.to_string();
     let template = Service {
@@ -268,6 +276,10 @@ pub(crate) async fn create(
         .update(move |view| {
             let scope = &scope_owned;
             let (cluster_record, _) = clusters::require_active(view, scope, &cluster)?;
+            capacity::check_associated(
+                strategy_given.as_deref(),
+                cluster_record.capacity_providers.as_deref().unwrap_or(&[]),
+            )?;
             let capacity = capacity::effective_capacity(
                 requested.clone(),
                 cluster_record
@@ -298,13 +310,18 @@ pub(crate) async fn create(
                 network.as_ref(),
                 platform_version.as_deref(),
             )?;
+            let service_registries = registry::check(&asked_registries, &td, &|arn| {
+                registry_info(&registry_infos, arn)
+            })?;
             let arn = td.task_definition_arn.unwrap_or_default();
             let at = now;
             let mut service = template.clone();
+            service.service_registries = Some(service_registries);
             service.task_definition = Some(arn.clone());
             service.created_at = Some(at);
             let (launch_type, strategy) = match (&asked_launch_type, &capacity) {
                 (Some(l), _) => (Some(l.clone()), None),
+                (None, Capacity::Ec2) if strategy_given.is_some() => (None, strategy_given.clone()),
                 (None, Capacity::Ec2) => (Some("EC2".to_string()), None),
                 (None, Capacity::Fargate(items)) => (None, Some(capacity::strategy_shape(items))),
             };
@@ -339,6 +356,7 @@ pub(crate) async fn update(
     store: &dyn Store,
     scope: &Scope,
     networks: Option<&dyn TaskNetworks>,
+    registries: Option<&dyn ServiceRegistries>,
     now: f64,
     input: UpdateServiceRequest,
 ) -> Result<UpdateServiceResponse, AwsError> {
@@ -374,6 +392,12 @@ pub(crate) async fn update(
             )));
         }
     }
+    let asked_registries = input.service_registries.clone();
+    let registry_infos = describe_registries(
+        registries,
+        scope,
+        asked_registries.as_deref().unwrap_or(&[]),
+    )?;
     let scope_owned = scope.clone();
     let (_, record) = store
         .update(move |view| {
@@ -465,6 +489,21 @@ pub(crate) async fn update(
                 )?,
                 None => None,
             };
+            if let Some(asked) = &asked_registries {
+                let definition = match &new_definition {
+                    Some(td) => Some(td.clone()),
+                    None => stored_definition(
+                        view,
+                        scope,
+                        s.task_definition.as_deref().unwrap_or_default(),
+                    )?,
+                };
+                if let Some(td) = definition {
+                    s.service_registries = Some(registry::check(asked, &td, &|arn| {
+                        registry_info(&registry_infos, arn)
+                    })?);
+                }
+            }
             if let Some(td) = checked {
                 let platform = s.platform_version.clone().filter(|v| v != "LATEST");
                 capacity::check_definition(
@@ -652,6 +691,42 @@ pub(crate) fn list(
     Ok(ListServicesResponse {
         service_arns: Some(arns),
         next_token,
+    })
+}
+
+/// The Cloud Map services `serviceRegistries` name, described before the
+/// mutation that checks them against the task definition.
+fn describe_registries(
+    registries: Option<&dyn ServiceRegistries>,
+    scope: &Scope,
+    asked: &[ServiceRegistry],
+) -> Result<std::collections::HashMap<String, RegistryInfo>, AwsError> {
+    let mut out = std::collections::HashMap::new();
+    if asked.is_empty() {
+        return Ok(out);
+    }
+    let Some(registries) = registries else {
+        return Err(error::invalid_parameter(
+            "Service discovery (AWS Cloud Map) is not available on this server.",
+        ));
+    };
+    for arn in asked.iter().filter_map(|r| r.registry_arn.as_deref()) {
+        if !arn.is_empty() && !out.contains_key(arn) {
+            out.insert(
+                arn.to_string(),
+                registries.describe(&scope.account, &scope.region, arn)?,
+            );
+        }
+    }
+    Ok(out)
+}
+
+fn registry_info(
+    infos: &std::collections::HashMap<String, RegistryInfo>,
+    arn: &str,
+) -> Result<RegistryInfo, AwsError> {
+    infos.get(arn).cloned().ok_or_else(|| {
+        error::invalid_parameter(format!("The service registry {arn} was not found."))
     })
 }
 

@@ -145,6 +145,10 @@ pub(crate) async fn run(
         input.network_configuration.as_ref(),
         "tasks",
     )?;
+    let strategy_given = input
+        .capacity_provider_strategy
+        .clone()
+        .filter(|s| !s.is_empty());
     let platform_version = input.platform_version.filter(|v| !v.is_empty());
     let request_policy = policy::policy(
         input.placement_constraints.as_deref().unwrap_or(&[]),
@@ -180,6 +184,10 @@ pub(crate) async fn run(
         .update(move |view| {
             let scope = &scope_owned;
             let (cluster_record, _) = clusters::require_active(view, scope, &cluster)?;
+            capacity::check_associated(
+                strategy_given.as_deref(),
+                cluster_record.capacity_providers.as_deref().unwrap_or(&[]),
+            )?;
             let capacity = capacity::effective_capacity(
                 requested.clone(),
                 cluster_record

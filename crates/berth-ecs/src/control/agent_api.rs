@@ -25,7 +25,7 @@ use crate::state::instances::{self, InstanceRecord, Presence, Registration};
 use crate::state::keys::{self, Scope};
 use crate::state::records::{encode, load};
 use crate::state::tasks::{apply_report, resolve_task_id, TaskRecord, TaskStatus};
-use crate::state::{index, ledger};
+use crate::state::{index, ledger, registry};
 
 /// A credential minted for one agent, bound to its container instance.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -116,7 +116,25 @@ pub struct AgentService {
     registration_token: Option<RegistrationToken>,
     /// Seals agent credential secrets before they are stored.
     sealer: Option<Arc<dyn berth_model::Sealer>>,
+    /// Berth's DNS server, told to registering agents.
+    dns_endpoint: DnsEndpoint,
     clock: Arc<dyn Clock>,
+}
+
+/// Where Berth's DNS server answers, as registering agents are told
+/// (`RegisterAgentResponse.dnsEndpoint`). Shared, so the binary can set it
+/// once the DNS server has bound its address (unset: no DNS server).
+#[derive(Debug, Clone, Default)]
+pub struct DnsEndpoint(Arc<std::sync::RwLock<Option<std::net::SocketAddr>>>);
+
+impl DnsEndpoint {
+    pub fn set(&self, address: Option<std::net::SocketAddr>) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = address;
+    }
+
+    pub fn get(&self) -> Option<std::net::SocketAddr> {
+        *self.0.read().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// Temporary credentials for a role session, as STS's AssumeRole answers.
@@ -263,6 +281,7 @@ impl AgentService {
             networks: None,
             registration_token: None,
             sealer: None,
+            dns_endpoint: DnsEndpoint::default(),
             clock: clock::system(),
         }
     }
@@ -278,6 +297,13 @@ impl AgentService {
     /// key); whoever resolves them opens them with it.
     pub fn with_sealer(mut self, sealer: Arc<dyn berth_model::Sealer>) -> Self {
         self.sealer = Some(sealer);
+        self
+    }
+
+    /// Tells registering agents where Berth's DNS server answers (read at
+    /// each registration, so it may be set later).
+    pub fn with_dns_endpoint(mut self, endpoint: DnsEndpoint) -> Self {
+        self.dns_endpoint = endpoint;
         self
     }
 
@@ -697,12 +723,14 @@ impl AgentService {
                 container_instance_arn: record.arn().to_string(),
                 access_key_id: ctx.principal.access_key_id.clone(),
                 secret_access_key: String::new(),
+                dns_endpoint: self.dns_endpoint.get().map(|a| a.to_string()),
             });
         }
         Ok(RegisterAgentResponse {
             container_instance_arn: record.arn().to_string(),
             access_key_id,
             secret_access_key: secret,
+            dns_endpoint: self.dns_endpoint.get().map(|a| a.to_string()),
         })
     }
 
@@ -843,7 +871,7 @@ impl AgentService {
             .await
             .map_err(error::store)??;
         Ok(SubmitTaskStateResponse {
-            desired_status: record.desired_status().to_string(),
+            desired_status: registry::agent_desired_status(&record).to_string(),
             version: record.task.version.unwrap_or(0),
         })
     }
@@ -919,7 +947,7 @@ fn assigned(record: TaskRecord) -> AssignedTask {
     AssignedTask {
         task_arn: record.arn().to_string(),
         cluster_arn: record.task.cluster_arn.clone().unwrap_or_default(),
-        desired_status: record.desired_status().to_string(),
+        desired_status: registry::agent_desired_status(&record).to_string(),
         last_status: record.last_status().to_string(),
         task_definition: record.definition.clone(),
         overrides: record.task.overrides.clone().unwrap_or_default(),
@@ -1486,6 +1514,25 @@ mod tests {
         assert!(!token.matches(""));
         assert!(!token.matches(&TOKEN[1..]));
         assert_eq!(format!("{token:?}"), "RegistrationToken(..)");
+    }
+
+    #[tokio::test]
+    async fn registration_tells_agents_where_berths_dns_answers() {
+        let dir = tempfile::tempdir().unwrap();
+        let dns = DnsEndpoint::default();
+        let service = agent_service(&dir, Some(TOKEN)).with_dns_endpoint(dns.clone());
+        // No DNS server: nothing said (and nothing serialized).
+        let answer = register_ok(&service, &root_ctx(), "h1").await;
+        assert_eq!(answer.dns_endpoint, None);
+        let text = serde_json::to_string(&answer).unwrap();
+        assert!(!text.contains("dnsEndpoint"), "{text}");
+        // Set once the DNS server has bound: the next registration (the
+        // agent's own, again) carries it.
+        dns.set(Some("127.0.0.1:8053".parse().unwrap()));
+        let again = register_ok(&service, &agent_of(service.store.as_ref(), &answer), "h1").await;
+        assert_eq!(again.dns_endpoint.as_deref(), Some("127.0.0.1:8053"));
+        let fresh = register_ok(&service, &root_ctx(), "h2").await;
+        assert_eq!(fresh.dns_endpoint.as_deref(), Some("127.0.0.1:8053"));
     }
 
     #[tokio::test]

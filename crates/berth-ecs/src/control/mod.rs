@@ -11,4 +11,5 @@ pub mod agent_api;
 pub(crate) mod gc;
 pub mod metering;
 pub mod networking;
+pub mod registration;
 pub mod service_controller;

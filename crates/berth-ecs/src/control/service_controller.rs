@@ -66,11 +66,7 @@ fn short_id(task: &TaskRecord) -> &str {
     &task.id
 }
 
-/// The circuit breaker's failure threshold: half the desired count, at least
-/// 3 and at most 200 (ECS's documented formula).
-pub(crate) fn failure_threshold(desired: i32) -> u32 {
-    ((f64::from(desired.max(0)) * 0.5).ceil() as u32).clamp(3, 200)
-}
+pub(crate) use crate::state::services::failure_threshold;
 
 /// Seconds to wait before launching again after `failures` consecutive
 /// failed tasks (ECS throttles restarts of failing services).
@@ -230,6 +226,7 @@ pub(crate) fn reconcile(
             may_launch,
             &mut actions,
             |t| instance_of(t),
+            at,
         );
     }
 
@@ -301,6 +298,7 @@ fn replica(
     may_launch: bool,
     actions: &mut Actions,
     instance_of: impl Fn(&TaskRecord) -> InstanceState,
+    at: f64,
 ) {
     let desired = record.service.desired_count.unwrap_or(0).max(0) as usize;
     let config = record
@@ -321,16 +319,20 @@ fn replica(
     let already_stopping = actions.stop.len();
     let occupied = live.len().saturating_sub(already_stopping);
 
-    // Scale down: surplus primary tasks go, pending ones first.
+    // Scale down: surplus primary tasks go, pending ones first; tasks with
+    // scale-in protection stay while it lasts (even above the desired count).
     let mut good = good;
     if good.len() > desired {
         good.sort_by_key(|t| {
             (
+                t.is_protected(at),
                 t.last_status() == TaskStatus::Running,
                 std::cmp::Reverse(t.task.created_at.map(|c| (c * 1000.0) as i64)),
             )
         });
-        for t in good.drain(..good.len() - desired) {
+        let unprotected = good.iter().filter(|t| !t.is_protected(at)).count();
+        let surplus = (good.len() - desired).min(unprotected);
+        for t in good.drain(..surplus) {
             actions.stop.push((
                 t.id.clone(),
                 "ServiceSchedulerInitiated".into(),
@@ -349,6 +351,11 @@ fn replica(
     let mut budget = healthy_total.saturating_sub(min_healthy);
     let mut stopped_now = 0;
     for t in &replaceable {
+        // A protected task of an older deployment stays until its
+        // protection ends; the deployment completes after that.
+        if t.is_protected(at) {
+            continue;
+        }
         if is_healthy(t) {
             if budget == 0 {
                 continue;
@@ -467,65 +474,11 @@ fn deployment_progress(
             at,
         );
         record.steady = false;
-        let target = record.last_completed_task_definition.clone();
         if breaker.rollback == Some(true) {
-            match target {
-                Some(td) => {
-                    for d in record.service.deployments.iter_mut().flatten() {
-                        if d.status.as_deref() == Some(PRIMARY) {
-                            d.status = Some(ACTIVE.into());
-                        }
-                    }
-                    let reason = format!(
-                        "ECS deployment circuit breaker: rolling back to the last deployment that completed, from {primary_id}."
-                    );
-                    // The deployment that still runs the target revision takes
-                    // over again, so its healthy tasks are kept, not replaced.
-                    let reused = record.service.deployments.iter_mut().flatten().find(|d| {
-                        d.task_definition.as_deref() == Some(td.as_str())
-                            && d.id.as_deref() != Some(primary_id)
-                    });
-                    let new_id = match reused {
-                        Some(d) => {
-                            d.status = Some(PRIMARY.into());
-                            d.rollout_state = Some(IN_PROGRESS.into());
-                            d.rollout_state_reason = Some(reason);
-                            d.desired_count = Some(desired);
-                            d.updated_at = Some(at);
-                            d.id.clone().unwrap_or_default()
-                        }
-                        None => {
-                            let mut rollback =
-                                services::deployment_for(&record.service, &td, desired, at);
-                            rollback.rollout_state_reason = Some(reason);
-                            let id = rollback.id.clone().unwrap_or_default();
-                            record
-                                .service
-                                .deployments
-                                .get_or_insert_with(Vec::new)
-                                .insert(0, rollback);
-                            id
-                        }
-                    };
-                    record
-                        .service
-                        .deployments
-                        .get_or_insert_with(Vec::new)
-                        .sort_by_key(|d| d.status.as_deref() != Some(PRIMARY));
-                    record.service.task_definition = Some(td.clone());
-                    record.counted_failures.clear();
-                    record.consecutive_failures = 0;
-                    record.next_launch_at = 0.0;
-                    record.event(
-                        format!("(service {name}) rolling back to task definition {td} in (deployment {new_id})."),
-                        at,
-                    );
-                }
-                None => record.event(
-                    format!("(service {name}) cannot roll back: no earlier deployment completed."),
-                    at,
-                ),
-            }
+            let reason = format!(
+                "ECS deployment circuit breaker: rolling back to the last deployment that completed, from {primary_id}."
+            );
+            services::roll_back(record, primary_id, reason, at);
         }
         return;
     }
@@ -545,11 +498,7 @@ fn deployment_progress(
         }
         record.last_completed_task_definition = primary.task_definition.clone();
         record.consecutive_failures = 0;
-        record
-            .service
-            .deployments
-            .get_or_insert_with(Vec::new)
-            .retain(|d| d.id.as_deref() == Some(primary_id));
+        services::retire_others(record, primary_id, at);
         record.event(
             format!("(service {name}) (deployment {primary_id}) deployment completed."),
             at,

@@ -75,7 +75,7 @@ pub(crate) fn requested_capacity(
         (Some(other), None) => Err(error::invalid_parameter(format!(
             "Invalid launchType '{other}'. Valid values: EC2, FARGATE, EXTERNAL, MANAGED_INSTANCES."
         ))),
-        (None, Some(items)) => Ok(Some(Capacity::Fargate(strategy_items(items)?))),
+        (None, Some(items)) => Ok(Some(capacity_of(strategy_items(items)?))),
         (None, None) => Ok(None),
     }
 }
@@ -114,11 +114,6 @@ pub(crate) fn strategy_items(
                 "capacityProvider is required in every capacity provider strategy item.",
             ));
         }
-        if provider != FARGATE && provider != FARGATE_SPOT {
-            return Err(error::invalid_parameter(
-                "The specified capacity provider strategy cannot contain a capacity provider that is not associated with the cluster. Associate the capacity provider with the cluster or specify a valid capacity provider and try again.",
-            ));
-        }
         let base = item.base.unwrap_or(0);
         let weight = item.weight.unwrap_or(0);
         if base < 0 || weight < 0 {
@@ -132,8 +127,46 @@ pub(crate) fn strategy_items(
             weight: weight as u32,
         });
     }
+    let fargate = out.iter().filter(|i| is_fargate(&i.provider)).count();
+    if fargate != 0 && fargate != out.len() {
+        return Err(error::invalid_parameter(
+            "A capacity provider strategy cannot contain a mix of capacity providers using Auto Scaling groups and Fargate providers. Specify one or the other and try again.",
+        ));
+    }
     validate_strategy(&out).map_err(|e| error::invalid_parameter(e.0))?;
     Ok(out)
+}
+
+fn is_fargate(provider: &str) -> bool {
+    provider == FARGATE || provider == FARGATE_SPOT
+}
+
+/// Where a checked strategy launches: Fargate providers on Berth's Fargate
+/// hosts; Auto Scaling group providers (Berth has no Auto Scaling groups)
+/// on the cluster's registered container instances, as the EC2 launch type.
+pub(crate) fn capacity_of(items: Vec<StrategyItem>) -> Capacity {
+    if items.iter().all(|i| is_fargate(&i.provider)) {
+        Capacity::Fargate(items)
+    } else {
+        Capacity::Ec2
+    }
+}
+
+/// ECS's check that every Auto Scaling group provider of a strategy is
+/// associated with the cluster (`associated`: the cluster's providers).
+pub(crate) fn check_associated(
+    strategy: Option<&[CapacityProviderStrategyItem]>,
+    associated: &[String],
+) -> Result<(), AwsError> {
+    for item in strategy.unwrap_or(&[]) {
+        let name = item.capacity_provider.as_deref().unwrap_or("");
+        if !is_fargate(name) && !associated.iter().any(|a| a == name) {
+            return Err(error::invalid_parameter(
+                "The specified capacity provider strategy cannot contain a capacity provider that is not associated with the cluster. Associate the capacity provider with the cluster or specify a valid capacity provider and try again.",
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The capacity of a call: what it asked for, else the cluster's default
@@ -145,7 +178,7 @@ pub(crate) fn effective_capacity(
     match requested {
         Some(c) => Ok(c),
         None if cluster_default.is_empty() => Ok(Capacity::Ec2),
-        None => Ok(Capacity::Fargate(strategy_items(cluster_default)?)),
+        None => Ok(capacity_of(strategy_items(cluster_default)?)),
     }
 }
 
@@ -272,7 +305,7 @@ pub(crate) fn service_capacity(
 ) -> Result<Capacity, AwsError> {
     let strategy = service.capacity_provider_strategy.as_deref().unwrap_or(&[]);
     if !strategy.is_empty() {
-        return Ok(Capacity::Fargate(strategy_items(strategy)?));
+        return Ok(capacity_of(strategy_items(strategy)?));
     }
     Ok(
         requested_capacity(service.launch_type.as_deref(), None, "services")?
@@ -334,9 +367,14 @@ mod tests {
     }
 
     #[test]
-    fn strategies_name_only_fargate_providers_with_one_base() {
-        let e = strategy_items(&[item("MY_ASG", 0, 1)]).unwrap_err();
+    fn strategies_do_not_mix_provider_kinds_and_have_one_base() {
+        let e = strategy_items(&[item("MY_ASG", 0, 1), item(FARGATE, 0, 1)]).unwrap_err();
+        assert!(message(e).contains("cannot contain a mix"));
+        let asg = strategy_items(&[item("MY_ASG", 0, 1)]).unwrap();
+        assert_eq!(capacity_of(asg), Capacity::Ec2);
+        let e = check_associated(Some(&[item("MY_ASG", 0, 1)]), &[]).unwrap_err();
         assert!(message(e).contains("not associated with the cluster"));
+        check_associated(Some(&[item("MY_ASG", 0, 1)]), &["MY_ASG".into()]).unwrap();
         let e = strategy_items(&[item(FARGATE, 1, 1), item(FARGATE_SPOT, 1, 1)]).unwrap_err();
         assert!(message(e).contains("Only one capacity provider"));
         let e = strategy_items(&[item(FARGATE, -1, 1)]).unwrap_err();

@@ -207,6 +207,7 @@ pub(crate) fn new_task(
             .as_ref()
             .map(|n| n.security_groups.clone())
             .unwrap_or_default(),
+        ..TaskRecord::default()
     }
 }
 

@@ -6,6 +6,7 @@
 //! `control`.
 
 pub(crate) mod account_settings;
+pub(crate) mod capacity_providers;
 pub(crate) mod clock;
 pub(crate) mod clusters;
 pub(crate) mod index;
@@ -15,6 +16,7 @@ pub(crate) mod ledger;
 pub(crate) mod network;
 pub(crate) mod pagination;
 pub(crate) mod records;
+pub(crate) mod registry;
 pub(crate) mod services;
 pub(crate) mod tags;
 pub(crate) mod task_definitions;

@@ -1,7 +1,7 @@
 //! Service records: the service as the API shows it plus the controller's
 //! bookkeeping, its deployments, and service references.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use berth_model::shapes::ecs::{Deployment, Service, ServiceEvent};
 use berth_model::{Arn, AwsError};
@@ -64,6 +64,134 @@ pub(crate) struct ServiceRecord {
     /// The awsvpc configuration with its subnets looked up (their zones).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<AwsVpc>,
+    /// Deployments no longer in `deployments` (newest first, at most
+    /// [`MAX_PAST_DEPLOYMENTS`]), with when they left it: what
+    /// ListServiceDeployments and DescribeServiceRevisions read back.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub past_deployments: Vec<PastDeployment>,
+    /// Deployments rolled back (circuit breaker or StopServiceDeployment),
+    /// by id.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub rollbacks: BTreeMap<String, RollbackNote>,
+}
+
+/// The circuit breaker's failure threshold: half the desired count, at least
+/// 3 and at most 200 (ECS's documented formula).
+pub(crate) fn failure_threshold(desired: i32) -> u32 {
+    ((f64::from(desired.max(0)) * 0.5).ceil() as u32).clamp(3, 200)
+}
+
+/// Deployments kept per service after they end.
+pub(crate) const MAX_PAST_DEPLOYMENTS: usize = 50;
+
+/// A deployment that left the service's list, and when.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct PastDeployment {
+    pub deployment: Deployment,
+    pub finished_at: f64,
+}
+
+/// A rollback away from a deployment.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct RollbackNote {
+    /// The deployment that took over.
+    pub to: String,
+    pub reason: String,
+    pub at: f64,
+}
+
+/// Keeps only deployment `keep` in the service's list; the others go to
+/// its history.
+pub(crate) fn retire_others(record: &mut ServiceRecord, keep: &str, at: f64) {
+    let deployments = record.service.deployments.get_or_insert_with(Vec::new);
+    let (kept, retired): (Vec<Deployment>, Vec<Deployment>) = std::mem::take(deployments)
+        .into_iter()
+        .partition(|d| d.id.as_deref() == Some(keep));
+    *deployments = kept;
+    for d in retired {
+        record.past_deployments.insert(
+            0,
+            PastDeployment {
+                deployment: d,
+                finished_at: at,
+            },
+        );
+    }
+    record.past_deployments.truncate(MAX_PAST_DEPLOYMENTS);
+}
+
+/// Rolls the service back from deployment `from` to the task definition
+/// of the last deployment that completed: the deployment still running it
+/// takes over again (its healthy tasks are kept), or a new one starts.
+/// Returns the deployment that took over (`None`: nothing completed before).
+pub(crate) fn roll_back(
+    record: &mut ServiceRecord,
+    from: &str,
+    reason: String,
+    at: f64,
+) -> Option<String> {
+    let name = record.name.clone();
+    let desired = record.service.desired_count.unwrap_or(0);
+    let Some(td) = record.last_completed_task_definition.clone() else {
+        record.event(
+            format!("(service {name}) cannot roll back: no earlier deployment completed."),
+            at,
+        );
+        return None;
+    };
+    for d in record.service.deployments.iter_mut().flatten() {
+        if d.status.as_deref() == Some(PRIMARY) {
+            d.status = Some(ACTIVE.into());
+        }
+    }
+    let reused = record.service.deployments.iter_mut().flatten().find(|d| {
+        d.task_definition.as_deref() == Some(td.as_str()) && d.id.as_deref() != Some(from)
+    });
+    let new_id = match reused {
+        Some(d) => {
+            d.status = Some(PRIMARY.into());
+            d.rollout_state = Some(IN_PROGRESS.into());
+            d.rollout_state_reason = Some(reason.clone());
+            d.desired_count = Some(desired);
+            d.updated_at = Some(at);
+            d.id.clone().unwrap_or_default()
+        }
+        None => {
+            let mut rollback = deployment_for(&record.service, &td, desired, at);
+            rollback.rollout_state_reason = Some(reason.clone());
+            let id = rollback.id.clone().unwrap_or_default();
+            record
+                .service
+                .deployments
+                .get_or_insert_with(Vec::new)
+                .insert(0, rollback);
+            id
+        }
+    };
+    record
+        .service
+        .deployments
+        .get_or_insert_with(Vec::new)
+        .sort_by_key(|d| d.status.as_deref() != Some(PRIMARY));
+    record.service.task_definition = Some(td.clone());
+    record.counted_failures.clear();
+    record.consecutive_failures = 0;
+    record.next_launch_at = 0.0;
+    record.rollbacks.insert(
+        from.to_string(),
+        RollbackNote {
+            to: new_id.clone(),
+            reason,
+            at,
+        },
+    );
+    record.event(
+        format!("(service {name}) rolling back to task definition {td} in (deployment {new_id})."),
+        at,
+    );
+    Some(new_id)
 }
 
 impl ServiceRecord {
@@ -202,4 +330,25 @@ pub(crate) fn active_count(view: &(impl ReadView + ?Sized), scope: &Scope, clust
         .iter()
         .filter(|kv| decode::<ServiceRecord>(kv).is_ok_and(|r| r.status() == ACTIVE))
         .count() as i32
+}
+
+/// The cluster, service and id a service-deployment or service-revision
+/// ARN names (`kind`: its resource type).
+pub(crate) fn parse_deployment_arn(
+    scope: &Scope,
+    kind: &str,
+    text: &str,
+) -> Option<(String, String, String)> {
+    let arn = Arn::parse(text).filter(|a| a.service == "ecs" && a.resource_type() == kind)?;
+    if arn.account != scope.account || arn.region != scope.region {
+        return None;
+    }
+    let mut parts = arn.resource_id().splitn(3, '/');
+    let (cluster, service, id) = (parts.next()?, parts.next()?, parts.next()?);
+    crate::state::clusters::check_name(cluster).ok()?;
+    check_service_name(service).ok()?;
+    if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return None;
+    }
+    Some((cluster.to_string(), service.to_string(), id.to_string()))
 }

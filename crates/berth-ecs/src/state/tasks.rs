@@ -92,6 +92,19 @@ pub struct Reservation {
     pub custom: std::collections::BTreeMap<String, i64>,
 }
 
+/// A registration a task holds, as stored on the task.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskRegistration {
+    pub registry_arn: String,
+    /// The Cloud Map instance id: the task's id.
+    pub instance_id: String,
+    /// Whether the custom health status last set was HEALTHY (`None`: the
+    /// service has no custom health check).
+    #[serde(default)]
+    pub healthy: Option<bool>,
+}
+
 /// A stored task: the API's view plus what the agent needs to run it.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -115,9 +128,23 @@ pub struct TaskRecord {
     /// The awsvpc task's security groups (its interface is created in them).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub security_groups: Vec<String>,
+    /// Scale-in protection (UpdateTaskProtection): the service scheduler
+    /// does not stop the task before this time (seconds since the epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protected_until: Option<f64>,
+    /// The service-discovery registrations the task holds (its service's
+    /// `serviceRegistries`), until it is deregistered.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub registrations: Vec<TaskRegistration>,
 }
 
 impl TaskRecord {
+    /// Whether scale-in protection keeps the service scheduler from
+    /// stopping the task at `at`.
+    pub fn is_protected(&self, at: f64) -> bool {
+        self.protected_until.is_some_and(|until| until > at)
+    }
+
     /// `lastStatus` (PROVISIONING until the agent reports).
     pub fn last_status(&self) -> TaskStatus {
         self.task
@@ -418,6 +445,7 @@ mod tests {
             network: None,
             host_cluster: None,
             security_groups: Vec::new(),
+            ..TaskRecord::default()
         }
     }
 

@@ -5,4 +5,5 @@ pub mod ecr;
 pub mod ecs;
 pub mod logs;
 pub mod secretsmanager;
+pub mod servicediscovery;
 pub mod ssm;

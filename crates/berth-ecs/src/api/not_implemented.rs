@@ -1,0 +1,75 @@
+//! The ECS operations of the model Berth does not perform, each with the
+//! reason: the caller is authorized for `ecs:<operation>` (so a refusal
+//! reads as IAM's when it applies) and then told precisely what is missing,
+//! never a fake success.
+
+use berth_model::AwsError;
+
+const TASK_SETS: &str = "Task sets belong to services with the EXTERNAL or CODE_DEPLOY deployment controller; Berth runs the ECS deployment controller only, so a service has no task sets.";
+const DAEMONS: &str = "ECS daemons (the daemon resource, its daemon task definitions, revisions and deployments) need capacity-provider-scoped instance scheduling, which Berth does not have yet; run a service with schedulingStrategy DAEMON instead.";
+const GATEWAYS: &str = "ECS gateways manage Application Load Balancers, listeners and target groups for services; Berth has no Elastic Load Balancing service yet.";
+const EXPRESS: &str = "Express gateway services provision an Application Load Balancer, target groups, security groups and auto scaling policies; Berth has no Elastic Load Balancing or Application Auto Scaling service yet.";
+
+/// Every model operation Berth leaves unimplemented, with the reason.
+pub const NOT_IMPLEMENTED: &[(&str, &str)] = &[
+    ("CreateTaskSet", TASK_SETS),
+    ("DeleteTaskSet", TASK_SETS),
+    ("DescribeTaskSets", TASK_SETS),
+    ("UpdateTaskSet", TASK_SETS),
+    ("UpdateServicePrimaryTaskSet", TASK_SETS),
+    ("CreateDaemon", DAEMONS),
+    ("DeleteDaemon", DAEMONS),
+    ("DeleteDaemonTaskDefinition", DAEMONS),
+    ("DescribeDaemon", DAEMONS),
+    ("DescribeDaemonDeployments", DAEMONS),
+    ("DescribeDaemonRevisions", DAEMONS),
+    ("DescribeDaemonTaskDefinition", DAEMONS),
+    ("ListDaemonDeployments", DAEMONS),
+    ("ListDaemonTaskDefinitions", DAEMONS),
+    ("ListDaemons", DAEMONS),
+    ("RegisterDaemonTaskDefinition", DAEMONS),
+    ("UpdateDaemon", DAEMONS),
+    ("AssociateGatewayWithCluster", GATEWAYS),
+    ("CreateGateway", GATEWAYS),
+    ("DeleteGateway", GATEWAYS),
+    ("DescribeGateway", GATEWAYS),
+    ("DescribeGatewayResources", GATEWAYS),
+    ("DescribeGatewayRoute", GATEWAYS),
+    ("DisassociateGatewayFromCluster", GATEWAYS),
+    ("ListGatewayClusterAssociations", GATEWAYS),
+    ("ListGatewayRoutes", GATEWAYS),
+    ("ListGateways", GATEWAYS),
+    ("UpdateGateway", GATEWAYS),
+    ("CreateExpressGatewayService", EXPRESS),
+    ("DeleteExpressGatewayService", EXPRESS),
+    ("DescribeExpressGatewayService", EXPRESS),
+    ("UpdateExpressGatewayService", EXPRESS),
+    (
+        "SubmitTaskStateChange",
+        "The public agent state-change calls are not mapped yet: Berth's agent reports task state through Berth's agent protocol (/_berth/agent).",
+    ),
+    (
+        "SubmitContainerStateChange",
+        "The public agent state-change calls are not mapped yet: Berth's agent reports container state through Berth's agent protocol (/_berth/agent).",
+    ),
+    (
+        "SubmitAttachmentStateChanges",
+        "The public agent state-change calls are not mapped yet: Berth's agent reports attachment state through Berth's agent protocol (/_berth/agent).",
+    ),
+];
+
+/// The reason `operation` is not implemented, if it is listed.
+pub(crate) fn reason(operation: &str) -> Option<&'static str> {
+    NOT_IMPLEMENTED
+        .iter()
+        .find(|(op, _)| *op == operation)
+        .map(|(_, why)| *why)
+}
+
+/// The answer to an operation Berth does not perform.
+pub(crate) fn refuse(operation: &str, why: &str) -> AwsError {
+    AwsError::bad_request(
+        "UnsupportedFeatureException",
+        format!("Berth does not support {operation}: {why}"),
+    )
+}

@@ -1,0 +1,211 @@
+"""ECS API breadth (issue 19): capacity providers, task protection (blocking
+a real scale-in), service deployments and revisions, the agent and exec calls
+and the precise refusals of the families Berth does not run, through boto3
+and the aws CLI, outputs checked against the botocore model."""
+import json
+
+import botocore.exceptions
+import pytest
+
+from berth_harness import check_output, load_model, wait_for
+
+MODEL = load_model("ecs", "2014-11-13")
+LOOP = "trap 'exit 0' TERM; while true; do sleep 1; done"
+ASG = ("arn:aws:autoscaling:us-east-1:000000000000:autoScalingGroup:"
+       "1b2c3d4e-0000-4000-8000-000000000001:autoScalingGroupName/asg-1")
+
+
+ECS = "AmazonEC2ContainerServiceV20141113"
+
+
+def code(call, **kwargs):
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        call(**kwargs)
+    return e.value.response["Error"]["Code"]
+
+
+def raw_code(berth, operation, payload):
+    """The error code of a call boto3 would refuse to send (out of the model's range)."""
+    status, body, _ = berth.raw("ecs", ECS, operation, payload)
+    assert status == 400, (status, body)
+    return body["__type"].split("#")[-1]
+
+
+def providers(ecs):
+    out = ecs.describe_capacity_providers(include=["TAGS"])
+    check_output(MODEL, "DescribeCapacityProviders", strip(out))
+    return {p["name"]: p for p in out["capacityProviders"]}
+
+
+def strip(out):
+    """A boto3 answer as the wire had it (no ResponseMetadata, dates as epoch)."""
+    return json.loads(json.dumps({k: v for k, v in out.items() if k != "ResponseMetadata"},
+                                 default=lambda d: d.timestamp()))
+
+
+def test_capacity_providers_bad_input_and_restart(berth):
+    ecs = berth.client("ecs")
+    out = ecs.create_capacity_provider(
+        name="cp1", autoScalingGroupProvider={"autoScalingGroupArn": ASG,
+                                              "managedScaling": {"status": "ENABLED", "targetCapacity": 90}},
+        tags=[{"key": "team", "value": "blue"}])
+    check_output(MODEL, "CreateCapacityProvider", strip(out))
+    assert out["capacityProvider"]["autoScalingGroupProvider"]["managedScaling"]["targetCapacity"] == 90
+    ecs.create_cluster(clusterName="c")
+    before = providers(ecs)
+
+    bad = [
+        (ecs.create_capacity_provider, dict(name="cp1", autoScalingGroupProvider={"autoScalingGroupArn": "g2"}),
+         "ClientException"),
+        (ecs.create_capacity_provider, dict(name="ecs-x", autoScalingGroupProvider={"autoScalingGroupArn": "g2"}),
+         "ClientException"),
+        (ecs.create_capacity_provider, dict(name="bad/name", autoScalingGroupProvider={"autoScalingGroupArn": "g2"}),
+         "InvalidParameterException"),
+        (ecs.create_capacity_provider, dict(name="cp2", autoScalingGroupProvider={"autoScalingGroupArn": ASG}),
+         "ClientException"),
+        (ecs.create_capacity_provider, dict(name="cp2", autoScalingGroupProvider={
+            "autoScalingGroupArn": "g2", "managedScaling": {"minimumScalingStepSize": 9, "maximumScalingStepSize": 3}}),
+         "InvalidParameterException"),
+        (ecs.create_capacity_provider, dict(name="cp2", autoScalingGroupProvider={
+            "autoScalingGroupArn": "g2", "managedTerminationProtection": "ENABLED",
+            "managedScaling": {"status": "DISABLED"}}), "InvalidParameterException"),
+        (ecs.update_capacity_provider, dict(name="FARGATE", autoScalingGroupProvider={}), "ClientException"),
+        (ecs.update_capacity_provider, dict(name="nope", autoScalingGroupProvider={}), "ClientException"),
+        (ecs.delete_capacity_provider, dict(capacityProvider="FARGATE_SPOT"), "ClientException"),
+        (ecs.describe_capacity_providers, dict(maxResults=11), "InvalidParameterException"),
+        (ecs.put_cluster_capacity_providers, dict(cluster="nope", capacityProviders=["cp1"],
+                                                  defaultCapacityProviderStrategy=[]), "ClusterNotFoundException"),
+        (ecs.put_cluster_capacity_providers, dict(
+            cluster="c", capacityProviders=["cp1", "FARGATE"],
+            defaultCapacityProviderStrategy=[{"capacityProvider": "cp1", "weight": 1},
+                                             {"capacityProvider": "FARGATE", "weight": 1}]),
+         "InvalidParameterException"),
+        (ecs.put_cluster_capacity_providers, dict(cluster="c", capacityProviders=["missing"],
+                                                  defaultCapacityProviderStrategy=[]), "InvalidParameterException"),
+    ]
+    for call, kwargs, want in bad:
+        assert code(call, **kwargs) == want, (call, kwargs)
+    assert raw_code(berth, "CreateCapacityProvider", {
+        "name": "cp2", "autoScalingGroupProvider": {"autoScalingGroupArn": "g2",
+                                                    "managedScaling": {"targetCapacity": 0}}}) == "InvalidParameterException"
+    # Nothing changed.
+    assert providers(ecs) == before
+    assert ecs.describe_clusters(clusters=["c"])["clusters"][0]["capacityProviders"] == []
+
+    out = ecs.put_cluster_capacity_providers(
+        cluster="c", capacityProviders=["cp1"],
+        defaultCapacityProviderStrategy=[{"capacityProvider": "cp1", "weight": 1, "base": 1}])
+    check_output(MODEL, "PutClusterCapacityProviders", strip(out))
+    ecs.register_task_definition(family="web", containerDefinitions=[
+        {"name": "app", "image": "berth-test/busybox:latest", "memory": 32}])
+    ecs.create_service(cluster="c", serviceName="s", taskDefinition="web", desiredCount=0,
+                       capacityProviderStrategy=[{"capacityProvider": "cp1", "weight": 1}])
+    assert code(ecs.put_cluster_capacity_providers, cluster="c", capacityProviders=[],
+                defaultCapacityProviderStrategy=[]) == "ResourceInUseException"
+    assert code(ecs.delete_capacity_provider, capacityProvider="cp1") == "ClientException"
+
+    # The CLI sees the same, and the records survive a restart.
+    _, cli, _ = berth.aws("ecs", "describe-capacity-providers", "--capacity-providers", "cp1",
+                          "--include", "TAGS")
+    assert cli["capacityProviders"][0]["tags"] == [{"key": "team", "value": "blue"}]
+    berth.stop()
+    berth.start()
+    ecs = berth.client("ecs")
+    assert providers(ecs)["cp1"]["autoScalingGroupProvider"]["managedScaling"]["targetCapacity"] == 90
+    assert ecs.describe_clusters(clusters=["c"])["clusters"][0]["capacityProviders"] == ["cp1"]
+
+
+def test_unimplemented_families_and_agent_calls(berth):
+    ecs = berth.client("ecs")
+    out = ecs.discover_poll_endpoint()
+    check_output(MODEL, "DiscoverPollEndpoint", strip(out))
+    assert out["endpoint"].startswith("http://127.0.0.1:")
+    for call, kwargs, needle in [
+        (ecs.create_task_set, dict(service="s", cluster="c", taskDefinition="t"), "EXTERNAL"),
+        (ecs.list_daemons, dict(), "Berth"),
+        (ecs.list_gateways, dict(), "Elastic Load Balancing"),
+    ]:
+        with pytest.raises(botocore.exceptions.ClientError) as e:
+            call(**kwargs)
+        assert e.value.response["Error"]["Code"] == "UnsupportedFeatureException"
+        assert needle in e.value.response["Error"]["Message"]
+    rc, out, _ = berth.aws("ecs", "list-services-by-namespace", "--namespace", "nope")
+    assert rc == 0 and out["serviceArns"] == []
+    rc, _, err = berth.aws("ecs", "update-task-protection", "--cluster", "nope", "--tasks", "t",
+                           "--protection-enabled", check=False)
+    assert rc != 0 and "ClusterNotFoundException" in err
+
+
+def test_task_protection_blocks_a_scale_in_and_deployments_roll_back(berth_agent):
+    ecs = berth_agent.client("ecs")
+    td = ecs.register_task_definition(family="prot", containerDefinitions=[
+        {"name": "app", "image": "berth-test/busybox:latest", "memory": 32,
+         "command": ["sh", "-c", LOOP]}])["taskDefinition"]
+    ecs.create_service(serviceName="prot", taskDefinition="prot", desiredCount=2)
+
+    def running():
+        arns = ecs.list_tasks(serviceName="prot", desiredStatus="RUNNING")["taskArns"]
+        if not arns:
+            return []
+        tasks = ecs.describe_tasks(tasks=arns)["tasks"]
+        return sorted(t["taskArn"] for t in tasks if t["lastStatus"] == "RUNNING")
+
+    tasks = wait_for(lambda: (lambda r: r if len(r) == 2 else None)(running()), 90, what="two running tasks")
+    # Bad input changes nothing.
+    for kwargs, want in [
+        (dict(cluster="nope", tasks=tasks, protectionEnabled=True), "ClusterNotFoundException"),
+        (dict(cluster="default", tasks=tasks, protectionEnabled=True, expiresInMinutes=2881),
+         "InvalidParameterException"),
+        (dict(cluster="default", tasks=tasks, protectionEnabled=True, expiresInMinutes=0),
+         "InvalidParameterException"),
+        (dict(cluster="default", tasks=[], protectionEnabled=True), "InvalidParameterException"),
+    ]:
+        assert code(ecs.update_task_protection, **kwargs) == want, kwargs
+    got = ecs.get_task_protection(cluster="default", tasks=tasks)
+    check_output(MODEL, "GetTaskProtection", strip(got))
+    assert all(not p["protectionEnabled"] for p in got["protectedTasks"])
+
+    out = ecs.update_task_protection(cluster="default", tasks=[tasks[0]], protectionEnabled=True)
+    check_output(MODEL, "UpdateTaskProtection", strip(out))
+    assert out["protectedTasks"][0]["protectionEnabled"] is True
+    ecs.update_service(service="prot", desiredCount=0)
+    wait_for(lambda: running() == [tasks[0]], 60, what="the unprotected task stopped")
+    # The protected one keeps running while protected.
+    import time
+    time.sleep(3)
+    assert running() == [tasks[0]]
+    ecs.update_task_protection(cluster="default", tasks=[tasks[0]], protectionEnabled=False)
+    wait_for(lambda: running() == [], 60, what="the task stopped once unprotected")
+
+    # Deployments: listed, described, revisions, with the model's shapes.
+    listed = ecs.list_service_deployments(service="prot")
+    check_output(MODEL, "ListServiceDeployments", strip(listed))
+    arn = listed["serviceDeployments"][0]["serviceDeploymentArn"]
+    assert ":service-deployment/default/prot/" in arn
+    described = ecs.describe_service_deployments(serviceDeploymentArns=[arn])
+    check_output(MODEL, "DescribeServiceDeployments", strip(described))
+    revision = described["serviceDeployments"][0]["targetServiceRevision"]["arn"]
+    revisions = ecs.describe_service_revisions(serviceRevisionArns=[revision])
+    check_output(MODEL, "DescribeServiceRevisions", strip(revisions))
+    assert revisions["serviceRevisions"][0]["taskDefinition"] == td["taskDefinitionArn"]
+    assert code(ecs.stop_service_deployment, serviceDeploymentArn=arn) == "ConflictException"
+    assert code(ecs.list_service_deployments, service="nope") == "ServiceNotFoundException"
+
+    # ExecuteCommand answers as ECS does without execute command.
+    ecs.update_service(service="prot", desiredCount=1)
+    task = wait_for(lambda: (lambda r: r[0] if r else None)(running()), 60, what="a task")
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        ecs.execute_command(task=task, command="ls", interactive=True)
+    assert e.value.response["Error"]["Code"] == "InvalidParameterException"
+    assert "execute command was not enabled" in e.value.response["Error"]["Message"]
+
+    # Protection survives a restart.
+    ecs.update_task_protection(cluster="default", tasks=[task], protectionEnabled=True, expiresInMinutes=30)
+    berth_agent.stop()
+    berth_agent.start()
+    ecs = berth_agent.client("ecs")
+    got = ecs.get_task_protection(cluster="default", tasks=[task])
+    assert got["protectedTasks"][0]["protectionEnabled"] is True
+    ecs.update_service(service="prot", desiredCount=0)
+    ecs.update_task_protection(cluster="default", tasks=[task], protectionEnabled=False)
+    ecs.delete_service(service="prot", force=True)
