@@ -209,3 +209,59 @@ def test_task_protection_blocks_a_scale_in_and_deployments_roll_back(berth_agent
     ecs.update_service(service="prot", desiredCount=0)
     ecs.update_task_protection(cluster="default", tasks=[task], protectionEnabled=False)
     ecs.delete_service(service="prot", force=True)
+
+
+def test_public_agent_state_change_calls(berth_agent):
+    """SubmitTaskStateChange / SubmitContainerStateChange /
+    SubmitAttachmentStateChanges move a real task through the state machine
+    Berth's agents report through: a task reported STOPPED is stopped."""
+    ecs = berth_agent.client("ecs")
+    ecs.register_task_definition(family="sub", containerDefinitions=[
+        {"name": "app", "image": "berth-test/busybox:latest", "memory": 32,
+         "command": ["sh", "-c", LOOP]}])
+    task = ecs.run_task(taskDefinition="sub")["tasks"][0]["taskArn"]
+    task_id = task.rsplit("/", 1)[1]
+
+    def status():
+        return ecs.describe_tasks(tasks=[task])["tasks"][0]
+    wait_for(lambda: status()["lastStatus"] == "RUNNING", 60, what="task RUNNING")
+
+    iam = berth_agent.client("iam")
+    iam.create_user(UserName="submitter")
+    key = iam.create_access_key(UserName="submitter")["AccessKey"]
+    nobody = berth_agent.client("ecs", key["AccessKeyId"], key["SecretAccessKey"])
+    bad = [
+        (nobody.submit_task_state_change, dict(task=task, status="STOPPED"), "AccessDeniedException"),
+        (nobody.submit_container_state_change, dict(task=task, containerName="app", status="STOPPED"),
+         "AccessDeniedException"),
+        (ecs.submit_task_state_change, dict(task="0" * 32, status="STOPPED"), "InvalidParameterException"),
+        (ecs.submit_task_state_change, dict(task=task, status="EXPLODED"), "InvalidParameterException"),
+        (ecs.submit_task_state_change, dict(cluster="nope", task=task_id, status="STOPPED"),
+         "ClusterNotFoundException"),
+        (ecs.submit_task_state_change, dict(status="STOPPED"), "InvalidParameterException"),
+        (ecs.submit_container_state_change, dict(task=task, containerName="nope", status="STOPPED"),
+         "InvalidParameterException"),
+        (ecs.submit_container_state_change, dict(task=task, containerName="app", status="MELTED"),
+         "InvalidParameterException"),
+        (ecs.submit_attachment_state_changes, dict(attachments=[
+            {"attachmentArn": "arn:aws:ecs:us-east-1:000000000000:attachment/nope", "status": "ATTACHED"}]),
+         "InvalidParameterException"),
+        (ecs.submit_attachment_state_changes, dict(cluster="nope", attachments=[
+            {"attachmentArn": "a", "status": "ATTACHED"}]), "ClusterNotFoundException"),
+    ]
+    for call, kwargs, want in bad:
+        assert code(call, **kwargs) == want, (call, kwargs)
+    assert status()["lastStatus"] == "RUNNING"  # nothing changed
+
+    out = ecs.submit_container_state_change(task=task, containerName="app", status="RUNNING",
+                                            runtimeId="whatever-runtime-id")
+    check_output(MODEL, "SubmitContainerStateChange", strip(out))
+    assert out["acknowledgment"] == "ACK"
+    assert status()["containers"][0]["runtimeId"] == "whatever-runtime-id"
+    rc, cli, _ = berth_agent.aws("ecs", "submit-task-state-change", "--task", task, "--status", "STOPPED",
+                                 "--reason", "reported by the test")
+    assert rc == 0 and cli["acknowledgment"] == "ACK"
+    check_output(MODEL, "SubmitTaskStateChange", cli)
+    t = status()
+    assert (t["lastStatus"], t["desiredStatus"], t["stoppedReason"]) == ("STOPPED", "STOPPED",
+                                                                         "reported by the test")

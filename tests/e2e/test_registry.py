@@ -560,11 +560,13 @@ def test_ecr_api(berth):
     assert body["__type"] == "RepositoryNotFoundException"
     assert oci.request("GET", "/v2/api/app/manifests/v3")[0] == 404
 
-    # Operations Berth does not implement say so.
-    for op in ("DescribeRegistry", "StartImageScan", "CreatePullThroughCacheRule"):
+    # Operations Berth does not implement say so, and why.
+    for op, code in (("GetSigningConfiguration", "ValidationException"),
+                     ("StartReplicationBackfill", "ValidationException"),
+                     ("UpdateImageStorageClass", "ImageStorageClassUpdateNotSupportedException")):
         status, body = raw_ecr(berth, op, {})
-        assert status == 400 and body["__type"] == "UnsupportedOperationException", body
-        assert "does not implement" in body["message"]
+        assert status == 400 and body["__type"] == code, body
+        assert f"Berth does not support ECR {op}: " in body["message"]
 
 
 def test_kill_during_500mib_push_leaves_no_partial_blob(tmp_path):

@@ -13,6 +13,7 @@ pub mod awslogs;
 pub mod cgroups;
 pub mod client;
 pub mod dns_relay;
+pub mod exec;
 pub mod netpolicy;
 pub mod run_dir;
 pub mod spec;
@@ -209,6 +210,14 @@ struct Identity {
     container_instance_arn: String,
     access_key_id: String,
     secret_access_key: String,
+}
+
+/// The credential the agent signs with once registered.
+fn identity_credentials(identity: &Identity) -> Credentials {
+    Credentials {
+        access_key_id: identity.access_key_id.clone(),
+        secret_access_key: identity.secret_access_key.clone(),
+    }
 }
 
 fn identity_path(data_dir: &Path) -> PathBuf {
@@ -765,10 +774,24 @@ impl Agent {
         }
         let (events_tx, _) = broadcast::channel::<RuntimeEvent>(1024);
         let pump = tokio::spawn(pump_events(self.runtime.clone(), events_tx.clone()));
+        // `berth exec` sessions, signed with the agent's current credential.
+        let (exec_credentials, credentials) = watch::channel(identity_credentials(&identity));
+        let exec = tokio::spawn(exec::run(
+            self.client.clone(),
+            credentials,
+            self.runtime.clone(),
+        ));
         let result = self
-            .main_loop(&mut identity, &instance_id, &events_tx, &endpoint)
+            .main_loop(
+                &mut identity,
+                &instance_id,
+                &events_tx,
+                &endpoint,
+                &exec_credentials,
+            )
             .await;
         pump.abort();
+        exec.abort();
         result
     }
 
@@ -778,6 +801,7 @@ impl Agent {
         instance_id: &str,
         events: &broadcast::Sender<RuntimeEvent>,
         endpoint: &Arc<TaskEndpoint>,
+        exec_credentials: &watch::Sender<Credentials>,
     ) -> Result<(), AgentError> {
         // Containers this instance owned before a restart, by task.
         let mut adoptable: HashMap<String, Vec<ContainerState>> = HashMap::new();
@@ -795,10 +819,12 @@ impl Agent {
         let mut first = true;
         let mut delay = Duration::from_millis(200);
         loop {
-            let credentials = Credentials {
-                access_key_id: identity.access_key_id.clone(),
-                secret_access_key: identity.secret_access_key.clone(),
-            };
+            let credentials = identity_credentials(identity);
+            exec_credentials.send_if_modified(|c| {
+                let changed = *c != credentials;
+                *c = credentials.clone();
+                changed
+            });
             let request = PollTasksRequest {
                 since_revision: since,
                 wait_seconds: if first { 0 } else { POLL_WAIT_SECONDS },

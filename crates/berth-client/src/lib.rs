@@ -74,10 +74,23 @@ pub fn json_call_headers(
     body: &[u8],
     now: i64,
 ) -> Vec<(String, String)> {
+    json_call_headers_with_token(credentials, None, scope, target, body, now)
+}
+
+/// [`json_call_headers`] for temporary credentials: also signs
+/// `x-amz-security-token` with `session_token`.
+pub fn json_call_headers_with_token(
+    credentials: &Credentials,
+    session_token: Option<&str>,
+    scope: Scope<'_>,
+    target: &str,
+    body: &[u8],
+    now: i64,
+) -> Vec<(String, String)> {
     let params = berth_sigv4::SigningParams {
         access_key_id: &credentials.access_key_id,
         secret_access_key: &credentials.secret_access_key,
-        session_token: None,
+        session_token,
         region: scope.region,
         service: scope.service,
         now,
@@ -277,6 +290,31 @@ impl ServerClient {
         input: &I,
         timeout: Duration,
     ) -> Result<O, ClientError> {
+        self.call_signed(
+            credentials,
+            None,
+            signing_service,
+            target_prefix,
+            operation,
+            input,
+            timeout,
+        )
+        .await
+    }
+
+    /// Like [`ServerClient::call_service`], with the session token of
+    /// temporary credentials when there is one.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn call_signed<I: Serialize, O: DeserializeOwned>(
+        &self,
+        credentials: &Credentials,
+        session_token: Option<&str>,
+        signing_service: &str,
+        target_prefix: &str,
+        operation: &str,
+        input: &I,
+        timeout: Duration,
+    ) -> Result<O, ClientError> {
         let body = serde_json::to_vec(input).map_err(|e| ClientError::Protocol(e.to_string()))?;
         let target = format!("{target_prefix}.{operation}");
         self.with_failover(|endpoint| {
@@ -285,8 +323,9 @@ impl ServerClient {
                 region: &self.region,
                 service: signing_service,
             };
-            let headers = json_call_headers(
+            let headers = json_call_headers_with_token(
                 credentials,
+                session_token,
                 scope,
                 &target,
                 &body,

@@ -27,11 +27,11 @@ use std::time::Duration;
 
 use berth_store::Store;
 use hickory_proto::op::{Edns, MessageType, Metadata, OpCode, ResponseCode};
-use hickory_proto::serialize::binary::BinEncoder;
 use hickory_proto::rr::{DNSClass, Record};
+use hickory_proto::serialize::binary::BinEncoder;
 use hickory_server::net::runtime::{Time, TokioTime};
-use hickory_server::net::NetError;
 use hickory_server::net::xfer::Protocol;
+use hickory_server::net::NetError;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponseBuilder;
 use hickory_server::Server;
@@ -85,6 +85,8 @@ pub struct DnsServer {
     local_addr: SocketAddr,
     index: Arc<Index>,
     _tasks: CancelOnDrop,
+    /// Dropped with the server: the UDP threads end.
+    _stop: tokio::sync::watch::Sender<()>,
 }
 
 impl std::fmt::Debug for DnsServer {
@@ -121,26 +123,25 @@ impl DnsServer {
             }),
         };
         let mut tasks = vec![follower];
-        // UDP: our own receive loops (several on one socket, through
-        // duplicated descriptors), each answering Berth's names inline
-        // with no task or channel per query; queries that wait for an
-        // upstream get a task of their own.
-        let mut sockets = Vec::with_capacity(workers);
-        for _ in 1..workers {
-            match udp.try_clone().and_then(tokio::net::UdpSocket::from_std) {
-                Ok(socket) => sockets.push(socket),
-                Err(e) => tracing::warn!(error = %e, "DNS: one UDP receive loop fewer"),
+        // UDP: our own receive loops, each on a thread of its own with a
+        // single-threaded runtime (several on one socket, through
+        // duplicated descriptors): a query is read, answered and sent on
+        // one thread, with no task, channel or cross-thread wake-up; the
+        // queries that wait for an upstream get a task of their own there.
+        let (stop, stopped) = tokio::sync::watch::channel(());
+        for n in 0..workers {
+            let spawned = udp.try_clone().and_then(|socket| {
+                let handler = handler.clone();
+                let stopped = stopped.clone();
+                std::thread::Builder::new()
+                    .name(format!("berth-dns-udp-{n}"))
+                    .spawn(move || udp_thread(socket, handler, stopped))
+            });
+            if let Err(e) = spawned {
+                tracing::warn!(error = %e, "DNS: one UDP receive loop fewer");
             }
         }
-        sockets.push(
-            tokio::net::UdpSocket::from_std(udp).map_err(|source| DnsError::Bind {
-                address: local_addr,
-                source,
-            })?,
-        );
-        for socket in sockets {
-            tasks.push(tokio::spawn(udp_loop(Arc::new(socket), handler.clone())));
-        }
+        drop(udp);
         // TCP: hickory-server's listener (framing, idle timeout).
         let mut server = Server::new(handler);
         let tcp = tokio::net::TcpListener::from_std(tcp).map_err(|source| DnsError::Bind {
@@ -158,6 +159,7 @@ impl DnsServer {
             local_addr,
             index,
             _tasks: CancelOnDrop(tasks),
+            _stop: stop,
         })
     }
 
@@ -240,6 +242,37 @@ impl Handler {
     }
 }
 
+/// A UDP receive loop's thread: runs the loop until the server is dropped.
+fn udp_thread(
+    socket: std::net::UdpSocket,
+    handler: Handler,
+    mut stopped: tokio::sync::watch::Receiver<()>,
+) {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            tracing::error!(error = %e, "DNS: a UDP thread cannot start its runtime");
+            return;
+        }
+    };
+    runtime.block_on(async move {
+        let socket = match tokio::net::UdpSocket::from_std(socket) {
+            Ok(socket) => Arc::new(socket),
+            Err(e) => {
+                tracing::error!(error = %e, "DNS: a UDP socket cannot be registered");
+                return;
+            }
+        };
+        tokio::select! {
+            _ = udp_loop(socket, handler) => {}
+            _ = stopped.changed() => {}
+        }
+    });
+}
+
 /// One UDP receive loop: parse, answer, send, with a task only for queries
 /// that may wait for an upstream.
 async fn udp_loop(socket: Arc<tokio::net::UdpSocket>, handler: Handler) {
@@ -248,10 +281,15 @@ async fn udp_loop(socket: Arc<tokio::net::UdpSocket>, handler: Handler) {
         let (n, source) = match socket.recv_from(&mut buffer).await {
             Ok(received) => received,
             Err(e) => {
-                // ICMP errors of earlier answers surface here on Linux;
-                // only a closed socket ends the loop.
-                if e.kind() == std::io::ErrorKind::NotConnected {
-                    return;
+                // ICMP errors of earlier answers surface here on Linux and
+                // mean nothing for the next query; anything else (memory
+                // pressure …) gets a breath before the next read.
+                if !matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::ConnectionReset
+                ) {
+                    tracing::debug!(error = %e, "DNS: UDP receive failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
                 }
                 continue;
             }
@@ -273,10 +311,14 @@ async fn udp_loop(socket: Arc<tokio::net::UdpSocket>, handler: Handler) {
         if handler.may_wait(&request) {
             let handler = handler.clone();
             tokio::spawn(async move {
-                handler.handle_request::<_, TokioTime>(&request, reply).await;
+                handler
+                    .handle_request::<_, TokioTime>(&request, reply)
+                    .await;
             });
         } else {
-            handler.handle_request::<_, TokioTime>(&request, reply).await;
+            handler
+                .handle_request::<_, TokioTime>(&request, reply)
+                .await;
         }
     }
 }

@@ -31,13 +31,14 @@ mod placement_sequences;
 pub(crate) mod test_support;
 
 pub use api::not_implemented::NOT_IMPLEMENTED;
-pub use api::EcsService;
+pub use api::{EcsService, ExecService};
 pub use control::agent_api::{self, AgentService};
 pub use control::gc::run_task_gc;
 pub use control::metering;
 pub use control::networking::{self, run_network_controller};
 pub use control::registration::{self, run_registration_controller};
 pub use control::service_controller::{self, ServiceController};
+pub use state::exec::ExecHub;
 pub use state::index::backfill as backfill_indexes;
 pub use state::instances::{
     Presence, SharedPresence, FARGATE_CAPACITY_ATTRIBUTE, FARGATE_DEDICATED, FARGATE_SHARED,

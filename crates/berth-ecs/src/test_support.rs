@@ -24,7 +24,7 @@ use berth_model::{AwsError, JsonService, Principal, PrincipalKind, RequestContex
 use berth_store::{MemoryStore, Store};
 use serde_json::{json, Value};
 
-use crate::api::EcsService;
+use crate::api::{EcsService, ExecService};
 use crate::control::agent_api::{agent_credential, agent_principal, AgentService};
 use crate::control::service_controller::ServiceController;
 use crate::state::clock::Clock;
@@ -256,6 +256,8 @@ pub(crate) struct Harness {
     pub clock: Arc<FakeClock>,
     pub ecs: EcsService,
     pub agents: AgentService,
+    /// `berth exec`'s client half, relaying through the agents' hub.
+    pub exec: ExecService,
     _shutdown: tokio::sync::watch::Sender<bool>,
     instances: std::sync::atomic::AtomicU32,
     /// Agents that keep polling while time moves (by instance ARN).
@@ -268,12 +270,15 @@ impl Harness {
         let clock = Arc::new(FakeClock::new());
         let presence = Arc::new(Presence::with_timeout(AGENT_TIMEOUT).with_clock(clock.clone()));
         let (shutdown, stopping) = tokio::sync::watch::channel(false);
+        let hub = crate::state::exec::ExecHub::new();
         Harness {
+            exec: ExecService::new(store.clone(), hub.clone()),
             ecs: EcsService::new(store.clone(), presence.clone())
                 .with_networks(Arc::new(FakeNetworks))
                 .with_clock(clock.clone()),
             agents: AgentService::new(store.clone(), presence.clone(), stopping)
                 .with_registration_token(crate::control::agent_api::RegistrationToken::new(TOKEN))
+                .with_exec(hub)
                 .with_clock(clock.clone()),
             store,
             presence,
@@ -349,6 +354,18 @@ impl Harness {
         self.ecs(operation, input)
             .await
             .unwrap_or_else(|e| panic!("{operation}: {}: {}", e.code, e.message))
+    }
+
+    /// Calls a `berth exec` operation (`BerthExecV1`) as `ctx`.
+    pub async fn exec_as(
+        &self,
+        ctx: &RequestContext,
+        operation: &str,
+        input: Value,
+    ) -> Result<Value, AwsError> {
+        let body = serde_json::to_vec(&input).unwrap_or_default();
+        let out = self.exec.handle(ctx, operation, &body).await?;
+        Ok(serde_json::from_slice(&out).unwrap_or(Value::Null))
     }
 
     /// Calls an agent protocol operation as `instance`'s agent.

@@ -717,6 +717,12 @@ fn parse_tags(p: &Params<'_>) -> Result<Vec<(String, String)>, AwsError> {
                 r"Member must satisfy regular expression pattern: [\p{L}\p{Z}\p{N}_.:/=+\-@]*",
             ));
         }
+        // The `aws:` prefix (any case) is reserved for AWS's own tags.
+        if key.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("aws:")) {
+            return Err(invalid_input(
+                "Tag keys starting with 'aws:' are reserved for AWS use.",
+            ));
+        }
         if tags.iter().any(|(k, _)| k.eq_ignore_ascii_case(key)) {
             return Err(invalid_input(
                 "Duplicate tag keys found. Please note that Tag keys are case insensitive.",

@@ -792,6 +792,13 @@ impl Iam {
         })
     }
 
+    /// Writes the access-key uses noted in memory since the last flush (see
+    /// `usage`); returns how many records changed. For a server that stops,
+    /// so a graceful stop loses no "last used" date.
+    pub async fn flush_key_usage(&self) -> Result<usize, AwsError> {
+        self.usage.flush(self).await
+    }
+
     /// Deletes every expired session; returns how many. For a periodic task.
     pub async fn gc_expired_sessions(&self) -> Result<usize, AwsError> {
         let now = now_secs();

@@ -82,6 +82,14 @@ impl QueryService for StsService {
         params: &[(String, String)],
     ) -> Result<String, AwsError> {
         let p = Params(params);
+        // A call that needs no permission (GetCallerIdentity,
+        // GetSessionToken) still uses the key: note it for
+        // GetAccessKeyLastUsed as the authorizer notes the others.
+        if !ctx.principal.access_key_id.starts_with("ASIA") {
+            self.iam
+                .usage
+                .touch(&ctx.principal.access_key_id, Some(("sts", &ctx.region)));
+        }
         match action {
             "GetCallerIdentity" => {
                 // Needs no permission: AWS answers it even under an

@@ -63,10 +63,15 @@ pub enum Value {
     Bool(bool),
 }
 
-/// How Logs Insights prints a timestamp: `2024-05-01 12:34:56.789`.
+/// How Logs Insights prints a timestamp: `2024-05-01 12:34:56.789`, the
+/// milliseconds always written (`… 12:34:00.000` for a whole `bin()`).
 pub fn format_timestamp(ms: i64) -> String {
-    let iso = berth_util::time::format_iso8601_millis(ms);
-    iso.trim_end_matches('Z').replacen('T', " ", 1)
+    let iso = berth_util::time::format_iso8601(ms.div_euclid(1000));
+    format!(
+        "{}.{:03}",
+        iso.trim_end_matches('Z').replacen('T', " ", 1),
+        ms.rem_euclid(1000)
+    )
 }
 
 fn format_number(n: f64) -> String {
@@ -2213,6 +2218,9 @@ mod tests {
             ]
         );
         assert!(rows.iter().all(|r| col(r, "@ptr").is_none()));
+        // Whole bins keep their milliseconds, as Logs Insights prints them.
+        assert_eq!(format_timestamp(T0), "2023-11-14 22:13:00.000");
+        assert_eq!(format_timestamp(T0 + 3), "2023-11-14 22:13:00.003");
     }
 
     #[test]

@@ -6,9 +6,12 @@
 //! and the tag calls, the request's tags as `aws:RequestTag/*`/`aws:TagKeys`;
 //! operations without a repository on `*`), then do every state-dependent
 //! check in the same store mutation as the write it guards. Repository
-//! policies take part through the authorizer's resource-policy source.
-//! Operations of the model that Berth does not implement answer
-//! `UnsupportedOperationException`.
+//! policies (joined with the registry policy) take part through the
+//! authorizer's resource-policy source. Registry-level operations live in
+//! [`registry_ops`]. Operations of the model that Berth does not implement
+//! are listed in [`NOT_IMPLEMENTED`] and answer a precise error naming why.
+
+mod registry_ops;
 
 use std::sync::Arc;
 
@@ -78,10 +81,35 @@ fn missing(member: &str) -> AwsError {
     ))
 }
 
+/// ECR operations Berth leaves unimplemented, with the reason.
+pub(crate) const NOT_IMPLEMENTED: &[(&str, &str)] = &[
+    ("PutSigningConfiguration", "managed image signing needs AWS Signer, which Berth does not have"),
+    ("GetSigningConfiguration", "managed image signing needs AWS Signer, which Berth does not have"),
+    ("DeleteSigningConfiguration", "managed image signing needs AWS Signer, which Berth does not have"),
+    ("DescribeImageSigningStatus", "managed image signing needs AWS Signer, which Berth does not have"),
+    ("RegisterPullTimeUpdateExclusion", "Berth does not record image pull times (lastRecordedPullTime), so there is nothing to exclude principals from"),
+    ("DeregisterPullTimeUpdateExclusion", "Berth does not record image pull times (lastRecordedPullTime), so there is nothing to exclude principals from"),
+    ("ListPullTimeUpdateExclusions", "Berth does not record image pull times (lastRecordedPullTime), so there is nothing to exclude principals from"),
+    ("StartReplicationBackfill", "Berth replicates images pushed after PutReplicationConfiguration; backfilling images that existed before is not implemented"),
+    ("StopReplicationBackfill", "Berth replicates images pushed after PutReplicationConfiguration; backfilling images that existed before is not implemented"),
+    ("ListReplicationBackfills", "Berth replicates images pushed after PutReplicationConfiguration; backfilling images that existed before is not implemented"),
+    ("DescribeReplicationBackfillResults", "Berth replicates images pushed after PutReplicationConfiguration; backfilling images that existed before is not implemented"),
+    ("UpdateImageStorageClass", "Berth keeps every image in one storage class (STANDARD); there is no archive class to move images to"),
+];
+
 fn unsupported(operation: &str) -> AwsError {
+    let reason = NOT_IMPLEMENTED
+        .iter()
+        .find(|(op, _)| *op == operation)
+        .map_or("it is not implemented", |(_, why)| why);
+    let code = if operation == "UpdateImageStorageClass" {
+        "ImageStorageClassUpdateNotSupportedException"
+    } else {
+        "ValidationException"
+    };
     AwsError::bad_request(
-        "UnsupportedOperationException",
-        format!("Berth does not implement the ECR operation {operation} yet."),
+        code,
+        format!("Berth does not support ECR {operation}: {reason}."),
     )
 }
 
@@ -249,6 +277,11 @@ repository_inputs!(
     PutLifecyclePolicyRequest,
     GetLifecyclePolicyRequest,
     DeleteLifecyclePolicyRequest,
+    StartImageScanRequest,
+    DescribeImageScanFindingsRequest,
+    StartLifecyclePolicyPreviewRequest,
+    GetLifecyclePolicyPreviewRequest,
+    DescribeImageReplicationStatusRequest,
 );
 
 fn check_name(name: &str) -> Result<(), AwsError> {
@@ -551,6 +584,102 @@ impl JsonService for EcrService {
                 => untag_resource(c, i).await),
             "ListTagsForResource" => op!(ctx, body, |i| list_tags_requirements(c, &i)?
                 => list_tags(c, i)),
+            "DescribeRegistry" => op!(ctx, body, |i| registry_ops::describe_registry_requirements()
+                => registry_ops::describe_registry(c, i)),
+            "PutRegistryPolicy" => {
+                op!(ctx, body, |i| authz::on("ecr:PutRegistryPolicy", Vec::new())
+                => registry_ops::put_registry_policy(c, i).await)
+            }
+            "GetRegistryPolicy" => {
+                op!(ctx, body, |i| authz::on("ecr:GetRegistryPolicy", Vec::new())
+                => registry_ops::get_registry_policy(c, i))
+            }
+            "DeleteRegistryPolicy" => {
+                op!(ctx, body, |i| authz::on("ecr:DeleteRegistryPolicy", Vec::new())
+                => registry_ops::delete_registry_policy(c, i).await)
+            }
+            "GetAccountSetting" => {
+                op!(ctx, body, |i| authz::on("ecr:GetAccountSetting", Vec::new())
+                => registry_ops::get_account_setting(c, i))
+            }
+            "PutAccountSetting" => {
+                op!(ctx, body, |i| authz::on("ecr:PutAccountSetting", Vec::new())
+                => registry_ops::put_account_setting(c, i).await)
+            }
+            "ListImageReferrers" => {
+                op!(ctx, body, |i| registry_ops::list_referrers_requirements(c, &i)?
+                => registry_ops::list_image_referrers(c, i))
+            }
+            "GetRegistryScanningConfiguration" => {
+                op!(ctx, body, |i| authz::on("ecr:GetRegistryScanningConfiguration", Vec::new())
+                => registry_ops::get_registry_scanning(c, i))
+            }
+            "PutRegistryScanningConfiguration" => {
+                op!(ctx, body, |i| authz::on("ecr:PutRegistryScanningConfiguration", Vec::new())
+                => registry_ops::put_registry_scanning(c, i).await)
+            }
+            "BatchGetRepositoryScanningConfiguration" => {
+                op!(ctx, body, |i| registry_ops::batch_scanning_requirements(c, &i)?
+                => registry_ops::batch_get_repository_scanning(c, i))
+            }
+            "StartImageScan" => op!(ctx, body, |i| c.on_repo("ecr:StartImageScan", &i)?
+                => registry_ops::start_image_scan(c, i)),
+            "DescribeImageScanFindings" => {
+                op!(ctx, body, |i| c.on_repo("ecr:DescribeImageScanFindings", &i)?
+                => registry_ops::describe_image_scan_findings(c, i))
+            }
+            "CreateRepositoryCreationTemplate" => {
+                op!(ctx, body, |i| authz::on("ecr:CreateRepositoryCreationTemplate", Vec::new())
+                => registry_ops::create_template(c, i).await)
+            }
+            "UpdateRepositoryCreationTemplate" => {
+                op!(ctx, body, |i| authz::on("ecr:UpdateRepositoryCreationTemplate", Vec::new())
+                => registry_ops::update_template(c, i).await)
+            }
+            "DeleteRepositoryCreationTemplate" => {
+                op!(ctx, body, |i| authz::on("ecr:DeleteRepositoryCreationTemplate", Vec::new())
+                => registry_ops::delete_template(c, i).await)
+            }
+            "DescribeRepositoryCreationTemplates" => {
+                op!(ctx, body, |i| authz::on("ecr:DescribeRepositoryCreationTemplates", Vec::new())
+                => registry_ops::describe_templates(c, i))
+            }
+            "StartLifecyclePolicyPreview" => {
+                op!(ctx, body, |i| c.on_repo("ecr:StartLifecyclePolicyPreview", &i)?
+                => registry_ops::start_lifecycle_preview(c, i).await)
+            }
+            "GetLifecyclePolicyPreview" => {
+                op!(ctx, body, |i| c.on_repo("ecr:GetLifecyclePolicyPreview", &i)?
+                => registry_ops::get_lifecycle_preview(c, i))
+            }
+            "PutReplicationConfiguration" => {
+                op!(ctx, body, |i| authz::on("ecr:PutReplicationConfiguration", Vec::new())
+                => registry_ops::put_replication(c, i).await)
+            }
+            "DescribeImageReplicationStatus" => {
+                op!(ctx, body, |i| c.on_repo("ecr:DescribeImageReplicationStatus", &i)?
+                => registry_ops::describe_replication_status(c, i))
+            }
+            "CreatePullThroughCacheRule" => {
+                op!(ctx, body, |i| authz::on("ecr:CreatePullThroughCacheRule", Vec::new())
+                => registry_ops::create_cache_rule(c, i).await)
+            }
+            "DescribePullThroughCacheRules" => {
+                op!(ctx, body, |i| authz::on("ecr:DescribePullThroughCacheRules", Vec::new())
+                => registry_ops::describe_cache_rules(c, i))
+            }
+            "UpdatePullThroughCacheRule" => {
+                op!(ctx, body, |i| authz::on("ecr:UpdatePullThroughCacheRule", Vec::new())
+                => registry_ops::update_cache_rule(c, i).await)
+            }
+            "DeletePullThroughCacheRule" => {
+                op!(ctx, body, |i| authz::on("ecr:DeletePullThroughCacheRule", Vec::new())
+                => registry_ops::delete_cache_rule(c, i).await)
+            }
+            "ValidatePullThroughCacheRule" => {
+                op!(ctx, body, |i| authz::on("ecr:ValidatePullThroughCacheRule", Vec::new())
+                => registry_ops::validate_cache_rule(c, i).await)
+            }
             other => Err(unsupported(other)),
         }
     }
@@ -1106,7 +1235,10 @@ async fn put_image(
                 c.scope.account
             ),
         )),
-        Ok(_) => Ok(ecr::PutImageResponse {
+        Ok(_) => Ok({
+            c.registry
+                .replicate_after_push(&c.scope, &name, &digest, i.image_tag.as_deref());
+            ecr::PutImageResponse {
             image: Some(ecr::Image {
                 registry_id: Some(c.scope.account.clone()),
                 repository_name: Some(name),
@@ -1114,7 +1246,7 @@ async fn put_image(
                 image_manifest: Some(manifest),
                 image_manifest_media_type: Some(parsed.media_type),
             }),
-        }),
+        }}),
         Err(PutError::RepositoryNotFound) => Err(repo_not_found(&c.scope, &name)),
         Err(PutError::Invalid(m)) => Err(invalid(m)),
         Err(PutError::BlobsUnknown(missing)) => Err(AwsError::bad_request(

@@ -123,7 +123,7 @@ impl Registry {
     /// Links a stored blob into a repository (and, when `finishing`, removes
     /// that upload record in the same mutation). `Sweeping` while a garbage
     /// collection pass has the blob marked.
-    async fn link_blob(
+    pub(crate) async fn link_blob(
         &self,
         scope: &Scope,
         repo: &str,

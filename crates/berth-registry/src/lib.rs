@@ -30,8 +30,11 @@ pub mod meta;
 #[cfg(test)]
 mod multi_server_tests;
 mod oci;
+pub mod pull_through;
+pub mod replication;
 #[cfg(test)]
 mod security_tests;
+pub mod settings;
 pub mod token;
 pub mod uploads;
 
@@ -121,7 +124,15 @@ pub struct Registry {
     tokens: TokenKey,
     host: String,
     gc: GcConfig,
+    /// This registry, for the work it starts in the background (replication).
+    me: std::sync::Weak<Registry>,
+    /// Secrets Manager, for pull-through cache credentials.
+    secrets: std::sync::OnceLock<Arc<dyn pull_through::UpstreamSecrets>>,
 }
+
+/// ECR operations of the model that Berth leaves unimplemented, with why;
+/// each answers a precise error naming the reason.
+pub const NOT_IMPLEMENTED: &[(&str, &str)] = ecr::NOT_IMPLEMENTED;
 
 impl Registry {
     /// Opens the registry's files under `<data_dir>/registry`. `registry_host`
@@ -178,13 +189,15 @@ impl Registry {
             Ok(n) => tracing::info!(files = n, "removed upload files no session names"),
             Err(e) => tracing::warn!(error = %e, "removing leftover upload files failed"),
         }
-        Ok(Arc::new(Registry {
+        Ok(Arc::new_cyclic(|me| Registry {
             store,
             uploads,
             blobs,
             tokens,
             host: registry_host,
             gc,
+            me: me.clone(),
+            secrets: std::sync::OnceLock::new(),
         }))
     }
 
@@ -222,9 +235,10 @@ impl Registry {
         requirement
     }
 
-    /// Amazon ECR's JSON 1.1 API.
-    /// The repository policy of `repository_arn`
-    /// (`arn:aws:ecr:<region>:<account>:repository/<name>`), if it has one.
+    /// The resource policy of `repository_arn`
+    /// (`arn:aws:ecr:<region>:<account>:repository/<name>`): its repository
+    /// policy joined with the registry policy (see
+    /// [`settings::effective_policy`]), if there is either.
     pub fn repository_policy(&self, repository_arn: &str) -> Option<String> {
         let mut parts = repository_arn.splitn(6, ':');
         let (arn, _, service, region, account, rest) = (
@@ -243,9 +257,12 @@ impl Registry {
             account: account.to_string(),
             region: region.to_string(),
         };
-        meta::get::<meta::RepoRecord>(self.store.as_ref(), &scope.repo(name))?.policy
+        let own = meta::get::<meta::RepoRecord>(self.store.as_ref(), &scope.repo(name))
+            .and_then(|r| r.policy);
+        settings::effective_policy(self.store.as_ref(), &scope, own)
     }
 
+    /// Amazon ECR's JSON 1.1 API.
     pub fn ecr_service(self: &Arc<Self>) -> Arc<dyn JsonService> {
         Arc::new(ecr::EcrService::new(self.clone()))
     }

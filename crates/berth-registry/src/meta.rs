@@ -32,7 +32,7 @@ pub struct Scope {
 }
 
 impl Scope {
-    fn root(&self) -> String {
+    pub(crate) fn root(&self) -> String {
         format!("{ROOT}{}/{}/", self.account, self.region)
     }
     pub fn repos(&self) -> String {
@@ -81,12 +81,14 @@ impl Scope {
         )
     }
     /// Every prefix holding one repository's records.
-    pub fn repo_prefixes(&self, name: &str) -> [String; 4] {
+    pub fn repo_prefixes(&self, name: &str) -> [String; 6] {
         [
             self.manifests(name),
             self.tags(name),
             self.layers(name),
             self.referrers_of_repo(name),
+            self.replication_statuses(name),
+            self.lifecycle_preview(name),
         ]
     }
 }

@@ -569,6 +569,7 @@ async fn dispatch(front: &Front, request: Request) -> Result<Response, OciError>
         }
         Target::Manifest(name, reference) => match method {
             Method::GET | Method::HEAD => {
+                pull_through(&ctx, &name, &reference).await?;
                 get_manifest(&ctx, &name, &reference, method == Method::HEAD)
             }
             Method::PUT => put_manifest(&ctx, &name, &reference, request).await,
@@ -739,6 +740,85 @@ fn referrers(ctx: &Ctx, name: &str, digest: &str, request: &Request) -> Result<R
     builder.body(Body::from(body)).map_err(internal)
 }
 
+/// A push to a repository that does not exist creates it when a
+/// repository creation template applies for CREATE_ON_PUSH and the caller
+/// may `ecr:CreateRepository` it.
+async fn create_on_push(ctx: &Ctx<'_>, name: &str) -> Result<(), OciError> {
+    Ctx::valid_name(name)?;
+    let store = ctx.registry.store.as_ref();
+    if store.get(&ctx.scope.repo(name)).is_some() {
+        return Ok(());
+    }
+    let applies = crate::settings::template_for(
+        store,
+        &ctx.scope,
+        name,
+        crate::settings::Creation::CreateOnPush,
+    )
+    .is_some();
+    if !applies {
+        return Ok(());
+    }
+    ctx.authorize_any(&["ecr:CreateRepository"], name)?;
+    ctx.registry
+        .ensure_repository(&ctx.scope, name, crate::settings::Creation::CreateOnPush)
+        .await
+        .map_err(internal)?;
+    Ok(())
+}
+
+/// A pull of an image the registry lacks, in a repository a pull-through
+/// cache rule covers, fetches it from the rule's upstream first. The caller
+/// needs `ecr:BatchImportUpstreamImage` (and `ecr:CreateRepository` when the
+/// repository is new), as with ECR.
+async fn pull_through(ctx: &Ctx<'_>, name: &str, reference: &str) -> Result<(), OciError> {
+    Ctx::valid_name(name)?;
+    let store = ctx.registry.store.as_ref();
+    let exists = store.get(&ctx.scope.repo(name)).is_some();
+    if exists && resolve(ctx, name, reference).is_ok() {
+        return Ok(());
+    }
+    let Some((rule, upstream_repo)) = ctx.registry.cache_rule_for(&ctx.scope, name) else {
+        return Ok(());
+    };
+    if reference.contains(':') {
+        Digest::parse(reference).map_err(|e| digest_invalid(e.to_string()))?;
+    } else if !meta::valid_tag(reference) {
+        return Err(OciError::new(
+            StatusCode::BAD_REQUEST,
+            "TAG_INVALID",
+            format!("Invalid tag '{reference}'."),
+        ));
+    }
+    ctx.authorize_any(&["ecr:BatchImportUpstreamImage"], name)?;
+    if !exists {
+        ctx.authorize_any(&["ecr:CreateRepository"], name)?;
+    }
+    use crate::pull_through::PullError;
+    match ctx
+        .registry
+        .pull_through(&ctx.scope, name, reference, &rule, &upstream_repo)
+        .await
+    {
+        Ok(()) => Ok(()),
+        Err(PullError::NotFound(what)) => Err(OciError::new(
+            StatusCode::NOT_FOUND,
+            "MANIFEST_UNKNOWN",
+            format!("Manifest '{reference}' is unknown to repository '{name}': the upstream registry {} does not have {what}.", rule.upstream_registry_url.as_deref().unwrap_or("")),
+        )),
+        Err(PullError::Denied(why)) => Err(OciError::new(
+            StatusCode::FORBIDDEN,
+            "DENIED",
+            format!("The pull through cache rule for '{name}' could not authenticate to its upstream registry: {why}"),
+        )),
+        Err(e) => Err(OciError::new(
+            StatusCode::BAD_GATEWAY,
+            "UNKNOWN",
+            format!("Pulling '{name}:{reference}' through the cache failed: {e}"),
+        )),
+    }
+}
+
 /// Finds a manifest by tag or digest.
 fn resolve(ctx: &Ctx, name: &str, reference: &str) -> Result<ManifestRecord, OciError> {
     let unknown = || {
@@ -791,6 +871,7 @@ async fn put_manifest(
     reference: &str,
     request: Request,
 ) -> Result<Response, OciError> {
+    create_on_push(ctx, name).await?;
     ctx.repository(name)?;
     let content_type = request
         .headers()
@@ -864,6 +945,8 @@ async fn put_manifest(
         }
         Err(PutError::Store(e)) => return Err(internal(e)),
     }
+    ctx.registry
+        .replicate_after_push(&ctx.scope, name, &digest, tag);
     let mut headers = vec![
         ("location", format!("/v2/{name}/manifests/{digest}")),
         ("docker-content-digest", digest.clone()),
@@ -1037,6 +1120,7 @@ fn created_blob(name: &str, digest: &Digest) -> Response {
 }
 
 async fn start_upload(ctx: &Ctx<'_>, name: &str, request: Request) -> Result<Response, OciError> {
+    create_on_push(ctx, name).await?;
     ctx.repository(name)?;
     let query = request.uri().query().map(str::to_string);
     if let Some(mount) = query_param(query.as_deref(), "mount") {
@@ -1044,7 +1128,16 @@ async fn start_upload(ctx: &Ctx<'_>, name: &str, request: Request) -> Result<Res
         if let Some(from) = query_param(query.as_deref(), "from") {
             // Mounting reads the source repository's layer: without that
             // permission the client uploads the blob itself.
-            if meta::valid_repository_name(&from) && ctx.decide(GET_DOWNLOAD_URL, &from).is_ok() {
+            // The BLOB_MOUNTING account setting turns mounts off.
+            let mounting = crate::settings::account_setting(
+                ctx.registry.store.as_ref(),
+                &ctx.scope,
+                "BLOB_MOUNTING",
+            ) != "DISABLED";
+            if mounting
+                && meta::valid_repository_name(&from)
+                && ctx.decide(GET_DOWNLOAD_URL, &from).is_ok()
+            {
                 let mounted = ctx
                     .registry
                     .mount_blob(&ctx.scope, name, &from, &digest)

@@ -971,6 +971,93 @@ impl Runtime for DockerRuntime {
         Ok(names)
     }
 
+    async fn exec(
+        &self,
+        id: &str,
+        spec: &crate::ExecSpec,
+    ) -> Result<crate::ExecProcess, RuntimeError> {
+        use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
+        let created = self
+            .docker
+            .create_exec(
+                id,
+                CreateExecOptions::<String> {
+                    attach_stdin: Some(spec.stdin),
+                    attach_stdout: Some(true),
+                    attach_stderr: Some(true),
+                    tty: Some(spec.tty),
+                    cmd: Some(spec.command.clone()),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| match status_code(&e) {
+                Some(404) => RuntimeError::NotFound(id.to_string()),
+                // Docker: "container ... is not running".
+                Some(409) => RuntimeError::Conflict(describe(&e)),
+                _ => classify(e),
+            })?;
+        let started = self
+            .docker
+            .start_exec(
+                &created.id,
+                Some(StartExecOptions {
+                    detach: false,
+                    tty: spec.tty,
+                    output_capacity: Some(64 * 1024),
+                }),
+            )
+            .await
+            .map_err(classify)?;
+        let StartExecResults::Attached { output, input } = started else {
+            return Err(RuntimeError::Other("the exec started detached".into()));
+        };
+        if let Some((rows, cols)) = spec.size {
+            // The terminal exists once the exec has started.
+            let _ = self.exec_resize(&created.id, rows, cols).await;
+        }
+        let output = output
+            .filter_map(|item| async move {
+                match item {
+                    Ok(LogOutput::StdErr { message }) => {
+                        Some(Ok(crate::ExecOutput::Stderr(message.to_vec())))
+                    }
+                    Ok(LogOutput::StdOut { message }) | Ok(LogOutput::Console { message }) => {
+                        Some(Ok(crate::ExecOutput::Stdout(message.to_vec())))
+                    }
+                    Ok(LogOutput::StdIn { .. }) => None,
+                    Err(e) => Some(Err(classify(e))),
+                }
+            })
+            .boxed();
+        Ok(crate::ExecProcess {
+            id: created.id,
+            output,
+            input,
+        })
+    }
+
+    async fn exec_resize(&self, exec_id: &str, rows: u16, cols: u16) -> Result<(), RuntimeError> {
+        self.docker
+            .resize_exec(
+                exec_id,
+                bollard::exec::ResizeExecOptions {
+                    height: rows,
+                    width: cols,
+                },
+            )
+            .await
+            .map_err(classify)
+    }
+
+    async fn exec_exit_code(&self, exec_id: &str) -> Result<Option<i64>, RuntimeError> {
+        let inspected = self.docker.inspect_exec(exec_id).await.map_err(classify)?;
+        if inspected.running == Some(true) {
+            return Ok(None);
+        }
+        Ok(inspected.exit_code)
+    }
+
     async fn load_image(&self, tarball: Vec<u8>) -> Result<(), RuntimeError> {
         let options = ImportImageOptions {
             quiet: true,

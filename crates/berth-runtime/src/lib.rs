@@ -17,6 +17,7 @@
 
 mod docker;
 mod error;
+mod exec;
 #[cfg(any(test, feature = "fake"))]
 pub mod fake;
 pub mod pause;
@@ -32,6 +33,7 @@ use futures::stream::BoxStream;
 
 pub use docker::DockerRuntime;
 pub use error::RuntimeError;
+pub use exec::{ExecOutput, ExecProcess, ExecSpec};
 pub use spec::{
     ContainerSpec, HealthCheckSpec, Mount, NetworkMode, NetworkSpec, PortSpec, Protocol,
     RegistryAuth, Tmpfs, Ulimit,
@@ -178,6 +180,27 @@ pub trait Runtime: Send + Sync + 'static {
     ) -> Result<Vec<String>, RuntimeError> {
         let _ = (label, value);
         Ok(Vec::new())
+    }
+
+    /// Starts `spec.command` in the running container `id` (as `docker
+    /// exec` does), attached to its output (and input with `spec.stdin`).
+    async fn exec(&self, id: &str, spec: &ExecSpec) -> Result<ExecProcess, RuntimeError> {
+        let _ = spec;
+        Err(RuntimeError::InvalidSpec(format!(
+            "this runtime cannot run commands in container {id}"
+        )))
+    }
+
+    /// Resizes the terminal of the exec instance `exec_id`.
+    async fn exec_resize(&self, exec_id: &str, rows: u16, cols: u16) -> Result<(), RuntimeError> {
+        let _ = (exec_id, rows, cols);
+        Ok(())
+    }
+
+    /// The exit code of the exec instance `exec_id`, once it has exited.
+    async fn exec_exit_code(&self, exec_id: &str) -> Result<Option<i64>, RuntimeError> {
+        let _ = exec_id;
+        Ok(None)
     }
 
     /// Loads images from a tarball in `docker save` format (the way the

@@ -16,6 +16,7 @@ pub fn not_implemented() -> BTreeMap<&'static str, BTreeMap<String, String>> {
         }
     };
     add("ecs", berth_ecs::NOT_IMPLEMENTED);
+    add("ecr", berth_registry::NOT_IMPLEMENTED);
     add("ec2", berth_ec2::NOT_IMPLEMENTED);
     add("logs", berth_logs::NOT_IMPLEMENTED);
     add(

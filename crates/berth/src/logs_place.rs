@@ -88,6 +88,29 @@ impl JsonService for LogsApi {
         berth_logs::max_body(operation)
     }
 
+    fn streams(&self, operation: &str) -> bool {
+        operation == "StartLiveTail"
+    }
+
+    /// StartLiveTail's event stream comes from the log store's own writer,
+    /// so only the server holding the store serves it.
+    async fn handle_streaming(
+        &self,
+        ctx: &RequestContext,
+        operation: &str,
+        body: &[u8],
+    ) -> Result<berth_model::StreamingBody, AwsError> {
+        match self.0.local() {
+            Some(local) => local.handle_streaming(ctx, operation, body).await,
+            None => Err(AwsError::new(
+                503,
+                "ServiceUnavailableException",
+                "Live Tail sessions are served by the Berth server that holds the log store \
+                 (the leader); call StartLiveTail on that server's endpoint.",
+            )),
+        }
+    }
+
     async fn handle(
         &self,
         ctx: &RequestContext,

@@ -6,6 +6,7 @@ mod cluster;
 mod coverage;
 mod credentials;
 mod dns;
+mod exec;
 mod logs_place;
 mod node;
 mod private_dir;
@@ -45,6 +46,12 @@ enum Command {
     /// per second with a one-minute minimum, as Fargate bills), by task,
     /// cluster and service; signed with AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY.
     Usage(usage::UsageArgs),
+    /// Run a command in a task's container (the task must have been
+    /// started with enableExecuteCommand; needs ecs:ExecuteCommand on it):
+    /// `berth exec --cluster C --task T --container N [-i] [-t] -- CMD…`.
+    /// Signed with the AWS credentials the aws CLI would use; exits with
+    /// the command's exit code.
+    Exec(exec::ExecArgs),
     /// Print, as JSON by service, the operations of the AWS models Berth
     /// serves that it does not implement, each with the reason.
     NotImplemented,
@@ -227,6 +234,14 @@ fn main() -> anyhow::Result<()> {
                 .enable_all()
                 .build()?;
             runtime.block_on(usage::run(args))
+        }
+        Command::Exec(args) => {
+            init_logging("warn");
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            runtime.block_on(exec::run(args))
         }
         Command::Agent(args) => {
             init_logging(&args.log);

@@ -143,6 +143,12 @@ impl Node {
         let master_key = Arc::new(
             berth_secrets::MasterKey::load(files).context("loading the secrets master key")?,
         );
+        // Pull-through cache rules read their upstream credentials from
+        // Secrets Manager.
+        registry.set_upstream_secrets(Arc::new(StoreSecrets {
+            store: store.clone(),
+            key: master_key.clone(),
+        }));
 
         // Secret access keys of users, sessions and agents are sealed with
         // the master key as secret values are; an older data directory's
@@ -183,6 +189,9 @@ impl Node {
                 &agent_token.token,
             ))
             .with_dns_endpoint(dns_endpoint.clone());
+        // `berth exec` sessions, relayed between clients and agents.
+        let exec_hub = berth_ecs::ExecHub::new();
+        agent_service = agent_service.with_exec(exec_hub.clone());
         if enforce_iam {
             agent_service = agent_service.with_execution_role_check(Arc::new(ExecutionRoles {
                 iam: iam.clone(),
@@ -226,6 +235,10 @@ impl Node {
             .json_service(discovery.clone())
             .json_service(Arc::new(LogsApi(logs.clone())))
             .json_service(Arc::new(agent_service))
+            .json_service(Arc::new(berth_ecs::ExecService::new(
+                store.clone(),
+                exec_hub,
+            )))
             .admin_endpoint(crate::usage::endpoint(
                 store.clone(),
                 args.fargate_prices.as_deref(),
@@ -293,6 +306,8 @@ impl Node {
                 work.service_registries.clone(),
             )),
             work.registry.spawn_gc(),
+            // SSM parameter policies: an Expiration deletes its parameter.
+            berth_secrets::ssm::spawn_parameter_expiry(work.store.clone()),
         ];
         if let Some(logs) = self.logs.local() {
             handles.push(logs.spawn_compaction(work.log_compaction));
@@ -348,6 +363,25 @@ impl berth_ecs::agent_api::SecretResolver for StoreSecrets {
             region,
             value_from,
         )
+    }
+}
+
+impl berth_registry::pull_through::UpstreamSecrets for StoreSecrets {
+    fn secret_string(
+        &self,
+        account: &str,
+        region: &str,
+        arn: &str,
+    ) -> Result<String, berth_registry::pull_through::CredentialError> {
+        use berth_registry::pull_through::CredentialError;
+        berth_secrets::resolve_secret_value(self.store.as_ref(), &self.key, account, region, arn)
+            .map_err(|e| {
+                if e.code == "ResourceNotFoundException" {
+                    CredentialError::NotFound
+                } else {
+                    CredentialError::Unreadable(e.message)
+                }
+            })
     }
 }
 
@@ -468,7 +502,10 @@ impl berth_ecs::registration::ServiceRegistries for ServiceRegistries {
                 if registry_gone(&e) {
                     format!("The service registry {registry_arn} does not exist.")
                 } else {
-                    format!("The service registry {registry_arn} is not valid: {}", e.message)
+                    format!(
+                        "The service registry {registry_arn} is not valid: {}",
+                        e.message
+                    )
                 },
             )),
         }
@@ -483,7 +520,13 @@ impl berth_ecs::registration::ServiceRegistries for ServiceRegistries {
         attributes: &std::collections::BTreeMap<String, String>,
     ) -> Result<(), berth_model::AwsError> {
         self.0
-            .register_instance(account, region, registry_arn, instance_id, attributes.clone())
+            .register_instance(
+                account,
+                region,
+                registry_arn,
+                instance_id,
+                attributes.clone(),
+            )
             .await
             .map(|_| ())
     }

@@ -28,6 +28,7 @@ fn role(name: &str) -> String {
 
 struct Fixture {
     _dir: tempfile::TempDir,
+    store: Arc<dyn Store>,
     iam: Arc<Iam>,
     iam_svc: Arc<IamService>,
     ecs: EcsService,
@@ -57,13 +58,18 @@ impl Fixture {
         Fixture {
             iam_svc: iam.iam_service(),
             authorizer: Arc::new(IamAuthorizer::new(iam.clone())),
-            ecs: EcsService::new(store, presence.clone()),
+            ecs: EcsService::new(store.clone(), presence.clone()),
+            store,
             presence,
             iam,
             root,
             _dir: dir,
             users: std::cell::Cell::new(0),
         }
+    }
+
+    fn iam_store(&self) -> Arc<dyn Store> {
+        self.store.clone()
     }
 
     async fn iam(&self, action: &str, params: &[(&str, &str)]) -> String {
@@ -625,4 +631,68 @@ async fn no_operation_answers_a_user_without_policies() {
             ),
         }
     }
+}
+
+/// `berth exec`'s calls (`BerthExecV1`): starting a session is
+/// ecs:ExecuteCommand on the task's canonical ARN (given by id), refused as
+/// IAM words it; the other calls drive only the caller's own sessions.
+#[tokio::test]
+async fn berth_exec_is_authorized_as_execute_command() {
+    let f = Fixture::new();
+    let w = world(&f).await;
+    let hub = berth_ecs::ExecHub::new();
+    let exec = berth_ecs::ExecService::new(f.iam_store(), hub);
+    let call = |ctx: RequestContext, op: &'static str, input: Value| {
+        let exec = &exec;
+        async move {
+            let body = serde_json::to_vec(&input).unwrap();
+            exec.handle(&ctx, op, &body).await
+        }
+    };
+    let task = arn(&format!("task/default/{}", w.task_id));
+    let nobody = f.user(None).await;
+    let e = call(
+        nobody.clone(),
+        "StartExecSession",
+        json!({"task": w.task_id, "container": "app", "command": ["ls"]}),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.code, "AccessDeniedException");
+    assert!(
+        e.message
+            .contains(&format!("ecs:ExecuteCommand on resource: {task}")),
+        "{}",
+        e.message
+    );
+    for op in ["SendExecInput", "ReadExecOutput", "EndExecSession"] {
+        let e = call(nobody.clone(), op, json!({"sessionId": "x"}))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code, "InvalidParameterException", "{op}");
+    }
+    // Allowed on the task for container app only.
+    let allowed = f
+        .user(Some(allow(json!({
+            "Effect": "Allow", "Action": "ecs:ExecuteCommand", "Resource": task,
+            "Condition": {"StringEquals": {"ecs:container-name": "app"}}
+        }))))
+        .await;
+    let e = call(
+        allowed.clone(),
+        "StartExecSession",
+        json!({"task": w.task_id, "container": "other", "command": ["ls"]}),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.code, "AccessDeniedException");
+    // Past IAM, refused as ECS's ExecuteCommand: the task is not RUNNING.
+    let e = call(
+        allowed,
+        "StartExecSession",
+        json!({"task": w.task_id, "container": "app", "command": ["ls"]}),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.code, "InvalidParameterException", "{e:?}");
 }

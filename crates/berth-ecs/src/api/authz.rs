@@ -1500,6 +1500,17 @@ impl<'a> Authz<'a> {
         )
     }
 
+    /// SubmitTaskStateChange, SubmitContainerStateChange and
+    /// SubmitAttachmentStateChanges: on the cluster, as the Service
+    /// Authorization Reference lists them.
+    pub fn submit_state_change(
+        &self,
+        operation: &str,
+        cluster: Option<&str>,
+    ) -> Result<Vec<Requirement>, AwsError> {
+        self.cluster_operation(operation, cluster, false)
+    }
+
     /// ExecuteCommand: on the task, with `ecs:cluster`, `ecs:task` and
     /// `ecs:container-name`.
     pub fn execute_command(

@@ -258,6 +258,51 @@ impl JsonService for EcsService {
             "ListServicesByNamespace" => op!(ctx, body, |i| unscoped()
                 => agent_calls::list_services_by_namespace(store, scope, i)),
 
+            "SubmitTaskStateChange" => {
+                let input: ecs::SubmitTaskStateChangeRequest =
+                    berth_model::json::parse_input(body)?;
+                let reporter = state_reporter(ctx, &a, operation, input.cluster.as_deref())?;
+                berth_model::json::to_body(
+                    &agent_calls::submit_task_state_change(
+                        store,
+                        scope,
+                        reporter.as_ref(),
+                        now,
+                        input,
+                    )
+                    .await?,
+                )
+            }
+            "SubmitContainerStateChange" => {
+                let input: ecs::SubmitContainerStateChangeRequest =
+                    berth_model::json::parse_input(body)?;
+                let reporter = state_reporter(ctx, &a, operation, input.cluster.as_deref())?;
+                berth_model::json::to_body(
+                    &agent_calls::submit_container_state_change(
+                        store,
+                        scope,
+                        reporter.as_ref(),
+                        now,
+                        input,
+                    )
+                    .await?,
+                )
+            }
+            "SubmitAttachmentStateChanges" => {
+                let input: ecs::SubmitAttachmentStateChangesRequest =
+                    berth_model::json::parse_input(body)?;
+                let reporter = state_reporter(ctx, &a, operation, input.cluster.as_deref())?;
+                berth_model::json::to_body(
+                    &agent_calls::submit_attachment_state_changes(
+                        store,
+                        scope,
+                        reporter.as_ref(),
+                        input,
+                    )
+                    .await?,
+                )
+            }
+
             other if not_implemented::reason(other).is_some() => {
                 ctx.authorize(&unscoped())?;
                 Err(not_implemented::refuse(
@@ -268,6 +313,111 @@ impl JsonService for EcsService {
             other if ecs::OPERATIONS.contains(&other) => Err(error::unsupported(other)),
             other => Err(AwsError::unknown_operation(format!(
                 "ECS has no operation named '{other}'."
+            ))),
+        }
+    }
+}
+
+/// Who reports a state change through the public agent calls: an agent
+/// credential speaks for its container instance (like an ECS container
+/// instance's role) and reports only on the tasks running there, which the
+/// handler checks; any other caller needs `ecs:Submit…` on the cluster.
+fn state_reporter(
+    ctx: &RequestContext,
+    a: &authz::Authz<'_>,
+    operation: &str,
+    cluster: Option<&str>,
+) -> Result<Option<agent_calls::ReportingInstance>, AwsError> {
+    if ctx.principal.kind == berth_model::PrincipalKind::Agent {
+        // Bound to its instance: `report_on_task` refuses other tasks.
+        ctx.no_authorization_needed();
+        return agent_calls::reporting_instance(&ctx.principal.arn).map(Some);
+    }
+    ctx.authorize(&a.submit_state_change(operation, cluster)?)?;
+    Ok(None)
+}
+
+/// `berth exec`'s client half (`BerthExecV1`, see
+/// `berth_model::exec_protocol`): a session is authorized as
+/// `ecs:ExecuteCommand` on the task and refused as ECS's ExecuteCommand is;
+/// the agent of the task's instance runs it through the agent protocol.
+pub struct ExecService {
+    store: Arc<dyn Store>,
+    hub: Arc<crate::state::exec::ExecHub>,
+}
+
+impl ExecService {
+    /// `hub` is shared with the [`AgentService`](crate::AgentService)
+    /// (`AgentService::with_exec`).
+    pub fn new(store: Arc<dyn Store>, hub: Arc<crate::state::exec::ExecHub>) -> Self {
+        ExecService { store, hub }
+    }
+}
+
+#[async_trait::async_trait]
+impl JsonService for ExecService {
+    fn target_prefix(&self) -> &'static str {
+        berth_model::exec_protocol::TARGET_PREFIX
+    }
+
+    fn signing_name(&self) -> &'static str {
+        ecs::SIGNING_NAME
+    }
+
+    async fn handle(
+        &self,
+        ctx: &RequestContext,
+        operation: &str,
+        body: &[u8],
+    ) -> Result<Vec<u8>, AwsError> {
+        use berth_model::exec_protocol as exec;
+        use berth_model::json::{parse_input, to_body};
+        let store = self.store.as_ref();
+        let scope = &Scope::of(ctx);
+        let owner = ctx.principal.arn.as_str();
+        let account = ctx.principal.account_id.as_str();
+        let hub = self.hub.as_ref();
+        if operation != "StartExecSession" {
+            // No IAM permission beyond the session's: StartExecSession was
+            // authorized as ecs:ExecuteCommand, and only the principal that
+            // started a session may drive it (`ExecHub::owned`).
+            ctx.no_authorization_needed();
+        }
+        match operation {
+            "StartExecSession" => {
+                let input: exec::StartExecSessionRequest = parse_input(body)?;
+                let a = authz::Authz::new(store, scope, ctx);
+                let requirements = a.execute_command(&agent_calls::as_execute_command(&input))?;
+                ctx.authorize(&requirements)?;
+                to_body(&agent_calls::start_exec_session(
+                    store, scope, hub, owner, input,
+                )?)
+            }
+            "SendExecInput" => {
+                let input: exec::SendExecInputRequest = parse_input(body)?;
+                hub.client_input(owner, account, input)?;
+                to_body(&exec::SendExecInputResponse {})
+            }
+            "ReadExecOutput" => {
+                let input: exec::ReadExecOutputRequest = parse_input(body)?;
+                to_body(
+                    &hub.client_output(
+                        owner,
+                        account,
+                        &input.session_id,
+                        input.ack,
+                        input.wait_seconds,
+                    )
+                    .await?,
+                )
+            }
+            "EndExecSession" => {
+                let input: exec::EndExecSessionRequest = parse_input(body)?;
+                hub.client_end(owner, account, &input.session_id)?;
+                to_body(&exec::EndExecSessionResponse {})
+            }
+            other => Err(AwsError::unknown_operation(format!(
+                "berth exec has no operation named '{other}'."
             ))),
         }
     }

@@ -44,18 +44,6 @@ pub const NOT_IMPLEMENTED: &[(&str, &str)] = &[
     ("DeleteExpressGatewayService", EXPRESS),
     ("DescribeExpressGatewayService", EXPRESS),
     ("UpdateExpressGatewayService", EXPRESS),
-    (
-        "SubmitTaskStateChange",
-        "The public agent state-change calls are not mapped yet: Berth's agent reports task state through Berth's agent protocol (/_berth/agent).",
-    ),
-    (
-        "SubmitContainerStateChange",
-        "The public agent state-change calls are not mapped yet: Berth's agent reports container state through Berth's agent protocol (/_berth/agent).",
-    ),
-    (
-        "SubmitAttachmentStateChanges",
-        "The public agent state-change calls are not mapped yet: Berth's agent reports attachment state through Berth's agent protocol (/_berth/agent).",
-    ),
 ];
 
 /// The reason `operation` is not implemented, if it is listed.

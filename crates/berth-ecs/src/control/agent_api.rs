@@ -13,6 +13,10 @@ use berth_model::agent_protocol::{
     TaskLogEvent, REGISTER_AGENT_ACTION, ROLE_EXECUTION, ROLE_TASK, SIGNING_NAME, TARGET_PREFIX,
 };
 use berth_model::authz::Requirement;
+use berth_model::exec_protocol::{
+    GetExecInputRequest, GetExecInputResponse, PollExecSessionsRequest, PollExecSessionsResponse,
+    PutExecOutputRequest, PutExecOutputResponse,
+};
 use berth_model::json::{parse_input, to_body};
 use berth_model::{AwsError, JsonService, Principal, PrincipalKind, RequestContext};
 use berth_store::{Op, ReadView, Store, StoreExt};
@@ -21,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use crate::error;
 use crate::state::clock::{self, Clock};
 use crate::state::clusters;
+use crate::state::exec::{ExecHub, ExecTarget};
 use crate::state::instances::{self, InstanceRecord, Presence, Registration};
 use crate::state::keys::{self, Scope};
 use crate::state::records::{encode, load};
@@ -118,6 +123,8 @@ pub struct AgentService {
     sealer: Option<Arc<dyn berth_model::Sealer>>,
     /// Berth's DNS server, told to registering agents.
     dns_endpoint: DnsEndpoint,
+    /// The relay of `berth exec` sessions, shared with the `ExecService`.
+    exec: Option<Arc<ExecHub>>,
     clock: Arc<dyn Clock>,
 }
 
@@ -282,6 +289,7 @@ impl AgentService {
             registration_token: None,
             sealer: None,
             dns_endpoint: DnsEndpoint::default(),
+            exec: None,
             clock: clock::system(),
         }
     }
@@ -588,6 +596,67 @@ impl AgentService {
             }
         }
         Ok(ResolveSecretsResponse { containers })
+    }
+
+    /// Relays `berth exec` sessions through `hub` (shared with the
+    /// `ExecService`).
+    pub fn with_exec(mut self, hub: Arc<ExecHub>) -> Self {
+        self.exec = Some(hub);
+        self
+    }
+
+    /// The exec relay and the caller's instance as its sessions name it.
+    fn exec_caller(&self, ctx: &RequestContext) -> Result<(&ExecHub, ExecTarget), AwsError> {
+        let (credential, _) = self.caller(ctx)?;
+        self.presence.touch(&credential.instance_arn);
+        let hub = self.exec.as_deref().ok_or_else(|| {
+            AwsError::bad_request(
+                "UnsupportedFeatureException",
+                "This server relays no exec sessions.",
+            )
+        })?;
+        Ok((
+            hub,
+            ExecTarget {
+                account: credential.account,
+                region: credential.region,
+                cluster: credential.cluster,
+                instance_id: credential.instance_id,
+            },
+        ))
+    }
+
+    async fn poll_exec_sessions(
+        &self,
+        ctx: &RequestContext,
+        input: PollExecSessionsRequest,
+    ) -> Result<PollExecSessionsResponse, AwsError> {
+        let (hub, target) = self.exec_caller(ctx)?;
+        let mut shutdown = self.shutdown.clone();
+        let sessions = tokio::select! {
+            sessions = hub.poll_sessions(&target, input.wait_seconds) => sessions,
+            _ = shutdown.changed() => Vec::new(),
+        };
+        Ok(PollExecSessionsResponse { sessions })
+    }
+
+    async fn get_exec_input(
+        &self,
+        ctx: &RequestContext,
+        input: GetExecInputRequest,
+    ) -> Result<GetExecInputResponse, AwsError> {
+        let (hub, target) = self.exec_caller(ctx)?;
+        hub.agent_input(&target, &input.session_id, input.wait_seconds)
+            .await
+    }
+
+    async fn put_exec_output(
+        &self,
+        ctx: &RequestContext,
+        input: PutExecOutputRequest,
+    ) -> Result<PutExecOutputResponse, AwsError> {
+        let (hub, target) = self.exec_caller(ctx)?;
+        hub.agent_output(&target, input).await
     }
 
     fn caller(&self, ctx: &RequestContext) -> Result<(AgentCredential, Scope), AwsError> {
@@ -1002,6 +1071,9 @@ impl JsonService for AgentService {
                 to_body(&self.task_role_credentials(ctx, parse_input(body)?).await?)
             }
             "GetNetworkPolicy" => to_body(&self.network_policy(ctx, parse_input(body)?)?),
+            "PollExecSessions" => to_body(&self.poll_exec_sessions(ctx, parse_input(body)?).await?),
+            "GetExecInput" => to_body(&self.get_exec_input(ctx, parse_input(body)?).await?),
+            "PutExecOutput" => to_body(&self.put_exec_output(ctx, parse_input(body)?).await?),
             other => Err(AwsError::unknown_operation(format!(
                 "The agent protocol has no operation named '{other}'."
             ))),

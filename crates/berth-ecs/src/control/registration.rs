@@ -76,7 +76,12 @@ pub async fn run_registration_controller(
                             .and_then(|r| r.split_once('/'))
                             .map(|(c, _)| c)
                             .unwrap_or("");
-                        if clusters.contains(&cluster_key(&scope, cluster)) {
+                        // Tasks of clusters with registries, and any task
+                        // still holding a registration (its service may have
+                        // dropped its registries since).
+                        if clusters.contains(&cluster_key(&scope, cluster))
+                            || holds_registrations(&event.kv.value)
+                        {
                             handle(&store, registries.as_ref(), &scope, key).await;
                         }
                     }
@@ -89,6 +94,13 @@ pub async fn run_registration_controller(
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// Whether a stored task holds registrations, without decoding it (the
+/// field is left out when empty).
+fn holds_registrations(value: &[u8]) -> bool {
+    const FIELD: &[u8] = b"\"registrations\"";
+    value.windows(FIELD.len()).any(|w| w == FIELD)
 }
 
 fn cluster_key(scope: &Scope, cluster: &str) -> String {
@@ -111,11 +123,11 @@ async fn sweep(store: &Arc<dyn Store>, registries: &dyn ServiceRegistries) -> Ha
                 continue;
             };
             // Tasks of a service whose registries were removed may still
-            // hold registrations: their tasks are handled too.
-            let with_registries = !registries_of(&service).is_empty();
-            if with_registries {
-                clusters.insert(cluster_key(&scope, &service.cluster));
+            // hold registrations: the watch handles them when they change.
+            if registries_of(&service).is_empty() {
+                continue;
             }
+            clusters.insert(cluster_key(&scope, &service.cluster));
             let task_ids: Vec<String> = store
                 .range(
                     &scope.service_tasks(&service.cluster, &service.name),

@@ -9,6 +9,7 @@ pub(crate) mod account_settings;
 pub(crate) mod capacity_providers;
 pub(crate) mod clock;
 pub(crate) mod clusters;
+pub(crate) mod exec;
 pub(crate) mod index;
 pub(crate) mod instances;
 pub(crate) mod keys;

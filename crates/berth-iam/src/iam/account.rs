@@ -189,7 +189,10 @@ impl IamService {
             })
             .await?;
         if !describe {
-            return Ok(String::new());
+            // UpdateRole's answer is an empty `<UpdateRoleResult>` (its model
+            // output has a result wrapper, which SDKs look for); an empty
+            // string would leave the wrapper out.
+            return Ok(" ".to_string());
         }
         let mut x = Xml::new();
         role_xml(&mut x, "Role", &role, &ctx.account_id);
