@@ -29,7 +29,7 @@ trust = {"Version": "2012-10-17", "Statement": [{
 role_arn = iam.create_role(RoleName="bench", AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
 
 ec2 = client("ec2")
-vpcs = ec2.describe_vpcs(Filters=[{"Name": "isDefault", "Values": ["true"]}])["Vpcs"]
+vpcs = ec2.describe_vpcs(Filters=[{"Name": "is-default", "Values": ["true"]}])["Vpcs"]
 if not vpcs:
     sys.exit(f"{endpoint} has no default VPC")
 vpc = vpcs[0]["VpcId"]

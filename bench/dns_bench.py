@@ -13,7 +13,11 @@ records; dnsperf measures both in the same run.
    offered load for both (a quarter of the slower server's saturated rate,
    so that printing every query does not make dnsperf the bottleneck): p50
    and p99.
+4. DiscoverInstances (Cloud Map's API answer for the same names) on Berth
+   and on moto_server populated the same way, with the api-load generator
+   at 1 and 16 clients: requests/s and p50/p99.
 """
+import json
 import argparse
 import os
 import re
@@ -48,11 +52,11 @@ def free_dns_port():
     sys.exit("no free port for DNS")
 
 
-def wait_health(endpoint):
+def wait_health(endpoint, path="/_berth/health"):
     import urllib.request
     for _ in range(300):
         try:
-            urllib.request.urlopen(endpoint + "/_berth/health", timeout=1)
+            urllib.request.urlopen(endpoint + path, timeout=1)
             return
         except OSError:
             time.sleep(0.05)
@@ -94,13 +98,14 @@ def register_to_answer_ms(endpoint, dns_port, samples=5):
     return sorted(took)[len(took) // 2]
 
 
-def populate(endpoint, services, instances):
+def populate(endpoint, services, instances, vpc=None):
     sd = boto3.client("servicediscovery", endpoint_url=endpoint, region_name="us-east-1",
                       aws_access_key_id=KEY, aws_secret_access_key=SECRET,
                       config=Config(retries={"max_attempts": 1}))
-    ec2 = boto3.client("ec2", endpoint_url=endpoint, region_name="us-east-1",
-                       aws_access_key_id=KEY, aws_secret_access_key=SECRET)
-    vpc = ec2.describe_vpcs()["Vpcs"][0]["VpcId"]
+    if vpc is None:
+        ec2 = boto3.client("ec2", endpoint_url=endpoint, region_name="us-east-1",
+                           aws_access_key_id=KEY, aws_secret_access_key=SECRET)
+        vpc = ec2.describe_vpcs()["Vpcs"][0]["VpcId"]
     op = sd.create_private_dns_namespace(Name="corp.local", Vpc=vpc)["OperationId"]
     for _ in range(600):
         status = sd.get_operation(OperationId=op)["Operation"]
@@ -155,6 +160,21 @@ def pct(samples, p):
     return ordered[min(len(ordered) - 1, round((len(ordered) - 1) * p))]
 
 
+def discover_instances(load, endpoint, label, clients, seconds):
+    """api-load's figures for DiscoverInstances of one service."""
+    out = subprocess.run(
+        [load, "--endpoint", endpoint, "--service", "servicediscovery",
+         "--target", "Route53AutoNaming_v20170314.DiscoverInstances",
+         "--body", json.dumps({"NamespaceName": "corp.local", "ServiceName": "svc0"}),
+         "--clients", str(clients), "--seconds", str(seconds), "--label", label,
+         "--access-key-id", KEY, "--secret-access-key", SECRET],
+        capture_output=True, text=True, timeout=seconds * 4 + 60)
+    if out.returncode != 0:
+        print(f"{label}: api-load failed: {out.stderr.strip()}", flush=True)
+        return None
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--berth", required=True)
@@ -162,6 +182,8 @@ def main():
     parser.add_argument("--services", type=int, default=100)
     parser.add_argument("--instances", type=int, default=3)
     parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--load", help="the api-load binary (DiscoverInstances against moto)")
+    parser.add_argument("--python", default=sys.executable)
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="bench-dns-"))
@@ -242,6 +264,26 @@ def main():
         print(f"berth_vs_dnsmasq_qps={b['qps'] / m['qps'] if m['qps'] else float('nan'):.2f}")
         print(f"berth_dns_p99_ms={b['p99']:.3f}")
         print(f"dnsmasq_p99_ms={m['p99']:.3f}")
+
+        if args.load:
+            moto_port = free_port()
+            moto = subprocess.Popen([args.python, "-m", "moto.server", "-H", "127.0.0.1", "-p",
+                                     str(moto_port)], stdout=subprocess.DEVNULL,
+                                    stderr=open(work / "moto.log", "wb"))
+            procs.append(moto)
+            moto_endpoint = f"http://127.0.0.1:{moto_port}"
+            wait_health(moto_endpoint, "/moto-api/")
+            populate(moto_endpoint, min(args.services, 10), args.instances,
+                     vpc="vpc-0123456789abcdef0")
+            print()
+            print(f"DiscoverInstances (svc0, {args.instances} instances), {args.seconds} s each")
+            print(f"{'server':<8} {'clients':>7} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}")
+            for clients in (1, 16):
+                for name, ep in (("berth", endpoint), ("moto", moto_endpoint)):
+                    r = discover_instances(args.load, ep, name, clients, args.seconds)
+                    if r:
+                        print(f"{name:<8} {clients:>7} {r['rps']:>9,.0f} {r['p50_ms']:>8.3f} "
+                              f"{r['p99_ms']:>8.3f} {r['errors']:>6}")
     finally:
         for proc in procs:
             proc.terminate()

@@ -121,7 +121,6 @@ def test_unimplemented_families_and_agent_calls(berth):
     check_output(MODEL, "DiscoverPollEndpoint", strip(out))
     assert out["endpoint"].startswith("http://127.0.0.1:")
     for call, kwargs, needle in [
-        (ecs.create_task_set, dict(service="s", cluster="c", taskDefinition="t"), "EXTERNAL"),
         (ecs.list_daemons, dict(), "Berth"),
         (ecs.list_gateways, dict(), "Elastic Load Balancing"),
     ]:
@@ -265,3 +264,100 @@ def test_public_agent_state_change_calls(berth_agent):
     t = status()
     assert (t["lastStatus"], t["desiredStatus"], t["stoppedReason"]) == ("STOPPED", "STOPPED",
                                                                          "reported by the test")
+
+
+def test_task_sets_of_an_external_service(berth_agent):
+    """CreateService with the EXTERNAL deployment controller runs nothing until
+    task sets exist; each task set runs its scale's share of the desired count
+    (rounded up) as real containers, reports STEADY_STATE once they run, and
+    drains when deleted."""
+    ecs = berth_agent.client("ecs")
+    for family in ("ts-a", "ts-b"):
+        ecs.register_task_definition(family=family, containerDefinitions=[
+            {"name": "app", "image": "berth-test/busybox:latest", "memory": 16,
+             "command": ["sh", "-c", LOOP]}])
+    ecs.create_service(serviceName="plain", taskDefinition="ts-a", desiredCount=0)
+    out = ecs.create_service(serviceName="ext", desiredCount=3,
+                             deploymentController={"type": "EXTERNAL"})
+    check_output(MODEL, "CreateService", strip(out))
+    assert out["service"]["deploymentController"]["type"] == "EXTERNAL"
+
+    bad = [
+        (ecs.create_task_set, dict(service="plain", cluster="default", taskDefinition="ts-a"),
+         "InvalidParameterException"),
+        (ecs.create_task_set, dict(service="nope", cluster="default", taskDefinition="ts-a"),
+         "ServiceNotFoundException"),
+        (ecs.create_task_set, dict(service="ext", cluster="nope", taskDefinition="ts-a"),
+         "ClusterNotFoundException"),
+        (ecs.create_task_set, dict(service="ext", cluster="default", taskDefinition="missing:3"),
+         "InvalidParameterException"),
+        (ecs.create_task_set, dict(service="ext", cluster="default", taskDefinition="ts-a",
+                                   scale={"value": 101.0, "unit": "PERCENT"}), "InvalidParameterException"),
+        (ecs.update_task_set, dict(service="ext", cluster="default", taskSet="ecs-svc/123",
+                                   scale={"value": 10.0, "unit": "PERCENT"}), "TaskSetNotFoundException"),
+        (ecs.delete_task_set, dict(service="ext", cluster="default", taskSet="ecs-svc/123"),
+         "TaskSetNotFoundException"),
+        (ecs.update_service_primary_task_set, dict(service="ext", cluster="default",
+                                                   primaryTaskSet="ecs-svc/123"), "TaskSetNotFoundException"),
+        (ecs.describe_task_sets, dict(service="plain", cluster="default"), "InvalidParameterException"),
+        (ecs.update_service, dict(service="ext", taskDefinition="ts-a"), "InvalidParameterException"),
+        (ecs.create_service, dict(serviceName="cd", desiredCount=1,
+                                  deploymentController={"type": "CODE_DEPLOY"}), "InvalidParameterException"),
+    ]
+    for call, kwargs, want in bad:
+        assert code(call, **kwargs) == want, (call, kwargs)
+    assert ecs.describe_task_sets(service="ext", cluster="default")["taskSets"] == []
+    assert ecs.list_tasks(serviceName="ext")["taskArns"] == []
+
+    one = ecs.create_task_set(service="ext", cluster="default", taskDefinition="ts-a", externalId="blue",
+                              scale={"value": 50.0, "unit": "PERCENT"}, tags=[{"key": "k", "value": "v"}])
+    check_output(MODEL, "CreateTaskSet", strip(one))
+    one = one["taskSet"]
+    assert one["computedDesiredCount"] == 2  # 50% of 3, rounded up
+    assert one["taskSetArn"].endswith(f":task-set/default/ext/{one['id']}")
+
+    def the_set(set_id):
+        _, out, _ = berth_agent.aws("ecs", "describe-task-sets", "--cluster", "default", "--service", "ext",
+                                    "--task-sets", set_id)
+        check_output(MODEL, "DescribeTaskSets", out)
+        return out["taskSets"][0] if out["taskSets"] else None
+
+    wait_for(lambda: (the_set(one["id"]) or {}).get("stabilityStatus") == "STEADY_STATE", 60,
+             what="the task set steady")
+    got = the_set(one["id"])
+    assert (got["runningCount"], got["pendingCount"]) == (2, 0)
+    tasks = ecs.describe_tasks(tasks=ecs.list_tasks(serviceName="ext")["taskArns"])["tasks"]
+    assert sorted(t["startedBy"] for t in tasks) == [one["id"]] * 2
+    assert all(t["lastStatus"] == "RUNNING" for t in tasks)
+
+    two = ecs.create_task_set(service="ext", cluster="default", taskDefinition="ts-b",
+                              scale={"value": 10.0, "unit": "PERCENT"})["taskSet"]
+    out = ecs.update_service_primary_task_set(service="ext", cluster="default", primaryTaskSet=two["id"])
+    check_output(MODEL, "UpdateServicePrimaryTaskSet", strip(out))
+    assert code(ecs.delete_task_set, service="ext", cluster="default", taskSet=two["id"]) == \
+        "InvalidParameterException"
+    out = ecs.update_task_set(service="ext", cluster="default", taskSet=one["id"],
+                              scale={"value": 100.0, "unit": "PERCENT"})
+    check_output(MODEL, "UpdateTaskSet", strip(out))
+    assert out["taskSet"]["computedDesiredCount"] == 3
+
+    def running_by_set():
+        arns = ecs.list_tasks(serviceName="ext", desiredStatus="RUNNING")["taskArns"]
+        tasks = ecs.describe_tasks(tasks=arns)["tasks"] if arns else []
+        counts = {}
+        for t in tasks:
+            if t["lastStatus"] == "RUNNING":
+                counts[t["startedBy"]] = counts.get(t["startedBy"], 0) + 1
+        return counts
+    wait_for(lambda: running_by_set() == {one["id"]: 3, two["id"]: 1}, 60, what="3 + 1 tasks")
+    service = ecs.describe_services(services=["ext"])["services"][0]
+    check_output(MODEL, "DescribeServices", strip({"services": [service], "failures": []}))
+    assert service["runningCount"] == 4
+    assert service["taskDefinition"].endswith("ts-b:1")
+
+    out = ecs.delete_task_set(service="ext", cluster="default", taskSet=one["id"])
+    check_output(MODEL, "DeleteTaskSet", strip(out))
+    assert out["taskSet"]["status"] == "DRAINING"
+    wait_for(lambda: running_by_set() == {two["id"]: 1}, 60, what="the deleted set's tasks stopped")
+    wait_for(lambda: [s["id"] for s in ecs.describe_task_sets(service="ext", cluster="default")["taskSets"]]
+             == [two["id"]], 30, what="the deleted set gone")

@@ -280,8 +280,7 @@ def test_profiles_providers_logins_and_password_policy(server):
     assert out["InstanceProfile"]["InstanceProfileId"].startswith("AIPA")
     checked(IAM, "AddRoleToInstanceProfile", iam.add_role_to_instance_profile(
         InstanceProfileName="web-ip", RoleName="ip-role"))
-    out = cli(server, IAM, "GetInstanceProfile", "iam", "get-instance-profile",
-              "--instance-profile-name", "web-ip")
+    out = checked(IAM, "GetInstanceProfile", iam.get_instance_profile(InstanceProfileName="web-ip"))
     assert [r["RoleName"] for r in out["InstanceProfile"]["Roles"]] == ["ip-role"]
     out = checked(IAM, "ListInstanceProfilesForRole", iam.list_instance_profiles_for_role(RoleName="ip-role"))
     assert [p["InstanceProfileName"] for p in out["InstanceProfiles"]] == ["web-ip"]
@@ -307,8 +306,8 @@ def test_profiles_providers_logins_and_password_policy(server):
     iam.remove_client_id_from_open_id_connect_provider(OpenIDConnectProviderArn=arn, ClientID="app-1")
     iam.update_open_id_connect_provider_thumbprint(OpenIDConnectProviderArn=arn,
                                                    ThumbprintList=["b" * 40, "c" * 40])
-    out = cli(server, IAM, "GetOpenIDConnectProvider", "iam", "get-open-id-connect-provider",
-              "--open-id-connect-provider-arn", arn)
+    out = checked(IAM, "GetOpenIDConnectProvider", iam.get_open_id_connect_provider(
+        OpenIDConnectProviderArn=arn))
     assert out["Url"] == "token.example.com" and out["ClientIDList"] == ["app-2"]
     assert out["ThumbprintList"] == ["b" * 40, "c" * 40]
     assert out["Tags"] == [{"Key": "idp", "Value": "x"}]

@@ -250,6 +250,7 @@ def test_live_tail_delivers_a_put_line_within_a_second(server):
                     delays.append(at - sent)
                     break
         # Measured: from before the PutLogEvents calls to the update's arrival.
+        print(f"live tail delays (s): {[round(d, 3) for d in delays]}")
         assert max(delays) < 1.0, delays
     finally:
         stream.close()

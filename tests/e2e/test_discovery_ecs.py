@@ -9,7 +9,8 @@ import urllib.request
 
 import pytest
 
-from berth_harness import Berth, check_output, create_task_role, load_model, wait_for
+from berth_harness import (Berth, check_output, create_task_role, load_model,
+                           remove_task_containers, wait_for)
 
 # awsvpc tasks of every test server share the default VPC's host route.
 pytestmark = pytest.mark.xdist_group("awsvpc")
@@ -28,6 +29,12 @@ HTTPD = (
     "trap 'echo SIGTERM-DNS-BEGIN; nslookup {name} 2>&1; echo SIGTERM-DNS-END; kill $pid; exit 0' TERM; "
     "wait $pid)"
 )
+
+
+def instance_ids(server):
+    ecs = server.client("ecs")
+    return [arn.rsplit("/", 1)[1]
+            for arn in ecs.list_container_instances(cluster="default")["containerInstanceArns"]]
 
 
 def dig(berth, name, rtype="A"):
@@ -318,8 +325,15 @@ def test_registrations_match_running_tasks_after_kill9(tmp_path, test_image):
         ids = []
         try:
             ecs = berth.client("ecs")
+            ids = instance_ids(berth)
             ecs.update_service(service="api", desiredCount=0)
-            wait_for(lambda: not running_tasks(ecs, "api"), 60, what="tasks stopped")
+
+            def all_stopped():
+                arns = ecs.list_tasks(serviceName="api", desiredStatus="STOPPED")["taskArns"]
+                tasks = ecs.describe_tasks(tasks=arns)["tasks"] if arns else []
+                return all(t["lastStatus"] == "STOPPED" for t in tasks) and \
+                    not running_tasks(ecs, "api")
+            wait_for(all_stopped, 60, what="tasks stopped")
         finally:
             berth.stop()
-        del ids
+            remove_task_containers(ids)

@@ -1057,9 +1057,13 @@ mod tests {
         assert_eq!(out["serviceArns"], json!([]));
 
         // Unimplemented families: authorized first, then refused precisely.
-        let e = h.err("CreateTaskSet", json!({})).await;
+        let e = h.err("ListGateways", json!({})).await;
         assert_eq!(e.code, "UnsupportedFeatureException");
-        assert!(e.message.contains("EXTERNAL"), "{}", e.message);
+        assert!(
+            e.message.contains("Elastic Load Balancing"),
+            "{}",
+            e.message
+        );
         let e = h
             .ecs_as(&user("u", &[]), "ListDaemons", json!({}))
             .await

@@ -1500,6 +1500,75 @@ impl<'a> Authz<'a> {
         )
     }
 
+    /// CreateTaskSet, DescribeTaskSets and UpdateServicePrimaryTaskSet: on
+    /// the service (with `ecs:cluster`); CreateTaskSet's tags also need
+    /// `ecs:TagResource` on the new task set.
+    pub fn on_task_sets_service(
+        &self,
+        operation: &str,
+        cluster: Option<&str>,
+        service: Option<&str>,
+        tags: &[Tag],
+    ) -> Result<Vec<Requirement>, AwsError> {
+        let references: Vec<String> = service
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .into_iter()
+            .collect();
+        let mut out = self.each_in_cluster(operation, cluster, &references, Self::service)?;
+        if let (Ok(cluster), Some(service)) = (
+            clusters::resolve_name(self.scope, cluster),
+            references.first(),
+        ) {
+            if let Ok(name) = services::resolve_service(self.scope, &cluster, service) {
+                let resource = crate::state::task_sets::arn(self.scope, &cluster, &name, "*");
+                out.extend(self.tag_on_create(operation, resource, tags));
+            }
+        }
+        Ok(out)
+    }
+
+    /// UpdateTaskSet and DeleteTaskSet: on the task set's canonical ARN
+    /// (`task-set/<cluster>/<service>/<id>`, from an id or an ARN), with its
+    /// tags and `ecs:cluster`.
+    pub fn on_task_set(
+        &self,
+        operation: &str,
+        cluster: Option<&str>,
+        service: Option<&str>,
+        task_set: Option<&str>,
+    ) -> Result<Vec<Requirement>, AwsError> {
+        let Ok(cluster) = clusters::resolve_name(self.scope, cluster) else {
+            return Ok(anywhere(operation));
+        };
+        let (Some(service), Some(set)) = (
+            service.filter(|s| !s.is_empty()),
+            task_set.filter(|s| !s.is_empty()),
+        ) else {
+            return Ok(anywhere(operation));
+        };
+        let Ok(name) = services::resolve_service(self.scope, &cluster, service) else {
+            return Ok(anywhere(operation));
+        };
+        let id = crate::state::task_sets::id_of(set);
+        let arn = crate::state::task_sets::arn(self.scope, &cluster, &name, &id);
+        let tags: Vec<Tag> =
+            load::<ServiceRecord>(self.view, &self.scope.service(&cluster, &name))?
+                .and_then(|(record, _)| {
+                    record
+                        .service
+                        .task_sets
+                        .unwrap_or_default()
+                        .into_iter()
+                        .find(|t| t.id.as_deref() == Some(id.as_str()))
+                        .and_then(|t| t.tags)
+                })
+                .unwrap_or_default();
+        let requirement = Requirement::new(action(operation), arn)
+            .condition(keys::CLUSTER, cluster_arn(self.scope, &cluster));
+        Ok(vec![with_resource_tags(requirement, &tags)])
+    }
+
     /// SubmitTaskStateChange, SubmitContainerStateChange and
     /// SubmitAttachmentStateChanges: on the cluster, as the Service
     /// Authorization Reference lists them.

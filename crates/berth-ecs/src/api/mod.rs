@@ -23,6 +23,7 @@ pub(crate) mod protection;
 pub(crate) mod services;
 pub(crate) mod tagging;
 pub(crate) mod task_definitions;
+pub(crate) mod task_sets;
 pub(crate) mod tasks;
 
 use std::sync::Arc;
@@ -257,6 +258,33 @@ impl JsonService for EcsService {
                 => agent_calls::execute_command(store, scope, i)),
             "ListServicesByNamespace" => op!(ctx, body, |i| unscoped()
                 => agent_calls::list_services_by_namespace(store, scope, i)),
+
+            "CreateTaskSet" => {
+                op!(ctx, body, |i| { let i: &ecs::CreateTaskSetRequest = &i; a.on_task_sets_service(
+                    operation, i.cluster.as_deref(), i.service.as_deref(),
+                    i.tags.as_deref().unwrap_or(&[]))? }
+                => task_sets::create(store, scope, networks, now, i).await)
+            }
+            "DescribeTaskSets" => {
+                op!(ctx, body, |i| { let i: &ecs::DescribeTaskSetsRequest = &i; a.on_task_sets_service(
+                    operation, i.cluster.as_deref(), i.service.as_deref(), &[])? }
+                => task_sets::describe(store, scope, i))
+            }
+            "UpdateServicePrimaryTaskSet" => {
+                op!(ctx, body, |i| { let i: &ecs::UpdateServicePrimaryTaskSetRequest = &i; a.on_task_sets_service(
+                    operation, i.cluster.as_deref(), i.service.as_deref(), &[])? }
+                => task_sets::update_primary(store, scope, now, i).await)
+            }
+            "UpdateTaskSet" => {
+                op!(ctx, body, |i| { let i: &ecs::UpdateTaskSetRequest = &i; a.on_task_set(
+                    operation, i.cluster.as_deref(), i.service.as_deref(), i.task_set.as_deref())? }
+                => task_sets::update(store, scope, now, i).await)
+            }
+            "DeleteTaskSet" => {
+                op!(ctx, body, |i| { let i: &ecs::DeleteTaskSetRequest = &i; a.on_task_set(
+                    operation, i.cluster.as_deref(), i.service.as_deref(), i.task_set.as_deref())? }
+                => task_sets::delete(store, scope, now, i).await)
+            }
 
             "SubmitTaskStateChange" => {
                 let input: ecs::SubmitTaskStateChangeRequest =

@@ -5,18 +5,12 @@
 
 use berth_model::AwsError;
 
-const TASK_SETS: &str = "Task sets belong to services with the EXTERNAL or CODE_DEPLOY deployment controller; Berth runs the ECS deployment controller only, so a service has no task sets.";
 const DAEMONS: &str = "ECS daemons (the daemon resource, its daemon task definitions, revisions and deployments) need capacity-provider-scoped instance scheduling, which Berth does not have yet; run a service with schedulingStrategy DAEMON instead.";
 const GATEWAYS: &str = "ECS gateways manage Application Load Balancers, listeners and target groups for services; Berth has no Elastic Load Balancing service yet.";
 const EXPRESS: &str = "Express gateway services provision an Application Load Balancer, target groups, security groups and auto scaling policies; Berth has no Elastic Load Balancing or Application Auto Scaling service yet.";
 
 /// Every model operation Berth leaves unimplemented, with the reason.
 pub const NOT_IMPLEMENTED: &[(&str, &str)] = &[
-    ("CreateTaskSet", TASK_SETS),
-    ("DeleteTaskSet", TASK_SETS),
-    ("DescribeTaskSets", TASK_SETS),
-    ("UpdateTaskSet", TASK_SETS),
-    ("UpdateServicePrimaryTaskSet", TASK_SETS),
     ("CreateDaemon", DAEMONS),
     ("DeleteDaemon", DAEMONS),
     ("DeleteDaemonTaskDefinition", DAEMONS),

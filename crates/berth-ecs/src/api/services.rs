@@ -22,7 +22,7 @@ use crate::state::records::{decode, encode, fingerprint, load, load_each};
 use crate::state::registry::{self, RegistryInfo, ServiceRegistries};
 use crate::state::services::{
     check_service_name, deployment_for, resolve_service, service_not_found, ServiceRecord, ACTIVE,
-    DAEMON, DRAINING, INACTIVE, PRIMARY, REPLICA,
+    DAEMON, DRAINING, EXTERNAL, INACTIVE, PRIMARY, REPLICA,
 };
 use crate::state::task_definitions::{self, TaskDefinitionRecord};
 use crate::state::{pagination, tags};
@@ -152,10 +152,29 @@ pub(crate) async fn create(
         .filter(|n| !n.is_empty())
         .ok_or_else(|| error::missing("serviceName"))?;
     check_service_name(&name)?;
-    let task_definition = input
-        .task_definition
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| error::missing("taskDefinition"))?;
+    let external = match input
+        .deployment_controller
+        .as_ref()
+        .and_then(|c| c.r#type.as_deref())
+    {
+        None | Some("ECS") => false,
+        Some(EXTERNAL) => true,
+        Some("CODE_DEPLOY") => {
+            return Err(error::invalid_parameter(
+                "Berth supports the ECS and EXTERNAL deployment controllers; CODE_DEPLOY needs AWS CodeDeploy and Elastic Load Balancing, which Berth does not have.",
+            ))
+        }
+        Some(other) => {
+            return Err(error::invalid_parameter(format!(
+                "Invalid deploymentController type '{other}'. Valid values: ECS, CODE_DEPLOY, EXTERNAL."
+            )))
+        }
+    };
+    // A service with the EXTERNAL controller runs what its task sets name.
+    let task_definition = input.task_definition.filter(|t| !t.is_empty());
+    if task_definition.is_none() && !external {
+        return Err(error::missing("taskDefinition"));
+    }
     let strategy = input.scheduling_strategy.unwrap_or_else(|| REPLICA.into());
     let daemon = match strategy.as_str() {
         REPLICA => false,
@@ -203,12 +222,10 @@ pub(crate) async fn create(
             "The daemon scheduling strategy does not support the Fargate launch type or capacity providers.",
         ));
     }
-    if let Some(controller) = &input.deployment_controller {
-        if controller.r#type.as_deref().is_some_and(|t| t != "ECS") {
-            return Err(error::invalid_parameter(
-                "Berth supports the ECS deployment controller only.",
-            ));
-        }
+    if external && daemon {
+        return Err(error::invalid_parameter(
+            "The EXTERNAL deployment controller supports the REPLICA scheduling strategy only.",
+        ));
     }
     let config = deployment_configuration(input.deployment_configuration, daemon, None)?;
     let constraints = input.placement_constraints.unwrap_or_default();
@@ -261,8 +278,9 @@ pub(crate) async fn create(
         health_check_grace_period_seconds: input.health_check_grace_period_seconds,
         scheduling_strategy: Some(strategy),
         deployment_controller: Some(DeploymentController {
-            r#type: Some("ECS".into()),
+            r#type: Some(if external { EXTERNAL } else { "ECS" }.into()),
         }),
+        task_sets: external.then(Vec::new),
         tags: Some(tags),
         created_by: Some(caller),
         enable_ecs_managed_tags: Some(input.enable_ecs_managed_tags.unwrap_or(false)),
@@ -302,22 +320,29 @@ pub(crate) async fn create(
                     ));
                 }
             }
-            let td = resolve_task_definition(view, scope, &task_definition)?;
-            capacity::check_definition(
-                &td,
-                &Default::default(),
-                &capacity,
-                network.as_ref(),
-                platform_version.as_deref(),
-            )?;
-            let service_registries = registry::check(&asked_registries, &td, &|arn| {
-                registry_info(&registry_infos, arn)
-            })?;
-            let arn = td.task_definition_arn.unwrap_or_default();
             let at = now;
             let mut service = template.clone();
-            service.service_registries = Some(service_registries);
-            service.task_definition = Some(arn.clone());
+            let mut arn = String::new();
+            if let Some(task_definition) = &task_definition {
+                let td = resolve_task_definition(view, scope, task_definition)?;
+                capacity::check_definition(
+                    &td,
+                    &Default::default(),
+                    &capacity,
+                    network.as_ref(),
+                    platform_version.as_deref(),
+                )?;
+                let service_registries = registry::check(&asked_registries, &td, &|arn| {
+                    registry_info(&registry_infos, arn)
+                })?;
+                arn = td.task_definition_arn.unwrap_or_default();
+                service.service_registries = Some(service_registries);
+                service.task_definition = Some(arn.clone());
+            } else if !asked_registries.is_empty() {
+                return Err(error::invalid_parameter(
+                    "serviceRegistries need the service's taskDefinition.",
+                ));
+            }
             service.created_at = Some(at);
             let (launch_type, strategy) = match (&asked_launch_type, &capacity) {
                 (Some(l), _) => (Some(l.clone()), None),
@@ -333,7 +358,11 @@ pub(crate) async fn create(
                     Some(platform_version.clone().unwrap_or_else(|| "LATEST".into()));
                 service.platform_family = Some("Linux".into());
             }
-            service.deployments = Some(vec![deployment_for(&service, &arn, desired, at)]);
+            service.deployments = Some(if external {
+                Vec::new()
+            } else {
+                vec![deployment_for(&service, &arn, desired, at)]
+            });
             let record = ServiceRecord {
                 name: name.clone(),
                 cluster: cluster.clone(),
@@ -408,6 +437,17 @@ pub(crate) async fn update(
                 load::<ServiceRecord>(view, &key)?.ok_or_else(service_not_found)?;
             if record.status() != ACTIVE {
                 return Err(service_not_active());
+            }
+            if record.is_external()
+                && (input.task_definition.as_deref().is_some_and(|t| !t.is_empty())
+                    || new_strategy.is_some()
+                    || new_network.is_some()
+                    || input.platform_version.as_deref().is_some_and(|v| !v.is_empty())
+                    || input.force_new_deployment == Some(true))
+            {
+                return Err(error::invalid_parameter(
+                    "Unable to update the task definition, capacity, network configuration or platform version of a service with an EXTERNAL deployment controller, or to force a new deployment: create a task set instead.",
+                ));
             }
             let daemon = record.is_daemon();
             let s = &mut record.service;

@@ -54,11 +54,16 @@ pub(crate) struct Actions {
     pub start: usize,
     /// Instances that need a daemon task.
     pub start_on: Vec<String>,
+    /// New tasks of task sets (EXTERNAL controller): task set id, count.
+    pub start_sets: Vec<(String, usize)>,
 }
 
 impl Actions {
     pub fn is_empty(&self) -> bool {
-        self.stop.is_empty() && self.start == 0 && self.start_on.is_empty()
+        self.stop.is_empty()
+            && self.start == 0
+            && self.start_on.is_empty()
+            && self.start_sets.is_empty()
     }
 }
 
@@ -208,6 +213,16 @@ pub(crate) fn reconcile(
     });
     let may_launch = !service_draining && !primary_failed && at >= record.next_launch_at;
 
+    if record.is_external() {
+        task_sets(record, &live, &active, may_launch, &mut actions, at);
+        if service_draining && live.is_empty() {
+            record.service.status = Some(INACTIVE.into());
+            record.service.task_sets = Some(Vec::new());
+            record.event(format!("(service {name}) has been deleted."), at);
+        }
+        return actions;
+    }
+
     if record.is_daemon() {
         daemon(
             record,
@@ -287,6 +302,130 @@ pub(crate) fn reconcile(
         record.event(format!("(service {name}) has been deleted."), at);
     }
     actions
+}
+
+/// A service with the EXTERNAL deployment controller: each task set runs
+/// its scale's share of the desired count (rounded up); a DRAINING task set
+/// (DeleteTaskSet) or a service being deleted runs none, and a DRAINING set
+/// leaves the service once its tasks are gone. Tasks of no task set stop.
+/// Stability is ECS's: STEADY_STATE when the running count is the computed
+/// desired count and nothing is pending, else STABILIZING.
+fn task_sets(
+    record: &mut ServiceRecord,
+    live: &[&TaskRecord],
+    active: &[&TaskRecord],
+    may_launch: bool,
+    actions: &mut Actions,
+    at: f64,
+) {
+    use crate::state::task_sets::{
+        computed_desired, DRAINING as SET_DRAINING, STABILIZING, STEADY_STATE,
+    };
+    let desired = record.service.desired_count.unwrap_or(0);
+    let service_draining = record.status() == DRAINING;
+    let sets = record.service.task_sets.clone().unwrap_or_default();
+    let ids: Vec<String> = sets.iter().filter_map(|s| s.id.clone()).collect();
+    let already: Vec<String> = actions.stop.iter().map(|s| s.0.clone()).collect();
+    for t in active {
+        let owned = t
+            .task
+            .started_by
+            .as_ref()
+            .is_some_and(|by| ids.contains(by));
+        if !owned && !already.contains(&t.id) {
+            actions.stop.push((
+                t.id.clone(),
+                "ServiceSchedulerInitiated".into(),
+                "Task set deleted".into(),
+                false,
+            ));
+        }
+    }
+    let (mut running_total, mut pending_total) = (0, 0);
+    let mut kept_sets = Vec::new();
+    for mut set in sets {
+        let id = set.id.clone().unwrap_or_default();
+        let draining = set.status.as_deref() == Some(SET_DRAINING);
+        let wanted = if draining || service_draining {
+            0
+        } else {
+            computed_desired(desired, set.scale.as_ref())
+        };
+        let mut mine: Vec<&TaskRecord> = active
+            .iter()
+            .copied()
+            .filter(|t| t.task.started_by.as_deref() == Some(id.as_str()))
+            .collect();
+        // Scale in: pending tasks first, then the newest.
+        mine.sort_by(|a, b| {
+            let running = |t: &TaskRecord| t.last_status() == TaskStatus::Running;
+            running(b).cmp(&running(a)).then(
+                a.task
+                    .created_at
+                    .partial_cmp(&b.task.created_at)
+                    .unwrap_or(std::cmp::Ordering::Equal),
+            )
+        });
+        let wanted_n = wanted.max(0) as usize;
+        while mine.len() > wanted_n {
+            if let Some(t) = mine.pop() {
+                let reason = if draining {
+                    format!("Task set {id} deleted")
+                } else {
+                    format!("Scaling activity initiated by (task set {id})")
+                };
+                actions.stop.push((
+                    t.id.clone(),
+                    "ServiceSchedulerInitiated".into(),
+                    reason,
+                    false,
+                ));
+            }
+        }
+        if mine.len() < wanted_n && may_launch {
+            actions.start_sets.push((id.clone(), wanted_n - mine.len()));
+        }
+        let running = mine
+            .iter()
+            .filter(|t| t.last_status() == TaskStatus::Running)
+            .count() as i32;
+        let pending = mine.len() as i32 - running;
+        running_total += running;
+        pending_total += pending;
+        let stability = if running == wanted && pending == 0 {
+            STEADY_STATE
+        } else {
+            STABILIZING
+        };
+        if set.computed_desired_count != Some(wanted)
+            || set.running_count != Some(running)
+            || set.pending_count != Some(pending)
+        {
+            set.computed_desired_count = Some(wanted);
+            set.running_count = Some(running);
+            set.pending_count = Some(pending);
+            set.updated_at = Some(at);
+        }
+        if set.stability_status.as_deref() != Some(stability) {
+            set.stability_status = Some(stability.into());
+            set.stability_status_at = Some(at);
+        }
+        let has_live = live
+            .iter()
+            .any(|t| t.task.started_by.as_deref() == Some(id.as_str()));
+        if draining && !has_live {
+            record.task_set_networks.remove(&id);
+            record.event(
+                format!("(service {}, taskSet {id}) has been deleted.", record.name),
+                at,
+            );
+            continue;
+        }
+        kept_sets.push(set);
+    }
+    record.service.task_sets = Some(kept_sets);
+    record.service.running_count = Some(running_total);
+    record.service.pending_count = Some(pending_total);
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -947,6 +1086,19 @@ fn launch(
     at: f64,
     ops: &mut Vec<Op>,
 ) -> Result<usize, AwsError> {
+    if !actions.start_sets.is_empty() {
+        return launch_task_sets(
+            view,
+            scope,
+            cluster,
+            record,
+            service_tasks,
+            actions,
+            presence,
+            at,
+            ops,
+        );
+    }
     if actions.start == 0 && actions.start_on.is_empty() {
         return Ok(0);
     }
@@ -1108,6 +1260,131 @@ fn launch(
             format!(
                 "(service {name}) was unable to place a task because no container instance met all of its requirements. Reasons: {}.",
                 reasons.join(", ")
+            ),
+            at,
+        );
+    }
+    Ok(started.len())
+}
+
+/// Places the tasks of task sets (EXTERNAL controller) `actions` asks for,
+/// each with its task set's task definition, capacity and network, started
+/// by the task set's id. Returns how many started.
+#[allow(clippy::too_many_arguments)]
+fn launch_task_sets(
+    view: &dyn ReadView,
+    scope: &Scope,
+    cluster: &str,
+    record: &mut ServiceRecord,
+    service_tasks: &[&TaskRecord],
+    actions: &Actions,
+    presence: &Presence,
+    at: f64,
+    ops: &mut Vec<Op>,
+) -> Result<usize, AwsError> {
+    let name = record.name.clone();
+    let mut started = Vec::new();
+    let mut problems = Vec::new();
+    for (id, count) in &actions.start_sets {
+        let Some(set) = record
+            .service
+            .task_sets
+            .iter()
+            .flatten()
+            .find(|s| s.id.as_deref() == Some(id.as_str()))
+            .cloned()
+        else {
+            continue;
+        };
+        let shape = berth_model::shapes::ecs::Service {
+            launch_type: set.launch_type.clone(),
+            capacity_provider_strategy: set.capacity_provider_strategy.clone(),
+            ..Default::default()
+        };
+        let tags = match record.service.propagate_tags.as_deref() {
+            Some("SERVICE") => record.service.tags.clone().unwrap_or_default(),
+            _ => Vec::new(),
+        };
+        let prepared = capacity::service_capacity(&shape).and_then(|capacity| {
+            prepare_launch(
+                view,
+                scope,
+                cluster,
+                set.task_definition.as_deref().unwrap_or_default(),
+                Default::default(),
+                Some(record.group()),
+                Some(id.clone()),
+                tags,
+                record
+                    .service
+                    .propagate_tags
+                    .clone()
+                    .filter(|p| p == "TASK_DEFINITION"),
+                record.service.enable_execute_command.unwrap_or(false),
+                capacity,
+                record.task_set_networks.get(id).cloned(),
+                set.platform_version.as_deref(),
+            )
+        });
+        let mut launch = match prepared {
+            Ok(l) => l,
+            Err(e) => {
+                problems.push(format!("(taskSet {id}) {}", e.message));
+                continue;
+            }
+        };
+        if let Capacity::Fargate(_) = &launch.capacity {
+            launch.provider_counts = capacity::provider_counts(service_tasks.iter().copied());
+        }
+        let policy = policy::policy(
+            record
+                .service
+                .placement_constraints
+                .as_deref()
+                .unwrap_or(&[]),
+            record.service.placement_strategy.as_deref().unwrap_or(&[]),
+        )
+        .and_then(|p| policy::with_definition(&p, &launch.definition));
+        let policy = match policy {
+            Ok(p) => p,
+            Err(e) => {
+                problems.push(format!("(taskSet {id}) {}", e.message));
+                continue;
+            }
+        };
+        match place_batch(view, scope, &launch, *count, presence, &policy, at) {
+            Ok((mut new_ops, new_tasks, failures)) => {
+                ops.append(&mut new_ops);
+                started.extend(new_tasks.iter().map(|t| t.id.clone()));
+                for f in failures {
+                    problems.push(format!(
+                        "(taskSet {id}) {}",
+                        f.reason
+                            .as_deref()
+                            .unwrap_or("no container instance met its requirements")
+                    ));
+                }
+            }
+            Err(e) => problems.push(format!("(taskSet {id}) {}", e.message)),
+        }
+    }
+    if !started.is_empty() {
+        let list: Vec<String> = started.iter().map(|id| format!("(task {id})")).collect();
+        record.event(
+            format!(
+                "(service {name}) has started {} tasks: {}.",
+                started.len(),
+                list.join(" ")
+            ),
+            at,
+        );
+    }
+    if !problems.is_empty() {
+        note(
+            record,
+            format!(
+                "(service {name}) was unable to place a task because no container instance met all of its requirements. Reasons: {}.",
+                problems.join(", ")
             ),
             at,
         );

@@ -21,5 +21,6 @@ pub(crate) mod registry;
 pub(crate) mod services;
 pub(crate) mod tags;
 pub(crate) mod task_definitions;
+pub(crate) mod task_sets;
 pub(crate) mod taskdef;
 pub(crate) mod tasks;

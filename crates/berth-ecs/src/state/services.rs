@@ -31,6 +31,9 @@ pub(crate) const COMPLETED: &str = "COMPLETED";
 
 pub(crate) const FAILED: &str = "FAILED";
 
+/// The deployment controller of services that run task sets.
+pub(crate) const EXTERNAL: &str = "EXTERNAL";
+
 /// Events kept per service, newest first (ECS shows the latest 100).
 pub(crate) const MAX_EVENTS: usize = 100;
 
@@ -73,6 +76,13 @@ pub(crate) struct ServiceRecord {
     /// by id.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub rollbacks: BTreeMap<String, RollbackNote>,
+    /// The awsvpc configuration of each task set (EXTERNAL controller),
+    /// with its subnets looked up, by task set id.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub task_set_networks: BTreeMap<String, AwsVpc>,
+    /// CreateTaskSet's client tokens: token to task set id.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub task_set_tokens: BTreeMap<String, String>,
 }
 
 /// The circuit breaker's failure threshold: half the desired count, at least
@@ -209,6 +219,15 @@ impl ServiceRecord {
 
     pub fn is_daemon(&self) -> bool {
         self.service.scheduling_strategy.as_deref() == Some(DAEMON)
+    }
+
+    /// Whether task sets (the EXTERNAL deployment controller) run it.
+    pub fn is_external(&self) -> bool {
+        self.service
+            .deployment_controller
+            .as_ref()
+            .and_then(|c| c.r#type.as_deref())
+            == Some(EXTERNAL)
     }
 
     pub fn deployments(&self) -> &[Deployment] {
