@@ -283,6 +283,14 @@ impl Node {
         })
     }
 
+    /// Writes what is kept in memory between store writes (the access
+    /// keys' last-used dates), so a graceful stop loses none of it.
+    pub async fn flush(&self) {
+        if let Err(e) = self.leader.iam.flush_key_usage().await {
+            tracing::warn!(code = %e.code, "writing access-key usage at shutdown failed");
+        }
+    }
+
     /// Starts what only the leader runs (the service and network
     /// controllers, the task, session and registry collectors, log
     /// retention). Every piece is level-triggered and restarts from the

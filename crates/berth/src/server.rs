@@ -140,6 +140,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     tracing::info!(%address, server = %id, "berth server is serving");
     crate::node::serve_http(listener, app, &args.serve, node.stopping.clone()).await?;
     tracing::info!("shutting down");
+    node.flush().await;
     drop(dns);
     // Aborting the campaign drops the leadership, which gives the role up
     // at once (the lease is revoked) so another server takes over.

@@ -83,6 +83,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     )
     .await?;
     tracing::info!("shutting down");
+    node.flush().await;
     drop(dns);
     for handle in leader_work {
         handle.abort();
