@@ -223,12 +223,24 @@ pub(crate) mod testing {
         m.to_vec().unwrap()
     }
 
+    /// A UDP socket and a TCP listener on one free loopback port (the UDP
+    /// port may be taken for TCP by another process: try again).
+    pub async fn udp_and_tcp() -> (UdpSocket, TcpListener) {
+        for _ in 0..100 {
+            let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let at = udp.local_addr().unwrap();
+            if let Ok(tcp) = TcpListener::bind(at).await {
+                return (udp, tcp);
+            }
+        }
+        panic!("no loopback port free for both UDP and TCP");
+    }
+
     /// A DNS server on a loopback port answering every A question with
     /// `address` (UDP and TCP), standing in for Berth's.
     pub async fn upstream(address: Ipv4Addr) -> SocketAddr {
-        let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let (udp, tcp) = udp_and_tcp().await;
         let at = udp.local_addr().unwrap();
-        let tcp = TcpListener::bind(at).await.unwrap();
         let answer = move |bytes: &[u8]| {
             let q = Message::from_vec(bytes).unwrap();
             let mut a = Message::response(q.metadata.id, q.metadata.op_code);
@@ -355,9 +367,8 @@ mod tests {
             ip("127.0.0.1"),
             a,
         )])))));
-        let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let (udp, tcp) = super::testing::udp_and_tcp().await;
         let at = udp.local_addr().unwrap();
-        let tcp = TcpListener::bind(at).await.unwrap();
         tokio::spawn(relay.clone().serve_udp(udp));
         tokio::spawn(relay.serve_tcp(tcp));
 
