@@ -33,6 +33,7 @@ def start_berth(berth, work: Path, key, secret):
     port = free_port()
     env = dict(os.environ, BERTH_ROOT_ACCESS_KEY_ID=key, BERTH_ROOT_SECRET_ACCESS_KEY=secret)
     server = subprocess.Popen([berth, "up", "--listen", f"127.0.0.1:{port}",
+                               "--dns-listen", f"127.0.0.1:{free_port()}",
                                "--data-dir", str(work / "data"), "--log", "warn"],
                               stdout=subprocess.DEVNULL, stderr=open(work / "berth.log", "wb"), env=env)
     endpoint = f"http://127.0.0.1:{port}"

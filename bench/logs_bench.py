@@ -51,6 +51,7 @@ def main():
     port = free_port()
     env = dict(os.environ, BERTH_ROOT_ACCESS_KEY_ID=KEY, BERTH_ROOT_SECRET_ACCESS_KEY=SECRET)
     server = subprocess.Popen([args.berth, "up", "--listen", f"127.0.0.1:{port}",
+                               "--dns-listen", f"127.0.0.1:{free_port()}",
                                "--data-dir", str(work / "data"), "--log", "warn"],
                               stdout=subprocess.DEVNULL, stderr=open(work / "berth.log", "wb"), env=env)
     task_arns = []
