@@ -350,9 +350,10 @@ def test_task_sets_of_an_external_service(berth_agent):
                 counts[t["startedBy"]] = counts.get(t["startedBy"], 0) + 1
         return counts
     wait_for(lambda: running_by_set() == {one["id"]: 3, two["id"]: 1}, 60, what="3 + 1 tasks")
-    service = ecs.describe_services(services=["ext"])["services"][0]
+    # The service's counts follow its tasks on the controller's next pass.
+    service = wait_for(lambda: (lambda s: s if s["runningCount"] == 4 else None)(
+        ecs.describe_services(services=["ext"])["services"][0]), 20, what="runningCount 4")
     check_output(MODEL, "DescribeServices", strip({"services": [service], "failures": []}))
-    assert service["runningCount"] == 4
     assert service["taskDefinition"].endswith("ts-b:1")
 
     out = ecs.delete_task_set(service="ext", cluster="default", taskSet=one["id"])
