@@ -8,7 +8,7 @@ use crate::model::{
     EniRecord, Peer, Scope, SgRecord, SgRule, State, SubnetOptions, SubnetRecord, VpcRecord, ZONES,
 };
 use crate::wire::{
-    filters, matches, max_results, page, render_tags, render_token, tag_field, tag_specs, Params,
+    filters, matches, max_results, page, render_page, render_tags, tag_field, tag_specs, Params,
     Xml,
 };
 use crate::Ec2Service;
@@ -283,16 +283,9 @@ fn describe_vpcs(svc: &Ec2Service, scope: &Scope, p: &Params) -> Result<String, 
         })
         .collect();
     let (selected, token) = page(p, selected, |v| v.id.clone(), limit)?;
-    let mut x = Xml::default();
-    x.open("vpcSet");
-    for v in selected {
-        x.open("item");
-        render_vpc(&mut x, scope, &state, v);
-        x.close("item");
-    }
-    x.close("vpcSet");
-    render_token(&mut x, &token);
-    Ok(x.0)
+    Ok(render_page("vpcSet", selected, &token, |x, v| {
+        render_vpc(x, scope, &state, v);
+    }))
 }
 
 async fn delete_vpc(svc: &Ec2Service, scope: &Scope, p: &Params) -> Result<String, AwsError> {
@@ -534,16 +527,9 @@ fn describe_subnets(svc: &Ec2Service, scope: &Scope, p: &Params) -> Result<Strin
         })
         .collect();
     let (selected, token) = page(p, selected, |s| s.id.clone(), limit)?;
-    let mut x = Xml::default();
-    x.open("subnetSet");
-    for s in selected {
-        x.open("item");
-        render_subnet(&mut x, scope, &state, s);
-        x.close("item");
-    }
-    x.close("subnetSet");
-    render_token(&mut x, &token);
-    Ok(x.0)
+    Ok(render_page("subnetSet", selected, &token, |x, s| {
+        render_subnet(x, scope, &state, s);
+    }))
 }
 
 async fn delete_subnet(svc: &Ec2Service, scope: &Scope, p: &Params) -> Result<String, AwsError> {
@@ -852,16 +838,14 @@ fn describe_groups(svc: &Ec2Service, scope: &Scope, p: &Params) -> Result<String
         })
         .collect();
     let (selected, token) = page(p, selected, |g| g.id.clone(), limit)?;
-    let mut x = Xml::default();
-    x.open("securityGroupInfo");
-    for g in selected {
-        x.open("item");
-        render_group(&mut x, scope, &state, g);
-        x.close("item");
-    }
-    x.close("securityGroupInfo");
-    render_token(&mut x, &token);
-    Ok(x.0)
+    Ok(render_page(
+        "securityGroupInfo",
+        selected,
+        &token,
+        |x, g| {
+            render_group(x, scope, &state, g);
+        },
+    ))
 }
 
 async fn delete_group(svc: &Ec2Service, scope: &Scope, p: &Params) -> Result<String, AwsError> {
@@ -1213,16 +1197,14 @@ fn describe_rules(svc: &Ec2Service, scope: &Scope, p: &Params) -> Result<String,
         .collect();
     rules.sort_by(|a, b| a.1.id.cmp(&b.1.id));
     let (rules, token) = page(p, rules, |(_, r, _)| r.id.clone(), limit)?;
-    let mut x = Xml::default();
-    x.open("securityGroupRuleSet");
-    for (g, r, egress) in rules {
-        x.open("item");
-        render_rule(&mut x, scope, &state, &g.id, egress, r);
-        x.close("item");
-    }
-    x.close("securityGroupRuleSet");
-    render_token(&mut x, &token);
-    Ok(x.0)
+    Ok(render_page(
+        "securityGroupRuleSet",
+        rules,
+        &token,
+        |x, (g, r, egress)| {
+            render_rule(x, scope, &state, &g.id, egress, r);
+        },
+    ))
 }
 
 fn rule_not_found(id: &str) -> Ec2Error {
@@ -1610,14 +1592,12 @@ fn describe_enis(svc: &Ec2Service, scope: &Scope, p: &Params) -> Result<String, 
         })
         .collect();
     let (selected, token) = page(p, selected, |e| e.id.clone(), limit)?;
-    let mut x = Xml::default();
-    x.open("networkInterfaceSet");
-    for e in selected {
-        x.open("item");
-        render_eni(&mut x, scope, &state, e);
-        x.close("item");
-    }
-    x.close("networkInterfaceSet");
-    render_token(&mut x, &token);
-    Ok(x.0)
+    Ok(render_page(
+        "networkInterfaceSet",
+        selected,
+        &token,
+        |x, e| {
+            render_eni(x, scope, &state, e);
+        },
+    ))
 }

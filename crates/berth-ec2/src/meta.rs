@@ -7,7 +7,7 @@ use berth_model::AwsError;
 use crate::api::{check_id, returns_true};
 use crate::model::{new_id, Cidr, CidrAssociation, Ec2Error, Scope, State, ZONES};
 use crate::wire::{
-    check_tag, filters, matches, max_results, page, render_token, tag_field, Params, Xml, MAX_TAGS,
+    check_tag, filters, matches, max_results, page, render_page, tag_field, Params, Xml, MAX_TAGS,
 };
 use crate::Ec2Service;
 
@@ -435,20 +435,13 @@ fn describe_tags(svc: &Ec2Service, scope: &Scope, p: &Params) -> Result<String, 
         }
     }
     let (rows, token) = page(p, rows, |r| r.0.clone(), limit)?;
-    let mut x = Xml::default();
-    x.open("tagSet");
-    for (_, id, k, v) in rows {
+    Ok(render_page("tagSet", rows, &token, |x, (_, id, k, v)| {
         let kind = state.resource_type(id).unwrap_or("");
-        x.open("item")
-            .text("resourceId", id)
+        x.text("resourceId", id)
             .text("resourceType", kind)
             .text("key", k)
-            .text("value", v)
-            .close("item");
-    }
-    x.close("tagSet");
-    render_token(&mut x, &token);
-    Ok(x.0)
+            .text("value", v);
+    }))
 }
 
 // ---- VPC attributes and blocks ----------------------------------------------------

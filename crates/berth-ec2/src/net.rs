@@ -12,7 +12,7 @@ use crate::model::{
     RouteTableRecord, RouteTarget, RtbAssociation, Scope, State, EIP_POOL, MAX_EIPS,
 };
 use crate::wire::{
-    filters, matches, max_results, page, render_tags, render_token, tag_field, tag_specs, Params,
+    filters, matches, max_results, page, render_page, render_tags, tag_field, tag_specs, Params,
     Xml,
 };
 use crate::Ec2Service;
@@ -262,16 +262,14 @@ fn describe_igws(svc: &Ec2Service, scope: &Scope, p: &Params) -> Result<String, 
         })
         .collect();
     let (selected, token) = page(p, selected, |g| g.id.clone(), limit)?;
-    let mut x = Xml::default();
-    x.open("internetGatewaySet");
-    for g in selected {
-        x.open("item");
-        render_igw(&mut x, scope, &state, g);
-        x.close("item");
-    }
-    x.close("internetGatewaySet");
-    render_token(&mut x, &token);
-    Ok(x.0)
+    Ok(render_page(
+        "internetGatewaySet",
+        selected,
+        &token,
+        |x, g| {
+            render_igw(x, scope, &state, g);
+        },
+    ))
 }
 
 // ---- route tables --------------------------------------------------------------------
@@ -537,16 +535,9 @@ fn describe_tables(svc: &Ec2Service, scope: &Scope, p: &Params) -> Result<String
         })
         .collect();
     let (selected, token) = page(p, selected, |t| t.id.clone(), limit)?;
-    let mut x = Xml::default();
-    x.open("routeTableSet");
-    for t in selected {
-        x.open("item");
-        render_table(&mut x, scope, &state, t);
-        x.close("item");
-    }
-    x.close("routeTableSet");
-    render_token(&mut x, &token);
-    Ok(x.0)
+    Ok(render_page("routeTableSet", selected, &token, |x, t| {
+        render_table(x, scope, &state, t);
+    }))
 }
 
 fn association_not_found(id: &str) -> Ec2Error {
@@ -1236,16 +1227,9 @@ fn describe_nats(svc: &Ec2Service, scope: &Scope, p: &Params) -> Result<String, 
         })
         .collect();
     let (selected, token) = page(p, selected, |n| n.id.clone(), limit)?;
-    let mut x = Xml::default();
-    x.open("natGatewaySet");
-    for n in selected {
-        x.open("item");
-        render_nat(&mut x, &state, n, &n.state);
-        x.close("item");
-    }
-    x.close("natGatewaySet");
-    render_token(&mut x, &token);
-    Ok(x.0)
+    Ok(render_page("natGatewaySet", selected, &token, |x, n| {
+        render_nat(x, &state, n, &n.state);
+    }))
 }
 
 // ---- elastic IPs -----------------------------------------------------------------------

@@ -251,6 +251,26 @@ pub fn render_token(x: &mut Xml, token: &Option<String>) {
     }
 }
 
+/// A Describe answer: the page's resources, each an `item` of `set`
+/// rendered by `item`, then the page's `nextToken`.
+pub fn render_page<T>(
+    set: &str,
+    items: impl IntoIterator<Item = T>,
+    token: &Option<String>,
+    mut item: impl FnMut(&mut Xml, T),
+) -> String {
+    let mut x = Xml::default();
+    x.open(set);
+    for i in items {
+        x.open("item");
+        item(&mut x, i);
+        x.close("item");
+    }
+    x.close(set);
+    render_token(&mut x, token);
+    x.0
+}
+
 /// Whether a resource passes every filter; `field` gives the resource's
 /// values for a filter name.
 pub fn matches(filters: &[Filter], field: impl Fn(&str) -> Vec<String>) -> bool {
