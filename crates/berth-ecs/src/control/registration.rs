@@ -140,14 +140,17 @@ async fn sweep(store: &Arc<dyn Store>, registries: &dyn ServiceRegistries) -> Ha
             let mut held: HashSet<(String, String)> = HashSet::new();
             for id in &task_ids {
                 let key = scope.task(&service.cluster, id);
-                if let Some(record) = handle(store, registries, &scope, &key).await {
-                    held.extend(
-                        record
-                            .registrations
-                            .iter()
-                            .map(|r| (r.registry_arn.clone(), r.instance_id.clone())),
-                    );
-                }
+                // The service is at hand: only the task is read.
+                let Ok(Some((record, _))) = load::<TaskRecord>(store.as_ref(), &key) else {
+                    continue;
+                };
+                let record = act(store, registries, &scope, record, registries_of(&service)).await;
+                held.extend(
+                    record
+                        .registrations
+                        .iter()
+                        .map(|r| (r.registry_arn.clone(), r.instance_id.clone())),
+                );
             }
             for registry in registries_of(&service) {
                 let Some(arn) = registry.registry_arn.as_deref() else {
@@ -209,27 +212,36 @@ async fn handle(
     .ok()
     .flatten()
     .map(|(s, _)| s);
-    let service_registries: Vec<ServiceRegistry> = service
-        .as_ref()
-        .map(|s| registries_of(s).to_vec())
-        .unwrap_or_default();
+    let service_registries = service.as_ref().map(registries_of).unwrap_or(&[]);
+    Some(act(store, registries, scope, record, service_registries).await)
+}
+
+/// Takes a task's next registration step, its service's registries
+/// given; answers the task as it is afterwards.
+async fn act(
+    store: &Arc<dyn Store>,
+    registries: &dyn ServiceRegistries,
+    scope: &Scope,
+    record: TaskRecord,
+    service_registries: &[ServiceRegistry],
+) -> TaskRecord {
     let host_ipv4 = host_ipv4(store.as_ref(), scope, &record);
     let outcome = match registry::step(
         &record,
-        &service_registries,
+        service_registries,
         host_ipv4.as_deref(),
         &scope.region,
     ) {
-        Step::Nothing => return Some(record),
+        Step::Nothing => return record,
         Step::Register(list) => register(store, registries, scope, &record, list).await,
         Step::SetHealth(changes) => set_health(store, registries, scope, &record, changes).await,
         Step::Deregister => deregister(store, registries, scope, &record).await,
     };
     match outcome {
-        Ok(record) => Some(record),
+        Ok(record) => record,
         Err(e) => {
             tracing::warn!(task = %record.arn(), error = %e.message, "service discovery registration");
-            Some(record)
+            record
         }
     }
 }
