@@ -426,9 +426,15 @@ impl Shipper {
                 }
             }
         };
+        // Docker may end a followed log early when the container exits while
+        // it is being read (seen with 100,000 lines printed at once), so the
+        // end of a followed read is confirmed by reading the stopped
+        // container's log once more without following, from the cursor.
+        let mut follow = true;
         loop {
-            match self.ship_from(&stream, &mut cursor).await {
-                Ok(true) => return,
+            match self.ship_from(&stream, &mut cursor, follow).await {
+                Ok(true) if !follow => return,
+                Ok(true) => follow = false,
                 Ok(false) => {}
                 Err(RuntimeError::NotFound(_)) => return,
                 Err(e) => {
@@ -445,9 +451,10 @@ impl Shipper {
         &self,
         stream: &str,
         cursor: &mut Option<LogPosition>,
+        follow: bool,
     ) -> Result<bool, RuntimeError> {
         let since = cursor.map_or(0, |c| c.nanos.div_euclid(1_000_000_000));
-        let mut lines = self.runtime.log_lines(&self.container_id, since, true);
+        let mut lines = self.runtime.log_lines(&self.container_id, since, follow);
         let mut builder = EventBuilder::new(&self.config);
         let mut batch = Batch::default();
         let mut flush_at: Option<tokio::time::Instant> = None;

@@ -269,6 +269,7 @@ mod tests {
                 rule("icmp", Some(-1), Some(-1), &["172.31.0.0/16"]),
             ],
             egress: vec![rule("-1", None, None, &["0.0.0.0/0"])],
+            ..Default::default()
         };
         let (script, warnings) = render_ruleset(&policy);
         assert!(warnings.is_empty(), "{warnings:?}");
@@ -362,6 +363,7 @@ mod tests {
                 rule("tcp", Some(8080), Some(8080), &[]),
             ],
             egress: vec![],
+            ..Default::default()
         };
         let (script, warnings) = render_ruleset(&policy);
         // Host bits are cleared; the rest is left out.

@@ -842,6 +842,15 @@ impl TaskRunner {
         {
             return self.network_failed(format!("unable to apply the task's security groups: {e}"));
         }
+        if let Err(e) = self
+            .networks
+            .route_hosted(&eni, &hosted_addresses(&policy))
+            .await
+        {
+            // Only load balancers' traffic needs it; the next change of the
+            // policy (or of the interface) tries again.
+            tracing::warn!(task = %self.task.task_arn, error = %e, "routing load balancers' addresses failed");
+        }
         tracing::info!(task = %self.task.task_arn, ip = %eni.private_ip, subnet = %eni.subnet_id, vpc = %eni.vpc_id, "task network ready");
         self.held.enforcer = Some(
             Enforcer {
@@ -853,6 +862,7 @@ impl TaskRunner {
                 applied: policy,
                 applied_pid: pid,
                 resolver: vpcnet::vpc_resolver(&eni),
+                eni: eni.clone(),
                 replumbing: (!on_docker_network).then_some(Replumbing { task_id, eni }),
             }
             .spawn(),
@@ -1309,3 +1319,14 @@ impl TaskRunner {
 
 #[cfg(test)]
 mod tests;
+
+/// The addresses a network policy says live on the host (load balancers').
+pub(crate) fn hosted_addresses(
+    policy: &berth_model::agent_protocol::GetNetworkPolicyResponse,
+) -> Vec<std::net::Ipv4Addr> {
+    policy
+        .hosted_addresses
+        .iter()
+        .filter_map(|a| a.parse().ok())
+        .collect()
+}

@@ -627,9 +627,15 @@ pub fn host_route_commands(routes: &[Route], claims: &[Claim]) -> Vec<String> {
 /// what goes to the task endpoint (which tells tasks apart by their own
 /// addresses), and, with `resolver`, sending DNS (UDP and TCP port 53) for
 /// the VPC's resolver address to the task endpoint's DNS relay, which
-/// relays it to the Berth DNS server of the task's agent. One atomic
-/// replace, as in `netpolicy`.
-pub fn nat_script(resolver: Option<Ipv4Addr>) -> String {
+/// relays it to the Berth DNS server of the task's agent. What goes to the
+/// VPC's own block through the uplink (its load balancers, which live on
+/// the host) keeps the task's address too, so a load balancer sees its
+/// client. One atomic replace, as in `netpolicy`.
+pub fn nat_script(resolver: Option<Ipv4Addr>, vpc_block: Option<Cidr>) -> String {
+    let kept = match vpc_block {
+        Some(block) => format!("{{ {ENDPOINT_IP}, {block} }}"),
+        None => ENDPOINT_IP.to_string(),
+    };
     let prerouting = match resolver {
         Some(resolver) => format!(
             "\x20 chain prerouting {{\n\
@@ -646,10 +652,110 @@ pub fn nat_script(resolver: Option<Ipv4Addr>) -> String {
          {prerouting}\
          \x20 chain postrouting {{\n\
          \x20   type nat hook postrouting priority 100; policy accept;\n\
-         \x20   oifname \"{ROUTER_UPLINK_DEVICE}\" ip daddr != {ENDPOINT_IP} masquerade\n\
+         \x20   oifname \"{ROUTER_UPLINK_DEVICE}\" ip daddr != {kept} masquerade\n\
          \x20 }}\n\
          }}\n"
     )
+}
+
+/// A proxy-ARP entry (`ip -j neigh show proxy`): the router answers ARP
+/// for `address` on `dev`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyEntry {
+    pub address: Ipv4Addr,
+    pub dev: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct IpNeigh {
+    dst: String,
+    #[serde(default)]
+    dev: Option<String>,
+}
+
+pub fn parse_proxies(json: &str) -> Result<Vec<ProxyEntry>, String> {
+    let entries: Vec<IpNeigh> = serde_json::from_str(json).map_err(|e| e.to_string())?;
+    Ok(entries
+        .into_iter()
+        .filter_map(|n| {
+            Some(ProxyEntry {
+                address: n.dst.parse().ok()?,
+                dev: n.dev?,
+            })
+        })
+        .collect())
+}
+
+/// The `ip -batch` lines that make a router send `hosted` addresses (load
+/// balancers' interfaces, which live on the host) to the host through its
+/// uplink, and answer ARP for them on the bridge of their subnet, since a
+/// task of that subnet looks for them on its link. Routes and entries for
+/// addresses no longer hosted are removed. Only addresses inside a bridge's
+/// subnet are taken: others are not this router's to route.
+pub fn hosted_commands(
+    links: &[Link],
+    routes: &[Route],
+    proxies: &[ProxyEntry],
+    hosted: &[Ipv4Addr],
+) -> Vec<String> {
+    let subnet_bridge = |address: Ipv4Addr| {
+        links
+            .iter()
+            .filter(|l| l.kind.as_deref() == Some("bridge"))
+            .find(|l| {
+                l.addresses
+                    .iter()
+                    .any(|(a, p)| Cidr::new(*a, *p).is_some_and(|c| c.contains(address)))
+            })
+    };
+    let protocol = ROUTE_PROTOCOL.to_string();
+    let is_hosted_route = |r: &Route| {
+        r.protocol.as_deref() == Some(protocol.as_str())
+            && r.dev.as_deref() == Some(ROUTER_UPLINK_DEVICE)
+            && r.dst.is_some_and(|d| d.prefix == 32)
+    };
+    let wanted: Vec<(Ipv4Addr, &Link)> = hosted
+        .iter()
+        .filter_map(|a| Some((*a, subnet_bridge(*a)?)))
+        .collect();
+    let mut out = Vec::new();
+    for route in routes.iter().filter(|r| is_hosted_route(r)) {
+        if let Some(dst) = route.dst {
+            if !wanted.iter().any(|(a, _)| *a == dst.network) {
+                out.push(format!("route del {dst} dev {ROUTER_UPLINK_DEVICE}"));
+            }
+        }
+    }
+    for entry in proxies {
+        if !wanted
+            .iter()
+            .any(|(a, b)| *a == entry.address && b.name == entry.dev)
+        {
+            out.push(format!(
+                "neigh del proxy {} dev {}",
+                entry.address, entry.dev
+            ));
+        }
+    }
+    for (address, bridge) in &wanted {
+        let routed = routes.iter().any(|r| {
+            is_hosted_route(r)
+                && r.dst.is_some_and(|d| d.network == *address)
+                && r.gateway.is_some_and(|g| g.to_string() == UPLINK_GATEWAY)
+        });
+        if !routed {
+            out.push(format!(
+                "route replace {address}/32 via {UPLINK_GATEWAY} dev {ROUTER_UPLINK_DEVICE} proto {ROUTE_PROTOCOL}"
+            ));
+        }
+        if !proxies
+            .iter()
+            .any(|p| p.address == *address && p.dev == bridge.name)
+        {
+            out.push(format!("neigh replace proxy {address} dev {}", bridge.name));
+        }
+    }
+    out
 }
 
 /// The bridges of a router (by name) that hold at least one port, and
@@ -864,6 +970,16 @@ pub trait TaskNetworks: Send + Sync + 'static {
         policy: &GetNetworkPolicyResponse,
         resolver: Option<Ipv4Addr>,
     ) -> Result<(), NetError>;
+
+    /// Makes the router of `eni`'s VPC send `hosted` addresses (the VPC's
+    /// load balancers, which live on this host) to the host.
+    async fn route_hosted(
+        &self,
+        _eni: &TaskNetworkInterface,
+        _hosted: &[Ipv4Addr],
+    ) -> Result<(), NetError> {
+        Ok(())
+    }
 }
 
 /// [`TaskNetworks`] on this host, with `ip`, `nsenter` and `nft`, the
@@ -1034,7 +1150,7 @@ impl TaskNetworks for VpcNetworks {
             Some(router.pid),
             "nft",
             &["-f", "-"],
-            Some(&nat_script(a.resolver())),
+            Some(&nat_script(a.resolver(), a.vpc_block)),
         )
         .await?;
         let links = links_in(Some(pid)).await?;
@@ -1085,6 +1201,36 @@ impl TaskNetworks for VpcNetworks {
             tracing::warn!(task = %task_arn, "security groups: {warning}");
         }
         Ok(crate::netpolicy::apply(pid, &script).await?)
+    }
+
+    async fn route_hosted(
+        &self,
+        eni: &TaskNetworkInterface,
+        hosted: &[Ipv4Addr],
+    ) -> Result<(), NetError> {
+        let a = Addressing::from_interface(eni)?;
+        let _lock = self.lock().await?;
+        let Some(pid) = self
+            .runtime
+            .inspect(&a.router_name())
+            .await?
+            .filter(|r| r.status == ContainerStatus::Running)
+            .and_then(|r| r.pid)
+        else {
+            return Ok(());
+        };
+        let links = links_in(Some(pid)).await?;
+        let routes = routes_in(Some(pid)).await?;
+        let json = run(Some(pid), "ip", &["-j", "neigh", "show", "proxy"], None).await?;
+        let proxies = parse_proxies(&json).map_err(|message| NetError::Output {
+            command: "ip -j neigh show proxy".into(),
+            message,
+        })?;
+        let commands = hosted_commands(&links, &routes, &proxies, hosted);
+        if !commands.is_empty() {
+            tracing::info!(router = %a.router_name(), ?commands, "routing load balancers' addresses to the host");
+        }
+        batch_in(Some(pid), &commands).await
     }
 }
 
@@ -1436,7 +1582,7 @@ mod tests {
 
     #[test]
     fn nat_spares_the_task_endpoint() {
-        let script = nat_script(None);
+        let script = nat_script(None, None);
         assert!(script.starts_with("table ip berth_router\ndelete table ip berth_router\n"));
         assert!(script.contains("oifname \"eth0\" ip daddr != 169.254.170.2 masquerade"));
         assert!(!script.contains("dnat"));
@@ -1462,7 +1608,7 @@ mod tests {
         // DNS for it goes to the host's relay on the task endpoint's
         // address, which the masquerade spares, so the relay sees the
         // task's own address.
-        let script = nat_script(vpc_resolver(&eni()));
+        let script = nat_script(vpc_resolver(&eni()), Some(cidr("172.31.0.0/16")));
         assert!(
             script.contains("type nat hook prerouting priority -100; policy accept;"),
             "{script}"
@@ -1473,7 +1619,8 @@ mod tests {
             ),
             "{script}"
         );
-        assert!(script.contains("oifname \"eth0\" ip daddr != 169.254.170.2 masquerade"));
+        assert!(script
+            .contains("oifname \"eth0\" ip daddr != { 169.254.170.2, 172.31.0.0/16 } masquerade"));
     }
 
     #[test]
@@ -1500,5 +1647,60 @@ mod tests {
             .contains(&("net.ipv4.ip_forward".to_string(), "1".to_string())));
         // The router carries no task or instance labels: no agent adopts it.
         assert!(!router.labels.contains_key(crate::spec::LABEL_INSTANCE));
+    }
+
+    fn bridge_link(name: &str, address: &str, prefix: u8) -> Link {
+        Link {
+            name: name.into(),
+            kind: Some("bridge".into()),
+            up: true,
+            addresses: vec![(address.parse().unwrap(), prefix)],
+            ..Link::default()
+        }
+    }
+
+    #[test]
+    fn hosted_addresses_are_routed_to_the_host_and_answered_for_on_their_subnet() {
+        let links = vec![
+            bridge_link("brac1f0000-20", "172.31.0.1", 20),
+            bridge_link("brac1f1000-20", "172.31.16.1", 20),
+        ];
+        let lb: Ipv4Addr = "172.31.0.10".parse().unwrap();
+        let elsewhere: Ipv4Addr = "172.31.32.9".parse().unwrap();
+        let plan = hosted_commands(&links, &[], &[], &[lb, elsewhere]);
+        assert_eq!(
+            plan,
+            vec![
+                "route replace 172.31.0.10/32 via 169.254.176.1 dev eth0 proto 190".to_string(),
+                "neigh replace proxy 172.31.0.10 dev brac1f0000-20".to_string(),
+            ],
+            "an address of a subnet without a bridge here is left alone"
+        );
+        // Done: nothing more to do.
+        let routes = vec![route(
+            "172.31.0.10/32",
+            Some("169.254.176.1"),
+            "eth0",
+            Some("190"),
+        )];
+        let proxies = vec![ProxyEntry {
+            address: lb,
+            dev: "brac1f0000-20".into(),
+        }];
+        assert!(hosted_commands(&links, &routes, &proxies, &[lb]).is_empty());
+        // The load balancer went away: its route and entry go too; other
+        // routes (the unreachable block, the default) are kept.
+        let mut all = routes.clone();
+        all.push(route("default", Some("169.254.176.1"), "eth0", None));
+        assert_eq!(
+            hosted_commands(&links, &all, &proxies, &[]),
+            vec![
+                "route del 172.31.0.10/32 dev eth0".to_string(),
+                "neigh del proxy 172.31.0.10 dev brac1f0000-20".to_string(),
+            ]
+        );
+        let parsed =
+            parse_proxies(r#"[{"dst":"172.31.0.10","dev":"brac1f0000-20","proxy":null}]"#).unwrap();
+        assert_eq!(parsed, proxies);
     }
 }

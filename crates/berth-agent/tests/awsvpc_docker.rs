@@ -238,6 +238,7 @@ async fn awsvpc_namespace_enforces_security_groups() {
             to_port: None,
             cidrs: vec!["0.0.0.0/0".into()],
         }],
+        ..Default::default()
     };
     let (script, warnings) = netpolicy::render_ruleset(&policy);
     assert!(warnings.is_empty());
@@ -399,6 +400,7 @@ async fn routed_task(
             to_port: None,
             cidrs: vec!["0.0.0.0/0".into()],
         }],
+        ..Default::default()
     };
     netpolicy::apply(pid, &netpolicy::render_ruleset(&policy).0)
         .await
@@ -697,6 +699,7 @@ async fn runner_runs_an_awsvpc_task() {
         policy: std::sync::Mutex::new(GetNetworkPolicyResponse {
             ingress: vec![tcp(80)],
             egress: vec![],
+            ..Default::default()
         }),
         statuses: std::sync::Mutex::new(Vec::new()),
     });

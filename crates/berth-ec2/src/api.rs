@@ -1434,6 +1434,7 @@ fn render_eni(x: &mut Xml, scope: &Scope, state: &State, e: &EniRecord) {
         .text("ownerId", &scope.account)
         .bool("requesterManaged", true)
         .text("status", "in-use")
+        .opt_text("requesterId", e.requester_id.as_deref())
         .text("macAddress", &e.mac)
         .text("privateIpAddress", &e.private_ip)
         .text("privateDnsName", &dns)
@@ -1463,7 +1464,10 @@ fn render_eni(x: &mut Xml, scope: &Scope, state: &State, e: &EniRecord) {
         .close("privateIpAddressesSet")
         .open("ipv6AddressesSet")
         .close("ipv6AddressesSet")
-        .text("interfaceType", "interface");
+        .text(
+            "interfaceType",
+            e.interface_type.as_deref().unwrap_or("interface"),
+        );
     render_tags(x, &state.tags_of(&e.id));
 }
 

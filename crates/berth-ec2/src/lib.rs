@@ -74,6 +74,29 @@ pub struct TaskSubnet {
     pub availability_zone: String,
 }
 
+/// An account+region's VPCs, subnets and groups (see
+/// [`Ec2Service::network_facts`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NetworkFacts {
+    /// (id, primary CIDR block).
+    pub vpcs: Vec<(String, String)>,
+    pub default_vpc: Option<String>,
+    pub subnets: Vec<SubnetFacts>,
+    /// (id, VPC id, name, is the VPC's default group).
+    pub groups: Vec<(String, String, String, bool)>,
+}
+
+/// One subnet of [`NetworkFacts`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SubnetFacts {
+    pub id: String,
+    pub vpc_id: String,
+    pub cidr: String,
+    pub availability_zone: String,
+    /// `use1-az1` …
+    pub zone_id: String,
+}
+
 /// A security group's rules, as an enforcer needs them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GroupRules {
@@ -99,6 +122,15 @@ fn eni_of(record: &EniRecord, subnet_cidr: &str, cidr: Cidr, vpc_cidr: &str) -> 
         security_group_ids: record.group_ids.clone(),
         description: record.description.clone(),
     }
+}
+
+/// The requester of load balancers' interfaces, as EC2 shows it.
+pub const LOAD_BALANCER_REQUESTER: &str = "amazon-elb";
+
+/// Who manages an interface that is not a task's.
+struct ManagedInterface {
+    requester_id: String,
+    interface_type: Option<String>,
 }
 
 /// The EC2 service. Register with `GatewayBuilder::query_service`.
@@ -169,6 +201,55 @@ impl Ec2Service {
         security_group_ids: &[String],
         description: &str,
     ) -> Result<Eni, AwsError> {
+        self.create_eni(
+            account,
+            region,
+            subnet_id,
+            security_group_ids,
+            description,
+            None,
+        )
+        .await
+    }
+
+    /// Creates a load balancer's interface in `subnet_id` (as
+    /// [`Self::create_task_eni`], requester `amazon-elb`; a network load
+    /// balancer's has the interface type `network_load_balancer`). Its
+    /// address is served from the server's host: awsvpc tasks of the VPC
+    /// learn it through their network policy's `hosted_addresses`.
+    pub async fn create_load_balancer_eni(
+        &self,
+        account: &str,
+        region: &str,
+        subnet_id: &str,
+        security_group_ids: &[String],
+        description: &str,
+        network: bool,
+    ) -> Result<Eni, AwsError> {
+        let managed = ManagedInterface {
+            requester_id: LOAD_BALANCER_REQUESTER.into(),
+            interface_type: network.then(|| "network_load_balancer".to_string()),
+        };
+        self.create_eni(
+            account,
+            region,
+            subnet_id,
+            security_group_ids,
+            description,
+            Some(managed),
+        )
+        .await
+    }
+
+    async fn create_eni(
+        &self,
+        account: &str,
+        region: &str,
+        subnet_id: &str,
+        security_group_ids: &[String],
+        description: &str,
+        managed: Option<ManagedInterface>,
+    ) -> Result<Eni, AwsError> {
         let scope = Scope::new(account, region);
         let id = new_id("eni");
         let mac = new_mac();
@@ -234,6 +315,8 @@ impl Ec2Service {
                 mac: mac.clone(),
                 group_ids,
                 description: description.clone(),
+                requester_id: managed.as_ref().map(|m| m.requester_id.clone()),
+                interface_type: managed.as_ref().and_then(|m| m.interface_type.clone()),
             };
             state.enis.insert(record.id.clone(), record.clone());
             let vpc_cidr = state.vpc(&subnet.vpc_id)?.cidr.clone();
@@ -385,7 +468,52 @@ impl Ec2Service {
         ingress.dedup();
         egress.sort();
         egress.dedup();
-        Ok(GetNetworkPolicyResponse { ingress, egress })
+        // Load balancers' addresses in the VPC live on the server's host:
+        // the VPC's router sends them there.
+        let mut hosted_addresses: Vec<String> = state
+            .enis
+            .values()
+            .filter(|e| {
+                e.vpc_id == eni.vpc_id && e.requester_id.as_deref() == Some(LOAD_BALANCER_REQUESTER)
+            })
+            .map(|e| e.private_ip.clone())
+            .collect();
+        hosted_addresses.sort();
+        Ok(GetNetworkPolicyResponse {
+            ingress,
+            egress,
+            hosted_addresses,
+        })
+    }
+
+    /// What load balancers need of an account+region's network: the VPCs
+    /// (id, primary CIDR), subnets and security groups as last committed.
+    pub fn network_facts(&self, account: &str, region: &str) -> Result<NetworkFacts, AwsError> {
+        let state = self.read(&Scope::new(account, region))?;
+        Ok(NetworkFacts {
+            vpcs: state
+                .vpcs
+                .values()
+                .map(|v| (v.id.clone(), v.cidr.clone()))
+                .collect(),
+            default_vpc: state.default_vpc().map(|v| v.id.clone()),
+            subnets: state
+                .subnets
+                .values()
+                .map(|s| SubnetFacts {
+                    id: s.id.clone(),
+                    vpc_id: s.vpc_id.clone(),
+                    cidr: s.cidr.clone(),
+                    availability_zone: s.availability_zone.clone(),
+                    zone_id: meta::zone_id(region, &s.availability_zone),
+                })
+                .collect(),
+            groups: state
+                .groups
+                .values()
+                .map(|g| (g.id.clone(), g.vpc_id.clone(), g.name.clone(), g.is_default))
+                .collect(),
+        })
     }
 
     /// The rules of the named groups that exist, in the order asked.

@@ -339,6 +339,14 @@ pub struct EniRecord {
     pub mac: String,
     pub group_ids: Vec<String>,
     pub description: String,
+    /// Who manages the interface when not ECS: `amazon-elb` for a load
+    /// balancer's (its address lives on the server's host, see
+    /// `interface_policy`'s `hosted_addresses`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requester_id: Option<String>,
+    /// EC2's `interfaceType` when not `interface` (`network_load_balancer`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interface_type: Option<String>,
 }
 
 /// An internet gateway and the VPC it is attached to.
@@ -944,6 +952,8 @@ mod tests {
             mac: "0a:00:00:00:00:01".into(),
             group_ids: vec![],
             description: String::new(),
+            requester_id: None,
+            interface_type: None,
         };
         let before = State::default();
         let mut after = State::default();

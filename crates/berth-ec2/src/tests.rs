@@ -760,6 +760,72 @@ async fn enis_take_sequential_addresses() {
 }
 
 #[tokio::test]
+async fn load_balancer_interfaces_are_hosted_addresses_of_their_vpc() {
+    let f = fixture();
+    let vpc = f.vpc("10.0.0.0/16").await;
+    let other = f.vpc("10.1.0.0/16").await;
+    let subnet = f.subnet(&vpc, "10.0.0.0/24").await;
+    let elsewhere = f.subnet(&other, "10.1.0.0/24").await;
+    let task = f
+        .svc
+        .create_task_eni(ACCOUNT, REGION, &subnet, &[], "task")
+        .await
+        .unwrap();
+    let alb = f
+        .svc
+        .create_load_balancer_eni(
+            ACCOUNT,
+            REGION,
+            &subnet,
+            &[],
+            "ELB app/web/0123456789abcdef",
+            false,
+        )
+        .await
+        .unwrap();
+    let nlb = f
+        .svc
+        .create_load_balancer_eni(
+            ACCOUNT,
+            REGION,
+            &elsewhere,
+            &[],
+            "ELB net/tcp/0123456789abcdef",
+            true,
+        )
+        .await
+        .unwrap();
+    // A task learns the load balancers of its own VPC only.
+    let policy = f.svc.interface_policy(ACCOUNT, REGION, &task.id).unwrap();
+    assert_eq!(policy.hosted_addresses, vec![alb.private_ip.clone()]);
+    let xml = f
+        .ok(
+            "DescribeNetworkInterfaces",
+            &[("NetworkInterfaceId.1", &alb.id)],
+        )
+        .await;
+    assert_eq!(tag(&xml, "requesterId").unwrap(), "amazon-elb");
+    assert_eq!(tag(&xml, "interfaceType").unwrap(), "interface");
+    let xml = f
+        .ok(
+            "DescribeNetworkInterfaces",
+            &[("NetworkInterfaceId.1", &nlb.id)],
+        )
+        .await;
+    assert_eq!(tag(&xml, "interfaceType").unwrap(), "network_load_balancer");
+    let xml = f
+        .ok(
+            "DescribeNetworkInterfaces",
+            &[("NetworkInterfaceId.1", &task.id)],
+        )
+        .await;
+    assert_eq!(tag(&xml, "requesterId"), None);
+    f.svc.delete_eni(ACCOUNT, REGION, &alb.id).await.unwrap();
+    let policy = f.svc.interface_policy(ACCOUNT, REGION, &task.id).unwrap();
+    assert!(policy.hosted_addresses.is_empty());
+}
+
+#[tokio::test]
 async fn eni_groups_are_checked() {
     let f = fixture();
     let vpc = f.vpc("10.0.0.0/16").await;

@@ -322,6 +322,14 @@ impl Xml {
         self
     }
 
+    /// `text` when there is a value, nothing otherwise.
+    pub fn opt_text(&mut self, name: &str, value: Option<&str>) -> &mut Self {
+        match value {
+            Some(v) => self.text(name, v),
+            None => self,
+        }
+    }
+
     pub fn open(&mut self, name: &str) -> &mut Self {
         self.0.push_str(&format!("<{name}>"));
         self

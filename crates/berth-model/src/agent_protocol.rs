@@ -159,6 +159,10 @@ pub struct NetworkRule {
 pub struct GetNetworkPolicyResponse {
     pub ingress: Vec<NetworkRule>,
     pub egress: Vec<NetworkRule>,
+    /// Addresses of the task's VPC that live on the server's host (load
+    /// balancers' interfaces): the VPC's router sends them to the host.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosted_addresses: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]

@@ -2,11 +2,13 @@
 
 mod agent;
 mod agent_credentials;
+mod ca_certificate;
 mod cluster;
 mod coverage;
 mod credentials;
 mod dns;
 mod exec;
+mod lb_addresses;
 mod logs_place;
 mod node;
 mod private_dir;
@@ -52,6 +54,10 @@ enum Command {
     /// Signed with the AWS credentials the aws CLI would use; exits with
     /// the command's exit code.
     Exec(exec::ExecArgs),
+    /// Print Berth's local certificate authority (PEM), which signs the
+    /// certificates ACM's RequestCertificate issues: trust it with
+    /// `curl --cacert` or add it to a trust store.
+    CaCertificate(ca_certificate::CaCertificateArgs),
     /// Print, as JSON by service, the operations of the AWS models Berth
     /// serves that it does not implement, each with the reason.
     NotImplemented,
@@ -234,6 +240,12 @@ fn main() -> anyhow::Result<()> {
                 .enable_all()
                 .build()?;
             runtime.block_on(usage::run(args))
+        }
+        Command::CaCertificate(args) => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(ca_certificate::run(args))
         }
         Command::Exec(args) => {
             init_logging("warn");

@@ -87,6 +87,8 @@ pub(super) struct Enforcer {
     pub replumbing: Option<Replumbing>,
     /// The VPC's resolver, whose DNS the groups never filter.
     pub resolver: Option<std::net::Ipv4Addr>,
+    /// The task's interface (its VPC's router routes load balancers).
+    pub eni: TaskNetworkInterface,
 }
 
 impl Enforcer {
@@ -129,6 +131,14 @@ impl Enforcer {
             {
                 Ok(()) => {
                     tracing::info!(task = %task_arn, "security groups changed; re-applied");
+                    if let Err(e) = self
+                        .networks
+                        .route_hosted(&self.eni, &super::hosted_addresses(&policy))
+                        .await
+                    {
+                        tracing::warn!(task = %task_arn, error = %e, "routing load balancers' addresses failed; retrying");
+                        continue;
+                    }
                     self.applied = policy;
                     self.applied_pid = pid;
                 }
@@ -140,21 +150,25 @@ impl Enforcer {
     }
 
     /// Plumbs the interface again when the namespace of `pid` lost it.
-    async fn check_interface(&self, pid: u32) {
+    async fn check_interface(&mut self, pid: u32) {
         let Some(replumbing) = &self.replumbing else {
             return;
         };
-        let task_arn = &self.task_arn;
+        let task_arn = self.task_arn.clone();
         match self.networks.is_attached(pid).await {
             Ok(true) => {}
             Ok(false) => {
                 tracing::warn!(task = %task_arn, "the task's interface is gone; plumbing it again");
-                if let Err(e) = self
+                let plumbed = self
                     .networks
                     .attach(&replumbing.task_id, &replumbing.eni, pid)
-                    .await
-                {
-                    tracing::warn!(task = %task_arn, error = %e, "plumbing the task's interface again failed; retrying");
+                    .await;
+                match plumbed {
+                    // A new router: the policy's routes go in again.
+                    Ok(()) => self.applied = GetNetworkPolicyResponse::default(),
+                    Err(e) => {
+                        tracing::warn!(task = %task_arn, error = %e, "plumbing the task's interface again failed; retrying")
+                    }
                 }
             }
             Err(e) => {
