@@ -29,6 +29,7 @@ SERVICES = [
     ("ssm", "2014-11-06", "ssm"),
     ("logs", "2014-03-28", "logs"),
     ("servicediscovery", "2017-03-14", "servicediscovery"),
+    ("acm", "2015-12-08", "acm"),
 ]
 
 RUST_KEYWORDS = {

@@ -15,7 +15,7 @@ import botocore.session
 from berth_harness import ACCESS_KEY, REGION, SECRET_KEY, berth_binary
 
 SERVICES = ["ecs", "ecr", "iam", "sts", "ec2", "logs", "ssm", "secretsmanager",
-            "servicediscovery"]
+            "servicediscovery", "elbv2", "acm"]
 
 # What an operation nobody wrote looks like: the router's "no such
 # operation", or a message admitting it is missing.

@@ -34,6 +34,7 @@ pub use api::not_implemented::NOT_IMPLEMENTED;
 pub use api::{EcsService, ExecService};
 pub use control::agent_api::{self, AgentService};
 pub use control::gc::run_task_gc;
+pub use control::load_balancing::{self, run_target_controller};
 pub use control::metering;
 pub use control::networking::{self, run_network_controller};
 pub use control::registration::{self, run_registration_controller};
@@ -41,7 +42,7 @@ pub use control::service_controller::{self, ServiceController};
 pub use state::exec::ExecHub;
 pub use state::index::backfill as backfill_indexes;
 pub use state::instances::{
-    Presence, SharedPresence, FARGATE_CAPACITY_ATTRIBUTE, FARGATE_DEDICATED, FARGATE_SHARED,
+    instance_host_ipv4, Presence, SharedPresence, FARGATE_CAPACITY_ATTRIBUTE, FARGATE_DEDICATED, FARGATE_SHARED,
 };
 pub use state::keys::Scope;
 pub use state::network::{AttachedInterface, SubnetInfo, TaskNetworks};

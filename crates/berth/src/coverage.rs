@@ -25,6 +25,8 @@ pub fn not_implemented() -> BTreeMap<&'static str, BTreeMap<String, String>> {
     );
     add("ssm", berth_secrets::ssm::NOT_IMPLEMENTED);
     add("servicediscovery", berth_discovery::NOT_IMPLEMENTED);
+    add("acm", berth_acm::NOT_IMPLEMENTED);
+    add("elbv2", berth_elb::NOT_IMPLEMENTED);
     for (prefixed, reason) in berth_iam::NOT_IMPLEMENTED {
         if let Some((service, operation)) = prefixed.split_once(':') {
             let service = if service == "sts" { "sts" } else { "iam" };

@@ -1,12 +1,13 @@
 //! The load balancers' addresses on this host. Each load balancer has an
 //! interface in each of its subnets (an EC2 record with a private address,
 //! like a task's); its listeners bind that address here, so the address is
-//! made local: a `/32` on a dummy link of this installation
-//! (`blb-<installation>`). Local addresses win over the host's routes to
-//! VPC routers, so the host (and, through their routers, the VPC's tasks)
+//! made local: a `/32` on the host's `lo`, labelled for this installation
+//! (`lo:b<installation>`; `lo` exists everywhere, where dummy links need a
+//! kernel module). Local addresses win over the host's routes to VPC
+//! routers, so the host (and, through their routers, the VPC's tasks)
 //! reaches the load balancer, and two load balancers may both listen on 80.
-//! The link is named per installation so several Berths on one host never
-//! touch each other's addresses; it is removed at a graceful stop.
+//! The label is per installation so several Berths on one host never touch
+//! each other's addresses; they are removed when the data plane stops.
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
@@ -23,11 +24,14 @@ pub enum HostAddressError {
     Command { command: String, message: String },
 }
 
-/// The dummy link holding one installation's load balancer addresses.
+/// The addresses of one installation's load balancers on `lo`, by label.
 #[derive(Clone, Debug)]
 pub struct HostAddresses {
-    link: String,
+    label: String,
 }
+
+/// The device holding the addresses.
+const DEVICE: &str = "lo";
 
 #[derive(Debug, Deserialize)]
 struct IpAddrInfo {
@@ -37,65 +41,49 @@ struct IpAddrInfo {
     local: Option<String>,
     #[serde(default)]
     prefixlen: Option<u8>,
+    #[serde(default)]
+    label: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
 struct IpLink {
     #[serde(default)]
-    flags: Vec<String>,
-    #[serde(default)]
     addr_info: Vec<IpAddrInfo>,
 }
 
-/// What `ip -j addr show dev LINK` says: whether it is up, and its IPv4
-/// addresses with their prefix lengths.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct LinkState {
-    pub up: bool,
-    pub addresses: Vec<(Ipv4Addr, u8)>,
+/// The IPv4 addresses (with prefix lengths) `ip -j addr show dev lo`
+/// lists under `label`.
+pub fn parse_labelled(json: &str, label: &str) -> Vec<(Ipv4Addr, u8)> {
+    let links: Vec<IpLink> = serde_json::from_str(json).unwrap_or_default();
+    links
+        .iter()
+        .flat_map(|l| l.addr_info.iter())
+        .filter(|a| a.family == "inet" && a.label.as_deref() == Some(label))
+        .filter_map(|a| Some((a.local.as_deref()?.parse().ok()?, a.prefixlen?)))
+        .collect()
 }
 
-pub fn parse_link(json: &str) -> Option<LinkState> {
-    let links: Vec<IpLink> = serde_json::from_str(json).ok()?;
-    let link = links.into_iter().next()?;
-    Some(LinkState {
-        up: link.flags.iter().any(|f| f == "UP"),
-        addresses: link
-            .addr_info
-            .iter()
-            .filter(|a| a.family == "inet")
-            .filter_map(|a| Some((a.local.as_deref()?.parse().ok()?, a.prefixlen?)))
-            .collect(),
-    })
-}
-
-/// The `ip -batch` lines that make `link` (None: absent) hold exactly
-/// `wanted`, each as a /32.
-pub fn plan(link_name: &str, link: Option<&LinkState>, wanted: &BTreeSet<Ipv4Addr>) -> Vec<String> {
+/// The `ip -batch` lines that make `label` hold exactly `wanted` on `lo`,
+/// each as a /32.
+pub fn plan(label: &str, have: &[(Ipv4Addr, u8)], wanted: &BTreeSet<Ipv4Addr>) -> Vec<String> {
     let mut out = Vec::new();
-    if link.is_none() {
-        out.push(format!("link add {link_name} type dummy"));
-    }
-    if !link.is_some_and(|l| l.up) {
-        out.push(format!("link set {link_name} up"));
-    }
-    let have: Vec<(Ipv4Addr, u8)> = link.map(|l| l.addresses.clone()).unwrap_or_default();
-    for (address, prefix) in &have {
+    for (address, prefix) in have {
         if *prefix != 32 || !wanted.contains(address) {
-            out.push(format!("addr del {address}/{prefix} dev {link_name}"));
+            out.push(format!("addr del {address}/{prefix} dev {DEVICE}"));
         }
     }
     for address in wanted {
         if !have.contains(&(*address, 32)) {
-            out.push(format!("addr add {address}/32 dev {link_name}"));
+            out.push(format!("addr add {address}/32 dev {DEVICE} label {label}"));
         }
     }
     out
 }
 
 impl HostAddresses {
-    /// The link of the installation `id` (a few hex characters kept in
-    /// the store, so a restarted server finds its link again).
+    /// The addresses of the installation `id` (a few hex characters kept
+    /// in the store, so a restarted server finds its addresses again).
+    /// Labels are at most 15 characters and start with the device's name.
     pub fn new(id: &str) -> Self {
         let id: String = id
             .chars()
@@ -103,42 +91,42 @@ impl HostAddresses {
             .take(11)
             .collect();
         HostAddresses {
-            link: format!("blb-{id}"),
+            label: format!("{DEVICE}:b{id}"),
         }
     }
 
-    pub fn link(&self) -> &str {
-        &self.link
+    pub fn label(&self) -> &str {
+        &self.label
     }
 
-    /// Makes the link hold exactly `wanted`.
+    /// Makes the label hold exactly `wanted`.
     pub async fn ensure(&self, wanted: &BTreeSet<Ipv4Addr>) -> Result<(), HostAddressError> {
-        let state = match run(&["-j", "addr", "show", "dev", &self.link], None).await {
-            Ok(json) => parse_link(&json),
-            // "Device does not exist."
-            Err(_) => None,
-        };
-        if state.is_none() && wanted.is_empty() {
-            return Ok(());
-        }
-        let commands = plan(&self.link, state.as_ref(), wanted);
+        let json = run(&["-j", "addr", "show", "dev", DEVICE], None).await?;
+        let have = parse_labelled(&json, &self.label);
+        let commands = plan(&self.label, &have, wanted);
         if commands.is_empty() {
             return Ok(());
         }
-        tracing::info!(link = %self.link, ?commands, "updating the load balancers' addresses");
+        tracing::info!(label = %self.label, ?commands, "updating the load balancers' addresses");
         let mut input = commands.join("\n");
         input.push('\n');
         run(&["-batch", "-"], Some(&input)).await.map(|_| ())
     }
 
-    /// Removes the link and its addresses (at a graceful stop).
-    pub async fn remove(&self) {
-        if run(&["link", "show", "dev", &self.link], None)
-            .await
-            .is_ok()
+    /// Removes the installation's addresses. Synchronous (one short `ip`
+    /// command), so it can run when the data plane is dropped: at a
+    /// graceful stop, or when this server stops being the leader.
+    pub fn remove(&self) {
+        match std::process::Command::new("ip")
+            .args(["addr", "flush", "dev", DEVICE, "label", &self.label])
+            .stderr(std::process::Stdio::null())
+            .status()
         {
-            if let Err(e) = run(&["link", "del", &self.link], None).await {
-                tracing::warn!(link = %self.link, error = %e, "removing the load balancers' link failed");
+            Ok(s) if s.success() => {
+                tracing::info!(label = %self.label, "removed the load balancers' addresses")
+            }
+            other => {
+                tracing::warn!(label = %self.label, result = ?other, "removing the load balancers' addresses failed")
             }
         }
     }
@@ -190,61 +178,52 @@ mod tests {
     }
 
     #[test]
-    fn a_missing_link_is_made_with_its_addresses() {
+    fn missing_addresses_are_added_under_the_label() {
         assert_eq!(
-            plan("blb-1a2b", None, &set(&["172.31.0.10", "172.31.16.4"])),
+            plan("lo:b1a2b", &[], &set(&["172.31.0.10", "172.31.16.4"])),
             vec![
-                "link add blb-1a2b type dummy",
-                "link set blb-1a2b up",
-                "addr add 172.31.0.10/32 dev blb-1a2b",
-                "addr add 172.31.16.4/32 dev blb-1a2b",
+                "addr add 172.31.0.10/32 dev lo label lo:b1a2b",
+                "addr add 172.31.16.4/32 dev lo label lo:b1a2b",
             ]
         );
     }
 
     #[test]
     fn only_the_difference_is_changed() {
-        let link = LinkState {
-            up: true,
-            addresses: vec![
-                ("172.31.0.10".parse().unwrap(), 32),
-                ("172.31.0.11".parse().unwrap(), 32),
-                ("10.0.0.1".parse().unwrap(), 24),
-            ],
-        };
+        let have = vec![
+            ("172.31.0.10".parse().unwrap(), 32),
+            ("172.31.0.11".parse().unwrap(), 32),
+            ("10.0.0.1".parse().unwrap(), 24),
+        ];
         assert_eq!(
-            plan("blb-1", Some(&link), &set(&["172.31.0.10", "172.31.0.12"])),
+            plan("lo:b1", &have, &set(&["172.31.0.10", "172.31.0.12"])),
             vec![
-                "addr del 172.31.0.11/32 dev blb-1",
-                "addr del 10.0.0.1/24 dev blb-1",
-                "addr add 172.31.0.12/32 dev blb-1",
+                "addr del 172.31.0.11/32 dev lo",
+                "addr del 10.0.0.1/24 dev lo",
+                "addr add 172.31.0.12/32 dev lo label lo:b1",
             ]
         );
-        let done = LinkState {
-            up: true,
-            addresses: vec![("172.31.0.10".parse().unwrap(), 32)],
-        };
-        assert!(plan("blb-1", Some(&done), &set(&["172.31.0.10"])).is_empty());
+        let done = vec![("172.31.0.10".parse().unwrap(), 32)];
+        assert!(plan("lo:b1", &done, &set(&["172.31.0.10"])).is_empty());
     }
 
     #[test]
-    fn ip_json_is_read() {
-        let json = r#"[{"ifindex":9,"ifname":"blb-1","flags":["BROADCAST","NOARP","UP","LOWER_UP"],
-            "addr_info":[{"family":"inet","local":"172.31.0.10","prefixlen":32},
-                         {"family":"inet6","local":"fe80::1","prefixlen":64}]}]"#;
+    fn only_the_installations_label_is_read() {
+        let json = r#"[{"ifindex":1,"ifname":"lo","flags":["LOOPBACK","UP","LOWER_UP"],
+            "addr_info":[{"family":"inet","local":"127.0.0.1","prefixlen":8,"label":"lo"},
+                         {"family":"inet","local":"172.31.0.10","prefixlen":32,"label":"lo:b1"},
+                         {"family":"inet","local":"172.31.0.11","prefixlen":32,"label":"lo:b2"},
+                         {"family":"inet6","local":"::1","prefixlen":128}]}]"#;
         assert_eq!(
-            parse_link(json),
-            Some(LinkState {
-                up: true,
-                addresses: vec![("172.31.0.10".parse().unwrap(), 32)]
-            })
+            parse_labelled(json, "lo:b1"),
+            vec![("172.31.0.10".parse().unwrap(), 32)]
         );
     }
 
     #[test]
-    fn link_names_fit_the_kernel_limit() {
+    fn labels_fit_the_kernel_limit() {
         let addresses = HostAddresses::new("0123456789abcdef-and-more");
-        assert_eq!(addresses.link(), "blb-0123456789a");
-        assert!(addresses.link().len() <= 15);
+        assert_eq!(addresses.label(), "lo:b0123456789a");
+        assert!(addresses.label().len() <= 15);
     }
 }

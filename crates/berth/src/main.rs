@@ -9,6 +9,7 @@ mod credentials;
 mod dns;
 mod exec;
 mod lb_addresses;
+mod load_balancing;
 mod logs_place;
 mod node;
 mod private_dir;

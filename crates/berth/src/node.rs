@@ -99,6 +99,11 @@ struct LeaderWork {
     controller: Arc<ServiceController>,
     task_networks: Arc<dyn berth_ecs::networking::TaskNetworks>,
     service_registries: Arc<dyn berth_ecs::registration::ServiceRegistries>,
+    load_balancer_targets: Arc<dyn berth_ecs::load_balancing::LoadBalancerTargets>,
+    /// Load balancers: their records, and what their listeners need.
+    elb: Arc<berth_elb::ElbService>,
+    acm: Arc<berth_acm::AcmService>,
+    ec2: Arc<berth_ec2::Ec2Service>,
     registry: Arc<berth_registry::Registry>,
     iam: Arc<berth_iam::Iam>,
     task_retention: std::time::Duration,
@@ -201,8 +206,31 @@ impl Node {
         let controller = ServiceController::new(store.clone(), presence.clone());
         // Cloud Map, shared with ECS, which registers services' tasks in it.
         let discovery = Arc::new(berth_discovery::DiscoveryService::new(store.clone()));
+        // ACM, with private keys sealed by the master key. Berth's local CA
+        // is created (or read) now, so every server of the installation
+        // signs with the one in the store and GET /_berth/ca-certificate
+        // only reads.
+        let acm = Arc::new(berth_acm::AcmService::new(
+            store.clone(),
+            Some(master_key.clone() as Arc<dyn berth_model::Sealer>),
+        ));
+        acm.ca().await.map_err(|e| {
+            anyhow::anyhow!("creating Berth's certificate authority: {}", e.message)
+        })?;
+        // Elastic Load Balancing v2: load balancers' interfaces come from
+        // Berth's EC2 VPCs.
+        let elb = Arc::new(berth_elb::ElbService::new(
+            store.clone(),
+            Arc::new(LoadBalancerNetworks(ec2.clone())),
+            Arc::new(crate::load_balancing::EcsInstances(store.clone())),
+            Arc::new(crate::load_balancing::AcmCertificates(acm.clone())),
+        ));
         let service_registries: Arc<dyn berth_ecs::registration::ServiceRegistries> =
             Arc::new(ServiceRegistries(discovery.clone()));
+        // ECS services' loadBalancers register their tasks in ELB target
+        // groups through this port.
+        let load_balancer_targets: Arc<dyn berth_ecs::load_balancing::LoadBalancerTargets> =
+            Arc::new(crate::load_balancing::ElbTargets(elb.clone()));
         let mut gateway = GatewayBuilder::new(store.clone(), env!("CARGO_PKG_VERSION"))
             .body_limits(
                 args.body_budget.max(1) * 1024 * 1024,
@@ -217,10 +245,12 @@ impl Node {
             .query_service(iam.iam_service())
             .query_service(iam.sts_service())
             .query_service(ec2.clone())
+            .query_service(elb.clone())
             .json_service(Arc::new(
                 EcsService::new(store.clone(), presence.clone())
                     .with_networks(task_networks.clone())
                     .with_registries(service_registries.clone())
+                    .with_load_balancers(load_balancer_targets.clone())
                     .with_endpoint(api_url(args)),
             ))
             .json_service(registry.ecr_service())
@@ -233,6 +263,7 @@ impl Node {
                 master_key.clone(),
             )))
             .json_service(discovery.clone())
+            .json_service(acm.clone())
             .json_service(Arc::new(LogsApi(logs.clone())))
             .json_service(Arc::new(agent_service))
             .json_service(Arc::new(berth_ecs::ExecService::new(
@@ -261,7 +292,10 @@ impl Node {
             tracing::warn!("IAM policies are not enforced (--iam off)");
         }
         let gateway = gateway.build();
-        let app = gateway.router().merge(registry.router(authorizer.clone()));
+        let app = gateway
+            .router()
+            .merge(registry.router(authorizer.clone()))
+            .merge(crate::ca_certificate::router(acm.clone()));
         Ok(Node {
             app,
             root,
@@ -275,6 +309,10 @@ impl Node {
                 controller,
                 task_networks,
                 service_registries,
+                load_balancer_targets,
+                elb,
+                acm,
+                ec2,
                 registry,
                 iam,
                 task_retention: std::time::Duration::from_secs(args.task_retention),
@@ -312,6 +350,22 @@ impl Node {
             tokio::spawn(berth_ecs::run_registration_controller(
                 work.store.clone(),
                 work.service_registries.clone(),
+            )),
+            tokio::spawn(berth_ecs::run_target_controller(
+                work.store.clone(),
+                work.load_balancer_targets.clone(),
+            )),
+            // Load balancers: draining timers, and the data plane serving
+            // the listeners on the load balancers' addresses.
+            tokio::spawn(work.elb.clone().run_timers(self.stopping.subscribe())),
+            tokio::spawn(crate::load_balancing::run_data_plane(
+                work.store.clone(),
+                work.elb.clone(),
+                Arc::new(crate::load_balancing::ServiceInputs {
+                    acm: work.acm.clone(),
+                    ec2: work.ec2.clone(),
+                }),
+                work.acm.clone(),
             )),
             work.registry.spawn_gc(),
             // SSM parameter policies: an Expiration deletes its parameter.
@@ -479,6 +533,123 @@ impl berth_ecs::networking::TaskNetworks for TaskNetworks {
         eni_id: &str,
     ) -> Result<berth_model::agent_protocol::GetNetworkPolicyResponse, berth_model::AwsError> {
         self.0.interface_policy(account, region, eni_id)
+    }
+}
+
+/// Load balancers' subnets, security groups and interfaces, from Berth's
+/// EC2 VPCs.
+struct LoadBalancerNetworks(Arc<berth_ec2::Ec2Service>);
+
+#[async_trait::async_trait]
+impl berth_elb::LoadBalancerNetworks for LoadBalancerNetworks {
+    fn subnets(
+        &self,
+        account: &str,
+        region: &str,
+        ids: &[String],
+    ) -> Result<Vec<berth_elb::SubnetInfo>, berth_model::AwsError> {
+        let facts = self.0.network_facts(account, region)?;
+        ids.iter()
+            .map(|id| {
+                let s = facts.subnets.iter().find(|s| &s.id == id).ok_or_else(|| {
+                    berth_model::AwsError::bad_request(
+                        "SubnetNotFound",
+                        format!("The subnet ID '{id}' is not found"),
+                    )
+                })?;
+                Ok(berth_elb::SubnetInfo {
+                    subnet_id: s.id.clone(),
+                    vpc_id: s.vpc_id.clone(),
+                    availability_zone: s.availability_zone.clone(),
+                    zone_id: s.zone_id.clone(),
+                    cidr: s.cidr.clone(),
+                })
+            })
+            .collect()
+    }
+
+    fn security_groups(
+        &self,
+        account: &str,
+        region: &str,
+        vpc: &str,
+        ids: &[String],
+    ) -> Result<Vec<String>, berth_model::AwsError> {
+        let facts = self.0.network_facts(account, region)?;
+        if ids.is_empty() {
+            return Ok(facts
+                .groups
+                .iter()
+                .filter(|(_, v, _, default)| v == vpc && *default)
+                .map(|(id, ..)| id.clone())
+                .collect());
+        }
+        let mut out = Vec::new();
+        for id in ids {
+            // AWS accepts a group's id or, in the load balancer's VPC, its name.
+            let group = facts
+                .groups
+                .iter()
+                .find(|(gid, v, name, _)| v == vpc && (gid == id || name == id))
+                .ok_or_else(|| {
+                    berth_model::AwsError::bad_request(
+                        "InvalidSecurityGroup",
+                        format!("The security group '{id}' does not exist in VPC '{vpc}'"),
+                    )
+                })?;
+            if !out.contains(&group.0) {
+                out.push(group.0.clone());
+            }
+        }
+        Ok(out)
+    }
+
+    fn vpc_cidr(
+        &self,
+        account: &str,
+        region: &str,
+        vpc: &str,
+    ) -> Result<Option<String>, berth_model::AwsError> {
+        let facts = self.0.network_facts(account, region)?;
+        Ok(facts
+            .vpcs
+            .into_iter()
+            .find(|(id, _)| id == vpc)
+            .map(|(_, cidr)| cidr))
+    }
+
+    async fn attach(
+        &self,
+        account: &str,
+        region: &str,
+        subnet: &str,
+        groups: &[String],
+        description: &str,
+    ) -> Result<(String, std::net::Ipv4Addr), berth_model::AwsError> {
+        // The description names the load balancer (`ELB app/NAME/ID`): a
+        // retry after a crash finds the interface created before.
+        let eni = match self.0.eni_described(account, region, description)? {
+            Some(eni) if eni.subnet_id == subnet => eni,
+            _ => {
+                let network = description.starts_with("ELB net/");
+                self.0
+                    .create_load_balancer_eni(account, region, subnet, groups, description, network)
+                    .await?
+            }
+        };
+        let ip = eni.private_ip.parse().map_err(|_| {
+            berth_model::AwsError::internal("a load balancer interface has an invalid address")
+        })?;
+        Ok((eni.id, ip))
+    }
+
+    async fn detach(
+        &self,
+        account: &str,
+        region: &str,
+        eni_id: &str,
+    ) -> Result<(), berth_model::AwsError> {
+        self.0.delete_eni(account, region, eni_id).await.map(|_| ())
     }
 }
 

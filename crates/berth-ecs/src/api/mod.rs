@@ -44,6 +44,7 @@ pub struct EcsService {
     presence: Arc<Presence>,
     networks: Option<Arc<dyn TaskNetworks>>,
     registries: Option<Arc<dyn crate::state::registry::ServiceRegistries>>,
+    balancers: Option<Arc<dyn crate::state::load_balancers::LoadBalancerTargets>>,
     clock: Arc<dyn Clock>,
     /// Where agents reach this server (DiscoverPollEndpoint).
     endpoint: String,
@@ -58,6 +59,7 @@ impl EcsService {
             presence,
             networks: None,
             registries: None,
+            balancers: None,
             clock: clock::system(),
             endpoint: "http://127.0.0.1:4566".into(),
         }
@@ -88,6 +90,15 @@ impl EcsService {
         registries: Arc<dyn crate::state::registry::ServiceRegistries>,
     ) -> Self {
         self.registries = Some(registries);
+        self
+    }
+
+    /// Elastic Load Balancing, whose target groups `loadBalancers` name.
+    pub fn with_load_balancers(
+        mut self,
+        balancers: Arc<dyn crate::state::load_balancers::LoadBalancerTargets>,
+    ) -> Self {
+        self.balancers = Some(balancers);
         self
     }
 }
@@ -129,6 +140,7 @@ impl JsonService for EcsService {
         let presence = &self.presence;
         let networks = self.networks.as_deref();
         let registries = self.registries.as_deref();
+        let balancers = self.balancers.as_deref();
         let now = self.clock.now();
         let a = authz::Authz::new(store, scope, ctx);
         let unscoped = || authz::unscoped(operation);
@@ -197,9 +209,9 @@ impl JsonService for EcsService {
                 => instances::list_attributes(store, scope, i)),
 
             "CreateService" => op!(ctx, body, |i| a.create_service(&mut i)?
-                => services::create(store, scope, caller, networks, registries, now, i).await),
+                => services::create(store, scope, caller, networks, registries, balancers, now, i).await),
             "UpdateService" => op!(ctx, body, |i| a.update_service(&mut i)?
-                => services::update(store, scope, networks, registries, now, i).await),
+                => services::update(store, scope, networks, registries, balancers, now, i).await),
             "DeleteService" => op!(ctx, body, |i| a.delete_service(&i)?
                 => services::delete(store, scope, now, i).await),
             "DescribeServices" => op!(ctx, body, |i| a.describe_services(&i)?

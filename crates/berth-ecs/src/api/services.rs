@@ -6,8 +6,8 @@ use berth_model::shapes::ecs::{
     CreateServiceRequest, CreateServiceResponse, DeleteServiceRequest, DeleteServiceResponse,
     DeploymentCircuitBreaker, DeploymentConfiguration, DeploymentController,
     DescribeServicesRequest, DescribeServicesResponse, ListServicesRequest, ListServicesResponse,
-    PlacementConstraint, PlacementStrategy, Service, ServiceRegistry, Tag, UpdateServiceRequest,
-    UpdateServiceResponse,
+    LoadBalancer, PlacementConstraint, PlacementStrategy, Service, ServiceRegistry, Tag,
+    UpdateServiceRequest, UpdateServiceResponse,
 };
 use berth_model::AwsError;
 use berth_store::{Op, ReadView, Store, StoreExt};
@@ -17,6 +17,7 @@ use crate::launch::capacity::{self, Capacity};
 use crate::launch::policy;
 use crate::state::clusters::{self, resolve_name};
 use crate::state::keys::Scope;
+use crate::state::load_balancers::{self, LoadBalancerTargets, TargetGroupInfo};
 use crate::state::network::TaskNetworks;
 use crate::state::records::{decode, encode, fingerprint, load, load_each};
 use crate::state::registry::{self, RegistryInfo, ServiceRegistries};
@@ -133,12 +134,14 @@ fn stored_definition(
     Ok(found.map(|(record, _)| record.task_definition))
 }
 
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn create(
     store: &dyn Store,
     scope: &Scope,
     caller_arn: &str,
     networks: Option<&dyn TaskNetworks>,
     registries: Option<&dyn ServiceRegistries>,
+    balancers: Option<&dyn LoadBalancerTargets>,
     now: f64,
     input: CreateServiceRequest,
 ) -> Result<CreateServiceResponse, AwsError> {
@@ -260,6 +263,10 @@ pub(crate) async fn create(
     }
     let asked_registries = input.service_registries.clone().unwrap_or_default();
     let registry_infos = describe_registries(registries, scope, &asked_registries)?;
+    let asked_balancers = input.load_balancers.clone().unwrap_or_default();
+    load_balancers::check_shape(&asked_balancers)?;
+    let group_infos = describe_target_groups(balancers, scope, &asked_balancers)?;
+    let asked_role = input.role.clone();
     let scope_owned = scope.clone();
     let caller = caller_arn.to_string();
     let template = Service {
@@ -335,13 +342,39 @@ pub(crate) async fn create(
                 let service_registries = registry::check(&asked_registries, &td, &|arn| {
                     registry_info(&registry_infos, arn)
                 })?;
+                let balanced = load_balancers::check(&asked_balancers, &td, &|arn| {
+                    group_info(&group_infos, arn)
+                })?;
+                service.role_arn = load_balancers::check_role(
+                    asked_role.as_deref(),
+                    &scope.account,
+                    &balanced,
+                    td.network_mode.as_deref().unwrap_or("bridge"),
+                    !service_registries.is_empty(),
+                )?;
+                if !balanced.is_empty() && service.health_check_grace_period_seconds.is_none() {
+                    service.health_check_grace_period_seconds = Some(0);
+                }
                 arn = td.task_definition_arn.unwrap_or_default();
                 service.service_registries = Some(service_registries);
+                service.load_balancers = Some(balanced);
                 service.task_definition = Some(arn.clone());
             } else if !asked_registries.is_empty() {
                 return Err(error::invalid_parameter(
                     "serviceRegistries need the service's taskDefinition.",
                 ));
+            } else if !asked_balancers.is_empty() {
+                return Err(error::invalid_parameter(
+                    "loadBalancers of a service with the EXTERNAL deployment controller are set on its task sets.",
+                ));
+            } else {
+                service.role_arn = load_balancers::check_role(
+                    asked_role.as_deref(),
+                    &scope.account,
+                    &[],
+                    "bridge",
+                    false,
+                )?;
             }
             service.created_at = Some(at);
             let (launch_type, strategy) = match (&asked_launch_type, &capacity) {
@@ -386,6 +419,7 @@ pub(crate) async fn update(
     scope: &Scope,
     networks: Option<&dyn TaskNetworks>,
     registries: Option<&dyn ServiceRegistries>,
+    balancers: Option<&dyn LoadBalancerTargets>,
     now: f64,
     input: UpdateServiceRequest,
 ) -> Result<UpdateServiceResponse, AwsError> {
@@ -427,6 +461,12 @@ pub(crate) async fn update(
         scope,
         asked_registries.as_deref().unwrap_or(&[]),
     )?;
+    let asked_balancers = input.load_balancers.clone();
+    if let Some(asked) = &asked_balancers {
+        load_balancers::check_shape(asked)?;
+    }
+    let group_infos =
+        describe_target_groups(balancers, scope, asked_balancers.as_deref().unwrap_or(&[]))?;
     let scope_owned = scope.clone();
     let (_, record) = store
         .update(move |view| {
@@ -443,7 +483,8 @@ pub(crate) async fn update(
                     || new_strategy.is_some()
                     || new_network.is_some()
                     || input.platform_version.as_deref().is_some_and(|v| !v.is_empty())
-                    || input.force_new_deployment == Some(true))
+                    || input.force_new_deployment == Some(true)
+                || asked_balancers.as_ref().is_some_and(|l| !l.is_empty()))
             {
                 return Err(error::invalid_parameter(
                     "Unable to update the task definition, capacity, network configuration or platform version of a service with an EXTERNAL deployment controller, or to force a new deployment: create a task set instead.",
@@ -544,6 +585,55 @@ pub(crate) async fn update(
                     })?);
                 }
             }
+            // Load balancers are checked against the definition the
+            // service runs next; a change takes effect through a new
+            // deployment, as on ECS.
+            let mut changed_balancers = false;
+            let balanced_now: Vec<LoadBalancer> = s.load_balancers.clone().unwrap_or_default();
+            let next_definition = match &new_definition {
+                Some(td) => Some(td.clone()),
+                None if asked_balancers.is_some() || !balanced_now.is_empty() => {
+                    stored_definition(
+                        view,
+                        scope,
+                        s.task_definition.as_deref().unwrap_or_default(),
+                    )?
+                }
+                None => None,
+            };
+            if let Some(td) = &next_definition {
+                let asked = asked_balancers.as_deref().unwrap_or(&balanced_now);
+                let balanced = if asked_balancers.is_some() {
+                    load_balancers::check(asked, td, &|arn| group_info(&group_infos, arn))?
+                } else if new_definition.is_some() {
+                    // The new revision must still have what they name.
+                    load_balancers::check_containers(asked, td)?;
+                    asked.to_vec()
+                } else {
+                    asked.to_vec()
+                };
+                changed_balancers = balanced != balanced_now;
+                let has_registries = s
+                    .service_registries
+                    .as_ref()
+                    .is_some_and(|r| !r.is_empty());
+                if changed_balancers && balanced.is_empty() && s.role_arn.is_some() {
+                    s.role_arn = None;
+                }
+                if let Some(role) = s.role_arn.clone() {
+                    load_balancers::check_role(
+                        Some(&role),
+                        &scope.account,
+                        &balanced,
+                        td.network_mode.as_deref().unwrap_or("bridge"),
+                        has_registries,
+                    )?;
+                }
+                if !balanced.is_empty() && s.health_check_grace_period_seconds.is_none() {
+                    s.health_check_grace_period_seconds = Some(0);
+                }
+                s.load_balancers = Some(balanced);
+            }
             if let Some(td) = checked {
                 let platform = s.platform_version.clone().filter(|v| v != "LATEST");
                 capacity::check_definition(
@@ -556,7 +646,11 @@ pub(crate) async fn update(
             }
             let desired = s.desired_count.unwrap_or(0);
             let at = now;
-            if changed_definition || changed_launch || input.force_new_deployment == Some(true) {
+            if changed_definition
+                || changed_launch
+                || changed_balancers
+                || input.force_new_deployment == Some(true)
+            {
                 let arn = new_definition
                     .and_then(|td| td.task_definition_arn)
                     .or_else(|| s.task_definition.clone())
@@ -759,6 +853,44 @@ fn describe_registries(
         }
     }
     Ok(out)
+}
+
+/// The target groups `loadBalancers` name, described before the mutation
+/// that checks them against the task definition.
+fn describe_target_groups(
+    balancers: Option<&dyn LoadBalancerTargets>,
+    scope: &Scope,
+    asked: &[LoadBalancer],
+) -> Result<std::collections::HashMap<String, TargetGroupInfo>, AwsError> {
+    let mut out = std::collections::HashMap::new();
+    if asked.is_empty() {
+        return Ok(out);
+    }
+    let Some(balancers) = balancers else {
+        return Err(error::invalid_parameter(
+            "Elastic Load Balancing is not available on this server.",
+        ));
+    };
+    for arn in asked.iter().filter_map(|l| l.target_group_arn.as_deref()) {
+        if !arn.is_empty() && !out.contains_key(arn) {
+            out.insert(
+                arn.to_string(),
+                balancers.describe_target_group(&scope.account, &scope.region, arn)?,
+            );
+        }
+    }
+    Ok(out)
+}
+
+fn group_info(
+    infos: &std::collections::HashMap<String, TargetGroupInfo>,
+    arn: &str,
+) -> Result<TargetGroupInfo, AwsError> {
+    infos.get(arn).cloned().ok_or_else(|| {
+        error::invalid_parameter(format!(
+            "The target group with targetGroupArn {arn} does not exist."
+        ))
+    })
 }
 
 fn registry_info(

@@ -9,6 +9,7 @@
 
 pub mod agent_api;
 pub(crate) mod gc;
+pub mod load_balancing;
 pub mod metering;
 pub mod networking;
 pub mod registration;

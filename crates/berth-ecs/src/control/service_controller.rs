@@ -27,6 +27,7 @@ use crate::launch::{place_batch, policy};
 use crate::state::clock::{self, Clock};
 use crate::state::instances::{self, InstanceRecord, Presence};
 use crate::state::keys::{self, Scope};
+use crate::state::load_balancers;
 use crate::state::records::{decode, encode, load};
 use crate::state::services::{
     self, ServiceRecord, ACTIVE, COMPLETED, DRAINING, FAILED, INACTIVE, IN_PROGRESS, PRIMARY,
@@ -90,10 +91,23 @@ fn has_health_check(task: &TaskRecord) -> bool {
         .any(|c| c.essential != Some(false) && c.health_check.is_some())
 }
 
-fn is_healthy(task: &TaskRecord) -> bool {
+/// Whether a task counts as healthy: RUNNING, HEALTHY when its definition
+/// has a health check, and, for a service with load balancers
+/// (`balanced`), every target it holds healthy.
+fn is_healthy(task: &TaskRecord, balanced: bool) -> bool {
     task.last_status() == TaskStatus::Running
         && task.desired_status() == TaskStatus::Running
         && (!has_health_check(task) || task.task.health_status.as_deref() == Some("HEALTHY"))
+        && (!balanced || load_balancers::targets_healthy(task))
+}
+
+/// Whether the service registers its tasks with load balancers.
+fn is_balanced(record: &ServiceRecord) -> bool {
+    record
+        .service
+        .load_balancers
+        .as_ref()
+        .is_some_and(|l| !l.is_empty())
 }
 
 fn failed_stop(task: &TaskRecord) -> bool {
@@ -196,6 +210,24 @@ pub(crate) fn reconcile(
                 t.id.clone(),
                 "ServiceSchedulerInitiated".into(),
                 "Task failed container health checks".into(),
+                false,
+            ));
+            continue;
+        }
+        // A target its load balancer found unhealthy, after the grace
+        // period: the task is replaced.
+        let target = load_balancers::unhealthy_target(t);
+        if let Some(target) = target.filter(|_| {
+            t.desired_status() == TaskStatus::Running
+                && t.last_status() == TaskStatus::Running
+                && past_grace
+                && !instance_of(t).lost
+        }) {
+            record.event(load_balancers::unhealthy_event(&name, t, target), at);
+            actions.stop.push((
+                t.id.clone(),
+                "ServiceSchedulerInitiated".into(),
+                load_balancers::unhealthy_reason(target),
                 false,
             ));
         }
@@ -439,6 +471,7 @@ fn replica(
     instance_of: impl Fn(&TaskRecord) -> InstanceState,
     at: f64,
 ) {
+    let balanced = is_balanced(record);
     let desired = record.service.desired_count.unwrap_or(0).max(0) as usize;
     let config = record
         .service
@@ -483,10 +516,15 @@ fn replica(
     let healthy_total = good
         .iter()
         .chain(replaceable.iter())
-        .filter(|t| is_healthy(t))
+        .filter(|t| is_healthy(t, balanced))
         .count();
     // Old tasks go, unhealthy ones first, healthy ones only while enough stay healthy.
-    replaceable.sort_by_key(|t| (is_healthy(t), t.last_status() == TaskStatus::Running));
+    replaceable.sort_by_key(|t| {
+        (
+            is_healthy(t, balanced),
+            t.last_status() == TaskStatus::Running,
+        )
+    });
     let mut budget = healthy_total.saturating_sub(min_healthy);
     let mut stopped_now = 0;
     for t in &replaceable {
@@ -495,7 +533,7 @@ fn replica(
         if t.is_protected(at) {
             continue;
         }
-        if is_healthy(t) {
+        if is_healthy(t, balanced) {
             if budget == 0 {
                 continue;
             }
@@ -583,6 +621,7 @@ fn deployment_progress(
     at: f64,
     actions: &Actions,
 ) {
+    let balanced = is_balanced(record);
     let desired = record.service.desired_count.unwrap_or(0);
     let breaker = record
         .service
@@ -623,7 +662,7 @@ fn deployment_progress(
     }
     let healthy_primary = active
         .iter()
-        .filter(|t| t.task.started_by.as_deref() == Some(primary_id) && is_healthy(t))
+        .filter(|t| t.task.started_by.as_deref() == Some(primary_id) && is_healthy(t, balanced))
         .count() as i32;
     let others_active = active
         .iter()

@@ -46,6 +46,43 @@ pub(crate) struct InstanceRecord {
 pub(crate) type PlacementAttributes =
     std::sync::Arc<std::collections::BTreeMap<String, Option<String>>>;
 
+/// The host address (`berth.host-ipv4`, which agents report) of the
+/// container instance whose `ec2InstanceId` is `ec2_instance_id`, in any
+/// cluster of the account and region: where an ELB `instance` target with
+/// that id is reached.
+pub fn instance_host_ipv4(
+    view: &(impl ReadView + ?Sized),
+    account: &str,
+    region: &str,
+    ec2_instance_id: &str,
+) -> Option<std::net::Ipv4Addr> {
+    let prefix = Scope {
+        account: account.to_string(),
+        region: region.to_string(),
+    }
+    .all_instances();
+    let mut after: Option<String> = None;
+    loop {
+        let page = view.range(&prefix, after.as_deref(), 256);
+        let last = page.last()?.key.clone();
+        for kv in &page {
+            let Ok(record) = crate::state::records::decode::<InstanceRecord>(kv) else {
+                continue;
+            };
+            if record.instance.ec2_instance_id.as_deref() == Some(ec2_instance_id)
+                && record.instance.status.as_deref() == Some(ACTIVE)
+            {
+                return record
+                    .attributes()
+                    .iter()
+                    .find(|a| a.name.as_deref() == Some(crate::state::registry::HOST_IPV4_ATTRIBUTE))
+                    .and_then(|a| a.value.as_deref()?.parse().ok());
+            }
+        }
+        after = Some(last);
+    }
+}
+
 impl InstanceRecord {
     /// The attributes as placement reads them (computed once per record).
     pub fn placement_attributes(&self) -> PlacementAttributes {

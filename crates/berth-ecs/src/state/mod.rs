@@ -14,6 +14,7 @@ pub(crate) mod index;
 pub(crate) mod instances;
 pub(crate) mod keys;
 pub(crate) mod ledger;
+pub(crate) mod load_balancers;
 pub(crate) mod network;
 pub(crate) mod pagination;
 pub(crate) mod records;

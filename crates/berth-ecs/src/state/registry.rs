@@ -338,12 +338,13 @@ pub(crate) fn attributes(
 }
 
 /// The desired status the task's agent is shown: a task asked to stop
-/// still runs for its agent until its registrations are gone, so it leaves
-/// service discovery before its containers are signalled.
+/// still runs for its agent until its registrations are gone and its load
+/// balancer targets have drained, so it leaves service discovery and the
+/// load balancers before its containers are signalled.
 pub(crate) fn agent_desired_status(record: &TaskRecord) -> TaskStatus {
     let desired = record.desired_status();
     if desired == TaskStatus::Stopped
-        && !record.registrations.is_empty()
+        && (!record.registrations.is_empty() || !record.targets.is_empty())
         && record.last_status() < TaskStatus::Stopped
     {
         TaskStatus::Running

@@ -105,6 +105,63 @@ pub struct TaskRegistration {
     pub healthy: Option<bool>,
 }
 
+/// A target's health, as DescribeTargetHealth answers it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetHealthInfo {
+    /// `initial` | `healthy` | `unhealthy` | `draining` | `unused` |
+    /// `unavailable`.
+    pub state: String,
+    /// The reason code (`Elb.InitialHealthChecking`,
+    /// `Target.ResponseCodeMismatch` ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The description (`Health checks failed with these codes: [500]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+/// A target a task holds in a target group, as stored on the task.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskTarget {
+    pub target_group_arn: String,
+    /// The instance id (`instance` targets) or the task's address (`ip`).
+    pub target_id: String,
+    pub port: u16,
+    /// `instance` | `ip`.
+    pub target_type: String,
+    /// The load balancer has the target (false: recorded, the call to
+    /// register it not yet confirmed).
+    #[serde(default)]
+    pub registered: bool,
+    /// Deregistration was asked for: the target drains.
+    #[serde(default)]
+    pub draining: bool,
+    /// The last health the load balancer reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<TargetHealthInfo>,
+}
+
+impl TaskTarget {
+    /// What identifies the target in its group.
+    pub fn key(&self) -> (&str, &str, u16) {
+        (&self.target_group_arn, &self.target_id, self.port)
+    }
+
+    pub fn is_healthy(&self) -> bool {
+        self.registered
+            && !self.draining
+            && self.health.as_ref().is_some_and(|h| h.state == "healthy")
+    }
+
+    pub fn is_unhealthy(&self) -> bool {
+        self.registered
+            && !self.draining
+            && self.health.as_ref().is_some_and(|h| h.state == "unhealthy")
+    }
+}
+
 /// A stored task: the API's view plus what the agent needs to run it.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -136,6 +193,10 @@ pub struct TaskRecord {
     /// `serviceRegistries`), until it is deregistered.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub registrations: Vec<TaskRegistration>,
+    /// The load balancer targets the task holds (its service's
+    /// `loadBalancers`), until their deregistration delay is over.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<TaskTarget>,
 }
 
 impl TaskRecord {

@@ -1,6 +1,8 @@
 //! Request and response types generated from the botocore service models.
 //!
 //! One module per AWS service; regenerate with `scripts/gen-shapes.py`.
+#[allow(unused_imports)]
+pub mod acm;
 pub mod ecr;
 pub mod ecs;
 pub mod logs;

@@ -1,0 +1,421 @@
+//! Berth's load balancers' data plane (ELBv2 ALB and NLB): listeners bound on the load balancers'
+//! addresses, rule routing, proxying over pooled connections, TLS termination with SNI, TCP
+//! pass-through, and health checks. Driven by a plain [`DataPlaneConfig`]; reports target health on
+//! a channel. It knows nothing about the store, ARNs' meaning or IAM.
+
+pub mod config;
+mod group;
+mod io;
+pub mod matching;
+mod proxy;
+mod tls;
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::header::HeaderValue;
+use http::StatusCode;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::{mpsc, Semaphore};
+
+pub use config::*;
+use group::GroupRt;
+use proxy::{ActionRt, ConnCtx, FwdGroup, ListenerSnap, RuleRt};
+
+/// How long a connection from a source the security groups refuse is held before it is closed.
+pub const HELD_FOR: Duration = Duration::from_secs(30);
+/// At most this many such connections are held at once; beyond, they are closed at once.
+pub const MAX_HELD: usize = 1024;
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+struct ListenerRt {
+    snap: Arc<ArcSwap<ListenerSnap>>,
+    sockets: HashMap<SocketAddr, AbortOnDrop>,
+}
+
+#[derive(Default)]
+struct State {
+    groups: HashMap<String, Arc<GroupRt>>,
+    listeners: HashMap<String, ListenerRt>,
+}
+
+/// The running data plane. Dropping it closes every listener and stops the health checks.
+pub struct DataPlane {
+    state: tokio::sync::Mutex<State>,
+    health_tx: mpsc::Sender<HealthReport>,
+    held: Arc<Semaphore>,
+}
+
+impl DataPlane {
+    /// A data plane serving nothing yet, and the receiver of its health reports.
+    pub fn new() -> (DataPlane, mpsc::Receiver<HealthReport>) {
+        let (tx, rx) = mpsc::channel(4096);
+        (
+            DataPlane {
+                state: tokio::sync::Mutex::new(State::default()),
+                health_tx: tx,
+                held: Arc::new(Semaphore::new(MAX_HELD)),
+            },
+            rx,
+        )
+    }
+
+    /// Makes the data plane serve `config`: binds new listener addresses, closes removed ones (their
+    /// open connections finish), swaps rules and targets in place, keeps the health of targets
+    /// that stay. Idempotent. Must run inside a tokio runtime.
+    pub async fn apply(&self, config: DataPlaneConfig) -> Vec<BindError> {
+        let mut st = self.state.lock().await;
+        let mut errors = Vec::new();
+        for (id, cfg) in &config.target_groups {
+            match st.groups.get(id) {
+                Some(g) => g.update(cfg),
+                None => {
+                    let g = GroupRt::new(id.clone(), cfg, self.health_tx.clone());
+                    st.groups.insert(id.clone(), g);
+                }
+            }
+        }
+        st.groups
+            .retain(|id, _| config.target_groups.contains_key(id));
+
+        // Close first, so an address moving between listeners can be bound again.
+        let mut snaps = Vec::with_capacity(config.listeners.len());
+        for l in &config.listeners {
+            match build_snap(l, &st.groups) {
+                Ok(s) => snaps.push((l, Some(s))),
+                Err(message) => {
+                    errors.push(BindError {
+                        listener_id: l.id.clone(),
+                        address: None,
+                        message,
+                    });
+                    snaps.push((l, None));
+                }
+            }
+        }
+        let wanted: HashMap<&str, &ListenerConfig> = snaps
+            .iter()
+            .filter(|(_, s)| s.is_some())
+            .map(|(l, _)| (l.id.as_str(), *l))
+            .collect();
+        st.listeners
+            .retain(|id, _| wanted.contains_key(id.as_str()));
+        for (id, rt) in st.listeners.iter_mut() {
+            if let Some(l) = wanted.get(id.as_str()) {
+                rt.sockets.retain(|a, _| l.bind.contains(a));
+            }
+        }
+        for (l, snap) in snaps {
+            let Some(snap) = snap else { continue };
+            let rt = st
+                .listeners
+                .entry(l.id.clone())
+                .or_insert_with(|| ListenerRt {
+                    snap: Arc::new(ArcSwap::from_pointee(empty_snap(l))),
+                    sockets: HashMap::new(),
+                });
+            rt.snap.store(Arc::new(snap));
+            for addr in &l.bind {
+                if rt.sockets.contains_key(addr) {
+                    continue;
+                }
+                match bind(*addr) {
+                    Ok(listener) => {
+                        let task =
+                            tokio::spawn(accept_loop(listener, rt.snap.clone(), self.held.clone()));
+                        rt.sockets.insert(*addr, AbortOnDrop(task.abort_handle()));
+                    }
+                    Err(e) => errors.push(BindError {
+                        listener_id: l.id.clone(),
+                        address: Some(*addr),
+                        message: e.to_string(),
+                    }),
+                }
+            }
+        }
+        errors
+    }
+
+    /// The addresses currently bound, per listener id (for diagnostics and tests).
+    pub async fn bound(&self) -> HashMap<String, Vec<SocketAddr>> {
+        let st = self.state.lock().await;
+        st.listeners
+            .iter()
+            .map(|(id, rt)| (id.clone(), rt.sockets.keys().copied().collect()))
+            .collect()
+    }
+}
+
+fn empty_snap(l: &ListenerConfig) -> ListenerSnap {
+    ListenerSnap {
+        cfg: l.clone(),
+        rules: Vec::new(),
+        tls: None,
+    }
+}
+
+fn build_snap(
+    l: &ListenerConfig,
+    groups: &HashMap<String, Arc<GroupRt>>,
+) -> Result<ListenerSnap, String> {
+    let tls = match l.protocol {
+        ListenerProtocol::Https | ListenerProtocol::Tls => {
+            let http = l.protocol == ListenerProtocol::Https;
+            Some(tokio_rustls::TlsAcceptor::from(tls::server_config(
+                &l.certificates,
+                l.alpn_http2,
+                http,
+            )?))
+        }
+        _ => None,
+    };
+    let rules = l
+        .rules
+        .iter()
+        .map(|r| RuleRt {
+            conditions: r.conditions.clone(),
+            action: match &r.action {
+                Action::Forward {
+                    groups: gs,
+                    group_stickiness,
+                } => {
+                    let groups: Vec<FwdGroup> = gs
+                        .iter()
+                        .map(|(id, w)| FwdGroup {
+                            group: groups.get(id).cloned(),
+                            weight: *w,
+                            cookie: format!("{:016x}", group::stable_hash(id)),
+                        })
+                        .collect();
+                    let total = groups.iter().map(|g| u64::from(g.weight)).sum();
+                    ActionRt::Forward {
+                        groups,
+                        total,
+                        stickiness: *group_stickiness,
+                    }
+                }
+                Action::Redirect {
+                    protocol,
+                    host,
+                    port,
+                    path,
+                    query,
+                    status_code,
+                } => ActionRt::Redirect {
+                    protocol: protocol.clone(),
+                    host: host.clone(),
+                    port: port.clone(),
+                    path: path.clone(),
+                    query: query.clone(),
+                    status: StatusCode::from_u16(*status_code)
+                        .unwrap_or(StatusCode::MOVED_PERMANENTLY),
+                },
+                Action::FixedResponse {
+                    status_code,
+                    content_type,
+                    body,
+                } => ActionRt::Fixed {
+                    status: StatusCode::from_u16(*status_code).unwrap_or(StatusCode::OK),
+                    content_type: content_type
+                        .as_deref()
+                        .and_then(|c| HeaderValue::from_str(c).ok())
+                        .unwrap_or(HeaderValue::from_static("text/plain; charset=utf-8")),
+                    body: Bytes::from(body.clone()),
+                },
+            },
+        })
+        .collect();
+    Ok(ListenerSnap {
+        cfg: l.clone(),
+        rules,
+        tls,
+    })
+}
+
+fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let sock = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    sock.set_reuseaddr(true)?;
+    sock.bind(addr)?;
+    sock.listen(4096)
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    snap: Arc<ArcSwap<ListenerSnap>>,
+    held: Arc<Semaphore>,
+) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                let local = stream.local_addr().unwrap_or(peer);
+                tokio::spawn(serve_conn(stream, peer, local, snap.clone(), held.clone()));
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "accept failed");
+                // Out of descriptors or a transient error: back off a little instead of spinning.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+}
+
+async fn serve_conn(
+    stream: TcpStream,
+    peer: SocketAddr,
+    local: SocketAddr,
+    snap_ptr: Arc<ArcSwap<ListenerSnap>>,
+    held: Arc<Semaphore>,
+) {
+    let snap = snap_ptr.load_full();
+    if let Some(filter) = &snap.cfg.source_filter {
+        if !filter.iter().any(|n| matching::net_contains(n, peer.ip())) {
+            // As a security group drops the SYN: no byte, no answer; the client times out.
+            if let Ok(permit) = held.try_acquire_owned() {
+                tokio::time::sleep(HELD_FOR).await;
+                drop((permit, stream));
+            }
+            return;
+        }
+    }
+    let _ = stream.set_nodelay(true);
+    let idle = snap.cfg.idle_timeout.max(Duration::from_millis(1));
+    let secure = snap.tls.is_some();
+    let ctx = Arc::new(ConnCtx {
+        listener: snap_ptr.clone(),
+        peer,
+        local,
+        secure,
+    });
+    match (snap.cfg.protocol, snap.tls.clone()) {
+        (ListenerProtocol::Http, _) => serve_http(stream, ctx, false, idle).await,
+        (ListenerProtocol::Tcp, _) => serve_tcp(stream, &snap, peer, local).await,
+        (ListenerProtocol::Https, Some(acceptor)) => {
+            let Ok(Ok(tls)) =
+                tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
+            else {
+                return;
+            };
+            let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+            serve_http(tls, ctx, h2, idle).await
+        }
+        (ListenerProtocol::Tls, Some(acceptor)) => {
+            let Ok(Ok(tls)) =
+                tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
+            else {
+                return;
+            };
+            serve_tcp(tls, &snap, peer, local).await
+        }
+        _ => {}
+    }
+}
+
+macro_rules! run_with_idle {
+    ($conn:expr, $last:expr, $idle:expr) => {{
+        let conn = $conn;
+        tokio::pin!(conn);
+        tokio::select! {
+            _ = conn.as_mut() => {}
+            _ = io::idle_elapsed(&$last, $idle) => {
+                conn.as_mut().graceful_shutdown();
+                let _ = tokio::time::timeout($idle, conn).await;
+            }
+        }
+    }};
+}
+
+async fn serve_http<S>(stream: S, ctx: Arc<ConnCtx>, h2: bool, idle: Duration)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (tracked, last) = io::Tracked::new(stream);
+    let io = TokioIo::new(tracked);
+    let svc = hyper::service::service_fn(move |req| {
+        let ctx = ctx.clone();
+        async move { Ok::<_, Infallible>(proxy::handle(ctx, req).await) }
+    });
+    if h2 {
+        let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+        b.timer(TokioTimer::new());
+        run_with_idle!(b.serve_connection(io, svc), last, idle);
+    } else {
+        let mut b = hyper::server::conn::http1::Builder::new();
+        b.timer(TokioTimer::new()).header_read_timeout(idle);
+        run_with_idle!(b.serve_connection(io, svc).with_upgrades(), last, idle);
+    }
+}
+
+/// NLB: picks a target by the flow's hash and copies bytes both ways until either side closes or
+/// the flow stays idle for the listener's idle timeout.
+async fn serve_tcp<S>(client: S, snap: &ListenerSnap, peer: SocketAddr, local: SocketAddr)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let flow = group::stable_hash(&(peer, local, 6u8));
+    let Some(rule) = snap.rules.last() else {
+        return;
+    };
+    let ActionRt::Forward { groups, total, .. } = &rule.action else {
+        return;
+    };
+    let fg = if groups.len() == 1 || *total == 0 {
+        groups.first()
+    } else {
+        let mut x = flow.rotate_left(17) % total;
+        groups.iter().find(|g| {
+            let hit = x < u64::from(g.weight);
+            x = x.saturating_sub(u64::from(g.weight));
+            hit
+        })
+    };
+    let Some(group) = fg.and_then(|g| g.group.clone()) else {
+        return;
+    };
+    let gsnap = group.snap.load_full();
+    let Some(target) = group.pick(&gsnap, None, Some(flow)) else {
+        return;
+    };
+    let inflight = group::InFlight::new(target.clone());
+    let Ok(tcp) = io::connect_tcp(
+        target.address,
+        &gsnap.cfg.source_addresses,
+        &group.source_next,
+    )
+    .await
+    else {
+        return;
+    };
+    let mut upstream = match (gsnap.cfg.protocol, gsnap.tls.clone()) {
+        (TargetProtocol::Tls, Some(cfg)) => match io::connect_tls(tcp, cfg, target.address).await {
+            Ok(t) => io::TargetStream::Tls(Box::new(t)),
+            Err(_) => return,
+        },
+        _ => io::TargetStream::Plain(tcp),
+    };
+    let idle = snap.cfg.idle_timeout.max(Duration::from_millis(1));
+    let (mut tracked, last) = io::Tracked::new(client);
+    tokio::select! {
+        _ = tokio::io::copy_bidirectional(&mut tracked, &mut upstream) => {}
+        _ = io::idle_elapsed(&last, idle) => {}
+    }
+    drop(inflight);
+}

@@ -1,0 +1,566 @@
+//! The ALB: routing one HTTP request by the listener's rules and answering it (forward, redirect,
+//! fixed response), with ELB's headers, cookies and error pages.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode, Version};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use rand::Rng;
+
+use crate::config::{Condition, ListenerConfig};
+use crate::group::{GroupRt, InFlight};
+use crate::matching::{condition_matches, RequestView};
+
+pub type RespBody = UnsyncBoxBody<Bytes, hyper::Error>;
+
+pub struct FwdGroup {
+    /// None when the rule names a group the configuration does not have (answers 503).
+    pub group: Option<Arc<GroupRt>>,
+    pub weight: u32,
+    /// Value of the AWSALBTG cookie naming this group.
+    pub cookie: String,
+}
+
+pub enum ActionRt {
+    Forward {
+        groups: Vec<FwdGroup>,
+        total: u64,
+        stickiness: Option<Duration>,
+    },
+    Redirect {
+        protocol: String,
+        host: String,
+        port: String,
+        path: String,
+        query: String,
+        status: StatusCode,
+    },
+    Fixed {
+        status: StatusCode,
+        content_type: HeaderValue,
+        body: Bytes,
+    },
+}
+
+pub struct RuleRt {
+    pub conditions: Vec<Condition>,
+    pub action: ActionRt,
+}
+
+/// One listener's configuration as the data path reads it (swapped whole on apply).
+pub struct ListenerSnap {
+    pub cfg: ListenerConfig,
+    pub rules: Vec<RuleRt>,
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+pub struct ConnCtx {
+    pub listener: Arc<ArcSwap<ListenerSnap>>,
+    pub peer: SocketAddr,
+    pub local: SocketAddr,
+    pub secure: bool,
+}
+
+static SERVER: HeaderValue = HeaderValue::from_static("awselb/2.0");
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+static X_AMZN_TRACE_ID: HeaderName = HeaderName::from_static("x-amzn-trace-id");
+
+fn full(b: impl Into<Bytes>) -> RespBody {
+    Full::new(b.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+fn status_title(code: u16) -> &'static str {
+    match code {
+        301 => "301 Moved Permanently",
+        302 => "302 Found",
+        400 => "400 Bad Request",
+        460 => "460",
+        502 => "502 Bad Gateway",
+        503 => "503 Service Temporarily Unavailable",
+        504 => "504 Gateway Time-out",
+        _ => "500 Internal Server Error",
+    }
+}
+
+/// ELB's own HTML pages (502, 503, 504, redirects).
+pub fn elb_page(code: u16) -> Response<RespBody> {
+    let title = status_title(code);
+    let body = format!(
+        "<html>\r\n<head><title>{title}</title></head>\r\n<body>\r\n<center><h1>{title}</h1></center>\r\n</body>\r\n</html>\r\n"
+    );
+    let mut r = Response::new(full(body));
+    *r.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_GATEWAY);
+    let h = r.headers_mut();
+    h.insert(header::SERVER, SERVER.clone());
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
+    r
+}
+
+fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return match host.find(']') {
+            Some(i) => &host[..=i],
+            None => host,
+        };
+    }
+    match host.rsplit_once(':') {
+        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host,
+    }
+}
+
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
+    }
+}
+
+fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+/// RFC 7231 IMF-fixdate.
+pub fn http_date(t: SystemTime) -> String {
+    let secs = t
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let (h, m, s) = (rem / 3600, (rem % 3600) / 60, rem % 60);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let mo = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(mo <= 2);
+    let wd = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"][(days.rem_euclid(7)) as usize];
+    let mon = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ][(mo - 1) as usize];
+    format!("{wd}, {d:02} {mon} {y} {h:02}:{m:02}:{s:02} GMT")
+}
+
+fn set_cookies(h: &mut HeaderMap, name: &str, value: &str, duration: Duration) {
+    let expires = http_date(SystemTime::now() + duration);
+    if let Ok(v) = HeaderValue::from_str(&format!("{name}={value}; Expires={expires}; Path=/")) {
+        h.append(header::SET_COOKIE, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "{name}CORS={value}; Expires={expires}; Path=/; SameSite=None; Secure"
+    )) {
+        h.append(header::SET_COOKIE, v);
+    }
+}
+
+fn new_trace_id() -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0) as u32;
+    let r: [u8; 12] = rand::thread_rng().gen();
+    let mut s = format!("1-{now:08x}-");
+    for b in r {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}
+
+/// `Root=1-…` for a new request; an incoming header with a Root keeps it and gets our Self field.
+pub fn trace_header(existing: Option<&str>) -> String {
+    let id = new_trace_id();
+    match existing {
+        Some(e) if e.contains("Root=") => {
+            let rest: Vec<&str> = e
+                .split(';')
+                .map(str::trim)
+                .filter(|p| !p.starts_with("Self=") && !p.is_empty())
+                .collect();
+            format!("Self={id};{}", rest.join(";"))
+        }
+        _ => format!("Root={id}"),
+    }
+}
+
+const HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+fn strip_hop_by_hop(h: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for n in listed {
+        h.remove(n);
+    }
+    for n in HOP_BY_HOP.iter() {
+        h.remove(n);
+    }
+}
+
+fn is_upgrade(req: &Request<Incoming>) -> bool {
+    req.version() == Version::HTTP_11
+        && req.headers().contains_key(header::UPGRADE)
+        && req
+            .headers()
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| {
+                v.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+            })
+}
+
+pub async fn handle(ctx: Arc<ConnCtx>, req: Request<Incoming>) -> Response<RespBody> {
+    let snap = ctx.listener.load_full();
+    let host_full = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()))
+        .map(str::to_string);
+    let rule = {
+        let view = RequestView {
+            method: req.method().as_str(),
+            path: req.uri().path(),
+            query: req.uri().query(),
+            host: host_full.as_deref().map(strip_port),
+            headers: req.headers(),
+            source: canonical(ctx.peer.ip()),
+        };
+        snap.rules
+            .iter()
+            .find(|r| r.conditions.iter().all(|c| condition_matches(c, &view)))
+    };
+    let Some(rule) = rule else {
+        return elb_page(503);
+    };
+    match &rule.action {
+        ActionRt::Fixed {
+            status,
+            content_type,
+            body,
+        } => {
+            let mut r = Response::new(full(body.clone()));
+            *r.status_mut() = *status;
+            r.headers_mut().insert(header::SERVER, SERVER.clone());
+            r.headers_mut()
+                .insert(header::CONTENT_TYPE, content_type.clone());
+            r
+        }
+        ActionRt::Redirect {
+            protocol,
+            host,
+            port,
+            path,
+            query,
+            status,
+        } => {
+            let in_proto = if ctx.secure { "https" } else { "http" };
+            let in_host = host_full.as_deref().map(strip_port).unwrap_or("");
+            let in_port = ctx.local.port().to_string();
+            let in_path = req.uri().path().trim_start_matches('/');
+            let in_query = req.uri().query().unwrap_or("");
+            let subst = |s: &str| {
+                s.replace("#{protocol}", in_proto)
+                    .replace("#{host}", in_host)
+                    .replace("#{port}", &in_port)
+                    .replace("#{path}", in_path)
+                    .replace("#{query}", in_query)
+            };
+            let proto = subst(protocol).to_ascii_lowercase();
+            let port = subst(port);
+            let default_port =
+                (proto == "http" && port == "80") || (proto == "https" && port == "443");
+            let port_part = if default_port || port.is_empty() {
+                String::new()
+            } else {
+                format!(":{port}")
+            };
+            let path = subst(path);
+            let query = subst(query);
+            let q = if query.is_empty() {
+                String::new()
+            } else {
+                format!("?{query}")
+            };
+            let location = format!("{proto}://{}{port_part}{path}{q}", subst(host));
+            let mut r = elb_page(status.as_u16());
+            *r.status_mut() = *status;
+            match HeaderValue::from_str(&location) {
+                Ok(v) => {
+                    r.headers_mut().insert(header::LOCATION, v);
+                    r
+                }
+                Err(_) => elb_page(400),
+            }
+        }
+        ActionRt::Forward {
+            groups,
+            total,
+            stickiness,
+        } => forward(&ctx, &snap, groups, *total, *stickiness, host_full, req).await,
+    }
+}
+
+fn choose_group<'a>(
+    groups: &'a [FwdGroup],
+    total: u64,
+    sticky: Option<&str>,
+) -> Option<&'a FwdGroup> {
+    if let Some(c) = sticky {
+        if let Some(g) = groups.iter().find(|g| g.weight > 0 && g.cookie == c) {
+            return Some(g);
+        }
+    }
+    if groups.len() == 1 {
+        return groups.first().filter(|g| g.weight > 0 || total == 0);
+    }
+    if total == 0 {
+        return None;
+    }
+    let mut x = rand::thread_rng().gen_range(0..total);
+    for g in groups {
+        if x < u64::from(g.weight) {
+            return Some(g);
+        }
+        x -= u64::from(g.weight);
+    }
+    None
+}
+
+async fn forward(
+    ctx: &ConnCtx,
+    snap: &ListenerSnap,
+    groups: &[FwdGroup],
+    total: u64,
+    group_stickiness: Option<Duration>,
+    host_full: Option<String>,
+    mut req: Request<Incoming>,
+) -> Response<RespBody> {
+    let tg_sticky = if group_stickiness.is_some() {
+        cookie(req.headers(), "AWSALBTG")
+    } else {
+        None
+    };
+    let Some(fg) = choose_group(groups, total, tg_sticky) else {
+        return elb_page(503);
+    };
+    let Some(group) = fg.group.as_ref() else {
+        return elb_page(503);
+    };
+    let gsnap = group.snap.load_full();
+    let stickiness = gsnap.cfg.stickiness;
+    let sticky = if stickiness.is_some() {
+        cookie(req.headers(), "AWSALB")
+    } else {
+        None
+    };
+    let Some(target) = group.pick(&gsnap, sticky, None) else {
+        return elb_page(503);
+    };
+    let inflight = InFlight::new(target.clone());
+
+    let upgrade = is_upgrade(&req);
+    let client_upgrade = if upgrade {
+        Some(hyper::upgrade::on(&mut req))
+    } else {
+        None
+    };
+    let (mut parts, body) = req.into_parts();
+    let upgrade_headers = if upgrade {
+        (
+            parts.headers.get(header::UPGRADE).cloned(),
+            Some(HeaderValue::from_static("upgrade")),
+        )
+    } else {
+        (None, None)
+    };
+    let h = &mut parts.headers;
+    strip_hop_by_hop(h);
+    if let (Some(u), Some(c)) = upgrade_headers {
+        h.insert(header::UPGRADE, u);
+        h.insert(header::CONNECTION, c);
+    }
+    if !h.contains_key(header::HOST) {
+        if let Some(hv) = host_full
+            .as_deref()
+            .and_then(|v| HeaderValue::from_str(v).ok())
+        {
+            h.insert(header::HOST, hv);
+        }
+    }
+    let client_ip = canonical(ctx.peer.ip()).to_string();
+    let xff = {
+        let prior: Vec<&str> = h
+            .get_all(&X_FORWARDED_FOR)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        if prior.is_empty() {
+            client_ip
+        } else {
+            format!("{}, {client_ip}", prior.join(", "))
+        }
+    };
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        h.insert(X_FORWARDED_FOR.clone(), v);
+    }
+    h.insert(
+        X_FORWARDED_PROTO.clone(),
+        HeaderValue::from_static(if ctx.secure { "https" } else { "http" }),
+    );
+    h.insert(
+        X_FORWARDED_PORT.clone(),
+        HeaderValue::from(ctx.local.port()),
+    );
+    let trace = trace_header(h.get(&X_AMZN_TRACE_ID).and_then(|v| v.to_str().ok()));
+    if let Ok(v) = HeaderValue::from_str(&trace) {
+        h.insert(X_AMZN_TRACE_ID.clone(), v);
+    }
+    let pq = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    parts.uri = match format!("http://{}{}", target.address, pq).parse() {
+        Ok(u) => u,
+        Err(_) => return elb_page(400),
+    };
+    parts.version = if gsnap.cfg.protocol_version == crate::config::HttpVersion::Http2 {
+        Version::HTTP_2
+    } else {
+        Version::HTTP_11
+    };
+    let treq = Request::from_parts(parts, body);
+    let idle = snap.cfg.idle_timeout.max(Duration::from_millis(1));
+    let mut resp = match tokio::time::timeout(idle, gsnap.client.request(treq)).await {
+        Err(_) => return elb_page(504),
+        Ok(Err(e)) => {
+            let timed_out = std::error::Error::source(&e)
+                .and_then(|s| s.downcast_ref::<std::io::Error>())
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut);
+            tracing::debug!(target = %target.address, error = %e, "target request failed");
+            return elb_page(if timed_out { 504 } else { 502 });
+        }
+        Ok(Ok(r)) => r,
+    };
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        if let Some(client_up) = client_upgrade {
+            let target_up = hyper::upgrade::on(&mut resp);
+            tokio::spawn(async move {
+                let _inflight = inflight;
+                if let (Ok(c), Ok(t)) = tokio::join!(client_up, target_up) {
+                    let _ =
+                        tokio::io::copy_bidirectional(&mut TokioIo::new(c), &mut TokioIo::new(t))
+                            .await;
+                }
+            });
+            let (parts, _) = resp.into_parts();
+            return Response::from_parts(parts, full(Bytes::new()));
+        }
+    }
+    let (mut parts, body) = resp.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    if let Some(d) = stickiness {
+        set_cookies(&mut parts.headers, "AWSALB", &target.cookie, d);
+    }
+    if let Some(d) = group_stickiness {
+        if groups.len() > 1 {
+            set_cookies(&mut parts.headers, "AWSALBTG", &fg.cookie, d);
+        }
+    }
+    let body = body
+        .map_frame(move |f| {
+            let _ = &inflight;
+            f
+        })
+        .boxed_unsync();
+    Response::from_parts(parts, body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_and_ids() {
+        let t = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        assert_eq!(http_date(t), "Tue, 14 Nov 2023 22:13:20 GMT");
+        let root = trace_header(None);
+        assert!(
+            root.starts_with("Root=1-") && root.len() == "Root=1-".len() + 8 + 1 + 24,
+            "{root}"
+        );
+        let kept = trace_header(Some("Root=1-67891233-abcdef012345678912345678"));
+        assert!(
+            kept.starts_with("Self=1-")
+                && kept.ends_with(";Root=1-67891233-abcdef012345678912345678"),
+            "{kept}"
+        );
+        assert_eq!(strip_port("a.example.com:8080"), "a.example.com");
+        assert_eq!(strip_port("[::1]:80"), "[::1]");
+    }
+
+    #[test]
+    fn weighted_choice() {
+        let groups = vec![
+            FwdGroup {
+                group: None,
+                weight: 80,
+                cookie: "a".into(),
+            },
+            FwdGroup {
+                group: None,
+                weight: 20,
+                cookie: "b".into(),
+            },
+        ];
+        let mut a = 0;
+        for _ in 0..10_000 {
+            if choose_group(&groups, 100, None).map(|g| g.cookie.as_str()) == Some("a") {
+                a += 1;
+            }
+        }
+        assert!((7_600..8_400).contains(&a), "{a}");
+        assert_eq!(
+            choose_group(&groups, 100, Some("b")).map(|g| g.cookie.as_str()),
+            Some("b")
+        );
+    }
+}
