@@ -1575,7 +1575,10 @@ fn describe_enis(svc: &Ec2Service, scope: &Scope, p: &Params) -> Result<String, 
                     "mac-address" => vec![e.mac.clone()],
                     "status" => vec!["in-use".into()],
                     "description" => vec![e.description.clone()],
-                    "interface-type" => vec!["interface".into()],
+                    "interface-type" => {
+                        vec![e.interface_type.clone().unwrap_or_else(|| "interface".into())]
+                    }
+                    "requester-id" => e.requester_id.clone().into_iter().collect(),
                     "owner-id" => vec![scope.account.clone()],
                     "association.allocation-id" => {
                         eip.map(|a| a.allocation_id.clone()).into_iter().collect()

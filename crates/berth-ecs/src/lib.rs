@@ -42,7 +42,8 @@ pub use control::service_controller::{self, ServiceController};
 pub use state::exec::ExecHub;
 pub use state::index::backfill as backfill_indexes;
 pub use state::instances::{
-    instance_host_ipv4, Presence, SharedPresence, FARGATE_CAPACITY_ATTRIBUTE, FARGATE_DEDICATED, FARGATE_SHARED,
+    instance_host_ipv4, Presence, SharedPresence, FARGATE_CAPACITY_ATTRIBUTE, FARGATE_DEDICATED,
+    FARGATE_SHARED,
 };
 pub use state::keys::Scope;
 pub use state::network::{AttachedInterface, SubnetInfo, TaskNetworks};

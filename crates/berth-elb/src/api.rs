@@ -1769,13 +1769,7 @@ impl ElbService {
             }
             match self
                 .networks
-                .attach(
-                    &a,
-                    &r,
-                    &sn.subnet_id,
-                    &lb.security_groups,
-                    &format!("{description}/{}", sn.subnet_id),
-                )
+                .attach(&a, &r, &sn.subnet_id, &lb.security_groups, &description)
                 .await
             {
                 Ok((eni, ip)) => {

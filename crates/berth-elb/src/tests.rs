@@ -737,3 +737,53 @@ async fn draining_targets_go_when_the_delay_ends() {
     tx.send(true).unwrap();
     timers.await.unwrap();
 }
+
+#[tokio::test]
+async fn subnets_and_groups_change_with_their_interfaces() {
+    let h = harness();
+    let lb = h.alb().await;
+    let out = h
+        .ok(
+            "SetSubnets",
+            &[
+                ("LoadBalancerArn", &lb),
+                ("Subnets.member.1", "subnet-b"),
+                ("Subnets.member.2", "subnet-a2"),
+            ],
+        )
+        .await;
+    assert!(out.contains("<SubnetId>subnet-a2</SubnetId>"));
+    assert!(!out.contains("<SubnetId>subnet-a</SubnetId>"));
+    assert_eq!(h.net.attached.lock().unwrap().len(), 2);
+    let records = h.store.range("dns/records/elb-app-us-east-1/", None, 10);
+    let set: berth_model::dns_registry::RecordSet =
+        serde_json::from_slice(&records[0].value).unwrap();
+    assert_eq!(set.values, vec!["172.31.0.11", "172.31.0.12"]);
+    let bad = [
+        ("LoadBalancerArn", lb.as_str()),
+        ("Subnets.member.1", "subnet-b"),
+        ("Subnets.member.2", "subnet-x"),
+    ];
+    assert_eq!(
+        h.err("SetSubnets", &bad).await,
+        "InvalidConfigurationRequest"
+    );
+    let out = h
+        .ok(
+            "SetSecurityGroups",
+            &[
+                ("LoadBalancerArn", &lb),
+                ("SecurityGroups.member.1", "sg-web"),
+            ],
+        )
+        .await;
+    assert_eq!(tag(&out, "SecurityGroupIds"), "<member>sg-web</member>");
+    let bad = [
+        ("LoadBalancerArn", lb.as_str()),
+        ("SecurityGroups.member.1", "nope"),
+    ];
+    assert_eq!(
+        h.err("SetSecurityGroups", &bad).await,
+        "InvalidSecurityGroup"
+    );
+}

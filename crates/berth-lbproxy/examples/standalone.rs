@@ -26,7 +26,12 @@ async fn main() {
         .enumerate()
         .map(|(i, a)| {
             let a = parse(a);
-            TargetConfig { id: format!("t{i}"), port: a.port(), address: a, draining: false }
+            TargetConfig {
+                id: format!("t{i}"),
+                port: a.port(),
+                address: a,
+                draining: false,
+            }
         })
         .collect();
     let cfg = DataPlaneConfig {
@@ -42,7 +47,10 @@ async fn main() {
             rules: vec![RuleConfig {
                 priority: u32::MAX,
                 conditions: vec![],
-                action: Action::Forward { groups: vec![("tg".into(), 1)], group_stickiness: None },
+                action: Action::Forward {
+                    groups: vec![("tg".into(), 1)],
+                    group_stickiness: None,
+                },
             }],
             lb_id: "app/bench/1".into(),
         }],

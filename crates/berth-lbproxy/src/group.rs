@@ -50,6 +50,8 @@ pub struct TargetRt {
     /// Value of the AWSALB cookie naming this target.
     pub cookie: String,
     checker: Mutex<Option<tokio::task::AbortHandle>>,
+    /// Idle HTTP/1.1 connections to this target.
+    pub pool: crate::h1pool::Pool,
 }
 
 impl Drop for TargetRt {
@@ -89,6 +91,8 @@ pub struct GroupSnap {
     pub targets: Vec<Arc<TargetRt>>,
     pub matcher: CodeMatcher,
     pub client: HttpClient,
+    /// How the HTTP/1.1 pools connect (TLS for HTTPS groups, source addresses).
+    pub connector: TargetConnector,
     /// For TLS target groups behind NLB listeners, and HTTPS health checks.
     pub tls: Option<Arc<rustls::ClientConfig>>,
 }
@@ -101,7 +105,10 @@ pub struct GroupRt {
     health_tx: mpsc::Sender<HealthReport>,
 }
 
-fn build_client(cfg: &TargetGroupConfig, source_next: &Arc<AtomicUsize>) -> HttpClient {
+fn build_client(
+    cfg: &TargetGroupConfig,
+    source_next: &Arc<AtomicUsize>,
+) -> (HttpClient, TargetConnector) {
     let h2 = cfg.protocol_version == HttpVersion::Http2;
     let tls = match cfg.protocol {
         TargetProtocol::Https | TargetProtocol::Tls => {
@@ -122,7 +129,7 @@ fn build_client(cfg: &TargetGroupConfig, source_next: &Arc<AtomicUsize>) -> Http
         .set_host(false)
         .retry_canceled_requests(true)
         .http2_only(h2);
-    b.build(connector)
+    (b.build(connector.clone()), connector)
 }
 
 fn same_client(a: &TargetGroupConfig, b: &TargetGroupConfig) -> bool {
@@ -138,7 +145,7 @@ impl GroupRt {
         health_tx: mpsc::Sender<HealthReport>,
     ) -> Arc<GroupRt> {
         let source_next = Arc::new(AtomicUsize::new(0));
-        let client = build_client(cfg, &source_next);
+        let (client, connector) = build_client(cfg, &source_next);
         let g = Arc::new(GroupRt {
             id,
             snap: ArcSwap::from_pointee(GroupSnap {
@@ -146,6 +153,7 @@ impl GroupRt {
                 targets: Vec::new(),
                 matcher: CodeMatcher::parse(&cfg.health_check.matcher),
                 client,
+                connector,
                 tls: tls::client_config(&[]),
             }),
             rr: AtomicUsize::new(0),
@@ -159,8 +167,9 @@ impl GroupRt {
     /// Applies a new configuration: targets that stay keep their health; new ones start Initial.
     pub fn update(self: &Arc<Self>, cfg: &TargetGroupConfig) {
         let old = self.snap.load_full();
-        let client = if same_client(&old.cfg, cfg) {
-            old.client.clone()
+        let same = same_client(&old.cfg, cfg);
+        let (client, connector) = if same {
+            (old.client.clone(), old.connector.clone())
         } else {
             build_client(cfg, &self.source_next)
         };
@@ -181,6 +190,9 @@ impl GroupRt {
                 }
             };
             rt.draining.store(t.draining, Ordering::Relaxed);
+            if !same {
+                rt.pool.clear();
+            }
             if !targets
                 .iter()
                 .any(|x: &Arc<TargetRt>| x.id == rt.id && x.port == rt.port)
@@ -193,6 +205,7 @@ impl GroupRt {
             targets,
             matcher: CodeMatcher::parse(&cfg.health_check.matcher),
             client,
+            connector,
             tls: old.tls.clone(),
         }));
         for t in started {
@@ -221,6 +234,7 @@ impl GroupRt {
                 stable_hash(&(&self.id, &t.id, t.port, t.address))
             ),
             checker: Mutex::new(None),
+            pool: Default::default(),
         })
     }
 

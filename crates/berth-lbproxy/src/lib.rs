@@ -5,6 +5,7 @@
 
 pub mod config;
 mod group;
+mod h1pool;
 mod io;
 pub mod matching;
 mod proxy;
@@ -35,7 +36,15 @@ pub const HELD_FOR: Duration = Duration::from_secs(30);
 pub const MAX_HELD: usize = 1024;
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-struct AbortOnDrop(tokio::task::AbortHandle);
+/// An accept loop; dropping it stops the loop (and so closes the socket) soon, `close` at once.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl AbortOnDrop {
+    async fn close(mut self) {
+        self.0.abort();
+        let _ = (&mut self.0).await;
+    }
+}
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
@@ -113,12 +122,32 @@ impl DataPlane {
             .filter(|(_, s)| s.is_some())
             .map(|(l, _)| (l.id.as_str(), *l))
             .collect();
-        st.listeners
-            .retain(|id, _| wanted.contains_key(id.as_str()));
+        let mut closing = Vec::new();
+        let gone: Vec<String> = st
+            .listeners
+            .keys()
+            .filter(|id| !wanted.contains_key(id.as_str()))
+            .cloned()
+            .collect();
+        for id in gone {
+            if let Some(rt) = st.listeners.remove(&id) {
+                closing.extend(rt.sockets.into_values());
+            }
+        }
         for (id, rt) in st.listeners.iter_mut() {
             if let Some(l) = wanted.get(id.as_str()) {
-                rt.sockets.retain(|a, _| l.bind.contains(a));
+                let removed: Vec<SocketAddr> = rt
+                    .sockets
+                    .keys()
+                    .filter(|a| !l.bind.contains(a))
+                    .copied()
+                    .collect();
+                closing.extend(removed.iter().filter_map(|a| rt.sockets.remove(a)));
             }
+        }
+        // The sockets are closed when apply returns (and can be bound again below).
+        for c in closing {
+            c.close().await;
         }
         for (l, snap) in snaps {
             let Some(snap) = snap else { continue };
@@ -138,7 +167,7 @@ impl DataPlane {
                     Ok(listener) => {
                         let task =
                             tokio::spawn(accept_loop(listener, rt.snap.clone(), self.held.clone()));
-                        rt.sockets.insert(*addr, AbortOnDrop(task.abort_handle()));
+                        rt.sockets.insert(*addr, AbortOnDrop(task));
                     }
                     Err(e) => errors.push(BindError {
                         listener_id: l.id.clone(),
@@ -359,7 +388,7 @@ where
         run_with_idle!(b.serve_connection(io, svc), last, idle);
     } else {
         let mut b = hyper::server::conn::http1::Builder::new();
-        b.timer(TokioTimer::new()).header_read_timeout(idle);
+        b.timer(TokioTimer::new()).header_read_timeout(None);
         run_with_idle!(b.serve_connection(io, svc).with_upgrades(), last, idle);
     }
 }

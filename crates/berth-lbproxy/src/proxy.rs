@@ -15,8 +15,9 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use rand::Rng;
 
-use crate::config::{Condition, ListenerConfig};
+use crate::config::{Condition, HttpVersion, ListenerConfig};
 use crate::group::{GroupRt, InFlight};
+use crate::h1pool;
 use crate::matching::{condition_matches, RequestView};
 
 pub type RespBody = UnsyncBoxBody<Bytes, hyper::Error>;
@@ -183,9 +184,16 @@ fn new_trace_id() -> String {
         .map(|d| d.as_secs())
         .unwrap_or(0) as u32;
     let r: [u8; 12] = rand::thread_rng().gen();
-    let mut s = format!("1-{now:08x}-");
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(35);
+    s.push_str("1-");
+    for shift in (0..8).rev() {
+        s.push(HEX[((now >> (shift * 4)) & 0xf) as usize] as char);
+    }
+    s.push('-');
     for b in r {
-        s.push_str(&format!("{b:02x}"));
+        s.push(HEX[usize::from(b >> 4)] as char);
+        s.push(HEX[usize::from(b & 0xf)] as char);
     }
     s
 }
@@ -453,6 +461,47 @@ async fn forward(
     if let Ok(v) = HeaderValue::from_str(&trace) {
         h.insert(X_AMZN_TRACE_ID.clone(), v);
     }
+    let idle = snap.cfg.idle_timeout.max(Duration::from_millis(1));
+    let finish = |h: &mut HeaderMap| {
+        strip_hop_by_hop(h);
+        if let Some(d) = stickiness {
+            set_cookies(h, "AWSALB", &target.cookie, d);
+        }
+        if let Some(d) = group_stickiness {
+            if groups.len() > 1 {
+                set_cookies(h, "AWSALBTG", &fg.cookie, d);
+            }
+        }
+    };
+    if !upgrade && gsnap.cfg.protocol_version == HttpVersion::Http1 {
+        // HTTP/1.1 to the target on a connection driven by this task (origin-form URI).
+        if let Some(pq) = parts.uri.path_and_query().cloned() {
+            parts.uri = http::Uri::from(pq);
+        }
+        parts.version = Version::HTTP_11;
+        let treq = Request::from_parts(parts, body);
+        let sent = h1pool::send(&target.pool, target.address, &gsnap.connector, treq);
+        let (resp, conn) = match tokio::time::timeout(idle, sent).await {
+            Err(_) => return elb_page(504),
+            Ok(Err(h1pool::SendError::Connect(e))) => {
+                tracing::debug!(target = %target.address, error = %e, "target connection failed");
+                return elb_page(if e.kind() == std::io::ErrorKind::TimedOut {
+                    504
+                } else {
+                    502
+                });
+            }
+            Ok(Err(h1pool::SendError::Http(e))) => {
+                tracing::debug!(target = %target.address, error = %e, "target request failed");
+                return elb_page(502);
+            }
+            Ok(Ok(r)) => r,
+        };
+        let (mut parts, body) = resp.into_parts();
+        finish(&mut parts.headers);
+        let body = h1pool::DrivenBody::new(body, conn, inflight).boxed_unsync();
+        return Response::from_parts(parts, body);
+    }
     let pq = parts
         .uri
         .path_and_query()
@@ -462,13 +511,12 @@ async fn forward(
         Ok(u) => u,
         Err(_) => return elb_page(400),
     };
-    parts.version = if gsnap.cfg.protocol_version == crate::config::HttpVersion::Http2 {
+    parts.version = if gsnap.cfg.protocol_version == HttpVersion::Http2 {
         Version::HTTP_2
     } else {
         Version::HTTP_11
     };
     let treq = Request::from_parts(parts, body);
-    let idle = snap.cfg.idle_timeout.max(Duration::from_millis(1));
     let mut resp = match tokio::time::timeout(idle, gsnap.client.request(treq)).await {
         Err(_) => return elb_page(504),
         Ok(Err(e)) => {
@@ -496,15 +544,7 @@ async fn forward(
         }
     }
     let (mut parts, body) = resp.into_parts();
-    strip_hop_by_hop(&mut parts.headers);
-    if let Some(d) = stickiness {
-        set_cookies(&mut parts.headers, "AWSALB", &target.cookie, d);
-    }
-    if let Some(d) = group_stickiness {
-        if groups.len() > 1 {
-            set_cookies(&mut parts.headers, "AWSALBTG", &fg.cookie, d);
-        }
-    }
+    finish(&mut parts.headers);
     let body = body
         .map_frame(move |f| {
             let _ = &inflight;

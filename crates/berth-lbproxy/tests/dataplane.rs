@@ -43,6 +43,8 @@ async fn backend_with(name: &'static str, health: Arc<AtomicU16>) -> SocketAddr 
                         let mut resp = Response::new(Full::new(Bytes::from(name)));
                         if path == "/peer" {
                             *resp.body_mut() = Full::new(Bytes::from(peer.ip().to_string()));
+                        } else if path == "/peer-port" {
+                            *resp.body_mut() = Full::new(Bytes::from(peer.to_string()));
                         } else if path == "/health" {
                             *resp.status_mut() =
                                 hyper::StatusCode::from_u16(health.load(Ordering::Relaxed))
@@ -240,8 +242,14 @@ async fn alb_round_robin_headers_and_health() {
     let reports = wait_health(&mut rx, HealthState::Healthy, 3).await;
     assert!(reports.iter().any(|r| r.state == HealthState::Initial
         && r.reason.as_deref() == Some("Elb.InitialHealthChecking")));
-    // Idempotent: applying again changes nothing and reports nothing.
-    assert!(dp.apply(cfg).await.is_empty());
+    // Idempotent: applying again changes nothing and reports nothing. (And the controller can
+    // share the data plane and apply from a spawned task.)
+    fn send_sync<T: Send + Sync>(_: &T) {}
+    fn send<T: Send>(_: &T) {}
+    send_sync(&dp);
+    let fut = dp.apply(cfg);
+    send(&fut);
+    assert!(fut.await.is_empty());
 
     let cl = client();
     let url = format!("http://{bind}/");
@@ -815,6 +823,12 @@ async fn idle_timeout_garbage_source_address_and_h2_targets() {
         get(&cl, &format!("http://{bind}/peer"), &[]).await.2,
         "127.0.0.7"
     );
+    // Keep-alive connections to the target are reused.
+    let mut peers = std::collections::HashSet::new();
+    for _ in 0..20 {
+        peers.insert(get(&cl, &format!("http://{bind}/peer-port"), &[]).await.2);
+    }
+    assert!(peers.len() <= 2, "{peers:?}");
     // A target answering garbage: 502.
     assert_eq!(
         get(&cl, &format!("http://{bind}/garbage"), &[]).await.0,

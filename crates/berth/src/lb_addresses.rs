@@ -51,31 +51,59 @@ struct IpLink {
     addr_info: Vec<IpAddrInfo>,
 }
 
-/// The IPv4 addresses (with prefix lengths) `ip -j addr show dev lo`
-/// lists under `label`.
-pub fn parse_labelled(json: &str, label: &str) -> Vec<(Ipv4Addr, u8)> {
+/// An IPv4 address of `lo` as `ip -j addr show dev lo` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoAddress {
+    pub address: Ipv4Addr,
+    pub prefix: u8,
+    pub label: Option<String>,
+}
+
+pub fn parse_addresses(json: &str) -> Vec<LoAddress> {
     let links: Vec<IpLink> = serde_json::from_str(json).unwrap_or_default();
     links
         .iter()
         .flat_map(|l| l.addr_info.iter())
-        .filter(|a| a.family == "inet" && a.label.as_deref() == Some(label))
-        .filter_map(|a| Some((a.local.as_deref()?.parse().ok()?, a.prefixlen?)))
+        .filter(|a| a.family == "inet")
+        .filter_map(|a| {
+            Some(LoAddress {
+                address: a.local.as_deref()?.parse().ok()?,
+                prefix: a.prefixlen?,
+                label: a.label.clone(),
+            })
+        })
         .collect()
 }
 
 /// The `ip -batch` lines that make `label` hold exactly `wanted` on `lo`,
-/// each as a /32.
-pub fn plan(label: &str, have: &[(Ipv4Addr, u8)], wanted: &BTreeSet<Ipv4Addr>) -> Vec<String> {
+/// each as a /32. A wanted /32 held under another installation's label
+/// (one that stopped without cleaning up: two live installations cannot
+/// serve one address anyway) is taken over.
+pub fn plan(label: &str, have: &[LoAddress], wanted: &BTreeSet<Ipv4Addr>) -> Vec<String> {
     let mut out = Vec::new();
-    for (address, prefix) in have {
-        if *prefix != 32 || !wanted.contains(address) {
-            out.push(format!("addr del {address}/{prefix} dev {DEVICE}"));
+    let ours = |a: &LoAddress| a.label.as_deref() == Some(label);
+    for a in have.iter().filter(|a| ours(a)) {
+        if a.prefix != 32 || !wanted.contains(&a.address) {
+            out.push(format!("addr del {}/{} dev {DEVICE}", a.address, a.prefix));
         }
     }
     for address in wanted {
-        if !have.contains(&(*address, 32)) {
-            out.push(format!("addr add {address}/32 dev {DEVICE} label {label}"));
+        if have
+            .iter()
+            .any(|a| ours(a) && a.address == *address && a.prefix == 32)
+        {
+            continue;
         }
+        let foreign = have.iter().any(|a| {
+            !ours(a)
+                && a.address == *address
+                && a.prefix == 32
+                && a.label.as_deref().is_some_and(|l| l.starts_with("lo:b"))
+        });
+        if foreign {
+            out.push(format!("addr del {address}/32 dev {DEVICE}"));
+        }
+        out.push(format!("addr add {address}/32 dev {DEVICE} label {label}"));
     }
     out
 }
@@ -102,7 +130,7 @@ impl HostAddresses {
     /// Makes the label hold exactly `wanted`.
     pub async fn ensure(&self, wanted: &BTreeSet<Ipv4Addr>) -> Result<(), HostAddressError> {
         let json = run(&["-j", "addr", "show", "dev", DEVICE], None).await?;
-        let have = parse_labelled(&json, &self.label);
+        let have = parse_addresses(&json);
         let commands = plan(&self.label, &have, wanted);
         if commands.is_empty() {
             return Ok(());
@@ -177,6 +205,14 @@ mod tests {
         addresses.iter().map(|a| a.parse().unwrap()).collect()
     }
 
+    fn lo(address: &str, prefix: u8, label: &str) -> LoAddress {
+        LoAddress {
+            address: address.parse().unwrap(),
+            prefix,
+            label: Some(label.into()),
+        }
+    }
+
     #[test]
     fn missing_addresses_are_added_under_the_label() {
         assert_eq!(
@@ -191,9 +227,11 @@ mod tests {
     #[test]
     fn only_the_difference_is_changed() {
         let have = vec![
-            ("172.31.0.10".parse().unwrap(), 32),
-            ("172.31.0.11".parse().unwrap(), 32),
-            ("10.0.0.1".parse().unwrap(), 24),
+            lo("127.0.0.1", 8, "lo"),
+            lo("172.31.0.10", 32, "lo:b1"),
+            lo("172.31.0.11", 32, "lo:b1"),
+            lo("10.0.0.1", 24, "lo:b1"),
+            lo("172.31.0.20", 32, "lo:b2"),
         ];
         assert_eq!(
             plan("lo:b1", &have, &set(&["172.31.0.10", "172.31.0.12"])),
@@ -201,22 +239,34 @@ mod tests {
                 "addr del 172.31.0.11/32 dev lo",
                 "addr del 10.0.0.1/24 dev lo",
                 "addr add 172.31.0.12/32 dev lo label lo:b1",
-            ]
+            ],
+            "another installation's addresses are left alone"
         );
-        let done = vec![("172.31.0.10".parse().unwrap(), 32)];
+        let done = vec![lo("172.31.0.10", 32, "lo:b1")];
         assert!(plan("lo:b1", &done, &set(&["172.31.0.10"])).is_empty());
     }
 
     #[test]
-    fn only_the_installations_label_is_read() {
+    fn an_address_left_by_another_installation_is_taken_over() {
+        let have = vec![lo("172.31.0.10", 32, "lo:bdead")];
+        assert_eq!(
+            plan("lo:b1", &have, &set(&["172.31.0.10"])),
+            vec![
+                "addr del 172.31.0.10/32 dev lo",
+                "addr add 172.31.0.10/32 dev lo label lo:b1",
+            ]
+        );
+    }
+
+    #[test]
+    fn addresses_are_read_with_their_labels() {
         let json = r#"[{"ifindex":1,"ifname":"lo","flags":["LOOPBACK","UP","LOWER_UP"],
             "addr_info":[{"family":"inet","local":"127.0.0.1","prefixlen":8,"label":"lo"},
                          {"family":"inet","local":"172.31.0.10","prefixlen":32,"label":"lo:b1"},
-                         {"family":"inet","local":"172.31.0.11","prefixlen":32,"label":"lo:b2"},
                          {"family":"inet6","local":"::1","prefixlen":128}]}]"#;
         assert_eq!(
-            parse_labelled(json, "lo:b1"),
-            vec![("172.31.0.10".parse().unwrap(), 32)]
+            parse_addresses(json),
+            vec![lo("127.0.0.1", 8, "lo"), lo("172.31.0.10", 32, "lo:b1")]
         );
     }
 

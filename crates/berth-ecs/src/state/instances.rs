@@ -75,7 +75,9 @@ pub fn instance_host_ipv4(
                 return record
                     .attributes()
                     .iter()
-                    .find(|a| a.name.as_deref() == Some(crate::state::registry::HOST_IPV4_ATTRIBUTE))
+                    .find(|a| {
+                        a.name.as_deref() == Some(crate::state::registry::HOST_IPV4_ATTRIBUTE)
+                    })
                     .and_then(|a| a.value.as_deref()?.parse().ok());
             }
         }

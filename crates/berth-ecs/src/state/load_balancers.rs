@@ -379,18 +379,12 @@ pub(crate) fn targets(
             }
             "host" => (ec2_instance_id?.to_string(), container_port, "instance"),
             _ => {
-                let binding = record
-                    .task
-                    .containers
-                    .iter()
-                    .flatten()
-                    .filter(|c| c.name.as_deref() == Some(name))
-                    .flat_map(|c| c.network_bindings.iter().flatten())
-                    .find(|b| {
-                        b.container_port == Some(i32::from(container_port))
-                            && b.protocol.as_deref().unwrap_or("tcp") == "tcp"
-                    })?;
-                let host_port = u16::try_from(binding.host_port?).ok()?;
+                let host_port = crate::state::tasks::ipv4_host_port(
+                    &record.task,
+                    name,
+                    i32::from(container_port),
+                )?;
+                let host_port = u16::try_from(host_port).ok()?;
                 (ec2_instance_id?.to_string(), host_port, "instance")
             }
         };

@@ -302,18 +302,7 @@ pub(crate) fn attributes(
         let address = host_ipv4?.to_string();
         let port = match (&registry.container_name, registry.container_port) {
             (Some(name), Some(container_port)) => {
-                let binding = record
-                    .task
-                    .containers
-                    .iter()
-                    .flatten()
-                    .filter(|c| c.name.as_deref() == Some(name.as_str()))
-                    .flat_map(|c| c.network_bindings.iter().flatten())
-                    .find(|b| {
-                        b.container_port == Some(container_port)
-                            && b.protocol.as_deref().unwrap_or("tcp") == "tcp"
-                    })?;
-                Some(binding.host_port?)
+                crate::state::tasks::ipv4_host_port(&record.task, name, container_port)
             }
             _ => registry.port,
         };
