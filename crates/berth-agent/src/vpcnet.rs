@@ -689,9 +689,9 @@ pub fn parse_proxies(json: &str) -> Result<Vec<ProxyEntry>, String> {
 /// The `ip -batch` lines that make a router send `hosted` addresses (load
 /// balancers' interfaces, which live on the host) to the host through its
 /// uplink, and answer ARP for them on the bridge of their subnet, since a
-/// task of that subnet looks for them on its link. Routes and entries for
-/// addresses no longer hosted are removed. Only addresses inside a bridge's
-/// subnet are taken: others are not this router's to route.
+/// task of that subnet looks for them on its link (an address of a subnet
+/// without a bridge here is only routed: tasks reach it through their
+/// gateway). Routes and entries for addresses no longer hosted are removed.
 pub fn hosted_commands(
     links: &[Link],
     routes: &[Route],
@@ -714,10 +714,8 @@ pub fn hosted_commands(
             && r.dev.as_deref() == Some(ROUTER_UPLINK_DEVICE)
             && r.dst.is_some_and(|d| d.prefix == 32)
     };
-    let wanted: Vec<(Ipv4Addr, &Link)> = hosted
-        .iter()
-        .filter_map(|a| Some((*a, subnet_bridge(*a)?)))
-        .collect();
+    let wanted: Vec<(Ipv4Addr, Option<&Link>)> =
+        hosted.iter().map(|a| (*a, subnet_bridge(*a))).collect();
     let mut out = Vec::new();
     for route in routes.iter().filter(|r| is_hosted_route(r)) {
         if let Some(dst) = route.dst {
@@ -729,7 +727,7 @@ pub fn hosted_commands(
     for entry in proxies {
         if !wanted
             .iter()
-            .any(|(a, b)| *a == entry.address && b.name == entry.dev)
+            .any(|(a, b)| *a == entry.address && b.is_some_and(|b| b.name == entry.dev))
         {
             out.push(format!(
                 "neigh del proxy {} dev {}",
@@ -748,6 +746,7 @@ pub fn hosted_commands(
                 "route replace {address}/32 via {UPLINK_GATEWAY} dev {ROUTER_UPLINK_DEVICE} proto {ROUTE_PROTOCOL}"
             ));
         }
+        let Some(bridge) = bridge else { continue };
         if !proxies
             .iter()
             .any(|p| p.address == *address && p.dev == bridge.name)
@@ -1673,8 +1672,9 @@ mod tests {
             vec![
                 "route replace 172.31.0.10/32 via 169.254.176.1 dev eth0 proto 190".to_string(),
                 "neigh replace proxy 172.31.0.10 dev brac1f0000-20".to_string(),
+                "route replace 172.31.32.9/32 via 169.254.176.1 dev eth0 proto 190".to_string(),
             ],
-            "an address of a subnet without a bridge here is left alone"
+            "an address of a subnet without a bridge here is routed, with no ARP to answer"
         );
         // Done: nothing more to do.
         let routes = vec![route(

@@ -24,6 +24,7 @@ mod api;
 pub mod attrs;
 pub mod model;
 mod targets;
+mod traffic;
 mod wire;
 
 #[cfg(test)]
@@ -40,6 +41,7 @@ pub use targets::{
     ElbSnapshot, SnapshotListener, SnapshotLoadBalancer, SnapshotTarget, SnapshotTargetGroup,
     TargetGroupSummary, TargetStatus,
 };
+pub use traffic::RuleForward;
 
 use model::{dns_ops, state_key, store_error, State};
 

@@ -446,6 +446,42 @@ impl berth_ecs::load_balancing::LoadBalancerTargets for ElbTargets {
             Err(e) => Err(e),
         }
     }
+
+    fn describe_rule(
+        &self,
+        account: &str,
+        region: &str,
+        arn: &str,
+    ) -> Result<berth_ecs::load_balancing::RuleInfo, berth_model::AwsError> {
+        let rule = self.0.rule_forward(account, region, arn).map_err(|e| {
+            if e.code == "RuleNotFound" {
+                berth_model::AwsError::bad_request(
+                    "InvalidParameterException",
+                    format!("The listener rule {arn} does not exist."),
+                )
+            } else {
+                e
+            }
+        })?;
+        Ok(berth_ecs::load_balancing::RuleInfo {
+            arn: rule.rule_arn,
+            listener_arn: rule.listener_arn,
+            load_balancer_arn: rule.load_balancer_arn,
+            groups: rule.groups,
+        })
+    }
+
+    async fn set_forward_weights(
+        &self,
+        account: &str,
+        region: &str,
+        rule_arn: &str,
+        weights: &[(String, u32)],
+    ) -> Result<(), berth_model::AwsError> {
+        self.0
+            .set_forward_weights(account, region, rule_arn, weights)
+            .await
+    }
 }
 
 /// HTTPS and TLS listeners name ACM certificates.

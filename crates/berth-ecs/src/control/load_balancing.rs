@@ -27,7 +27,7 @@ use crate::state::instances::InstanceRecord;
 use crate::state::keys::{self, Scope};
 use crate::state::load_balancers::{self as lb, LedgerTarget, Step};
 pub use crate::state::load_balancers::{
-    LoadBalancerTargets, TargetGroupInfo, TargetHealthInfo, TaskTarget,
+    LoadBalancerTargets, RuleInfo, TargetGroupInfo, TargetHealthInfo, TaskTarget,
 };
 use crate::state::records::{decode, encode, load};
 use crate::state::services::ServiceRecord;

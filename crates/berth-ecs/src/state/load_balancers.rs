@@ -45,6 +45,19 @@ pub struct TargetGroupInfo {
     pub load_balancer_arns: Vec<String>,
 }
 
+/// A listener rule's forward action, for blue/green deployments.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RuleInfo {
+    /// The rule's ARN (a listener's default rule when a listener or its
+    /// default rule was named).
+    pub arn: String,
+    pub listener_arn: String,
+    pub load_balancer_arn: String,
+    /// The forward action's target groups and weights (empty: it does not
+    /// forward).
+    pub groups: Vec<(String, Option<u32>)>,
+}
+
 /// What ECS needs from Elastic Load Balancing (implemented with
 /// `berth-elb` in the binary).
 #[async_trait::async_trait]
@@ -90,6 +103,31 @@ pub trait LoadBalancerTargets: Send + Sync + 'static {
         target_id: &str,
         port: u16,
     ) -> Result<Option<TargetHealthInfo>, AwsError>;
+
+    /// A listener rule (or a listener's default rule; a listener's ARN
+    /// names its default rule) and its forward action. Unknown: the ECS
+    /// InvalidParameterException to answer.
+    fn describe_rule(&self, account: &str, region: &str, arn: &str) -> Result<RuleInfo, AwsError> {
+        let _ = (account, region);
+        Err(error::invalid_parameter(format!(
+            "The listener rule {arn} cannot be read: this load balancer port has no rules."
+        )))
+    }
+
+    /// Sets a rule's forward action to exactly these target groups and
+    /// weights, at once (idempotent).
+    async fn set_forward_weights(
+        &self,
+        account: &str,
+        region: &str,
+        rule_arn: &str,
+        weights: &[(String, u32)],
+    ) -> Result<(), AwsError> {
+        let _ = (account, region, weights);
+        Err(error::invalid_parameter(format!(
+            "The listener rule {rule_arn} cannot be changed: this load balancer port has no rules."
+        )))
+    }
 }
 
 /// One ledger entry: a target ECS registered for a task.

@@ -6,6 +6,7 @@
 //! `control`.
 
 pub(crate) mod account_settings;
+pub(crate) mod blue_green;
 pub(crate) mod capacity_providers;
 pub(crate) mod clock;
 pub(crate) mod clusters;

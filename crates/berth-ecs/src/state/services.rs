@@ -83,6 +83,16 @@ pub(crate) struct ServiceRecord {
     /// CreateTaskSet's client tokens: token to task set id.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub task_set_tokens: BTreeMap<String, String>,
+    /// The blue/green (linear, canary) deployment under way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blue_green: Option<crate::state::blue_green::BlueGreen>,
+    /// Whether the alternate target groups serve production (they swap
+    /// roles at the end of each blue/green deployment).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub alternate_serving: bool,
+    /// The last lifecycle stage of blue/green deployments, by id.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub lifecycle_stages: BTreeMap<String, String>,
 }
 
 /// The circuit breaker's failure threshold: half the desired count, at least
