@@ -6,6 +6,7 @@ unhealthy still forwards), a kill -9 of the server while a client sends
 requests, and the load balancer's security groups."""
 import http.client
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -17,7 +18,7 @@ from botocore.exceptions import ClientError
 
 from berth_harness import Berth, berth_binary, remove_task_containers, wait_for
 from conftest import instance_ids
-from test_elb_ecs import (HTTPD, default_subnets, definition, get, healthy_targets,
+from test_elb_ecs import (default_subnets, definition, get, healthy_targets,
                           load_balancer, open_group, resolve, running, target_group,
                           wait_healthy)
 
@@ -77,6 +78,10 @@ def test_https_with_imported_and_issued_certificates_http2_and_redirect(berth, t
             LoadBalancerArn=lb["LoadBalancerArn"], Protocol="HTTPS", Port=port,
             Certificates=[{"CertificateArn": arn}], SslPolicy="ELBSecurityPolicy-2016-08",
             DefaultActions=fixed(body))["Listeners"][0]["ListenerArn"]
+        # In use from the moment the listener exists.
+        with pytest.raises(ClientError) as e:
+            acm.delete_certificate(CertificateArn=arn)
+        assert e.value.response["Error"]["Code"] == "ResourceInUseException"
     elb.create_listener(LoadBalancerArn=lb["LoadBalancerArn"], Protocol="HTTP", Port=80,
                         DefaultActions=[{"Type": "redirect", "RedirectConfig": {
                             "Protocol": "HTTPS", "Port": "443", "StatusCode": "HTTP_301"}}])
@@ -102,6 +107,16 @@ def test_https_with_imported_and_issued_certificates_http2_and_redirect(berth, t
     code, out, _ = curl("--http1.1", "--cacert", str(cert), "--resolve", f"{dns}:443:{address}",
                         "-w", " %{http_version}", f"https://{dns}/")
     assert (code, out) == (0, "imported 1.1")
+
+    # routing.http2.enabled=false: ALPN offers HTTP/1.1 only.
+    elb.modify_load_balancer_attributes(LoadBalancerArn=lb["LoadBalancerArn"], Attributes=[
+        {"Key": "routing.http2.enabled", "Value": "false"}])
+    wait_for(lambda: https(443, cert)[0] == "imported 1.1", 20, interval=0.3,
+             what="HTTP/1.1 once HTTP/2 is off")
+    elb.modify_load_balancer_attributes(LoadBalancerArn=lb["LoadBalancerArn"], Attributes=[
+        {"Key": "routing.http2.enabled", "Value": "true"}])
+    wait_for(lambda: https(443, cert)[0] == "imported 2", 20, interval=0.3,
+             what="HTTP/2 again")
 
     # The HTTP listener redirects to HTTPS, same host, path and query.
     code, out, _ = curl("-o", "/dev/null", "-w", "%{http_code} %{redirect_url}", "--resolve",
@@ -165,6 +180,12 @@ def test_nlb_tcp_listener_passes_bytes_to_an_echo_task(berth_agent):
         {"Key": "deregistration_delay.timeout_seconds", "Value": "3"}])
     elb.create_listener(LoadBalancerArn=lb["LoadBalancerArn"], Protocol="TCP", Port=7000,
                         DefaultActions=[{"Type": "forward", "TargetGroupArn": tg}])
+    # A TLS listener terminates TLS with a Berth-issued certificate.
+    acm = berth.client("acm")
+    cert = acm.request_certificate(DomainName=lb["DNSName"])["CertificateArn"]
+    elb.create_listener(LoadBalancerArn=lb["LoadBalancerArn"], Protocol="TLS", Port=7443,
+                        Certificates=[{"CertificateArn": cert}],
+                        DefaultActions=[{"Type": "forward", "TargetGroupArn": tg}])
     echo_definition(ecs, "echo")
     ecs.create_service(serviceName="echo", taskDefinition="echo", desiredCount=1,
                        loadBalancers=[{"targetGroupArn": tg, "containerName": "echo",
@@ -179,6 +200,20 @@ def test_nlb_tcp_listener_passes_bytes_to_an_echo_task(berth_agent):
     for i in range(20):
         payload = f"line {i}\n".encode()
         assert echo(addresses[i % 2], 7000, payload) == payload
+    # Through TLS, verified against Berth's CA for the load balancer's name.
+    context = ssl.create_default_context(cadata=acm.get_certificate(
+        CertificateArn=cert)["CertificateChain"])
+    with socket.create_connection((addresses[0], 7443), timeout=5) as raw:
+        with context.wrap_socket(raw, server_hostname=lb["DNSName"]) as s:
+            payload = b"secret echo\n" * 100
+            s.sendall(payload)
+            got = b""
+            while len(got) < len(payload):
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                got += chunk
+            assert got == payload
 
 
 def sick(address, port):
@@ -257,11 +292,11 @@ def test_a_target_answering_500_turns_unhealthy_and_ecs_replaces_its_task(berth_
     assert status == 200
 
 
-def test_an_alb_whose_targets_are_all_unhealthy_still_forwards(berth_agent):
+def test_an_alb_whose_targets_are_all_unhealthy_still_forwards(berth_agent, tmp_path):
     berth = berth_agent
     ecs, elb = berth.client("ecs"), berth.client("elbv2")
     subnets, vpc = default_subnets(berth)
-    lb = load_balancer(berth, "open", subnets, [open_group(berth, vpc)])
+    lb = load_balancer(berth, "open", subnets, [group_for(berth, vpc, [80, 443])])
     tg = target_group(berth, "open", vpc)
     elb.create_listener(LoadBalancerArn=lb["LoadBalancerArn"], Protocol="HTTP", Port=80,
                         DefaultActions=[{"Type": "forward", "TargetGroupArn": tg}])
@@ -280,6 +315,24 @@ def test_an_alb_whose_targets_are_all_unhealthy_still_forwards(berth_agent):
     [address, _] = resolve(berth, lb["DNSName"])
     bodies = Counter(get(address, "/")[1] for _ in range(20))
     assert len(bodies) == 2, bodies
+    # HTTP/2 from the client (HTTPS, ALPN), HTTP/1.1 to the targets.
+    acm = berth.client("acm")
+    dns = lb["DNSName"]
+    cert = acm.request_certificate(DomainName=dns)["CertificateArn"]
+    (tmp_path / "ca.pem").write_text(acm.get_certificate(CertificateArn=cert)["CertificateChain"])
+    elb.create_listener(LoadBalancerArn=lb["LoadBalancerArn"], Protocol="HTTPS", Port=443,
+                        Certificates=[{"CertificateArn": cert}],
+                        DefaultActions=[{"Type": "forward", "TargetGroupArn": tg}])
+
+    def over_h2():
+        code, out, _ = curl("--http2", "--cacert", str(tmp_path / "ca.pem"), "--resolve",
+                            f"{dns}:443:{address}", "-w", " %{http_version}\n",
+                            f"https://{dns}/", f"https://{dns}/")
+        return out if code == 0 else None
+    out = wait_for(over_h2, 20, interval=0.3, what="the HTTPS listener")
+    answers_h2 = out.split()
+    assert answers_h2[1] == "2" and answers_h2[3] == "2", out
+    assert {answers_h2[0], answers_h2[2]} <= set(bodies), out
     for p in ports:
         assert sick("127.0.0.1", p).strip() == b"now sick"
 
@@ -368,6 +421,11 @@ def test_kill9_while_traffic_flows_brings_back_listeners_targets_and_health(tmp_
         assert {(s, b) for _, s, b in after} == {(200, b) for b in alive}, Counter(
             (s, b) for _, s, b in after)
         assert not [f for f in failures if f[0] > mark], failures[-3:]
+        # Once the restarted server answered, every request was answered, and
+        # never by a target the data plane could not reach (a stopped task).
+        back = min(t for t, _, _ in answers if t > killed)
+        assert not [f for f in failures if f[0] > back], failures[-3:]
+        assert [a for a in answers if a[0] > killed and a[1] != 200] == []
         # Before the kill, answers came from three tasks.
         assert len({b for t, s, b in answers if t < killed and s == 200}) == 3
     finally:
@@ -419,3 +477,8 @@ def test_the_load_balancers_security_group_decides_who_reaches_a_listener(berth)
         "IpProtocol": "tcp", "FromPort": 80, "ToPort": 80, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}])
     wait_for(lambda: answer(timeout=2) is None, 20, interval=0.2,
              what="no answer once the group no longer allows the client")
+    # SetSecurityGroups: another group that lets everyone in.
+    elb.set_security_groups(LoadBalancerArn=lb["LoadBalancerArn"],
+                            SecurityGroups=[group_for(berth, vpc, [80])])
+    assert wait_for(lambda: answer(timeout=2), 20, interval=0.2,
+                    what="an answer with the open group") == (200, "guarded")

@@ -221,11 +221,19 @@ impl std::fmt::Debug for CertificateMaterial {
 }
 
 /// The ACM service.
+/// The resources (load balancer ARNs) that use a certificate, read from the
+/// store view DeleteCertificate's mutation runs against: `(view, account,
+/// region, certificate ARN)`. The server gives ELB's; without one, only the
+/// recorded `InUseBy` counts.
+pub type CertificateUsers =
+    Arc<dyn Fn(&dyn berth_store::ReadView, &str, &str, &str) -> Vec<String> + Send + Sync>;
+
 pub struct AcmService {
     store: Arc<dyn Store>,
     sealer: Option<Arc<dyn Sealer>>,
     /// The CA, opened once.
     ca: Mutex<Option<Arc<Ca>>>,
+    users: Option<CertificateUsers>,
 }
 
 impl AcmService {
@@ -236,7 +244,15 @@ impl AcmService {
             store,
             sealer,
             ca: Mutex::new(None),
+            users: None,
         }
+    }
+
+    /// Who uses a certificate, asked when it is deleted (in the same store
+    /// mutation), besides the recorded `InUseBy`.
+    pub fn with_certificate_users(mut self, users: CertificateUsers) -> Self {
+        self.users = Some(users);
+        self
     }
 
     fn sealer(&self) -> Option<&dyn Sealer> {

@@ -1003,18 +1003,26 @@ pub async fn delete_certificate(
         input.certificate_arn.as_deref(),
     )?;
     let (account, region, arn) = (ctx.account_id.clone(), ctx.region.clone(), record.arn);
+    let users = svc.users.clone();
     let result = svc
         .store
         .update(move |view| {
             let record =
                 read_record(view, &account, &region, &arn)?.ok_or_else(|| not_found(&arn))?;
-            if !record.in_use_by.is_empty() {
+            // The recorded users, and those the using service's own records
+            // name now (a listener created a moment ago is not recorded yet).
+            let mut in_use_by = record.in_use_by.clone();
+            if let Some(users) = &users {
+                for user in users(view, &account, &region, &arn) {
+                    if !in_use_by.contains(&user) {
+                        in_use_by.push(user);
+                    }
+                }
+            }
+            if !in_use_by.is_empty() {
                 return Err(AwsError::bad_request(
                     "ResourceInUseException",
-                    format!(
-                        "Certificate {arn} in use by {}",
-                        record.in_use_by.join(", ")
-                    ),
+                    format!("Certificate {arn} in use by {}", in_use_by.join(", ")),
                 ));
             }
             let id = arn.rsplit('/').next().unwrap_or_default();

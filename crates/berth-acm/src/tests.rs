@@ -633,3 +633,47 @@ fn pkcs1_rsa_keys_are_read() {
     assert!(x509::key_matches(&parsed, &read));
     assert_eq!(x509::info(&parsed).unwrap().key_algorithm, "RSA_2048");
 }
+
+#[tokio::test]
+async fn delete_asks_the_users_port_in_its_own_mutation() {
+    // A fake user service: a key `users/<arn>` holding a load balancer ARN.
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let acm = AcmService::new(store.clone(), Some(Arc::new(Xor))).with_certificate_users(Arc::new(
+        |view: &dyn berth_store::ReadView, _: &str, _: &str, arn: &str| {
+            view.get(&format!("users/{arn}"))
+                .map(|kv| vec![String::from_utf8_lossy(&kv.value).into_owned()])
+                .unwrap_or_default()
+        },
+    ));
+    let w = World { store, acm };
+    let arn = w
+        .call(
+            "RequestCertificate",
+            json!({"DomainName": "used.example.test"}),
+        )
+        .await
+        .unwrap()["CertificateArn"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let lb = "arn:aws:elasticloadbalancing:us-east-1:123456789012:loadbalancer/app/b/2";
+    berth_store::StoreExt::put(
+        w.store.as_ref(),
+        &format!("users/{arn}"),
+        lb.as_bytes().to_vec().into(),
+    )
+    .await
+    .unwrap();
+    // Not recorded in InUseBy yet, refused all the same.
+    let e = w
+        .err("DeleteCertificate", json!({"CertificateArn": arn}))
+        .await;
+    assert_eq!(e.code, "ResourceInUseException");
+    assert_eq!(e.message, format!("Certificate {arn} in use by {lb}"));
+    berth_store::StoreExt::delete(w.store.as_ref(), &format!("users/{arn}"))
+        .await
+        .unwrap();
+    w.call("DeleteCertificate", json!({"CertificateArn": arn}))
+        .await
+        .unwrap();
+}

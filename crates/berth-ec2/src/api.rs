@@ -1576,7 +1576,10 @@ fn describe_enis(svc: &Ec2Service, scope: &Scope, p: &Params) -> Result<String, 
                     "status" => vec!["in-use".into()],
                     "description" => vec![e.description.clone()],
                     "interface-type" => {
-                        vec![e.interface_type.clone().unwrap_or_else(|| "interface".into())]
+                        vec![e
+                            .interface_type
+                            .clone()
+                            .unwrap_or_else(|| "interface".into())]
                     }
                     "requester-id" => e.requester_id.clone().into_iter().collect(),
                     "owner-id" => vec![scope.account.clone()],

@@ -366,6 +366,53 @@ impl Ec2Service {
         .await
     }
 
+    /// Replaces the security groups of a network interface (a load
+    /// balancer's SetSecurityGroups applies to its interfaces): every group
+    /// must exist in the interface's VPC; `Ok(false)` when there is no such
+    /// interface.
+    pub async fn set_eni_groups(
+        &self,
+        account: &str,
+        region: &str,
+        eni_id: &str,
+        security_group_ids: &[String],
+    ) -> Result<bool, AwsError> {
+        let scope = Scope::new(account, region);
+        let eni_id = eni_id.to_string();
+        let mut groups: Vec<String> = Vec::new();
+        for g in security_group_ids {
+            if !groups.contains(g) {
+                groups.push(g.clone());
+            }
+        }
+        if groups.is_empty() || groups.len() > MAX_GROUPS_PER_ENI {
+            return Err(Ec2Error::Other(
+                "InvalidParameterValue",
+                format!("An interface takes from 1 to {MAX_GROUPS_PER_ENI} security groups."),
+            )
+            .into());
+        }
+        self.mutate(&scope, move |state| {
+            let Some(vpc) = state.enis.get(&eni_id).map(|e| e.vpc_id.clone()) else {
+                return Ok(false);
+            };
+            for g in &groups {
+                if state.group(g)?.vpc_id != vpc {
+                    return Err(Ec2Error::Other(
+                        "InvalidParameter",
+                        format!("Security group {g} and interface {eni_id} belong to different networks."),
+                    )
+                    .into());
+                }
+            }
+            if let Some(eni) = state.enis.get_mut(&eni_id) {
+                eni.group_ids = groups.clone();
+            }
+            Ok(true)
+        })
+        .await
+    }
+
     /// Checks an ECS `awsvpcConfiguration`: the subnets and groups exist
     /// and share one VPC. Errors read as ECS's (InvalidParameterException).
     /// Answers the subnets in the order given.

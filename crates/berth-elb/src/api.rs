@@ -1855,6 +1855,21 @@ impl ElbService {
                 .security_groups(&a, &r, &lb.vpc_id, &ids)
                 .map_err(|e| error("InvalidSecurityGroup", e.message))?
         };
+        // The interfaces first: their groups are what the data plane and
+        // other groups' rules see. Without groups (an NLB's), the VPC's
+        // default group.
+        let eni_groups = if groups.is_empty() {
+            self.networks
+                .security_groups(&a, &r, &lb.vpc_id, &[])
+                .map_err(|e| error("InvalidSecurityGroup", e.message))?
+        } else {
+            groups.clone()
+        };
+        for zone in &lb.zones {
+            self.networks
+                .set_groups(&a, &r, &zone.eni_id, &eni_groups)
+                .await?;
+        }
         let g2 = groups.clone();
         self.mutate(&a, &r, move |s| {
             let lb = s

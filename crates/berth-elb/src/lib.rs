@@ -45,6 +45,20 @@ pub use traffic::RuleForward;
 
 use model::{dns_ops, state_key, store_error, State};
 
+/// The load balancers whose listeners use the certificate `cert_arn`, read
+/// from `view` (ACM reads it inside DeleteCertificate's own store mutation,
+/// so a certificate a listener was just given is refused at once).
+pub fn certificate_users(
+    view: &dyn berth_store::ReadView,
+    account: &str,
+    region: &str,
+    cert_arn: &str,
+) -> Vec<String> {
+    State::load(view, account, region)
+        .map(|s| s.certificate_users(cert_arn))
+        .unwrap_or_default()
+}
+
 /// ELBv2's XML namespace.
 pub const NAMESPACE: &str = "http://elasticloadbalancing.amazonaws.com/doc/2015-12-01/";
 
@@ -138,6 +152,17 @@ pub trait LoadBalancerNetworks: Send + Sync + 'static {
     ) -> Result<(String, Ipv4Addr), AwsError>;
 
     async fn detach(&self, account: &str, region: &str, eni_id: &str) -> Result<(), AwsError>;
+
+    /// Puts the load balancer's interface `eni_id` in exactly `groups`
+    /// (SetSecurityGroups: the groups apply to the interfaces, whose ingress
+    /// the data plane enforces and other groups' rules may name).
+    async fn set_groups(
+        &self,
+        account: &str,
+        region: &str,
+        eni_id: &str,
+        groups: &[String],
+    ) -> Result<(), AwsError>;
 }
 
 /// Instance targets: ECS container instances' `ec2InstanceId`s.

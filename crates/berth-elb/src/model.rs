@@ -250,6 +250,20 @@ impl State {
         }
     }
 
+    /// The load balancers whose listeners name the certificate `cert_arn`
+    /// (default or added with AddListenerCertificates), each once.
+    pub fn certificate_users(&self, cert_arn: &str) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for l in self.listeners.values() {
+            let uses = l.certificate.as_deref() == Some(cert_arn)
+                || l.extra_certificates.iter().any(|c| c == cert_arn);
+            if uses && !out.contains(&l.lb_arn) {
+                out.push(l.lb_arn.clone());
+            }
+        }
+        out
+    }
+
     /// The load balancers whose listeners or rules forward to `tg_arn`.
     pub fn lbs_of_group(&self, tg_arn: &str) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();

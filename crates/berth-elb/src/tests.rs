@@ -18,6 +18,8 @@ const VPC: &str = "vpc-1";
 struct FakeNet {
     next: AtomicU32,
     attached: Mutex<Vec<String>>,
+    /// SetSecurityGroups' interface updates: (interface, groups).
+    grouped: Mutex<Vec<(String, Vec<String>)>>,
 }
 
 #[async_trait::async_trait]
@@ -89,6 +91,20 @@ impl LoadBalancerNetworks for FakeNet {
 
     async fn detach(&self, _: &str, _: &str, eni: &str) -> Result<(), AwsError> {
         self.attached.lock().unwrap().retain(|e| e != eni);
+        Ok(())
+    }
+
+    async fn set_groups(
+        &self,
+        _: &str,
+        _: &str,
+        eni: &str,
+        groups: &[String],
+    ) -> Result<(), AwsError> {
+        self.grouped
+            .lock()
+            .unwrap()
+            .push((eni.to_string(), groups.to_vec()));
         Ok(())
     }
 }
@@ -778,6 +794,18 @@ async fn subnets_and_groups_change_with_their_interfaces() {
         )
         .await;
     assert_eq!(tag(&out, "SecurityGroupIds"), "<member>sg-web</member>");
+    // Each of the load balancer's interfaces is put in the new group.
+    let mut grouped = h.net.grouped.lock().unwrap().clone();
+    grouped.sort();
+    let mut attached = h.net.attached.lock().unwrap().clone();
+    attached.sort();
+    assert_eq!(
+        grouped,
+        attached
+            .iter()
+            .map(|e| (e.clone(), vec!["sg-web".to_string()]))
+            .collect::<Vec<_>>()
+    );
     let bad = [
         ("LoadBalancerArn", lb.as_str()),
         ("SecurityGroups.member.1", "nope"),
@@ -786,4 +814,35 @@ async fn subnets_and_groups_change_with_their_interfaces() {
         h.err("SetSecurityGroups", &bad).await,
         "InvalidSecurityGroup"
     );
+}
+
+#[tokio::test]
+async fn certificate_users_are_the_load_balancers_whose_listeners_name_it() {
+    let h = harness();
+    let lb = h.alb().await;
+    let good = "arn:aws:acm:us-east-1:000000000000:certificate/good";
+    let out = h
+        .ok(
+            "CreateListener",
+            &[
+                ("LoadBalancerArn", lb.as_str()),
+                ("Protocol", "HTTPS"),
+                ("Port", "443"),
+                ("Certificates.member.1.CertificateArn", good),
+                ("DefaultActions.member.1.Type", "fixed-response"),
+                (
+                    "DefaultActions.member.1.FixedResponseConfig.StatusCode",
+                    "200",
+                ),
+            ],
+        )
+        .await;
+    let listener = tag(&out, "ListenerArn");
+    let users = |arn: &str| crate::certificate_users(h.store.as_ref(), A, R, arn);
+    assert_eq!(users(good), vec![lb.clone()]);
+    assert!(users("arn:aws:acm:us-east-1:000000000000:certificate/other").is_empty());
+    assert!(crate::certificate_users(h.store.as_ref(), A, "eu-west-1", good).is_empty());
+    h.ok("DeleteListener", &[("ListenerArn", listener.as_str())])
+        .await;
+    assert!(users(good).is_empty());
 }

@@ -203,17 +203,25 @@ impl Node {
                 store: store.clone(),
             }));
         }
-        let controller = ServiceController::new(store.clone(), presence.clone());
+        let controller = ServiceController::with_deployment_minute(
+            store.clone(),
+            presence.clone(),
+            args.deployment_minute_seconds as f64,
+        );
         // Cloud Map, shared with ECS, which registers services' tasks in it.
         let discovery = Arc::new(berth_discovery::DiscoveryService::new(store.clone()));
         // ACM, with private keys sealed by the master key. Berth's local CA
         // is created (or read) now, so every server of the installation
         // signs with the one in the store and GET /_berth/ca-certificate
         // only reads.
-        let acm = Arc::new(berth_acm::AcmService::new(
-            store.clone(),
-            Some(master_key.clone() as Arc<dyn berth_model::Sealer>),
-        ));
+        let acm = Arc::new(
+            berth_acm::AcmService::new(
+                store.clone(),
+                Some(master_key.clone() as Arc<dyn berth_model::Sealer>),
+            )
+            // DeleteCertificate reads ELB's listeners in its own mutation.
+            .with_certificate_users(Arc::new(berth_elb::certificate_users)),
+        );
         acm.ca().await.map_err(|e| {
             anyhow::anyhow!("creating Berth's certificate authority: {}", e.message)
         })?;
@@ -650,6 +658,20 @@ impl berth_elb::LoadBalancerNetworks for LoadBalancerNetworks {
         eni_id: &str,
     ) -> Result<(), berth_model::AwsError> {
         self.0.delete_eni(account, region, eni_id).await.map(|_| ())
+    }
+
+    async fn set_groups(
+        &self,
+        account: &str,
+        region: &str,
+        eni_id: &str,
+        groups: &[String],
+    ) -> Result<(), berth_model::AwsError> {
+        // An interface deleted meanwhile has no groups to change.
+        self.0
+            .set_eni_groups(account, region, eni_id, groups)
+            .await
+            .map(|_| ())
     }
 }
 

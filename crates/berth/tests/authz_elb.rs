@@ -124,6 +124,10 @@ impl LoadBalancerNetworks for Net {
     async fn detach(&self, _: &str, _: &str, _: &str) -> Result<(), AwsError> {
         Ok(())
     }
+
+    async fn set_groups(&self, _: &str, _: &str, _: &str, _: &[String]) -> Result<(), AwsError> {
+        Ok(())
+    }
 }
 
 struct Instances;
