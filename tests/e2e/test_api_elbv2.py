@@ -48,9 +48,22 @@ def cloud(tmp_path_factory):
     server.stop()
 
 
+# The load balancers of these tests serve on the host, like everyone's: a
+# VPC block of their own keeps their addresses apart from the default VPC's,
+# which the load balancer tests that run beside them use.
+VPC_BLOCK = "10.77.0.0/16"
+
+
 def network(berth):
     ec2 = berth.client("ec2")
-    vpc = next(v["VpcId"] for v in ec2.describe_vpcs()["Vpcs"] if v.get("IsDefault"))
+    vpcs = [v["VpcId"] for v in ec2.describe_vpcs(
+        Filters=[{"Name": "cidr", "Values": [VPC_BLOCK]}])["Vpcs"]]
+    if vpcs:
+        vpc = vpcs[0]
+    else:
+        vpc = ec2.create_vpc(CidrBlock=VPC_BLOCK)["Vpc"]["VpcId"]
+        for i, zone in enumerate(["us-east-1a", "us-east-1b", "us-east-1c"]):
+            ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.77.{i * 16}.0/20", AvailabilityZone=zone)
     subnets = sorted(s["SubnetId"] for s in ec2.describe_subnets()["Subnets"] if s["VpcId"] == vpc)
     return vpc, subnets
 

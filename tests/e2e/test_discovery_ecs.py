@@ -290,7 +290,9 @@ def test_bridge_tasks_are_found_through_srv_records(berth_agent):
                        serviceRegistries=[{"registryArn": registry["Arn"], "containerName": "web",
                                            "containerPort": 8080}])
     tasks = wait_running(ecs, "web", 2)
-    ports = sorted(t["containers"][0]["networkBindings"][0]["hostPort"] for t in tasks)
+    # The IPv4 bindings (Docker may publish IPv6 on other ports).
+    ports = sorted(b["hostPort"] for t in tasks for b in t["containers"][0]["networkBindings"]
+                   if ":" not in b.get("bindIP", "0.0.0.0"))
 
     def srv():
         lines = dig(berth, "web.bridge.local", "SRV")

@@ -220,7 +220,6 @@ impl std::fmt::Debug for CertificateMaterial {
     }
 }
 
-/// The ACM service.
 /// The resources (load balancer ARNs) that use a certificate, read from the
 /// store view DeleteCertificate's mutation runs against: `(view, account,
 /// region, certificate ARN)`. The server gives ELB's; without one, only the
@@ -228,6 +227,7 @@ impl std::fmt::Debug for CertificateMaterial {
 pub type CertificateUsers =
     Arc<dyn Fn(&dyn berth_store::ReadView, &str, &str, &str) -> Vec<String> + Send + Sync>;
 
+/// The ACM service.
 pub struct AcmService {
     store: Arc<dyn Store>,
     sealer: Option<Arc<dyn Sealer>>,
