@@ -846,3 +846,74 @@ async fn certificate_users_are_the_load_balancers_whose_listeners_name_it() {
         .await;
     assert!(users(good).is_empty());
 }
+
+#[tokio::test]
+async fn ecs_reads_and_sets_forward_weights_of_rules_and_default_rules() {
+    let h = harness();
+    let lb = h.alb().await;
+    let blue = h.tg("blue", "HTTP", "instance").await;
+    let green = h.tg("green", "HTTP", "instance").await;
+    let listener = h.listener(&lb, "80", &blue).await;
+    let out = h
+        .ok(
+            "CreateRule",
+            &[
+                ("ListenerArn", &listener),
+                ("Priority", "10"),
+                ("Conditions.member.1.Field", "path-pattern"),
+                ("Conditions.member.1.Values.member.1", "/*"),
+                ("Actions.member.1.Type", "forward"),
+                ("Actions.member.1.TargetGroupArn", &blue),
+            ],
+        )
+        .await;
+    let rule = tag(&out, "RuleArn");
+    let read = h.elb.rule_forward(A, R, &rule).unwrap();
+    assert_eq!(read.listener_arn, listener);
+    assert_eq!(read.load_balancer_arn, lb);
+    assert_eq!(read.groups, vec![(blue.clone(), None)]);
+    let weights = vec![(blue.clone(), 90), (green.clone(), 10)];
+    h.elb
+        .set_forward_weights(A, R, &rule, &weights)
+        .await
+        .unwrap();
+    assert_eq!(
+        h.elb.rule_forward(A, R, &rule).unwrap().groups,
+        vec![(blue.clone(), Some(90)), (green.clone(), Some(10))]
+    );
+    // The green group is now in use by the load balancer.
+    assert_eq!(
+        h.elb
+            .target_group_summary(A, R, &green)
+            .unwrap()
+            .load_balancer_arns,
+        vec![lb.clone()]
+    );
+    let described = h.ok("DescribeRules", &[("RuleArns.member.1", &rule)]).await;
+    assert!(described.contains("<Weight>10</Weight>"), "{described}");
+    // A listener's ARN names its default rule.
+    let default = h.elb.rule_forward(A, R, &listener).unwrap();
+    assert_ne!(default.rule_arn, rule);
+    h.elb
+        .set_forward_weights(A, R, &default.rule_arn, &[(green.clone(), 100)])
+        .await
+        .unwrap();
+    assert_eq!(
+        h.elb.rule_forward(A, R, &listener).unwrap().groups,
+        vec![(green.clone(), Some(100))]
+    );
+    // Unknown rules and groups.
+    let before = h.store.revision();
+    let missing = format!("{rule}0");
+    assert_eq!(
+        h.elb.rule_forward(A, R, &missing).unwrap_err().code,
+        "RuleNotFound"
+    );
+    let e = h
+        .elb
+        .set_forward_weights(A, R, &rule, &[(format!("{green}0"), 1)])
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, "TargetGroupNotFound");
+    assert_eq!(h.store.revision(), before);
+}

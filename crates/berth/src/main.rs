@@ -149,6 +149,13 @@ pub struct ServeArgs {
     /// /etc/resolv.conf].
     #[arg(long, value_name = "IP[:PORT]")]
     pub dns_upstream: Vec<String>,
+
+    /// How many seconds a deployment's minute lasts: the bake times of ECS
+    /// blue/green, linear and canary deployments (bakeTimeInMinutes,
+    /// stepBakeTimeInMinutes, canaryBakeTimeInMinutes) count in these
+    /// minutes. Keep 60 except to shorten deployments in tests.
+    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+    pub deployment_minute_seconds: u64,
 }
 
 #[derive(clap::Args, Clone, Debug)]

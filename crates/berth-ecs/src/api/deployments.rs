@@ -183,6 +183,12 @@ fn full(
                 crate::state::services::failure_threshold(d.desired_count.unwrap_or(0)) as i32,
             ),
         }),
+        lifecycle_stage: record
+            .blue_green
+            .as_ref()
+            .filter(|bg| bg.deployment == id)
+            .map(|bg| bg.stage.clone())
+            .or_else(|| record.lifecycle_stages.get(&id).cloned()),
         ..ServiceDeployment::default()
     }
 }

@@ -15,9 +15,10 @@ use berth_store::{Op, ReadView, Store, StoreExt};
 use crate::error;
 use crate::launch::capacity::{self, Capacity};
 use crate::launch::policy;
+use crate::state::blue_green;
 use crate::state::clusters::{self, resolve_name};
 use crate::state::keys::Scope;
-use crate::state::load_balancers::{self, LoadBalancerTargets, TargetGroupInfo};
+use crate::state::load_balancers::{self, LoadBalancerTargets, RuleInfo, TargetGroupInfo};
 use crate::state::network::TaskNetworks;
 use crate::state::records::{decode, encode, fingerprint, load, load_each};
 use crate::state::registry::{self, RegistryInfo, ServiceRegistries};
@@ -54,12 +55,69 @@ fn deployment_configuration(
             config.alarms = g.alarms;
         }
         if let Some(strategy) = g.strategy {
-            if strategy != "ROLLING" {
+            if !["ROLLING", "BLUE_GREEN", "LINEAR", "CANARY"].contains(&strategy.as_str()) {
                 return Err(error::invalid_parameter(format!(
-                    "Berth supports the ROLLING deployment strategy only, not {strategy}."
+                    "Invalid deployment strategy '{strategy}'. Valid values: ROLLING, BLUE_GREEN, LINEAR, CANARY."
                 )));
             }
+            config.strategy = Some(strategy);
         }
+        if let Some(bake) = g.bake_time_in_minutes {
+            check_minutes("bakeTimeInMinutes", bake)?;
+            config.bake_time_in_minutes = Some(bake);
+        }
+        if let Some(linear) = g.linear_configuration {
+            if let Some(p) = linear.step_percent {
+                if !(3.0..=100.0).contains(&p) {
+                    return Err(error::invalid_parameter(
+                        "linearConfiguration.stepPercent must be between 3.0 and 100.0.",
+                    ));
+                }
+            }
+            if let Some(m) = linear.step_bake_time_in_minutes {
+                check_minutes("linearConfiguration.stepBakeTimeInMinutes", m)?;
+            }
+            config.linear_configuration = Some(linear);
+        }
+        if let Some(canary) = g.canary_configuration {
+            if let Some(p) = canary.canary_percent {
+                if !(0.1..=100.0).contains(&p) {
+                    return Err(error::invalid_parameter(
+                        "canaryConfiguration.canaryPercent must be between 0.1 and 100.0.",
+                    ));
+                }
+            }
+            if let Some(m) = canary.canary_bake_time_in_minutes {
+                check_minutes("canaryConfiguration.canaryBakeTimeInMinutes", m)?;
+            }
+            config.canary_configuration = Some(canary);
+        }
+        if let Some(hooks) = g.lifecycle_hooks {
+            if let Some(hook) = hooks.first() {
+                return Err(error::invalid_parameter(format!(
+                    "lifecycleHooks are not supported: their hookTargetArn ({}) names an AWS Lambda \
+                     function, and Berth has no AWS Lambda to invoke it.",
+                    hook.hook_target_arn.as_deref().unwrap_or("")
+                )));
+            }
+            config.lifecycle_hooks = Some(hooks);
+        }
+    }
+    let strategy = config.strategy.as_deref().unwrap_or("ROLLING");
+    if config.linear_configuration.is_some() && strategy != "LINEAR" {
+        return Err(error::invalid_parameter(
+            "linearConfiguration is only valid with the LINEAR deployment strategy.",
+        ));
+    }
+    if config.canary_configuration.is_some() && strategy != "CANARY" {
+        return Err(error::invalid_parameter(
+            "canaryConfiguration is only valid with the CANARY deployment strategy.",
+        ));
+    }
+    if daemon && strategy != "ROLLING" {
+        return Err(error::invalid_parameter(format!(
+            "The daemon scheduling strategy supports the ROLLING deployment strategy only, not {strategy}."
+        )));
     }
     let max = *config.maximum_percent.get_or_insert(default_max);
     let min = *config.minimum_healthy_percent.get_or_insert(default_min);
@@ -84,6 +142,17 @@ fn deployment_configuration(
     breaker.enable.get_or_insert(false);
     breaker.rollback.get_or_insert(false);
     Ok(config)
+}
+
+/// A deployment's number of minutes: 0 to 1440.
+fn check_minutes(member: &str, minutes: i32) -> Result<(), AwsError> {
+    if (0..=1440).contains(&minutes) {
+        Ok(())
+    } else {
+        Err(error::invalid_parameter(format!(
+            "{member} must be between 0 and 1440."
+        )))
+    }
 }
 
 fn check_placement(
@@ -265,7 +334,8 @@ pub(crate) async fn create(
     let registry_infos = describe_registries(registries, scope, &asked_registries)?;
     let asked_balancers = input.load_balancers.clone().unwrap_or_default();
     load_balancers::check_shape(&asked_balancers)?;
-    let group_infos = describe_target_groups(balancers, scope, &asked_balancers)?;
+    let mut group_infos = describe_target_groups(balancers, scope, &asked_balancers)?;
+    let rule_infos = describe_advanced(balancers, scope, &asked_balancers, &mut group_infos)?;
     let asked_role = input.role.clone();
     let scope_owned = scope.clone();
     let caller = caller_arn.to_string();
@@ -345,6 +415,12 @@ pub(crate) async fn create(
                 let balanced = load_balancers::check(&asked_balancers, &td, &|arn| {
                     group_info(&group_infos, arn)
                 })?;
+                load_balancers::check_advanced(
+                    &balanced,
+                    blue_green::strategy(service.deployment_configuration.as_ref()),
+                    &|arn| group_info(&group_infos, arn),
+                    &|arn| rule_info(&rule_infos, arn),
+                )?;
                 service.role_arn = load_balancers::check_role(
                     asked_role.as_deref(),
                     &scope.account,
@@ -465,8 +541,28 @@ pub(crate) async fn update(
     if let Some(asked) = &asked_balancers {
         load_balancers::check_shape(asked)?;
     }
-    let group_infos =
+    let mut group_infos =
         describe_target_groups(balancers, scope, asked_balancers.as_deref().unwrap_or(&[]))?;
+    // Blue/green: the groups and rules the load balancers (given, or as
+    // stored) name, checked when either they or the deployment
+    // configuration change.
+    let check_shift = asked_balancers.is_some() || input.deployment_configuration.is_some();
+    let rule_infos = if check_shift {
+        let list = match &asked_balancers {
+            Some(list) => list.clone(),
+            None => load::<ServiceRecord>(store, &scope.service(&cluster, &name))?
+                .and_then(|(r, _)| r.service.load_balancers)
+                .unwrap_or_default(),
+        };
+        let mut more = describe_target_groups(balancers, scope, &list)?;
+        let rules = describe_advanced(balancers, scope, &list, &mut more)?;
+        for (k, v) in more {
+            group_infos.entry(k).or_insert(v);
+        }
+        rules
+    } else {
+        std::collections::HashMap::new()
+    };
     let scope_owned = scope.clone();
     let (_, record) = store
         .update(move |view| {
@@ -642,6 +738,14 @@ pub(crate) async fn update(
                     &capacity,
                     network.as_ref(),
                     platform.as_deref().filter(|_| capacity != Capacity::Ec2),
+                )?;
+            }
+            if check_shift {
+                load_balancers::check_advanced(
+                    s.load_balancers.as_deref().unwrap_or(&[]),
+                    blue_green::strategy(s.deployment_configuration.as_ref()),
+                    &|arn| group_info(&group_infos, arn),
+                    &|arn| rule_info(&rule_infos, arn),
                 )?;
             }
             let desired = s.desired_count.unwrap_or(0);
@@ -880,6 +984,58 @@ fn describe_target_groups(
         }
     }
     Ok(out)
+}
+
+/// The alternate target groups (added to `groups`) and the listener rules
+/// that `advancedConfiguration`s name, described before the mutation that
+/// checks them.
+fn describe_advanced(
+    balancers: Option<&dyn LoadBalancerTargets>,
+    scope: &Scope,
+    asked: &[LoadBalancer],
+    groups: &mut std::collections::HashMap<String, TargetGroupInfo>,
+) -> Result<std::collections::HashMap<String, RuleInfo>, AwsError> {
+    let mut rules = std::collections::HashMap::new();
+    let Some(balancers) = balancers else {
+        return Ok(rules);
+    };
+    for adv in asked
+        .iter()
+        .filter_map(|l| l.advanced_configuration.as_ref())
+    {
+        if let Some(arn) = adv
+            .alternate_target_group_arn
+            .as_deref()
+            .filter(|a| !a.is_empty() && !groups.contains_key(*a))
+        {
+            groups.insert(
+                arn.to_string(),
+                balancers.describe_target_group(&scope.account, &scope.region, arn)?,
+            );
+        }
+        for arn in [&adv.production_listener_rule, &adv.test_listener_rule]
+            .into_iter()
+            .flatten()
+        {
+            if !arn.is_empty() && !rules.contains_key(arn) {
+                rules.insert(
+                    arn.clone(),
+                    balancers.describe_rule(&scope.account, &scope.region, arn)?,
+                );
+            }
+        }
+    }
+    Ok(rules)
+}
+
+fn rule_info(
+    infos: &std::collections::HashMap<String, RuleInfo>,
+    arn: &str,
+) -> Result<RuleInfo, AwsError> {
+    infos
+        .get(arn)
+        .cloned()
+        .ok_or_else(|| error::invalid_parameter(format!("The listener rule {arn} does not exist.")))
 }
 
 fn group_info(

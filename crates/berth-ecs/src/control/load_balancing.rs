@@ -22,7 +22,6 @@ use berth_store::{Op, Store, StoreExt};
 
 use crate::error;
 use crate::state::clock::{self, Clock};
-use crate::state::index;
 use crate::state::instances::InstanceRecord;
 use crate::state::keys::{self, Scope};
 use crate::state::load_balancers::{self as lb, LedgerTarget, Step};
@@ -32,6 +31,7 @@ pub use crate::state::load_balancers::{
 use crate::state::records::{decode, encode, load};
 use crate::state::services::ServiceRecord;
 use crate::state::tasks::TaskRecord;
+use crate::state::{blue_green, index};
 
 /// How often every service's tasks are swept (and their health read).
 const SWEEP_EVERY: Duration = Duration::from_secs(2);
@@ -86,6 +86,7 @@ impl TargetController {
                                 if !balancers_of(&service).is_empty() {
                                     clusters.insert(cluster_key(&scope, cluster));
                                 }
+                                self.shift(&scope, &service).await;
                             }
                         } else if keys::is_task_key(key) {
                             let cluster = rest
@@ -127,6 +128,7 @@ impl TargetController {
                     continue;
                 }
                 clusters.insert(cluster_key(&scope, &service.cluster));
+                self.shift(&scope, &service).await;
                 let ids: Vec<String> = self
                     .store
                     .range(
@@ -144,7 +146,8 @@ impl TargetController {
                         continue;
                     };
                     handled.insert(key);
-                    self.act(&scope, record, balancers_of(&service), true).await;
+                    let balancers = blue_green::balancers_for(&service, &record);
+                    self.act(&scope, record, &balancers, true).await;
                 }
             }
             // Tasks holding targets whose service dropped its load
@@ -174,6 +177,48 @@ impl TargetController {
             }
         }
         clusters
+    }
+
+    /// Sets the listener rule weights a blue/green (linear, canary)
+    /// deployment wants, then records on the service that they are set
+    /// (and when), if it still wants them.
+    pub(crate) async fn shift(&self, scope: &Scope, service: &ServiceRecord) {
+        let Some(bg) = service.blue_green.clone().filter(|bg| !bg.settled()) else {
+            return;
+        };
+        for (rule, weights) in blue_green::wanted_weights(service, bg.wanted) {
+            if let Err(e) = self
+                .targets
+                .set_forward_weights(&scope.account, &scope.region, &rule, &weights)
+                .await
+            {
+                tracing::warn!(service = %service.name, rule = %rule, error = %e.message, "shifting traffic");
+                return;
+            }
+        }
+        let key = scope.service(&service.cluster, &service.name);
+        let at = self.clock.now();
+        let _ = self
+            .store
+            .update(move |view| {
+                let Some((mut s, _)) = load::<ServiceRecord>(view, &key)? else {
+                    return Ok::<_, AwsError>((Vec::new(), ()));
+                };
+                let Some(now) = s.blue_green.as_mut() else {
+                    return Ok((Vec::new(), ()));
+                };
+                if now.deployment != bg.deployment
+                    || now.wanted != bg.wanted
+                    || now.rolling_back != bg.rolling_back
+                    || now.settled()
+                {
+                    return Ok((Vec::new(), ()));
+                }
+                now.applied = Some(now.wanted);
+                now.applied_at = at;
+                Ok((vec![Op::put(key.clone(), encode(&s)?)], ()))
+            })
+            .await;
     }
 
     /// Deregisters what the ledger holds for a task that is gone, then
@@ -230,7 +275,7 @@ impl TargetController {
         });
         let balancers = service
             .as_ref()
-            .map(|s| balancers_of(s).to_vec())
+            .map(|s| blue_green::balancers_for(s, &record))
             .unwrap_or_default();
         self.act(scope, record, &balancers, poll).await;
     }
@@ -480,6 +525,14 @@ mod tests {
     const TG_ALONE: &str =
         "arn:aws:elasticloadbalancing:us-east-1:000000000000:targetgroup/alone/0123456789abcdef";
     const LB: &str = "arn:aws:elasticloadbalancing:us-east-1:000000000000:loadbalancer/app/front/0123456789abcdef";
+    const TG_ALT: &str =
+        "arn:aws:elasticloadbalancing:us-east-1:000000000000:targetgroup/green/0123456789abcdef";
+    const RULE_PROD: &str = "arn:aws:elasticloadbalancing:us-east-1:000000000000:listener-rule/app/front/0123456789abcdef/1111111111111111/2222222222222222";
+    const RULE_TEST: &str = "arn:aws:elasticloadbalancing:us-east-1:000000000000:listener-rule/app/front/0123456789abcdef/3333333333333333/4444444444444444";
+    const ROLE: &str = "arn:aws:iam::000000000000:role/ecs-infrastructure";
+
+    /// A rule's target groups and weights.
+    type Weighted = Vec<(String, u32)>;
 
     /// Targets by (group, id, port): their health (`draining` once
     /// deregistered, until the test ends the delay).
@@ -490,6 +543,10 @@ mod tests {
     #[derive(Default)]
     pub(crate) struct FakeTargets {
         pub targets: Mutex<Targets>,
+        /// Listener rules' forward weights as last set.
+        pub rules: Mutex<BTreeMap<String, Vec<(String, u32)>>>,
+        /// Every weight change, in order.
+        pub shifts: Mutex<Vec<(String, Weighted)>>,
     }
 
     impl FakeTargets {
@@ -539,7 +596,7 @@ mod tests {
         ) -> Result<TargetGroupInfo, AwsError> {
             let (target_type, attached) =
                 match arn {
-                    TG => ("instance", true),
+                    TG | TG_ALT => ("instance", true),
                     TG_IP => ("ip", true),
                     TG_ALONE => ("instance", false),
                     _ => return Err(AwsError::bad_request(
@@ -604,6 +661,43 @@ mod tests {
                 .get(&(tg.into(), id.into(), port))
                 .cloned())
         }
+        fn describe_rule(&self, _: &str, _: &str, arn: &str) -> Result<RuleInfo, AwsError> {
+            if arn != RULE_PROD && arn != RULE_TEST {
+                return Err(error::invalid_parameter(format!(
+                    "The listener rule {arn} does not exist."
+                )));
+            }
+            let groups = self
+                .rules
+                .lock()
+                .unwrap()
+                .get(arn)
+                .map(|w| w.iter().map(|(g, w)| (g.clone(), Some(*w))).collect())
+                .unwrap_or_else(|| vec![(TG.to_string(), None)]);
+            Ok(RuleInfo {
+                arn: arn.into(),
+                listener_arn: "listener".into(),
+                load_balancer_arn: LB.into(),
+                groups,
+            })
+        }
+        async fn set_forward_weights(
+            &self,
+            _: &str,
+            _: &str,
+            rule: &str,
+            weights: &[(String, u32)],
+        ) -> Result<(), AwsError> {
+            let mut rules = self.rules.lock().unwrap();
+            if rules.get(rule).map(Vec::as_slice) != Some(weights) {
+                rules.insert(rule.into(), weights.to_vec());
+                self.shifts
+                    .lock()
+                    .unwrap()
+                    .push((rule.into(), weights.to_vec()));
+            }
+            Ok(())
+        }
     }
 
     fn harness() -> (Harness, Arc<FakeTargets>, TargetController) {
@@ -650,7 +744,8 @@ mod tests {
                 _ => continue,
             };
             let id = task.task_arn.rsplit('/').next().unwrap_or("").to_string();
-            let port = 32768 + u16::from_str_radix(&id[..3], 16).unwrap_or(0) % 1000;
+            // Distinct enough that two tasks rarely share a host port.
+            let port = 32768 + u16::from_str_radix(&id[..4], 16).unwrap_or(0) % 30000;
             let report = json!({
                 "taskArn": task.task_arn,
                 "lastStatus": status,
@@ -1167,6 +1262,479 @@ mod tests {
         assert_eq!(
             crate::state::registry::agent_desired_status(&record),
             TaskStatus::Stopped
+        );
+    }
+
+    // ---- blue/green, linear and canary deployments ----------------------
+
+    impl FakeTargets {
+        /// Every live target of group `tg` turns `state`.
+        fn set_group(&self, tg: &str, state: &str) {
+            for ((g, _, _), h) in self.targets.lock().unwrap().iter_mut() {
+                if g == tg && h.state != "draining" {
+                    *h = Self::health(state, None);
+                }
+            }
+        }
+
+        fn weights(&self, rule: &str) -> Vec<(String, u32)> {
+            self.rules
+                .lock()
+                .unwrap()
+                .get(rule)
+                .cloned()
+                .unwrap_or_default()
+        }
+
+        fn groups_of_live(&self) -> Vec<String> {
+            self.live().into_iter().map(|(g, _, _)| g).collect()
+        }
+    }
+
+    fn shifting_service(config: Value) -> Value {
+        service(json!({
+            "desiredCount": 2,
+            "deploymentConfiguration": config,
+            "loadBalancers": [{
+                "targetGroupArn": TG, "containerName": "web", "containerPort": 8080,
+                "advancedConfiguration": {
+                    "alternateTargetGroupArn": TG_ALT,
+                    "productionListenerRule": RULE_PROD,
+                    "testListenerRule": RULE_TEST,
+                    "roleArn": ROLE,
+                },
+            }],
+        }))
+    }
+
+    /// One round: controller pass, the agent reports, the target
+    /// controller sweeps (registers, reads health, shifts weights).
+    async fn round(
+        h: &Harness,
+        controller: &crate::control::service_controller::ServiceController,
+        targets: &TargetController,
+        instance: &Instance,
+    ) {
+        controller.pass().await;
+        agent_reports(h, instance).await;
+        targets.sweep().await;
+        controller.pass().await;
+    }
+
+    fn stored(h: &Harness) -> ServiceRecord {
+        load::<ServiceRecord>(h.store.as_ref(), &h.scope().service("default", "api"))
+            .unwrap()
+            .unwrap()
+            .0
+    }
+
+    fn stage(h: &Harness) -> Option<String> {
+        stored(h).blue_green.map(|bg| bg.stage)
+    }
+
+    #[tokio::test]
+    async fn blue_green_settings_are_checked_as_ecs_does() {
+        let (h, _fake, _) = harness();
+        h.instance("default", Spec::default()).await;
+        definition(&h, "api", "bridge").await;
+        let bg = json!({"strategy": "BLUE_GREEN"});
+        let cases = vec![
+            shifting_service(json!({"strategy": "PURPLE"})),
+            shifting_service(json!({"strategy": "BLUE_GREEN", "bakeTimeInMinutes": 1441})),
+            shifting_service(
+                json!({"strategy": "LINEAR", "linearConfiguration": {"stepPercent": 2.0}}),
+            ),
+            shifting_service(
+                json!({"strategy": "CANARY", "canaryConfiguration": {"canaryPercent": 0.0}}),
+            ),
+            shifting_service(
+                json!({"strategy": "BLUE_GREEN", "canaryConfiguration": {"canaryPercent": 10.0}}),
+            ),
+            shifting_service(json!({"strategy": "BLUE_GREEN", "lifecycleHooks": [{
+                "hookTargetArn": "arn:aws:lambda:us-east-1:000000000000:function:hook",
+                "roleArn": ROLE, "lifecycleStages": ["POST_SCALE_UP"]}]})),
+            service(json!({"deploymentConfiguration": bg})),
+            {
+                let mut s = shifting_service(bg.clone());
+                s["loadBalancers"][0]["advancedConfiguration"]["alternateTargetGroupArn"] =
+                    json!(TG);
+                s
+            },
+            {
+                let mut s = shifting_service(bg.clone());
+                s["loadBalancers"][0]["advancedConfiguration"]["alternateTargetGroupArn"] =
+                    json!(TG_ALONE);
+                s
+            },
+            {
+                let mut s = shifting_service(bg.clone());
+                s["loadBalancers"][0]["advancedConfiguration"]["productionListenerRule"] = json!("arn:aws:elasticloadbalancing:us-east-1:000000000000:listener-rule/app/front/0123456789abcdef/9/9");
+                s
+            },
+            {
+                let mut s = shifting_service(bg.clone());
+                s["loadBalancers"][0]["advancedConfiguration"]["roleArn"] = json!("");
+                s
+            },
+        ];
+        for case in cases {
+            let e = h.err("CreateService", case.clone()).await;
+            assert_eq!(e.code, "InvalidParameterException", "{case}: {}", e.message);
+        }
+        assert!(h.service_tasks("default", "api").is_empty());
+        let out = h.ok("ListServices", json!({})).await;
+        assert_eq!(out["serviceArns"].as_array().map(Vec::len), Some(0));
+        // The good one.
+        h.ok("CreateService", shifting_service(bg)).await;
+    }
+
+    #[tokio::test]
+    async fn a_canary_deployment_shifts_by_its_steps_and_survives_a_restart() {
+        let (h, fake, targets) = harness();
+        let instance = h.instance("default", Spec::default()).await;
+        definition(&h, "api", "bridge").await;
+        h.ok(
+            "CreateService",
+            shifting_service(json!({
+                "strategy": "CANARY", "bakeTimeInMinutes": 1,
+                "canaryConfiguration": {"canaryPercent": 10.0, "canaryBakeTimeInMinutes": 2},
+            })),
+        )
+        .await;
+        let controller = h.controller();
+        round(&h, &controller, &targets, &instance).await;
+        fake.set_all("healthy", None);
+        round(&h, &controller, &targets, &instance).await;
+        // The first deployment has nothing to shift from: blue serves.
+        assert_eq!(stored(&h).blue_green, None);
+        assert_eq!(fake.groups_of_live(), vec![TG.to_string(), TG.to_string()]);
+
+        h.ok(
+            "UpdateService",
+            json!({"service": "api", "forceNewDeployment": true}),
+        )
+        .await;
+        round(&h, &controller, &targets, &instance).await;
+        assert_eq!(stage(&h).as_deref(), Some("SCALE_UP"));
+        // The new tasks register in the alternate group; production and
+        // test stay on blue.
+        let mut groups = fake.groups_of_live();
+        groups.sort();
+        let mut both = vec![TG, TG, TG_ALT, TG_ALT];
+        both.sort();
+        assert_eq!(groups, both);
+        assert_eq!(
+            fake.weights(RULE_PROD),
+            vec![(TG.into(), 100), (TG_ALT.into(), 0)]
+        );
+        assert_eq!(
+            fake.weights(RULE_TEST),
+            vec![(TG.into(), 100), (TG_ALT.into(), 0)]
+        );
+
+        fake.set_group(TG_ALT, "healthy");
+        round(&h, &controller, &targets, &instance).await;
+        assert_eq!(stage(&h).as_deref(), Some("TEST_TRAFFIC_SHIFT"));
+        round(&h, &controller, &targets, &instance).await;
+        // Test traffic on green, production still blue.
+        assert_eq!(
+            fake.weights(RULE_TEST),
+            vec![(TG.into(), 0), (TG_ALT.into(), 100)]
+        );
+        assert_eq!(
+            fake.weights(RULE_PROD),
+            vec![(TG.into(), 100), (TG_ALT.into(), 0)]
+        );
+        assert_eq!(stage(&h).as_deref(), Some("PRODUCTION_TRAFFIC_SHIFT"));
+        round(&h, &controller, &targets, &instance).await;
+        assert_eq!(
+            fake.weights(RULE_PROD),
+            vec![(TG.into(), 90), (TG_ALT.into(), 10)]
+        );
+
+        // The server restarts during the canary's bake: new controllers
+        // resume from the stored deployment.
+        let controller = h.controller();
+        let targets = TargetController {
+            store: h.store.clone(),
+            targets: fake.clone(),
+            clock: h.clock.clone(),
+        };
+        h.advance(119.0);
+        round(&h, &controller, &targets, &instance).await;
+        assert_eq!(
+            fake.weights(RULE_PROD),
+            vec![(TG.into(), 90), (TG_ALT.into(), 10)]
+        );
+        h.advance(2.0);
+        round(&h, &controller, &targets, &instance).await;
+        assert_eq!(
+            fake.weights(RULE_PROD),
+            vec![(TG.into(), 0), (TG_ALT.into(), 100)]
+        );
+        round(&h, &controller, &targets, &instance).await;
+        assert_eq!(stage(&h).as_deref(), Some("BAKE_TIME"));
+        // The old tasks run through the bake time.
+        assert_eq!(live_tasks(&h).len(), 4);
+        h.advance(59.0);
+        round(&h, &controller, &targets, &instance).await;
+        assert_eq!(stage(&h).as_deref(), Some("BAKE_TIME"));
+        h.advance(2.0);
+        controller.pass().await;
+        assert_eq!(stage(&h).as_deref(), Some("CLEAN_UP"));
+        // The old tasks are asked to stop (deregistered first).
+        assert_eq!(
+            live_tasks(&h)
+                .iter()
+                .filter(|t| t.desired_status() == TaskStatus::Running)
+                .count(),
+            2
+        );
+        fake.drain_over();
+        round(&h, &controller, &targets, &instance).await;
+        round(&h, &controller, &targets, &instance).await;
+        let record = stored(&h);
+        assert_eq!(record.blue_green, None);
+        assert!(record.alternate_serving);
+        assert_eq!(
+            fake.groups_of_live(),
+            vec![TG_ALT.to_string(), TG_ALT.to_string()]
+        );
+        assert!(events(&h)
+            .await
+            .iter()
+            .any(|e| e.ends_with("deployment completed.")));
+        let shifts: Vec<Vec<(String, u32)>> = fake
+            .shifts
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(r, _)| r == RULE_PROD)
+            .map(|(_, w)| w.clone())
+            .collect();
+        assert_eq!(
+            shifts,
+            vec![
+                vec![(TG.into(), 100), (TG_ALT.into(), 0)],
+                vec![(TG.into(), 90), (TG_ALT.into(), 10)],
+                vec![(TG.into(), 0), (TG_ALT.into(), 100)],
+            ]
+        );
+        let listed = h
+            .ok("ListServiceDeployments", json!({"service": "api"}))
+            .await;
+        let arns: Vec<Value> = listed["serviceDeployments"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .map(|d| d["serviceDeploymentArn"].clone())
+            .collect();
+        let described = h
+            .ok(
+                "DescribeServiceDeployments",
+                json!({"serviceDeploymentArns": arns}),
+            )
+            .await;
+        assert!(
+            described["serviceDeployments"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|d| d["lifecycleStage"] == "CLEAN_UP" && d["status"] == "SUCCESSFUL"),
+            "{described}"
+        );
+
+        // The next deployment goes the other way: green is now the
+        // original group.
+        h.ok(
+            "UpdateService",
+            json!({"service": "api", "forceNewDeployment": true}),
+        )
+        .await;
+        round(&h, &controller, &targets, &instance).await;
+        let mut groups = fake.groups_of_live();
+        groups.sort();
+        let mut both = vec![TG, TG, TG_ALT, TG_ALT];
+        both.sort();
+        assert_eq!(groups, both);
+        assert_eq!(
+            fake.weights(RULE_PROD),
+            vec![(TG_ALT.into(), 100), (TG.into(), 0)]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_linear_deployment_steps_every_bake() {
+        let (h, fake, targets) = harness();
+        let instance = h.instance("default", Spec::default()).await;
+        definition(&h, "api", "bridge").await;
+        h.ok(
+            "CreateService",
+            shifting_service(json!({
+                "strategy": "LINEAR",
+                "linearConfiguration": {"stepPercent": 50.0, "stepBakeTimeInMinutes": 1},
+            })),
+        )
+        .await;
+        let controller = h.controller();
+        round(&h, &controller, &targets, &instance).await;
+        fake.set_all("healthy", None);
+        round(&h, &controller, &targets, &instance).await;
+        h.ok(
+            "UpdateService",
+            json!({"service": "api", "forceNewDeployment": true}),
+        )
+        .await;
+        round(&h, &controller, &targets, &instance).await;
+        fake.set_group(TG_ALT, "healthy");
+        for _ in 0..3 {
+            round(&h, &controller, &targets, &instance).await;
+        }
+        assert_eq!(
+            fake.weights(RULE_PROD),
+            vec![(TG.into(), 50), (TG_ALT.into(), 50)]
+        );
+        h.advance(61.0);
+        round(&h, &controller, &targets, &instance).await;
+        assert_eq!(
+            fake.weights(RULE_PROD),
+            vec![(TG.into(), 0), (TG_ALT.into(), 100)]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failing_new_revision_is_rolled_back_without_serving_production() {
+        let (h, fake, targets) = harness();
+        let instance = h.instance("default", Spec::default()).await;
+        definition(&h, "api", "bridge").await;
+        h.ok(
+            "CreateService",
+            shifting_service(json!({
+                "strategy": "BLUE_GREEN",
+                "deploymentCircuitBreaker": {"enable": true, "rollback": true},
+            })),
+        )
+        .await;
+        let controller = h.controller();
+        round(&h, &controller, &targets, &instance).await;
+        fake.set_all("healthy", None);
+        round(&h, &controller, &targets, &instance).await;
+        definition(&h, "api", "bridge").await;
+        h.ok(
+            "UpdateService",
+            json!({"service": "api", "taskDefinition": "api"}),
+        )
+        .await;
+        // The new tasks keep failing their health checks.
+        for _ in 0..12 {
+            round(&h, &controller, &targets, &instance).await;
+            fake.set_group(TG_ALT, "unhealthy");
+            targets.sweep().await;
+            fake.drain_over();
+            round(&h, &controller, &targets, &instance).await;
+            if stored(&h).blue_green.is_none() && !stored(&h).rollbacks.is_empty() {
+                break;
+            }
+        }
+        for _ in 0..3 {
+            fake.drain_over();
+            round(&h, &controller, &targets, &instance).await;
+        }
+        let record = stored(&h);
+        assert!(!record.rollbacks.is_empty(), "{:?}", events(&h).await);
+        assert_eq!(record.blue_green, None);
+        assert!(!record.alternate_serving);
+        // Production never had weight on the new revision.
+        assert!(fake
+            .shifts
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(r, _)| r == RULE_PROD)
+            .all(|(_, w)| w.iter().all(|(g, n)| g != TG_ALT || *n == 0)));
+        assert_eq!(
+            fake.weights(RULE_PROD),
+            vec![(TG.into(), 100), (TG_ALT.into(), 0)]
+        );
+        // Only the original revision runs, in the original group.
+        assert_eq!(fake.groups_of_live(), vec![TG.to_string(), TG.to_string()]);
+        let listed = h
+            .ok("ListServiceDeployments", json!({"service": "api", "status": ["ROLLBACK_SUCCESSFUL", "ROLLBACK_IN_PROGRESS"]}))
+            .await;
+        assert_eq!(
+            listed["serviceDeployments"].as_array().map(Vec::len),
+            Some(1),
+            "{listed}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_newer_deployment_first_brings_traffic_back_to_blue() {
+        let (h, fake, targets) = harness();
+        let instance = h.instance("default", Spec::default()).await;
+        definition(&h, "api", "bridge").await;
+        h.ok(
+            "CreateService",
+            shifting_service(json!({"strategy": "BLUE_GREEN", "bakeTimeInMinutes": 10})),
+        )
+        .await;
+        let controller = h.controller();
+        round(&h, &controller, &targets, &instance).await;
+        fake.set_all("healthy", None);
+        round(&h, &controller, &targets, &instance).await;
+        h.ok(
+            "UpdateService",
+            json!({"service": "api", "forceNewDeployment": true}),
+        )
+        .await;
+        round(&h, &controller, &targets, &instance).await;
+        let second = stored(&h).blue_green.unwrap().deployment;
+        fake.set_group(TG_ALT, "healthy");
+        round(&h, &controller, &targets, &instance).await;
+        round(&h, &controller, &targets, &instance).await;
+        assert_eq!(
+            fake.weights(RULE_TEST),
+            vec![(TG.into(), 0), (TG_ALT.into(), 100)]
+        );
+
+        // A third deployment while the second one is tested.
+        h.ok(
+            "UpdateService",
+            json!({"service": "api", "forceNewDeployment": true}),
+        )
+        .await;
+        controller.pass().await;
+        let bg = stored(&h).blue_green.unwrap();
+        assert!(bg.rolling_back && bg.deployment == second);
+        // Nothing of the third starts before traffic is back on blue.
+        assert_eq!(live_tasks(&h).len(), 4);
+        targets.sweep().await;
+        assert_eq!(
+            fake.weights(RULE_TEST),
+            vec![(TG.into(), 100), (TG_ALT.into(), 0)]
+        );
+        for _ in 0..4 {
+            fake.drain_over();
+            round(&h, &controller, &targets, &instance).await;
+        }
+        // The third deployment runs in green, the second's tasks are gone,
+        // the first's still serve production.
+        let bg = stored(&h).blue_green.unwrap();
+        assert_ne!(bg.deployment, second);
+        assert!(!bg.rolling_back);
+        let mut groups = fake.groups_of_live();
+        groups.sort();
+        let mut both = vec![TG, TG, TG_ALT, TG_ALT];
+        both.sort();
+        assert_eq!(groups, both);
+        assert!(live_tasks(&h)
+            .iter()
+            .all(|t| t.task.started_by.as_deref() != Some(second.as_str())
+                || t.desired_status() == TaskStatus::Stopped));
+        assert_eq!(
+            fake.weights(RULE_PROD),
+            vec![(TG.into(), 100), (TG_ALT.into(), 0)]
         );
     }
 }

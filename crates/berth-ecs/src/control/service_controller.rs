@@ -33,7 +33,7 @@ use crate::state::services::{
     self, ServiceRecord, ACTIVE, COMPLETED, DRAINING, FAILED, INACTIVE, IN_PROGRESS, PRIMARY,
 };
 use crate::state::tasks::{request_stop, TaskRecord, TaskStatus};
-use crate::state::{index, ledger, task_definitions};
+use crate::state::{blue_green, index, ledger, task_definitions};
 
 /// How an instance looks to the controller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -133,11 +133,30 @@ fn deployment_mut<'a>(record: &'a mut ServiceRecord, id: &str) -> Option<&'a mut
 /// Decides what to do for one service. Updates the record's bookkeeping
 /// (counts, deployment states, events about state changes, failure
 /// counting) and returns the task actions to apply.
+#[cfg(test)]
 pub(crate) fn reconcile(
     record: &mut ServiceRecord,
     tasks: &[&TaskRecord],
     instances: &HashMap<String, InstanceState>,
     at: f64,
+) -> Actions {
+    reconcile_with(
+        record,
+        tasks,
+        instances,
+        at,
+        blue_green::DEFAULT_MINUTE_SECONDS,
+    )
+}
+
+/// [`reconcile`] with `minute` seconds in a deployment's minute (bake
+/// times of blue/green, linear and canary deployments).
+pub(crate) fn reconcile_with(
+    record: &mut ServiceRecord,
+    tasks: &[&TaskRecord],
+    instances: &HashMap<String, InstanceState>,
+    at: f64,
+    minute: f64,
 ) -> Actions {
     let name = record.name.clone();
     let mut actions = Actions::default();
@@ -265,16 +284,19 @@ pub(crate) fn reconcile(
             &mut actions,
         );
     } else {
-        replica(
-            record,
-            &live,
-            &active,
-            &primary_id,
-            may_launch,
-            &mut actions,
-            |t| instance_of(t),
-            at,
-        );
+        match traffic_shift(record, &active, &primary_id, at, minute) {
+            Shift::Rolling => replica(
+                record,
+                &live,
+                &active,
+                &primary_id,
+                may_launch,
+                &mut actions,
+                |t| instance_of(t),
+                at,
+            ),
+            mode => shifting_replica(record, &active, &primary_id, may_launch, mode, &mut actions),
+        }
     }
 
     // Counts, per deployment and for the service.
@@ -557,6 +579,283 @@ fn replica(
     }
 }
 
+/// How the tasks of a service deploying by traffic shift are handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shift {
+    /// No traffic shift under way: the rolling rules apply.
+    Rolling,
+    /// Both revisions run: the new one scales up, the old one stays.
+    Hold,
+    /// The old revision's tasks stop.
+    CleanUp,
+}
+
+/// Advances a blue/green (linear, canary) deployment by one step: from the
+/// stored state, the tasks' health and the weights the target controller
+/// confirmed it set. Starts one when the primary deployment is new and
+/// another deployment's tasks serve production.
+fn traffic_shift(
+    record: &mut ServiceRecord,
+    active: &[&TaskRecord],
+    primary_id: &str,
+    at: f64,
+    minute: f64,
+) -> Shift {
+    use blue_green::{
+        BlueGreen, Weights, BAKE_TIME, CLEAN_UP, PRODUCTION_TRAFFIC_SHIFT, SCALE_UP,
+        TEST_TRAFFIC_SHIFT,
+    };
+    let name = record.name.clone();
+    if !blue_green::shifts_traffic(record) {
+        record.blue_green = None;
+        return Shift::Rolling;
+    }
+    let config = record
+        .service
+        .deployment_configuration
+        .clone()
+        .unwrap_or_default();
+    let desired = record.service.desired_count.unwrap_or(0).max(0) as usize;
+    let Some(mut bg) = record.blue_green.clone() else {
+        let in_progress = record.deployments().iter().any(|d| {
+            d.id.as_deref() == Some(primary_id) && d.rollout_state.as_deref() == Some(IN_PROGRESS)
+        });
+        // The source serves production: its tasks are targets of the blue
+        // groups (a deployment rolled back from may still run in green).
+        let blue: Vec<String> = blue_green::pairs(record)
+            .into_iter()
+            .map(|p| p.blue)
+            .collect();
+        let mut sources: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
+        for t in active {
+            if let Some(by) = t.task.started_by.as_deref().filter(|b| *b != primary_id) {
+                let entry = sources.entry(by).or_default();
+                entry.1 += 1;
+                if t.targets
+                    .iter()
+                    .any(|target| blue.contains(&target.target_group_arn))
+                {
+                    entry.0 += 1;
+                }
+            }
+        }
+        let Some(source) = sources
+            .iter()
+            .max_by_key(|(_, n)| **n)
+            .map(|(id, _)| id.to_string())
+        else {
+            return Shift::Rolling;
+        };
+        if !in_progress {
+            return Shift::Rolling;
+        }
+        let strategy = blue_green::strategy(Some(&config)).to_string();
+        let green: Vec<String> = blue_green::pairs(record)
+            .into_iter()
+            .map(|p| p.green)
+            .collect();
+        record.blue_green = Some(BlueGreen {
+            deployment: primary_id.to_string(),
+            source,
+            strategy: strategy.clone(),
+            stage: SCALE_UP.into(),
+            wanted: Weights::default(),
+            applied: None,
+            applied_at: 0.0,
+            bake_from: 0.0,
+            minute,
+            rolling_back: false,
+        });
+        record.event(
+            format!(
+                "(service {name}) (deployment {primary_id}) {strategy} deployment: the new revision starts in (target-group {}).",
+                green.join(", ")
+            ),
+            at,
+        );
+        return Shift::Hold;
+    };
+    if bg.deployment != primary_id && !bg.rolling_back {
+        // Rolled back (circuit breaker, StopServiceDeployment) or replaced
+        // by a newer deployment: production and test traffic go back to
+        // blue before the new revision's tasks stop.
+        bg.rolling_back = true;
+        bg.wanted = Weights::default();
+        record.event(
+            format!(
+                "(service {name}) (deployment {}) shifting traffic back to the original revision.",
+                bg.deployment
+            ),
+            at,
+        );
+    }
+    if bg.rolling_back {
+        if bg.settled() {
+            record
+                .lifecycle_stages
+                .insert(bg.deployment.clone(), bg.stage.clone());
+            record.blue_green = None;
+            record.event(
+                format!(
+                    "(service {name}) (deployment {}) production traffic is back on the original revision.",
+                    bg.deployment
+                ),
+                at,
+            );
+            if primary_id != bg.source {
+                // A newer deployment replaced it: it starts from blue now.
+                return traffic_shift(record, active, primary_id, at, minute);
+            }
+            return Shift::Rolling;
+        }
+        record.blue_green = Some(bg);
+        return Shift::Hold;
+    }
+    let balanced = is_balanced(record);
+    let mut mode = Shift::Hold;
+    let mut stage_event = None;
+    match bg.stage.as_str() {
+        SCALE_UP => {
+            let healthy = active
+                .iter()
+                .filter(|t| {
+                    t.task.started_by.as_deref() == Some(primary_id) && is_healthy(t, balanced)
+                })
+                .count();
+            if desired > 0 && healthy >= desired {
+                bg.stage = TEST_TRAFFIC_SHIFT.into();
+                bg.wanted.test_on_green = true;
+                stage_event = Some("test traffic shifting to the new revision".to_string());
+            }
+        }
+        TEST_TRAFFIC_SHIFT if bg.settled() => {
+            let first = blue_green::steps(&config)
+                .first()
+                .map(|(p, _)| *p)
+                .unwrap_or(100);
+            bg.stage = PRODUCTION_TRAFFIC_SHIFT.into();
+            bg.wanted.production = first;
+            stage_event = Some(format!(
+                "shifting {first}% of production traffic to the new revision"
+            ));
+        }
+        PRODUCTION_TRAFFIC_SHIFT if bg.settled() => {
+            if bg.wanted.production >= 100 {
+                bg.stage = BAKE_TIME.into();
+                bg.bake_from = bg.applied_at;
+                stage_event = Some(format!(
+                    "all production traffic is on the new revision; bake time of {} minutes",
+                    config.bake_time_in_minutes.unwrap_or(0)
+                ));
+            } else if let Some((next, bake)) = blue_green::next_step(&config, bg.wanted.production)
+            {
+                if at - bg.applied_at >= f64::from(bake.max(0)) * bg.minute {
+                    bg.wanted.production = next;
+                    stage_event = Some(format!(
+                        "shifting {next}% of production traffic to the new revision"
+                    ));
+                }
+            }
+        }
+        BAKE_TIME => {
+            let bake = f64::from(config.bake_time_in_minutes.unwrap_or(0).max(0)) * bg.minute;
+            if at - bg.bake_from >= bake {
+                bg.stage = CLEAN_UP.into();
+                stage_event = Some("bake time over; stopping the original revision".to_string());
+                mode = Shift::CleanUp;
+            }
+        }
+        CLEAN_UP => {
+            let others = active
+                .iter()
+                .any(|t| t.task.started_by.as_deref() != Some(primary_id));
+            if others {
+                mode = Shift::CleanUp;
+            } else {
+                // Done: the green groups serve production from now on.
+                record.alternate_serving = !record.alternate_serving;
+                record
+                    .lifecycle_stages
+                    .insert(bg.deployment.clone(), CLEAN_UP.into());
+                record.blue_green = None;
+                return Shift::Rolling;
+            }
+        }
+        _ => {}
+    }
+    if let Some(text) = stage_event {
+        record.event(
+            format!("(service {name}) (deployment {primary_id}) {text}."),
+            at,
+        );
+    }
+    record.blue_green = Some(bg);
+    mode
+}
+
+/// The tasks of a service during a traffic shift: the primary deployment
+/// scales up to the desired count beside the tasks serving production
+/// (which stay until the clean-up); tasks of any other deployment stop.
+fn shifting_replica(
+    record: &ServiceRecord,
+    active: &[&TaskRecord],
+    primary_id: &str,
+    may_launch: bool,
+    mode: Shift,
+    actions: &mut Actions,
+) {
+    let desired = record.service.desired_count.unwrap_or(0).max(0) as usize;
+    let (source, rolling_back) = record
+        .blue_green
+        .as_ref()
+        .map(|bg| (bg.source.clone(), bg.rolling_back))
+        .unwrap_or_default();
+    let green = record
+        .blue_green
+        .as_ref()
+        .map(|bg| bg.deployment.clone())
+        .unwrap_or_default();
+    let mut good: Vec<&TaskRecord> = Vec::new();
+    for t in active {
+        let by = t.task.started_by.as_deref().unwrap_or("");
+        if by == primary_id {
+            good.push(t);
+            continue;
+        }
+        let keep = match mode {
+            Shift::CleanUp => false,
+            // While traffic goes back, both revisions stay.
+            _ if rolling_back => by == green || by == source,
+            _ => by == source,
+        };
+        if !keep {
+            actions.stop.push((
+                t.id.clone(),
+                "ServiceSchedulerInitiated".into(),
+                format!("Task replaced by (deployment {primary_id})"),
+                false,
+            ));
+        }
+    }
+    if good.len() > desired {
+        good.sort_by_key(|t| t.last_status() == TaskStatus::Running);
+        for t in good.drain(..good.len() - desired) {
+            actions.stop.push((
+                t.id.clone(),
+                "ServiceSchedulerInitiated".into(),
+                format!("Scaling activity initiated by (deployment {primary_id})"),
+                false,
+            ));
+        }
+    }
+    // A newer deployment waits until traffic is back on blue: its tasks
+    // must register in the group that is then free.
+    let superseded = rolling_back && primary_id != source;
+    if may_launch && !superseded && good.len() < desired {
+        actions.start = desired - good.len();
+    }
+}
+
 fn daemon(
     record: &mut ServiceRecord,
     active: &[&TaskRecord],
@@ -726,6 +1025,8 @@ pub struct ServiceController {
     task_cache: Mutex<TaskCache>,
     service_cache: Mutex<HashMap<String, (u64, Arc<ServiceRecord>)>>,
     clock: Arc<dyn Clock>,
+    /// Seconds in a deployment's minute (bake times).
+    minute: f64,
 }
 
 type TaskCache = HashMap<String, (u64, Arc<TaskRecord>)>;
@@ -783,7 +1084,23 @@ impl ServiceController {
             stats: Mutex::new(ControllerStats::default()),
             task_cache: Mutex::new(HashMap::new()),
             service_cache: Mutex::new(HashMap::new()),
+            minute: blue_green::DEFAULT_MINUTE_SECONDS,
         })
+    }
+
+    /// A controller whose deployments' minutes (bake times of blue/green,
+    /// linear and canary deployments) last `minute_seconds` (60 on AWS;
+    /// shorter in tests).
+    pub fn with_deployment_minute(
+        store: Arc<dyn Store>,
+        presence: Arc<Presence>,
+        minute_seconds: f64,
+    ) -> Arc<Self> {
+        let mut controller = Self::with_clock(store, presence, clock::system());
+        if let Some(c) = Arc::get_mut(&mut controller) {
+            c.minute = minute_seconds.max(0.0);
+        }
+        controller
     }
 
     pub fn stats(&self) -> ControllerStats {
@@ -908,11 +1225,14 @@ impl ServiceController {
             );
             let mine: Vec<&TaskRecord> = tasks.iter().map(|t| t.as_ref()).collect();
             let mut trial = (*record).clone();
-            let actions = reconcile(&mut trial, &mine, &instances, self.clock.now());
+            let actions =
+                reconcile_with(&mut trial, &mine, &instances, self.clock.now(), self.minute);
             let unchanged = actions.is_empty()
                 && record.service == trial.service
                 && trial.steady == record.steady
-                && trial.counted_failures == record.counted_failures;
+                && trial.counted_failures == record.counted_failures
+                && trial.blue_green == record.blue_green
+                && trial.alternate_serving == record.alternate_serving;
             if unchanged {
                 continue;
             }
@@ -970,6 +1290,7 @@ impl ServiceController {
         let name = name.to_string();
         let presence = self.presence.clone();
         let at = self.clock.now();
+        let minute = self.minute;
         let (_, wrote) = self
             .store
             .update(move |view| {
@@ -985,7 +1306,7 @@ impl ServiceController {
                     .filter_map(|kv| decode::<TaskRecord>(&kv).ok())
                     .collect();
                 let refs: Vec<&TaskRecord> = tasks.iter().collect();
-                let actions = reconcile(&mut record, &refs, &instances, at);
+                let actions = reconcile_with(&mut record, &refs, &instances, at, minute);
                 let mut ops = Vec::new();
                 let mut stopped = Vec::new();
                 for (id, code, reason, lost) in &actions.stop {

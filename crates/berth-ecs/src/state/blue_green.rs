@@ -13,9 +13,9 @@
 //! ([`ServiceRecord::alternate_serving`]).
 
 use berth_model::shapes::ecs::{DeploymentConfiguration, LoadBalancer};
-use serde::{Deserialize, Serialize};
 
 use crate::state::services::ServiceRecord;
+pub(crate) use crate::state::services::{BlueGreen, Weights};
 use crate::state::tasks::TaskRecord;
 
 pub(crate) const ROLLING: &str = "ROLLING";
@@ -33,55 +33,11 @@ pub(crate) const CLEAN_UP: &str = "CLEAN_UP";
 /// Seconds in a deployment's minute unless the server says otherwise.
 pub const DEFAULT_MINUTE_SECONDS: f64 = 60.0;
 
-/// Listener rule weights: the percentage of production traffic on the
-/// green groups, and whether the test rules reach green.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct Weights {
-    pub production: u32,
-    pub test_on_green: bool,
-}
-
-/// A native blue/green (or linear, canary) deployment under way.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct BlueGreen {
-    /// The deployment bringing the new revision (green).
-    pub deployment: String,
-    /// The deployment whose tasks serve production (blue).
-    pub source: String,
-    /// BLUE_GREEN, LINEAR or CANARY.
-    pub strategy: String,
-    /// ECS's lifecycle stage.
-    pub stage: String,
-    /// The weights this state wants on the listener rules.
-    pub wanted: Weights,
-    /// The weights last set on the load balancer, and when.
-    #[serde(default)]
-    pub applied: Option<Weights>,
-    #[serde(default)]
-    pub applied_at: f64,
-    /// When the bake time (of the whole deployment, or of a canary or
-    /// linear step) started.
-    #[serde(default)]
-    pub bake_from: f64,
-    /// Seconds in a minute of this deployment's bake times.
-    pub minute: f64,
-    /// Going back to blue (the deployment failed or was replaced).
-    #[serde(default)]
-    pub rolling_back: bool,
-}
-
-impl BlueGreen {
-    /// Whether the load balancer has what this state wants.
-    pub fn settled(&self) -> bool {
-        self.applied == Some(self.wanted)
-    }
-}
-
 /// The deployment strategy of a configuration (ROLLING when unset).
 pub(crate) fn strategy(config: Option<&DeploymentConfiguration>) -> &str {
-    config.and_then(|c| c.strategy.as_deref()).unwrap_or(ROLLING)
+    config
+        .and_then(|c| c.strategy.as_deref())
+        .unwrap_or(ROLLING)
 }
 
 /// Whether a service deploys by shifting listener rule weights: a native
@@ -109,13 +65,7 @@ pub(crate) struct Pair {
 /// as they are now.
 pub(crate) fn pairs(record: &ServiceRecord) -> Vec<Pair> {
     let mut out = Vec::new();
-    for (index, lb) in record
-        .service
-        .load_balancers
-        .iter()
-        .flatten()
-        .enumerate()
-    {
+    for (index, lb) in record.service.load_balancers.iter().flatten().enumerate() {
         let Some(adv) = lb.advanced_configuration.as_ref() else {
             continue;
         };
@@ -175,7 +125,11 @@ pub(crate) fn wanted_weights(
             vec![(pair.blue.clone(), 100 - p), (pair.green.clone(), p)],
         ));
         if let Some(test) = pair.test_rule {
-            let (b, g) = if weights.test_on_green { (0, 100) } else { (100, 0) };
+            let (b, g) = if weights.test_on_green {
+                (0, 100)
+            } else {
+                (100, 0)
+            };
             out.push((test, vec![(pair.blue.clone(), b), (pair.green.clone(), g)]));
         }
     }

@@ -477,3 +477,112 @@ pub(crate) fn unhealthy_reason(target: &TaskTarget) -> String {
         target.target_group_arn
     )
 }
+
+/// ECS's checks of `advancedConfiguration` (blue/green, linear and canary
+/// deployments): required with those strategies, an alternate target group
+/// of the same type behind the same load balancer, listener rules of that
+/// load balancer forwarding to one of the two groups, a role.
+pub(crate) fn check_advanced(
+    balancers: &[LoadBalancer],
+    strategy: &str,
+    groups: &dyn Fn(&str) -> Result<TargetGroupInfo, AwsError>,
+    rules: &dyn Fn(&str) -> Result<RuleInfo, AwsError>,
+) -> Result<(), AwsError> {
+    let shifting = matches!(strategy, "BLUE_GREEN" | "LINEAR" | "CANARY");
+    for lb in balancers {
+        let primary_arn = lb.target_group_arn.as_deref().unwrap_or("");
+        let Some(adv) = lb.advanced_configuration.as_ref() else {
+            if shifting {
+                return Err(error::invalid_parameter(format!(
+                    "advancedConfiguration is required for the load balancer with targetGroupArn \
+                     {primary_arn} when the deployment strategy is {strategy}."
+                )));
+            }
+            continue;
+        };
+        let alternate = adv
+            .alternate_target_group_arn
+            .as_deref()
+            .filter(|a| !a.is_empty())
+            .ok_or_else(|| {
+                error::invalid_parameter(
+                    "advancedConfiguration.alternateTargetGroupArn can not be blank.",
+                )
+            })?;
+        let production = adv
+            .production_listener_rule
+            .as_deref()
+            .filter(|a| !a.is_empty())
+            .ok_or_else(|| {
+                error::invalid_parameter(
+                    "advancedConfiguration.productionListenerRule can not be blank.",
+                )
+            })?;
+        let role = adv.role_arn.as_deref().unwrap_or("");
+        if role.is_empty() {
+            return Err(error::invalid_parameter(
+                "advancedConfiguration.roleArn can not be blank.",
+            ));
+        }
+        if !(role.starts_with("arn:") && role.contains(":iam::") && role.contains(":role/")) {
+            return Err(error::invalid_parameter(format!(
+                "advancedConfiguration.roleArn {role} is not a valid IAM role ARN."
+            )));
+        }
+        let primary = groups(primary_arn)?;
+        let alt = groups(alternate)?;
+        if alt.arn == primary.arn {
+            return Err(error::invalid_parameter(format!(
+                "The alternate target group {} must be different from the target group {}.",
+                alt.arn, primary.arn
+            )));
+        }
+        if alt.target_type != primary.target_type {
+            return Err(error::invalid_parameter(format!(
+                "The alternate target group {} has target type {}, but the target group {} has \
+                 target type {}.",
+                alt.arn, alt.target_type, primary.arn, primary.target_type
+            )));
+        }
+        if !alt
+            .load_balancer_arns
+            .iter()
+            .any(|a| primary.load_balancer_arns.contains(a))
+        {
+            return Err(error::invalid_parameter(format!(
+                "The alternate target group {} must be associated with the same load balancer as \
+                 the target group {}.",
+                alt.arn, primary.arn
+            )));
+        }
+        let pair = [primary.arn.as_str(), alt.arn.as_str()];
+        let named = [
+            ("productionListenerRule", Some(production)),
+            (
+                "testListenerRule",
+                adv.test_listener_rule.as_deref().filter(|r| !r.is_empty()),
+            ),
+        ];
+        for (member, arn) in named {
+            let Some(arn) = arn else { continue };
+            let rule = rules(arn)?;
+            if !primary.load_balancer_arns.contains(&rule.load_balancer_arn) {
+                return Err(error::invalid_parameter(format!(
+                    "The {member} {arn} does not belong to a listener of the load balancer of the \
+                     target group {}.",
+                    primary.arn
+                )));
+            }
+            if rule.groups.is_empty()
+                || rule.groups.iter().any(|(g, _)| !pair.contains(&g.as_str()))
+            {
+                return Err(error::invalid_parameter(format!(
+                    "The {member} {arn} must forward to the target group {} or the alternate \
+                     target group {} only.",
+                    primary.arn, alt.arn
+                )));
+            }
+        }
+    }
+    Ok(())
+}

@@ -85,7 +85,7 @@ pub(crate) struct ServiceRecord {
     pub task_set_tokens: BTreeMap<String, String>,
     /// The blue/green (linear, canary) deployment under way.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub blue_green: Option<crate::state::blue_green::BlueGreen>,
+    pub blue_green: Option<BlueGreen>,
     /// Whether the alternate target groups serve production (they swap
     /// roles at the end of each blue/green deployment).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -93,6 +93,54 @@ pub(crate) struct ServiceRecord {
     /// The last lifecycle stage of blue/green deployments, by id.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub lifecycle_stages: BTreeMap<String, String>,
+}
+
+/// A blue/green (linear, canary) deployment's state: see
+/// `state::blue_green`.
+/// Listener rule weights: the percentage of production traffic on the
+/// green groups, and whether the test rules reach green.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Weights {
+    pub production: u32,
+    pub test_on_green: bool,
+}
+
+/// A native blue/green (or linear, canary) deployment under way.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct BlueGreen {
+    /// The deployment bringing the new revision (green).
+    pub deployment: String,
+    /// The deployment whose tasks serve production (blue).
+    pub source: String,
+    /// BLUE_GREEN, LINEAR or CANARY.
+    pub strategy: String,
+    /// ECS's lifecycle stage.
+    pub stage: String,
+    /// The weights this state wants on the listener rules.
+    pub wanted: Weights,
+    /// The weights last set on the load balancer, and when.
+    #[serde(default)]
+    pub applied: Option<Weights>,
+    #[serde(default)]
+    pub applied_at: f64,
+    /// When the bake time (of the whole deployment, or of a canary or
+    /// linear step) started.
+    #[serde(default)]
+    pub bake_from: f64,
+    /// Seconds in a minute of this deployment's bake times.
+    pub minute: f64,
+    /// Going back to blue (the deployment failed or was replaced).
+    #[serde(default)]
+    pub rolling_back: bool,
+}
+
+impl BlueGreen {
+    /// Whether the load balancer has what this state wants.
+    pub fn settled(&self) -> bool {
+        self.applied == Some(self.wanted)
+    }
 }
 
 /// The circuit breaker's failure threshold: half the desired count, at least

@@ -473,6 +473,33 @@ pub(crate) fn apply_report(
     Ok(changed)
 }
 
+/// The host port a bridge-mode container's `container_port` (TCP) is
+/// published on, as the host's IPv4 address reaches it. Docker may publish
+/// IPv4 and IPv6 on different ports and report either first, so the IPv4
+/// binding wins when there is one.
+pub(crate) fn ipv4_host_port(
+    task: &berth_model::shapes::ecs::Task,
+    container: &str,
+    container_port: i32,
+) -> Option<i32> {
+    let bindings: Vec<&berth_model::shapes::ecs::NetworkBinding> = task
+        .containers
+        .iter()
+        .flatten()
+        .filter(|c| c.name.as_deref() == Some(container))
+        .flat_map(|c| c.network_bindings.iter().flatten())
+        .filter(|b| {
+            b.container_port == Some(container_port)
+                && b.protocol.as_deref().unwrap_or("tcp") == "tcp"
+        })
+        .collect();
+    bindings
+        .iter()
+        .find(|b| !b.bind_ip.as_deref().unwrap_or("0.0.0.0").contains(':'))
+        .or_else(|| bindings.first())
+        .and_then(|b| b.host_port)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -583,31 +610,4 @@ mod tests {
             "no agent will report it"
         );
     }
-}
-
-/// The host port a bridge-mode container's `container_port` (TCP) is
-/// published on, as the host's IPv4 address reaches it. Docker may publish
-/// IPv4 and IPv6 on different ports and report either first, so the IPv4
-/// binding wins when there is one.
-pub(crate) fn ipv4_host_port(
-    task: &berth_model::shapes::ecs::Task,
-    container: &str,
-    container_port: i32,
-) -> Option<i32> {
-    let bindings: Vec<&berth_model::shapes::ecs::NetworkBinding> = task
-        .containers
-        .iter()
-        .flatten()
-        .filter(|c| c.name.as_deref() == Some(container))
-        .flat_map(|c| c.network_bindings.iter().flatten())
-        .filter(|b| {
-            b.container_port == Some(container_port)
-                && b.protocol.as_deref().unwrap_or("tcp") == "tcp"
-        })
-        .collect();
-    bindings
-        .iter()
-        .find(|b| !b.bind_ip.as_deref().unwrap_or("0.0.0.0").contains(':'))
-        .or_else(|| bindings.first())
-        .and_then(|b| b.host_port)
 }
