@@ -1,6 +1,33 @@
+import fcntl
+import os
+
 import pytest
 
 from berth_harness import Berth, EtcdCluster, build_test_image, remove_task_containers
+
+
+@pytest.fixture(autouse=True)
+def _one_at_a_time_on_this_host(request):
+    """Tests marked `xdist_group(NAME)` share host state (the default VPC's
+    host route and load balancer addresses, an etcd cluster's load): they
+    hold a host-wide lock per group for their whole run, fixtures included
+    (autouse fixtures are set up first and torn down last). `--dist
+    loadgroup` alone does not keep them apart: with pytest 9 and
+    pytest-xdist 3.8 the group suffix it puts on node ids is lost, so a
+    group's tests are spread over the workers."""
+    names = sorted({(m.args[0] if m.args else m.kwargs.get("name", "default"))
+                    for m in request.node.iter_markers("xdist_group")})
+    held = []
+    try:
+        for name in names:
+            fd = os.open(f"/tmp/berth-e2e-{name}.lock", os.O_CREAT | os.O_RDWR, 0o600)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            held.append(fd)
+        yield
+    finally:
+        for fd in held:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
 
 
 @pytest.fixture

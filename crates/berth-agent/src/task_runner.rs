@@ -25,7 +25,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use berth_model::agent_protocol::{
-    AssignedTask, ContainerSecrets, SubmitTaskStateRequest, SPOT_INTERRUPTION_GRACE_SECONDS,
+    AssignedTask, ContainerSecrets, GetNetworkPolicyResponse, SubmitTaskStateRequest,
+    SPOT_INTERRUPTION_GRACE_SECONDS,
 };
 use berth_runtime::{ContainerState, ContainerStatus, Runtime, RuntimeError, RuntimeEvent};
 use tokio::sync::{broadcast, watch};
@@ -842,15 +843,19 @@ impl TaskRunner {
         {
             return self.network_failed(format!("unable to apply the task's security groups: {e}"));
         }
-        if let Err(e) = self
+        let routed = match self
             .networks
             .route_hosted(&eni, &hosted_addresses(&policy))
             .await
         {
-            // Only load balancers' traffic needs it; the next change of the
-            // policy (or of the interface) tries again.
-            tracing::warn!(task = %self.task.task_arn, error = %e, "routing load balancers' addresses failed");
-        }
+            Ok(()) => true,
+            Err(e) => {
+                // Only load balancers' traffic needs it: the enforcer tries
+                // again on its next poll.
+                tracing::warn!(task = %self.task.task_arn, error = %e, "routing load balancers' addresses failed");
+                false
+            }
+        };
         tracing::info!(task = %self.task.task_arn, ip = %eni.private_ip, subnet = %eni.subnet_id, vpc = %eni.vpc_id, "task network ready");
         self.held.enforcer = Some(
             Enforcer {
@@ -859,7 +864,12 @@ impl TaskRunner {
                 networks: self.networks.clone(),
                 task_arn: self.task.task_arn.clone(),
                 pause_id,
-                applied: policy,
+                // Nothing counts as applied until the routes are in.
+                applied: if routed {
+                    policy
+                } else {
+                    GetNetworkPolicyResponse::default()
+                },
                 applied_pid: pid,
                 resolver: vpcnet::vpc_resolver(&eni),
                 eni: eni.clone(),

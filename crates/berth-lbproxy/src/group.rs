@@ -176,10 +176,17 @@ impl GroupRt {
         let mut targets = Vec::with_capacity(cfg.targets.len());
         let mut started = Vec::new();
         for t in &cfg.targets {
+            // A draining target registered again starts over (health
+            // checks from initial, as ELB reports it), like a new one.
             let kept = old
                 .targets
                 .iter()
-                .find(|o| o.id == t.id && o.port == t.port && o.address == t.address)
+                .find(|o| {
+                    o.id == t.id
+                        && o.port == t.port
+                        && o.address == t.address
+                        && (!o.draining.load(Ordering::Relaxed) || t.draining)
+                })
                 .cloned();
             let rt = match kept {
                 Some(rt) => rt,

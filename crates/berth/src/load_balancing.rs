@@ -32,18 +32,40 @@ const NLB_IDLE_TIMEOUT: u64 = 350;
 /// Where the installation's host link id is kept.
 const HOST_LINK_KEY: &str = "lb-host/link-id";
 
+/// A lookup that could not be answered now (a read failed): the running
+/// configuration is kept rather than serving without what it would say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unavailable;
+
 /// Where a load balancer's certificates and security groups come from.
 pub trait ListenerInputs {
-    /// The certificate (chain + key) an HTTPS/TLS listener names.
-    fn certificate(&self, account: &str, region: &str, arn: &str) -> Option<CertificatePem>;
+    /// The certificate (chain + key) an HTTPS/TLS listener names; `None`
+    /// when there is no such certificate.
+    fn certificate(
+        &self,
+        account: &str,
+        region: &str,
+        arn: &str,
+    ) -> Result<Option<CertificatePem>, Unavailable>;
     /// The ingress rules of the load balancer's interface (`eni_id`), group
-    /// peers resolved to addresses.
-    fn ingress(&self, account: &str, region: &str, eni_id: &str) -> Option<Vec<NetworkRule>>;
+    /// peers resolved to addresses; `None` when the interface is gone.
+    fn ingress(
+        &self,
+        account: &str,
+        region: &str,
+        eni_id: &str,
+    ) -> Result<Option<Vec<NetworkRule>>, Unavailable>;
 }
 
 /// The data plane's configuration for every load balancer of the snapshot.
-/// Pure: the certificates and security groups come through `inputs`.
-pub fn data_plane_config(snapshot: &ElbSnapshot, inputs: &dyn ListenerInputs) -> DataPlaneConfig {
+/// Pure: the certificates and security groups come through `inputs`; a
+/// lookup that fails makes the whole configuration unavailable, so a
+/// passing read error never takes a listener's certificate or security
+/// groups away.
+pub fn data_plane_config(
+    snapshot: &ElbSnapshot,
+    inputs: &dyn ListenerInputs,
+) -> Result<DataPlaneConfig, Unavailable> {
     let mut config = DataPlaneConfig::default();
     let lbs: BTreeMap<&str, &SnapshotLoadBalancer> = snapshot
         .load_balancers
@@ -52,7 +74,7 @@ pub fn data_plane_config(snapshot: &ElbSnapshot, inputs: &dyn ListenerInputs) ->
         .collect();
     for lb in &snapshot.load_balancers {
         for listener in &lb.listeners {
-            if let Some(l) = listener_config(lb, listener, inputs) {
+            if let Some(l) = listener_config(lb, listener, inputs)? {
                 config.listeners.push(l);
             }
         }
@@ -72,32 +94,31 @@ pub fn data_plane_config(snapshot: &ElbSnapshot, inputs: &dyn ListenerInputs) ->
             .target_groups
             .insert(tg.arn.clone(), target_group_config(tg, sources));
     }
-    config
+    Ok(config)
 }
 
 fn listener_config(
     lb: &SnapshotLoadBalancer,
     listener: &SnapshotListener,
     inputs: &dyn ListenerInputs,
-) -> Option<ListenerConfig> {
+) -> Result<Option<ListenerConfig>, Unavailable> {
     let protocol = match listener.protocol.as_str() {
         "HTTP" => ListenerProtocol::Http,
         "HTTPS" => ListenerProtocol::Https,
         "TCP" => ListenerProtocol::Tcp,
         "TLS" => ListenerProtocol::Tls,
         // UDP and TCP_UDP listeners are refused by the API.
-        _ => return None,
+        _ => return Ok(None),
     };
     let kind = if lb.lb_type == "network" {
         LbKind::Network
     } else {
         LbKind::Application
     };
-    let certificates = listener
-        .certificates
-        .iter()
-        .filter_map(|arn| inputs.certificate(&lb.account, &lb.region, arn))
-        .collect();
+    let mut certificates = Vec::new();
+    for arn in &listener.certificates {
+        certificates.extend(inputs.certificate(&lb.account, &lb.region, arn)?);
+    }
     let idle_timeout = match kind {
         LbKind::Application => {
             seconds(&lb.attributes, "idle_timeout.timeout_seconds").unwrap_or(ALB_IDLE_TIMEOUT)
@@ -115,7 +136,7 @@ fn listener_config(
     let source_filter = if lb.security_groups.is_empty() {
         None
     } else {
-        Some(allowed_sources(lb, listener.port, inputs))
+        Some(allowed_sources(lb, listener.port, inputs)?)
     };
     let mut rules: Vec<RuleConfig> = listener
         .rules
@@ -135,7 +156,7 @@ fn listener_config(
             action: default,
         });
     }
-    Some(ListenerConfig {
+    Ok(Some(ListenerConfig {
         id: listener.arn.clone(),
         kind,
         protocol,
@@ -150,7 +171,7 @@ fn listener_config(
         source_filter,
         rules,
         lb_id: lb.arn.clone(),
-    })
+    }))
 }
 
 /// The client sources a load balancer's security groups let reach `port`
@@ -159,11 +180,11 @@ fn allowed_sources(
     lb: &SnapshotLoadBalancer,
     port: u16,
     inputs: &dyn ListenerInputs,
-) -> Vec<IpNet> {
+) -> Result<Vec<IpNet>, Unavailable> {
     let mut out: BTreeSet<IpNet> = BTreeSet::new();
     for (_, _, eni, _) in &lb.addresses {
         for rule in inputs
-            .ingress(&lb.account, &lb.region, eni)
+            .ingress(&lb.account, &lb.region, eni)?
             .unwrap_or_default()
         {
             let protocol_matches = matches!(rule.protocol.as_str(), "tcp" | "6" | "-1");
@@ -178,7 +199,7 @@ fn allowed_sources(
             }
         }
     }
-    out.into_iter().collect()
+    Ok(out.into_iter().collect())
 }
 
 fn seconds(attributes: &BTreeMap<String, String>, key: &str) -> Option<u64> {
@@ -500,25 +521,39 @@ pub struct ServiceInputs {
 }
 
 impl ListenerInputs for ServiceInputs {
-    fn certificate(&self, account: &str, region: &str, arn: &str) -> Option<CertificatePem> {
+    fn certificate(
+        &self,
+        account: &str,
+        region: &str,
+        arn: &str,
+    ) -> Result<Option<CertificatePem>, Unavailable> {
         match self.acm.certificate_pem(account, region, arn) {
-            Ok(Some(m)) => Some(CertificatePem {
+            Ok(found) => Ok(found.map(|m| CertificatePem {
                 chain_pem: m.chain_pem,
                 key_pem: m.key_pem,
-            }),
-            Ok(None) => None,
+            })),
             Err(e) => {
                 tracing::warn!(certificate = %arn, code = %e.code, "reading a listener's certificate failed");
-                None
+                Err(Unavailable)
             }
         }
     }
 
-    fn ingress(&self, account: &str, region: &str, eni_id: &str) -> Option<Vec<NetworkRule>> {
-        self.ec2
-            .interface_policy(account, region, eni_id)
-            .ok()
-            .map(|p| p.ingress)
+    fn ingress(
+        &self,
+        account: &str,
+        region: &str,
+        eni_id: &str,
+    ) -> Result<Option<Vec<NetworkRule>>, Unavailable> {
+        match self.ec2.interface_policy(account, region, eni_id) {
+            Ok(policy) => Ok(Some(policy.ingress)),
+            // Deleted with its load balancer since the snapshot was read.
+            Err(e) if e.code == "InvalidNetworkInterfaceID.NotFound" => Ok(None),
+            Err(e) => {
+                tracing::warn!(interface = %eni_id, code = %e.code, "reading a load balancer's security groups failed");
+                Err(Unavailable)
+            }
+        }
     }
 }
 
@@ -581,12 +616,17 @@ pub async fn run_data_plane(
                         }
                     }
                 }
-                let config = data_plane_config(&snapshot, inputs.as_ref());
-                if applied.as_ref() != Some(&config) {
-                    for e in plane.apply(config.clone()).await {
-                        tracing::warn!(error = %e, "a listener cannot serve");
+                // Kept as it runs when a lookup failed: the next pass tries again.
+                if let Ok(config) = data_plane_config(&snapshot, inputs.as_ref()) {
+                    if applied.as_ref() != Some(&config) {
+                        let errors = plane.apply(config.clone()).await;
+                        for e in &errors {
+                            tracing::warn!(error = %e, "a listener cannot serve");
+                        }
+                        // A listener that could not bind is tried again on
+                        // the next pass (apply is idempotent).
+                        applied = errors.is_empty().then_some(config);
                     }
-                    applied = Some(config);
                 }
                 in_use = record_certificate_use(&acm, &snapshot, in_use).await;
             }
@@ -707,5 +747,322 @@ struct RemoveOnDrop(HostAddresses);
 impl Drop for RemoveOnDrop {
     fn drop(&mut self) {
         self.0.remove();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use berth_elb::model::{self, HealthCheck};
+    use berth_elb::SnapshotTarget;
+
+    const LB: &str = "arn:aws:elasticloadbalancing:us-east-1:000000000000:loadbalancer/app/web/1";
+    const TG: &str = "arn:aws:elasticloadbalancing:us-east-1:000000000000:targetgroup/web/2";
+    const CERT: &str = "arn:aws:acm:us-east-1:000000000000:certificate/3";
+
+    /// Inputs from fixed answers; `None` makes every lookup fail.
+    struct Fixed(Option<Vec<NetworkRule>>);
+
+    impl ListenerInputs for Fixed {
+        fn certificate(
+            &self,
+            _: &str,
+            _: &str,
+            arn: &str,
+        ) -> Result<Option<CertificatePem>, Unavailable> {
+            self.0.as_ref().ok_or(Unavailable)?;
+            Ok((arn == CERT).then(|| CertificatePem {
+                chain_pem: "chain".into(),
+                key_pem: "key".into(),
+            }))
+        }
+
+        fn ingress(
+            &self,
+            _: &str,
+            _: &str,
+            _: &str,
+        ) -> Result<Option<Vec<NetworkRule>>, Unavailable> {
+            self.0.clone().map(Some).ok_or(Unavailable)
+        }
+    }
+
+    fn forward(groups: &[(&str, Option<u32>)]) -> model::Action {
+        model::Action {
+            kind: "forward".into(),
+            forward: Some(model::Forward {
+                groups: groups.iter().map(|(a, w)| (a.to_string(), *w)).collect(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn snapshot() -> ElbSnapshot {
+        let ip = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+        let listener = |port: u16, protocol: &str, certificates: Vec<String>| SnapshotListener {
+            arn: format!("{LB}/listener/{port}"),
+            port,
+            protocol: protocol.into(),
+            ssl_policy: None,
+            certificates,
+            alpn_policy: None,
+            attributes: BTreeMap::new(),
+            default_actions: vec![model::Action {
+                kind: "fixed-response".into(),
+                fixed_response: Some(model::FixedResponse {
+                    body: Some("nothing".into()),
+                    status_code: "404".into(),
+                    content_type: Some("text/plain".into()),
+                }),
+                ..Default::default()
+            }],
+            rules: vec![(
+                10,
+                vec![model::Condition {
+                    field: "path-pattern".into(),
+                    values: vec!["/api/*".into()],
+                    ..Default::default()
+                }],
+                vec![forward(&[(TG, Some(80)), ("other", None)])],
+            )],
+        };
+        ElbSnapshot {
+            load_balancers: vec![SnapshotLoadBalancer {
+                account: "000000000000".into(),
+                region: "us-east-1".into(),
+                arn: LB.into(),
+                name: "web".into(),
+                lb_type: "application".into(),
+                scheme: "internet-facing".into(),
+                vpc_id: "vpc-1".into(),
+                dns_name: "web-1.us-east-1.elb.amazonaws.com".into(),
+                addresses: vec![
+                    (
+                        "subnet-a".into(),
+                        "us-east-1a".into(),
+                        "eni-a".into(),
+                        ip("172.31.0.4"),
+                    ),
+                    (
+                        "subnet-b".into(),
+                        "us-east-1b".into(),
+                        "eni-b".into(),
+                        ip("172.31.16.4"),
+                    ),
+                ],
+                security_groups: vec!["sg-1".into()],
+                attributes: BTreeMap::from([(
+                    "idle_timeout.timeout_seconds".to_string(),
+                    "20".to_string(),
+                )]),
+                listeners: vec![
+                    listener(80, "HTTP", vec![]),
+                    listener(443, "HTTPS", vec![CERT.into(), "gone".into()]),
+                ],
+            }],
+            target_groups: vec![
+                SnapshotTargetGroup {
+                    account: "000000000000".into(),
+                    region: "us-east-1".into(),
+                    arn: TG.into(),
+                    name: "web".into(),
+                    protocol: "HTTP".into(),
+                    protocol_version: None,
+                    port: 8080,
+                    target_type: "instance".into(),
+                    health_check: HealthCheck {
+                        enabled: true,
+                        protocol: Some("HTTP".into()),
+                        port: Some("traffic-port".into()),
+                        path: Some("/health".into()),
+                        interval: 5,
+                        timeout: 2,
+                        healthy: 2,
+                        unhealthy: 3,
+                        http_code: Some("200-299".into()),
+                        grpc_code: None,
+                    },
+                    attributes: BTreeMap::from([
+                        ("stickiness.enabled".to_string(), "true".to_string()),
+                        (
+                            "stickiness.lb_cookie.duration_seconds".to_string(),
+                            "60".to_string(),
+                        ),
+                    ]),
+                    load_balancer_arns: vec![LB.into()],
+                    targets: vec![
+                        SnapshotTarget {
+                            id: "i-1".into(),
+                            port: 32768,
+                            address: Some(ip("10.0.0.9")),
+                            availability_zone: None,
+                            drain_until: None,
+                            health: None,
+                        },
+                        SnapshotTarget {
+                            id: "i-2".into(),
+                            port: 32769,
+                            address: None,
+                            availability_zone: None,
+                            drain_until: None,
+                            health: None,
+                        },
+                        SnapshotTarget {
+                            id: "i-1".into(),
+                            port: 32770,
+                            address: Some(ip("10.0.0.9")),
+                            availability_zone: None,
+                            drain_until: Some(1.0),
+                            health: None,
+                        },
+                    ],
+                },
+                SnapshotTargetGroup {
+                    arn: "unused".into(),
+                    load_balancer_arns: vec![],
+                    targets: vec![],
+                    ..snapshot_group_defaults()
+                },
+            ],
+        }
+    }
+
+    fn snapshot_group_defaults() -> SnapshotTargetGroup {
+        SnapshotTargetGroup {
+            account: "000000000000".into(),
+            region: "us-east-1".into(),
+            arn: String::new(),
+            name: "x".into(),
+            protocol: "HTTP".into(),
+            protocol_version: None,
+            port: 80,
+            target_type: "instance".into(),
+            health_check: HealthCheck::default(),
+            attributes: BTreeMap::new(),
+            load_balancer_arns: vec![],
+            targets: vec![],
+        }
+    }
+
+    fn open_80() -> Vec<NetworkRule> {
+        vec![
+            NetworkRule {
+                protocol: "tcp".into(),
+                from_port: Some(80),
+                to_port: Some(80),
+                cidrs: vec!["0.0.0.0/0".into()],
+            },
+            NetworkRule {
+                protocol: "tcp".into(),
+                from_port: Some(443),
+                to_port: Some(443),
+                cidrs: vec!["10.0.0.0/8".into(), "172.31.5.6/32".into()],
+            },
+        ]
+    }
+
+    #[test]
+    fn listeners_bind_every_address_with_rules_then_the_default() {
+        let config = data_plane_config(&snapshot(), &Fixed(Some(open_80()))).unwrap();
+        assert_eq!(config.listeners.len(), 2);
+        let http = &config.listeners[0];
+        assert_eq!(
+            http.bind,
+            vec![
+                "172.31.0.4:80".parse::<SocketAddr>().unwrap(),
+                "172.31.16.4:80".parse().unwrap()
+            ]
+        );
+        assert_eq!(http.idle_timeout, Duration::from_secs(20));
+        assert!(!http.alpn_http2, "h2 is offered on HTTPS only");
+        assert_eq!(http.rules.len(), 2);
+        assert_eq!(
+            http.rules[0].conditions,
+            vec![Condition::PathPattern(vec!["/api/*".into()])]
+        );
+        assert_eq!(
+            http.rules[0].action,
+            Action::Forward {
+                groups: vec![(TG.into(), 80), ("other".into(), 1)],
+                group_stickiness: None
+            }
+        );
+        assert_eq!(http.rules[1].priority, u32::MAX);
+        assert!(http.rules[1].conditions.is_empty());
+        assert_eq!(
+            http.rules[1].action,
+            Action::FixedResponse {
+                status_code: 404,
+                content_type: Some("text/plain".into()),
+                body: "nothing".into()
+            }
+        );
+        // Security groups: each listener's port only.
+        assert_eq!(http.source_filter, Some(vec!["0.0.0.0/0".parse().unwrap()]));
+        let https = &config.listeners[1];
+        assert_eq!(
+            https.source_filter,
+            Some(vec![
+                "10.0.0.0/8".parse().unwrap(),
+                "172.31.5.6/32".parse().unwrap()
+            ])
+        );
+        assert!(https.alpn_http2);
+        assert_eq!(
+            https.certificates.len(),
+            1,
+            "a missing certificate is left out"
+        );
+    }
+
+    #[test]
+    fn groups_in_use_get_their_targets_checks_and_the_load_balancers_addresses() {
+        let config = data_plane_config(&snapshot(), &Fixed(Some(open_80()))).unwrap();
+        assert_eq!(
+            config.target_groups.keys().collect::<Vec<_>>(),
+            vec![TG],
+            "a group no load balancer uses gets no checks"
+        );
+        let tg = &config.target_groups[TG];
+        assert_eq!(
+            tg.targets
+                .iter()
+                .map(|t| (t.id.as_str(), t.address.to_string(), t.draining))
+                .collect::<Vec<_>>(),
+            vec![
+                ("i-1", "10.0.0.9:32768".to_string(), false),
+                ("i-1", "10.0.0.9:32770".to_string(), true),
+            ],
+            "an instance whose address is unknown is left out"
+        );
+        assert_eq!(tg.health_check.path, "/health");
+        assert_eq!(tg.health_check.port, None);
+        assert_eq!(tg.health_check.interval, Duration::from_secs(5));
+        assert_eq!(tg.health_check.unhealthy_threshold, 3);
+        assert_eq!(tg.health_check.matcher, "200-299");
+        assert_eq!(tg.stickiness, Some(Duration::from_secs(60)));
+        assert_eq!(
+            tg.source_addresses,
+            vec![
+                "172.31.0.4".parse::<IpAddr>().unwrap(),
+                "172.31.16.4".parse().unwrap()
+            ]
+        );
+        assert_eq!(
+            load_balancer_addresses(&snapshot()),
+            BTreeSet::from([
+                "172.31.0.4".parse().unwrap(),
+                "172.31.16.4".parse().unwrap()
+            ])
+        );
+    }
+
+    #[test]
+    fn a_failed_lookup_keeps_the_running_configuration() {
+        assert_eq!(
+            data_plane_config(&snapshot(), &Fixed(None)),
+            Err(Unavailable)
+        );
     }
 }

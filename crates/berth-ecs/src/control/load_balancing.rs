@@ -416,9 +416,14 @@ impl TargetController {
                 .await?;
             seen.push((t.clone(), health));
         }
+        // A target this task deregistered that is registered again (the
+        // same instance and port, or address, by the task that replaced
+        // it) is no longer this task's: it is forgotten here, never
+        // deregistered again.
+        let taken_over = |t: &TaskTarget, h: &TargetHealthInfo| t.draining && h.state != "draining";
         let changed = seen.iter().any(|(t, health)| match health {
             None => t.draining || t.health.is_some(),
-            Some(h) => t.health.as_ref() != Some(h),
+            Some(h) => taken_over(t, h) || t.health.as_ref() != Some(h),
         });
         if !changed {
             return Ok(record.clone());
@@ -430,6 +435,9 @@ impl TargetController {
                 };
                 match health {
                     None if task.targets[pos].draining => {
+                        task.targets.remove(pos);
+                    }
+                    Some(h) if taken_over(&task.targets[pos], h) => {
                         task.targets.remove(pos);
                     }
                     other => task.targets[pos].health = other.clone(),
