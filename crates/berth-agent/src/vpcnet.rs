@@ -1170,7 +1170,13 @@ impl TaskNetworks for VpcNetworks {
             let veth = veth_name(task_id);
             let links = links_in(Some(pid)).await?;
             if links.iter().any(|l| l.name == veth) {
-                batch_in(Some(pid), &[format!("link del {veth}")]).await?;
+                match batch_in(Some(pid), &[format!("link del {veth}")]).await {
+                    // Gone meanwhile with the task's namespace (a veth pair
+                    // goes with either end): what detaching wanted.
+                    Err(NetError::Command { message, .. })
+                        if message.contains("Cannot find device") => {}
+                    other => other?,
+                }
             }
         }
         self.reconcile().await
