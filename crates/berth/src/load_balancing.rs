@@ -73,8 +73,14 @@ pub fn data_plane_config(
         .map(|lb| (lb.arn.as_str(), lb))
         .collect();
     for lb in &snapshot.load_balancers {
+        // Its security groups, read once for all its listeners.
+        let ingress = if lb.security_groups.is_empty() {
+            None
+        } else {
+            Some(interface_ingress(lb, inputs)?)
+        };
         for listener in &lb.listeners {
-            if let Some(l) = listener_config(lb, listener, inputs)? {
+            if let Some(l) = listener_config(lb, listener, ingress.as_deref(), inputs)? {
                 config.listeners.push(l);
             }
         }
@@ -100,6 +106,7 @@ pub fn data_plane_config(
 fn listener_config(
     lb: &SnapshotLoadBalancer,
     listener: &SnapshotListener,
+    ingress: Option<&[NetworkRule]>,
     inputs: &dyn ListenerInputs,
 ) -> Result<Option<ListenerConfig>, Unavailable> {
     let protocol = match listener.protocol.as_str() {
@@ -133,11 +140,7 @@ fn listener_config(
             .get("routing.http2.enabled")
             .map(String::as_str)
             != Some("false");
-    let source_filter = if lb.security_groups.is_empty() {
-        None
-    } else {
-        Some(allowed_sources(lb, listener.port, inputs)?)
-    };
+    let source_filter = ingress.map(|rules| allowed_sources(rules, listener.port));
     let mut rules: Vec<RuleConfig> = listener
         .rules
         .iter()
@@ -174,32 +177,40 @@ fn listener_config(
     }))
 }
 
-/// The client sources a load balancer's security groups let reach `port`
-/// (TCP): the union over its interfaces' ingress rules.
-fn allowed_sources(
+/// The ingress rules of every interface of the load balancer (group peers
+/// resolved to addresses).
+fn interface_ingress(
     lb: &SnapshotLoadBalancer,
-    port: u16,
     inputs: &dyn ListenerInputs,
-) -> Result<Vec<IpNet>, Unavailable> {
-    let mut out: BTreeSet<IpNet> = BTreeSet::new();
+) -> Result<Vec<NetworkRule>, Unavailable> {
+    let mut rules = Vec::new();
     for (_, _, eni, _) in &lb.addresses {
-        for rule in inputs
-            .ingress(&lb.account, &lb.region, eni)?
-            .unwrap_or_default()
-        {
-            let protocol_matches = matches!(rule.protocol.as_str(), "tcp" | "6" | "-1");
-            let port_matches = match (rule.from_port, rule.to_port) {
-                (Some(from), Some(to)) if rule.protocol != "-1" => {
-                    (from..=to).contains(&i32::from(port))
-                }
-                _ => true,
-            };
-            if protocol_matches && port_matches {
-                out.extend(rule.cidrs.iter().filter_map(|c| c.parse::<IpNet>().ok()));
+        rules.extend(
+            inputs
+                .ingress(&lb.account, &lb.region, eni)?
+                .unwrap_or_default(),
+        );
+    }
+    Ok(rules)
+}
+
+/// The client sources `rules` (the load balancer's security groups) let
+/// reach `port` (TCP).
+fn allowed_sources(rules: &[NetworkRule], port: u16) -> Vec<IpNet> {
+    let mut out: BTreeSet<IpNet> = BTreeSet::new();
+    for rule in rules {
+        let protocol_matches = matches!(rule.protocol.as_str(), "tcp" | "6" | "-1");
+        let port_matches = match (rule.from_port, rule.to_port) {
+            (Some(from), Some(to)) if rule.protocol != "-1" => {
+                (from..=to).contains(&i32::from(port))
             }
+            _ => true,
+        };
+        if protocol_matches && port_matches {
+            out.extend(rule.cidrs.iter().filter_map(|c| c.parse::<IpNet>().ok()));
         }
     }
-    Ok(out.into_iter().collect())
+    out.into_iter().collect()
 }
 
 fn seconds(attributes: &BTreeMap<String, String>, key: &str) -> Option<u64> {
