@@ -30,6 +30,7 @@ SERVICES = [
     ("logs", "2014-03-28", "logs"),
     ("servicediscovery", "2017-03-14", "servicediscovery"),
     ("acm", "2015-12-08", "acm"),
+    ("codedeploy", "2014-10-06", "codedeploy"),
 ]
 
 RUST_KEYWORDS = {

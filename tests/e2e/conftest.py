@@ -25,9 +25,32 @@ def _one_at_a_time_on_this_host(request):
             held.append(fd)
         yield
     finally:
-        for fd in held:
+        for fd in held + _HELD_BLOCKS:
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
+        _HELD_BLOCKS.clear()
+
+
+# The VPC blocks this worker's current test holds (see `vpc_block`).
+_HELD_BLOCKS = []
+
+
+def vpc_block():
+    """The second octet of a 10.N.0.0/16 block that no other test on this
+    host holds, kept until the test ends. Load balancer addresses (and
+    awsvpc routes) of a VPC live on the host: tests whose load balancers
+    sit in a VPC of their own with such a block run beside each other,
+    where tests on the default VPC (172.31.0.0/16) take turns."""
+    for octet in range(100, 200):
+        fd = os.open(f"/tmp/berth-e2e-vpc-10.{octet}.lock", os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        _HELD_BLOCKS.append(fd)
+        return octet
+    raise RuntimeError("every test VPC block 10.100-199.0.0/16 is held")
 
 
 @pytest.fixture

@@ -14,10 +14,9 @@ import pytest
 
 from berth_harness import Berth, remove_task_containers, wait_for
 from conftest import instance_ids
-from test_elb_ecs import (definition, default_subnets, load_balancer, open_group, resolve,
+from test_elb_ecs import (definition, own_subnets, load_balancer, open_group, resolve,
                           target_group, wait_healthy)
 
-pytestmark = pytest.mark.xdist_group("awsvpc")
 
 ROLE = "arn:aws:iam::000000000000:role/ecsInfrastructureRole"
 
@@ -49,7 +48,7 @@ def setup(berth, name, config, desired=2):
     each with a rule forwarding to the blue group (the green one at weight
     0), and a service of revision `v1` deployed by `config`."""
     ecs, elb = berth.client("ecs"), berth.client("elbv2")
-    subnets, vpc = default_subnets(berth)
+    subnets, vpc = own_subnets(berth)
     lb = load_balancer(berth, name, subnets, [open_group(berth, vpc, 80),
                                               open_group(berth, vpc, 8080)])
     blue, green = target_group(berth, f"{name}-b", vpc), target_group(berth, f"{name}-g", vpc)

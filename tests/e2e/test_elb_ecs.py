@@ -12,10 +12,7 @@ from collections import Counter
 import pytest
 
 from berth_harness import wait_for
-
-# Load balancers take addresses of the default VPC on the host, as awsvpc
-# tasks do: tests of both never run at once on one host.
-pytestmark = pytest.mark.xdist_group("awsvpc")
+from conftest import vpc_block
 
 IMAGE = "berth-test/busybox:latest"
 
@@ -38,6 +35,20 @@ def definition(ecs, family, body="$(hostname)", env=None):
         "portMappings": [{"containerPort": 8080, "hostPort": 0}],
         "environment": [{"name": "REVISION", "value": env or "1"}],
         "entryPoint": ["sh", "-c"], "command": [HTTPD.format(body=body)]}])
+
+
+def own_subnets(berth):
+    """Two subnets of a VPC of the test's own: load balancer addresses live
+    on the host, so tests whose targets are bridge tasks put their load
+    balancers in VPCs with blocks no other test holds (`vpc_block`) and run
+    beside each other (the default VPC's are shared with awsvpc tests)."""
+    ec2 = berth.client("ec2")
+    octet = vpc_block()
+    vpc = ec2.create_vpc(CidrBlock=f"10.{octet}.0.0/16")["Vpc"]["VpcId"]
+    subnets = [ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.{octet}.{i * 16}.0/20",
+                                 AvailabilityZone=zone)["Subnet"]["SubnetId"]
+               for i, zone in enumerate(["us-east-1a", "us-east-1b"])]
+    return subnets, vpc
 
 
 def default_subnets(berth):
@@ -112,7 +123,7 @@ def running(ecs, service):
 def test_a_service_behind_an_alb_spreads_and_deploys_without_a_failed_request(berth_agent):
     berth = berth_agent
     ecs, elb = berth.client("ecs"), berth.client("elbv2")
-    subnets, vpc = default_subnets(berth)
+    subnets, vpc = own_subnets(berth)
     lb = load_balancer(berth, "web", subnets, [open_group(berth, vpc)])
     tg = target_group(berth, "web", vpc)
     elb.create_listener(LoadBalancerArn=lb["LoadBalancerArn"], Protocol="HTTP", Port=80,
@@ -192,7 +203,7 @@ def test_a_service_behind_an_alb_spreads_and_deploys_without_a_failed_request(be
 def test_rules_route_by_path_host_and_weight(berth_agent):
     berth = berth_agent
     ecs, elb = berth.client("ecs"), berth.client("elbv2")
-    subnets, vpc = default_subnets(berth)
+    subnets, vpc = own_subnets(berth)
     lb = load_balancer(berth, "rules", subnets, [open_group(berth, vpc)])
     groups = {name: target_group(berth, name, vpc) for name in ("api", "static")}
     listener = elb.create_listener(

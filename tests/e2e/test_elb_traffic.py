@@ -18,12 +18,11 @@ from botocore.exceptions import ClientError
 
 from berth_harness import Berth, berth_binary, remove_task_containers, wait_for
 from conftest import instance_ids
-from test_elb_ecs import (default_subnets, definition, get, healthy_targets,
+from test_elb_ecs import (own_subnets, definition, get, healthy_targets,
                           load_balancer, open_group, resolve, running, target_group,
                           wait_healthy)
 
 # Load balancers take addresses of the default VPC on the host.
-pytestmark = pytest.mark.xdist_group("awsvpc")
 
 IMAGE = "berth-test/busybox:latest"
 
@@ -57,7 +56,7 @@ def self_signed(tmp_path, name):
 
 def test_https_with_imported_and_issued_certificates_http2_and_redirect(berth, tmp_path):
     elb, acm = berth.client("elbv2"), berth.client("acm")
-    subnets, vpc = default_subnets(berth)
+    subnets, vpc = own_subnets(berth)
     lb = load_balancer(berth, "tls", subnets, [group_for(berth, vpc, [80, 443, 8443])])
     dns = lb["DNSName"]
     cert, key = self_signed(tmp_path, dns)
@@ -170,7 +169,7 @@ def echo(address, port, payload, timeout=5):
 def test_nlb_tcp_listener_passes_bytes_to_an_echo_task(berth_agent):
     berth = berth_agent
     ecs, elb = berth.client("ecs"), berth.client("elbv2")
-    subnets, vpc = default_subnets(berth)
+    subnets, vpc = own_subnets(berth)
     lb = elb.create_load_balancer(Name="echo", Type="network", Subnets=subnets)["LoadBalancers"][0]
     tg = elb.create_target_group(
         Name="echo", Protocol="TCP", Port=7, VpcId=vpc, HealthCheckProtocol="TCP",
@@ -234,7 +233,7 @@ def host_port(task):
 def test_a_target_answering_500_turns_unhealthy_and_ecs_replaces_its_task(berth_agent):
     berth = berth_agent
     ecs, elb = berth.client("ecs"), berth.client("elbv2")
-    subnets, vpc = default_subnets(berth)
+    subnets, vpc = own_subnets(berth)
     lb = load_balancer(berth, "sick", subnets, [open_group(berth, vpc)])
     tg = target_group(berth, "sick", vpc)
     elb.create_listener(LoadBalancerArn=lb["LoadBalancerArn"], Protocol="HTTP", Port=80,
@@ -295,7 +294,7 @@ def test_a_target_answering_500_turns_unhealthy_and_ecs_replaces_its_task(berth_
 def test_an_alb_whose_targets_are_all_unhealthy_still_forwards(berth_agent, tmp_path):
     berth = berth_agent
     ecs, elb = berth.client("ecs"), berth.client("elbv2")
-    subnets, vpc = default_subnets(berth)
+    subnets, vpc = own_subnets(berth)
     lb = load_balancer(berth, "open", subnets, [group_for(berth, vpc, [80, 443])])
     tg = target_group(berth, "open", vpc)
     elb.create_listener(LoadBalancerArn=lb["LoadBalancerArn"], Protocol="HTTP", Port=80,
@@ -366,7 +365,7 @@ def test_kill9_while_traffic_flows_brings_back_listeners_targets_and_health(tmp_
     thread = None
     try:
         ecs, elb = berth.client("ecs"), berth.client("elbv2")
-        subnets, vpc = default_subnets(berth)
+        subnets, vpc = own_subnets(berth)
         lb = load_balancer(berth, "crash", subnets, [open_group(berth, vpc)])
         tg = target_group(berth, "crash", vpc)
         listener = elb.create_listener(
@@ -443,7 +442,7 @@ def test_kill9_while_traffic_flows_brings_back_listeners_targets_and_health(tmp_
 
 def test_the_load_balancers_security_group_decides_who_reaches_a_listener(berth):
     elb, ec2 = berth.client("elbv2"), berth.client("ec2")
-    subnets, vpc = default_subnets(berth)
+    subnets, vpc = own_subnets(berth)
     group = group_for(berth, vpc, [80], cidr="10.9.9.9/32")
     lb = load_balancer(berth, "guarded", subnets, [group])
     elb.create_listener(LoadBalancerArn=lb["LoadBalancerArn"], Protocol="HTTP", Port=80,

@@ -300,6 +300,9 @@ struct Shared {
     /// Whether the host's DNS relay listens (this agent's, or the serving
     /// agent's as it says).
     relay_up: AtomicBool,
+    /// Whether the host's DNS relay has listened since this agent started:
+    /// when it is down after that, another agent is taking it over.
+    relay_seen: AtomicBool,
     /// Recent answers of [`Shared::dns_upstream`]: source → (DNS server,
     /// state generation, when).
     dns_routes: Mutex<HashMap<IpAddr, DnsRoute>>,
@@ -406,6 +409,7 @@ impl TaskEndpoint {
                 routes: Arc::new(IpRouteLookup),
                 availability_zone,
                 relay_up: AtomicBool::new(false),
+                relay_seen: AtomicBool::new(false),
                 dns_routes: Mutex::new(HashMap::new()),
             }),
             role: receiver,
@@ -533,6 +537,26 @@ impl TaskEndpoint {
         (known && up).then_some(ENDPOINT_IP)
     }
 
+    /// [`TaskEndpoint::dns_relay`], waiting up to `wait` while the host's
+    /// relay, seen listening before, is down: its agent went away and another
+    /// is taking it over (a few hundred milliseconds, or one 2 s retry). A
+    /// container created in that gap would keep Docker's DNS for its life.
+    pub async fn dns_relay_within(&self, wait: Duration) -> Option<Ipv4Addr> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            if let Some(relay) = self.dns_relay() {
+                return Some(relay);
+            }
+            let expected = self.shared.relay_seen.load(Ordering::SeqCst)
+                && self.shared.read().dns_endpoint.is_some()
+                && !matches!(*self.role.borrow(), Role::Unavailable(_));
+            if !expected || tokio::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Where the DNS relay sends the queries of `source` (tests).
     #[cfg(test)]
     pub(crate) async fn dns_upstream(&self, source: IpAddr) -> Option<SocketAddr> {
@@ -585,6 +609,13 @@ impl TaskEndpoint {
 }
 
 impl Shared {
+    fn set_relay_up(&self, up: bool) {
+        self.relay_up.store(up, Ordering::SeqCst);
+        if up {
+            self.relay_seen.store(true, Ordering::SeqCst);
+        }
+    }
+
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, State> {
         self.state.write().unwrap_or_else(|e| e.into_inner())
     }
@@ -1127,6 +1158,7 @@ async fn serve(shared: &Arc<Shared>, config: &SharingConfig, role: &watch::Sende
     let listen = async {
         // Retried until it works: agents stay registered meanwhile, and
         // learn why their tasks are not served.
+        let mut failures = 0;
         loop {
             let attempt = match first.take() {
                 Some(attempt) => attempt,
@@ -1134,6 +1166,7 @@ async fn serve(shared: &Arc<Shared>, config: &SharingConfig, role: &watch::Sende
             };
             match attempt {
                 Ok(listener) => {
+                    failures = 0;
                     status.send_modify(|s| s.unavailable = None);
                     role.send_replace(Role::Serving);
                     tracing::info!(address = %config.listen, "serving task credentials and metadata for this host's agents");
@@ -1149,9 +1182,10 @@ async fn serve(shared: &Arc<Shared>, config: &SharingConfig, role: &watch::Sende
                     }
                     status.send_modify(|s| s.unavailable = Some(why.clone()));
                     role.send_replace(Role::Unavailable(why));
+                    failures += 1;
                 }
             }
-            tokio::time::sleep(Duration::from_secs(2)).await;
+            tokio::time::sleep(rebind_delay(failures)).await;
         }
     };
     let relay = async {
@@ -1159,11 +1193,13 @@ async fn serve(shared: &Arc<Shared>, config: &SharingConfig, role: &watch::Sende
             return std::future::pending().await;
         };
         let mut last_failure: Option<String> = None;
+        let mut failures = 0;
         loop {
             match listen_dns(config, address).await {
                 Ok((udp, tcp)) => {
                     last_failure = None;
-                    shared.relay_up.store(true, Ordering::SeqCst);
+                    failures = 0;
+                    shared.set_relay_up(true);
                     status.send_modify(|s| s.dns_relay = true);
                     tracing::info!(%address, "relaying the DNS of this host's tasks to their Berth DNS servers");
                     let relay = Arc::new(crate::dns_relay::Relay::new(shared.clone()));
@@ -1179,9 +1215,10 @@ async fn serve(shared: &Arc<Shared>, config: &SharingConfig, role: &watch::Sende
                         tracing::warn!(error = %why, "the host's DNS relay is unavailable: tasks keep Docker's DNS settings");
                         last_failure = Some(why);
                     }
+                    failures += 1;
                 }
             }
-            tokio::time::sleep(Duration::from_secs(2)).await;
+            tokio::time::sleep(rebind_delay(failures)).await;
         }
     };
     tokio::select! {
@@ -1189,6 +1226,13 @@ async fn serve(shared: &Arc<Shared>, config: &SharingConfig, role: &watch::Sende
         never = listen => never,
         never = relay => never,
     }
+}
+
+/// How long to wait before binding again after `failures` failures in a
+/// row: soon at first (an agent that just died may not have closed its
+/// sockets when its lock was released), then every 2 s.
+fn rebind_delay(failures: u32) -> Duration {
+    Duration::from_millis(100u64 << failures.min(5)).min(Duration::from_secs(2))
 }
 
 /// Binds the DNS relay's UDP socket and TCP listener on `address` (adding
@@ -1327,7 +1371,7 @@ async fn register(shared: &Arc<Shared>, stream: UnixStream, role: &watch::Sender
         while let Ok(true) = read_line(&mut reader, &mut line).await {
             let status = serde_json::from_str::<ServerStatus>(&line);
             if let Ok(status) = &status {
-                shared.relay_up.store(status.dns_relay, Ordering::SeqCst);
+                shared.set_relay_up(status.dns_relay);
             }
             match status {
                 Ok(ServerStatus {
@@ -1912,6 +1956,39 @@ mod tests {
         })
         .await;
         assert!(first.serving() && !second.serving());
+    }
+
+    #[tokio::test]
+    async fn a_container_waits_for_a_relay_that_is_being_taken_over() {
+        let e = Arc::new(TaskEndpoint::new(runtime(&[]), None));
+        let wait = Duration::from_secs(5);
+        // Never seen listening (or no DNS server known): no wait.
+        let started = std::time::Instant::now();
+        assert_eq!(e.dns_relay_within(wait).await, None);
+        e.set_dns_endpoint(Some("127.0.0.1:8053".parse().unwrap()));
+        assert_eq!(e.dns_relay_within(wait).await, None);
+        assert!(started.elapsed() < Duration::from_secs(1));
+        e.shared.set_relay_up(true);
+        assert_eq!(e.dns_relay_within(wait).await, Some(ENDPOINT_IP));
+        // Down after it was seen: waits until it is back.
+        e.shared.set_relay_up(false);
+        let back = tokio::spawn({
+            let e = e.clone();
+            async move {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                e.shared.set_relay_up(true);
+            }
+        });
+        assert_eq!(e.dns_relay_within(wait).await, Some(ENDPOINT_IP));
+        back.await.unwrap();
+        // ... but not forever.
+        e.shared.set_relay_up(false);
+        let started = std::time::Instant::now();
+        assert_eq!(e.dns_relay_within(Duration::from_millis(200)).await, None);
+        assert!(started.elapsed() >= Duration::from_millis(200));
+        assert_eq!(rebind_delay(0), Duration::from_millis(100));
+        assert_eq!(rebind_delay(1), Duration::from_millis(200));
+        assert_eq!(rebind_delay(9), Duration::from_secs(2));
     }
 
     #[tokio::test]

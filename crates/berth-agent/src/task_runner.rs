@@ -57,6 +57,9 @@ const NETWORK_SETUP_TIMEOUT: Duration = Duration::from_secs(300);
 /// How many passes releasing the task's resources is tried before the
 /// task is reported STOPPED anyway (what is left is the agent's clean-up).
 const RELEASE_ATTEMPTS: u32 = 3;
+/// How long a task's first container waits for the host's DNS relay while
+/// another agent takes it over (see `TaskEndpoint::dns_relay_within`).
+const RELAY_TAKEOVER: Duration = Duration::from_secs(5);
 /// How long the runner waits between looks while nothing happens.
 const TICK_STARTING: Duration = Duration::from_millis(500);
 const TICK_STEADY: Duration = Duration::from_secs(2);
@@ -758,7 +761,12 @@ impl TaskRunner {
                 // The task's resolv.conf (every container shares the pause
                 // container's): the VPC's resolver, when the host relays
                 // DNS to a Berth DNS server.
-                if self.endpoint.dns_relay().is_some() {
+                if self
+                    .endpoint
+                    .dns_relay_within(RELAY_TAKEOVER)
+                    .await
+                    .is_some()
+                {
                     let region = spec::arn_region(&self.task.task_arn).unwrap_or("us-east-1");
                     if let Some((servers, search)) = spec::awsvpc_dns(&eni, region) {
                         spec.dns_servers = servers;
@@ -997,7 +1005,7 @@ impl TaskRunner {
                 return;
             };
             spec::join_task_network(&mut spec, &definition, &pause_id);
-        } else if let Some(relay) = self.endpoint.dns_relay() {
+        } else if let Some(relay) = self.endpoint.dns_relay_within(RELAY_TAKEOVER).await {
             // Bridge-mode containers ask the host's DNS relay, which
             // relays to this agent's Berth DNS server.
             spec::use_dns_relay(&mut spec, relay);

@@ -30,6 +30,9 @@ mod placement_sequences;
 #[cfg(test)]
 pub(crate) mod test_support;
 
+pub use api::code_deploy::{
+    CodeDeployStart, CodeDeployTarget, ServiceDeploymentState, TrafficShift,
+};
 pub use api::not_implemented::NOT_IMPLEMENTED;
 pub use api::{EcsService, ExecService};
 pub use control::agent_api::{self, AgentService};

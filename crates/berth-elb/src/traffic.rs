@@ -58,6 +58,21 @@ fn actions_of_mut<'a>(s: &'a mut State, arn: &str) -> Option<&'a mut Vec<Action>
 }
 
 impl ElbService {
+    /// CodeDeploy: the ARN of the target group named `name` (deployment
+    /// groups name their pair by name).
+    pub fn target_group_arn(
+        &self,
+        account: &str,
+        region: &str,
+        name: &str,
+    ) -> Result<Option<String>, AwsError> {
+        let s = self.read(account, region)?;
+        Ok(s.target_groups
+            .values()
+            .find(|g| g.name == name)
+            .map(|g| g.arn.clone()))
+    }
+
     /// ECS: a listener rule's forward action (`arn`: a rule, a listener's
     /// default rule, or a listener).
     pub fn rule_forward(

@@ -26,6 +26,7 @@ pub fn not_implemented() -> BTreeMap<&'static str, BTreeMap<String, String>> {
     add("ssm", berth_secrets::ssm::NOT_IMPLEMENTED);
     add("servicediscovery", berth_discovery::NOT_IMPLEMENTED);
     add("acm", berth_acm::NOT_IMPLEMENTED);
+    add("codedeploy", berth_codedeploy::NOT_IMPLEMENTED);
     add("elbv2", berth_elb::NOT_IMPLEMENTED);
     for (prefixed, reason) in berth_iam::NOT_IMPLEMENTED {
         if let Some((service, operation)) = prefixed.split_once(':') {

@@ -4,6 +4,7 @@ mod agent;
 mod agent_credentials;
 mod ca_certificate;
 mod cluster;
+mod code_deploy;
 mod coverage;
 mod credentials;
 mod dns;

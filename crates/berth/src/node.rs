@@ -104,6 +104,9 @@ struct LeaderWork {
     elb: Arc<berth_elb::ElbService>,
     acm: Arc<berth_acm::AcmService>,
     ec2: Arc<berth_ec2::Ec2Service>,
+    /// CodeDeploy's deployments, and its way into ECS and ELB.
+    codedeploy: Arc<berth_codedeploy::CodeDeployService>,
+    code_deploy_port: Arc<crate::code_deploy::EcsForCodeDeploy>,
     registry: Arc<berth_registry::Registry>,
     iam: Arc<berth_iam::Iam>,
     task_retention: std::time::Duration,
@@ -239,6 +242,23 @@ impl Node {
         // groups through this port.
         let load_balancer_targets: Arc<dyn berth_ecs::load_balancing::LoadBalancerTargets> =
             Arc::new(crate::load_balancing::ElbTargets(elb.clone()));
+        // The ECS API, shared with CodeDeploy, which deploys CODE_DEPLOY
+        // services through it.
+        let ecs = Arc::new(
+            EcsService::new(store.clone(), presence.clone())
+                .with_networks(task_networks.clone())
+                .with_registries(service_registries.clone())
+                .with_load_balancers(load_balancer_targets.clone())
+                .with_endpoint(api_url(args)),
+        );
+        let code_deploy_port = Arc::new(crate::code_deploy::EcsForCodeDeploy {
+            ecs: ecs.clone(),
+            elb: elb.clone(),
+        });
+        let codedeploy = Arc::new(berth_codedeploy::CodeDeployService::new(
+            store.clone(),
+            code_deploy_port.clone(),
+        ));
         let mut gateway = GatewayBuilder::new(store.clone(), env!("CARGO_PKG_VERSION"))
             .body_limits(
                 args.body_budget.max(1) * 1024 * 1024,
@@ -254,13 +274,7 @@ impl Node {
             .query_service(iam.sts_service())
             .query_service(ec2.clone())
             .query_service(elb.clone())
-            .json_service(Arc::new(
-                EcsService::new(store.clone(), presence.clone())
-                    .with_networks(task_networks.clone())
-                    .with_registries(service_registries.clone())
-                    .with_load_balancers(load_balancer_targets.clone())
-                    .with_endpoint(api_url(args)),
-            ))
+            .json_service(ecs.clone())
             .json_service(registry.ecr_service())
             .json_service(Arc::new(berth_secrets::SecretsManagerService::new(
                 store.clone(),
@@ -272,6 +286,7 @@ impl Node {
             )))
             .json_service(discovery.clone())
             .json_service(acm.clone())
+            .json_service(codedeploy.clone())
             .json_service(Arc::new(LogsApi(logs.clone())))
             .json_service(Arc::new(agent_service))
             .json_service(Arc::new(berth_ecs::ExecService::new(
@@ -321,6 +336,8 @@ impl Node {
                 elb,
                 acm,
                 ec2,
+                codedeploy,
+                code_deploy_port,
                 registry,
                 iam,
                 task_retention: std::time::Duration::from_secs(args.task_retention),
@@ -374,6 +391,11 @@ impl Node {
                     ec2: work.ec2.clone(),
                 }),
                 work.acm.clone(),
+            )),
+            tokio::spawn(crate::code_deploy::run_deployments(
+                work.store.clone(),
+                work.codedeploy.clone(),
+                work.code_deploy_port.clone(),
             )),
             work.registry.spawn_gc(),
             // SSM parameter policies: an Expiration deletes its parameter.

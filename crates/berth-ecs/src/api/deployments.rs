@@ -311,6 +311,37 @@ fn find(
     Ok(found.map(|(d, left)| (record, d, left)))
 }
 
+/// What ECS reports of one service deployment.
+pub(crate) struct DeploymentState {
+    pub status: &'static str,
+    pub lifecycle_stage: Option<String>,
+    /// The status reason, or why it was rolled back.
+    pub reason: Option<String>,
+}
+
+/// Where the service deployment `arn` stands (None: no such deployment).
+pub(crate) fn state(
+    view: &(impl ReadView + ?Sized),
+    scope: &Scope,
+    arn: &str,
+) -> Result<Option<DeploymentState>, AwsError> {
+    Ok(
+        find(view, scope, "service-deployment", arn)?.map(|(record, d, left)| {
+            let full = full(scope, &record, &d, left);
+            let reason = record
+                .rollbacks
+                .get(d.id.as_deref().unwrap_or(""))
+                .map(|note| note.reason.clone())
+                .or(full.status_reason);
+            DeploymentState {
+                status: status(&record, &d, left.is_some()),
+                lifecycle_stage: full.lifecycle_stage,
+                reason,
+            }
+        }),
+    )
+}
+
 pub(crate) fn describe_deployments(
     view: &dyn ReadView,
     scope: &Scope,

@@ -16,6 +16,7 @@ pub(crate) mod agent_calls;
 pub(crate) mod authz;
 pub(crate) mod capacity_providers;
 pub(crate) mod clusters;
+pub(crate) mod code_deploy;
 pub(crate) mod deployments;
 pub(crate) mod instances;
 pub(crate) mod not_implemented;

@@ -6,8 +6,8 @@
 use berth_model::AwsError;
 
 const DAEMONS: &str = "ECS daemons (the daemon resource, its daemon task definitions, revisions and deployments) need capacity-provider-scoped instance scheduling, which Berth does not have yet; run a service with schedulingStrategy DAEMON instead.";
-const GATEWAYS: &str = "ECS gateways manage Application Load Balancers, listeners and target groups for services; Berth has no Elastic Load Balancing service yet.";
-const EXPRESS: &str = "Express gateway services provision an Application Load Balancer, target groups, security groups and auto scaling policies; Berth has no Elastic Load Balancing or Application Auto Scaling service yet.";
+const GATEWAYS: &str = "ECS gateways (Application Load Balancers, listeners and target groups that ECS manages for services) are not built yet; create the load balancer, listener and target groups with Elastic Load Balancing and name them in the service's loadBalancers.";
+const EXPRESS: &str = "Express gateway services provision an Application Load Balancer, target groups, security groups and auto scaling policies; Berth has no Application Auto Scaling service yet.";
 
 /// Every model operation Berth leaves unimplemented, with the reason.
 pub const NOT_IMPLEMENTED: &[(&str, &str)] = &[

@@ -23,8 +23,8 @@ use crate::state::network::TaskNetworks;
 use crate::state::records::{decode, encode, fingerprint, load, load_each};
 use crate::state::registry::{self, RegistryInfo, ServiceRegistries};
 use crate::state::services::{
-    check_service_name, deployment_for, resolve_service, service_not_found, ServiceRecord, ACTIVE,
-    DAEMON, DRAINING, EXTERNAL, INACTIVE, PRIMARY, REPLICA,
+    check_service_name, deployment_for, resolve_service, service_not_found, CodeDeployRouting,
+    ServiceRecord, ACTIVE, CODE_DEPLOY, DAEMON, DRAINING, EXTERNAL, INACTIVE, PRIMARY, REPLICA,
 };
 use crate::state::task_definitions::{self, TaskDefinitionRecord};
 use crate::state::{pagination, tags};
@@ -224,17 +224,22 @@ pub(crate) async fn create(
         .filter(|n| !n.is_empty())
         .ok_or_else(|| error::missing("serviceName"))?;
     check_service_name(&name)?;
-    let external = match input
+    let controller = match input
         .deployment_controller
         .as_ref()
         .and_then(|c| c.r#type.as_deref())
     {
-        None | Some("ECS") => false,
-        Some(EXTERNAL) => true,
-        Some("CODE_DEPLOY") => {
-            return Err(error::invalid_parameter(
-                "Berth supports the ECS and EXTERNAL deployment controllers; CODE_DEPLOY needs AWS CodeDeploy and Elastic Load Balancing, which Berth does not have.",
-            ))
+        None | Some("ECS") => "ECS",
+        Some(EXTERNAL) => EXTERNAL,
+        // CodeDeploy deploys it (through ECS's blue/green engine); it
+        // starts like an ECS-controlled service.
+        Some(CODE_DEPLOY) => {
+            if input.load_balancers.as_ref().is_none_or(|l| l.len() != 1) {
+                return Err(error::invalid_parameter(
+                    "A service with the CODE_DEPLOY deployment controller must use exactly one Application Load Balancer or Network Load Balancer target group.",
+                ));
+            }
+            CODE_DEPLOY
         }
         Some(other) => {
             return Err(error::invalid_parameter(format!(
@@ -242,6 +247,7 @@ pub(crate) async fn create(
             )))
         }
     };
+    let external = controller == EXTERNAL;
     // A service with the EXTERNAL controller runs what its task sets name.
     let task_definition = input.task_definition.filter(|t| !t.is_empty());
     if task_definition.is_none() && !external {
@@ -294,10 +300,10 @@ pub(crate) async fn create(
             "The daemon scheduling strategy does not support the Fargate launch type or capacity providers.",
         ));
     }
-    if external && daemon {
-        return Err(error::invalid_parameter(
-            "The EXTERNAL deployment controller supports the REPLICA scheduling strategy only.",
-        ));
+    if (external || controller == CODE_DEPLOY) && daemon {
+        return Err(error::invalid_parameter(format!(
+            "The {controller} deployment controller supports the REPLICA scheduling strategy only."
+        )));
     }
     let config = deployment_configuration(input.deployment_configuration, daemon, None)?;
     let constraints = input.placement_constraints.unwrap_or_default();
@@ -355,7 +361,7 @@ pub(crate) async fn create(
         health_check_grace_period_seconds: input.health_check_grace_period_seconds,
         scheduling_strategy: Some(strategy),
         deployment_controller: Some(DeploymentController {
-            r#type: Some(if external { EXTERNAL } else { "ECS" }.into()),
+            r#type: Some(controller.into()),
         }),
         task_sets: external.then(Vec::new),
         tags: Some(tags),
@@ -499,6 +505,42 @@ pub(crate) async fn update(
     now: f64,
     input: UpdateServiceRequest,
 ) -> Result<UpdateServiceResponse, AwsError> {
+    let ports = Ports {
+        networks,
+        registries,
+        balancers,
+    };
+    update_with(store, scope, ports, now, input, None)
+        .await
+        .map(|record| UpdateServiceResponse {
+            service: Some(present(record, true)),
+        })
+}
+
+/// The services UpdateService reaches beyond ECS.
+#[derive(Clone, Copy)]
+pub(crate) struct Ports<'a> {
+    pub networks: Option<&'a dyn TaskNetworks>,
+    pub registries: Option<&'a dyn ServiceRegistries>,
+    pub balancers: Option<&'a dyn LoadBalancerTargets>,
+}
+
+/// UpdateService; with `code_deploy`, CodeDeploy deploying a CODE_DEPLOY
+/// service (`input` then forces a new deployment). Answers the service's
+/// record as stored.
+pub(crate) async fn update_with(
+    store: &dyn Store,
+    scope: &Scope,
+    ports: Ports<'_>,
+    now: f64,
+    input: UpdateServiceRequest,
+    code_deploy: Option<CodeDeployRouting>,
+) -> Result<ServiceRecord, AwsError> {
+    let Ports {
+        networks,
+        registries,
+        balancers,
+    } = ports;
     let cluster = resolve_name(scope, input.cluster.as_deref())?;
     let reference = input
         .service
@@ -585,6 +627,41 @@ pub(crate) async fn update(
                 return Err(error::invalid_parameter(
                     "Unable to update the task definition, capacity, network configuration or platform version of a service with an EXTERNAL deployment controller, or to force a new deployment: create a task set instead.",
                 ));
+            }
+            match &code_deploy {
+                None if record.is_code_deploy()
+                    && (input.task_definition.as_deref().is_some_and(|t| !t.is_empty())
+                        || new_strategy.is_some()
+                        || new_network.is_some()
+                        || input.platform_version.as_deref().is_some_and(|v| !v.is_empty())
+                        || input.force_new_deployment == Some(true)
+                        || asked_balancers.is_some()) =>
+                {
+                    return Err(error::invalid_parameter(
+                        "Unable to update task definition on services with a CODE_DEPLOY deployment controller. Use AWS CodeDeploy to trigger a new deployment.",
+                    ));
+                }
+                Some(_) if !record.is_code_deploy() => {
+                    return Err(error::invalid_parameter(format!(
+                        "The service {name} does not use the CODE_DEPLOY deployment controller."
+                    )));
+                }
+                // The same CodeDeploy deployment again (after a crash):
+                // already started.
+                Some(cd)
+                    if record
+                        .code_deploy
+                        .as_ref()
+                        .is_some_and(|r| r.deployment_id == cd.deployment_id) =>
+                {
+                    return Ok((Vec::new(), record));
+                }
+                Some(_) if record.blue_green.is_some() => {
+                    return Err(error::invalid_parameter(format!(
+                        "The service {name} has a deployment in progress."
+                    )));
+                }
+                _ => {}
             }
             let daemon = record.is_daemon();
             let s = &mut record.service;
@@ -768,6 +845,10 @@ pub(crate) async fn update(
                         d.updated_at = Some(at);
                     }
                 }
+                if let Some(mut cd) = code_deploy.clone() {
+                    cd.ecs_deployment = fresh.id.clone().unwrap_or_default();
+                    record.code_deploy = Some(cd);
+                }
                 deployments.insert(0, fresh);
                 record.counted_failures.clear();
                 record.consecutive_failures = 0;
@@ -789,9 +870,7 @@ pub(crate) async fn update(
         })
         .await
         .map_err(error::store)??;
-    Ok(UpdateServiceResponse {
-        service: Some(present(record, true)),
-    })
+    Ok(record)
 }
 
 pub(crate) async fn delete(

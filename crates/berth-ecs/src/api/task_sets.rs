@@ -101,7 +101,7 @@ pub(crate) async fn create(
     if input.load_balancers.as_ref().is_some_and(|l| !l.is_empty()) {
         return Err(AwsError::bad_request(
             "UnsupportedFeatureException",
-            "Task set load balancers need Elastic Load Balancing, which Berth does not have yet.",
+            "Berth registers the tasks of a service's loadBalancers, not a task set's: set them on the service, or use the ECS or CODE_DEPLOY deployment controller.",
         ));
     }
     if input

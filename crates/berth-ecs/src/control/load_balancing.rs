@@ -1677,6 +1677,213 @@ mod tests {
         );
     }
 
+    fn code_deploy_start(id: &str, traffic: crate::TrafficShift) -> crate::CodeDeployStart {
+        crate::CodeDeployStart {
+            deployment_id: id.into(),
+            cluster: "default".into(),
+            service: "api".into(),
+            task_definition: "api".into(),
+            container_name: "web".into(),
+            container_port: 8080,
+            platform_version: None,
+            network_configuration: None,
+            capacity_provider_strategy: None,
+            target_group_arns: vec![TG.into(), TG_ALT.into()],
+            production_listener: RULE_PROD.into(),
+            test_listener: Some(RULE_TEST.into()),
+            traffic,
+            termination_wait_minutes: 1,
+        }
+    }
+
+    #[tokio::test]
+    async fn codedeploy_deploys_a_code_deploy_service_through_its_listeners() {
+        use crate::{ServiceDeploymentState, TrafficShift};
+        let (h, fake, targets) = harness();
+        let instance = h.instance("default", Spec::default()).await;
+        definition(&h, "api", "bridge").await;
+        // CODE_DEPLOY needs exactly one target group.
+        let e = h
+            .err(
+                "CreateService",
+                service(
+                    json!({"deploymentController": {"type": "CODE_DEPLOY"}, "loadBalancers": []}),
+                ),
+            )
+            .await;
+        assert_eq!(e.code, "InvalidParameterException");
+        h.ok(
+            "CreateService",
+            service(json!({"deploymentController": {"type": "CODE_DEPLOY"}})),
+        )
+        .await;
+        let controller = h.controller();
+        round(&h, &controller, &targets, &instance).await;
+        fake.set_all("healthy", None);
+        round(&h, &controller, &targets, &instance).await;
+        assert_eq!(fake.groups_of_live(), vec![TG.to_string(), TG.to_string()]);
+        // Only CodeDeploy deploys it.
+        definition(&h, "api", "bridge").await;
+        let e = h
+            .err(
+                "UpdateService",
+                json!({"service": "api", "taskDefinition": "api"}),
+            )
+            .await;
+        assert!(e.message.contains("Use AWS CodeDeploy"), "{}", e.message);
+        h.ok(
+            "UpdateService",
+            json!({"service": "api", "desiredCount": 2}),
+        )
+        .await;
+
+        let canary = TrafficShift::Canary {
+            percent: 10.0,
+            minutes: 2,
+        };
+        // Bad starts change nothing.
+        let mut wrong = code_deploy_start("d-BAD", canary);
+        wrong.target_group_arns = vec![TG_ALT.into(), TG_ALONE.into()];
+        let before = stored(&h);
+        assert!(h
+            .ecs
+            .start_code_deploy("000000000000", "us-east-1", wrong)
+            .await
+            .is_err());
+        let mut wrong = code_deploy_start("d-BAD", canary);
+        wrong.container_name = "nope".into();
+        assert!(h
+            .ecs
+            .start_code_deploy("000000000000", "us-east-1", wrong)
+            .await
+            .is_err());
+        assert_eq!(stored(&h).service.deployments, before.service.deployments);
+        assert_eq!(stored(&h).code_deploy, None);
+
+        let arn = h
+            .ecs
+            .start_code_deploy(
+                "000000000000",
+                "us-east-1",
+                code_deploy_start("d-1", canary),
+            )
+            .await
+            .unwrap();
+        // Started again after a crash: the same deployment.
+        let again = h
+            .ecs
+            .start_code_deploy(
+                "000000000000",
+                "us-east-1",
+                code_deploy_start("d-1", canary),
+            )
+            .await
+            .unwrap();
+        assert_eq!(arn, again);
+        assert_eq!(stored(&h).deployments().len(), 2);
+        // A second deployment while one runs is refused.
+        round(&h, &controller, &targets, &instance).await;
+        assert_eq!(stage(&h).as_deref(), Some("SCALE_UP"));
+        assert!(h
+            .ecs
+            .start_code_deploy(
+                "000000000000",
+                "us-east-1",
+                code_deploy_start("d-2", canary)
+            )
+            .await
+            .is_err());
+        let state = |h: &Harness| {
+            h.ecs
+                .service_deployment_state("000000000000", "us-east-1", &arn)
+                .unwrap()
+        };
+        assert!(matches!(
+            state(&h),
+            ServiceDeploymentState::InProgress { .. }
+        ));
+        fake.set_group(TG_ALT, "healthy");
+        for _ in 0..3 {
+            round(&h, &controller, &targets, &instance).await;
+        }
+        assert_eq!(
+            fake.weights(RULE_TEST),
+            vec![(TG.into(), 0), (TG_ALT.into(), 100)]
+        );
+        assert_eq!(
+            fake.weights(RULE_PROD),
+            vec![(TG.into(), 90), (TG_ALT.into(), 10)]
+        );
+        assert_eq!(
+            state(&h),
+            ServiceDeploymentState::InProgress {
+                stage: "PRODUCTION_TRAFFIC_SHIFT".into()
+            }
+        );
+        h.advance(121.0);
+        round(&h, &controller, &targets, &instance).await;
+        round(&h, &controller, &targets, &instance).await;
+        assert_eq!(
+            fake.weights(RULE_PROD),
+            vec![(TG.into(), 0), (TG_ALT.into(), 100)]
+        );
+        h.advance(61.0);
+        round(&h, &controller, &targets, &instance).await;
+        fake.drain_over();
+        round(&h, &controller, &targets, &instance).await;
+        round(&h, &controller, &targets, &instance).await;
+        assert_eq!(state(&h), ServiceDeploymentState::Succeeded);
+        let record = stored(&h);
+        assert!(record.alternate_serving);
+        assert_eq!(
+            fake.groups_of_live(),
+            vec![TG_ALT.to_string(), TG_ALT.to_string()]
+        );
+        // The service's own configuration is untouched.
+        assert_eq!(
+            record
+                .service
+                .deployment_configuration
+                .and_then(|c| c.strategy),
+            None
+        );
+
+        // The next one goes back to the first group, and is stopped:
+        // production stays where it was.
+        let arn = h
+            .ecs
+            .start_code_deploy(
+                "000000000000",
+                "us-east-1",
+                code_deploy_start("d-2", TrafficShift::AllAtOnce),
+            )
+            .await
+            .unwrap();
+        round(&h, &controller, &targets, &instance).await;
+        h.ecs
+            .roll_back_service_deployment("000000000000", "us-east-1", &arn)
+            .await
+            .unwrap();
+        for _ in 0..4 {
+            fake.drain_over();
+            round(&h, &controller, &targets, &instance).await;
+        }
+        assert!(matches!(
+            state(&h),
+            ServiceDeploymentState::InProgress { .. } | ServiceDeploymentState::Succeeded
+        ));
+        assert!(matches!(
+            h.ecs
+                .service_deployment_state("000000000000", "us-east-1", &arn)
+                .unwrap(),
+            ServiceDeploymentState::RolledBack { .. }
+        ));
+        assert_eq!(
+            fake.weights(RULE_PROD),
+            vec![(TG_ALT.into(), 100), (TG.into(), 0)]
+        );
+    }
+
     #[tokio::test]
     async fn a_newer_deployment_first_brings_traffic_back_to_blue() {
         let (h, fake, targets) = harness();

@@ -610,11 +610,7 @@ fn traffic_shift(
         record.blue_green = None;
         return Shift::Rolling;
     }
-    let config = record
-        .service
-        .deployment_configuration
-        .clone()
-        .unwrap_or_default();
+    let config = blue_green::effective_configuration(record);
     let desired = record.service.desired_count.unwrap_or(0).max(0) as usize;
     let Some(mut bg) = record.blue_green.clone() else {
         let in_progress = record.deployments().iter().any(|d| {

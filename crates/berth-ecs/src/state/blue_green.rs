@@ -40,13 +40,29 @@ pub(crate) fn strategy(config: Option<&DeploymentConfiguration>) -> &str {
         .unwrap_or(ROLLING)
 }
 
+/// The deployment configuration a service's deployments follow: its own,
+/// with CodeDeploy's strategy, steps and bake time for a CODE_DEPLOY
+/// service that CodeDeploy deployed.
+pub(crate) fn effective_configuration(record: &ServiceRecord) -> DeploymentConfiguration {
+    let mut config = record
+        .service
+        .deployment_configuration
+        .clone()
+        .unwrap_or_default();
+    if let Some(cd) = &record.code_deploy {
+        config.strategy = cd.configuration.strategy.clone();
+        config.canary_configuration = cd.configuration.canary_configuration.clone();
+        config.linear_configuration = cd.configuration.linear_configuration.clone();
+        config.bake_time_in_minutes = cd.configuration.bake_time_in_minutes;
+    }
+    config
+}
+
 /// Whether a service deploys by shifting listener rule weights: a native
 /// strategy and load balancers with an alternate target group.
 pub(crate) fn shifts_traffic(record: &ServiceRecord) -> bool {
-    let native = matches!(
-        strategy(record.service.deployment_configuration.as_ref()),
-        BLUE_GREEN | LINEAR | CANARY
-    );
+    let config = effective_configuration(record);
+    let native = matches!(strategy(Some(&config)), BLUE_GREEN | LINEAR | CANARY);
     native && !pairs(record).is_empty()
 }
 
@@ -65,6 +81,32 @@ pub(crate) struct Pair {
 /// as they are now.
 pub(crate) fn pairs(record: &ServiceRecord) -> Vec<Pair> {
     let mut out = Vec::new();
+    if let Some(cd) = &record.code_deploy {
+        // CodeDeploy's deployment group: one pair, its listeners.
+        let primary = record
+            .service
+            .load_balancers
+            .iter()
+            .flatten()
+            .next()
+            .and_then(|lb| lb.target_group_arn.clone());
+        if let Some(primary) = primary {
+            let alternate = cd.alternate_target_group_arn.clone();
+            let (blue, green) = if record.alternate_serving {
+                (alternate, primary)
+            } else {
+                (primary, alternate)
+            };
+            out.push(Pair {
+                index: 0,
+                blue,
+                green,
+                production_rule: cd.production_listener.clone(),
+                test_rule: cd.test_listener.clone().filter(|r| !r.is_empty()),
+            });
+        }
+        return out;
+    }
     for (index, lb) in record.service.load_balancers.iter().flatten().enumerate() {
         let Some(adv) = lb.advanced_configuration.as_ref() else {
             continue;

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use berth_model::shapes::ecs::{Deployment, Service, ServiceEvent};
+use berth_model::shapes::ecs::{Deployment, DeploymentConfiguration, Service, ServiceEvent};
 use berth_model::{Arn, AwsError};
 use berth_store::ReadView;
 use serde::{Deserialize, Serialize};
@@ -33,6 +33,7 @@ pub(crate) const FAILED: &str = "FAILED";
 
 /// The deployment controller of services that run task sets.
 pub(crate) const EXTERNAL: &str = "EXTERNAL";
+pub(crate) const CODE_DEPLOY: &str = "CODE_DEPLOY";
 
 /// Events kept per service, newest first (ECS shows the latest 100).
 pub(crate) const MAX_EVENTS: usize = 100;
@@ -93,6 +94,33 @@ pub(crate) struct ServiceRecord {
     /// The last lifecycle stage of blue/green deployments, by id.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub lifecycle_stages: BTreeMap<String, String>,
+    /// A CODE_DEPLOY service's target group pair, listeners and traffic
+    /// routing, as its last CodeDeploy deployment set them (kept after it:
+    /// the pair says where the service's tasks register).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code_deploy: Option<CodeDeployRouting>,
+}
+
+/// How CodeDeploy deploys a CODE_DEPLOY service: through ECS's own
+/// blue/green engine, with the pair, listeners and routing of the
+/// deployment group and configuration instead of the service's
+/// `advancedConfiguration` and `deploymentConfiguration.strategy`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CodeDeployRouting {
+    /// CodeDeploy's deployment id (`d-…`).
+    pub deployment_id: String,
+    /// The ECS deployment it started (`ecs-svc/…`).
+    pub ecs_deployment: String,
+    /// The pair's other target group (the service's `loadBalancers` name
+    /// the first).
+    pub alternate_target_group_arn: String,
+    pub production_listener: String,
+    #[serde(default)]
+    pub test_listener: Option<String>,
+    /// BLUE_GREEN, CANARY or LINEAR with its steps and the bake time
+    /// (CodeDeploy's termination wait).
+    pub configuration: DeploymentConfiguration,
 }
 
 /// A blue/green (linear, canary) deployment's state: see
@@ -280,6 +308,15 @@ impl ServiceRecord {
     }
 
     /// Whether task sets (the EXTERNAL deployment controller) run it.
+    /// Whether CodeDeploy deploys this service.
+    pub fn is_code_deploy(&self) -> bool {
+        self.service
+            .deployment_controller
+            .as_ref()
+            .and_then(|c| c.r#type.as_deref())
+            == Some(CODE_DEPLOY)
+    }
+
     pub fn is_external(&self) -> bool {
         self.service
             .deployment_controller

@@ -3,6 +3,7 @@
 //! One module per AWS service; regenerate with `scripts/gen-shapes.py`.
 #[allow(unused_imports)]
 pub mod acm;
+pub mod codedeploy;
 pub mod ecr;
 pub mod ecs;
 pub mod logs;
