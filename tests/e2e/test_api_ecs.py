@@ -362,3 +362,77 @@ def test_task_sets_of_an_external_service(berth_agent):
     wait_for(lambda: running_by_set() == {two["id"]: 1}, 60, what="the deleted set's tasks stopped")
     wait_for(lambda: [s["id"] for s in ecs.describe_task_sets(service="ext", cluster="default")["taskSets"]]
              == [two["id"]], 30, what="the deleted set gone")
+
+
+def minimal_input(shapes, name):
+    """The smallest input of shape `name` the model accepts: its required
+    members, recursively, with placeholder values."""
+    shape = shapes[name]
+    kind = shape["type"]
+    if kind == "structure":
+        return {m: minimal_input(shapes, shape["members"][m]["shape"])
+                for m in shape.get("required", [])}
+    if kind == "list":
+        return [minimal_input(shapes, shape["member"]["shape"])]
+    if kind == "string":
+        return shape.get("enum", ["x"])[0]
+    return {"integer": 1, "long": 1, "boolean": True, "double": 1.0, "float": 1.0,
+            "timestamp": 1, "map": {}}.get(kind, "x")
+
+
+# What the placeholder input lacks for the call to reach its cluster.
+REACH_THE_CLUSTER = {
+    "CreateService": {"taskDefinition": "web", "serviceName": "web", "desiredCount": 1},
+    "DeleteAttributes": {"attributes": [{"name": "a", "targetId": (
+        "arn:aws:ecs:us-east-1:000000000000:container-instance/no-such-cluster/"
+        "0123456789abcdef0123456789abcdef")}]},
+    "PutAttributes": {"attributes": [{"name": "a", "targetId": (
+        "arn:aws:ecs:us-east-1:000000000000:container-instance/no-such-cluster/"
+        "0123456789abcdef0123456789abcdef")}]},
+    "GetTaskProtection": {"tasks": ["0123456789abcdef0123456789abcdef"]},
+    "UpdateTaskProtection": {"tasks": ["0123456789abcdef0123456789abcdef"]},
+    "SubmitAttachmentStateChanges": {"attachments": [{
+        "attachmentArn": "arn:aws:ecs:us-east-1:000000000000:attachment/0123",
+        "status": "ATTACHED"}]},
+    "SubmitContainerStateChange": {"task": "0123456789abcdef0123456789abcdef",
+                                   "containerName": "app", "status": "RUNNING"},
+    "SubmitTaskStateChange": {"task": "0123456789abcdef0123456789abcdef", "status": "RUNNING"},
+    "UpdateClusterSettings": {"settings": [{"name": "containerInsights", "value": "enabled"}]},
+}
+
+# Operations with a `cluster` member that answer something else for an
+# unknown cluster, as ECS does, and why.
+OTHER_ANSWERS = {
+    "DiscoverPollEndpoint": "agents ask before their cluster exists; ECS answers the endpoint",
+    "CreateCapacityProvider": "cluster is only for Managed Instances providers (refused first)",
+    "UpdateCapacityProvider": "cluster is only for Managed Instances providers (refused first)",
+    "DeleteCapacityProvider": "the capacity provider is looked up first",
+}
+
+
+def test_every_operation_with_a_cluster_answers_cluster_not_found(berth):
+    """Error parity: every ECS operation whose input names a cluster
+    answers ClusterNotFoundException for one that does not exist (the
+    families Berth does not run answer their UnsupportedFeatureException)."""
+    from test_api_coverage import not_implemented
+    shapes = MODEL["shapes"]
+    not_run = set(not_implemented()["ecs"])
+    seen, wrong = 0, []
+    for operation, spec in sorted(MODEL["operations"].items()):
+        shape = spec.get("input", {}).get("shape")
+        if not shape or "cluster" not in shapes[shape].get("members", {}):
+            continue
+        payload = minimal_input(shapes, shape)
+        payload.update(REACH_THE_CLUSTER.get(operation, {}))
+        payload["cluster"] = "no-such-cluster"
+        status, body, _ = berth.raw("ecs", ECS, operation, payload)
+        kind = body.get("__type", "").split("#")[-1] if isinstance(body, dict) else ""
+        seen += 1
+        if operation in OTHER_ANSWERS:
+            continue
+        if kind == "UnsupportedFeatureException" and operation in not_run:
+            continue
+        if (status, kind) != (400, "ClusterNotFoundException"):
+            wrong.append((operation, status, body))
+    assert seen >= 30, seen
+    assert wrong == [], wrong

@@ -456,6 +456,18 @@ def test_account_settings(berth):
     with pytest.raises(ClientError) as e:
         ecs.put_account_setting(name="containerInsights", value="maybe")
     assert e.value.response["Error"]["Code"] == "InvalidParameterException"
+    # The long ARN formats can no longer be turned off, as on ECS today;
+    # turning them on is accepted and changes nothing.
+    for name in ("serviceLongArnFormat", "taskLongArnFormat", "containerInstanceLongArnFormat"):
+        for put in (ecs.put_account_setting, ecs.put_account_setting_default):
+            with pytest.raises(ClientError) as e:
+                put(name=name, value="disabled")
+            assert e.value.response["Error"] == {
+                "Code": "InvalidParameterException",
+                "Message": "You can no longer disable Long Arn settings."}, name
+        assert ecs.put_account_setting(name=name, value="enabled")["setting"]["value"] == "enabled"
+        [effective] = ecs.list_account_settings(effectiveSettings=True, name=name)["settings"]
+        assert effective["value"] == "enabled"
 
 
 def test_unimplemented_and_unknown_operations(berth):

@@ -194,7 +194,19 @@ pub struct Tracked<S> {
     pub last: Arc<AtomicU64>,
 }
 
+/// A fresh activity clock (now) for [`Tracked::sharing`].
+pub fn activity() -> Arc<AtomicU64> {
+    Arc::new(AtomicU64::new(now_ms()))
+}
+
 impl<S> Tracked<S> {
+    /// Notes activity in `last`, which others read (a request waiting on
+    /// its target counts the client connection's activity).
+    pub fn sharing(inner: S, last: Arc<AtomicU64>) -> Self {
+        last.store(now_ms(), Ordering::Relaxed);
+        Tracked { inner, last }
+    }
+
     pub fn new(inner: S) -> (Self, Arc<AtomicU64>) {
         let last = Arc::new(AtomicU64::new(now_ms()));
         (

@@ -333,6 +333,7 @@ async fn serve_conn(
         peer,
         local,
         secure,
+        activity: io::activity(),
     });
     match (snap.cfg.protocol, snap.tls.clone()) {
         (ListenerProtocol::Http, _) => serve_http(stream, ctx, false, idle).await,
@@ -376,8 +377,8 @@ async fn serve_http<S>(stream: S, ctx: Arc<ConnCtx>, h2: bool, idle: Duration)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (tracked, last) = io::Tracked::new(stream);
-    let io = TokioIo::new(tracked);
+    let last = ctx.activity.clone();
+    let io = TokioIo::new(io::Tracked::sharing(stream, last.clone()));
     let svc = hyper::service::service_fn(move |req| {
         let ctx = ctx.clone();
         async move { Ok::<_, Infallible>(proxy::handle(ctx, req).await) }

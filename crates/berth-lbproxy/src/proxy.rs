@@ -68,6 +68,30 @@ pub struct ConnCtx {
     pub peer: SocketAddr,
     pub local: SocketAddr,
     pub secure: bool,
+    /// When the client connection last read or wrote a byte (ms).
+    pub activity: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// What a request to a target came to within the idle timeout.
+enum Waited<T> {
+    Done(T),
+    /// Neither the client nor the target moved a byte for the idle timeout.
+    Idle,
+}
+
+/// Runs `fut` (sending a request to a target and reading its answer's
+/// head) until the client connection has been idle for `idle`: as on ALB, a
+/// slow upload that keeps sending never times out, and a target that does
+/// not answer within the idle timeout after the last byte gets a 504.
+async fn until_idle<T>(
+    ctx: &ConnCtx,
+    idle: Duration,
+    fut: impl std::future::Future<Output = T>,
+) -> Waited<T> {
+    tokio::select! {
+        out = fut => Waited::Done(out),
+        _ = crate::io::idle_elapsed(&ctx.activity, idle) => Waited::Idle,
+    }
 }
 
 static SERVER: HeaderValue = HeaderValue::from_static("awselb/2.0");
@@ -481,9 +505,9 @@ async fn forward(
         parts.version = Version::HTTP_11;
         let treq = Request::from_parts(parts, body);
         let sent = h1pool::send(&target.pool, target.address, &gsnap.connector, treq);
-        let (resp, conn) = match tokio::time::timeout(idle, sent).await {
-            Err(_) => return elb_page(504),
-            Ok(Err(h1pool::SendError::Connect(e))) => {
+        let (resp, conn) = match until_idle(ctx, idle, sent).await {
+            Waited::Idle => return elb_page(504),
+            Waited::Done(Err(h1pool::SendError::Connect(e))) => {
                 tracing::debug!(target = %target.address, error = %e, "target connection failed");
                 return elb_page(if e.kind() == std::io::ErrorKind::TimedOut {
                     504
@@ -491,11 +515,11 @@ async fn forward(
                     502
                 });
             }
-            Ok(Err(h1pool::SendError::Http(e))) => {
+            Waited::Done(Err(h1pool::SendError::Http(e))) => {
                 tracing::debug!(target = %target.address, error = %e, "target request failed");
                 return elb_page(502);
             }
-            Ok(Ok(r)) => r,
+            Waited::Done(Ok(r)) => r,
         };
         let (mut parts, body) = resp.into_parts();
         finish(&mut parts.headers);
@@ -517,16 +541,16 @@ async fn forward(
         Version::HTTP_11
     };
     let treq = Request::from_parts(parts, body);
-    let mut resp = match tokio::time::timeout(idle, gsnap.client.request(treq)).await {
-        Err(_) => return elb_page(504),
-        Ok(Err(e)) => {
+    let mut resp = match until_idle(ctx, idle, gsnap.client.request(treq)).await {
+        Waited::Idle => return elb_page(504),
+        Waited::Done(Err(e)) => {
             let timed_out = std::error::Error::source(&e)
                 .and_then(|s| s.downcast_ref::<std::io::Error>())
                 .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut);
             tracing::debug!(target = %target.address, error = %e, "target request failed");
             return elb_page(if timed_out { 504 } else { 502 });
         }
-        Ok(Ok(r)) => r,
+        Waited::Done(Ok(r)) => r,
     };
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(client_up) = client_upgrade {
@@ -534,9 +558,14 @@ async fn forward(
             tokio::spawn(async move {
                 let _inflight = inflight;
                 if let (Ok(c), Ok(t)) = tokio::join!(client_up, target_up) {
-                    let _ =
-                        tokio::io::copy_bidirectional(&mut TokioIo::new(c), &mut TokioIo::new(t))
-                            .await;
+                    // The load balancer's idle timeout closes an idle
+                    // WebSocket as it closes any idle connection.
+                    let (mut client, last) = crate::io::Tracked::new(TokioIo::new(c));
+                    let mut target = TokioIo::new(t);
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut target) => {}
+                        _ = crate::io::idle_elapsed(&last, idle) => {}
+                    }
                 }
             });
             let (parts, _) = resp.into_parts();

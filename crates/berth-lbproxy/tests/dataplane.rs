@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 const WAIT: Duration = Duration::from_secs(20);
 
 /// A backend answering its name; /headers echoes the request's headers; /status/N answers N;
-/// /slow sleeps 3 s; /ws upgrades and echoes.
+/// /slow sleeps 3 s; /upload reads the body, then answers its length; /ws upgrades and echoes.
 async fn backend(name: &'static str, health_status: u16) -> SocketAddr {
     backend_with(name, Arc::new(AtomicU16::new(health_status))).await
 }
@@ -60,6 +60,13 @@ async fn backend_with(name: &'static str, health: Arc<AtomicU16>) -> SocketAddr 
                         } else if let Some(ms) = path.strip_prefix("/sleep/") {
                             let ms = ms.parse().unwrap_or(0);
                             tokio::time::sleep(Duration::from_millis(ms)).await;
+                        } else if path == "/upload" {
+                            // Reads the whole body first, then answers its length.
+                            let mut n = 0;
+                            while let Some(Ok(frame)) = req.body_mut().frame().await {
+                                n += frame.data_ref().map_or(0, |d| d.len());
+                            }
+                            *resp.body_mut() = Full::new(Bytes::from(n.to_string()));
                         } else if path == "/ws" {
                             let up = hyper::upgrade::on(&mut req);
                             tokio::spawn(async move {
@@ -863,6 +870,65 @@ async fn idle_timeout_garbage_source_address_and_h2_targets() {
     assert!(
         text.starts_with("HTTP/1.1 200 OK") && text.ends_with("a"),
         "{text}"
+    );
+    // A slow upload that keeps sending outlasts the idle timeout (ALB counts
+    // inactivity, not the request's length) ...
+    let mut s = TcpStream::connect(bind).await.unwrap();
+    s.write_all(b"POST /upload HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n")
+        .await
+        .unwrap();
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        s.write_all(b"5\r\nhello\r\n").await.unwrap();
+    }
+    s.write_all(b"0\r\n\r\n").await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&buf[..n]).to_string();
+    assert!(
+        text.starts_with("HTTP/1.1 200 OK") && text.ends_with("30"),
+        "{text}"
+    );
+    // ... and a target silent for longer than it gets a 504.
+    assert_eq!(
+        get(&cl, &format!("http://{bind}/sleep/1200"), &[]).await.0,
+        504
+    );
+    // A WebSocket tunnel is closed after the idle timeout too (as ALB does),
+    // while traffic keeps it open.
+    let s = TcpStream::connect(bind).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s))
+        .await
+        .unwrap();
+    tokio::spawn(conn.with_upgrades());
+    let mut resp = send
+        .send_request(
+            Request::get("/ws")
+                .header("host", "x")
+                .header("connection", "Upgrade")
+                .header("upgrade", "websocket")
+                .body(Empty::<Bytes>::new())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 101);
+    let mut up = TokioIo::new(hyper::upgrade::on(&mut resp).await.unwrap());
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        up.write_all(b"ping").await.unwrap();
+        let mut buf = [0u8; 4];
+        up.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"ping");
+    }
+    let mut buf = [0u8; 4];
+    let closed = tokio::time::timeout(Duration::from_secs(5), up.read(&mut buf)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+        "tunnel still open after the idle timeout: {closed:?}"
     );
 }
 

@@ -43,6 +43,13 @@ fn check_value(name: &str, value: Option<&str>) -> Result<String, AwsError> {
             allowed.join(", ")
         )));
     }
+    // ECS removed the opt-out from the long ARN and resource id formats:
+    // every account now has them, and ECS refuses to turn them off.
+    if name.ends_with("LongArnFormat") && value == "disabled" {
+        return Err(error::invalid_parameter(
+            "You can no longer disable Long Arn settings.",
+        ));
+    }
     if name == "guardDutyActivate" {
         return Err(error::invalid_parameter(
             "guardDutyActivate is managed by Amazon GuardDuty and cannot be changed with the ECS API.",
