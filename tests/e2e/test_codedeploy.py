@@ -7,41 +7,18 @@ share), and StopDeployment rolls it back. Driven with boto3 and the aws
 CLI (`aws deploy`, `aws ecs deploy`) against the real binary; the server
 runs with `--deployment-minute-seconds 1` so CodeDeploy's minutes are
 seconds."""
-import http.client
 import json
 import threading
 from collections import Counter
 
 import pytest
 
-from berth_harness import Berth, remove_task_containers, wait_for
-from conftest import instance_ids
+from berth_harness import wait_for
+from test_elb_bluegreen import berth_fast, get  # noqa: F401 - berth_fast is a fixture
 from test_elb_ecs import (definition, load_balancer, open_group, own_subnets, resolve,
                           target_group, wait_healthy)
 
 SERVICE_ROLE = "arn:aws:iam::000000000000:role/CodeDeployServiceRoleForECS"
-
-
-@pytest.fixture
-def berth_fast(tmp_path, test_image):
-    server = Berth(tmp_path / "data", agent=True,
-                   extra_args=["--deployment-minute-seconds", "1"]).start()
-    yield server
-    try:
-        ids = instance_ids(server)
-    finally:
-        server.stop()
-    remove_task_containers(ids)
-
-
-def get(address, port, timeout=5):
-    conn = http.client.HTTPConnection(address, port, timeout=timeout)
-    try:
-        conn.request("GET", "/")
-        r = conn.getresponse()
-        return r.status, r.read().decode().strip()
-    finally:
-        conn.close()
 
 
 def appspec(task_definition_arn, yaml=True):

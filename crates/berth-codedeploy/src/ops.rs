@@ -1315,6 +1315,46 @@ fn non_empty<T>(v: &Option<Vec<T>>) -> bool {
     v.as_ref().is_some_and(|v| !v.is_empty())
 }
 
+/// The settings CreateDeploymentGroup and UpdateDeploymentGroup share
+/// (their inputs are two types with the same members).
+macro_rules! group_settings {
+    ($input:expr) => {{
+        let input = &$input;
+        GroupSettings {
+            config_name: input.deployment_config_name.clone(),
+            service_role_arn: input.service_role_arn.clone(),
+            ecs_services: input.ecs_services.clone(),
+            load_balancer_info: input.load_balancer_info.clone(),
+            deployment_style: input.deployment_style.clone(),
+            blue_green: input.blue_green_deployment_configuration.clone(),
+            auto_rollback: input.auto_rollback_configuration.clone(),
+            alarm_configuration: input.alarm_configuration.clone(),
+            server_only: server_only_members([
+                (non_empty(&input.ec2_tag_filters), "ec2TagFilters"),
+                (input.ec2_tag_set.is_some(), "ec2TagSet"),
+                (
+                    non_empty(&input.on_premises_instance_tag_filters),
+                    "onPremisesInstanceTagFilters",
+                ),
+                (input.on_premises_tag_set.is_some(), "onPremisesTagSet"),
+                (non_empty(&input.auto_scaling_groups), "autoScalingGroups"),
+                (
+                    input.ec2_deployment_options.is_some(),
+                    "ec2DeploymentOptions",
+                ),
+                (
+                    non_empty(&input.trigger_configurations),
+                    "triggerConfigurations",
+                ),
+                (
+                    input.outdated_instances_strategy.is_some(),
+                    "outdatedInstancesStrategy",
+                ),
+            ]),
+        }
+    }};
+}
+
 pub async fn create_deployment_group(
     svc: &CodeDeployService,
     ctx: &RequestContext,
@@ -1323,38 +1363,7 @@ pub async fn create_deployment_group(
     let app = application_name(input.application_name.as_deref())?;
     let name = group_name(input.deployment_group_name.as_deref())?;
     let tags = check_tags(input.tags.as_deref().unwrap_or_default())?;
-    let settings = GroupSettings {
-        config_name: input.deployment_config_name.clone(),
-        service_role_arn: input.service_role_arn.clone(),
-        ecs_services: input.ecs_services.clone(),
-        load_balancer_info: input.load_balancer_info.clone(),
-        deployment_style: input.deployment_style.clone(),
-        blue_green: input.blue_green_deployment_configuration.clone(),
-        auto_rollback: input.auto_rollback_configuration.clone(),
-        alarm_configuration: input.alarm_configuration.clone(),
-        server_only: server_only_members([
-            (non_empty(&input.ec2_tag_filters), "ec2TagFilters"),
-            (input.ec2_tag_set.is_some(), "ec2TagSet"),
-            (
-                non_empty(&input.on_premises_instance_tag_filters),
-                "onPremisesInstanceTagFilters",
-            ),
-            (input.on_premises_tag_set.is_some(), "onPremisesTagSet"),
-            (non_empty(&input.auto_scaling_groups), "autoScalingGroups"),
-            (
-                input.ec2_deployment_options.is_some(),
-                "ec2DeploymentOptions",
-            ),
-            (
-                non_empty(&input.trigger_configurations),
-                "triggerConfigurations",
-            ),
-            (
-                input.outdated_instances_strategy.is_some(),
-                "outdatedInstancesStrategy",
-            ),
-        ]),
-    };
+    let settings = group_settings!(input);
     let mut reqs = vec![Requirement::new(
         "codedeploy:CreateDeploymentGroup",
         group_arn(ctx, &app, &name),
@@ -1618,38 +1627,7 @@ pub async fn update_deployment_group(
         return Err(no_application(&app));
     }
     let existing = existing.ok_or_else(|| no_group(&name))?;
-    let settings = GroupSettings {
-        config_name: input.deployment_config_name.clone(),
-        service_role_arn: input.service_role_arn.clone(),
-        ecs_services: input.ecs_services.clone(),
-        load_balancer_info: input.load_balancer_info.clone(),
-        deployment_style: input.deployment_style.clone(),
-        blue_green: input.blue_green_deployment_configuration.clone(),
-        auto_rollback: input.auto_rollback_configuration.clone(),
-        alarm_configuration: input.alarm_configuration.clone(),
-        server_only: server_only_members([
-            (non_empty(&input.ec2_tag_filters), "ec2TagFilters"),
-            (input.ec2_tag_set.is_some(), "ec2TagSet"),
-            (
-                non_empty(&input.on_premises_instance_tag_filters),
-                "onPremisesInstanceTagFilters",
-            ),
-            (input.on_premises_tag_set.is_some(), "onPremisesTagSet"),
-            (non_empty(&input.auto_scaling_groups), "autoScalingGroups"),
-            (
-                input.ec2_deployment_options.is_some(),
-                "ec2DeploymentOptions",
-            ),
-            (
-                non_empty(&input.trigger_configurations),
-                "triggerConfigurations",
-            ),
-            (
-                input.outdated_instances_strategy.is_some(),
-                "outdatedInstancesStrategy",
-            ),
-        ]),
-    };
+    let settings = group_settings!(input);
     let mut group = check_settings(&settings, Some(&existing))?;
     if let Some(new_name) = &new_name {
         group.name = new_name.clone();
