@@ -8,15 +8,18 @@ CLI (`aws deploy`, `aws ecs deploy`) against the real binary; the server
 runs with `--deployment-minute-seconds 1` so CodeDeploy's minutes are
 seconds."""
 import json
+import os
+import subprocess
 import threading
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
 from berth_harness import wait_for
 from test_elb_bluegreen import berth_fast, get  # noqa: F401 - berth_fast is a fixture
-from test_elb_ecs import (definition, load_balancer, open_group, own_subnets, resolve,
-                          target_group, wait_healthy)
+from test_elb_ecs import (HTTPD, IMAGE, definition, load_balancer, open_group, own_subnets,
+                          resolve, target_group, wait_healthy)
 
 SERVICE_ROLE = "arn:aws:iam::000000000000:role/CodeDeployServiceRoleForECS"
 
@@ -218,3 +221,32 @@ def test_bad_deployment_groups_and_deployments_are_refused(berth_fast):
     assert cd.list_deployments(applicationName="cdbad",
                                deploymentGroupName="cdbad-dg")["deployments"] == []
     assert get(address, 80) == (200, "v1")
+
+
+def test_aws_ecs_deploy_registers_and_deploys_through_codedeploy(berth_fast, tmp_path):
+    """The aws CLI's `ecs deploy`: registers the task definition file, puts
+    its ARN in the AppSpec, creates the CodeDeploy deployment and waits
+    for it to succeed."""
+    berth = berth_fast
+    address, _, green, _ = setup(berth, "cdcli")
+    definition_file = tmp_path / "task-definition.json"
+    definition_file.write_text(json.dumps({"family": "cdcli", "containerDefinitions": [{
+        "name": "web", "image": IMAGE, "memory": 64, "essential": True,
+        "portMappings": [{"containerPort": 8080, "hostPort": 0}],
+        "entryPoint": ["sh", "-c"], "command": [HTTPD.format(body="cli")]}]}))
+    appspec_file = tmp_path / "appspec.yaml"
+    appspec_file.write_text(appspec("placeholder"))
+    cli = Path(os.environ.get("BERTH_VENV", ".venv")) / "bin" / "aws"
+    # It prints its progress, not JSON.
+    done = subprocess.run(
+        [str(cli), "ecs", "deploy", "--cluster", "default", "--service", "cdcli",
+         "--task-definition", str(definition_file), "--codedeploy-appspec", str(appspec_file),
+         "--codedeploy-application", "cdcli", "--codedeploy-deployment-group", "cdcli-dg"],
+        env=berth.cli_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Successfully deployed" in done.stdout, done.stdout
+    assert get(address, 80) == (200, "cli")
+    [deployment] = berth.client("codedeploy").list_deployments(
+        applicationName="cdcli", deploymentGroupName="cdcli-dg")["deployments"]
+    assert status(berth, deployment) == "Succeeded"
+    wait_healthy(berth.client("elbv2"), green, 2)
