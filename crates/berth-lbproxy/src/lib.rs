@@ -55,6 +55,10 @@ impl Drop for AbortOnDrop {
 struct ListenerRt {
     snap: Arc<ArcSwap<ListenerSnap>>,
     sockets: HashMap<SocketAddr, AbortOnDrop>,
+    /// Set when the listener is removed: its open HTTP connections finish
+    /// the requests under way and close, instead of serving more with the
+    /// removed listener's rules.
+    removed: tokio::sync::watch::Sender<bool>,
 }
 
 #[derive(Default)]
@@ -85,7 +89,7 @@ impl DataPlane {
     }
 
     /// Makes the data plane serve `config`: binds new listener addresses, closes removed ones (their
-    /// open connections finish), swaps rules and targets in place, keeps the health of targets
+    /// open HTTP connections finish the requests under way, then close), swaps rules and targets in place, keeps the health of targets
     /// that stay. Idempotent. Must run inside a tokio runtime.
     pub async fn apply(&self, config: DataPlaneConfig) -> Vec<BindError> {
         let mut st = self.state.lock().await;
@@ -131,6 +135,7 @@ impl DataPlane {
             .collect();
         for id in gone {
             if let Some(rt) = st.listeners.remove(&id) {
+                rt.removed.send_replace(true);
                 closing.extend(rt.sockets.into_values());
             }
         }
@@ -157,6 +162,7 @@ impl DataPlane {
                 .or_insert_with(|| ListenerRt {
                     snap: Arc::new(ArcSwap::from_pointee(empty_snap(l))),
                     sockets: HashMap::new(),
+                    removed: tokio::sync::watch::channel(false).0,
                 });
             rt.snap.store(Arc::new(snap));
             for addr in &l.bind {
@@ -165,8 +171,12 @@ impl DataPlane {
                 }
                 match bind(*addr) {
                     Ok(listener) => {
-                        let task =
-                            tokio::spawn(accept_loop(listener, rt.snap.clone(), self.held.clone()));
+                        let task = tokio::spawn(accept_loop(
+                            listener,
+                            rt.snap.clone(),
+                            rt.removed.subscribe(),
+                            self.held.clone(),
+                        ));
                         rt.sockets.insert(*addr, AbortOnDrop(task));
                     }
                     Err(e) => errors.push(BindError {
@@ -290,13 +300,20 @@ fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 async fn accept_loop(
     listener: TcpListener,
     snap: Arc<ArcSwap<ListenerSnap>>,
+    removed: tokio::sync::watch::Receiver<bool>,
     held: Arc<Semaphore>,
 ) {
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
                 let local = stream.local_addr().unwrap_or(peer);
-                tokio::spawn(serve_conn(stream, peer, local, snap.clone(), held.clone()));
+                tokio::spawn(serve_conn(
+                    stream,
+                    Endpoints { peer, local },
+                    snap.clone(),
+                    removed.clone(),
+                    held.clone(),
+                ));
             }
             Err(e) => {
                 tracing::debug!(error = %e, "accept failed");
@@ -307,13 +324,20 @@ async fn accept_loop(
     }
 }
 
-async fn serve_conn(
-    stream: TcpStream,
+/// A connection's two ends.
+struct Endpoints {
     peer: SocketAddr,
     local: SocketAddr,
+}
+
+async fn serve_conn(
+    stream: TcpStream,
+    ends: Endpoints,
     snap_ptr: Arc<ArcSwap<ListenerSnap>>,
+    removed: tokio::sync::watch::Receiver<bool>,
     held: Arc<Semaphore>,
 ) {
+    let Endpoints { peer, local } = ends;
     let snap = snap_ptr.load_full();
     if let Some(filter) = &snap.cfg.source_filter {
         if !filter.iter().any(|n| matching::net_contains(n, peer.ip())) {
@@ -334,6 +358,7 @@ async fn serve_conn(
         local,
         secure,
         activity: io::activity(),
+        removed,
     });
     match (snap.cfg.protocol, snap.tls.clone()) {
         (ListenerProtocol::Http, _) => serve_http(stream, ctx, false, idle).await,
@@ -360,12 +385,18 @@ async fn serve_conn(
 }
 
 macro_rules! run_with_idle {
-    ($conn:expr, $last:expr, $idle:expr) => {{
+    ($conn:expr, $last:expr, $idle:expr, $removed:expr) => {{
         let conn = $conn;
         tokio::pin!(conn);
+        let mut removed = $removed;
         tokio::select! {
             _ = conn.as_mut() => {}
             _ = io::idle_elapsed(&$last, $idle) => {
+                conn.as_mut().graceful_shutdown();
+                let _ = tokio::time::timeout($idle, conn).await;
+            }
+            // The listener was removed: finish what is under way, then close.
+            _ = async { removed.wait_for(|gone| *gone).await.is_ok() } => {
                 conn.as_mut().graceful_shutdown();
                 let _ = tokio::time::timeout($idle, conn).await;
             }
@@ -378,6 +409,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let last = ctx.activity.clone();
+    let removed = ctx.removed.clone();
     let io = TokioIo::new(io::Tracked::sharing(stream, last.clone()));
     let svc = hyper::service::service_fn(move |req| {
         let ctx = ctx.clone();
@@ -386,11 +418,16 @@ where
     if h2 {
         let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
         b.timer(TokioTimer::new());
-        run_with_idle!(b.serve_connection(io, svc), last, idle);
+        run_with_idle!(b.serve_connection(io, svc), last, idle, removed);
     } else {
         let mut b = hyper::server::conn::http1::Builder::new();
         b.timer(TokioTimer::new()).header_read_timeout(None);
-        run_with_idle!(b.serve_connection(io, svc).with_upgrades(), last, idle);
+        run_with_idle!(
+            b.serve_connection(io, svc).with_upgrades(),
+            last,
+            idle,
+            removed
+        );
     }
 }
 

@@ -70,6 +70,8 @@ pub struct ConnCtx {
     pub secure: bool,
     /// When the client connection last read or wrote a byte (ms).
     pub activity: Arc<std::sync::atomic::AtomicU64>,
+    /// Whether the listener has been removed.
+    pub removed: tokio::sync::watch::Receiver<bool>,
 }
 
 /// What a request to a target came to within the idle timeout.

@@ -975,6 +975,14 @@ async fn recovery_draining_in_flight_and_removed_listener() {
             tokio::spawn(async move { get(&c, &format!("http://{bind}/sleep/400"), &[]).await })
         })
         .collect();
+    // A keep-alive connection with one request answered.
+    let mut kept = TcpStream::connect(bind).await.unwrap();
+    kept.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = kept.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
     tokio::time::sleep(Duration::from_millis(100)).await;
     tg.targets.iter_mut().for_each(|t| t.draining = true);
     assert!(dp.apply(cfg(&tg, false)).await.is_empty());
@@ -984,4 +992,13 @@ async fn recovery_draining_in_flight_and_removed_listener() {
         assert!(body == "a" || body == "b");
     }
     assert!(TcpStream::connect(bind).await.is_err());
+    // The removed listener's open connections close rather than serve
+    // more requests with its rules.
+    let _ = kept.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").await;
+    let after = tokio::time::timeout(Duration::from_secs(5), kept.read(&mut buf)).await;
+    assert!(
+        matches!(after, Ok(Ok(0)) | Ok(Err(_))),
+        "the removed listener answered: {:?}",
+        after.map(|r| r.map(|n| String::from_utf8_lossy(&buf[..n]).to_string()))
+    );
 }

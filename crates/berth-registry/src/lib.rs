@@ -275,11 +275,21 @@ impl Registry {
     pub fn spawn_gc(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         let registry = self.clone();
         tokio::spawn(async move {
+            // Replications a crash (or the last leader's end) cut short.
+            let started = now_epoch();
+            let resumed = registry.resume_replications(started).await;
+            if resumed > 0 {
+                tracing::info!(images = resumed, "resumed interrupted replications");
+            }
             let mut ticker = tokio::time::interval(registry.gc.interval);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             ticker.tick().await;
             loop {
                 ticker.tick().await;
+                // A replication runs for seconds: one still IN_PROGRESS a
+                // whole pass later was interrupted.
+                let cutoff = now_epoch() - registry.gc.interval.as_secs_f64();
+                registry.resume_replications(cutoff).await;
                 let report = registry.gc_pass(now_epoch()).await;
                 if report != gc::Report::default() {
                     tracing::info!(?report, "registry garbage collection");

@@ -116,7 +116,8 @@ impl Registry {
             .iter()
             .map(|d| status(d, "IN_PROGRESS", None))
             .collect();
-        self.record_statuses(&key, started).await;
+        let began = Some((tag.map(str::to_string), berth_util::time::now_epoch()));
+        self.record_statuses(&key, started, began).await;
         for d in destinations {
             let outcome = self.replicate_to(scope, repo, digest, tag, d).await;
             let entry = match outcome {
@@ -126,17 +127,27 @@ impl Registry {
                     status(d, "FAILED", Some(e.to_string()))
                 }
             };
-            self.record_statuses(&key, vec![entry]).await;
+            self.record_statuses(&key, vec![entry], None).await;
         }
     }
 
-    /// Merges `entries` into the status record at `key` (by destination).
-    async fn record_statuses(&self, key: &str, entries: Vec<ecr::ImageReplicationStatus>) {
+    /// Merges `entries` into the status record at `key` (by destination);
+    /// `began`: the pushed tag and when replication started.
+    async fn record_statuses(
+        &self,
+        key: &str,
+        entries: Vec<ecr::ImageReplicationStatus>,
+        began: Option<(Option<String>, f64)>,
+    ) {
         let key = key.to_string();
         let result = self
             .store
             .update(move |view| {
                 let mut record: ReplicationRecord = meta::get(view, &key).unwrap_or_default();
+                if let Some((tag, at)) = &began {
+                    record.tag = tag.clone();
+                    record.started_at = *at;
+                }
                 for e in &entries {
                     match record
                         .statuses
@@ -156,6 +167,52 @@ impl Registry {
         if let Err(e) = result {
             tracing::warn!(error = %e, "recording a replication status failed");
         }
+    }
+
+    /// Replicates again every image whose replication a crash cut short:
+    /// destinations still IN_PROGRESS in a record started before
+    /// `started_before` (epoch seconds). Replicating is idempotent, so one
+    /// that was in fact still running elsewhere is only repeated. Answers
+    /// how many images it replicated again.
+    pub(crate) async fn resume_replications(&self, started_before: f64) -> usize {
+        let mut scopes: Vec<Scope> = Vec::new();
+        for (scope, _) in meta::all_repositories(self.store.as_ref()) {
+            if !scopes.contains(&scope) {
+                scopes.push(scope);
+            }
+        }
+        let mut resumed = 0;
+        for scope in scopes {
+            let prefix = format!("{}replication/", scope.root());
+            for kv in meta::scan(self.store.as_ref(), &prefix) {
+                let Some(record) = meta::decode::<ReplicationRecord>(&kv) else {
+                    continue;
+                };
+                if record.started_at >= started_before {
+                    continue;
+                }
+                let unfinished: Vec<Scope> = record
+                    .statuses
+                    .iter()
+                    .filter(|s| s.status.as_deref() == Some("IN_PROGRESS"))
+                    .map(|s| Scope {
+                        account: s.registry_id.clone().unwrap_or_default(),
+                        region: s.region.clone().unwrap_or_default(),
+                    })
+                    .collect();
+                let Some((repo, digest)) = kv.key[prefix.len()..].split_once('|') else {
+                    continue;
+                };
+                if unfinished.is_empty() {
+                    continue;
+                }
+                tracing::info!(repository = %repo, %digest, "replicating an image again after an interruption");
+                self.replicate(&scope, repo, digest, record.tag.as_deref(), &unfinished)
+                    .await;
+                resumed += 1;
+            }
+        }
+        resumed
     }
 
     async fn replicate_to(
@@ -437,5 +494,46 @@ mod tests {
         )
         .unwrap();
         assert_eq!(status.statuses[1].status.as_deref(), Some("FAILED"));
+    }
+
+    #[tokio::test]
+    async fn a_replication_cut_short_by_a_crash_is_done_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn berth_store::Store> = Arc::new(berth_store::MemoryStore::new());
+        let registry = Registry::open(dir.path(), store.clone(), "r.test:5000".into()).unwrap();
+        let (east, west) = (scope("us-east-1"), scope("us-west-2"));
+        registry
+            .ensure_repository(&east, "app", Creation::Replication)
+            .await
+            .unwrap();
+        let digest = push_test_image(&registry, &east, "app", "v7", b"layer").await;
+        // The server died after recording IN_PROGRESS, before copying.
+        let key = east.replication_status("app", &digest);
+        let interrupted = ReplicationRecord {
+            statuses: vec![ecr::ImageReplicationStatus {
+                region: Some("us-west-2".into()),
+                registry_id: Some("000000000000".into()),
+                status: Some("IN_PROGRESS".into()),
+                failure_code: None,
+            }],
+            tag: Some("v7".into()),
+            started_at: 1_000.0,
+        };
+        store.put(&key, meta::encode(&interrupted)).await.unwrap();
+        // Not yet stale for a cutoff before it started: left alone.
+        assert_eq!(registry.resume_replications(999.0).await, 0);
+        assert!(meta::get::<meta::TagRecord>(store.as_ref(), &west.tag("app", "v7")).is_none());
+        assert_eq!(registry.resume_replications(2_000.0).await, 1);
+        let tag: meta::TagRecord = meta::get(store.as_ref(), &west.tag("app", "v7")).unwrap();
+        assert_eq!(tag.digest, digest);
+        let status: ReplicationRecord = meta::get(store.as_ref(), &key).unwrap();
+        assert_eq!(status.statuses[0].status.as_deref(), Some("COMPLETE"));
+        // Finished: nothing to do the next time.
+        assert_eq!(
+            registry
+                .resume_replications(berth_util::time::now_epoch() + 10.0)
+                .await,
+            0
+        );
     }
 }

@@ -80,6 +80,13 @@ pub struct PreviewRecord {
 #[serde(rename_all = "camelCase")]
 pub struct ReplicationRecord {
     pub statuses: Vec<ecr::ImageReplicationStatus>,
+    /// The tag the image was pushed with (replicated with it), and when
+    /// replication started: an IN_PROGRESS destination older than a pass
+    /// of the collector was cut short by a crash and is done again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+    #[serde(default)]
+    pub started_at: f64,
 }
 
 /// The account settings ECR knows, their allowed values and defaults.
