@@ -41,23 +41,41 @@ impl Idle {
     }
 }
 
-#[derive(Default)]
-pub struct Pool(Mutex<Vec<Idle>>);
+/// Idle connections to one target, one shelf per data-plane runtime: a
+/// connection's socket belongs to the runtime that opened it, so it is only
+/// ever used there (see [`crate::runtimes`]).
+pub struct Pool(Box<[Mutex<Vec<Idle>>]>);
+
+impl Default for Pool {
+    fn default() -> Self {
+        Pool(
+            (0..crate::runtimes::MAX_SHARDS)
+                .map(|_| Mutex::new(Vec::new()))
+                .collect(),
+        )
+    }
+}
 
 impl Pool {
+    fn shelf(&self) -> &Mutex<Vec<Idle>> {
+        &self.0[crate::runtimes::shard() % self.0.len()]
+    }
+
     fn pop(&self) -> Option<Idle> {
-        self.0.lock().ok()?.pop()
+        self.shelf().lock().ok()?.pop()
     }
 
     /// Closes every idle connection (the group's protocol or source addresses changed).
     pub fn clear(&self) {
-        if let Ok(mut v) = self.0.lock() {
-            v.clear();
+        for shelf in self.0.iter() {
+            if let Ok(mut v) = shelf.lock() {
+                v.clear();
+            }
         }
     }
 
     fn put(&self, idle: Idle) {
-        if let Ok(mut v) = self.0.lock() {
+        if let Ok(mut v) = self.shelf().lock() {
             if v.len() < MAX_IDLE {
                 v.push(idle);
             }

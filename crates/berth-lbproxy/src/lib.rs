@@ -9,6 +9,7 @@ mod h1pool;
 mod io;
 pub mod matching;
 mod proxy;
+mod runtimes;
 mod tls;
 
 use std::collections::HashMap;
@@ -72,6 +73,8 @@ pub struct DataPlane {
     state: tokio::sync::Mutex<State>,
     health_tx: mpsc::Sender<HealthReport>,
     held: Arc<Semaphore>,
+    /// Where client connections are served (one runtime per core).
+    runtimes: Arc<runtimes::Runtimes>,
 }
 
 impl DataPlane {
@@ -83,6 +86,7 @@ impl DataPlane {
                 state: tokio::sync::Mutex::new(State::default()),
                 health_tx: tx,
                 held: Arc::new(Semaphore::new(MAX_HELD)),
+                runtimes: runtimes::Runtimes::start(),
             },
             rx,
         )
@@ -176,6 +180,7 @@ impl DataPlane {
                             rt.snap.clone(),
                             rt.removed.subscribe(),
                             self.held.clone(),
+                            self.runtimes.clone(),
                         ));
                         rt.sockets.insert(*addr, AbortOnDrop(task));
                     }
@@ -302,18 +307,33 @@ async fn accept_loop(
     snap: Arc<ArcSwap<ListenerSnap>>,
     removed: tokio::sync::watch::Receiver<bool>,
     held: Arc<Semaphore>,
+    runtimes: Arc<runtimes::Runtimes>,
 ) {
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
                 let local = stream.local_addr().unwrap_or(peer);
-                tokio::spawn(serve_conn(
-                    stream,
-                    Endpoints { peer, local },
-                    snap.clone(),
-                    removed.clone(),
-                    held.clone(),
-                ));
+                let serve = {
+                    let (snap, removed, held) = (snap.clone(), removed.clone(), held.clone());
+                    move |stream| serve_conn(stream, Endpoints { peer, local }, snap, removed, held)
+                };
+                // Handed whole to one of the data plane's runtimes: its
+                // socket is registered there, and stays there.
+                match (runtimes.next(), stream.into_std()) {
+                    (Some(runtime), Ok(std_stream)) => {
+                        runtime.spawn(async move {
+                            if let Ok(stream) = TcpStream::from_std(std_stream) {
+                                serve(stream).await;
+                            }
+                        });
+                    }
+                    (None, Ok(std_stream)) => {
+                        if let Ok(stream) = TcpStream::from_std(std_stream) {
+                            tokio::spawn(serve(stream));
+                        }
+                    }
+                    (_, Err(e)) => tracing::debug!(error = %e, "handing a connection over failed"),
+                }
             }
             Err(e) => {
                 tracing::debug!(error = %e, "accept failed");

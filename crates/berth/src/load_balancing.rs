@@ -609,7 +609,13 @@ pub async fn run_data_plane(
     tracing::info!(label = %addresses.label(), "serving load balancers");
     let _link = RemoveOnDrop(addresses.clone());
     let (plane, reports) = DataPlane::new();
-    let reporter = tokio::spawn(write_health(elb.clone(), reports));
+    let reporter = tokio::spawn({
+        let elb = elb.clone();
+        write_health(reports, move |report| {
+            let elb = elb.clone();
+            async move { write_one_health(&elb, &report).await }
+        })
+    });
     let _reporter = AbortOnDrop(reporter);
     let mut applied: Option<DataPlaneConfig> = None;
     let mut applied_addresses: Option<BTreeSet<Ipv4Addr>> = None;
@@ -713,34 +719,73 @@ async fn record_certificate_use(
 }
 
 /// Writes the data plane's health reports where DescribeTargetHealth reads.
-async fn write_health(
-    elb: Arc<berth_elb::ElbService>,
-    mut reports: tokio::sync::mpsc::Receiver<HealthReport>,
-) {
-    use berth_elb::model::HealthState as Stored;
-    use berth_lbproxy::HealthState;
-    while let Some(report) = reports.recv().await {
-        let state = match report.state {
-            HealthState::Initial => Stored::Initial,
-            HealthState::Healthy => Stored::Healthy,
-            HealthState::Unhealthy => Stored::Unhealthy,
-            // Checks are off: DescribeTargetHealth says so from the group.
-            HealthState::Unavailable => continue,
+/// The data plane reports a target only when its state changes, so a report
+/// whose write fails (the store is busy or unreachable) is kept and written
+/// again until it lands, the newest per target winning; otherwise ELB, and
+/// ECS after it, would keep the old state for good.
+async fn write_health<W, F>(mut reports: tokio::sync::mpsc::Receiver<HealthReport>, write: W)
+where
+    W: Fn(HealthReport) -> F,
+    F: std::future::Future<Output = Result<(), berth_model::AwsError>>,
+{
+    const RETRY: Duration = Duration::from_millis(500);
+    let mut unwritten: BTreeMap<(String, String, u16), HealthReport> = BTreeMap::new();
+    loop {
+        let next = if unwritten.is_empty() {
+            reports.recv().await.map(Some)
+        } else {
+            match tokio::time::timeout(RETRY, reports.recv()).await {
+                Ok(report) => report.map(Some),
+                // Time to try the unwritten ones again.
+                Err(_) => Some(None),
+            }
         };
-        if let Err(e) = elb
-            .set_target_health(
-                &report.target_group,
-                &report.target_id,
+        let Some(next) = next else {
+            return;
+        };
+        if let Some(report) = next {
+            let key = (
+                report.target_group.clone(),
+                report.target_id.clone(),
                 report.port,
-                state,
-                report.reason.as_deref(),
-                report.description.as_deref(),
-            )
-            .await
-        {
-            tracing::warn!(code = %e.code, message = %e.message, "recording a target's health failed");
+            );
+            unwritten.insert(key, report);
+        }
+        for (key, report) in std::mem::take(&mut unwritten) {
+            if let Err(e) = write(report.clone()).await {
+                if e.status >= 500 {
+                    tracing::warn!(code = %e.code, message = %e.message, "recording a target's health failed; trying again");
+                    unwritten.insert(key, report);
+                } else {
+                    tracing::warn!(code = %e.code, message = %e.message, "a target's health report was refused");
+                }
+            }
         }
     }
+}
+
+async fn write_one_health(
+    elb: &berth_elb::ElbService,
+    report: &HealthReport,
+) -> Result<(), berth_model::AwsError> {
+    use berth_elb::model::HealthState as Stored;
+    use berth_lbproxy::HealthState;
+    let state = match report.state {
+        HealthState::Initial => Stored::Initial,
+        HealthState::Healthy => Stored::Healthy,
+        HealthState::Unhealthy => Stored::Unhealthy,
+        // Checks are off: DescribeTargetHealth says so from the group.
+        HealthState::Unavailable => return Ok(()),
+    };
+    elb.set_target_health(
+        &report.target_group,
+        &report.target_id,
+        report.port,
+        state,
+        report.reason.as_deref(),
+        report.description.as_deref(),
+    )
+    .await
 }
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
@@ -765,6 +810,69 @@ impl Drop for RemoveOnDrop {
 mod tests {
     use super::*;
     use berth_elb::model::{self, HealthCheck};
+
+    #[tokio::test]
+    async fn a_health_report_that_fails_to_write_is_written_again() {
+        use berth_lbproxy::HealthState;
+        use std::sync::Mutex;
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        let written: Arc<Mutex<Vec<(String, HealthState)>>> = Arc::default();
+        let failures = Arc::new(std::sync::atomic::AtomicUsize::new(2));
+        let task = tokio::spawn({
+            let (written, failures) = (written.clone(), failures.clone());
+            write_health(rx, move |r: HealthReport| {
+                let (written, failures) = (written.clone(), failures.clone());
+                async move {
+                    if r.target_id == "refused" {
+                        return Err(berth_model::AwsError::bad_request("ValidationError", "no"));
+                    }
+                    let left = failures.load(std::sync::atomic::Ordering::SeqCst);
+                    if left > 0 {
+                        failures.store(left - 1, std::sync::atomic::Ordering::SeqCst);
+                        return Err(berth_model::AwsError::internal("the store is busy"));
+                    }
+                    written.lock().unwrap().push((r.target_id.clone(), r.state));
+                    Ok(())
+                }
+            })
+        });
+        let report = |id: &str, state| HealthReport {
+            target_group: TG.into(),
+            target_id: id.into(),
+            port: 80,
+            state,
+            reason: None,
+            description: None,
+        };
+        tx.send(report("i-1", HealthState::Healthy)).await.unwrap();
+        tx.send(report("refused", HealthState::Healthy))
+            .await
+            .unwrap();
+        // Written once the store answers again.
+        for _ in 0..100 {
+            if !written.lock().unwrap().is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(
+            *written.lock().unwrap(),
+            vec![("i-1".to_string(), HealthState::Healthy)]
+        );
+        // A newer report replaces one not written yet.
+        failures.store(1, std::sync::atomic::Ordering::SeqCst);
+        tx.send(report("i-1", HealthState::Unhealthy))
+            .await
+            .unwrap();
+        tx.send(report("i-1", HealthState::Healthy)).await.unwrap();
+        drop(tx);
+        tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .expect("ends when the data plane is gone")
+            .unwrap();
+        let last = written.lock().unwrap().last().cloned();
+        assert_eq!(last, Some(("i-1".to_string(), HealthState::Healthy)));
+    }
     use berth_elb::SnapshotTarget;
 
     const LB: &str = "arn:aws:elasticloadbalancing:us-east-1:000000000000:loadbalancer/app/web/1";
