@@ -93,6 +93,26 @@ fn put<T: Serialize>(key: String, value: &T) -> Result<Op, AwsError> {
     Ok(Op::put(key, bytes))
 }
 
+/// Writes `op` (a record at `key`) unless a record is there already, in
+/// one mutation; `taken` is the answer when one is.
+async fn insert_new(
+    svc: &CodeDeployService,
+    op: Op,
+    key: String,
+    taken: AwsError,
+) -> Result<(), AwsError> {
+    svc.store
+        .update(move |view| {
+            if view.get(&key).is_some() {
+                return Err(taken.clone());
+            }
+            Ok((vec![op.clone()], ()))
+        })
+        .await
+        .map_err(store_error)??;
+    Ok(())
+}
+
 fn app_arn(ctx: &RequestContext, name: &str) -> String {
     ctx.arn("codedeploy", &format!("application:{name}"))
 }
@@ -421,19 +441,11 @@ pub async fn create_application(
         tags,
     };
     let key = app_key(&ctx.account_id, &ctx.region, &name);
-    let op = put(key.clone(), &app)?;
-    svc.store
-        .update(move |view| {
-            if view.get(&key).is_some() {
-                return Err(err(
-                    "ApplicationAlreadyExistsException",
-                    format!("Application already exists with name {name}"),
-                ));
-            }
-            Ok((vec![op.clone()], ()))
-        })
-        .await
-        .map_err(store_error)??;
+    let taken = err(
+        "ApplicationAlreadyExistsException",
+        format!("Application already exists with name {name}"),
+    );
+    insert_new(svc, put(key.clone(), &app)?, key, taken).await?;
     Ok(sh::CreateApplicationOutput {
         application_id: Some(app.id),
     })
@@ -778,19 +790,11 @@ pub async fn create_deployment_config(
         traffic_routing_config: routing,
     };
     let key = config_key(&ctx.account_id, &ctx.region, &name);
-    let op = put(key.clone(), &record)?;
-    svc.store
-        .update(move |view| {
-            if view.get(&key).is_some() {
-                return Err(err(
-                    "DeploymentConfigAlreadyExistsException",
-                    format!("Deployment Configuration already exists with name {name}"),
-                ));
-            }
-            Ok((vec![op.clone()], ()))
-        })
-        .await
-        .map_err(store_error)??;
+    let taken = err(
+        "DeploymentConfigAlreadyExistsException",
+        format!("Deployment Configuration already exists with name {name}"),
+    );
+    insert_new(svc, put(key.clone(), &record)?, key, taken).await?;
     Ok(sh::CreateDeploymentConfigOutput {
         deployment_config_id: Some(record.id),
     })

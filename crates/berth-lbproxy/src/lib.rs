@@ -319,20 +319,19 @@ async fn accept_loop(
                 };
                 // Handed whole to one of the data plane's runtimes: its
                 // socket is registered there, and stays there.
-                match (runtimes.next(), stream.into_std()) {
-                    (Some(runtime), Ok(std_stream)) => {
+                let Some(runtime) = runtimes.next() else {
+                    tokio::spawn(serve(stream));
+                    continue;
+                };
+                match stream.into_std() {
+                    Ok(std_stream) => {
                         runtime.spawn(async move {
                             if let Ok(stream) = TcpStream::from_std(std_stream) {
                                 serve(stream).await;
                             }
                         });
                     }
-                    (None, Ok(std_stream)) => {
-                        if let Ok(stream) = TcpStream::from_std(std_stream) {
-                            tokio::spawn(serve(stream));
-                        }
-                    }
-                    (_, Err(e)) => tracing::debug!(error = %e, "handing a connection over failed"),
+                    Err(e) => tracing::debug!(error = %e, "handing a connection over failed"),
                 }
             }
             Err(e) => {
@@ -409,14 +408,17 @@ macro_rules! run_with_idle {
         let conn = $conn;
         tokio::pin!(conn);
         let mut removed = $removed;
+        // Idle for the idle timeout, or the listener was removed: finish
+        // what is under way, then close.
+        let closing = async {
+            tokio::select! {
+                _ = io::idle_elapsed(&$last, $idle) => {}
+                _ = async { removed.wait_for(|gone| *gone).await.is_ok() } => {}
+            }
+        };
         tokio::select! {
             _ = conn.as_mut() => {}
-            _ = io::idle_elapsed(&$last, $idle) => {
-                conn.as_mut().graceful_shutdown();
-                let _ = tokio::time::timeout($idle, conn).await;
-            }
-            // The listener was removed: finish what is under way, then close.
-            _ = async { removed.wait_for(|gone| *gone).await.is_ok() } => {
+            _ = closing => {
                 conn.as_mut().graceful_shutdown();
                 let _ = tokio::time::timeout($idle, conn).await;
             }

@@ -557,16 +557,18 @@ async fn forward(
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(client_up) = client_upgrade {
             let target_up = hyper::upgrade::on(&mut resp);
+            // The upgraded client side is still the connection's tracked
+            // stream: its activity clock keeps counting.
+            let activity = ctx.activity.clone();
             tokio::spawn(async move {
                 let _inflight = inflight;
                 if let (Ok(c), Ok(t)) = tokio::join!(client_up, target_up) {
                     // The load balancer's idle timeout closes an idle
                     // WebSocket as it closes any idle connection.
-                    let (mut client, last) = crate::io::Tracked::new(TokioIo::new(c));
-                    let mut target = TokioIo::new(t);
+                    let (mut client, mut target) = (TokioIo::new(c), TokioIo::new(t));
                     tokio::select! {
                         _ = tokio::io::copy_bidirectional(&mut client, &mut target) => {}
-                        _ = crate::io::idle_elapsed(&last, idle) => {}
+                        _ = crate::io::idle_elapsed(&activity, idle) => {}
                     }
                 }
             });
