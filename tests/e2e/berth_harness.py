@@ -3,6 +3,7 @@ signed HTTP against it. Everything runs on loopback with a temp data dir."""
 import gzip
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -25,6 +26,10 @@ ACCESS_KEY = "AKIABERTHTESTROOT001"
 SECRET_KEY = "berth-test-secret-key/0123456789abcdefXYZ"
 REGION = "us-east-1"
 ACCOUNT = "000000000000"
+
+
+# Terminal colours in the server's log.
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def berth_binary() -> str:
@@ -157,6 +162,19 @@ class Berth:
         out = self.stdout_path.read_text(errors="replace") if self.stdout_path.exists() else ""
         err = self.stderr_path.read_text(errors="replace") if self.stderr_path.exists() else ""
         return f"--- stdout ---\n{out[-4000:]}\n--- stderr ---\n{err[-4000:]}"
+
+    def warnings(self, count=40, width=400) -> str:
+        """The last `count` WARN and ERROR lines of this run's log."""
+        if not self.stderr_path.exists():
+            return ""
+        with open(self.stderr_path, errors="replace") as f:
+            f.seek(getattr(self, "log_offset", 0))
+            plain = (ANSI.sub("", line) for line in f)
+            # Failed requests are the test's own to see.
+            lines = [line.rstrip()[:width] for line in plain
+                     if (" WARN " in line or " ERROR " in line)
+                     and "request failed" not in line]
+        return "\n".join(lines[-count:])
 
     def stop(self, sig=signal.SIGTERM, timeout=15):
         if self.proc and self.proc.poll() is None:

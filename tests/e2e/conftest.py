@@ -53,6 +53,20 @@ def vpc_block():
     raise RuntimeError("every test VPC block 10.100-199.0.0/16 is held")
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failed test's report carries the warnings and errors its servers
+    logged: CI shows only the report, and the data dirs go with the run."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.when != "call" or not report.failed:
+        return
+    for name, value in getattr(item, "funcargs", {}).items():
+        if isinstance(value, Berth):
+            report.sections.append((f"berth {name}: warnings and errors (last 40)",
+                                    value.warnings()))
+
+
 @pytest.fixture
 def berth(tmp_path):
     server = Berth(tmp_path / "data").start()
