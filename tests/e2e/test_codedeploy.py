@@ -42,10 +42,12 @@ Resources:
 """
 
 
-def setup(berth, name, config_name="CodeDeployDefault.ECSAllAtOnce", wait_minutes=0):
+def setup(berth, name, config_name="CodeDeployDefault.ECSAllAtOnce", wait_minutes=0,
+          ready_wait=None):
     """An ALB whose production (80) and test (8080) listeners forward to
     the blue group, a CODE_DEPLOY service of revision v1 behind it, and a
-    CodeDeploy application and deployment group for it."""
+    CodeDeploy application and deployment group for it (`ready_wait`:
+    minutes production waits for ContinueDeployment, STOP_DEPLOYMENT)."""
     ecs, elb, cd = berth.client("ecs"), berth.client("elbv2"), berth.client("codedeploy")
     subnets, vpc = own_subnets(berth)
     lb = load_balancer(berth, name, subnets, [open_group(berth, vpc, 80),
@@ -79,7 +81,9 @@ def setup(berth, name, config_name="CodeDeployDefault.ECSAllAtOnce", wait_minute
         blueGreenDeploymentConfiguration={
             "terminateBlueInstancesOnDeploymentSuccess": {
                 "action": "TERMINATE", "terminationWaitTimeInMinutes": wait_minutes},
-            "deploymentReadyOption": {"actionOnTimeout": "CONTINUE_DEPLOYMENT"}},
+            "deploymentReadyOption": (
+                {"actionOnTimeout": "CONTINUE_DEPLOYMENT"} if ready_wait is None else
+                {"actionOnTimeout": "STOP_DEPLOYMENT", "waitTimeInMinutes": ready_wait})},
         ecsServices=[{"serviceName": name, "clusterName": "default"}],
         loadBalancerInfo={"targetGroupPairInfoList": [{
             "targetGroups": [{"name": f"{name}-b"}, {"name": f"{name}-g"}],
@@ -104,8 +108,14 @@ def status(berth, deployment):
 
 
 def test_all_at_once_tests_the_new_revision_then_switches_without_a_failed_request(berth_fast):
+    """STOP_DEPLOYMENT: the test listener serves the new revision while
+    production stays on the old one until ContinueDeployment (READY_WAIT);
+    then production switches at once without a failed request, and
+    ContinueDeployment (TERMINATION_WAIT) ends a ten-hour termination wait
+    (minutes are seconds here)."""
     berth = berth_fast
-    address, blue, green, _ = setup(berth, "cdall", wait_minutes=3)
+    cd = berth.client("codedeploy")
+    address, blue, green, _ = setup(berth, "cdall", wait_minutes=600, ready_wait=600)
     failures, answered, stop = [], Counter(), threading.Event()
 
     def client():
@@ -122,15 +132,27 @@ def test_all_at_once_tests_the_new_revision_then_switches_without_a_failed_reque
     try:
         deployment = deploy(berth, "cdall")
         assert status(berth, deployment) in ("Created", "Queued", "InProgress")
-        seen = []
-
-        def tested():
-            test, production = get(address, 8080)[1], get(address, 80)[1]
-            seen.append((test, production))
-            return (test, production) == ("v2", "v1")
-        wait_for(tested, 180, interval=0.01, what="the test listener to answer v2 first")
-        assert all(p == "v1" for t, p in seen if t != "v2"), seen[-5:]
+        # Not waiting yet: refused.
+        with pytest.raises(cd.exceptions.DeploymentIsNotInReadyStateException):
+            cd.continue_deployment(deploymentId=deployment, deploymentWaitType="TERMINATION_WAIT")
+        wait_for(lambda: status(berth, deployment) == "Ready", 180, interval=0.5,
+                 what=f"the deployment to be Ready: {cd.get_deployment(deploymentId=deployment)}")
+        # Test traffic reaches v2, production stays on v1 for as long as
+        # nobody continues.
+        wait_for(lambda: get(address, 8080)[1] == "v2", 30, interval=0.2,
+                 what="the test listener on v2")
+        for _ in range(20):
+            assert (get(address, 8080)[1], get(address, 80)[1]) == ("v2", "v1")
+        assert answered["v2"] == 0, answered
+        berth.aws("deploy", "continue-deployment", "--deployment-id", deployment,
+                  "--deployment-wait-type", "READY_WAIT")
         wait_for(lambda: get(address, 80)[1] == "v2", 60, interval=0.2, what="production on v2")
+        # Production moved; the v1 tasks wait out the termination wait.
+        wait_for(lambda: "Amazon ECS deployment stage: BAKE_TIME" in cd.get_deployment(
+            deploymentId=deployment)["deploymentInfo"]["deploymentStatusMessages"], 60,
+            interval=0.5, what="the termination wait")
+        assert len(elb_targets(berth, blue)) == 2
+        cd.continue_deployment(deploymentId=deployment, deploymentWaitType="TERMINATION_WAIT")
         wait_for(lambda: status(berth, deployment) == "Succeeded", 120, interval=1,
                  what="the deployment to succeed")
     finally:
@@ -138,21 +160,25 @@ def test_all_at_once_tests_the_new_revision_then_switches_without_a_failed_reque
         thread.join(timeout=20)
     assert failures == [], failures[:5]
     assert answered["v1"] > 0 and answered["v2"] > 0, answered
-    info = berth.client("codedeploy").get_deployment(deploymentId=deployment)["deploymentInfo"]
+    info = cd.get_deployment(deploymentId=deployment)["deploymentInfo"]
     assert info["computePlatform"] == "ECS"
     assert info["deploymentConfigName"] == "CodeDeployDefault.ECSAllAtOnce"
     assert info["applicationName"] == "cdall" and info["deploymentGroupName"] == "cdall-dg"
     # Production and test listeners forward to green; the v1 tasks are gone.
     elb = berth.client("elbv2")
     wait_healthy(elb, green, 2)
-    wait_for(lambda: not elb.describe_target_health(TargetGroupArn=blue)[
-        "TargetHealthDescriptions"], 60, what="blue to be empty")
+    wait_for(lambda: not elb_targets(berth, blue), 60, what="blue to be empty")
     # The CLI reads it back.
     _, out, _ = berth.aws("deploy", "list-deployments", "--application-name", "cdall",
                           "--deployment-group-name", "cdall-dg")
     assert out["deployments"] == [deployment], out
     _, out, _ = berth.aws("deploy", "get-deployment", "--deployment-id", deployment)
     assert out["deploymentInfo"]["status"] == "Succeeded", out
+
+
+def elb_targets(berth, group):
+    return berth.client("elbv2").describe_target_health(TargetGroupArn=group)[
+        "TargetHealthDescriptions"]
 
 
 def test_a_canary_sends_its_share_and_stop_deployment_rolls_back(berth_fast):

@@ -516,6 +516,17 @@ pub fn container_spec(
     }
 }
 
+/// The host port of Docker's "listen tcp4 0.0.0.0:PORT: bind: address
+/// already in use" (a container start whose host port another process
+/// holds).
+pub fn port_in_use(message: &str) -> Option<u16> {
+    let before = message.split(": bind: address already in use").next()?;
+    if before.len() == message.len() {
+        return None;
+    }
+    before.rsplit(':').next()?.trim().parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -537,6 +548,22 @@ mod tests {
             version: 1,
             ..AssignedTask::default()
         }
+    }
+
+    #[test]
+    fn the_port_of_a_bind_conflict_is_read_from_dockers_message() {
+        let m = "driver failed programming external connectivity on endpoint ecs-a-1-web-1 (416c): \
+                 Error starting userland proxy: listen tcp4 0.0.0.0:32942: bind: address already in use";
+        assert_eq!(port_in_use(m), Some(32942));
+        assert_eq!(
+            port_in_use("listen tcp6 [::]:8080: bind: address already in use"),
+            Some(8080)
+        );
+        assert_eq!(port_in_use("no such image"), None);
+        assert_eq!(
+            port_in_use("listen tcp4 0.0.0.0:x: bind: address already in use"),
+            None
+        );
     }
 
     #[test]

@@ -60,6 +60,9 @@ const RELEASE_ATTEMPTS: u32 = 3;
 /// How long a task's first container waits for the host's DNS relay while
 /// another agent takes it over (see `TaskEndpoint::dns_relay_within`).
 const RELAY_TAKEOVER: Duration = Duration::from_secs(5);
+/// How many times a container is started while the dynamic host port
+/// Docker picks for it is taken by another process.
+const DYNAMIC_PORT_ATTEMPTS: u32 = 5;
 /// How long the runner waits between looks while nothing happens.
 const TICK_STARTING: Duration = Duration::from_millis(500);
 const TICK_STEADY: Duration = Duration::from_secs(2);
@@ -1056,9 +1059,22 @@ impl TaskRunner {
                 return;
             }
         }
-        if let Err(e) = self.runtime.start(&id).await {
-            self.containers[i].failure = Some(format!("CannotStartContainerError: {e}"));
-            return;
+        let mut attempts = 1;
+        while let Err(e) = self.runtime.start(&id).await {
+            // Docker picks a dynamic host port without knowing what else
+            // binds ports on the host: when another process holds the one
+            // it picked, starting again picks the next one. A host port
+            // the task definition names fails at once, as in ECS.
+            let message = e.to_string();
+            let dynamic = spec::port_in_use(&message)
+                .is_some_and(|port| !spec.ports.iter().any(|p| p.host_port == Some(port)));
+            if !dynamic || attempts >= DYNAMIC_PORT_ATTEMPTS {
+                self.containers[i].failure = Some(format!("CannotStartContainerError: {e}"));
+                return;
+            }
+            attempts += 1;
+            tracing::info!(task = %self.task.task_arn, container = %name, error = %message,
+                "a dynamic host port Docker picked is in use; starting again");
         }
         if let Some(config) = awslogs {
             self.ship_logs(&id, config);

@@ -28,6 +28,16 @@ pub trait EcsDeployments: Send + Sync + 'static {
         region: &str,
         service_deployment_arn: &str,
     ) -> Result<EcsDeploymentStatus, EcsError>;
+    /// Ends a wait of the ECS service deployment: production traffic moves
+    /// ([`WaitType::Ready`]) or the original task set stops
+    /// ([`WaitType::Termination`]). Idempotent.
+    async fn continue_deployment(
+        &self,
+        account: &str,
+        region: &str,
+        service_deployment_arn: &str,
+        wait: WaitType,
+    ) -> Result<(), EcsError>;
     /// Stops it: production traffic goes back to the original task set's target group, the new tasks stop.
     async fn stop(
         &self,
@@ -67,6 +77,30 @@ pub struct EcsDeploymentPlan {
     pub test_listener_arns: Vec<String>,
     pub traffic: TrafficRouting,
     pub termination_wait_minutes: i32,
+    /// Production traffic waits for ContinueDeployment once the test
+    /// listener reaches the new revision (deploymentReadyOption
+    /// STOP_DEPLOYMENT).
+    #[serde(default)]
+    pub wait_to_continue: bool,
+}
+
+/// ContinueDeployment's `deploymentWaitType`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum WaitType {
+    /// READY_WAIT: reroute production traffic now.
+    Ready,
+    /// TERMINATION_WAIT: stop the original task set now.
+    Termination,
+}
+
+impl WaitType {
+    pub fn parse(text: Option<&str>) -> Option<WaitType> {
+        match text {
+            None | Some("READY_WAIT") => Some(WaitType::Ready),
+            Some("TERMINATION_WAIT") => Some(WaitType::Termination),
+            Some(_) => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -87,6 +121,9 @@ pub enum EcsDeploymentStatus {
     /// `stage`: ECS's lifecycle stage (SCALE_UP, TEST_TRAFFIC_SHIFT, PRODUCTION_TRAFFIC_SHIFT, BAKE_TIME, CLEAN_UP ...).
     InProgress {
         stage: String,
+        /// The test listener reaches the new revision and production waits
+        /// for ContinueDeployment.
+        waiting_to_continue: bool,
     },
     Succeeded,
     /// Rolled back (by `stop`, or by ECS's circuit breaker): production is on the original revision.
@@ -126,6 +163,15 @@ impl EcsDeployments for NoEcs {
         Err(EcsError::Unavailable(NO_ECS.into()))
     }
     fn status(&self, _: &str, _: &str, _: &str) -> Result<EcsDeploymentStatus, EcsError> {
+        Err(EcsError::Unavailable(NO_ECS.into()))
+    }
+    async fn continue_deployment(
+        &self,
+        _: &str,
+        _: &str,
+        _: &str,
+        _: WaitType,
+    ) -> Result<(), EcsError> {
         Err(EcsError::Unavailable(NO_ECS.into()))
     }
     async fn stop(&self, _: &str, _: &str, _: &str) -> Result<(), EcsError> {

@@ -11,8 +11,10 @@ use std::sync::Arc;
 use berth_model::shapes::codedeploy as sh;
 use berth_store::{Op, Store, StoreError, StoreExt};
 
-use crate::ecs::{EcsDeploymentPlan, EcsDeploymentStatus, EcsDeployments, EcsError};
-use crate::records::{DeploymentRecord, GroupRecord, CREATED, FAILED, IN_PROGRESS, SUCCEEDED};
+use crate::ecs::{EcsDeploymentPlan, EcsDeploymentStatus, EcsDeployments, EcsError, WaitType};
+use crate::records::{
+    DeploymentRecord, Ending, GroupRecord, CREATED, FAILED, IN_PROGRESS, READY, STOPPED, SUCCEEDED,
+};
 
 /// What a deployment needs now.
 #[derive(Debug, Clone, PartialEq)]
@@ -27,6 +29,10 @@ pub enum Step {
     Poll(String),
     /// Tell ECS to stop (and roll back) its deployment.
     Stop(String),
+    /// Tell ECS that a wait is over (ContinueDeployment).
+    Continue(String, WaitType),
+    /// Stop: the wait for ContinueDeployment ran out.
+    TimeOut,
     /// End without asking ECS (nothing was started).
     Finish,
 }
@@ -38,10 +44,20 @@ pub enum Observation {
     Started(Result<String, EcsError>),
     Status(Result<EcsDeploymentStatus, EcsError>),
     Stopped(Result<(), EcsError>),
+    Continued(Result<(), EcsError>),
 }
 
-/// The step deployment `record` needs.
-pub fn next_step(record: &DeploymentRecord) -> Step {
+/// How long a Ready deployment waits for ContinueDeployment (seconds), when
+/// its group's deploymentReadyOption is STOP_DEPLOYMENT.
+fn ready_wait(record: &DeploymentRecord, minute: f64) -> Option<f64> {
+    let ready = record.blue_green.deployment_ready_option.as_ref()?;
+    (ready.action_on_timeout.as_deref() == Some("STOP_DEPLOYMENT"))
+        .then(|| f64::from(ready.wait_time_in_minutes.unwrap_or(0).max(0)) * minute)
+}
+
+/// The step deployment `record` needs at `now` (`minute`: seconds in a
+/// minute of the deployment's waits).
+pub fn next_step(record: &DeploymentRecord, now: f64, minute: f64) -> Step {
     if record.is_done() {
         return Step::Nothing;
     }
@@ -53,6 +69,15 @@ pub fn next_step(record: &DeploymentRecord) -> Step {
     }
     if let Some((code, message)) = &record.invalid {
         return Step::Fail(code.clone(), message.clone());
+    }
+    if let (Some(arn), Some(wait)) = (&record.service_deployment_arn, record.continues.first()) {
+        return Step::Continue(arn.clone(), *wait);
+    }
+    if record.status == READY {
+        let since = record.ready_since.unwrap_or(now);
+        if ready_wait(record, minute).is_some_and(|wait| now - since >= wait) {
+            return Step::TimeOut;
+        }
     }
     match (&record.service_deployment_arn, &record.plan) {
         (Some(arn), _) => Step::Poll(arn.clone()),
@@ -122,6 +147,53 @@ pub fn apply(
         (Step::Nothing, _) => None,
         (Step::Fail(code, message), _) => Some(fail(record, code, message, now)),
         (Step::Finish, _) => Some(end(record, now, None)),
+        (Step::TimeOut, _) => {
+            let mut record = record;
+            let minutes = record
+                .blue_green
+                .deployment_ready_option
+                .as_ref()
+                .and_then(|r| r.wait_time_in_minutes)
+                .unwrap_or(0);
+            record.ending = Some(Ending {
+                status: STOPPED.into(),
+                code: "TIMEOUT".into(),
+                message: format!(
+                    "The deployment waited {minutes} minutes for traffic rerouting to be \
+                     started with ContinueDeployment; production traffic never moved."
+                ),
+                rollback_message: Some(
+                    "The deployment timed out: the replacement task set is removed and the \
+                     test listener is back on the original task set."
+                        .into(),
+                ),
+            });
+            record.updated_at = now;
+            Some(record)
+        }
+        (Step::Continue(_, wait), Observation::Continued(Ok(()))) => {
+            let mut record = record;
+            if record.continues.first() == Some(wait) {
+                record.continues.remove(0);
+            }
+            if *wait == WaitType::Ready && record.status == READY {
+                record.status = IN_PROGRESS.into();
+            }
+            record.updated_at = now;
+            Some(record)
+        }
+        (Step::Continue(..), Observation::Continued(Err(EcsError::Unavailable(_)))) => None,
+        (Step::Continue(_, wait), Observation::Continued(Err(e))) => {
+            let mut record = record;
+            if record.continues.first() == Some(wait) {
+                record.continues.remove(0);
+            }
+            record
+                .status_messages
+                .push(format!("Amazon ECS could not continue the deployment: {e}"));
+            record.updated_at = now;
+            Some(record)
+        }
         (Step::Start(_), Observation::Started(Ok(arn))) => {
             let mut record = record;
             record.service_deployment_arn = Some(arn);
@@ -135,11 +207,23 @@ pub fn apply(
             Some(fail(record, ecs_code(&e), &e.to_string(), now))
         }
         (Step::Poll(_), Observation::Status(Ok(status))) => match status {
-            EcsDeploymentStatus::InProgress { stage } => {
-                if record.stage.as_deref() == Some(stage.as_str()) {
+            EcsDeploymentStatus::InProgress {
+                stage,
+                waiting_to_continue,
+            } => {
+                let status = if waiting_to_continue {
+                    READY
+                } else {
+                    IN_PROGRESS
+                };
+                if record.stage.as_deref() == Some(stage.as_str()) && record.status == status {
                     return None;
                 }
                 let mut record = record;
+                if waiting_to_continue && record.status != READY {
+                    record.ready_since = Some(now);
+                }
+                record.status = status.into();
                 record.stage = Some(stage);
                 record.updated_at = now;
                 Some(record)
@@ -187,7 +271,7 @@ pub fn apply(
 
 /// Whether `status` is one a deployment can still move from.
 pub fn is_active(status: &str) -> bool {
-    status == CREATED || status == IN_PROGRESS
+    status == CREATED || status == IN_PROGRESS || status == READY
 }
 
 /// `(account, region)` of a deployment key `codedeploy/<a>/<r>/deployments/<id>`.
@@ -205,6 +289,7 @@ pub async fn run(
     store: &Arc<dyn Store>,
     port: &dyn EcsDeployments,
     now: f64,
+    minute: f64,
 ) -> Result<usize, StoreError> {
     let mut changed = 0;
     for kv in store.range("codedeploy/", None, usize::MAX) {
@@ -215,10 +300,13 @@ pub async fn run(
             tracing::error!(key = %kv.key, "undecodable CodeDeploy deployment record");
             continue;
         };
-        let step = next_step(&record);
+        let step = next_step(&record, now, minute);
         let observation = match &step {
             Step::Nothing => continue,
-            Step::Fail(..) | Step::Finish => Observation::None,
+            Step::Fail(..) | Step::Finish | Step::TimeOut => Observation::None,
+            Step::Continue(arn, wait) => {
+                Observation::Continued(port.continue_deployment(account, region, arn, *wait).await)
+            }
             Step::Start(plan) => Observation::Started(port.start(account, region, plan).await),
             Step::Poll(arn) => Observation::Status(port.status(account, region, arn)),
             Step::Stop(arn) => Observation::Stopped(port.stop(account, region, arn).await),

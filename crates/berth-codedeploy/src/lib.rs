@@ -35,7 +35,7 @@ use berth_store::Store;
 
 pub use ecs::{
     EcsDeploymentPlan, EcsDeploymentStatus, EcsDeployments, EcsError, EcsServiceFacts, NoEcs,
-    TrafficRouting,
+    TrafficRouting, WaitType,
 };
 pub use records::{AppRecord, ConfigRecord, DeploymentRecord, Ending, GroupRecord};
 
@@ -130,12 +130,6 @@ pub const NOT_IMPLEMENTED: &[(&str, &str)] = &[
          whose AppSpec has Hooks fails.",
     ),
     (
-        "ContinueDeployment",
-        "Berth's ECS deployment groups reroute traffic as soon as the replacement task set is \
-         ready (deploymentReadyOption CONTINUE_DEPLOYMENT); STOP_DEPLOYMENT, which waits for \
-         ContinueDeployment, is refused at CreateDeploymentGroup.",
-    ),
-    (
         "DeleteResourcesByExternalId",
         "External ids link deployments to AWS CloudFormation stacks, which Berth does not have.",
     ),
@@ -159,12 +153,14 @@ impl CodeDeployService {
     /// stops requested by StopDeployment or by an automatic rollback.
     /// Leader-only; safe to call again at any time (after a crash too).
     /// Answers how many deployment records it changed.
+    /// `minute`: seconds in a minute of the deployments' waits.
     pub async fn run_deployments(
         &self,
         port: &dyn EcsDeployments,
         now: f64,
+        minute: f64,
     ) -> Result<usize, berth_store::StoreError> {
-        engine::run(&self.store, port, now).await
+        engine::run(&self.store, port, now, minute).await
     }
 }
 
@@ -225,6 +221,9 @@ impl JsonService for CodeDeployService {
             "BatchGetDeployments" => json_op!(body, |i| ops::batch_get_deployments(s, ctx, i)),
             "ListDeployments" => json_op!(body, |i| ops::list_deployments(s, ctx, i)),
             "StopDeployment" => json_op!(body, |i| ops::stop_deployment(s, ctx, i).await),
+            "ContinueDeployment" => {
+                json_op!(body, |i| ops::continue_deployment(s, ctx, i).await)
+            }
             "GetDeploymentTarget" => json_op!(body, |i| ops::get_deployment_target(s, ctx, i)),
             "BatchGetDeploymentTargets" => {
                 json_op!(body, |i| ops::batch_get_deployment_targets(s, ctx, i))

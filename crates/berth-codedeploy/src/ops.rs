@@ -10,10 +10,11 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::configs;
-use crate::ecs::{EcsDeploymentPlan, EcsError};
+use crate::ecs::{EcsDeploymentPlan, EcsError, WaitType};
 use crate::engine::is_active;
 use crate::records::{
-    AppRecord, ConfigRecord, DeploymentRecord, Ending, GroupRecord, CREATED, STOPPED,
+    AppRecord, ConfigRecord, DeploymentRecord, Ending, GroupRecord, CREATED, IN_PROGRESS, READY,
+    STOPPED,
 };
 use crate::{CodeDeployService, SERVER_OR_LAMBDA};
 
@@ -973,6 +974,7 @@ fn check_settings(
         prod_listeners: Vec::new(),
         test_listeners: Vec::new(),
         termination_wait_minutes: 0,
+        ready_wait_minutes: None,
         auto_rollback: None,
         alarm_configuration: None,
         tags: Vec::new(),
@@ -1053,16 +1055,19 @@ fn check_settings(
                     wait
                 }
             };
-            if let Some(ready) = &bg.deployment_ready_option {
-                match ready.action_on_timeout.as_deref() {
-                    None | Some("CONTINUE_DEPLOYMENT") => {}
+            let ready_wait = match &bg.deployment_ready_option {
+                None => None,
+                Some(ready) => match ready.action_on_timeout.as_deref() {
+                    None | Some("CONTINUE_DEPLOYMENT") => None,
                     Some("STOP_DEPLOYMENT") => {
-                        return Err(invalid(
-                            "Berth does not implement deploymentReadyOption STOP_DEPLOYMENT \
-                             (waiting for ContinueDeployment before rerouting traffic): use \
-                             CONTINUE_DEPLOYMENT."
-                                .into(),
-                        ))
+                        let minutes = ready.wait_time_in_minutes.unwrap_or(0);
+                        if !(0..=MAX_WAIT_MINUTES).contains(&minutes) {
+                            return Err(invalid(format!(
+                                "deploymentReadyOption waitTimeInMinutes must be between 0 and \
+                                 {MAX_WAIT_MINUTES}, not {minutes}."
+                            )));
+                        }
+                        Some(minutes)
                     }
                     Some(other) => {
                         return Err(invalid(format!(
@@ -1070,9 +1075,10 @@ fn check_settings(
                              STOP_DEPLOYMENT."
                         )))
                     }
-                }
-            }
+                },
+            };
             group.termination_wait_minutes = wait;
+            group.ready_wait_minutes = ready_wait;
         }
         None if existing.is_none() => {
             return Err(err(
@@ -1889,6 +1895,7 @@ pub async fn create_deployment(
                 // Filled from the configuration inside the mutation.
                 traffic: crate::TrafficRouting::AllAtOnce,
                 termination_wait_minutes: group.termination_wait_minutes,
+                wait_to_continue: group.ready_wait_minutes.is_some(),
             })
         }
     };
@@ -1918,6 +1925,8 @@ pub async fn create_deployment(
         error: None,
         rollback_message: None,
         ending: None,
+        ready_since: None,
+        continues: Vec::new(),
         status_messages: Vec::new(),
         updated_at: now,
     };
@@ -2244,6 +2253,82 @@ pub async fn stop_deployment(
     })
 }
 
+pub async fn continue_deployment(
+    svc: &CodeDeployService,
+    ctx: &RequestContext,
+    input: sh::ContinueDeploymentInput,
+) -> Result<Value, AwsError> {
+    let id = deployment_id(input.deployment_id.as_deref())?;
+    let wait = WaitType::parse(input.deployment_wait_type.as_deref()).ok_or_else(|| {
+        err(
+            "InvalidDeploymentWaitTypeException",
+            format!(
+                "Invalid deploymentWaitType {}: use READY_WAIT or TERMINATION_WAIT.",
+                input.deployment_wait_type.as_deref().unwrap_or_default()
+            ),
+        )
+    })?;
+    let d = read_deployment(svc, ctx, &id)?;
+    ctx.authorize(&[deployment_requirement(
+        svc,
+        ctx,
+        "codedeploy:ContinueDeployment",
+        d.as_ref(),
+    )?])?;
+    d.ok_or_else(|| no_deployment(&id))?;
+    let key = deployment_key(&ctx.account_id, &ctx.region, &id);
+    let now = now();
+    svc.store
+        .update(move |view| {
+            let mut d: DeploymentRecord = read(view, &key)?.ok_or_else(|| no_deployment(&id))?;
+            if d.is_done() {
+                return Err(err(
+                    "DeploymentAlreadyCompletedException",
+                    format!("Deployment {id} has already completed."),
+                ));
+            }
+            if d.ending.is_some() {
+                return Err(err(
+                    "InvalidDeploymentStatusException",
+                    format!("Deployment {id} is stopping."),
+                ));
+            }
+            if d.continues.contains(&wait) {
+                return Ok((vec![], ()));
+            }
+            let ready = match wait {
+                WaitType::Ready => d.status == READY,
+                // The original task set waits once production is on the
+                // new one.
+                WaitType::Termination => {
+                    d.status == IN_PROGRESS
+                        && matches!(d.stage.as_deref(), Some("BAKE_TIME" | "CLEAN_UP"))
+                }
+            };
+            if !ready {
+                return Err(err(
+                    "DeploymentIsNotInReadyStateException",
+                    match wait {
+                        WaitType::Ready => format!(
+                            "Deployment {id} is not waiting to reroute traffic (its status is \
+                             {}).",
+                            d.status
+                        ),
+                        WaitType::Termination => format!(
+                            "Deployment {id} is not waiting to terminate the original task set."
+                        ),
+                    },
+                ));
+            }
+            d.continues.push(wait);
+            d.updated_at = now;
+            Ok((vec![put(key.clone(), &d)?], ()))
+        })
+        .await
+        .map_err(store_error)??;
+    Ok(json!({}))
+}
+
 // ---------- deployment targets ----------
 
 const LIFECYCLE: [&str; 9] = [
@@ -2274,6 +2359,9 @@ fn lifecycle_position(stage: Option<&str>) -> usize {
 fn ecs_target(ctx: &RequestContext, d: &DeploymentRecord) -> sh::DeploymentTarget {
     let position = if d.status == "Succeeded" {
         LIFECYCLE.len()
+    } else if d.status == READY {
+        // Test traffic reaches the new revision; rerouting waits.
+        5
     } else {
         lifecycle_position(d.stage.as_deref())
     };

@@ -3,7 +3,7 @@
 use berth_model::shapes::codedeploy as sh;
 use serde::{Deserialize, Serialize};
 
-use crate::ecs::EcsDeploymentPlan;
+use crate::ecs::{EcsDeploymentPlan, WaitType};
 
 /// An application.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -45,6 +45,10 @@ pub struct GroupRecord {
     #[serde(default)]
     pub test_listeners: Vec<String>,
     pub termination_wait_minutes: i32,
+    /// deploymentReadyOption STOP_DEPLOYMENT's wait (minutes) for
+    /// ContinueDeployment; `None`: CONTINUE_DEPLOYMENT.
+    #[serde(default)]
+    pub ready_wait_minutes: Option<i32>,
     #[serde(default)]
     pub auto_rollback: Option<sh::AutoRollbackConfiguration>,
     #[serde(default)]
@@ -63,9 +67,15 @@ impl GroupRecord {
                     termination_wait_time_in_minutes: Some(self.termination_wait_minutes),
                 },
             ),
-            deployment_ready_option: Some(sh::DeploymentReadyOption {
-                action_on_timeout: Some("CONTINUE_DEPLOYMENT".into()),
-                wait_time_in_minutes: Some(0),
+            deployment_ready_option: Some(match self.ready_wait_minutes {
+                None => sh::DeploymentReadyOption {
+                    action_on_timeout: Some("CONTINUE_DEPLOYMENT".into()),
+                    wait_time_in_minutes: Some(0),
+                },
+                Some(wait) => sh::DeploymentReadyOption {
+                    action_on_timeout: Some("STOP_DEPLOYMENT".into()),
+                    wait_time_in_minutes: Some(wait),
+                },
             }),
             ..Default::default()
         }
@@ -163,6 +173,12 @@ pub struct DeploymentRecord {
     /// A stop asked for and not yet carried out.
     #[serde(default)]
     pub ending: Option<Ending>,
+    /// When the deployment became Ready (waiting for ContinueDeployment).
+    #[serde(default)]
+    pub ready_since: Option<f64>,
+    /// ContinueDeployment requests not yet carried out, in order.
+    #[serde(default)]
+    pub continues: Vec<WaitType>,
     #[serde(default)]
     pub status_messages: Vec<String>,
     /// When the record last changed (the ECS target's lastUpdatedAt).
@@ -171,6 +187,8 @@ pub struct DeploymentRecord {
 
 pub const CREATED: &str = "Created";
 pub const IN_PROGRESS: &str = "InProgress";
+/// Waiting for ContinueDeployment before production traffic moves.
+pub const READY: &str = "Ready";
 pub const SUCCEEDED: &str = "Succeeded";
 pub const FAILED: &str = "Failed";
 pub const STOPPED: &str = "Stopped";

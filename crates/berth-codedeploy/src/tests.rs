@@ -40,6 +40,7 @@ struct FakeEcs {
     status: Mutex<Option<Result<EcsDeploymentStatus, EcsError>>>,
     start_error: Mutex<Option<EcsError>>,
     stopped: Mutex<Vec<String>>,
+    continued: Mutex<Vec<(String, WaitType)>>,
 }
 
 #[async_trait::async_trait]
@@ -83,7 +84,18 @@ impl EcsDeployments for FakeEcs {
             .clone()
             .unwrap_or(Ok(EcsDeploymentStatus::InProgress {
                 stage: "SCALE_UP".into(),
+                waiting_to_continue: false,
             }))
+    }
+    async fn continue_deployment(
+        &self,
+        _: &str,
+        _: &str,
+        arn: &str,
+        wait: WaitType,
+    ) -> Result<(), EcsError> {
+        self.continued.lock().unwrap().push((arn.to_string(), wait));
+        Ok(())
     }
     async fn stop(&self, _: &str, _: &str, arn: &str) -> Result<(), EcsError> {
         self.stopped.lock().unwrap().push(arn.to_string());
@@ -185,10 +197,19 @@ impl World {
     }
 
     async fn run(&self) -> usize {
+        self.run_at(1000.0).await
+    }
+
+    /// A pass at `now`, with minutes of 60 s.
+    async fn run_at(&self, now: f64) -> usize {
         self.svc
-            .run_deployments(self.ecs.as_ref(), 1000.0)
+            .run_deployments(self.ecs.as_ref(), now, 60.0)
             .await
             .unwrap()
+    }
+
+    fn set_status(&self, status: EcsDeploymentStatus) {
+        *self.ecs.status.lock().unwrap() = Some(Ok(status));
     }
 
     async fn deployment(&self, id: &str) -> Value {
@@ -682,7 +703,17 @@ async fn bad_inputs_change_nothing() {
         (
             "ContinueDeployment",
             json!({"deploymentId": "d-ABCDEFGHI"}),
-            "UnsupportedActionForDeploymentTypeException",
+            "DeploymentDoesNotExistException",
+        ),
+        (
+            "ContinueDeployment",
+            json!({}),
+            "DeploymentIdRequiredException",
+        ),
+        (
+            "ContinueDeployment",
+            json!({"deploymentId": "d-ABCDEFGHI", "deploymentWaitType": "SOON"}),
+            "InvalidDeploymentWaitTypeException",
         ),
     ];
     // Group bodies broken one member at a time.
@@ -704,8 +735,8 @@ async fn bad_inputs_change_nothing() {
         ),
         (
             |b| {
-                b["blueGreenDeploymentConfiguration"]["deploymentReadyOption"]["actionOnTimeout"] =
-                    json!("STOP_DEPLOYMENT")
+                b["blueGreenDeploymentConfiguration"]["deploymentReadyOption"] =
+                    json!({"actionOnTimeout": "STOP_DEPLOYMENT", "waitTimeInMinutes": 3000})
             },
             "InvalidBlueGreenDeploymentConfigurationException",
         ),
@@ -806,6 +837,7 @@ fn pure_steps() {
         test_listener_arns: vec![],
         traffic: TrafficRouting::AllAtOnce,
         termination_wait_minutes: 0,
+        wait_to_continue: false,
     };
     let record = crate::DeploymentRecord {
         id: "d-AAAAAAAAA".into(),
@@ -830,10 +862,12 @@ fn pure_steps() {
         error: None,
         rollback_message: None,
         ending: None,
+        ready_since: None,
+        continues: vec![],
         status_messages: vec![],
         updated_at: 1.0,
     };
-    let step = next_step(&record);
+    let step = next_step(&record, 2.0, 60.0);
     assert_eq!(step, Step::Start(Box::new(plan)));
     // ECS unavailable: nothing changes.
     assert_eq!(
@@ -847,7 +881,7 @@ fn pure_steps() {
     );
     let started = apply(&record, &step, Observation::Started(Ok("arn".into())), 2.0).unwrap();
     assert_eq!(started.status, "InProgress");
-    assert_eq!(next_step(&started), Step::Poll("arn".into()));
+    assert_eq!(next_step(&started, 2.0, 60.0), Step::Poll("arn".into()));
     let rolled = apply(
         &started,
         &Step::Poll("arn".into()),
@@ -859,7 +893,7 @@ fn pure_steps() {
     .unwrap();
     assert_eq!(rolled.status, "Failed");
     assert!(rolled.rollback_message.is_some());
-    assert_eq!(next_step(&rolled), Step::Nothing);
+    assert_eq!(next_step(&rolled, 3.0, 60.0), Step::Nothing);
     // Without automatic rollback, a failure ends the deployment at once.
     let failed = apply(
         &started,
@@ -872,4 +906,134 @@ fn pure_steps() {
     .unwrap();
     assert_eq!(failed.status, "Failed");
     assert_eq!(failed.complete_time, Some(3.0));
+}
+
+#[tokio::test]
+async fn a_stop_deployment_group_waits_for_continue_deployment() {
+    let w = world();
+    w.ok(
+        "CreateApplication",
+        json!({"applicationName": "shop", "computePlatform": "ECS"}),
+    )
+    .await;
+    let mut body = group_body("shop", "shop-dg", "web");
+    body["blueGreenDeploymentConfiguration"]["deploymentReadyOption"] =
+        json!({"actionOnTimeout": "STOP_DEPLOYMENT", "waitTimeInMinutes": 5});
+    w.ok("CreateDeploymentGroup", body).await;
+    let group = w
+        .ok(
+            "GetDeploymentGroup",
+            json!({"applicationName": "shop", "deploymentGroupName": "shop-dg"}),
+        )
+        .await;
+    assert_eq!(
+        group["deploymentGroupInfo"]["blueGreenDeploymentConfiguration"]["deploymentReadyOption"],
+        json!({"actionOnTimeout": "STOP_DEPLOYMENT", "waitTimeInMinutes": 5})
+    );
+    let id = w.ok("CreateDeployment", deployment_body(APPSPEC)).await["deploymentId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    w.run().await;
+    assert!(w.ecs.started.lock().unwrap()[0].wait_to_continue);
+    let arn = format!("arn:ecs:sd/{id}");
+    // Not waiting yet: refused, nothing changes.
+    let before = w.snapshot();
+    for wait in ["READY_WAIT", "TERMINATION_WAIT"] {
+        assert_eq!(
+            w.code(
+                "ContinueDeployment",
+                json!({"deploymentId": id, "deploymentWaitType": wait})
+            )
+            .await,
+            "DeploymentIsNotInReadyStateException"
+        );
+    }
+    assert_eq!(w.snapshot(), before);
+    // Test traffic is on the new revision: Ready.
+    w.set_status(EcsDeploymentStatus::InProgress {
+        stage: "TEST_TRAFFIC_SHIFT".into(),
+        waiting_to_continue: true,
+    });
+    w.run_at(1000.0).await;
+    assert_eq!(w.deployment(&id).await["status"], "Ready");
+    let target = w
+        .ok(
+            "GetDeploymentTarget",
+            json!({"deploymentId": id, "targetId": "c1:web"}),
+        )
+        .await;
+    assert_eq!(target["deploymentTarget"]["ecsTarget"]["status"], "Ready");
+    // Still within the 5 minutes.
+    w.run_at(1299.0).await;
+    assert_eq!(w.deployment(&id).await["status"], "Ready");
+    w.ok("ContinueDeployment", json!({"deploymentId": id}))
+        .await;
+    // Asked twice before it is carried out: once.
+    w.ok(
+        "ContinueDeployment",
+        json!({"deploymentId": id, "deploymentWaitType": "READY_WAIT"}),
+    )
+    .await;
+    w.set_status(EcsDeploymentStatus::InProgress {
+        stage: "PRODUCTION_TRAFFIC_SHIFT".into(),
+        waiting_to_continue: false,
+    });
+    w.run_at(1400.0).await;
+    assert_eq!(
+        *w.ecs.continued.lock().unwrap(),
+        vec![(arn.clone(), WaitType::Ready)]
+    );
+    assert_eq!(w.deployment(&id).await["status"], "InProgress");
+    // The termination wait, ended early.
+    w.set_status(EcsDeploymentStatus::InProgress {
+        stage: "BAKE_TIME".into(),
+        waiting_to_continue: false,
+    });
+    w.run_at(1401.0).await;
+    w.ok(
+        "ContinueDeployment",
+        json!({"deploymentId": id, "deploymentWaitType": "TERMINATION_WAIT"}),
+    )
+    .await;
+    w.run_at(1402.0).await;
+    assert_eq!(
+        w.ecs.continued.lock().unwrap().last().cloned(),
+        Some((arn.clone(), WaitType::Termination))
+    );
+    w.set_status(EcsDeploymentStatus::Succeeded);
+    w.run_at(1403.0).await;
+    assert_eq!(w.deployment(&id).await["status"], "Succeeded");
+    assert_eq!(
+        w.code("ContinueDeployment", json!({"deploymentId": id}))
+            .await,
+        "DeploymentAlreadyCompletedException"
+    );
+
+    // Nobody continues the next one: it stops after 5 minutes, rolled back.
+    let next = w.ok("CreateDeployment", deployment_body(APPSPEC)).await["deploymentId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    w.set_status(EcsDeploymentStatus::InProgress {
+        stage: "TEST_TRAFFIC_SHIFT".into(),
+        waiting_to_continue: true,
+    });
+    w.run_at(2000.0).await;
+    w.run_at(2001.0).await;
+    assert_eq!(w.deployment(&next).await["status"], "Ready");
+    // Ready since 2001: 4 min 59 s later it still waits.
+    w.run_at(2300.0).await;
+    assert_eq!(w.deployment(&next).await["status"], "Ready");
+    w.run_at(2301.0).await;
+    w.run_at(2302.0).await;
+    let info = w.deployment(&next).await;
+    assert_eq!(info["status"], "Stopped", "{info}");
+    assert_eq!(info["errorInformation"]["code"], "TIMEOUT");
+    assert!(w
+        .ecs
+        .stopped
+        .lock()
+        .unwrap()
+        .contains(&format!("arn:ecs:sd/{next}")));
 }

@@ -31,7 +31,7 @@ mod placement_sequences;
 pub(crate) mod test_support;
 
 pub use api::code_deploy::{
-    CodeDeployStart, CodeDeployTarget, ServiceDeploymentState, TrafficShift,
+    CodeDeployStart, CodeDeployTarget, ContinueWait, ServiceDeploymentState, TrafficShift,
 };
 pub use api::not_implemented::NOT_IMPLEMENTED;
 pub use api::{EcsService, ExecService};

@@ -7,9 +7,9 @@ use std::sync::Arc;
 
 use berth_codedeploy::{
     EcsDeploymentPlan, EcsDeploymentStatus, EcsDeployments, EcsError, EcsServiceFacts,
-    TrafficRouting,
+    TrafficRouting, WaitType,
 };
-use berth_ecs::{CodeDeployStart, EcsService, ServiceDeploymentState, TrafficShift};
+use berth_ecs::{CodeDeployStart, ContinueWait, EcsService, ServiceDeploymentState, TrafficShift};
 use berth_elb::ElbService;
 use berth_model::AwsError;
 
@@ -177,6 +177,7 @@ impl EcsDeployments for EcsForCodeDeploy {
             test_listener: test,
             traffic: shift(plan.traffic),
             termination_wait_minutes: plan.termination_wait_minutes,
+            wait_to_continue: plan.wait_to_continue,
         };
         self.ecs
             .start_code_deploy(account, region, start)
@@ -195,15 +196,36 @@ impl EcsDeployments for EcsForCodeDeploy {
             .service_deployment_state(account, region, service_deployment_arn)
             .map_err(port_error)?;
         Ok(match state {
-            ServiceDeploymentState::InProgress { stage } => {
-                EcsDeploymentStatus::InProgress { stage }
-            }
+            ServiceDeploymentState::InProgress {
+                stage,
+                waiting_to_continue,
+            } => EcsDeploymentStatus::InProgress {
+                stage,
+                waiting_to_continue,
+            },
             ServiceDeploymentState::Succeeded => EcsDeploymentStatus::Succeeded,
             ServiceDeploymentState::RolledBack { reason } => {
                 EcsDeploymentStatus::RolledBack { reason }
             }
             ServiceDeploymentState::Failed { reason } => EcsDeploymentStatus::Failed { reason },
         })
+    }
+
+    async fn continue_deployment(
+        &self,
+        account: &str,
+        region: &str,
+        service_deployment_arn: &str,
+        wait: WaitType,
+    ) -> Result<(), EcsError> {
+        let wait = match wait {
+            WaitType::Ready => ContinueWait::Ready,
+            WaitType::Termination => ContinueWait::Termination,
+        };
+        self.ecs
+            .continue_code_deploy(account, region, service_deployment_arn, wait)
+            .await
+            .map_err(port_error)
     }
 
     async fn stop(
@@ -223,16 +245,19 @@ impl EcsDeployments for EcsForCodeDeploy {
 /// ECS service deployment, stop) whenever a CodeDeploy record changes, and
 /// every second to follow ECS's progress. Every step is a store write that
 /// repeats harmlessly, so another leader picks up where this one stopped.
+/// `minute`: seconds in a minute of the deployments' waits (60; tests
+/// shorten it with `--deployment-minute-seconds`).
 pub async fn run_deployments(
     store: Arc<dyn berth_store::Store>,
     codedeploy: Arc<berth_codedeploy::CodeDeployService>,
     port: Arc<EcsForCodeDeploy>,
+    minute: f64,
 ) {
     let mut last_failure: Option<String> = None;
     loop {
         let revision = store.revision();
         match codedeploy
-            .run_deployments(port.as_ref(), berth_util::time::now_epoch())
+            .run_deployments(port.as_ref(), berth_util::time::now_epoch(), minute)
             .await
         {
             Ok(_) => last_failure = None,

@@ -111,6 +111,8 @@ struct LeaderWork {
     iam: Arc<berth_iam::Iam>,
     task_retention: std::time::Duration,
     log_compaction: std::time::Duration,
+    /// Seconds in a minute of deployments' waits (CodeDeploy's).
+    deployment_minute: f64,
 }
 
 impl Node {
@@ -342,6 +344,7 @@ impl Node {
                 iam,
                 task_retention: std::time::Duration::from_secs(args.task_retention),
                 log_compaction: std::time::Duration::from_secs(args.log_compaction_interval.max(1)),
+                deployment_minute: args.deployment_minute_seconds as f64,
             },
         })
     }
@@ -396,6 +399,7 @@ impl Node {
                 work.store.clone(),
                 work.codedeploy.clone(),
                 work.code_deploy_port.clone(),
+                work.deployment_minute,
             )),
             work.registry.spawn_gc(),
             // SSM parameter policies: an Expiration deletes its parameter.

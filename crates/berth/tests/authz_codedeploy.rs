@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use berth_codedeploy::{
     CodeDeployService, EcsDeploymentPlan, EcsDeploymentStatus, EcsDeployments, EcsError,
-    EcsServiceFacts,
+    EcsServiceFacts, WaitType,
 };
 use berth_model::shapes::codedeploy::OPERATIONS;
 use berth_model::{
@@ -36,6 +36,15 @@ impl EcsDeployments for FakeEcs {
     }
     fn status(&self, _: &str, _: &str, _: &str) -> Result<EcsDeploymentStatus, EcsError> {
         Ok(EcsDeploymentStatus::Succeeded)
+    }
+    async fn continue_deployment(
+        &self,
+        _: &str,
+        _: &str,
+        _: &str,
+        _: WaitType,
+    ) -> Result<(), EcsError> {
+        Ok(())
     }
     async fn stop(&self, _: &str, _: &str, _: &str) -> Result<(), EcsError> {
         Ok(())
@@ -246,7 +255,7 @@ fn plausible(op: &str, id: &str) -> (Value, String) {
             json!({"applicationName": "shop", "deploymentGroupName": "dg", "revision": revision()}),
             group_arn("shop", "dg"),
         ),
-        "GetDeployment" | "StopDeployment" | "ListDeploymentTargets" => {
+        "GetDeployment" | "StopDeployment" | "ContinueDeployment" | "ListDeploymentTargets" => {
             (dep(), group_arn("shop", "dg"))
         }
         "BatchGetDeployments" => (json!({"deploymentIds": [id]}), group_arn("shop", "dg")),

@@ -906,6 +906,63 @@ async fn start_failure_stops_the_task() {
     h.assert_released();
 }
 
+fn task_with_port(host_port: Option<i32>) -> AssignedTask {
+    let mut task = plain_task();
+    let def = &mut task.task_definition;
+    if let Some(c) = def
+        .container_definitions
+        .as_mut()
+        .and_then(|c| c.first_mut())
+    {
+        c.port_mappings = Some(vec![berth_model::shapes::ecs::PortMapping {
+            container_port: Some(8080),
+            host_port,
+            ..Default::default()
+        }]);
+    }
+    task
+}
+
+fn port_taken(port: u16) -> RuntimeError {
+    RuntimeError::Other(format!(
+        "driver failed programming external connectivity on endpoint x: Error starting \
+         userland proxy: listen tcp4 0.0.0.0:{port}: bind: address already in use"
+    ))
+}
+
+#[tokio::test]
+async fn a_taken_dynamic_host_port_is_picked_again() {
+    let h = Harness::new(task_with_port(None));
+    h.runtime
+        .fail(Call::Start, None, port_taken(32942), Some(2));
+    let handle = h.spawn();
+    h.wait_for_status(RUNNING).await;
+    assert_eq!(h.runtime.count(Call::Start), 3);
+    h.stop();
+    ended(handle).await;
+
+    // Taken every time: the task fails after a bounded number of starts.
+    let h = Harness::new(task_with_port(Some(0)));
+    h.runtime.fail(Call::Start, None, port_taken(32942), None);
+    h.run().await;
+    assert!(h.stop_reason().1.contains("address already in use"));
+    assert_eq!(h.runtime.count(Call::Start), 5);
+    h.assert_released();
+}
+
+#[tokio::test]
+async fn a_taken_host_port_the_definition_names_fails_at_once() {
+    let h = Harness::new(task_with_port(Some(8080)));
+    h.runtime.fail(Call::Start, None, port_taken(8080), None);
+    h.run().await;
+    assert_eq!(
+        h.stop_reason().1,
+        format!("CannotStartContainerError: {}", port_taken(8080))
+    );
+    assert_eq!(h.runtime.count(Call::Start), 1);
+    h.assert_released();
+}
+
 #[tokio::test]
 async fn essential_exit_while_running_releases_everything() {
     let h = Harness::new(full_task());

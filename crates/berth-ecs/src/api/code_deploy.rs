@@ -12,6 +12,7 @@ use berth_model::shapes::ecs::{
     UpdateServiceRequest,
 };
 use berth_model::AwsError;
+use berth_store::{Op, StoreExt};
 
 use super::deployments;
 use super::services::{self, Ports};
@@ -20,7 +21,7 @@ use crate::error;
 use crate::state::blue_green::{BLUE_GREEN, CANARY, LINEAR};
 use crate::state::clusters::resolve_name;
 use crate::state::keys::Scope;
-use crate::state::records::load;
+use crate::state::records::{encode, load};
 use crate::state::services::{
     resolve_service, service_not_found, CodeDeployRouting, ServiceRecord, ACTIVE,
 };
@@ -76,6 +77,19 @@ pub struct CodeDeployStart {
     /// Minutes the original revision keeps running once production is on
     /// the new one.
     pub termination_wait_minutes: i32,
+    /// Production waits, once the test listener reaches the new revision,
+    /// for [`EcsService::continue_code_deploy`] (CodeDeploy's
+    /// deploymentReadyOption STOP_DEPLOYMENT).
+    pub wait_to_continue: bool,
+}
+
+/// What CodeDeploy's ContinueDeployment ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContinueWait {
+    /// The wait before production traffic moves (READY_WAIT).
+    Ready,
+    /// The bake before the original revision stops (TERMINATION_WAIT).
+    Termination,
 }
 
 /// Where an ECS service deployment stands.
@@ -84,6 +98,9 @@ pub enum ServiceDeploymentState {
     /// `stage`: ECS's lifecycle stage (or ROLLBACK_IN_PROGRESS).
     InProgress {
         stage: String,
+        /// The test listener reaches the new revision and production waits
+        /// for [`EcsService::continue_code_deploy`].
+        waiting_to_continue: bool,
     },
     Succeeded,
     /// Production is back on the original revision.
@@ -201,6 +218,8 @@ impl EcsService {
             production_listener: start.production_listener.clone(),
             test_listener: start.test_listener.clone(),
             configuration: configuration(start.traffic, start.termination_wait_minutes),
+            hold_production: start.wait_to_continue,
+            end_bake: false,
         };
         let input = UpdateServiceRequest {
             cluster: Some(start.cluster.clone()),
@@ -270,10 +289,12 @@ impl EcsService {
             "ROLLBACK_SUCCESSFUL" => ServiceDeploymentState::RolledBack { reason },
             "ROLLBACK_IN_PROGRESS" => ServiceDeploymentState::InProgress {
                 stage: "ROLLBACK_IN_PROGRESS".into(),
+                waiting_to_continue: false,
             },
             "STOPPED" => ServiceDeploymentState::Failed { reason },
             _ => ServiceDeploymentState::InProgress {
                 stage: state.lifecycle_stage.unwrap_or_else(|| "SCALE_UP".into()),
+                waiting_to_continue: state.waiting_to_continue,
             },
         })
     }
@@ -296,6 +317,54 @@ impl EcsService {
         };
         deployments::stop(self.store.as_ref(), &scope, self.clock.now(), input)
             .await
+            .map(|_| ())
+    }
+
+    /// Ends a wait of the CodeDeploy deployment behind the ECS service
+    /// deployment `arn`: production traffic moves ([`ContinueWait::Ready`])
+    /// or the original revision stops ([`ContinueWait::Termination`]).
+    /// Idempotent; a deployment that is no longer the service's CodeDeploy
+    /// deployment answers ServiceDeploymentNotFoundException.
+    pub async fn continue_code_deploy(
+        &self,
+        account: &str,
+        region: &str,
+        arn: &str,
+        wait: ContinueWait,
+    ) -> Result<(), AwsError> {
+        let scope = Scope {
+            account: account.into(),
+            region: region.into(),
+        };
+        let not_found = || {
+            AwsError::bad_request(
+                "ServiceDeploymentNotFoundException",
+                "The service deployment is not a CodeDeploy deployment under way.",
+            )
+        };
+        let (cluster, name, id) =
+            crate::state::services::parse_deployment_arn(&scope, "service-deployment", arn)
+                .ok_or_else(not_found)?;
+        let key = scope.service(&cluster, &name);
+        self.store
+            .update(move |view| {
+                let (mut record, _) = load::<ServiceRecord>(view, &key)?.ok_or_else(not_found)?;
+                let Some(cd) = record
+                    .code_deploy
+                    .as_mut()
+                    .filter(|cd| deployments::number(&cd.ecs_deployment) == id)
+                else {
+                    return Err(not_found());
+                };
+                match wait {
+                    ContinueWait::Ready if cd.hold_production => cd.hold_production = false,
+                    ContinueWait::Termination if !cd.end_bake => cd.end_bake = true,
+                    _ => return Ok((vec![], ())),
+                }
+                Ok((vec![Op::put(key.clone(), encode(&record)?)], ()))
+            })
+            .await
+            .map_err(error::store)?
             .map(|_| ())
     }
 }

@@ -20,6 +20,7 @@ use berth_model::AwsError;
 use berth_store::{Op, ReadView, Store, StoreExt};
 
 use crate::error;
+use crate::state::blue_green::TEST_TRAFFIC_SHIFT;
 use crate::state::clusters::{require_active, resolve_name};
 use crate::state::keys::Scope;
 use crate::state::records::{encode, load};
@@ -30,7 +31,7 @@ use crate::state::services::{
 use crate::state::task_definitions::{self, TaskDefinitionRecord};
 
 /// The number in a deployment id (`ecs-svc/<digits>`).
-fn number(deployment_id: &str) -> &str {
+pub(crate) fn number(deployment_id: &str) -> &str {
     deployment_id
         .strip_prefix("ecs-svc/")
         .unwrap_or(deployment_id)
@@ -317,6 +318,9 @@ pub(crate) struct DeploymentState {
     pub lifecycle_stage: Option<String>,
     /// The status reason, or why it was rolled back.
     pub reason: Option<String>,
+    /// The test listener reaches the new revision and production waits
+    /// for CodeDeploy's ContinueDeployment.
+    pub waiting_to_continue: bool,
 }
 
 /// Where the service deployment `arn` stands (None: no such deployment).
@@ -333,10 +337,19 @@ pub(crate) fn state(
                 .get(d.id.as_deref().unwrap_or(""))
                 .map(|note| note.reason.clone())
                 .or(full.status_reason);
+            let id = d.id.as_deref().unwrap_or_default();
+            let waiting_to_continue =
+                record.blue_green.as_ref().is_some_and(|bg| {
+                    bg.deployment == id
+                        && bg.stage == TEST_TRAFFIC_SHIFT
+                        && !bg.rolling_back
+                        && bg.settled()
+                }) && record.code_deploy.as_ref().is_some_and(|cd| cd.holds(id));
             DeploymentState {
                 status: status(&record, &d, left.is_some()),
                 lifecycle_stage: full.lifecycle_stage,
                 reason,
+                waiting_to_continue,
             }
         }),
     )

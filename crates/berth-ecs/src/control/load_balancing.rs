@@ -1693,6 +1693,7 @@ mod tests {
             test_listener: Some(RULE_TEST.into()),
             traffic,
             termination_wait_minutes: 1,
+            wait_to_continue: false,
         }
     }
 
@@ -1817,7 +1818,8 @@ mod tests {
         assert_eq!(
             state(&h),
             ServiceDeploymentState::InProgress {
-                stage: "PRODUCTION_TRAFFIC_SHIFT".into()
+                stage: "PRODUCTION_TRAFFIC_SHIFT".into(),
+                waiting_to_continue: false,
             }
         );
         h.advance(121.0);
@@ -1882,6 +1884,94 @@ mod tests {
             fake.weights(RULE_PROD),
             vec![(TG_ALT.into(), 100), (TG.into(), 0)]
         );
+    }
+
+    #[tokio::test]
+    async fn a_code_deploy_deployment_waits_for_continue_before_production_moves() {
+        use crate::{ContinueWait, ServiceDeploymentState, TrafficShift};
+        let (h, fake, targets) = harness();
+        let instance = h.instance("default", Spec::default()).await;
+        definition(&h, "api", "bridge").await;
+        h.ok(
+            "CreateService",
+            service(json!({"deploymentController": {"type": "CODE_DEPLOY"}})),
+        )
+        .await;
+        let controller = h.controller();
+        round(&h, &controller, &targets, &instance).await;
+        fake.set_all("healthy", None);
+        round(&h, &controller, &targets, &instance).await;
+        let mut start = code_deploy_start("d-1", TrafficShift::AllAtOnce);
+        start.wait_to_continue = true;
+        start.termination_wait_minutes = 60;
+        let arn = h
+            .ecs
+            .start_code_deploy("000000000000", "us-east-1", start)
+            .await
+            .unwrap();
+        let state = |h: &Harness| {
+            h.ecs
+                .service_deployment_state("000000000000", "us-east-1", &arn)
+                .unwrap()
+        };
+        let waiting = ServiceDeploymentState::InProgress {
+            stage: "TEST_TRAFFIC_SHIFT".into(),
+            waiting_to_continue: true,
+        };
+        round(&h, &controller, &targets, &instance).await;
+        fake.set_group(TG_ALT, "healthy");
+        for _ in 0..4 {
+            round(&h, &controller, &targets, &instance).await;
+        }
+        // Test traffic reaches the new revision; production waits, however
+        // long it takes.
+        assert_eq!(
+            fake.weights(RULE_TEST),
+            vec![(TG.into(), 0), (TG_ALT.into(), 100)]
+        );
+        assert_eq!(
+            fake.weights(RULE_PROD),
+            vec![(TG.into(), 100), (TG_ALT.into(), 0)]
+        );
+        assert_eq!(state(&h), waiting);
+        h.advance(3600.0);
+        round(&h, &controller, &targets, &instance).await;
+        assert_eq!(state(&h), waiting);
+        // ContinueDeployment (READY_WAIT): production moves.
+        let continue_ = |wait| {
+            h.ecs
+                .continue_code_deploy("000000000000", "us-east-1", &arn, wait)
+        };
+        continue_(ContinueWait::Ready).await.unwrap();
+        // Twice is harmless.
+        continue_(ContinueWait::Ready).await.unwrap();
+        for _ in 0..3 {
+            round(&h, &controller, &targets, &instance).await;
+        }
+        assert_eq!(
+            fake.weights(RULE_PROD),
+            vec![(TG.into(), 0), (TG_ALT.into(), 100)]
+        );
+        // The 60-minute termination wait, ended early.
+        round(&h, &controller, &targets, &instance).await;
+        assert_eq!(stage(&h).as_deref(), Some("BAKE_TIME"));
+        continue_(ContinueWait::Termination).await.unwrap();
+        round(&h, &controller, &targets, &instance).await;
+        fake.drain_over();
+        for _ in 0..3 {
+            round(&h, &controller, &targets, &instance).await;
+        }
+        assert_eq!(state(&h), ServiceDeploymentState::Succeeded);
+        // A deployment that is not the service's CodeDeploy one is not found.
+        let e = continue_(ContinueWait::Ready).await;
+        assert!(e.is_ok(), "the routing stays with the last deployment");
+        let other = arn.replace(&arn.rsplit('/').next().unwrap_or_default().to_string(), "1");
+        let e = h
+            .ecs
+            .continue_code_deploy("000000000000", "us-east-1", &other, ContinueWait::Ready)
+            .await
+            .unwrap_err();
+        assert_eq!(e.code, "ServiceDeploymentNotFoundException");
     }
 
     #[tokio::test]

@@ -724,7 +724,14 @@ fn traffic_shift(
                 stage_event = Some("test traffic shifting to the new revision".to_string());
             }
         }
-        TEST_TRAFFIC_SHIFT if bg.settled() => {
+        // CodeDeploy's STOP_DEPLOYMENT: production waits for ContinueDeployment.
+        TEST_TRAFFIC_SHIFT
+            if bg.settled()
+                && !record
+                    .code_deploy
+                    .as_ref()
+                    .is_some_and(|cd| cd.holds(&bg.deployment)) =>
+        {
             let first = blue_green::steps(&config)
                 .first()
                 .map(|(p, _)| *p)
@@ -755,7 +762,11 @@ fn traffic_shift(
         }
         BAKE_TIME => {
             let bake = f64::from(config.bake_time_in_minutes.unwrap_or(0).max(0)) * bg.minute;
-            if at - bg.bake_from >= bake {
+            let ended = record
+                .code_deploy
+                .as_ref()
+                .is_some_and(|cd| cd.bake_ended(&bg.deployment));
+            if ended || at - bg.bake_from >= bake {
                 bg.stage = CLEAN_UP.into();
                 stage_event = Some("bake time over; stopping the original revision".to_string());
                 mode = Shift::CleanUp;

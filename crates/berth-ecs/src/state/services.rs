@@ -121,6 +121,28 @@ pub struct CodeDeployRouting {
     /// BLUE_GREEN, CANARY or LINEAR with its steps and the bake time
     /// (CodeDeploy's termination wait).
     pub configuration: DeploymentConfiguration,
+    /// Production traffic waits, once the test listener reaches the new
+    /// revision, until CodeDeploy's ContinueDeployment (READY_WAIT) clears
+    /// this (deploymentReadyOption STOP_DEPLOYMENT).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub hold_production: bool,
+    /// ContinueDeployment (TERMINATION_WAIT) ended the bake: the original
+    /// revision stops now.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub end_bake: bool,
+}
+
+impl CodeDeployRouting {
+    /// Whether this routing holds the ECS deployment `deployment` before
+    /// production traffic moves.
+    pub(crate) fn holds(&self, deployment: &str) -> bool {
+        self.hold_production && self.ecs_deployment == deployment
+    }
+
+    /// Whether ContinueDeployment ended the bake of `deployment`.
+    pub(crate) fn bake_ended(&self, deployment: &str) -> bool {
+        self.end_bake && self.ecs_deployment == deployment
+    }
 }
 
 /// A blue/green (linear, canary) deployment's state: see
