@@ -19,7 +19,7 @@ import botocore.config
 import pytest
 from botocore.exceptions import ClientError
 
-from berth_harness import ACCESS_KEY, ACCOUNT, SECRET_KEY, check_output, load_model
+from berth_harness import ACCESS_KEY, ACCOUNT, SECRET_KEY, Berth, check_output, load_model
 from test_registry import OCI_MANIFEST, Oci
 
 MODEL = load_model("ecr", "2015-09-21")
@@ -367,6 +367,53 @@ def test_pull_through_cache_from_a_local_upstream(berth, tmp_path):
         ok(client, "DeletePullThroughCacheRule", ecrRepositoryPrefix="mirror")
     finally:
         upstream.stop() if upstream.proc.poll() is None else None
+
+
+@pytest.mark.skipif(shutil.which("docker-registry") is None, reason="needs Debian's docker-registry")
+def test_a_cached_tag_is_refreshed_from_its_upstream_after_the_refresh_interval(tmp_path):
+    """ECR asks the upstream again for a cached tag once a day; this server
+    does after 2 s (`--pull-through-refresh-seconds 2`). Within the interval
+    the cached image is served even though the upstream's tag moved; after
+    it, the tag follows the upstream; an upstream that is gone leaves the
+    cached image served."""
+    server = Berth(tmp_path / "data", extra_args=["--pull-through-refresh-seconds", "2"]).start()
+    upstream = Upstream(tmp_path)
+    try:
+        first, raw_first = upstream.push_image("team/app", "stable", b"first-layer")
+        client = ecr(server)
+        ok(client, "CreatePullThroughCacheRule", ecrRepositoryPrefix="mirror",
+           upstreamRegistryUrl=f"127.0.0.1:{upstream.port}")
+        oci = Oci(server, token(client))
+        path = "/v2/mirror/team/app/manifests/stable"
+
+        def pulled():
+            status, headers, body = oci.request("GET", path, headers={"Accept": OCI_MANIFEST})
+            assert status == 200, body
+            return headers["docker-content-digest"], body
+        started = time.time()
+        assert pulled() == (first, raw_first)
+        second, raw_second = upstream.push_image("team/app", "stable", b"second-layer")
+        assert second != first
+        # Within the interval: the cached image.
+        assert pulled() == (first, raw_first)
+        assert time.time() - started < 2, "the machine was too slow to see the interval"
+        # After it: the upstream's.
+        time.sleep(max(0.0, started + 2.2 - time.time()))
+        assert pulled() == (second, raw_second)
+        images = client.describe_images(repositoryName="mirror/team/app")["imageDetails"]
+        tagged = [i["imageDigest"] for i in images if "stable" in i.get("imageTags", [])]
+        assert tagged == [second], images
+        # The upstream gone: the cached image, after the interval too.
+        upstream.stop()
+        time.sleep(2.2)
+        assert pulled() == (second, raw_second)
+        # Pulls by digest never ask.
+        status, _, body = oci.request("GET", f"/v2/mirror/team/app/manifests/{first}",
+                                      headers={"Accept": OCI_MANIFEST})
+        assert status == 200 and body == raw_first
+    finally:
+        upstream.stop() if upstream.proc.poll() is None else None
+        server.stop()
 
 
 def test_bad_inputs_change_nothing(berth):

@@ -128,6 +128,9 @@ pub struct Registry {
     me: std::sync::Weak<Registry>,
     /// Secrets Manager, for pull-through cache credentials.
     secrets: std::sync::OnceLock<Arc<dyn pull_through::UpstreamSecrets>>,
+    /// How long a tag pulled through a cache is served before its upstream
+    /// is asked again (milliseconds; ECR's 24 hours unless set).
+    pull_through_refresh_ms: std::sync::atomic::AtomicU64,
 }
 
 /// ECR operations of the model that Berth leaves unimplemented, with why;
@@ -198,6 +201,9 @@ impl Registry {
             gc,
             me: me.clone(),
             secrets: std::sync::OnceLock::new(),
+            pull_through_refresh_ms: std::sync::atomic::AtomicU64::new(
+                pull_through::DEFAULT_REFRESH.as_millis() as u64,
+            ),
         }))
     }
 

@@ -177,6 +177,47 @@ pub struct ManifestRecord {
 pub struct TagRecord {
     pub digest: String,
     pub pushed_at: f64,
+    /// When a pull-through cache last asked its upstream registry what the
+    /// tag names (`pushed_at` until then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_checked_at: Option<f64>,
+}
+
+impl TagRecord {
+    /// When the tag was last fetched from or checked against an upstream.
+    pub fn upstream_checked(&self) -> f64 {
+        self.upstream_checked_at.unwrap_or(self.pushed_at)
+    }
+}
+
+/// Records that tag `tag` of `repo` was checked against its upstream at
+/// `now`, if it still names `digest` (a newer push or refresh wins).
+pub async fn mark_tag_checked(
+    store: &dyn Store,
+    scope: &Scope,
+    repo: &str,
+    tag: &str,
+    digest: &str,
+    now: f64,
+) -> Result<(), StoreError> {
+    let key = scope.tag(repo, tag);
+    let digest = digest.to_string();
+    store
+        .update(move |view| {
+            let Some(mut record) = view
+                .get(&key)
+                .and_then(|kv| serde_json::from_slice::<TagRecord>(&kv.value).ok())
+            else {
+                return Ok::<_, ()>((vec![], ()));
+            };
+            if record.digest != digest {
+                return Ok((vec![], ()));
+            }
+            record.upstream_checked_at = Some(now);
+            Ok((vec![Op::put(key.clone(), encode(&record))], ()))
+        })
+        .await
+        .map(|_| ())
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -574,6 +615,7 @@ pub async fn put_manifest(
                     encode(&TagRecord {
                         digest: digest.clone(),
                         pushed_at: now,
+                        upstream_checked_at: None,
                     }),
                 ));
             }
@@ -800,6 +842,43 @@ mod tests {
                 "222222222222/us-east-1"
             ]
         );
+    }
+
+    #[tokio::test]
+    async fn a_tag_check_is_recorded_only_while_the_tag_names_the_checked_digest() {
+        let store = berth_store::MemoryStore::new();
+        let scope = Scope {
+            account: "111111111111".into(),
+            region: "us-east-1".into(),
+        };
+        let record = TagRecord {
+            digest: "sha256:a".into(),
+            pushed_at: 10.0,
+            upstream_checked_at: None,
+        };
+        assert_eq!(record.upstream_checked(), 10.0);
+        store
+            .put(&scope.tag("r", "t"), encode(&record))
+            .await
+            .unwrap();
+        mark_tag_checked(&store, &scope, "r", "t", "sha256:a", 20.0)
+            .await
+            .unwrap();
+        let read = |store: &berth_store::MemoryStore| {
+            get::<TagRecord>(store, &scope.tag("r", "t")).unwrap()
+        };
+        assert_eq!(read(&store).upstream_checked(), 20.0);
+        assert_eq!(read(&store).pushed_at, 10.0);
+        // The tag moved meanwhile: the check was of another image.
+        mark_tag_checked(&store, &scope, "r", "t", "sha256:b", 30.0)
+            .await
+            .unwrap();
+        assert_eq!(read(&store).upstream_checked(), 20.0);
+        // No such tag: nothing written.
+        mark_tag_checked(&store, &scope, "r", "gone", "sha256:a", 30.0)
+            .await
+            .unwrap();
+        assert!(get::<TagRecord>(&store, &scope.tag("r", "gone")).is_none());
     }
 
     #[test]

@@ -767,6 +767,40 @@ async fn create_on_push(ctx: &Ctx<'_>, name: &str) -> Result<(), OciError> {
     Ok(())
 }
 
+/// A pull by tag of an image a pull-through cache holds, once the tag is
+/// older than the refresh interval, asks the upstream again (as ECR does
+/// every 24 hours) when the caller may import upstream images; the cached
+/// image is served whatever the upstream answers.
+async fn refresh_cached_tag(ctx: &Ctx<'_>, name: &str, reference: &str) {
+    if reference.contains(':') {
+        return;
+    }
+    let now = berth_util::time::now_epoch();
+    if !ctx
+        .registry
+        .tag_refresh_due(&ctx.scope, name, reference, now)
+    {
+        return;
+    }
+    let Some((rule, upstream_repo)) = ctx.registry.cache_rule_for(&ctx.scope, name) else {
+        return;
+    };
+    if ctx
+        .authorize_any(&["ecr:BatchImportUpstreamImage"], name)
+        .is_err()
+    {
+        return;
+    }
+    if let Err(e) = ctx
+        .registry
+        .refresh_tag(&ctx.scope, name, reference, &rule, &upstream_repo)
+        .await
+    {
+        tracing::warn!(repository = %name, tag = %reference, error = %e,
+            "refreshing a pull-through cached tag failed; serving the cached image");
+    }
+}
+
 /// A pull of an image the registry lacks, in a repository a pull-through
 /// cache rule covers, fetches it from the rule's upstream first. The caller
 /// needs `ecr:BatchImportUpstreamImage` (and `ecr:CreateRepository` when the
@@ -776,6 +810,7 @@ async fn pull_through(ctx: &Ctx<'_>, name: &str, reference: &str) -> Result<(), 
     let store = ctx.registry.store.as_ref();
     let exists = store.get(&ctx.scope.repo(name)).is_some();
     if exists && resolve(ctx, name, reference).is_ok() {
+        refresh_cached_tag(ctx, name, reference).await;
         return Ok(());
     }
     let Some((rule, upstream_repo)) = ctx.registry.cache_rule_for(&ctx.scope, name) else {

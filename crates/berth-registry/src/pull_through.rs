@@ -6,7 +6,11 @@
 //! Credentials come from the Secrets Manager secret the rule names
 //! (`ecr-pullthroughcache/…`, a JSON `{"username": …, "accessToken": …}`),
 //! sent as Basic auth or exchanged for a Bearer token when the upstream
-//! asks for one.
+//! asks for one. A cached tag is served as it is until it is older than the
+//! refresh interval (ECR's 24 hours; `--pull-through-refresh-seconds`);
+//! the next pull by tag then asks the upstream again and moves the tag when
+//! the upstream's has moved, serving the cached image when the upstream
+//! cannot be reached.
 
 use std::sync::Arc;
 
@@ -40,6 +44,9 @@ pub trait UpstreamSecrets: Send + Sync + 'static {
         arn: &str,
     ) -> Result<String, CredentialError>;
 }
+
+/// How long a cached tag is served before its upstream is asked again.
+pub const DEFAULT_REFRESH: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 /// The upstream registries ECR knows by URL.
 const KNOWN_UPSTREAMS: &[(&str, &str)] = &[
@@ -422,6 +429,55 @@ impl Registry {
             }
         }
         best
+    }
+
+    /// Sets how long a cached tag is served before its upstream is asked
+    /// again (tests shorten ECR's 24 hours).
+    pub fn set_pull_through_refresh(&self, every: std::time::Duration) {
+        self.pull_through_refresh_ms.store(
+            every.as_millis() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
+    /// Whether tag `tag` of `name`, cached, is due a look at its upstream.
+    pub(crate) fn tag_refresh_due(&self, scope: &Scope, name: &str, tag: &str, now: f64) -> bool {
+        let every = self
+            .pull_through_refresh_ms
+            .load(std::sync::atomic::Ordering::Relaxed) as f64
+            / 1000.0;
+        meta::get::<meta::TagRecord>(self.store.as_ref(), &scope.tag(name, tag))
+            .is_some_and(|t| now - t.upstream_checked() >= every)
+    }
+
+    /// Asks the upstream again for cached tag `tag` of `name`: the tag
+    /// moves to what the upstream's names now; either way the check is
+    /// recorded, so an upstream that cannot be reached is not asked on
+    /// every pull. The cached image stays when the upstream fails (the
+    /// error is answered for the log).
+    pub(crate) async fn refresh_tag(
+        &self,
+        scope: &Scope,
+        name: &str,
+        tag: &str,
+        rule: &ecr::PullThroughCacheRule,
+        upstream_repo: &str,
+    ) -> Result<(), PullError> {
+        let fetched = match self.upstream(scope, rule) {
+            Ok(mut upstream) => {
+                self.fetch_manifest(&mut upstream, scope, name, upstream_repo, tag, Some(tag))
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        let now = berth_util::time::now_epoch();
+        if let Some(current) =
+            meta::get::<meta::TagRecord>(self.store.as_ref(), &scope.tag(name, tag))
+        {
+            meta::mark_tag_checked(self.store.as_ref(), scope, name, tag, &current.digest, now)
+                .await?;
+        }
+        fetched
     }
 
     /// Fetches `reference` (a tag or digest) of `upstream_repo` through

@@ -157,6 +157,12 @@ pub struct ServeArgs {
     /// minutes. Keep 60 except to shorten deployments in tests.
     #[arg(long, default_value_t = 60, value_name = "SECONDS")]
     pub deployment_minute_seconds: u64,
+
+    /// How long a tag pulled through an ECR pull-through cache is served
+    /// before the next pull by tag asks the upstream registry again (ECR's
+    /// 24 hours). Keep the default except to shorten it in tests.
+    #[arg(long, default_value_t = 86_400, value_name = "SECONDS")]
+    pub pull_through_refresh_seconds: u64,
 }
 
 #[derive(clap::Args, Clone, Debug)]

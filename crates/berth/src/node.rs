@@ -148,6 +148,9 @@ impl Node {
 
         let registry = berth_registry::Registry::open(files, store.clone(), registry_host(args))
             .context("opening the image registry")?;
+        registry.set_pull_through_refresh(std::time::Duration::from_secs(
+            args.pull_through_refresh_seconds,
+        ));
         // Secret values are sealed with this key before they reach the
         // store; it comes from BERTH_MASTER_KEY or <dir>/secrets/master.key.
         let master_key = Arc::new(
