@@ -10,6 +10,7 @@ import http.client
 import json
 import shutil
 import socket
+import ssl
 import subprocess
 import time
 from pathlib import Path
@@ -266,14 +267,18 @@ def free_port():
 class Upstream:
     """Debian's docker-registry on a free port, unauthenticated."""
 
-    def __init__(self, tmp_path):
+    def __init__(self, tmp_path, tls=None):
+        """`tls`: (certificate, key, CA certificate) files to serve HTTPS with."""
         self.port = free_port()
+        self.tls = tls
         root = tmp_path / "upstream"
         root.mkdir()
         config = root / "config.yml"
+        tls_config = (f"  tls:\n    certificate: {tls[0]}\n    key: {tls[1]}\n" if tls else "")
         config.write_text(
             "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n"
-            f"    rootdirectory: {root / 'data'}\nhttp:\n  addr: 127.0.0.1:{self.port}\n")
+            f"    rootdirectory: {root / 'data'}\nhttp:\n  addr: 127.0.0.1:{self.port}\n"
+            + tls_config)
         self.proc = subprocess.Popen([shutil.which("docker-registry"), "serve", str(config)],
                                      stdout=subprocess.DEVNULL, stderr=open(root / "log", "wb"))
         deadline = time.time() + 20
@@ -286,7 +291,12 @@ class Upstream:
         raise RuntimeError("docker-registry did not start: " + (root / "log").read_text())
 
     def request(self, method, path, body=b"", headers=None):
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        if self.tls:
+            context = ssl.create_default_context(cafile=str(self.tls[2]))
+            conn = http.client.HTTPSConnection("127.0.0.1", self.port, timeout=30,
+                                               context=context)
+        else:
+            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
         conn.request(method, path, body=body, headers=headers or {})
         r = conn.getresponse()
         data = r.read()
@@ -297,7 +307,8 @@ class Upstream:
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
         status, h, _ = self.request("POST", f"/v2/{repo}/blobs/uploads/")
         assert status == 202
-        location = h["location"].replace(f"http://127.0.0.1:{self.port}", "")
+        location = h["location"].replace(f"http://127.0.0.1:{self.port}", "").replace(
+            f"https://127.0.0.1:{self.port}", "")
         sep = "&" if "?" in location else "?"
         status, _, body = self.request("PUT", f"{location}{sep}digest={digest}", data,
                                        {"Content-Type": "application/octet-stream"})
@@ -332,9 +343,14 @@ def test_pull_through_cache_from_a_local_upstream(berth, tmp_path):
         sm = berth.client("secretsmanager")
         arn = sm.create_secret(Name="ecr-pullthroughcache/local",
                                SecretString=json.dumps({"username": "u", "accessToken": "t"}))["ARN"]
+        # awscli v1 fetches parameters that look like URLs unless told not
+        # to (v2 does not): the plain-HTTP upstream is written http://….
+        config = tmp_path / "aws-config"
+        config.write_text("[default]\ncli_follow_urlparam = false\n")
+        env = dict(berth.cli_env(), AWS_CONFIG_FILE=str(config))
         _, out, _ = berth.aws("ecr", "create-pull-through-cache-rule", "--ecr-repository-prefix",
-                              "mirror", "--upstream-registry-url", f"127.0.0.1:{upstream.port}",
-                              "--credential-arn", arn)
+                              "mirror", "--upstream-registry-url", f"http://127.0.0.1:{upstream.port}",
+                              "--credential-arn", arn, env=env)
         check_output(MODEL, "CreatePullThroughCacheRule", out)
         assert out["upstreamRepositoryPrefix"] == "ROOT" and "upstreamRegistry" not in out
         assert ok(client, "ValidatePullThroughCacheRule", ecrRepositoryPrefix="mirror")["isValid"]
@@ -382,7 +398,7 @@ def test_a_cached_tag_is_refreshed_from_its_upstream_after_the_refresh_interval(
         first, raw_first = upstream.push_image("team/app", "stable", b"first-layer")
         client = ecr(server)
         ok(client, "CreatePullThroughCacheRule", ecrRepositoryPrefix="mirror",
-           upstreamRegistryUrl=f"127.0.0.1:{upstream.port}")
+           upstreamRegistryUrl=f"http://127.0.0.1:{upstream.port}")
         oci = Oci(server, token(client))
         path = "/v2/mirror/team/app/manifests/stable"
 
@@ -414,6 +430,60 @@ def test_a_cached_tag_is_refreshed_from_its_upstream_after_the_refresh_interval(
     finally:
         upstream.stop() if upstream.proc.poll() is None else None
         server.stop()
+
+
+def certificate_authority(tmp_path):
+    """A CA and a certificate it signs for 127.0.0.1: (cert, key, CA cert)."""
+    d = tmp_path / "pki"
+    d.mkdir()
+
+    def openssl(*args):
+        proc = subprocess.run(["openssl", *args], capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=test CA",
+            "-keyout", str(d / "ca.key"), "-out", str(d / "ca.pem"))
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
+            "-keyout", str(d / "leaf.key"), "-out", str(d / "leaf.csr"))
+    (d / "ext").write_text("subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n")
+    openssl("x509", "-req", "-in", str(d / "leaf.csr"), "-CA", str(d / "ca.pem"),
+            "-CAkey", str(d / "ca.key"), "-CAcreateserial", "-days", "2",
+            "-extfile", str(d / "ext"), "-out", str(d / "leaf.pem"))
+    return d / "leaf.pem", d / "leaf.key", d / "ca.pem"
+
+
+@pytest.mark.skipif(shutil.which("docker-registry") is None, reason="needs Debian's docker-registry")
+def test_pull_through_an_https_upstream_signed_by_a_private_authority(tmp_path):
+    """An upstream URL without a scheme is reached over HTTPS, as ECR does;
+    its certificate must be signed by an authority the system or
+    `--pull-through-ca` trusts."""
+    tls = certificate_authority(tmp_path)
+    upstream = Upstream(tmp_path, tls=tls)
+    strict = Berth(tmp_path / "strict").start()
+    trusting = Berth(tmp_path / "trusting", extra_args=["--pull-through-ca", str(tls[2])]).start()
+    try:
+        digest, raw = upstream.push_image("team/app", "1.0", b"tls-layer")
+        for server in (strict, trusting):
+            ok(ecr(server), "CreatePullThroughCacheRule", ecrRepositoryPrefix="secure",
+               upstreamRegistryUrl=f"127.0.0.1:{upstream.port}")
+        path = "/v2/secure/team/app/manifests/1.0"
+        status, _, body = Oci(strict, token(ecr(strict))).request(
+            "GET", path, headers={"Accept": OCI_MANIFEST})
+        assert status == 502 and b"UnknownIssuer" in body, body
+        out = ok(ecr(strict), "ValidatePullThroughCacheRule", ecrRepositoryPrefix="secure")
+        assert out["isValid"] is False and "UnknownIssuer" in out["failure"], out
+        client = ecr(trusting)
+        assert ok(client, "ValidatePullThroughCacheRule", ecrRepositoryPrefix="secure")["isValid"]
+        status, headers, body = Oci(trusting, token(client)).request(
+            "GET", path, headers={"Accept": OCI_MANIFEST})
+        assert status == 200 and body == raw and headers["docker-content-digest"] == digest
+        layer = json.loads(raw)["layers"][0]["digest"]
+        status, _, body = Oci(trusting, token(client)).request(
+            "GET", f"/v2/secure/team/app/blobs/{layer}")
+        assert status == 200 and body == b"tls-layer"
+    finally:
+        upstream.stop()
+        strict.stop()
+        trusting.stop()
 
 
 def test_bad_inputs_change_nothing(berth):

@@ -131,6 +131,9 @@ pub struct Registry {
     /// How long a tag pulled through a cache is served before its upstream
     /// is asked again (milliseconds; ECR's 24 hours unless set).
     pull_through_refresh_ms: std::sync::atomic::AtomicU64,
+    /// How upstream registries' certificates are verified (built on first
+    /// use unless the binary sets it).
+    upstream_tls: std::sync::OnceLock<Result<pull_through::UpstreamTls, String>>,
 }
 
 /// ECR operations of the model that Berth leaves unimplemented, with why;
@@ -201,6 +204,7 @@ impl Registry {
             gc,
             me: me.clone(),
             secrets: std::sync::OnceLock::new(),
+            upstream_tls: std::sync::OnceLock::new(),
             pull_through_refresh_ms: std::sync::atomic::AtomicU64::new(
                 pull_through::DEFAULT_REFRESH.as_millis() as u64,
             ),

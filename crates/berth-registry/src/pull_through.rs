@@ -1,6 +1,8 @@
 //! Pull-through cache: a pull of `<prefix>/<repo>:<ref>` that the registry
 //! does not have is fetched from the rule's upstream registry (the OCI
-//! distribution API over plain HTTP; Berth has no TLS client), stored in
+//! distribution API over HTTPS, verified against the system's certificate
+//! authorities and those `--pull-through-ca` adds; over plain HTTP for an
+//! upstream URL written `http://host[:port]`), stored in
 //! repository `<prefix>/<repo>` (created from the PULL_THROUGH_CACHE
 //! creation template, or with ECR's defaults) and served from there.
 //! Credentials come from the Secrets Manager secret the rule names
@@ -59,11 +61,21 @@ const KNOWN_UPSTREAMS: &[(&str, &str)] = &[
     ("cgr.dev", "chainguard"),
 ];
 
-/// Checks a rule's upstream URL (`host[:port]`, as ECR takes it) and kind;
-/// returns the kind to record (none for a registry ECR does not list,
-/// which Berth reaches as a plain OCI registry).
+/// The scheme and `host[:port]` of an upstream registry URL: HTTPS unless
+/// it is written `http://…` (ECR takes `host[:port]` and always uses HTTPS).
+fn scheme_and_host(url: &str) -> (&'static str, &str) {
+    match url.strip_prefix("http://") {
+        Some(host) => ("http", host),
+        None => ("https", url),
+    }
+}
+
+/// Checks a rule's upstream URL (`host[:port]`, as ECR takes it, or
+/// `http://host[:port]` for a registry without TLS) and kind; returns the
+/// kind to record (none for a registry ECR does not list, which Berth
+/// reaches as a plain OCI registry).
 pub fn check_upstream(url: &str, kind: Option<&str>) -> Result<Option<String>, String> {
-    let host = url.strip_prefix("http://").unwrap_or(url);
+    let (_, host) = scheme_and_host(url);
     let valid = !host.is_empty()
         && host.len() <= 255
         && !host.contains('/')
@@ -111,13 +123,50 @@ pub enum PullError {
     Store(#[from] berth_store::StoreError),
 }
 
-type HttpClient = Client<HttpConnector, Empty<Bytes>>;
+type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Empty<Bytes>>;
+
+/// How upstream registries' certificates are verified.
+#[derive(Clone)]
+pub struct UpstreamTls(Arc<rustls::ClientConfig>);
+
+impl UpstreamTls {
+    /// The system's certificate authorities (its CA bundle) and `extra`,
+    /// PEM certificates of private authorities (`--pull-through-ca`).
+    /// Answers how many authorities it trusts.
+    pub fn new(extra: &[u8]) -> Result<(UpstreamTls, usize), String> {
+        let mut roots = rustls::RootCertStore::empty();
+        let native = rustls_native_certs::load_native_certs();
+        let (added, _) = roots.add_parsable_certificates(native.certs);
+        let mut extras = 0;
+        use rustls::pki_types::pem::PemObject;
+        for cert in rustls::pki_types::CertificateDer::pem_slice_iter(extra) {
+            let cert = cert.map_err(|e| format!("a certificate authority is not PEM: {e}"))?;
+            roots
+                .add(cert)
+                .map_err(|e| format!("a certificate authority cannot be used: {e}"))?;
+            extras += 1;
+        }
+        if !extra.is_empty() && extras == 0 {
+            return Err("no PEM certificate found".into());
+        }
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        Ok((UpstreamTls(Arc::new(config)), added + extras))
+    }
+}
 
 const MANIFEST_TYPES: &str = "application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json";
 
 /// One conversation with an upstream registry.
 struct Upstream {
     client: HttpClient,
+    /// `http` or `https`.
+    scheme: &'static str,
     host: String,
     credentials: Option<(String, String)>,
     /// What the last request authorized with (`Basic …`/`Bearer …`).
@@ -156,15 +205,27 @@ fn challenge(header: &str) -> Option<Vec<(String, String)>> {
 }
 
 impl Upstream {
-    fn new(host: &str, credentials: Option<(String, String)>) -> Upstream {
-        let client = Client::builder(TokioExecutor::new()).build_http();
+    fn new(url: &str, credentials: Option<(String, String)>, tls: &UpstreamTls) -> Upstream {
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config((*tls.0).clone())
+            .https_or_http()
+            .enable_http1()
+            .build();
+        let client = Client::builder(TokioExecutor::new()).build(connector);
         let authorization = credentials.as_ref().map(|(u, p)| basic(u, p));
+        let (scheme, host) = scheme_and_host(url);
         Upstream {
             client,
-            host: host.strip_prefix("http://").unwrap_or(host).to_string(),
+            scheme,
+            host: host.to_string(),
             credentials,
             authorization,
         }
+    }
+
+    /// `scheme://host[:port]`.
+    fn base(&self) -> String {
+        format!("{}://{}", self.scheme, self.host)
     }
 
     async fn send(
@@ -176,9 +237,9 @@ impl Upstream {
         let uri: http::Uri = url
             .parse()
             .map_err(|_| PullError::Upstream(format!("'{url}' is not a URL")))?;
-        if uri.scheme_str() != Some("http") {
+        if !matches!(uri.scheme_str(), Some("http" | "https")) {
             return Err(PullError::Upstream(format!(
-                "Berth reaches upstream registries over plain HTTP only; {url} needs TLS"
+                "'{url}' is not an HTTP or HTTPS URL"
             )));
         }
         let mut request = hyper::Request::get(uri);
@@ -203,8 +264,16 @@ impl Upstream {
             ))
         })?
         .map_err(|e| {
+            // The TLS failure (an unknown authority, a wrong name) is
+            // the source's source.
+            let mut why = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                why = format!("{why}: {s}");
+                source = s.source();
+            }
             PullError::Upstream(format!(
-                "cannot reach the upstream registry {}: {e}",
+                "cannot reach the upstream registry {}: {why}",
                 self.host
             ))
         })?;
@@ -261,10 +330,10 @@ impl Upstream {
         path: &str,
         accept: Option<&str>,
     ) -> Result<hyper::Response<hyper::body::Incoming>, PullError> {
-        let mut url = format!("http://{}{path}", self.host);
+        let mut url = format!("{}{path}", self.base());
         let mut challenged = false;
         for _ in 0..5 {
-            let same_host = url.starts_with(&format!("http://{}/", self.host));
+            let same_host = url.starts_with(&format!("{}/", self.base()));
             let auth = if same_host {
                 self.authorization.clone()
             } else {
@@ -302,7 +371,7 @@ impl Upstream {
                     .and_then(|v| v.to_str().ok())
                     .ok_or_else(|| PullError::Upstream("a redirect without Location".into()))?;
                 url = if location.starts_with('/') {
-                    format!("http://{}{location}", self.host)
+                    format!("{}{location}", self.base())
                 } else {
                     location.to_string()
                 };
@@ -380,6 +449,7 @@ impl Registry {
         Ok(Upstream::new(
             rule.upstream_registry_url.as_deref().unwrap_or(""),
             credentials,
+            &self.upstream_tls()?,
         ))
     }
 
@@ -429,6 +499,20 @@ impl Registry {
             }
         }
         best
+    }
+
+    /// Sets the certificate authorities upstream registries are verified
+    /// against (the binary's `--pull-through-ca`); the system's alone until
+    /// then. Only the first call counts.
+    pub fn set_upstream_tls(&self, tls: UpstreamTls) {
+        let _ = self.upstream_tls.set(Ok(tls));
+    }
+
+    fn upstream_tls(&self) -> Result<UpstreamTls, PullError> {
+        self.upstream_tls
+            .get_or_init(|| UpstreamTls::new(&[]).map(|(tls, _)| tls))
+            .clone()
+            .map_err(|e| PullError::Upstream(format!("no TLS client for upstream registries: {e}")))
     }
 
     /// Sets how long a cached tag is served before its upstream is asked
@@ -639,6 +723,15 @@ mod tests {
             Ok(Some("docker-hub".into()))
         );
         assert_eq!(check_upstream("127.0.0.1:5000", None), Ok(None));
+        // ECR's URLs have no scheme and mean HTTPS; http:// is plain HTTP.
+        assert_eq!(scheme_and_host("quay.io"), ("https", "quay.io"));
+        assert_eq!(
+            scheme_and_host("http://127.0.0.1:5000"),
+            ("http", "127.0.0.1:5000")
+        );
+        // Private authorities: PEM only.
+        assert!(UpstreamTls::new(b"not a certificate").is_err());
+        assert!(UpstreamTls::new(&[]).is_ok());
         assert!(check_upstream("https://quay.io", None).is_err());
         assert!(check_upstream("quay.io/x", None).is_err());
         assert!(check_upstream("quay.io", Some("nope")).is_err());

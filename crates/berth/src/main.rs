@@ -163,6 +163,12 @@ pub struct ServeArgs {
     /// 24 hours). Keep the default except to shorten it in tests.
     #[arg(long, default_value_t = 86_400, value_name = "SECONDS")]
     pub pull_through_refresh_seconds: u64,
+
+    /// A PEM file of certificate authorities (one or more) that upstream
+    /// registries of ECR pull-through cache rules may be signed by, besides
+    /// the system's (a private registry's own CA).
+    #[arg(long, value_name = "FILE")]
+    pub pull_through_ca: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Clone, Debug)]

@@ -151,6 +151,14 @@ impl Node {
         registry.set_pull_through_refresh(std::time::Duration::from_secs(
             args.pull_through_refresh_seconds,
         ));
+        if let Some(path) = &args.pull_through_ca {
+            let pem = std::fs::read(path)
+                .with_context(|| format!("reading --pull-through-ca {}", path.display()))?;
+            let (tls, trusted) = berth_registry::pull_through::UpstreamTls::new(&pem)
+                .map_err(|e| anyhow::anyhow!("--pull-through-ca {}: {e}", path.display()))?;
+            tracing::info!(authorities = trusted, "upstream registries are verified against the system's and --pull-through-ca's certificate authorities");
+            registry.set_upstream_tls(tls);
+        }
         // Secret values are sealed with this key before they reach the
         // store; it comes from BERTH_MASTER_KEY or <dir>/secrets/master.key.
         let master_key = Arc::new(
