@@ -2201,22 +2201,21 @@ pub fn list_deployments(
     })
 }
 
-pub async fn stop_deployment(
+/// Changes unfinished deployment `id` in one store mutation, after IAM
+/// allows `action` on its group: `change` edits the record and answers
+/// whether to write it (false: nothing to do) or refuses.
+async fn change_deployment(
     svc: &CodeDeployService,
     ctx: &RequestContext,
-    input: sh::StopDeploymentInput,
-) -> Result<sh::StopDeploymentOutput, AwsError> {
-    let id = deployment_id(input.deployment_id.as_deref())?;
-    let d = read_deployment(svc, ctx, &id)?;
-    ctx.authorize(&[deployment_requirement(
-        svc,
-        ctx,
-        "codedeploy:StopDeployment",
-        d.as_ref(),
-    )?])?;
-    d.ok_or_else(|| no_deployment(&id))?;
-    let rollback = input.auto_rollback_enabled != Some(false);
-    let key = deployment_key(&ctx.account_id, &ctx.region, &id);
+    id: &str,
+    action: &str,
+    change: impl Fn(&mut DeploymentRecord) -> Result<bool, AwsError> + Send + Sync + 'static,
+) -> Result<(), AwsError> {
+    let d = read_deployment(svc, ctx, id)?;
+    ctx.authorize(&[deployment_requirement(svc, ctx, action, d.as_ref())?])?;
+    d.ok_or_else(|| no_deployment(id))?;
+    let key = deployment_key(&ctx.account_id, &ctx.region, id);
+    let id = id.to_string();
     let now = now();
     svc.store
         .update(move |view| {
@@ -2227,26 +2226,43 @@ pub async fn stop_deployment(
                     format!("Deployment {id} has already completed."),
                 ));
             }
-            if d.ending.as_ref().is_some_and(|e| e.status == STOPPED) {
+            if !change(&mut d)? {
                 return Ok((vec![], ()));
             }
-            d.ending = Some(Ending {
-                status: STOPPED.into(),
-                code: "MANUAL_STOP".into(),
-                message: "The deployment was stopped by a StopDeployment request.".into(),
-                // ECS always moves production back to the original task
-                // set when a blue/green deployment stops.
-                rollback_message: (rollback || d.service_deployment_arn.is_some()).then(|| {
-                    "The deployment was stopped: production traffic is back on the original \
-                     task set."
-                        .to_string()
-                }),
-            });
             d.updated_at = now;
             Ok((vec![put(key.clone(), &d)?], ()))
         })
         .await
-        .map_err(store_error)??;
+        .map_err(store_error)?
+        .map(|_| ())
+}
+
+pub async fn stop_deployment(
+    svc: &CodeDeployService,
+    ctx: &RequestContext,
+    input: sh::StopDeploymentInput,
+) -> Result<sh::StopDeploymentOutput, AwsError> {
+    let id = deployment_id(input.deployment_id.as_deref())?;
+    let rollback = input.auto_rollback_enabled != Some(false);
+    change_deployment(svc, ctx, &id, "codedeploy:StopDeployment", move |d| {
+        if d.ending.as_ref().is_some_and(|e| e.status == STOPPED) {
+            return Ok(false);
+        }
+        d.ending = Some(Ending {
+            status: STOPPED.into(),
+            code: "MANUAL_STOP".into(),
+            message: "The deployment was stopped by a StopDeployment request.".into(),
+            // ECS always moves production back to the original task
+            // set when a blue/green deployment stops.
+            rollback_message: (rollback || d.service_deployment_arn.is_some()).then(|| {
+                "The deployment was stopped: production traffic is back on the original \
+                 task set."
+                    .to_string()
+            }),
+        });
+        Ok(true)
+    })
+    .await?;
     Ok(sh::StopDeploymentOutput {
         status: Some("Pending".into()),
         status_message: Some("Stopping Active Deployment".into()),
@@ -2268,64 +2284,43 @@ pub async fn continue_deployment(
             ),
         )
     })?;
-    let d = read_deployment(svc, ctx, &id)?;
-    ctx.authorize(&[deployment_requirement(
-        svc,
-        ctx,
-        "codedeploy:ContinueDeployment",
-        d.as_ref(),
-    )?])?;
-    d.ok_or_else(|| no_deployment(&id))?;
-    let key = deployment_key(&ctx.account_id, &ctx.region, &id);
-    let now = now();
-    svc.store
-        .update(move |view| {
-            let mut d: DeploymentRecord = read(view, &key)?.ok_or_else(|| no_deployment(&id))?;
-            if d.is_done() {
-                return Err(err(
-                    "DeploymentAlreadyCompletedException",
-                    format!("Deployment {id} has already completed."),
-                ));
+    change_deployment(svc, ctx, &id, "codedeploy:ContinueDeployment", move |d| {
+        if d.ending.is_some() {
+            return Err(err(
+                "InvalidDeploymentStatusException",
+                format!("Deployment {} is stopping.", d.id),
+            ));
+        }
+        if d.continues.contains(&wait) {
+            return Ok(false);
+        }
+        let ready = match wait {
+            WaitType::Ready => d.status == READY,
+            // The original task set waits once production is on the new one.
+            WaitType::Termination => {
+                d.status == IN_PROGRESS
+                    && matches!(d.stage.as_deref(), Some("BAKE_TIME" | "CLEAN_UP"))
             }
-            if d.ending.is_some() {
-                return Err(err(
-                    "InvalidDeploymentStatusException",
-                    format!("Deployment {id} is stopping."),
-                ));
-            }
-            if d.continues.contains(&wait) {
-                return Ok((vec![], ()));
-            }
-            let ready = match wait {
-                WaitType::Ready => d.status == READY,
-                // The original task set waits once production is on the
-                // new one.
-                WaitType::Termination => {
-                    d.status == IN_PROGRESS
-                        && matches!(d.stage.as_deref(), Some("BAKE_TIME" | "CLEAN_UP"))
-                }
-            };
-            if !ready {
-                return Err(err(
-                    "DeploymentIsNotInReadyStateException",
-                    match wait {
-                        WaitType::Ready => format!(
-                            "Deployment {id} is not waiting to reroute traffic (its status is \
-                             {}).",
-                            d.status
-                        ),
-                        WaitType::Termination => format!(
-                            "Deployment {id} is not waiting to terminate the original task set."
-                        ),
-                    },
-                ));
-            }
-            d.continues.push(wait);
-            d.updated_at = now;
-            Ok((vec![put(key.clone(), &d)?], ()))
-        })
-        .await
-        .map_err(store_error)??;
+        };
+        if !ready {
+            return Err(err(
+                "DeploymentIsNotInReadyStateException",
+                match wait {
+                    WaitType::Ready => format!(
+                        "Deployment {} is not waiting to reroute traffic (its status is {}).",
+                        d.id, d.status
+                    ),
+                    WaitType::Termination => format!(
+                        "Deployment {} is not waiting to terminate the original task set.",
+                        d.id
+                    ),
+                },
+            ));
+        }
+        d.continues.push(wait);
+        Ok(true)
+    })
+    .await?;
     Ok(json!({}))
 }
 
