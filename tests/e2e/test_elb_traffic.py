@@ -250,17 +250,28 @@ def test_a_target_answering_500_turns_unhealthy_and_ecs_replaces_its_task(berth_
     assert (status, body) == (200, "now sick")
     made_sick = time.time()
 
+    instance, port = target["Target"]["Id"], target["Target"]["Port"]
+    said = (f"(service sick) (instance {instance}) (port {port}) is unhealthy in (target-group {tg}) "
+            f"due to (reason Health checks failed with these codes: [500]).")
+
     def unhealthy():
+        """When the target turned unhealthy, as ELB shows it, or as ECS
+        said it: ECS deregisters the target the moment ELB reports it
+        unhealthy, so the unhealthy state itself may last milliseconds
+        (the fail-open test below sees it stay)."""
         for h in elb.describe_target_health(TargetGroupArn=tg)["TargetHealthDescriptions"]:
             if h["Target"] == target["Target"] and h["TargetHealth"]["State"] == "unhealthy":
-                return h["TargetHealth"]
+                assert h["TargetHealth"]["Reason"] == "Target.ResponseCodeMismatch", h
+                assert h["TargetHealth"]["Description"] == (
+                    "Health checks failed with these codes: [500]"), h
+                return time.time()
+        for e in ecs.describe_services(services=["sick"])["services"][0]["events"]:
+            if e["message"] == said:
+                return e["createdAt"].timestamp()
         return None
-    health = wait_for(unhealthy, 30, interval=0.2, what="the target unhealthy")
-    took = time.time() - made_sick
+    took = wait_for(unhealthy, 30, interval=0.2, what="the target unhealthy") - made_sick
     # Unhealthy threshold 2 × interval 5 s (the next check may be up to one interval away).
     assert 4 <= took <= 17, took
-    assert health["Reason"] == "Target.ResponseCodeMismatch", health
-    assert health["Description"] == "Health checks failed with these codes: [500]", health
 
     # ECS stops the task and starts another, which becomes the healthy target.
     def stopped():
@@ -279,10 +290,7 @@ def test_a_target_answering_500_turns_unhealthy_and_ecs_replaces_its_task(berth_
         return None
     wait_for(replaced, 60, interval=0.5, what="a healthy replacement task")
     events = [e["message"] for e in ecs.describe_services(services=["sick"])["services"][0]["events"]]
-    instance = target["Target"]["Id"]
-    port = target["Target"]["Port"]
-    assert (f"(service sick) (instance {instance}) (port {port}) is unhealthy in (target-group {tg}) "
-            f"due to (reason Health checks failed with these codes: [500]).") in events, events
+    assert said in events, events
     task_id = task["taskArn"].rsplit("/", 1)[1]
     assert any(m.startswith("(service sick) has stopped 1 running tasks:") and task_id in m
                for m in events), events
@@ -332,13 +340,21 @@ def test_an_alb_whose_targets_are_all_unhealthy_still_forwards(berth_agent, tmp_
     answers_h2 = out.split()
     assert answers_h2[1] == "2" and answers_h2[3] == "2", out
     assert {answers_h2[0], answers_h2[2]} <= set(bodies), out
+    made_sick = time.time()
     for p in ports:
         assert sick("127.0.0.1", p).strip() == b"now sick"
 
     def all_unhealthy():
         health = elb.describe_target_health(TargetGroupArn=tg)["TargetHealthDescriptions"]
-        return len(health) == 2 and all(h["TargetHealth"]["State"] == "unhealthy" for h in health)
-    wait_for(all_unhealthy, 30, interval=0.3, what="every target unhealthy")
+        if len(health) == 2 and all(h["TargetHealth"]["State"] == "unhealthy" for h in health):
+            return health
+        return None
+    health = wait_for(all_unhealthy, 30, interval=0.3, what="every target unhealthy")
+    # Unhealthy threshold 2 × interval 5 s (the next check may be up to one interval away).
+    assert 4 <= time.time() - made_sick <= 17.5, time.time() - made_sick
+    for h in health:
+        assert h["TargetHealth"]["Reason"] == "Target.ResponseCodeMismatch", h
+        assert h["TargetHealth"]["Description"] == "Health checks failed with these codes: [500]", h
     # Fail-open: both unhealthy targets still get requests.
     answers = Counter()
     for _ in range(20):
