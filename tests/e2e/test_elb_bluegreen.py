@@ -113,9 +113,21 @@ def test_blue_green_tests_the_new_revision_then_switches_without_a_failed_reques
         def tested():
             test, production = get(address, 8080)[1], get(address, 80)[1]
             seen.append((test, production))
-            return (test, production) == ("v2", "v1")
+            return test == "v2"
+        # With no lifecycle hook, production follows the test listener one
+        # engine pass later (milliseconds), which polling may not catch:
+        # what is checked is that production never reached v2 before the
+        # test listener did, and ECS's stages in order (the CodeDeploy
+        # test holds the window open with STOP_DEPLOYMENT and sees it).
         wait_for(tested, 180, interval=0.01, what="the test listener to answer v2 first")
         assert all(p == "v1" for t, p in seen if t != "v2"), seen[-5:]
+        # Events come newest first.
+        events = [e["message"] for e in reversed(ecs.describe_services(
+            services=["bg"])["services"][0]["events"])]
+        stages = [m for m in events if "traffic" in m and "(deployment" in m]
+        assert any("test traffic shifting to the new revision" in m for m in stages), stages
+        test_at = next(i for i, m in enumerate(stages) if "test traffic shifting" in m)
+        assert not any("production traffic" in m for m in stages[:test_at]), stages
         wait_for(lambda: get(address, 80)[1] == "v2", 60, interval=0.2, what="production on v2")
         wait_for(lambda: completed(ecs, "bg"), 120, interval=1, what="the deployment to complete")
     finally:
