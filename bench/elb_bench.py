@@ -4,9 +4,12 @@ of the same small HTTP backend, in the same run.
 1. `elb-bench certs`: a CA and a server certificate for haproxy's HTTPS
    frontend; `elb-bench backend` on 0.0.0.0 (a fixed 13-byte answer,
    keep-alive).
-2. haproxy configured as an ALB is: HTTP frontend and HTTPS frontend
-   (`bind … ssl crt`, ALPN http/1.1), `option forwardfor` (ALB adds
-   X-Forwarded-For), keep-alive and connection reuse to the backend.
+2. haproxy configured as the ALB is: HTTP frontend and HTTPS frontend
+   (`bind … ssl crt`, ALPN http/1.1), the request headers an ALB adds
+   (X-Forwarded-For, X-Forwarded-Proto, X-Forwarded-Port and an
+   X-Amzn-Trace-Id `Root=1-…`), the target group's health check (GET /
+   every 5 s, 2 s timeout, thresholds 2), keep-alive and connection reuse to
+   the backend.
 3. Berth (unless `--only haproxy`): `berth up` on a temporary data
    directory; through boto3 an internal ALB in the default VPC's subnets, an
    `ip` target group with the backend at a private address of this host
@@ -15,7 +18,11 @@ of the same small HTTP backend, in the same run.
    ca-certificate`); the load balancer's address from Berth's DNS.
 4. `elb-bench load` at 1, 16, 64 and 256 keep-alive connections, HTTP then
    HTTPS, against each proxy: requests/s, p50 and p99.
-5. Each proxy's resident memory idle, and with 10,000 idle client
+5. Head to head at 64 connections over HTTP: `--rounds` rounds, each
+   running haproxy then Berth back to back, so both see the same moment of a
+   shared machine; the medians of requests/s, p99 and each proxy's CPU time
+   per request (from /proc) give the goal's figures.
+6. Each proxy's resident memory idle, and with 10,000 idle client
    connections (`elb-bench idle`).
 
 Prints a table; never fails because the machine is slow. When the Berth side
@@ -28,6 +35,7 @@ import os
 import re
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -90,6 +98,33 @@ def run_load(load, url, connections, seconds, cacert=None):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def cpu_seconds(pid):
+    """User + system CPU time of a process so far (seconds)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def head_to_head(load, proxies, rounds, seconds):
+    """Alternating runs at 64 HTTP connections: {proxy: [(req/s, p99 ms, CPU µs per request)]}."""
+    runs = {name: [] for name in proxies}
+    for i in range(rounds):
+        for name, (pid, host, http_port, _, _) in proxies.items():
+            before = cpu_seconds(pid)
+            r = run_load(load, f"http://{host}:{http_port}/", 64, seconds)
+            used = cpu_seconds(pid) - before
+            if "rps" not in r or not r.get("requests"):
+                print(f"round {i + 1} {name}: failed: {r.get('error')}", flush=True)
+                continue
+            cpu_us = used / r["requests"] * 1e6
+            runs[name].append((r["rps"], r["p99_ms"], cpu_us))
+            print(f"round {i + 1} {name:<8} {r['rps']:>10,.0f} req/s  p99 {r['p99_ms']:.3f} ms  "
+                  f"{cpu_us:.1f} µs CPU/request", flush=True)
+    return runs
+
+
 def idle_memory(load, pid, host, port, connections, tls=False, cacert=None):
     """(RSS before, RSS with `connections` idle connections, how many opened)."""
     before = rss_mib(pid)
@@ -126,18 +161,28 @@ defaults
     timeout client 60s
     timeout server 60s
     timeout http-keep-alive 60s
+    # ALB's X-Amzn-Trace-Id: Root=1-<epoch seconds, hex>-<24 random hex digits>.
+    unique-id-format Root=1-%[date,hex,bytes(8,8),lower]-%[rand,hex,bytes(8,8),lower]%[rand,hex,bytes(8,8),lower]%[rand,hex,bytes(8,8),lower]
+    unique-id-header X-Amzn-Trace-Id
 
 frontend http_in
     bind 127.0.0.1:{http_port}
+    http-request set-header X-Forwarded-Proto http
+    http-request set-header X-Forwarded-Port %[dst_port]
     default_backend app
 
 frontend https_in
     bind 127.0.0.1:{https_port} ssl crt {certs / 'haproxy.pem'} alpn http/1.1
+    http-request set-header X-Forwarded-Proto https
+    http-request set-header X-Forwarded-Port %[dst_port]
     default_backend app
 
 backend app
     http-reuse always
-    server b1 127.0.0.1:{backend_port} maxconn 1000
+    # The ALB's target group: GET / every 5 s, 2 s timeout, 2 to turn healthy or unhealthy.
+    option httpchk GET /
+    timeout check 2s
+    server b1 127.0.0.1:{backend_port} maxconn 1000 check inter 5s rise 2 fall 2
 """)
     proc = subprocess.Popen(["haproxy", "-db", "-f", str(conf)], stdout=subprocess.DEVNULL,
                             stderr=open(work / "haproxy.log", "wb"))
@@ -230,6 +275,8 @@ def main():
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--idle", type=int, default=10_000)
     parser.add_argument("--only", choices=["haproxy", "berth"], default=None)
+    parser.add_argument("--rounds", type=int, default=5,
+                        help="alternating head-to-head runs at 64 HTTP connections")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="bench-elb-"))
@@ -268,6 +315,7 @@ def main():
                                  cacert=ca if scheme == "https" else None)
                     results[(name, scheme, n)] = r
                     print(f"{name:<8} {scheme:<5} {n:>4} conns: {json.dumps(r)}", flush=True)
+        rounds = head_to_head(args.load, proxies, args.rounds, args.seconds)
         memory = {}
         for name, (pid, host, http_port, https_port, ca) in proxies.items():
             memory[(name, "http")] = idle_memory(args.load, pid, host, http_port, args.idle)
@@ -290,11 +338,21 @@ def main():
               f"{'conns open':>11}")
         for (name, scheme), (before, during, opened) in memory.items():
             print(f"{name:<8} {scheme:<6} {before:>13.1f} {during:>24.1f} {opened:>11}")
-        if "berth" in proxies and "haproxy" in proxies:
-            b, h = results.get(("berth", "http", 64), {}), results.get(("haproxy", "http", 64), {})
-            if "rps" in b and "rps" in h and h["rps"] and h["p99_ms"]:
-                print(f"\nat 64 connections (HTTP): berth {b['rps'] / h['rps']:.2f}x haproxy's "
-                      f"requests/s, p99 {b['p99_ms'] / h['p99_ms']:.2f}x haproxy's")
+        print()
+        print(f"head to head at 64 HTTP connections, {args.rounds} alternating rounds, medians:")
+        print(f"{'proxy':<8} {'req/s':>10} {'p99 ms':>8} {'CPU µs/request':>15}")
+        medians = {}
+        for name, runs in rounds.items():
+            if runs:
+                medians[name] = tuple(statistics.median(r[k] for r in runs) for k in range(3))
+                rps, p99, cpu = medians[name]
+                print(f"{name:<8} {rps:>10,.0f} {p99:>8.3f} {cpu:>15.1f}")
+        if "berth" in medians and "haproxy" in medians:
+            (b_rps, b_p99, b_cpu), (h_rps, h_p99, h_cpu) = medians["berth"], medians["haproxy"]
+            ratios = sorted(b[0] / h[0] for b, h in zip(rounds["berth"], rounds["haproxy"]))
+            print(f"\nat 64 connections (HTTP): berth {b_rps / h_rps:.2f}x haproxy's requests/s "
+                  f"(per round {', '.join(f'{r:.2f}' for r in ratios)}), "
+                  f"p99 {b_p99 / h_p99:.2f}x haproxy's, CPU per request {b_cpu / h_cpu:.2f}x")
     finally:
         for p in procs:
             p.terminate()

@@ -135,7 +135,9 @@ pub async fn send(
     loop {
         let (mut idle, pooled) = match checkout(pool).await {
             Some(i) => (i, true),
-            None => (connect(addr, connector).await?, false),
+            // Boxed: a new connection (and its TLS handshake) is the rare case, and its large future
+            // would otherwise be copied with every request's future.
+            None => (Box::pin(connect(addr, connector)).await?, false),
         };
         let fut = idle.sender.try_send_request(req);
         tokio::pin!(fut);

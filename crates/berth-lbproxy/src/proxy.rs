@@ -16,7 +16,7 @@ use hyper_util::rt::TokioIo;
 use rand::Rng;
 
 use crate::config::{Condition, HttpVersion, ListenerConfig};
-use crate::group::{GroupRt, InFlight};
+use crate::group::{GroupRt, GroupSnap, InFlight, TargetRt};
 use crate::h1pool;
 use crate::matching::{condition_matches, RequestView};
 
@@ -280,7 +280,73 @@ fn is_upgrade(req: &Request<Incoming>) -> bool {
             })
 }
 
-pub async fn handle(ctx: Arc<ConnCtx>, req: Request<Incoming>) -> Response<RespBody> {
+/// What routing made of a request: an answer of the load balancer's own, or a request to send to
+/// a target.
+// Built once per request and taken apart at once by `handle`: boxing the plan would cost an
+// allocation per request to save one copy.
+#[allow(clippy::large_enum_variant)]
+enum Routed {
+    Answer(Response<RespBody>),
+    Forward(Forward),
+}
+
+/// A request routed to a target, its headers rewritten as ELB rewrites them.
+struct Forward {
+    req: Request<Incoming>,
+    target: Arc<TargetRt>,
+    group: Arc<GroupSnap>,
+    inflight: InFlight,
+    cookies: StickyCookies,
+    /// The listener's idle timeout.
+    idle: Duration,
+    /// The client side of an upgrade (WebSocket) the request asks for.
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+}
+
+/// The stickiness cookies a forwarded answer gets: (value, duration) for AWSALB (the target) and
+/// AWSALBTG (the target group, when the rule weighs several).
+struct StickyCookies {
+    target: Option<(String, Duration)>,
+    group: Option<(String, Duration)>,
+}
+
+impl StickyCookies {
+    /// The target's answer headers as the client gets them.
+    fn finish(&self, h: &mut HeaderMap) {
+        strip_hop_by_hop(h);
+        if let Some((value, d)) = &self.target {
+            set_cookies(h, "AWSALB", value, *d);
+        }
+        if let Some((value, d)) = &self.group {
+            set_cookies(h, "AWSALBTG", value, *d);
+        }
+    }
+}
+
+/// Answers one request. The routing and header work is synchronous ([`route`]), so the future
+/// a request carries holds only what crosses the wait for the target.
+pub fn handle(
+    ctx: Arc<ConnCtx>,
+    req: Request<Incoming>,
+) -> impl std::future::Future<Output = Response<RespBody>> {
+    let routed = route(&ctx, req);
+    async move {
+        match routed {
+            Routed::Answer(r) => r,
+            Routed::Forward(plan)
+                if plan.client_upgrade.is_none()
+                    && plan.group.cfg.protocol_version == HttpVersion::Http1 =>
+            {
+                forward_h1(&ctx, plan).await
+            }
+            // Targets over HTTP/2 (or gRPC) and upgrades take the hyper-util client; that future
+            // is large, so it is boxed rather than carried (and copied) in every request's future.
+            Routed::Forward(plan) => Box::pin(forward_client(&ctx, plan)).await,
+        }
+    }
+}
+
+fn route(ctx: &ConnCtx, req: Request<Incoming>) -> Routed {
     let snap = ctx.listener.load_full();
     let host_full = req
         .headers()
@@ -302,9 +368,9 @@ pub async fn handle(ctx: Arc<ConnCtx>, req: Request<Incoming>) -> Response<RespB
             .find(|r| r.conditions.iter().all(|c| condition_matches(c, &view)))
     };
     let Some(rule) = rule else {
-        return elb_page(503);
+        return Routed::Answer(elb_page(503));
     };
-    match &rule.action {
+    Routed::Answer(match &rule.action {
         ActionRt::Fixed {
             status,
             content_type,
@@ -368,8 +434,8 @@ pub async fn handle(ctx: Arc<ConnCtx>, req: Request<Incoming>) -> Response<RespB
             groups,
             total,
             stickiness,
-        } => forward(&ctx, &snap, groups, *total, *stickiness, host_full, req).await,
-    }
+        } => return prepare_forward(ctx, &snap, groups, *total, *stickiness, host_full, req),
+    })
 }
 
 fn choose_group<'a>(
@@ -398,7 +464,8 @@ fn choose_group<'a>(
     None
 }
 
-async fn forward(
+/// Picks the target group and target and rewrites the request for it.
+fn prepare_forward(
     ctx: &ConnCtx,
     snap: &ListenerSnap,
     groups: &[FwdGroup],
@@ -406,17 +473,17 @@ async fn forward(
     group_stickiness: Option<Duration>,
     host_full: Option<String>,
     mut req: Request<Incoming>,
-) -> Response<RespBody> {
+) -> Routed {
     let tg_sticky = if group_stickiness.is_some() {
         cookie(req.headers(), "AWSALBTG")
     } else {
         None
     };
     let Some(fg) = choose_group(groups, total, tg_sticky) else {
-        return elb_page(503);
+        return Routed::Answer(elb_page(503));
     };
     let Some(group) = fg.group.as_ref() else {
-        return elb_page(503);
+        return Routed::Answer(elb_page(503));
     };
     let gsnap = group.snap.load_full();
     let stickiness = gsnap.cfg.stickiness;
@@ -426,7 +493,7 @@ async fn forward(
         None
     };
     let Some(target) = group.pick(&gsnap, sticky, None) else {
-        return elb_page(503);
+        return Routed::Answer(elb_page(503));
     };
     let inflight = InFlight::new(target.clone());
 
@@ -488,46 +555,74 @@ async fn forward(
         h.insert(X_AMZN_TRACE_ID.clone(), v);
     }
     let idle = snap.cfg.idle_timeout.max(Duration::from_millis(1));
-    let finish = |h: &mut HeaderMap| {
-        strip_hop_by_hop(h);
-        if let Some(d) = stickiness {
-            set_cookies(h, "AWSALB", &target.cookie, d);
-        }
-        if let Some(d) = group_stickiness {
-            if groups.len() > 1 {
-                set_cookies(h, "AWSALBTG", &fg.cookie, d);
-            }
-        }
+    let cookies = StickyCookies {
+        target: stickiness.map(|d| (target.cookie.clone(), d)),
+        group: group_stickiness
+            .filter(|_| groups.len() > 1)
+            .map(|d| (fg.cookie.clone(), d)),
     };
     if !upgrade && gsnap.cfg.protocol_version == HttpVersion::Http1 {
-        // HTTP/1.1 to the target on a connection driven by this task (origin-form URI).
+        // HTTP/1.1 to the target on a connection of the target's pool: origin-form URI.
         if let Some(pq) = parts.uri.path_and_query().cloned() {
             parts.uri = http::Uri::from(pq);
         }
         parts.version = Version::HTTP_11;
-        let treq = Request::from_parts(parts, body);
-        let sent = h1pool::send(&target.pool, target.address, &gsnap.connector, treq);
-        let (resp, conn) = match until_idle(ctx, idle, sent).await {
-            Waited::Idle => return elb_page(504),
-            Waited::Done(Err(h1pool::SendError::Connect(e))) => {
-                tracing::debug!(target = %target.address, error = %e, "target connection failed");
-                return elb_page(if e.kind() == std::io::ErrorKind::TimedOut {
-                    504
-                } else {
-                    502
-                });
-            }
-            Waited::Done(Err(h1pool::SendError::Http(e))) => {
-                tracing::debug!(target = %target.address, error = %e, "target request failed");
-                return elb_page(502);
-            }
-            Waited::Done(Ok(r)) => r,
-        };
-        let (mut parts, body) = resp.into_parts();
-        finish(&mut parts.headers);
-        let body = h1pool::DrivenBody::new(body, conn, inflight).boxed_unsync();
-        return Response::from_parts(parts, body);
     }
+    Routed::Forward(Forward {
+        req: Request::from_parts(parts, body),
+        target,
+        group: gsnap,
+        inflight,
+        cookies,
+        idle,
+        client_upgrade,
+    })
+}
+
+/// Sends the request to its target over HTTP/1.1 on a connection this task drives.
+async fn forward_h1(ctx: &ConnCtx, plan: Forward) -> Response<RespBody> {
+    let target = &plan.target;
+    // Not `until_idle`: an async fn would store the send future twice (argument and select).
+    let waited = tokio::select! {
+        out = h1pool::send(&target.pool, target.address, &plan.group.connector, plan.req) => {
+            Waited::Done(out)
+        }
+        _ = crate::io::idle_elapsed(&ctx.activity, plan.idle) => Waited::Idle,
+    };
+    let (resp, conn) = match waited {
+        Waited::Idle => return elb_page(504),
+        Waited::Done(Err(h1pool::SendError::Connect(e))) => {
+            tracing::debug!(target = %target.address, error = %e, "target connection failed");
+            return elb_page(if e.kind() == std::io::ErrorKind::TimedOut {
+                504
+            } else {
+                502
+            });
+        }
+        Waited::Done(Err(h1pool::SendError::Http(e))) => {
+            tracing::debug!(target = %target.address, error = %e, "target request failed");
+            return elb_page(502);
+        }
+        Waited::Done(Ok(r)) => r,
+    };
+    let (mut parts, body) = resp.into_parts();
+    plan.cookies.finish(&mut parts.headers);
+    let body = h1pool::DrivenBody::new(body, conn, plan.inflight).boxed_unsync();
+    Response::from_parts(parts, body)
+}
+
+/// Sends the request through the group's hyper-util client: HTTP/2 targets, and upgrades.
+async fn forward_client(ctx: &ConnCtx, plan: Forward) -> Response<RespBody> {
+    let Forward {
+        req,
+        target,
+        group: gsnap,
+        inflight,
+        cookies,
+        idle,
+        client_upgrade,
+    } = plan;
+    let (mut parts, body) = req.into_parts();
     let pq = parts
         .uri
         .path_and_query()
@@ -577,7 +672,7 @@ async fn forward(
         }
     }
     let (mut parts, body) = resp.into_parts();
-    finish(&mut parts.headers);
+    cookies.finish(&mut parts.headers);
     let body = body
         .map_frame(move |f| {
             let _ = &inflight;
@@ -608,6 +703,21 @@ mod tests {
         );
         assert_eq!(strip_port("a.example.com:8080"), "a.example.com");
         assert_eq!(strip_port("[::1]:80"), "[::1]");
+    }
+
+    #[test]
+    fn a_requests_future_stays_small() {
+        // Each request's future is built and moved (copied) several times on its way into the
+        // connection's task: it was 6 KB while it carried a new target connection's and the
+        // HTTP/2 client's futures inline; those are boxed now (rare paths).
+        fn future_size<A, B, F, Fut>(_: F) -> usize
+        where
+            F: Fn(A, B) -> Fut,
+        {
+            std::mem::size_of::<Fut>()
+        }
+        let size = future_size(handle);
+        assert!(size <= 3072, "a request's future takes {size} bytes");
     }
 
     #[test]
