@@ -613,16 +613,8 @@ async fn forward_h1(ctx: &ConnCtx, plan: Forward) -> Response<RespBody> {
 
 /// Sends the request through the group's hyper-util client: HTTP/2 targets, and upgrades.
 async fn forward_client(ctx: &ConnCtx, plan: Forward) -> Response<RespBody> {
-    let Forward {
-        req,
-        target,
-        group: gsnap,
-        inflight,
-        cookies,
-        idle,
-        client_upgrade,
-    } = plan;
-    let (mut parts, body) = req.into_parts();
+    let (target, gsnap, idle) = (&plan.target, &plan.group, plan.idle);
+    let (mut parts, body) = plan.req.into_parts();
     let pq = parts
         .uri
         .path_and_query()
@@ -650,13 +642,13 @@ async fn forward_client(ctx: &ConnCtx, plan: Forward) -> Response<RespBody> {
         Waited::Done(Ok(r)) => r,
     };
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-        if let Some(client_up) = client_upgrade {
+        if let Some(client_up) = plan.client_upgrade {
             let target_up = hyper::upgrade::on(&mut resp);
             // The upgraded client side is still the connection's tracked
             // stream: its activity clock keeps counting.
             let activity = ctx.activity.clone();
             tokio::spawn(async move {
-                let _inflight = inflight;
+                let _inflight = plan.inflight;
                 if let (Ok(c), Ok(t)) = tokio::join!(client_up, target_up) {
                     // The load balancer's idle timeout closes an idle
                     // WebSocket as it closes any idle connection.
@@ -672,10 +664,10 @@ async fn forward_client(ctx: &ConnCtx, plan: Forward) -> Response<RespBody> {
         }
     }
     let (mut parts, body) = resp.into_parts();
-    cookies.finish(&mut parts.headers);
+    plan.cookies.finish(&mut parts.headers);
     let body = body
         .map_frame(move |f| {
-            let _ = &inflight;
+            let _ = &plan.inflight;
             f
         })
         .boxed_unsync();
