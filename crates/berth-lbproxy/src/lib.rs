@@ -379,28 +379,64 @@ async fn serve_conn(
         activity: io::activity(),
         removed,
     });
+    // What serves the connection is boxed: until then the task holds only this small future, so
+    // an ALB client that has connected but sent nothing yet costs a socket and a few hundred bytes,
+    // not a TLS session and HTTP/1 buffers.
     match (snap.cfg.protocol, snap.tls.clone()) {
-        (ListenerProtocol::Http, _) => serve_http(stream, ctx, false, idle).await,
-        (ListenerProtocol::Tcp, _) => serve_tcp(stream, &snap, peer, local).await,
-        (ListenerProtocol::Https, Some(acceptor)) => {
-            let Ok(Ok(tls)) =
-                tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
-            else {
+        (ListenerProtocol::Http, _) => {
+            if !first_bytes(&stream, &ctx, idle).await {
                 return;
-            };
-            let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-            serve_http(tls, ctx, h2, idle).await
+            }
+            Box::pin(serve_http(stream, ctx, false, idle)).await
+        }
+        // NLB: the target is connected at once (server-first protocols speak before the client).
+        (ListenerProtocol::Tcp, _) => Box::pin(serve_tcp(stream, &snap, peer, local)).await,
+        (ListenerProtocol::Https, Some(acceptor)) => {
+            // A TLS client speaks first (ClientHello) and has the handshake's time to do it.
+            if !first_bytes(&stream, &ctx, idle.min(TLS_HANDSHAKE_TIMEOUT)).await {
+                return;
+            }
+            Box::pin(serve_https(stream, acceptor, ctx, idle)).await
         }
         (ListenerProtocol::Tls, Some(acceptor)) => {
-            let Ok(Ok(tls)) =
-                tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
-            else {
-                return;
-            };
-            serve_tcp(tls, &snap, peer, local).await
+            Box::pin(async {
+                let Ok(Ok(tls)) =
+                    tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
+                else {
+                    return;
+                };
+                serve_tcp(tls, &snap, peer, local).await
+            })
+            .await
         }
         _ => {}
     }
+}
+
+/// Waits until an ALB client connection has something to read (or has closed): false when the
+/// listener's idle timeout passed first or the listener was removed (the connection is closed, as
+/// ALB closes a connection idle for its idle timeout).
+async fn first_bytes(stream: &TcpStream, ctx: &ConnCtx, idle: Duration) -> bool {
+    let mut removed = ctx.removed.clone();
+    tokio::select! {
+        ready = stream.readable() => ready.is_ok(),
+        _ = io::idle_elapsed(&ctx.activity, idle) => false,
+        _ = async { removed.wait_for(|gone| *gone).await.is_ok() } => false,
+    }
+}
+
+async fn serve_https(
+    stream: TcpStream,
+    acceptor: tokio_rustls::TlsAcceptor,
+    ctx: Arc<ConnCtx>,
+    idle: Duration,
+) {
+    let Ok(Ok(tls)) = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
+    else {
+        return;
+    };
+    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+    serve_http(tls, ctx, h2, idle).await
 }
 
 macro_rules! run_with_idle {
@@ -507,4 +543,23 @@ where
         _ = io::idle_elapsed(&last, idle) => {}
     }
     drop(inflight);
+}
+
+#[cfg(test)]
+mod connection_tests {
+    use super::*;
+
+    #[test]
+    fn a_connection_that_has_sent_nothing_holds_a_small_future() {
+        // The task of every accepted connection holds this future from the start; what serves
+        // HTTP, TLS or TCP is boxed once the client speaks (or at once for NLB's TCP).
+        fn future_size<A, B, C, D, E, F, Fut>(_: F) -> usize
+        where
+            F: Fn(A, B, C, D, E) -> Fut,
+        {
+            std::mem::size_of::<Fut>()
+        }
+        let size = future_size(serve_conn);
+        assert!(size <= 1024, "a connection's future takes {size} bytes");
+    }
 }

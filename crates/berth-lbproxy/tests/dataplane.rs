@@ -871,6 +871,35 @@ async fn idle_timeout_garbage_source_address_and_h2_targets() {
         text.starts_with("HTTP/1.1 200 OK") && text.ends_with("a"),
         "{text}"
     );
+    // A client that connects and says nothing is closed after the idle timeout
+    // (before it speaks it holds no HTTP state, only the wait for its first byte) ...
+    let mut s = TcpStream::connect(bind).await.unwrap();
+    let started = std::time::Instant::now();
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await;
+    assert!(
+        matches!(n, Ok(Ok(0)) | Ok(Err(_))),
+        "a silent connection was not closed: {n:?}"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(350),
+        "closed early"
+    );
+    // ... and one that speaks within it is answered.
+    let mut s = TcpStream::connect(bind).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut answer))
+        .await
+        .expect("answered")
+        .unwrap();
+    assert!(
+        answer.starts_with(b"HTTP/1.1 200 OK"),
+        "{:?}",
+        String::from_utf8_lossy(&answer)
+    );
     // A slow upload that keeps sending outlasts the idle timeout (ALB counts
     // inactivity, not the request's length) ...
     let mut s = TcpStream::connect(bind).await.unwrap();
