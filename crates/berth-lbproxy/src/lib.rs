@@ -371,14 +371,7 @@ async fn serve_conn(
     let _ = stream.set_nodelay(true);
     let idle = snap.cfg.idle_timeout.max(Duration::from_millis(1));
     let secure = snap.tls.is_some();
-    let ctx = Arc::new(ConnCtx {
-        listener: snap_ptr.clone(),
-        peer,
-        local,
-        secure,
-        activity: io::activity(),
-        removed,
-    });
+    let ctx = Arc::new(ConnCtx::new(snap_ptr.clone(), peer, local, secure, removed));
     // What serves the connection is boxed: until then the task holds only this small future, so
     // an ALB client that has connected but sent nothing yet costs a socket and a few hundred bytes,
     // not a TLS session and HTTP/1 buffers.

@@ -72,6 +72,34 @@ pub struct ConnCtx {
     pub activity: Arc<std::sync::atomic::AtomicU64>,
     /// Whether the listener has been removed.
     pub removed: tokio::sync::watch::Receiver<bool>,
+    /// The client's address as X-Forwarded-For gives it, and the listener's port as
+    /// X-Forwarded-Port does: the same for every request of the connection.
+    pub client_ip: HeaderValue,
+    pub local_port: HeaderValue,
+}
+
+impl ConnCtx {
+    pub fn new(
+        listener: Arc<ArcSwap<ListenerSnap>>,
+        peer: SocketAddr,
+        local: SocketAddr,
+        secure: bool,
+        removed: tokio::sync::watch::Receiver<bool>,
+    ) -> Self {
+        let client_ip = canonical(peer.ip()).to_string();
+        ConnCtx {
+            listener,
+            peer,
+            local,
+            secure,
+            activity: crate::io::activity(),
+            removed,
+            // An IP address's text is always a valid header value.
+            client_ip: HeaderValue::try_from(client_ip)
+                .unwrap_or_else(|_| HeaderValue::from_static("")),
+            local_port: HeaderValue::from(local.port()),
+        }
+    }
 }
 
 /// What a request to a target came to within the idle timeout.
@@ -240,7 +268,7 @@ pub fn trace_header(existing: Option<&str>) -> String {
     }
 }
 
-const HOP_BY_HOP: [HeaderName; 7] = [
+static HOP_BY_HOP: [HeaderName; 7] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -251,6 +279,11 @@ const HOP_BY_HOP: [HeaderName; 7] = [
 ];
 
 fn strip_hop_by_hop(h: &mut HeaderMap) {
+    // Most messages carry none of them: one pass over the names present instead of a lookup for
+    // each hop-by-hop name.
+    if !h.keys().any(|name| HOP_BY_HOP.contains(name)) {
+        return;
+    }
     let listed: Vec<HeaderName> = h
         .get_all(header::CONNECTION)
         .iter()
@@ -526,7 +559,6 @@ fn prepare_forward(
             h.insert(header::HOST, hv);
         }
     }
-    let client_ip = canonical(ctx.peer.ip()).to_string();
     let xff = {
         let prior: Vec<&str> = h
             .get_all(&X_FORWARDED_FOR)
@@ -534,24 +566,23 @@ fn prepare_forward(
             .filter_map(|v| v.to_str().ok())
             .collect();
         if prior.is_empty() {
-            client_ip
+            Some(ctx.client_ip.clone())
         } else {
-            format!("{}, {client_ip}", prior.join(", "))
+            let client_ip = ctx.client_ip.to_str().unwrap_or_default();
+            HeaderValue::try_from(format!("{}, {client_ip}", prior.join(", "))).ok()
         }
     };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
+    if let Some(v) = xff {
         h.insert(X_FORWARDED_FOR.clone(), v);
     }
     h.insert(
         X_FORWARDED_PROTO.clone(),
         HeaderValue::from_static(if ctx.secure { "https" } else { "http" }),
     );
-    h.insert(
-        X_FORWARDED_PORT.clone(),
-        HeaderValue::from(ctx.local.port()),
-    );
+    h.insert(X_FORWARDED_PORT.clone(), ctx.local_port.clone());
     let trace = trace_header(h.get(&X_AMZN_TRACE_ID).and_then(|v| v.to_str().ok()));
-    if let Ok(v) = HeaderValue::from_str(&trace) {
+    // From the String itself: no second copy of the value.
+    if let Ok(v) = HeaderValue::try_from(trace) {
         h.insert(X_AMZN_TRACE_ID.clone(), v);
     }
     let idle = snap.cfg.idle_timeout.max(Duration::from_millis(1));
@@ -695,6 +726,32 @@ mod tests {
         );
         assert_eq!(strip_port("a.example.com:8080"), "a.example.com");
         assert_eq!(strip_port("[::1]:80"), "[::1]");
+    }
+
+    #[test]
+    fn hop_by_hop_headers_and_those_connection_names_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("close, x-secret"),
+        );
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        h.insert("x-kept", HeaderValue::from_static("2"));
+        strip_hop_by_hop(&mut h);
+        let left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["x-kept"]);
+        // None present: nothing changes.
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("a"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 2);
     }
 
     #[test]
