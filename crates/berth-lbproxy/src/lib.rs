@@ -410,11 +410,22 @@ async fn serve_conn(
 /// listener's idle timeout passed first or the listener was removed (the connection is closed, as
 /// ALB closes a connection idle for its idle timeout).
 async fn first_bytes(stream: &TcpStream, ctx: &ConnCtx, idle: Duration) -> bool {
-    let mut removed = ctx.removed.clone();
     tokio::select! {
         ready = stream.readable() => ready.is_ok(),
-        _ = io::idle_elapsed(&ctx.activity, idle) => false,
-        _ = async { removed.wait_for(|gone| *gone).await.is_ok() } => false,
+        _ = closing(&ctx.activity, idle, ctx.removed.clone()) => false,
+    }
+}
+
+/// Resolves once a client connection has been idle for `idle` or its listener was removed: the
+/// moment it is to be closed.
+async fn closing(
+    activity: &std::sync::atomic::AtomicU64,
+    idle: Duration,
+    mut removed: tokio::sync::watch::Receiver<bool>,
+) {
+    tokio::select! {
+        _ = io::idle_elapsed(activity, idle) => {}
+        _ = async { removed.wait_for(|gone| *gone).await.is_ok() } => {}
     }
 }
 
@@ -436,18 +447,11 @@ macro_rules! run_with_idle {
     ($conn:expr, $last:expr, $idle:expr, $removed:expr) => {{
         let conn = $conn;
         tokio::pin!(conn);
-        let mut removed = $removed;
         // Idle for the idle timeout, or the listener was removed: finish
         // what is under way, then close.
-        let closing = async {
-            tokio::select! {
-                _ = io::idle_elapsed(&$last, $idle) => {}
-                _ = async { removed.wait_for(|gone| *gone).await.is_ok() } => {}
-            }
-        };
         tokio::select! {
             _ = conn.as_mut() => {}
-            _ = closing => {
+            _ = closing(&$last, $idle, $removed) => {
                 conn.as_mut().graceful_shutdown();
                 let _ = tokio::time::timeout($idle, conn).await;
             }

@@ -336,19 +336,19 @@ struct Forward {
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
 }
 
-/// The stickiness cookies a forwarded answer gets: (value, duration) for AWSALB (the target) and
-/// AWSALBTG (the target group, when the rule weighs several).
+/// The stickiness cookies a forwarded answer gets: the duration of AWSALB (naming the target),
+/// and the value and duration of AWSALBTG (the target group, when the rule weighs several).
 struct StickyCookies {
-    target: Option<(String, Duration)>,
+    target: Option<Duration>,
     group: Option<(String, Duration)>,
 }
 
 impl StickyCookies {
-    /// The target's answer headers as the client gets them.
-    fn finish(&self, h: &mut HeaderMap) {
+    /// The answer headers of `target` as the client gets them.
+    fn finish(&self, h: &mut HeaderMap, target: &TargetRt) {
         strip_hop_by_hop(h);
-        if let Some((value, d)) = &self.target {
-            set_cookies(h, "AWSALB", value, *d);
+        if let Some(d) = self.target {
+            set_cookies(h, "AWSALB", &target.cookie, d);
         }
         if let Some((value, d)) = &self.group {
             set_cookies(h, "AWSALBTG", value, *d);
@@ -587,7 +587,7 @@ fn prepare_forward(
     }
     let idle = snap.cfg.idle_timeout.max(Duration::from_millis(1));
     let cookies = StickyCookies {
-        target: stickiness.map(|d| (target.cookie.clone(), d)),
+        target: stickiness,
         group: group_stickiness
             .filter(|_| groups.len() > 1)
             .map(|d| (fg.cookie.clone(), d)),
@@ -637,7 +637,7 @@ async fn forward_h1(ctx: &ConnCtx, plan: Forward) -> Response<RespBody> {
         Waited::Done(Ok(r)) => r,
     };
     let (mut parts, body) = resp.into_parts();
-    plan.cookies.finish(&mut parts.headers);
+    plan.cookies.finish(&mut parts.headers, &plan.target);
     let body = h1pool::DrivenBody::new(body, conn, plan.inflight).boxed_unsync();
     Response::from_parts(parts, body)
 }
@@ -695,7 +695,7 @@ async fn forward_client(ctx: &ConnCtx, plan: Forward) -> Response<RespBody> {
         }
     }
     let (mut parts, body) = resp.into_parts();
-    plan.cookies.finish(&mut parts.headers);
+    plan.cookies.finish(&mut parts.headers, &plan.target);
     let body = body
         .map_frame(move |f| {
             let _ = &plan.inflight;
