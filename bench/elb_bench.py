@@ -108,7 +108,8 @@ def cpu_seconds(pid):
 
 
 def head_to_head(load, proxies, rounds, seconds):
-    """Alternating runs at 64 HTTP connections: {proxy: [(req/s, p99 ms, CPU µs per request)]}."""
+    """Alternating runs at 64 HTTP connections: {proxy: [(req/s, p99 ms, CPU µs per request)
+    or None where the run failed]}, one entry per round so that rounds stay paired."""
     runs = {name: [] for name in proxies}
     for i in range(rounds):
         for name, (pid, host, http_port, _, _) in proxies.items():
@@ -117,6 +118,7 @@ def head_to_head(load, proxies, rounds, seconds):
             used = cpu_seconds(pid) - before
             if "rps" not in r or not r.get("requests"):
                 print(f"round {i + 1} {name}: failed: {r.get('error')}", flush=True)
+                runs[name].append(None)
                 continue
             cpu_us = used / r["requests"] * 1e6
             runs[name].append((r["rps"], r["p99_ms"], cpu_us))
@@ -343,13 +345,15 @@ def main():
         print(f"{'proxy':<8} {'req/s':>10} {'p99 ms':>8} {'CPU µs/request':>15}")
         medians = {}
         for name, runs in rounds.items():
+            runs = [r for r in runs if r]
             if runs:
                 medians[name] = tuple(statistics.median(r[k] for r in runs) for k in range(3))
                 rps, p99, cpu = medians[name]
                 print(f"{name:<8} {rps:>10,.0f} {p99:>8.3f} {cpu:>15.1f}")
         if "berth" in medians and "haproxy" in medians:
             (b_rps, b_p99, b_cpu), (h_rps, h_p99, h_cpu) = medians["berth"], medians["haproxy"]
-            ratios = sorted(b[0] / h[0] for b, h in zip(rounds["berth"], rounds["haproxy"]))
+            ratios = sorted(b[0] / h[0] for b, h in zip(rounds["berth"], rounds["haproxy"])
+                            if b and h)
             print(f"\nat 64 connections (HTTP): berth {b_rps / h_rps:.2f}x haproxy's requests/s "
                   f"(per round {', '.join(f'{r:.2f}' for r in ratios)}), "
                   f"p99 {b_p99 / h_p99:.2f}x haproxy's, CPU per request {b_cpu / h_cpu:.2f}x")
