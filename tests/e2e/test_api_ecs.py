@@ -121,8 +121,8 @@ def test_unimplemented_families_and_agent_calls(berth):
     check_output(MODEL, "DiscoverPollEndpoint", strip(out))
     assert out["endpoint"].startswith("http://127.0.0.1:")
     for call, kwargs, needle in [
-        (ecs.list_daemons, dict(), "Berth"),
-        (ecs.list_gateways, dict(), "Elastic Load Balancing"),
+        (ecs.list_daemons, dict(), "Managed Instances"),
+        (ecs.describe_express_gateway_service, dict(serviceArn="x"), "Application Auto Scaling"),
     ]:
         with pytest.raises(botocore.exceptions.ClientError) as e:
             call(**kwargs)
@@ -407,6 +407,8 @@ OTHER_ANSWERS = {
     "CreateCapacityProvider": "cluster is only for Managed Instances providers (refused first)",
     "UpdateCapacityProvider": "cluster is only for Managed Instances providers (refused first)",
     "DeleteCapacityProvider": "the capacity provider is looked up first",
+    "ListGatewayClusterAssociations": "cluster filters the list (ECS names no cluster error)",
+    "ListGatewayRoutes": "cluster filters the list (ECS names no cluster error)",
 }
 
 

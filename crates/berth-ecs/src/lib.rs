@@ -36,6 +36,7 @@ pub use api::code_deploy::{
 pub use api::not_implemented::NOT_IMPLEMENTED;
 pub use api::{EcsService, ExecService};
 pub use control::agent_api::{self, AgentService};
+pub use control::gateways::{self as gateway_control, GatewayControl, GatewayJob};
 pub use control::gc::run_task_gc;
 pub use control::load_balancing::{self, run_target_controller};
 pub use control::metering;

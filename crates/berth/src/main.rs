@@ -9,6 +9,7 @@ mod coverage;
 mod credentials;
 mod dns;
 mod exec;
+mod gateways;
 mod lb_addresses;
 mod load_balancing;
 mod logs_place;

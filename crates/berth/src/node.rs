@@ -113,6 +113,8 @@ struct LeaderWork {
     log_compaction: std::time::Duration,
     /// Seconds in a minute of deployments' waits (CodeDeploy's).
     deployment_minute: f64,
+    /// Decides the calls ECS makes with gateways' infrastructure roles.
+    authorizer: Option<Arc<dyn berth_api::Authorizer>>,
 }
 
 impl Node {
@@ -338,7 +340,7 @@ impl Node {
             agent_token,
             stopping: stopping_tx,
             logs,
-            authorizer,
+            authorizer: authorizer.clone(),
             dns_endpoint,
             leader: LeaderWork {
                 store,
@@ -356,6 +358,7 @@ impl Node {
                 task_retention: std::time::Duration::from_secs(args.task_retention),
                 log_compaction: std::time::Duration::from_secs(args.log_compaction_interval.max(1)),
                 deployment_minute: args.deployment_minute_seconds as f64,
+                authorizer: authorizer.clone(),
             },
         })
     }
@@ -412,6 +415,19 @@ impl Node {
                 work.code_deploy_port.clone(),
                 work.deployment_minute,
             )),
+            // ECS gateways: their load balancers, listeners, certificates
+            // and routes.
+            tokio::spawn(crate::gateways::run_gateway_controller(Arc::new(
+                crate::gateways::GatewayInfrastructure {
+                    store: work.store.clone(),
+                    ecs: berth_ecs::GatewayControl::new(work.store.clone()),
+                    elb: work.elb.clone(),
+                    ec2: work.ec2.clone(),
+                    acm: work.acm.clone(),
+                    iam: work.iam.clone(),
+                    authorizer: work.authorizer.clone(),
+                },
+            ))),
             work.registry.spawn_gc(),
             // SSM parameter policies: an Expiration deletes its parameter.
             berth_secrets::ssm::spawn_parameter_expiry(work.store.clone()),
@@ -509,6 +525,27 @@ struct TaskNetworks(Arc<berth_ec2::Ec2Service>);
 
 #[async_trait::async_trait]
 impl berth_ecs::networking::TaskNetworks for TaskNetworks {
+    fn default_subnets(
+        &self,
+        account: &str,
+        region: &str,
+    ) -> Result<Vec<berth_ecs::networking::SubnetInfo>, berth_model::AwsError> {
+        let facts = self.0.network_facts(account, region)?;
+        let Some(vpc) = facts.default_vpc else {
+            return Ok(Vec::new());
+        };
+        Ok(facts
+            .subnets
+            .into_iter()
+            .filter(|s| s.vpc_id == vpc)
+            .map(|s| berth_ecs::networking::SubnetInfo {
+                subnet_id: s.id,
+                vpc_id: s.vpc_id,
+                availability_zone: s.availability_zone,
+            })
+            .collect())
+    }
+
     fn check(
         &self,
         account: &str,

@@ -1057,13 +1057,9 @@ mod tests {
         assert_eq!(out["serviceArns"], json!([]));
 
         // Unimplemented families: authorized first, then refused precisely.
-        let e = h.err("ListGateways", json!({})).await;
+        let e = h.err("ListDaemons", json!({})).await;
         assert_eq!(e.code, "UnsupportedFeatureException");
-        assert!(
-            e.message.contains("Elastic Load Balancing"),
-            "{}",
-            e.message
-        );
+        assert!(e.message.contains("Managed Instances"), "{}", e.message);
         let e = h
             .ecs_as(&user("u", &[]), "ListDaemons", json!({}))
             .await

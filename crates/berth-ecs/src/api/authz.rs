@@ -1363,6 +1363,66 @@ impl<'a> Authz<'a> {
         )
     }
 
+    /// `ecs:<operation>` on a gateway named by name or ARN, with its tags.
+    fn on_gateway(&self, operation: &str, reference: &str) -> Result<Vec<Requirement>, AwsError> {
+        let Ok(name) = crate::state::gateways::resolve_name(self.scope, reference) else {
+            return Ok(anywhere(operation));
+        };
+        let tags = crate::state::gateways::find(self.view, self.scope, &name)?
+            .and_then(|g| g.gateway.tags)
+            .unwrap_or_default();
+        let requirement = Requirement::new(
+            action(operation),
+            crate::state::gateways::gateway_arn(self.scope, &name),
+        );
+        Ok(vec![with_resource_tags(requirement, &tags)])
+    }
+
+    /// CreateGateway: the new gateway, `iam:PassRole` for its
+    /// infrastructure role (passed to ECS), `ecs:TagResource` when tagged.
+    pub fn create_gateway(
+        &self,
+        input: &berth_model::shapes::ecs::CreateGatewayRequest,
+    ) -> Result<Vec<Requirement>, AwsError> {
+        let Some(name) = input
+            .name
+            .as_deref()
+            .filter(|n| !n.is_empty() && !n.starts_with("arn:"))
+        else {
+            return Ok(anywhere("CreateGateway"));
+        };
+        let arn = crate::state::gateways::gateway_arn(self.scope, name);
+        let tags = input.tags.as_deref().unwrap_or(&[]);
+        let mut out = vec![with_request_tags(
+            Requirement::new(action("CreateGateway"), arn.clone()),
+            tags,
+        )];
+        out.extend(self.pass_roles(input.infrastructure_role_arn.as_deref(), ECS_SERVICE));
+        out.extend(self.tag_on_create("CreateGateway", arn, tags));
+        Ok(out)
+    }
+
+    /// UpdateGateway: the gateway, and `iam:PassRole` for a new role.
+    pub fn update_gateway(
+        &self,
+        input: &berth_model::shapes::ecs::UpdateGatewayRequest,
+    ) -> Result<Vec<Requirement>, AwsError> {
+        let mut out = self.on_gateway("UpdateGateway", input.gateway.as_deref().unwrap_or(""))?;
+        out.extend(self.pass_roles(input.infrastructure_role_arn.as_deref(), ECS_SERVICE));
+        Ok(out)
+    }
+
+    /// Operations on one gateway (Describe, Delete, DescribeGatewayResources,
+    /// Associate/Disassociate: the gateway is the resource, as in ECS's
+    /// service authorization reference).
+    pub fn gateway(
+        &self,
+        operation: &str,
+        reference: Option<&str>,
+    ) -> Result<Vec<Requirement>, AwsError> {
+        self.on_gateway(operation, reference.unwrap_or(""))
+    }
+
     pub fn delete_capacity_provider(
         &self,
         input: &DeleteCapacityProviderRequest,

@@ -18,6 +18,7 @@ pub(crate) mod capacity_providers;
 pub(crate) mod clusters;
 pub(crate) mod code_deploy;
 pub(crate) mod deployments;
+pub(crate) mod gateways;
 pub(crate) mod instances;
 pub(crate) mod not_implemented;
 pub(crate) mod protection;
@@ -263,6 +264,38 @@ impl JsonService for EcsService {
             "ContinueServiceDeployment" => op!(ctx, body, |i| a.continue_service_deployment(&i)
                 => deployments::continue_deployment(store, scope, i)),
 
+            "CreateGateway" => op!(ctx, body, |i| a.create_gateway(&i)?
+                => gateways::create(store, scope, networks, now, i).await),
+            "DescribeGateway" => {
+                op!(ctx, body, |i| { let r: &berth_model::shapes::ecs::DescribeGatewayRequest = &i; a.gateway("DescribeGateway", r.gateway.as_deref())? }
+                => gateways::describe(store, scope, i))
+            }
+            "ListGateways" => op!(ctx, body, |i| unscoped() => gateways::list(store, scope, i)),
+            "UpdateGateway" => op!(ctx, body, |i| a.update_gateway(&i)?
+                => gateways::update(store, scope, networks, now, i).await),
+            "DeleteGateway" => {
+                op!(ctx, body, |i| { let r: &berth_model::shapes::ecs::DeleteGatewayRequest = &i; a.gateway("DeleteGateway", r.gateway.as_deref())? }
+                => gateways::delete(store, scope, now, i).await)
+            }
+            "AssociateGatewayWithCluster" => {
+                op!(ctx, body, |i| { let r: &berth_model::shapes::ecs::AssociateGatewayWithClusterRequest = &i; a.gateway("AssociateGatewayWithCluster", r.gateway.as_deref())? }
+                => gateways::associate(store, scope, i).await)
+            }
+            "DisassociateGatewayFromCluster" => {
+                op!(ctx, body, |i| { let r: &berth_model::shapes::ecs::DisassociateGatewayFromClusterRequest = &i; a.gateway("DisassociateGatewayFromCluster", r.gateway.as_deref())? }
+                => gateways::disassociate(store, scope, i).await)
+            }
+            "ListGatewayClusterAssociations" => op!(ctx, body, |i| unscoped()
+                => gateways::list_associations(store, scope, i)),
+            "ListGatewayRoutes" => {
+                op!(ctx, body, |i| unscoped() => gateways::list_routes(store, scope, i))
+            }
+            "DescribeGatewayRoute" => op!(ctx, body, |i| unscoped()
+                => gateways::describe_route(store, scope, i)),
+            "DescribeGatewayResources" => {
+                op!(ctx, body, |i| { let r: &berth_model::shapes::ecs::DescribeGatewayResourcesRequest = &i; a.gateway("DescribeGatewayResources", r.gateway.as_deref())? }
+                => gateways::describe_resources(store, scope, i))
+            }
             "DiscoverPollEndpoint" => op!(ctx, body, |i| unscoped()
                 => agent_calls::discover_poll_endpoint(&self.endpoint, i)),
             "UpdateContainerAgent" => op!(ctx, body, |i| a.update_container_agent(&i)?

@@ -6,7 +6,6 @@
 use berth_model::AwsError;
 
 const DAEMONS: &str = "ECS Managed Daemons (daemons, daemon task definitions, their revisions and deployments) run only on Amazon ECS Managed Instances capacity providers, and Berth has no Managed Instances: it does not launch EC2 instances (CreateCapacityProvider refuses managedInstancesProvider). To run one task on every container instance, create a service with schedulingStrategy DAEMON.";
-const GATEWAYS: &str = "ECS gateways (Application Load Balancers, listeners and target groups that ECS manages for services) are not built yet; create the load balancer, listener and target groups with Elastic Load Balancing and name them in the service's loadBalancers.";
 const EXPRESS: &str = "Express gateway services provision an Application Load Balancer, target groups, security groups and auto scaling policies; Berth has no Application Auto Scaling service yet.";
 
 /// Every model operation Berth leaves unimplemented, with the reason.
@@ -23,17 +22,6 @@ pub const NOT_IMPLEMENTED: &[(&str, &str)] = &[
     ("ListDaemons", DAEMONS),
     ("RegisterDaemonTaskDefinition", DAEMONS),
     ("UpdateDaemon", DAEMONS),
-    ("AssociateGatewayWithCluster", GATEWAYS),
-    ("CreateGateway", GATEWAYS),
-    ("DeleteGateway", GATEWAYS),
-    ("DescribeGateway", GATEWAYS),
-    ("DescribeGatewayResources", GATEWAYS),
-    ("DescribeGatewayRoute", GATEWAYS),
-    ("DisassociateGatewayFromCluster", GATEWAYS),
-    ("ListGatewayClusterAssociations", GATEWAYS),
-    ("ListGatewayRoutes", GATEWAYS),
-    ("ListGateways", GATEWAYS),
-    ("UpdateGateway", GATEWAYS),
     ("CreateExpressGatewayService", EXPRESS),
     ("DeleteExpressGatewayService", EXPRESS),
     ("DescribeExpressGatewayService", EXPRESS),

@@ -193,7 +193,7 @@ fn resolve_task_definition(
 }
 
 /// The stored revision a reference names, whatever its status.
-fn stored_definition(
+pub(crate) fn stored_definition(
     view: &dyn ReadView,
     scope: &Scope,
     reference: &str,
@@ -343,6 +343,7 @@ pub(crate) async fn create(
     let mut group_infos = describe_target_groups(balancers, scope, &asked_balancers)?;
     let rule_infos = describe_advanced(balancers, scope, &asked_balancers, &mut group_infos)?;
     let asked_role = input.role.clone();
+    let connectors = input.gateway_connectors.clone().unwrap_or_default();
     let scope_owned = scope.clone();
     let caller = caller_arn.to_string();
     let template = Service {
@@ -421,6 +422,7 @@ pub(crate) async fn create(
                 let balanced = load_balancers::check(&asked_balancers, &td, &|arn| {
                     group_info(&group_infos, arn)
                 })?;
+                super::gateways::check_connectors(view, scope, &cluster, &connectors, &td)?;
                 load_balancers::check_advanced(
                     &balanced,
                     blue_green::strategy(service.deployment_configuration.as_ref()),
@@ -448,6 +450,10 @@ pub(crate) async fn create(
             } else if !asked_balancers.is_empty() {
                 return Err(error::invalid_parameter(
                     "loadBalancers of a service with the EXTERNAL deployment controller are set on its task sets.",
+                ));
+            } else if !connectors.is_empty() {
+                return Err(error::invalid_parameter(
+                    "gatewayConnectors need the service's taskDefinition; a service with the EXTERNAL deployment controller cannot use them.",
                 ));
             } else {
                 service.role_arn = load_balancers::check_role(
@@ -485,6 +491,7 @@ pub(crate) async fn create(
                 client_token: client_token.clone(),
                 request: request.clone(),
                 network: network.clone(),
+                gateway_connectors: connectors.clone(),
                 ..ServiceRecord::default()
             };
             Ok::<_, AwsError>((vec![Op::put(key, encode(&record)?)], record))
@@ -758,6 +765,32 @@ pub(crate) async fn update_with(
                     })?);
                 }
             }
+            // Gateway connectors are checked against the definition the
+            // service runs next; the gateway controller follows the change.
+            let connectors_next = input
+                .gateway_connectors
+                .clone()
+                .unwrap_or_else(|| record.gateway_connectors.clone());
+            if !connectors_next.is_empty()
+                && (input.gateway_connectors.is_some() || new_definition.is_some())
+            {
+                let definition = match &new_definition {
+                    Some(td) => Some(td.clone()),
+                    None => stored_definition(
+                        view,
+                        scope,
+                        record.service.task_definition.as_deref().unwrap_or_default(),
+                    )?,
+                };
+                let td = definition.ok_or_else(|| {
+                    error::invalid_parameter(
+                        "gatewayConnectors need the service's taskDefinition; a service with the EXTERNAL deployment controller cannot use them.",
+                    )
+                })?;
+                super::gateways::check_connectors(view, scope, &record.cluster, &connectors_next, &td)?;
+            }
+            record.gateway_connectors = connectors_next;
+            let s = &mut record.service;
             // Load balancers are checked against the definition the
             // service runs next; a change takes effect through a new
             // deployment, as on ECS.

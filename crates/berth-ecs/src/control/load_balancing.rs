@@ -83,7 +83,7 @@ impl TargetController {
                             if let Ok(Some((service, _))) =
                                 load::<ServiceRecord>(self.store.as_ref(), key)
                             {
-                                if !balancers_of(&service).is_empty() {
+                                if service.has_balancers() {
                                     clusters.insert(cluster_key(&scope, cluster));
                                 }
                                 self.shift(&scope, &service).await;
@@ -124,7 +124,7 @@ impl TargetController {
                 let Ok(service) = decode::<ServiceRecord>(&kv) else {
                     continue;
                 };
-                if balancers_of(&service).is_empty() {
+                if !service.has_balancers() {
                     continue;
                 }
                 clusters.insert(cluster_key(&scope, &service.cluster));
@@ -147,7 +147,8 @@ impl TargetController {
                     };
                     handled.insert(key);
                     let balancers = blue_green::balancers_for(&service, &record);
-                    self.act(&scope, record, &balancers, true).await;
+                    let routes = route_groups(Some(&service));
+                    self.act(&scope, record, &balancers, &routes, true).await;
                 }
             }
             // Tasks holding targets whose service dropped its load
@@ -277,20 +278,64 @@ impl TargetController {
             .as_ref()
             .map(|s| blue_green::balancers_for(s, &record))
             .unwrap_or_default();
-        self.act(scope, record, &balancers, poll).await;
+        let routes = route_groups(service.as_ref());
+        self.act(scope, record, &balancers, &routes, poll).await;
     }
 
     /// Takes a task's next steps (recording then registering happen in one
     /// go); `poll`: also reads its targets' health.
-    async fn act(&self, scope: &Scope, record: TaskRecord, balancers: &[LoadBalancer], poll: bool) {
+    async fn act(
+        &self,
+        scope: &Scope,
+        record: TaskRecord,
+        balancers: &[LoadBalancer],
+        routes: &[String],
+        poll: bool,
+    ) {
         let mut record = record;
-        // At most three steps: record, register, poll.
-        for _ in 0..3 {
+        // At most four steps: follow the gateway routes, record, register,
+        // poll.
+        for _ in 0..4 {
             let ec2 = ec2_instance_id(self.store.as_ref(), scope, &record);
+            if let Some((add, remove)) =
+                lb::route_changes(&record, balancers, routes, ec2.as_deref())
+            {
+                let outcome = self
+                    .update_task(scope, &record, None, move |task| {
+                        task.targets
+                            .retain(|t| !(t.gateway && remove.contains(&t.target_group_arn)));
+                        for a in &add {
+                            if !task.targets.iter().any(|x| x.key() == a.key()) {
+                                task.targets.push(a.clone());
+                            }
+                        }
+                        Vec::new()
+                    })
+                    .await;
+                match outcome {
+                    Ok(next) => {
+                        record = next;
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::warn!(task = %record.arn(), error = %e.message, "gateway route targets");
+                        return;
+                    }
+                }
+            }
             let step = lb::step(&record, balancers, ec2.as_deref());
             let outcome = match step {
                 Step::Nothing => return,
-                Step::Record(list) => self.record_targets(scope, &record, list).await,
+                Step::Record(list) => {
+                    let list = list
+                        .into_iter()
+                        .map(|t| TaskTarget {
+                            gateway: routes.contains(&t.target_group_arn),
+                            ..t
+                        })
+                        .collect();
+                    self.record_targets(scope, &record, list).await
+                }
                 Step::Register => self.register(scope, &record).await,
                 Step::Deregister => self.deregister(scope, &record).await,
                 Step::Poll if poll || record.targets.iter().all(|t| t.draining) => {
@@ -487,6 +532,16 @@ impl TargetController {
     }
 }
 
+/// The target groups of a service's provisioned gateway routes.
+fn route_groups(service: Option<&ServiceRecord>) -> Vec<String> {
+    service
+        .map(crate::state::gateways::route_balancers)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|lb| lb.target_group_arn)
+        .collect()
+}
+
 /// Whether a stored task holds targets, without decoding it (the field is
 /// left out when empty).
 fn holds_targets(value: &[u8]) -> bool {
@@ -496,10 +551,6 @@ fn holds_targets(value: &[u8]) -> bool {
 
 fn cluster_key(scope: &Scope, cluster: &str) -> String {
     format!("{}/{}/{cluster}", scope.account, scope.region)
-}
-
-fn balancers_of(service: &ServiceRecord) -> &[LoadBalancer] {
-    service.service.load_balancers.as_deref().unwrap_or(&[])
 }
 
 /// The EC2 instance id of the container instance running a task.

@@ -8,6 +8,7 @@
 //! module.
 
 pub mod agent_api;
+pub mod gateways;
 pub(crate) mod gc;
 pub mod load_balancing;
 pub mod metering;

@@ -103,11 +103,7 @@ fn is_healthy(task: &TaskRecord, balanced: bool) -> bool {
 
 /// Whether the service registers its tasks with load balancers.
 fn is_balanced(record: &ServiceRecord) -> bool {
-    record
-        .service
-        .load_balancers
-        .as_ref()
-        .is_some_and(|l| !l.is_empty())
+    record.has_balancers()
 }
 
 fn failed_stop(task: &TaskRecord) -> bool {

@@ -139,7 +139,11 @@ pub(crate) fn pairs(record: &ServiceRecord) -> Vec<Pair> {
 /// for every other task.
 pub(crate) fn balancers_for(record: &ServiceRecord, task: &TaskRecord) -> Vec<LoadBalancer> {
     let mut balancers = record.service.load_balancers.clone().unwrap_or_default();
+    // Gateway routes' target groups come after the service's own, so the
+    // blue/green pairs' indexes below still name the service's.
+    let routes = crate::state::gateway_routes::balancers(&record.gateway_routes);
     if !shifts_traffic(record) {
+        balancers.extend(routes);
         return balancers;
     }
     let green = record
@@ -151,6 +155,7 @@ pub(crate) fn balancers_for(record: &ServiceRecord, task: &TaskRecord) -> Vec<Lo
             lb.target_group_arn = Some(if green { pair.green } else { pair.blue });
         }
     }
+    balancers.extend(routes);
     balancers
 }
 

@@ -440,6 +440,40 @@ pub(crate) fn targets(
     Some(out)
 }
 
+/// A live task's targets brought to its service's gateway routes, which
+/// come and go while it runs: the route targets it lacks (to record, then
+/// register) and the groups of gateway targets whose route is gone (to
+/// forget: the gateway controller deletes those groups). `None` when
+/// nothing changes.
+pub(crate) fn route_changes(
+    record: &TaskRecord,
+    balancers: &[LoadBalancer],
+    route_groups: &[String],
+    ec2_instance_id: Option<&str>,
+) -> Option<(Vec<TaskTarget>, Vec<String>)> {
+    if !live(record) || record.targets.is_empty() {
+        return None;
+    }
+    let add: Vec<TaskTarget> = targets(record, balancers, ec2_instance_id)?
+        .into_iter()
+        .filter(|t| {
+            route_groups.contains(&t.target_group_arn)
+                && !record
+                    .targets
+                    .iter()
+                    .any(|x| x.target_group_arn == t.target_group_arn)
+        })
+        .map(|t| TaskTarget { gateway: true, ..t })
+        .collect();
+    let remove: Vec<String> = record
+        .targets
+        .iter()
+        .filter(|t| t.gateway && !route_groups.contains(&t.target_group_arn))
+        .map(|t| t.target_group_arn.clone())
+        .collect();
+    (!add.is_empty() || !remove.is_empty()).then_some((add, remove))
+}
+
 /// Whether a service task counts as healthy for its load balancers: every
 /// target it holds is healthy (and it holds some).
 pub(crate) fn targets_healthy(record: &TaskRecord) -> bool {

@@ -11,6 +11,8 @@ pub(crate) mod capacity_providers;
 pub(crate) mod clock;
 pub(crate) mod clusters;
 pub(crate) mod exec;
+pub(crate) mod gateway_routes;
+pub(crate) mod gateways;
 pub(crate) mod index;
 pub(crate) mod instances;
 pub(crate) mod keys;

@@ -48,6 +48,12 @@ pub trait TaskNetworks: Send + Sync + 'static {
         security_groups: &[String],
     ) -> Result<Vec<SubnetInfo>, AwsError>;
 
+    /// The subnets of the account+region's default VPC (for what ECS
+    /// places "in the default VPC" when no subnets are given).
+    fn default_subnets(&self, _account: &str, _region: &str) -> Result<Vec<SubnetInfo>, AwsError> {
+        Ok(Vec::new())
+    }
+
     /// Creates the interface of a task in `subnet_id` (the VPC's default
     /// group when `security_groups` is empty).
     async fn attach(

@@ -99,6 +99,13 @@ pub(crate) struct ServiceRecord {
     /// the pair says where the service's tasks register).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub code_deploy: Option<CodeDeployRouting>,
+    /// The service's gateway connectors (CreateService/UpdateService
+    /// `gatewayConnectors`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gateway_connectors: Vec<berth_model::shapes::ecs::GatewayConnector>,
+    /// The gateway routes the gateway controller keeps for them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gateway_routes: Vec<crate::state::gateway_routes::GatewayRouteRecord>,
 }
 
 /// How CodeDeploy deploys a CODE_DEPLOY service: through ECS's own
@@ -130,6 +137,18 @@ pub struct CodeDeployRouting {
     /// revision stops now.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub end_bake: bool,
+}
+
+impl ServiceRecord {
+    /// Whether the service registers its tasks with load balancers: its
+    /// own `loadBalancers`, or target groups of its gateway routes.
+    pub(crate) fn has_balancers(&self) -> bool {
+        self.service
+            .load_balancers
+            .as_ref()
+            .is_some_and(|l| !l.is_empty())
+            || !crate::state::gateway_routes::balancers(&self.gateway_routes).is_empty()
+    }
 }
 
 impl CodeDeployRouting {

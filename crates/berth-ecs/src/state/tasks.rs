@@ -141,6 +141,10 @@ pub struct TaskTarget {
     /// The last health the load balancer reported.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<TargetHealthInfo>,
+    /// In the target group of a gateway route (added and forgotten as the
+    /// service's routes come and go, unlike the service's own groups).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub gateway: bool,
 }
 
 impl TaskTarget {

@@ -1,0 +1,391 @@
+//! The gateway controller's side in ECS: which routes, load balancers and
+//! gateways need work ([`GatewayControl::jobs`], from
+//! [`crate::state::gateways::plan`]), and the records of what was done
+//! (`record_*`). The provisioning itself (Elastic Load Balancing, ACM,
+//! EC2) is the binary's, which runs this as leader work.
+
+use std::sync::Arc;
+
+use berth_model::shapes::ecs::GatewayConnector;
+use berth_model::AwsError;
+use berth_store::{Op, ReadView, Store, StoreExt};
+
+use crate::error;
+use crate::state::gateways::{
+    self as gw, AssociationRecord, GatewayAlb, GatewayRecord, GatewayRouteRecord, RouteWork,
+    DISASSOCIATING,
+};
+use crate::state::keys::{self, Scope};
+use crate::state::records::{decode, encode, load};
+use crate::state::services::ServiceRecord;
+use crate::state::task_definitions::{self, TaskDefinitionRecord};
+
+pub use crate::state::gateways::{GatewayAlb as ProvisionedAlb, RouteResources, WantedRoute};
+
+/// A route to provision.
+#[derive(Debug, Clone)]
+pub struct RouteToCreate {
+    pub scope: Scope,
+    pub cluster: String,
+    pub service: String,
+    pub gateway: GatewayRecord,
+    pub wanted: WantedRoute,
+    pub connector: GatewayConnector,
+    /// The route as recorded so far (a retry), if any.
+    pub existing: Option<GatewayRouteRecord>,
+    /// The id and ARN the route has (kept across retries).
+    pub id: String,
+    pub arn: String,
+    /// The container and port the connector's port name names, when the
+    /// service's task definition still defines it.
+    pub target: Option<(String, i32)>,
+    pub vpc_id: String,
+    pub service_security_groups: Vec<String>,
+}
+
+/// One piece of work for the gateway controller.
+#[derive(Debug, Clone)]
+pub enum GatewayJob {
+    CreateRoute(Box<RouteToCreate>),
+    RemoveRoute {
+        scope: Scope,
+        cluster: String,
+        service: String,
+        route: GatewayRouteRecord,
+    },
+    /// A deleted gateway whose load balancers remain.
+    DeleteGateway {
+        scope: Scope,
+        gateway: GatewayRecord,
+    },
+    /// An updated gateway whose load balancers take the change.
+    ApplyUpdate {
+        scope: Scope,
+        gateway: GatewayRecord,
+    },
+}
+
+/// ECS's records for the gateway controller.
+pub struct GatewayControl {
+    store: Arc<dyn Store>,
+}
+
+fn route_id(gateway: &str, port_name: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(format!("{gateway}\n{port_name}").as_bytes());
+    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl GatewayControl {
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        GatewayControl { store }
+    }
+
+    /// The prefix whose changes may make work.
+    pub fn watch_prefix() -> &'static str {
+        "/ecs/"
+    }
+
+    /// Everything that needs doing now, across accounts and regions.
+    pub fn jobs(&self) -> Result<Vec<GatewayJob>, AwsError> {
+        let view = self.store.as_ref();
+        let mut jobs = Vec::new();
+        for scope in keys::scopes(view) {
+            let gateways: Vec<GatewayRecord> = view
+                .range(&scope.gateways(), None, usize::MAX)
+                .iter()
+                .map(decode)
+                .collect::<Result<_, _>>()?;
+            let associations = gw::associations(view, &scope)?;
+            for g in &gateways {
+                match g.gateway.status.as_deref() {
+                    Some(gw::DELETED) => jobs.push(GatewayJob::DeleteGateway {
+                        scope: scope.clone(),
+                        gateway: g.clone(),
+                    }),
+                    Some("UPDATE_IN_PROGRESS") => jobs.push(GatewayJob::ApplyUpdate {
+                        scope: scope.clone(),
+                        gateway: g.clone(),
+                    }),
+                    _ => {}
+                }
+            }
+            if gateways.is_empty() && associations.is_empty() {
+                // Services can still hold routes of a gateway gone.
+                let any_routes = view
+                    .range(&scope.clusters(), None, usize::MAX)
+                    .iter()
+                    .any(|kv| {
+                        let cluster = kv.key.rsplit('/').next().unwrap_or_default();
+                        view.range(&scope.services(cluster), None, usize::MAX)
+                            .iter()
+                            .any(|s| s.value.windows(15).any(|w| w == b"\"gatewayRoutes\""))
+                    });
+                if !any_routes {
+                    continue;
+                }
+            }
+            for kv in view.range(&scope.clusters(), None, usize::MAX) {
+                let cluster = kv.key.rsplit('/').next().unwrap_or_default().to_string();
+                for skv in view.range(&scope.services(&cluster), None, usize::MAX) {
+                    let service: ServiceRecord = decode(&skv)?;
+                    if service.gateway_connectors.is_empty() && service.gateway_routes.is_empty() {
+                        continue;
+                    }
+                    for work in gw::plan(&service, &gateways, &associations) {
+                        jobs.push(self.job(view, &scope, &service, &gateways, work)?);
+                    }
+                }
+            }
+        }
+        Ok(jobs)
+    }
+
+    fn job(
+        &self,
+        view: &dyn ReadView,
+        scope: &Scope,
+        service: &ServiceRecord,
+        gateways: &[GatewayRecord],
+        work: RouteWork,
+    ) -> Result<GatewayJob, AwsError> {
+        match work {
+            RouteWork::Remove(route) => Ok(GatewayJob::RemoveRoute {
+                scope: scope.clone(),
+                cluster: service.cluster.clone(),
+                service: service.name.clone(),
+                route: *route,
+            }),
+            RouteWork::Create(wanted) => {
+                let gateway = gateways
+                    .iter()
+                    .find(|g| g.name() == wanted.gateway)
+                    .cloned()
+                    .ok_or_else(gw::not_found)?;
+                let connector = service
+                    .gateway_connectors
+                    .iter()
+                    .find(|c| c.port_name.as_deref() == Some(wanted.port_name.as_str()))
+                    .cloned()
+                    .unwrap_or_default();
+                let existing = service
+                    .gateway_routes
+                    .iter()
+                    .find(|r| r.gateway == wanted.gateway && r.port_name == wanted.port_name)
+                    .cloned();
+                let id = existing
+                    .as_ref()
+                    .map(|r| r.id.clone())
+                    .unwrap_or_else(|| route_id(&wanted.gateway, &wanted.port_name));
+                let arn = gw::route_arn(scope, &service.cluster, &service.name, &id);
+                let definition = match service.service.task_definition.as_deref() {
+                    Some(reference) if !reference.is_empty() => {
+                        let parsed = task_definitions::parse_reference(scope, reference)?;
+                        task_definitions::find(view, scope, &parsed)?
+                            .map(|(r, _): (TaskDefinitionRecord, u64)| r.task_definition)
+                    }
+                    _ => None,
+                };
+                let target = definition
+                    .as_ref()
+                    .and_then(|td| gw::named_port(td, &wanted.port_name));
+                Ok(GatewayJob::CreateRoute(Box::new(RouteToCreate {
+                    scope: scope.clone(),
+                    cluster: service.cluster.clone(),
+                    service: service.name.clone(),
+                    gateway,
+                    wanted,
+                    connector,
+                    existing,
+                    id,
+                    arn,
+                    target,
+                    vpc_id: gw::service_vpc(service).to_string(),
+                    service_security_groups: service
+                        .network
+                        .as_ref()
+                        .map(|n| n.security_groups.clone())
+                        .unwrap_or_default(),
+                })))
+            }
+        }
+    }
+
+    /// Records a gateway's provisioned load balancer (once).
+    pub async fn record_alb(
+        &self,
+        scope: &Scope,
+        gateway: &str,
+        alb: GatewayAlb,
+    ) -> Result<(), AwsError> {
+        let (scope, gateway) = (scope.clone(), gateway.to_string());
+        self.store
+            .update(move |view| {
+                let key = scope.gateway(&gateway);
+                let Some((mut record, _)) = load::<GatewayRecord>(view, &key)? else {
+                    return Ok((Vec::new(), ()));
+                };
+                if record
+                    .albs
+                    .iter()
+                    .any(|a| a.load_balancer_arn == alb.load_balancer_arn)
+                {
+                    return Ok((Vec::new(), ()));
+                }
+                record.albs.push(alb.clone());
+                Ok((vec![Op::put(key, encode(&record)?)], ()))
+            })
+            .await
+            .map_err(error::store)??;
+        Ok(())
+    }
+
+    /// Records a route's state (created, failed) on its service, unless
+    /// the service no longer wants it.
+    pub async fn record_route(
+        &self,
+        scope: &Scope,
+        cluster: &str,
+        service: &str,
+        route: GatewayRouteRecord,
+    ) -> Result<(), AwsError> {
+        let (scope, cluster, service) = (scope.clone(), cluster.to_string(), service.to_string());
+        self.store
+            .update(move |view| {
+                let key = scope.service(&cluster, &service);
+                let Some((mut record, _)) = load::<ServiceRecord>(view, &key)? else {
+                    return Ok((Vec::new(), ()));
+                };
+                let slot = record
+                    .gateway_routes
+                    .iter_mut()
+                    .find(|r| r.gateway == route.gateway && r.port_name == route.port_name);
+                match slot {
+                    Some(existing) if *existing == route => return Ok((Vec::new(), ())),
+                    Some(existing) => *existing = route.clone(),
+                    None => record.gateway_routes.push(route.clone()),
+                }
+                Ok((vec![Op::put(key, encode(&record)?)], ()))
+            })
+            .await
+            .map_err(error::store)??;
+        Ok(())
+    }
+
+    /// Forgets a route whose resources are gone; an association left
+    /// DISASSOCIATING goes with its last route.
+    pub async fn forget_route(
+        &self,
+        scope: &Scope,
+        cluster: &str,
+        service: &str,
+        route_id: &str,
+    ) -> Result<(), AwsError> {
+        let (scope, cluster, service, id) = (
+            scope.clone(),
+            cluster.to_string(),
+            service.to_string(),
+            route_id.to_string(),
+        );
+        self.store
+            .update(move |view| {
+                let key = scope.service(&cluster, &service);
+                let Some((mut record, _)) = load::<ServiceRecord>(view, &key)? else {
+                    return Ok((Vec::new(), ()));
+                };
+                let Some(index) = record.gateway_routes.iter().position(|r| r.id == id) else {
+                    return Ok((Vec::new(), ()));
+                };
+                let gone = record.gateway_routes.remove(index);
+                let mut ops = vec![Op::put(key, encode(&record)?)];
+                let association_key = scope.gateway_association(&gone.gateway, &cluster);
+                if let Some((association, _)) = load::<AssociationRecord>(view, &association_key)? {
+                    let others = view
+                        .range(&scope.services(&cluster), None, usize::MAX)
+                        .iter()
+                        .filter(|kv| kv.key != scope.service(&cluster, &service))
+                        .filter_map(|kv| decode::<ServiceRecord>(kv).ok())
+                        .any(|s| s.gateway_routes.iter().any(|r| r.gateway == gone.gateway));
+                    let left = others
+                        || record
+                            .gateway_routes
+                            .iter()
+                            .any(|r| r.gateway == gone.gateway);
+                    if association.status == DISASSOCIATING && !left {
+                        ops.push(Op::delete(association_key));
+                    }
+                }
+                Ok((ops, ()))
+            })
+            .await
+            .map_err(error::store)??;
+        Ok(())
+    }
+
+    /// A deleted gateway's load balancers are gone: the record goes.
+    pub async fn finish_delete(&self, scope: &Scope, gateway: &str) -> Result<(), AwsError> {
+        let (scope, gateway) = (scope.clone(), gateway.to_string());
+        self.store
+            .update(move |view| {
+                let key = scope.gateway(&gateway);
+                match load::<GatewayRecord>(view, &key)? {
+                    Some((g, _)) if g.gateway.status.as_deref() == Some(gw::DELETED) => {
+                        Ok((vec![Op::delete(key)], ()))
+                    }
+                    _ => Ok((Vec::new(), ())),
+                }
+            })
+            .await
+            .map_err(error::store)??;
+        Ok(())
+    }
+
+    /// An update reached every load balancer (or failed on some).
+    pub async fn finish_update(
+        &self,
+        scope: &Scope,
+        gateway: &str,
+        updated_at: Option<f64>,
+        failures: Vec<berth_model::shapes::ecs::GatewayResourceFailure>,
+    ) -> Result<(), AwsError> {
+        let (scope, gateway) = (scope.clone(), gateway.to_string());
+        self.store
+            .update(move |view| {
+                let key = scope.gateway(&gateway);
+                let Some((mut record, _)) = load::<GatewayRecord>(view, &key)? else {
+                    return Ok((Vec::new(), ()));
+                };
+                // A newer update started meanwhile: it gets its own pass.
+                if record.gateway.status.as_deref() != Some("UPDATE_IN_PROGRESS")
+                    || record.gateway.updated_at != updated_at
+                {
+                    return Ok((Vec::new(), ()));
+                }
+                if failures.is_empty() {
+                    record.gateway.status = Some(gw::UPDATE_COMPLETE.into());
+                    record.gateway.status_reason = None;
+                    record.gateway.failures = None;
+                } else {
+                    record.gateway.status = Some("UPDATE_FAILED".into());
+                    record.gateway.status_reason = Some(format!(
+                        "The update could not be applied to {} of the gateway's load balancers.",
+                        failures.len()
+                    ));
+                    record.gateway.failures = Some(failures.clone());
+                }
+                Ok((vec![Op::put(key, encode(&record)?)], ()))
+            })
+            .await
+            .map_err(error::store)??;
+        Ok(())
+    }
+}
+
+/// The route states the controller writes.
+pub mod route_status {
+    pub use crate::state::gateways::{
+        ROUTE_ACTIVE as ACTIVE, ROUTE_CREATING as CREATING, ROUTE_FAILED as FAILED,
+    };
+}
+
+pub use crate::state::gateways::{GatewayRecord as Gateway, GatewayRouteRecord as Route};
