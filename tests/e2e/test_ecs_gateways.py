@@ -244,6 +244,11 @@ def test_a_connected_service_answers_at_its_gateway_url(berth_agent, tmp_path):
     assert shared["gatewayRouteArns"] == [summary["gatewayRouteArn"]]
     g = ecs.describe_gateway(gateway="front")["gateway"]
     assert g["configuration"]["hostSharedAlb"]["currentAlbCount"] == 1
+    assert res["loadBalancerSecurityGroups"][0]["arn"].startswith(
+        f"arn:aws:ec2:us-east-1:{ACCOUNT}:security-group/sg-")
+    assert res["serviceSecurityGroupArn"].endswith(f"security-group/{group}")
+    events = [e["message"] for e in ecs.describe_services(services=["web"])["services"][0]["events"]]
+    assert f"(service web) gateway route (port http) through (gateway front) serves {url}." in events
 
     # The service's tasks register in the route's target group and pass.
     def healthy():
@@ -324,5 +329,9 @@ def test_a_role_without_permission_fails_the_route_and_makes_nothing(berth_agent
     [summary] = wait_for(failed, 60, interval=0.5, what="the route to fail")
     route = ecs.describe_gateway_route(gatewayRouteArn=summary["gatewayRouteArn"])["gatewayRoute"]
     assert "serviceUrl" not in route
+    # The service's events say why, in the words of the call refused to the role.
+    events = [e["message"] for e in ecs.describe_services(services=["idle"])["services"][0]["events"]]
+    assert any("unable to create the gateway route (port http) through (gateway weak)" in m
+               and "assumed-role/powerless/" in m for m in events), events
     # Nothing was made with the role's missing permissions.
     assert berth.client("elbv2").describe_load_balancers()["LoadBalancers"] == []

@@ -166,7 +166,7 @@ fn params(pairs: &[(&str, String)]) -> Vec<(String, String)> {
 
 impl GatewayInfrastructure {
     async fn pass(&self, sweep: bool) {
-        let jobs = match self.ecs.jobs() {
+        let jobs = match self.ecs.jobs(sweep) {
             Ok(jobs) => jobs,
             Err(e) => {
                 tracing::warn!(code = %e.code, message = %e.message, "reading gateway work failed");
@@ -378,30 +378,8 @@ impl GatewayInfrastructure {
                     .ok_or_else(|| AwsError::internal("CreateLoadBalancer answered no ARN"))?
             }
         };
-        self.elb_call(
-            ctx,
-            "ModifyLoadBalancerAttributes",
-            &[
-                ("LoadBalancerArn", lb_arn.clone()),
-                (
-                    "Attributes.member.1.Key",
-                    "routing.http.desync_mitigation_mode".into(),
-                ),
-                (
-                    "Attributes.member.1.Value",
-                    gateway.http_desync().to_string(),
-                ),
-                (
-                    "Attributes.member.2.Key",
-                    "deletion_protection.enabled".into(),
-                ),
-                (
-                    "Attributes.member.2.Value",
-                    gateway.deletion_protection().to_string(),
-                ),
-            ],
-        )
-        .await?;
+        self.apply_gateway_attributes(ctx, gateway, lb_arn.as_str())
+            .await?;
         let state = self.elb_state(scope)?;
         let (listener_arn, certificate_arn) = match state
             .listeners
@@ -452,6 +430,40 @@ impl GatewayInfrastructure {
             .record_alb(scope, gateway.name(), alb.clone())
             .await?;
         Ok(alb)
+    }
+
+    /// What a gateway propagates to its load balancers: the desync
+    /// mitigation mode and deletion protection.
+    async fn apply_gateway_attributes(
+        &self,
+        ctx: &RequestContext,
+        gateway: &Gateway,
+        lb_arn: &str,
+    ) -> Result<String, AwsError> {
+        self.elb_call(
+            ctx,
+            "ModifyLoadBalancerAttributes",
+            &[
+                ("LoadBalancerArn", lb_arn.to_string()),
+                (
+                    "Attributes.member.1.Key",
+                    "routing.http.desync_mitigation_mode".into(),
+                ),
+                (
+                    "Attributes.member.1.Value",
+                    gateway.http_desync().to_string(),
+                ),
+                (
+                    "Attributes.member.2.Key",
+                    "deletion_protection.enabled".into(),
+                ),
+                (
+                    "Attributes.member.2.Value",
+                    gateway.deletion_protection().to_string(),
+                ),
+            ],
+        )
+        .await
     }
 
     async fn request_certificate(
@@ -809,9 +821,14 @@ impl GatewayInfrastructure {
                 .store
                 .get(&scope.gateway(&route.gateway))
                 .and_then(|kv| serde_json::from_slice(&kv.value).ok());
-            // With its gateway gone entirely, ECS acts as the account.
+            // ECS removes what it made for the route: as the gateway's
+            // role, or as the account when the gateway or its role is
+            // gone (a route must not outlive them).
             let ctx = match &gateway_record {
-                Some(g) => self.role_context(scope, g).await?,
+                Some(g) => match self.role_context(scope, g).await {
+                    Ok(ctx) => ctx,
+                    Err(_) => self.account_context(scope),
+                },
                 None => self.account_context(scope),
             };
             if state.rules.contains_key(&resources.listener_rule_arn) {
@@ -934,29 +951,7 @@ impl GatewayInfrastructure {
                 for alb in &gateway.albs {
                     let mut errors = Vec::new();
                     let attributes = self
-                        .elb_call(
-                            &ctx,
-                            "ModifyLoadBalancerAttributes",
-                            &[
-                                ("LoadBalancerArn", alb.load_balancer_arn.clone()),
-                                (
-                                    "Attributes.member.1.Key",
-                                    "routing.http.desync_mitigation_mode".into(),
-                                ),
-                                (
-                                    "Attributes.member.1.Value",
-                                    gateway.http_desync().to_string(),
-                                ),
-                                (
-                                    "Attributes.member.2.Key",
-                                    "deletion_protection.enabled".into(),
-                                ),
-                                (
-                                    "Attributes.member.2.Value",
-                                    gateway.deletion_protection().to_string(),
-                                ),
-                            ],
-                        )
+                        .apply_gateway_attributes(&ctx, gateway, alb.load_balancer_arn.as_str())
                         .await;
                     if let Err(e) = attributes {
                         errors.push(operation_error(

@@ -530,16 +530,26 @@ pub(crate) async fn delete(
     })
 }
 
+/// The gateway and cluster names an association call gives (both required).
+fn gateway_and_cluster(
+    scope: &Scope,
+    gateway: Option<&str>,
+    cluster: Option<&str>,
+) -> Result<(String, String), AwsError> {
+    let name = gw::resolve_name(scope, gateway.unwrap_or_default())?;
+    if cluster.is_none_or(str::is_empty) {
+        return Err(error::missing("cluster"));
+    }
+    Ok((name, clusters::resolve_name(scope, cluster)?))
+}
+
 pub(crate) async fn associate(
     store: &dyn Store,
     scope: &Scope,
     input: AssociateGatewayWithClusterRequest,
 ) -> Result<AssociateGatewayWithClusterResponse, AwsError> {
-    let name = gw::resolve_name(scope, input.gateway.as_deref().unwrap_or_default())?;
-    if input.cluster.as_deref().is_none_or(str::is_empty) {
-        return Err(error::missing("cluster"));
-    }
-    let cluster = clusters::resolve_name(scope, input.cluster.as_deref())?;
+    let (name, cluster) =
+        gateway_and_cluster(scope, input.gateway.as_deref(), input.cluster.as_deref())?;
     let owned = scope.clone();
     let (_, association) = store
         .update(move |view| {
@@ -586,11 +596,8 @@ pub(crate) async fn disassociate(
     scope: &Scope,
     input: DisassociateGatewayFromClusterRequest,
 ) -> Result<DisassociateGatewayFromClusterResponse, AwsError> {
-    let name = gw::resolve_name(scope, input.gateway.as_deref().unwrap_or_default())?;
-    if input.cluster.as_deref().is_none_or(str::is_empty) {
-        return Err(error::missing("cluster"));
-    }
-    let cluster = clusters::resolve_name(scope, input.cluster.as_deref())?;
+    let (name, cluster) =
+        gateway_and_cluster(scope, input.gateway.as_deref(), input.cluster.as_deref())?;
     let owned = scope.clone();
     let (_, association) = store
         .update(move |view| {
@@ -694,7 +701,15 @@ fn routes_on(
     Ok(out)
 }
 
-fn route_view(service: &ServiceRecord, route: &GatewayRouteRecord) -> GatewayRoute {
+/// A security group's ARN, from its id.
+fn group_arn(scope: &Scope, id: &str) -> String {
+    format!(
+        "arn:aws:ec2:{}:{}:security-group/{id}",
+        scope.region, scope.account
+    )
+}
+
+fn route_view(scope: &Scope, service: &ServiceRecord, route: &GatewayRouteRecord) -> GatewayRoute {
     GatewayRoute {
         gateway_route_arn: Some(route.arn.clone()),
         service_arn: service.service.service_arn.clone(),
@@ -709,10 +724,13 @@ fn route_view(service: &ServiceRecord, route: &GatewayRouteRecord) -> GatewayRou
                 listener_rule_arn: Some(r.listener_rule_arn.clone()),
                 test_listener_rule_arns: Some(Vec::new()),
                 load_balancer_security_groups: Some(vec![GatewayRouteLoadBalancerSecurityGroup {
-                    arn: Some(r.load_balancer_security_group.clone()),
+                    arn: Some(group_arn(scope, &r.load_balancer_security_group)),
                     rule_arns: None,
                 }]),
-                service_security_group_arn: r.service_security_group.clone(),
+                service_security_group_arn: r
+                    .service_security_group
+                    .as_deref()
+                    .map(|g| group_arn(scope, g)),
             }]),
         }),
     }
@@ -831,7 +849,7 @@ pub(crate) fn describe_route(
         crate::state::records::load(view, &scope.service(cluster, service))?.map(|(s, _)| s);
     let found = record.and_then(|s| {
         let route = s.gateway_routes.iter().find(|r| r.arn == arn)?.clone();
-        Some(route_view(&s, &route))
+        Some(route_view(scope, &s, &route))
     });
     Ok(DescribeGatewayRouteResponse {
         gateway_route: Some(found.ok_or_else(|| route_not_found(&arn))?),
@@ -1101,7 +1119,7 @@ mod tests {
         h.ok("CreateService", service).await;
 
         let control = GatewayControl::new(h.store.clone());
-        let jobs = control.jobs().unwrap();
+        let jobs = control.jobs(true).unwrap();
         let [GatewayJob::CreateRoute(route)] = &jobs[..] else {
             panic!("{jobs:?}");
         };
@@ -1135,7 +1153,7 @@ mod tests {
             .record_route(&h.scope(), "c", "s", record.clone())
             .await
             .unwrap();
-        assert!(control.jobs().unwrap().is_empty());
+        assert!(control.jobs(true).unwrap().is_empty());
         let listed = h.ok("ListGatewayRoutes", json!({"cluster": "c"})).await;
         assert_eq!(listed["gatewayRoutes"][0]["status"], "ACTIVE");
         let described = h
@@ -1164,13 +1182,13 @@ mod tests {
             )
             .await;
         assert_eq!(out["status"], "DISASSOCIATING");
-        assert!(control.jobs().unwrap().is_empty());
+        assert!(control.jobs(true).unwrap().is_empty());
         h.ok(
             "UpdateService",
             json!({"cluster": "c", "service": "s", "gatewayConnectors": []}),
         )
         .await;
-        let jobs = control.jobs().unwrap();
+        let jobs = control.jobs(true).unwrap();
         let [GatewayJob::RemoveRoute { route: gone, .. }] = &jobs[..] else {
             panic!("{jobs:?}");
         };

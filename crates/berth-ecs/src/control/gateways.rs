@@ -87,7 +87,10 @@ impl GatewayControl {
     }
 
     /// Everything that needs doing now, across accounts and regions.
-    pub fn jobs(&self) -> Result<Vec<GatewayJob>, AwsError> {
+    /// `thorough`: also look for routes left on services in accounts and
+    /// regions without gateways (a read of every service there, so only
+    /// on the controller's sweep, not on every write).
+    pub fn jobs(&self, thorough: bool) -> Result<Vec<GatewayJob>, AwsError> {
         let view = self.store.as_ref();
         let mut jobs = Vec::new();
         for scope in keys::scopes(view) {
@@ -111,6 +114,9 @@ impl GatewayControl {
                 }
             }
             if gateways.is_empty() && associations.is_empty() {
+                if !thorough {
+                    continue;
+                }
                 // Services can still hold routes of a gateway gone.
                 let any_routes = view
                     .range(&scope.clusters(), None, usize::MAX)
@@ -218,6 +224,28 @@ impl GatewayControl {
         gateway: &str,
         alb: GatewayAlb,
     ) -> Result<(), AwsError> {
+        self.edit_gateway(scope, gateway, move |record| {
+            if record
+                .albs
+                .iter()
+                .any(|a| a.load_balancer_arn == alb.load_balancer_arn)
+            {
+                return false;
+            }
+            record.albs.push(alb.clone());
+            true
+        })
+        .await
+    }
+
+    /// Changes a stored gateway with `change` (which answers whether it
+    /// changed anything) in one store mutation; nothing when it is gone.
+    async fn edit_gateway(
+        &self,
+        scope: &Scope,
+        gateway: &str,
+        change: impl Fn(&mut GatewayRecord) -> bool + Send + 'static,
+    ) -> Result<(), AwsError> {
         let (scope, gateway) = (scope.clone(), gateway.to_string());
         self.store
             .update(move |view| {
@@ -225,14 +253,9 @@ impl GatewayControl {
                 let Some((mut record, _)) = load::<GatewayRecord>(view, &key)? else {
                     return Ok((Vec::new(), ()));
                 };
-                if record
-                    .albs
-                    .iter()
-                    .any(|a| a.load_balancer_arn == alb.load_balancer_arn)
-                {
+                if !change(&mut record) {
                     return Ok((Vec::new(), ()));
                 }
-                record.albs.push(alb.clone());
                 Ok((vec![Op::put(key, encode(&record)?)], ()))
             })
             .await
@@ -260,10 +283,41 @@ impl GatewayControl {
                     .gateway_routes
                     .iter_mut()
                     .find(|r| r.gateway == route.gateway && r.port_name == route.port_name);
-                match slot {
+                let before = match slot {
                     Some(existing) if *existing == route => return Ok((Vec::new(), ())),
-                    Some(existing) => *existing = route.clone(),
-                    None => record.gateway_routes.push(route.clone()),
+                    Some(existing) => Some(std::mem::replace(existing, route.clone())),
+                    None => {
+                        record.gateway_routes.push(route.clone());
+                        None
+                    }
+                };
+                // The service's events say what became of the route (the
+                // route itself has no reason to show).
+                let changed = before.as_ref().is_none_or(|b| {
+                    b.status != route.status || b.status_reason != route.status_reason
+                });
+                if changed {
+                    let name = record.name.clone();
+                    let what = match (route.status.as_str(), route.service_url()) {
+                        (gw::ROUTE_ACTIVE, Some(url)) => format!(
+                            "(service {name}) gateway route (port {}) through (gateway {}) serves {url}.",
+                            route.port_name, route.gateway
+                        ),
+                        (gw::ROUTE_FAILED, _) => format!(
+                            "(service {name}) was unable to create the gateway route (port {}) through (gateway {}): {}",
+                            route.port_name,
+                            route.gateway,
+                            route.status_reason.as_deref().unwrap_or("unknown reason")
+                        ),
+                        _ => String::new(),
+                    };
+                    if !what.is_empty() {
+                        let now = std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map(|d| d.as_secs_f64())
+                            .unwrap_or_default();
+                        record.event(what, now);
+                    }
                 }
                 Ok((vec![Op::put(key, encode(&record)?)], ()))
             })
@@ -348,36 +402,28 @@ impl GatewayControl {
         updated_at: Option<f64>,
         failures: Vec<berth_model::shapes::ecs::GatewayResourceFailure>,
     ) -> Result<(), AwsError> {
-        let (scope, gateway) = (scope.clone(), gateway.to_string());
-        self.store
-            .update(move |view| {
-                let key = scope.gateway(&gateway);
-                let Some((mut record, _)) = load::<GatewayRecord>(view, &key)? else {
-                    return Ok((Vec::new(), ()));
-                };
-                // A newer update started meanwhile: it gets its own pass.
-                if record.gateway.status.as_deref() != Some("UPDATE_IN_PROGRESS")
-                    || record.gateway.updated_at != updated_at
-                {
-                    return Ok((Vec::new(), ()));
-                }
-                if failures.is_empty() {
-                    record.gateway.status = Some(gw::UPDATE_COMPLETE.into());
-                    record.gateway.status_reason = None;
-                    record.gateway.failures = None;
-                } else {
-                    record.gateway.status = Some("UPDATE_FAILED".into());
-                    record.gateway.status_reason = Some(format!(
-                        "The update could not be applied to {} of the gateway's load balancers.",
-                        failures.len()
-                    ));
-                    record.gateway.failures = Some(failures.clone());
-                }
-                Ok((vec![Op::put(key, encode(&record)?)], ()))
-            })
-            .await
-            .map_err(error::store)??;
-        Ok(())
+        self.edit_gateway(scope, gateway, move |record| {
+            // A newer update started meanwhile: it gets its own pass.
+            if record.gateway.status.as_deref() != Some("UPDATE_IN_PROGRESS")
+                || record.gateway.updated_at != updated_at
+            {
+                return false;
+            }
+            if failures.is_empty() {
+                record.gateway.status = Some(gw::UPDATE_COMPLETE.into());
+                record.gateway.status_reason = None;
+                record.gateway.failures = None;
+            } else {
+                record.gateway.status = Some("UPDATE_FAILED".into());
+                record.gateway.status_reason = Some(format!(
+                    "The update could not be applied to {} of the gateway's load balancers.",
+                    failures.len()
+                ));
+                record.gateway.failures = Some(failures.clone());
+            }
+            true
+        })
+        .await
     }
 }
 

@@ -54,11 +54,7 @@ pub(crate) fn builtin(scope: &Scope, name: &str) -> CapacityProvider {
 /// Checks a new provider's name: up to 255 letters, digits, hyphens and
 /// underscores, not starting with `aws`, `ecs` or `fargate`.
 pub(crate) fn check_name(name: &str) -> Result<(), AwsError> {
-    let ok = !name.is_empty()
-        && name.len() <= 255
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    let ok = crate::state::records::is_plain_name(name);
     if !ok {
         return Err(error::invalid_parameter(
             "The capacity provider name is invalid. Up to 255 characters are allowed, including letters (upper and lowercase), numbers, underscores, and hyphens.",

@@ -178,11 +178,7 @@ pub(crate) fn not_found() -> AwsError {
 /// Checks a new gateway's name: up to 255 letters, digits, hyphens and
 /// underscores.
 pub(crate) fn check_name(name: &str) -> Result<(), AwsError> {
-    let ok = !name.is_empty()
-        && name.len() <= 255
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    let ok = crate::state::records::is_plain_name(name);
     if ok {
         Ok(())
     } else {

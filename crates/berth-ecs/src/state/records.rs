@@ -101,3 +101,13 @@ pub mod decoded {
         })
     }
 }
+
+/// ECS's rule for the names of clusters, services, capacity providers and
+/// gateways: 1 to 255 letters, digits, hyphens and underscores.
+pub(crate) fn is_plain_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 255
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}

@@ -435,11 +435,7 @@ pub(crate) fn deployment_for(
 }
 
 pub(crate) fn check_service_name(name: &str) -> Result<(), AwsError> {
-    let ok = !name.is_empty()
-        && name.len() <= 255
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    let ok = crate::state::records::is_plain_name(name);
     if ok {
         Ok(())
     } else {
