@@ -282,6 +282,16 @@ def test_a_connected_service_answers_at_its_gateway_url(berth_agent, tmp_path):
     other = "nobody-" + host.split(".", 1)[0][-8:] + "." + host.split(".", 1)[1]
     assert curl(other).endswith(" 404")
 
+    # An update reaches the provisioned load balancer, then completes.
+    assert ecs.update_gateway(gateway="front", configuration={"hostSharedAlb": {
+        "httpDesync": "strictest"}})["status"] == "UPDATE_IN_PROGRESS"
+    wait_for(lambda: ecs.describe_gateway(gateway="front")["gateway"]["status"] ==
+             "UPDATE_COMPLETE", 30, interval=0.5, what="the gateway update to complete")
+    attributes = {a["Key"]: a["Value"] for a in elb.describe_load_balancer_attributes(
+        LoadBalancerArn=lb["LoadBalancerArn"])["Attributes"]}
+    assert attributes["routing.http.desync_mitigation_mode"] == "strictest"
+    assert attributes["deletion_protection.enabled"] == "false"
+
     # Dropping the connector removes the route, its rule and its group.
     ecs.update_service(service="web", gatewayConnectors=[])
     wait_for(lambda: ecs.list_gateway_routes(gateway="front")["gatewayRoutes"] == [], 60,
