@@ -914,6 +914,21 @@ pub(crate) fn describe_resources(
     })
 }
 
+/// Gateway routes deploy as rolling deployments: Berth's gateways keep no
+/// test listener rules or alternate target groups for blue/green, linear
+/// or canary deployments through them.
+pub(crate) fn check_strategy(
+    connectors: &[berth_model::shapes::ecs::GatewayConnector],
+    strategy: &str,
+) -> Result<(), AwsError> {
+    if connectors.is_empty() || strategy == "ROLLING" {
+        return Ok(());
+    }
+    Err(error::invalid_parameter(format!(
+        "gatewayConnectors deploy with the ROLLING strategy in Berth: its gateways keep no test listener rules or alternate target groups for {strategy} deployments."
+    )))
+}
+
 fn in_range(value: Option<i32>, min: i32, max: i32, member: &str) -> Result<(), AwsError> {
     match value {
         Some(v) if !(min..=max).contains(&v) => Err(error::invalid_parameter(format!(
@@ -1116,7 +1131,20 @@ mod tests {
             json!({"gateway": "edge", "cluster": "c"}),
         )
         .await;
+        let mut blue_green = service.clone();
+        blue_green["deploymentConfiguration"] = json!({"strategy": "BLUE_GREEN"});
+        let e = h.err("CreateService", blue_green).await;
+        assert!(e.message.contains("ROLLING"), "{}", e.message);
         h.ok("CreateService", service).await;
+        let e = h
+            .err(
+                "UpdateService",
+                json!({"cluster": "c", "service": "s",
+                    "deploymentConfiguration": {"strategy": "CANARY",
+                        "canaryConfiguration": {"canaryPercent": 10, "canaryBakeTimeInMinutes": 1}}}),
+            )
+            .await;
+        assert_eq!(e.code, "InvalidParameterException");
 
         let control = GatewayControl::new(h.store.clone());
         let jobs = control.jobs(true).unwrap();

@@ -423,6 +423,10 @@ pub(crate) async fn create(
                     group_info(&group_infos, arn)
                 })?;
                 super::gateways::check_connectors(view, scope, &cluster, &connectors, &td)?;
+                super::gateways::check_strategy(
+                    &connectors,
+                    blue_green::strategy(service.deployment_configuration.as_ref()),
+                )?;
                 load_balancers::check_advanced(
                     &balanced,
                     blue_green::strategy(service.deployment_configuration.as_ref()),
@@ -899,6 +903,10 @@ pub(crate) async fn update_with(
                     record.steady = false;
                 }
             }
+            super::gateways::check_strategy(
+                &record.gateway_connectors,
+                blue_green::strategy(record.service.deployment_configuration.as_ref()),
+            )?;
             Ok::<_, AwsError>((vec![Op::put(key, encode(&record)?)], record))
         })
         .await
