@@ -282,6 +282,28 @@ def test_a_connected_service_answers_at_its_gateway_url(berth_agent, tmp_path):
     other = "nobody-" + host.split(".", 1)[0][-8:] + "." + host.split(".", 1)[1]
     assert curl(other).endswith(" 404")
 
+    # A service without security groups runs in the VPC's default group,
+    # which the gateway opens to the load balancer; both share the ALB.
+    ecs.create_service(
+        serviceName="api", taskDefinition="gw-web", desiredCount=1, launchType="FARGATE",
+        networkConfiguration={"awsvpcConfiguration": {"subnets": subnets}},
+        gatewayConnectors=[{"portName": "http", "healthCheck": {
+            "healthCheckPath": "/cgi-bin/health", "healthCheckIntervalSeconds": 5,
+            "healthCheckTimeoutSeconds": 2, "healthyThresholdCount": 2}}])
+
+    def api_url():
+        routes = ecs.list_gateway_routes(service="api", status=["ACTIVE"])["gatewayRoutes"]
+        return routes and ecs.describe_gateway_route(
+            gatewayRouteArn=routes[0]["gatewayRouteArn"])["gatewayRoute"]["serviceUrl"]
+    api = wait_for(api_url, 60, interval=0.5, what="the second route").removeprefix("https://")
+    assert api != host and api.split(".", 1)[1] == host.split(".", 1)[1]
+    wait_for(lambda: curl(api).endswith(" 200"), 120, interval=0.5,
+             what="the second service's URL to answer")
+    assert len(ecs.describe_gateway_resources(gateway="front")["gatewayResources"][
+        "resources"]["hostSharedAlb"]) == 1
+    ecs.update_service(service="api", desiredCount=0, gatewayConnectors=[])
+    ecs.delete_service(service="api")
+
     # An update reaches the provisioned load balancer, then completes.
     assert ecs.update_gateway(gateway="front", configuration={"hostSharedAlb": {
         "httpDesync": "strictest"}})["status"] == "UPDATE_IN_PROGRESS"

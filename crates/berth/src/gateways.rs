@@ -650,8 +650,18 @@ impl GatewayInfrastructure {
                     .ok_or_else(|| AwsError::internal("CreateRule answered no ARN"))?
             }
         };
-        // The service's tasks must admit the load balancer.
-        let service_group = service_groups.first().cloned();
+        // The service's tasks must admit the load balancer: through their
+        // first group, or the VPC's default group they are in without one.
+        let service_group = match service_groups.first() {
+            Some(g) => Some(g.clone()),
+            None => self
+                .ec2
+                .network_facts(&scope.account, &scope.region)?
+                .groups
+                .into_iter()
+                .find(|(_, vpc, _, default)| *default && vpc == vpc_id)
+                .map(|(id, ..)| id),
+        };
         if let Some(g) = &service_group {
             self.authorize_ingress(
                 &ctx,
