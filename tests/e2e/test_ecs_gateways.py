@@ -336,6 +336,27 @@ def test_a_connected_service_answers_at_its_gateway_url(berth_agent, tmp_path):
             return True
     wait_for(lb_gone, 60, interval=0.5, what="the gateway's load balancer to be deleted")
     assert ecs.list_gateways()["gateways"] == []
+    # Its certificate and security group went too, the ingress it added to
+    # the tasks' group first (a group others reference cannot be deleted):
+    # the name is free again once the controller is done.
+    acm = berth.client("acm")
+    wait_for(lambda: not [c for c in acm.list_certificates()["CertificateSummaryList"]
+                          if c["DomainName"].endswith(".gateway.ecs.us-east-1.on.aws")],
+             30, interval=0.5, what="the gateway's certificate to be deleted")
+    rules = ec2.describe_security_group_rules(
+        Filters=[{"Name": "group-id", "Values": [group]}])["SecurityGroupRules"]
+    assert [r for r in rules if not r["IsEgress"]] == [], rules
+
+    def created_again():
+        try:
+            ecs.create_gateway(name="front", infrastructureRoleArn=role,
+                               configuration={"hostSharedAlb": {}})
+            return True
+        except ClientError:
+            return False
+    wait_for(created_again, 30, interval=0.5, what="the gateway's name to be free")
+    assert not [g for g in ec2.describe_security_groups()["SecurityGroups"]
+                if g["GroupName"].startswith("ecs-gateway-")], "the gateway's group was left"
 
 
 def test_a_role_without_permission_fails_the_route_and_makes_nothing(berth_agent):

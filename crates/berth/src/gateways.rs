@@ -128,11 +128,33 @@ fn zone(region: &str) -> (String, String) {
 
 /// The gateway's DNS domain: its name and a digest of its ARN.
 fn gateway_domain(gateway: &Gateway, region: &str) -> String {
+    domain_of(gateway.name(), gateway.arn(), region)
+}
+
+fn domain_of(name: &str, arn: &str, region: &str) -> String {
     format!(
         "{}-{}.{}",
-        label(gateway.name(), 40),
-        hex(&digest(gateway.arn()), 4),
+        label(name, 40),
+        hex(&digest(arn), 4),
         zone(region).1
+    )
+}
+
+/// A route's host name: the service's name and the route's id under the
+/// gateway's domain (made from the gateway's name and ARN, which the route
+/// keeps, so a route can be cleaned up after its gateway is gone).
+fn route_host(
+    region: &str,
+    gateway_name: &str,
+    gateway_arn: &str,
+    service: &str,
+    id: &str,
+) -> String {
+    format!(
+        "{}-{}.{}",
+        label(service, 40),
+        &id[..8.min(id.len())],
+        domain_of(gateway_name, gateway_arn, region)
     )
 }
 
@@ -427,7 +449,12 @@ impl GatewayInfrastructure {
             domain,
         };
         self.ecs
-            .record_alb(scope, gateway.name(), alb.clone())
+            .record_alb(
+                scope,
+                gateway.name(),
+                alb.clone(),
+                gateway.gateway.updated_at,
+            )
             .await?;
         Ok(alb)
     }
@@ -466,12 +493,53 @@ impl GatewayInfrastructure {
         .await
     }
 
+    /// The issued certificate for `*.<domain>` that an earlier pass
+    /// requested, if any.
+    async fn find_certificate(
+        &self,
+        ctx: &RequestContext,
+        domain: &str,
+    ) -> Result<Option<String>, AwsError> {
+        let wildcard = format!("*.{domain}");
+        let mut token: Option<String> = None;
+        loop {
+            let mut body = serde_json::json!({"MaxItems": 1000});
+            if let Some(t) = &token {
+                body["NextToken"] = serde_json::Value::String(t.clone());
+            }
+            let out = self
+                .acm
+                .handle(ctx, "ListCertificates", body.to_string().as_bytes())
+                .await?;
+            let page: serde_json::Value = serde_json::from_slice(&out)
+                .map_err(|e| AwsError::internal(format!("ACM's answer is unreadable: {e}")))?;
+            let found = page["CertificateSummaryList"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|c| c["DomainName"].as_str() == Some(wildcard.as_str()))
+                .and_then(|c| c["CertificateArn"].as_str().map(str::to_string));
+            if found.is_some() {
+                return Ok(found);
+            }
+            match page["NextToken"].as_str() {
+                Some(t) if !t.is_empty() => token = Some(t.to_string()),
+                _ => return Ok(None),
+            }
+        }
+    }
+
     async fn request_certificate(
         &self,
         ctx: &RequestContext,
         gateway: &Gateway,
         domain: &str,
     ) -> Result<String, AwsError> {
+        // A pass that stopped after requesting one left it: reuse it
+        // rather than request one per retry.
+        if let Some(arn) = self.find_certificate(ctx, domain).await? {
+            return Ok(arn);
+        }
         let mut body = serde_json::json!({
             "DomainName": format!("*.{domain}"),
             "SubjectAlternativeNames": [domain],
@@ -540,12 +608,7 @@ impl GatewayInfrastructure {
             vpc_id,
             service_security_groups,
         } = job;
-        let domain = gateway_domain(&gateway, &scope.region);
-        let host = format!(
-            "{}-{}.{domain}",
-            label(&service, 40),
-            &id[..8.min(id.len())]
-        );
+        let host = route_host(&scope.region, gateway.name(), gateway.arn(), &service, &id);
         let mut route = existing.unwrap_or_else(|| Route {
             id: id.clone(),
             arn: arn.clone(),
@@ -650,8 +713,11 @@ impl GatewayInfrastructure {
                     .ok_or_else(|| AwsError::internal("CreateRule answered no ARN"))?
             }
         };
+        self.publish_host(scope, &alb.load_balancer_arn, host, &route.arn)
+            .await?;
         // The service's tasks must admit the load balancer: through their
         // first group, or the VPC's default group they are in without one.
+        // Last, so a route that failed holds no ingress it cannot name.
         let service_group = match service_groups.first() {
             Some(g) => Some(g.clone()),
             None => self
@@ -671,8 +737,6 @@ impl GatewayInfrastructure {
             )
             .await?;
         }
-        self.publish_host(scope, &alb.load_balancer_arn, host, &route.arn)
-            .await?;
         Ok(RouteResources {
             load_balancer_arn: alb.load_balancer_arn,
             listener_arn: alb.listener_arn,
@@ -818,6 +882,9 @@ impl GatewayInfrastructure {
         Ok(())
     }
 
+    /// Removes what a route was given (recorded, or found by the names an
+    /// interrupted or failed pass used), as the account: ECS cleans up what
+    /// it made even when the gateway's role can no longer do it.
     async fn remove_route(
         &self,
         scope: &Scope,
@@ -825,54 +892,87 @@ impl GatewayInfrastructure {
         service: &str,
         route: &Route,
     ) -> Result<(), AwsError> {
+        let ctx = self.account_context(scope);
         let state = self.elb_state(scope)?;
+        let host = route_host(
+            &scope.region,
+            &route.gateway,
+            &route.gateway_arn,
+            service,
+            &route.id,
+        );
+        let rules: Vec<String> = state
+            .rules
+            .values()
+            .filter(|r| {
+                r.conditions.iter().any(|c| {
+                    c.field == "host-header"
+                        && c.values.iter().any(|v| v.eq_ignore_ascii_case(&host))
+                })
+            })
+            .map(|r| r.arn.clone())
+            .collect();
+        for rule in rules {
+            ignore_missing(
+                self.elb_call(&ctx, "DeleteRule", &[("RuleArn", rule)])
+                    .await,
+            )?;
+        }
+        let name = tg_name(&route.arn);
+        if let Some(tg) = state.target_groups.values().find(|t| t.name == name) {
+            ignore_missing(
+                self.elb_call(
+                    &ctx,
+                    "DeleteTargetGroup",
+                    &[("TargetGroupArn", tg.arn.clone())],
+                )
+                .await,
+            )?;
+        }
+        // The ingress the route added goes unless another route needs it.
         if let Some(resources) = &route.resources {
-            let gateway_record: Option<Gateway> = self
-                .store
-                .get(&scope.gateway(&route.gateway))
-                .and_then(|kv| serde_json::from_slice(&kv.value).ok());
-            // ECS removes what it made for the route: as the gateway's
-            // role, or as the account when the gateway or its role is
-            // gone (a route must not outlive them).
-            let ctx = match &gateway_record {
-                Some(g) => match self.role_context(scope, g).await {
-                    Ok(ctx) => ctx,
-                    Err(_) => self.account_context(scope),
-                },
-                None => self.account_context(scope),
-            };
-            if state.rules.contains_key(&resources.listener_rule_arn) {
-                ignore_missing(
-                    self.elb_call(
-                        &ctx,
-                        "DeleteRule",
-                        &[("RuleArn", resources.listener_rule_arn.clone())],
-                    )
-                    .await,
-                )?;
-            }
-            if state
-                .target_groups
-                .contains_key(&resources.target_group_arn)
-            {
-                ignore_missing(
-                    self.elb_call(
-                        &ctx,
-                        "DeleteTargetGroup",
-                        &[("TargetGroupArn", resources.target_group_arn.clone())],
-                    )
-                    .await,
-                )?;
+            if let Some(group) = &resources.service_security_group {
+                let lb_group = &resources.load_balancer_security_group;
+                if !self
+                    .ecs
+                    .ingress_in_use(scope, group, lb_group, route.container_port, &route.id)
+                {
+                    let revoked = self
+                        .ec2_call(
+                            &ctx,
+                            "RevokeSecurityGroupIngress",
+                            &[
+                                ("GroupId", group.clone()),
+                                ("IpPermissions.1.IpProtocol", "tcp".into()),
+                                ("IpPermissions.1.FromPort", route.container_port.to_string()),
+                                ("IpPermissions.1.ToPort", route.container_port.to_string()),
+                                ("IpPermissions.1.Groups.1.GroupId", lb_group.clone()),
+                            ],
+                        )
+                        .await;
+                    match revoked {
+                        Ok(_) => {}
+                        Err(e)
+                            if e.code.starts_with("InvalidPermission.NotFound")
+                                || e.code.starts_with("InvalidGroup.NotFound") => {}
+                        Err(e) => return Err(e),
+                    }
+                }
             }
         }
-        if !route.host.is_empty() {
-            let (zone_id, _) = zone(&scope.region);
-            let key = dns_registry::record_key(&zone_id, &route.host, RecordType::A, "gateway");
-            self.store
-                .update(move |_| Ok::<_, AwsError>((vec![Op::delete(key.clone())], ())))
-                .await
-                .map_err(|e| AwsError::internal(format!("removing the gateway host: {e}")))??;
-        }
+        let (zone_id, _) = zone(&scope.region);
+        let key = dns_registry::record_key(&zone_id, &host, RecordType::A, "gateway");
+        self.store
+            .update(move |view| {
+                let ops = if view.get(&key).is_some() {
+                    vec![Op::delete(key.clone())]
+                } else {
+                    Vec::new()
+                };
+                Ok::<_, AwsError>((ops, ()))
+            })
+            .await
+            .map_err(|e| AwsError::internal(format!("removing the gateway host: {e}")))??;
         self.ecs
             .forget_route(scope, cluster, service, &route.id)
             .await
@@ -898,35 +998,68 @@ impl GatewayInfrastructure {
 
     async fn delete_gateway(&self, scope: &Scope, gateway: &Gateway) -> Result<(), AwsError> {
         // The routes went with the associations; what the gateway made
-        // for itself goes now. ECS deletes with the account's authority
-        // (the gateway, and with it its role's purpose, is gone).
+        // for itself goes now, found by the names it was made under as
+        // well as recorded (a pass may have stopped before recording).
+        // ECS deletes with the account's authority: the gateway, and with
+        // it its role's purpose, is gone.
         let ctx = self.account_context(scope);
         let state = self.elb_state(scope)?;
-        for alb in &gateway.albs {
-            if state.load_balancers.contains_key(&alb.load_balancer_arn) {
+        let mut balancers: Vec<String> = gateway
+            .albs
+            .iter()
+            .map(|a| a.load_balancer_arn.clone())
+            .collect();
+        let name = lb_name(gateway);
+        balancers.extend(
+            state
+                .load_balancers
+                .values()
+                .filter(|lb| lb.name == name)
+                .map(|lb| lb.arn.clone()),
+        );
+        balancers.sort();
+        balancers.dedup();
+        for arn in balancers
+            .iter()
+            .filter(|a| state.load_balancers.contains_key(*a))
+        {
+            self.elb_call(
+                &ctx,
+                "ModifyLoadBalancerAttributes",
+                &[
+                    ("LoadBalancerArn", arn.clone()),
+                    (
+                        "Attributes.member.1.Key",
+                        "deletion_protection.enabled".into(),
+                    ),
+                    ("Attributes.member.1.Value", "false".into()),
+                ],
+            )
+            .await?;
+            ignore_missing(
                 self.elb_call(
                     &ctx,
-                    "ModifyLoadBalancerAttributes",
-                    &[
-                        ("LoadBalancerArn", alb.load_balancer_arn.clone()),
-                        (
-                            "Attributes.member.1.Key",
-                            "deletion_protection.enabled".into(),
-                        ),
-                        ("Attributes.member.1.Value", "false".into()),
-                    ],
+                    "DeleteLoadBalancer",
+                    &[("LoadBalancerArn", arn.clone())],
                 )
-                .await?;
-                ignore_missing(
-                    self.elb_call(
-                        &ctx,
-                        "DeleteLoadBalancer",
-                        &[("LoadBalancerArn", alb.load_balancer_arn.clone())],
-                    )
-                    .await,
-                )?;
-            }
-            let body = serde_json::json!({"CertificateArn": alb.certificate_arn}).to_string();
+                .await,
+            )?;
+        }
+        let mut certificates: Vec<String> = gateway
+            .albs
+            .iter()
+            .map(|a| a.certificate_arn.clone())
+            .collect();
+        if let Some(arn) = self
+            .find_certificate(&ctx, &gateway_domain(gateway, &scope.region))
+            .await?
+        {
+            certificates.push(arn);
+        }
+        certificates.sort();
+        certificates.dedup();
+        for arn in certificates.into_iter().filter(|a| !a.is_empty()) {
+            let body = serde_json::json!({"CertificateArn": arn}).to_string();
             match self
                 .acm
                 .handle(&ctx, "DeleteCertificate", body.as_bytes())
@@ -936,19 +1069,24 @@ impl GatewayInfrastructure {
                 Err(e) if e.code == "ResourceNotFoundException" => {}
                 Err(e) => return Err(e),
             }
-            if gateway.inbound_security_group() != Some(alb.security_group.as_str()) {
-                match self
-                    .ec2_call(
-                        &ctx,
-                        "DeleteSecurityGroup",
-                        &[("GroupId", alb.security_group.clone())],
-                    )
-                    .await
-                {
-                    Ok(_) => {}
-                    Err(e) if e.code == "InvalidGroup.NotFound" => {}
-                    Err(e) => return Err(e),
-                }
+        }
+        let own_group = group_name(gateway);
+        let groups: Vec<String> = self
+            .ec2
+            .network_facts(&scope.account, &scope.region)?
+            .groups
+            .into_iter()
+            .filter(|(_, vpc, n, _)| *n == own_group && *vpc == gateway.vpc_id)
+            .map(|(id, ..)| id)
+            .collect();
+        for group in groups {
+            match self
+                .ec2_call(&ctx, "DeleteSecurityGroup", &[("GroupId", group)])
+                .await
+            {
+                Ok(_) => {}
+                Err(e) if e.code == "InvalidGroup.NotFound" => {}
+                Err(e) => return Err(e),
             }
         }
         self.ecs.finish_delete(scope, gateway.name()).await

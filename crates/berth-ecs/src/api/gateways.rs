@@ -428,6 +428,14 @@ pub(crate) async fn update(
     let (_, updated) = store
         .update(move |view| {
             let mut record = gw::require(view, &owned, &name)?;
+            if new_group.is_some()
+                && !record.albs.is_empty()
+                && new_group.as_deref() != record.inbound_security_group()
+            {
+                return Err(error::invalid_parameter(
+                    "Berth cannot change inboundSecurityGroup once the gateway has provisioned load balancers: its routes' ingress rules name the load balancers' current group.",
+                ));
+            }
             let g = &mut record.gateway;
             if let Some(role) = &input.infrastructure_role_arn {
                 g.infrastructure_role_arn = Some(role.clone());
@@ -512,14 +520,10 @@ pub(crate) async fn delete(
             }
             record.gateway.status = Some(gw::DELETED.into());
             record.gateway.updated_at = Some(now);
-            // Load balancers it provisioned are deleted by the gateway
-            // controller, which then removes the record.
-            let op = if record.albs.is_empty() {
-                Op::delete(owned.gateway(&name))
-            } else {
-                Op::put(owned.gateway(&name), encode(&record)?)
-            };
-            Ok((vec![op], record))
+            // What the gateway controller made for it (recorded, or left
+            // by an interrupted pass) is deleted by the controller, which
+            // then removes the record.
+            Ok((vec![Op::put(owned.gateway(&name), encode(&record)?)], record))
         })
         .await
         .map_err(error::store)??;

@@ -65,14 +65,34 @@ pub enum GatewayJob {
     },
 }
 
+/// The task definition a service runs (its current revision).
+fn task_definition_of(
+    view: &dyn ReadView,
+    scope: &Scope,
+    service: &ServiceRecord,
+) -> Option<berth_model::shapes::ecs::TaskDefinition> {
+    let reference = service
+        .service
+        .task_definition
+        .as_deref()
+        .filter(|r| !r.is_empty())?;
+    let parsed = task_definitions::parse_reference(scope, reference).ok()?;
+    task_definitions::find(view, scope, &parsed)
+        .ok()?
+        .map(|(r, _): (TaskDefinitionRecord, u64)| r.task_definition)
+}
+
 /// ECS's records for the gateway controller.
 pub struct GatewayControl {
     store: Arc<dyn Store>,
 }
 
-fn route_id(gateway: &str, port_name: &str) -> String {
+/// A route's id: a digest of what it joins, so no two routes of a region
+/// share one (their host names are made from it).
+fn route_id(cluster: &str, service: &str, gateway: &str, port_name: &str) -> String {
     use sha2::Digest;
-    let digest = sha2::Sha256::digest(format!("{gateway}\n{port_name}").as_bytes());
+    let digest =
+        sha2::Sha256::digest(format!("{cluster}\n{service}\n{gateway}\n{port_name}").as_bytes());
     digest[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -134,12 +154,51 @@ impl GatewayControl {
             for kv in view.range(&scope.clusters(), None, usize::MAX) {
                 let cluster = kv.key.rsplit('/').next().unwrap_or_default().to_string();
                 for skv in view.range(&scope.services(&cluster), None, usize::MAX) {
-                    let service: ServiceRecord = decode(&skv)?;
+                    // One unreadable service must not stop the others' work.
+                    let service: ServiceRecord = match decode(&skv) {
+                        Ok(s) => s,
+                        Err(e) => {
+                            tracing::warn!(key = %skv.key, error = %e.message, "a service record is unreadable");
+                            continue;
+                        }
+                    };
                     if service.gateway_connectors.is_empty() && service.gateway_routes.is_empty() {
                         continue;
                     }
-                    for work in gw::plan(&service, &gateways, &associations) {
-                        jobs.push(self.job(view, &scope, &service, &gateways, work)?);
+                    let mut work = gw::plan(&service, &gateways, &associations);
+                    // An ACTIVE route whose port the service's definition
+                    // now maps elsewhere is provisioned again.
+                    let target_now = |route: &GatewayRouteRecord| {
+                        task_definition_of(view, &scope, &service)
+                            .and_then(|td| gw::named_port(&td, &route.port_name))
+                    };
+                    for route in &service.gateway_routes {
+                        let touched = work.iter().any(|w| match w {
+                            RouteWork::Create(c) => {
+                                c.gateway == route.gateway && c.port_name == route.port_name
+                            }
+                            RouteWork::Remove(r) => r.id == route.id,
+                        });
+                        if touched || route.status != gw::ROUTE_ACTIVE {
+                            continue;
+                        }
+                        if let Some((name, port)) = target_now(route) {
+                            if name != route.container_name || port != route.container_port {
+                                work.push(RouteWork::Create(gw::WantedRoute {
+                                    gateway: route.gateway.clone(),
+                                    port_name: route.port_name.clone(),
+                                    access_type: route.access_type.clone(),
+                                }));
+                            }
+                        }
+                    }
+                    for w in work {
+                        match self.job(view, &scope, &service, &gateways, w) {
+                            Ok(job) => jobs.push(job),
+                            Err(e) => {
+                                tracing::warn!(service = %service.name, error = %e.message, "gateway work skipped")
+                            }
+                        }
                     }
                 }
             }
@@ -179,19 +238,16 @@ impl GatewayControl {
                     .iter()
                     .find(|r| r.gateway == wanted.gateway && r.port_name == wanted.port_name)
                     .cloned();
-                let id = existing
-                    .as_ref()
-                    .map(|r| r.id.clone())
-                    .unwrap_or_else(|| route_id(&wanted.gateway, &wanted.port_name));
+                let id = existing.as_ref().map(|r| r.id.clone()).unwrap_or_else(|| {
+                    route_id(
+                        &service.cluster,
+                        &service.name,
+                        &wanted.gateway,
+                        &wanted.port_name,
+                    )
+                });
                 let arn = gw::route_arn(scope, &service.cluster, &service.name, &id);
-                let definition = match service.service.task_definition.as_deref() {
-                    Some(reference) if !reference.is_empty() => {
-                        let parsed = task_definitions::parse_reference(scope, reference)?;
-                        task_definitions::find(view, scope, &parsed)?
-                            .map(|(r, _): (TaskDefinitionRecord, u64)| r.task_definition)
-                    }
-                    _ => None,
-                };
+                let definition = task_definition_of(view, scope, service);
                 let target = definition
                     .as_ref()
                     .and_then(|td| gw::named_port(td, &wanted.port_name));
@@ -218,11 +274,16 @@ impl GatewayControl {
     }
 
     /// Records a gateway's provisioned load balancer (once).
+    /// `seen_updated_at` is the gateway's `updatedAt` as the controller
+    /// read it when it configured the load balancer: an UpdateGateway
+    /// answered meanwhile (UPDATE_COMPLETE, nothing was provisioned then)
+    /// is applied again.
     pub async fn record_alb(
         &self,
         scope: &Scope,
         gateway: &str,
         alb: GatewayAlb,
+        seen_updated_at: Option<f64>,
     ) -> Result<(), AwsError> {
         self.edit_gateway(scope, gateway, move |record| {
             if record
@@ -233,9 +294,45 @@ impl GatewayControl {
                 return false;
             }
             record.albs.push(alb.clone());
+            if record.gateway.updated_at != seen_updated_at
+                && record.gateway.status.as_deref() != Some(gw::DELETED)
+            {
+                record.gateway.status = Some("UPDATE_IN_PROGRESS".into());
+            }
             true
         })
         .await
+    }
+
+    /// Whether a route other than `except` still needs ingress on
+    /// `service_group` from `lb_group` on `port`.
+    pub fn ingress_in_use(
+        &self,
+        scope: &Scope,
+        service_group: &str,
+        lb_group: &str,
+        port: i32,
+        except: &str,
+    ) -> bool {
+        let view = self.store.as_ref();
+        view.range(&scope.clusters(), None, usize::MAX)
+            .iter()
+            .filter_map(|kv| kv.key.rsplit('/').next().map(str::to_string))
+            .any(|cluster| {
+                view.range(&scope.services(&cluster), None, usize::MAX)
+                    .iter()
+                    .filter_map(|kv| decode::<ServiceRecord>(kv).ok())
+                    .any(|s| {
+                        s.gateway_routes.iter().any(|r| {
+                            r.id != except
+                                && r.container_port == port
+                                && r.resources.as_ref().is_some_and(|x| {
+                                    x.service_security_group.as_deref() == Some(service_group)
+                                        && x.load_balancer_security_group == lb_group
+                                })
+                        })
+                    })
+            })
     }
 
     /// Changes a stored gateway with `change` (which answers whether it
