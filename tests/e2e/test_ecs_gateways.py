@@ -282,6 +282,17 @@ def test_a_connected_service_answers_at_its_gateway_url(berth_agent, tmp_path):
     other = "nobody-" + host.split(".", 1)[0][-8:] + "." + host.split(".", 1)[1]
     assert curl(other).endswith(" 404")
 
+    # A changed health check reaches the route's target group.
+    ecs.update_service(service="web", gatewayConnectors=[{"portName": "http", "healthCheck": {
+        "healthCheckPath": "/cgi-bin/health", "healthCheckIntervalSeconds": 6,
+        "healthCheckTimeoutSeconds": 2, "healthyThresholdCount": 2},
+        "deregistrationDelay": {"timeoutSeconds": 0}}])
+    wait_for(lambda: elb.describe_target_groups(TargetGroupArns=[tg])["TargetGroups"][0][
+        "HealthCheckIntervalSeconds"] == 6, 30, interval=0.5,
+        what="the route's group to take the new health check")
+    assert ecs.list_gateway_routes(service="web")["gatewayRoutes"][0]["gatewayRouteArn"] == \
+        summary["gatewayRouteArn"]
+
     # A service without security groups runs in the VPC's default group,
     # which the gateway opens to the load balancer; both share the ALB.
     ecs.create_service(

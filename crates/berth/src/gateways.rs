@@ -607,6 +607,7 @@ impl GatewayInfrastructure {
             target,
             vpc_id,
             service_security_groups,
+            connector_fingerprint,
         } = job;
         let host = route_host(&scope.region, gateway.name(), gateway.arn(), &service, &id);
         let mut route = existing.unwrap_or_else(|| Route {
@@ -645,6 +646,7 @@ impl GatewayInfrastructure {
             .await;
         match result {
             Ok(resources) => {
+                route.connector = connector_fingerprint;
                 route.status = route_status::ACTIVE.into();
                 route.status_reason = None;
                 route.host = host;
@@ -748,6 +750,10 @@ impl GatewayInfrastructure {
         })
     }
 
+    /// The route's target group, made or found by name, with the
+    /// connector's health check and deregistration delay applied (ELB's
+    /// defaults for what the connector leaves out), so a changed
+    /// connector reaches an existing group.
     async fn ensure_target_group(
         &self,
         ctx: &RequestContext,
@@ -757,71 +763,52 @@ impl GatewayInfrastructure {
         vpc_id: &str,
     ) -> Result<String, AwsError> {
         let name = tg_name(&route.arn);
-        if let Some(tg) = self
+        let health = health_params(connector);
+        let existing = self
             .elb_state(scope)?
             .target_groups
             .values()
             .find(|t| t.name == name)
-        {
-            return Ok(tg.arn.clone());
-        }
-        let h = connector.health_check.clone().unwrap_or_default();
-        let mut p = vec![
-            ("Name", name),
-            ("Protocol", "HTTP".to_string()),
-            ("Port", route.container_port.to_string()),
-            ("VpcId", vpc_id.to_string()),
-            ("TargetType", "ip".to_string()),
-            (
-                "HealthCheckProtocol",
-                h.health_check_protocol.unwrap_or_else(|| "HTTP".into()),
-            ),
-            (
-                "HealthCheckPath",
-                h.health_check_path.unwrap_or_else(|| "/".into()),
-            ),
-        ];
-        if let Some(port) = h.health_check_port {
-            p.push(("HealthCheckPort", port.to_string()));
-        }
-        for (key, value) in [
-            (
-                "HealthCheckIntervalSeconds",
-                h.health_check_interval_seconds,
-            ),
-            ("HealthCheckTimeoutSeconds", h.health_check_timeout_seconds),
-            ("HealthyThresholdCount", h.healthy_threshold_count),
-            ("UnhealthyThresholdCount", h.unhealthy_threshold_count),
-        ] {
-            if let Some(v) = value {
-                p.push((key, v.to_string()));
+            .map(|t| t.arn.clone());
+        let arn = match existing {
+            Some(arn) => {
+                let mut p = vec![("TargetGroupArn", arn.clone())];
+                p.extend(health.iter().map(|(k, v)| (*k, v.clone())));
+                self.elb_call(ctx, "ModifyTargetGroup", &p).await?;
+                arn
             }
-        }
-        if let Some(code) = h.matcher.and_then(|m| m.http_code) {
-            p.push(("Matcher.HttpCode", code));
-        }
-        let out = self.elb_call(ctx, "CreateTargetGroup", &p).await?;
-        let arn = xml_text(&out, "TargetGroupArn")
-            .ok_or_else(|| AwsError::internal("CreateTargetGroup answered no ARN"))?;
-        if let Some(delay) = connector
+            None => {
+                let mut p = vec![
+                    ("Name", name),
+                    ("Protocol", "HTTP".to_string()),
+                    ("Port", route.container_port.to_string()),
+                    ("VpcId", vpc_id.to_string()),
+                    ("TargetType", "ip".to_string()),
+                ];
+                p.extend(health.iter().map(|(k, v)| (*k, v.clone())));
+                let out = self.elb_call(ctx, "CreateTargetGroup", &p).await?;
+                xml_text(&out, "TargetGroupArn")
+                    .ok_or_else(|| AwsError::internal("CreateTargetGroup answered no ARN"))?
+            }
+        };
+        let delay = connector
             .deregistration_delay
             .as_ref()
             .and_then(|d| d.timeout_seconds)
-        {
-            self.elb_call(
-                ctx,
-                "ModifyTargetGroupAttributes",
-                &[
-                    ("TargetGroupArn", arn.clone()),
-                    (
-                        "Attributes.member.1.Key",
-                        "deregistration_delay.timeout_seconds".into(),
-                    ),
-                    ("Attributes.member.1.Value", delay.to_string()),
-                ],
-            )
-            .await?;
-        }
+            .unwrap_or(300);
+        self.elb_call(
+            ctx,
+            "ModifyTargetGroupAttributes",
+            &[
+                ("TargetGroupArn", arn.clone()),
+                (
+                    "Attributes.member.1.Key",
+                    "deregistration_delay.timeout_seconds".into(),
+                ),
+                ("Attributes.member.1.Value", delay.to_string()),
+            ],
+        )
+        .await?;
         Ok(arn)
     }
 
@@ -1188,6 +1175,52 @@ fn tag_params(gateway: &Gateway) -> Vec<(String, String)> {
         ));
     }
     out
+}
+
+/// A connector's health check as ELB's target-group parameters, with
+/// ELB's defaults for an HTTP target group where it says nothing.
+fn health_params(
+    connector: &berth_model::shapes::ecs::GatewayConnector,
+) -> Vec<(&'static str, String)> {
+    let h = connector.health_check.clone().unwrap_or_default();
+    vec![
+        (
+            "HealthCheckProtocol",
+            h.health_check_protocol.unwrap_or_else(|| "HTTP".into()),
+        ),
+        (
+            "HealthCheckPath",
+            h.health_check_path.unwrap_or_else(|| "/".into()),
+        ),
+        (
+            "HealthCheckPort",
+            h.health_check_port
+                .map(|p| p.to_string())
+                .unwrap_or_else(|| "traffic-port".into()),
+        ),
+        (
+            "HealthCheckIntervalSeconds",
+            h.health_check_interval_seconds.unwrap_or(30).to_string(),
+        ),
+        (
+            "HealthCheckTimeoutSeconds",
+            h.health_check_timeout_seconds.unwrap_or(5).to_string(),
+        ),
+        (
+            "HealthyThresholdCount",
+            h.healthy_threshold_count.unwrap_or(5).to_string(),
+        ),
+        (
+            "UnhealthyThresholdCount",
+            h.unhealthy_threshold_count.unwrap_or(2).to_string(),
+        ),
+        (
+            "Matcher.HttpCode",
+            h.matcher
+                .and_then(|m| m.http_code)
+                .unwrap_or_else(|| "200".into()),
+        ),
+    ]
 }
 
 /// The rule of `listener` that matches exactly `host`.

@@ -1175,6 +1175,7 @@ mod tests {
             access_type: "PUBLIC".into(),
             status: "ACTIVE".into(),
             host: "s-1.example".into(),
+            connector: route.connector_fingerprint.clone(),
             ..Default::default()
         };
         record.resources = Some(crate::state::gateways::RouteResources {
@@ -1204,6 +1205,26 @@ mod tests {
                 .unwrap()
                 .0;
         assert!(stored.has_balancers());
+        // A changed health check provisions the route again.
+        h.ok(
+            "UpdateService",
+            json!({"cluster": "c", "service": "s", "gatewayConnectors": [
+                {"portName": "http", "healthCheck": {"healthCheckIntervalSeconds": 10}}]}),
+        )
+        .await;
+        let jobs = control.jobs(true).unwrap();
+        let [GatewayJob::CreateRoute(again)] = &jobs[..] else {
+            panic!("{jobs:?}");
+        };
+        assert!(again.existing.is_some());
+        assert_ne!(again.connector_fingerprint, record.connector);
+        // Provisioned again, the route is up to date.
+        record.connector = again.connector_fingerprint.clone();
+        control
+            .record_route(&h.scope(), "c", "s", record.clone())
+            .await
+            .unwrap();
+        assert!(control.jobs(true).unwrap().is_empty());
 
         // Disassociating keeps the association while the route exists;
         // dropping the connector removes the route, then the association.

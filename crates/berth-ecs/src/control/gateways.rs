@@ -16,7 +16,7 @@ use crate::state::gateways::{
     DISASSOCIATING,
 };
 use crate::state::keys::{self, Scope};
-use crate::state::records::{decode, encode, load};
+use crate::state::records::{decode, encode, fingerprint, load};
 use crate::state::services::ServiceRecord;
 use crate::state::task_definitions::{self, TaskDefinitionRecord};
 
@@ -41,6 +41,8 @@ pub struct RouteToCreate {
     pub target: Option<(String, i32)>,
     pub vpc_id: String,
     pub service_security_groups: Vec<String>,
+    /// What to record as the route's `connector` once provisioned.
+    pub connector_fingerprint: String,
 }
 
 /// One piece of work for the gateway controller.
@@ -182,8 +184,17 @@ impl GatewayControl {
                         if touched || route.status != gw::ROUTE_ACTIVE {
                             continue;
                         }
+                        let connector = service
+                            .gateway_connectors
+                            .iter()
+                            .find(|c| c.port_name.as_deref() == Some(route.port_name.as_str()));
+                        let changed_connector =
+                            connector.is_some_and(|c| fingerprint(c) != route.connector);
                         if let Some((name, port)) = target_now(route) {
-                            if name != route.container_name || port != route.container_port {
+                            if changed_connector
+                                || name != route.container_name
+                                || port != route.container_port
+                            {
                                 work.push(RouteWork::Create(gw::WantedRoute {
                                     gateway: route.gateway.clone(),
                                     port_name: route.port_name.clone(),
@@ -233,6 +244,7 @@ impl GatewayControl {
                     .find(|c| c.port_name.as_deref() == Some(wanted.port_name.as_str()))
                     .cloned()
                     .unwrap_or_default();
+                let connector_fingerprint = fingerprint(&connector);
                 let existing = service
                     .gateway_routes
                     .iter()
@@ -268,6 +280,7 @@ impl GatewayControl {
                         .as_ref()
                         .map(|n| n.security_groups.clone())
                         .unwrap_or_default(),
+                    connector_fingerprint,
                 })))
             }
         }

@@ -43,6 +43,10 @@ pub struct GatewayRouteRecord {
     pub host: String,
     #[serde(default)]
     pub resources: Option<RouteResources>,
+    /// A fingerprint of the connector the route was provisioned for: a
+    /// changed health check or deregistration delay provisions it again.
+    #[serde(default)]
+    pub connector: String,
 }
 
 impl GatewayRouteRecord {
