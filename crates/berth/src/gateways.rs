@@ -234,49 +234,33 @@ impl GatewayInfrastructure {
         scope: &Scope,
         gateway: &Gateway,
     ) -> Result<RequestContext, AwsError> {
+        // IAM is not enforced: ECS acts as the account.
+        let Some(authorizer) = &self.authorizer else {
+            return Ok(self.account_context(scope));
+        };
         let role = gateway
             .gateway
             .infrastructure_role_arn
             .clone()
             .unwrap_or_default();
-        let principal = match &self.authorizer {
-            Some(_) => {
-                let session = self
-                    .iam
-                    .issue_service_role_session(
-                        &scope.account,
-                        &role,
-                        "ecs.amazonaws.com",
-                        "ECSGatewayInfrastructure",
-                        900,
-                    )
-                    .await?;
-                Principal {
-                    kind: PrincipalKind::AssumedRole,
-                    arn: session.arn,
-                    user_id: session.assumed_role_id,
-                    account_id: scope.account.clone(),
-                    access_key_id: session.access_key_id,
-                }
-            }
-            // IAM is not enforced: ECS acts as the account.
-            None => Principal {
-                kind: PrincipalKind::Root,
-                arn: format!("arn:aws:iam::{}:root", scope.account),
-                user_id: scope.account.clone(),
-                account_id: scope.account.clone(),
-                access_key_id: String::new(),
-            },
-        };
-        Ok(RequestContext {
-            request_id: request_id(),
+        let session = self
+            .iam
+            .issue_service_role_session(
+                &scope.account,
+                &role,
+                "ecs.amazonaws.com",
+                "ECSGatewayInfrastructure",
+                900,
+            )
+            .await?;
+        let principal = Principal {
+            kind: PrincipalKind::AssumedRole,
+            arn: session.arn,
+            user_id: session.assumed_role_id,
             account_id: scope.account.clone(),
-            region: scope.region.clone(),
-            principal,
-            source_ip: None,
-            secure_transport: true,
-            access: Access::new(self.authorizer.clone(), DenialStyle::Query, false),
-        })
+            access_key_id: session.access_key_id,
+        };
+        Ok(ecs_context(scope, principal, Some(authorizer.clone())))
     }
 
     async fn elb_call(
@@ -965,22 +949,16 @@ impl GatewayInfrastructure {
             .await
     }
 
+    /// ECS acting with the account's own authority (no IAM decision).
     fn account_context(&self, scope: &Scope) -> RequestContext {
-        RequestContext {
-            request_id: request_id(),
+        let root = Principal {
+            kind: PrincipalKind::Root,
+            arn: format!("arn:aws:iam::{}:root", scope.account),
+            user_id: scope.account.clone(),
             account_id: scope.account.clone(),
-            region: scope.region.clone(),
-            principal: Principal {
-                kind: PrincipalKind::Root,
-                arn: format!("arn:aws:iam::{}:root", scope.account),
-                user_id: scope.account.clone(),
-                account_id: scope.account.clone(),
-                access_key_id: String::new(),
-            },
-            source_ip: None,
-            secure_transport: true,
-            access: Access::new(None, DenialStyle::Query, false),
-        }
+            access_key_id: String::new(),
+        };
+        ecs_context(scope, root, None)
     }
 
     async fn delete_gateway(&self, scope: &Scope, gateway: &Gateway) -> Result<(), AwsError> {
@@ -1130,6 +1108,24 @@ impl GatewayInfrastructure {
         self.ecs
             .finish_update(scope, gateway.name(), gateway.gateway.updated_at, failures)
             .await
+    }
+}
+
+/// The context of a call ECS makes as `principal`, decided by
+/// `authorizer` (none: allowed).
+fn ecs_context(
+    scope: &Scope,
+    principal: Principal,
+    authorizer: Option<Arc<dyn berth_model::authz::Authorizer>>,
+) -> RequestContext {
+    RequestContext {
+        request_id: request_id(),
+        account_id: scope.account.clone(),
+        region: scope.region.clone(),
+        principal,
+        source_ip: None,
+        secure_transport: true,
+        access: Access::new(authorizer, DenialStyle::Query, false),
     }
 }
 

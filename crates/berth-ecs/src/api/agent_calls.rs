@@ -631,7 +631,7 @@ pub(crate) fn list_services_by_namespace(
     let limit = crate::state::pagination::page_size(input.max_results, 10)?;
     // The namespace's name, whether given as a name or a Cloud Map ARN.
     let wanted = |ns: &str| ns == namespace || namespace.ends_with(&format!("/{ns}"));
-    let prefix = format!("/ecs/{}/{}/services/", scope.account, scope.region);
+    let prefix = scope.all_services();
     let (arns, next_token) = crate::state::pagination::filtered_page(
         view,
         &prefix,

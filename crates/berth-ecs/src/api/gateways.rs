@@ -35,25 +35,14 @@ use crate::state::records::{decode, encode, fingerprint};
 use crate::state::services::ServiceRecord;
 use crate::state::{pagination, tags};
 
-const SCHEMES: &[&str] = &["internet-facing", "internal"];
-const DESYNC: &[&str] = &["monitor", "defensive", "strictest"];
-const STATUSES: &[&str] = &[
-    "ACTIVE",
-    "UPDATE_IN_PROGRESS",
-    "UPDATE_COMPLETE",
-    "UPDATE_FAILED",
-    "DELETED",
-];
-const ASSOCIATION_STATUSES: &[&str] = &["ACTIVE", "DISASSOCIATING", "INACTIVE"];
-const ROUTE_STATUSES: &[&str] = &[
-    "ACTIVE",
-    "CREATE_IN_PROGRESS",
-    "CREATE_FAILED",
-    "UPDATE_IN_PROGRESS",
-    "UPDATE_FAILED",
-    "DELETE_IN_PROGRESS",
-    "DELETE_FAILED",
-];
+// The enums' allowed values, as the model lists them.
+use berth_model::shapes::ecs::{
+    ACCESS_TYPE_VALUES, GATEWAY_ALB_DESYNC_MITIGATION_MODE_VALUES as DESYNC,
+    GATEWAY_CLUSTER_ASSOCIATION_STATUS_VALUES as ASSOCIATION_STATUSES,
+    GATEWAY_CONNECTOR_HEALTH_CHECK_PROTOCOL_VALUES, GATEWAY_ELB_IP_ADDRESS_TYPE_VALUES,
+    GATEWAY_ELB_SCHEME_VALUES as SCHEMES, GATEWAY_ROUTE_STATUS_VALUES as ROUTE_STATUSES,
+    GATEWAY_STATUS_VALUES as STATUSES, PROPAGATE_GATEWAY_TAGS_VALUES,
+};
 
 fn one_of(value: &str, allowed: &[&str], member: &str) -> Result<(), AwsError> {
     if allowed.contains(&value) {
@@ -216,7 +205,7 @@ pub(crate) async fn create(
                 "ipAddressType {other} is not supported: Berth's load balancers and VPCs are IPv4-only; use ipv4."
             )))
         }
-        Some(other) => one_of(other, &["ipv4", "dualstack", "dualstack-without-public-ipv4"], "ipAddressType")?,
+        Some(other) => one_of(other, GATEWAY_ELB_IP_ADDRESS_TYPE_VALUES, "ipAddressType")?,
     }
     let subnets = network.subnets.clone().unwrap_or_default();
     let groups: Vec<String> = network.inbound_security_group.iter().cloned().collect();
@@ -251,7 +240,7 @@ pub(crate) async fn create(
     let tag_list = input.tags.unwrap_or_default();
     tags::check_new(&tag_list, std::iter::empty())?;
     let propagate = input.propagate_tags.unwrap_or_else(|| "GATEWAY".into());
-    one_of(&propagate, &["NONE", "GATEWAY"], "propagateTags")?;
+    one_of(&propagate, PROPAGATE_GATEWAY_TAGS_VALUES, "propagateTags")?;
     let access = if scheme == "internal" {
         gw::PRIVATE
     } else {
@@ -393,7 +382,7 @@ pub(crate) async fn update(
         check_role(scope, role)?;
     }
     if let Some(p) = input.propagate_tags.as_deref() {
-        one_of(p, &["NONE", "GATEWAY"], "propagateTags")?;
+        one_of(p, PROPAGATE_GATEWAY_TAGS_VALUES, "propagateTags")?;
     }
     let change = input.configuration.and_then(|c| c.host_shared_alb);
     if let Some(c) = &change {
@@ -685,21 +674,15 @@ fn routes_on(
     scope: &Scope,
     cluster: Option<&str>,
 ) -> Result<Vec<(ServiceRecord, GatewayRouteRecord)>, AwsError> {
-    let clusters: Vec<String> = match cluster {
-        Some(c) => vec![c.to_string()],
-        None => view
-            .range(&scope.clusters(), None, usize::MAX)
-            .iter()
-            .filter_map(|kv| kv.key.rsplit('/').next().map(str::to_string))
-            .collect(),
+    let prefix = match cluster {
+        Some(c) => scope.services(c),
+        None => scope.all_services(),
     };
     let mut out = Vec::new();
-    for c in clusters {
-        for kv in view.range(&scope.services(&c), None, usize::MAX) {
-            let record: ServiceRecord = decode(&kv)?;
-            for route in &record.gateway_routes {
-                out.push((record.clone(), route.clone()));
-            }
+    for kv in view.range(&prefix, None, usize::MAX) {
+        let record: ServiceRecord = decode(&kv)?;
+        for route in &record.gateway_routes {
+            out.push((record.clone(), route.clone()));
         }
     }
     Ok(out)
@@ -982,7 +965,11 @@ pub(crate) fn check_connectors(
         }
         if let Some(h) = &c.health_check {
             if let Some(p) = h.health_check_protocol.as_deref() {
-                one_of(p, &["HTTP", "HTTPS"], "healthCheck.healthCheckProtocol")?;
+                one_of(
+                    p,
+                    GATEWAY_CONNECTOR_HEALTH_CHECK_PROTOCOL_VALUES,
+                    "healthCheck.healthCheckProtocol",
+                )?;
             }
             in_range(h.health_check_port, 1, 65535, "healthCheck.healthCheckPort")?;
             in_range(
@@ -1056,7 +1043,7 @@ pub(crate) fn check_connectors(
             .and_then(|f| f.access_types.as_deref())
             .unwrap_or(&[])
         {
-            one_of(t, &[gw::PUBLIC, gw::PRIVATE], "filters.accessTypes")?;
+            one_of(t, ACCESS_TYPE_VALUES, "filters.accessTypes")?;
         }
     }
     let active = gw::associations(view, scope)?

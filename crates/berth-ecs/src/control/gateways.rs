@@ -141,74 +141,32 @@ impl GatewayControl {
                 }
                 // Services can still hold routes of a gateway gone.
                 let any_routes = view
-                    .range(&scope.clusters(), None, usize::MAX)
+                    .range(&scope.all_services(), None, usize::MAX)
                     .iter()
-                    .any(|kv| {
-                        let cluster = kv.key.rsplit('/').next().unwrap_or_default();
-                        view.range(&scope.services(cluster), None, usize::MAX)
-                            .iter()
-                            .any(|s| s.value.windows(15).any(|w| w == b"\"gatewayRoutes\""))
-                    });
+                    .any(|s| s.value.windows(15).any(|w| w == b"\"gatewayRoutes\""));
                 if !any_routes {
                     continue;
                 }
             }
-            for kv in view.range(&scope.clusters(), None, usize::MAX) {
-                let cluster = kv.key.rsplit('/').next().unwrap_or_default().to_string();
-                for skv in view.range(&scope.services(&cluster), None, usize::MAX) {
-                    // One unreadable service must not stop the others' work.
-                    let service: ServiceRecord = match decode(&skv) {
-                        Ok(s) => s,
-                        Err(e) => {
-                            tracing::warn!(key = %skv.key, error = %e.message, "a service record is unreadable");
-                            continue;
-                        }
-                    };
-                    if service.gateway_connectors.is_empty() && service.gateway_routes.is_empty() {
+            for skv in view.range(&scope.all_services(), None, usize::MAX) {
+                // One unreadable service must not stop the others' work.
+                let service: ServiceRecord = match decode(&skv) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::warn!(key = %skv.key, error = %e.message, "a service record is unreadable");
                         continue;
                     }
-                    let mut work = gw::plan(&service, &gateways, &associations);
-                    // An ACTIVE route whose port the service's definition
-                    // now maps elsewhere is provisioned again.
-                    let target_now = |route: &GatewayRouteRecord| {
-                        task_definition_of(view, &scope, &service)
-                            .and_then(|td| gw::named_port(&td, &route.port_name))
-                    };
-                    for route in &service.gateway_routes {
-                        let touched = work.iter().any(|w| match w {
-                            RouteWork::Create(c) => {
-                                c.gateway == route.gateway && c.port_name == route.port_name
-                            }
-                            RouteWork::Remove(r) => r.id == route.id,
-                        });
-                        if touched || route.status != gw::ROUTE_ACTIVE {
-                            continue;
-                        }
-                        let connector = service
-                            .gateway_connectors
-                            .iter()
-                            .find(|c| c.port_name.as_deref() == Some(route.port_name.as_str()));
-                        let changed_connector =
-                            connector.is_some_and(|c| fingerprint(c) != route.connector);
-                        if let Some((name, port)) = target_now(route) {
-                            if changed_connector
-                                || name != route.container_name
-                                || port != route.container_port
-                            {
-                                work.push(RouteWork::Create(gw::WantedRoute {
-                                    gateway: route.gateway.clone(),
-                                    port_name: route.port_name.clone(),
-                                    access_type: route.access_type.clone(),
-                                }));
-                            }
-                        }
-                    }
-                    for w in work {
-                        match self.job(view, &scope, &service, &gateways, w) {
-                            Ok(job) => jobs.push(job),
-                            Err(e) => {
-                                tracing::warn!(service = %service.name, error = %e.message, "gateway work skipped")
-                            }
+                };
+                if service.gateway_connectors.is_empty() && service.gateway_routes.is_empty() {
+                    continue;
+                }
+                let definition = task_definition_of(view, &scope, &service);
+                let work = gw::plan(&service, &gateways, &associations, definition.as_ref());
+                for w in work {
+                    match self.job(&scope, &service, definition.as_ref(), &gateways, w) {
+                        Ok(job) => jobs.push(job),
+                        Err(e) => {
+                            tracing::warn!(service = %service.name, error = %e.message, "gateway work skipped")
                         }
                     }
                 }
@@ -219,9 +177,9 @@ impl GatewayControl {
 
     fn job(
         &self,
-        view: &dyn ReadView,
         scope: &Scope,
         service: &ServiceRecord,
+        definition: Option<&berth_model::shapes::ecs::TaskDefinition>,
         gateways: &[GatewayRecord],
         work: RouteWork,
     ) -> Result<GatewayJob, AwsError> {
@@ -259,10 +217,7 @@ impl GatewayControl {
                     )
                 });
                 let arn = gw::route_arn(scope, &service.cluster, &service.name, &id);
-                let definition = task_definition_of(view, scope, service);
-                let target = definition
-                    .as_ref()
-                    .and_then(|td| gw::named_port(td, &wanted.port_name));
+                let target = definition.and_then(|td| gw::named_port(td, &wanted.port_name));
                 Ok(GatewayJob::CreateRoute(Box::new(RouteToCreate {
                     scope: scope.clone(),
                     cluster: service.cluster.clone(),
@@ -327,24 +282,19 @@ impl GatewayControl {
         port: i32,
         except: &str,
     ) -> bool {
-        let view = self.store.as_ref();
-        view.range(&scope.clusters(), None, usize::MAX)
+        self.store
+            .range(&scope.all_services(), None, usize::MAX)
             .iter()
-            .filter_map(|kv| kv.key.rsplit('/').next().map(str::to_string))
-            .any(|cluster| {
-                view.range(&scope.services(&cluster), None, usize::MAX)
-                    .iter()
-                    .filter_map(|kv| decode::<ServiceRecord>(kv).ok())
-                    .any(|s| {
-                        s.gateway_routes.iter().any(|r| {
-                            r.id != except
-                                && r.container_port == port
-                                && r.resources.as_ref().is_some_and(|x| {
-                                    x.service_security_group.as_deref() == Some(service_group)
-                                        && x.load_balancer_security_group == lb_group
-                                })
+            .filter_map(|kv| decode::<ServiceRecord>(kv).ok())
+            .any(|s| {
+                s.gateway_routes.iter().any(|r| {
+                    r.id != except
+                        && r.container_port == port
+                        && r.resources.as_ref().is_some_and(|x| {
+                            x.service_security_group.as_deref() == Some(service_group)
+                                && x.load_balancer_security_group == lb_group
                         })
-                    })
+                })
             })
     }
 

@@ -118,7 +118,7 @@ impl TargetController {
     pub(crate) async fn sweep(&self) -> HashSet<String> {
         let mut clusters = HashSet::new();
         for scope in keys::scopes(self.store.as_ref()) {
-            let prefix = format!("/ecs/{}/{}/services/", scope.account, scope.region);
+            let prefix = scope.all_services();
             let mut handled = HashSet::new();
             for kv in self.store.range(&prefix, None, usize::MAX) {
                 let Ok(service) = decode::<ServiceRecord>(&kv) else {

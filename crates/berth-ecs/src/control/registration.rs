@@ -117,7 +117,7 @@ fn registries_of(service: &ServiceRecord) -> &[ServiceRegistry] {
 async fn sweep(store: &Arc<dyn Store>, registries: &dyn ServiceRegistries) -> HashSet<String> {
     let mut clusters = HashSet::new();
     for scope in keys::scopes(store.as_ref()) {
-        let prefix = format!("/ecs/{}/{}/services/", scope.account, scope.region);
+        let prefix = scope.all_services();
         for kv in store.range(&prefix, None, usize::MAX) {
             let Ok(Some((service, _))) = load::<ServiceRecord>(store.as_ref(), &kv.key) else {
                 continue;

@@ -1261,7 +1261,7 @@ impl ServiceController {
         let mut cache = self.service_cache.lock().unwrap_or_else(|p| p.into_inner());
         let mut next = HashMap::new();
         for scope in keys::scopes(self.store.as_ref()) {
-            let prefix = format!("/ecs/{}/{}/services/", scope.account, scope.region);
+            let prefix = scope.all_services();
             for kv in self.store.range(&prefix, None, usize::MAX) {
                 let record = match cache.remove(&kv.key) {
                     Some((rev, record)) if rev == kv.mod_revision => record,

@@ -323,13 +323,18 @@ pub enum RouteWork {
 }
 
 /// The work that brings `service`'s routes to what is wanted.
+/// `definition` is the task definition the service runs: an ACTIVE route
+/// is provisioned again when it maps the route's port name to another
+/// container or port, or when the route's connector changed.
 pub fn plan(
     service: &ServiceRecord,
     gateways: &[GatewayRecord],
     associations: &[AssociationRecord],
+    definition: Option<&berth_model::shapes::ecs::TaskDefinition>,
 ) -> Vec<RouteWork> {
     let wanted = wanted_routes(service, gateways, associations);
     let mut work = Vec::new();
+    let mut again = Vec::new();
     for route in &service.gateway_routes {
         // A route through a gateway being disassociated stays while the
         // service keeps its connector (ECS: until the service is updated).
@@ -348,6 +353,12 @@ pub fn plan(
                 .any(|w| w.gateway == route.gateway && w.port_name == route.port_name);
         if !still {
             work.push(RouteWork::Remove(Box::new(route.clone())));
+        } else if route.status == ROUTE_ACTIVE && is_stale(service, route, definition) {
+            again.push(RouteWork::Create(WantedRoute {
+                gateway: route.gateway.clone(),
+                port_name: route.port_name.clone(),
+                access_type: route.access_type.clone(),
+            }));
         }
     }
     for w in wanted {
@@ -361,7 +372,26 @@ pub fn plan(
             _ => work.push(RouteWork::Create(w)),
         }
     }
+    work.extend(again);
     work
+}
+
+/// Whether an ACTIVE route no longer matches what the service asks: its
+/// port name now names another container or port in the definition, or
+/// its connector changed since it was provisioned.
+fn is_stale(
+    service: &ServiceRecord,
+    route: &GatewayRouteRecord,
+    definition: Option<&berth_model::shapes::ecs::TaskDefinition>,
+) -> bool {
+    let Some((name, port)) = definition.and_then(|td| named_port(td, &route.port_name)) else {
+        return false;
+    };
+    let changed_connector = connectors(service)
+        .iter()
+        .find(|c| c.port_name.as_deref() == Some(route.port_name.as_str()))
+        .is_some_and(|c| crate::state::records::fingerprint(c) != route.connector);
+    changed_connector || name != route.container_name || port != route.container_port
 }
 
 /// The target groups of a service's provisioned routes, as load balancers
@@ -490,7 +520,7 @@ mod tests {
         let gateways = vec![gateway("pub", PUBLIC), gateway("old", PUBLIC)];
         let associations = vec![association("pub", "c1", ASSOCIATION_ACTIVE)];
         let mut record = service(vec![connector("http", None)]);
-        let work = plan(&record, &gateways, &associations);
+        let work = plan(&record, &gateways, &associations, None);
         assert!(matches!(&work[..], [RouteWork::Create(w)] if w.gateway == "pub"));
         record.gateway_routes = vec![
             GatewayRouteRecord {
@@ -506,11 +536,11 @@ mod tests {
                 ..GatewayRouteRecord::default()
             },
         ];
-        let work = plan(&record, &gateways, &associations);
+        let work = plan(&record, &gateways, &associations, None);
         assert!(matches!(&work[..], [RouteWork::Remove(r)] if r.gateway == "old"));
         record.gateway_routes.truncate(1);
         record.gateway_routes[0].status = ROUTE_FAILED.into();
-        let work = plan(&record, &gateways, &associations);
+        let work = plan(&record, &gateways, &associations, None);
         assert!(matches!(&work[..], [RouteWork::Create(w)] if w.gateway == "pub"));
     }
 }

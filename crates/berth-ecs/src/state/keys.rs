@@ -125,6 +125,11 @@ impl Scope {
         format!("{}services/{cluster}/", self.root())
     }
 
+    /// The services of every cluster of the account and region.
+    pub fn all_services(&self) -> String {
+        format!("{}services/", self.root())
+    }
+
     /// Tasks of every cluster.
     pub fn all_tasks(&self) -> String {
         format!("{}tasks/", self.root())
