@@ -123,12 +123,15 @@ class Berth:
 
     def wait_agent_registered(self, timeout=30.0):
         """Waits until the in-process agent's container instance is listed
-        (the agent registers just after the server starts serving)."""
+        and the agent has saved the identity it was answered (it registers
+        just after the server starts serving, and writes the identity file
+        only after the answer arrives: the instance can be listed first)."""
         ecs = self.client("ecs")
         deadline = time.time() + timeout
         while time.time() < deadline:
             try:
-                if ecs.list_container_instances(cluster="default")["containerInstanceArns"]:
+                if (ecs.list_container_instances(cluster="default")["containerInstanceArns"]
+                        and any(self.data_dir.rglob("agent-identity.json"))):
                     return
             except ClientError as e:
                 if e.response["Error"]["Code"] != "ClusterNotFoundException":
