@@ -4,7 +4,7 @@ use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -130,10 +130,8 @@ impl AsyncWrite for TargetStream {
         }
     }
     fn is_write_vectored(&self) -> bool {
-        match self {
-            TargetStream::Plain(s) => s.is_write_vectored(),
-            TargetStream::Tls(s) => s.is_write_vectored(),
-        }
+        // As for client connections ([`Tracked`]): one send(2) per message.
+        false
     }
 }
 
@@ -261,13 +259,47 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
         r
     }
     fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
+        // hyper then gathers a message's head and body in its buffer and
+        // writes them with one send(2): cheaper per call than writev(2) on
+        // a socket (which goes through the file layer), and the small
+        // answers a load balancer mostly carries cost no copy worth noting.
+        false
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().inner).poll_flush(cx)
     }
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+/// Raised once a client connection is to close: idle for the listener's
+/// idle timeout, or its listener removed. A request still waiting on its
+/// target then answers 504. One task per connection keeps the timer
+/// ([`crate::watch_connection`]), so neither the connection's future nor each
+/// request's registers and polls a timer of its own.
+#[derive(Default)]
+pub struct Alarm {
+    raised: AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+impl Alarm {
+    pub fn raise(&self) {
+        self.raised.store(true, Ordering::Release);
+        self.notify.notify_waiters();
+    }
+
+    /// Resolves once raised (at once when it already was).
+    pub async fn raised(&self) {
+        let notified = self.notify.notified();
+        tokio::pin!(notified);
+        // Registered before the flag is read: a raise in between still wakes it.
+        notified.as_mut().enable();
+        if self.raised.load(Ordering::Acquire) {
+            return;
+        }
+        notified.await;
     }
 }
 

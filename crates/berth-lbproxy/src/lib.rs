@@ -37,7 +37,8 @@ pub const HELD_FOR: Duration = Duration::from_secs(30);
 pub const MAX_HELD: usize = 1024;
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// An accept loop; dropping it stops the loop (and so closes the socket) soon, `close` at once.
+/// A task (an accept loop, a connection's watcher); dropping it stops the task soon (an accept
+/// loop's socket closes then), `close` at once.
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
 impl AbortOnDrop {
@@ -443,15 +444,45 @@ async fn serve_https(
     serve_http(tls, ctx, h2, idle).await
 }
 
+/// Watches a client connection in a task of its own. Once it has been idle
+/// for `idle` or its listener was removed, the returned receiver is answered
+/// (the connection finishes what is under way and closes); once it has been
+/// idle, the connection's alarm is raised too (a request still waiting on
+/// its target answers 504; a removed listener's requests are not cut short
+/// otherwise). A task per connection rather than timers in the connection's
+/// and each request's futures: those are polled at every read and write, the
+/// watcher only when its timer fires. The watcher stops with the returned
+/// guard.
+fn watch_connection(
+    ctx: &Arc<ConnCtx>,
+    idle: Duration,
+) -> (AbortOnDrop, tokio::sync::oneshot::Receiver<()>) {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let ctx = ctx.clone();
+    let watcher = tokio::spawn(async move {
+        let mut removed = ctx.removed.clone();
+        let removed_first = tokio::select! {
+            _ = io::idle_elapsed(&ctx.activity, idle) => false,
+            _ = async { removed.wait_for(|gone| *gone).await.is_ok() } => true,
+        };
+        let _ = tx.send(());
+        if removed_first {
+            io::idle_elapsed(&ctx.activity, idle).await;
+        }
+        ctx.alarm.raise();
+    });
+    (AbortOnDrop(watcher), rx)
+}
+
 macro_rules! run_with_idle {
-    ($conn:expr, $last:expr, $idle:expr, $removed:expr) => {{
+    ($conn:expr, $closed:expr, $idle:expr) => {{
         let conn = $conn;
         tokio::pin!(conn);
         // Idle for the idle timeout, or the listener was removed: finish
         // what is under way, then close.
         tokio::select! {
             _ = conn.as_mut() => {}
-            _ = closing(&$last, $idle, $removed) => {
+            _ = $closed => {
                 conn.as_mut().graceful_shutdown();
                 let _ = tokio::time::timeout($idle, conn).await;
             }
@@ -463,9 +494,8 @@ async fn serve_http<S>(stream: S, ctx: Arc<ConnCtx>, h2: bool, idle: Duration)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let last = ctx.activity.clone();
-    let removed = ctx.removed.clone();
-    let io = TokioIo::new(io::Tracked::sharing(stream, last.clone()));
+    let io = TokioIo::new(io::Tracked::sharing(stream, ctx.activity.clone()));
+    let (_watcher, closed) = watch_connection(&ctx, idle);
     let svc = hyper::service::service_fn(move |req| {
         let ctx = ctx.clone();
         async move { Ok::<_, Infallible>(proxy::handle(ctx, req).await) }
@@ -473,16 +503,11 @@ where
     if h2 {
         let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
         b.timer(TokioTimer::new());
-        run_with_idle!(b.serve_connection(io, svc), last, idle, removed);
+        run_with_idle!(b.serve_connection(io, svc), closed, idle);
     } else {
         let mut b = hyper::server::conn::http1::Builder::new();
         b.timer(TokioTimer::new()).header_read_timeout(None);
-        run_with_idle!(
-            b.serve_connection(io, svc).with_upgrades(),
-            last,
-            idle,
-            removed
-        );
+        run_with_idle!(b.serve_connection(io, svc).with_upgrades(), closed, idle);
     }
 }
 

@@ -70,6 +70,8 @@ pub struct ConnCtx {
     pub secure: bool,
     /// When the client connection last read or wrote a byte (ms).
     pub activity: Arc<std::sync::atomic::AtomicU64>,
+    /// Raised when the connection is to close (idle, or its listener removed).
+    pub alarm: crate::io::Alarm,
     /// Whether the listener has been removed.
     pub removed: tokio::sync::watch::Receiver<bool>,
     /// The client's address as X-Forwarded-For gives it, and the listener's port as
@@ -93,6 +95,7 @@ impl ConnCtx {
             local,
             secure,
             activity: crate::io::activity(),
+            alarm: crate::io::Alarm::default(),
             removed,
             // An IP address's text is always a valid header value.
             client_ip: HeaderValue::try_from(client_ip)
@@ -110,17 +113,14 @@ enum Waited<T> {
 }
 
 /// Runs `fut` (sending a request to a target and reading its answer's
-/// head) until the client connection has been idle for `idle`: as on ALB, a
-/// slow upload that keeps sending never times out, and a target that does
-/// not answer within the idle timeout after the last byte gets a 504.
-async fn until_idle<T>(
-    ctx: &ConnCtx,
-    idle: Duration,
-    fut: impl std::future::Future<Output = T>,
-) -> Waited<T> {
+/// head) until the client connection has been idle for its idle timeout
+/// (its [`crate::io::Alarm`]): as on ALB, a slow upload that keeps sending
+/// never times out, and a target that does not answer within the idle
+/// timeout after the last byte gets a 504.
+async fn until_idle<T>(ctx: &ConnCtx, fut: impl std::future::Future<Output = T>) -> Waited<T> {
     tokio::select! {
         out = fut => Waited::Done(out),
-        _ = crate::io::idle_elapsed(&ctx.activity, idle) => Waited::Idle,
+        _ = ctx.alarm.raised() => Waited::Idle,
     }
 }
 
@@ -618,7 +618,7 @@ async fn forward_h1(ctx: &ConnCtx, plan: Forward) -> Response<RespBody> {
         out = h1pool::send(&target.pool, target.address, &plan.group.connector, plan.req) => {
             Waited::Done(out)
         }
-        _ = crate::io::idle_elapsed(&ctx.activity, plan.idle) => Waited::Idle,
+        _ = ctx.alarm.raised() => Waited::Idle,
     };
     let (resp, conn) = match waited {
         Waited::Idle => return elb_page(504),
@@ -661,7 +661,7 @@ async fn forward_client(ctx: &ConnCtx, plan: Forward) -> Response<RespBody> {
         Version::HTTP_11
     };
     let treq = Request::from_parts(parts, body);
-    let mut resp = match until_idle(ctx, idle, gsnap.client.request(treq)).await {
+    let mut resp = match until_idle(ctx, gsnap.client.request(treq)).await {
         Waited::Idle => return elb_page(504),
         Waited::Done(Err(e)) => {
             let timed_out = std::error::Error::source(&e)
