@@ -1,50 +1,73 @@
-//! HTTP/1.1 keep-alive connections to one target, driven inside the task of the client request
-//! that uses them (no task, channel or wake-up between the two sides per request), pooled per
-//! target while idle.
+//! HTTP/1.1 keep-alive connections to one target for requests without a body: the request's head
+//! is written and the answer's head parsed here (httparse), its body relayed as it arrives, all
+//! inside the task of the client request that uses the connection (no connection task, channel
+//! or wake-up between the two sides per request). Connections are pooled per target while idle.
+//!
+//! Requests with a body take the group's hyper client instead (as upgrades and HTTP/2 targets
+//! do): a target may answer an upload before it has been sent whole, which that client handles.
 
-use std::future::{poll_fn, Future};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::task::{Context, Poll, Waker};
 
-use bytes::Bytes;
-use http::{Request, Response};
-use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, StatusCode, Version};
+use hyper::body::{Body, Frame, SizeHint};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
 
 use crate::group::InFlight;
 use crate::io::{self, TargetConnector, TargetStream};
 
 /// Idle connections kept per target at most.
 const MAX_IDLE: usize = 1024;
+/// An answer's head may take this many bytes, and this many header fields, at most.
+const MAX_HEAD: usize = 64 * 1024;
+const MAX_HEADERS: usize = 128;
+/// A chunk-size line or a trailer field of a chunked answer may take this many bytes at most.
+const MAX_LINE: usize = 4096;
+/// A chunked answer's trailer section may take this many bytes at most (its fields are dropped).
+const MAX_TRAILERS: usize = 16 * 1024;
+/// How much is read from a target at once.
+const READ_SIZE: usize = 16 * 1024;
 
-type Conn = http1::Connection<TokioIo<TargetStream>, Incoming>;
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-pub struct Idle {
-    sender: http1::SendRequest<Incoming>,
-    conn: Pin<Box<Conn>>,
-    ended: bool,
+/// A connection to a target and what has been read from it but not used yet.
+pub struct Conn {
+    stream: TargetStream,
+    buf: BytesMut,
 }
 
-impl Idle {
-    /// Lets the connection make progress; false once it has ended.
-    fn drive(&mut self, cx: &mut Context<'_>) -> bool {
-        if self.ended {
-            return false;
+impl Conn {
+    /// Whether a pooled connection is still open with nothing to read: the target may have
+    /// closed it (or, against the protocol, sent something) while it sat idle.
+    fn still_open(&mut self) -> bool {
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut probe = [0u8; 1];
+        let mut probe = ReadBuf::new(&mut probe);
+        Pin::new(&mut self.stream)
+            .poll_read(&mut cx, &mut probe)
+            .is_pending()
+    }
+
+    /// Reads what the target sends next into the buffer: how many bytes (0 at its end).
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
+        if self.buf.capacity() - self.buf.len() < READ_SIZE / 4 {
+            self.buf.reserve(READ_SIZE);
         }
-        if self.conn.as_mut().poll(cx).is_ready() {
-            self.ended = true;
-        }
-        !self.ended
+        let read = self.stream.read_buf(&mut self.buf);
+        tokio::pin!(read);
+        read.poll(cx)
     }
 }
 
 /// Idle connections to one target, one shelf per data-plane runtime: a
 /// connection's socket belongs to the runtime that opened it, so it is only
 /// ever used there (see [`crate::runtimes`]).
-pub struct Pool(Box<[Mutex<Vec<Idle>>]>);
+pub struct Pool(Box<[Mutex<Vec<Conn>>]>);
 
 impl Default for Pool {
     fn default() -> Self {
@@ -57,12 +80,18 @@ impl Default for Pool {
 }
 
 impl Pool {
-    fn shelf(&self) -> &Mutex<Vec<Idle>> {
+    fn shelf(&self) -> &Mutex<Vec<Conn>> {
         &self.0[crate::runtimes::shard() % self.0.len()]
     }
 
-    fn pop(&self) -> Option<Idle> {
-        self.shelf().lock().ok()?.pop()
+    /// An idle connection still open, if the shelf has one.
+    fn checkout(&self) -> Option<Conn> {
+        loop {
+            let mut conn = self.shelf().lock().ok()?.pop()?;
+            if conn.still_open() {
+                return Some(conn);
+            }
+        }
     }
 
     /// Closes every idle connection (the group's protocol or source addresses changed).
@@ -74,34 +103,33 @@ impl Pool {
         }
     }
 
-    fn put(&self, idle: Idle) {
+    fn put(&self, conn: Conn) {
         if let Ok(mut v) = self.shelf().lock() {
             if v.len() < MAX_IDLE {
-                v.push(idle);
+                v.push(conn);
             }
         }
     }
 }
 
+#[derive(Debug)]
 pub enum SendError {
     Connect(std::io::Error),
-    Http(hyper::Error),
+    Io(std::io::Error),
+    /// The target's answer is not HTTP/1 as a load balancer relays it.
+    Protocol(&'static str),
 }
 
-async fn checkout(pool: &Pool) -> Option<Idle> {
-    loop {
-        let mut idle = pool.pop()?;
-        let ready = poll_fn(|cx| {
-            Poll::Ready(idle.drive(cx) && matches!(idle.sender.poll_ready(cx), Poll::Ready(Ok(()))))
-        })
-        .await;
-        if ready {
-            return Some(idle);
+impl std::fmt::Display for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SendError::Connect(e) | SendError::Io(e) => e.fmt(f),
+            SendError::Protocol(why) => f.write_str(why),
         }
     }
 }
 
-async fn connect(addr: SocketAddr, connector: &TargetConnector) -> Result<Idle, SendError> {
+async fn connect(addr: SocketAddr, connector: &TargetConnector) -> Result<Conn, SendError> {
     let tcp = io::connect_tcp(addr, &connector.sources, &connector.next)
         .await
         .map_err(SendError::Connect)?;
@@ -113,113 +141,603 @@ async fn connect(addr: SocketAddr, connector: &TargetConnector) -> Result<Idle, 
         )),
         None => TargetStream::Plain(tcp),
     };
-    let (sender, conn) = http1::Builder::new()
-        .handshake(TokioIo::new(stream))
-        .await
-        .map_err(SendError::Http)?;
-    Ok(Idle {
-        sender,
-        conn: Box::pin(conn),
-        ended: false,
+    Ok(Conn {
+        stream,
+        buf: BytesMut::with_capacity(READ_SIZE),
     })
 }
 
-/// Sends `req` on a pooled connection to `addr` (a new one when none is idle; again on a new one
-/// when a pooled connection turns out closed before the request went out).
+/// The head of a request without a body, as it goes to the target.
+pub fn request_head(method: &Method, path_and_query: &str, headers: &HeaderMap) -> Vec<u8> {
+    let size = headers
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 4)
+        .sum::<usize>();
+    let mut out = Vec::with_capacity(method.as_str().len() + path_and_query.len() + 16 + size);
+    out.extend_from_slice(method.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(path_and_query.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+/// How an answer's body is delimited (RFC 9112, section 6.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Framing {
+    Empty,
+    Length(u64),
+    Chunked,
+    UntilClose,
+}
+
+/// An answer's head as parsed.
+#[derive(Debug)]
+pub struct Head {
+    pub status: StatusCode,
+    pub version: Version,
+    pub headers: HeaderMap,
+    framing: Framing,
+    keep_alive: bool,
+}
+
+/// Whether a comma-separated header list (Connection, Transfer-Encoding) has `token`.
+fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// Parses an answer's head at the start of `buf`: `None` while incomplete; the head and its
+/// length once complete. An interim (1xx) answer comes back as such: the caller skips it.
+fn parse_head(buf: &[u8], head_request: bool) -> Result<Option<(Head, usize)>, SendError> {
+    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Response::new(&mut slots);
+    let len = match parsed.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(SendError::Protocol("too many header fields in the answer"))
+        }
+        Err(_) => return Err(SendError::Protocol("malformed answer head")),
+    };
+    let status = parsed
+        .code
+        .and_then(|c| StatusCode::from_u16(c).ok())
+        .ok_or(SendError::Protocol("malformed status code"))?;
+    let version = match parsed.version {
+        Some(0) => Version::HTTP_10,
+        _ => Version::HTTP_11,
+    };
+    let mut headers = HeaderMap::with_capacity(parsed.headers.len());
+    for h in parsed.headers.iter() {
+        let name = HeaderName::from_bytes(h.name.as_bytes())
+            .map_err(|_| SendError::Protocol("malformed header name"))?;
+        let value = HeaderValue::from_bytes(h.value)
+            .map_err(|_| SendError::Protocol("malformed header value"))?;
+        headers.append(name, value);
+    }
+    let framing = if head_request
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
+        Framing::Empty
+    } else if headers.contains_key(header::TRANSFER_ENCODING) {
+        // Transfer-Encoding overrides Content-Length, which is dropped; chunked must come last,
+        // else the body lasts until the connection closes.
+        headers.remove(header::CONTENT_LENGTH);
+        let last_is_chunked = headers
+            .get_all(header::TRANSFER_ENCODING)
+            .iter()
+            .next_back()
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.rsplit(',').next())
+            .is_some_and(|t| t.trim().eq_ignore_ascii_case("chunked"));
+        if last_is_chunked {
+            Framing::Chunked
+        } else {
+            Framing::UntilClose
+        }
+    } else if headers.contains_key(header::CONTENT_LENGTH) {
+        // Several values (fields or a list) must all agree.
+        let mut length = None;
+        for value in headers.get_all(header::CONTENT_LENGTH) {
+            let text = value
+                .to_str()
+                .map_err(|_| SendError::Protocol("malformed Content-Length"))?;
+            for part in text.split(',') {
+                let part = part.trim();
+                if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(SendError::Protocol("malformed Content-Length"));
+                }
+                let n: u64 = part
+                    .parse()
+                    .map_err(|_| SendError::Protocol("malformed Content-Length"))?;
+                if length.is_some_and(|l| l != n) {
+                    return Err(SendError::Protocol("conflicting Content-Length values"));
+                }
+                length = Some(n);
+            }
+        }
+        match length {
+            Some(0) | None => Framing::Empty,
+            Some(n) => Framing::Length(n),
+        }
+    } else {
+        Framing::UntilClose
+    };
+    let keep_alive = framing != Framing::UntilClose
+        && if version == Version::HTTP_11 {
+            !has_token(&headers, &header::CONNECTION, "close")
+        } else {
+            has_token(&headers, &header::CONNECTION, "keep-alive")
+        };
+    Ok(Some((
+        Head {
+            status,
+            version,
+            headers,
+            framing,
+            keep_alive,
+        },
+        len,
+    )))
+}
+
+/// Why an exchange failed, and whether the target can have seen nothing of the request (then,
+/// on a pooled connection, an idempotent request is sent again on a new one).
+struct Failed {
+    error: SendError,
+    nothing_back: bool,
+}
+
+/// Writes the request's head and reads the answer's (interim answers skipped).
+async fn exchange(conn: &mut Conn, head: &[u8], head_request: bool) -> Result<Head, Failed> {
+    let io_failed = |error, nothing_back| Failed {
+        error: SendError::Io(error),
+        nothing_back,
+    };
+    conn.buf.clear();
+    conn.stream
+        .write_all(head)
+        .await
+        .map_err(|e| io_failed(e, true))?;
+    conn.stream.flush().await.map_err(|e| io_failed(e, true))?;
+    let mut received = false;
+    loop {
+        if !conn.buf.is_empty() {
+            match parse_head(&conn.buf, head_request) {
+                Ok(Some((head, len))) if head.status.is_informational() => {
+                    if head.status == StatusCode::SWITCHING_PROTOCOLS {
+                        return Err(Failed {
+                            error: SendError::Protocol("an upgrade nobody asked for"),
+                            nothing_back: false,
+                        });
+                    }
+                    conn.buf.advance(len);
+                    continue;
+                }
+                Ok(Some((head, len))) => {
+                    conn.buf.advance(len);
+                    return Ok(head);
+                }
+                Ok(None) if conn.buf.len() >= MAX_HEAD => {
+                    return Err(Failed {
+                        error: SendError::Protocol("answer head too large"),
+                        nothing_back: false,
+                    })
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    return Err(Failed {
+                        error,
+                        nothing_back: false,
+                    })
+                }
+            }
+        }
+        let n = std::future::poll_fn(|cx| conn.poll_fill(cx))
+            .await
+            .map_err(|e| io_failed(e, !received))?;
+        if n == 0 {
+            return Err(io_failed(
+                std::io::ErrorKind::UnexpectedEof.into(),
+                !received,
+            ));
+        }
+        received = true;
+    }
+}
+
+/// Methods that may be sent again when a reused connection turns out closed (RFC 9110 9.2.2).
+fn idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
+}
+
+/// Sends a request without a body on a pooled connection to `addr` (a new one when none is idle;
+/// again on a new one when a pooled connection turns out closed before anything came back, for
+/// an idempotent method): the answer's head and the connection its body is to be read from.
 pub async fn send(
     pool: &Pool,
     addr: SocketAddr,
     connector: &TargetConnector,
-    mut req: Request<Incoming>,
-) -> Result<(Response<Incoming>, Idle), SendError> {
+    method: &Method,
+    head: &[u8],
+) -> Result<(Head, Conn), SendError> {
+    let head_request = *method == Method::HEAD;
     loop {
-        let (mut idle, pooled) = match checkout(pool).await {
-            Some(i) => (i, true),
-            // Boxed: a new connection (and its TLS handshake) is the rare case, and its large future
-            // would otherwise be copied with every request's future.
+        let (mut conn, pooled) = match pool.checkout() {
+            Some(conn) => (conn, true),
+            // Boxed: a new connection (and its TLS handshake) is the rare case, and its large
+            // future would otherwise be copied with every request's future.
             None => (Box::pin(connect(addr, connector)).await?, false),
         };
-        let fut = idle.sender.try_send_request(req);
-        tokio::pin!(fut);
-        let r = poll_fn(|cx| {
-            idle.drive(cx);
-            fut.as_mut().poll(cx)
-        })
-        .await;
-        match r {
-            Ok(resp) => return Ok((resp, idle)),
-            Err(mut e) => match e.take_message() {
-                Some(back) if pooled => req = back,
-                _ => return Err(SendError::Http(e.into_error())),
-            },
+        match exchange(&mut conn, head, head_request).await {
+            Ok(answer) => return Ok((answer, conn)),
+            Err(Failed {
+                nothing_back: true, ..
+            }) if pooled && idempotent(method) => continue,
+            Err(failed) => return Err(failed.error),
         }
     }
 }
 
-/// A target's response body that keeps its connection going while the client reads it, and puts
-/// the connection back in the pool when done (if it can carry another request).
-pub struct DrivenBody {
-    inner: Incoming,
-    idle: Option<Idle>,
-    pool: Arc<crate::group::TargetRt>,
-    finished: bool,
-    _inflight: InFlight,
+/// Where a chunked body's decoding is.
+#[derive(Clone, Copy, Debug)]
+enum Chunk {
+    /// Before a chunk-size line.
+    Size,
+    /// Within a chunk's data: this many bytes left.
+    Data(u64),
+    /// After a chunk's data: its CRLF.
+    DataEnd,
+    /// Trailer fields (dropped) until the empty line; this many bytes seen so far.
+    Trailers(usize),
 }
 
-impl DrivenBody {
-    pub fn new(inner: Incoming, idle: Idle, inflight: InFlight) -> Self {
-        let pool = inflight.0.clone();
-        DrivenBody {
-            inner,
-            idle: Some(idle),
-            pool,
-            finished: false,
-            _inflight: inflight,
+#[derive(Clone, Copy, Debug)]
+enum Reading {
+    Length(u64),
+    Chunked(Chunk),
+    UntilClose,
+    Done,
+}
+
+/// A target's answer body, read from its connection as the client takes it. At its end the
+/// connection goes back to the pool when it can carry another request.
+pub struct TargetBody {
+    conn: Option<Conn>,
+    reading: Reading,
+    keep_alive: bool,
+    /// Data already cut from the buffer for the next frame.
+    ready: Option<Bytes>,
+    inflight: InFlight,
+}
+
+fn body_error(why: &'static str) -> BoxError {
+    why.into()
+}
+
+/// Finds CRLF in `buf`: the line before it.
+fn line_end(buf: &[u8]) -> Option<usize> {
+    buf.windows(2).position(|w| w == b"\r\n")
+}
+
+/// A chunk-size line's size (extensions after `;` ignored).
+fn chunk_size(line: &[u8]) -> Option<u64> {
+    let digits = line
+        .split(|b| *b == b';')
+        .next()?
+        .trim_ascii_end()
+        .trim_ascii_start();
+    if digits.is_empty() || digits.len() > 16 {
+        return None;
+    }
+    let text = std::str::from_utf8(digits).ok()?;
+    u64::from_str_radix(text, 16).ok()
+}
+
+impl TargetBody {
+    pub fn new(head: &Head, mut conn: Conn, inflight: InFlight) -> Self {
+        let reading = match head.framing {
+            Framing::Empty => Reading::Done,
+            Framing::Length(n) => Reading::Length(n),
+            Framing::Chunked => Reading::Chunked(Chunk::Size),
+            Framing::UntilClose => Reading::UntilClose,
+        };
+        let mut body = TargetBody {
+            conn: None,
+            reading,
+            keep_alive: head.keep_alive,
+            ready: None,
+            inflight,
+        };
+        // Mostly the whole body came with the head: cut it at once and give the connection back
+        // before the client has even taken the answer.
+        if let Reading::Length(n) = body.reading {
+            if conn.buf.len() as u64 >= n {
+                body.ready = Some(conn.buf.split_to(n as usize).freeze());
+                body.reading = Reading::Done;
+            }
+        }
+        body.conn = Some(conn);
+        if matches!(body.reading, Reading::Done) {
+            body.release();
+        }
+        body
+    }
+
+    /// The body has been read whole: its connection goes back to the pool if it may carry
+    /// another request (nothing more than the answer was sent).
+    fn release(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            if self.keep_alive && conn.buf.is_empty() {
+                self.inflight.0.pool.put(conn);
+            }
+        }
+    }
+
+    /// Advances the decoding with what is buffered: a frame's data, or `None` when more must be
+    /// read first (or the body has ended: `reading` is `Done`).
+    fn step(&mut self) -> Result<Option<Bytes>, BoxError> {
+        let Some(conn) = self.conn.as_mut() else {
+            return Ok(None);
+        };
+        let buf = &mut conn.buf;
+        loop {
+            match self.reading {
+                Reading::Done => return Ok(None),
+                Reading::Length(left) => {
+                    if buf.is_empty() {
+                        return Ok(None);
+                    }
+                    let take = left.min(buf.len() as u64);
+                    let data = buf.split_to(take as usize).freeze();
+                    self.reading = if take == left {
+                        Reading::Done
+                    } else {
+                        Reading::Length(left - take)
+                    };
+                    return Ok(Some(data));
+                }
+                Reading::UntilClose => {
+                    if buf.is_empty() {
+                        return Ok(None);
+                    }
+                    return Ok(Some(buf.split().freeze()));
+                }
+                Reading::Chunked(Chunk::Size) => {
+                    let Some(end) = line_end(buf) else {
+                        if buf.len() > MAX_LINE {
+                            return Err(body_error("chunk-size line too long"));
+                        }
+                        return Ok(None);
+                    };
+                    let size = chunk_size(&buf[..end])
+                        .ok_or_else(|| body_error("malformed chunk size"))?;
+                    buf.advance(end + 2);
+                    self.reading = Reading::Chunked(if size == 0 {
+                        Chunk::Trailers(0)
+                    } else {
+                        Chunk::Data(size)
+                    });
+                }
+                Reading::Chunked(Chunk::Data(left)) => {
+                    if buf.is_empty() {
+                        return Ok(None);
+                    }
+                    let take = left.min(buf.len() as u64);
+                    let data = buf.split_to(take as usize).freeze();
+                    self.reading = Reading::Chunked(if take == left {
+                        Chunk::DataEnd
+                    } else {
+                        Chunk::Data(left - take)
+                    });
+                    return Ok(Some(data));
+                }
+                Reading::Chunked(Chunk::DataEnd) => {
+                    if buf.len() < 2 {
+                        return Ok(None);
+                    }
+                    if &buf[..2] != b"\r\n" {
+                        return Err(body_error("chunk data not followed by CRLF"));
+                    }
+                    buf.advance(2);
+                    self.reading = Reading::Chunked(Chunk::Size);
+                }
+                Reading::Chunked(Chunk::Trailers(seen)) => {
+                    let Some(end) = line_end(buf) else {
+                        if buf.len() > MAX_LINE {
+                            return Err(body_error("trailer field too long"));
+                        }
+                        return Ok(None);
+                    };
+                    buf.advance(end + 2);
+                    if end == 0 {
+                        self.reading = Reading::Done;
+                    } else if seen + end > MAX_TRAILERS {
+                        return Err(body_error("trailer section too large"));
+                    } else {
+                        self.reading = Reading::Chunked(Chunk::Trailers(seen + end + 2));
+                    }
+                }
+            }
         }
     }
 }
 
-impl Body for DrivenBody {
+impl Body for TargetBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
-        if let Some(idle) = this.idle.as_mut() {
-            idle.drive(cx);
+        if let Some(data) = this.ready.take() {
+            return Poll::Ready(Some(Ok(Frame::data(data))));
         }
-        let r = Pin::new(&mut this.inner).poll_frame(cx);
-        if let Poll::Ready(None) = r {
-            this.finished = true;
+        loop {
+            let stepped = this.step();
+            if matches!(this.reading, Reading::Done) {
+                this.release();
+            }
+            match stepped {
+                Err(e) => {
+                    this.conn = None;
+                    return Poll::Ready(Some(Err(e)));
+                }
+                Ok(Some(data)) => return Poll::Ready(Some(Ok(Frame::data(data)))),
+                Ok(None) if matches!(this.reading, Reading::Done) => return Poll::Ready(None),
+                Ok(None) => {}
+            }
+            let Some(conn) = this.conn.as_mut() else {
+                return Poll::Ready(None);
+            };
+            match conn.poll_fill(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(e)) => {
+                    this.conn = None;
+                    return Poll::Ready(Some(Err(e.into())));
+                }
+                Poll::Ready(Ok(0)) => {
+                    this.conn = None;
+                    if matches!(this.reading, Reading::UntilClose) {
+                        this.reading = Reading::Done;
+                        return Poll::Ready(None);
+                    }
+                    return Poll::Ready(Some(Err(body_error(
+                        "the target closed the connection within the answer's body",
+                    ))));
+                }
+                Poll::Ready(Ok(_)) => {}
+            }
         }
-        r
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.ready.is_none() && matches!(self.reading, Reading::Done)
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match (&self.ready, self.reading) {
+            (Some(data), _) => SizeHint::with_exact(data.len() as u64),
+            (None, Reading::Done) => SizeHint::with_exact(0),
+            (None, Reading::Length(left)) => SizeHint::with_exact(left),
+            _ => SizeHint::default(),
+        }
     }
 }
 
-impl Drop for DrivenBody {
-    fn drop(&mut self) {
-        let Some(mut idle) = self.idle.take() else {
-            return;
-        };
-        if !(self.finished || self.inner.is_end_stream()) {
-            return;
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(text: &str, head_request: bool) -> Result<Option<(Head, usize)>, SendError> {
+        parse_head(text.as_bytes(), head_request)
+    }
+
+    #[test]
+    fn framing_follows_rfc_9112() {
+        let (h, len) = head("HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello", false)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (h.framing, h.keep_alive, len),
+            (Framing::Length(5), true, 38)
+        );
+        let (h, _) = head(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\nContent-Length: 3\r\n\r\n",
+            false,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(h.framing, Framing::Chunked);
+        assert!(!h.headers.contains_key(header::CONTENT_LENGTH));
+        let (h, _) = head("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", false)
+            .unwrap()
+            .unwrap();
+        assert_eq!((h.framing, h.keep_alive), (Framing::UntilClose, false));
+        let (h, _) = head("HTTP/1.1 200 OK\r\n\r\n", false).unwrap().unwrap();
+        assert_eq!((h.framing, h.keep_alive), (Framing::UntilClose, false));
+        let (h, _) = head("HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\n", true)
+            .unwrap()
+            .unwrap();
+        assert_eq!(h.framing, Framing::Empty);
+        assert_eq!(h.headers[header::CONTENT_LENGTH], "9");
+        let (h, _) = head(
+            "HTTP/1.1 304 Not Modified\r\ncontent-length: 9\r\n\r\n",
+            false,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(h.framing, Framing::Empty);
+        let (h, _) = head(
+            "HTTP/1.1 200 OK\r\nContent-Length: 4, 4\r\nConnection: close\r\n\r\n",
+            false,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!((h.framing, h.keep_alive), (Framing::Length(4), false));
+        let (h, _) = head("HTTP/1.0 200 OK\r\nContent-Length: 4\r\n\r\n", false)
+            .unwrap()
+            .unwrap();
+        assert_eq!((h.version, h.keep_alive), (Version::HTTP_10, false));
+        let (h, _) = head(
+            "HTTP/1.0 200 OK\r\nContent-Length: 4\r\nConnection: Keep-Alive\r\n\r\n",
+            false,
+        )
+        .unwrap()
+        .unwrap();
+        assert!(h.keep_alive);
+        assert!(head("HTTP/1.1 200 OK\r\ncontent-le", false)
+            .unwrap()
+            .is_none());
+        for bad in [
+            "HTTP/1.1 200 OK\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: +4\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999999\r\n\r\n",
+            "HTTP/1.1 2000 OK\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nBad Name: x\r\n\r\n",
+            "HTTP/2 200 OK\r\n\r\n",
+        ] {
+            assert!(head(bad, false).is_err(), "{bad:?} was accepted");
         }
-        // One more turn of the connection so it notes the response's end; whatever it waits for
-        // next registers the real waker of the next request that drives it.
-        let mut cx = Context::from_waker(Waker::noop());
-        if idle.drive(&mut cx) && idle.sender.is_ready() {
-            self.pool.pool.put(idle);
-        }
+    }
+
+    #[test]
+    fn request_heads_are_written_in_origin_form() {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("a.example"));
+        h.append("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
+        assert_eq!(
+            request_head(&Method::GET, "/p?q=1", &h),
+            b"GET /p?q=1 HTTP/1.1\r\nhost: a.example\r\nx-forwarded-for: 10.0.0.1\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn chunk_sizes() {
+        assert_eq!(chunk_size(b"1a"), Some(26));
+        assert_eq!(chunk_size(b"1A;name=value"), Some(26));
+        assert_eq!(chunk_size(b"0"), Some(0));
+        assert_eq!(chunk_size(b""), None);
+        assert_eq!(chunk_size(b"zz"), None);
+        assert_eq!(chunk_size(b"11111111111111111"), None);
     }
 }

@@ -11,7 +11,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Version};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 use hyper_util::rt::TokioIo;
 use rand::Rng;
 
@@ -20,7 +20,7 @@ use crate::group::{GroupRt, GroupSnap, InFlight, TargetRt};
 use crate::h1pool;
 use crate::matching::{condition_matches, RequestView};
 
-pub type RespBody = UnsyncBoxBody<Bytes, hyper::Error>;
+pub type RespBody = UnsyncBoxBody<Bytes, h1pool::BoxError>;
 
 pub struct FwdGroup {
     /// None when the rule names a group the configuration does not have (answers 503).
@@ -368,12 +368,14 @@ pub fn handle(
             Routed::Answer(r) => r,
             Routed::Forward(plan)
                 if plan.client_upgrade.is_none()
-                    && plan.group.cfg.protocol_version == HttpVersion::Http1 =>
+                    && plan.group.cfg.protocol_version == HttpVersion::Http1
+                    && plan.req.body().is_end_stream() =>
             {
                 forward_h1(&ctx, plan).await
             }
-            // Targets over HTTP/2 (or gRPC) and upgrades take the hyper-util client; that future
-            // is large, so it is boxed rather than carried (and copied) in every request's future.
+            // Requests with a body, targets over HTTP/2 (or gRPC) and upgrades take the hyper-util
+            // client; that future is large, so it is boxed rather than carried (and copied) in
+            // every request's future.
             Routed::Forward(plan) => Box::pin(forward_client(&ctx, plan)).await,
         }
     }
@@ -610,17 +612,20 @@ fn prepare_forward(
     })
 }
 
-/// Sends the request to its target over HTTP/1.1 on a connection this task drives.
+/// Sends a request without a body to its target over HTTP/1.1 on a connection this task drives.
 async fn forward_h1(ctx: &ConnCtx, plan: Forward) -> Response<RespBody> {
     let target = &plan.target;
+    let (parts, _empty) = plan.req.into_parts();
+    let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let head = h1pool::request_head(&parts.method, path, &parts.headers);
     // Not `until_idle`: an async fn would store the send future twice (argument and select).
     let waited = tokio::select! {
-        out = h1pool::send(&target.pool, target.address, &plan.group.connector, plan.req) => {
+        out = h1pool::send(&target.pool, target.address, &plan.group.connector, &parts.method, &head) => {
             Waited::Done(out)
         }
         _ = ctx.alarm.raised() => Waited::Idle,
     };
-    let (resp, conn) = match waited {
+    let (answer, conn) = match waited {
         Waited::Idle => return elb_page(504),
         Waited::Done(Err(h1pool::SendError::Connect(e))) => {
             tracing::debug!(target = %target.address, error = %e, "target connection failed");
@@ -630,16 +635,19 @@ async fn forward_h1(ctx: &ConnCtx, plan: Forward) -> Response<RespBody> {
                 502
             });
         }
-        Waited::Done(Err(h1pool::SendError::Http(e))) => {
+        Waited::Done(Err(e)) => {
             tracing::debug!(target = %target.address, error = %e, "target request failed");
             return elb_page(502);
         }
         Waited::Done(Ok(r)) => r,
     };
-    let (mut parts, body) = resp.into_parts();
-    plan.cookies.finish(&mut parts.headers, &plan.target);
-    let body = h1pool::DrivenBody::new(body, conn, plan.inflight).boxed_unsync();
-    Response::from_parts(parts, body)
+    let body = h1pool::TargetBody::new(&answer, conn, plan.inflight);
+    let mut resp = Response::new(body.boxed_unsync());
+    *resp.status_mut() = answer.status;
+    *resp.version_mut() = answer.version;
+    *resp.headers_mut() = answer.headers;
+    plan.cookies.finish(resp.headers_mut(), &plan.target);
+    resp
 }
 
 /// Sends the request through the group's hyper-util client: HTTP/2 targets, and upgrades.
@@ -701,6 +709,7 @@ async fn forward_client(ctx: &ConnCtx, plan: Forward) -> Response<RespBody> {
             let _ = &plan.inflight;
             f
         })
+        .map_err(h1pool::BoxError::from)
         .boxed_unsync();
     Response::from_parts(parts, body)
 }

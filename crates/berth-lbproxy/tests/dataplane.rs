@@ -1031,3 +1031,162 @@ async fn recovery_draining_in_flight_and_removed_listener() {
         after.map(|r| r.map(|n| String::from_utf8_lossy(&buf[..n]).to_string()))
     );
 }
+
+/// A target that writes its answers byte for byte as a test needs them (chunked with trailers,
+/// a body in two writes, until-close bodies, interim answers, broken framing), noting on which of
+/// its connections each request arrived.
+async fn scripted_backend(seen: Arc<std::sync::Mutex<Vec<(usize, String)>>>) -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        for conn_id in 0.. {
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                loop {
+                    let end = loop {
+                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break i + 4;
+                        }
+                        let mut chunk = [0u8; 1024];
+                        match s.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).to_string();
+                    buf.drain(..end);
+                    let path = head.split(' ').nth(1).unwrap_or("").to_string();
+                    if path != "/health" {
+                        seen.lock().unwrap().push((conn_id, path.clone()));
+                    }
+                    let answer: &[u8] = match path.as_str() {
+                        "/chunked" => b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nx-trailer: t\r\n\r\n",
+                        "/split" => {
+                            let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n01234").await;
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            b"56789"
+                        }
+                        "/close" => {
+                            let _ = s.write_all(b"HTTP/1.1 200 OK\r\n\r\nuntil close").await;
+                            return;
+                        }
+                        "/head" => b"HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\n",
+                        "/continue" => b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nokay",
+                        "/drop-after" => {
+                            let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nokay").await;
+                            return;
+                        }
+                        "/conflict" => b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\ncontent-length: 5\r\n\r\nokay",
+                        "/cut" => {
+                            let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nshort").await;
+                            return;
+                        }
+                        _ => b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
+                    };
+                    if s.write_all(answer).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn target_answers_framed_every_way_http_1_allows() {
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let target = scripted_backend(seen.clone()).await;
+    let bind = free_port("127.0.0.9");
+    let (dp, mut rx) = DataPlane::new();
+    let cfg = DataPlaneConfig {
+        listeners: vec![listener("l", bind, vec![default_rule(forward("s"))])],
+        target_groups: BTreeMap::from([("s".to_string(), group(&[("i-s", target)]))]),
+    };
+    assert!(dp.apply(cfg).await.is_empty());
+    wait_health(&mut rx, HealthState::Healthy, 1).await;
+    let cl = client();
+    let url = |path: &str| format!("http://{bind}{path}");
+
+    // Chunked, decoded (extensions and trailers dropped); the target connection is used again
+    // after it (requests on one client connection: target connections are pooled per runtime).
+    let (mut one, conn) = hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(
+        TcpStream::connect(bind).await.unwrap(),
+    ))
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    for _ in 0..2 {
+        one.ready().await.unwrap();
+        let resp = one
+            .send_request(
+                Request::get("/chunked")
+                    .header("host", "x")
+                    .body(Empty::new())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body, "hello world");
+    }
+    {
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 2);
+        assert_eq!(
+            seen[0].0, seen[1].0,
+            "a second connection was opened: {seen:?}"
+        );
+    }
+    // A body in two writes; one until the target closes; an interim 100 skipped.
+    assert_eq!(get(&cl, &url("/split"), &[]).await.2, "0123456789");
+    assert_eq!(get(&cl, &url("/close"), &[]).await.2, "until close");
+    let (status, _, body) = get(&cl, &url("/continue"), &[]).await;
+    assert_eq!((status, body.as_str()), (200, "okay"));
+    // HEAD: the length of what GET would send, no body.
+    let head = cl
+        .request(Request::head(url("/head")).body(Empty::new()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(head.status(), 200);
+    assert_eq!(head.headers()["content-length"], "9");
+    assert!(head
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes()
+        .is_empty());
+    // A target that closes its kept-alive connection between requests: the next request goes
+    // out again on a new connection.
+    for _ in 0..3 {
+        let (status, _, body) = get(&cl, &url("/drop-after"), &[]).await;
+        assert_eq!((status, body.as_str()), (200, "okay"));
+    }
+    // Broken framing is a 502.
+    let (status, _, body) = get(&cl, &url("/conflict"), &[]).await;
+    assert_eq!(status, 502);
+    assert!(body.contains("502 Bad Gateway"));
+    // A body cut short: the client's connection closes before the length (whatever of the
+    // answer was still in the proxy's buffer when the body failed is not sent).
+    let mut raw = TcpStream::connect(bind).await.unwrap();
+    raw.write_all(b"GET /cut HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    tokio::time::timeout(WAIT, raw.read_to_end(&mut got))
+        .await
+        .expect("the connection closed")
+        .ok();
+    let got = String::from_utf8_lossy(&got);
+    assert!(got.is_empty() || got.starts_with("HTTP/1.1 200"), "{got}");
+    let body = got.split("\r\n\r\n").nth(1).unwrap_or("");
+    assert!(body.len() < 100, "{got}");
+    // Still served afterwards.
+    assert_eq!(get(&cl, &url("/"), &[]).await.2, "ok");
+}
