@@ -25,7 +25,7 @@ use crate::io::{self, TargetConnector, TargetStream};
 const MAX_IDLE: usize = 1024;
 /// An answer's head may take this many bytes, and this many header fields, at most.
 const MAX_HEAD: usize = 64 * 1024;
-const MAX_HEADERS: usize = 128;
+const MAX_HEADERS: usize = 100;
 /// A chunk-size line or a trailer field of a chunked answer may take this many bytes at most.
 const MAX_LINE: usize = 4096;
 /// A chunked answer's trailer section may take this many bytes at most (its fields are dropped).
@@ -39,6 +39,8 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub struct Conn {
     stream: TargetStream,
     buf: BytesMut,
+    /// The next request's head, written here (the allocation kept from request to request).
+    out: Vec<u8>,
 }
 
 impl Conn {
@@ -144,16 +146,18 @@ async fn connect(addr: SocketAddr, connector: &TargetConnector) -> Result<Conn, 
     Ok(Conn {
         stream,
         buf: BytesMut::with_capacity(READ_SIZE),
+        out: Vec::new(),
     })
 }
 
-/// The head of a request without a body, as it goes to the target.
-pub fn request_head(method: &Method, path_and_query: &str, headers: &HeaderMap) -> Vec<u8> {
-    let size = headers
-        .iter()
-        .map(|(n, v)| n.as_str().len() + v.len() + 4)
-        .sum::<usize>();
-    let mut out = Vec::with_capacity(method.as_str().len() + path_and_query.len() + 16 + size);
+/// Writes the head of a request without a body, as it goes to the target, into `out`.
+fn write_request_head(
+    out: &mut Vec<u8>,
+    method: &Method,
+    path_and_query: &str,
+    headers: &HeaderMap,
+) {
+    out.clear();
     out.extend_from_slice(method.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(path_and_query.as_bytes());
@@ -165,7 +169,6 @@ pub fn request_head(method: &Method, path_and_query: &str, headers: &HeaderMap) 
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"\r\n");
-    out
 }
 
 /// How an answer's body is delimited (RFC 9112, section 6.3).
@@ -200,9 +203,16 @@ fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
 /// Parses an answer's head at the start of `buf`: `None` while incomplete; the head and its
 /// length once complete. An interim (1xx) answer comes back as such: the caller skips it.
 fn parse_head(buf: &[u8], head_request: bool) -> Result<Option<(Head, usize)>, SendError> {
-    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut parsed = httparse::Response::new(&mut slots);
-    let len = match parsed.parse(buf) {
+    // Left uninitialised: zeroing room for every field the head could have costs more than
+    // parsing the few it has.
+    let mut slots =
+        [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut parsed = httparse::Response::new(&mut []);
+    let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut parsed,
+        buf,
+        &mut slots,
+    ) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => {
@@ -301,15 +311,15 @@ struct Failed {
     nothing_back: bool,
 }
 
-/// Writes the request's head and reads the answer's (interim answers skipped).
-async fn exchange(conn: &mut Conn, head: &[u8], head_request: bool) -> Result<Head, Failed> {
+/// Writes the request's head (in `conn.out`) and reads the answer's (interim answers skipped).
+async fn exchange(conn: &mut Conn, head_request: bool) -> Result<Head, Failed> {
     let io_failed = |error, nothing_back| Failed {
         error: SendError::Io(error),
         nothing_back,
     };
     conn.buf.clear();
     conn.stream
-        .write_all(head)
+        .write_all(&conn.out)
         .await
         .map_err(|e| io_failed(e, true))?;
     conn.stream.flush().await.map_err(|e| io_failed(e, true))?;
@@ -367,16 +377,18 @@ fn idempotent(method: &Method) -> bool {
     )
 }
 
-/// Sends a request without a body on a pooled connection to `addr` (a new one when none is idle;
-/// again on a new one when a pooled connection turns out closed before anything came back, for
-/// an idempotent method): the answer's head and the connection its body is to be read from.
+/// Sends a request without a body (its method, origin-form target and headers) on a pooled
+/// connection to `addr` (a new one when none is idle; again on a new one when a pooled connection
+/// turns out closed before anything came back, for an idempotent method): the answer's head and
+/// the connection its body is to be read from.
 pub async fn send(
     pool: &Pool,
     addr: SocketAddr,
     connector: &TargetConnector,
-    method: &Method,
-    head: &[u8],
+    request: &http::request::Parts,
 ) -> Result<(Head, Conn), SendError> {
+    let method = &request.method;
+    let path = request.uri.path_and_query().map_or("/", |pq| pq.as_str());
     let head_request = *method == Method::HEAD;
     loop {
         let (mut conn, pooled) = match pool.checkout() {
@@ -385,7 +397,8 @@ pub async fn send(
             // future would otherwise be copied with every request's future.
             None => (Box::pin(connect(addr, connector)).await?, false),
         };
-        match exchange(&mut conn, head, head_request).await {
+        write_request_head(&mut conn.out, method, path, &request.headers);
+        match exchange(&mut conn, head_request).await {
             Ok(answer) => return Ok((answer, conn)),
             Err(Failed {
                 nothing_back: true, ..
@@ -725,8 +738,10 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(header::HOST, HeaderValue::from_static("a.example"));
         h.append("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
+        let mut out = b"left from the last request".to_vec();
+        write_request_head(&mut out, &Method::GET, "/p?q=1", &h);
         assert_eq!(
-            request_head(&Method::GET, "/p?q=1", &h),
+            out,
             b"GET /p?q=1 HTTP/1.1\r\nhost: a.example\r\nx-forwarded-for: 10.0.0.1\r\n\r\n"
         );
     }

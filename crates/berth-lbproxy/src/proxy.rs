@@ -387,14 +387,13 @@ fn route(ctx: &ConnCtx, req: Request<Incoming>) -> Routed {
         .headers()
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
-        .or_else(|| req.uri().authority().map(|a| a.as_str()))
-        .map(str::to_string);
+        .or_else(|| req.uri().authority().map(|a| a.as_str()));
     let rule = {
         let view = RequestView {
             method: req.method().as_str(),
             path: req.uri().path(),
             query: req.uri().query(),
-            host: host_full.as_deref().map(strip_port),
+            host: host_full.map(strip_port),
             headers: req.headers(),
             source: canonical(ctx.peer.ip()),
         };
@@ -427,7 +426,7 @@ fn route(ctx: &ConnCtx, req: Request<Incoming>) -> Routed {
             status,
         } => {
             let in_proto = if ctx.secure { "https" } else { "http" };
-            let in_host = host_full.as_deref().map(strip_port).unwrap_or("");
+            let in_host = host_full.map(strip_port).unwrap_or("");
             let in_port = ctx.local.port().to_string();
             let in_path = req.uri().path().trim_start_matches('/');
             let in_query = req.uri().query().unwrap_or("");
@@ -469,7 +468,15 @@ fn route(ctx: &ConnCtx, req: Request<Incoming>) -> Routed {
             groups,
             total,
             stickiness,
-        } => return prepare_forward(ctx, &snap, groups, *total, *stickiness, host_full, req),
+        } => {
+            // The target gets a Host header: the request's authority when it has none (HTTP/2,
+            // an absolute-form target).
+            let missing_host = match req.headers().contains_key(header::HOST) {
+                true => None,
+                false => host_full.and_then(|v| HeaderValue::from_str(v).ok()),
+            };
+            return prepare_forward(ctx, &snap, groups, *total, *stickiness, missing_host, req);
+        }
     })
 }
 
@@ -506,7 +513,7 @@ fn prepare_forward(
     groups: &[FwdGroup],
     total: u64,
     group_stickiness: Option<Duration>,
-    host_full: Option<String>,
+    missing_host: Option<HeaderValue>,
     mut req: Request<Incoming>,
 ) -> Routed {
     let tg_sticky = if group_stickiness.is_some() {
@@ -553,13 +560,8 @@ fn prepare_forward(
         h.insert(header::UPGRADE, u);
         h.insert(header::CONNECTION, c);
     }
-    if !h.contains_key(header::HOST) {
-        if let Some(hv) = host_full
-            .as_deref()
-            .and_then(|v| HeaderValue::from_str(v).ok())
-        {
-            h.insert(header::HOST, hv);
-        }
+    if let Some(host) = missing_host {
+        h.insert(header::HOST, host);
     }
     let xff = {
         let prior: Vec<&str> = h
@@ -616,11 +618,9 @@ fn prepare_forward(
 async fn forward_h1(ctx: &ConnCtx, plan: Forward) -> Response<RespBody> {
     let target = &plan.target;
     let (parts, _empty) = plan.req.into_parts();
-    let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-    let head = h1pool::request_head(&parts.method, path, &parts.headers);
     // Not `until_idle`: an async fn would store the send future twice (argument and select).
     let waited = tokio::select! {
-        out = h1pool::send(&target.pool, target.address, &plan.group.connector, &parts.method, &head) => {
+        out = h1pool::send(&target.pool, target.address, &plan.group.connector, &parts) => {
             Waited::Done(out)
         }
         _ = ctx.alarm.raised() => Waited::Idle,
