@@ -26,10 +26,12 @@ const MAX_IDLE: usize = 1024;
 /// An answer's head may take this many bytes, and this many header fields, at most.
 const MAX_HEAD: usize = 64 * 1024;
 const MAX_HEADERS: usize = 100;
-/// A chunk-size line or a trailer field of a chunked answer may take this many bytes at most.
+/// A chunk-size line of a chunked answer may take this many bytes at most (extensions included).
 const MAX_LINE: usize = 4096;
-/// A chunked answer's trailer section may take this many bytes at most (its fields are dropped).
+/// A chunked answer's trailer section may take this many bytes, and fields, at most (its fields
+/// are dropped).
 const MAX_TRAILERS: usize = 16 * 1024;
+const MAX_TRAILER_FIELDS: usize = 32;
 /// How much is read from a target at once.
 const READ_SIZE: usize = 16 * 1024;
 
@@ -417,8 +419,8 @@ enum Chunk {
     Data(u64),
     /// After a chunk's data: its CRLF.
     DataEnd,
-    /// Trailer fields (dropped) until the empty line; this many bytes seen so far.
-    Trailers(usize),
+    /// The trailer section (its fields dropped), up to its empty line.
+    Trailers,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -442,25 +444,6 @@ pub struct TargetBody {
 
 fn body_error(why: &'static str) -> BoxError {
     why.into()
-}
-
-/// Finds CRLF in `buf`: the line before it.
-fn line_end(buf: &[u8]) -> Option<usize> {
-    buf.windows(2).position(|w| w == b"\r\n")
-}
-
-/// A chunk-size line's size (extensions after `;` ignored).
-fn chunk_size(line: &[u8]) -> Option<u64> {
-    let digits = line
-        .split(|b| *b == b';')
-        .next()?
-        .trim_ascii_end()
-        .trim_ascii_start();
-    if digits.is_empty() || digits.len() > 16 {
-        return None;
-    }
-    let text = std::str::from_utf8(digits).ok()?;
-    u64::from_str_radix(text, 16).ok()
 }
 
 impl TargetBody {
@@ -533,17 +516,18 @@ impl TargetBody {
                     return Ok(Some(buf.split().freeze()));
                 }
                 Reading::Chunked(Chunk::Size) => {
-                    let Some(end) = line_end(buf) else {
-                        if buf.len() > MAX_LINE {
-                            return Err(body_error("chunk-size line too long"));
+                    // httparse reads the chunk-size line (extensions skipped).
+                    let (line, size) = match httparse::parse_chunk_size(buf) {
+                        Ok(httparse::Status::Complete(parsed)) => parsed,
+                        Ok(httparse::Status::Partial) if buf.len() > MAX_LINE => {
+                            return Err(body_error("chunk-size line too long"))
                         }
-                        return Ok(None);
+                        Ok(httparse::Status::Partial) => return Ok(None),
+                        Err(_) => return Err(body_error("malformed chunk size")),
                     };
-                    let size = chunk_size(&buf[..end])
-                        .ok_or_else(|| body_error("malformed chunk size"))?;
-                    buf.advance(end + 2);
+                    buf.advance(line);
                     self.reading = Reading::Chunked(if size == 0 {
-                        Chunk::Trailers(0)
+                        Chunk::Trailers
                     } else {
                         Chunk::Data(size)
                     });
@@ -571,20 +555,19 @@ impl TargetBody {
                     buf.advance(2);
                     self.reading = Reading::Chunked(Chunk::Size);
                 }
-                Reading::Chunked(Chunk::Trailers(seen)) => {
-                    let Some(end) = line_end(buf) else {
-                        if buf.len() > MAX_LINE {
-                            return Err(body_error("trailer field too long"));
+                Reading::Chunked(Chunk::Trailers) => {
+                    // httparse reads the trailer section whole (its fields are dropped).
+                    let mut fields = [httparse::EMPTY_HEADER; MAX_TRAILER_FIELDS];
+                    match httparse::parse_headers(buf, &mut fields) {
+                        Ok(httparse::Status::Complete((len, _))) => {
+                            buf.advance(len);
+                            self.reading = Reading::Done;
                         }
-                        return Ok(None);
-                    };
-                    buf.advance(end + 2);
-                    if end == 0 {
-                        self.reading = Reading::Done;
-                    } else if seen + end > MAX_TRAILERS {
-                        return Err(body_error("trailer section too large"));
-                    } else {
-                        self.reading = Reading::Chunked(Chunk::Trailers(seen + end + 2));
+                        Ok(httparse::Status::Partial) if buf.len() > MAX_TRAILERS => {
+                            return Err(body_error("trailer section too large"))
+                        }
+                        Ok(httparse::Status::Partial) => return Ok(None),
+                        Err(_) => return Err(body_error("malformed trailer section")),
                     }
                 }
             }
@@ -744,15 +727,5 @@ mod tests {
             out,
             b"GET /p?q=1 HTTP/1.1\r\nhost: a.example\r\nx-forwarded-for: 10.0.0.1\r\n\r\n"
         );
-    }
-
-    #[test]
-    fn chunk_sizes() {
-        assert_eq!(chunk_size(b"1a"), Some(26));
-        assert_eq!(chunk_size(b"1A;name=value"), Some(26));
-        assert_eq!(chunk_size(b"0"), Some(0));
-        assert_eq!(chunk_size(b""), None);
-        assert_eq!(chunk_size(b"zz"), None);
-        assert_eq!(chunk_size(b"11111111111111111"), None);
     }
 }

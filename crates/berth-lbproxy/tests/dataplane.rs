@@ -1070,6 +1070,25 @@ async fn scripted_backend(seen: Arc<std::sync::Mutex<Vec<(usize, String)>>>) -> 
                             tokio::time::sleep(Duration::from_millis(50)).await;
                             b"56789"
                         }
+                        "/chunked-slow" => {
+                            // Every piece of the framing split across writes.
+                            for piece in [
+                                &b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r"[..],
+                                b"\nhel",
+                                b"lo\r",
+                                b"\n3;e",
+                                b"xt=1\r\n!!!\r\n0\r\nx-t: 1\r",
+                                b"\n",
+                            ] {
+                                let _ = s.write_all(piece).await;
+                                tokio::time::sleep(Duration::from_millis(20)).await;
+                            }
+                            b"\r\n"
+                        }
+                        "/bad-chunk" => {
+                            let _ = s.write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n").await;
+                            return;
+                        }
                         "/close" => {
                             let _ = s.write_all(b"HTTP/1.1 200 OK\r\n\r\nuntil close").await;
                             return;
@@ -1143,6 +1162,8 @@ async fn target_answers_framed_every_way_http_1_allows() {
             "a second connection was opened: {seen:?}"
         );
     }
+    // Chunked framing split across writes anywhere.
+    assert_eq!(get(&cl, &url("/chunked-slow"), &[]).await.2, "hello!!!");
     // A body in two writes; one until the target closes; an interim 100 skipped.
     assert_eq!(get(&cl, &url("/split"), &[]).await.2, "0123456789");
     assert_eq!(get(&cl, &url("/close"), &[]).await.2, "until close");
@@ -1187,6 +1208,17 @@ async fn target_answers_framed_every_way_http_1_allows() {
     assert!(got.is_empty() || got.starts_with("HTTP/1.1 200"), "{got}");
     let body = got.split("\r\n\r\n").nth(1).unwrap_or("");
     assert!(body.len() < 100, "{got}");
+    // A malformed chunk size: the same.
+    let mut raw = TcpStream::connect(bind).await.unwrap();
+    raw.write_all(b"GET /bad-chunk HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    tokio::time::timeout(WAIT, raw.read_to_end(&mut got))
+        .await
+        .expect("the connection closed")
+        .ok();
+    assert!(!String::from_utf8_lossy(&got).contains("hello"));
     // Still served afterwards.
     assert_eq!(get(&cl, &url("/"), &[]).await.2, "ok");
 }
