@@ -21,8 +21,12 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
 use crate::group::InFlight;
 use crate::io::{self, TargetConnector, TargetStream};
 
-/// Idle connections kept per target at most.
+/// Idle connections kept per target at most, and for how long (as hyper-util's pool: 90 s).
 const MAX_IDLE: usize = 1024;
+const POOL_IDLE_MS: u64 = 90_000;
+/// A pooled connection's request-head buffer is dropped beyond this capacity (its read buffer
+/// beyond four times it).
+const KEPT_BUFFER: usize = 16 * 1024;
 /// An answer's head may take this many bytes, and this many header fields, at most.
 const MAX_HEAD: usize = 64 * 1024;
 const MAX_HEADERS: usize = 100;
@@ -43,6 +47,8 @@ pub struct Conn {
     buf: BytesMut,
     /// The next request's head, written here (the allocation kept from request to request).
     out: Vec<u8>,
+    /// When it went into the pool (`io::now_ms`).
+    pooled_at: u64,
 }
 
 impl Conn {
@@ -92,7 +98,8 @@ impl Pool {
     fn checkout(&self) -> Option<Conn> {
         loop {
             let mut conn = self.shelf().lock().ok()?.pop()?;
-            if conn.still_open() {
+            let fresh = io::now_ms().saturating_sub(conn.pooled_at) < POOL_IDLE_MS;
+            if fresh && conn.still_open() {
                 return Some(conn);
             }
         }
@@ -107,7 +114,16 @@ impl Pool {
         }
     }
 
-    fn put(&self, conn: Conn) {
+    fn put(&self, mut conn: Conn) {
+        // A large request or answer head once must not stay allocated for as long as the
+        // connection idles.
+        if conn.out.capacity() > KEPT_BUFFER {
+            conn.out = Vec::new();
+        }
+        if conn.buf.capacity() > KEPT_BUFFER * 4 {
+            conn.buf = BytesMut::new();
+        }
+        conn.pooled_at = io::now_ms();
         if let Ok(mut v) = self.shelf().lock() {
             if v.len() < MAX_IDLE {
                 v.push(conn);
@@ -149,6 +165,7 @@ async fn connect(addr: SocketAddr, connector: &TargetConnector) -> Result<Conn, 
         stream,
         buf: BytesMut::with_capacity(READ_SIZE),
         out: Vec::new(),
+        pooled_at: 0,
     })
 }
 
@@ -186,6 +203,8 @@ enum Framing {
 #[derive(Debug)]
 pub struct Head {
     pub status: StatusCode,
+    /// The target's reason phrase, when not the status code's usual one (relayed as hyper does).
+    pub reason: Option<hyper::ext::ReasonPhrase>,
     pub version: Version,
     pub headers: HeaderMap,
     framing: Framing,
@@ -226,6 +245,10 @@ fn parse_head(buf: &[u8], head_request: bool) -> Result<Option<(Head, usize)>, S
         .code
         .and_then(|c| StatusCode::from_u16(c).ok())
         .ok_or(SendError::Protocol("malformed status code"))?;
+    let reason = parsed
+        .reason
+        .filter(|r| !r.is_empty() && Some(*r) != status.canonical_reason())
+        .and_then(|r| hyper::ext::ReasonPhrase::try_from(r.as_bytes()).ok());
     let version = match parsed.version {
         Some(0) => Version::HTTP_10,
         _ => Version::HTTP_11,
@@ -245,6 +268,12 @@ fn parse_head(buf: &[u8], head_request: bool) -> Result<Option<(Head, usize)>, S
     {
         Framing::Empty
     } else if headers.contains_key(header::TRANSFER_ENCODING) {
+        if version == Version::HTTP_10 {
+            // RFC 9112 6.1: faulty framing (hyper refused it too).
+            return Err(SendError::Protocol(
+                "Transfer-Encoding in an HTTP/1.0 answer",
+            ));
+        }
         // Transfer-Encoding overrides Content-Length, which is dropped; chunked must come last,
         // else the body lasts until the connection closes.
         headers.remove(header::CONTENT_LENGTH);
@@ -288,15 +317,14 @@ fn parse_head(buf: &[u8], head_request: bool) -> Result<Option<(Head, usize)>, S
     } else {
         Framing::UntilClose
     };
+    // `close` wins over anything else the Connection header says.
     let keep_alive = framing != Framing::UntilClose
-        && if version == Version::HTTP_11 {
-            !has_token(&headers, &header::CONNECTION, "close")
-        } else {
-            has_token(&headers, &header::CONNECTION, "keep-alive")
-        };
+        && !has_token(&headers, &header::CONNECTION, "close")
+        && (version == Version::HTTP_11 || has_token(&headers, &header::CONNECTION, "keep-alive"));
     Ok(Some((
         Head {
             status,
+            reason,
             version,
             headers,
             framing,
@@ -380,9 +408,9 @@ fn idempotent(method: &Method) -> bool {
 }
 
 /// Sends a request without a body (its method, origin-form target and headers) on a pooled
-/// connection to `addr` (a new one when none is idle; again on a new one when a pooled connection
-/// turns out closed before anything came back, for an idempotent method): the answer's head and
-/// the connection its body is to be read from.
+/// connection to `addr` (a new one when none is idle; once more, on a new one, when a pooled
+/// connection turns out closed before anything came back, for an idempotent method): the answer's
+/// head and the connection its body is to be read from.
 pub async fn send(
     pool: &Pool,
     addr: SocketAddr,
@@ -392,8 +420,9 @@ pub async fn send(
     let method = &request.method;
     let path = request.uri.path_and_query().map_or("/", |pq| pq.as_str());
     let head_request = *method == Method::HEAD;
+    let mut pooled_first = pool.checkout();
     loop {
-        let (mut conn, pooled) = match pool.checkout() {
+        let (mut conn, pooled) = match pooled_first.take() {
             Some(conn) => (conn, true),
             // Boxed: a new connection (and its TLS handshake) is the rare case, and its large
             // future would otherwise be copied with every request's future.

@@ -305,8 +305,14 @@ impl Alarm {
 
 /// Resolves once `idle` has passed with no activity noted in `last`.
 pub async fn idle_elapsed(last: &AtomicU64, idle: Duration) {
-    let idle_ms = idle.as_millis().max(1) as u64;
+    idle_elapsed_with(last, || idle).await
+}
+
+/// As [`idle_elapsed`], with the idle timeout read again at each check (a listener's may change
+/// while its connections are open).
+pub async fn idle_elapsed_with(last: &AtomicU64, idle: impl Fn() -> Duration) {
     loop {
+        let idle_ms = idle().as_millis().max(1) as u64;
         let since = now_ms().saturating_sub(last.load(Ordering::Relaxed));
         if since >= idle_ms {
             return;

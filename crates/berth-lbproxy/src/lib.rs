@@ -445,7 +445,8 @@ async fn serve_https(
 }
 
 /// Watches a client connection in a task of its own. Once it has been idle
-/// for `idle` or its listener was removed, the returned receiver is answered
+/// for its listener's idle timeout (as that is at each check) or its
+/// listener was removed, the returned receiver is answered
 /// (the connection finishes what is under way and closes); once it has been
 /// idle, the connection's alarm is raised too (a request still waiting on
 /// its target answers 504; a removed listener's requests are not cut short
@@ -453,21 +454,26 @@ async fn serve_https(
 /// and each request's futures: those are polled at every read and write, the
 /// watcher only when its timer fires. The watcher stops with the returned
 /// guard.
-fn watch_connection(
-    ctx: &Arc<ConnCtx>,
-    idle: Duration,
-) -> (AbortOnDrop, tokio::sync::oneshot::Receiver<()>) {
+fn watch_connection(ctx: &Arc<ConnCtx>) -> (AbortOnDrop, tokio::sync::oneshot::Receiver<()>) {
     let (tx, rx) = tokio::sync::oneshot::channel();
     let ctx = ctx.clone();
     let watcher = tokio::spawn(async move {
+        // The listener's idle timeout as it is now: a change reaches open connections too.
+        let current = || {
+            ctx.listener
+                .load()
+                .cfg
+                .idle_timeout
+                .max(Duration::from_millis(1))
+        };
         let mut removed = ctx.removed.clone();
         let removed_first = tokio::select! {
-            _ = io::idle_elapsed(&ctx.activity, idle) => false,
+            _ = io::idle_elapsed_with(&ctx.activity, current) => false,
             _ = async { removed.wait_for(|gone| *gone).await.is_ok() } => true,
         };
         let _ = tx.send(());
         if removed_first {
-            io::idle_elapsed(&ctx.activity, idle).await;
+            io::idle_elapsed_with(&ctx.activity, current).await;
         }
         ctx.alarm.raise();
     });
@@ -495,7 +501,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let io = TokioIo::new(io::Tracked::sharing(stream, ctx.activity.clone()));
-    let (_watcher, closed) = watch_connection(&ctx, idle);
+    let (_watcher, closed) = watch_connection(&ctx);
     let svc = hyper::service::service_fn(move |req| {
         let ctx = ctx.clone();
         async move { Ok::<_, Infallible>(proxy::handle(ctx, req).await) }

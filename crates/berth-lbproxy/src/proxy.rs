@@ -369,7 +369,9 @@ pub fn handle(
             Routed::Forward(plan)
                 if plan.client_upgrade.is_none()
                     && plan.group.cfg.protocol_version == HttpVersion::Http1
-                    && plan.req.body().is_end_stream() =>
+                    && plan.req.body().is_end_stream()
+                    // A tunnel once answered 2xx: never a connection to pool.
+                    && plan.req.method() != http::Method::CONNECT =>
             {
                 forward_h1(&ctx, plan).await
             }
@@ -469,13 +471,13 @@ fn route(ctx: &ConnCtx, req: Request<Incoming>) -> Routed {
             total,
             stickiness,
         } => {
-            // The target gets a Host header: the request's authority when it has none (HTTP/2,
-            // an absolute-form target).
-            let missing_host = match req.headers().contains_key(header::HOST) {
-                true => None,
-                false => host_full.and_then(|v| HeaderValue::from_str(v).ok()),
+            // The target always gets a Host header: the request's (even when its Connection
+            // header names it), else its authority (HTTP/2, an absolute-form target).
+            let host = match req.headers().get(header::HOST) {
+                Some(v) => Some(v.clone()),
+                None => host_full.and_then(|v| HeaderValue::from_str(v).ok()),
             };
-            return prepare_forward(ctx, &snap, groups, *total, *stickiness, missing_host, req);
+            return prepare_forward(ctx, &snap, groups, *total, *stickiness, host, req);
         }
     })
 }
@@ -513,7 +515,7 @@ fn prepare_forward(
     groups: &[FwdGroup],
     total: u64,
     group_stickiness: Option<Duration>,
-    missing_host: Option<HeaderValue>,
+    host: Option<HeaderValue>,
     mut req: Request<Incoming>,
 ) -> Routed {
     let tg_sticky = if group_stickiness.is_some() {
@@ -560,7 +562,7 @@ fn prepare_forward(
         h.insert(header::UPGRADE, u);
         h.insert(header::CONNECTION, c);
     }
-    if let Some(host) = missing_host {
+    if let Some(host) = host.filter(|_| !h.contains_key(header::HOST)) {
         h.insert(header::HOST, host);
     }
     let xff = {
@@ -646,6 +648,9 @@ async fn forward_h1(ctx: &ConnCtx, plan: Forward) -> Response<RespBody> {
     *resp.status_mut() = answer.status;
     *resp.version_mut() = answer.version;
     *resp.headers_mut() = answer.headers;
+    if let Some(reason) = answer.reason {
+        resp.extensions_mut().insert(reason);
+    }
     plan.cookies.finish(resp.headers_mut(), &plan.target);
     resp
 }

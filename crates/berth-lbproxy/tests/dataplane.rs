@@ -1063,7 +1063,25 @@ async fn scripted_backend(seen: Arc<std::sync::Mutex<Vec<(usize, String)>>>) -> 
                     if path != "/health" {
                         seen.lock().unwrap().push((conn_id, path.clone()));
                     }
+                    let host = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("host: "))
+                        .unwrap_or("none")
+                        .to_string();
+                    let echoed_host = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{host}",
+                        host.len()
+                    );
                     let answer: &[u8] = match path.as_str() {
+                        "/echo-host" => echoed_host.as_bytes(),
+                        "/reason" => b"HTTP/1.1 299 Fine Indeed\r\ncontent-length: 0\r\n\r\n",
+                        "/te10" => b"HTTP/1.0 200 OK\r\ntransfer-encoding: chunked\r\nconnection: keep-alive\r\n\r\n0\r\n\r\n",
+                        "/slow-ok" => {
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+                        }
+                        // Reads the request, then closes without a byte.
+                        "/crash" => return,
                         "/chunked" => b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nx-trailer: t\r\n\r\n",
                         "/split" => {
                             let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n01234").await;
@@ -1219,6 +1237,51 @@ async fn target_answers_framed_every_way_http_1_allows() {
         .expect("the connection closed")
         .ok();
     assert!(!String::from_utf8_lossy(&got).contains("hello"));
+    // The target gets the client's Host even when the client's Connection header names it.
+    let mut raw = TcpStream::connect(bind).await.unwrap();
+    raw.write_all(
+        b"GET /echo-host HTTP/1.1\r\nhost: app.example\r\nconnection: host, close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut got = Vec::new();
+    tokio::time::timeout(WAIT, raw.read_to_end(&mut got))
+        .await
+        .expect("answered")
+        .unwrap();
+    assert!(String::from_utf8_lossy(&got).ends_with("\r\n\r\napp.example"));
+    // A reason phrase of the target's own is relayed.
+    let mut raw = TcpStream::connect(bind).await.unwrap();
+    raw.write_all(b"GET /reason HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    tokio::time::timeout(WAIT, raw.read_to_end(&mut got))
+        .await
+        .expect("answered")
+        .unwrap();
+    assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 299 Fine Indeed\r\n"));
+    // Transfer-Encoding in an HTTP/1.0 answer is faulty framing: 502.
+    assert_eq!(get(&cl, &url("/te10"), &[]).await.0, 502);
+    // A target that reads a request and closes: sent again once at most, on a new connection,
+    // however many idle connections the pool holds.
+    let fill: Vec<_> = (0..8)
+        .map(|_| {
+            let (cl, u) = (cl.clone(), url("/slow-ok"));
+            tokio::spawn(async move { get(&cl, &u, &[]).await.0 })
+        })
+        .collect();
+    for f in fill {
+        assert_eq!(f.await.unwrap(), 200);
+    }
+    assert_eq!(get(&cl, &url("/crash"), &[]).await.0, 502);
+    let crashes = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, p)| p == "/crash")
+        .count();
+    assert!((1..=2).contains(&crashes), "sent {crashes} times");
     // Still served afterwards.
     assert_eq!(get(&cl, &url("/"), &[]).await.2, "ok");
 }
