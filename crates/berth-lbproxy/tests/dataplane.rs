@@ -1134,6 +1134,19 @@ async fn scripted_backend(seen: Arc<std::sync::Mutex<Vec<(usize, String)>>>) -> 
     addr
 }
 
+/// Sends `request` on a connection of its own and reads until the load balancer closes it
+/// (a read error counts as the end): what came back.
+async fn raw_exchange(bind: SocketAddr, request: &[u8]) -> String {
+    let mut raw = TcpStream::connect(bind).await.unwrap();
+    raw.write_all(request).await.unwrap();
+    let mut got = Vec::new();
+    tokio::time::timeout(WAIT, raw.read_to_end(&mut got))
+        .await
+        .expect("the connection closed")
+        .ok();
+    String::from_utf8_lossy(&got).into_owned()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn target_answers_framed_every_way_http_1_allows() {
     let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -1213,54 +1226,25 @@ async fn target_answers_framed_every_way_http_1_allows() {
     assert!(body.contains("502 Bad Gateway"));
     // A body cut short: the client's connection closes before the length (whatever of the
     // answer was still in the proxy's buffer when the body failed is not sent).
-    let mut raw = TcpStream::connect(bind).await.unwrap();
-    raw.write_all(b"GET /cut HTTP/1.1\r\nhost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let mut got = Vec::new();
-    tokio::time::timeout(WAIT, raw.read_to_end(&mut got))
-        .await
-        .expect("the connection closed")
-        .ok();
-    let got = String::from_utf8_lossy(&got);
+    let got = raw_exchange(bind, b"GET /cut HTTP/1.1\r\nhost: x\r\n\r\n").await;
     assert!(got.is_empty() || got.starts_with("HTTP/1.1 200"), "{got}");
     let body = got.split("\r\n\r\n").nth(1).unwrap_or("");
     assert!(body.len() < 100, "{got}");
     // A malformed chunk size: the same.
-    let mut raw = TcpStream::connect(bind).await.unwrap();
-    raw.write_all(b"GET /bad-chunk HTTP/1.1\r\nhost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let mut got = Vec::new();
-    tokio::time::timeout(WAIT, raw.read_to_end(&mut got))
-        .await
-        .expect("the connection closed")
-        .ok();
-    assert!(!String::from_utf8_lossy(&got).contains("hello"));
+    let got = raw_exchange(bind, b"GET /bad-chunk HTTP/1.1\r\nhost: x\r\n\r\n").await;
+    assert!(!got.contains("hello"), "{got}");
     // The target gets the client's Host even when the client's Connection header names it.
-    let mut raw = TcpStream::connect(bind).await.unwrap();
-    raw.write_all(
-        b"GET /echo-host HTTP/1.1\r\nhost: app.example\r\nconnection: host, close\r\n\r\n",
-    )
-    .await
-    .unwrap();
-    let mut got = Vec::new();
-    tokio::time::timeout(WAIT, raw.read_to_end(&mut got))
-        .await
-        .expect("answered")
-        .unwrap();
-    assert!(String::from_utf8_lossy(&got).ends_with("\r\n\r\napp.example"));
+    let request =
+        b"GET /echo-host HTTP/1.1\r\nhost: app.example\r\nconnection: host, close\r\n\r\n";
+    let got = raw_exchange(bind, request).await;
+    assert!(got.ends_with("\r\n\r\napp.example"), "{got}");
     // A reason phrase of the target's own is relayed.
-    let mut raw = TcpStream::connect(bind).await.unwrap();
-    raw.write_all(b"GET /reason HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut got = Vec::new();
-    tokio::time::timeout(WAIT, raw.read_to_end(&mut got))
-        .await
-        .expect("answered")
-        .unwrap();
-    assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 299 Fine Indeed\r\n"));
+    let got = raw_exchange(
+        bind,
+        b"GET /reason HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(got.starts_with("HTTP/1.1 299 Fine Indeed\r\n"), "{got}");
     // Transfer-Encoding in an HTTP/1.0 answer is faulty framing: 502.
     assert_eq!(get(&cl, &url("/te10"), &[]).await.0, 502);
     // A target that reads a request and closes: sent again once at most, on a new connection,
