@@ -481,10 +481,15 @@ impl LogsService {
             let Ok(_turn) = turns.acquire_owned().await else {
                 return;
             };
-            if run.cancel.load(Ordering::Relaxed) {
-                return;
+            {
+                // Under the state's lock, as StopQuery decides: a query stopped while it waited
+                // for its turn stays Cancelled.
+                let mut state = run.state();
+                if run.cancel.load(Ordering::Relaxed) || state.status == Status::Cancelled {
+                    return;
+                }
+                state.status = Status::Running;
             }
-            run.state().status = Status::Running;
             let began = Instant::now();
             let worker = Arc::clone(&run);
             let outcome = tokio::task::spawn_blocking(move || {
@@ -494,7 +499,11 @@ impl LogsService {
             let mut state = run.state();
             state.duration_ms =
                 Some(i64::try_from(began.elapsed().as_millis()).unwrap_or(i64::MAX));
+            // StopQuery answered success while the query ran (it may have just finished): the
+            // query is Cancelled, as that answer said.
+            let stopped = state.status == Status::Cancelled;
             state.status = match outcome {
+                _ if stopped => Status::Cancelled,
                 Ok(Ok((rows, status))) => {
                     state.rows = Arc::new(rows);
                     status
