@@ -281,6 +281,21 @@ impl GatewayInfrastructure {
         self.ec2.handle(ctx, action, &params(p)).await
     }
 
+    /// An ACM call (JSON in and out), as the elb and ec2 calls above.
+    async fn acm_call(
+        &self,
+        ctx: &RequestContext,
+        action: &str,
+        body: serde_json::Value,
+    ) -> Result<serde_json::Value, AwsError> {
+        let out = self
+            .acm
+            .handle(ctx, action, body.to_string().as_bytes())
+            .await?;
+        serde_json::from_slice(&out)
+            .map_err(|e| AwsError::internal(format!("ACM's answer is unreadable: {e}")))
+    }
+
     fn elb_state(&self, scope: &Scope) -> Result<ElbState, AwsError> {
         ElbState::load(self.store.as_ref(), &scope.account, &scope.region)
     }
@@ -491,12 +506,7 @@ impl GatewayInfrastructure {
             if let Some(t) = &token {
                 body["NextToken"] = serde_json::Value::String(t.clone());
             }
-            let out = self
-                .acm
-                .handle(ctx, "ListCertificates", body.to_string().as_bytes())
-                .await?;
-            let page: serde_json::Value = serde_json::from_slice(&out)
-                .map_err(|e| AwsError::internal(format!("ACM's answer is unreadable: {e}")))?;
+            let page = self.acm_call(ctx, "ListCertificates", body).await?;
             let found = page["CertificateSummaryList"]
                 .as_array()
                 .into_iter()
@@ -538,12 +548,7 @@ impl GatewayInfrastructure {
                     .collect(),
             );
         }
-        let out = self
-            .acm
-            .handle(ctx, "RequestCertificate", body.to_string().as_bytes())
-            .await?;
-        let value: serde_json::Value = serde_json::from_slice(&out)
-            .map_err(|e| AwsError::internal(format!("ACM's answer is unreadable: {e}")))?;
+        let value = self.acm_call(ctx, "RequestCertificate", body).await?;
         value["CertificateArn"]
             .as_str()
             .map(str::to_string)
@@ -1024,12 +1029,8 @@ impl GatewayInfrastructure {
         certificates.sort();
         certificates.dedup();
         for arn in certificates.into_iter().filter(|a| !a.is_empty()) {
-            let body = serde_json::json!({"CertificateArn": arn}).to_string();
-            match self
-                .acm
-                .handle(&ctx, "DeleteCertificate", body.as_bytes())
-                .await
-            {
+            let body = serde_json::json!({"CertificateArn": arn});
+            match self.acm_call(&ctx, "DeleteCertificate", body).await {
                 Ok(_) => {}
                 Err(e) if e.code == "ResourceNotFoundException" => {}
                 Err(e) => return Err(e),
