@@ -413,20 +413,27 @@ async fn serve_conn(
 async fn first_bytes(stream: &TcpStream, ctx: &ConnCtx, idle: Duration) -> bool {
     tokio::select! {
         ready = stream.readable() => ready.is_ok(),
-        _ = closing(&ctx.activity, idle, ctx.removed.clone()) => false,
+        _ = closing(&ctx.activity, || idle, ctx.removed.clone()) => false,
     }
 }
 
-/// Resolves once a client connection has been idle for `idle` or its listener was removed: the
-/// moment it is to be closed.
+/// Why a client connection is to be closed.
+#[derive(PartialEq, Eq)]
+enum Closing {
+    Idle,
+    ListenerRemoved,
+}
+
+/// Resolves once a client connection has been idle for its idle timeout (`idle`, read at each
+/// check) or its listener was removed: the moment it is to be closed, and why.
 async fn closing(
     activity: &std::sync::atomic::AtomicU64,
-    idle: Duration,
+    idle: impl Fn() -> Duration,
     mut removed: tokio::sync::watch::Receiver<bool>,
-) {
+) -> Closing {
     tokio::select! {
-        _ = io::idle_elapsed(activity, idle) => {}
-        _ = async { removed.wait_for(|gone| *gone).await.is_ok() } => {}
+        _ = io::idle_elapsed_with(activity, idle) => Closing::Idle,
+        _ = async { removed.wait_for(|gone| *gone).await.is_ok() } => Closing::ListenerRemoved,
     }
 }
 
@@ -466,13 +473,9 @@ fn watch_connection(ctx: &Arc<ConnCtx>) -> (AbortOnDrop, tokio::sync::oneshot::R
                 .idle_timeout
                 .max(Duration::from_millis(1))
         };
-        let mut removed = ctx.removed.clone();
-        let removed_first = tokio::select! {
-            _ = io::idle_elapsed_with(&ctx.activity, current) => false,
-            _ = async { removed.wait_for(|gone| *gone).await.is_ok() } => true,
-        };
+        let why = closing(&ctx.activity, current, ctx.removed.clone()).await;
         let _ = tx.send(());
-        if removed_first {
+        if why == Closing::ListenerRemoved {
             io::idle_elapsed_with(&ctx.activity, current).await;
         }
         ctx.alarm.raise();
