@@ -70,7 +70,8 @@ pub struct ConnCtx {
     pub secure: bool,
     /// When the client connection last read or wrote a byte (ms).
     pub activity: Arc<std::sync::atomic::AtomicU64>,
-    /// Raised when the connection is to close (idle, or its listener removed).
+    /// Raised once the connection has been idle for its idle timeout (also after its listener
+    /// was removed): a request waiting on its target then answers 504.
     pub alarm: crate::io::Alarm,
     /// Whether the listener has been removed.
     pub removed: tokio::sync::watch::Receiver<bool>,
