@@ -407,33 +407,77 @@ fn idempotent(method: &Method) -> bool {
     )
 }
 
-/// Sends a request without a body (its method, origin-form target and headers) on a pooled
-/// connection to `addr` (a new one when none is idle; once more, on a new one, when a pooled
-/// connection turns out closed before anything came back, for an idempotent method): the answer's
-/// head and the connection its body is to be read from.
+/// A request without a body, its head written out for its target and the request itself dropped:
+/// [`prepare`] then [`send`].
+pub struct Prepared {
+    /// The idle connection it goes out on, its head already in the connection's `out`.
+    pooled: Option<Conn>,
+    /// The head, when the pool had no idle connection.
+    head: Vec<u8>,
+    head_request: bool,
+    idempotent: bool,
+}
+
+/// Takes an idle connection from `pool` (on this runtime's shelf) and writes the request's head
+/// (its method, origin-form target and headers) into it, at once. The request is dropped before
+/// anything is awaited: a server's parsed header values share its connection's read buffer, and
+/// hyper reads on (to see a client that closes while its request waits), which with the buffer
+/// still shared would take a new one for every request.
+pub fn prepare(pool: &Pool, request: http::request::Parts) -> Prepared {
+    let path = request.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let mut pooled = pool.checkout();
+    let mut head = Vec::new();
+    let out = match pooled.as_mut() {
+        Some(conn) => &mut conn.out,
+        None => &mut head,
+    };
+    write_request_head(out, &request.method, path, &request.headers);
+    Prepared {
+        pooled,
+        head,
+        head_request: request.method == Method::HEAD,
+        idempotent: idempotent(&request.method),
+    }
+}
+
+/// Sends a [`prepare`]d request on its pooled connection to `addr` (a new one when none was
+/// idle; once more, on a new one, when a pooled connection turns out closed before anything came
+/// back, for an idempotent method): the answer's head and the connection its body is to be read
+/// from.
 pub async fn send(
-    pool: &Pool,
+    request: Prepared,
     addr: SocketAddr,
     connector: &TargetConnector,
-    request: &http::request::Parts,
 ) -> Result<(Head, Conn), SendError> {
-    let method = &request.method;
-    let path = request.uri.path_and_query().map_or("/", |pq| pq.as_str());
-    let head_request = *method == Method::HEAD;
-    let mut pooled_first = pool.checkout();
+    let Prepared {
+        pooled,
+        head,
+        head_request,
+        idempotent,
+    } = request;
+    let mut retry = pooled.is_some() && idempotent;
+    let mut conn = match pooled {
+        Some(conn) => conn,
+        // Boxed: a new connection (and its TLS handshake) is the rare case, and its large
+        // future would otherwise be copied with every request's future.
+        None => {
+            let mut conn = Box::pin(connect(addr, connector)).await?;
+            conn.out = head;
+            conn
+        }
+    };
     loop {
-        let (mut conn, pooled) = match pooled_first.take() {
-            Some(conn) => (conn, true),
-            // Boxed: a new connection (and its TLS handshake) is the rare case, and its large
-            // future would otherwise be copied with every request's future.
-            None => (Box::pin(connect(addr, connector)).await?, false),
-        };
-        write_request_head(&mut conn.out, method, path, &request.headers);
         match exchange(&mut conn, head_request).await {
             Ok(answer) => return Ok((answer, conn)),
             Err(Failed {
                 nothing_back: true, ..
-            }) if pooled && idempotent(method) => continue,
+            }) if retry => {
+                retry = false;
+                // The head stays in `out` once written: the same bytes, on a new connection.
+                let head = std::mem::take(&mut conn.out);
+                conn = Box::pin(connect(addr, connector)).await?;
+                conn.out = head;
+            }
             Err(failed) => return Err(failed.error),
         }
     }

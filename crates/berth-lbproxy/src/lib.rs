@@ -506,8 +506,10 @@ where
     let io = TokioIo::new(io::Tracked::sharing(stream, ctx.activity.clone()));
     let (_watcher, closed) = watch_connection(&ctx);
     let svc = hyper::service::service_fn(move |req| {
-        let ctx = ctx.clone();
-        async move { Ok::<_, Infallible>(proxy::handle(ctx, req).await) }
+        // Called as hyper hands the request over, not at the future's first poll: the request's
+        // head is routed, written out for its target and dropped before hyper reads on.
+        let answer = proxy::handle(ctx.clone(), req);
+        async move { Ok::<_, Infallible>(answer.await) }
     });
     if h2 {
         let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());

@@ -233,29 +233,35 @@ fn set_cookies(h: &mut HeaderMap, name: &str, value: &str, duration: Duration) {
     }
 }
 
-fn new_trace_id() -> String {
+/// The length of a trace id, `1-<8 hex digits>-<24 hex digits>`.
+const TRACE_ID_LEN: usize = 35;
+
+/// Writes a new trace id into `out`: `1-`, the time in seconds and 96 random bits, in hex.
+fn write_trace_id(out: &mut [u8; TRACE_ID_LEN]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0) as u32;
     let r: [u8; 12] = rand::thread_rng().gen();
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(35);
-    s.push_str("1-");
-    for shift in (0..8).rev() {
-        s.push(HEX[((now >> (shift * 4)) & 0xf) as usize] as char);
+    out[0] = b'1';
+    out[1] = b'-';
+    for (i, shift) in (0..8).rev().enumerate() {
+        out[2 + i] = HEX[((now >> (shift * 4)) & 0xf) as usize];
     }
-    s.push('-');
-    for b in r {
-        s.push(HEX[usize::from(b >> 4)] as char);
-        s.push(HEX[usize::from(b & 0xf)] as char);
+    out[10] = b'-';
+    for (i, b) in r.iter().enumerate() {
+        out[11 + 2 * i] = HEX[usize::from(b >> 4)];
+        out[12 + 2 * i] = HEX[usize::from(b & 0xf)];
     }
-    s
 }
 
 /// `Root=1-…` for a new request; an incoming header with a Root keeps it and gets our Self field.
 pub fn trace_header(existing: Option<&str>) -> String {
-    let id = new_trace_id();
+    let mut id = [0u8; TRACE_ID_LEN];
+    write_trace_id(&mut id);
+    // Hex digits and dashes only.
+    let id = std::str::from_utf8(&id).unwrap_or_default();
     match existing {
         Some(e) if e.contains("Root=") => {
             let rest: Vec<&str> = e
@@ -265,7 +271,12 @@ pub fn trace_header(existing: Option<&str>) -> String {
                 .collect();
             format!("Self={id};{}", rest.join(";"))
         }
-        _ => format!("Root={id}"),
+        _ => {
+            let mut value = String::with_capacity(5 + TRACE_ID_LEN);
+            value.push_str("Root=");
+            value.push_str(id);
+            value
+        }
     }
 }
 
@@ -357,31 +368,69 @@ impl StickyCookies {
     }
 }
 
-/// Answers one request. The routing and header work is synchronous ([`route`]), so the future
-/// a request carries holds only what crosses the wait for the target.
+/// Answers one request. The routing and header work is synchronous ([`route`], and
+/// [`h1pool::prepare`] for a request without a body to an HTTP/1.1 target), so the future a
+/// request carries holds only what crosses the wait for the target: call it as the request
+/// arrives, not from within another future (see [`h1pool::prepare`]).
 pub fn handle(
     ctx: Arc<ConnCtx>,
     req: Request<Incoming>,
 ) -> impl std::future::Future<Output = Response<RespBody>> {
-    let routed = route(&ctx, req);
+    let next = match route(&ctx, req) {
+        Routed::Answer(r) => Next::Answer(r),
+        Routed::Forward(plan)
+            if plan.client_upgrade.is_none()
+                && plan.group.cfg.protocol_version == HttpVersion::Http1
+                && plan.req.body().is_end_stream()
+                // A tunnel once answered 2xx: never a connection to pool.
+                && plan.req.method() != http::Method::CONNECT =>
+        {
+            let Forward {
+                req,
+                target,
+                group,
+                inflight,
+                cookies,
+                ..
+            } = plan;
+            let (parts, _empty) = req.into_parts();
+            Next::H1(H1Forward {
+                request: h1pool::prepare(&target.pool, parts),
+                target,
+                group,
+                inflight,
+                cookies,
+            })
+        }
+        Routed::Forward(plan) => Next::Client(plan),
+    };
     async move {
-        match routed {
-            Routed::Answer(r) => r,
-            Routed::Forward(plan)
-                if plan.client_upgrade.is_none()
-                    && plan.group.cfg.protocol_version == HttpVersion::Http1
-                    && plan.req.body().is_end_stream()
-                    // A tunnel once answered 2xx: never a connection to pool.
-                    && plan.req.method() != http::Method::CONNECT =>
-            {
-                forward_h1(&ctx, plan).await
-            }
+        match next {
+            Next::Answer(r) => r,
+            Next::H1(plan) => forward_h1(&ctx, plan).await,
             // Requests with a body, targets over HTTP/2 (or gRPC) and upgrades take the hyper-util
             // client; that future is large, so it is boxed rather than carried (and copied) in
             // every request's future.
-            Routed::Forward(plan) => Box::pin(forward_client(&ctx, plan)).await,
+            Next::Client(plan) => Box::pin(forward_client(&ctx, plan)).await,
         }
     }
+}
+
+/// What [`handle`] waits on.
+#[allow(clippy::large_enum_variant)]
+enum Next {
+    Answer(Response<RespBody>),
+    H1(H1Forward),
+    Client(Forward),
+}
+
+/// A request without a body on its way to an HTTP/1.1 target, its head already written.
+struct H1Forward {
+    request: h1pool::Prepared,
+    target: Arc<TargetRt>,
+    group: Arc<GroupSnap>,
+    inflight: InFlight,
+    cookies: StickyCookies,
 }
 
 fn route(ctx: &ConnCtx, req: Request<Incoming>) -> Routed {
@@ -618,12 +667,11 @@ fn prepare_forward(
 }
 
 /// Sends a request without a body to its target over HTTP/1.1 on a connection this task drives.
-async fn forward_h1(ctx: &ConnCtx, plan: Forward) -> Response<RespBody> {
+async fn forward_h1(ctx: &ConnCtx, plan: H1Forward) -> Response<RespBody> {
     let target = &plan.target;
-    let (parts, _empty) = plan.req.into_parts();
     // Not `until_idle`: an async fn would store the send future twice (argument and select).
     let waited = tokio::select! {
-        out = h1pool::send(&target.pool, target.address, &plan.group.connector, &parts) => {
+        out = h1pool::send(plan.request, target.address, &plan.group.connector) => {
             Waited::Done(out)
         }
         _ = ctx.alarm.raised() => Waited::Idle,
@@ -733,6 +781,21 @@ mod tests {
             root.starts_with("Root=1-") && root.len() == "Root=1-".len() + 8 + 1 + 24,
             "{root}"
         );
+        let (time, random) = root["Root=1-".len()..].split_at(8);
+        let secs = u64::from_str_radix(time, 16).unwrap();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        assert!(now.abs_diff(secs) <= 5, "{root}");
+        assert!(
+            random.starts_with('-')
+                && random[1..]
+                    .bytes()
+                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()),
+            "{root}"
+        );
+        assert_ne!(trace_header(None), root, "ids are random");
         let kept = trace_header(Some("Root=1-67891233-abcdef012345678912345678"));
         assert!(
             kept.starts_with("Self=1-")
