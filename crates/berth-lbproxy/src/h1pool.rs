@@ -149,7 +149,13 @@ impl std::fmt::Display for SendError {
     }
 }
 
-async fn connect(addr: SocketAddr, connector: &TargetConnector) -> Result<Conn, SendError> {
+/// A new connection to `addr`, carrying `head` (a request's head, written already) as the next
+/// to send.
+async fn connect(
+    addr: SocketAddr,
+    connector: &TargetConnector,
+    head: Vec<u8>,
+) -> Result<Conn, SendError> {
     let tcp = io::connect_tcp(addr, &connector.sources, &connector.next)
         .await
         .map_err(SendError::Connect)?;
@@ -164,7 +170,7 @@ async fn connect(addr: SocketAddr, connector: &TargetConnector) -> Result<Conn, 
     Ok(Conn {
         stream,
         buf: BytesMut::with_capacity(READ_SIZE),
-        out: Vec::new(),
+        out: head,
         pooled_at: 0,
     })
 }
@@ -212,7 +218,7 @@ pub struct Head {
 }
 
 /// Whether a comma-separated header list (Connection, Transfer-Encoding) has `token`.
-fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
+pub fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
     headers
         .get_all(name)
         .iter()
@@ -460,11 +466,7 @@ pub async fn send(
         Some(conn) => conn,
         // Boxed: a new connection (and its TLS handshake) is the rare case, and its large
         // future would otherwise be copied with every request's future.
-        None => {
-            let mut conn = Box::pin(connect(addr, connector)).await?;
-            conn.out = head;
-            conn
-        }
+        None => Box::pin(connect(addr, connector, head)).await?,
     };
     loop {
         match exchange(&mut conn, head_request).await {
@@ -475,8 +477,7 @@ pub async fn send(
                 retry = false;
                 // The head stays in `out` once written: the same bytes, on a new connection.
                 let head = std::mem::take(&mut conn.out);
-                conn = Box::pin(connect(addr, connector)).await?;
-                conn.out = head;
+                conn = Box::pin(connect(addr, connector, head)).await?;
             }
             Err(failed) => return Err(failed.error),
         }
@@ -513,6 +514,12 @@ pub struct TargetBody {
     /// Data already cut from the buffer for the next frame.
     ready: Option<Bytes>,
     inflight: InFlight,
+}
+
+/// Cuts what `buf` holds of the `left` bytes still to come: those bytes, and how many are left.
+fn cut(buf: &mut BytesMut, left: u64) -> (Bytes, u64) {
+    let take = left.min(buf.len() as u64);
+    (buf.split_to(take as usize).freeze(), left - take)
 }
 
 fn body_error(why: &'static str) -> BoxError {
@@ -573,12 +580,11 @@ impl TargetBody {
                     if buf.is_empty() {
                         return Ok(None);
                     }
-                    let take = left.min(buf.len() as u64);
-                    let data = buf.split_to(take as usize).freeze();
-                    self.reading = if take == left {
+                    let (data, left) = cut(buf, left);
+                    self.reading = if left == 0 {
                         Reading::Done
                     } else {
-                        Reading::Length(left - take)
+                        Reading::Length(left)
                     };
                     return Ok(Some(data));
                 }
@@ -609,12 +615,11 @@ impl TargetBody {
                     if buf.is_empty() {
                         return Ok(None);
                     }
-                    let take = left.min(buf.len() as u64);
-                    let data = buf.split_to(take as usize).freeze();
-                    self.reading = Reading::Chunked(if take == left {
+                    let (data, left) = cut(buf, left);
+                    self.reading = Reading::Chunked(if left == 0 {
                         Chunk::DataEnd
                     } else {
-                        Chunk::Data(left - take)
+                        Chunk::Data(left)
                     });
                     return Ok(Some(data));
                 }

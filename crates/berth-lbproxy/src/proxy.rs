@@ -314,15 +314,7 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
 fn is_upgrade(req: &Request<Incoming>) -> bool {
     req.version() == Version::HTTP_11
         && req.headers().contains_key(header::UPGRADE)
-        && req
-            .headers()
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .any(|v| {
-                v.split(',')
-                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
-            })
+        && h1pool::has_token(req.headers(), &header::CONNECTION, "upgrade")
 }
 
 /// What routing made of a request: an answer of the load balancer's own, or a request to send to
