@@ -44,25 +44,65 @@ def berth_binary() -> str:
     raise RuntimeError("berth binary not found: build it (cargo build) or set BERTH_BIN")
 
 
+# Ports the tests' servers listen on come from below the kernel's ephemeral
+# range (net.ipv4.ip_local_port_range, 32768-60999 by default). A server
+# restarted on its port must find it free, and a port of that range can be
+# the source port of any outgoing connection or UDP socket on the host
+# meanwhile: a `berth server` killed and started again in test_ha once
+# exited with "binding the DNS listener 127.0.0.1:33052: Address already in
+# use". Below the range only listeners take ports, and each xdist worker
+# walks its own slice, so two workers never hand out the same port.
+_LISTEN_LOW = 10000
+
+
+def _listen_slice() -> range:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            high = min(int(f.read().split()[0]), 32768)
+    except (OSError, ValueError, IndexError):
+        high = 32768
+    if high - _LISTEN_LOW < 1000:
+        raise RuntimeError(f"the ephemeral port range starts at {high}: no room below it for listeners")
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    index = int(worker[2:]) if worker[2:].isdigit() else 0
+    count = max(int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1), index + 1)
+    width = (high - _LISTEN_LOW) // count
+    start = _LISTEN_LOW + index * width
+    return range(start, start + width)
+
+
+_LISTEN_PORTS = _listen_slice()
+_next_port = 0
+
+
+def _free_listen_port(kinds) -> int:
+    """The next port of this worker's slice that every socket type of
+    `kinds` can bind on loopback now."""
+    global _next_port
+    for _ in range(len(_LISTEN_PORTS)):
+        port = _LISTEN_PORTS[_next_port % len(_LISTEN_PORTS)]
+        _next_port += 1
+        sockets = [socket.socket(socket.AF_INET, kind) for kind in kinds]
+        try:
+            for s in sockets:
+                s.bind(("127.0.0.1", port))
+            return port
+        except OSError:
+            continue
+        finally:
+            for s in sockets:
+                s.close()
+    raise RuntimeError(f"no free port in {_LISTEN_PORTS}")
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback TCP port nothing listens on, outside the ephemeral range."""
+    return _free_listen_port([socket.SOCK_STREAM])
 
 
 def free_dns_port() -> int:
     """A loopback port free for both UDP and TCP (a DNS server takes both)."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-            u.bind(("127.0.0.1", 0))
-            port = u.getsockname()[1]
-            with socket.socket() as t:
-                try:
-                    t.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-                return port
-    raise RuntimeError("no free port for DNS")
+    return _free_listen_port([socket.SOCK_DGRAM, socket.SOCK_STREAM])
 
 
 def dns_args(berth, extra_args) -> list:
@@ -479,6 +519,31 @@ def docker(*args, check=True):
     if check and proc.returncode != 0:
         raise AssertionError(f"docker {' '.join(args)} failed: {proc.stderr}")
     return proc.stdout
+
+
+def host_path(ip: str) -> str:
+    """How this host routes to a task address now, in one line for a
+    failure's message: the route `ip` takes, Berth's routes to VPC routers
+    and the routers on the host (CI shows little more than that line)."""
+    def lines(*command):
+        proc = subprocess.run(list(command), capture_output=True, text=True, timeout=30)
+        return "; ".join(l.strip() for l in (proc.stdout or proc.stderr).splitlines() if l.strip())
+    routers = lines("docker", "ps", "-a", "--filter", "label=berth.vpc-router",
+                    "--format", "{{.Names}} {{.Status}}")
+    return (f"route get {ip}: {lines('ip', 'route', 'get', ip)} | Berth's host routes: "
+            f"{lines('ip', 'route', 'show', 'proto', '190') or 'none'} | routers: {routers or 'none'}")
+
+
+def fetch_from_host(url: str, timeout=5.0) -> bytes:
+    """The body at `url` (a task's address), fetched from this host; a
+    failure says how the host routes there."""
+    import urllib.parse
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.read()
+    except OSError as e:
+        ip = urllib.parse.urlsplit(url).hostname or ""
+        raise AssertionError(f"{url} from the host: {e} | {host_path(ip)}") from e
 
 
 def build_test_image(workdir: Path):

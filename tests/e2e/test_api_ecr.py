@@ -9,7 +9,6 @@ import hashlib
 import http.client
 import json
 import shutil
-import socket
 import ssl
 import subprocess
 import time
@@ -20,7 +19,7 @@ import botocore.config
 import pytest
 from botocore.exceptions import ClientError
 
-from berth_harness import ACCESS_KEY, ACCOUNT, SECRET_KEY, Berth, check_output, load_model
+from berth_harness import ACCESS_KEY, ACCOUNT, SECRET_KEY, Berth, check_output, free_port, load_model
 from test_registry import OCI_MANIFEST, Oci
 
 MODEL = load_model("ecr", "2015-09-21")
@@ -256,12 +255,6 @@ def test_replication_between_regions(berth):
     # The east token does not reach the west repository's copy by itself:
     # an untagged east-only repository is absent in the west.
     assert pull.request("GET", "/v2/dev/app/manifests/v1")[0] == 404
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Upstream:

@@ -5,11 +5,10 @@ driven with boto3 and the aws CLI against real containers."""
 import re
 import subprocess
 import time
-import urllib.request
 
 import pytest
 
-from berth_harness import (Berth, check_output, create_task_role, load_model,
+from berth_harness import (Berth, check_output, create_task_role, fetch_from_host, load_model,
                            remove_task_containers, wait_for)
 
 # awsvpc tasks of every test server share the default VPC's host route.
@@ -263,8 +262,7 @@ def test_unhealthy_tasks_leave_the_healthy_answer(berth_agent):
     wait_for(lambda: healthy() == ips, 60, what="both tasks registered healthy")
 
     sick = ips[0]
-    with urllib.request.urlopen(f"http://{sick}:8080/cgi-bin/sick", timeout=5) as r:
-        assert b"sick" in r.read()
+    assert b"sick" in fetch_from_host(f"http://{sick}:8080/cgi-bin/sick")
     wait_for(lambda: healthy() == [ips[1]], 40, what="the sick task leaves the HEALTHY answer")
     everything = sd.discover_instances(NamespaceName="health.local", ServiceName="web",
                                        HealthStatus="ALL")["Instances"]
@@ -304,8 +302,7 @@ def test_bridge_tasks_are_found_through_srv_records(berth_agent):
     for line in lines:
         _, _, port, target = line.split()
         [host] = dig(berth, target)
-        with urllib.request.urlopen(f"http://{host}:{port}/", timeout=5) as r:
-            pages.add(r.read().decode().strip())
+        pages.add(fetch_from_host(f"http://{host}:{port}/").decode().strip())
     assert len(pages) == 2
 
 
