@@ -528,10 +528,20 @@ def host_path(ip: str) -> str:
     def lines(*command):
         proc = subprocess.run(list(command), capture_output=True, text=True, timeout=30)
         return "; ".join(l.strip() for l in (proc.stdout or proc.stderr).splitlines() if l.strip())
-    routers = lines("docker", "ps", "-a", "--filter", "label=berth.vpc-router",
-                    "--format", "{{.Names}} {{.Status}}")
+    routers = []
+    for line in lines("docker", "ps", "-a", "--filter", "label=berth.vpc-router", "--format",
+                      "{{.Names}} {{.Status}}").split("; "):
+        if not line:
+            continue
+        name = line.split()[0]
+        pid = lines("docker", "inspect", "-f", "{{.State.Pid}}", name)
+        inside = (f"route get: {lines('nsenter', f'--net=/proc/{pid}/ns/net', 'ip', 'route', 'get', ip)}, "
+                  f"neighbour: {lines('nsenter', f'--net=/proc/{pid}/ns/net', 'ip', 'neigh', 'show', 'to', ip) or 'none'}"
+                  if pid.isdigit() and pid != "0" else "not running")
+        routers.append(f"{line} ({inside})")
     return (f"route get {ip}: {lines('ip', 'route', 'get', ip)} | Berth's host routes: "
-            f"{lines('ip', 'route', 'show', 'proto', '190') or 'none'} | routers: {routers or 'none'}")
+            f"{lines('ip', 'route', 'show', 'proto', '190') or 'none'} | routers: "
+            f"{'; '.join(routers) or 'none'}")
 
 
 def fetch_from_host(url: str, timeout=5.0) -> bytes:
