@@ -11,6 +11,7 @@ import subprocess
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -524,30 +525,34 @@ def docker(*args, check=True):
 def host_path(ip: str) -> str:
     """How this host routes to a task address now, in one line for a
     failure's message: the route `ip` takes, Berth's routes to VPC routers
-    and the routers on the host (CI shows little more than that line)."""
-    def lines(*command):
+    and the routers on the host, with what each router's namespace makes of
+    `ip` (CI shows little more than that line)."""
+    def out(*command):
         proc = subprocess.run(list(command), capture_output=True, text=True, timeout=30)
-        return "; ".join(l.strip() for l in (proc.stdout or proc.stderr).splitlines() if l.strip())
+        return [l.strip() for l in (proc.stdout or proc.stderr).splitlines() if l.strip()]
+
+    def line(*command):
+        return "; ".join(out(*command))
+
     routers = []
-    for line in lines("docker", "ps", "-a", "--filter", "label=berth.vpc-router", "--format",
-                      "{{.Names}} {{.Status}}").split("; "):
-        if not line:
-            continue
-        name = line.split()[0]
-        pid = lines("docker", "inspect", "-f", "{{.State.Pid}}", name)
-        inside = (f"route get: {lines('nsenter', f'--net=/proc/{pid}/ns/net', 'ip', 'route', 'get', ip)}, "
-                  f"neighbour: {lines('nsenter', f'--net=/proc/{pid}/ns/net', 'ip', 'neigh', 'show', 'to', ip) or 'none'}"
-                  if pid.isdigit() and pid != "0" else "not running")
-        routers.append(f"{line} ({inside})")
-    return (f"route get {ip}: {lines('ip', 'route', 'get', ip)} | Berth's host routes: "
-            f"{lines('ip', 'route', 'show', 'proto', '190') or 'none'} | routers: "
+    for router in out("docker", "ps", "-a", "--filter", "label=berth.vpc-router",
+                      "--format", "{{.Names}} {{.Status}}"):
+        pid = line("docker", "inspect", "-f", "{{.State.Pid}}", router.split()[0])
+        if pid.isdigit() and pid != "0":
+            inside = ("nsenter", f"--net=/proc/{pid}/ns/net", "ip")
+            seen = (f"route get: {line(*inside, 'route', 'get', ip)}, "
+                    f"neighbour: {line(*inside, 'neigh', 'show', 'to', ip) or 'none'}")
+        else:
+            seen = "not running"
+        routers.append(f"{router} ({seen})")
+    return (f"route get {ip}: {line('ip', 'route', 'get', ip)} | Berth's host routes: "
+            f"{line('ip', 'route', 'show', 'proto', '190') or 'none'} | routers: "
             f"{'; '.join(routers) or 'none'}")
 
 
 def fetch_from_host(url: str, timeout=5.0) -> bytes:
     """The body at `url` (a task's address), fetched from this host; a
     failure says how the host routes there."""
-    import urllib.parse
     try:
         with urllib.request.urlopen(url, timeout=timeout) as r:
             return r.read()
